@@ -1,0 +1,38 @@
+# The two commands: `make run` (the product on its embedded default) and `make test` (the whole suite).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PORT ?= 8000
+export PORT
+
+.PHONY: run test bench lint install install-dev migrate clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	@echo "hubsync on http://127.0.0.1:$(PORT)  (Ctrl-C stops web, worker and beat)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install
+	$(BIN)/ruff check .
+	HUBSYNC_TESTING=1 $(PY) manage.py makemigrations --check --dry-run
+	HUBSYNC_TESTING=1 $(BIN)/pytest -m "not bench" $(PYTEST_ARGS)
+
+bench: install
+	HUBSYNC_TESTING=1 $(BIN)/pytest -m bench -s bench $(PYTEST_ARGS)
+
+clean:
+	rm -rf var staticfiles .pytest_cache

@@ -1,0 +1,74 @@
+"""Secrets at rest: a text field encrypted with MultiFernet over HUBSYNC_ENCRYPTION_KEYS (newest first).
+
+The keys are independent of SECRET_KEY so either can be rotated alone. A value that no key decrypts raises
+DecryptionError: returning the ciphertext (or an empty string) would let a broken key silently corrupt data.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.db import models
+
+PREFIX = "fernet:"
+
+
+class DecryptionError(Exception):
+    """A stored secret could not be decrypted with any configured key."""
+
+
+@lru_cache(maxsize=8)
+def _multifernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise DecryptionError("HUBSYNC_ENCRYPTION_KEYS is empty")
+    return MultiFernet([Fernet(k.encode() if isinstance(k, str) else k) for k in keys])
+
+
+def get_fernet() -> MultiFernet:
+    return _multifernet(tuple(settings.HUBSYNC_ENCRYPTION_KEYS))
+
+
+def encrypt(value: str) -> str:
+    return PREFIX + get_fernet().encrypt(value.encode()).decode()
+
+
+def decrypt(stored: str) -> str:
+    if not stored.startswith(PREFIX):
+        raise DecryptionError("stored secret is not in the encrypted format")
+    try:
+        return get_fernet().decrypt(stored[len(PREFIX) :].encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError("no configured encryption key decrypts this secret") from exc
+
+
+def rotate(stored: str) -> str:
+    """Re-encrypt a stored value under the newest key."""
+    if not stored.startswith(PREFIX):
+        raise DecryptionError("stored secret is not in the encrypted format")
+    try:
+        return PREFIX + get_fernet().rotate(stored[len(PREFIX) :].encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError("no configured encryption key decrypts this secret") from exc
+
+
+class EncryptedTextField(models.TextField):
+    """Stores `fernet:<token>`; Python side is the plaintext str. Empty string and None pass through."""
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> str | None:
+        if value is None or value == "":
+            return value
+        return decrypt(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        if value is None or value == "":
+            return value
+        return encrypt(str(value))
+
+    def value_to_string(self, obj: models.Model) -> str:
+        # Serialization (dumpdata, fixtures) gets the ciphertext, never the plaintext.
+        value = self.value_from_object(obj)
+        return self.get_prep_value(value) or ""
