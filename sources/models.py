@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+from hubsync.fields import EncryptedTextField
+from hubsync.models import Workspace
+
+SYNC_INTERVAL_CHOICES = [
+    (timedelta(minutes=15), "Every 15 minutes"),
+    (timedelta(minutes=30), "Every 30 minutes"),
+    (timedelta(hours=1), "Every hour"),
+    (timedelta(hours=2), "Every 2 hours"),
+    (timedelta(hours=3), "Every 3 hours"),
+    (timedelta(hours=6), "Every 6 hours"),
+    (timedelta(hours=12), "Every 12 hours"),
+    (timedelta(hours=24), "Every 24 hours"),
+]
+
+
+class Source(models.Model):
+    class Status(models.TextChoices):
+        OK = "ok", "Connected"
+        NEEDS_RECONNECT = "needs_reconnect", "Needs reconnect"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sources")
+    name = models.CharField(max_length=100)
+    label = models.CharField(max_length=100, blank=True)
+    hub_id = models.BigIntegerField(null=True, blank=True)
+    hub_domain = models.CharField(max_length=255, blank=True)
+    installing_user = models.CharField(max_length=255, blank=True)
+    scopes = models.JSONField(default=list, blank=True)
+    # OAuth tokens: encrypted at rest, never logged or passed to tasks.
+    token = EncryptedTextField(blank=True, help_text="OAuth refresh token")
+    access_token = EncryptedTextField(blank=True)
+    access_token_expires_at = models.DateTimeField(null=True, blank=True)
+    schema_name = models.SlugField(max_length=63)
+    start_date = models.DateField(null=True, blank=True, help_text="Blank = full history")
+    sync_interval = models.DurationField(default=timedelta(hours=3))
+    enabled = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OK)
+    status_detail = models.TextField(blank=True)
+    next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    first_synced_at = models.DateTimeField(null=True, blank=True)
+    # Latest run copied onto the parent for cheap dashboards.
+    last_run = models.ForeignKey("SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "schema_name"], name="unique_schema_name_per_workspace")
+        ]
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SourceCollection(models.Model):
+    workspace_path = "source__workspace"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="collections")
+    collection = models.CharField(max_length=50)  # contacts, companies, deals, tickets, ...
+    selected = models.BooleanField(default=True)
+    # Extraction cursor: {"mode": ..., "modified_since_ms": ..., "after_id": ..., ...} committed with each page.
+    cursor = models.JSONField(default=dict, blank=True)
+    # Property schema as last discovered: {name: {label, type, fieldType, groupName, ...}}.
+    properties = models.JSONField(default=dict, blank=True)
+    schema_changes = models.JSONField(default=list, blank=True)
+    schema_discovered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "collection"], name="unique_source_collection")]
+        ordering = ["collection"]
+
+    def __str__(self) -> str:
+        return f"{self.source} / {self.collection}"
+
+
+class Record(models.Model):
+    """The mirror: one row per HubSpot object. change_seq grows on every real change."""
+
+    workspace_path = "source__workspace"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="records")
+    collection = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()  # HubSpot ids are numeric strings: compare as numbers
+    properties = models.JSONField(default=dict)
+    created_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    archived = models.BooleanField(default=False)
+    content_hash = models.CharField(max_length=64)
+    change_seq = models.BigIntegerField(db_index=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_record")
+        ]
+        indexes = [models.Index(fields=["source", "collection", "change_seq"], name="record_change_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.object_id}"
+
+
+class SyncRun(models.Model):
+    workspace_path = "source__workspace"
+
+    class Trigger(models.TextChoices):
+        FIRST = "first", "First sync"
+        SCHEDULED = "scheduled", "Scheduled"
+        MANUAL = "manual", "Sync now"
+        FULL = "full", "Full sync"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Partial"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    # {collection: {"read": n, "new": n, "updated": n, "unchanged": n, "archived": n, "error": "..."}}
+    counts = models.JSONField(default=dict, blank=True)
+    api_calls = models.IntegerField(default=0)
+    retries = models.IntegerField(default=0)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One run at a time per source, decided by the database.
+            models.UniqueConstraint(
+                fields=["source"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_run_per_source",
+            )
+        ]
+        indexes = [models.Index(fields=["source", "-created_at"], name="syncrun_source_recent")]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.source}"
