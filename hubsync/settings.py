@@ -269,3 +269,33 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- runtime: checks, static files in development, health ----------------------------------------------
+# Refuse bad encryption keys at start-up rather than at the first decryption: a typo in
+# HUBSYNC_ENCRYPTION_KEYS would otherwise surface as DecryptionError deep inside a sync.
+def _validate_fernet_keys(keys: list[str]) -> None:
+    from cryptography.fernet import Fernet
+
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key.encode())
+        except Exception as exc:
+            raise ImproperlyConfigured(
+                f"HUBSYNC_ENCRYPTION_KEYS entry {index + 1} is not a valid Fernet key (32 url-safe base64 bytes): "
+                "generate one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`"
+            ) from exc
+
+
+_validate_fernet_keys(HUBSYNC_ENCRYPTION_KEYS)
+
+# In development and tests static files are served straight from static/ (no collectstatic), so WhiteNoise
+# must not look for (and warn about) a missing staticfiles/ directory.
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+
+# Celery 5.x warns unless this is explicit; a worker started before Redis is up keeps retrying.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# /healthz: how long the broker connect and the worker ping may take before they count as down.
+HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT", "2"))
+HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT", "1.5"))
