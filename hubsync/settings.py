@@ -299,3 +299,5 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # /healthz: how long the broker connect and the worker ping may take before they count as down.
 HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT", "2"))
 HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT", "1.5"))
+# Load balancers and container health checks probe /healthz over plain HTTP inside the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
