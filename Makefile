@@ -19,9 +19,13 @@ install: $(BIN)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# honcho gives every process its own PORT (web 8000, worker 8100, beat 8200): HUBSYNC_BASE_URL pins the one
+# address where the web server (and so the sandbox) is reached, for all three. `--env /dev/null`: .env is the
+# docker compose configuration (hosts like "postgres"), not the embedded default's; export variables instead.
 run: migrate
 	@echo "hubsync on http://127.0.0.1:$(PORT)  (Ctrl-C stops web, worker and beat)"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" HUBSYNC_BASE_URL="$${HUBSYNC_BASE_URL:-http://127.0.0.1:$(PORT)}" \
+		$(BIN)/honcho start -f Procfile --env /dev/null
 
 lint: install
 	$(BIN)/ruff check .
