@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -149,3 +150,30 @@ def test_sandbox_is_off_in_production_unless_asked_for(tmp_path, sandbox, expect
     proc = run(["-c", SANDBOX_PROBE], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith(expected)
+
+
+ENV_READ = re.compile(
+    r"""(?:os\.environ\.get\(|os\.environ\[|os\.getenv\(|env_bool\(|env_list\()\s*["']([A-Z][A-Z0-9_]+)["']"""
+)
+# Read indirectly: by a constant (bootstrap), by the Procfile / compose / gunicorn.
+ALSO_READ = {"HUBSYNC_BOOTSTRAP_PASSWORD", "WORKER_CONCURRENCY", "WEB_CONCURRENCY", "POSTGRES_PASSWORD"}
+
+
+def variables_read_by_the_code() -> set[str]:
+    names = set()
+    for app in ("hubsync", "sources", "models_app", "mappings", "sandbox"):
+        for path in (ROOT / app).rglob("*.py"):
+            names |= set(ENV_READ.findall(path.read_text()))
+    names.discard("DJANGO_SETTINGS_MODULE")
+    return names | ALSO_READ
+
+
+def test_every_environment_variable_is_documented():
+    names = variables_read_by_the_code()
+    assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HUBSYNC_ENCRYPTION_KEYS", "HUBSPOT_AUTHORIZE_URL"} <= names
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    undocumented = sorted(n for n in names if not re.search(rf"^(# )?{n}=", example, re.MULTILINE))
+    assert not undocumented, f"add these to .env.example (with a comment): {undocumented}"
+    missing = sorted(n for n in names if f"`{n}`" not in readme)
+    assert not missing, f"add these to the README's configuration table: {missing}"
