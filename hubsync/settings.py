@@ -37,8 +37,18 @@ def _local_secret(filename: str, make) -> str:
     """A secret generated once into var/ so the embedded default needs no set-up (never used with DEBUG off)."""
     path = VAR_DIR / filename
     if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
+        # web, worker and beat may start together on a fresh clone: write a private temp file and link it into
+        # place, which fails if another process won the race, so all of them end up with the same key.
+        tmp = VAR_DIR / f".{filename}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 

@@ -177,3 +177,18 @@ def test_every_environment_variable_is_documented():
     assert not undocumented, f"add these to .env.example (with a comment): {undocumented}"
     missing = sorted(n for n in names if f"`{n}`" not in readme)
     assert not missing, f"add these to the README's configuration table: {missing}"
+
+
+def test_processes_starting_together_agree_on_the_generated_key(tmp_path):
+    """web, worker and beat start at once on a fresh clone: they must not each generate their own key."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    env.update(HUBSYNC_VAR_DIR=str(tmp_path / "var"), DJANGO_SETTINGS_MODULE="hubsync.settings")
+    code = "from django.conf import settings; print(settings.HUBSYNC_ENCRYPTION_KEYS[0])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    keys = {proc.communicate(timeout=120)[0].strip() for proc in procs}
+    assert len(keys) == 1
+    assert keys == {(tmp_path / "var" / "encryption_key").read_text().strip()}
+    assert not list((tmp_path / "var").glob(".*.tmp"))
