@@ -192,3 +192,17 @@ def test_processes_starting_together_agree_on_the_generated_key(tmp_path):
     assert len(keys) == 1
     assert keys == {(tmp_path / "var" / "encryption_key").read_text().strip()}
     assert not list((tmp_path / "var").glob(".*.tmp"))
+
+
+def test_static_files_are_served_in_tests_without_collectstatic():
+    import warnings
+
+    from django.test import Client
+    from whitenoise.middleware import WhiteNoiseMiddleware
+
+    # No "No directory at: staticfiles/" warning: development and tests read static/ directly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WhiteNoiseMiddleware(get_response=lambda request: None)
+    response = Client().get("/static/css/app.css")
+    assert response.status_code == 200
