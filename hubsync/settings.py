@@ -310,8 +310,8 @@ WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 # Celery 5.x warns unless this is explicit; a worker started before Redis is up keeps retrying.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # /healthz: how long the broker connect and the worker ping may take before they count as down.
-HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT", "2"))
-HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT", "1.5"))
+HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT") or "2")
+HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT") or "1.5")
 # Load balancers and container health checks probe /healthz over plain HTTP inside the private network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # Extra beat dispatchers by dotted path (apps normally register theirs with hubsync.dispatch.register).
