@@ -10,7 +10,6 @@ export PORT
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -19,9 +18,16 @@ install: $(BIN)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# honcho gives every process its own PORT (web 8000, worker 8100, beat 8200): HUBSYNC_BASE_URL pins the one
+# address where the web server (and so the sandbox) is reached, for all three. `--env /dev/null`: .env is the
+# docker compose configuration (hosts like "postgres"), not the embedded default's; export variables instead.
+# honcho SIGKILLs whatever still runs 5 s after Ctrl-C; an idle Celery worker on the filesystem broker needs
+# about 7 s for its warm shutdown (which hands unfinished messages back to the queue), so allow 30 s.
+HONCHO := $(PY) -c "import honcho.manager, honcho.command; honcho.manager.KILL_WAIT = 30; honcho.command.main()"
 run: migrate
 	@echo "hubsync on http://127.0.0.1:$(PORT)  (Ctrl-C stops web, worker and beat)"
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" HUBSYNC_BASE_URL="$${HUBSYNC_BASE_URL:-http://127.0.0.1:$(PORT)}" \
+		$(HONCHO) start -f Procfile --env /dev/null
 
 lint: install
 	$(BIN)/ruff check .

@@ -6,19 +6,27 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hubsync.settings")
 
 app = Celery("hubsync")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("extract"), Queue("deliver"))
+# Each queue gets its own exchange and routing key. Left implicit, Celery binds BOTH queues to the "extract"
+# exchange with key "extract"; Celery itself publishes straight to the queue name, but anything publishing by
+# exchange (another client, a future routing change) would copy each message into both queues.
+app.conf.task_queues = (
+    Queue("extract", Exchange("extract", type="direct"), routing_key="extract"),
+    Queue("deliver", Exchange("deliver", type="direct"), routing_key="deliver"),
+)
 app.conf.task_routes = {
     "sources.*": {"queue": "extract"},
     "mappings.*": {"queue": "deliver"},
     "hubsync.*": {"queue": "extract"},
 }
 app.conf.beat_schedule = {
-    "dispatch-due-syncs": {"task": "hubsync.dispatch", "schedule": 60.0},
+    # A tick that waited longer than the next one is worthless: expire it instead of piling up ticks while
+    # the workers are down.
+    "dispatch-due-syncs": {"task": "hubsync.dispatch", "schedule": 60.0, "options": {"expires": 55}},
 }
 app.autodiscover_tasks()

@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 PREFIX = "fernet:"
@@ -61,6 +62,16 @@ class EncryptedTextField(models.TextField):
         if value is None or value == "":
             return value
         return decrypt(value)
+
+    def to_python(self, value: Any) -> Any:
+        # Deserialization (loaddata of a dumpdata file) hands back the ciphertext that value_to_string wrote:
+        # decrypt it here, or saving would encrypt the ciphertext a second time.
+        if isinstance(value, str) and value.startswith(PREFIX):
+            try:
+                return decrypt(value)
+            except DecryptionError as exc:
+                raise ValidationError("This secret cannot be decrypted with the configured keys.") from exc
+        return super().to_python(value)
 
     def get_prep_value(self, value: Any) -> Any:
         value = super().get_prep_value(value)

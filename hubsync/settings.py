@@ -26,7 +26,7 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("HUBSYNC_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = Path(os.environ.get("HUBSYNC_VAR_DIR") or BASE_DIR / "var")  # empty (a blank .env line) = default
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", True)
@@ -37,8 +37,18 @@ def _local_secret(filename: str, make) -> str:
     """A secret generated once into var/ so the embedded default needs no set-up (never used with DEBUG off)."""
     path = VAR_DIR / filename
     if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
+        # web, worker and beat may start together on a fresh clone: write a private temp file and link it into
+        # place, which fails if another process won the race, so all of them end up with the same key.
+        tmp = VAR_DIR / f".{filename}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
@@ -160,13 +170,16 @@ if REDIS_URL:
 else:
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # A hostname, though the transport ignores it, keeps kombu from warning on every connection.
+    CELERY_BROKER_URL = "filesystem://localhost/"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # Idle queues are re-listed this often; 0.5 s keeps task start and the /healthz ping snappy.
+        "polling_interval": 0.5,
     }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -269,3 +282,37 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- runtime: checks, static files in development, health ----------------------------------------------
+# Refuse bad encryption keys at start-up rather than at the first decryption: a typo in
+# HUBSYNC_ENCRYPTION_KEYS would otherwise surface as DecryptionError deep inside a sync.
+def _validate_fernet_keys(keys: list[str]) -> None:
+    from cryptography.fernet import Fernet
+
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key.encode())
+        except Exception as exc:
+            raise ImproperlyConfigured(
+                f"HUBSYNC_ENCRYPTION_KEYS entry {index + 1} is not a valid Fernet key (32 url-safe base64 bytes): "
+                "generate one with `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'`"
+            ) from exc
+
+
+_validate_fernet_keys(HUBSYNC_ENCRYPTION_KEYS)
+
+# In development and tests static files are served straight from static/ (no collectstatic), so WhiteNoise
+# must not look for (and warn about) a missing staticfiles/ directory.
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+
+# Celery 5.x warns unless this is explicit; a worker started before Redis is up keeps retrying.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# /healthz: how long the broker connect and the worker ping may take before they count as down.
+HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT") or "2")
+HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT") or "1.5")
+# Load balancers and container health checks probe /healthz over plain HTTP inside the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Extra beat dispatchers by dotted path (apps normally register theirs with hubsync.dispatch.register).
+HUBSYNC_DISPATCHERS: list[str] = []
