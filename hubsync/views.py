@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from allauth.account.adapter import get_adapter
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -157,10 +156,9 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     if user is None:
         if request.method == "POST":
             return redirect(f"{reverse('account_login')}?{urlencode({'next': request.path})}")
-        # Keep the token for the sign-up, and let allauth treat the invited address as verified: the person
-        # holding this link received it at that address.
+        # Keep the token for the sign-up: with the invited address it joins this workspace, and the address
+        # counts as verified (AccountAdapter.is_email_verified).
         request.session[INVITATION_SESSION_KEY] = invitation.token
-        get_adapter(request).stash_verified_email(request, invitation.email)
         context["signup_url"] = f"{reverse('account_signup')}?{urlencode({'email': invitation.email})}"
         context["login_url"] = f"{reverse('account_login')}?{urlencode({'next': request.path})}"
         return render(request, "hubsync/invitation.html", context)

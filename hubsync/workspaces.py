@@ -19,6 +19,8 @@ from .models import Invitation, Membership, Role, Workspace
 
 # Where a visitor's invitation token waits while they sign up or log in.
 INVITATION_SESSION_KEY = "hubsync_invitation_token"
+# The address whose invitation a sign-up just accepted: allauth then treats it as verified.
+INVITED_EMAIL_SESSION_KEY = "hubsync_invited_email"
 
 
 class WorkspaceError(Exception):
@@ -63,6 +65,7 @@ def on_signup(*, request: Any, user: Any) -> None:
         if invitation is not None and invitation_problem(invitation, user) is None:
             accept_invitation(invitation=invitation, user=user)
             request.session.pop(INVITATION_SESSION_KEY, None)
+            request.session[INVITED_EMAIL_SESSION_KEY] = invitation.email
             switch_to(request, invitation.workspace)
             return
     if not Membership.objects.filter(user=user).exists():
