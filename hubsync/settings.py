@@ -193,9 +193,9 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = os.environ.get("ACCOUNT_EMAIL_VERIFICATION", "optional")
-ACCOUNT_RATE_LIMITS = {} if env_bool("HUBSYNC_DISABLE_RATE_LIMITS", False) else None
-if ACCOUNT_RATE_LIMITS is None:
-    del ACCOUNT_RATE_LIMITS  # keep allauth's defaults (on)
+# allauth's rate limits stay on (its defaults); only False switches them off ({} would keep the defaults).
+if env_bool("HUBSYNC_DISABLE_RATE_LIMITS", False):
+    ACCOUNT_RATE_LIMITS = False
 ACCOUNT_ADAPTER = "hubsync.adapters.AccountAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "hubsync"
