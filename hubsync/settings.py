@@ -269,3 +269,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- accounts: extra settings (accounts helper) -----------------------------------------------------------
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[hubsync] "
+# After confirming the address by link, the user is logged in (same browser) instead of asked again.
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+# How long an invitation link stays valid (the model's default expiry reads this).
+HUBSYNC_INVITATION_DAYS = int(os.environ.get("HUBSYNC_INVITATION_DAYS", "7"))
+if TESTING:
+    # Password hashing dominates test set-up time; tests do not need a slow hash.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -70,6 +71,7 @@ def _members_page(request: HttpRequest, invite_form: InviteForm, status: int = 2
         "invite_form": invite_form,
         "role_choices": Role.choices,
         "is_owner": is_owner,
+        "invitation_days": settings.HUBSYNC_INVITATION_DAYS,
     }
     return render(request, "hubsync/members.html", context, status=status)
 
