@@ -27,3 +27,8 @@ class AccountAdapter(DefaultAccountAdapter):
         if invited and invited.lower() == email.strip().lower():
             return True
         return super().is_email_verified(request, email)
+
+
+def user_display(user) -> str:
+    """Users are known by their email address here (usernames are generated and never shown)."""
+    return user.email or user.get_username()

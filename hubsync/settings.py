@@ -272,6 +272,7 @@ LOGGING = {
 
 # --- accounts: extra settings (accounts helper) -----------------------------------------------------------
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[hubsync] "
+ACCOUNT_USER_DISPLAY = "hubsync.adapters.user_display"
 # After confirming the address by link, the user is logged in (same browser) instead of asked again.
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 # How long an invitation link stays valid (the model's default expiry reads this).
