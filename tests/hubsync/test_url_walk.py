@@ -313,11 +313,9 @@ def test_victim_objects_cover_the_project_models(victim_objects):
     assert not missing, f"register these in FACTORIES so the walk can use their ids: {missing}"
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("route", _route_params(PROJECT_ROUTES))
-def test_anonymous_is_sent_to_login(route, victim_objects):
+def check_anonymous(route: Route, objects: dict) -> None:
     client = Client()
-    for values in fillings(route, victim_objects):
+    for values in fillings(route, objects):
         url = build_url(route, values)
         for method in ("get", "post"):
             response = getattr(client, method)(url)
@@ -329,16 +327,14 @@ def test_anonymous_is_sent_to_login(route, victim_objects):
                 )
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("route", _route_params(PROJECT_ROUTES))
-def test_outsider_cannot_reach_the_victims_objects(route, victim_objects, outsider_client):
+def check_outsider(route: Route, objects: dict, client: Client) -> None:
     before = snapshot()
-    for values in fillings(route, victim_objects):
+    for values in fillings(route, objects):
         url = build_url(route, values)
         for method in ("get", "post"):
             if method == "post" and (route.name in LOGIN_ONLY or not route.converters):
                 continue  # a POST without ids acts on the outsider's own workspace (or account): not a leak
-            response = getattr(outsider_client, method)(url)
+            response = getattr(client, method)(url)
             body = response.content.decode(errors="replace")
             assert MARKER not in body and SECRET_MARKER not in body, f"outsider {method.upper()} {url} leaks"
             if route.converters and route.name not in PUBLIC:
@@ -351,14 +347,12 @@ def test_outsider_cannot_reach_the_victims_objects(route, victim_objects, outsid
     assert not changed, f"outsider requests to /{route.route} changed {changed}"
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize("route", _route_params([r for r in PROJECT_ROUTES if r.name not in LOGIN_ONLY | PUBLIC]))
-def test_viewer_reads_but_changes_nothing(route, victim_objects, viewer_client):
+def check_viewer(route: Route, objects: dict, client: Client) -> None:
     required = getattr(route.callback, "required_role", Role.VIEWER)
     write_role = getattr(route.callback, "write_role", Role.ADMIN)
-    for values in fillings(route, victim_objects):
+    for values in fillings(route, objects):
         url = build_url(route, values)
-        response = viewer_client.get(url)
+        response = client.get(url)
         body = response.content.decode(errors="replace")
         assert response.status_code < 500, f"viewer GET {url} -> {response.status_code}"
         assert SECRET_MARKER not in body, f"viewer GET {url} shows a secret value"
@@ -367,7 +361,7 @@ def test_viewer_reads_but_changes_nothing(route, victim_objects, viewer_client):
         else:
             assert response.status_code == 403, f"GET {url} needs {required}, viewer got {response.status_code}"
         before = snapshot()
-        response = viewer_client.post(url)
+        response = client.post(url)
         if write_role != Role.VIEWER:
             assert response.status_code in (403, 405), f"viewer POST {url} -> {response.status_code}, expected 403"
         assert response.status_code < 500, f"viewer POST {url} -> {response.status_code}"
@@ -375,9 +369,27 @@ def test_viewer_reads_but_changes_nothing(route, victim_objects, viewer_client):
         assert not changed, f"viewer POST {url} changed {changed}"
 
 
-def test_every_project_view_goes_through_the_access_check():
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", _route_params(PROJECT_ROUTES))
+def test_anonymous_is_sent_to_login(route, victim_objects):
+    check_anonymous(route, victim_objects)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", _route_params(PROJECT_ROUTES))
+def test_outsider_cannot_reach_the_victims_objects(route, victim_objects, outsider_client):
+    check_outsider(route, victim_objects, outsider_client)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("route", _route_params([r for r in PROJECT_ROUTES if r.name not in LOGIN_ONLY | PUBLIC]))
+def test_viewer_reads_but_changes_nothing(route, victim_objects, viewer_client):
+    check_viewer(route, victim_objects, viewer_client)
+
+
+def unguarded_routes(routes: list[Route]) -> list[str]:
     unguarded = []
-    for route in PROJECT_ROUTES:
+    for route in routes:
         cb = route.callback
         if route.name in LOGIN_ONLY:
             ok = getattr(cb, "login_view", False)
@@ -387,6 +399,11 @@ def test_every_project_view_goes_through_the_access_check():
             ok = getattr(cb, "workspace_view", False)
         if not ok:
             unguarded.append(route.id)
+    return unguarded
+
+
+def test_every_project_view_goes_through_the_access_check():
+    unguarded = unguarded_routes(PROJECT_ROUTES)
     assert not unguarded, f"decorate these with @workspace_view(role=...) from hubsync/access.py: {unguarded}"
 
 
@@ -404,3 +421,28 @@ def test_admin_needs_staff(client, outsider_client):
     assert chain[-1][0].startswith("/accounts/login/")
     assert outsider_client.get("/admin/").status_code in (302, 403)
     assert outsider_client.get("/admin/hubsync/workspace/").status_code in (302, 403)
+
+
+# --- the walk catches what it should (run against a URLconf with deliberately broken views) ------------
+
+
+@pytest.mark.django_db
+@pytest.mark.urls("tests.hubsync.walk_broken_urls")
+def test_the_walk_catches_broken_views(victim_objects, outsider_client, viewer_client):
+    routes = {r.name: r for r in collect_routes()}
+    # A broken view may crash (500) instead of answering 404: count that as the failure it is.
+    outsider_client.raise_request_exception = viewer_client.raise_request_exception = False
+    check_outsider(routes["good_detail"], victim_objects, outsider_client)
+    check_viewer(routes["good_detail"], victim_objects, viewer_client)
+    check_anonymous(routes["good_detail"], victim_objects)
+    with pytest.raises(AssertionError, match="leaks|expected 404"):
+        check_outsider(routes["leaky_detail"], victim_objects, outsider_client)
+    with pytest.raises(AssertionError, match="changed"):
+        check_outsider(routes["leaky_toggle"], victim_objects, outsider_client)
+    with pytest.raises(AssertionError, match="changed"):
+        check_viewer(routes["viewer_writes"], victim_objects, viewer_client)
+    with pytest.raises(AssertionError, match="shows a secret"):
+        check_viewer(routes["shows_secret"], victim_objects, viewer_client)
+    with pytest.raises(AssertionError, match="anonymous"):
+        check_anonymous(routes["unguarded"], victim_objects)
+    assert [r.split()[0] for r in unguarded_routes([r for r in routes.values() if not r.allowlisted])] == ["unguarded"]
