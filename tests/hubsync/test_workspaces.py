@@ -354,3 +354,6 @@ def test_user_without_workspace_is_sent_to_create_one(db):
     client.force_login(make_user("lonely@example.com"))
     response = client.get(reverse("members"))
     assert response.status_code == 302 and response["Location"] == reverse("workspace_new")
+    html = client.get(reverse("workspace_new")).content.decode()
+    assert "Create a workspace" in html
+    assert reverse("account_logout") in html  # no sidebar here, but a way out
