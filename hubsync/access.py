@@ -32,7 +32,7 @@ def workspace_view(role: str = Role.VIEWER, *, write_role: str = Role.ADMIN) -> 
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return _to_login(request)
             membership = getattr(request, "membership", None)
             if membership is None:
                 return redirect("workspace_new")
@@ -43,9 +43,41 @@ def workspace_view(role: str = Role.VIEWER, *, write_role: str = Role.ADMIN) -> 
 
         wrapper.workspace_view = True  # type: ignore[attr-defined]
         wrapper.required_role = role  # type: ignore[attr-defined]
+        wrapper.write_role = write_role  # type: ignore[attr-defined]
         return wrapper
 
     return decorator
+
+
+def login_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For the few views that need a logged-in user but no workspace (create, switch, accept an invitation).
+    They must not read or change a workspace's objects; the URL-walk test lists them by name."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return _to_login(request)
+        return view(request, *args, **kwargs)
+
+    wrapper.login_view = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def public_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Marks a view as deliberately reachable without logging in (the URL-walk test lists them by name)."""
+    view.public_view = True  # type: ignore[attr-defined]
+    return view
+
+
+def _to_login(request: HttpRequest) -> HttpResponse:
+    response = redirect_to_login(request.get_full_path())
+    if getattr(request, "htmx", False):
+        # An htmx fragment request (e.g. status polling after the session expired) would swap the login page
+        # into a fragment; ask htmx to load it as a whole page instead.
+        htmx_response = HttpResponse(status=204)
+        htmx_response["HX-Redirect"] = response["Location"]
+        return htmx_response
+    return response
 
 
 def _rank(role: str) -> int:

@@ -47,7 +47,7 @@ def _invitation_token() -> str:
 
 
 def _invitation_expiry():
-    return timezone.now() + timedelta(days=7)
+    return timezone.now() + timedelta(days=getattr(settings, "HUBSYNC_INVITATION_DAYS", 7))
 
 
 class Invitation(models.Model):

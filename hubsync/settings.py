@@ -206,9 +206,9 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = os.environ.get("ACCOUNT_EMAIL_VERIFICATION", "optional")
-ACCOUNT_RATE_LIMITS = {} if env_bool("HUBSYNC_DISABLE_RATE_LIMITS", False) else None
-if ACCOUNT_RATE_LIMITS is None:
-    del ACCOUNT_RATE_LIMITS  # keep allauth's defaults (on)
+# allauth's rate limits stay on (its defaults); only False switches them off ({} would keep the defaults).
+if env_bool("HUBSYNC_DISABLE_RATE_LIMITS", False):
+    ACCOUNT_RATE_LIMITS = False
 ACCOUNT_ADAPTER = "hubsync.adapters.AccountAdapter"
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "hubsync"
@@ -316,3 +316,13 @@ HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT") or "1.5")
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # Extra beat dispatchers by dotted path (apps normally register theirs with hubsync.dispatch.register).
 HUBSYNC_DISPATCHERS: list[str] = []
+# --- accounts: extra settings (accounts helper) -----------------------------------------------------------
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[hubsync] "
+ACCOUNT_USER_DISPLAY = "hubsync.adapters.user_display"
+# After confirming the address by link, the user is logged in (same browser) instead of asked again.
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+# How long an invitation link stays valid (the model's default expiry reads this).
+HUBSYNC_INVITATION_DAYS = int(os.environ.get("HUBSYNC_INVITATION_DAYS", "7"))
+if TESTING:
+    # Password hashing dominates test set-up time; tests do not need a slow hash.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

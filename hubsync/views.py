@@ -1,14 +1,20 @@
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from .access import workspace_view
-from .middleware import SESSION_KEY
-from .models import Membership
-from .workspaces import create_workspace
+from . import workspaces
+from .access import get_for_workspace, login_view, public_view, workspace_view
+from .forms import InviteForm, RoleForm, WorkspaceForm
+from .models import AuditEvent, Invitation, Membership, Role
+from .workspaces import INVITATION_SESSION_KEY, WorkspaceError
 
 
 @workspace_view()
@@ -16,29 +22,193 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "hubsync/dashboard.html", {})
 
 
-@login_required
+@login_view
 def workspace_new(request: HttpRequest) -> HttpResponse:
-    error = ""
-    if request.method == "POST":
-        name = request.POST.get("name", "").strip()
-        if not name:
-            error = "Give the workspace a name."
-        elif len(name) > 100:
-            error = "A workspace name has at most 100 characters."
-        else:
-            workspace = create_workspace(name=name, owner=request.user)
-            request.session[SESSION_KEY] = workspace.pk
-            return redirect("dashboard")
-    return render(request, "hubsync/workspace_new.html", {"error": error})
+    form = WorkspaceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        workspace = workspaces.create_workspace(name=form.cleaned_data["name"], owner=request.user)
+        workspaces.switch_to(request, workspace)
+        messages.success(request, f"Workspace “{workspace.name}” created. You are its owner.")
+        return redirect("dashboard")
+    return render(request, "hubsync/workspace_new.html", {"form": form})
 
 
-@login_required
+@login_view
 @require_POST
 def workspace_switch(request: HttpRequest) -> HttpResponse:
+    # Only the user's own memberships are candidates, so a foreign workspace id is silently ignored.
     membership = Membership.objects.filter(user=request.user, workspace_id=request.POST.get("workspace")).first()
     if membership is not None:
-        request.session[SESSION_KEY] = membership.workspace_id
+        workspaces.switch_to(request, membership.workspace)
     return redirect("dashboard")
+
+
+@workspace_view(write_role=Role.OWNER)
+def workspace_settings(request: HttpRequest) -> HttpResponse:
+    workspace = request.workspace
+    form = WorkspaceForm(request.POST or None, initial={"name": workspace.name})
+    if request.method == "POST" and form.is_valid():
+        workspaces.rename_workspace(workspace=workspace, name=form.cleaned_data["name"], actor=request.user)
+        messages.success(request, "Workspace settings saved.")
+        return redirect("workspace_settings")
+    return render(request, "hubsync/settings.html", {"form": form})
+
+
+# --- members and invitations -----------------------------------------------------------------------------
+
+
+def _members_page(request: HttpRequest, invite_form: InviteForm, status: int = 200) -> HttpResponse:
+    workspace = request.workspace
+    members = Membership.objects.filter(workspace=workspace).select_related("user").order_by("user__email")
+    invitations = Invitation.objects.filter(workspace=workspace, accepted_at__isnull=True).order_by("-created_at")
+    is_owner = request.membership.allows(Role.OWNER)
+    for invitation in invitations:
+        # The link is shown to owners only: it is a bearer token that lets its holder join.
+        invitation.link = workspaces.invitation_url(request, invitation) if is_owner else ""
+    context = {
+        "members": members,
+        "invitations": invitations,
+        "invite_form": invite_form,
+        "role_choices": Role.choices,
+        "is_owner": is_owner,
+        "invitation_days": settings.HUBSYNC_INVITATION_DAYS,
+    }
+    return render(request, "hubsync/members.html", context, status=status)
+
+
+@workspace_view(write_role=Role.OWNER)
+def members(request: HttpRequest) -> HttpResponse:
+    """The member list; a POST here is an invitation (owners only), so its errors render in place."""
+    if request.method != "POST":
+        return _members_page(request, InviteForm())
+    form = InviteForm(request.POST)
+    if form.is_valid():
+        try:
+            invitation = workspaces.invite(
+                workspace=request.workspace,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                actor=request.user,
+                request=request,
+            )
+        except WorkspaceError as exc:
+            form.add_error("email", str(exc))
+        else:
+            messages.success(
+                request, f"Invitation sent to {invitation.email}. You can also copy its link below and share it."
+            )
+            return redirect("members")
+    return _members_page(request, form, status=400)
+
+
+@workspace_view(write_role=Role.OWNER)
+@require_POST
+def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = get_for_workspace(request, Membership.objects.select_related("user"), pk=membership_id)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a role: owner, admin or viewer.")
+        return redirect("members")
+    try:
+        workspaces.change_role(membership=membership, role=form.cleaned_data["role"], actor=request.user)
+    except WorkspaceError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user.email} is now {membership.get_role_display().lower()}.")
+    return redirect("members")
+
+
+@workspace_view(write_role=Role.OWNER)
+@require_POST
+def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+    membership = get_for_workspace(request, Membership.objects.select_related("user"), pk=membership_id)
+    try:
+        workspaces.remove_member(membership=membership, actor=request.user)
+    except WorkspaceError as exc:
+        messages.error(request, str(exc))
+        return redirect("members")
+    messages.success(request, f"{membership.user.email} was removed from the workspace.")
+    if membership.user_id == request.user.pk:
+        return redirect("dashboard")
+    return redirect("members")
+
+
+@workspace_view(write_role=Role.OWNER)
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = get_for_workspace(request, Invitation, pk=invitation_id, accepted_at__isnull=True)
+    workspaces.revoke_invitation(invitation=invitation, actor=request.user)
+    messages.success(request, f"The invitation for {invitation.email} was revoked; its link no longer works.")
+    return redirect("members")
+
+
+@public_view
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The link from the invitation email. Visitors are offered sign-up or log-in (and come back here or join
+    on sign-up); a logged-in user with the invited email joins with a POST."""
+    invitation = Invitation.objects.select_related("workspace", "invited_by").filter(token=token).first()
+    if invitation is None:
+        return render(request, "hubsync/invitation.html", {"problem": "This invitation link is not valid."}, status=404)
+    user = request.user if request.user.is_authenticated else None
+    problem = workspaces.invitation_problem(invitation, user)
+    context = {"invitation": invitation, "problem": problem}
+    if problem:
+        expired_or_used = workspaces.invitation_problem(invitation, None) is not None
+        return render(request, "hubsync/invitation.html", context, status=410 if expired_or_used else 403)
+    if user is None:
+        if request.method == "POST":
+            return redirect(f"{reverse('account_login')}?{urlencode({'next': request.path})}")
+        # Keep the token for the sign-up: with the invited address it joins this workspace, and the address
+        # counts as verified (AccountAdapter.is_email_verified).
+        request.session[INVITATION_SESSION_KEY] = invitation.token
+        context["signup_url"] = f"{reverse('account_signup')}?{urlencode({'email': invitation.email})}"
+        context["login_url"] = f"{reverse('account_login')}?{urlencode({'next': request.path})}"
+        return render(request, "hubsync/invitation.html", context)
+    if request.method == "POST":
+        try:
+            workspaces.accept_invitation(invitation=invitation, user=user)
+        except WorkspaceError as exc:
+            context["problem"] = str(exc)
+            return render(request, "hubsync/invitation.html", context, status=410)
+        workspaces.switch_to(request, invitation.workspace)
+        messages.success(request, f"Welcome to {invitation.workspace.name}.")
+        return redirect("dashboard")
+    return render(request, "hubsync/invitation.html", context)
+
+
+# --- audit log -----------------------------------------------------------------------------------------
+
+
+@workspace_view(role=Role.ADMIN)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    events = AuditEvent.objects.filter(workspace=request.workspace).select_related("actor").order_by("-at", "-id")
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    for event in page.object_list:
+        event.change_rows = _change_rows(event.changes)
+    return render(request, "hubsync/audit_log.html", {"page": page})
+
+
+def _change_rows(changes: object) -> list[dict[str, object]]:
+    """{field: [old, new]} renders as a diff, anything else as its value."""
+    if not isinstance(changes, dict):
+        return [{"key": "", "value": changes, "diff": False}] if changes else []
+    rows: list[dict[str, object]] = []
+    for key, value in changes.items():
+        if isinstance(value, list) and len(value) == 2:
+            rows.append({"key": key, "old": _show(value[0]), "new": _show(value[1]), "diff": True})
+        else:
+            rows.append({"key": key, "value": _show(value), "diff": False})
+    return rows
+
+
+def _show(value: object) -> str:
+    if value is None or value == "":
+        return "(empty)"
+    if isinstance(value, list | dict):
+        import json
+
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

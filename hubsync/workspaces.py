@@ -1,14 +1,30 @@
-"""Workspaces and memberships: creation on signup, switching, invitations."""
+"""Workspaces and memberships: creation on signup, renaming, invitations, roles. Used by views and commands.
+
+Every change here writes an AuditEvent. The invitation token is a bearer secret: it never enters the audit log.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.mail import send_mail
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
 
 from . import audit
 from .middleware import SESSION_KEY
-from .models import Membership, Role, Workspace
+from .models import Invitation, Membership, Role, Workspace
+
+# Where a visitor's invitation token waits while they sign up or log in.
+INVITATION_SESSION_KEY = "hubsync_invitation_token"
+# The address whose invitation a sign-up just accepted: allauth then treats it as verified.
+INVITED_EMAIL_SESSION_KEY = "hubsync_invited_email"
+
+
+class WorkspaceError(Exception):
+    """A refused change, with a message meant for the user. Nothing was changed."""
 
 
 @transaction.atomic
@@ -19,14 +35,189 @@ def create_workspace(*, name: str, owner: Any) -> Workspace:
     return workspace
 
 
+@transaction.atomic
+def rename_workspace(*, workspace: Workspace, name: str, actor: Any) -> Workspace:
+    old = workspace.name
+    if old == name:
+        return workspace
+    workspace.name = name
+    workspace.save(update_fields=["name"])
+    audit.record(workspace=workspace, actor=actor, verb="update", obj=workspace, changes={"name": [old, name]})
+    return workspace
+
+
 def default_workspace_name(user: Any) -> str:
     local = (user.email or "my").split("@")[0]
     return f"{local}'s workspace"
 
 
+def switch_to(request: Any, workspace: Workspace) -> None:
+    if request is not None and hasattr(request, "session"):
+        request.session[SESSION_KEY] = workspace.pk
+
+
 def on_signup(*, request: Any, user: Any) -> None:
-    """The first sign-up creates a workspace owned by the new user."""
+    """A sign-up through an invitation link for the same email joins that workspace; any other sign-up
+    creates the user's own first workspace, owned by them."""
+    token = request.session.get(INVITATION_SESSION_KEY) if request is not None and hasattr(request, "session") else None
+    if token:
+        invitation = Invitation.objects.filter(token=token).select_related("workspace").first()
+        if invitation is not None and invitation_problem(invitation, user) is None:
+            accept_invitation(invitation=invitation, user=user)
+            request.session.pop(INVITATION_SESSION_KEY, None)
+            request.session[INVITED_EMAIL_SESSION_KEY] = invitation.email
+            switch_to(request, invitation.workspace)
+            return
     if not Membership.objects.filter(user=user).exists():
         workspace = create_workspace(name=default_workspace_name(user), owner=user)
-        if request is not None and hasattr(request, "session"):
-            request.session[SESSION_KEY] = workspace.pk
+        switch_to(request, workspace)
+
+
+# --- invitations ---------------------------------------------------------------------------------------
+
+
+def _normal_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def invitation_url(request: Any, invitation: Invitation) -> str:
+    from django.urls import reverse
+
+    path = reverse("invitation_accept", args=[invitation.token])
+    return request.build_absolute_uri(path) if request is not None else settings.BASE_URL + path
+
+
+@transaction.atomic
+def invite(*, workspace: Workspace, email: str, role: str, actor: Any, request: Any = None) -> Invitation:
+    """Create a pending invitation and email its link. Refuses existing members and duplicate pending
+    invitations; an expired pending invitation for the same email is replaced."""
+    email = _normal_email(email)
+    if Membership.objects.filter(workspace=workspace, user__email__iexact=email).exists():
+        raise WorkspaceError(f"{email} is already a member of this workspace.")
+    pending = Invitation.objects.filter(workspace=workspace, email__iexact=email, accepted_at__isnull=True).first()
+    if pending is not None:
+        if not pending.expired:
+            raise WorkspaceError(f"{email} already has a pending invitation. Revoke it first to send a new one.")
+        pending.delete()
+    invitation = Invitation.objects.create(workspace=workspace, email=email, role=role, invited_by=actor)
+    audit.record(
+        workspace=workspace,
+        actor=actor,
+        verb="member.invite",
+        obj=invitation,
+        object_repr=email,
+        changes={"email": email, "role": role},
+    )
+    link = invitation_url(request, invitation)
+    context = {"invitation": invitation, "link": link, "inviter": actor}
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"You are invited to {workspace.name} on hubsync",
+            message=render_to_string("hubsync/email/invitation.txt", context),
+            from_email=None,
+            recipient_list=[email],
+        )
+    )
+    return invitation
+
+
+def invitation_problem(invitation: Invitation, user: Any | None) -> str | None:
+    """Why this invitation cannot be accepted (by `user`, if given), or None."""
+    if invitation.accepted_at is not None:
+        return "This invitation has already been used. Ask the workspace owner for a new one if you need access."
+    if invitation.expired:
+        return "This invitation has expired. Ask the workspace owner to send you a new one."
+    if user is not None and _normal_email(user.email or "") != _normal_email(invitation.email):
+        return (
+            f"This invitation was sent to {invitation.email}, but you are logged in as {user.email}. "
+            f"Log in with {invitation.email} to accept it."
+        )
+    return None
+
+
+@transaction.atomic
+def accept_invitation(*, invitation: Invitation, user: Any) -> Membership:
+    # Lock the row so two clicks on the same link cannot both accept it.
+    invitation = Invitation.objects.select_for_update().select_related("workspace").get(pk=invitation.pk)
+    problem = invitation_problem(invitation, user)
+    if problem:
+        raise WorkspaceError(problem)
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    membership, created = Membership.objects.get_or_create(
+        user=user, workspace=invitation.workspace, defaults={"role": invitation.role}
+    )
+    if created:
+        audit.record(
+            workspace=invitation.workspace,
+            actor=user,
+            verb="member.join",
+            obj=membership,
+            object_repr=user.email,
+            changes={"role": invitation.role},
+        )
+    return membership
+
+
+@transaction.atomic
+def revoke_invitation(*, invitation: Invitation, actor: Any) -> None:
+    audit.record(
+        workspace=invitation.workspace,
+        actor=actor,
+        verb="member.revoke_invitation",
+        obj=invitation,
+        object_repr=invitation.email,
+        changes={"email": invitation.email, "role": invitation.role},
+    )
+    invitation.delete()
+
+
+# --- members -------------------------------------------------------------------------------------------
+
+
+def _other_owners(membership: Membership) -> int:
+    return (
+        Membership.objects.filter(workspace_id=membership.workspace_id, role=Role.OWNER)
+        .exclude(pk=membership.pk)
+        .count()
+    )
+
+
+@transaction.atomic
+def change_role(*, membership: Membership, role: str, actor: Any) -> Membership:
+    # Lock the workspace's owner rows so two owners demoting each other at once cannot leave none.
+    list(Membership.objects.select_for_update().filter(workspace_id=membership.workspace_id, role=Role.OWNER))
+    membership.refresh_from_db()
+    old = membership.role
+    if old == role:
+        return membership
+    if old == Role.OWNER and _other_owners(membership) == 0:
+        raise WorkspaceError("A workspace needs at least one owner. Make someone else an owner first.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit.record(
+        workspace=membership.workspace,
+        actor=actor,
+        verb="member.role",
+        obj=membership,
+        object_repr=membership.user.email,
+        changes={"role": [old, role]},
+    )
+    return membership
+
+
+@transaction.atomic
+def remove_member(*, membership: Membership, actor: Any) -> None:
+    list(Membership.objects.select_for_update().filter(workspace_id=membership.workspace_id, role=Role.OWNER))
+    membership.refresh_from_db()
+    if membership.role == Role.OWNER and _other_owners(membership) == 0:
+        raise WorkspaceError("The last owner cannot be removed. Make someone else an owner first.")
+    audit.record(
+        workspace=membership.workspace,
+        actor=actor,
+        verb="member.remove",
+        obj=membership,
+        object_repr=membership.user.email,
+        changes={"email": membership.user.email, "role": membership.role},
+    )
+    membership.delete()
