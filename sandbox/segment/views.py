@@ -141,6 +141,15 @@ def _view_data(request: HttpRequest, workspace: SegmentWorkspace, view: str, pag
     return data
 
 
+def _display_name(profile: dict[str, Any]) -> str:
+    traits = profile["traits"]
+    full = " ".join(str(traits[k]) for k in ("firstname", "lastname") if traits.get(k))
+    for candidate in (traits.get("name"), full, traits.get("email"), profile.get("userId"), profile.get("groupId")):
+        if candidate:
+            return str(candidate)
+    return "Anonymous"
+
+
 @require_GET
 def inbox_page(request: HttpRequest, write_key: str) -> HttpResponse:
     workspace = _workspace_or_404(write_key)
@@ -153,6 +162,8 @@ def inbox_page(request: HttpRequest, write_key: str) -> HttpResponse:
             item["traits_json"] = json.dumps(item["traits"], ensure_ascii=False) if item["traits"] else ""
     for item in data["results"] if view in ("profiles", "accounts") else []:
         item["trait_items"] = sorted(item["traits"].items())
+        item["display_name"] = _display_name(item)
+        item["initial"] = (item["display_name"][:1] or "?").upper()
     return render(
         request,
         "sandbox/segment/inbox.html",
