@@ -157,9 +157,18 @@ def inbox_page(request: HttpRequest, write_key: str) -> HttpResponse:
     if view not in VIEWS:
         view = "messages"
     data = _view_data(request, workspace, view, PAGE_SIZE)
+    for item in data["results"]:
+        # Display-only copies; the JSON twin keeps ISO-8601.
+        for name in ("receivedAt", "timestamp", "lastSeen"):
+            if item.get(name):
+                item[f"{name}_display"] = item[name][:19].replace("T", " ")
     if view == "messages":
         for item in data["results"]:
             item["traits_json"] = json.dumps(item["traits"], ensure_ascii=False) if item["traits"] else ""
+    if view == "discards":
+        for item in data["results"]:
+            payload = item["payload"]
+            item["payload_text"] = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     for item in data["results"] if view in ("profiles", "accounts") else []:
         item["trait_items"] = sorted(item["traits"].items())
         item["display_name"] = _display_name(item)
