@@ -283,11 +283,11 @@ def test_dedup_lasts_24_hours(segment_sandbox):
 
 
 def test_dedup_is_per_workspace(segment_sandbox):
-    other = segment_sandbox.new_workspace()
+    other = segment_sandbox.with_workspace()
     segment_sandbox.batch([identify(1)])
-    segment_sandbox.batch([identify(1)], write_key=other)
+    other.batch([identify(1)])
     assert len(segment_sandbox.messages()) == 1
-    assert len(segment_sandbox.messages(write_key=other)) == 1
+    assert len(other.messages()) == 1
 
 
 def test_missing_message_id_gets_one(segment_sandbox):
