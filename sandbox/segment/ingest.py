@@ -331,7 +331,8 @@ def _store(workspace: SegmentWorkspace, messages: list[dict[str, Any]], texts: l
         accepted.append((msg, text, user_id, anonymous_id, message_id))
 
     with transaction.atomic():
-        claimed = claim_message_ids(workspace.pk, [item[4] for item in accepted], now)
+        # Sorted, so concurrent batches sharing ids lock the same rows in the same order (no deadlock).
+        claimed = claim_message_ids(workspace.pk, sorted(item[4] for item in accepted), now)
         rows = []
         for msg, text, user_id, anonymous_id, message_id in accepted:
             if message_id not in claimed:
@@ -398,6 +399,13 @@ def handle_tracking_request(request: HttpRequest, endpoint: str) -> JsonResponse
 
     if is_batch:
         messages = data["batch"]
+        # A batch's top-level context and integrations apply to every message that has none of its own.
+        shared = {k: data[k] for k in ("context", "integrations") if isinstance(data.get(k), dict)}
+        if shared:
+            for msg in messages:
+                if isinstance(msg, dict):
+                    for name, value in shared.items():
+                        msg.setdefault(name, value)
     else:
         data["type"] = endpoint  # the endpoint decides the type, whatever the body says
         messages = [data]

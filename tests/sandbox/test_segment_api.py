@@ -125,6 +125,16 @@ def test_gzip_body_is_accepted(segment_sandbox):
     assert len(segment_sandbox.messages()) == 2
 
 
+def test_batch_context_and_integrations_apply_to_messages(segment_sandbox):
+    own = identify(2, integrations={"Mixpanel": True})
+    body = {"batch": [identify(1), own], "context": {"source": "hubsync"}, "integrations": {"All": False}}
+    assert segment_sandbox.post("batch", body).status_code == 200
+    payloads = {m["messageId"]: m["payload"] for m in segment_sandbox.messages()}
+    assert payloads["msg-1"]["integrations"] == {"All": False}
+    assert payloads["msg-1"]["context"] == {"source": "hubsync"}
+    assert payloads["msg-2"]["integrations"] == {"Mixpanel": True}
+
+
 def test_endpoint_decides_the_type(segment_sandbox):
     segment_sandbox.post("identify", {**group(1), "type": "group"})
     [message] = segment_sandbox.messages()
