@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -356,3 +358,18 @@ def test_knob_validation(segment_sandbox):
     )
     assert response.status_code == 400
     assert segment_sandbox.set_knobs()["error_rate"] == 0.0
+
+
+def test_concurrent_duplicate_batches_accept_each_message_once(segment_sandbox):
+    messages = [identify(i) for i in range(300)]
+    orders = []
+    for seed in range(4):
+        shuffled = messages[:]
+        random.Random(seed).shuffle(shuffled)
+        orders.append(shuffled)
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda batch: segment_sandbox.batch(batch).status_code, orders))
+    assert statuses == [200] * 4
+    counts = segment_sandbox.counts()
+    assert counts["received"] == 300
+    assert counts["discards_by_reason"] == {"duplicate_message_id": 900}
