@@ -181,6 +181,16 @@ def test_batch_over_500kb_is_400(segment_sandbox):
     assert len(segment_sandbox.messages()) == 16
 
 
+def test_huge_body_is_400_not_a_crash(segment_sandbox):
+    raw = json.dumps({"batch": [identify(1, traits={"blob": "x" * 3_000_000})]}).encode()
+    response = segment_sandbox.post("batch", raw=raw)
+    assert response.status_code == 400
+    assert response.json()["code"] == "batch_too_large"
+    gzipped = segment_sandbox.post("batch", raw=gzip.compress(raw), headers={"Content-Encoding": "gzip"})
+    assert gzipped.status_code == 400
+    assert gzipped.json()["code"] == "batch_too_large"
+
+
 def test_batch_of_2501_messages_is_400_and_2500_is_fine(segment_sandbox):
     messages = [{"type": "identify", "userId": str(i), "messageId": f"m{i}"} for i in range(2501)]
     response = segment_sandbox.batch(messages)
