@@ -287,3 +287,5 @@ HUBSPOT_RETRY_BASE_SECONDS = float(os.environ.get("HUBSPOT_RETRY_BASE_SECONDS", 
 HUBSPOT_RETRY_CAP_SECONDS = float(os.environ.get("HUBSPOT_RETRY_CAP_SECONDS", "60"))
 # Longest GET URL the client sends; longer property lists are read through batch/read (POST) instead (no 414).
 HUBSPOT_MAX_URL_LENGTH = int(os.environ.get("HUBSPOT_MAX_URL_LENGTH", "4000"))
+# HubSpot refuses search bodies over 3,000 characters; properties beyond that are read through batch/read.
+HUBSPOT_SEARCH_MAX_BODY = int(os.environ.get("HUBSPOT_SEARCH_MAX_BODY", "3000"))

@@ -13,11 +13,14 @@ after the lock is taken), so two workers never refresh at once. A revoked refres
 Long property lists (`list_page`): HubSpot answers 414 when the GET URL is too long. The client puts as many
 properties in the URL as fit in HUBSPOT_MAX_URL_LENGTH, and reads the rest for the same page of ids in one
 `batch/read` POST per page (no URL limit), merging the properties per record. Two requests per page whatever the
-number of properties; the list request alone decides the ids and the paging, so the page stays consistent.
+number of properties; the list request alone decides the ids and the paging, so the page stays consistent. (A
+record archived between the two requests keeps only the first half of its properties on that page; it is then
+read as archived on the next run.) `search_page` does the same for search bodies over HubSpot's 3,000 characters.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -552,8 +555,36 @@ class HubSpotClient:
         return page
 
     def search_page(self, collection: str, body: dict) -> dict:
-        """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest."""
-        return self.request("POST", f"/crm/v3/objects/{quote(collection)}/search", json=body, kind=SEARCH)
+        """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest.
+
+        HubSpot refuses search bodies over 3,000 characters: when the requested properties make it longer, the
+        search asks for the properties that fit and the rest are read for the page's ids through batch/read.
+        """
+        path = f"/crm/v3/objects/{quote(collection)}/search"
+        properties = list(body.get("properties") or [])
+        limit = settings.HUBSPOT_SEARCH_MAX_BODY
+        if not properties or len(json.dumps(body, separators=(",", ":"))) <= limit:
+            return self.request("POST", path, json=body, kind=SEARCH)
+        fit: list[str] = []
+        bare = len(json.dumps({**body, "properties": []}, separators=(",", ":")))
+        used = bare
+        for name in properties:
+            cost = len(json.dumps(name)) + (1 if fit else 0)
+            if used + cost > limit:
+                break
+            fit.append(name)
+            used += cost
+        rest = properties[len(fit) :]
+        page = self.request("POST", path, json={**body, "properties": fit}, kind=SEARCH)
+        results = page.get("results") or []
+        if rest and results:
+            extra = {
+                str(r["id"]): r.get("properties") or {}
+                for r in self.batch_read(collection, [str(r["id"]) for r in results], rest)
+            }
+            for record in results:
+                record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
+        return page
 
     def batch_read(
         self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
