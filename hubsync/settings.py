@@ -289,3 +289,5 @@ HUBSPOT_RETRY_CAP_SECONDS = float(os.environ.get("HUBSPOT_RETRY_CAP_SECONDS", "6
 HUBSPOT_MAX_URL_LENGTH = int(os.environ.get("HUBSPOT_MAX_URL_LENGTH", "4000"))
 # HubSpot refuses search bodies over 3,000 characters; properties beyond that are read through batch/read.
 HUBSPOT_SEARCH_MAX_BODY = int(os.environ.get("HUBSPOT_SEARCH_MAX_BODY", "3000"))
+# Access tokens are refreshed from their stored expiry when less than this is left (HubSpot: 30 min tokens).
+HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS = int(os.environ.get("HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS", "300"))

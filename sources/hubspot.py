@@ -41,7 +41,6 @@ from .ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limit
 
 log = logging.getLogger(__name__)
 
-REFRESH_MARGIN = timedelta(minutes=5)
 BATCH_SIZE = 100
 SECRET_KEYS = {"access_token", "refresh_token", "token", "client_secret", "code", "code_verifier", "password"}
 REDACTED = "•••"
@@ -185,7 +184,10 @@ def _token_url() -> str:
     return api_base() + "/" + settings.HUBSPOT_TOKEN_PATH.lstrip("/")
 
 
-def _fresh(source: Source, margin: timedelta = REFRESH_MARGIN) -> bool:
+def _fresh(source: Source, margin: timedelta | None = None) -> bool:
+    """The stored access token has more than the refresh margin (5 minutes) left."""
+    if margin is None:
+        margin = timedelta(seconds=settings.HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS)
     return bool(
         source.access_token
         and source.access_token_expires_at
