@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Max
 
-from . import data
+from . import data, state
 from .models import CustomProperty, Portal, RecordChange
 from .schema import OBJECT_TYPES, ObjectType, resolve_type
 
@@ -95,9 +95,11 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
             for k in range(create):
                 stamp = next(stamps)
                 oid = top + 1 + k
-                i = rng.randrange(max(td.size, 1)) if td.size else 0
-                props = {name: value for name, value in (td.full_properties(i) if td.size else {}).items()
-                         if name not in ("hs_object_id", "createdate", otype.modified_prop)}
+                # New records are sparse, like records created by a form or an import: the default properties
+                # and a few others, copied from a template row (which also keeps the stored JSON small).
+                tpl = td.templates[rng.randrange(len(td.templates))]
+                names = [n for n in otype.default_props if n in tpl] + rng.sample(sorted(tpl), min(6, len(tpl)))
+                props = {name: tpl[name] for name in names if tpl.get(name) is not None}
                 if otype.name == "contacts":
                     props["email"] = f"new.contact{oid}@{data.EMAIL_DOMAINS[oid % len(data.EMAIL_DOMAINS)]}"
                 props.update(_edit_values(td, rng, stamp))
@@ -198,6 +200,7 @@ def add_property(*, portal: Portal, collection: str, name: str, label: str = "",
             description=description, created_ms=now, updated_ms=now,
         )
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    state.invalidate()
     portal.refresh_from_db()
     return prop
 
@@ -223,4 +226,5 @@ def delete_property(*, portal: Portal, collection: str, name: str) -> None:
         row.updated_ms = now
         row.save()
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    state.invalidate()
     portal.refresh_from_db()
