@@ -131,6 +131,10 @@ class BadRequest(HubSpotError):
 _BY_STATUS: dict[int, type[HubSpotError]] = {400: BadRequest, 401: AuthError, 403: MissingScopes, 404: NotFound}
 
 
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _json_or_empty(response: requests.Response) -> dict:
     try:
         body = response.json()
@@ -415,11 +419,15 @@ class HubSpotClient:
     ) -> Any:
         """One API call with the limiter, retries and typed errors; returns the decoded JSON (or None)."""
         url = self.base + path + (f"?{query}" if query else "")
+        # Compact JSON: what search_page measures against HubSpot's 3,000-character body limit.
+        data = None if json is None else _dumps(json)
         attempt = 0
         refreshed = False
         while True:
             headers = {}
             token = ""
+            if data is not None:
+                headers["Content-Type"] = "application/json"
             if auth:
                 token = self._token()
                 headers["Authorization"] = f"Bearer {token}"
@@ -427,7 +435,7 @@ class HubSpotClient:
             self.api_calls += 1
             started = time.monotonic()
             try:
-                response = self.session.request(method, url, json=json, headers=headers, timeout=self.timeout)
+                response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 reason = type(exc).__name__
                 log.warning("HubSpot %s %s failed: %s (attempt %s)", method, safe_url(url), reason, attempt + 1)
@@ -565,10 +573,10 @@ class HubSpotClient:
         path = f"/crm/v3/objects/{quote(collection)}/search"
         properties = list(body.get("properties") or [])
         limit = settings.HUBSPOT_SEARCH_MAX_BODY
-        if not properties or len(json.dumps(body, separators=(",", ":"))) <= limit:
+        if not properties or len(_dumps(body)) <= limit:
             return self.request("POST", path, json=body, kind=SEARCH)
         fit: list[str] = []
-        bare = len(json.dumps({**body, "properties": []}, separators=(",", ":")))
+        bare = len(_dumps({**body, "properties": []}))
         used = bare
         for name in properties:
             cost = len(json.dumps(name)) + (1 if fit else 0)
