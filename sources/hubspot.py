@@ -128,6 +128,9 @@ class BadRequest(HubSpotError):
     """400, e.g. a search paging past 10,000 results."""
 
 
+# Timeouts, refused / reset connections, and a connection dropped while the body was being read.
+NETWORK_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
 _BY_STATUS: dict[int, type[HubSpotError]] = {400: BadRequest, 401: AuthError, 403: MissingScopes, 404: NotFound}
 
 
@@ -222,7 +225,7 @@ def _post_token(data: dict[str, str], *, session: requests.Session | None = None
                 headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
                 timeout=timeout,
             )
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except NETWORK_ERRORS as exc:
             if attempt == attempts:
                 raise TransientError(f"token endpoint unreachable: {type(exc).__name__}") from None
             time.sleep(backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10))
@@ -436,7 +439,7 @@ class HubSpotClient:
             started = time.monotonic()
             try:
                 response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except NETWORK_ERRORS as exc:
                 reason = type(exc).__name__
                 log.warning("HubSpot %s %s failed: %s (attempt %s)", method, safe_url(url), reason, attempt + 1)
                 if attempt >= self.max_retries:
@@ -462,7 +465,14 @@ class HubSpotClient:
                 try:
                     return response.json()
                 except ValueError:
-                    raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+                    # A body cut short (a proxy or a reset mid-response): as transient as a 5xx.
+                    log.warning("HubSpot %s %s -> %s with a body that is not JSON", method, safe_url(url), status)
+                    if attempt >= self.max_retries:
+                        raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+                    attempt += 1
+                    self.retries += 1
+                    time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap))
+                    continue
             if status == 401 and auth and not refreshed and self._refresh_after_401(token):
                 refreshed = True
                 self.retries += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -29,6 +30,7 @@ from sources.hubspot import (
 )
 from sources.models import Source
 from sources.ratelimit import Budget, LocalRateLimiter, get_rate_limiter
+from tests.sources.test_ratelimit import max_in_window
 
 
 def _response(status: int, body: bytes, headers: dict | None = None) -> requests.Response:
@@ -263,6 +265,7 @@ def test_429_storm_completes_with_retries_counted(sandbox, workspace):
     client = HubSpotClient(make_source(sandbox, workspace), limiter=unlimited, max_retries=12)
     records = read_all(client, "contacts", ["email"], limit=20)
     assert len({r["id"] for r in records}) == 300
+    print(f"429 storm: {client.api_calls} calls, {client.retries} retries")
     assert client.retries > 0
     assert client.api_calls == 15 + client.retries
 
@@ -274,6 +277,7 @@ def test_limiter_learns_the_announced_budget(sandbox, workspace):
     records = read_all(client, "contacts", ["email"], limit=20)
     assert len({r["id"] for r in records}) == 300
     assert client.limiter.budget(str(PORTAL)) == Budget(5, 1000)
+    print(f"learned budget: {client.api_calls} calls, {client.retries} retries")
     assert client.retries <= 2
 
 
@@ -452,8 +456,37 @@ def test_limiter_shared_by_two_clients_keeps_the_budget(sandbox, workspace, sett
     assert len(stamps) == 50
     # 50 requests at 20 per 2 s: at least two full windows must pass; a few 429s at the window edges
     # (the sandbox counts at arrival, we count at departure) are tolerated and retried.
+    print(
+        f"shared limiter: 50 requests in {elapsed:.2f}s, max {max_in_window(stamps, 2.0)} per 2 s window, "
+        f"{sum(c.retries for c in clients)} retries"
+    )
     assert elapsed >= 3.9
     assert sum(c.retries for c in clients) <= 3
-    from tests.sources.test_ratelimit import max_in_window
-
     assert max_in_window(stamps, 2.0 - 0.05) <= 20 + 1
+
+
+def test_no_token_in_logs_or_errors(sandbox, workspace, caplog):
+    """Refresh, token info, a 401 retry and a failure: no access or refresh token in any log line."""
+    caplog.set_level(logging.DEBUG)
+    source = make_source(sandbox, workspace, lifetime=-10, expires_at=timezone.now() + timedelta(hours=1))
+    secrets = {source.token, source.access_token}
+    client = HubSpotClient(source)
+    client.list_page("contacts", properties=["email"], limit=5)  # 401 -> refresh -> retry
+    secrets.add(source.access_token)
+    client.token_info()
+    sandbox.set_knobs(fail_next=2, fail_next_status="503")
+    with pytest.raises(TransientError) as caught:
+        HubSpotClient(source, max_retries=1).account_details()
+    text = "\n".join(r.getMessage() for r in caplog.records) + str(caught.value) + repr(caught.value.body)
+    assert "/access-tokens/•••" in text or "access-tokens" not in text
+    for secret in secrets:
+        assert secret[:40] not in text
+
+
+def test_retry_after_is_read_in_seconds_or_as_a_date():
+    from sources.hubspot import _retry_after
+
+    assert _retry_after(_response(429, b"", {"Retry-After": "3"})) == 3.0
+    assert _retry_after(_response(429, b"", {})) is None
+    later = (timezone.now() + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert 25 <= _retry_after(_response(429, b"", {"Retry-After": later})) <= 31
