@@ -574,6 +574,24 @@ class HubSpotClient:
                 record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
         return page
 
+    def iter_list(
+        self,
+        collection: str,
+        *,
+        properties: list[str],
+        after: str | None = None,
+        limit: int = 100,
+        archived: bool = False,
+    ) -> Iterator[tuple[dict, str | None]]:
+        """Every list page from `after` on, yielded one at a time with the `after` that reads the next one (None
+        on the last page): store that value with the page to resume exactly there."""
+        while True:
+            page = self.list_page(collection, properties=properties, after=after, limit=limit, archived=archived)
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            yield page, after
+            if not after:
+                return
+
     def search_page(self, collection: str, body: dict) -> dict:
         """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest.
 

@@ -171,14 +171,7 @@ def add_custom_properties(count: int) -> list[str]:
 
 
 def read_all(client: HubSpotClient, collection: str, properties: list[str], limit: int = 100) -> list[dict]:
-    out: list[dict] = []
-    after = None
-    while True:
-        page = client.list_page(collection, properties=properties, after=after, limit=limit)
-        out.extend(page["results"])
-        after = ((page.get("paging") or {}).get("next") or {}).get("after")
-        if not after:
-            return out
+    return [r for page, _ in client.iter_list(collection, properties=properties, limit=limit) for r in page["results"]]
 
 
 def test_list_paging_returns_every_record(sandbox, workspace):
@@ -288,6 +281,15 @@ def test_5xx_and_resets_are_retried(sandbox, workspace, fault):
     page = client.list_page("contacts", properties=["email"])
     assert len(page["results"]) == 100
     assert (client.retries, client.api_calls) == (3, 4)
+
+
+def test_timeouts_are_retried_then_raised(sandbox, workspace):
+    sandbox.set_knobs(latency_ms=400)
+    client = HubSpotClient(make_source(sandbox, workspace), timeout=0.1, max_retries=2)
+    with pytest.raises(TransientError) as caught:
+        client.get_properties("contacts")
+    assert caught.value.category == "NETWORK" and "Timeout" in caught.value.message
+    assert (client.retries, client.api_calls) == (2, 3)
 
 
 def test_retries_exhausted_raise_transient_error(sandbox, workspace):
@@ -490,3 +492,23 @@ def test_retry_after_is_read_in_seconds_or_as_a_date():
     assert _retry_after(_response(429, b"", {})) is None
     later = (timezone.now() + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert 25 <= _retry_after(_response(429, b"", {"Retry-After": later})) <= 31
+
+
+def test_archived_list_and_resume_from_after(sandbox, workspace):
+    sandbox.mutate(PORTAL, "contacts", archive=7, seed=3)
+    client = HubSpotClient(make_source(sandbox, workspace))
+    archived = [
+        r for page, _ in client.iter_list("contacts", properties=["email"], archived=True) for r in page["results"]
+    ]
+    assert len(archived) == 7 and all(r["archived"] for r in archived)
+    live = read_all(client, "contacts", ["email"])
+    assert len(live) == 293 and not {r["id"] for r in live} & {r["id"] for r in archived}
+    # Resuming from a stored `after` continues exactly where the previous page ended.
+    pages = client.iter_list("contacts", properties=["email"], limit=50)
+    _, after = next(pages)
+    resumed = [
+        r["id"]
+        for page, _ in client.iter_list("contacts", properties=["email"], after=after, limit=50)
+        for r in page["results"]
+    ]
+    assert resumed == [r["id"] for r in live][50:]
