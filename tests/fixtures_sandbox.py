@@ -193,13 +193,19 @@ def sandbox_env() -> dict[str, str]:
         auth = f"{user}{password}@" if user else ""
         env["DATABASE_URL"] = f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
     env["SANDBOX"] = "1"
-    env.setdefault("DEBUG", "1" if settings.DEBUG else "0")
+    # (not settings.DEBUG: the test runner forces it off, and the environment already says what we run with)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
+class SandboxProcess(str):
+    """The root URL of a sandbox_serve subprocess (a str), with its process id."""
+
+    pid: int
+
+
 @contextlib.contextmanager
-def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> Iterator[str]:
+def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> Iterator[SandboxProcess]:
     """Run `manage.py sandbox_serve` in a subprocess; yields its root URL (http://127.0.0.1:PORT)."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "sandbox_serve", "--port", str(port), "--threads", str(threads)],
@@ -217,7 +223,9 @@ def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> I
                     break
         if url is None:
             raise RuntimeError("sandbox_serve did not start")
-        yield url
+        handle = SandboxProcess(url)
+        handle.pid = proc.pid
+        yield handle
     finally:
         proc.terminate()
         try:
