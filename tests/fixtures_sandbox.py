@@ -99,6 +99,18 @@ class HubSpotSandbox:
                           scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
                           code_challenge=code_challenge, code_challenge_method=code_challenge_method)
 
+    def token_via_code(self, code: str, redirect_uri: str, code_verifier: str = "") -> dict:
+        """Exchange an authorization code at the token endpoint over HTTP (as a client would)."""
+        import requests
+
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "client_id": self.client_id, "client_secret": self.client_secret}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        resp = requests.post(self.token_url, data=form, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
     # --- knobs -----------------------------------------------------------------------------------------
     def set_knobs(self, **values: Any):
         """Change realism knobs (fields of sandbox.hubspot.models.Knobs); applies to the next request."""
