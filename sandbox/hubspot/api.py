@@ -218,14 +218,14 @@ def objects_list(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRespo
     results, nxt = records.list_page(td, after=after, limit=limit, wanted=wanted,
                                      archived=_bool_param(request, "archived"))
     # Records arrive as JSON texts (generated ones are assembled from pre-encoded fragments): join, don't encode.
-    body = '{"results":[' + ",".join(results) + "]"
+    body = b'{"results":[' + b",".join(results) + b"]"
     if nxt is not None:
         params = [(k, v) for k in request.GET for v in request.GET.getlist(k) if k != "after"]
         params.append(("after", str(nxt)))
         paging = {"next": {"after": str(nxt), "link": request.build_absolute_uri(
             request.path + "?" + urlencode(params))}}
-        body += ',"paging":' + json.dumps(paging, separators=(",", ":"))
-    return HttpResponse((body + "}").encode(), content_type="application/json;charset=utf-8")
+        body += b',"paging":' + json.dumps(paging, separators=(",", ":")).encode()
+    return HttpResponse(body + b"}", content_type="application/json;charset=utf-8")
 
 
 def _parse_id(raw: str) -> int | None:

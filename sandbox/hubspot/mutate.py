@@ -89,6 +89,8 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
     result = MutationResult(timestamp_ms=now)
     qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
     with transaction.atomic():
+        # Updates and archives pick among the records that existed before this call.
+        picked = _pick_visible(td, qs, rng, update + archive) if update or archive else []
         if create:
             top = qs.filter(index__isnull=True).aggregate(m=Max("object_id"))["m"] or data.CREATED_ID_BASE
             rows = []
@@ -109,7 +111,6 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
             for start in range(0, len(rows), BATCH):
                 RecordChange.objects.bulk_create(rows[start:start + BATCH])
         if update or archive:
-            picked = _pick_visible(td, qs, rng, update + archive)
             if len(picked) < update + archive:
                 raise MutationError(f"only {len(picked)} live {otype.name} to update/archive")
             existing = {ch.object_id: ch for ch in qs.filter(object_id__in=[oid for oid, _ in picked])}
