@@ -512,3 +512,25 @@ def test_archived_list_and_resume_from_after(sandbox, workspace):
         for r in page["results"]
     ]
     assert resumed == [r["id"] for r in live][50:]
+
+
+def test_refresh_response_without_refresh_token_keeps_the_old_one(sandbox, workspace, monkeypatch):
+    """HubSpot may omit refresh_token on a refresh: the stored one must survive (the response is the sandbox's,
+    with that field dropped as HubSpot may drop it)."""
+    from sources import hubspot
+
+    real_post = hubspot._post_token
+
+    def without_refresh_token(*args, **kwargs):
+        payload = real_post(*args, **kwargs)
+        payload.pop("refresh_token", None)
+        return payload
+
+    monkeypatch.setattr(hubspot, "_post_token", without_refresh_token)
+    source = make_source(sandbox, workspace, expires_at=timezone.now() - timedelta(seconds=1))
+    old_refresh, old_access = source.token, source.access_token
+    client = HubSpotClient(source)
+    assert client.list_page("contacts", properties=["email"], limit=5)["results"]
+    source.refresh_from_db()
+    assert source.token == old_refresh and source.access_token != old_access
+    assert client.token_refreshes == 1
