@@ -8,7 +8,7 @@ from django.test import Client
 
 from hubsync.models import Membership, Role, Workspace
 
-pytest_plugins = ["tests.fixtures_segment"]
+pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_segment"]
 
 PASSWORD = "correct horse battery staple"
 
