@@ -43,6 +43,8 @@ print(json.dumps(out))
 
 def run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    # Set by the browser tests' conftest for Playwright's event loop; a deployment never has it.
+    base.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     base["HUBSYNC_VAR_DIR"] = str(tmp_path / "var")
     base.update(env)
     return subprocess.run(

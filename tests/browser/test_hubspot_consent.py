@@ -9,25 +9,6 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def page(monkeypatch):
-    if not os.path.exists("/usr/bin/chromium"):
-        pytest.skip("no Chromium")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM is used while Playwright's loop runs
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-
-
 def test_connect_and_cancel_in_the_browser(hubspot_sandbox, page):
     redirect = hubspot_sandbox.base_url + "/"  # any loopback URL will do; the sandbox index is one
     params = {"client_id": hubspot_sandbox.client_id, "redirect_uri": redirect, "state": "xyz",
