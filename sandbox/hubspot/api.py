@@ -25,6 +25,7 @@ from .portals import get_portal
 from .realism import (
     GENERAL,
     SEARCH,
+    correlation_id,
     drop_connection,
     error_response,
     fault_response,
@@ -156,10 +157,15 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
                         "X-HubSpot-RateLimit-Interval-Milliseconds": str(knobs.rate_limit_interval_ms),
                     }
                 if not allowed:
-                    return rate_limited_response(search)
+                    limited = rate_limited_response(search)
+                    for k, v in headers.items():
+                        limited[k] = v
+                    return limited
             response = view(request, Ctx(portal, token, knobs), **kwargs)
             for k, v in headers.items():
                 response[k] = v
+            if "X-HubSpot-Correlation-Id" not in response:
+                response["X-HubSpot-Correlation-Id"] = correlation_id()
             return response
 
         return wrapper

@@ -121,6 +121,41 @@ def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_san
     assert search(hubspot_sandbox, token, {"limit": 1}).json()["total"] == 297
 
 
+def test_list_read_batch_and_search_agree_after_changes(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    result = hubspot_sandbox.mutate(collection="contacts", create=7, update=9, archive=4, seed=11)
+    token = hubspot_sandbox.access_token()
+    listed: dict[str, dict] = {}
+    after = None
+    while True:
+        page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=37, properties="jobtitle,email",
+                   **({"after": after} if after else {})).json()
+        for r in page["results"]:
+            listed[r["id"]] = r
+        if "paging" not in page:
+            break
+        after = page["paging"]["next"]["after"]
+    ids = list(listed)
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+    assert len(ids) == 300 + 7 - 4
+    assert set(result.created) <= set(ids) and not set(result.archived) & set(ids)
+    for oid in result.updated:
+        assert listed[oid]["properties"]["jobtitle"].startswith("Edited ")
+        assert listed[oid]["updatedAt"] > listed[oid]["createdAt"]
+    for start in range(0, len(ids), 100):
+        chunk = ids[start:start + 100]
+        batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                              json={"inputs": [{"id": i} for i in chunk], "properties": ["jobtitle", "email"]},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert {r["id"]: r for r in batch["results"]} == {i: listed[i] for i in chunk}
+    found = search(hubspot_sandbox, token, {"limit": 200, "properties": ["jobtitle", "email"],
+                                            "sorts": [{"propertyName": "hs_object_id", "direction": "DESCENDING"}]})
+    body = found.json()
+    assert body["total"] == len(ids)
+    assert [r["id"] for r in body["results"]] == sorted(ids, key=int, reverse=True)[:200]
+    assert all(r == listed[r["id"]] for r in body["results"])
+
+
 # --- changes -----------------------------------------------------------------------------------------------------
 def test_updates_bump_modified_date_and_move_records_in_date_search(hubspot_sandbox):
     token = hubspot_sandbox.access_token()
@@ -266,6 +301,7 @@ def test_rate_limit_headers_and_429_body(hubspot_sandbox):
     assert remaining == [4, 3, 2, 1, 0]
     limited = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1)
     assert limited.status_code == 429
+    assert limited.headers["X-HubSpot-RateLimit-Remaining"] == "0"
     body = limited.json()
     assert body == {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
                     "errorType": "RATE_LIMIT", "correlationId": body["correlationId"],
