@@ -492,6 +492,7 @@ def token(request: HttpRequest) -> HttpResponse:
     if grant_type not in ("authorization_code", "refresh_token"):
         return token_error("BAD_GRANT_TYPE", f"missing or unsupported grant_type: {grant_type!r}",
                            "unsupported_grant_type")
+    # HubSpot reads the client credentials from the form only (an HTTP Basic header is not enough).
     if client_id != settings.SANDBOX_HUBSPOT_CLIENT_ID:
         return token_error("BAD_CLIENT_ID", "missing or invalid client id", "invalid_client")
     if client_secret != settings.SANDBOX_HUBSPOT_CLIENT_SECRET:
