@@ -10,6 +10,10 @@ the ORM; live_server makes the test transactional). Knobs are reset to their def
 cleared before each test. Faults, limits and data are changed with `set_knobs(...)`, `mutate(...)`,
 `seed(...)`, `add_property(...)`, `delete_property(...)`.
 
+Point the product's HubSpot client at it with settings HUBSPOT_API_BASE = hubspot_sandbox.base_url and
+HUBSPOT_AUTHORIZE_URL = hubspot_sandbox.authorize_url (client id / secret: settings.SANDBOX_HUBSPOT_CLIENT_ID /
+SECRET, token path /oauth/v1/token).
+
 To run the sandbox as its own process instead (benchmarks, or code that must not share the test process):
 
     with sandbox_process() as base:            # "http://127.0.0.1:PORT"; uses the current test database
