@@ -71,6 +71,8 @@ def _apply_faults(request: HttpRequest, knobs: Knobs) -> HttpResponse | None:
             status = knobs.fail_next_status
             if status == "reset":
                 return drop_connection(request)
+            if status == "429":
+                return rate_limited_response(search=False)
             return fault_response(int(status)) if status.isdigit() else fault_response(503)
     if knobs.reset_rate and random.random() < knobs.reset_rate:
         return drop_connection(request)

@@ -89,6 +89,7 @@ def rate_limited_response(search: bool) -> HttpResponse:
 # --- faults ----------------------------------------------------------------------------------------------------
 GATEWAY_BODIES = {
     502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+    500: '{"status":"error","message":"internal error","category":"INTERNAL_ERROR"}',
     503: '{"status":"error","message":"Service Unavailable","category":"SERVICE_UNAVAILABLE"}',
     504: "<html><head><title>504 Gateway Time-out</title></head><body><h1>504 Gateway Time-out</h1></body></html>",
 }

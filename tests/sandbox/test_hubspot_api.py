@@ -348,6 +348,9 @@ def test_random_5xx_and_scheduled_failures(hubspot_sandbox):
     hubspot_sandbox.set_knobs(error_rate=0.0, fail_next=2, fail_next_status="504")
     codes = [get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code for _ in range(3)]
     assert codes == [504, 504, 200]
+    hubspot_sandbox.set_knobs(fail_next=1, fail_next_status="429")
+    limited = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token)
+    assert limited.status_code == 429 and limited.json()["policyName"] == "TEN_SECONDLY_ROLLING"
 
 
 def test_connection_reset_is_a_connection_error(hubspot_sandbox):
