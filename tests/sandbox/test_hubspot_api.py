@@ -6,6 +6,7 @@ import time
 
 import pytest
 import requests
+from django.db.models import F
 
 from sandbox.hubspot.models import RecordChange
 
@@ -416,6 +417,16 @@ def test_token_endpoint_errors_and_paths(hubspot_sandbox):
     assert bad_refresh.status_code == 400 and bad_refresh.json()["status"] == "BAD_REFRESH_TOKEN"
     as_json = requests.post(sb.token_url, json={"grant_type": "refresh_token"}, timeout=10)
     assert as_json.status_code == 400
+
+
+def test_expired_auth_code(hubspot_sandbox):
+    from sandbox.hubspot.models import AuthCode
+
+    code = hubspot_sandbox.auth_code(redirect_uri="http://localhost/cb")
+    AuthCode.objects.filter(code=code).update(created_ms=F("created_ms") - 11 * 60 * 1000)
+    resp = oauth_post(hubspot_sandbox, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
+                      client_id=hubspot_sandbox.client_id, client_secret=hubspot_sandbox.client_secret)
+    assert resp.status_code == 400 and resp.json()["status"] == "EXPIRED_AUTH_CODE"
 
 
 def test_pkce(hubspot_sandbox):
