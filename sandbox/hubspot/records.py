@@ -503,11 +503,21 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         )[: after + limit]:
             visible_changes.append((_KeyRow(pk, oid, created, updated), None))
 
+    # Properties computed per record; every other generated value comes from the record's template row, so a
+    # filter on those is decided once per template row instead of once per record (1M records scan in ~0.5 s).
+    per_record = {"hs_object_id", "createdate", td.otype.modified_prop, "email"}
+    row_tables: list[list[bool]] | None = None
+    if not query and all(m.f.prop not in per_record for g in groups for m in g.residual):
+        row_tables = [[all(m(tpl) for m in g.residual) for tpl in td.templates] for g in groups]
+
     def gen_ok(i: int) -> bool:
         if i in overridden:
             return False
         if not needs_scan:
             return True
+        if row_tables is not None:
+            r = td.row(i)
+            return any(g.lo <= i < g.hi and table[r] for g, table in zip(groups, row_tables, strict=True))
         props = td.full_properties(i)
         return query_ok(props) and any(g.lo <= i < g.hi and all(m(props) for m in g.residual) for g in groups)
 
@@ -557,8 +567,10 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
             items = [(gen_key_fn(i), i, None) for i in candidates]
         else:
             items = []
+            by_row = sort_prop not in per_record
             for i in candidates:
-                items.append((value_key(td.full_properties(i), id_for_index(i)), i, None))
+                props = td.templates[td.row(i)] if by_row else td.full_properties(i)
+                items.append((value_key(props, id_for_index(i)), i, None))
             items.sort(key=lambda t: t[0], reverse=desc)
 
         def gen_stream() -> Iterator[tuple]:
