@@ -130,7 +130,8 @@ def drop_connection(request: HttpRequest) -> HttpResponse:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-    # The server's attempt to write this is a broken pipe, which both gunicorn and Django's server ignore.
-    resp = HttpResponse(b"", status=499)
+    # Never reaches the client: the server's attempt to write it is a broken pipe, which both gunicorn and
+    # Django's server ignore quietly (status 200 so Django does not log a bogus error response either).
+    resp = HttpResponse(b"")
     resp["Connection"] = "close"
     return resp
