@@ -32,7 +32,7 @@ from .realism import (
     json_response,
     rate_limited_response,
 )
-from .schema import KNOWN_SCOPES, ObjectType, resolve_type
+from .schema import ObjectType, resolve_type
 from .tokens import (
     APP_ID,
     REFRESH_PREFIX,
@@ -588,7 +588,3 @@ def introspect(request: HttpRequest) -> HttpResponse:
         return json_response({"active": True, "token_type": "refresh", "hub_id": rt.portal.hub_id,
                               "client_id": rt.client_id, "scopes": rt.scopes, "user_id": rt.portal.user_id})
     return json_response({"active": False})
-
-
-def known_scopes() -> tuple[str, ...]:
-    return KNOWN_SCOPES
