@@ -335,6 +335,21 @@ def _index_range(td: TypeData, f: Filter) -> tuple[int, int] | None:
     return lower_bound(fn, n, lo_v), lower_bound(fn, n, hi_v + 1)
 
 
+_EMAIL_ID = re.compile(r"(\d+)@")
+
+
+def _email_range(td: TypeData, f: Filter) -> tuple[int, int] | None:
+    """Generated contact e-mails end in their record id ("anna.smith1234@..."), so an e-mail lookup is a
+    single index, not a scan of the portal."""
+    if f.prop != "email" or f.op != "EQ" or td.otype.name != "contacts":
+        return None
+    match = _EMAIL_ID.search(str(f.value or ""))
+    i = index_for_id(int(match.group(1))) if match and len(match.group(1)) < 19 else None
+    if i is None or i >= td.size:
+        return (0, 0)
+    return (i, i + 1)
+
+
 def _range_q(td: TypeData, f: Filter) -> Q:
     """The SQL condition on change-row columns equivalent to a filter on an indexed property (Q() if none)."""
     columns = {"hs_object_id": "object_id", "createdate": "created_ms", td.otype.modified_prop: "updated_ms"}
@@ -447,8 +462,9 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         for f, m in zip(filters, matchers, strict=True):
             rng = _index_range(td, f)
             if rng is None:
-                residual.append(m)
-            else:
+                rng = _email_range(td, f)
+                residual.append(m)  # the e-mail range only narrows; the filter itself still decides
+            if rng is not None:
                 lo, hi = max(lo, rng[0]), min(hi, rng[1])
         groups.append(Group(lo, max(lo, hi), residual, matchers))
 

@@ -235,6 +235,10 @@ def test_search_operators(hubspot_sandbox):
     token_hit = ids([{"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "*@example.org"}])
     assert token_hit["total"] > 0 and all(r["properties"]["email"].endswith("@example.org")
                                           for r in token_hit["results"])
+    some = get(hubspot_sandbox, "/crm/v3/objects/contacts/20012", token=token).json()["properties"]["email"]
+    hubspot_sandbox.set_properties(104, {"email": some.upper()})  # a second record with that address, edited
+    by_email = ids([{"propertyName": "email", "operator": "EQ", "value": some}])
+    assert sorted(r["id"] for r in by_email["results"]) == ["104", "20012"]
     either = search(hubspot_sandbox, token, {"filterGroups": [
         {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
         {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
