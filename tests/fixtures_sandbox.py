@@ -190,6 +190,12 @@ class HubSpotSandbox:
 
         return add_property(portal=self.portal(portal), collection=collection, name=name, **kwargs)
 
+    def add_properties(self, count: int, portal: int = 1001, collection: str = "contacts") -> list[str]:
+        """Add `count` custom properties (300 make a GET URL listing them all longer than 8,000 characters)."""
+        from sandbox.hubspot.mutate import add_many_properties
+
+        return add_many_properties(portal=self.portal(portal), collection=collection, count=count)
+
     def delete_property(self, name: str, portal: int = 1001, collection: str = "contacts") -> None:
         from sandbox.hubspot.mutate import delete_property
 

@@ -229,3 +229,33 @@ def delete_property(*, portal: Portal, collection: str, name: str) -> None:
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
     state.invalidate()
     portal.refresh_from_db()
+
+
+def add_many_properties(*, portal: Portal, collection: str, count: int,
+                        prefix: str = "imported_field_with_a_long_internal_name_") -> list[str]:
+    """Add `count` custom properties at once (portals with hundreds of properties: requesting them all in a
+    GET URL passes HubSpot's ~8,000-character limit, so clients must split the list or use POST endpoints)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    now = data.now_ms()
+    kinds = ["string", "number", "enumeration", "datetime", "bool"]
+    names, rows = [], []
+    n = 0
+    while len(rows) < count:
+        n += 1
+        name = f"{prefix}{n:04d}"
+        if name in td.props:
+            continue
+        kind = kinds[n % len(kinds)]
+        options = [{"label": f"Option {k}", "value": f"option_{k}"} for k in range(3)] if kind == "enumeration" else []
+        rows.append(CustomProperty(portal=portal, object_type=otype.name, name=name, label=f"Imported field {n}",
+                                   type=kind, field_type=PROPERTY_TYPES[kind], options=options,
+                                   created_ms=now, updated_ms=now))
+        names.append(name)
+    with transaction.atomic():
+        CustomProperty.objects.filter(portal=portal, object_type=otype.name, name__in=names).delete()
+        CustomProperty.objects.bulk_create(rows, batch_size=BATCH)
+        Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    state.invalidate()
+    portal.refresh_from_db()
+    return names

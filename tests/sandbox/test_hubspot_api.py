@@ -96,6 +96,21 @@ def test_414_for_very_long_urls(hubspot_sandbox):
     assert resp.status_code == 414
 
 
+def test_hundreds_of_properties_force_splitting_or_post(hubspot_sandbox):
+    added = hubspot_sandbox.add_properties(300)
+    token = hubspot_sandbox.access_token()
+    names = [p["name"] for p in get(hubspot_sandbox, "/crm/v3/properties/contacts", token=token).json()["results"]]
+    assert len(names) == 65 + 300 and set(added) <= set(names)
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names)).status_code == 414
+    half = len(names) // 2
+    first = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names[:half]), limit=5)
+    assert first.status_code == 200 and added[0] in first.json()["results"][0]["properties"]
+    batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                          json={"inputs": [{"id": "1"}], "properties": names},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert set(batch["results"][0]["properties"]) == set(names)
+
+
 def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_sandbox):
     result = hubspot_sandbox.mutate(collection="contacts", archive=3, seed=5)
     archived_ids = set(result.archived)

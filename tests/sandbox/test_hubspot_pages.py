@@ -143,8 +143,10 @@ def test_seed_and_mutate_commands(capsys):
     assert RecordChange.objects.filter(portal_id=5000, object_type="companies").count() == 9
     call_command("sandbox_mutate", "--portal", "5000", "--collection", "deals", "--add-property", "risk",
                  "--type", "enumeration", "--options", "low,high")
+    call_command("sandbox_mutate", "--portal", "5000", "--collection", "tickets", "--add-properties", "5")
     out = capsys.readouterr().out
     assert "created 4, updated 3, archived 2" in out and "added property risk" in out
+    assert "added 5 properties to tickets" in out
 
 
 def test_tokens_are_sandbox_only(settings):
