@@ -562,32 +562,31 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         filler = v if v is not None else 0
         return (v is None, filler, oid) if not desc else (v is not None, filler, oid)
 
-    if index_sorted and not needs_scan:
-        total_gen = sum(hi - lo for lo, hi in ranges) - sum(
-            1 for i in overridden if any(lo <= i < hi for lo, hi in ranges)
-        )
+    if index_sorted:
+        # Index order is sort order: count, then stream lazily (only after + limit items are ever built).
+        if needs_scan:
+            total_gen = sum(1 for lo, hi in ranges for i in range(lo, hi) if gen_ok(i))
+        else:
+            total_gen = sum(hi - lo for lo, hi in ranges) - sum(
+                1 for i in overridden if any(lo <= i < hi for lo, hi in ranges)
+            )
 
         def gen_stream() -> Iterator[tuple]:
             seq = ranges if not desc else list(reversed(ranges))
             for lo, hi in seq:
                 it = range(lo, hi) if not desc else range(hi - 1, lo - 1, -1)
                 for i in it:
-                    if i not in overridden:
+                    if gen_ok(i):
                         yield (gen_key_fn(i), i, None)
     else:
         candidates = [i for lo, hi in ranges for i in range(lo, hi) if gen_ok(i)]
         total_gen = len(candidates)
-        if index_sorted:
-            if desc:
-                candidates.reverse()
-            items = [(gen_key_fn(i), i, None) for i in candidates]
-        else:
-            items = []
-            by_row = sort_prop not in per_record
-            for i in candidates:
-                props = td.templates[td.row(i)] if by_row else td.full_properties(i)
-                items.append((value_key(props, id_for_index(i)), i, None))
-            items.sort(key=lambda t: t[0], reverse=desc)
+        items = []
+        by_row = sort_prop not in per_record
+        for i in candidates:
+            props = td.templates[td.row(i)] if by_row else td.full_properties(i)
+            items.append((value_key(props, id_for_index(i)), i, None))
+        items.sort(key=lambda t: t[0], reverse=desc)
 
         def gen_stream() -> Iterator[tuple]:
             yield from items
