@@ -60,13 +60,15 @@ def _edit_values(td: data.TypeData, rng: random.Random, stamp: int) -> dict[str,
     edits: dict[str, Any] = {}
     candidates = [p for p in td.otype.props if p.name in td.props and p.gen not in ("id", "createdate", "modified")
                   and p.name != "email" and not p.calculated]
+    owners = [o["id"] for o in data.owners_for(td.hub_id, td.seed) if not o["archived"]]
     for p in rng.sample(candidates, min(3, len(candidates))):
-        tpl = td.templates[rng.randrange(len(td.templates))]
-        value = tpl.get(p.name)
-        if value is None or value == td.templates[0].get(p.name):
-            value = data._gen(p.name, p, data.GenContext(rng, rng.choice(data.FIRST), rng.choice(data.LAST),
-                                                          rng.choice(data.COMPANY_WORDS), rng.choice(data.CITIES),
-                                                          ["1"], stamp))
+        # A value another record has (so it is realistic), or a freshly generated one if that one is empty.
+        value = td.templates[rng.randrange(len(td.templates))].get(p.name)
+        if value is None:
+            company = f"{rng.choice(data.COMPANY_WORDS)} {rng.choice(data.COMPANY_SUFFIX)}"
+            ctx = data.GenContext(rng, rng.choice(data.FIRST), rng.choice(data.LAST), company,
+                                  rng.choice(data.CITIES), owners, stamp)
+            value = data.gen_value(p.name, p, ctx)
         edits[p.name] = value
     # Always touch one obviously changing field so tests can see the edit.
     marker = {"contacts": "jobtitle", "companies": "description", "deals": "hs_next_step", "tickets": "subject"}
