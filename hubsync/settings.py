@@ -269,3 +269,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- sources: HubSpot connect (wizard) ------------------------------------------------------------------
+# requests-oauthlib and oauthlib log token requests and responses (client secret, codes, tokens) at DEBUG:
+# keep them quiet even when LOG_LEVEL=DEBUG, so secrets never reach the logs.
+LOGGING["loggers"].update({"requests_oauthlib": {"level": "WARNING"}, "oauthlib": {"level": "WARNING"}})

@@ -1,0 +1,328 @@
+"""Connecting a HubSpot account: the OAuth authorization-code flow (with PKCE) and what we learn on return.
+
+Two views use this module (start, callback), for the Add Source wizard and for "Reconnect HubSpot". The
+`state` is kept in the session and is single use; a mismatch is a 403. Tokens never enter the session in
+plaintext (the session table is not encrypted): `Connection.to_session()` stores them Fernet-encrypted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
+from requests_oauthlib import OAuth2Session
+
+from hubsync.fields import decrypt, encrypt
+
+log = logging.getLogger(__name__)
+
+FLOW_SESSION_KEY = "hubspot_oauth_flow"
+
+# Contacts are the minimum a source is useful with; everything else is offered as optional so the admin can
+# grant what their HubSpot role allows, and we offer the collections the granted scopes cover.
+REQUIRED_SCOPES = ["oauth", "crm.objects.contacts.read"]
+OPTIONAL_SCOPES = [
+    "crm.objects.companies.read",
+    "crm.objects.deals.read",
+    "tickets",
+    "crm.objects.owners.read",
+    "crm.objects.line_items.read",
+    "crm.objects.products.read",
+    "crm.objects.quotes.read",
+    "e-commerce",
+]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    label: str
+    scopes: tuple[str, ...]  # any one of these grants read access
+
+
+# The CRM v3 object types hubsync can sync, in the order the wizard shows them.
+COLLECTIONS: tuple[CollectionInfo, ...] = (
+    CollectionInfo("contacts", "Contacts", ("crm.objects.contacts.read",)),
+    CollectionInfo("companies", "Companies", ("crm.objects.companies.read",)),
+    CollectionInfo("deals", "Deals", ("crm.objects.deals.read",)),
+    CollectionInfo("tickets", "Tickets", ("tickets",)),
+    CollectionInfo("products", "Products", ("crm.objects.products.read", "e-commerce")),
+    CollectionInfo("line_items", "Line items", ("crm.objects.line_items.read", "e-commerce")),
+    CollectionInfo("quotes", "Quotes", ("crm.objects.quotes.read", "e-commerce")),
+    # Engagements are readable with the contacts scope.
+    CollectionInfo("calls", "Calls", ("crm.objects.contacts.read",)),
+    CollectionInfo("emails", "Emails", ("crm.objects.contacts.read",)),
+    CollectionInfo("meetings", "Meetings", ("crm.objects.contacts.read",)),
+    CollectionInfo("notes", "Notes", ("crm.objects.contacts.read",)),
+    CollectionInfo("tasks", "Tasks", ("crm.objects.contacts.read",)),
+)
+COLLECTION_LABELS = {c.name: c.label for c in COLLECTIONS}
+DEFAULT_COLLECTIONS = ("contacts", "companies", "deals", "tickets")
+
+
+def collections_for_scopes(scopes: list[str] | tuple[str, ...]) -> list[CollectionInfo]:
+    granted = set(scopes)
+    return [c for c in COLLECTIONS if granted.intersection(c.scopes)]
+
+
+# --- endpoints ----------------------------------------------------------------------------------------
+
+
+def api_base() -> str:
+    """HubSpot's API root: the configured one, or the sandbox on this server (resolved at call time so tests
+    can move BASE_URL)."""
+    return settings.HUBSPOT_API_BASE.rstrip("/") or f"{settings.BASE_URL.rstrip('/')}/sandbox/hubspot"
+
+
+def authorize_url() -> str:
+    return settings.HUBSPOT_AUTHORIZE_URL or f"{settings.BASE_URL.rstrip('/')}/sandbox/hubspot/oauth/authorize"
+
+
+def token_url() -> str:
+    return api_base() + settings.HUBSPOT_TOKEN_PATH
+
+
+def redirect_uri() -> str:
+    # Fixed (not taken from the request's Host header): it must equal the URI registered with the HubSpot app.
+    return settings.BASE_URL.rstrip("/") + reverse("sources:oauth_callback")
+
+
+def _is_loopback_http(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_env_lock = threading.Lock()
+
+
+@contextmanager
+def _oauthlib_env(*urls: str, relax_scope: bool = False) -> Iterator[None]:
+    """oauthlib reads two switches from the environment at call time. Plain http is refused unless
+    OAUTHLIB_INSECURE_TRANSPORT is set: we set it only around a call whose URLs are all https or loopback http
+    (the sandbox on this machine), so a real HubSpot never turns it on. HubSpot grants optional scopes, so the
+    granted set legitimately differs from the requested one: OAUTHLIB_RELAX_TOKEN_SCOPE stops oauthlib from
+    treating that as an error (we read the granted scopes from the token info call)."""
+    plain = [u for u in urls if not u.startswith("https://")]
+    wanted = {}
+    if plain and all(_is_loopback_http(u) for u in plain):
+        wanted["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+    if relax_scope:
+        wanted["OAUTHLIB_RELAX_TOKEN_SCOPE"] = "1"
+    if not wanted:
+        yield
+        return
+    with _env_lock:
+        previous = {k: os.environ.get(k) for k in wanted}
+        os.environ.update(wanted)
+        try:
+            yield
+        finally:
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+# --- the flow -----------------------------------------------------------------------------------------
+
+
+class ConnectError(Exception):
+    """The HubSpot login did not give us a usable connection; the message is shown to the admin."""
+
+
+@dataclass
+class Connection:
+    """What a successful HubSpot login gives us. Tokens are plaintext here, encrypted in `to_session`."""
+
+    hub_id: int
+    hub_domain: str = ""
+    user: str = ""
+    scopes: list[str] = field(default_factory=list)
+    access_token: str = ""
+    refresh_token: str = ""
+    expires_at: datetime | None = None
+    account: dict[str, Any] = field(default_factory=dict)
+
+    def to_session(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["access_token"] = encrypt(self.access_token) if self.access_token else ""
+        data["refresh_token"] = encrypt(self.refresh_token) if self.refresh_token else ""
+        data["expires_at"] = self.expires_at.isoformat() if self.expires_at else None
+        return data
+
+    @classmethod
+    def from_session(cls, data: dict[str, Any]) -> Connection:
+        data = dict(data)
+        data["access_token"] = decrypt(data["access_token"]) if data.get("access_token") else ""
+        data["refresh_token"] = decrypt(data["refresh_token"]) if data.get("refresh_token") else ""
+        data["expires_at"] = datetime.fromisoformat(data["expires_at"]) if data.get("expires_at") else None
+        return cls(**data)
+
+
+def begin(request: HttpRequest, *, purpose: str, source_id: int | None = None) -> str:
+    """Start a login: remember state + PKCE verifier in the session, return HubSpot's authorize URL."""
+    client = WebApplicationClient(settings.HUBSPOT_CLIENT_ID)
+    verifier = client.create_code_verifier(64)
+    challenge = client.create_code_challenge(verifier, "S256")
+    oauth = OAuth2Session(settings.HUBSPOT_CLIENT_ID, client=client, redirect_uri=redirect_uri(), scope=REQUIRED_SCOPES)
+    with _oauthlib_env(authorize_url()):
+        url, state = oauth.authorization_url(
+            authorize_url(),
+            optional_scope=" ".join(OPTIONAL_SCOPES),
+            code_challenge=challenge,
+            code_challenge_method="S256",
+        )
+    request.session[FLOW_SESSION_KEY] = {
+        "state": state,
+        "verifier": verifier,
+        "purpose": purpose,
+        "source_id": source_id,
+        "workspace_id": request.workspace.pk,
+    }
+    return url
+
+
+def take_flow(request: HttpRequest) -> dict[str, Any]:
+    """The pending login this callback belongs to, removed from the session (single use). 403 when there is
+    none, or when `state` does not match: the request was not started by this browser session."""
+    flow = request.session.pop(FLOW_SESSION_KEY, None)
+    state = request.GET.get("state", "")
+    if not flow or not state or state != flow.get("state"):
+        raise PermissionDenied("This HubSpot login does not belong to your session. Start again from hubsync.")
+    if flow.get("workspace_id") != request.workspace.pk:
+        raise PermissionDenied("This HubSpot login was started in another workspace.")
+    return flow
+
+
+def _describe_token_error(exc: Exception) -> str:
+    if isinstance(exc, OAuth2Error):
+        detail = exc.description or exc.error
+        return f"HubSpot refused the login code ({exc.error}: {detail})." if detail else "HubSpot refused the login."
+    if isinstance(exc, requests.RequestException):
+        return "HubSpot could not be reached to finish the login. Check the connection and try again."
+    return "HubSpot's answer to the login could not be read."
+
+
+def exchange(flow: dict[str, Any], code: str) -> Connection:
+    """Exchange the code for tokens, then read who and what we are connected to. Raises ConnectError."""
+    oauth = OAuth2Session(settings.HUBSPOT_CLIENT_ID, redirect_uri=redirect_uri(), scope=REQUIRED_SCOPES)
+    try:
+        with _oauthlib_env(token_url(), relax_scope=True):
+            token = oauth.fetch_token(
+                token_url(),
+                code=code,
+                client_secret=settings.HUBSPOT_CLIENT_SECRET,
+                include_client_id=True,
+                code_verifier=flow["verifier"],
+                timeout=20,
+            )
+    except (OAuth2Error, requests.RequestException, ValueError) as exc:
+        # Never log the exception's request: it carries the code and client secret.
+        log.warning("HubSpot token exchange failed: %s", type(exc).__name__)
+        raise ConnectError(_describe_token_error(exc)) from None
+    access_token = token.get("access_token", "")
+    expires_in = token.get("expires_in")
+    expires_at = timezone.now() + timedelta(seconds=int(expires_in)) if expires_in else None
+    info = token_info(access_token)
+    try:
+        hub_id = int(info.get("hub_id") or token.get("hub_id"))
+    except (TypeError, ValueError):
+        raise ConnectError("HubSpot did not say which account this login belongs to.") from None
+    account = account_details(access_token)
+    scopes = info.get("scopes") or token.get("scopes") or []
+    return Connection(
+        hub_id=hub_id,
+        hub_domain=info.get("hub_domain") or account.get("uiDomain") or "",
+        user=info.get("user") or "",
+        scopes=sorted(scopes),
+        access_token=access_token,
+        refresh_token=token.get("refresh_token", ""),
+        expires_at=expires_at,
+        account=account,
+    )
+
+
+def _get(path: str, access_token: str) -> requests.Response:
+    return requests.get(
+        api_base() + path,
+        headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        timeout=20,
+    )
+
+
+def token_info(access_token: str) -> dict[str, Any]:
+    """Hub id, domain, installing user and granted scopes of an access token."""
+    try:
+        response = _get(f"/oauth/v1/access-tokens/{access_token}", access_token)
+        response.raise_for_status()
+        return response.json()
+    except (requests.RequestException, ValueError):
+        log.warning("HubSpot token info call failed")
+        raise ConnectError("HubSpot did not tell us which account was connected. Try again.") from None
+
+
+def account_details(access_token: str) -> dict[str, Any]:
+    """Time zone, currency and UI domain of the account. Nice to have: a failure is not fatal."""
+    try:
+        response = _get("/account-info/v3/details", access_token)
+        response.raise_for_status()
+        data = response.json()
+    except (requests.RequestException, ValueError):
+        log.warning("HubSpot account details call failed")
+        return {}
+    keep = ("portalId", "timeZone", "companyCurrency", "uiDomain", "dataHostingLocation", "accountType")
+    return {k: data[k] for k in keep if k in data}
+
+
+@dataclass(frozen=True)
+class DiscoveredCollection:
+    name: str
+    label: str
+    property_count: int | None  # None: HubSpot would not list the properties (see error)
+    error: str = ""
+
+
+def discover_collections(connection: Connection) -> list[DiscoveredCollection]:
+    """The collections the granted scopes allow, each with its property count read live from HubSpot.
+    A collection HubSpot refuses (403 / 404) is left out; a transient failure is shown, not fatal."""
+    out: list[DiscoveredCollection] = []
+    for info in collections_for_scopes(connection.scopes):
+        try:
+            response = _get(f"/crm/v3/properties/{info.name}", connection.access_token)
+        except requests.RequestException:
+            out.append(DiscoveredCollection(info.name, info.label, None, "HubSpot did not answer"))
+            continue
+        if response.status_code in (403, 404):
+            continue
+        try:
+            response.raise_for_status()
+            count = len(response.json().get("results", []))
+        except (requests.RequestException, ValueError):
+            out.append(DiscoveredCollection(info.name, info.label, None, f"HubSpot answered {response.status_code}"))
+            continue
+        out.append(DiscoveredCollection(info.name, info.label, count))
+    return out
