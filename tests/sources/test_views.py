@@ -105,7 +105,12 @@ def test_selective_sync_lists_collections_with_property_counts(owner_client, wor
 
 def test_finish_creates_the_source_disabled(owner_client, workspace, owner):
     put_wizard(
-        owner_client, workspace, name="HubSpot", label="Prod", connection=make_connection(), schema_name="hubspot",
+        owner_client,
+        workspace,
+        name="HubSpot",
+        label="Prod",
+        connection=make_connection(),
+        schema_name="hubspot",
         discovered=DISCOVERED,
     )
     response = owner_client.post(
@@ -159,15 +164,22 @@ def test_wizard_of_another_workspace_is_not_continued(owner_client, workspace, o
 
 def test_overview_shows_state_and_checklist(owner_client, source):
     SyncRun.objects.create(
-        source=source, trigger="manual", status="succeeded",
+        source=source,
+        trigger="manual",
+        status="succeeded",
         counts={"contacts": {"read": 10, "new": 7, "updated": 2, "unchanged": 1, "archived": 0}},
     )
     response = owner_client.get(reverse("sources:detail", args=[source.pk]))
     assert response.status_code == 200
     body = response.content.decode()
     assert "portal-4242.hubspot.test" in body and "Disabled" in body
-    for title in ("Connect HubSpot", "Add a Segment Profiles destination", "Create a data model", "Add a mapping",
-                  "Enable the mapping"):
+    for title in (
+        "Connect HubSpot",
+        "Add a Segment Profiles destination",
+        "Create a data model",
+        "Add a mapping",
+        "Enable the mapping",
+    ):
         assert title in body
     assert "Sync now" in body and "Full sync" in body
     assert "<td>10</td><td>7</td><td>2</td><td>1</td><td>0</td>" in body.replace("\n", "")
@@ -175,8 +187,13 @@ def test_overview_shows_state_and_checklist(owner_client, source):
 
 def test_checklist_has_only_the_connection_done(source):
     steps = {s.key: s.done for s in setup.checklist(source)}
-    assert steps == {"connected": True, "destination": False, "data_model": False, "mapping": False,
-                     "mapping_enabled": False}
+    assert steps == {
+        "connected": True,
+        "destination": False,
+        "data_model": False,
+        "mapping": False,
+        "mapping_enabled": False,
+    }
     source.status = Source.Status.NEEDS_RECONNECT
     assert {s.key: s.done for s in setup.checklist(source)}["connected"] is False
 
@@ -192,7 +209,9 @@ def test_enabling_is_refused_with_an_explanation(owner_client, source):
     assert not allowed and any("mapping" in m for m in missing)
 
 
-def test_enabling_once_allowed_starts_the_first_sync(owner_client, source, monkeypatch, django_capture_on_commit_callbacks):
+def test_enabling_once_allowed_starts_the_first_sync(
+    owner_client, source, monkeypatch, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(setup, "can_enable", lambda s: (True, []))
     sent = []
     monkeypatch.setattr("sources.tasks.run_sync.delay", lambda run_id: sent.append(run_id))
@@ -270,8 +289,12 @@ def test_start_date_change_after_first_sync_says_full_sync_rereads_history(owner
     assert b"history is re-read only by a full sync" in page.content
     response = owner_client.post(
         reverse("sources:settings", args=[source.pk]),
-        {"section": "sync", "start_date": "2023-06-01", "sync_interval": "10800",
-         "collections": ["contacts", "companies"]},
+        {
+            "section": "sync",
+            "start_date": "2023-06-01",
+            "sync_interval": "10800",
+            "collections": ["contacts", "companies"],
+        },
         follow=True,
     )
     source.refresh_from_db()
@@ -281,8 +304,9 @@ def test_start_date_change_after_first_sync_says_full_sync_rereads_history(owner
 
 
 def test_removing_a_collection_keeps_its_mirror_rows(owner_client, source):
-    Record.objects.create(source=source, collection="companies", object_id=1, properties={}, content_hash="h",
-                          change_seq=1)
+    Record.objects.create(
+        source=source, collection="companies", object_id=1, properties={}, content_hash="h", change_seq=1
+    )
     response = owner_client.post(
         reverse("sources:settings", args=[source.pk]),
         {"section": "sync", "start_date": "", "sync_interval": "10800", "collections": ["contacts"]},
@@ -314,8 +338,9 @@ def test_needs_reconnect_shows_a_banner_with_the_button(owner_client, viewer_cli
 
 def test_delete_needs_confirmation_and_keeps_only_the_audit(owner_client, source, owner):
     SyncRun.objects.create(source=source, trigger="manual", status="succeeded")
-    Record.objects.create(source=source, collection="contacts", object_id=1, properties={}, content_hash="h",
-                          change_seq=1)
+    Record.objects.create(
+        source=source, collection="contacts", object_id=1, properties={}, content_hash="h", change_seq=1
+    )
     url = reverse("sources:delete", args=[source.pk])
     assert b"Type the source" in owner_client.get(url).content
     response = owner_client.post(url, {"confirm_name": "wrong"})
