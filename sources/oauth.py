@@ -115,7 +115,7 @@ def _is_loopback_http(url: str) -> bool:
         return False
 
 
-_env_lock = threading.Lock()
+_env_lock = threading.RLock()  # re-entrant: a nested use must not deadlock
 
 
 @contextmanager
