@@ -346,13 +346,15 @@ def _run_rows(source: Source, limit: int = 10) -> list[dict[str, Any]]:
 def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source.objects.select_related("last_run"), pk=pk)
     active = source.runs.filter(status__in=SyncRun.ACTIVE).first()
+    runs = _run_rows(source)
     collections = list(source.collections.all())
     return _page(
         request,
         source,
         "overview",
         "sources/detail_overview.html",
-        runs=_run_rows(source),
+        runs=runs,
+        latest_run=source.last_run or (runs[0]["run"] if runs else None),
         active_run=active,
         collections=collections,
     )
@@ -367,13 +369,12 @@ def source_models(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _collection_choices(source: Source) -> list[tuple[str, str]]:
-    offered = [(c.name, c.label) for c in oauth.collections_for_scopes(source.scopes)]
-    names = {n for n, _ in offered}
+    offered = {c.name for c in oauth.collections_for_scopes(source.scopes)}
     # Keep collections chosen earlier even if the scopes no longer list them, so they can be removed.
-    for sc in source.collections.all():
-        if sc.collection not in names:
-            offered.append((sc.collection, oauth.COLLECTION_LABELS.get(sc.collection, sc.collection)))
-    return offered
+    offered.update(sc.collection for sc in source.collections.all())
+    order = {c.name: i for i, c in enumerate(oauth.COLLECTIONS)}
+    names = sorted(offered, key=lambda n: (order.get(n, len(order)), n))
+    return [(n, oauth.COLLECTION_LABELS.get(n, n)) for n in names]
 
 
 def _settings_forms(source: Source, basic: Any = None, sync: Any = None) -> dict[str, Any]:

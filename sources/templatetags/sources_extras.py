@@ -25,3 +25,10 @@ def interval_label(value: timedelta | None) -> str:
             return label
     minutes = int(value.total_seconds() // 60)
     return f"Every {minutes} minutes"
+
+
+@register.filter
+def collection_label(name: str) -> str:
+    from sources.oauth import COLLECTION_LABELS
+
+    return COLLECTION_LABELS.get(name, name)
