@@ -29,6 +29,9 @@ from requests_oauthlib import OAuth2Session
 
 from hubsync.fields import decrypt, encrypt
 
+from .hubspot import HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
+from .hubspot import api_base as api_base
+
 log = logging.getLogger(__name__)
 
 FLOW_SESSION_KEY = "hubspot_oauth_flow"
@@ -81,12 +84,6 @@ def collections_for_scopes(scopes: list[str] | tuple[str, ...]) -> list[Collecti
 
 
 # --- endpoints ----------------------------------------------------------------------------------------
-
-
-def api_base() -> str:
-    """HubSpot's API root: the configured one, or the sandbox on this server (resolved at call time so tests
-    can move BASE_URL)."""
-    return settings.HUBSPOT_API_BASE.rstrip("/") or f"{settings.BASE_URL.rstrip('/')}/sandbox/hubspot"
 
 
 def authorize_url() -> str:
@@ -252,7 +249,7 @@ def exchange(flow: dict[str, Any], code: str) -> Connection:
         hub_id = int(info.get("hub_id") or token.get("hub_id"))
     except (TypeError, ValueError):
         raise ConnectError("HubSpot did not say which account this login belongs to.") from None
-    account = account_details(access_token)
+    account = account_details(access_token, hub_id)
     scopes = info.get("scopes") or token.get("scopes") or []
     return Connection(
         hub_id=hub_id,
@@ -266,33 +263,28 @@ def exchange(flow: dict[str, Any], code: str) -> Connection:
     )
 
 
-def _get(path: str, access_token: str) -> requests.Response:
-    return requests.get(
-        api_base() + path,
-        headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
-        timeout=20,
-    )
+def _client(access_token: str, hub_id: int | None = None) -> HubSpotClient:
+    # An admin is waiting on the page: a couple of quick retries, not a worker's patient backoff.
+    return HubSpotClient(access_token=access_token, hub_id=hub_id, max_retries=2, timeout=20)
 
 
 def token_info(access_token: str) -> dict[str, Any]:
     """Hub id, domain, installing user and granted scopes of an access token."""
     try:
-        response = _get(f"/oauth/v1/access-tokens/{access_token}", access_token)
-        response.raise_for_status()
-        return response.json()
-    except (requests.RequestException, ValueError):
-        log.warning("HubSpot token info call failed")
-        raise ConnectError("HubSpot did not tell us which account was connected. Try again.") from None
+        with _client(access_token) as client:
+            return client.token_info() or {}
+    except HubSpotError as exc:
+        log.warning("HubSpot token info call failed: %s", exc)
+        raise ConnectError("HubSpot did not tell us which account was connected. Please try again.") from None
 
 
-def account_details(access_token: str) -> dict[str, Any]:
+def account_details(access_token: str, hub_id: int | None = None) -> dict[str, Any]:
     """Time zone, currency and UI domain of the account. Nice to have: a failure is not fatal."""
     try:
-        response = _get("/account-info/v3/details", access_token)
-        response.raise_for_status()
-        data = response.json()
-    except (requests.RequestException, ValueError):
-        log.warning("HubSpot account details call failed")
+        with _client(access_token, hub_id) as client:
+            data = client.account_details() or {}
+    except HubSpotError as exc:
+        log.warning("HubSpot account details call failed: %s", exc)
         return {}
     keep = ("portalId", "timeZone", "companyCurrency", "uiDomain", "dataHostingLocation", "accountType")
     return {k: data[k] for k in keep if k in data}
@@ -310,19 +302,20 @@ def discover_collections(connection: Connection) -> list[DiscoveredCollection]:
     """The collections the granted scopes allow, each with its property count read live from HubSpot.
     A collection HubSpot refuses (403 / 404) is left out; a transient failure is shown, not fatal."""
     out: list[DiscoveredCollection] = []
-    for info in collections_for_scopes(connection.scopes):
-        try:
-            response = _get(f"/crm/v3/properties/{info.name}", connection.access_token)
-        except requests.RequestException:
-            out.append(DiscoveredCollection(info.name, info.label, None, "HubSpot did not answer"))
-            continue
-        if response.status_code in (403, 404):
-            continue
-        try:
-            response.raise_for_status()
-            count = len(response.json().get("results", []))
-        except (requests.RequestException, ValueError):
-            out.append(DiscoveredCollection(info.name, info.label, None, f"HubSpot answered {response.status_code}"))
-            continue
-        out.append(DiscoveredCollection(info.name, info.label, count))
+    with _client(connection.access_token, connection.hub_id) as client:
+        for info in collections_for_scopes(connection.scopes):
+            try:
+                count = len(client.get_properties(info.name))
+            except (MissingScopes, NotFound):
+                continue  # not available to this account / app: don't offer it
+            except HubSpotError as exc:
+                out.append(DiscoveredCollection(info.name, info.label, None, _short_error(exc)))
+                continue
+            out.append(DiscoveredCollection(info.name, info.label, count))
     return out
+
+
+def _short_error(exc: HubSpotError) -> str:
+    if isinstance(exc, TransientError):
+        return "HubSpot did not answer; try again later"
+    return f"HubSpot answered {exc.status}" if exc.status else "HubSpot could not be read"

@@ -274,6 +274,8 @@ def _mark_redis_down() -> None:
     global _redis_down_until
     log.warning("rate limiter: Redis unreachable, using the in-process limiter for %ss", REDIS_RETRY_AFTER)
     _redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
+
+
 _singleton_lock = threading.Lock()
 
 
