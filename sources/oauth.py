@@ -29,7 +29,7 @@ from requests_oauthlib import OAuth2Session
 
 from hubsync.fields import decrypt, encrypt
 
-from .hubspot import HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
+from .hubspot import BadRequest, HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
 from .hubspot import api_base as api_base
 
 log = logging.getLogger(__name__)
@@ -306,8 +306,8 @@ def discover_collections(connection: Connection) -> list[DiscoveredCollection]:
         for info in collections_for_scopes(connection.scopes):
             try:
                 count = len(client.get_properties(info.name))
-            except (MissingScopes, NotFound):
-                continue  # not available to this account / app: don't offer it
+            except (MissingScopes, NotFound, BadRequest):
+                continue  # not available to this account or app (403 / 404 / unknown object type): not offered
             except HubSpotError as exc:
                 out.append(DiscoveredCollection(info.name, info.label, None, _short_error(exc)))
                 continue

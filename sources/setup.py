@@ -111,10 +111,10 @@ def checklist(source: Source) -> list[Step]:
 
 
 def can_enable(source: Source) -> tuple[bool, list[str]]:
-    """(allowed, what is missing). Enabling needs a working connection and at least one enabled mapping that
-    uses one of this source's models; the earlier steps are implied by that mapping."""
+    """(allowed, the steps still to do). Enabling needs a working connection and at least one enabled mapping
+    that uses one of this source's models; the earlier steps are implied by that mapping."""
     steps = checklist(source)
-    missing = [f"{s.title}: {s.help}" for s in steps if not s.done]
+    missing = [s.title for s in steps if not s.done]
     by_key = {s.key: s for s in steps}
     allowed = by_key["connected"].done and by_key["mapping_enabled"].done
     return allowed, ([] if allowed else missing)

@@ -437,7 +437,11 @@ def source_enable(request: HttpRequest, pk: int) -> HttpResponse:
     want = request.POST.get("enabled") == "1"
     done, missing, run = setup.set_enabled(source=source, actor=request.user, enabled=want)
     if not done:
-        messages.error(request, "This source cannot be enabled yet. Still to do: " + " ".join(missing))
+        messages.error(
+            request,
+            "This source cannot be enabled yet: it syncs only once an enabled mapping uses one of its data models. "
+            f"Still to do: {', '.join(missing)}.",
+        )
     elif want:
         messages.success(request, "Source enabled." + (" The first sync has started." if run else ""))
     else:
