@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.urls import reverse
@@ -31,6 +32,7 @@ from hubsync.fields import decrypt, encrypt
 
 from .hubspot import BadRequest, HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
 from .hubspot import api_base as api_base
+from .models import Source
 
 log = logging.getLogger(__name__)
 
@@ -298,21 +300,56 @@ class DiscoveredCollection:
     error: str = ""
 
 
+def _discover(client: HubSpotClient, scopes: list[str]) -> list[DiscoveredCollection]:
+    out: list[DiscoveredCollection] = []
+    for info in collections_for_scopes(scopes):
+        try:
+            count = len(client.get_properties(info.name))
+        except (MissingScopes, NotFound, BadRequest):
+            continue  # not available to this account or app (403 / 404 / unknown object type): not offered
+        except HubSpotError as exc:
+            out.append(DiscoveredCollection(info.name, info.label, None, _short_error(exc)))
+            continue
+        out.append(DiscoveredCollection(info.name, info.label, count))
+    return out
+
+
 def discover_collections(connection: Connection) -> list[DiscoveredCollection]:
     """The collections the granted scopes allow, each with its property count read live from HubSpot.
-    A collection HubSpot refuses (403 / 404) is left out; a transient failure is shown, not fatal."""
-    out: list[DiscoveredCollection] = []
+    A collection HubSpot refuses (403 / 404 / 400) is left out; a transient failure is shown, not fatal."""
     with _client(connection.access_token, connection.hub_id) as client:
-        for info in collections_for_scopes(connection.scopes):
-            try:
-                count = len(client.get_properties(info.name))
-            except (MissingScopes, NotFound, BadRequest):
-                continue  # not available to this account or app (403 / 404 / unknown object type): not offered
-            except HubSpotError as exc:
-                out.append(DiscoveredCollection(info.name, info.label, None, _short_error(exc)))
-                continue
-            out.append(DiscoveredCollection(info.name, info.label, count))
-    return out
+        return _discover(client, connection.scopes)
+
+
+AVAILABLE_CACHE_SECONDS = 600
+
+
+def _available_key(source: Source) -> str:
+    stamp = int(source.created_at.timestamp()) if source.created_at else 0
+    return f"sources:available:{source.pk}:{stamp}:{','.join(sorted(source.scopes))}"
+
+
+def remember_available(source: Source, discovered: list[DiscoveredCollection]) -> None:
+    cache.set(_available_key(source), [asdict(d) for d in discovered], AVAILABLE_CACHE_SECONDS)
+
+
+def available_collections(source: Source) -> list[DiscoveredCollection]:
+    """What the Settings tab offers: like the wizard, read live (cached for a few minutes). When HubSpot cannot
+    be asked (needs reconnect, down), fall back to what the granted scopes allow, without counts."""
+    cached = cache.get(_available_key(source))
+    if cached is not None:
+        return [DiscoveredCollection(**d) for d in cached]
+    fallback = [DiscoveredCollection(c.name, c.label, None) for c in collections_for_scopes(source.scopes)]
+    if source.status != source.Status.OK or not source.token:
+        return fallback
+    try:
+        with HubSpotClient(source, max_retries=1, timeout=10) as client:
+            discovered = _discover(client, source.scopes)
+    except (HubSpotError, requests.RequestException) as exc:
+        log.warning("HubSpot collections of source %s could not be read: %s", source.pk, type(exc).__name__)
+        return fallback
+    remember_available(source, discovered)
+    return discovered
 
 
 def _short_error(exc: HubSpotError) -> str:

@@ -288,6 +288,9 @@ def wizard_sync(request: HttpRequest) -> HttpResponse:
                 messages.error(request, "That schema name was taken in the meantime. Choose another one.")
                 return redirect("sources:wizard_schema")
             request.session.pop(WIZARD_KEY, None)
+            oauth.remember_available(
+                source, [oauth.DiscoveredCollection(d["name"], d["label"], d["count"], d["error"]) for d in discovered]
+            )
             messages.success(request, f"{source.name} was added. It stays disabled until its setup is complete.")
             return redirect("sources:detail", source.pk)
     else:
@@ -368,16 +371,19 @@ def source_models(request: HttpRequest, pk: int) -> HttpResponse:
     return _page(request, source, "models", "sources/detail_models.html", models=models)
 
 
-def _collection_choices(source: Source) -> list[tuple[str, str]]:
-    offered = {c.name for c in oauth.collections_for_scopes(source.scopes)}
-    # Keep collections chosen earlier even if the scopes no longer list them, so they can be removed.
-    offered.update(sc.collection for sc in source.collections.all())
+def _collection_choices(source: Source) -> tuple[list[tuple[str, str]], dict[str, dict[str, Any]]]:
+    """(choices, {name: {"count", "error"}}): what HubSpot offers now, plus every collection chosen before (so
+    one HubSpot no longer offers can still be removed)."""
+    available = {d.name: d for d in oauth.available_collections(source)}
+    names = set(available) | {sc.collection for sc in source.collections.all()}
     order = {c.name: i for i, c in enumerate(oauth.COLLECTIONS)}
-    names = sorted(offered, key=lambda n: (order.get(n, len(order)), n))
-    return [(n, oauth.COLLECTION_LABELS.get(n, n)) for n in names]
+    ordered = sorted(names, key=lambda n: (order.get(n, len(order)), n))
+    counts = {n: {"count": available[n].property_count, "error": available[n].error} for n in available}
+    return [(n, oauth.COLLECTION_LABELS.get(n, n)) for n in ordered], counts
 
 
 def _settings_forms(source: Source, basic: Any = None, sync: Any = None) -> dict[str, Any]:
+    choices, counts = _collection_choices(source)
     basic = basic or BasicSettingsForm(
         initial={"name": source.name, "label": source.label, "schema_name": source.schema_name}, source=source
     )
@@ -387,9 +393,9 @@ def _settings_forms(source: Source, basic: Any = None, sync: Any = None) -> dict
             "sync_interval": str(int(source.sync_interval.total_seconds())),
             "collections": [sc.collection for sc in source.collections.all() if sc.selected],
         },
-        collection_choices=_collection_choices(source),
+        collection_choices=choices,
     )
-    return {"basic_form": basic, "sync_form": sync}
+    return {"basic_form": basic, "sync_form": sync, "counts": counts}
 
 
 @workspace_view()
@@ -405,7 +411,7 @@ def source_settings(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.success(request, "Settings saved." if changes else "Nothing changed.")
                 return redirect("sources:settings", source.pk)
         elif section == "sync":
-            sync = SelectiveSyncForm(request.POST, collection_choices=_collection_choices(source))
+            sync = SelectiveSyncForm(request.POST, collection_choices=_collection_choices(source)[0])
             if sync.is_valid():
                 changes = setup.update_selective_sync(source=source, actor=request.user, **sync.cleaned_data)
                 source.refresh_from_db()

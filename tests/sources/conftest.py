@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from sources.models import Source, SourceCollection
-from sources.oauth import Connection
+from sources.oauth import Connection, DiscoveredCollection, remember_available
 
 ACCESS_TOKEN = "pat-na1-access-0123456789abcdef"
 REFRESH_TOKEN = "refresh-0123456789abcdef"
@@ -53,6 +53,8 @@ def source(workspace) -> Source:
     )
     SourceCollection.objects.create(source=s, collection="contacts")
     SourceCollection.objects.create(source=s, collection="companies")
+    # What the wizard leaves behind: the collections HubSpot offered, so the Settings tab needs no HTTP here.
+    remember_available(s, [DiscoveredCollection(n, n.title(), 10) for n in ("contacts", "companies", "deals")])
     return s
 
 

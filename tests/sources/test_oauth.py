@@ -275,3 +275,28 @@ def test_reconnect_with_another_account_is_refused(sandbox, owner_client, worksp
     assert reverse("sources:reconnect", args=[source.pk]) in body
     source.refresh_from_db()
     assert source.token == "old-refresh" and source.status == Source.Status.NEEDS_RECONNECT
+
+
+def test_settings_offer_the_collections_hubspot_offers(sandbox, owner_client, workspace):
+    token = sandbox.token(portal=1001)
+    source = Source.objects.create(
+        workspace=workspace,
+        name="HubSpot",
+        hub_id=1001,
+        schema_name="hubspot",
+        token=token["refresh_token"],
+        access_token=token["access_token"],
+        scopes=sorted(token.get("scopes") or sandbox_scopes()),
+    )
+    body = owner_client.get(reverse("sources:settings", args=[source.pk])).content.decode()
+    contacts = len(
+        requests.get(sandbox.base_url + "/crm/v3/properties/contacts", headers=sandbox.headers()).json()["results"]
+    )
+    assert f"{contacts} properties" in body
+    assert "Tickets" in body and "Products" not in body  # the sandbox has no products
+
+
+def sandbox_scopes() -> list[str]:
+    from tests.fixtures_sandbox import HUBSPOT_READ_SCOPES
+
+    return HUBSPOT_READ_SCOPES
