@@ -169,7 +169,7 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
             message = "HubSpot did not complete the login"
         description = request.GET.get("error_description", "").strip()
         if description:
-            message += f" HubSpot said: “{description[:300]}”."
+            message += f" HubSpot said: “{description[:300].rstrip('.')}”."
         return _oauth_failed(request, flow, message)
     code = request.GET.get("code", "")
     if not code:

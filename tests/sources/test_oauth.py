@@ -14,7 +14,7 @@ from django.urls import reverse
 from hubsync.models import AuditEvent
 from sources import oauth
 from sources.models import Source
-from tests.sources.conftest import put_wizard
+from tests.sources.wizard_helpers import put_wizard
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,8 @@ from django.utils import timezone
 from hubsync.models import AuditEvent
 from sources import setup
 from sources.models import Record, Source, SourceCollection, SyncRun
-from tests.sources.conftest import ACCESS_TOKEN, REFRESH_TOKEN, make_connection, put_wizard
+from sources.oauth import DiscoveredCollection, remember_available
+from tests.sources.wizard_helpers import ACCESS_TOKEN, REFRESH_TOKEN, make_connection, put_wizard
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +20,32 @@ DISCOVERED = [
     {"name": "companies", "label": "Companies", "count": 31, "error": ""},
     {"name": "tickets", "label": "Tickets", "count": 12, "error": ""},
 ]
+
+
+@pytest.fixture
+def source(workspace) -> Source:
+    s = Source.objects.create(
+        workspace=workspace,
+        name="HubSpot",
+        hub_id=4242,
+        hub_domain="portal-4242.hubspot.test",
+        scopes=["crm.objects.companies.read", "crm.objects.contacts.read", "oauth"],
+        token=REFRESH_TOKEN,
+        access_token=ACCESS_TOKEN,
+        schema_name="hubspot",
+    )
+    SourceCollection.objects.create(source=s, collection="contacts")
+    SourceCollection.objects.create(source=s, collection="companies")
+    # What the wizard leaves behind: the collections HubSpot offered, so the Settings tab needs no HTTP here.
+    remember_available(s, [DiscoveredCollection(n, n.title(), 10) for n in ("contacts", "companies", "deals")])
+    return s
+
+
+@pytest.fixture
+def foreign_source(other_workspace) -> Source:
+    return Source.objects.create(
+        workspace=other_workspace, name="Globex HubSpot", hub_id=777, token="x", schema_name="hubspot"
+    )
 
 
 # --- list and catalog -----------------------------------------------------------------------------------

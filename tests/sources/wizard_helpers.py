@@ -1,14 +1,12 @@
-"""Helpers for the source wizard and source page tests."""
+"""Helpers for the source wizard and source page tests (not a conftest: fixtures live in the test modules)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
-from sources.models import Source, SourceCollection
-from sources.oauth import Connection, DiscoveredCollection, remember_available
+from sources.oauth import Connection
 
 ACCESS_TOKEN = "pat-na1-access-0123456789abcdef"
 REFRESH_TOKEN = "refresh-0123456789abcdef"
@@ -37,29 +35,3 @@ def put_wizard(client, workspace, **data) -> None:
         state["connection"] = state["connection"].to_session()
     session["source_wizard"] = state
     session.save()
-
-
-@pytest.fixture
-def source(workspace) -> Source:
-    s = Source.objects.create(
-        workspace=workspace,
-        name="HubSpot",
-        hub_id=4242,
-        hub_domain="portal-4242.hubspot.test",
-        scopes=["crm.objects.companies.read", "crm.objects.contacts.read", "oauth"],
-        token=REFRESH_TOKEN,
-        access_token=ACCESS_TOKEN,
-        schema_name="hubspot",
-    )
-    SourceCollection.objects.create(source=s, collection="contacts")
-    SourceCollection.objects.create(source=s, collection="companies")
-    # What the wizard leaves behind: the collections HubSpot offered, so the Settings tab needs no HTTP here.
-    remember_available(s, [DiscoveredCollection(n, n.title(), 10) for n in ("contacts", "companies", "deals")])
-    return s
-
-
-@pytest.fixture
-def foreign_source(other_workspace) -> Source:
-    return Source.objects.create(
-        workspace=other_workspace, name="Globex HubSpot", hub_id=777, token="x", schema_name="hubspot"
-    )
