@@ -17,6 +17,7 @@ urlpatterns = [
     path("sources/oauth/start/", views.oauth_start, name="oauth_start"),
     path("sources/oauth/callback/", views.oauth_callback, name="oauth_callback"),
     path("sources/<int:pk>/", views.source_detail, name="detail"),
+    path("sources/<int:pk>/runs/", views.source_runs, name="runs"),
     path("sources/<int:pk>/models/", views.source_models, name="models"),
     path("sources/<int:pk>/settings/", views.source_settings, name="settings"),
     path("sources/<int:pk>/enable/", views.source_enable, name="enable"),

@@ -364,6 +364,20 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @workspace_view()
+def source_runs(request: HttpRequest, pk: int) -> HttpResponse:
+    """The runs fragment the Overview polls while a run is active; 286 tells htmx to stop polling."""
+    source = get_for_workspace(request, Source, pk=pk)
+    active = source.runs.filter(status__in=SyncRun.ACTIVE).first()
+    ctx = {
+        "source": source,
+        "runs": _run_rows(source),
+        "active_run": active,
+        "can_change": request.membership.allows(Role.ADMIN),
+    }
+    return render(request, "sources/_runs.html", ctx, status=200 if active else 286)
+
+
+@workspace_view()
 def source_models(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     data_model = setup._model("models_app.DataModel")

@@ -419,3 +419,20 @@ def test_foreign_source_is_404(owner_client, foreign_source):
 def test_anonymous_is_sent_to_login(client, source):
     response = client.get(reverse("sources:detail", args=[source.pk]))
     assert response.status_code == 302 and "login" in response["Location"]
+
+
+def test_runs_fragment_polls_while_a_run_is_active(owner_client, source, foreign_source):
+    source.enabled = True
+    source.save()
+    run = SyncRun.objects.create(source=source, trigger="manual", status="running", progress_done=5, progress_total=9)
+    page = owner_client.get(reverse("sources:detail", args=[source.pk])).content.decode()
+    assert 'hx-trigger="every 3s"' in page and reverse("sources:runs", args=[source.pk]) in page
+    fragment = owner_client.get(reverse("sources:runs", args=[source.pk]), HTTP_HX_REQUEST="true")
+    assert fragment.status_code == 200 and b"5 of about 9" in fragment.content
+    run.status = "succeeded"
+    run.counts = {"contacts": {"read": 9, "new": 9}}
+    run.save()
+    fragment = owner_client.get(reverse("sources:runs", args=[source.pk]), HTTP_HX_REQUEST="true")
+    assert fragment.status_code == 286  # htmx stops polling
+    assert b"every 3s" not in fragment.content and b"Succeeded" in fragment.content
+    assert owner_client.get(reverse("sources:runs", args=[foreign_source.pk])).status_code == 404
