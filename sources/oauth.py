@@ -8,6 +8,7 @@ plaintext (the session table is not encrypted): `Connection.to_session()` stores
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import threading
@@ -217,10 +218,35 @@ def take_flow(request: HttpRequest) -> dict[str, Any]:
     return flow
 
 
+def _normalize_token_error(response: requests.Response) -> requests.Response:
+    """oauthlib understands RFC 6749 error bodies only. HubSpot's older ones carry just `status` / `message`
+    (BAD_AUTH_CODE, EXPIRED_AUTH_CODE, ...) and a 5xx may not be JSON: turn those into `error` /
+    `error_description` so the admin reads HubSpot's reason instead of "missing access token"."""
+    if response.status_code < 400:
+        return response
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict) or "error" not in body:
+        body = body if isinstance(body, dict) else {}
+        response._content = json.dumps(
+            {
+                "error": str(body.get("status") or f"http_{response.status_code}"),
+                "error_description": str(body.get("message") or response.reason or ""),
+            }
+        ).encode()
+    return response
+
+
 def _describe_token_error(exc: Exception) -> str:
     if isinstance(exc, OAuth2Error):
-        detail = exc.description or exc.error
-        return f"HubSpot refused the login code ({exc.error}: {detail})." if detail else "HubSpot refused the login."
+        detail = exc.description if exc.description and exc.description != exc.error else ""
+        reason = f"{exc.error}: {detail}" if detail else exc.error
+        return (
+            f"HubSpot refused the login code ({reason}). This happens when the login took too long or was "
+            "used twice; please try again."
+        )
     if isinstance(exc, requests.RequestException):
         return "HubSpot could not be reached to finish the login. Check the connection and try again."
     return "HubSpot's answer to the login could not be read."
@@ -229,6 +255,7 @@ def _describe_token_error(exc: Exception) -> str:
 def exchange(flow: dict[str, Any], code: str) -> Connection:
     """Exchange the code for tokens, then read who and what we are connected to. Raises ConnectError."""
     oauth = OAuth2Session(settings.HUBSPOT_CLIENT_ID, redirect_uri=redirect_uri(), scope=REQUIRED_SCOPES)
+    oauth.register_compliance_hook("access_token_response", _normalize_token_error)
     try:
         with _oauthlib_env(token_url(), relax_scope=True):
             token = oauth.fetch_token(
@@ -255,7 +282,7 @@ def exchange(flow: dict[str, Any], code: str) -> Connection:
     scopes = info.get("scopes") or token.get("scopes") or []
     return Connection(
         hub_id=hub_id,
-        hub_domain=info.get("hub_domain") or account.get("uiDomain") or "",
+        hub_domain=info.get("hub_domain") or "",
         user=info.get("user") or "",
         scopes=sorted(scopes),
         access_token=access_token,

@@ -300,3 +300,25 @@ def sandbox_scopes() -> list[str]:
     from tests.fixtures_sandbox import HUBSPOT_READ_SCOPES
 
     return HUBSPOT_READ_SCOPES
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            400,
+            b'{"status":"EXPIRED_AUTH_CODE","message":"auth code is expired"}',
+            "EXPIRED_AUTH_CODE: auth code is expired",
+        ),
+        (502, b"<html>Bad gateway</html>", "http_502"),
+    ],
+)
+def test_older_and_broken_token_error_bodies_are_explained(status, body, expected):
+    from oauthlib.oauth2.rfc6749.parameters import parse_token_response
+
+    response = requests.Response()
+    response.status_code, response._content, response.reason = status, body, "Bad Gateway"
+    normalized = oauth._normalize_token_error(response)
+    with pytest.raises(Exception) as caught:
+        parse_token_response(normalized.text)
+    assert expected in oauth._describe_token_error(caught.value)
