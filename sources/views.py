@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -114,6 +115,7 @@ def wizard_connect(request: HttpRequest) -> HttpResponse:
     ctx = _wizard_ctx(
         2,
         wizard=wizard,
+        connection=wizard.get("connection"),
         required_scopes=oauth.REQUIRED_SCOPES,
         optional_scopes=oauth.OPTIONAL_SCOPES,
     )
@@ -160,7 +162,11 @@ def _oauth_failed(request: HttpRequest, flow: dict[str, Any], message: str) -> H
 
 @workspace_view(role=Role.ADMIN)
 def oauth_callback(request: HttpRequest) -> HttpResponse:
-    flow = oauth.take_flow(request)  # 403 unless this session started this login; single use
+    try:
+        flow = oauth.take_flow(request)  # only the session that started this login may finish it; single use
+    except PermissionDenied as exc:
+        ctx = {"message": str(exc), "retry_url": "", "cancel_url": reverse("sources:list")}
+        return render(request, "sources/oauth_error.html", ctx, status=403)
     error = request.GET.get("error")
     if error:
         if error == "access_denied":

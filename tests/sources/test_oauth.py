@@ -62,6 +62,7 @@ def test_callback_with_a_wrong_state_is_403(owner_client, workspace):
     start(owner_client, workspace)
     response = owner_client.get(reverse("sources:oauth_callback"), {"code": "c", "state": "forged"})
     assert response.status_code == 403
+    assert b"does not belong to your session" in response.content
 
 
 def test_callback_without_a_started_login_is_403(owner_client, workspace):

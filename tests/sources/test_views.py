@@ -436,3 +436,9 @@ def test_runs_fragment_polls_while_a_run_is_active(owner_client, source, foreign
     assert fragment.status_code == 286  # htmx stops polling
     assert b"every 3s" not in fragment.content and b"Succeeded" in fragment.content
     assert owner_client.get(reverse("sources:runs", args=[foreign_source.pk])).status_code == 404
+
+
+def test_back_to_the_login_step_keeps_the_connection(owner_client, workspace):
+    put_wizard(owner_client, workspace, connection=make_connection())
+    page = owner_client.get(reverse("sources:wizard_connect")).content.decode()
+    assert "portal-4242.hubspot.test" in page and "Continue with this account" in page and "Log in again" in page
