@@ -80,10 +80,13 @@ def _restart(request: HttpRequest, why: str = "") -> HttpResponse:
     return redirect("sources:new")
 
 
-def _connection_ready(wizard: dict[str, Any] | None) -> bool:
-    if not wizard or not wizard.get("connection"):
-        return False
-    return not wizard.get("duplicate_of") or wizard.get("duplicate_ok", False)
+def _connection_step(wizard: dict[str, Any]) -> str | None:
+    """Where to go when the login step is not finished: no login yet, or an unanswered duplicate warning."""
+    if not wizard.get("connection"):
+        return "sources:wizard_connect"
+    if wizard.get("duplicate_of") and not wizard.get("duplicate_ok"):
+        return "sources:wizard_duplicate"
+    return None
 
 
 @workspace_view(role=Role.ADMIN)
@@ -238,8 +241,8 @@ def wizard_schema(request: HttpRequest) -> HttpResponse:
     wizard = _wizard(request)
     if not wizard:
         return _restart(request)
-    if not _connection_ready(wizard):
-        return redirect("sources:wizard_connect")
+    if step := _connection_step(wizard):
+        return redirect(step)
     if request.method == "POST":
         form = SchemaNameForm(request.POST, workspace=request.workspace)
         if form.is_valid():
@@ -258,8 +261,8 @@ def wizard_sync(request: HttpRequest) -> HttpResponse:
     wizard = _wizard(request)
     if not wizard:
         return _restart(request)
-    if not _connection_ready(wizard):
-        return redirect("sources:wizard_connect")
+    if step := _connection_step(wizard):
+        return redirect(step)
     if not wizard.get("schema_name"):
         return redirect("sources:wizard_schema")
     connection = oauth.Connection.from_session(wizard["connection"])

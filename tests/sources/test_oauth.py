@@ -212,7 +212,8 @@ def test_an_account_already_connected_warns_first(sandbox, owner_client, workspa
     response = owner_client.get(consent(start(owner_client, workspace)))
     assert response["Location"] == reverse("sources:wizard_duplicate")
     # The warning blocks the later steps until answered.
-    assert owner_client.get(reverse("sources:wizard_schema"))["Location"] == reverse("sources:wizard_connect")
+    assert owner_client.get(reverse("sources:wizard_schema"))["Location"] == reverse("sources:wizard_duplicate")
+    assert owner_client.get(reverse("sources:wizard_sync"))["Location"] == reverse("sources:wizard_duplicate")
     page = owner_client.get(reverse("sources:wizard_duplicate")).content.decode()
     assert "already connected in this workspace" in page and "Ours" in page and "Theirs" not in page
     assert reverse("sources:detail", args=[existing.pk]) in page
