@@ -10,6 +10,10 @@ the ORM; live_server makes the test transactional). Knobs are reset to their def
 cleared before each test. Faults, limits and data are changed with `set_knobs(...)`, `mutate(...)`,
 `seed(...)`, `add_property(...)`, `delete_property(...)`.
 
+Point the product's HubSpot client at it with settings HUBSPOT_API_BASE = hubspot_sandbox.base_url and
+HUBSPOT_AUTHORIZE_URL = hubspot_sandbox.authorize_url (client id / secret: settings.SANDBOX_HUBSPOT_CLIENT_ID /
+SECRET, token path /oauth/v1/token).
+
 To run the sandbox as its own process instead (benchmarks, or code that must not share the test process):
 
     with sandbox_process() as base:            # "http://127.0.0.1:PORT"; uses the current test database
@@ -53,6 +57,9 @@ class HubSpotSandbox:
     """Handle on a running HubSpot sandbox: URLs, token minting, knobs and data changes."""
 
     server_url: str  # e.g. http://127.0.0.1:40123
+    # True when the sandbox runs in another process: knobs and rate-limit counters are then changed over HTTP,
+    # so they apply at once there (instead of after that process's 1-second cache).
+    remote: bool = False
 
     @property
     def base_url(self) -> str:
@@ -113,11 +120,25 @@ class HubSpotSandbox:
             code_challenge_method=code_challenge_method,
         )
 
+    def token_via_code(self, code: str, redirect_uri: str, code_verifier: str = "") -> dict:
+        """Exchange an authorization code at the token endpoint over HTTP (as a client would)."""
+        import requests
+
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "client_id": self.client_id, "client_secret": self.client_secret}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        resp = requests.post(self.token_url, data=form, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
     # --- knobs -----------------------------------------------------------------------------------------
     def set_knobs(self, **values: Any):
         """Change realism knobs (fields of sandbox.hubspot.models.Knobs); applies to the next request."""
         from sandbox.hubspot.models import Knobs
 
+        if self.remote:
+            return self._post_knobs(values)
         knobs = Knobs.load()
         for key, value in values.items():
             if not hasattr(knobs, key):
@@ -126,19 +147,32 @@ class HubSpotSandbox:
         knobs.save()
         return knobs
 
+    def _post_knobs(self, values: dict[str, Any]) -> dict:
+        import requests
+
+        resp = requests.post(self.base_url + "/_api/knobs", json=values, timeout=30)
+        if resp.status_code != 200:
+            raise AttributeError(resp.text)
+        return resp.json()
+
     def reset(self) -> None:
         """Default knobs (limits on, faults off) and empty rate-limit counters."""
         from sandbox.hubspot.models import Knobs
         from sandbox.hubspot.realism import reset_rate_limits
+        from sandbox.hubspot.views import KNOB_FIELDS
 
         Knobs.objects.all().delete()
-        Knobs.load()
+        defaults = Knobs.load()
         reset_rate_limits()
+        if self.remote:
+            self._post_knobs({**{name: getattr(defaults, name) for name in KNOB_FIELDS}, "reset_counters": True})
 
     def reset_rate_limits(self) -> None:
         from sandbox.hubspot.realism import reset_rate_limits
 
         reset_rate_limits()
+        if self.remote:
+            self._post_knobs({"reset_counters": True})
 
     # --- data ------------------------------------------------------------------------------------------
     def portal(self, hub_id: int = 1001):
@@ -205,6 +239,16 @@ def hubspot_sandbox(live_server) -> Iterator[HubSpotSandbox]:
         db_settings["CONN_MAX_AGE"] = old_max_age
 
 
+@pytest.fixture
+def hubspot_sandbox_process(transactional_db) -> Iterator[HubSpotSandbox]:
+    """Like hubspot_sandbox, but served by a `sandbox_serve` subprocess (gunicorn) on the test database: for
+    tests whose HubSpot client runs in another process too (a Celery worker), or that need gunicorn's behaviour."""
+    with sandbox_process() as root:
+        sandbox = HubSpotSandbox(str(root), remote=True)
+        sandbox.reset()
+        yield sandbox
+
+
 def sandbox_env() -> dict[str, str]:
     """Environment for a sandbox_serve subprocess that uses the database the tests use right now."""
     env = dict(os.environ)
@@ -218,13 +262,19 @@ def sandbox_env() -> dict[str, str]:
         auth = f"{user}{password}@" if user else ""
         env["DATABASE_URL"] = f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
     env["SANDBOX"] = "1"
-    env.setdefault("DEBUG", "1" if settings.DEBUG else "0")
+    # (not settings.DEBUG: the test runner forces it off, and the environment already says what we run with)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
+class SandboxProcess(str):
+    """The root URL of a sandbox_serve subprocess (a str), with its process id."""
+
+    pid: int
+
+
 @contextlib.contextmanager
-def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> Iterator[str]:
+def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> Iterator[SandboxProcess]:
     """Run `manage.py sandbox_serve` in a subprocess; yields its root URL (http://127.0.0.1:PORT)."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "sandbox_serve", "--port", str(port), "--threads", str(threads)],
@@ -246,7 +296,9 @@ def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> I
                     break
         if url is None:
             raise RuntimeError("sandbox_serve did not start")
-        yield url
+        handle = SandboxProcess(url)
+        handle.pid = proc.pid
+        yield handle
     finally:
         proc.terminate()
         try:

@@ -25,6 +25,7 @@ from .portals import get_portal
 from .realism import (
     GENERAL,
     SEARCH,
+    correlation_id,
     drop_connection,
     error_response,
     fault_response,
@@ -70,6 +71,8 @@ def _apply_faults(request: HttpRequest, knobs: Knobs) -> HttpResponse | None:
             status = knobs.fail_next_status
             if status == "reset":
                 return drop_connection(request)
+            if status == "429":
+                return rate_limited_response(search=False)
             return fault_response(int(status)) if status.isdigit() else fault_response(503)
     if knobs.reset_rate and random.random() < knobs.reset_rate:
         return drop_connection(request)
@@ -156,10 +159,15 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
                         "X-HubSpot-RateLimit-Interval-Milliseconds": str(knobs.rate_limit_interval_ms),
                     }
                 if not allowed:
-                    return rate_limited_response(search)
+                    limited = rate_limited_response(search)
+                    for k, v in headers.items():
+                        limited[k] = v
+                    return limited
             response = view(request, Ctx(portal, token, knobs), **kwargs)
             for k, v in headers.items():
                 response[k] = v
+            if "X-HubSpot-Correlation-Id" not in response:
+                response["X-HubSpot-Correlation-Id"] = correlation_id()
             return response
 
         return wrapper
@@ -218,14 +226,14 @@ def objects_list(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRespo
     results, nxt = records.list_page(td, after=after, limit=limit, wanted=wanted,
                                      archived=_bool_param(request, "archived"))
     # Records arrive as JSON texts (generated ones are assembled from pre-encoded fragments): join, don't encode.
-    body = '{"results":[' + ",".join(results) + "]"
+    body = b'{"results":[' + b",".join(results) + b"]"
     if nxt is not None:
         params = [(k, v) for k in request.GET for v in request.GET.getlist(k) if k != "after"]
         params.append(("after", str(nxt)))
         paging = {"next": {"after": str(nxt), "link": request.build_absolute_uri(
             request.path + "?" + urlencode(params))}}
-        body += ',"paging":' + json.dumps(paging, separators=(",", ":"))
-    return HttpResponse((body + "}").encode(), content_type="application/json;charset=utf-8")
+        body += b',"paging":' + json.dumps(paging, separators=(",", ":")).encode()
+    return HttpResponse(body + b"}", content_type="application/json;charset=utf-8")
 
 
 def _parse_id(raw: str) -> int | None:
@@ -486,6 +494,7 @@ def token(request: HttpRequest) -> HttpResponse:
     if grant_type not in ("authorization_code", "refresh_token"):
         return token_error("BAD_GRANT_TYPE", f"missing or unsupported grant_type: {grant_type!r}",
                            "unsupported_grant_type")
+    # HubSpot reads the client credentials from the form only (an HTTP Basic header is not enough).
     if client_id != settings.SANDBOX_HUBSPOT_CLIENT_ID:
         return token_error("BAD_CLIENT_ID", "missing or invalid client id", "invalid_client")
     if client_secret != settings.SANDBOX_HUBSPOT_CLIENT_SECRET:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import Q
 
 from .data import (
@@ -95,6 +96,26 @@ def _changes(td: TypeData):
     return RecordChange.objects.filter(portal_id=td.hub_id, object_type=td.otype.name)
 
 
+_OVERLAY_SQL = None
+
+
+def overlay_rows(td: TypeData, start: int, end: int) -> dict[int, RecordChange]:
+    """Change rows overriding generated indexes [start, end). Raw SQL: this runs for every list page, and on a
+    page without changes (the usual case) the ORM's overhead would be most of the cost."""
+    global _OVERLAY_SQL
+    if _OVERLAY_SQL is None:
+        table = connection.ops.quote_name(RecordChange._meta.db_table)
+        index = connection.ops.quote_name("index")
+        _OVERLAY_SQL = (f"SELECT id FROM {table} WHERE portal_id = %s AND object_type = %s "
+                        f"AND {index} >= %s AND {index} < %s")
+    with connection.cursor() as cursor:
+        cursor.execute(_OVERLAY_SQL, [td.hub_id, td.otype.name, start, end])
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return {}
+    return {ch.index: ch for ch in RecordChange.objects.filter(pk__in=ids)}
+
+
 def valid_change(td: TypeData, ch: RecordChange) -> bool:
     """A change row counts if it is a created record or overrides an index inside the current size."""
     return ch.index is None or ch.index < td.size
@@ -104,7 +125,7 @@ def valid_change(td: TypeData, ch: RecordChange) -> bool:
 def list_page(
     td: TypeData, *, after: int, limit: int, wanted: tuple[str, ...], archived: bool
 ) -> tuple[list, int | None]:
-    """One page in id order starting at id `after`: (records as JSON texts, next after id or None)."""
+    """One page in id order starting at id `after`: (records as UTF-8 JSON, next after id or None)."""
     if archived:
         rows = list(_changes(td).filter(archived=True, object_id__gte=after).order_by("object_id")[: limit + 1])
         rows = [ch for ch in rows if valid_change(td, ch)]
@@ -117,7 +138,7 @@ def list_page(
     i = min(i, n)
     while i < n and len(out) <= limit:
         end = min(n, i + (limit + 1 - len(out)) + 16)
-        overlay = {ch.index: ch for ch in _changes(td).filter(index__gte=i, index__lt=end)}
+        overlay = overlay_rows(td, i, end)
         for j in range(i, end):
             ch = overlay.get(j)
             if ch is None:
@@ -139,8 +160,8 @@ def list_page(
     return [td.record_json(x, wanted) if isinstance(x, int) else dumps(change_record(td, x, wanted)) for x in out], nxt
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 # --- single and batch read ------------------------------------------------------------------------------------
@@ -482,11 +503,21 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         )[: after + limit]:
             visible_changes.append((_KeyRow(pk, oid, created, updated), None))
 
+    # Properties computed per record; every other generated value comes from the record's template row, so a
+    # filter on those is decided once per template row instead of once per record (1M records scan in ~0.5 s).
+    per_record = {"hs_object_id", "createdate", td.otype.modified_prop, "email"}
+    row_tables: list[list[bool]] | None = None
+    if not query and all(m.f.prop not in per_record for g in groups for m in g.residual):
+        row_tables = [[all(m(tpl) for m in g.residual) for tpl in td.templates] for g in groups]
+
     def gen_ok(i: int) -> bool:
         if i in overridden:
             return False
         if not needs_scan:
             return True
+        if row_tables is not None:
+            r = td.row(i)
+            return any(g.lo <= i < g.hi and table[r] for g, table in zip(groups, row_tables, strict=True))
         props = td.full_properties(i)
         return query_ok(props) and any(g.lo <= i < g.hi and all(m(props) for m in g.residual) for g in groups)
 
@@ -536,8 +567,10 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
             items = [(gen_key_fn(i), i, None) for i in candidates]
         else:
             items = []
+            by_row = sort_prop not in per_record
             for i in candidates:
-                items.append((value_key(td.full_properties(i), id_for_index(i)), i, None))
+                props = td.templates[td.row(i)] if by_row else td.full_properties(i)
+                items.append((value_key(props, id_for_index(i)), i, None))
             items.sort(key=lambda t: t[0], reverse=desc)
 
         def gen_stream() -> Iterator[tuple]:
