@@ -295,3 +295,6 @@ HUBSPOT_MAX_URL_LENGTH = int(os.environ.get("HUBSPOT_MAX_URL_LENGTH", "4000"))
 HUBSPOT_SEARCH_MAX_BODY = int(os.environ.get("HUBSPOT_SEARCH_MAX_BODY", "3000"))
 # Access tokens are refreshed from their stored expiry when less than this is left (HubSpot: 30 min tokens).
 HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS = int(os.environ.get("HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS", "300"))
+# urllib3 logs every request line at DEBUG, and HubSpot's token-info call carries the token in its path:
+# keep that logger at INFO so no token reaches a log even with LOG_LEVEL=DEBUG (our own lines mask it).
+LOGGING["loggers"]["urllib3"] = {"level": "INFO"}

@@ -128,7 +128,14 @@ class BadRequest(HubSpotError):
     """400, e.g. a search paging past 10,000 results."""
 
 
+# Timeouts, refused / reset connections, and a connection dropped while the body was being read.
+NETWORK_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
 _BY_STATUS: dict[int, type[HubSpotError]] = {400: BadRequest, 401: AuthError, 403: MissingScopes, 404: NotFound}
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _json_or_empty(response: requests.Response) -> dict:
@@ -218,7 +225,7 @@ def _post_token(data: dict[str, str], *, session: requests.Session | None = None
                 headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
                 timeout=timeout,
             )
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except NETWORK_ERRORS as exc:
             if attempt == attempts:
                 raise TransientError(f"token endpoint unreachable: {type(exc).__name__}") from None
             time.sleep(backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10))
@@ -415,11 +422,15 @@ class HubSpotClient:
     ) -> Any:
         """One API call with the limiter, retries and typed errors; returns the decoded JSON (or None)."""
         url = self.base + path + (f"?{query}" if query else "")
+        # Compact JSON: what search_page measures against HubSpot's 3,000-character body limit.
+        data = None if json is None else _dumps(json)
         attempt = 0
         refreshed = False
         while True:
             headers = {}
             token = ""
+            if data is not None:
+                headers["Content-Type"] = "application/json"
             if auth:
                 token = self._token()
                 headers["Authorization"] = f"Bearer {token}"
@@ -427,8 +438,8 @@ class HubSpotClient:
             self.api_calls += 1
             started = time.monotonic()
             try:
-                response = self.session.request(method, url, json=json, headers=headers, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+                response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
+            except NETWORK_ERRORS as exc:
                 reason = type(exc).__name__
                 log.warning("HubSpot %s %s failed: %s (attempt %s)", method, safe_url(url), reason, attempt + 1)
                 if attempt >= self.max_retries:
@@ -454,7 +465,14 @@ class HubSpotClient:
                 try:
                     return response.json()
                 except ValueError:
-                    raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+                    # A body cut short (a proxy or a reset mid-response): as transient as a 5xx.
+                    log.warning("HubSpot %s %s -> %s with a body that is not JSON", method, safe_url(url), status)
+                    if attempt >= self.max_retries:
+                        raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+                    attempt += 1
+                    self.retries += 1
+                    time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap))
+                    continue
             if status == 401 and auth and not refreshed and self._refresh_after_401(token):
                 refreshed = True
                 self.retries += 1
@@ -556,6 +574,24 @@ class HubSpotClient:
                 record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
         return page
 
+    def iter_list(
+        self,
+        collection: str,
+        *,
+        properties: list[str],
+        after: str | None = None,
+        limit: int = 100,
+        archived: bool = False,
+    ) -> Iterator[tuple[dict, str | None]]:
+        """Every list page from `after` on, yielded one at a time with the `after` that reads the next one (None
+        on the last page): store that value with the page to resume exactly there."""
+        while True:
+            page = self.list_page(collection, properties=properties, after=after, limit=limit, archived=archived)
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            yield page, after
+            if not after:
+                return
+
     def search_page(self, collection: str, body: dict) -> dict:
         """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest.
 
@@ -565,10 +601,10 @@ class HubSpotClient:
         path = f"/crm/v3/objects/{quote(collection)}/search"
         properties = list(body.get("properties") or [])
         limit = settings.HUBSPOT_SEARCH_MAX_BODY
-        if not properties or len(json.dumps(body, separators=(",", ":"))) <= limit:
+        if not properties or len(_dumps(body)) <= limit:
             return self.request("POST", path, json=body, kind=SEARCH)
         fit: list[str] = []
-        bare = len(json.dumps({**body, "properties": []}, separators=(",", ":")))
+        bare = len(_dumps({**body, "properties": []}))
         used = bare
         for name in properties:
             cost = len(json.dumps(name)) + (1 if fit else 0)
