@@ -98,7 +98,9 @@ class Record(models.Model):
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_record")]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_record")
+        ]
         indexes = [models.Index(fields=["source", "collection", "change_seq"], name="record_change_seq")]
 
     def __str__(self) -> str:

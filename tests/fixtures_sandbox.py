@@ -86,12 +86,8 @@ class HubSpotSandbox:
 
         p = get_portal(portal)
         assert p is not None, f"no sandbox portal {portal}"
-        return issue_tokens(
-            portal=p,
-            scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
-            client_id=self.client_id,
-            lifetime=lifetime,
-        )
+        return issue_tokens(portal=p, scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
+                            client_id=self.client_id, lifetime=lifetime)
 
     def access_token(self, portal: int = 1001, scopes: list[str] | None = None, lifetime: int | None = None) -> str:
         return self.token(portal, scopes, lifetime)["access_token"]
@@ -99,26 +95,16 @@ class HubSpotSandbox:
     def headers(self, portal: int = 1001, scopes: list[str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token(portal, scopes)}"}
 
-    def auth_code(
-        self,
-        portal: int = 1001,
-        scopes: list[str] | None = None,
-        redirect_uri: str = "",
-        code_challenge: str = "",
-        code_challenge_method: str = "",
-    ) -> str:
+    def auth_code(self, portal: int = 1001, scopes: list[str] | None = None, redirect_uri: str = "",
+                  code_challenge: str = "", code_challenge_method: str = "") -> str:
         """An authorization code as the consent screen would issue it."""
         from sandbox.hubspot.oauth import issue_code
         from sandbox.hubspot.portals import get_portal
 
-        return issue_code(
-            portal=get_portal(portal),
-            client_id=self.client_id,
-            redirect_uri=redirect_uri or "http://localhost/callback",
-            scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
-            code_challenge=code_challenge,
-            code_challenge_method=code_challenge_method,
-        )
+        return issue_code(portal=get_portal(portal), client_id=self.client_id,
+                          redirect_uri=redirect_uri or "http://localhost/callback",
+                          scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
+                          code_challenge=code_challenge, code_challenge_method=code_challenge_method)
 
     def token_via_code(self, code: str, redirect_uri: str, code_verifier: str = "") -> dict:
         """Exchange an authorization code at the token endpoint over HTTP (as a client would)."""
@@ -192,28 +178,23 @@ class HubSpotSandbox:
 
         return mutate(portal=self.portal(portal), collection=collection, **kwargs)
 
-    def set_properties(
-        self,
-        object_id: int | str,
-        properties: dict,
-        portal: int = 1001,
-        collection: str = "contacts",
-        at_ms: int | None = None,
-    ):
+    def set_properties(self, object_id: int | str, properties: dict, portal: int = 1001,
+                       collection: str = "contacts", at_ms: int | None = None):
         from sandbox.hubspot.mutate import set_properties
 
-        return set_properties(
-            portal=self.portal(portal),
-            collection=collection,
-            object_id=int(object_id),
-            properties=properties,
-            at_ms=at_ms,
-        )
+        return set_properties(portal=self.portal(portal), collection=collection, object_id=int(object_id),
+                              properties=properties, at_ms=at_ms)
 
     def add_property(self, name: str, portal: int = 1001, collection: str = "contacts", **kwargs: Any):
         from sandbox.hubspot.mutate import add_property
 
         return add_property(portal=self.portal(portal), collection=collection, name=name, **kwargs)
+
+    def add_properties(self, count: int, portal: int = 1001, collection: str = "contacts") -> list[str]:
+        """Add `count` custom properties (300 make a GET URL listing them all longer than 8,000 characters)."""
+        from sandbox.hubspot.mutate import add_many_properties
+
+        return add_many_properties(portal=self.portal(portal), collection=collection, count=count)
 
     def delete_property(self, name: str, portal: int = 1001, collection: str = "contacts") -> None:
         from sandbox.hubspot.mutate import delete_property
@@ -278,11 +259,7 @@ def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> I
     """Run `manage.py sandbox_serve` in a subprocess; yields its root URL (http://127.0.0.1:PORT)."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "sandbox_serve", "--port", str(port), "--threads", str(threads)],
-        cwd=ROOT,
-        env=sandbox_env(),
-        stdout=subprocess.PIPE,
-        stderr=None,
-        text=True,
+        cwd=ROOT, env=sandbox_env(), stdout=subprocess.PIPE, stderr=None, text=True,
     )
     try:
         deadline = time.monotonic() + timeout

@@ -16,9 +16,8 @@ def test_roundtrip_and_ciphertext_format():
 
 def test_wrong_key_raises_never_returns_ciphertext():
     stored = fields.encrypt("s3cret-token")
-    with (
-        override_settings(HUBSYNC_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]),
-        pytest.raises(fields.DecryptionError),
+    with override_settings(HUBSYNC_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]), pytest.raises(
+        fields.DecryptionError
     ):
         fields.decrypt(stored)
 

@@ -19,12 +19,8 @@ def get(sandbox, path: str, token: str | None = None, **params):
 
 
 def search(sandbox, token: str, body: dict, collection: str = "contacts"):
-    return requests.post(
-        f"{sandbox.base_url}/crm/v3/objects/{collection}/search",
-        json=body,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=60,
-    )
+    return requests.post(f"{sandbox.base_url}/crm/v3/objects/{collection}/search", json=body,
+                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 # --- authentication and scopes ---------------------------------------------------------------------------------
@@ -85,14 +81,8 @@ def test_list_properties_repeated_or_comma_joined_and_limits(hubspot_sandbox):
     assert all(isinstance(v, str) or v is None for v in props.values())
     default = requests.get(url, headers=headers).json()
     assert len(default["results"]) == 10
-    assert set(default["results"][0]["properties"]) == {
-        "createdate",
-        "email",
-        "firstname",
-        "hs_object_id",
-        "lastmodifieddate",
-        "lastname",
-    }
+    assert set(default["results"][0]["properties"]) == {"createdate", "email", "firstname", "hs_object_id",
+                                                       "lastmodifieddate", "lastname"}
     assert requests.get(url + "?limit=101", headers=headers).status_code == 400
     last = requests.get(url, params={"limit": 100, "after": default["paging"]["next"]["after"]}, headers=headers)
     assert last.json()["results"][0]["id"] == default["paging"]["next"]["after"]
@@ -106,6 +96,21 @@ def test_414_for_very_long_urls(hubspot_sandbox):
     assert resp.status_code == 414
 
 
+def test_hundreds_of_properties_force_splitting_or_post(hubspot_sandbox):
+    added = hubspot_sandbox.add_properties(300)
+    token = hubspot_sandbox.access_token()
+    names = [p["name"] for p in get(hubspot_sandbox, "/crm/v3/properties/contacts", token=token).json()["results"]]
+    assert len(names) == 65 + 300 and set(added) <= set(names)
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names)).status_code == 414
+    half = len(names) // 2
+    first = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names[:half]), limit=5)
+    assert first.status_code == 200 and added[0] in first.json()["results"][0]["properties"]
+    batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                          json={"inputs": [{"id": "1"}], "properties": names},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert set(batch["results"][0]["properties"]) == set(names)
+
+
 def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_sandbox):
     result = hubspot_sandbox.mutate(collection="contacts", archive=3, seed=5)
     archived_ids = set(result.archived)
@@ -113,9 +118,8 @@ def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_san
     live_ids = set()
     after = None
     while True:
-        page = get(
-            hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=100, **({"after": after} if after else {})
-        ).json()
+        page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=100,
+                   **({"after": after} if after else {})).json()
         live_ids |= {r["id"] for r in page["results"]}
         if "paging" not in page:
             break
@@ -127,15 +131,8 @@ def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_san
     one = next(iter(archived_ids))
     assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{one}", token=token).status_code == 404
     assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{one}", token=token, archived="true").status_code == 200
-    found = search(
-        hubspot_sandbox,
-        token,
-        {
-            "filterGroups": [
-                {"filters": [{"propertyName": "hs_object_id", "operator": "IN", "values": sorted(archived_ids)}]}
-            ]
-        },
-    ).json()
+    found = search(hubspot_sandbox, token, {"filterGroups": [{"filters": [
+        {"propertyName": "hs_object_id", "operator": "IN", "values": sorted(archived_ids)}]}]}).json()
     assert found["total"] == 0
     assert search(hubspot_sandbox, token, {"limit": 1}).json()["total"] == 297
 
@@ -181,33 +178,24 @@ def test_updates_bump_modified_date_and_move_records_in_date_search(hubspot_sand
     before = int(time.time() * 1000) - 1
     result = hubspot_sandbox.mutate(collection="deals", create=2, update=3, seed=9)
     changed = set(result.created) | set(result.updated)
-    body = {
-        "filterGroups": [
-            {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(before)}]}
-        ],
-        "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-        "properties": ["dealname"],
-    }
+    body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
+                                           "value": str(before)}]}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "properties": ["dealname"]}
     res = search(hubspot_sandbox, token, body, "deals").json()
     assert {r["id"] for r in res["results"]} == changed and res["total"] == 5
     ids = [int(r["id"]) for r in res["results"]]
     assert ids == sorted(ids)
     for r in res["results"]:
         assert r["updatedAt"] == r["properties"]["hs_lastmodifieddate"]
-    read = get(
-        hubspot_sandbox, f"/crm/v3/objects/deals/{result.updated[0]}", token=token, properties="hs_next_step"
-    ).json()
+    read = get(hubspot_sandbox, f"/crm/v3/objects/deals/{result.updated[0]}", token=token,
+               properties="hs_next_step").json()
     assert read["properties"]["hs_next_step"].startswith("Edited ")
 
 
 def test_custom_property_add_and_delete(hubspot_sandbox):
     token = hubspot_sandbox.access_token()
-    hubspot_sandbox.add_property(
-        "renewal_risk",
-        collection="companies",
-        type="enumeration",
-        options=[{"label": "Low", "value": "low"}, {"label": "High", "value": "high"}],
-    )
+    hubspot_sandbox.add_property("renewal_risk", collection="companies", type="enumeration",
+                                 options=[{"label": "Low", "value": "low"}, {"label": "High", "value": "high"}])
     props = get(hubspot_sandbox, "/crm/v3/properties/companies", token=token).json()["results"]
     added = next(p for p in props if p["name"] == "renewal_risk")
     assert added["hubspotDefined"] is False and [o["value"] for o in added["options"]] == ["low", "high"]
@@ -244,41 +232,15 @@ def test_search_operators(hubspot_sandbox):
     token = hubspot_sandbox.access_token()
 
     def ids(filters, **extra):
-        body = {
-            "filterGroups": [{"filters": filters}],
-            "limit": 200,
-            "properties": ["interests", "loyalty_points", "email", "vip_customer"],
-        }
+        body = {"filterGroups": [{"filters": filters}], "limit": 200, "properties": ["interests", "loyalty_points",
+                                                                                       "email", "vip_customer"]}
         body.update(extra)
         res = search(hubspot_sandbox, token, body).json()
         return res
 
     between = ids([{"propertyName": "hs_object_id", "operator": "BETWEEN", "value": "5", "highValue": "150"}])
-    assert {int(r["id"]) for r in between["results"]} == {
-        5,
-        6,
-        7,
-        8,
-        9,
-        10,
-        101,
-        104,
-        107,
-        110,
-        113,
-        116,
-        119,
-        122,
-        125,
-        128,
-        131,
-        134,
-        137,
-        140,
-        143,
-        146,
-        149,
-    }
+    assert {int(r["id"]) for r in between["results"]} == {5, 6, 7, 8, 9, 10, 101, 104, 107, 110, 113, 116, 119,
+                                                          122, 125, 128, 131, 134, 137, 140, 143, 146, 149}
     multi = ids([{"propertyName": "interests", "operator": "IN", "values": ["crm"]}])
     assert multi["total"] > 0 and all("crm" in r["properties"]["interests"].split(";") for r in multi["results"])
     numeric = ids([{"propertyName": "loyalty_points", "operator": "LT", "value": "500"}])
@@ -286,19 +248,16 @@ def test_search_operators(hubspot_sandbox):
     no_email = ids([{"propertyName": "email", "operator": "NOT_HAS_PROPERTY"}])
     assert all(r["properties"]["email"] is None for r in no_email["results"])
     token_hit = ids([{"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "*@example.org"}])
-    assert token_hit["total"] > 0 and all(
-        r["properties"]["email"].endswith("@example.org") for r in token_hit["results"]
-    )
-    either = search(
-        hubspot_sandbox,
-        token,
-        {
-            "filterGroups": [
-                {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
-                {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
-            ]
-        },
-    ).json()
+    assert token_hit["total"] > 0 and all(r["properties"]["email"].endswith("@example.org")
+                                          for r in token_hit["results"])
+    some = get(hubspot_sandbox, "/crm/v3/objects/contacts/20012", token=token).json()["properties"]["email"]
+    hubspot_sandbox.set_properties(104, {"email": some.upper()})  # a second record with that address, edited
+    by_email = ids([{"propertyName": "email", "operator": "EQ", "value": some}])
+    assert sorted(r["id"] for r in by_email["results"]) == ["104", "20012"]
+    either = search(hubspot_sandbox, token, {"filterGroups": [
+        {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
+        {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
+    ]}).json()
     assert sorted(r["id"] for r in either["results"]) == ["1", "20001"] and either["total"] == 2
 
 
@@ -326,20 +285,11 @@ def test_more_than_10000_changes_with_one_timestamp_are_reachable_by_id_restart(
         after = 0
         restarted = False
         while True:
-            body = {
-                "filterGroups": [
-                    {
-                        "filters": [
-                            {"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(stamp)},
-                            {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)},
-                        ]
-                    }
-                ],
-                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
-                "limit": 200,
-                "after": str(after),
-                "properties": ["email"],
-            }
+            body = {"filterGroups": [{"filters": [
+                {"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(stamp)},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "limit": 200,
+                "after": str(after), "properties": ["email"]}
             page = search(hubspot_sandbox, token, body).json()
             seen.extend(r["id"] for r in page["results"])
             if "paging" not in page:
@@ -373,14 +323,9 @@ def test_rate_limit_headers_and_429_body(hubspot_sandbox):
     assert limited.status_code == 429
     assert limited.headers["X-HubSpot-RateLimit-Remaining"] == "0"
     body = limited.json()
-    assert body == {
-        "status": "error",
-        "message": "You have reached your ten_secondly_rolling limit.",
-        "errorType": "RATE_LIMIT",
-        "correlationId": body["correlationId"],
-        "policyName": "TEN_SECONDLY_ROLLING",
-        "category": "RATE_LIMITS",
-    }
+    assert body == {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                    "errorType": "RATE_LIMIT", "correlationId": body["correlationId"],
+                    "policyName": "TEN_SECONDLY_ROLLING", "category": "RATE_LIMITS"}
     # Limits are per portal: another account is unaffected.
     other = hubspot_sandbox.access_token(portal=1002)
     assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=other, limit=1).status_code == 200
@@ -436,11 +381,8 @@ def test_connection_reset_is_a_connection_error(hubspot_sandbox):
     assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code == 200
     hubspot_sandbox.set_knobs(reset_rate=1.0)
     with requests.Session() as session, pytest.raises(requests.exceptions.ConnectionError):
-        session.get(
-            hubspot_sandbox.base_url + "/crm/v3/objects/contacts",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
+        session.get(hubspot_sandbox.base_url + "/crm/v3/objects/contacts",
+                    headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
 
 def test_latency_knob(hubspot_sandbox):
@@ -456,11 +398,8 @@ def test_search_index_lag_hides_recent_changes_from_search_only(hubspot_sandbox)
     token = hubspot_sandbox.access_token()
     before = int(time.time() * 1000) - 1
     created = hubspot_sandbox.mutate(collection="tickets", create=1, seed=3).created[0]
-    body = {
-        "filterGroups": [
-            {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(before)}]}
-        ]
-    }
+    body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
+                                           "value": str(before)}]}]}
     assert search(hubspot_sandbox, token, body, "tickets").json()["total"] == 0
     assert get(hubspot_sandbox, f"/crm/v3/objects/tickets/{created}", token=token).status_code == 200
     time.sleep(2.2)
@@ -477,54 +416,23 @@ def test_token_endpoint_errors_and_paths(hubspot_sandbox):
     sb = hubspot_sandbox
     redirect = "http://127.0.0.1:8000/cb"
     code = sb.auth_code(redirect_uri=redirect)
-    bad_client = oauth_post(
-        sb,
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri=redirect,
-        client_id="someone-else",
-        client_secret=sb.client_secret,
-    )
+    bad_client = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri=redirect,
+                            client_id="someone-else", client_secret=sb.client_secret)
     assert bad_client.status_code == 400 and bad_client.json()["status"] == "BAD_CLIENT_ID"
-    mismatch = oauth_post(
-        sb,
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri="http://127.0.0.1:9/x",
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-    )
+    mismatch = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://127.0.0.1:9/x",
+                          client_id=sb.client_id, client_secret=sb.client_secret)
     assert mismatch.status_code == 400 and mismatch.json()["status"] == "BAD_REDIRECT_URI"
-    ok = oauth_post(
-        sb,
-        "/oauth/2026-03/token",
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri=redirect,
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-    )
+    ok = oauth_post(sb, "/oauth/2026-03/token", grant_type="authorization_code", code=code, redirect_uri=redirect,
+                    client_id=sb.client_id, client_secret=sb.client_secret)
     assert ok.status_code == 200
     body = ok.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 1800 and body["hub_id"] == 1001
-    reused = oauth_post(
-        sb,
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri=redirect,
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-    )
+    reused = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri=redirect,
+                        client_id=sb.client_id, client_secret=sb.client_secret)
     assert reused.status_code == 400
     assert reused.json()["status"] == "BAD_AUTH_CODE" and reused.json()["error"] == "invalid_grant"
-    bad_refresh = oauth_post(
-        sb,
-        "/oauth/v3/token",
-        grant_type="refresh_token",
-        refresh_token="sbx-hs-rt-nope",
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-    )
+    bad_refresh = oauth_post(sb, "/oauth/v3/token", grant_type="refresh_token", refresh_token="sbx-hs-rt-nope",
+                             client_id=sb.client_id, client_secret=sb.client_secret)
     assert bad_refresh.status_code == 400 and bad_refresh.json()["status"] == "BAD_REFRESH_TOKEN"
     as_json = requests.post(sb.token_url, json={"grant_type": "refresh_token"}, timeout=10)
     assert as_json.status_code == 400
@@ -548,25 +456,11 @@ def test_pkce(hubspot_sandbox):
     verifier = "v" * 50
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     code = sb.auth_code(redirect_uri="http://localhost/cb", code_challenge=challenge, code_challenge_method="S256")
-    wrong = oauth_post(
-        sb,
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri="http://localhost/cb",
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-        code_verifier="w" * 50,
-    )
+    wrong = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
+                       client_id=sb.client_id, client_secret=sb.client_secret, code_verifier="w" * 50)
     assert wrong.status_code == 400
-    right = oauth_post(
-        sb,
-        grant_type="authorization_code",
-        code=code,
-        redirect_uri="http://localhost/cb",
-        client_id=sb.client_id,
-        client_secret=sb.client_secret,
-        code_verifier=verifier,
-    )
+    right = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
+                       client_id=sb.client_id, client_secret=sb.client_secret, code_verifier=verifier)
     assert right.status_code == 200
 
 

@@ -22,13 +22,8 @@ REDIRECT = "http://localhost:8000/sources/oauth/callback"
 
 
 def authorize_params(**extra):
-    params = {
-        "client_id": CLIENT_ID,
-        "redirect_uri": REDIRECT,
-        "scope": " ".join(HUBSPOT_READ_SCOPES),
-        "optional_scope": "crm.objects.deals.write",
-        "state": "st-123",
-    }
+    params = {"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "scope": " ".join(HUBSPOT_READ_SCOPES),
+              "optional_scope": "crm.objects.deals.write", "state": "st-123"}
     params.update(extra)
     return params
 
@@ -54,19 +49,10 @@ def test_connect_redirects_with_code_and_state_and_code_works(client):
     assert f"{target.scheme}://{target.netloc}{target.path}" == REDIRECT
     query = parse_qs(target.query)
     assert query["state"] == ["st-123"] and query["code"][0].startswith("sbx-hs-code-")
-    token = client.post(
-        f"{BASE}/oauth/v1/token",
-        urlencode(
-            {
-                "grant_type": "authorization_code",
-                "code": query["code"][0],
-                "redirect_uri": REDIRECT,
-                "client_id": CLIENT_ID,
-                "client_secret": "hubsync-sandbox-secret",
-            }
-        ),
-        content_type="application/x-www-form-urlencoded",
-    )
+    token = client.post(f"{BASE}/oauth/v1/token", urlencode({
+        "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": REDIRECT,
+        "client_id": CLIENT_ID, "client_secret": "hubsync-sandbox-secret",
+    }), content_type="application/x-www-form-urlencoded")
     body = token.json()
     assert token.status_code == 200 and body["hub_id"] == 1002
     assert "crm.objects.deals.write" in body["scopes"] and "tickets" in body["scopes"]
@@ -107,21 +93,10 @@ def test_index_shows_portals_and_knobs(client):
 
 
 def test_knobs_form_saves(client):
-    resp = client.post(
-        f"{BASE}/knobs",
-        {
-            "rate_limit_max": "50",
-            "rate_limit_interval_ms": "10000",
-            "search_rate_limit": "5",
-            "latency_ms": "0",
-            "error_rate": "0.25",
-            "reset_rate": "0",
-            "fail_next": "0",
-            "fail_next_status": "503",
-            "search_lag_seconds": "3",
-            "access_token_lifetime": "1800",
-        },
-    )
+    resp = client.post(f"{BASE}/knobs", {"rate_limit_max": "50", "rate_limit_interval_ms": "10000",
+                                          "search_rate_limit": "5", "latency_ms": "0", "error_rate": "0.25",
+                                          "reset_rate": "0", "fail_next": "0", "fail_next_status": "503",
+                                          "search_lag_seconds": "3", "access_token_lifetime": "1800"})
     assert resp.status_code == 302
     k = Knobs.load()
     assert k.rate_limits is False  # unchecked checkbox
@@ -132,9 +107,8 @@ def test_knobs_form_saves(client):
 
 
 def test_knobs_json(client):
-    resp = client.post(
-        f"{BASE}/_api/knobs", json.dumps({"latency_ms": 5, "rate_limits": False}), content_type="application/json"
-    )
+    resp = client.post(f"{BASE}/_api/knobs", json.dumps({"latency_ms": 5, "rate_limits": False}),
+                       content_type="application/json")
     assert resp.status_code == 200 and resp.json()["latency_ms"] == 5 and resp.json()["rate_limits"] is False
     bad = client.post(f"{BASE}/_api/knobs", json.dumps({"nope": 1}), content_type="application/json")
     assert bad.status_code == 400
@@ -142,31 +116,21 @@ def test_knobs_json(client):
 
 
 def test_portal_pages_create_mutate_and_properties(client):
-    resp = client.post(
-        f"{BASE}/portals/new",
-        {"hub_id": "4242", "name": "Tiny", "contacts": "5", "companies": "1", "deals": "0", "tickets": "0"},
-    )
+    resp = client.post(f"{BASE}/portals/new", {"hub_id": "4242", "name": "Tiny", "contacts": "5", "companies": "1",
+                                                "deals": "0", "tickets": "0"})
     assert resp.status_code == 302 and Portal.objects.get(pk=4242).contacts == 5
-    client.post(
-        f"{BASE}/portals/4242/mutate",
-        {"collection": "contacts", "create": "3", "update": "2", "archive": "1", "same_timestamp": "on"},
-    )
+    client.post(f"{BASE}/portals/4242/mutate", {"collection": "contacts", "create": "3", "update": "2",
+                                                "archive": "1", "same_timestamp": "on"})
     changes = RecordChange.objects.filter(portal_id=4242)
     assert changes.count() == 6 and len(set(changes.values_list("updated_ms", flat=True))) == 1
-    client.post(
-        f"{BASE}/portals/4242/properties",
-        {"action": "add", "collection": "deals", "name": "risk_level", "type": "enumeration", "options": "low, high"},
-    )
-    client.post(
-        f"{BASE}/portals/4242/properties", {"action": "delete", "collection": "contacts", "name": "favorite_color"}
-    )
+    client.post(f"{BASE}/portals/4242/properties", {"action": "add", "collection": "deals", "name": "risk_level",
+                                                    "type": "enumeration", "options": "low, high"})
+    client.post(f"{BASE}/portals/4242/properties", {"action": "delete", "collection": "contacts",
+                                                    "name": "favorite_color"})
     page = client.get(f"{BASE}/portals/4242/").content.decode()
     assert "risk_level" in page and "favorite_color" in page and "archived" in page
-    resp = client.post(
-        f"{BASE}/_api/portals/4242/mutate",
-        json.dumps({"collection": "contacts", "create": 2}),
-        content_type="application/json",
-    )
+    resp = client.post(f"{BASE}/_api/portals/4242/mutate", json.dumps({"collection": "contacts", "create": 2}),
+                       content_type="application/json")
     assert resp.status_code == 200 and len(resp.json()["created"]) == 2
 
 
@@ -174,38 +138,15 @@ def test_seed_and_mutate_commands(capsys):
     call_command("sandbox_seed", "--portal", "5000", "--contacts", "1000000", "--companies", "10", "--seed", "9")
     portal = Portal.objects.get(pk=5000)
     assert portal.contacts == 1_000_000 and portal.seed == 9
-    call_command(
-        "sandbox_mutate",
-        "--portal",
-        "5000",
-        "--collection",
-        "company",
-        "--create",
-        "4",
-        "--update",
-        "3",
-        "--archive",
-        "2",
-        "--same-timestamp",
-        "--seed",
-        "1",
-    )
+    call_command("sandbox_mutate", "--portal", "5000", "--collection", "company", "--create", "4", "--update", "3",
+                 "--archive", "2", "--same-timestamp", "--seed", "1")
     assert RecordChange.objects.filter(portal_id=5000, object_type="companies").count() == 9
-    call_command(
-        "sandbox_mutate",
-        "--portal",
-        "5000",
-        "--collection",
-        "deals",
-        "--add-property",
-        "risk",
-        "--type",
-        "enumeration",
-        "--options",
-        "low,high",
-    )
+    call_command("sandbox_mutate", "--portal", "5000", "--collection", "deals", "--add-property", "risk",
+                 "--type", "enumeration", "--options", "low,high")
+    call_command("sandbox_mutate", "--portal", "5000", "--collection", "tickets", "--add-properties", "5")
     out = capsys.readouterr().out
     assert "created 4, updated 3, archived 2" in out and "added property risk" in out
+    assert "added 5 properties to tickets" in out
 
 
 def test_tokens_are_sandbox_only(settings):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import html
+import logging
 import os
 import re
 from urllib.parse import parse_qs, urlsplit
@@ -324,3 +325,19 @@ def test_older_and_broken_token_error_bodies_are_explained(status, body, expecte
     with pytest.raises(Exception) as caught:
         parse_token_response(normalized.text)
     assert expected in oauth._describe_token_error(caught.value)
+
+
+def test_no_secret_reaches_the_logs_or_the_pages(sandbox, owner_client, workspace, caplog, settings):
+    caplog.set_level(logging.DEBUG)
+    owner_client.get(consent(start(owner_client, workspace)))
+    owner_client.post(reverse("sources:wizard_schema"), {"schema_name": "hubspot"})
+    pages = [owner_client.get(reverse("sources:wizard_sync")).content.decode()]
+    owner_client.post(reverse("sources:wizard_sync"), {"sync_interval": "10800", "collections": ["contacts"]})
+    source = Source.objects.get(workspace=workspace)
+    for name in ("detail", "settings", "models"):
+        pages.append(owner_client.get(reverse(f"sources:{name}", args=[source.pk])).content.decode())
+    secrets = [source.token, source.access_token, settings.HUBSPOT_CLIENT_SECRET]
+    for secret in secrets:
+        assert secret not in caplog.text
+        assert all(secret not in page for page in pages)
+    assert "sbx-hs-code-" not in caplog.text
