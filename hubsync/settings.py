@@ -326,6 +326,10 @@ HUBSYNC_INVITATION_DAYS = int(os.environ.get("HUBSYNC_INVITATION_DAYS", "7"))
 if TESTING:
     # Password hashing dominates test set-up time; tests do not need a slow hash.
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# --- sources: HubSpot connect (wizard) ------------------------------------------------------------------
+# requests-oauthlib and oauthlib log token requests and responses (client secret, codes, tokens) at DEBUG:
+# keep them quiet even when LOG_LEVEL=DEBUG, so secrets never reach the logs.
+LOGGING["loggers"].update({"requests_oauthlib": {"level": "WARNING"}, "oauthlib": {"level": "WARNING"}})
 # --- HubSpot client and rate limiter (sources/hubspot.py, sources/ratelimit.py) -------------------------
 # Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited
 # (benchmarks against the sandbox with its limits off). HubSpot's OAuth-app budget is 110 per 10 s and search
