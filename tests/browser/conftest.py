@@ -1,5 +1,5 @@
 """Playwright fixtures for browser tests, shared by every app: `browser` (one headless Debian Chromium per
-session) and `page` (a fresh context per test; on failure a full-page screenshot lands in test-artifacts/).
+module) and `page` (a fresh context per test; on failure a full-page screenshot lands in test-artifacts/).
 
 Use them with pytest-django's `live_server`:  page.goto(live_server.url + "/")."""
 
@@ -43,7 +43,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's driver is started and stopped inside the browser test modules, so nothing that
+# later tests do to child processes (killing workers, Ctrl-C to honcho) can leave a session-wide driver hanging
+# at exit.
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")

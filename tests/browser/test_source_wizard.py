@@ -113,7 +113,7 @@ def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspac
     page.get_by_role("link", name="Models", exact=True).click()
     assert page.get_by_text("No data models yet").is_visible()
     shot(page, "10_models")
-    page.get_by_role("link", name="Settings", exact=True).click()
+    page.get_by_role("main").get_by_role("link", name="Settings", exact=True).click()
     assert page.get_by_role("heading", name="Selective sync").is_visible()
     shot(page, "11_settings")
     assert AuditEvent.objects.filter(workspace=workspace, verb="create", object_id=str(source.pk)).exists()

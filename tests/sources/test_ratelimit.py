@@ -105,7 +105,8 @@ def test_redis_limiter_shared_across_processes():
     import multiprocessing
 
     account = uuid.uuid4().hex
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: the test process has threads (live servers, Playwright) whose locks a fork would copy held.
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_child, args=(account, 8, queue)) for _ in range(2)]
     for proc in procs:
