@@ -269,3 +269,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- Delivery to Segment (mappings) ---------------------------------------------------------------------
+# Retries of one batch: attempts in all, and the full-jitter backoff (seconds) between them. With the defaults
+# a batch gives up after about a minute at worst, far below the stale-run limit below.
+SEGMENT_MAX_ATTEMPTS = int(os.environ.get("SEGMENT_MAX_ATTEMPTS", "6"))
+SEGMENT_BACKOFF_BASE = float(os.environ.get("SEGMENT_BACKOFF_BASE", "0.5"))
+SEGMENT_BACKOFF_CAP = float(os.environ.get("SEGMENT_BACKOFF_CAP", "20"))
+SEGMENT_TIMEOUT = float(os.environ.get("SEGMENT_TIMEOUT", "30"))
+# Mirror rows read per query by the delivery engine (keyset pages ordered by change_seq).
+DELIVERY_CHUNK_SIZE = int(os.environ.get("DELIVERY_CHUNK_SIZE", "2000"))
+# A running delivery whose heartbeat is older than this was lost with its worker: the next delivery of the
+# mapping marks it failed and takes over (heartbeats are written after every batch and every chunk).
+DELIVERY_STALE_SECONDS = int(os.environ.get("DELIVERY_STALE_SECONDS", "600"))

@@ -1,0 +1,557 @@
+"""The delivery engine: mirror rows past a mapping's watermark → Segment identify/group messages → batches.
+
+For one enabled mapping, `deliver` reads the mirror rows of its data model's collection with change_seq above
+the watermark, in keyset-ordered chunks (memory stays flat whatever the size), builds each record's message,
+and skips it when its payload hash equals the hash Segment last accepted for that record. Invalid records are
+rejected for themselves (reason kept in DeliveryState) and the run goes on. The rest is packed into batches
+under Segment's limits and sent.
+
+What makes it safe to kill at any moment:
+- `delivered_hash`, the delivered status and the watermark are written only after Segment accepted the batch,
+  in one transaction per batch. A killed or failed delivery therefore resends what was not confirmed, and the
+  resend carries the same deterministic messageId, so Segment drops any copy it had already taken.
+- The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
+  rejected or archived); a failed batch holds it just below its first record.
+- One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
+  worker died (no heartbeat for DELIVERY_STALE_SECONDS) is marked failed by the next one, which takes over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from hubsync.fields import DecryptionError
+from models_app.models import SYSTEM_COLUMNS
+from sources.models import Record, SourceCollection
+
+from .convert import converter_for, is_empty, iso_utc
+from .models import DeliveryRun, DeliveryState, Mapping
+from .segment import (
+    LIBRARY,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    MAX_MESSAGE_BYTES,
+    SegmentClient,
+    SegmentError,
+    SegmentPermanentError,
+)
+
+logger = logging.getLogger(__name__)
+
+# Room kept in every batch for the envelope: '{"batch":[' + '],"sentAt":"2026-01-01T00:00:00.000Z"}'.
+BATCH_ENVELOPE_BYTES = 64
+MESSAGE_ID_HASH_CHARS = 32
+CONTEXT_JSON = json.dumps({"library": LIBRARY}, separators=(",", ":"))
+# Segment's own Profiles destination sends this so that profile writes are not forwarded to other destinations.
+INTEGRATIONS = {"All": False}
+
+
+@dataclass(slots=True)
+class _Pending:
+    object_id: int
+    change_seq: int
+    payload: bytes
+    payload_hash: str
+    message_id: str
+
+
+class _Abort(Exception):
+    """A batch failed in a way that makes sending more pointless (Segment down, bad write key)."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+class MessageBuilder:
+    """Builds one mapping's messages from mirror rows. Everything that depends only on the configuration
+    (converters, column accessors, hash salt) is prepared once, so the per-record work stays small."""
+
+    def __init__(self, mapping: Mapping, schema: dict[str, Any]) -> None:
+        self.mapping = mapping
+        self.action = mapping.action
+        self.omit_empty = mapping.empty_values == Mapping.EMPTY_OMIT
+        self.workspace_id = mapping.destination.workspace_id
+        specs = {**schema, **SYSTEM_COLUMNS}
+        self.column_types = {
+            col: {k: specs.get(col, {}).get(k) for k in ("type", "fieldType")} for col in mapping.used_columns()
+        }
+        self.config_hash = mapping.config_hash(self.column_types)
+        self.traits = [(column, trait, converter_for(specs.get(column))) for column, trait in mapping.traits or []]
+        self.user_id_col = mapping.identifier("user_id")
+        self.anonymous_id_col = mapping.identifier("anonymous_id")
+        self.group_id_col = mapping.identifier("group_id")
+        # What reaches the profile and is not in the message body: the space it goes to and the resync
+        # generation (a "Resync all" must produce new messageIds, or Segment's deduplication would drop them).
+        self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
+        self.id_prefix = f"hs-{self.workspace_id}-{mapping.pk}-"
+
+    @staticmethod
+    def _raw(column: str, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> Any:
+        if column == "id":
+            return object_id
+        if column == "created_at":
+            return created_at
+        if column == "updated_at":
+            return updated_at
+        return props.get(column)
+
+    def _identifier(self, column: str | None, object_id: int, created_at: Any, updated_at: Any, props: dict) -> Any:
+        # Identifiers are sent as strings (what Segment stores), without type conversion: "00123" must stay so.
+        if not column:
+            return None
+        value = self._raw(column, object_id, created_at, updated_at, props)
+        if is_empty(value):
+            return None
+        if hasattr(value, "tzinfo"):
+            return iso_utc(value)
+        return str(value).strip()
+
+    def build(self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> tuple[dict, str]:
+        """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid."""
+        props = props or {}
+        traits: dict[str, Any] = {}
+        for column, trait, conv in self.traits:
+            raw = self._raw(column, object_id, created_at, updated_at, props)
+            if is_empty(raw):
+                if self.omit_empty:
+                    continue
+                traits[trait] = None
+            else:
+                traits[trait] = conv(raw)
+        user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
+        anonymous_id = self._identifier(self.anonymous_id_col, object_id, created_at, updated_at, props)
+        content: dict[str, Any] = {"type": self.action, "traits": traits, "integrations": INTEGRATIONS}
+        if user_id is not None:
+            content["userId"] = user_id
+        if anonymous_id is not None:
+            content["anonymousId"] = anonymous_id
+        error = ""
+        if self.action == Mapping.Action.GROUP:
+            group_id = self._identifier(self.group_id_col, object_id, created_at, updated_at, props)
+            if group_id is not None:
+                content["groupId"] = group_id
+            else:
+                error = self._missing("Group ID", self.group_id_col, "a group call needs a groupId")
+        if not error and user_id is None and anonymous_id is None:
+            # Segment's API drops (with a 200!) any message, group calls included, that has neither userId nor
+            # anonymousId. A group mapping therefore needs a User ID or Anonymous ID column as well: the user
+            # the account is attached to. We refuse here, visibly, rather than let Segment drop it silently.
+            cols = [c for c in (self.user_id_col, self.anonymous_id_col) if c]
+            if cols:
+                error = (
+                    f"No User ID or Anonymous ID: {' and '.join(repr(c) for c in cols)} "
+                    f"{'is' if len(cols) == 1 else 'are'} empty for this record; Segment drops messages without one."
+                )
+            else:
+                error = (
+                    "The mapping maps neither User ID nor Anonymous ID; Segment drops messages without one "
+                    "(group calls need one too)."
+                )
+        return content, error
+
+    @staticmethod
+    def _missing(label: str, column: str | None, why: str) -> str:
+        if column:
+            return f"No {label}: {column!r} is empty for this record ({why})."
+        return f"The mapping has no {label} column ({why})."
+
+    def finish(self, object_id: int, content: dict[str, Any], updated_at: Any) -> tuple[bytes, str, str]:
+        """Encode the full message once: (payload bytes, payload hash, messageId). The hash covers what reaches
+        the profile (content + space + resync generation) and not the timestamp, so a HubSpot change to an
+        unmapped property, which moves updatedAt, is not resent."""
+        core = _dumps(content)
+        payload_hash = hashlib.sha256(self.salt + core.encode()).hexdigest()
+        message_id = f"{self.id_prefix}{object_id}-{payload_hash[:MESSAGE_ID_HASH_CHARS]}"
+        tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
+        if updated_at is not None:
+            tail += f',"timestamp":"{iso_utc(updated_at)}"'
+        # `core` is a JSON object: splice the per-send fields in before its closing brace.
+        payload = (core[:-1] + tail + "}").encode()
+        return payload, payload_hash, message_id
+
+
+def _oversize_reason(size: int, content: dict[str, Any]) -> str:
+    sizes = sorted(((len(_dumps(v).encode()), k) for k, v in (content.get("traits") or {}).items()), reverse=True)[:3]
+    largest = ", ".join(f"{k!r} ({n:,} bytes)" for n, k in sizes)
+    return f"The message is {size:,} bytes; Segment accepts at most {MAX_MESSAGE_BYTES:,} bytes per message." + (
+        f" Largest traits: {largest}." if largest else ""
+    )
+
+
+class _Delivery:
+    def __init__(self, mapping: Mapping, run: DeliveryRun, client: SegmentClient | None = None) -> None:
+        self.mapping = mapping
+        self.run = run
+        model = mapping.data_model
+        self.source_id = model.source_id
+        self.collection = model.collection
+        schema = (
+            SourceCollection.objects.filter(source_id=self.source_id, collection=self.collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+        self.builder = MessageBuilder(mapping, schema)
+        self.client = client or SegmentClient(mapping.profile_space.region)
+        self.chunk_size = settings.DELIVERY_CHUNK_SIZE
+        same_config = mapping.watermark_config_hash == self.builder.config_hash
+        self.start = mapping.watermark if same_config else 0
+        self.read_seq = self.start  # the last row considered (resolved, or waiting in the buffer)
+        self.failed_seq: int | None = None
+        self.buffer: list[_Pending] = []
+        self.buffer_bytes = BATCH_ENVELOPE_BYTES
+        # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
+        # be read twice, and one upsert statement must not touch a row twice).
+        self.states: dict[int, DeliveryState] = {}
+        self.write_key = ""
+        run.watermark_from = self.start
+        run.watermark_to = self.start
+
+    # --- reading -----------------------------------------------------------------------------------------
+    def _chunks(self):
+        """Keyset pages over the mirror ordered by change_seq (unique per source: sources.ChangeCounter hands
+        out blocks under a row lock, so pages commit in sequence order and nothing can appear behind us)."""
+        after = self.start
+        base = Record.objects.filter(source_id=self.source_id, collection=self.collection)
+        while True:
+            rows = list(
+                base.filter(change_seq__gt=after)
+                .order_by("change_seq")
+                .values_list("object_id", "change_seq", "archived", "created_at", "updated_at", "properties")[
+                    : self.chunk_size
+                ]
+            )
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][1]
+            if len(rows) < self.chunk_size:
+                return
+
+    def execute(self) -> None:
+        self.write_key = self.mapping.profile_space.write_key
+        mapping_id = self.mapping.pk
+        for rows in self._chunks():
+            ids = [row[0] for row in rows]
+            delivered = dict(
+                DeliveryState.objects.filter(mapping_id=mapping_id, object_id__in=ids).values_list(
+                    "object_id", "delivered_hash"
+                )
+            )
+            for row in rows:
+                self._consider(row, delivered)
+                # Only now: a flush while considering this row must not count it as resolved.
+                self.read_seq = row[1]
+            self._checkpoint()
+        if self.buffer:
+            self._flush()
+            self._checkpoint()
+
+    def _consider(self, row: tuple, delivered: dict[int, str]) -> None:
+        object_id, change_seq, archived, created_at, updated_at, props = row
+        self.run.considered += 1
+        if archived:
+            # Archived (deleted) in HubSpot: not sent. What a user would want instead is a choice per mapping:
+            # set a trait such as `hubspot_archived: true` on the profile, or ask Segment to delete / suppress
+            # the profile through its Public API (user deletion regulations). Not built yet.
+            self.run.archived += 1
+            return
+        content, error = self.builder.build(object_id, created_at, updated_at, props)
+        if error:
+            self._reject(object_id, error, content)
+            return
+        payload, payload_hash, message_id = self.builder.finish(object_id, content, updated_at)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            self._reject(object_id, _oversize_reason(len(payload), content), None)
+            return
+        if delivered.get(object_id) == payload_hash:
+            self.run.unchanged += 1
+            return
+        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id))
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+    def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
+        self.run.rejected += 1
+        now = timezone.now()
+        self._state(
+            DeliveryState(
+                mapping_id=self.mapping.pk,
+                object_id=object_id,
+                status=DeliveryState.Status.REJECTED,
+                error=reason,
+                last_payload=content,
+                updated_at=now,
+            )
+        )
+
+    def _add(self, item: _Pending) -> None:
+        size = len(item.payload) + 1  # the comma
+        if self.buffer and (len(self.buffer) >= MAX_BATCH_MESSAGES or self.buffer_bytes + size > MAX_BATCH_BYTES):
+            self._flush()
+            self._checkpoint()
+        self.buffer.append(item)
+        self.buffer_bytes += size
+
+    def _watermark(self) -> int:
+        """The highest change_seq below which every record is resolved: rows are considered in change_seq
+        order, so that is just below the first unconfirmed one (a failed batch, else the unsent buffer), or
+        the last row read."""
+        if self.failed_seq is not None:
+            return max(self.start, min(self.read_seq, self.failed_seq - 1))
+        if self.buffer:
+            return max(self.start, self.buffer[0].change_seq - 1)
+        return self.read_seq
+
+    def _checkpoint(self) -> None:
+        """Persist states, watermark and counters together: constant queries per batch or chunk."""
+        watermark = self._watermark()
+        now = timezone.now()
+        with transaction.atomic():
+            by_status: dict[str, list[DeliveryState]] = {}
+            for state in self.states.values():
+                by_status.setdefault(state.status, []).append(state)
+            for status, states in by_status.items():
+                DeliveryState.objects.bulk_create(
+                    states,
+                    update_conflicts=True,
+                    unique_fields=["mapping", "object_id"],
+                    update_fields=_STATE_UPDATE_FIELDS[status],
+                )
+            if watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash:
+                Mapping.objects.filter(pk=self.mapping.pk).update(
+                    watermark=watermark, watermark_config_hash=self.builder.config_hash
+                )
+                self.mapping.watermark = watermark
+                self.mapping.watermark_config_hash = self.builder.config_hash
+            self.run.watermark_to = watermark
+            self.run.heartbeat_at = now
+            self.run.save(update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
+        self.states.clear()
+
+    # --- sending -----------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
+        if items:
+            self._send(items)
+
+    def _send(self, items: list[_Pending]) -> None:
+        try:
+            result = self.client.send_batch(self.write_key, [item.payload for item in items])
+        except SegmentPermanentError as exc:
+            self._count_requests(exc.attempts)
+            if exc.status in (400, 413) and len(items) > 1:
+                # A batch Segment calls malformed or too large: split it to find the record(s) at fault, so one
+                # bad record is rejected for itself instead of failing its 2,499 neighbours.
+                middle = len(items) // 2
+                self._send(items[:middle])
+                self._send(items[middle:])
+                return
+            if exc.status in (400, 413):
+                item = items[0]
+                self._reject(item.object_id, f"Segment refused this message: {exc.body}", None)
+                return
+            self._fail(items, str(exc))
+            raise _Abort(str(exc)) from exc
+        except SegmentError as exc:
+            self._count_requests(exc.attempts)
+            self._fail(items, str(exc))
+            raise _Abort(str(exc)) from exc
+        self._count_requests(result.attempts)
+        self.run.sent += len(items)
+        self.run.batches += 1
+        now = timezone.now()
+        for item in items:
+            self._state(
+                DeliveryState(
+                    mapping_id=self.mapping.pk,
+                    object_id=item.object_id,
+                    delivered_hash=item.payload_hash,
+                    status=DeliveryState.Status.DELIVERED,
+                    error="",
+                    message_id=item.message_id,
+                    delivered_at=now,
+                    last_payload=None,
+                    updated_at=now,
+                )
+            )
+
+    def _count_requests(self, attempts: int) -> None:
+        self.run.requests += attempts
+        self.run.retries += max(0, attempts - 1)
+
+    def _fail(self, items: list[_Pending], reason: str) -> None:
+        """Segment did not take this batch: the records stay pending (delivered_hash untouched) and the
+        watermark stops just below the first of them, so the next run sends them again with the same ids."""
+        self.run.failed += len(items)
+        self.failed_seq = min(item.change_seq for item in items)
+        now = timezone.now()
+        for item in items:
+            self._state(
+                DeliveryState(
+                    mapping_id=self.mapping.pk,
+                    object_id=item.object_id,
+                    status=DeliveryState.Status.PENDING,
+                    error=f"Not delivered yet (will be retried): {reason}"[:2000],
+                    message_id=item.message_id,
+                    updated_at=now,
+                )
+            )
+
+    def _state(self, state: DeliveryState) -> None:
+        self.states.pop(state.object_id, None)
+        self.states[state.object_id] = state
+
+
+_STATE_UPDATE_FIELDS = {
+    DeliveryState.Status.DELIVERED: [
+        "delivered_hash",
+        "status",
+        "error",
+        "message_id",
+        "delivered_at",
+        "last_payload",
+        "updated_at",
+    ],
+    # Rejected and pending leave delivered_hash alone: the profile still holds what was delivered last.
+    DeliveryState.Status.REJECTED: ["status", "error", "last_payload", "updated_at"],
+    DeliveryState.Status.PENDING: ["status", "error", "message_id", "updated_at"],
+}
+_COUNT_FIELDS = ["considered", "sent", "unchanged", "rejected", "failed", "archived", "batches", "requests", "retries"]
+
+
+# --- runs ----------------------------------------------------------------------------------------------------
+def _claim_run(mapping: Mapping, sync_run_id: int | None) -> DeliveryRun | None:
+    """Create this mapping's one active run, or return None when another live run holds it. A request that
+    finds a run in progress leaves `delivery_requested` set, and that run enqueues one more delivery when it
+    ends: the flag is raised *before* trying, so a run finishing in between either sees it or has already
+    released the constraint (and then our insert succeeds)."""
+    Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=True)
+    stale_after = timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
+    for _attempt in range(3):
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                run = DeliveryRun.objects.create(
+                    mapping=mapping,
+                    sync_run_id=sync_run_id,
+                    status=DeliveryRun.Status.RUNNING,
+                    created_at=now,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+                Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=False, last_run=run)
+            return run
+        except IntegrityError:
+            active = DeliveryRun.objects.filter(mapping=mapping, status__in=DeliveryRun.ACTIVE).first()
+            if active is None:
+                continue  # it just finished: try again
+            beat = active.heartbeat_at or active.created_at
+            if beat > now - stale_after:
+                return None
+            # Its worker is gone (killed, OOM, lost machine): fail it so that delivery can go on. The heartbeat
+            # in the filter makes this a compare-and-set: a run that was alive after all keeps running.
+            DeliveryRun.objects.filter(pk=active.pk, status__in=DeliveryRun.ACTIVE).filter(
+                Q(heartbeat_at=active.heartbeat_at) if active.heartbeat_at else Q(heartbeat_at__isnull=True)
+            ).update(
+                status=DeliveryRun.Status.FAILED,
+                finished_at=now,
+                error=f"Lost: no heartbeat since {beat.isoformat()} (worker killed or stopped); taken over.",
+            )
+    return None
+
+
+def _finish(run: DeliveryRun, mapping: Mapping) -> None:
+    run.finished_at = timezone.now()
+    with transaction.atomic():
+        requested = (
+            Mapping.objects.select_for_update()
+            .filter(pk=mapping.pk)
+            .values_list("delivery_requested", flat=True)
+            .first()
+        )
+        run.save(update_fields=["status", "finished_at", "error", *_COUNT_FIELDS, "watermark_to", "heartbeat_at"])
+        if requested:
+            Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=False)
+            if run.status == DeliveryRun.Status.SUCCEEDED:
+                # Changes were merged while we ran and their delivery request found us busy: go again. After a
+                # failure we don't loop; the next sync (or a retry by hand) delivers them.
+                from .tasks import deliver_mapping
+
+                deliver_mapping.delay_on_commit(mapping.pk)
+
+
+def deliver(
+    *, mapping_id: int, sync_run_id: int | None = None, client: SegmentClient | None = None
+) -> DeliveryRun | None:
+    """Deliver one mapping's pending changes. Returns the run, or None when the mapping is disabled or another
+    live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
+    mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").get(pk=mapping_id)
+    if not mapping.enabled:
+        return None
+    run = _claim_run(mapping, sync_run_id)
+    if run is None:
+        return None
+    engine = None
+    try:
+        engine = _Delivery(mapping, run, client)
+        engine.execute()
+    except _Abort as exc:
+        run.error = str(exc)[:4000]
+    except DecryptionError:
+        run.error = "The profile space's write key could not be decrypted (check HUBSYNC_ENCRYPTION_KEYS)."
+        run.status = DeliveryRun.Status.FAILED
+        _finish(run, mapping)
+        return run
+    except Exception as exc:
+        logger.exception("delivery %s of mapping %s failed", run.pk, mapping_id)
+        run.status = DeliveryRun.Status.FAILED
+        run.error = f"{type(exc).__name__}: {exc}"[:4000]
+        _finish(run, mapping)
+        raise
+    if engine is not None and engine.failed_seq is not None:
+        engine._checkpoint()  # the failed batch's pending states and the held-back watermark
+        run.status = DeliveryRun.Status.PARTIAL if run.sent else DeliveryRun.Status.FAILED
+    else:
+        run.status = DeliveryRun.Status.SUCCEEDED
+    _finish(run, mapping)
+    return run
+
+
+def resync_all(mapping: Mapping) -> None:
+    """Forget what was delivered: the next delivery rebuilds and resends every record, with new messageIds
+    (the resync generation is part of the payload hash) so Segment's deduplication does not drop them."""
+    with transaction.atomic():
+        Mapping.objects.filter(pk=mapping.pk).update(
+            watermark=0, watermark_config_hash="", resync_generation=F("resync_generation") + 1
+        )
+        DeliveryState.objects.filter(mapping=mapping).update(delivered_hash="", updated_at=timezone.now())
+    mapping.refresh_from_db(fields=["watermark", "watermark_config_hash", "resync_generation"])
+
+
+def enqueue_deliveries(
+    *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run: Any = None
+) -> int:
+    """Enqueue (after commit) a delivery of every enabled mapping whose data model reads one of `collections`
+    of `source`. The extraction engine calls this after merging pages, also during long backfills. Returns the
+    number of deliveries enqueued."""
+    from .tasks import deliver_mapping
+
+    mapping_ids = list(
+        Mapping.objects.filter(
+            enabled=True, data_model__source=source, data_model__collection__in=list(collections)
+        ).values_list("pk", flat=True)
+    )
+    sync_run_id = getattr(sync_run, "pk", None)
+    for mapping_id in mapping_ids:
+        deliver_mapping.delay_on_commit(mapping_id, sync_run_id)
+    return len(mapping_ids)
