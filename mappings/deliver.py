@@ -131,7 +131,9 @@ class MessageBuilder:
                 traits[trait] = conv(raw)
         user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
         anonymous_id = self._identifier(self.anonymous_id_col, object_id, created_at, updated_at, props)
-        content: dict[str, Any] = {"type": self.action, "traits": traits, "integrations": INTEGRATIONS}
+        content: dict[str, Any] = {"type": self.action, "integrations": INTEGRATIONS}
+        if traits:
+            content["traits"] = traits
         if user_id is not None:
             content["userId"] = user_id
         if anonymous_id is not None:
