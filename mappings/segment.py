@@ -209,3 +209,11 @@ class SegmentClient:
 def send_batch(write_key: str, messages: Sequence[bytes | dict[str, Any]], *, region: str = "us") -> BatchResult:
     """Send one batch to the region's endpoint with the default retry policy."""
     return SegmentClient(region).send_batch(write_key, messages)
+
+
+def close_session() -> None:
+    """Close this thread's pooled connections (tests, and workers shutting down)."""
+    session = getattr(_local, "session", None)
+    if session is not None:
+        session.close()
+        _local.session = None

@@ -16,6 +16,7 @@ import pytest
 from django.db.models import Max
 
 from mappings.models import Destination, Mapping, ProfileSpace
+from mappings.segment import close_session
 from models_app.models import DataModel
 from sources.models import Record, Source, SourceCollection
 
@@ -136,6 +137,14 @@ class Mirror:
             ],
             batch_size=2000,
         )
+
+
+@pytest.fixture(autouse=True)
+def _close_segment_connections():
+    # Keep-alive connections to the live server would keep its handler threads (and their database
+    # connections) alive past the test.
+    yield
+    close_session()
 
 
 @pytest.fixture
