@@ -231,20 +231,58 @@ def claim_message_ids(workspace_id: int, message_ids: list[str], now: datetime) 
     seen_now = connection.ops.adapt_datetimefield_value(now)
     cutoff = connection.ops.adapt_datetimefield_value(now - DEDUP_WINDOW)
     claimed: set[str] = set()
+    conflict = (
+        f"ON CONFLICT ({qn('workspace_id')}, {qn('message_id')}) DO UPDATE SET {qn('seen_at')} = "
+        f"excluded.{qn('seen_at')} WHERE {table}.{qn('seen_at')} < %s RETURNING {qn('message_id')}"
+    )
+    columns = f"({qn('workspace_id')}, {qn('message_id')}, {qn('seen_at')})"
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One array parameter instead of 7,500 placeholders: psycopg parses placeholders in Python.
+            cursor.execute(
+                f"INSERT INTO {table} {columns} SELECT %s, m, %s FROM unnest(%s::varchar[]) AS m {conflict}",
+                [workspace_id, seen_now, message_ids, cutoff],
+            )
+            return {row[0] for row in cursor.fetchall()}
         for chunk in _chunks(message_ids, 1000):
             values = ",".join(["(%s, %s, %s)"] * len(chunk))
             params: list[Any] = []
             for message_id in chunk:
                 params += [workspace_id, message_id, seen_now]
-            cursor.execute(
-                f"INSERT INTO {table} ({qn('workspace_id')}, {qn('message_id')}, {qn('seen_at')}) VALUES {values} "
-                f"ON CONFLICT ({qn('workspace_id')}, {qn('message_id')}) DO UPDATE SET {qn('seen_at')} = "
-                f"excluded.{qn('seen_at')} WHERE {table}.{qn('seen_at')} < %s RETURNING {qn('message_id')}",
-                [*params, cutoff],
-            )
+            cursor.execute(f"INSERT INTO {table} {columns} VALUES {values} {conflict}", [*params, cutoff])
             claimed.update(row[0] for row in cursor.fetchall())
     return claimed
+
+
+_COPY_COLUMNS = (
+    "workspace_id",
+    "received_at",
+    "type",
+    "user_id",
+    "anonymous_id",
+    "group_id",
+    "message_id",
+    "timestamp",
+    "size",
+    "payload",
+)
+
+
+def insert_messages(rows: list[tuple]) -> None:
+    """Bulk insert of value tuples in _COPY_COLUMNS order. On PostgreSQL through COPY: several times faster than
+    INSERT for a 2,500-message batch (Django's bulk_create builds and escapes a parameter array per column in
+    Python); elsewhere bulk_create."""
+    if connection.vendor != "postgresql":
+        SegmentMessage.objects.bulk_create(
+            [SegmentMessage(**dict(zip(_COPY_COLUMNS, row, strict=True))) for row in rows], batch_size=500
+        )
+        return
+    qn = connection.ops.quote_name
+    table = qn(SegmentMessage._meta.db_table)
+    columns = ", ".join(qn(name) for name in _COPY_COLUMNS)
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _store(workspace: SegmentWorkspace, messages: list[dict[str, Any]], texts: list[str], now: datetime) -> None:
@@ -295,21 +333,21 @@ def _store(workspace: SegmentWorkspace, messages: list[dict[str, Any]], texts: l
                 discard("duplicate_message_id", msg, text, message_id)
                 continue
             rows.append(
-                SegmentMessage(
-                    workspace=workspace,
-                    received_at=now,
-                    type=msg["type"],
-                    user_id=user_id,
-                    anonymous_id=anonymous_id,
-                    group_id=_id_value(msg.get("groupId")),
-                    message_id=message_id,
-                    timestamp=_parse_timestamp(msg.get("timestamp")),
-                    size=len(text.encode("utf-8")) if not text.isascii() else len(text),
-                    payload=text,
+                (
+                    workspace.pk,
+                    now,
+                    msg["type"],
+                    user_id,
+                    anonymous_id,
+                    _id_value(msg.get("groupId")),
+                    message_id,
+                    _parse_timestamp(msg.get("timestamp")),
+                    len(text) if text.isascii() else len(text.encode("utf-8")),
+                    text,
                 )
             )
         if rows:
-            SegmentMessage.objects.bulk_create(rows, batch_size=1000)
+            insert_messages(rows)
         if discards:
             SegmentDiscard.objects.bulk_create(discards, batch_size=500)
 

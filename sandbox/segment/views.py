@@ -141,6 +141,15 @@ def _view_data(request: HttpRequest, workspace: SegmentWorkspace, view: str, pag
     return data
 
 
+def _display_name(profile: dict[str, Any]) -> str:
+    traits = profile["traits"]
+    full = " ".join(str(traits[k]) for k in ("firstname", "lastname") if traits.get(k))
+    for candidate in (traits.get("name"), full, traits.get("email"), profile.get("userId"), profile.get("groupId")):
+        if candidate:
+            return str(candidate)
+    return "Anonymous"
+
+
 @require_GET
 def inbox_page(request: HttpRequest, write_key: str) -> HttpResponse:
     workspace = _workspace_or_404(write_key)
@@ -148,11 +157,22 @@ def inbox_page(request: HttpRequest, write_key: str) -> HttpResponse:
     if view not in VIEWS:
         view = "messages"
     data = _view_data(request, workspace, view, PAGE_SIZE)
+    for item in data["results"]:
+        # Display-only copies; the JSON twin keeps ISO-8601.
+        for name in ("receivedAt", "timestamp", "lastSeen"):
+            if item.get(name):
+                item[f"{name}_display"] = item[name][:19].replace("T", " ")
     if view == "messages":
         for item in data["results"]:
             item["traits_json"] = json.dumps(item["traits"], ensure_ascii=False) if item["traits"] else ""
+    if view == "discards":
+        for item in data["results"]:
+            payload = item["payload"]
+            item["payload_text"] = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
     for item in data["results"] if view in ("profiles", "accounts") else []:
         item["trait_items"] = sorted(item["traits"].items())
+        item["display_name"] = _display_name(item)
+        item["initial"] = (item["display_name"][:1] or "?").upper()
     return render(
         request,
         "sandbox/segment/inbox.html",
