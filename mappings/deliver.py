@@ -18,16 +18,19 @@ What makes it safe to kill at any moment:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db import connections as db_connections
+from django.db.models import F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from hubsync.fields import DecryptionError
@@ -44,6 +47,7 @@ from .segment import (
     SegmentClient,
     SegmentError,
     SegmentPermanentError,
+    close_session,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,6 +67,28 @@ class _Pending:
     payload: bytes
     payload_hash: str
     message_id: str
+
+
+@dataclass(slots=True)
+class _Delivered:
+    """A delivered state waiting for the next checkpoint (lighter than a model instance on the hot path)."""
+
+    object_id: int
+    delivered_hash: str
+    message_id: str
+    status: str = "delivered"
+
+
+class _SingleSender(ThreadPoolExecutor):
+    """One thread that sends batches; cleans up its connections when the run ends."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="segment-sender")
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with contextlib.suppress(RuntimeError):  # already shut down
+            self.submit(_sender_thread_done)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 class _Abort(Exception):
@@ -87,7 +113,11 @@ class MessageBuilder:
             col: {k: specs.get(col, {}).get(k) for k in ("type", "fieldType")} for col in mapping.used_columns()
         }
         self.config_hash = mapping.config_hash(self.column_types)
-        self.traits = [(column, trait, converter_for(specs.get(column))) for column, trait in mapping.traits or []]
+        self.traits = [
+            (column, trait, converter_for(specs.get(column)), column in SYSTEM_COLUMNS)
+            for column, trait in mapping.traits or []
+        ]
+        self.needs_created_at = "created_at" in mapping.used_columns()
         self.user_id_col = mapping.identifier("user_id")
         self.anonymous_id_col = mapping.identifier("anonymous_id")
         self.group_id_col = mapping.identifier("group_id")
@@ -96,21 +126,11 @@ class MessageBuilder:
         self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
         self.id_prefix = f"hs-{self.workspace_id}-{mapping.pk}-"
 
-    @staticmethod
-    def _raw(column: str, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> Any:
-        if column == "id":
-            return object_id
-        if column == "created_at":
-            return created_at
-        if column == "updated_at":
-            return updated_at
-        return props.get(column)
-
     def _identifier(self, column: str | None, object_id: int, created_at: Any, updated_at: Any, props: dict) -> Any:
         # Identifiers are sent as strings (what Segment stores), without type conversion: "00123" must stay so.
         if not column:
             return None
-        value = self._raw(column, object_id, created_at, updated_at, props)
+        value = _raw(column, object_id, created_at, updated_at, props)
         if is_empty(value):
             return None
         if hasattr(value, "tzinfo"):
@@ -121,12 +141,18 @@ class MessageBuilder:
         """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid."""
         props = props or {}
         traits: dict[str, Any] = {}
-        for column, trait, conv in self.traits:
-            raw = self._raw(column, object_id, created_at, updated_at, props)
-            if is_empty(raw):
-                if self.omit_empty:
-                    continue
-                traits[trait] = None
+        system = None
+        omit = self.omit_empty
+        for column, trait, conv, is_system in self.traits:
+            if is_system:
+                system = system or {"id": object_id, "created_at": created_at, "updated_at": updated_at}
+                raw = system[column]
+            else:
+                raw = props.get(column)
+            # Inline is_empty (the hot loop): None, "" and blank strings are empty.
+            if raw is None or (raw.__class__ is str and (raw == "" or raw.isspace())) or raw == []:
+                if not omit:
+                    traits[trait] = None
             else:
                 traits[trait] = conv(raw)
         user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
@@ -183,6 +209,16 @@ class MessageBuilder:
         return payload, payload_hash, message_id
 
 
+def _raw(column: str, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> Any:
+    if column == "id":
+        return object_id
+    if column == "created_at":
+        return created_at
+    if column == "updated_at":
+        return updated_at
+    return props.get(column)
+
+
 def _oversize_reason(size: int, content: dict[str, Any]) -> str:
     sizes = sorted(((len(_dumps(v).encode()), k) for k, v in (content.get("traits") or {}).items()), reverse=True)[:3]
     largest = ", ".join(f"{k!r} ({n:,} bytes)" for n, k in sizes)
@@ -214,25 +250,31 @@ class _Delivery:
         self.buffer_bytes = BATCH_ENVELOPE_BYTES
         # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
         # be read twice, and one upsert statement must not touch a row twice).
-        self.states: dict[int, DeliveryState] = {}
+        self.states: dict[int, DeliveryState | _Delivered] = {}
         self.write_key = ""
+        self.sender = _SingleSender()
+        self.inflight: list[_Pending] = []
+        self.future: Future | None = None
         run.watermark_from = self.start
         run.watermark_to = self.start
 
     # --- reading -----------------------------------------------------------------------------------------
     def _chunks(self):
         """Keyset pages over the mirror ordered by change_seq (unique per source: sources.ChangeCounter hands
-        out blocks under a row lock, so pages commit in sequence order and nothing can appear behind us)."""
+        out blocks under a row lock, so pages commit in sequence order and nothing can appear behind us). Each
+        row comes with the hash last delivered for it (a correlated lookup on the state's unique index), so
+        the diff costs no extra query."""
         after = self.start
-        base = Record.objects.filter(source_id=self.source_id, collection=self.collection)
+        delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        base = (
+            Record.objects.filter(source_id=self.source_id, collection=self.collection)
+            .annotate(delivered=Subquery(delivered.values("delivered_hash")[:1]))
+            .order_by("change_seq")
+        )
+        created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
+        fields = ("object_id", "change_seq", "archived", created, "updated_at", "properties", "delivered")
         while True:
-            rows = list(
-                base.filter(change_seq__gt=after)
-                .order_by("change_seq")
-                .values_list("object_id", "change_seq", "archived", "created_at", "updated_at", "properties")[
-                    : self.chunk_size
-                ]
-            )
+            rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
             if not rows:
                 return
             yield rows
@@ -242,25 +284,20 @@ class _Delivery:
 
     def execute(self) -> None:
         self.write_key = self.mapping.profile_space.write_key
-        mapping_id = self.mapping.pk
-        for rows in self._chunks():
-            ids = [row[0] for row in rows]
-            delivered = dict(
-                DeliveryState.objects.filter(mapping_id=mapping_id, object_id__in=ids).values_list(
-                    "object_id", "delivered_hash"
-                )
-            )
-            for row in rows:
-                self._consider(row, delivered)
-                # Only now: a flush while considering this row must not count it as resolved.
-                self.read_seq = row[1]
-            self._checkpoint()
-        if self.buffer:
+        try:
+            for rows in self._chunks():
+                for row in rows:
+                    self._consider(row)
+                    # Only now: a flush while considering this row must not count it as resolved.
+                    self.read_seq = row[1]
+                self._checkpoint()
             self._flush()
-            self._checkpoint()
+            self._collect()
+        finally:
+            self.sender.shutdown()
 
-    def _consider(self, row: tuple, delivered: dict[int, str]) -> None:
-        object_id, change_seq, archived, created_at, updated_at, props = row
+    def _consider(self, row: tuple) -> None:
+        object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
         self.run.considered += 1
         if archived:
             # Archived (deleted) in HubSpot: not sent. What a user would want instead is a choice per mapping:
@@ -276,7 +313,7 @@ class _Delivery:
         if len(payload) > MAX_MESSAGE_BYTES:
             self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
-        if delivered.get(object_id) == payload_hash:
+        if delivered_hash == payload_hash:
             self.run.unchanged += 1
             return
         self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id))
@@ -300,18 +337,18 @@ class _Delivery:
         size = len(item.payload) + 1  # the comma
         if self.buffer and (len(self.buffer) >= MAX_BATCH_MESSAGES or self.buffer_bytes + size > MAX_BATCH_BYTES):
             self._flush()
-            self._checkpoint()
         self.buffer.append(item)
         self.buffer_bytes += size
 
     def _watermark(self) -> int:
         """The highest change_seq below which every record is resolved: rows are considered in change_seq
-        order, so that is just below the first unconfirmed one (a failed batch, else the unsent buffer), or
-        the last row read."""
+        order, so that is just below the first unconfirmed one (a failed batch, else the batch in flight, else
+        the unsent buffer), or the last row read."""
         if self.failed_seq is not None:
             return max(self.start, min(self.read_seq, self.failed_seq - 1))
-        if self.buffer:
-            return max(self.start, self.buffer[0].change_seq - 1)
+        first = self.inflight[0] if self.inflight else (self.buffer[0] if self.buffer else None)
+        if first is not None:
+            return max(self.start, first.change_seq - 1)
         return self.read_seq
 
     def _checkpoint(self) -> None:
@@ -319,9 +356,12 @@ class _Delivery:
         watermark = self._watermark()
         now = timezone.now()
         with transaction.atomic():
-            by_status: dict[str, list[DeliveryState]] = {}
+            by_status: dict[str, list] = {}
             for state in self.states.values():
                 by_status.setdefault(state.status, []).append(state)
+            delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
+            if delivered:
+                _upsert_delivered(self.mapping.pk, delivered, now)
             for status, states in by_status.items():
                 DeliveryState.objects.bulk_create(
                     states,
@@ -341,51 +381,63 @@ class _Delivery:
         self.states.clear()
 
     # --- sending -----------------------------------------------------------------------------------------
+    # One batch is in flight while the next one is built: Segment's (or the sandbox's) time to answer overlaps
+    # with our reading and encoding. Never more than one, so that results are recorded in order and the
+    # watermark logic stays "everything below the first unconfirmed record".
     def _flush(self) -> None:
+        # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
+        self._collect()
         items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
         if items:
-            self._send(items)
+            self.inflight = items
+            self.future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
 
-    def _send(self, items: list[_Pending]) -> None:
+    def _collect(self) -> None:
+        """Wait for the batch in flight and record its outcome (then checkpoint)."""
+        if self.future is None:
+            return
+        items, future = self.inflight, self.future
+        try:
+            result = future.result()
+        except SegmentError as exc:
+            self.inflight, self.future = [], None
+            self._failed_batch(items, exc)
+        else:
+            self.inflight, self.future = [], None
+            self._delivered(items, result.attempts)
+        self._checkpoint()
+
+    def _send_now(self, items: list[_Pending]) -> None:
+        """Synchronous send, used while splitting a refused batch."""
         try:
             result = self.client.send_batch(self.write_key, [item.payload for item in items])
-        except SegmentPermanentError as exc:
-            self._count_requests(exc.attempts)
-            if exc.status in (400, 413) and len(items) > 1:
-                # A batch Segment calls malformed or too large: split it to find the record(s) at fault, so one
-                # bad record is rejected for itself instead of failing its 2,499 neighbours.
-                middle = len(items) // 2
-                self._send(items[:middle])
-                self._send(items[middle:])
-                return
-            if exc.status in (400, 413):
-                item = items[0]
-                self._reject(item.object_id, f"Segment refused this message: {exc.body}", None)
-                return
-            self._fail(items, str(exc))
-            raise _Abort(str(exc)) from exc
         except SegmentError as exc:
-            self._count_requests(exc.attempts)
-            self._fail(items, str(exc))
-            raise _Abort(str(exc)) from exc
-        self._count_requests(result.attempts)
+            self._failed_batch(items, exc)
+        else:
+            self._delivered(items, result.attempts)
+
+    def _failed_batch(self, items: list[_Pending], exc: SegmentError) -> None:
+        self._count_requests(exc.attempts)
+        if isinstance(exc, SegmentPermanentError) and exc.status in (400, 413):
+            if len(items) > 1:
+                # A batch Segment calls malformed or too large: split it to find the record(s) at fault, so
+                # one bad record is rejected for itself instead of failing its 2,499 neighbours.
+                middle = len(items) // 2
+                self._send_now(items[:middle])
+                self._send_now(items[middle:])
+            else:
+                self._reject(items[0].object_id, f"Segment refused this message: {exc.body}", None)
+            return
+        # Segment is down past our retries, or refuses the key: sending more now is pointless.
+        self._fail(items, str(exc))
+        raise _Abort(str(exc)) from exc
+
+    def _delivered(self, items: list[_Pending], attempts: int) -> None:
+        self._count_requests(attempts)
         self.run.sent += len(items)
         self.run.batches += 1
-        now = timezone.now()
         for item in items:
-            self._state(
-                DeliveryState(
-                    mapping_id=self.mapping.pk,
-                    object_id=item.object_id,
-                    delivered_hash=item.payload_hash,
-                    status=DeliveryState.Status.DELIVERED,
-                    error="",
-                    message_id=item.message_id,
-                    delivered_at=now,
-                    last_payload=None,
-                    updated_at=now,
-                )
-            )
+            self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
 
     def _count_requests(self, attempts: int) -> None:
         self.run.requests += attempts
@@ -409,9 +461,51 @@ class _Delivery:
                 )
             )
 
-    def _state(self, state: DeliveryState) -> None:
+    def _state(self, state: DeliveryState | _Delivered) -> None:
         self.states.pop(state.object_id, None)
         self.states[state.object_id] = state
+
+
+def _sender_thread_done() -> None:
+    # The sender thread's pooled HTTP connections and any database connection opened there (by hooks) end
+    # with the run instead of lingering until garbage collection.
+    close_session()
+    db_connections.close_all()
+
+
+def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> None:
+    """One statement for a whole batch of delivered states (the hot path: Django's bulk_create spends more
+    time preparing 2,500 model instances than the database spends writing them)."""
+    table = DeliveryState._meta.db_table
+    update = (
+        "delivered_hash = excluded.delivered_hash, status = excluded.status, error = '', "
+        "message_id = excluded.message_id, delivered_at = excluded.delivered_at, last_payload = NULL, "
+        "updated_at = excluded.updated_at"
+    )
+    columns = "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_at, last_payload, updated_at"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, %s, NULL, %s "
+                f"FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS t(o, h, m) "
+                f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
+                [
+                    mapping_id,
+                    now,
+                    now,
+                    [s.object_id for s in states],
+                    [s.delivered_hash for s in states],
+                    [s.message_id for s in states],
+                ],
+            )
+        else:
+            at = connection.ops.adapt_datetimefield_value(now)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, NULL, %s) "
+                f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
+                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, at, at) for s in states],
+            )
 
 
 _STATE_UPDATE_FIELDS = {
