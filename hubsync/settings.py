@@ -282,3 +282,5 @@ DELIVERY_CHUNK_SIZE = int(os.environ.get("DELIVERY_CHUNK_SIZE", "2000"))
 # A running delivery whose heartbeat is older than this was lost with its worker: the next delivery of the
 # mapping marks it failed and takes over (heartbeats are written after every batch and every chunk).
 DELIVERY_STALE_SECONDS = int(os.environ.get("DELIVERY_STALE_SECONDS", "600"))
+# Batches sent concurrently by one delivery (results are still recorded in order).
+DELIVERY_MAX_IN_FLIGHT = int(os.environ.get("DELIVERY_MAX_IN_FLIGHT", "3"))

@@ -22,6 +22,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,15 +81,19 @@ class _Delivered:
     status: str = "delivered"
 
 
-class _SingleSender(ThreadPoolExecutor):
-    """One thread that sends batches; cleans up its connections when the run ends."""
+class _Sender(ThreadPoolExecutor):
+    """The threads that send batches; each cleans up its connections when the run ends."""
 
-    def __init__(self) -> None:
-        super().__init__(max_workers=1, thread_name_prefix="segment-sender")
+    def __init__(self, threads: int) -> None:
+        super().__init__(max_workers=threads, thread_name_prefix="segment-sender")
+        self.threads = threads
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        barrier = threading.Barrier(self.threads)
         with contextlib.suppress(RuntimeError):  # already shut down
-            self.submit(_sender_thread_done)
+            for _ in range(self.threads):
+                # The barrier makes each thread take exactly one of these clean-ups.
+                self.submit(_sender_thread_done, barrier)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
@@ -252,9 +258,9 @@ class _Delivery:
         # be read twice, and one upsert statement must not touch a row twice).
         self.states: dict[int, DeliveryState | _Delivered] = {}
         self.write_key = ""
-        self.sender = _SingleSender()
-        self.inflight: list[_Pending] = []
-        self.future: Future | None = None
+        self.max_in_flight = max(1, settings.DELIVERY_MAX_IN_FLIGHT)
+        self.sender = _Sender(self.max_in_flight)
+        self.inflight: deque[tuple[list[_Pending], Future]] = deque()
         run.watermark_from = self.start
         run.watermark_to = self.start
 
@@ -292,7 +298,10 @@ class _Delivery:
                     self.read_seq = row[1]
                 self._checkpoint()
             self._flush()
-            self._collect()
+            self._collect_all()
+        except _Abort:
+            self._drain_after_abort()
+            raise
         finally:
             self.sender.shutdown()
 
@@ -346,7 +355,7 @@ class _Delivery:
         the unsent buffer), or the last row read."""
         if self.failed_seq is not None:
             return max(self.start, min(self.read_seq, self.failed_seq - 1))
-        first = self.inflight[0] if self.inflight else (self.buffer[0] if self.buffer else None)
+        first = self.inflight[0][0][0] if self.inflight else (self.buffer[0] if self.buffer else None)
         if first is not None:
             return max(self.start, first.change_seq - 1)
         return self.read_seq
@@ -381,31 +390,47 @@ class _Delivery:
         self.states.clear()
 
     # --- sending -----------------------------------------------------------------------------------------
-    # One batch is in flight while the next one is built: Segment's (or the sandbox's) time to answer overlaps
-    # with our reading and encoding. Never more than one, so that results are recorded in order and the
-    # watermark logic stays "everything below the first unconfirmed record".
+    # Up to DELIVERY_MAX_IN_FLIGHT batches are in flight while the next one is built: Segment's (or the
+    # sandbox's) time to answer overlaps with our reading and encoding and with each other. Outcomes are
+    # recorded oldest first, so "everything below the first unconfirmed record" stays the watermark rule.
     def _flush(self) -> None:
         # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
-        self._collect()
+        while len(self.inflight) >= self.max_in_flight:
+            self._collect_oldest()
         items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
         if items:
-            self.inflight = items
-            self.future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
+            future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
+            self.inflight.append((items, future))
 
-    def _collect(self) -> None:
-        """Wait for the batch in flight and record its outcome (then checkpoint)."""
-        if self.future is None:
-            return
-        items, future = self.inflight, self.future
+    def _collect_oldest(self) -> None:
+        """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
+        items, future = self.inflight[0]
         try:
             result = future.result()
         except SegmentError as exc:
-            self.inflight, self.future = [], None
+            self.inflight.popleft()
             self._failed_batch(items, exc)
         else:
-            self.inflight, self.future = [], None
+            self.inflight.popleft()
             self._delivered(items, result.attempts)
         self._checkpoint()
+
+    def _collect_all(self) -> None:
+        while self.inflight:
+            self._collect_oldest()
+
+    def _drain_after_abort(self) -> None:
+        """A batch failed for good: record what the batches still in flight came to (Segment may well have
+        accepted them), without splitting or retrying anything."""
+        while self.inflight:
+            items, future = self.inflight.popleft()
+            try:
+                result = future.result()
+            except SegmentError as exc:
+                self._count_requests(exc.attempts)
+                self._fail(items, str(exc))
+            else:
+                self._delivered(items, result.attempts)
 
     def _send_now(self, items: list[_Pending]) -> None:
         """Synchronous send, used while splitting a refused batch."""
@@ -447,7 +472,8 @@ class _Delivery:
         """Segment did not take this batch: the records stay pending (delivered_hash untouched) and the
         watermark stops just below the first of them, so the next run sends them again with the same ids."""
         self.run.failed += len(items)
-        self.failed_seq = min(item.change_seq for item in items)
+        first = min(item.change_seq for item in items)
+        self.failed_seq = first if self.failed_seq is None else min(self.failed_seq, first)
         now = timezone.now()
         for item in items:
             self._state(
@@ -466,11 +492,13 @@ class _Delivery:
         self.states[state.object_id] = state
 
 
-def _sender_thread_done() -> None:
-    # The sender thread's pooled HTTP connections and any database connection opened there (by hooks) end
+def _sender_thread_done(barrier: threading.Barrier) -> None:
+    # A sender thread's pooled HTTP connections and any database connection opened there (by hooks) end
     # with the run instead of lingering until garbage collection.
     close_session()
     db_connections.close_all()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=10)
 
 
 def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> None:

@@ -216,19 +216,28 @@ class StubSegment:
     def __init__(self) -> None:
         self.statuses: list[int] = []
         self.refuse_user: str | None = None
+        self.fail_nth: int | None = None  # answer the n-th request (1-based) with 401
         self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                with stub.lock:
+                    stub.requests.append(
+                        entry := {"path": self.path, "auth": self.headers.get("Authorization"), **body}
+                    )
+                    nth = len(stub.requests)
                 status, answer = 200, {"success": True}
-                if stub.statuses:
+                if stub.fail_nth == nth:
+                    status, answer = 401, {"code": "unauthorized", "message": "invalid write key"}
+                elif stub.statuses:
                     status = stub.statuses.pop(0)
                     answer = {"code": "unauthorized", "message": "invalid write key"}
                 elif stub.refuse_user and any(m.get("userId") == stub.refuse_user for m in body["batch"]):
                     status, answer = 400, {"code": "bad_message", "message": "this one"}
+                entry["status"] = status
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

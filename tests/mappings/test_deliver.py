@@ -229,8 +229,9 @@ def test_5xx_storm_is_retried_until_segment_answers(sandbox_base, mirror, mappin
 
 
 def test_429_storm_fails_the_run_and_the_next_run_resends_with_the_same_message_ids(
-    sandbox_base, monkeypatch, mirror, mapping
+    sandbox_base, settings, monkeypatch, mirror, mapping
 ):
+    settings.DELIVERY_MAX_IN_FLIGHT = 1  # batches strictly one after the other, so "the third" is well defined
     monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 5)
     fill(mirror, 20)
     set_knobs(retry_after=1)
@@ -299,9 +300,42 @@ def test_a_400_batch_is_split_to_reject_only_the_bad_record(settings, stub_segme
     assert sorted(len(r["batch"]) for r in stub_segment.requests) == [1, 1, 1, 2, 3, 3, 6]
 
 
+def test_a_failed_batch_among_several_in_flight_loses_nothing_and_resends_nothing_needlessly(
+    settings, stub_segment, monkeypatch, mirror, mapping
+):
+    settings.BASE_URL = stub_segment.url
+    settings.DELIVERY_MAX_IN_FLIGHT = 3
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    stub_segment.fail_nth = 2  # the second request to arrive (whichever batch it is) gets a 401
+    fill(mirror, 40)
+
+    first = deliver(mapping_id=mapping.pk)
+
+    assert first.status == DeliveryRun.Status.PARTIAL
+    assert first.failed == 4 and 0 < first.sent <= 36
+    failed_ids = set(
+        DeliveryState.objects.filter(mapping=mapping, status="pending").values_list("object_id", flat=True)
+    )
+    assert len(failed_ids) == 4
+    mapping.refresh_from_db()
+    assert (
+        mapping.watermark
+        == min(mirror.source.records.filter(object_id__in=failed_ids).values_list("change_seq", flat=True)) - 1
+    )
+
+    second = deliver(mapping_id=mapping.pk)
+
+    assert second.status == DeliveryRun.Status.SUCCEEDED
+    assert first.sent + second.sent == 40  # batches accepted around the failure are not sent again
+    accepted_users = [m["userId"] for r in stub_segment.requests if r.get("status") == 200 for m in r["batch"]]
+    assert sorted(accepted_users) == sorted(f"user{i}@example.com" for i in range(1, 41))
+    assert DeliveryState.objects.filter(mapping=mapping, status="delivered").count() == 40
+
+
 def test_killed_delivery_resends_the_rest_next_time_and_nothing_is_lost(
     sandbox_base, settings, monkeypatch, mirror, mapping
 ):
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
     monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
     props = fill(mirror, 20)
 
