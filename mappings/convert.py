@@ -29,10 +29,10 @@ def is_empty(value: Any) -> bool:
 
 def iso_utc(dt: datetime) -> str:
     """ISO-8601 in UTC with millisecond precision and a `Z`, the form Segment documents for timestamps."""
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if dt.tzinfo is not UTC:
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    # isoformat is implemented in C, unlike strftime: "2026-01-01T00:00:00.000+00:00" → "...00.000Z".
+    return dt.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def to_number(value: Any) -> Any:
@@ -78,7 +78,7 @@ def to_datetime(value: Any) -> Any:
         except (OverflowError, OSError, ValueError):
             return value
     text = str(value).strip()
-    if _EPOCH_RE.match(text):
+    if text.isdigit() or _EPOCH_RE.match(text):
         try:
             return iso_utc(datetime.fromtimestamp(int(text) / 1000, tz=UTC))
         except (OverflowError, OSError, ValueError):

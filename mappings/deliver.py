@@ -46,6 +46,7 @@ from .segment import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
+    BatchResult,
     SegmentClient,
     SegmentError,
     SegmentPermanentError,
@@ -101,8 +102,8 @@ class _Abort(Exception):
     """A batch failed in a way that makes sending more pointless (Segment down, bad write key)."""
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+# One encoder for the whole process: json.dumps with options builds a new one on every call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
 class MessageBuilder:
@@ -649,6 +650,40 @@ def deliver(
         run.status = DeliveryRun.Status.SUCCEEDED
     _finish(run, mapping)
     return run
+
+
+def preview_message(
+    mapping: Mapping,
+    *,
+    object_id: int,
+    properties: dict[str, Any],
+    created_at: Any = None,
+    updated_at: Any = None,
+    schema: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The exact message the engine would send for one record (e.g. read live from HubSpot for "Test the
+    mapping"), and the reason it would be rejected ("" when valid). Sends nothing."""
+    if schema is None:
+        model = mapping.data_model
+        schema = (
+            SourceCollection.objects.filter(source_id=model.source_id, collection=model.collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+    builder = MessageBuilder(mapping, schema)
+    content, error = builder.build(object_id, created_at, updated_at, properties)
+    payload, _hash, _message_id = builder.finish(object_id, content, updated_at)
+    if not error and len(payload) > MAX_MESSAGE_BYTES:
+        error = _oversize_reason(len(payload), content)
+    return json.loads(payload), error
+
+
+def send_test_message(mapping: Mapping, message: dict[str, Any]) -> BatchResult:
+    """Send one previewed message to the mapping's Profile Space (raises SegmentError when refused). It is a
+    real write: the profile changes, and the record's delivery state is left alone (the next run compares
+    with what it last delivered itself)."""
+    space = mapping.profile_space
+    return SegmentClient(space.region).send_batch(space.write_key, [message])
 
 
 def resync_all(mapping: Mapping) -> None:

@@ -217,3 +217,38 @@ def close_session() -> None:
     if session is not None:
         session.close()
         _local.session = None
+
+
+@dataclass
+class ConnectionCheck:
+    ok: bool
+    detail: str
+
+
+def check_connection(region: str, write_key: str, *, timeout: float = 10) -> ConnectionCheck:
+    """Verify a Profile Space's endpoint answers, sending nothing to any profile.
+
+    The sandbox can say whether it knows the key (`GET /v1/_check`). Real Segment cannot: its Tracking API
+    answers 200 to any key, so against US/EU we post an empty batch, which proves the endpoint is reachable and
+    accepts our requests, and say that the key itself is only confirmed when messages show up in the space.
+    """
+    base = endpoint(region)
+    headers = {"Authorization": _auth_header(write_key), "Content-Type": "application/json"}
+    try:
+        if region == "sandbox":
+            response = _session().get(f"{base}/v1/_check", headers=headers, timeout=timeout)
+            if response.status_code == 200:
+                return ConnectionCheck(True, "The sandbox endpoint answered and knows this write key.")
+            if response.status_code == 401:
+                return ConnectionCheck(False, "The sandbox endpoint answered, but no sandbox space has this write key.")
+            return ConnectionCheck(False, f"The sandbox endpoint answered HTTP {response.status_code}.")
+        response = _session().post(f"{base}/v1/batch", data=batch_body([]), headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        return ConnectionCheck(False, f"Could not reach {base}: {type(exc).__name__}.")
+    if 200 <= response.status_code < 300:
+        return ConnectionCheck(
+            True,
+            f"{base} answered and accepted an empty batch. Segment does not confirm write keys over this API: "
+            "the key is confirmed when the first messages appear in the space's debugger.",
+        )
+    return ConnectionCheck(False, f"{base} answered HTTP {response.status_code}: {_scrub(response.text, write_key)}")

@@ -468,3 +468,30 @@ def test_task_is_routed_to_the_deliver_queue():
 
     assert deliver_mapping.name == "mappings.deliver_mapping"
     assert deliver_mapping.queue == "deliver"
+
+
+# --- previewing one record ----------------------------------------------------------------------------------------
+
+
+def test_preview_message_is_what_the_engine_sends(sandbox_base, mirror, mapping):
+    from datetime import UTC, datetime
+
+    from mappings.deliver import preview_message, send_test_message
+
+    props = contact_props(9)
+    updated = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)
+    message, error = preview_message(mapping, object_id=9, properties=props, updated_at=updated)
+    assert error == ""
+    assert message["userId"] == "user9@example.com"
+    assert message["traits"] == expected_traits(props, 9)
+    assert message["timestamp"] == "2026-11-02T08:30:00.000Z"
+
+    _, no_id = preview_message(mapping, object_id=10, properties=contact_props(10, email=""))
+    assert "No User ID or Anonymous ID" in no_id
+
+    assert send_test_message(mapping, message).status == 200
+    # The engine builds the very same message (same messageId): Segment keeps one copy.
+    mirror.put(9, props, updated=updated)
+    assert deliver(mapping_id=mapping.pk).sent == 1
+    counts = sandbox_base.counts()
+    assert counts["received"] == 1 and counts["discards_by_reason"] == {"duplicate_message_id": 1}

@@ -134,3 +134,36 @@ def test_connection_errors_are_retried_then_transient(settings):
         SegmentClient("sandbox", max_attempts=3, sleep=sleeps).send_batch("k", [identify(1)])
     assert caught.value.attempts == 3 and len(sleeps) == 2
     assert "ConnectionError" in str(caught.value)
+
+
+def test_check_connection_against_the_sandbox(sandbox_base):
+    from mappings.segment import check_connection
+
+    good = check_connection("sandbox", sandbox_base.write_key)
+    assert good.ok and "knows this write key" in good.detail
+    bad = check_connection("sandbox", "sbx_seg_nobodyHasThisKey0000000")
+    assert not bad.ok and "no sandbox space has this write key" in bad.detail
+    assert sandbox_base.counts()["received"] == 0  # nothing reached a profile
+
+
+def test_check_connection_against_a_real_region_posts_an_empty_batch(stub_segment, monkeypatch):
+    from mappings.segment import check_connection
+
+    monkeypatch.setitem(segment.ENDPOINTS, "us", stub_segment.url)
+    result = check_connection("us", "some-key")
+    assert result.ok and "does not confirm write keys" in result.detail
+    assert stub_segment.requests[0]["batch"] == []
+    stub_segment.statuses = [401]
+    failed = check_connection("us", "some-key")
+    assert not failed.ok and "401" in failed.detail and "some-key" not in failed.detail
+
+
+def test_check_connection_unreachable(settings):
+    from mappings.segment import check_connection
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.BASE_URL = f"http://127.0.0.1:{port}"
+    result = check_connection("sandbox", "k")
+    assert not result.ok and "Could not reach" in result.detail
