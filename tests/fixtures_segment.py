@@ -105,6 +105,10 @@ class SegmentSandbox:
     def new_workspace(self, name: str = "Second space") -> str:
         return SegmentWorkspace.objects.create(name=name).write_key
 
+    def with_workspace(self, name: str = "Test space") -> SegmentSandbox:
+        """The same sandbox, addressed through a fresh workspace (own inbox, knobs and dedup memory)."""
+        return SegmentSandbox(base_url=self.base_url, write_key=self.new_workspace(name), session=self.session)
+
 
 @pytest.fixture
 def segment_sandbox(live_server) -> SegmentSandbox:

@@ -25,13 +25,13 @@ def _iso(value: datetime | None) -> str | None:
 
 def counts(workspace: SegmentWorkspace) -> dict[str, Any]:
     by_type = dict(
-        SegmentMessage.objects.filter(workspace=workspace).values_list("type").annotate(n=Count("id")).order_by()
+        SegmentMessage.objects.filter(workspace=workspace).values_list("type").annotate(n=Count("id")).order_by("type")
     )
     discard_rows = (
         SegmentDiscard.objects.filter(workspace=workspace)
         .values_list("status", "reason")
         .annotate(n=Count("id"))
-        .order_by()
+        .order_by("reason")
     )
     discarded: dict[str, int] = {}
     rejected: dict[str, int] = {}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -125,6 +127,16 @@ def test_gzip_body_is_accepted(segment_sandbox):
     assert len(segment_sandbox.messages()) == 2
 
 
+def test_batch_context_and_integrations_apply_to_messages(segment_sandbox):
+    own = identify(2, integrations={"Mixpanel": True})
+    body = {"batch": [identify(1), own], "context": {"source": "hubsync"}, "integrations": {"All": False}}
+    assert segment_sandbox.post("batch", body).status_code == 200
+    payloads = {m["messageId"]: m["payload"] for m in segment_sandbox.messages()}
+    assert payloads["msg-1"]["integrations"] == {"All": False}
+    assert payloads["msg-1"]["context"] == {"source": "hubsync"}
+    assert payloads["msg-2"]["integrations"] == {"Mixpanel": True}
+
+
 def test_endpoint_decides_the_type(segment_sandbox):
     segment_sandbox.post("identify", {**group(1), "type": "group"})
     [message] = segment_sandbox.messages()
@@ -167,6 +179,16 @@ def test_batch_over_500kb_is_400(segment_sandbox):
     assert len(under) < MAX_BATCH_BYTES
     assert segment_sandbox.post("batch", raw=under).status_code == 200
     assert len(segment_sandbox.messages()) == 16
+
+
+def test_huge_body_is_400_not_a_crash(segment_sandbox):
+    raw = json.dumps({"batch": [identify(1, traits={"blob": "x" * 3_000_000})]}).encode()
+    response = segment_sandbox.post("batch", raw=raw)
+    assert response.status_code == 400
+    assert response.json()["code"] == "batch_too_large"
+    gzipped = segment_sandbox.post("batch", raw=gzip.compress(raw), headers={"Content-Encoding": "gzip"})
+    assert gzipped.status_code == 400
+    assert gzipped.json()["code"] == "batch_too_large"
 
 
 def test_batch_of_2501_messages_is_400_and_2500_is_fine(segment_sandbox):
@@ -283,11 +305,11 @@ def test_dedup_lasts_24_hours(segment_sandbox):
 
 
 def test_dedup_is_per_workspace(segment_sandbox):
-    other = segment_sandbox.new_workspace()
+    other = segment_sandbox.with_workspace()
     segment_sandbox.batch([identify(1)])
-    segment_sandbox.batch([identify(1)], write_key=other)
+    other.batch([identify(1)])
     assert len(segment_sandbox.messages()) == 1
-    assert len(segment_sandbox.messages(write_key=other)) == 1
+    assert len(other.messages()) == 1
 
 
 def test_missing_message_id_gets_one(segment_sandbox):
@@ -346,3 +368,18 @@ def test_knob_validation(segment_sandbox):
     )
     assert response.status_code == 400
     assert segment_sandbox.set_knobs()["error_rate"] == 0.0
+
+
+def test_concurrent_duplicate_batches_accept_each_message_once(segment_sandbox):
+    messages = [identify(i) for i in range(300)]
+    orders = []
+    for seed in range(4):
+        shuffled = messages[:]
+        random.Random(seed).shuffle(shuffled)
+        orders.append(shuffled)
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda batch: segment_sandbox.batch(batch).status_code, orders))
+    assert statuses == [200] * 4
+    counts = segment_sandbox.counts()
+    assert counts["received"] == 300
+    assert counts["discards_by_reason"] == {"duplicate_message_id": 900}
