@@ -202,6 +202,7 @@ def test_bench_delivery_100k(transactional_db, settings):
             first = deliver(mapping_id=mapping.pk)
             t_first = time.perf_counter() - t0
         _report("first run", first, t_first, rss)
+        first_rss_growth = rss.peak - rss.start
 
         with PeakRss() as rss:
             t0 = time.perf_counter()
@@ -222,6 +223,8 @@ def test_bench_delivery_100k(transactional_db, settings):
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
         )
 
+        # Memory must not grow with data: the delivery streams chunks and batches.
+        assert first_rss_growth < 64 * 2**20
         assert first.status == "succeeded" and first.sent == RECORDS
         assert first.batches == first.requests
         assert SegmentMessage.objects.count() == RECORDS

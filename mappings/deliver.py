@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from hubsync.fields import DecryptionError
 from models_app.models import SYSTEM_COLUMNS
-from sources.models import Record, SourceCollection
+from sources.models import Record, SourceCollection, SyncRun
 
 from .convert import converter_for, is_empty, iso_utc
 from .models import DeliveryRun, DeliveryState, Mapping
@@ -623,6 +623,8 @@ def deliver(
     mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").get(pk=mapping_id)
     if not mapping.enabled:
         return None
+    if sync_run_id is not None and not SyncRun.objects.filter(pk=sync_run_id).exists():
+        sync_run_id = None  # deleted meanwhile: deliver anyway (a foreign-key error would read as "busy")
     run = _claim_run(mapping, sync_run_id)
     if run is None:
         return None

@@ -495,3 +495,14 @@ def test_preview_message_is_what_the_engine_sends(sandbox_base, mirror, mapping)
     assert deliver(mapping_id=mapping.pk).sent == 1
     counts = sandbox_base.counts()
     assert counts["received"] == 1 and counts["discards_by_reason"] == {"duplicate_message_id": 1}
+
+
+def test_a_delivery_after_a_sync_run_points_to_it(sandbox_base, source, mirror, mapping):
+    from sources.models import SyncRun
+
+    sync = SyncRun.objects.create(source=source, trigger="manual", status="succeeded")
+    fill(mirror, 2)
+    run = deliver(mapping_id=mapping.pk, sync_run_id=sync.pk)
+    assert run.sync_run_id == sync.pk and run.sent == 2
+    mirror.put(1, contact_props(1, firstname="Again"))
+    assert deliver(mapping_id=mapping.pk, sync_run_id=987654).sent == 1  # a vanished sync run is no obstacle
