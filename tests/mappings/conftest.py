@@ -65,9 +65,9 @@ def expected_traits(props: dict[str, Any], n: int) -> dict[str, Any]:
         dt = datetime.fromtimestamp(int(signup) / 1000, tz=UTC)
         signup = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
     return {
-        "email": props["email"],
-        "first_name": props["firstname"],
-        "last_name": props["lastname"],
+        "email": props["email"] or None,
+        "first_name": props["firstname"] or None,
+        "last_name": props["lastname"] or None,
         "employees": int(props["num_employees"]),
         "score": float(props["score"]),
         "customer": props["is_customer"] == "true",

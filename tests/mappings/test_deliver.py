@@ -506,3 +506,60 @@ def test_a_delivery_after_a_sync_run_points_to_it(sandbox_base, source, mirror, 
     assert run.sync_run_id == sync.pk and run.sent == 2
     mirror.put(1, contact_props(1, firstname="Again"))
     assert deliver(mapping_id=mapping.pk, sync_run_id=987654).sent == 1  # a vanished sync run is no obstacle
+
+
+# --- reconciliation ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [7, 2026])
+def test_random_rounds_with_a_flaky_segment_reconcile_exactly(
+    sandbox_base, settings, monkeypatch, mirror, mapping, seed
+):
+    """Random create / update / archive rounds in the mirror, a delivery after each with Segment failing a third
+    of all requests: the sandbox's merged profiles always equal what the mapping defines for the current data,
+    and a delivery that follows no change sends nothing."""
+    import random
+
+    rng = random.Random(seed)
+    settings.SEGMENT_MAX_ATTEMPTS = 15
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 7)
+    set_knobs(error_rate=0.33)
+    current: dict[int, dict] = {}
+    archived: set[int] = set()
+    expected: dict[str, dict] = {}  # userId → traits of the last valid version sent for it
+    next_id = 1
+    for _round in range(5):
+        for _op in range(rng.randint(10, 25)):
+            op = rng.random()
+            if op < 0.4 or not current:
+                object_id, next_id = next_id, next_id + 1
+                current[object_id] = contact_props(object_id)
+            elif op < 0.85:
+                object_id = rng.choice(sorted(current))
+                props = dict(current[object_id])
+                field = rng.choice(["firstname", "num_employees", "interests", "email", "lastname"])
+                props[field] = {
+                    "firstname": f"F{rng.randint(0, 999)}",
+                    "num_employees": str(rng.randint(0, 5000)),
+                    "interests": rng.choice(["", "golf", "golf;chess"]),
+                    "email": rng.choice([f"user{object_id}-{rng.randint(0, 99)}@example.com", ""]),
+                    "lastname": rng.choice(["", "Smith"]),
+                }[field]
+                current[object_id] = props
+            else:
+                object_id = rng.choice(sorted(current))
+                archived.add(object_id)
+            mirror.put(object_id, current[object_id], archived=object_id in archived)
+
+        run = deliver(mapping_id=mapping.pk)
+        assert run.status == DeliveryRun.Status.SUCCEEDED, run.error
+        for object_id, props in current.items():
+            if object_id not in archived and props["email"]:
+                expected[props["email"]] = expected_traits(props, object_id)
+        assert profiles_by_user(sandbox_base) == expected
+
+        before = accepted(sandbox_base)
+        quiet = deliver(mapping_id=mapping.pk)
+        assert (quiet.sent, quiet.requests) == (0, 0)
+        assert accepted(sandbox_base) == before
+    assert sandbox_base.counts()["discarded"] == 0
