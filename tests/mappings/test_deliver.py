@@ -563,3 +563,12 @@ def test_random_rounds_with_a_flaky_segment_reconcile_exactly(
         assert (quiet.sent, quiet.requests) == (0, 0)
         assert accepted(sandbox_base) == before
     assert sandbox_base.counts()["discarded"] == 0
+
+
+def test_the_task_runs_the_engine(sandbox_base, mirror, mapping):
+    from mappings.tasks import deliver_mapping
+
+    fill(mirror, 3)
+    run_id = deliver_mapping.apply(args=[mapping.pk]).get()
+    assert DeliveryRun.objects.get(pk=run_id).sent == 3
+    assert accepted(sandbox_base) == 3
