@@ -618,10 +618,10 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
 def deliver(
     *, mapping_id: int, sync_run_id: int | None = None, client: SegmentClient | None = None
 ) -> DeliveryRun | None:
-    """Deliver one mapping's pending changes. Returns the run, or None when the mapping is disabled or another
-    live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
-    mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").get(pk=mapping_id)
-    if not mapping.enabled:
+    """Deliver one mapping's pending changes. Returns the run, or None when the mapping is gone or disabled, or
+    another live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
+    mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").filter(pk=mapping_id).first()
+    if mapping is None or not mapping.enabled:  # deleted or switched off since the task was queued
         return None
     if sync_run_id is not None and not SyncRun.objects.filter(pk=sync_run_id).exists():
         sync_run_id = None  # deleted meanwhile: deliver anyway (a foreign-key error would read as "busy")

@@ -206,6 +206,7 @@ def test_disabled_mapping_delivers_nothing(sandbox_base, mirror, mapping):
     Mapping.objects.filter(pk=mapping.pk).update(enabled=False)
     assert deliver(mapping_id=mapping.pk) is None
     assert accepted(sandbox_base) == 0
+    assert deliver(mapping_id=987654) is None  # deleted before its task ran
 
 
 # --- failures ---------------------------------------------------------------------------------------------------
