@@ -354,3 +354,17 @@ HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS = int(os.environ.get("HUBSPOT_TOKEN_REFRESH
 # urllib3 logs every request line at DEBUG, and HubSpot's token-info call carries the token in its path:
 # keep that logger at INFO so no token reaches a log even with LOG_LEVEL=DEBUG (our own lines mask it).
 LOGGING["loggers"]["urllib3"] = {"level": "INFO"}
+# --- Delivery to Segment (mappings) ---------------------------------------------------------------------
+# Retries of one batch: attempts in all, and the full-jitter backoff (seconds) between them. With the defaults
+# a batch gives up after about a minute at worst, far below the stale-run limit below.
+SEGMENT_MAX_ATTEMPTS = int(os.environ.get("SEGMENT_MAX_ATTEMPTS", "6"))
+SEGMENT_BACKOFF_BASE = float(os.environ.get("SEGMENT_BACKOFF_BASE", "0.5"))
+SEGMENT_BACKOFF_CAP = float(os.environ.get("SEGMENT_BACKOFF_CAP", "20"))
+SEGMENT_TIMEOUT = float(os.environ.get("SEGMENT_TIMEOUT", "30"))
+# Mirror rows read per query by the delivery engine (keyset pages ordered by change_seq).
+DELIVERY_CHUNK_SIZE = int(os.environ.get("DELIVERY_CHUNK_SIZE", "2000"))
+# A running delivery whose heartbeat is older than this was lost with its worker: the next delivery of the
+# mapping marks it failed and takes over (heartbeats are written after every batch and every chunk).
+DELIVERY_STALE_SECONDS = int(os.environ.get("DELIVERY_STALE_SECONDS", "600"))
+# Batches sent concurrently by one delivery (results are still recorded in order).
+DELIVERY_MAX_IN_FLIGHT = int(os.environ.get("DELIVERY_MAX_IN_FLIGHT", "3"))

@@ -1,0 +1,718 @@
+"""The delivery engine: mirror rows past a mapping's watermark → Segment identify/group messages → batches.
+
+For one enabled mapping, `deliver` reads the mirror rows of its data model's collection with change_seq above
+the watermark, in keyset-ordered chunks (memory stays flat whatever the size), builds each record's message,
+and skips it when its payload hash equals the hash Segment last accepted for that record. Invalid records are
+rejected for themselves (reason kept in DeliveryState) and the run goes on. The rest is packed into batches
+under Segment's limits and sent.
+
+What makes it safe to kill at any moment:
+- `delivered_hash`, the delivered status and the watermark are written only after Segment accepted the batch,
+  in one transaction per batch. A killed or failed delivery therefore resends what was not confirmed, and the
+  resend carries the same deterministic messageId, so Segment drops any copy it had already taken.
+- The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
+  rejected or archived); a failed batch holds it just below its first record.
+- One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
+  worker died (no heartbeat for DELIVERY_STALE_SECONDS) is marked failed by the next one, which takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db import connections as db_connections
+from django.db.models import F, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from hubsync.fields import DecryptionError
+from models_app.models import SYSTEM_COLUMNS
+from sources.models import Record, SourceCollection, SyncRun
+
+from .convert import converter_for, is_empty, iso_utc
+from .models import DeliveryRun, DeliveryState, Mapping
+from .segment import (
+    LIBRARY,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    MAX_MESSAGE_BYTES,
+    BatchResult,
+    SegmentClient,
+    SegmentError,
+    SegmentPermanentError,
+    close_session,
+)
+
+logger = logging.getLogger(__name__)
+
+# Room kept in every batch for the envelope: '{"batch":[' + '],"sentAt":"2026-01-01T00:00:00.000Z"}'.
+BATCH_ENVELOPE_BYTES = 64
+MESSAGE_ID_HASH_CHARS = 32
+CONTEXT_JSON = json.dumps({"library": LIBRARY}, separators=(",", ":"))
+# Segment's own Profiles destination sends this so that profile writes are not forwarded to other destinations.
+INTEGRATIONS = {"All": False}
+
+
+@dataclass(slots=True)
+class _Pending:
+    object_id: int
+    change_seq: int
+    payload: bytes
+    payload_hash: str
+    message_id: str
+
+
+@dataclass(slots=True)
+class _Delivered:
+    """A delivered state waiting for the next checkpoint (lighter than a model instance on the hot path)."""
+
+    object_id: int
+    delivered_hash: str
+    message_id: str
+    status: str = "delivered"
+
+
+class _Sender(ThreadPoolExecutor):
+    """The threads that send batches; each cleans up its connections when the run ends."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(max_workers=threads, thread_name_prefix="segment-sender")
+        self.threads = threads
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        barrier = threading.Barrier(self.threads)
+        with contextlib.suppress(RuntimeError):  # already shut down
+            for _ in range(self.threads):
+                # The barrier makes each thread take exactly one of these clean-ups.
+                self.submit(_sender_thread_done, barrier)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class _Abort(Exception):
+    """A batch failed in a way that makes sending more pointless (Segment down, bad write key)."""
+
+
+# One encoder for the whole process: json.dumps with options builds a new one on every call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
+
+class MessageBuilder:
+    """Builds one mapping's messages from mirror rows. Everything that depends only on the configuration
+    (converters, column accessors, hash salt) is prepared once, so the per-record work stays small."""
+
+    def __init__(self, mapping: Mapping, schema: dict[str, Any]) -> None:
+        self.mapping = mapping
+        self.action = mapping.action
+        self.omit_empty = mapping.empty_values == Mapping.EMPTY_OMIT
+        self.workspace_id = mapping.destination.workspace_id
+        specs = {**schema, **SYSTEM_COLUMNS}
+        self.column_types = {
+            col: {k: specs.get(col, {}).get(k) for k in ("type", "fieldType")} for col in mapping.used_columns()
+        }
+        self.config_hash = mapping.config_hash(self.column_types)
+        self.traits = [
+            (column, trait, converter_for(specs.get(column)), column in SYSTEM_COLUMNS)
+            for column, trait in mapping.traits or []
+        ]
+        self.needs_created_at = "created_at" in mapping.used_columns()
+        self.user_id_col = mapping.identifier("user_id")
+        self.anonymous_id_col = mapping.identifier("anonymous_id")
+        self.group_id_col = mapping.identifier("group_id")
+        # What reaches the profile and is not in the message body: the space it goes to and the resync
+        # generation (a "Resync all" must produce new messageIds, or Segment's deduplication would drop them).
+        self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
+        self.id_prefix = f"hs-{self.workspace_id}-{mapping.pk}-"
+
+    def _identifier(self, column: str | None, object_id: int, created_at: Any, updated_at: Any, props: dict) -> Any:
+        # Identifiers are sent as strings (what Segment stores), without type conversion: "00123" must stay so.
+        if not column:
+            return None
+        value = _raw(column, object_id, created_at, updated_at, props)
+        if is_empty(value):
+            return None
+        if hasattr(value, "tzinfo"):
+            return iso_utc(value)
+        return str(value).strip()
+
+    def build(self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> tuple[dict, str]:
+        """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid."""
+        props = props or {}
+        traits: dict[str, Any] = {}
+        system = None
+        omit = self.omit_empty
+        for column, trait, conv, is_system in self.traits:
+            if is_system:
+                system = system or {"id": object_id, "created_at": created_at, "updated_at": updated_at}
+                raw = system[column]
+            else:
+                raw = props.get(column)
+            # Inline is_empty (the hot loop): None, "" and blank strings are empty.
+            if raw is None or (raw.__class__ is str and (raw == "" or raw.isspace())) or raw == []:
+                if not omit:
+                    traits[trait] = None
+            else:
+                traits[trait] = conv(raw)
+        user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
+        anonymous_id = self._identifier(self.anonymous_id_col, object_id, created_at, updated_at, props)
+        content: dict[str, Any] = {"type": self.action, "integrations": INTEGRATIONS}
+        if traits:
+            content["traits"] = traits
+        if user_id is not None:
+            content["userId"] = user_id
+        if anonymous_id is not None:
+            content["anonymousId"] = anonymous_id
+        error = ""
+        if self.action == Mapping.Action.GROUP:
+            group_id = self._identifier(self.group_id_col, object_id, created_at, updated_at, props)
+            if group_id is not None:
+                content["groupId"] = group_id
+            else:
+                error = self._missing("Group ID", self.group_id_col, "a group call needs a groupId")
+        if not error and user_id is None and anonymous_id is None:
+            # Segment's API drops (with a 200!) any message, group calls included, that has neither userId nor
+            # anonymousId. A group mapping therefore needs a User ID or Anonymous ID column as well: the user
+            # the account is attached to. We refuse here, visibly, rather than let Segment drop it silently.
+            cols = [c for c in (self.user_id_col, self.anonymous_id_col) if c]
+            if cols:
+                error = (
+                    f"No User ID or Anonymous ID: {' and '.join(repr(c) for c in cols)} "
+                    f"{'is' if len(cols) == 1 else 'are'} empty for this record; Segment drops messages without one."
+                )
+            else:
+                error = (
+                    "The mapping maps neither User ID nor Anonymous ID; Segment drops messages without one "
+                    "(group calls need one too)."
+                )
+        return content, error
+
+    @staticmethod
+    def _missing(label: str, column: str | None, why: str) -> str:
+        if column:
+            return f"No {label}: {column!r} is empty for this record ({why})."
+        return f"The mapping has no {label} column ({why})."
+
+    def finish(self, object_id: int, content: dict[str, Any], updated_at: Any) -> tuple[bytes, str, str]:
+        """Encode the full message once: (payload bytes, payload hash, messageId). The hash covers what reaches
+        the profile (content + space + resync generation) and not the timestamp, so a HubSpot change to an
+        unmapped property, which moves updatedAt, is not resent."""
+        core = _dumps(content)
+        payload_hash = hashlib.sha256(self.salt + core.encode()).hexdigest()
+        message_id = f"{self.id_prefix}{object_id}-{payload_hash[:MESSAGE_ID_HASH_CHARS]}"
+        tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
+        if updated_at is not None:
+            tail += f',"timestamp":"{iso_utc(updated_at)}"'
+        # `core` is a JSON object: splice the per-send fields in before its closing brace.
+        payload = (core[:-1] + tail + "}").encode()
+        return payload, payload_hash, message_id
+
+
+def _raw(column: str, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> Any:
+    if column == "id":
+        return object_id
+    if column == "created_at":
+        return created_at
+    if column == "updated_at":
+        return updated_at
+    return props.get(column)
+
+
+def _oversize_reason(size: int, content: dict[str, Any]) -> str:
+    sizes = sorted(((len(_dumps(v).encode()), k) for k, v in (content.get("traits") or {}).items()), reverse=True)[:3]
+    largest = ", ".join(f"{k!r} ({n:,} bytes)" for n, k in sizes)
+    return f"The message is {size:,} bytes; Segment accepts at most {MAX_MESSAGE_BYTES:,} bytes per message." + (
+        f" Largest traits: {largest}." if largest else ""
+    )
+
+
+class _Delivery:
+    def __init__(self, mapping: Mapping, run: DeliveryRun, client: SegmentClient | None = None) -> None:
+        self.mapping = mapping
+        self.run = run
+        model = mapping.data_model
+        self.source_id = model.source_id
+        self.collection = model.collection
+        schema = (
+            SourceCollection.objects.filter(source_id=self.source_id, collection=self.collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+        self.builder = MessageBuilder(mapping, schema)
+        self.client = client or SegmentClient(mapping.profile_space.region)
+        self.chunk_size = settings.DELIVERY_CHUNK_SIZE
+        same_config = mapping.watermark_config_hash == self.builder.config_hash
+        self.start = mapping.watermark if same_config else 0
+        self.read_seq = self.start  # the last row considered (resolved, or waiting in the buffer)
+        self.failed_seq: int | None = None
+        self.buffer: list[_Pending] = []
+        self.buffer_bytes = BATCH_ENVELOPE_BYTES
+        # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
+        # be read twice, and one upsert statement must not touch a row twice).
+        self.states: dict[int, DeliveryState | _Delivered] = {}
+        self.write_key = ""
+        self.max_in_flight = max(1, settings.DELIVERY_MAX_IN_FLIGHT)
+        self.sender = _Sender(self.max_in_flight)
+        self.inflight: deque[tuple[list[_Pending], Future]] = deque()
+        run.watermark_from = self.start
+        run.watermark_to = self.start
+
+    # --- reading -----------------------------------------------------------------------------------------
+    def _chunks(self):
+        """Keyset pages over the mirror ordered by change_seq (unique per source: sources.ChangeCounter hands
+        out blocks under a row lock, so pages commit in sequence order and nothing can appear behind us). Each
+        row comes with the hash last delivered for it (a correlated lookup on the state's unique index), so
+        the diff costs no extra query."""
+        after = self.start
+        delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        base = (
+            Record.objects.filter(source_id=self.source_id, collection=self.collection)
+            .annotate(delivered=Subquery(delivered.values("delivered_hash")[:1]))
+            .order_by("change_seq")
+        )
+        created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
+        fields = ("object_id", "change_seq", "archived", created, "updated_at", "properties", "delivered")
+        while True:
+            rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][1]
+            if len(rows) < self.chunk_size:
+                return
+
+    def execute(self) -> None:
+        self.write_key = self.mapping.profile_space.write_key
+        try:
+            for rows in self._chunks():
+                for row in rows:
+                    self._consider(row)
+                    # Only now: a flush while considering this row must not count it as resolved.
+                    self.read_seq = row[1]
+                self._checkpoint()
+            self._flush()
+            self._collect_all()
+        except _Abort:
+            self._drain_after_abort()
+            raise
+        finally:
+            self.sender.shutdown()
+
+    def _consider(self, row: tuple) -> None:
+        object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
+        self.run.considered += 1
+        if archived:
+            # Archived (deleted) in HubSpot: not sent. What a user would want instead is a choice per mapping:
+            # set a trait such as `hubspot_archived: true` on the profile, or ask Segment to delete / suppress
+            # the profile through its Public API (user deletion regulations). Not built yet.
+            self.run.archived += 1
+            return
+        content, error = self.builder.build(object_id, created_at, updated_at, props)
+        if error:
+            self._reject(object_id, error, content)
+            return
+        payload, payload_hash, message_id = self.builder.finish(object_id, content, updated_at)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            self._reject(object_id, _oversize_reason(len(payload), content), None)
+            return
+        if delivered_hash == payload_hash:
+            self.run.unchanged += 1
+            return
+        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id))
+
+    # --- bookkeeping -------------------------------------------------------------------------------------
+    def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
+        self.run.rejected += 1
+        now = timezone.now()
+        self._state(
+            DeliveryState(
+                mapping_id=self.mapping.pk,
+                object_id=object_id,
+                status=DeliveryState.Status.REJECTED,
+                error=reason,
+                last_payload=content,
+                updated_at=now,
+            )
+        )
+
+    def _add(self, item: _Pending) -> None:
+        size = len(item.payload) + 1  # the comma
+        if self.buffer and (len(self.buffer) >= MAX_BATCH_MESSAGES or self.buffer_bytes + size > MAX_BATCH_BYTES):
+            self._flush()
+        self.buffer.append(item)
+        self.buffer_bytes += size
+
+    def _watermark(self) -> int:
+        """The highest change_seq below which every record is resolved: rows are considered in change_seq
+        order, so that is just below the first unconfirmed one (a failed batch, else the batch in flight, else
+        the unsent buffer), or the last row read."""
+        if self.failed_seq is not None:
+            return max(self.start, min(self.read_seq, self.failed_seq - 1))
+        first = self.inflight[0][0][0] if self.inflight else (self.buffer[0] if self.buffer else None)
+        if first is not None:
+            return max(self.start, first.change_seq - 1)
+        return self.read_seq
+
+    def _checkpoint(self) -> None:
+        """Persist states, watermark and counters together: constant queries per batch or chunk."""
+        watermark = self._watermark()
+        now = timezone.now()
+        with transaction.atomic():
+            by_status: dict[str, list] = {}
+            for state in self.states.values():
+                by_status.setdefault(state.status, []).append(state)
+            delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
+            if delivered:
+                _upsert_delivered(self.mapping.pk, delivered, now)
+            for status, states in by_status.items():
+                DeliveryState.objects.bulk_create(
+                    states,
+                    update_conflicts=True,
+                    unique_fields=["mapping", "object_id"],
+                    update_fields=_STATE_UPDATE_FIELDS[status],
+                )
+            if watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash:
+                Mapping.objects.filter(pk=self.mapping.pk).update(
+                    watermark=watermark, watermark_config_hash=self.builder.config_hash
+                )
+                self.mapping.watermark = watermark
+                self.mapping.watermark_config_hash = self.builder.config_hash
+            self.run.watermark_to = watermark
+            self.run.heartbeat_at = now
+            self.run.save(update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
+        self.states.clear()
+
+    # --- sending -----------------------------------------------------------------------------------------
+    # Up to DELIVERY_MAX_IN_FLIGHT batches are in flight while the next one is built: Segment's (or the
+    # sandbox's) time to answer overlaps with our reading and encoding and with each other. Outcomes are
+    # recorded oldest first, so "everything below the first unconfirmed record" stays the watermark rule.
+    def _flush(self) -> None:
+        # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
+        while len(self.inflight) >= self.max_in_flight:
+            self._collect_oldest()
+        items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
+        if items:
+            future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
+            self.inflight.append((items, future))
+
+    def _collect_oldest(self) -> None:
+        """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
+        items, future = self.inflight[0]
+        try:
+            result = future.result()
+        except SegmentError as exc:
+            self.inflight.popleft()
+            self._failed_batch(items, exc)
+        else:
+            self.inflight.popleft()
+            self._delivered(items, result.attempts)
+        self._checkpoint()
+
+    def _collect_all(self) -> None:
+        while self.inflight:
+            self._collect_oldest()
+
+    def _drain_after_abort(self) -> None:
+        """A batch failed for good: record what the batches still in flight came to (Segment may well have
+        accepted them), without splitting or retrying anything."""
+        while self.inflight:
+            items, future = self.inflight.popleft()
+            try:
+                result = future.result()
+            except SegmentError as exc:
+                self._count_requests(exc.attempts)
+                self._fail(items, str(exc))
+            else:
+                self._delivered(items, result.attempts)
+
+    def _send_now(self, items: list[_Pending]) -> None:
+        """Synchronous send, used while splitting a refused batch."""
+        try:
+            result = self.client.send_batch(self.write_key, [item.payload for item in items])
+        except SegmentError as exc:
+            self._failed_batch(items, exc)
+        else:
+            self._delivered(items, result.attempts)
+
+    def _failed_batch(self, items: list[_Pending], exc: SegmentError) -> None:
+        self._count_requests(exc.attempts)
+        if isinstance(exc, SegmentPermanentError) and exc.status in (400, 413):
+            if len(items) > 1:
+                # A batch Segment calls malformed or too large: split it to find the record(s) at fault, so
+                # one bad record is rejected for itself instead of failing its 2,499 neighbours.
+                middle = len(items) // 2
+                self._send_now(items[:middle])
+                self._send_now(items[middle:])
+            else:
+                self._reject(items[0].object_id, f"Segment refused this message: {exc.body}", None)
+            return
+        # Segment is down past our retries, or refuses the key: sending more now is pointless.
+        self._fail(items, str(exc))
+        raise _Abort(str(exc)) from exc
+
+    def _delivered(self, items: list[_Pending], attempts: int) -> None:
+        self._count_requests(attempts)
+        self.run.sent += len(items)
+        self.run.batches += 1
+        for item in items:
+            self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
+
+    def _count_requests(self, attempts: int) -> None:
+        self.run.requests += attempts
+        self.run.retries += max(0, attempts - 1)
+
+    def _fail(self, items: list[_Pending], reason: str) -> None:
+        """Segment did not take this batch: the records stay pending (delivered_hash untouched) and the
+        watermark stops just below the first of them, so the next run sends them again with the same ids."""
+        self.run.failed += len(items)
+        first = min(item.change_seq for item in items)
+        self.failed_seq = first if self.failed_seq is None else min(self.failed_seq, first)
+        now = timezone.now()
+        for item in items:
+            self._state(
+                DeliveryState(
+                    mapping_id=self.mapping.pk,
+                    object_id=item.object_id,
+                    status=DeliveryState.Status.PENDING,
+                    error=f"Not delivered yet (will be retried): {reason}"[:2000],
+                    message_id=item.message_id,
+                    updated_at=now,
+                )
+            )
+
+    def _state(self, state: DeliveryState | _Delivered) -> None:
+        self.states.pop(state.object_id, None)
+        self.states[state.object_id] = state
+
+
+def _sender_thread_done(barrier: threading.Barrier) -> None:
+    # A sender thread's pooled HTTP connections and any database connection opened there (by hooks) end
+    # with the run instead of lingering until garbage collection.
+    close_session()
+    db_connections.close_all()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=10)
+
+
+def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> None:
+    """One statement for a whole batch of delivered states (the hot path: Django's bulk_create spends more
+    time preparing 2,500 model instances than the database spends writing them)."""
+    table = DeliveryState._meta.db_table
+    update = (
+        "delivered_hash = excluded.delivered_hash, status = excluded.status, error = '', "
+        "message_id = excluded.message_id, delivered_at = excluded.delivered_at, last_payload = NULL, "
+        "updated_at = excluded.updated_at"
+    )
+    columns = "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_at, last_payload, updated_at"
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, %s, NULL, %s "
+                f"FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS t(o, h, m) "
+                f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
+                [
+                    mapping_id,
+                    now,
+                    now,
+                    [s.object_id for s in states],
+                    [s.delivered_hash for s in states],
+                    [s.message_id for s in states],
+                ],
+            )
+        else:
+            at = connection.ops.adapt_datetimefield_value(now)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, NULL, %s) "
+                f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
+                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, at, at) for s in states],
+            )
+
+
+_STATE_UPDATE_FIELDS = {
+    DeliveryState.Status.DELIVERED: [
+        "delivered_hash",
+        "status",
+        "error",
+        "message_id",
+        "delivered_at",
+        "last_payload",
+        "updated_at",
+    ],
+    # Rejected and pending leave delivered_hash alone: the profile still holds what was delivered last.
+    DeliveryState.Status.REJECTED: ["status", "error", "last_payload", "updated_at"],
+    DeliveryState.Status.PENDING: ["status", "error", "message_id", "updated_at"],
+}
+_COUNT_FIELDS = ["considered", "sent", "unchanged", "rejected", "failed", "archived", "batches", "requests", "retries"]
+
+
+# --- runs ----------------------------------------------------------------------------------------------------
+def _claim_run(mapping: Mapping, sync_run_id: int | None) -> DeliveryRun | None:
+    """Create this mapping's one active run, or return None when another live run holds it. A request that
+    finds a run in progress leaves `delivery_requested` set, and that run enqueues one more delivery when it
+    ends: the flag is raised *before* trying, so a run finishing in between either sees it or has already
+    released the constraint (and then our insert succeeds)."""
+    Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=True)
+    stale_after = timedelta(seconds=settings.DELIVERY_STALE_SECONDS)
+    for _attempt in range(3):
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                run = DeliveryRun.objects.create(
+                    mapping=mapping,
+                    sync_run_id=sync_run_id,
+                    status=DeliveryRun.Status.RUNNING,
+                    created_at=now,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+                Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=False, last_run=run)
+            return run
+        except IntegrityError:
+            active = DeliveryRun.objects.filter(mapping=mapping, status__in=DeliveryRun.ACTIVE).first()
+            if active is None:
+                continue  # it just finished: try again
+            beat = active.heartbeat_at or active.created_at
+            if beat > now - stale_after:
+                return None
+            # Its worker is gone (killed, OOM, lost machine): fail it so that delivery can go on. The heartbeat
+            # in the filter makes this a compare-and-set: a run that was alive after all keeps running.
+            DeliveryRun.objects.filter(pk=active.pk, status__in=DeliveryRun.ACTIVE).filter(
+                Q(heartbeat_at=active.heartbeat_at) if active.heartbeat_at else Q(heartbeat_at__isnull=True)
+            ).update(
+                status=DeliveryRun.Status.FAILED,
+                finished_at=now,
+                error=f"Lost: no heartbeat since {beat.isoformat()} (worker killed or stopped); taken over.",
+            )
+    return None
+
+
+def _finish(run: DeliveryRun, mapping: Mapping) -> None:
+    run.finished_at = timezone.now()
+    with transaction.atomic():
+        requested = (
+            Mapping.objects.select_for_update()
+            .filter(pk=mapping.pk)
+            .values_list("delivery_requested", flat=True)
+            .first()
+        )
+        run.save(update_fields=["status", "finished_at", "error", *_COUNT_FIELDS, "watermark_to", "heartbeat_at"])
+        if requested:
+            Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=False)
+            if run.status == DeliveryRun.Status.SUCCEEDED:
+                # Changes were merged while we ran and their delivery request found us busy: go again. After a
+                # failure we don't loop; the next sync (or a retry by hand) delivers them.
+                from .tasks import deliver_mapping
+
+                deliver_mapping.delay_on_commit(mapping.pk)
+
+
+def deliver(
+    *, mapping_id: int, sync_run_id: int | None = None, client: SegmentClient | None = None
+) -> DeliveryRun | None:
+    """Deliver one mapping's pending changes. Returns the run, or None when the mapping is gone or disabled, or
+    another live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
+    mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").filter(pk=mapping_id).first()
+    if mapping is None or not mapping.enabled:  # deleted or switched off since the task was queued
+        return None
+    if sync_run_id is not None and not SyncRun.objects.filter(pk=sync_run_id).exists():
+        sync_run_id = None  # deleted meanwhile: deliver anyway (a foreign-key error would read as "busy")
+    run = _claim_run(mapping, sync_run_id)
+    if run is None:
+        return None
+    engine = None
+    try:
+        engine = _Delivery(mapping, run, client)
+        engine.execute()
+    except _Abort as exc:
+        run.error = str(exc)[:4000]
+    except DecryptionError:
+        run.error = "The profile space's write key could not be decrypted (check HUBSYNC_ENCRYPTION_KEYS)."
+        run.status = DeliveryRun.Status.FAILED
+        _finish(run, mapping)
+        return run
+    except Exception as exc:
+        logger.exception("delivery %s of mapping %s failed", run.pk, mapping_id)
+        run.status = DeliveryRun.Status.FAILED
+        run.error = f"{type(exc).__name__}: {exc}"[:4000]
+        _finish(run, mapping)
+        raise
+    if engine is not None and engine.failed_seq is not None:
+        engine._checkpoint()  # the failed batch's pending states and the held-back watermark
+        run.status = DeliveryRun.Status.PARTIAL if run.sent else DeliveryRun.Status.FAILED
+    else:
+        run.status = DeliveryRun.Status.SUCCEEDED
+    _finish(run, mapping)
+    return run
+
+
+def preview_message(
+    mapping: Mapping,
+    *,
+    object_id: int,
+    properties: dict[str, Any],
+    created_at: Any = None,
+    updated_at: Any = None,
+    schema: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The exact message the engine would send for one record (e.g. read live from HubSpot for "Test the
+    mapping"), and the reason it would be rejected ("" when valid). Sends nothing."""
+    if schema is None:
+        model = mapping.data_model
+        schema = (
+            SourceCollection.objects.filter(source_id=model.source_id, collection=model.collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+    builder = MessageBuilder(mapping, schema)
+    content, error = builder.build(object_id, created_at, updated_at, properties)
+    payload, _hash, _message_id = builder.finish(object_id, content, updated_at)
+    if not error and len(payload) > MAX_MESSAGE_BYTES:
+        error = _oversize_reason(len(payload), content)
+    return json.loads(payload), error
+
+
+def send_test_message(mapping: Mapping, message: dict[str, Any]) -> BatchResult:
+    """Send one previewed message to the mapping's Profile Space (raises SegmentError when refused). It is a
+    real write: the profile changes, and the record's delivery state is left alone (the next run compares
+    with what it last delivered itself)."""
+    space = mapping.profile_space
+    return SegmentClient(space.region).send_batch(space.write_key, [message])
+
+
+def resync_all(mapping: Mapping) -> None:
+    """Forget what was delivered: the next delivery rebuilds and resends every record, with new messageIds
+    (the resync generation is part of the payload hash) so Segment's deduplication does not drop them."""
+    with transaction.atomic():
+        Mapping.objects.filter(pk=mapping.pk).update(
+            watermark=0, watermark_config_hash="", resync_generation=F("resync_generation") + 1
+        )
+        DeliveryState.objects.filter(mapping=mapping).update(delivered_hash="", updated_at=timezone.now())
+    mapping.refresh_from_db(fields=["watermark", "watermark_config_hash", "resync_generation"])
+
+
+def enqueue_deliveries(
+    *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run: Any = None
+) -> int:
+    """Enqueue (after commit) a delivery of every enabled mapping whose data model reads one of `collections`
+    of `source`. The extraction engine calls this after merging pages, also during long backfills. Returns the
+    number of deliveries enqueued."""
+    from .tasks import deliver_mapping
+
+    mapping_ids = list(
+        Mapping.objects.filter(
+            enabled=True, data_model__source=source, data_model__collection__in=list(collections)
+        ).values_list("pk", flat=True)
+    )
+    sync_run_id = getattr(sync_run, "pk", None)
+    for mapping_id in mapping_ids:
+        deliver_mapping.delay_on_commit(mapping_id, sync_run_id)
+    return len(mapping_ids)

@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from hubsync.fields import EncryptedTextField
+from hubsync.models import Workspace
+from models_app.models import DataModel
+
+
+class Destination(models.Model):
+    class Kind(models.TextChoices):
+        SEGMENT_PROFILES = "segment_profiles", "Segment Profiles"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="destinations")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=30, choices=Kind.choices, default=Kind.SEGMENT_PROFILES)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProfileSpace(models.Model):
+    """A Segment Profile Space, addressed by the write key of its source."""
+
+    workspace_path = "destination__workspace"
+
+    class Region(models.TextChoices):
+        US = "us", "US (api.segment.io)"
+        EU = "eu", "EU (events.eu1.segmentapis.com)"
+        SANDBOX = "sandbox", "Sandbox (this server)"
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="profile_spaces")
+    name = models.CharField(max_length=100)
+    # Encrypted at rest; never shown again after saving, never logged or passed to a task.
+    write_key = EncryptedTextField()
+    region = models.CharField(max_length=10, choices=Region.choices, default=Region.US)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Mapping(models.Model):
+    """Turns each row of a data model into a Segment identify or group message for one Profile Space."""
+
+    workspace_path = "destination__workspace"
+
+    class Action(models.TextChoices):
+        IDENTIFY = "identify", "Identify (user profiles)"
+        GROUP = "group", "Group (account profiles)"
+
+    IDENTIFIER_KEYS = ("user_id", "anonymous_id", "group_id")
+    EMPTY_NULL = "null"  # send empty values as null: clears the trait on the profile
+    EMPTY_OMIT = "omit"  # leave empty values out: the profile keeps what it had
+    DEFAULT_OPTIONS: dict[str, Any] = {"empty_values": EMPTY_NULL}
+
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mappings")
+    # PROTECT: deleting a data model or profile space that a mapping uses is refused (the UI says why).
+    data_model = models.ForeignKey(DataModel, on_delete=models.PROTECT, related_name="mappings")
+    profile_space = models.ForeignKey(ProfileSpace, on_delete=models.PROTECT, related_name="mappings")
+    name = models.CharField(max_length=100, blank=True)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.IDENTIFY)
+    # {"user_id": column | None, "anonymous_id": column | None, "group_id": column | None}
+    identifiers = models.JSONField(default=dict, blank=True)
+    # [[column, trait_name], ...] in display order
+    traits = models.JSONField(default=list, blank=True)
+    # {"empty_values": "null" | "omit"}
+    options = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=False)
+
+    # Delivery bookkeeping (written by mappings.deliver only).
+    # Every mirror row with change_seq <= watermark is resolved (delivered, unchanged, rejected or archived) under
+    # the configuration whose hash is watermark_config_hash. When the current configuration hash differs (the
+    # mapping or the mapped properties' types were edited), the next run starts again from 0 and resends exactly
+    # the records whose payload hash changed.
+    watermark = models.BigIntegerField(default=0)
+    watermark_config_hash = models.CharField(max_length=64, blank=True)
+    # Bumped by "Resync all": part of every payload hash, so each message gets a new messageId and is not
+    # dropped by Segment's 24-hour deduplication.
+    resync_generation = models.PositiveIntegerField(default=0)
+    # Set when a delivery was asked for while another one was running; the running one re-enqueues itself at
+    # the end, so changes merged during a long delivery are never left waiting for the next sync.
+    delivery_requested = models.BooleanField(default=False)
+    last_run = models.ForeignKey("DeliveryRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_action_display()} from {self.data_model}"
+
+    @property
+    def empty_values(self) -> str:
+        return (self.options or {}).get("empty_values", self.EMPTY_NULL)
+
+    def identifier(self, key: str) -> str | None:
+        return (self.identifiers or {}).get(key) or None
+
+    def used_columns(self) -> list[str]:
+        cols = [c for c in (self.identifier(k) for k in self.IDENTIFIER_KEYS) if c]
+        cols += [column for column, _trait in self.traits or []]
+        return list(dict.fromkeys(cols))
+
+    def config_hash(self, column_types: dict[str, Any] | None = None) -> str:
+        """Hash of everything that decides a message's content: action, space, identifiers, traits, options and
+        the HubSpot types of the used columns (a type change changes the converted values)."""
+        config = {
+            "action": self.action,
+            "profile_space": self.profile_space_id,
+            "identifiers": {k: self.identifier(k) for k in self.IDENTIFIER_KEYS},
+            "traits": [list(pair) for pair in self.traits or []],
+            "options": {**self.DEFAULT_OPTIONS, **(self.options or {})},
+            "types": column_types or {},
+            "generation": self.resync_generation,
+        }
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class DeliveryState(models.Model):
+    """Per record and mapping: what Segment last accepted (delivered_hash), and the latest outcome."""
+
+    class Status(models.TextChoices):
+        DELIVERED = "delivered", "Delivered"
+        REJECTED = "rejected", "Rejected"
+        PENDING = "pending", "Pending"
+
+    mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="states")
+    object_id = models.BigIntegerField()
+    # Hash of the payload Segment accepted last; only written after Segment accepted the batch.
+    delivered_hash = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    message_id = models.CharField(max_length=100, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # The message as built, kept for rejected records so the UI can show what was wrong (None otherwise:
+    # storing every delivered payload would double the database for no reader).
+    last_payload = models.JSONField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mapping", "object_id"], name="unique_delivery_state")]
+        indexes = [models.Index(fields=["mapping", "status"], name="deliverystate_status")]
+
+    def __str__(self) -> str:
+        return f"{self.mapping_id}/{self.object_id}: {self.status}"
+
+
+class DeliveryRun(models.Model):
+    workspace_path = "mapping__destination__workspace"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        PARTIAL = "partial", "Partial"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="runs")
+    sync_run = models.ForeignKey(
+        "sources.SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="delivery_runs"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    considered = models.IntegerField(default=0)  # mirror rows read past the watermark
+    sent = models.IntegerField(default=0)  # messages Segment accepted
+    unchanged = models.IntegerField(default=0)  # payload equal to the delivered one: not sent
+    rejected = models.IntegerField(default=0)  # invalid for Segment: reason in DeliveryState
+    failed = models.IntegerField(default=0)  # in batches Segment did not accept: resent next run
+    archived = models.IntegerField(default=0)  # archived in HubSpot: not sent
+    batches = models.IntegerField(default=0)  # batches Segment accepted
+    requests = models.IntegerField(default=0)  # HTTP requests, retries included
+    retries = models.IntegerField(default=0)
+    watermark_from = models.BigIntegerField(default=0)
+    watermark_to = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One delivery at a time per mapping, decided by the database.
+            models.UniqueConstraint(
+                fields=["mapping"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_delivery_per_mapping",
+            )
+        ]
+        indexes = [models.Index(fields=["mapping", "-created_at"], name="deliveryrun_mapping_recent")]
+
+    def __str__(self) -> str:
+        return f"Delivery {self.pk} of {self.mapping}"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

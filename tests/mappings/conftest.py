@@ -1,0 +1,268 @@
+"""Fixtures for the delivery engine: a source with a mirror filled directly through the ORM (the HubSpot side is
+tested elsewhere), a Segment Profiles destination whose profile space is the sandbox's default workspace, and a
+mapping. Deliveries go over real HTTP to the sandbox served by live_server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from django.db.models import Max
+
+from mappings.models import Destination, Mapping, ProfileSpace
+from mappings.segment import close_session
+from models_app.models import DataModel
+from sources.models import Record, Source, SourceCollection
+
+CONTACT_SCHEMA = {
+    "email": {"type": "string", "fieldType": "text", "label": "Email", "groupName": "contactinformation"},
+    "firstname": {"type": "string", "fieldType": "text", "label": "First name", "groupName": "contactinformation"},
+    "lastname": {"type": "string", "fieldType": "text", "label": "Last name", "groupName": "contactinformation"},
+    "company": {"type": "string", "fieldType": "text", "label": "Company", "groupName": "contactinformation"},
+    "num_employees": {"type": "number", "fieldType": "number", "label": "Employees", "groupName": "x"},
+    "score": {"type": "number", "fieldType": "number", "label": "Score", "groupName": "x"},
+    "is_customer": {"type": "bool", "fieldType": "booleancheckbox", "label": "Customer", "groupName": "x"},
+    "signup": {"type": "datetime", "fieldType": "date", "label": "Signed up", "groupName": "x"},
+    "birthday": {"type": "date", "fieldType": "date", "label": "Birthday", "groupName": "x"},
+    "interests": {"type": "enumeration", "fieldType": "checkbox", "label": "Interests", "groupName": "x"},
+    "lifecyclestage": {"type": "enumeration", "fieldType": "radio", "label": "Stage", "groupName": "x"},
+    "notes": {"type": "string", "fieldType": "textarea", "label": "Notes", "groupName": "x"},
+}
+
+BASE_TIME = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def contact_props(n: int, **overrides: Any) -> dict[str, Any]:
+    props = {
+        "email": f"user{n}@example.com",
+        "firstname": f"First{n}",
+        "lastname": f"Last{n}",
+        "company": "",
+        "num_employees": str(n * 10),
+        "score": f"{n}.5",
+        "is_customer": "true" if n % 2 else "false",
+        # HubSpot sends both forms: epoch milliseconds and ISO strings.
+        "signup": str(int((BASE_TIME + timedelta(days=n)).timestamp() * 1000)) if n % 2 else "2026-01-02T03:04:05.678Z",
+        "birthday": "1990-05-17",
+        "interests": "golf;tennis" if n % 3 == 0 else "",
+        "lifecyclestage": "lead",
+        "notes": None,
+    }
+    props.update(overrides)
+    return props
+
+
+def expected_traits(props: dict[str, Any], n: int) -> dict[str, Any]:
+    """What the default mapping (below) must put on the profile for these properties."""
+    signup = props["signup"]
+    if signup.isdigit():
+        dt = datetime.fromtimestamp(int(signup) / 1000, tz=UTC)
+        signup = dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return {
+        "email": props["email"] or None,
+        "first_name": props["firstname"] or None,
+        "last_name": props["lastname"] or None,
+        "employees": int(props["num_employees"]),
+        "score": float(props["score"]),
+        "customer": props["is_customer"] == "true",
+        "signed_up_at": signup,
+        "birthday": "1990-05-17T00:00:00.000Z",
+        "interests": [p for p in (props["interests"] or "").split(";") if p] or None,
+        "hubspot_id": n,
+    }
+
+
+DEFAULT_TRAITS = [
+    ["email", "email"],
+    ["firstname", "first_name"],
+    ["lastname", "last_name"],
+    ["num_employees", "employees"],
+    ["score", "score"],
+    ["is_customer", "customer"],
+    ["signup", "signed_up_at"],
+    ["birthday", "birthday"],
+    ["interests", "interests"],
+    ["id", "hubspot_id"],
+]
+
+
+@dataclass
+class Mirror:
+    source: Source
+    collection: str = "contacts"
+
+    def next_seq(self) -> int:
+        return (Record.objects.filter(source=self.source).aggregate(m=Max("change_seq"))["m"] or 0) + 1
+
+    def put(self, object_id: int, props: dict[str, Any], *, archived: bool = False, updated: datetime | None = None):
+        """Create or change one mirror row the way the extraction engine does: a new change_seq on every change."""
+        updated = updated or (BASE_TIME + timedelta(minutes=object_id, seconds=self.next_seq()))
+        record, _ = Record.objects.update_or_create(
+            source=self.source,
+            collection=self.collection,
+            object_id=object_id,
+            defaults={
+                "properties": props,
+                "archived": archived,
+                "created_at": BASE_TIME,
+                "updated_at": updated,
+                "content_hash": hashlib.sha256(json.dumps(props, sort_keys=True).encode()).hexdigest(),
+                "change_seq": self.next_seq(),
+            },
+        )
+        return record
+
+    def bulk(self, rows: list[tuple[int, dict[str, Any]]], *, updated: Any = BASE_TIME) -> None:
+        """Many new rows at once (for batching and volume tests)."""
+        seq = self.next_seq()
+        Record.objects.bulk_create(
+            [
+                Record(
+                    source=self.source,
+                    collection=self.collection,
+                    object_id=object_id,
+                    properties=props,
+                    created_at=BASE_TIME,
+                    updated_at=updated + timedelta(seconds=i) if updated else None,
+                    content_hash=f"{object_id:064d}",
+                    change_seq=seq + i,
+                )
+                for i, (object_id, props) in enumerate(rows)
+            ],
+            batch_size=2000,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _close_segment_connections():
+    # Keep-alive connections to the live server would keep its handler threads (and their database
+    # connections) alive past the test.
+    yield
+    close_session()
+
+
+@pytest.fixture
+def source(workspace) -> Source:
+    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=1234)
+    SourceCollection.objects.create(source=source, collection="contacts", properties=CONTACT_SCHEMA)
+    SourceCollection.objects.create(
+        source=source,
+        collection="companies",
+        properties={
+            "name": {"type": "string", "fieldType": "text", "label": "Name"},
+            "domain": {"type": "string", "fieldType": "text", "label": "Domain"},
+            "owner_email": {"type": "string", "fieldType": "text", "label": "Owner email"},
+            "numberofemployees": {"type": "number", "fieldType": "number", "label": "Employees"},
+        },
+    )
+    return source
+
+
+@pytest.fixture
+def mirror(source) -> Mirror:
+    return Mirror(source)
+
+
+@pytest.fixture
+def sandbox_base(settings, segment_sandbox, live_server):
+    """Point the "sandbox" region at this test's live server and make retries fast."""
+    settings.BASE_URL = live_server.url
+    settings.SEGMENT_BACKOFF_BASE = 0.001
+    settings.SEGMENT_BACKOFF_CAP = 0.01
+    return segment_sandbox
+
+
+@pytest.fixture
+def destination(workspace) -> Destination:
+    return Destination.objects.create(workspace=workspace, name="Segment")
+
+
+@pytest.fixture
+def space(destination, segment_sandbox) -> ProfileSpace:
+    return ProfileSpace.objects.create(
+        destination=destination, name="Sandbox space", write_key=segment_sandbox.write_key, region="sandbox"
+    )
+
+
+@pytest.fixture
+def contacts_model(source) -> DataModel:
+    return DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=list(CONTACT_SCHEMA))
+
+
+@pytest.fixture
+def mapping(destination, space, contacts_model) -> Mapping:
+    return Mapping.objects.create(
+        destination=destination,
+        data_model=contacts_model,
+        profile_space=space,
+        action="identify",
+        identifiers={"user_id": "email", "anonymous_id": None, "group_id": None},
+        traits=DEFAULT_TRAITS,
+        options={"empty_values": "null"},
+        enabled=True,
+    )
+
+
+class StubSegment:
+    """A stand-in for Segment at the network boundary, for answers the sandbox never gives (401, 400 for one
+    message). `statuses` are answered in turn (then 200); a batch holding `refuse_user` gets a 400."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.refuse_user: str | None = None
+        self.fail_nth: int | None = None  # answer the n-th request (1-based) with 401
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with stub.lock:
+                    stub.requests.append(
+                        entry := {"path": self.path, "auth": self.headers.get("Authorization"), **body}
+                    )
+                    nth = len(stub.requests)
+                status, answer = 200, {"success": True}
+                if stub.fail_nth == nth:
+                    status, answer = 401, {"code": "unauthorized", "message": "invalid write key"}
+                elif stub.statuses:
+                    status = stub.statuses.pop(0)
+                    answer = {"code": "unauthorized", "message": "invalid write key"}
+                elif stub.refuse_user and any(m.get("userId") == stub.refuse_user for m in body["batch"]):
+                    status, answer = 400, {"code": "bad_message", "message": "this one"}
+                entry["status"] = status
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # The engine posts to {BASE_URL}/sandbox/segment/v1/batch for the sandbox region.
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub_segment(settings):
+    settings.SEGMENT_BACKOFF_BASE = 0.001
+    settings.SEGMENT_BACKOFF_CAP = 0.01
+    stub = StubSegment()
+    yield stub
+    stub.close()

@@ -1,0 +1,575 @@
+"""The delivery engine against the Segment sandbox over real HTTP (live_server), mirror rows made with the ORM."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from mappings import deliver as deliver_module
+from mappings.deliver import deliver, enqueue_deliveries, resync_all
+from mappings.models import DeliveryRun, DeliveryState, Mapping
+from mappings.segment import SegmentClient
+from models_app.models import DataModel
+from sandbox.segment.models import SegmentMessage, SegmentWorkspace
+from tests.mappings.conftest import contact_props, expected_traits
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def fill(mirror, n: int, **overrides) -> dict[int, dict]:
+    props = {i: contact_props(i, **overrides) for i in range(1, n + 1)}
+    for i, p in props.items():
+        mirror.put(i, p)
+    return props
+
+
+def profiles_by_user(sandbox) -> dict[str, dict]:
+    return {p["userId"]: p["traits"] for p in sandbox.profiles()}
+
+
+def accepted(sandbox) -> int:
+    return sandbox.counts()["received"]
+
+
+class CountingClient(SegmentClient):
+    """The real client, plus a hook before each batch (to break things at a chosen moment)."""
+
+    def __init__(self, region: str = "sandbox", before=None, after=None, **kwargs) -> None:
+        super().__init__(region, **kwargs)
+        self.calls = 0
+        self.before = before
+        self.after = after
+
+    def send_batch(self, write_key, messages):
+        self.calls += 1
+        if self.before:
+            self.before(self.calls)
+        result = super().send_batch(write_key, messages)
+        if self.after:
+            self.after(self.calls)
+        return result
+
+
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing in the engine may catch it."""
+
+
+def set_knobs(**knobs) -> None:
+    # Knobs live on the sandbox workspace row, read by the live server on every request.
+    SegmentWorkspace.objects.filter(is_default=True).update(**knobs)
+
+
+# --- the main contract ------------------------------------------------------------------------------------------
+
+
+def test_first_delivery_sends_everything_then_only_changes(sandbox_base, mirror, mapping):
+    props = fill(mirror, 40)
+
+    run = deliver(mapping_id=mapping.pk)
+
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert (run.considered, run.sent, run.unchanged, run.rejected, run.failed) == (40, 40, 0, 0, 0)
+    assert run.batches == 1 and run.requests == 1
+    profiles = profiles_by_user(sandbox_base)
+    assert profiles == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+    [message] = [m["payload"] for m in sandbox_base.messages() if m["userId"] == "user7@example.com"]
+    assert message["integrations"] == {"All": False}
+    assert message["context"]["library"]["name"] == "hubsync"
+    assert message["timestamp"].endswith("Z")
+    assert message["messageId"].startswith(f"hs-{mapping.destination.workspace_id}-{mapping.pk}-")
+    assert len(message["messageId"]) <= 100
+    mapping.refresh_from_db()
+    assert mapping.watermark == mirror.next_seq() - 1
+    assert mapping.last_run_id == run.pk
+    assert DeliveryState.objects.filter(mapping=mapping, status="delivered").count() == 40
+
+    # No change: nothing is read past the watermark, nothing is sent, no HTTP request at all.
+    client = CountingClient()
+    again = deliver(mapping_id=mapping.pk, client=client)
+    assert (again.considered, again.sent, again.requests) == (0, 0, 0)
+    assert client.calls == 0
+    assert accepted(sandbox_base) == 40
+
+    # One record changes: exactly one message.
+    props[5]["firstname"] = "Renamed"
+    mirror.put(5, props[5])
+    third = deliver(mapping_id=mapping.pk)
+    assert (third.considered, third.sent, third.unchanged) == (1, 1, 0)
+    assert profiles_by_user(sandbox_base)["user5@example.com"]["first_name"] == "Renamed"
+
+    # A change to an unmapped property moves updatedAt but not the payload: considered, not sent.
+    props[6]["notes"] = "called them"
+    mirror.put(6, props[6])
+    fourth = deliver(mapping_id=mapping.pk)
+    assert (fourth.considered, fourth.sent, fourth.unchanged, fourth.requests) == (1, 0, 1, 0)
+    assert accepted(sandbox_base) == 41
+
+
+def test_editing_the_mapping_resends_exactly_the_changed_payloads(sandbox_base, mirror, mapping):
+    fill(mirror, 30)
+    for i in (3, 7, 11):
+        mirror.put(i, contact_props(i, company=f"Company {i}"))
+    mapping.options = {"empty_values": "omit"}
+    mapping.save()
+    assert deliver(mapping_id=mapping.pk).sent == 30
+
+    # Adding a trait only three records have a value for (empty values omitted): three payloads change.
+    mapping.traits = [*mapping.traits, ["company", "company"]]
+    mapping.save()
+    run = deliver(mapping_id=mapping.pk)
+    assert (run.considered, run.sent, run.unchanged) == (30, 3, 27)
+    profiles = profiles_by_user(sandbox_base)
+    assert {u for u, t in profiles.items() if "company" in t} == {f"user{i}@example.com" for i in (3, 7, 11)}
+
+    # Renaming a trait changes every payload.
+    mapping.traits = [[c, "given_name" if t == "first_name" else t] for c, t in mapping.traits]
+    mapping.save()
+    run = deliver(mapping_id=mapping.pk)
+    assert (run.sent, run.unchanged) == (30, 0)
+    assert profiles_by_user(sandbox_base)["user1@example.com"]["given_name"] == "First1"
+
+    # Switching empty values to null: records with empty columns change, the others do not.
+    mapping.options = {"empty_values": "null"}
+    mapping.save()
+    run = deliver(mapping_id=mapping.pk)
+    # Every record has an empty "company" or "interests" except those with both (3: interests golf;tennis).
+    assert run.sent == 29 and run.unchanged == 1
+    assert profiles_by_user(sandbox_base)["user1@example.com"]["company"] is None
+    assert deliver(mapping_id=mapping.pk).considered == 0
+
+
+def test_empty_values_clear_traits_when_null(sandbox_base, mirror, mapping):
+    mirror.put(1, contact_props(1, lastname="Smith"))
+    deliver(mapping_id=mapping.pk)
+    mirror.put(1, contact_props(1, lastname=""))
+    deliver(mapping_id=mapping.pk)
+    assert profiles_by_user(sandbox_base)["user1@example.com"]["last_name"] is None
+
+
+def test_invalid_records_are_rejected_with_reasons_and_the_rest_delivered(sandbox_base, mirror, mapping):
+    props = fill(mirror, 10)
+    mirror.put(11, contact_props(11, email=""))  # no identifier
+    mirror.put(12, contact_props(12, firstname="x" * 40_000))  # over 32 KB
+    mirror.put(13, contact_props(13), archived=True)  # archived in HubSpot: not sent
+
+    run = deliver(mapping_id=mapping.pk)
+
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert (run.considered, run.sent, run.rejected, run.archived) == (13, 10, 2, 1)
+    no_id = DeliveryState.objects.get(mapping=mapping, object_id=11)
+    assert no_id.status == "rejected" and "No User ID or Anonymous ID" in no_id.error and "'email'" in no_id.error
+    assert no_id.last_payload["traits"]["first_name"] == "First11"
+    too_big = DeliveryState.objects.get(mapping=mapping, object_id=12)
+    assert too_big.status == "rejected" and "32,768 bytes" in too_big.error and "'first_name'" in too_big.error
+    assert not DeliveryState.objects.filter(mapping=mapping, object_id=13).exists()
+    assert set(profiles_by_user(sandbox_base)) == {p["email"] for p in props.values()}
+    assert sandbox_base.counts()["discarded"] == 0 and sandbox_base.counts()["rejected_requests"] == 0
+
+    # Fixing the record delivers it; the state says so.
+    mirror.put(11, contact_props(11))
+    run = deliver(mapping_id=mapping.pk)
+    assert (run.sent, run.rejected) == (1, 0)
+    fixed = DeliveryState.objects.get(mapping=mapping, object_id=11)
+    assert fixed.status == "delivered" and fixed.error == ""
+
+
+def test_group_mapping(sandbox_base, source, mirror, destination, space):
+    companies = DataModel.objects.create(source=source, collection="companies", name="Companies", columns=["name"])
+    mapping = Mapping.objects.create(
+        destination=destination,
+        data_model=companies,
+        profile_space=space,
+        action="group",
+        identifiers={"user_id": "owner_email", "group_id": "id"},
+        traits=[["name", "name"], ["numberofemployees", "employees"], ["domain", "domain"]],
+        enabled=True,
+    )
+    mirror.collection = "companies"
+    mirror.put(101, {"name": "Acme", "domain": "acme.test", "owner_email": "a@acme.test", "numberofemployees": "12"})
+    mirror.put(102, {"name": "Globex", "domain": "globex.test", "owner_email": "", "numberofemployees": "3"})
+
+    run = deliver(mapping_id=mapping.pk)
+
+    assert (run.sent, run.rejected) == (1, 1)
+    [account] = sandbox_base.accounts()
+    assert account["groupId"] == "101"
+    assert account["traits"] == {"name": "Acme", "employees": 12, "domain": "acme.test"}
+    reason = DeliveryState.objects.get(mapping=mapping, object_id=102).error
+    assert "No User ID or Anonymous ID" in reason
+
+
+def test_disabled_mapping_delivers_nothing(sandbox_base, mirror, mapping):
+    fill(mirror, 3)
+    Mapping.objects.filter(pk=mapping.pk).update(enabled=False)
+    assert deliver(mapping_id=mapping.pk) is None
+    assert accepted(sandbox_base) == 0
+    assert deliver(mapping_id=987654) is None  # deleted before its task ran
+
+
+# --- failures ---------------------------------------------------------------------------------------------------
+
+
+def test_5xx_storm_is_retried_until_segment_answers(sandbox_base, mirror, mapping):
+    fill(mirror, 12)
+    set_knobs(error_rate=1.0)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            set_knobs(error_rate=0.0)  # Segment recovers after the third retry
+
+    run = deliver(mapping_id=mapping.pk, client=SegmentClient("sandbox", sleep=sleep))
+
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert (run.sent, run.requests, run.retries) == (12, 4, 3)
+    assert accepted(sandbox_base) == 12
+
+
+def test_429_storm_fails_the_run_and_the_next_run_resends_with_the_same_message_ids(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    settings.DELIVERY_MAX_IN_FLIGHT = 1  # batches strictly one after the other, so "the third" is well defined
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 5)
+    fill(mirror, 20)
+    set_knobs(retry_after=1)
+
+    def before(call: int) -> None:
+        if call == 3:
+            set_knobs(rate_limit_rate=1.0)
+
+    # Two batches get through, then Segment rate-limits every attempt of the third.
+    client = CountingClient(before=before, max_attempts=3)
+    run = deliver(mapping_id=mapping.pk, client=client)
+
+    assert run.status == DeliveryRun.Status.PARTIAL
+    assert (run.sent, run.failed, run.batches, run.requests, run.retries) == (10, 5, 2, 5, 2)
+    assert "429" in run.error
+    pending = DeliveryState.objects.filter(mapping=mapping, status="pending")
+    assert pending.count() == 5 and "429" in pending.first().error
+    failed_ids = dict(pending.values_list("object_id", "message_id"))
+    mapping.refresh_from_db()
+    first_failed_seq = min(mirror.source.records.filter(object_id__in=failed_ids).values_list("change_seq", flat=True))
+    assert mapping.watermark == first_failed_seq - 1
+
+    set_knobs(rate_limit_rate=0.0)
+    rerun = deliver(mapping_id=mapping.pk)
+    assert rerun.status == DeliveryRun.Status.SUCCEEDED
+    assert (rerun.considered, rerun.sent) == (10, 10)
+    resent = {m["messageId"] for m in sandbox_base.messages()}
+    assert set(failed_ids.values()) <= resent
+    assert accepted(sandbox_base) == 20
+    assert DeliveryState.objects.filter(mapping=mapping, status="delivered").count() == 20
+
+
+def test_a_permanent_4xx_fails_the_run_without_retrying(settings, stub_segment, mirror, mapping):
+    """Every other 4xx (a bad credential, a forbidden space) fails now: retrying cannot fix it."""
+    settings.BASE_URL = stub_segment.url
+    stub_segment.statuses = [401]
+    fill(mirror, 3)
+    mapping.profile_space.write_key = "wk_secret_value_123"
+    mapping.profile_space.save()
+
+    run = deliver(mapping_id=mapping.pk)
+
+    assert run.status == DeliveryRun.Status.FAILED
+    assert (run.sent, run.failed, run.requests) == (0, 3, 1)
+    assert "HTTP 401" in run.error and "invalid write key" in run.error
+    assert "wk_secret_value_123" not in run.error
+    assert stub_segment.requests[0]["auth"] == "Basic " + base64.b64encode(b"wk_secret_value_123:").decode()
+    states = DeliveryState.objects.filter(mapping=mapping)
+    assert {s.status for s in states} == {"pending"} and all(s.delivered_hash == "" for s in states)
+    mapping.refresh_from_db()
+    assert mapping.watermark == 0
+
+
+def test_a_400_batch_is_split_to_reject_only_the_bad_record(settings, stub_segment, mirror, mapping):
+    """Segment says 400 for a malformed batch: bisect until the one message it refuses is found."""
+    settings.BASE_URL = stub_segment.url
+    stub_segment.refuse_user = "user3@example.com"
+    fill(mirror, 6)
+
+    run = deliver(mapping_id=mapping.pk)
+
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert (run.sent, run.rejected) == (5, 1)
+    state = DeliveryState.objects.get(mapping=mapping, object_id=3)
+    assert state.status == "rejected" and "Segment refused this message" in state.error and "bad_message" in state.error
+    assert sorted(len(r["batch"]) for r in stub_segment.requests) == [1, 1, 1, 2, 3, 3, 6]
+
+
+def test_a_failed_batch_among_several_in_flight_loses_nothing_and_resends_nothing_needlessly(
+    settings, stub_segment, monkeypatch, mirror, mapping
+):
+    settings.BASE_URL = stub_segment.url
+    settings.DELIVERY_MAX_IN_FLIGHT = 3
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    stub_segment.fail_nth = 2  # the second request to arrive (whichever batch it is) gets a 401
+    fill(mirror, 40)
+
+    first = deliver(mapping_id=mapping.pk)
+
+    assert first.status == DeliveryRun.Status.PARTIAL
+    assert first.failed == 4 and 0 < first.sent <= 36
+    failed_ids = set(
+        DeliveryState.objects.filter(mapping=mapping, status="pending").values_list("object_id", flat=True)
+    )
+    assert len(failed_ids) == 4
+    mapping.refresh_from_db()
+    assert (
+        mapping.watermark
+        == min(mirror.source.records.filter(object_id__in=failed_ids).values_list("change_seq", flat=True)) - 1
+    )
+
+    second = deliver(mapping_id=mapping.pk)
+
+    assert second.status == DeliveryRun.Status.SUCCEEDED
+    assert first.sent + second.sent == 40  # batches accepted around the failure are not sent again
+    accepted_users = [m["userId"] for r in stub_segment.requests if r.get("status") == 200 for m in r["batch"]]
+    assert sorted(accepted_users) == sorted(f"user{i}@example.com" for i in range(1, 41))
+    assert DeliveryState.objects.filter(mapping=mapping, status="delivered").count() == 40
+
+
+def test_killed_delivery_resends_the_rest_next_time_and_nothing_is_lost(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 20)
+
+    def after(call: int) -> None:
+        if call == 3:
+            raise WorkerKilled  # Segment accepted batch 3, but the worker dies before recording it
+
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=after))
+
+    lost = DeliveryRun.objects.get()
+    assert lost.status == "running" and lost.sent == 8
+    assert accepted(sandbox_base) == 12
+
+    # While its heartbeat is fresh the dead run still holds the mapping...
+    assert deliver(mapping_id=mapping.pk) is None
+    # ...and once it is stale the next delivery fails it and takes over.
+    settings.DELIVERY_STALE_SECONDS = 0
+    run = deliver(mapping_id=mapping.pk)
+    lost.refresh_from_db()
+    assert lost.status == "failed" and "Lost" in lost.error
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert run.sent == 12  # batch 3 again (same messageIds) and the two after it
+    counts = sandbox_base.counts()
+    assert counts["received"] == 20
+    assert counts["discards_by_reason"] == {"duplicate_message_id": 4}
+    assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+    assert deliver(mapping_id=mapping.pk).sent == 0
+
+
+def test_resync_all_resends_everything_with_new_message_ids(sandbox_base, mirror, mapping):
+    fill(mirror, 5)
+    deliver(mapping_id=mapping.pk)
+    resync_all(mapping)
+    run = deliver(mapping_id=mapping.pk)
+    assert run.sent == 5
+    counts = sandbox_base.counts()
+    assert counts["received"] == 10 and counts["discarded"] == 0  # not dropped as duplicates
+
+
+# --- batching ---------------------------------------------------------------------------------------------------
+
+
+def batches_received() -> list[int]:
+    """Messages per request the sandbox accepted (one bulk insert per request, one received_at each)."""
+    rows = SegmentMessage.objects.values_list("received_at", flat=True)
+    per_request: dict = {}
+    for at in rows:
+        per_request[at] = per_request.get(at, 0) + 1
+    return sorted(per_request.values(), reverse=True)
+
+
+def test_batches_hold_at_most_2500_messages(sandbox_base, mirror, mapping):
+    # Tiny messages (id as userId, no traits, no timestamp), so that the count limit bites before the size one.
+    mapping.identifiers = {"user_id": "id"}
+    mapping.traits = []
+    mapping.save()
+    mirror.bulk([(i, {}) for i in range(1, 5202)], updated=None)
+    run = deliver(mapping_id=mapping.pk)
+    assert (run.sent, run.batches, run.requests) == (5201, 3, 3)
+    assert batches_received() == [2500, 2500, 201]
+
+
+def test_batches_stay_under_500_kb(sandbox_base, mirror, mapping):
+    mirror.bulk([(i, {"email": f"u{i}@example.com", "firstname": "x" * 20_000}) for i in range(1, 101)])
+    run = deliver(mapping_id=mapping.pk)
+    # ~20 KB each: at most 23 per 475,000-byte batch, so 5 batches, none refused by the sandbox's 500 KB limit.
+    assert (run.sent, run.batches) == (100, 5)
+    assert max(batches_received()) <= 23
+    assert sandbox_base.counts()["rejected_requests"] == 0
+
+
+# --- one run at a time ------------------------------------------------------------------------------------------
+
+
+def test_one_delivery_per_mapping_at_a_time(sandbox_base, monkeypatch, mirror, mapping):
+    fill(mirror, 5)
+    inside = threading.Event()
+    release = threading.Event()
+    enqueued: list[tuple] = []
+    monkeypatch.setattr("mappings.tasks.deliver_mapping.delay_on_commit", lambda *args: enqueued.append(args))
+
+    def before(call: int) -> None:
+        inside.set()
+        assert release.wait(30)
+
+    results: list = []
+
+    def first() -> None:
+        try:
+            results.append(deliver(mapping_id=mapping.pk, client=CountingClient(before=before)))
+        finally:
+            connection.close()  # this thread's own connection
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert inside.wait(30)
+    # A second delivery while the first is sending: refused by the database, remembered for later.
+    assert deliver(mapping_id=mapping.pk) is None
+    with pytest.raises(IntegrityError), transaction.atomic():
+        DeliveryRun.objects.create(mapping=mapping, status="queued")
+    release.set()
+    worker.join(30)
+
+    assert results[0].status == DeliveryRun.Status.SUCCEEDED
+    assert DeliveryRun.objects.filter(mapping=mapping).count() == 1
+    # The first run saw the request and enqueued one more delivery, so nothing waits for the next sync.
+    assert enqueued == [(mapping.pk,)]
+    mapping.refresh_from_db()
+    assert mapping.delivery_requested is False
+
+
+def test_enqueue_deliveries_picks_enabled_mappings_of_those_collections(monkeypatch, source, mapping, space):
+    enqueued: list[tuple] = []
+    monkeypatch.setattr("mappings.tasks.deliver_mapping.delay_on_commit", lambda *args: enqueued.append(args))
+    Mapping.objects.create(
+        destination=mapping.destination,
+        data_model=mapping.data_model,
+        profile_space=space,
+        identifiers={"user_id": "email"},
+        enabled=False,
+    )
+    assert enqueue_deliveries(source=source, collections=["contacts"]) == 1
+    assert enqueue_deliveries(source=source, collections=["companies"]) == 0
+    assert enqueued == [(mapping.pk, None)]
+
+
+def test_task_is_routed_to_the_deliver_queue():
+    from mappings.tasks import deliver_mapping
+
+    assert deliver_mapping.name == "mappings.deliver_mapping"
+    assert deliver_mapping.queue == "deliver"
+
+
+# --- previewing one record ----------------------------------------------------------------------------------------
+
+
+def test_preview_message_is_what_the_engine_sends(sandbox_base, mirror, mapping):
+    from datetime import UTC, datetime
+
+    from mappings.deliver import preview_message, send_test_message
+
+    props = contact_props(9)
+    updated = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)
+    message, error = preview_message(mapping, object_id=9, properties=props, updated_at=updated)
+    assert error == ""
+    assert message["userId"] == "user9@example.com"
+    assert message["traits"] == expected_traits(props, 9)
+    assert message["timestamp"] == "2026-11-02T08:30:00.000Z"
+
+    _, no_id = preview_message(mapping, object_id=10, properties=contact_props(10, email=""))
+    assert "No User ID or Anonymous ID" in no_id
+
+    assert send_test_message(mapping, message).status == 200
+    # The engine builds the very same message (same messageId): Segment keeps one copy.
+    mirror.put(9, props, updated=updated)
+    assert deliver(mapping_id=mapping.pk).sent == 1
+    counts = sandbox_base.counts()
+    assert counts["received"] == 1 and counts["discards_by_reason"] == {"duplicate_message_id": 1}
+
+
+def test_a_delivery_after_a_sync_run_points_to_it(sandbox_base, source, mirror, mapping):
+    from sources.models import SyncRun
+
+    sync = SyncRun.objects.create(source=source, trigger="manual", status="succeeded")
+    fill(mirror, 2)
+    run = deliver(mapping_id=mapping.pk, sync_run_id=sync.pk)
+    assert run.sync_run_id == sync.pk and run.sent == 2
+    mirror.put(1, contact_props(1, firstname="Again"))
+    assert deliver(mapping_id=mapping.pk, sync_run_id=987654).sent == 1  # a vanished sync run is no obstacle
+
+
+# --- reconciliation ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [7, 2026])
+def test_random_rounds_with_a_flaky_segment_reconcile_exactly(
+    sandbox_base, settings, monkeypatch, mirror, mapping, seed
+):
+    """Random create / update / archive rounds in the mirror, a delivery after each with Segment failing a third
+    of all requests: the sandbox's merged profiles always equal what the mapping defines for the current data,
+    and a delivery that follows no change sends nothing."""
+    import random
+
+    rng = random.Random(seed)
+    settings.SEGMENT_MAX_ATTEMPTS = 15
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 7)
+    set_knobs(error_rate=0.33)
+    current: dict[int, dict] = {}
+    archived: set[int] = set()
+    expected: dict[str, dict] = {}  # userId → traits of the last valid version sent for it
+    next_id = 1
+    for _round in range(5):
+        for _op in range(rng.randint(10, 25)):
+            op = rng.random()
+            if op < 0.4 or not current:
+                object_id, next_id = next_id, next_id + 1
+                current[object_id] = contact_props(object_id)
+            elif op < 0.85:
+                object_id = rng.choice(sorted(current))
+                props = dict(current[object_id])
+                field = rng.choice(["firstname", "num_employees", "interests", "email", "lastname"])
+                props[field] = {
+                    "firstname": f"F{rng.randint(0, 999)}",
+                    "num_employees": str(rng.randint(0, 5000)),
+                    "interests": rng.choice(["", "golf", "golf;chess"]),
+                    "email": rng.choice([f"user{object_id}-{rng.randint(0, 99)}@example.com", ""]),
+                    "lastname": rng.choice(["", "Smith"]),
+                }[field]
+                current[object_id] = props
+            else:
+                object_id = rng.choice(sorted(current))
+                archived.add(object_id)
+            mirror.put(object_id, current[object_id], archived=object_id in archived)
+
+        run = deliver(mapping_id=mapping.pk)
+        assert run.status == DeliveryRun.Status.SUCCEEDED, run.error
+        for object_id, props in current.items():
+            if object_id not in archived and props["email"]:
+                expected[props["email"]] = expected_traits(props, object_id)
+        assert profiles_by_user(sandbox_base) == expected
+
+        before = accepted(sandbox_base)
+        quiet = deliver(mapping_id=mapping.pk)
+        assert (quiet.sent, quiet.requests) == (0, 0)
+        assert accepted(sandbox_base) == before
+    assert sandbox_base.counts()["discarded"] == 0
+
+
+def test_the_task_runs_the_engine(sandbox_base, mirror, mapping):
+    from mappings.tasks import deliver_mapping
+
+    fill(mirror, 3)
+    run_id = deliver_mapping.apply(args=[mapping.pk]).get()
+    assert DeliveryRun.objects.get(pk=run_id).sent == 3
+    assert accepted(sandbox_base) == 3
