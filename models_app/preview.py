@@ -257,8 +257,14 @@ class Preview:
     has_more: bool = False
 
     @property
+    def display_columns(self) -> list[str]:
+        """Table order: the record id, the chosen columns, then the timestamps (the columns the admin just ticked
+        should be in view without scrolling)."""
+        return ["id", *(c for c in self.columns if c not in SYSTEM_COLUMNS), "created_at", "updated_at"]
+
+    @property
     def table(self) -> list[list[Any]]:
-        return [[row.get(c) for c in self.columns] for row in self.rows]
+        return [[row.get(c) for c in self.display_columns] for row in self.rows]
 
     @property
     def empty_columns(self) -> set[str]:
