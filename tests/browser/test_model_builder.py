@@ -44,6 +44,8 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
     settings.HUBSPOT_API_BASE = ""
     source = make_source(hubspot_sandbox, workspace)
     log_in(page, owner, base)
+    preview_urls: list[str] = []
+    page.on("request", lambda r: preview_urls.append(r.url) if "/models/preview/" in r.url else None)
 
     # The source's Models tab, empty, offers Create model.
     page.goto(f"{base}/sources/{source.pk}/models/")
@@ -87,6 +89,11 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
         "() => [...document.querySelectorAll('#preview .th-name')].some(e => e.textContent.startsWith('lifecycle'))"
     )
     page.fill("#column-search", "")
+    # One preview request per change, carrying only the collection and the columns (no CSRF token in URLs/logs).
+    assert preview_urls
+    for url in preview_urls:
+        assert "csrfmiddlewaretoken" not in url and "&name=" not in url and "?name=" not in url
+    assert "columns=lifecyclestage" in preview_urls[-1] and "collection=contacts" in preview_urls[-1]
     shot(page, "04_builder_with_preview")
 
     # Name and save.
