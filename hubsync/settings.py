@@ -269,3 +269,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- extraction engine (sources/extract.py) -------------------------------------------------------------
+# A running sync whose heartbeat (written with every committed page) is older than this is considered lost
+# (worker killed, machine gone) and is taken over by the next enqueue / dispatcher tick.
+HUBSYNC_RUN_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_STALE_SECONDS", "120"))
+# A queued run no worker picked up within this time (its broker message was lost) is replaced.
+HUBSYNC_RUN_QUEUED_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_QUEUED_STALE_SECONDS", "3600"))
+# Incremental windows start this far before the cursor: HubSpot's search index lags behind writes.
+HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECONDS", "300"))
+# During long reads, deliveries are triggered at least every this many changed records.
+HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))

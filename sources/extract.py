@@ -1,7 +1,542 @@
-"""The extraction engine (being built): HubSpot pages -> mirror, cursor saved with each page."""
+"""The extraction engine: HubSpot pages -> mirror, the cursor saved in the same transaction as each page.
+
+A run, per selected collection:
+
+1. **Discovery.** The property schema is read on every run and stored on SourceCollection.properties; added,
+   removed and changed properties are appended to SourceCollection.schema_changes with a timestamp. Every
+   discovered property is read, so a new property is picked up by the next run.
+2. **Read.** The collection's cursor says where to go on:
+   - ``{}`` (first run, or reset by a full sync): every record through the list endpoint (100 per request, all
+     properties; no 10,000 cap), cursor ``{"mode": "list", "after": ..., "started_ms": ...}``. With a start date,
+     a search window [start date, now] instead (below).
+   - ``{"mode": "idle", "modified_since_ms": W}``: incremental. Records whose last-modified date lies in
+     [W - overlap, now] (the overlap covers HubSpot's search-index lag), read with search sorted by
+     ``hs_object_id`` ascending. Every query carries ``hs_object_id > last id seen`` (keyset paging) instead of
+     an ``after`` offset: the 10,000-result cap never applies, any number of equal timestamps is fine, and a
+     record that leaves the window while we page (modified again) cannot shift the offsets and make us skip
+     others. Search asks for two properties only (its body is limited to 3,000 characters); the full records
+     come from batch read, 100 ids per call. Cursor ``{"mode": "search", "window_start_ms", "window_end_ms",
+     "last_id", ...}``.
+   When the read completes the cursor becomes ``idle`` with the window end (the list read's start time) as the
+   new watermark; records changed during the read fall into the next window.
+3. **Archived records.** Search never returns archived records and the list endpoint only returns them when
+   asked, so each run pages through ``GET /crm/v3/objects/{type}?archived=true`` (ids only) and marks the
+   mirror rows of those ids archived (a real change: new hash, new change_seq). Cost: ceil(A / 100) GET
+   requests per collection per run, A = the archived records HubSpot still keeps (about 90 days' worth), so a
+   portal with nothing archived pays one request. A record that comes back (restored) is read again by the
+   next incremental window (restoring bumps its last-modified date) and written with archived = False.
+
+Every page is one transaction: upsert of the changed rows (unchanged content hash = not rewritten), a block
+of change_seq numbers from the source's ChangeCounter row (so pages commit in sequence order), the cursor,
+and the run's heartbeat. The heartbeat update is also the fence: it only matches while this worker still owns
+the run, so a worker that was presumed dead and replaced rolls its page back and stops.
+A page costs a constant number of queries whatever its size; memory holds one page at a time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
-def execute_run(*, run_id: int) -> None:
-    raise NotImplementedError("the extraction engine is being built")
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
+from .models import ChangeCounter, Record, Source, SourceCollection, SyncRun
+from .runs import create_run, is_stale, mark_lost
+
+logger = logging.getLogger(__name__)
+
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+BATCH_READ_LIMIT = 100
+SCHEMA_KEYS = ("label", "type", "fieldType", "groupName", "hidden", "calculated", "hubspotDefined")
+SCHEMA_CHANGES_KEPT = 50
+RECORD_UPDATE_FIELDS = ["properties", "created_at", "updated_at", "archived", "content_hash", "change_seq", "synced_at"]
+
+Progress = Callable[[str], None]
+
+
+class RunLost(Exception):
+    """This worker no longer owns the run (it was presumed dead and taken over): stop without writing."""
+
+
+def notify_changes(source: Source, collections: list[str]) -> None:
+    """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
+
+    Called when a run ends (whatever its status: committed pages are in the mirror) and during long reads at
+    least every HUBSYNC_NOTIFY_EVERY changed records. A no-op until the mappings issue lands; deliveries read
+    mirror rows past their own watermark, so calling this too often is harmless and a missed call only delays."""
+    return None
+
+
+def lastmod_property(collection: str) -> str:
+    return "lastmodifieddate" if collection == "contacts" else "hs_lastmodifieddate"
+
+
+def content_hash(properties: dict, archived: bool) -> str:
+    payload = json.dumps([properties, archived], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _parse_dt(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _next_after(page: dict) -> str | None:
+    return ((page.get("paging") or {}).get("next") or {}).get("after")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:1000]
+
+
+def _empty_counts() -> dict:
+    return {"read": 0, "new": 0, "updated": 0, "unchanged": 0, "archived": 0, "error": ""}
+
+
+# --- claiming runs ---------------------------------------------------------------------------------------
+
+
+def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
+    """queued -> running for this worker. A run still `running` whose heartbeat is stale had a worker that died
+    (the broker re-delivered its task to us): it is marked failed and a new run takes over from the cursors.
+    Returns None when there is nothing to do (finished, unknown, or alive in another worker)."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        if run.status == SyncRun.Status.RUNNING and is_stale(run, now):
+            mark_lost(run, now=now)
+            source = Source.objects.get(pk=run.source_id)
+            run = create_run(source=source, trigger=run.trigger, status=SyncRun.Status.QUEUED)
+            if run is None:
+                return None
+        if run.status != SyncRun.Status.QUEUED:
+            return None
+        run.status = SyncRun.Status.RUNNING
+        run.worker = worker
+        run.started_at = now
+        run.heartbeat_at = now
+        run.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
+        return run
+
+
+def execute_run(*, run_id: int, progress: Progress | None = None) -> SyncRun | None:
+    """Run one sync to its end. Returns the finished run, or None when this worker had nothing to do."""
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    run = claim_run(run_id=run_id, worker=worker)
+    if run is None:
+        logger.info("sync run %s: nothing to do (finished, unknown or owned by a live worker)", run_id)
+        return None
+    return _Engine(run, worker, progress).run()
+
+
+# --- the engine ------------------------------------------------------------------------------------------
+
+
+class _Engine:
+    def __init__(self, run: SyncRun, worker: str, progress: Progress | None) -> None:
+        self.run_row = run
+        self.worker = worker
+        self.progress = progress
+        self.source = Source.objects.get(pk=run.source_id)
+        self.client: HubSpotClient | None = None
+        self.counts: dict[str, dict] = {}
+        self.done = 0
+        self.total = 0
+        self.changed_collections: set[str] = set()
+        self.unnotified = 0
+        self.last_print = 0.0
+
+    # -- bookkeeping --
+
+    def say(self, message: str, *, force: bool = True) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last_print >= 1.0:
+            self.last_print = now
+            self.progress(message)
+
+    def _client_stats(self) -> tuple[int, int]:
+        if self.client is None:
+            return 0, 0
+        return int(getattr(self.client, "api_calls", 0)), int(getattr(self.client, "retries", 0))
+
+    def heartbeat(self) -> None:
+        """Save progress and prove ownership; inside a page transaction this is the fence."""
+        api_calls, retries = self._client_stats()
+        updated = SyncRun.objects.filter(
+            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
+        ).update(
+            heartbeat_at=timezone.now(),
+            counts=self.counts,
+            api_calls=api_calls,
+            retries=retries,
+            progress_done=self.done,
+            progress_total=self.total or None,
+        )
+        if not updated:
+            raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
+
+    def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
+        now = timezone.now()
+        api_calls, retries = self._client_stats()
+        updated = SyncRun.objects.filter(
+            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
+        ).update(
+            status=status,
+            error=error,
+            finished_at=now,
+            heartbeat_at=now,
+            counts=self.counts,
+            api_calls=api_calls,
+            retries=retries,
+            progress_done=self.done,
+            progress_total=self.total or None,
+        )
+        if not updated:
+            raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
+        source_fields: dict = {
+            "last_run_id": self.run_row.pk,
+            "next_sync_at": now if again_soon else now + self.source.sync_interval,
+        }
+        if status != SyncRun.Status.FAILED and self.source.first_synced_at is None:
+            source_fields["first_synced_at"] = now
+        Source.objects.filter(pk=self.source.pk).update(**source_fields)
+        self.run_row.refresh_from_db()
+        self.say(f"run {self.run_row.pk} {status}: {self.done} records read" + (f" ({error})" if error else ""))
+        return self.run_row
+
+    # -- the run --
+
+    def run(self) -> SyncRun | None:
+        try:
+            return self._run()
+        except RunLost as exc:
+            logger.warning("sync run %s: %s; stopping", self.run_row.pk, exc)
+            return None
+        finally:
+            self.notify(final=True)
+
+    def _run(self) -> SyncRun:
+        if self.source.status == Source.Status.NEEDS_RECONNECT:
+            return self.finish(SyncRun.Status.FAILED, "HubSpot access was revoked: reconnect the source")
+        collections = list(SourceCollection.objects.filter(source=self.source, selected=True))
+        if not collections:
+            return self.finish(SyncRun.Status.SUCCEEDED)
+        ChangeCounter.objects.get_or_create(source=self.source)
+        failed = 0
+        try:
+            self.client = HubSpotClient(self.source)
+            for sc in collections:
+                self.counts[sc.collection] = _empty_counts()
+                try:
+                    self.sync_collection(sc)
+                except (NeedsReconnect, AuthError):
+                    raise
+                except HubSpotError as exc:
+                    # One collection failing (missing scope, bad request, HubSpot down for it) must not stop
+                    # the others: the run becomes partial, the collection keeps its cursor for next time.
+                    failed += 1
+                    message = _describe(exc)
+                    logger.warning("sync run %s: %s failed: %s", self.run_row.pk, sc.collection, message)
+                    self.counts[sc.collection]["error"] = message
+                    SourceCollection.objects.filter(pk=sc.pk).update(last_error=message)
+                    self.say(f"{sc.collection}: failed: {message}")
+                    self.heartbeat()
+        except (NeedsReconnect, AuthError) as exc:
+            return self.finish(SyncRun.Status.FAILED, f"HubSpot refused the credentials: {_describe(exc)}")
+        except SoftTimeLimitExceeded:
+            # Everything up to the last page is committed; the dispatcher picks the source up again at once.
+            return self.finish(
+                SyncRun.Status.PARTIAL, "time limit reached; the next run continues from the last page", again_soon=True
+            )
+        except RunLost:
+            raise
+        except Exception as exc:
+            logger.exception("sync run %s failed", self.run_row.pk)
+            self.finish(SyncRun.Status.FAILED, _describe(exc))
+            raise
+        if failed == 0:
+            status = SyncRun.Status.SUCCEEDED
+        elif failed == len(collections):
+            status = SyncRun.Status.FAILED
+        else:
+            status = SyncRun.Status.PARTIAL
+        errors = "; ".join(f"{c}: {n['error']}" for c, n in self.counts.items() if n["error"])
+        return self.finish(status, errors)
+
+    def notify(self, *, final: bool = False, collection: str | None = None) -> None:
+        if final:
+            try:
+                notify_changes(self.source, sorted(self.changed_collections))
+            except Exception:  # the mirror is committed; a failing hook must not fail the run
+                logger.exception("notify_changes failed for source %s", self.source.pk)
+            return
+        if self.unnotified >= settings.HUBSYNC_NOTIFY_EVERY and collection:
+            self.unnotified = 0
+            try:
+                notify_changes(self.source, [collection])
+            except Exception:
+                logger.exception("notify_changes failed for source %s", self.source.pk)
+
+    # -- one collection --
+
+    def sync_collection(self, sc: SourceCollection) -> None:
+        names = self.discover(sc)
+        cursor = dict(sc.cursor or {})
+        now_ms = _ms(timezone.now())
+        if cursor.get("mode") not in ("list", "search"):
+            watermark = cursor.get("modified_since_ms")
+            if watermark is None:
+                if self.source.start_date:
+                    start = datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC)
+                    cursor = {"mode": "search", "window_start_ms": _ms(start), "window_end_ms": now_ms, "last_id": 0}
+                else:
+                    cursor = {"mode": "list", "after": None, "started_ms": now_ms}
+            else:
+                overlap = settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000
+                cursor = {
+                    "mode": "search",
+                    "window_start_ms": max(0, int(watermark) - overlap),
+                    "window_end_ms": now_ms,
+                    "last_id": 0,
+                    "previous_ms": int(watermark),
+                }
+        self.say(f"{sc.collection}: {len(names)} properties, reading ({cursor['mode']})")
+        if cursor["mode"] == "list":
+            self.read_list(sc, cursor, names)
+        else:
+            self.read_search(sc, cursor, names)
+        self.scan_archived(sc)
+        c = self.counts[sc.collection]
+        self.say(
+            f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
+            f"{c['unchanged']} unchanged, {c['archived']} archived"
+        )
+
+    def discover(self, sc: SourceCollection) -> list[str]:
+        raw = self.client.get_properties(sc.collection)
+        schema: dict[str, dict] = {}
+        for prop in raw:
+            entry = {k: prop.get(k) for k in SCHEMA_KEYS if k in prop}
+            if prop.get("options"):
+                entry["options"] = [{"label": o.get("label"), "value": o.get("value")} for o in prop["options"]]
+            schema[prop["name"]] = entry
+        old = sc.properties or {}
+        fields = ["properties", "schema_discovered_at", "last_error"]
+        if old:
+            added = sorted(set(schema) - set(old))
+            removed = sorted(set(old) - set(schema))
+            changed = sorted(
+                name
+                for name in set(schema) & set(old)
+                if any(schema[name].get(k) != old[name].get(k) for k in ("type", "fieldType", "label", "options"))
+            )
+            if added or removed or changed:
+                entry = {"at": timezone.now().isoformat(), "added": added, "removed": removed, "changed": changed}
+                sc.schema_changes = ([*(sc.schema_changes or []), entry])[-SCHEMA_CHANGES_KEPT:]
+                fields.append("schema_changes")
+        sc.properties = schema
+        sc.schema_discovered_at = timezone.now()
+        sc.last_error = ""
+        sc.save(update_fields=fields)
+        return sorted(schema)
+
+    def estimate(self, sc: SourceCollection) -> int:
+        """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
+        try:
+            page = self.client.search_page(
+                sc.collection, {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
+            )
+            return int(page.get("total") or 0)
+        except HubSpotError:
+            return Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
+
+    def read_list(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
+        self.total += self.estimate(sc)
+        after = cursor.get("after")
+        while True:
+            page = self.client.list_page(sc.collection, properties=names, after=after, limit=LIST_LIMIT)
+            after = _next_after(page)
+            if after:
+                new_cursor = {**cursor, "after": after}
+            else:
+                new_cursor = {"mode": "idle", "modified_since_ms": cursor["started_ms"]}
+            self.commit_page(sc, page.get("results") or [], new_cursor)
+            if not after:
+                return
+
+    def read_search(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
+        lastmod = lastmod_property(sc.collection)
+        start, end = cursor["window_start_ms"], cursor["window_end_ms"]
+        done_cursor = {"mode": "idle", "modified_since_ms": max(end, cursor.get("previous_ms") or 0)}
+        if end < start:
+            # A cursor in the future (clock skew, hand-edited): nothing can be in the window; keep the cursor.
+            self.commit_page(sc, [], {"mode": "idle", "modified_since_ms": cursor.get("previous_ms") or start})
+            return
+        last_id = int(cursor.get("last_id") or 0)
+        first = True
+        while True:
+            filters = [
+                {"propertyName": lastmod, "operator": "GTE", "value": str(start)},
+                {"propertyName": lastmod, "operator": "LTE", "value": str(end)},
+            ]
+            if last_id:
+                filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)})
+            body = {
+                "filterGroups": [{"filters": filters}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "properties": ["hs_object_id", lastmod],
+                "limit": SEARCH_LIMIT,
+            }
+            page = self.client.search_page(sc.collection, body)
+            if first:
+                self.total += int(page.get("total") or 0)
+                first = False
+            ids = sorted({int(r["id"]) for r in page.get("results") or []})
+            more = bool(_next_after(page)) and bool(ids)
+            records: list[dict] = []
+            for i in range(0, len(ids), BATCH_READ_LIMIT):
+                chunk = [str(x) for x in ids[i : i + BATCH_READ_LIMIT]]
+                records.extend(self.client.batch_read(sc.collection, chunk, names))
+            if ids:
+                last_id = max(last_id, ids[-1])
+            new_cursor = {**cursor, "last_id": last_id} if more else done_cursor
+            self.commit_page(sc, records, new_cursor)
+            if not more:
+                return
+
+    def scan_archived(self, sc: SourceCollection) -> None:
+        after = None
+        while True:
+            page = self.client.list_page(sc.collection, properties=["hs_object_id"], after=after, limit=LIST_LIMIT,
+                                         archived=True)
+            archived_at = {}
+            for r in page.get("results") or []:
+                archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
+            rows = list(
+                Record.objects.filter(
+                    source=self.source, collection=sc.collection, object_id__in=list(archived_at), archived=False
+                ).values_list("object_id", "properties", "created_at", "updated_at")
+            )
+            with transaction.atomic():
+                if rows:
+                    top = self.allocate(len(rows))
+                    seq = top - len(rows)
+                    now = timezone.now()
+                    objs = []
+                    for object_id, props, created, updated in sorted(rows, key=lambda r: r[0]):
+                        seq += 1
+                        objs.append(Record(
+                            source_id=self.source.pk, collection=sc.collection, object_id=object_id,
+                            properties=props, created_at=created, updated_at=archived_at.get(object_id) or updated,
+                            archived=True, content_hash=content_hash(props, True), change_seq=seq, synced_at=now,
+                        ))
+                    self.upsert(objs)
+                    self.counts[sc.collection]["archived"] += len(rows)
+                    self.changed_collections.add(sc.collection)
+                self.heartbeat()
+            after = _next_after(page)
+            if not after:
+                return
+
+    # -- one page --
+
+    def allocate(self, n: int) -> int:
+        """Reserve n change_seq numbers; returns the highest. Must run inside the page's transaction: the
+        counter row stays locked until commit, so sequence order is commit order."""
+        ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
+        return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
+
+    def upsert(self, objs: list[Record]) -> None:
+        Record.objects.bulk_create(
+            objs,
+            update_conflicts=True,
+            unique_fields=["source", "collection", "object_id"],
+            update_fields=RECORD_UPDATE_FIELDS,
+        )
+
+    def commit_page(self, sc: SourceCollection, results: Iterable[dict], new_cursor: dict) -> None:
+        rows: dict[int, tuple] = {}
+        for r in results:
+            props = {k: v for k, v in (r.get("properties") or {}).items() if v is not None}
+            archived = bool(r.get("archived", False))
+            rows[int(r["id"])] = (
+                props, archived, _parse_dt(r.get("createdAt")), _parse_dt(r.get("updatedAt")),
+                content_hash(props, archived),
+            )
+        existing: dict[int, str] = {}
+        if rows:
+            existing = dict(
+                Record.objects.filter(
+                    source=self.source, collection=sc.collection, object_id__in=list(rows)
+                ).values_list("object_id", "content_hash")
+            )
+        new = updated = 0
+        write: list[int] = []
+        for object_id, row in rows.items():
+            known = existing.get(object_id)
+            if known is None:
+                new += 1
+                write.append(object_id)
+            elif known != row[4]:
+                updated += 1
+                write.append(object_id)
+        c = self.counts[sc.collection]
+        c["read"] += len(rows)
+        c["new"] += new
+        c["updated"] += updated
+        c["unchanged"] += len(rows) - new - updated
+        self.done += len(rows)
+        with transaction.atomic():
+            if write:
+                top = self.allocate(len(write))
+                seq = top - len(write)
+                now = timezone.now()
+                objs = []
+                for object_id in sorted(write):
+                    props, archived, created, updated_at, digest = rows[object_id]
+                    seq += 1
+                    objs.append(Record(
+                        source_id=self.source.pk, collection=sc.collection, object_id=object_id, properties=props,
+                        created_at=created, updated_at=updated_at, archived=archived, content_hash=digest,
+                        change_seq=seq, synced_at=now,
+                    ))
+                self.upsert(objs)
+            SourceCollection.objects.filter(pk=sc.pk).update(cursor=new_cursor)
+            self.heartbeat()
+        sc.cursor = new_cursor
+        if write:
+            self.changed_collections.add(sc.collection)
+            self.unnotified += len(write)
+            self.notify(collection=sc.collection)
+        after_page(self, sc)
+        self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+
+def after_page(engine: _Engine, sc: SourceCollection) -> None:
+    """Called after every committed page. Does nothing; tests replace it to stop a run at a chosen page."""

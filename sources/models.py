@@ -155,3 +155,18 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} of {self.source}"
+
+
+class ChangeCounter(models.Model):
+    """The per-source change_seq allocator. A row of its own (not a Source field) so that a full
+    `Source.save()` elsewhere can never write back a stale value and make change_seq go backwards.
+
+    The extraction engine allocates a block per page with `UPDATE ... SET value = value + n` inside the page's
+    transaction: the row lock is held until commit, so pages commit in the order of their sequence numbers and a
+    reader that saw change_seq N has already seen every change below N."""
+
+    source = models.OneToOneField(Source, on_delete=models.CASCADE, primary_key=True, related_name="change_counter")
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.source_id}: {self.value}"
