@@ -280,3 +280,21 @@ HUBSYNC_RUN_QUEUED_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_QUEUED_STALE_
 HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECONDS", "300"))
 # During long reads, deliveries are triggered at least every this many changed records.
 HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
+
+# --- HubSpot client and rate limiter (sources/hubspot.py, sources/ratelimit.py) -------------------------
+# Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited
+# (benchmarks against the sandbox with its limits off). HubSpot's OAuth-app budget is 110 per 10 s and search
+# 5 per second; a smaller budget announced by X-HubSpot-RateLimit-Max is adopted automatically.
+HUBSPOT_RATE_LIMIT = int(os.environ.get("HUBSPOT_RATE_LIMIT", "110"))
+HUBSPOT_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_INTERVAL_MS", "10000"))
+HUBSPOT_SEARCH_RATE_LIMIT = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT", "5"))
+HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS", "1000"))
+# auto (Redis when REDIS_URL, else in-process) | redis | local
+HUBSPOT_RATE_LIMITER = os.environ.get("HUBSPOT_RATE_LIMITER", "auto")
+# Pause all workers when X-HubSpot-RateLimit-Remaining drops to this fraction of Max (someone else spends it).
+HUBSPOT_RATE_LIMIT_LOW_REMAINING = float(os.environ.get("HUBSPOT_RATE_LIMIT_LOW_REMAINING", "0.1"))
+# Retries of 429 / 5xx / timeouts / resets: exponential backoff with full jitter, base and cap in seconds.
+HUBSPOT_RETRY_BASE_SECONDS = float(os.environ.get("HUBSPOT_RETRY_BASE_SECONDS", "1.0"))
+HUBSPOT_RETRY_CAP_SECONDS = float(os.environ.get("HUBSPOT_RETRY_CAP_SECONDS", "60"))
+# Longest GET URL the client sends; longer property lists are read through batch/read (POST) instead (no 414).
+HUBSPOT_MAX_URL_LENGTH = int(os.environ.get("HUBSPOT_MAX_URL_LENGTH", "4000"))

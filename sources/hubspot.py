@@ -1,0 +1,593 @@
+"""The HubSpot API client: OAuth token upkeep, the shared rate limiter, bounded retries, typed errors.
+
+One `HubSpotClient` per sync run (or per wizard request). It keeps one `requests.Session` (pooled keep-alive
+connections), counts `api_calls` and `retries` for the run, and never logs a token: log lines carry the method,
+the path (secrets masked), the status and HubSpot's correlationId.
+
+Tokens: with a `Source`, the access token is refreshed from the stored expiry (less than 5 minutes left), not on
+a 401, because HubSpot says a 401 is not a reliable signal. A 401 still gets exactly one refresh and one retry.
+The refresh runs under a row lock on the Source (select_for_update inside a transaction, expiry re-checked
+after the lock is taken), so two workers never refresh at once. A revoked refresh token marks the source
+"needs reconnect" and stops its schedule.
+
+Long property lists (`list_page`): HubSpot answers 414 when the GET URL is too long. The client puts as many
+properties in the URL as fit in HUBSPOT_MAX_URL_LENGTH, and reads the rest for the same page of ids in one
+`batch/read` POST per page (no URL limit), merging the properties per record. Two requests per page whatever the
+number of properties; the list request alone decides the ids and the paging, so the page stays consistent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import requests
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from requests.adapters import HTTPAdapter
+
+from .models import Source
+from .ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limiter
+
+log = logging.getLogger(__name__)
+
+REFRESH_MARGIN = timedelta(minutes=5)
+BATCH_SIZE = 100
+SECRET_KEYS = {"access_token", "refresh_token", "token", "client_secret", "code", "code_verifier", "password"}
+REDACTED = "•••"
+
+
+def api_base() -> str:
+    """HubSpot's API root: HUBSPOT_API_BASE, or the sandbox on this server when that is empty."""
+    return settings.HUBSPOT_API_BASE.rstrip("/") or f"{settings.BASE_URL.rstrip('/')}/sandbox/hubspot"
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON body with every secret-looking field masked."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if str(k).lower() in SECRET_KEYS else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+class HubSpotError(Exception):
+    """A HubSpot call that failed. `body` is HubSpot's error body with secrets masked."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        category: str = "",
+        correlation_id: str = "",
+        body: dict | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.category = category
+        self.correlation_id = correlation_id
+        self.body = redact(body or {})
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [str(self.status) if self.status else "", self.category]
+        head = " ".join(p for p in parts if p)
+        text = f"{head}: {self.message}" if head else self.message
+        return f"{text} (correlationId {self.correlation_id})" if self.correlation_id else text
+
+    @classmethod
+    def from_response(cls, response: requests.Response, default: str = "") -> HubSpotError:
+        body = _json_or_empty(response)
+        message = body.get("message") or body.get("error_description") or default or response.reason or "error"
+        category = body.get("category") or body.get("status") or body.get("error") or ""
+        if category == "error":  # HubSpot's generic {"status": "error"}: the category field says more
+            category = body.get("category") or ""
+        return cls(
+            str(message),
+            status=response.status_code,
+            category=str(category),
+            correlation_id=str(body.get("correlationId") or response.headers.get("X-HubSpot-Correlation-Id", "")),
+            body=body,
+        )
+
+
+class TransientError(HubSpotError):
+    """429 / 5xx / timeout / connection reset, still failing after the bounded retries."""
+
+
+class AuthError(HubSpotError):
+    """401 even after one refresh and one retry (or no way to refresh)."""
+
+
+class NeedsReconnect(HubSpotError):
+    """The refresh token is revoked or invalid: the source is marked needs_reconnect and its schedule stopped."""
+
+
+class MissingScopes(HubSpotError):
+    """403: the connection lacks a scope (fails that collection only)."""
+
+
+class NotFound(HubSpotError):
+    """404."""
+
+
+class BadRequest(HubSpotError):
+    """400, e.g. a search paging past 10,000 results."""
+
+
+_BY_STATUS: dict[int, type[HubSpotError]] = {400: BadRequest, 401: AuthError, 403: MissingScopes, 404: NotFound}
+
+
+def _json_or_empty(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+# --- logging without secrets ----------------------------------------------------------------------------
+
+_TOKEN_PATH = re.compile(r"(/access-tokens/|/refresh-tokens/)[^/?#]+")
+_SECRET_QUERY = re.compile(r"([?&](?:" + "|".join(SECRET_KEYS | {"hapikey"}) + r")=)[^&#]*", re.IGNORECASE)
+
+
+def safe_url(url: str) -> str:
+    """The URL with tokens in the path or query masked, and the property list shortened: fit for a log line."""
+    url = _TOKEN_PATH.sub(r"\1" + REDACTED, url)
+    url = _SECRET_QUERY.sub(r"\1" + REDACTED, url)
+    return url if len(url) <= 300 else url[:300] + "…"
+
+
+# --- backoff --------------------------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)]."""
+    return random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - timezone.now()).total_seconds())
+
+
+# --- tokens ---------------------------------------------------------------------------------------------
+
+
+def _token_url() -> str:
+    return api_base() + "/" + settings.HUBSPOT_TOKEN_PATH.lstrip("/")
+
+
+def _fresh(source: Source, margin: timedelta = REFRESH_MARGIN) -> bool:
+    return bool(
+        source.access_token
+        and source.access_token_expires_at
+        and source.access_token_expires_at - timezone.now() > margin
+    )
+
+
+def _mark_needs_reconnect(source: Source, detail: str) -> None:
+    """Stop the schedule (enabled stays, next_sync_at cleared) and tell the admin on the source page."""
+    Source.objects.filter(pk=source.pk).update(
+        status=Source.Status.NEEDS_RECONNECT, status_detail=detail, next_sync_at=None, updated_at=timezone.now()
+    )
+    source.status = Source.Status.NEEDS_RECONNECT
+    source.status_detail = detail
+    source.next_sync_at = None
+    log.warning("source %s needs reconnect: %s", source.pk, detail)
+
+
+def _post_token(data: dict[str, str], *, session: requests.Session | None = None, timeout: float = 30) -> dict:
+    """POST the token form, retrying transient failures a few times. Raises HubSpotError subclasses."""
+    http = session or requests
+    attempts = 4
+    for attempt in range(1, attempts + 1):
+        try:
+            response = http.post(
+                _token_url(),
+                data=data,
+                headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+                timeout=timeout,
+            )
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            if attempt == attempts:
+                raise TransientError(f"token endpoint unreachable: {type(exc).__name__}") from None
+            time.sleep(backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10))
+            continue
+        if response.status_code == 429 or response.status_code >= 500:
+            if attempt == attempts:
+                raise TransientError.from_response(response, "token endpoint failed")
+            time.sleep(
+                _retry_after(response) or backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10)
+            )
+            continue
+        if response.status_code != 200:
+            error = HubSpotError.from_response(response, "token request refused")
+            body = _json_or_empty(response)
+            codes = {str(body.get("error", "")).lower(), str(body.get("status", "")).upper()}
+            if "invalid_grant" in codes or "BAD_REFRESH_TOKEN" in codes:
+                raise NeedsReconnect(
+                    error.message,
+                    status=error.status,
+                    category="BAD_REFRESH_TOKEN",
+                    correlation_id=error.correlation_id,
+                    body=body,
+                )
+            raise AuthError(
+                error.message,
+                status=error.status,
+                category=error.category,
+                correlation_id=error.correlation_id,
+                body=body,
+            )
+        return _json_or_empty(response)
+    raise AssertionError("unreachable")
+
+
+def refresh_access_token(
+    source: Source, *, force: bool = False, stale_token: str | None = None, session: requests.Session | None = None
+) -> str:
+    """Return a fresh access token for `source`, refreshing it if needed; updates `source` in place.
+
+    Runs under a row lock on the Source: after acquiring it, the stored token is re-read, and if another worker
+    refreshed meanwhile (still fresh, or different from `stale_token`, the one that just got a 401) it is used
+    as is, so concurrent workers make exactly one token request. `force` refreshes even a fresh token (after a
+    401). A revoked or invalid refresh token marks the source needs_reconnect and raises NeedsReconnect.
+    """
+    reconnect: NeedsReconnect | None = None
+    with transaction.atomic():
+        locked = Source.objects.select_for_update().get(pk=source.pk)
+        already_new = stale_token is not None and locked.access_token and locked.access_token != stale_token
+        if (_fresh(locked) and not force) or (already_new and _fresh(locked, timedelta(0))):
+            _copy_tokens(locked, source)
+            return locked.access_token
+        if not locked.token:
+            reconnect = NeedsReconnect("No refresh token is stored for this source.", category="NO_REFRESH_TOKEN")
+        else:
+            try:
+                payload = _post_token(
+                    {
+                        "grant_type": "refresh_token",
+                        "client_id": settings.HUBSPOT_CLIENT_ID,
+                        "client_secret": settings.HUBSPOT_CLIENT_SECRET,
+                        "refresh_token": locked.token,
+                    },
+                    session=session,
+                )
+            except NeedsReconnect as exc:
+                reconnect = exc
+            else:
+                access = payload.get("access_token")
+                if not access:
+                    raise AuthError("token response without access_token", category="BAD_TOKEN_RESPONSE")
+                locked.access_token = access
+                locked.access_token_expires_at = timezone.now() + timedelta(
+                    seconds=int(payload.get("expires_in") or 1800)
+                )
+                fields = ["access_token", "access_token_expires_at", "updated_at"]
+                # HubSpot may omit refresh_token on a refresh: keep the old one then.
+                if payload.get("refresh_token") and payload["refresh_token"] != locked.token:
+                    locked.token = payload["refresh_token"]
+                    fields.append("token")
+                if locked.status != Source.Status.OK:
+                    locked.status, locked.status_detail = Source.Status.OK, ""
+                    fields += ["status", "status_detail"]
+                locked.save(update_fields=fields)
+                log.info("source %s: access token refreshed (expires in %ss)", source.pk, payload.get("expires_in"))
+                _copy_tokens(locked, source)
+                source.status, source.status_detail = locked.status, locked.status_detail
+                return access
+    # Outside the transaction, so the mark is committed even though we raise.
+    detail = (
+        "HubSpot refused the stored refresh token (it was revoked or the app was uninstalled). "
+        "Reconnect HubSpot in the source's settings to resume syncing."
+    )
+    if reconnect.message:
+        detail += f" HubSpot said: {reconnect.message}"
+    _mark_needs_reconnect(source, detail)
+    raise reconnect
+
+
+def _copy_tokens(src: Source, dst: Source) -> None:
+    dst.access_token = src.access_token
+    dst.access_token_expires_at = src.access_token_expires_at
+    dst.token = src.token
+
+
+# --- the client -----------------------------------------------------------------------------------------
+
+
+class HubSpotClient:
+    """HubSpot CRM v3 for one connection. Not thread-safe: one client per run (they share the limiter)."""
+
+    def __init__(
+        self,
+        source: Source | None = None,
+        *,
+        access_token: str | None = None,
+        hub_id: int | None = None,
+        timeout: float = 30,
+        max_retries: int = 6,
+        limiter: RateLimiter | None = None,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if source is None and not access_token:
+            raise ValueError("HubSpotClient needs a source or an access_token")
+        self.source = source
+        self._access_token = access_token
+        self.hub_id = hub_id if hub_id is not None else (source.hub_id if source is not None else None)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.limiter = limiter or get_rate_limiter()
+        self.backoff_base = settings.HUBSPOT_RETRY_BASE_SECONDS if backoff_base is None else backoff_base
+        self.backoff_cap = settings.HUBSPOT_RETRY_CAP_SECONDS if backoff_cap is None else backoff_cap
+        self.base = api_base()
+        self.api_calls = 0
+        self.retries = 0
+        self.token_refreshes = 0
+        self.session = session or self._new_session()
+
+    @staticmethod
+    def _new_session() -> requests.Session:
+        session = requests.Session()
+        # Keep-alive pool; retries are ours (urllib3's would bypass the limiter and the counters).
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update({"Accept": "application/json", "User-Agent": "hubsync"})
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> HubSpotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def account(self) -> str:
+        return account_key(self.hub_id)
+
+    # --- tokens -------------------------------------------------------------------------------------------
+    def _token(self) -> str:
+        if self.source is None:
+            return self._access_token or ""
+        if not _fresh(self.source):
+            before = self.source.access_token
+            token = refresh_access_token(self.source, session=self.session)
+            if token != before:
+                self.token_refreshes += 1
+            return token
+        return self.source.access_token
+
+    def _refresh_after_401(self, stale: str) -> bool:
+        if self.source is None:
+            return False
+        token = refresh_access_token(self.source, force=True, stale_token=stale, session=self.session)
+        if token != stale:
+            self.token_refreshes += 1
+        return True
+
+    # --- the request loop ---------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: str = "",
+        json: Any = None,
+        kind: str = GENERAL,
+        auth: bool = True,
+        ok: tuple[int, ...] = (200, 201, 207),
+    ) -> Any:
+        """One API call with the limiter, retries and typed errors; returns the decoded JSON (or None)."""
+        url = self.base + path + (f"?{query}" if query else "")
+        attempt = 0
+        refreshed = False
+        while True:
+            headers = {}
+            token = ""
+            if auth:
+                token = self._token()
+                headers["Authorization"] = f"Bearer {token}"
+            self.limiter.acquire(self.account, kind)
+            self.api_calls += 1
+            started = time.monotonic()
+            try:
+                response = self.session.request(method, url, json=json, headers=headers, timeout=self.timeout)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                reason = type(exc).__name__
+                log.warning("HubSpot %s %s failed: %s (attempt %s)", method, safe_url(url), reason, attempt + 1)
+                if attempt >= self.max_retries:
+                    raise TransientError(f"{reason} after {attempt + 1} attempts", category="NETWORK") from None
+                attempt += 1
+                self.retries += 1
+                time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap))
+                continue
+            status = response.status_code
+            correlation = response.headers.get("X-HubSpot-Correlation-Id", "")
+            log.debug(
+                "HubSpot %s %s -> %s in %.0f ms %s",
+                method,
+                safe_url(url),
+                status,
+                (time.monotonic() - started) * 1000,
+                correlation,
+            )
+            self.limiter.observe(self.account, response.headers, kind)
+            if status in ok:
+                if not response.content:
+                    return None
+                try:
+                    return response.json()
+                except ValueError:
+                    raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+            if status == 401 and auth and not refreshed and self._refresh_after_401(token):
+                refreshed = True
+                self.retries += 1
+                log.info("HubSpot %s %s -> 401: refreshed the token, retrying once", method, safe_url(url))
+                continue
+            if status == 429 or status >= 500:
+                error = TransientError.from_response(response)
+                log.warning(
+                    "HubSpot %s %s -> %s %s (correlationId %s, attempt %s)",
+                    method,
+                    safe_url(url),
+                    status,
+                    error.category,
+                    error.correlation_id,
+                    attempt + 1,
+                )
+                if attempt >= self.max_retries:
+                    raise error
+                attempt += 1
+                self.retries += 1
+                delay = _retry_after(response)
+                if delay is None:
+                    delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+                else:
+                    delay = min(delay, max(self.backoff_cap, 1.0))
+                if status == 429:
+                    # Every worker on this account backs off, not just this one.
+                    self.limiter.penalize(self.account, delay, kind)
+                time.sleep(delay)
+                continue
+            cls = _BY_STATUS.get(status, HubSpotError)
+            error = cls.from_response(response)
+            log.warning(
+                "HubSpot %s %s -> %s %s (correlationId %s)",
+                method,
+                safe_url(url),
+                status,
+                error.category,
+                error.correlation_id,
+            )
+            raise error
+
+    # --- CRM v3 -------------------------------------------------------------------------------------------
+    def get_properties(self, collection: str) -> list[dict]:
+        """Every property definition of the collection (HubSpot does not page this)."""
+        return self.request("GET", f"/crm/v3/properties/{quote(collection)}")["results"]
+
+    def _list_query(self, properties: list[str], after: str | None, limit: int, archived: bool) -> str:
+        params: list[tuple[str, str]] = [("limit", str(limit))]
+        if after:
+            params.append(("after", after))
+        if archived:
+            params.append(("archived", "true"))
+        if properties:
+            # Comma-joined (HubSpot accepts both forms) and commas left unescaped: the shortest URL.
+            params.append(("properties", ",".join(properties)))
+        return urlencode(params, safe=",", quote_via=quote)
+
+    def _split_for_url(
+        self, path: str, properties: list[str], after: str | None, limit: int, archived: bool
+    ) -> tuple[list[str], list[str]]:
+        """The longest prefix of `properties` whose list URL fits HUBSPOT_MAX_URL_LENGTH, and the rest."""
+        room = settings.HUBSPOT_MAX_URL_LENGTH - len(
+            self.base + path + "?" + self._list_query([], after, limit, archived)
+        )
+        room -= len("&properties=")
+        used = 0
+        for index, name in enumerate(properties):
+            cost = len(quote(name, safe="")) + (1 if index else 0)
+            if used + cost > room:
+                return properties[:index], properties[index:]
+            used += cost
+        return properties, []
+
+    def list_page(
+        self,
+        collection: str,
+        *,
+        properties: list[str],
+        after: str | None = None,
+        limit: int = 100,
+        archived: bool = False,
+    ) -> dict:
+        """One page of the list endpoint: HubSpot's JSON ({"results": [...], "paging": ...}).
+
+        Never a 414: properties that do not fit in the URL are read for the page's ids through batch/read and
+        merged into each record (see the module docstring).
+        """
+        path = f"/crm/v3/objects/{quote(collection)}"
+        in_url, rest = self._split_for_url(path, list(properties), after, limit, archived)
+        page = self.request("GET", path, query=self._list_query(in_url, after, limit, archived))
+        results = page.get("results") or []
+        if rest and results:
+            extra = {
+                str(r["id"]): r.get("properties") or {}
+                for r in self.batch_read(collection, [str(r["id"]) for r in results], rest, archived=archived)
+            }
+            for record in results:
+                record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
+        return page
+
+    def search_page(self, collection: str, body: dict) -> dict:
+        """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest."""
+        return self.request("POST", f"/crm/v3/objects/{quote(collection)}/search", json=body, kind=SEARCH)
+
+    def batch_read(
+        self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
+    ) -> list[dict]:
+        """Records by id, 100 per request. Ids HubSpot cannot find (207 errors) are left out."""
+        out: list[dict] = []
+        path = f"/crm/v3/objects/{quote(collection)}/batch/read"
+        query = "archived=true" if archived else ""
+        for start in range(0, len(ids), BATCH_SIZE):
+            chunk = ids[start : start + BATCH_SIZE]
+            body = {"inputs": [{"id": str(i)} for i in chunk], "properties": list(properties)}
+            data = self.request("POST", path, query=query, json=body) or {}
+            if data.get("errors"):
+                log.info("batch read %s: %s ids not returned", collection, len(chunk) - len(data.get("results", [])))
+            out.extend(data.get("results") or [])
+        return out
+
+    def get_owners(self) -> Iterator[dict]:
+        """Every owner, page by page (yielded, not accumulated)."""
+        after: str | None = None
+        while True:
+            query = urlencode([("limit", "100")] + ([("after", after)] if after else []))
+            page = self.request("GET", "/crm/v3/owners", query=query)
+            yield from page.get("results") or []
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return
+
+    # --- account ------------------------------------------------------------------------------------------
+    def token_info(self) -> dict:
+        """hub_id, hub_domain, user, scopes, ... of the current access token (the token sits in the path, so
+        safe_url masks it in every log line)."""
+        token = self._token()
+        return self.request("GET", f"/oauth/v1/access-tokens/{quote(token, safe='')}", auth=False)
+
+    def account_details(self) -> dict:
+        return self.request("GET", "/account-info/v3/details")

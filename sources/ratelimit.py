@@ -1,0 +1,281 @@
+"""The HubSpot rate limiter: one budget per HubSpot account, shared by every worker on every machine.
+
+HubSpot counts requests per installed account (110 per rolling 10 s for OAuth apps; search separately, 5/s),
+so the budget is keyed by hub id, not by process or by source: two sources connected to the same account share
+it. With REDIS_URL the windows live in Redis and one Lua script checks and takes a slot atomically (a sorted
+set per key, scored by Redis' own clock so machines with skewed clocks still agree); without Redis an
+in-process limiter does the same for the threads of one process.
+
+Besides its own count the limiter listens to HubSpot: `observe()` takes the `X-HubSpot-RateLimit-*` headers of
+each response (a smaller `Max` than configured is adopted; a low `Remaining` pauses every worker briefly, since
+something outside this limiter is spending the budget), and `penalize()` makes every worker on the account wait
+after a 429.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+GENERAL = "general"
+SEARCH = "search"
+KINDS = (GENERAL, SEARCH)
+
+
+@dataclass(frozen=True)
+class Budget:
+    limit: int  # requests per window; 0 = unlimited
+    window_ms: int
+
+
+def configured_budgets() -> dict[str, Budget]:
+    return {
+        GENERAL: Budget(int(settings.HUBSPOT_RATE_LIMIT), int(settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS)),
+        SEARCH: Budget(int(settings.HUBSPOT_SEARCH_RATE_LIMIT), int(settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS)),
+    }
+
+
+class RateLimiter:
+    """Blocks callers so that each (account, kind) stays inside its sliding-window budget."""
+
+    def __init__(self, budgets: Mapping[str, Budget] | None = None, *, sleep=time.sleep) -> None:
+        # None = read the settings at each call, so a long-lived process singleton follows setting changes.
+        self._budgets = dict(budgets) if budgets else None
+        self._sleep = sleep
+        # Budgets announced by HubSpot's headers, per (account, kind); only ever lower than the configured one.
+        self._learned: dict[tuple[str, str], Budget] = {}
+        self.waited_seconds = 0.0
+
+    @property
+    def budgets(self) -> dict[str, Budget]:
+        return self._budgets if self._budgets is not None else configured_budgets()
+
+    # --- the public surface -----------------------------------------------------------------------------
+    def budget(self, account: str, kind: str = GENERAL) -> Budget:
+        return self._learned.get((account, kind), self.budgets[kind])
+
+    def acquire(self, account: str, kind: str = GENERAL, *, timeout: float | None = None) -> float:
+        """Wait for a slot and take it. Returns the seconds waited. `timeout` bounds the wait (TimeoutError)."""
+        budget = self.budget(account, kind)
+        if budget.limit <= 0:
+            return 0.0
+        waited = 0.0
+        while True:
+            wait_ms = self._try_take(account, kind, budget)
+            if wait_ms <= 0:
+                self.waited_seconds += waited
+                return waited
+            wait = wait_ms / 1000.0
+            if timeout is not None and waited + wait > timeout:
+                raise TimeoutError(f"rate limiter: no slot for {kind} within {timeout}s")
+            self._sleep(wait)
+            waited += wait
+
+    def observe(self, account: str, headers: Mapping[str, str], kind: str = GENERAL) -> None:
+        """Learn from `X-HubSpot-RateLimit-Max / -Remaining / -Interval-Milliseconds` on a response."""
+        try:
+            max_ = int(headers.get("X-HubSpot-RateLimit-Max", ""))
+            interval = int(headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", ""))
+        except (TypeError, ValueError):
+            return  # search responses often carry no headers: nothing to learn
+        configured = self.budgets[kind]
+        if max_ > 0 and interval > 0 and configured.limit > 0:
+            # Adopt a stricter announced budget (same rate over HubSpot's interval), never a looser one.
+            if max_ * configured.window_ms < configured.limit * interval:
+                self._learned[(account, kind)] = Budget(max_, interval)
+            else:
+                self._learned.pop((account, kind), None)
+        try:
+            remaining = int(headers.get("X-HubSpot-RateLimit-Remaining", ""))
+        except (TypeError, ValueError):
+            return
+        threshold = max(2, int(max_ * float(settings.HUBSPOT_RATE_LIMIT_LOW_REMAINING)))
+        if max_ > 0 and interval > 0 and remaining <= threshold:
+            # Someone else (another app install, another deployment) is spending this account's budget. At the
+            # steady rate one slot frees every interval/max ms; pause all workers for as many slots as we are
+            # below the threshold, so the window drains instead of hitting 429s.
+            pause_ms = int(interval / max_ * (threshold - remaining + 1))
+            log.info("HubSpot rate limit low (%s of %s left): pausing %s ms", remaining, max_, pause_ms)
+            self.penalize(account, pause_ms / 1000.0, kind)
+
+    def penalize(self, account: str, seconds: float, kind: str = GENERAL) -> None:
+        """Make every caller on this account wait `seconds` (e.g. after a 429)."""
+        if seconds > 0:
+            self._set_pause(account, kind, int(seconds * 1000))
+
+    def reset(self, account: str) -> None:
+        """Forget the account's windows and pauses (tests, and an operator's "start over")."""
+        for kind in KINDS:
+            self._learned.pop((account, kind), None)
+        self._reset(account)
+
+    # --- backend -----------------------------------------------------------------------------------------
+    def _try_take(self, account: str, kind: str, budget: Budget) -> int:
+        """Take a slot and return 0, or return how many ms to wait before trying again."""
+        raise NotImplementedError
+
+    def _set_pause(self, account: str, kind: str, ms: int) -> None:
+        raise NotImplementedError
+
+    def _reset(self, account: str) -> None:
+        raise NotImplementedError
+
+
+class LocalRateLimiter(RateLimiter):
+    """In-process sliding window (threads of one process share it): the embedded default without Redis."""
+
+    def __init__(self, budgets: Mapping[str, Budget] | None = None, *, sleep=time.sleep) -> None:
+        super().__init__(budgets, sleep=sleep)
+        self._lock = threading.Lock()
+        self._windows: dict[tuple[str, str], deque[float]] = {}
+        self._paused_until: dict[tuple[str, str], float] = {}
+
+    def _try_take(self, account: str, kind: str, budget: Budget) -> int:
+        key = (account, kind)
+        window = budget.window_ms / 1000.0
+        with self._lock:
+            now = time.monotonic()
+            pause = self._paused_until.get(key, 0.0) - now
+            if pause > 0:
+                return max(1, int(pause * 1000))
+            stamps = self._windows.setdefault(key, deque())
+            while stamps and stamps[0] <= now - window:
+                stamps.popleft()
+            if len(stamps) < budget.limit:
+                stamps.append(now)
+                return 0
+            # Full: the oldest slot (of the last `limit`) frees first.
+            oldest = stamps[len(stamps) - budget.limit]
+            return max(1, int((oldest + window - now) * 1000) + 1)
+
+    def _set_pause(self, account: str, kind: str, ms: int) -> None:
+        key = (account, kind)
+        with self._lock:
+            until = time.monotonic() + ms / 1000.0
+            self._paused_until[key] = max(self._paused_until.get(key, 0.0), until)
+
+    def _reset(self, account: str) -> None:
+        with self._lock:
+            for kind in KINDS:
+                self._windows.pop((account, kind), None)
+                self._paused_until.pop((account, kind), None)
+
+
+# KEYS[1] the window (sorted set of slot ids scored by ms), KEYS[2] the pause ("not before", ms).
+# ARGV: limit, window_ms, a unique slot id. Returns 0 (slot taken) or the ms to wait.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then
+  return paused - now
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = redis.call('ZCARD', KEYS[1])
+if used < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window + 1000)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
+local wait = tonumber(oldest[2]) + window - now + 1
+if wait < 1 then wait = 1 end
+return wait
+"""
+
+# KEYS[1] the pause key; ARGV[1] ms to pause from now. Only ever extends an existing pause.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local untl = now + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untl > cur then
+  redis.call('SET', KEYS[1], untl, 'PX', tonumber(ARGV[1]) + 1000)
+end
+return untl
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    """Sliding window in Redis shared by all workers on all machines."""
+
+    prefix = "hubsync:ratelimit"
+
+    def __init__(self, client, budgets: Mapping[str, Budget] | None = None, *, sleep=time.sleep) -> None:
+        super().__init__(budgets, sleep=sleep)
+        self.redis = client
+        self._take = client.register_script(_TAKE)
+        self._pause = client.register_script(_PAUSE)
+
+    def _keys(self, account: str, kind: str) -> list[str]:
+        return [f"{self.prefix}:{account}:{kind}", f"{self.prefix}:{account}:{kind}:pause"]
+
+    def _try_take(self, account: str, kind: str, budget: Budget) -> int:
+        import redis
+
+        try:
+            return int(
+                self._take(keys=self._keys(account, kind), args=[budget.limit, budget.window_ms, uuid.uuid4().hex])
+            )
+        except redis.exceptions.ConnectionError:
+            # A Redis outage must not stop syncs: fall back to this process's own window (HubSpot's 429s,
+            # which the client retries, still protect the account) until Redis answers again.
+            log.warning("rate limiter: Redis unreachable, using the in-process limiter")
+            return _fallback()._try_take(account, kind, budget)
+
+    def _set_pause(self, account: str, kind: str, ms: int) -> None:
+        import redis
+
+        try:
+            self._pause(keys=self._keys(account, kind)[1:], args=[ms])
+        except redis.exceptions.ConnectionError:
+            _fallback()._set_pause(account, kind, ms)
+
+    def _reset(self, account: str) -> None:
+        self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)])
+
+
+@lru_cache(maxsize=4)
+def _redis_client(url: str):
+    import redis
+
+    # One pool per process; short timeouts so a dead Redis fails fast instead of hanging a sync.
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+
+
+_local_singleton: LocalRateLimiter | None = None
+_singleton_lock = threading.Lock()
+
+
+def _fallback() -> LocalRateLimiter:
+    global _local_singleton
+    with _singleton_lock:
+        if _local_singleton is None:
+            _local_singleton = LocalRateLimiter()
+        return _local_singleton
+
+
+def get_rate_limiter() -> RateLimiter:
+    """The process's limiter: Redis-backed when REDIS_URL is set (HUBSPOT_RATE_LIMITER=auto|redis|local)."""
+    mode = (settings.HUBSPOT_RATE_LIMITER or "auto").lower()
+    if mode in ("auto", "redis") and settings.REDIS_URL:
+        return RedisRateLimiter(_redis_client(settings.REDIS_URL))
+    if mode == "redis":
+        raise RuntimeError("HUBSPOT_RATE_LIMITER=redis needs REDIS_URL")
+    return _fallback()
+
+
+def account_key(hub_id: int | None) -> str:
+    return str(hub_id) if hub_id else "unknown"
