@@ -27,7 +27,9 @@ def queued(monkeypatch):
 @pytest.fixture
 def source(workspace) -> Source:
     source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
-    SourceCollection.objects.create(source=source, collection="contacts", cursor={"mode": "idle", "modified_since_ms": 1})
+    SourceCollection.objects.create(
+        source=source, collection="contacts", cursor={"mode": "idle", "modified_since_ms": 1}
+    )
     return source
 
 
