@@ -148,6 +148,7 @@ def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
         run.started_at = now
         run.heartbeat_at = now
         run.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
+        Source.objects.filter(pk=run.source_id).update(last_run=run)
         return run
 
 
@@ -446,7 +447,9 @@ class _Engine:
                 return
 
     def consume(self, sc: SourceCollection, pages: Iterator[tuple[list, dict]]) -> None:
-        for records, new_cursor in _prefetched(pages):
+        # While HubSpot is slow (429 storm, retries with backoff) the heartbeat goes on, so a live run is never
+        # mistaken for a dead one; a dead process stops beating and is taken over.
+        for records, new_cursor in _prefetched(pages, on_idle=self.heartbeat):
             self.commit_page(sc, records, new_cursor)
 
     def scan_archived(self, sc: SourceCollection) -> None:
@@ -580,13 +583,16 @@ def after_page(engine: _Engine, sc: SourceCollection) -> None:
 _DONE = object()
 
 
-def _prefetched(pages: Iterator, depth: int = 2) -> Iterator:
+def _prefetched(
+    pages: Iterator, depth: int = 2, on_idle: Callable[[], None] | None = None, idle_seconds: float = 15
+) -> Iterator:
     """Iterate `pages` in a background thread, at most `depth` pages ahead.
 
     HubSpot's answer for page n+1 is awaited while page n is written to the database: the request time and the
     write time overlap instead of adding up. Memory stays bounded (depth pages). The generator (and so the
     HubSpot client) is only ever used by that one thread; its errors are re-raised here, in order. When the
-    consumer stops early (an error, a lost run), the thread is told to stop and is joined."""
+    consumer stops early (an error, a lost run), the thread is told to stop and is joined. `on_idle` is called
+    every `idle_seconds` spent waiting for a page."""
     box: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -616,7 +622,12 @@ def _prefetched(pages: Iterator, depth: int = 2) -> Iterator:
     thread.start()
     try:
         while True:
-            item, exc = box.get()
+            try:
+                item, exc = box.get(timeout=idle_seconds)
+            except queue.Empty:
+                if on_idle is not None:
+                    on_idle()
+                continue
             if exc is not None:
                 raise exc
             if item is _DONE:
