@@ -228,11 +228,14 @@ class _Engine:
         )
         if not updated:
             raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
-        source_fields: dict = {
-            "last_run_id": self.run_row.pk,
-            "next_sync_at": now if again_soon else now + self.source.sync_interval,
-        }
-        if status != SyncRun.Status.FAILED and self.source.first_synced_at is None:
+        source_fields: dict = {"last_run_id": self.run_row.pk}
+        current = Source.objects.filter(pk=self.source.pk).values("status", "first_synced_at").first() or {}
+        if current.get("status") == Source.Status.NEEDS_RECONNECT:
+            # The client stopped the schedule (revoked token): leave it stopped until the admin reconnects.
+            source_fields["next_sync_at"] = None
+        else:
+            source_fields["next_sync_at"] = now if again_soon else now + self.source.sync_interval
+        if status != SyncRun.Status.FAILED and current.get("first_synced_at") is None:
             source_fields["first_synced_at"] = now
         Source.objects.filter(pk=self.source.pk).update(**source_fields)
         self.run_row.refresh_from_db()
