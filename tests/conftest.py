@@ -8,6 +8,8 @@ from django.test import Client
 
 from hubsync.models import Membership, Role, Workspace
 
+pytest_plugins = ["tests.fixtures_sandbox"]
+
 PASSWORD = "correct horse battery staple"
 
 

@@ -1,0 +1,139 @@
+"""Sandbox HubSpot state.
+
+Generated records are never stored: a portal holds only its sizes and seed, and records are computed from their
+index (sandbox/hubspot/data.py). Only what changed after generation lives here: `RecordChange` rows for created,
+edited and archived records, `CustomProperty` rows for added or deleted custom properties, plus the OAuth
+codes / refresh tokens and the singleton `Knobs` row.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+# Generated data "ends" here unless a seed run says otherwise, so a fresh install is identical everywhere.
+DEFAULT_GENERATED_AT_MS = 1767225600000  # 2026-01-01T00:00:00Z
+
+
+class Portal(models.Model):
+    """A sandbox HubSpot account ("portal", hub)."""
+
+    hub_id = models.PositiveBigIntegerField(primary_key=True)
+    name = models.CharField(max_length=200)
+    domain = models.CharField(max_length=200)
+    user_email = models.CharField(max_length=200)
+    user_id = models.PositiveBigIntegerField(default=0)
+    time_zone = models.CharField(max_length=64, default="US/Eastern")
+    currency = models.CharField(max_length=3, default="USD")
+    seed = models.BigIntegerField(default=1)
+    contacts = models.PositiveIntegerField(default=0)
+    companies = models.PositiveIntegerField(default=0)
+    deals = models.PositiveIntegerField(default=0)
+    tickets = models.PositiveIntegerField(default=0)
+    # The instant the generated data set was "exported": every generated timestamp is before it.
+    generated_at_ms = models.BigIntegerField(default=DEFAULT_GENERATED_AT_MS)
+    # Bumped on every schema change (custom property added or deleted) so per-process caches notice.
+    schema_version = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hub_id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.hub_id})"
+
+    def size(self, object_type: str) -> int:
+        return int(getattr(self, object_type, 0) or 0)
+
+
+class CustomProperty(models.Model):
+    """A custom property added after generation, or a tombstone (deleted=True) for a deleted one."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="custom_properties")
+    object_type = models.CharField(max_length=32)
+    name = models.CharField(max_length=100)
+    label = models.CharField(max_length=200)
+    type = models.CharField(max_length=32, default="string")
+    field_type = models.CharField(max_length=32, default="text")
+    group_name = models.CharField(max_length=100, default="custom_properties")
+    description = models.TextField(blank=True, default="")
+    options = models.JSONField(default=list, blank=True)
+    deleted = models.BooleanField(default=False)
+    created_ms = models.BigIntegerField()
+    updated_ms = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["portal", "object_type", "name"], name="sbx_hs_customprop_unique")
+        ]
+
+
+class RecordChange(models.Model):
+    """The overlay on generated data: a created record (index is NULL), or an edited / archived generated one."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="changes")
+    object_type = models.CharField(max_length=32)
+    object_id = models.BigIntegerField()
+    index = models.IntegerField(null=True, blank=True)  # the generated record this overrides
+    properties = models.JSONField(default=dict)  # overrides; a None value clears a property
+    created_ms = models.BigIntegerField()
+    updated_ms = models.BigIntegerField()
+    archived = models.BooleanField(default=False)
+    archived_ms = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["portal", "object_type", "object_id"], name="sbx_hs_change_unique")
+        ]
+        indexes = [
+            models.Index(fields=["portal", "object_type", "archived", "updated_ms"], name="sbx_hs_change_upd"),
+            models.Index(fields=["portal", "object_type", "index"], name="sbx_hs_change_idx"),
+        ]
+
+
+class AuthCode(models.Model):
+    code = models.CharField(max_length=100, unique=True)
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE)
+    client_id = models.CharField(max_length=200)
+    redirect_uri = models.TextField()
+    scopes = models.JSONField(default=list)
+    code_challenge = models.CharField(max_length=200, blank=True, default="")
+    code_challenge_method = models.CharField(max_length=10, blank=True, default="")
+    created_ms = models.BigIntegerField()
+    used = models.BooleanField(default=False)
+
+
+class RefreshToken(models.Model):
+    token = models.CharField(max_length=200, unique=True)
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE)
+    client_id = models.CharField(max_length=200)
+    scopes = models.JSONField(default=list)
+    created_ms = models.BigIntegerField()
+    revoked = models.BooleanField(default=False)
+
+
+class Knobs(models.Model):
+    """Realism knobs: one row (pk=1). Read on every sandbox API request, so changes apply at once."""
+
+    rate_limits = models.BooleanField(default=True)
+    rate_limit_max = models.PositiveIntegerField(default=110)
+    rate_limit_interval_ms = models.PositiveIntegerField(default=10000)
+    search_rate_limit = models.PositiveIntegerField(default=5)  # per second
+    latency_ms = models.PositiveIntegerField(default=0)
+    error_rate = models.FloatField(default=0.0)  # share of API calls answered 502/503/504
+    reset_rate = models.FloatField(default=0.0)  # share of API calls whose connection is dropped
+    # Deterministic faults for tests: the next N API calls fail with this status ("reset" drops the socket).
+    fail_next = models.PositiveIntegerField(default=0)
+    fail_next_status = models.CharField(max_length=10, default="503")
+    search_lag_seconds = models.FloatField(default=0.0)
+    access_token_lifetime = models.IntegerField(default=1800)
+
+    def save(self, *args, **kwargs) -> None:
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> Knobs:
+        obj = cls.objects.filter(pk=1).first()
+        if obj is None:
+            obj, _ = cls.objects.get_or_create(pk=1)
+        return obj

@@ -1,0 +1,226 @@
+"""Changing a portal's data: create, update and archive records, bulk imports, custom properties.
+
+Used by `sandbox_mutate`, the sandbox page and the test fixtures. Every change is a RecordChange row (the only
+record storage there is), so list, read and search see it at once (search after the index lag).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Max
+
+from . import data
+from .models import CustomProperty, Portal, RecordChange
+from .schema import OBJECT_TYPES, ObjectType, resolve_type
+
+BATCH = 1000
+PROPERTY_TYPES = {
+    # type: default fieldType
+    "string": "text",
+    "number": "number",
+    "bool": "booleancheckbox",
+    "enumeration": "select",
+    "date": "date",
+    "datetime": "date",
+    "phone_number": "phonenumber",
+}
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+
+
+class MutationError(ValueError):
+    pass
+
+
+@dataclass
+class MutationResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    archived: list[str] = field(default_factory=list)
+    timestamp_ms: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "updated": self.updated, "archived": self.archived,
+                "timestamp": data.iso(self.timestamp_ms) if self.timestamp_ms else None}
+
+
+def _otype(collection: str) -> ObjectType:
+    otype = resolve_type(collection)
+    if otype is None:
+        raise MutationError(f"unknown collection {collection!r}; choose one of {', '.join(OBJECT_TYPES)}")
+    return otype
+
+
+def _edit_values(td: data.TypeData, rng: random.Random, stamp: int) -> dict[str, Any]:
+    """A handful of realistic property edits (strings, numbers, enumerations, a custom property)."""
+    edits: dict[str, Any] = {}
+    candidates = [p for p in td.otype.props if p.name in td.props and p.gen not in ("id", "createdate", "modified")
+                  and p.name != "email" and not p.calculated]
+    for p in rng.sample(candidates, min(3, len(candidates))):
+        tpl = td.templates[rng.randrange(len(td.templates))]
+        value = tpl.get(p.name)
+        if value is None or value == td.templates[0].get(p.name):
+            value = data._gen(p.name, p, data.GenContext(rng, rng.choice(data.FIRST), rng.choice(data.LAST),
+                                                          rng.choice(data.COMPANY_WORDS), rng.choice(data.CITIES),
+                                                          ["1"], stamp))
+        edits[p.name] = value
+    # Always touch one obviously changing field so tests can see the edit.
+    marker = {"contacts": "jobtitle", "companies": "description", "deals": "hs_next_step", "tickets": "subject"}
+    name = marker[td.otype.name]
+    if name in td.props:
+        edits[name] = f"Edited {data.iso(stamp)} #{rng.randrange(1, 10**6)}"
+    return edits
+
+
+def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0, archive: int = 0,
+           same_timestamp: bool = False, seed: int | None = None, at_ms: int | None = None) -> MutationResult:
+    """Create, update and archive records. `same_timestamp` gives every change of this call one timestamp (a
+    bulk import); otherwise timestamps are 1 ms apart, ending now."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    rng = random.Random(seed)
+    total = create + update + archive
+    now = at_ms if at_ms is not None else data.now_ms()
+    stamps = iter([now] * total if same_timestamp else range(now - total + 1, now + 1))
+    result = MutationResult(timestamp_ms=now)
+    qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
+    with transaction.atomic():
+        if create:
+            top = qs.filter(index__isnull=True).aggregate(m=Max("object_id"))["m"] or data.CREATED_ID_BASE
+            rows = []
+            for k in range(create):
+                stamp = next(stamps)
+                oid = top + 1 + k
+                i = rng.randrange(max(td.size, 1)) if td.size else 0
+                props = {name: value for name, value in (td.full_properties(i) if td.size else {}).items()
+                         if name not in ("hs_object_id", "createdate", otype.modified_prop)}
+                if otype.name == "contacts":
+                    props["email"] = f"new.contact{oid}@{data.EMAIL_DOMAINS[oid % len(data.EMAIL_DOMAINS)]}"
+                props.update(_edit_values(td, rng, stamp))
+                rows.append(RecordChange(portal=portal, object_type=otype.name, object_id=oid, index=None,
+                                         properties=props, created_ms=stamp, updated_ms=stamp))
+                result.created.append(str(oid))
+            for start in range(0, len(rows), BATCH):
+                RecordChange.objects.bulk_create(rows[start:start + BATCH])
+        if update or archive:
+            picked = _pick_visible(td, qs, rng, update + archive)
+            if len(picked) < update + archive:
+                raise MutationError(f"only {len(picked)} live {otype.name} to update/archive")
+            existing = {ch.object_id: ch for ch in qs.filter(object_id__in=[oid for oid, _ in picked])}
+            new_rows, changed = [], []
+            for n, (oid, i) in enumerate(picked):
+                stamp = next(stamps)
+                ch = existing.get(oid) or RecordChange(
+                    portal=portal, object_type=otype.name, object_id=oid, index=i, properties={},
+                    created_ms=td.created_ms(i) if i is not None else stamp, updated_ms=stamp)
+                ch.updated_ms = stamp
+                if n < update:
+                    ch.properties = {**(ch.properties or {}), **_edit_values(td, rng, stamp)}
+                    result.updated.append(str(oid))
+                else:
+                    ch.archived = True
+                    ch.archived_ms = stamp
+                    result.archived.append(str(oid))
+                (changed if ch.pk else new_rows).append(ch)
+            for start in range(0, len(new_rows), BATCH):
+                RecordChange.objects.bulk_create(new_rows[start:start + BATCH])
+            if changed:
+                RecordChange.objects.bulk_update(changed, ["properties", "updated_ms", "archived", "archived_ms"],
+                                                 batch_size=BATCH)
+    return result
+
+
+def _pick_visible(td: data.TypeData, qs, rng: random.Random, count: int) -> list[tuple[int, int | None]]:
+    """`count` distinct live (not archived) records: (object id, generated index or None)."""
+    if count <= 0:
+        return []
+    archived = set(qs.filter(archived=True).values_list("object_id", flat=True))
+    created = list(qs.filter(index__isnull=True, archived=False).values_list("object_id", flat=True))
+    live_total = td.size + len(created) - len(archived)
+    if live_total <= 0:
+        return []
+    picked: dict[int, int | None] = {}
+    attempts = 0
+    while len(picked) < min(count, live_total) and attempts < count * 50 + 1000:
+        attempts += 1
+        k = rng.randrange(td.size + len(created))
+        if k < td.size:
+            oid, idx = data.id_for_index(k), k
+        else:
+            oid, idx = created[k - td.size], None
+        if oid in archived or oid in picked:
+            continue
+        picked[oid] = idx
+    return list(picked.items())
+
+
+def set_properties(*, portal: Portal, collection: str, object_id: int, properties: dict[str, Any],
+                   at_ms: int | None = None) -> RecordChange:
+    """Edit given properties of one record (bumps its modified date)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    stamp = at_ms if at_ms is not None else data.now_ms()
+    with transaction.atomic():
+        ch = RecordChange.objects.select_for_update().filter(portal=portal, object_type=otype.name,
+                                                             object_id=object_id).first()
+        if ch is None:
+            i = data.index_for_id(object_id)
+            if i is None or i >= td.size:
+                raise MutationError(f"no {otype.singular} with id {object_id}")
+            ch = RecordChange(portal=portal, object_type=otype.name, object_id=object_id, index=i, properties={},
+                              created_ms=td.created_ms(i), updated_ms=stamp)
+        ch.properties = {**(ch.properties or {}), **properties}
+        ch.updated_ms = stamp
+        ch.save()
+    return ch
+
+
+def add_property(*, portal: Portal, collection: str, name: str, label: str = "", type: str = "string",
+                 field_type: str = "", options: list[dict] | None = None, description: str = "") -> CustomProperty:
+    otype = _otype(collection)
+    if not NAME_RE.match(name):
+        raise MutationError("property names are lowercase letters, digits and underscores, starting with a letter")
+    if type not in PROPERTY_TYPES:
+        raise MutationError(f"type must be one of {', '.join(PROPERTY_TYPES)}")
+    td = data.type_data(portal, otype)
+    if name in td.props:
+        raise MutationError(f"property {name} already exists on {otype.name}")
+    now = data.now_ms()
+    with transaction.atomic():
+        CustomProperty.objects.filter(portal=portal, object_type=otype.name, name=name).delete()
+        prop = CustomProperty.objects.create(
+            portal=portal, object_type=otype.name, name=name, label=label or name.replace("_", " ").capitalize(),
+            type=type, field_type=field_type or PROPERTY_TYPES[type], options=options or [],
+            description=description, created_ms=now, updated_ms=now,
+        )
+        Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    portal.refresh_from_db()
+    return prop
+
+
+def delete_property(*, portal: Portal, collection: str, name: str) -> None:
+    """Archive a custom property (built-in custom ones included); HubSpot-defined properties cannot be."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    info = td.props.get(name)
+    if info is None:
+        raise MutationError(f"property {name} does not exist on {otype.name}")
+    if info.hubspot_defined:
+        raise MutationError(f"{name} is a HubSpot-defined property and cannot be deleted")
+    now = data.now_ms()
+    with transaction.atomic():
+        row = CustomProperty.objects.filter(portal=portal, object_type=otype.name, name=name).first()
+        if row is None:
+            row = CustomProperty(portal=portal, object_type=otype.name, name=name, label=info.label, type=info.type,
+                                 field_type=info.field_type, group_name=info.group,
+                                 options=[{"label": lbl, "value": v} for lbl, v in info.options],
+                                 created_ms=info.created_ms or now)
+        row.deleted = True
+        row.updated_ms = now
+        row.save()
+        Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    portal.refresh_from_db()

@@ -1,0 +1,135 @@
+"""Realism: rate limits, latency, random 5xx and dropped connections.
+
+Rate-limit counters live in the memory of the serving process (one `sandbox_serve` process, or the test
+process running live_server); they are not shared between processes. That is enough to be faithful because the
+sandbox is always served by one process; `reset_rate_limits()` clears them (tests do, between tests).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    resp = HttpResponse(body, status=status, content_type="application/json;charset=utf-8")
+    if headers:
+        for k, v in headers.items():
+            resp[k] = v
+    return resp
+
+
+def correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+def error_response(status: int, category: str, message: str, **extra: Any) -> HttpResponse:
+    cid = correlation_id()
+    body = {"status": "error", "message": message, "correlationId": cid, "category": category}
+    body.update(extra)
+    return json_response(body, status=status, headers={"X-HubSpot-Correlation-Id": cid})
+
+
+# --- rate limits ---------------------------------------------------------------------------------------------
+class SlidingWindow:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: dict[Any, deque[float]] = {}
+
+    def hit(self, key: Any, maximum: int, interval_s: float) -> tuple[bool, int]:
+        """Count one request; returns (allowed, remaining after it)."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._hits.setdefault(key, deque())
+            edge = now - interval_s
+            while q and q[0] <= edge:
+                q.popleft()
+            if len(q) >= maximum:
+                return False, 0
+            q.append(now)
+            return True, maximum - len(q)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._hits.clear()
+
+
+GENERAL = SlidingWindow()
+SEARCH = SlidingWindow()
+
+
+def reset_rate_limits() -> None:
+    GENERAL.clear()
+    SEARCH.clear()
+
+
+def rate_limited_response(search: bool) -> HttpResponse:
+    cid = correlation_id()
+    if search:
+        body = {"status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
+                "correlationId": cid, "policyName": "SECONDLY", "category": "RATE_LIMITS"}
+    else:
+        body = {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT", "correlationId": cid, "policyName": "TEN_SECONDLY_ROLLING",
+                "category": "RATE_LIMITS"}
+    return json_response(body, status=429, headers={"X-HubSpot-Correlation-Id": cid})
+
+
+# --- faults ----------------------------------------------------------------------------------------------------
+GATEWAY_BODIES = {
+    502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+    503: '{"status":"error","message":"Service Unavailable","category":"SERVICE_UNAVAILABLE"}',
+    504: "<html><head><title>504 Gateway Time-out</title></head><body><h1>504 Gateway Time-out</h1></body></html>",
+}
+
+
+def fault_response(status: int) -> HttpResponse:
+    body = GATEWAY_BODIES.get(status, GATEWAY_BODIES[503])
+    ctype = "application/json;charset=utf-8" if body.startswith("{") else "text/html"
+    return HttpResponse(body, status=status, content_type=ctype)
+
+
+class ConnectionDropped(Exception):
+    """Raised after the client socket was shut down, so nothing more is written."""
+
+
+def _find_socket(request: HttpRequest) -> socket.socket | None:
+    sock = request.META.get("gunicorn.socket") or request.META.get("sandbox.socket")
+    if isinstance(sock, socket.socket):
+        return sock
+    # wsgiref-based servers (runserver, live_server) do not expose the socket: find the request handler
+    # that is serving this thread further up the stack.
+    frame = sys._getframe(1)
+    while frame is not None:
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, socketserver.StreamRequestHandler):
+            return obj.connection
+        frame = frame.f_back
+    return None
+
+
+def drop_connection(request: HttpRequest) -> HttpResponse:
+    """Abort the connection without an HTTP response: the client sees a connection error."""
+    sock = _find_socket(request)
+    if sock is None:
+        raise ConnectionDropped("sandbox: connection reset (no socket available)")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    # The server's attempt to write this is a broken pipe, which both gunicorn and Django's server ignore.
+    resp = HttpResponse(b"", status=499)
+    resp["Connection"] = "close"
+    return resp
