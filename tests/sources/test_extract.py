@@ -22,7 +22,6 @@ from tests.sources.extract_helpers import (
     assert_mirror_equals_sandbox,
     make_source,
     max_seq,
-    sandbox_truth,
     sync,
 )
 
@@ -301,9 +300,12 @@ def test_search_lag_is_covered_by_the_overlap(workspace, sandbox):
     sync(source, SyncRun.Trigger.FIRST)
     sandbox.set_knobs(search_lag_seconds=2)
     sandbox.mutate(PORTAL, "contacts", update=10, create=3, seed=6)
-    sync(source)  # runs at once: the search index does not show the changes yet
+    early = sync(source)  # runs at once: the search index does not show the changes yet
+    assert early.counts["contacts"]["new"] + early.counts["contacts"]["updated"] < 13
     time.sleep(2.2)
-    sync(source)
+    late = sync(source)  # its window starts an overlap before the previous end: the lagging records are in it
+    assert late.counts["contacts"]["new"] + late.counts["contacts"]["updated"] + \
+        early.counts["contacts"]["new"] + early.counts["contacts"]["updated"] == 13
     sandbox.set_knobs(search_lag_seconds=0)
     assert_mirror_equals_sandbox(source, sandbox)
 
@@ -320,22 +322,22 @@ def test_15000_records_with_one_timestamp(workspace, sandbox):
 
 
 def test_ids_of_different_lengths_compare_as_numbers(workspace, sandbox, monkeypatch):
-    sandbox.seed(PORTAL, contacts=12_000, companies=0, deals=0, tickets=0)
+    from sandbox.hubspot.data import id_for_index
+
+    sandbox.seed(PORTAL, contacts=10_001, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
-    live, _ = sandbox_truth(sandbox, PORTAL, "contacts")
-    by_length: dict[int, int] = {}
-    for object_id in sorted(live):
-        by_length.setdefault(len(str(object_id)), object_id)
-    assert len(by_length) >= 5  # 1-digit to 8-digit ids
     SourceCollection.objects.filter(source=source).update(
         cursor={"mode": "idle", "modified_since_ms": int(time.time() * 1000)}
     )
     stamp = int(time.time() * 1000)
-    for object_id in by_length.values():
+    ids = [id_for_index(i) for i in (0, 10, 40, 100, 200, 10_000)]  # 1, 101, 1001, 20001, 1000001, 50000001
+    ids += [int(i) for i in sandbox.mutate(PORTAL, "contacts", create=1, seed=3, at_ms=stamp).created]  # 11 digits
+    assert len({len(str(i)) for i in ids}) == len(ids)
+    for object_id in ids:
         sandbox.set_properties(object_id, {"jobtitle": f"len {len(str(object_id))}"}, portal=PORTAL, at_ms=stamp)
     monkeypatch.setattr(extract, "SEARCH_LIMIT", 2)  # keyset pages cross every id length boundary
     run = sync(source)
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
-    assert set(Record.objects.filter(source=source).values_list("object_id", flat=True)) == set(by_length.values())
+    assert set(Record.objects.filter(source=source).values_list("object_id", flat=True)) == set(ids)
     for record in Record.objects.filter(source=source):
         assert record.properties["jobtitle"] == f"len {len(str(record.object_id))}"
