@@ -17,6 +17,7 @@ from django.utils import timezone
 import sources.extract as extract
 from sources.hubspot import HubSpotClient
 from sources.models import Record, Source, SourceCollection, SyncRun
+from sources.runs import create_run
 from tests.sources.extract_helpers import (
     PORTAL,
     assert_mirror_equals_sandbox,
@@ -341,3 +342,51 @@ def test_ids_of_different_lengths_compare_as_numbers(workspace, sandbox, monkeyp
     assert set(Record.objects.filter(source=source).values_list("object_id", flat=True)) == set(ids)
     for record in Record.objects.filter(source=source):
         assert record.properties["jobtitle"] == f"len {len(str(record.object_id))}"
+
+
+# --- ownership -----------------------------------------------------------------------------------------
+
+
+def test_a_presumed_dead_worker_cannot_write_after_the_takeover(workspace, sandbox, monkeypatch):
+    """Fencing: the page heartbeat only matches while this worker owns the run, so a worker that was taken
+    over (it looked dead, but was only slow) rolls back its page and stops."""
+    from sources.runs import mark_lost
+
+    sandbox.seed(PORTAL, contacts=500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    pages = {"n": 0}
+
+    def taken_over(engine, sc):
+        pages["n"] += 1
+        if pages["n"] == 2:
+            mark_lost(SyncRun.objects.get(pk=engine.run_row.pk))
+
+    monkeypatch.setattr(extract, "after_page", taken_over)
+    run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
+    assert extract.execute_run(run_id=run.pk) is None
+    assert Record.objects.filter(source=source).count() == 200  # page 3 was rolled back
+    assert SourceCollection.objects.get(source=source).cursor["after"]
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.FAILED and "worker lost" in run.error
+
+    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    resumed = sync(source)
+    assert resumed.counts["contacts"]["new"] == 300
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_time_limit_ends_the_run_partial_and_due_again(workspace, sandbox, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    sandbox.seed(PORTAL, contacts=300, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+
+    def out_of_time(engine, sc):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(extract, "after_page", out_of_time)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.PARTIAL and "time limit" in run.error
+    source.refresh_from_db()
+    assert source.next_sync_at <= timezone.now()  # the dispatcher continues it at its next tick
+    assert Record.objects.filter(source=source).count() == 100
