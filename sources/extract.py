@@ -270,6 +270,8 @@ class _Engine:
                 self.maybe_analyze(at_least=1000)
             except Exception:  # statistics are an optimisation; never fail a run for them
                 logger.exception("ANALYZE of the mirror failed")
+            if self.client is not None:
+                self.client.close()
             self.notify(final=True)
 
     def _run(self) -> SyncRun:
@@ -408,7 +410,12 @@ class _Engine:
             return Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
 
     def read_list(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
-        self.total += self.estimate(sc)
+        estimate = self.estimate(sc)
+        if cursor.get("after"):
+            # Resuming: what the mirror already holds (the pages before the checkpoint) is not read again.
+            held = Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
+            estimate = max(0, estimate - held)
+        self.total += estimate
         self.consume(sc, self.list_pages(sc, cursor, names))
 
     def list_pages(self, sc: SourceCollection, cursor: dict, names: list[str]) -> Iterator[tuple[list, dict]]:
