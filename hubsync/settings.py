@@ -298,3 +298,10 @@ HUBSPOT_RETRY_BASE_SECONDS = float(os.environ.get("HUBSPOT_RETRY_BASE_SECONDS", 
 HUBSPOT_RETRY_CAP_SECONDS = float(os.environ.get("HUBSPOT_RETRY_CAP_SECONDS", "60"))
 # Longest GET URL the client sends; longer property lists are read through batch/read (POST) instead (no 414).
 HUBSPOT_MAX_URL_LENGTH = int(os.environ.get("HUBSPOT_MAX_URL_LENGTH", "4000"))
+# HubSpot refuses search bodies over 3,000 characters; properties beyond that are read through batch/read.
+HUBSPOT_SEARCH_MAX_BODY = int(os.environ.get("HUBSPOT_SEARCH_MAX_BODY", "3000"))
+# Access tokens are refreshed from their stored expiry when less than this is left (HubSpot: 30 min tokens).
+HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS = int(os.environ.get("HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS", "300"))
+# urllib3 logs every request line at DEBUG, and HubSpot's token-info call carries the token in its path:
+# keep that logger at INFO so no token reaches a log even with LOG_LEVEL=DEBUG (our own lines mask it).
+LOGGING["loggers"]["urllib3"] = {"level": "INFO"}

@@ -13,11 +13,14 @@ after the lock is taken), so two workers never refresh at once. A revoked refres
 Long property lists (`list_page`): HubSpot answers 414 when the GET URL is too long. The client puts as many
 properties in the URL as fit in HUBSPOT_MAX_URL_LENGTH, and reads the rest for the same page of ids in one
 `batch/read` POST per page (no URL limit), merging the properties per record. Two requests per page whatever the
-number of properties; the list request alone decides the ids and the paging, so the page stays consistent.
+number of properties; the list request alone decides the ids and the paging, so the page stays consistent. (A
+record archived between the two requests keeps only the first half of its properties on that page; it is then
+read as archived on the next run.) `search_page` does the same for search bodies over HubSpot's 3,000 characters.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -38,7 +41,6 @@ from .ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limit
 
 log = logging.getLogger(__name__)
 
-REFRESH_MARGIN = timedelta(minutes=5)
 BATCH_SIZE = 100
 SECRET_KEYS = {"access_token", "refresh_token", "token", "client_secret", "code", "code_verifier", "password"}
 REDACTED = "•••"
@@ -126,7 +128,14 @@ class BadRequest(HubSpotError):
     """400, e.g. a search paging past 10,000 results."""
 
 
+# Timeouts, refused / reset connections, and a connection dropped while the body was being read.
+NETWORK_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
 _BY_STATUS: dict[int, type[HubSpotError]] = {400: BadRequest, 401: AuthError, 403: MissingScopes, 404: NotFound}
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _json_or_empty(response: requests.Response) -> dict:
@@ -182,7 +191,10 @@ def _token_url() -> str:
     return api_base() + "/" + settings.HUBSPOT_TOKEN_PATH.lstrip("/")
 
 
-def _fresh(source: Source, margin: timedelta = REFRESH_MARGIN) -> bool:
+def _fresh(source: Source, margin: timedelta | None = None) -> bool:
+    """The stored access token has more than the refresh margin (5 minutes) left."""
+    if margin is None:
+        margin = timedelta(seconds=settings.HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS)
     return bool(
         source.access_token
         and source.access_token_expires_at
@@ -213,7 +225,7 @@ def _post_token(data: dict[str, str], *, session: requests.Session | None = None
                 headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
                 timeout=timeout,
             )
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except NETWORK_ERRORS as exc:
             if attempt == attempts:
                 raise TransientError(f"token endpoint unreachable: {type(exc).__name__}") from None
             time.sleep(backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10))
@@ -410,11 +422,15 @@ class HubSpotClient:
     ) -> Any:
         """One API call with the limiter, retries and typed errors; returns the decoded JSON (or None)."""
         url = self.base + path + (f"?{query}" if query else "")
+        # Compact JSON: what search_page measures against HubSpot's 3,000-character body limit.
+        data = None if json is None else _dumps(json)
         attempt = 0
         refreshed = False
         while True:
             headers = {}
             token = ""
+            if data is not None:
+                headers["Content-Type"] = "application/json"
             if auth:
                 token = self._token()
                 headers["Authorization"] = f"Bearer {token}"
@@ -422,8 +438,8 @@ class HubSpotClient:
             self.api_calls += 1
             started = time.monotonic()
             try:
-                response = self.session.request(method, url, json=json, headers=headers, timeout=self.timeout)
-            except (requests.Timeout, requests.ConnectionError) as exc:
+                response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
+            except NETWORK_ERRORS as exc:
                 reason = type(exc).__name__
                 log.warning("HubSpot %s %s failed: %s (attempt %s)", method, safe_url(url), reason, attempt + 1)
                 if attempt >= self.max_retries:
@@ -449,7 +465,14 @@ class HubSpotClient:
                 try:
                     return response.json()
                 except ValueError:
-                    raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+                    # A body cut short (a proxy or a reset mid-response): as transient as a 5xx.
+                    log.warning("HubSpot %s %s -> %s with a body that is not JSON", method, safe_url(url), status)
+                    if attempt >= self.max_retries:
+                        raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
+                    attempt += 1
+                    self.retries += 1
+                    time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap))
+                    continue
             if status == 401 and auth and not refreshed and self._refresh_after_401(token):
                 refreshed = True
                 self.retries += 1
@@ -551,9 +574,55 @@ class HubSpotClient:
                 record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
         return page
 
+    def iter_list(
+        self,
+        collection: str,
+        *,
+        properties: list[str],
+        after: str | None = None,
+        limit: int = 100,
+        archived: bool = False,
+    ) -> Iterator[tuple[dict, str | None]]:
+        """Every list page from `after` on, yielded one at a time with the `after` that reads the next one (None
+        on the last page): store that value with the page to resume exactly there."""
+        while True:
+            page = self.list_page(collection, properties=properties, after=after, limit=limit, archived=archived)
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            yield page, after
+            if not after:
+                return
+
     def search_page(self, collection: str, body: dict) -> dict:
-        """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest."""
-        return self.request("POST", f"/crm/v3/objects/{quote(collection)}/search", json=body, kind=SEARCH)
+        """One search request (POST), under the separate 5/s search budget. 400 past 10,000 -> BadRequest.
+
+        HubSpot refuses search bodies over 3,000 characters: when the requested properties make it longer, the
+        search asks for the properties that fit and the rest are read for the page's ids through batch/read.
+        """
+        path = f"/crm/v3/objects/{quote(collection)}/search"
+        properties = list(body.get("properties") or [])
+        limit = settings.HUBSPOT_SEARCH_MAX_BODY
+        if not properties or len(_dumps(body)) <= limit:
+            return self.request("POST", path, json=body, kind=SEARCH)
+        fit: list[str] = []
+        bare = len(_dumps({**body, "properties": []}))
+        used = bare
+        for name in properties:
+            cost = len(json.dumps(name)) + (1 if fit else 0)
+            if used + cost > limit:
+                break
+            fit.append(name)
+            used += cost
+        rest = properties[len(fit) :]
+        page = self.request("POST", path, json={**body, "properties": fit}, kind=SEARCH)
+        results = page.get("results") or []
+        if rest and results:
+            extra = {
+                str(r["id"]): r.get("properties") or {}
+                for r in self.batch_read(collection, [str(r["id"]) for r in results], rest)
+            }
+            for record in results:
+                record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
+        return page
 
     def batch_read(
         self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False

@@ -225,22 +225,28 @@ class RedisRateLimiter(RateLimiter):
     def _try_take(self, account: str, kind: str, budget: Budget) -> int:
         import redis
 
+        if _redis_down():
+            return _fallback()._try_take(account, kind, budget)
         try:
             return int(
                 self._take(keys=self._keys(account, kind), args=[budget.limit, budget.window_ms, uuid.uuid4().hex])
             )
         except redis.exceptions.ConnectionError:
             # A Redis outage must not stop syncs: fall back to this process's own window (HubSpot's 429s,
-            # which the client retries, still protect the account) until Redis answers again.
-            log.warning("rate limiter: Redis unreachable, using the in-process limiter")
+            # which the client retries, still protect the account) and try Redis again a little later.
+            _mark_redis_down()
             return _fallback()._try_take(account, kind, budget)
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
         import redis
 
+        if _redis_down():
+            _fallback()._set_pause(account, kind, ms)
+            return
         try:
             self._pause(keys=self._keys(account, kind)[1:], args=[ms])
         except redis.exceptions.ConnectionError:
+            _mark_redis_down()
             _fallback()._set_pause(account, kind, ms)
 
     def _reset(self, account: str) -> None:
@@ -256,6 +262,20 @@ def _redis_client(url: str):
 
 
 _local_singleton: LocalRateLimiter | None = None
+_redis_down_until = 0.0
+REDIS_RETRY_AFTER = 30.0
+
+
+def _redis_down() -> bool:
+    return time.monotonic() < _redis_down_until
+
+
+def _mark_redis_down() -> None:
+    global _redis_down_until
+    log.warning("rate limiter: Redis unreachable, using the in-process limiter for %ss", REDIS_RETRY_AFTER)
+    _redis_down_until = time.monotonic() + REDIS_RETRY_AFTER
+
+
 _singleton_lock = threading.Lock()
 
 

@@ -99,6 +99,18 @@ class HubSpotSandbox:
                           scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
                           code_challenge=code_challenge, code_challenge_method=code_challenge_method)
 
+    def token_via_code(self, code: str, redirect_uri: str, code_verifier: str = "") -> dict:
+        """Exchange an authorization code at the token endpoint over HTTP (as a client would)."""
+        import requests
+
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
+                "client_id": self.client_id, "client_secret": self.client_secret}
+        if code_verifier:
+            form["code_verifier"] = code_verifier
+        resp = requests.post(self.token_url, data=form, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
     # --- knobs -----------------------------------------------------------------------------------------
     def set_knobs(self, **values: Any):
         """Change realism knobs (fields of sandbox.hubspot.models.Knobs); applies to the next request."""
@@ -193,13 +205,19 @@ def sandbox_env() -> dict[str, str]:
         auth = f"{user}{password}@" if user else ""
         env["DATABASE_URL"] = f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
     env["SANDBOX"] = "1"
-    env.setdefault("DEBUG", "1" if settings.DEBUG else "0")
+    # (not settings.DEBUG: the test runner forces it off, and the environment already says what we run with)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
+class SandboxProcess(str):
+    """The root URL of a sandbox_serve subprocess (a str), with its process id."""
+
+    pid: int
+
+
 @contextlib.contextmanager
-def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> Iterator[str]:
+def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> Iterator[SandboxProcess]:
     """Run `manage.py sandbox_serve` in a subprocess; yields its root URL (http://127.0.0.1:PORT)."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "sandbox_serve", "--port", str(port), "--threads", str(threads)],
@@ -217,7 +235,9 @@ def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> I
                     break
         if url is None:
             raise RuntimeError("sandbox_serve did not start")
-        yield url
+        handle = SandboxProcess(url)
+        handle.pid = proc.pid
+        yield handle
     finally:
         proc.terminate()
         try:

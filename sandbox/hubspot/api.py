@@ -19,7 +19,7 @@ from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import data, records
+from . import data, records, state
 from .models import AuthCode, Knobs, Portal, RefreshToken
 from .portals import get_portal
 from .realism import (
@@ -65,6 +65,7 @@ def _apply_faults(request: HttpRequest, knobs: Knobs) -> HttpResponse | None:
     if knobs.fail_next:
         # Decrement in the database so concurrent requests each take one of the scheduled failures.
         taken = Knobs.objects.filter(pk=1, fail_next__gt=0).update(fail_next=F("fail_next") - 1)
+        state.invalidate()
         if taken:
             status = knobs.fail_next_status
             if status == "reset":
@@ -123,14 +124,14 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
                                     content_type="text/html")
             if request.method not in methods:
                 return error_response(405, "VALIDATION_ERROR", f"Method {request.method} is not allowed here.")
-            knobs = Knobs.load()
+            knobs = state.knobs()
             fault = _apply_faults(request, knobs)
             if fault is not None:
                 return fault
             token, failure = _authenticate(request)
             if failure is not None:
                 return failure
-            portal = get_portal(token.hub_id)
+            portal = state.portal(token.hub_id)
             if portal is None:
                 return error_response(401, "INVALID_AUTHENTICATION", AUTH_INVALID)
             if "otype" in kwargs:
@@ -216,13 +217,15 @@ def objects_list(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRespo
     wanted = records.wanted_properties(td, _props_from_query(request))
     results, nxt = records.list_page(td, after=after, limit=limit, wanted=wanted,
                                      archived=_bool_param(request, "archived"))
-    body: dict[str, Any] = {"results": results}
+    # Records arrive as JSON texts (generated ones are assembled from pre-encoded fragments): join, don't encode.
+    body = b'{"results":[' + b",".join(results) + b"]"
     if nxt is not None:
         params = [(k, v) for k in request.GET for v in request.GET.getlist(k) if k != "after"]
         params.append(("after", str(nxt)))
-        body["paging"] = {"next": {"after": str(nxt), "link": request.build_absolute_uri(
+        paging = {"next": {"after": str(nxt), "link": request.build_absolute_uri(
             request.path + "?" + urlencode(params))}}
-    return json_response(body)
+        body += b',"paging":' + json.dumps(paging, separators=(",", ":")).encode()
+    return HttpResponse(body + b"}", content_type="application/json;charset=utf-8")
 
 
 def _parse_id(raw: str) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Max
 
-from . import data
+from . import data, state
 from .models import CustomProperty, Portal, RecordChange
 from .schema import OBJECT_TYPES, ObjectType, resolve_type
 
@@ -89,15 +89,19 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
     result = MutationResult(timestamp_ms=now)
     qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
     with transaction.atomic():
+        # Updates and archives pick among the records that existed before this call.
+        picked = _pick_visible(td, qs, rng, update + archive) if update or archive else []
         if create:
             top = qs.filter(index__isnull=True).aggregate(m=Max("object_id"))["m"] or data.CREATED_ID_BASE
             rows = []
             for k in range(create):
                 stamp = next(stamps)
                 oid = top + 1 + k
-                i = rng.randrange(max(td.size, 1)) if td.size else 0
-                props = {name: value for name, value in (td.full_properties(i) if td.size else {}).items()
-                         if name not in ("hs_object_id", "createdate", otype.modified_prop)}
+                # New records are sparse, like records created by a form or an import: the default properties
+                # and a few others, copied from a template row (which also keeps the stored JSON small).
+                tpl = td.templates[rng.randrange(len(td.templates))]
+                names = [n for n in otype.default_props if n in tpl] + rng.sample(sorted(tpl), min(6, len(tpl)))
+                props = {name: tpl[name] for name in names if tpl.get(name) is not None}
                 if otype.name == "contacts":
                     props["email"] = f"new.contact{oid}@{data.EMAIL_DOMAINS[oid % len(data.EMAIL_DOMAINS)]}"
                 props.update(_edit_values(td, rng, stamp))
@@ -107,7 +111,6 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
             for start in range(0, len(rows), BATCH):
                 RecordChange.objects.bulk_create(rows[start:start + BATCH])
         if update or archive:
-            picked = _pick_visible(td, qs, rng, update + archive)
             if len(picked) < update + archive:
                 raise MutationError(f"only {len(picked)} live {otype.name} to update/archive")
             existing = {ch.object_id: ch for ch in qs.filter(object_id__in=[oid for oid, _ in picked])}
@@ -198,6 +201,7 @@ def add_property(*, portal: Portal, collection: str, name: str, label: str = "",
             description=description, created_ms=now, updated_ms=now,
         )
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    state.invalidate()
     portal.refresh_from_db()
     return prop
 
@@ -223,4 +227,5 @@ def delete_property(*, portal: Portal, collection: str, name: str) -> None:
         row.updated_ms = now
         row.save()
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    state.invalidate()
     portal.refresh_from_db()

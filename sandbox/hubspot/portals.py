@@ -86,4 +86,7 @@ def seed_portal(*, hub_id: int, contacts: int | None = None, companies: int | No
             CustomProperty.objects.filter(portal_id=portal.pk).delete()
         portal.schema_version += 1
         portal.save()
+    from . import state
+
+    state.invalidate()
     return portal

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from django.db import connection
+from django.db.models import Q
 
 from .data import (
     CREATED_ID_BASE,
@@ -92,6 +96,26 @@ def _changes(td: TypeData):
     return RecordChange.objects.filter(portal_id=td.hub_id, object_type=td.otype.name)
 
 
+_OVERLAY_SQL = None
+
+
+def overlay_rows(td: TypeData, start: int, end: int) -> dict[int, RecordChange]:
+    """Change rows overriding generated indexes [start, end). Raw SQL: this runs for every list page, and on a
+    page without changes (the usual case) the ORM's overhead would be most of the cost."""
+    global _OVERLAY_SQL
+    if _OVERLAY_SQL is None:
+        table = connection.ops.quote_name(RecordChange._meta.db_table)
+        index = connection.ops.quote_name("index")
+        _OVERLAY_SQL = (f"SELECT id FROM {table} WHERE portal_id = %s AND object_type = %s "
+                        f"AND {index} >= %s AND {index} < %s")
+    with connection.cursor() as cursor:
+        cursor.execute(_OVERLAY_SQL, [td.hub_id, td.otype.name, start, end])
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return {}
+    return {ch.index: ch for ch in RecordChange.objects.filter(pk__in=ids)}
+
+
 def valid_change(td: TypeData, ch: RecordChange) -> bool:
     """A change row counts if it is a created record or overrides an index inside the current size."""
     return ch.index is None or ch.index < td.size
@@ -101,12 +125,12 @@ def valid_change(td: TypeData, ch: RecordChange) -> bool:
 def list_page(
     td: TypeData, *, after: int, limit: int, wanted: tuple[str, ...], archived: bool
 ) -> tuple[list, int | None]:
-    """One page in id order starting at id `after`; returns (records, next after id or None)."""
+    """One page in id order starting at id `after`: (records as UTF-8 JSON, next after id or None)."""
     if archived:
         rows = list(_changes(td).filter(archived=True, object_id__gte=after).order_by("object_id")[: limit + 1])
         rows = [ch for ch in rows if valid_change(td, ch)]
         nxt = rows[limit].object_id if len(rows) > limit else None
-        return [change_record(td, ch, wanted) for ch in rows[:limit]], nxt
+        return [dumps(change_record(td, ch, wanted)) for ch in rows[:limit]], nxt
 
     out: list[dict] = []
     n = td.size
@@ -114,7 +138,7 @@ def list_page(
     i = min(i, n)
     while i < n and len(out) <= limit:
         end = min(n, i + (limit + 1 - len(out)) + 16)
-        overlay = {ch.index: ch for ch in _changes(td).filter(index__gte=i, index__lt=end)}
+        overlay = overlay_rows(td, i, end)
         for j in range(i, end):
             ch = overlay.get(j)
             if ch is None:
@@ -133,7 +157,11 @@ def list_page(
         last = out[limit]
         nxt = id_for_index(last) if isinstance(last, int) else last.object_id
         out = out[:limit]
-    return [generated_record(td, x, wanted) if isinstance(x, int) else change_record(td, x, wanted) for x in out], nxt
+    return [td.record_json(x, wanted) if isinstance(x, int) else dumps(change_record(td, x, wanted)) for x in out], nxt
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 # --- single and batch read ------------------------------------------------------------------------------------
@@ -156,6 +184,16 @@ def read_many(td: TypeData, ids: list[int], wanted: tuple[str, ...], archived: b
 
 
 # --- search -----------------------------------------------------------------------------------------------------
+@dataclass
+class _KeyRow:
+    """The columns of a change row that sorting needs (the row itself is loaded only if it lands on the page)."""
+
+    pk: int
+    object_id: int
+    created_ms: int
+    updated_ms: int
+
+
 @dataclass
 class Filter:
     prop: str
@@ -297,6 +335,31 @@ def _index_range(td: TypeData, f: Filter) -> tuple[int, int] | None:
     return lower_bound(fn, n, lo_v), lower_bound(fn, n, hi_v + 1)
 
 
+def _range_q(td: TypeData, f: Filter) -> Q:
+    """The SQL condition on change-row columns equivalent to a filter on an indexed property (Q() if none)."""
+    columns = {"hs_object_id": "object_id", "createdate": "created_ms", td.otype.modified_prop: "updated_ms"}
+    column = columns.get(f.prop)
+    if column is None or f.op not in RANGE_OPS:
+        return Q()
+
+    def conv(v: Any) -> int | None:
+        if column == "object_id":
+            try:
+                return int(float(v))
+            except (TypeError, ValueError):
+                return None
+        return parse_time_ms(v)
+
+    low = conv(f.value)
+    if low is None:
+        return Q(pk__in=[])
+    if f.op == "BETWEEN":
+        high = conv(f.high)
+        return Q(pk__in=[]) if high is None else Q(**{f"{column}__gte": low, f"{column}__lte": high})
+    lookup = {"EQ": "exact", "GT": "gt", "GTE": "gte", "LT": "lt", "LTE": "lte"}[f.op]
+    return Q(**{f"{column}__{lookup}": low})
+
+
 def parse_search(td: TypeData, body: dict) -> tuple[list[list[Filter]], tuple[str, bool] | None]:
     groups_raw = body.get("filterGroups") or []
     if not isinstance(groups_raw, list):
@@ -397,21 +460,48 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
     def matches(props: dict) -> bool:
         return query_ok(props) and any(all(m(props) for m in g.all_filters) for g in groups)
 
-    # Changed records: every change row overrides its generated index (wherever it is now); the visible ones
-    # (not archived, not changed within the index lag) are evaluated as full records.
-    changes = [ch for ch in _changes(td) if valid_change(td, ch)]
-    overridden = {ch.index for ch in changes if ch.index is not None}
-    horizon = now_ms() - int(lag_seconds * 1000)
-    visible_changes = []
-    for ch in changes:
-        if ch.archived or (lag_seconds > 0 and ch.updated_ms > horizon):
-            continue
-        props = change_full_properties(td, ch)
-        if matches(props):
-            visible_changes.append((ch, props))
-
     ranges = _merge_ranges([(g.lo, g.hi) for g in groups])
     needs_scan = bool(query) or any(g.residual for g in groups if g.hi > g.lo)
+    sort_prop, desc = sort if sort else ("hs_object_id", False)
+    index_sorted = sort_prop in ("hs_object_id", "createdate", td.otype.modified_prop)
+
+    # Changed records: every change row hides its generated index (wherever the change moved it); the visible
+    # ones (not archived, not changed within the index lag) are matched on their columns in SQL for the indexed
+    # properties, and as full records only when other filters or a sort on another property need them.
+    overridden = set(_changes(td).filter(index__isnull=False, index__lt=td.size).values_list("index", flat=True))
+    visible = _changes(td).filter(archived=False).filter(Q(index__isnull=True) | Q(index__lt=td.size))
+    if lag_seconds > 0:
+        visible = visible.filter(updated_ms__lte=now_ms() - int(lag_seconds * 1000))
+    group_qs = []
+    for filters in groups_f:
+        group_q = Q()
+        for f in filters:
+            group_q &= _range_q(td, f)
+        group_qs.append(group_q)
+    # A group without indexed filters can match any row, so only narrow when every group has a condition
+    # (an empty Q would be dropped by | instead of meaning "everything").
+    if group_qs and all(group_qs):
+        narrowing = group_qs[0]
+        for group_q in group_qs[1:]:
+            narrowing |= group_q
+        visible = visible.filter(narrowing)
+    materialize = needs_scan or not index_sorted
+    visible_changes: list[tuple[Any, dict | None]] = []
+    change_total = None
+    if materialize:
+        for ch in visible:
+            props = change_full_properties(td, ch)
+            if matches(props):
+                visible_changes.append((ch, props))
+    else:
+        # SQL did all the filtering: count, and fetch only the first after+limit keys in sort order.
+        column = {"hs_object_id": "object_id", "createdate": "created_ms"}.get(sort_prop, "updated_ms")
+        order = (f"-{column}", "-object_id") if desc else (column, "object_id")
+        change_total = visible.count()
+        for pk, oid, created, updated in visible.order_by(*order).values_list(
+            "pk", "object_id", "created_ms", "updated_ms"
+        )[: after + limit]:
+            visible_changes.append((_KeyRow(pk, oid, created, updated), None))
 
     def gen_ok(i: int) -> bool:
         if i in overridden:
@@ -420,9 +510,6 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
             return True
         props = td.full_properties(i)
         return query_ok(props) and any(g.lo <= i < g.hi and all(m(props) for m in g.residual) for g in groups)
-
-    sort_prop, desc = sort if sort else ("hs_object_id", False)
-    index_sorted = sort_prop in ("hs_object_id", "createdate", td.otype.modified_prop)
 
     def gen_key_fn(i: int):
         if sort_prop == "hs_object_id":
@@ -488,7 +575,7 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
 
     change_items = sorted(((change_key(ch, p), -1, (ch, p)) for ch, p in visible_changes), key=lambda t: t[0],
                           reverse=desc)
-    total = total_gen + len(change_items)
+    total = total_gen + (change_total if change_total is not None else len(change_items))
     merged = heapq.merge(gen_stream(), change_items, key=lambda t: t[0], reverse=desc)
     page: list[tuple] = []
     for pos, item in enumerate(merged):
@@ -498,11 +585,15 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
             break
         page.append(item)
     results = []
+    lazy = [payload[0].pk for _k, _i, payload in page if payload is not None and payload[1] is None]
+    loaded = RecordChange.objects.in_bulk(lazy) if lazy else {}
     for _key, i, payload in page:
         if payload is None:
             results.append(generated_record(td, i, wanted))
         else:
             ch, props = payload
+            if props is None:
+                ch = loaded[ch.pk]
             results.append(change_record(td, ch, wanted, props))
     out: dict[str, Any] = {"total": total, "results": results}
     if after + len(results) < total and limit > 0:

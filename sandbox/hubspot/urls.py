@@ -2,13 +2,23 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from . import api, oauth
+from . import api, oauth, views
 
 app_name = "sandbox_hubspot"
 
 OT = r"(?P<otype>[A-Za-z0-9_\-]+)"
 
 urlpatterns = [
+    # Sandbox pages and their JSON twins
+    path("", views.index, name="index"),
+    path("knobs", views.knobs_update, name="knobs"),
+    path("portals/new", views.portal_create, name="portal_create"),
+    path("portals/<int:hub_id>/", views.portal_page, name="portal"),
+    path("portals/<int:hub_id>/seed", views.portal_seed, name="portal_seed"),
+    path("portals/<int:hub_id>/mutate", views.portal_mutate, name="portal_mutate"),
+    path("portals/<int:hub_id>/properties", views.portal_property, name="portal_property"),
+    path("_api/knobs", views.knobs_json, name="knobs_json"),
+    path("_api/portals/<int:hub_id>/mutate", views.mutate_json, name="mutate_json"),
     # OAuth
     path("oauth/authorize", oauth.authorize, name="authorize"),
     re_path(r"^oauth/(?:v1|v3|2026-03)/token/?$", api.token, name="token"),

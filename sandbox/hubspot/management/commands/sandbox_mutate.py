@@ -1,0 +1,60 @@
+"""Change a sandbox portal's data the way users change HubSpot.
+
+    python manage.py sandbox_mutate --portal 1001 --collection contacts --create 10 --update 50 --archive 5
+    python manage.py sandbox_mutate --portal 1001 --collection contacts --create 12000 --same-timestamp   # bulk import
+    python manage.py sandbox_mutate --portal 1001 --collection deals --add-property renewal_risk --type enumeration
+    python manage.py sandbox_mutate --portal 1001 --collection deals --delete-property renewal_risk
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sandbox.hubspot.mutate import PROPERTY_TYPES, MutationError, add_property, delete_property, mutate
+from sandbox.hubspot.portals import get_portal
+
+
+class Command(BaseCommand):
+    help = "Create / update / archive sandbox HubSpot records, or add / delete custom properties."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--portal", type=int, required=True)
+        parser.add_argument("--collection", required=True, help="contacts, companies, deals or tickets")
+        parser.add_argument("--create", type=int, default=0)
+        parser.add_argument("--update", type=int, default=0)
+        parser.add_argument("--archive", type=int, default=0)
+        parser.add_argument("--same-timestamp", action="store_true",
+                            help="give every change of this run one timestamp (a bulk import)")
+        parser.add_argument("--seed", type=int, default=None, help="make the choice of records reproducible")
+        parser.add_argument("--add-property", metavar="NAME")
+        parser.add_argument("--delete-property", metavar="NAME")
+        parser.add_argument("--type", default="string", choices=sorted(PROPERTY_TYPES))
+        parser.add_argument("--label", default="")
+        parser.add_argument("--options", default="", help="comma-separated option values for enumerations")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        portal = get_portal(opts["portal"])
+        if portal is None:
+            raise CommandError(f"no sandbox portal {opts['portal']} (create it with sandbox_seed)")
+        try:
+            if opts["add_property"]:
+                options = [{"label": v.strip(), "value": v.strip()} for v in opts["options"].split(",") if v.strip()]
+                prop = add_property(portal=portal, collection=opts["collection"], name=opts["add_property"],
+                                    label=opts["label"], type=opts["type"], options=options)
+                self.stdout.write(f"added property {prop.name} ({prop.type}) to {prop.object_type}")
+            if opts["delete_property"]:
+                delete_property(portal=portal, collection=opts["collection"], name=opts["delete_property"])
+                self.stdout.write(f"deleted property {opts['delete_property']}")
+            if opts["create"] or opts["update"] or opts["archive"]:
+                result = mutate(portal=portal, collection=opts["collection"], create=opts["create"],
+                                update=opts["update"], archive=opts["archive"],
+                                same_timestamp=opts["same_timestamp"], seed=opts["seed"])
+                self.stdout.write(
+                    f"{opts['collection']} in portal {portal.hub_id}: created {len(result.created)}, "
+                    f"updated {len(result.updated)}, archived {len(result.archived)}"
+                    + (f" (all at {result.as_dict()['timestamp']})" if opts["same_timestamp"] else "")
+                )
+        except MutationError as exc:
+            raise CommandError(str(exc)) from exc

@@ -1,0 +1,225 @@
+"""Sandbox pages: portals, realism knobs, data changes; plus JSON twins for tests driving a sandbox process.
+
+These pages belong to the simulator (like HubSpot's own UI), not to a hubsync workspace: they exist only when
+SANDBOX is on and need no hubsync login.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Count, Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from . import data, state
+from .models import CustomProperty, Knobs, RecordChange
+from .mutate import PROPERTY_TYPES, MutationError, add_property, delete_property, mutate
+from .portals import all_portals, get_portal, seed_portal
+from .realism import json_response, reset_rate_limits
+from .schema import OBJECT_TYPES
+
+KNOB_FIELDS = {
+    "rate_limits": bool,
+    "rate_limit_max": int,
+    "rate_limit_interval_ms": int,
+    "search_rate_limit": int,
+    "latency_ms": int,
+    "error_rate": float,
+    "reset_rate": float,
+    "fail_next": int,
+    "fail_next_status": str,
+    "search_lag_seconds": float,
+    "access_token_lifetime": int,
+}
+
+
+def knobs_dict(k: Knobs) -> dict[str, Any]:
+    return {name: getattr(k, name) for name in KNOB_FIELDS}
+
+
+def apply_knobs(values: dict[str, Any], *, checkbox_form: bool = False) -> Knobs:
+    """Validate and save knob values (unknown names are an error)."""
+    unknown = set(values) - set(KNOB_FIELDS) - {"csrfmiddlewaretoken"}
+    if unknown:
+        raise ValueError(f"unknown knobs: {', '.join(sorted(unknown))}")
+    k = Knobs.load()
+    for name, kind in KNOB_FIELDS.items():
+        if kind is bool and checkbox_form:
+            setattr(k, name, values.get(name) in ("on", "1", "true", True))
+            continue
+        if name not in values:
+            continue
+        raw = values[name]
+        if kind is bool:
+            value: Any = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "on", "yes")
+        else:
+            try:
+                value = kind(raw)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name}: {raw!r} is not a valid {kind.__name__}") from exc
+        if name in ("error_rate", "reset_rate") and not 0 <= value <= 1:
+            raise ValueError(f"{name} must be between 0 and 1")
+        if kind in (int, float) and value < 0 and name != "access_token_lifetime":
+            raise ValueError(f"{name} must not be negative")
+        if name == "fail_next_status" and value not in ("502", "503", "504", "500", "429", "reset"):
+            raise ValueError("fail_next_status must be 500, 502, 503, 504, 429 or reset")
+        setattr(k, name, value)
+    k.save()
+    state.invalidate()
+    return k
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    portals = all_portals()
+    counts = {
+        row["portal_id"]: row
+        for row in RecordChange.objects.values("portal_id").annotate(
+            changes=Count("id"), archived=Count("id", filter=Q(archived=True))
+        )
+    }
+    return render(request, "sandbox/hubspot/index.html", {
+        "portals": [(p, counts.get(p.hub_id, {})) for p in portals],
+        "knobs": Knobs.load(),
+        "statuses": ["503", "502", "504", "500", "429", "reset"],
+    })
+
+
+@require_POST
+def knobs_update(request: HttpRequest) -> HttpResponse:
+    try:
+        apply_knobs(request.POST.dict(), checkbox_form=True)
+        if request.POST.get("reset_counters"):
+            reset_rate_limits()
+        messages.success(request, "Knobs saved.")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("sandbox_hubspot:index"))
+
+
+@require_POST
+def portal_create(request: HttpRequest) -> HttpResponse:
+    try:
+        hub_id = int(request.POST.get("hub_id", ""))
+        sizes = {n: int(request.POST.get(n) or 0) for n in OBJECT_TYPES}
+        if get_portal(hub_id) is not None:
+            raise ValueError(f"portal {hub_id} exists already")
+        seed_portal(hub_id=hub_id, name=request.POST.get("name") or None, seed=int(request.POST.get("seed") or hub_id),
+                    **sizes)
+        messages.success(request, f"Portal {hub_id} created.")
+        return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect(reverse("sandbox_hubspot:index"))
+
+
+def portal_page(request: HttpRequest, hub_id: int) -> HttpResponse:
+    portal = get_portal(hub_id)
+    if portal is None:
+        raise Http404("no such portal")
+    recent = RecordChange.objects.filter(portal=portal).order_by("-updated_ms", "-object_id")[:25]
+    custom = CustomProperty.objects.filter(portal=portal).order_by("object_type", "name")
+    deletable = {
+        name: [p.name for p in data.type_data(portal, otype).props.values() if not p.hubspot_defined]
+        for name, otype in OBJECT_TYPES.items()
+    }
+    return render(request, "sandbox/hubspot/portal.html", {
+        "portal": portal,
+        "collections": list(OBJECT_TYPES),
+        "recent": [(ch, data.iso(ch.updated_ms)) for ch in recent],
+        "custom": custom,
+        "deletable": deletable,
+        "property_types": list(PROPERTY_TYPES),
+    })
+
+
+@require_POST
+def portal_seed(request: HttpRequest, hub_id: int) -> HttpResponse:
+    if get_portal(hub_id) is None:
+        raise Http404("no such portal")
+    try:
+        sizes = {n: int(request.POST[n]) for n in OBJECT_TYPES if request.POST.get(n, "") != ""}
+        seed = int(request.POST["seed"]) if request.POST.get("seed") else None
+        seed_portal(hub_id=hub_id, seed=seed, **sizes)
+        messages.success(request, "Portal re-seeded; its changes and custom properties were reset.")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
+
+
+@require_POST
+def portal_mutate(request: HttpRequest, hub_id: int) -> HttpResponse:
+    portal = get_portal(hub_id)
+    if portal is None:
+        raise Http404("no such portal")
+    try:
+        result = mutate(portal=portal, collection=request.POST.get("collection", ""),
+                        create=int(request.POST.get("create") or 0), update=int(request.POST.get("update") or 0),
+                        archive=int(request.POST.get("archive") or 0),
+                        same_timestamp=bool(request.POST.get("same_timestamp")))
+        messages.success(request, f"Created {len(result.created)}, updated {len(result.updated)}, archived "
+                                  f"{len(result.archived)} {request.POST.get('collection')}.")
+    except (MutationError, ValueError) as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
+
+
+@require_POST
+def portal_property(request: HttpRequest, hub_id: int) -> HttpResponse:
+    portal = get_portal(hub_id)
+    if portal is None:
+        raise Http404("no such portal")
+    collection = request.POST.get("collection", "")
+    try:
+        if request.POST.get("action") == "delete":
+            delete_property(portal=portal, collection=collection, name=request.POST.get("name", ""))
+            messages.success(request, f"Deleted {request.POST.get('name')} from {collection}.")
+        else:
+            options = [{"label": v.strip(), "value": v.strip()} for v in request.POST.get("options", "").split(",")
+                       if v.strip()]
+            prop = add_property(portal=portal, collection=collection, name=request.POST.get("name", ""),
+                                label=request.POST.get("label", ""), type=request.POST.get("type", "string"),
+                                options=options)
+            messages.success(request, f"Added {prop.name} to {collection}.")
+    except MutationError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
+
+
+# --- JSON twins (for tests and scripts driving a sandbox_serve process) ------------------------------------------
+@csrf_exempt
+def knobs_json(request: HttpRequest) -> HttpResponse:
+    """GET the knobs; POST a JSON object of knob values to change them (applies at once in this process)."""
+    if request.method == "POST":
+        try:
+            values = json.loads(request.body or b"{}")
+            if values.pop("reset_counters", False):
+                reset_rate_limits()
+            knobs = apply_knobs(values)
+        except (ValueError, AttributeError) as exc:
+            return json_response({"error": str(exc)}, status=400)
+        return json_response(knobs_dict(knobs))
+    return json_response(knobs_dict(Knobs.load()))
+
+
+@csrf_exempt
+@require_POST
+def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
+    """POST {"collection", "create", "update", "archive", "same_timestamp", "seed"} -> the changed ids."""
+    portal = get_portal(hub_id)
+    if portal is None:
+        return json_response({"error": "no such portal"}, status=404)
+    try:
+        body = json.loads(request.body or b"{}")
+        result = mutate(portal=portal, collection=str(body.get("collection", "")),
+                        create=int(body.get("create", 0)), update=int(body.get("update", 0)),
+                        archive=int(body.get("archive", 0)), same_timestamp=bool(body.get("same_timestamp")),
+                        seed=body.get("seed"))
+    except (MutationError, ValueError, TypeError) as exc:
+        return json_response({"error": str(exc)}, status=400)
+    return json_response(result.as_dict())

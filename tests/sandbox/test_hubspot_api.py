@@ -1,0 +1,405 @@
+"""Raw-HTTP tests of the HubSpot sandbox: error bodies, limits and every realism knob."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from sandbox.hubspot.models import RecordChange
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def get(sandbox, path: str, token: str | None = None, **params):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.get(sandbox.base_url + path, params=params, headers=headers, timeout=30)
+
+
+def search(sandbox, token: str, body: dict, collection: str = "contacts"):
+    return requests.post(f"{sandbox.base_url}/crm/v3/objects/{collection}/search", json=body,
+                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+# --- authentication and scopes ---------------------------------------------------------------------------------
+def test_401_bodies_for_missing_invalid_and_expired_tokens(hubspot_sandbox):
+    missing = get(hubspot_sandbox, "/crm/v3/objects/contacts")
+    assert missing.status_code == 401
+    body = missing.json()
+    assert body["status"] == "error" and body["category"] == "INVALID_AUTHENTICATION" and body["correlationId"]
+
+    invalid = get(hubspot_sandbox, "/crm/v3/objects/contacts", token="sbx-hs-at-forged.signature")
+    assert invalid.status_code == 401 and invalid.json()["category"] == "INVALID_AUTHENTICATION"
+
+    expired = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=hubspot_sandbox.access_token(lifetime=-30))
+    assert expired.status_code == 401
+    body = expired.json()
+    assert body["category"] == "EXPIRED_AUTHENTICATION"
+    assert "expired" in body["message"] and "second(s) ago" in body["message"]
+
+
+def test_token_lifetime_knob_expires_tokens(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(access_token_lifetime=1)
+    token = hubspot_sandbox.token()
+    assert token["expires_in"] == 1
+    time.sleep(2.1)
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token["access_token"]).status_code == 401
+
+
+def test_missing_scope_is_403_on_that_collection_only(hubspot_sandbox):
+    token = hubspot_sandbox.access_token(scopes=["oauth", "crm.objects.contacts.read"])
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code == 200
+    denied = get(hubspot_sandbox, "/crm/v3/objects/tickets", token=token)
+    assert denied.status_code == 403
+    body = denied.json()
+    assert body["category"] == "MISSING_SCOPES"
+    assert body["errors"][0]["context"]["requiredGranularScopes"] == ["tickets"]
+    assert get(hubspot_sandbox, "/crm/v3/owners/", token=token).status_code == 403
+
+
+def test_object_type_aliases(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    by_name = get(hubspot_sandbox, "/crm/v3/objects/companies", token=token, limit=3).json()
+    for alias in ("company", "0-2"):
+        page = get(hubspot_sandbox, f"/crm/v3/objects/{alias}", token=token, limit=3).json()
+        assert page["results"] == by_name["results"]
+    assert get(hubspot_sandbox, "/crm/v3/objects/widgets", token=token).status_code == 400
+
+
+# --- list ------------------------------------------------------------------------------------------------------
+def test_list_properties_repeated_or_comma_joined_and_limits(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    url = hubspot_sandbox.base_url + "/crm/v3/objects/contacts"
+    headers = {"Authorization": f"Bearer {token}"}
+    repeated = requests.get(url + "?limit=2&properties=email&properties=vip_customer", headers=headers).json()
+    joined = requests.get(url + "?limit=2&properties=email,vip_customer", headers=headers).json()
+    assert repeated["results"] == joined["results"]
+    props = repeated["results"][0]["properties"]
+    assert set(props) == {"email", "vip_customer", "createdate", "hs_object_id", "lastmodifieddate"}
+    assert all(isinstance(v, str) or v is None for v in props.values())
+    default = requests.get(url, headers=headers).json()
+    assert len(default["results"]) == 10
+    assert set(default["results"][0]["properties"]) == {"createdate", "email", "firstname", "hs_object_id",
+                                                       "lastmodifieddate", "lastname"}
+    assert requests.get(url + "?limit=101", headers=headers).status_code == 400
+    last = requests.get(url, params={"limit": 100, "after": default["paging"]["next"]["after"]}, headers=headers)
+    assert last.json()["results"][0]["id"] == default["paging"]["next"]["after"]
+
+
+def test_414_for_very_long_urls(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    names = ",".join(f"custom_property_number_{n}" for n in range(400))
+    assert len(names) > 8000
+    resp = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=names)
+    assert resp.status_code == 414
+
+
+def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_sandbox):
+    result = hubspot_sandbox.mutate(collection="contacts", archive=3, seed=5)
+    archived_ids = set(result.archived)
+    token = hubspot_sandbox.access_token()
+    live_ids = set()
+    after = None
+    while True:
+        page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=100,
+                   **({"after": after} if after else {})).json()
+        live_ids |= {r["id"] for r in page["results"]}
+        if "paging" not in page:
+            break
+        after = page["paging"]["next"]["after"]
+    assert len(live_ids) == 297 and not live_ids & archived_ids
+    arch = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, archived="true", limit=100).json()
+    assert {r["id"] for r in arch["results"]} == archived_ids
+    assert all(r["archived"] is True and r["archivedAt"] for r in arch["results"])
+    one = next(iter(archived_ids))
+    assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{one}", token=token).status_code == 404
+    assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{one}", token=token, archived="true").status_code == 200
+    found = search(hubspot_sandbox, token, {"filterGroups": [{"filters": [
+        {"propertyName": "hs_object_id", "operator": "IN", "values": sorted(archived_ids)}]}]}).json()
+    assert found["total"] == 0
+    assert search(hubspot_sandbox, token, {"limit": 1}).json()["total"] == 297
+
+
+# --- changes -----------------------------------------------------------------------------------------------------
+def test_updates_bump_modified_date_and_move_records_in_date_search(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    before = int(time.time() * 1000) - 1
+    result = hubspot_sandbox.mutate(collection="deals", create=2, update=3, seed=9)
+    changed = set(result.created) | set(result.updated)
+    body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
+                                           "value": str(before)}]}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "properties": ["dealname"]}
+    res = search(hubspot_sandbox, token, body, "deals").json()
+    assert {r["id"] for r in res["results"]} == changed and res["total"] == 5
+    ids = [int(r["id"]) for r in res["results"]]
+    assert ids == sorted(ids)
+    for r in res["results"]:
+        assert r["updatedAt"] == r["properties"]["hs_lastmodifieddate"]
+    read = get(hubspot_sandbox, f"/crm/v3/objects/deals/{result.updated[0]}", token=token,
+               properties="hs_next_step").json()
+    assert read["properties"]["hs_next_step"].startswith("Edited ")
+
+
+def test_custom_property_add_and_delete(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    hubspot_sandbox.add_property("renewal_risk", collection="companies", type="enumeration",
+                                 options=[{"label": "Low", "value": "low"}, {"label": "High", "value": "high"}])
+    props = get(hubspot_sandbox, "/crm/v3/properties/companies", token=token).json()["results"]
+    added = next(p for p in props if p["name"] == "renewal_risk")
+    assert added["hubspotDefined"] is False and [o["value"] for o in added["options"]] == ["low", "high"]
+    page = get(hubspot_sandbox, "/crm/v3/objects/companies", token=token, properties="renewal_risk").json()
+    assert page["results"][0]["properties"]["renewal_risk"] is None
+
+    hubspot_sandbox.delete_property("customer_tier", collection="companies")
+    names = {p["name"] for p in get(hubspot_sandbox, "/crm/v3/properties/companies", token=token).json()["results"]}
+    assert "customer_tier" not in names and "renewal_risk" in names
+    archived = get(hubspot_sandbox, "/crm/v3/properties/companies", token=token, archived="true").json()["results"]
+    assert [p["name"] for p in archived] == ["customer_tier"]
+    page = get(hubspot_sandbox, "/crm/v3/objects/companies", token=token, properties="customer_tier,name").json()
+    assert "customer_tier" not in page["results"][0]["properties"]
+
+
+# --- search -------------------------------------------------------------------------------------------------------
+def test_search_validation(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    token = hubspot_sandbox.access_token()
+    assert search(hubspot_sandbox, token, {"limit": 201}).status_code == 400
+    two_sorts = {"sorts": [{"propertyName": "createdate"}, {"propertyName": "hs_object_id"}]}
+    assert search(hubspot_sandbox, token, two_sorts).status_code == 400
+    six_groups = {"filterGroups": [{"filters": [{"propertyName": "email", "operator": "HAS_PROPERTY"}]}] * 6}
+    assert search(hubspot_sandbox, token, six_groups).status_code == 400
+    unknown = {"filterGroups": [{"filters": [{"propertyName": "nope", "operator": "EQ", "value": "1"}]}]}
+    resp = search(hubspot_sandbox, token, unknown)
+    assert resp.status_code == 400 and resp.json()["category"] == "VALIDATION_ERROR"
+    big = {"query": "x" * 3100}
+    assert search(hubspot_sandbox, token, big).status_code == 400
+
+
+def test_search_operators(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    token = hubspot_sandbox.access_token()
+
+    def ids(filters, **extra):
+        body = {"filterGroups": [{"filters": filters}], "limit": 200, "properties": ["interests", "loyalty_points",
+                                                                                       "email", "vip_customer"]}
+        body.update(extra)
+        res = search(hubspot_sandbox, token, body).json()
+        return res
+
+    between = ids([{"propertyName": "hs_object_id", "operator": "BETWEEN", "value": "5", "highValue": "150"}])
+    assert {int(r["id"]) for r in between["results"]} == {5, 6, 7, 8, 9, 10, 101, 104, 107, 110, 113, 116, 119,
+                                                          122, 125, 128, 131, 134, 137, 140, 143, 146, 149}
+    multi = ids([{"propertyName": "interests", "operator": "IN", "values": ["crm"]}])
+    assert multi["total"] > 0 and all("crm" in r["properties"]["interests"].split(";") for r in multi["results"])
+    numeric = ids([{"propertyName": "loyalty_points", "operator": "LT", "value": "500"}])
+    assert numeric["total"] > 0 and all(float(r["properties"]["loyalty_points"]) < 500 for r in numeric["results"])
+    no_email = ids([{"propertyName": "email", "operator": "NOT_HAS_PROPERTY"}])
+    assert all(r["properties"]["email"] is None for r in no_email["results"])
+    token_hit = ids([{"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "*@example.org"}])
+    assert token_hit["total"] > 0 and all(r["properties"]["email"].endswith("@example.org")
+                                          for r in token_hit["results"])
+    either = search(hubspot_sandbox, token, {"filterGroups": [
+        {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
+        {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
+    ]}).json()
+    assert sorted(r["id"] for r in either["results"]) == ["1", "20001"] and either["total"] == 2
+
+
+def test_search_cannot_page_past_10000(hubspot_sandbox):
+    hubspot_sandbox.seed(3100, contacts=12_000)
+    token = hubspot_sandbox.access_token(portal=3100)
+    ok = search(hubspot_sandbox, token, {"limit": 200, "after": "9800"})
+    assert ok.status_code == 200 and ok.json()["total"] == 12_000
+    assert ok.json()["paging"]["next"]["after"] == "10000"
+    capped = search(hubspot_sandbox, token, {"limit": 200, "after": "10000"})
+    assert capped.status_code == 400 and capped.json()["category"] == "VALIDATION_ERROR"
+
+
+def test_more_than_10000_changes_with_one_timestamp_are_reachable_by_id_restart(hubspot_sandbox):
+    """The production strategy from REFERENCE.md works against the sandbox: sort by id, restart at 10,000."""
+    hubspot_sandbox.seed(3200, contacts=20)
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    result = hubspot_sandbox.mutate(3200, "contacts", create=10_250, same_timestamp=True, seed=1)
+    stamp = RecordChange.objects.filter(portal_id=3200).values_list("updated_ms", flat=True).first()
+    assert RecordChange.objects.filter(portal_id=3200, updated_ms=stamp).count() == 10_250
+    token = hubspot_sandbox.access_token(portal=3200)
+    seen: list[str] = []
+    last_id = 0
+    while True:
+        after = 0
+        restarted = False
+        while True:
+            body = {"filterGroups": [{"filters": [
+                {"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(stamp)},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "limit": 200,
+                "after": str(after), "properties": ["email"]}
+            page = search(hubspot_sandbox, token, body).json()
+            seen.extend(r["id"] for r in page["results"])
+            if "paging" not in page:
+                break
+            after = int(page["paging"]["next"]["after"])
+            if after + 200 > 10_000:
+                last_id = int(seen[-1])
+                restarted = True
+                break
+        if not restarted:
+            break
+    assert sorted(seen, key=int) == sorted(result.created, key=int)
+
+
+# --- realism knobs ---------------------------------------------------------------------------------------------------
+RATE_HEADERS = ("X-HubSpot-RateLimit-Max", "X-HubSpot-RateLimit-Remaining", "X-HubSpot-RateLimit-Interval-Milliseconds")
+
+
+def test_rate_limit_headers_and_429_body(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limit_max=5, rate_limit_interval_ms=10_000)
+    token = hubspot_sandbox.access_token()
+    remaining = []
+    for _ in range(5):
+        resp = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1)
+        assert resp.status_code == 200
+        assert resp.headers["X-HubSpot-RateLimit-Max"] == "5"
+        assert resp.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
+        remaining.append(int(resp.headers["X-HubSpot-RateLimit-Remaining"]))
+    assert remaining == [4, 3, 2, 1, 0]
+    limited = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1)
+    assert limited.status_code == 429
+    body = limited.json()
+    assert body == {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                    "errorType": "RATE_LIMIT", "correlationId": body["correlationId"],
+                    "policyName": "TEN_SECONDLY_ROLLING", "category": "RATE_LIMITS"}
+    # Limits are per portal: another account is unaffected.
+    other = hubspot_sandbox.access_token(portal=1002)
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=other, limit=1).status_code == 200
+
+
+def test_default_limit_is_110_per_10_seconds(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    resp = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1)
+    assert resp.headers["X-HubSpot-RateLimit-Max"] == "110"
+    assert resp.headers["X-HubSpot-RateLimit-Remaining"] == "109"
+
+
+def test_search_rate_limit_is_separate_and_per_second(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limit_max=2)
+    token = hubspot_sandbox.access_token()
+    statuses = [search(hubspot_sandbox, token, {"limit": 1}).status_code for _ in range(7)]
+    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+    limited = search(hubspot_sandbox, token, {"limit": 1})
+    if limited.status_code == 429:
+        assert limited.json()["category"] == "RATE_LIMITS" and limited.json()["errorType"] == "RATE_LIMIT"
+    # Searching did not use the general budget.
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1).status_code == 200
+    time.sleep(1.1)
+    assert search(hubspot_sandbox, token, {"limit": 1}).status_code == 200
+
+
+def test_rate_limits_off(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limits=False, rate_limit_max=1)
+    token = hubspot_sandbox.access_token()
+    for _ in range(4):
+        resp = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1)
+        assert resp.status_code == 200 and "X-HubSpot-RateLimit-Max" not in resp.headers
+
+
+def test_random_5xx_and_scheduled_failures(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    hubspot_sandbox.set_knobs(error_rate=1.0)
+    codes = {get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code for _ in range(12)}
+    assert codes <= {502, 503, 504} and len(codes) >= 2
+    hubspot_sandbox.set_knobs(error_rate=0.0, fail_next=2, fail_next_status="504")
+    codes = [get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code for _ in range(3)]
+    assert codes == [504, 504, 200]
+
+
+def test_connection_reset_is_a_connection_error(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    hubspot_sandbox.set_knobs(fail_next=1, fail_next_status="reset")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token)
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code == 200
+    hubspot_sandbox.set_knobs(reset_rate=1.0)
+    with requests.Session() as session, pytest.raises(requests.exceptions.ConnectionError):
+        session.get(hubspot_sandbox.base_url + "/crm/v3/objects/contacts",
+                    headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_latency_knob(hubspot_sandbox):
+    token = hubspot_sandbox.access_token()
+    hubspot_sandbox.set_knobs(latency_ms=300)
+    started = time.monotonic()
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1).status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_search_index_lag_hides_recent_changes_from_search_only(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(search_lag_seconds=2)
+    token = hubspot_sandbox.access_token()
+    before = int(time.time() * 1000) - 1
+    created = hubspot_sandbox.mutate(collection="tickets", create=1, seed=3).created[0]
+    body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
+                                           "value": str(before)}]}]}
+    assert search(hubspot_sandbox, token, body, "tickets").json()["total"] == 0
+    assert get(hubspot_sandbox, f"/crm/v3/objects/tickets/{created}", token=token).status_code == 200
+    time.sleep(2.2)
+    found = search(hubspot_sandbox, token, body, "tickets").json()
+    assert [r["id"] for r in found["results"]] == [created]
+
+
+# --- OAuth --------------------------------------------------------------------------------------------------------
+def oauth_post(sandbox, path="/oauth/v1/token", **form):
+    return requests.post(sandbox.base_url + path, data=form, timeout=30)
+
+
+def test_token_endpoint_errors_and_paths(hubspot_sandbox):
+    sb = hubspot_sandbox
+    redirect = "http://127.0.0.1:8000/cb"
+    code = sb.auth_code(redirect_uri=redirect)
+    bad_client = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri=redirect,
+                            client_id="someone-else", client_secret=sb.client_secret)
+    assert bad_client.status_code == 400 and bad_client.json()["status"] == "BAD_CLIENT_ID"
+    mismatch = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://127.0.0.1:9/x",
+                          client_id=sb.client_id, client_secret=sb.client_secret)
+    assert mismatch.status_code == 400 and mismatch.json()["status"] == "BAD_REDIRECT_URI"
+    ok = oauth_post(sb, "/oauth/2026-03/token", grant_type="authorization_code", code=code, redirect_uri=redirect,
+                    client_id=sb.client_id, client_secret=sb.client_secret)
+    assert ok.status_code == 200
+    body = ok.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 1800 and body["hub_id"] == 1001
+    reused = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri=redirect,
+                        client_id=sb.client_id, client_secret=sb.client_secret)
+    assert reused.status_code == 400
+    assert reused.json()["status"] == "BAD_AUTH_CODE" and reused.json()["error"] == "invalid_grant"
+    bad_refresh = oauth_post(sb, "/oauth/v3/token", grant_type="refresh_token", refresh_token="sbx-hs-rt-nope",
+                             client_id=sb.client_id, client_secret=sb.client_secret)
+    assert bad_refresh.status_code == 400 and bad_refresh.json()["status"] == "BAD_REFRESH_TOKEN"
+    as_json = requests.post(sb.token_url, json={"grant_type": "refresh_token"}, timeout=10)
+    assert as_json.status_code == 400
+
+
+def test_pkce(hubspot_sandbox):
+    import base64
+    import hashlib
+
+    sb = hubspot_sandbox
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    code = sb.auth_code(redirect_uri="http://localhost/cb", code_challenge=challenge, code_challenge_method="S256")
+    wrong = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
+                       client_id=sb.client_id, client_secret=sb.client_secret, code_verifier="w" * 50)
+    assert wrong.status_code == 400
+    right = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
+                       client_id=sb.client_id, client_secret=sb.client_secret, code_verifier=verifier)
+    assert right.status_code == 200
+
+
+def test_token_info_and_account_details(hubspot_sandbox):
+    token = hubspot_sandbox.access_token(portal=1002)
+    info = get(hubspot_sandbox, f"/oauth/v1/access-tokens/{token}").json()
+    assert info["hub_id"] == 1002 and info["hub_domain"] == "globex-demo.example" and info["token_type"] == "access"
+    assert 1700 < info["expires_in"] <= 1800 and info["user"].startswith("sandbox-admin@")
+    details = get(hubspot_sandbox, "/account-info/v3/details", token=token).json()
+    assert details["portalId"] == 1002 and details["timeZone"] == "Europe/Berlin"
+    assert details["companyCurrency"] == "EUR" and details["uiDomain"]

@@ -1,0 +1,264 @@
+"""The shared rate limiter, in-process and against real Redis: budgets kept across threads and instances."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from sources import ratelimit
+from sources.ratelimit import (
+    GENERAL,
+    SEARCH,
+    Budget,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    get_rate_limiter,
+)
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="REDIS_URL not set")
+
+
+def max_in_window(stamps: list[float], window: float) -> int:
+    """The most acquisitions that fall inside any window of `window` seconds."""
+    stamps = sorted(stamps)
+    best = 0
+    j = 0
+    for i in range(len(stamps)):
+        while stamps[i] - stamps[j] >= window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def hammer(limiters: list[RateLimiter], account: str, per_thread: int, kind: str = GENERAL) -> list[float]:
+    """Acquire from several threads (one limiter each: separate 'workers') and return when each slot was got."""
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def work(limiter: RateLimiter) -> None:
+        for _ in range(per_thread):
+            limiter.acquire(account, kind)
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=work, args=(lim,)) for lim in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return stamps
+
+
+def redis_limiter(budgets: dict[str, Budget]) -> RedisRateLimiter:
+    import redis
+
+    # A client (and pool) of its own: behaves like another worker process.
+    return RedisRateLimiter(redis.Redis.from_url(REDIS_URL), budgets)
+
+
+BUDGETS = {GENERAL: Budget(10, 1000), SEARCH: Budget(3, 500)}
+
+
+def test_local_limiter_keeps_the_budget_across_threads():
+    limiter = LocalRateLimiter(BUDGETS)
+    account = uuid.uuid4().hex
+    started = time.monotonic()
+    stamps = hammer([limiter, limiter, limiter], account, per_thread=10)
+    elapsed = time.monotonic() - started
+    assert len(stamps) == 30
+    assert max_in_window(stamps, 1.0 - 0.02) <= 10
+    # 30 slots at 10 per second: the third ten cannot start before 2 s.
+    assert elapsed >= 1.9
+
+
+def test_local_limiter_first_burst_is_not_delayed():
+    limiter = LocalRateLimiter(BUDGETS)
+    started = time.monotonic()
+    for _ in range(10):
+        limiter.acquire("burst")
+    assert time.monotonic() - started < 0.1
+
+
+@needs_redis
+def test_redis_limiter_shared_by_two_instances_keeps_the_budget():
+    first, second = redis_limiter(BUDGETS), redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    started = time.monotonic()
+    stamps = hammer([first, second, first, second], account, per_thread=6)
+    elapsed = time.monotonic() - started
+    assert len(stamps) == 24
+    assert max_in_window(stamps, 1.0 - 0.02) <= 10
+    assert elapsed >= 1.9
+    first.reset(account)
+
+
+@needs_redis
+def test_redis_limiter_shared_across_processes():
+    """Two OS processes (what workers are) share one budget through Redis."""
+    import multiprocessing
+
+    account = uuid.uuid4().hex
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_child, args=(account, 8, queue)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    stamps: list[float] = []
+    for _ in procs:
+        stamps.extend(queue.get(timeout=30))
+    for proc in procs:
+        proc.join(timeout=10)
+    assert len(stamps) == 16
+    # time.time() here: monotonic clocks are not comparable across processes.
+    assert max_in_window(stamps, 1.0 - 0.02) <= 10
+
+
+def _child(account: str, count: int, queue) -> None:
+    limiter = redis_limiter(BUDGETS)
+    out = []
+    for _ in range(count):
+        limiter.acquire(account)
+        out.append(time.time())
+    queue.put(out)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_search_budget_is_separate(backend):
+    limiter = LocalRateLimiter(BUDGETS) if backend == "local" else redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    for _ in range(10):
+        limiter.acquire(account, GENERAL)
+    # General budget spent, search still free; then search has its own, smaller, budget.
+    started = time.monotonic()
+    for _ in range(3):
+        limiter.acquire(account, SEARCH)
+    assert time.monotonic() - started < 0.1
+    stamps = hammer([limiter], account, per_thread=6, kind=SEARCH)
+    assert max_in_window(stamps, 0.5 - 0.02) <= 3
+    limiter.reset(account)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_accounts_do_not_share_budgets(backend):
+    limiter = LocalRateLimiter(BUDGETS) if backend == "local" else redis_limiter(BUDGETS)
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    for _ in range(10):
+        limiter.acquire(a)
+    started = time.monotonic()
+    for _ in range(10):
+        limiter.acquire(b)
+    assert time.monotonic() - started < 0.1
+    with pytest.raises(TimeoutError):
+        limiter.acquire(a, timeout=0.05)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_penalize_pauses_every_instance(backend):
+    if backend == "local":
+        first = second = LocalRateLimiter(BUDGETS)
+    else:
+        first, second = redis_limiter(BUDGETS), redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    first.penalize(account, 0.4)
+    started = time.monotonic()
+    second.acquire(account)
+    assert 0.3 <= time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_low_remaining_header_slows_down(backend):
+    limiter = LocalRateLimiter(BUDGETS) if backend == "local" else redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    headers = {
+        "X-HubSpot-RateLimit-Max": "10",
+        "X-HubSpot-RateLimit-Remaining": "0",
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+    }
+    limiter.observe(account, headers)
+    started = time.monotonic()
+    limiter.acquire(account)
+    # One slot frees every 100 ms at 10/s; with 0 left (threshold 2) we wait 3 slots.
+    assert time.monotonic() - started >= 0.25
+
+
+def test_plenty_remaining_does_not_slow_down():
+    limiter = LocalRateLimiter(BUDGETS)
+    headers = {
+        "X-HubSpot-RateLimit-Max": "10",
+        "X-HubSpot-RateLimit-Remaining": "8",
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+    }
+    limiter.observe("acct", headers)
+    started = time.monotonic()
+    limiter.acquire("acct")
+    assert time.monotonic() - started < 0.05
+
+
+def test_smaller_announced_budget_is_adopted_larger_is_not():
+    limiter = LocalRateLimiter(BUDGETS)
+    limiter.observe(
+        "acct",
+        {
+            "X-HubSpot-RateLimit-Max": "4",
+            "X-HubSpot-RateLimit-Remaining": "4",
+            "X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+        },
+    )
+    assert limiter.budget("acct") == Budget(4, 1000)
+    limiter.observe(
+        "acct",
+        {
+            "X-HubSpot-RateLimit-Max": "500",
+            "X-HubSpot-RateLimit-Remaining": "500",
+            "X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+        },
+    )
+    assert limiter.budget("acct") == BUDGETS[GENERAL]
+    limiter.observe("acct", {})  # no headers (search): nothing changes
+    assert limiter.budget("acct") == BUDGETS[GENERAL]
+
+
+def test_zero_limit_means_unlimited():
+    limiter = LocalRateLimiter({GENERAL: Budget(0, 1000), SEARCH: Budget(0, 1000)})
+    started = time.monotonic()
+    for _ in range(1000):
+        limiter.acquire("acct")
+    assert time.monotonic() - started < 0.5
+
+
+def test_redis_outage_falls_back_to_the_local_window():
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    dead = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    limiter = RedisRateLimiter(dead, BUDGETS)
+    account = uuid.uuid4().hex
+    try:
+        for _ in range(10):
+            limiter.acquire(account)
+        with pytest.raises(TimeoutError):
+            limiter.acquire(account, timeout=0.05)
+    finally:
+        ratelimit._redis_down_until = 0.0
+
+
+def test_get_rate_limiter_follows_settings():
+    with override_settings(REDIS_URL="", HUBSPOT_RATE_LIMITER="auto"):
+        assert isinstance(get_rate_limiter(), LocalRateLimiter)
+        assert get_rate_limiter() is get_rate_limiter()  # one per process: threads share it
+    with override_settings(REDIS_URL="redis://127.0.0.1:6379/15", HUBSPOT_RATE_LIMITER="auto"):
+        assert isinstance(get_rate_limiter(), RedisRateLimiter)
+    with override_settings(REDIS_URL="redis://127.0.0.1:6379/15", HUBSPOT_RATE_LIMITER="local"):
+        assert isinstance(get_rate_limiter(), LocalRateLimiter)
+    with override_settings(HUBSPOT_RATE_LIMIT=7, HUBSPOT_RATE_LIMIT_INTERVAL_MS=700, REDIS_URL=""):
+        assert get_rate_limiter().budget("x") == Budget(7, 700)
