@@ -10,6 +10,10 @@ the ORM; live_server makes the test transactional). Knobs are reset to their def
 cleared before each test. Faults, limits and data are changed with `set_knobs(...)`, `mutate(...)`,
 `seed(...)`, `add_property(...)`, `delete_property(...)`.
 
+Point the product's HubSpot client at it with settings HUBSPOT_API_BASE = hubspot_sandbox.base_url and
+HUBSPOT_AUTHORIZE_URL = hubspot_sandbox.authorize_url (client id / secret: settings.SANDBOX_HUBSPOT_CLIENT_ID /
+SECRET, token path /oauth/v1/token).
+
 To run the sandbox as its own process instead (benchmarks, or code that must not share the test process):
 
     with sandbox_process() as base:            # "http://127.0.0.1:PORT"; uses the current test database
@@ -53,6 +57,9 @@ class HubSpotSandbox:
     """Handle on a running HubSpot sandbox: URLs, token minting, knobs and data changes."""
 
     server_url: str  # e.g. http://127.0.0.1:40123
+    # True when the sandbox runs in another process: knobs and rate-limit counters are then changed over HTTP,
+    # so they apply at once there (instead of after that process's 1-second cache).
+    remote: bool = False
 
     @property
     def base_url(self) -> str:
@@ -116,6 +123,8 @@ class HubSpotSandbox:
         """Change realism knobs (fields of sandbox.hubspot.models.Knobs); applies to the next request."""
         from sandbox.hubspot.models import Knobs
 
+        if self.remote:
+            return self._post_knobs(values)
         knobs = Knobs.load()
         for key, value in values.items():
             if not hasattr(knobs, key):
@@ -124,19 +133,32 @@ class HubSpotSandbox:
         knobs.save()
         return knobs
 
+    def _post_knobs(self, values: dict[str, Any]) -> dict:
+        import requests
+
+        resp = requests.post(self.base_url + "/_api/knobs", json=values, timeout=30)
+        if resp.status_code != 200:
+            raise AttributeError(resp.text)
+        return resp.json()
+
     def reset(self) -> None:
         """Default knobs (limits on, faults off) and empty rate-limit counters."""
         from sandbox.hubspot.models import Knobs
         from sandbox.hubspot.realism import reset_rate_limits
+        from sandbox.hubspot.views import KNOB_FIELDS
 
         Knobs.objects.all().delete()
-        Knobs.load()
+        defaults = Knobs.load()
         reset_rate_limits()
+        if self.remote:
+            self._post_knobs({**{name: getattr(defaults, name) for name in KNOB_FIELDS}, "reset_counters": True})
 
     def reset_rate_limits(self) -> None:
         from sandbox.hubspot.realism import reset_rate_limits
 
         reset_rate_limits()
+        if self.remote:
+            self._post_knobs({"reset_counters": True})
 
     # --- data ------------------------------------------------------------------------------------------
     def portal(self, hub_id: int = 1001):
@@ -168,6 +190,12 @@ class HubSpotSandbox:
 
         return add_property(portal=self.portal(portal), collection=collection, name=name, **kwargs)
 
+    def add_properties(self, count: int, portal: int = 1001, collection: str = "contacts") -> list[str]:
+        """Add `count` custom properties (300 make a GET URL listing them all longer than 8,000 characters)."""
+        from sandbox.hubspot.mutate import add_many_properties
+
+        return add_many_properties(portal=self.portal(portal), collection=collection, count=count)
+
     def delete_property(self, name: str, portal: int = 1001, collection: str = "contacts") -> None:
         from sandbox.hubspot.mutate import delete_property
 
@@ -190,6 +218,16 @@ def hubspot_sandbox(live_server) -> Iterator[HubSpotSandbox]:
     finally:
         sandbox.reset_rate_limits()
         db_settings["CONN_MAX_AGE"] = old_max_age
+
+
+@pytest.fixture
+def hubspot_sandbox_process(transactional_db) -> Iterator[HubSpotSandbox]:
+    """Like hubspot_sandbox, but served by a `sandbox_serve` subprocess (gunicorn) on the test database: for
+    tests whose HubSpot client runs in another process too (a Celery worker), or that need gunicorn's behaviour."""
+    with sandbox_process() as root:
+        sandbox = HubSpotSandbox(str(root), remote=True)
+        sandbox.reset()
+        yield sandbox
 
 
 def sandbox_env() -> dict[str, str]:

@@ -25,13 +25,14 @@ from .portals import get_portal
 from .realism import (
     GENERAL,
     SEARCH,
+    correlation_id,
     drop_connection,
     error_response,
     fault_response,
     json_response,
     rate_limited_response,
 )
-from .schema import KNOWN_SCOPES, ObjectType, resolve_type
+from .schema import ObjectType, resolve_type
 from .tokens import (
     APP_ID,
     REFRESH_PREFIX,
@@ -70,6 +71,8 @@ def _apply_faults(request: HttpRequest, knobs: Knobs) -> HttpResponse | None:
             status = knobs.fail_next_status
             if status == "reset":
                 return drop_connection(request)
+            if status == "429":
+                return rate_limited_response(search=False)
             return fault_response(int(status)) if status.isdigit() else fault_response(503)
     if knobs.reset_rate and random.random() < knobs.reset_rate:
         return drop_connection(request)
@@ -156,10 +159,15 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
                         "X-HubSpot-RateLimit-Interval-Milliseconds": str(knobs.rate_limit_interval_ms),
                     }
                 if not allowed:
-                    return rate_limited_response(search)
+                    limited = rate_limited_response(search)
+                    for k, v in headers.items():
+                        limited[k] = v
+                    return limited
             response = view(request, Ctx(portal, token, knobs), **kwargs)
             for k, v in headers.items():
                 response[k] = v
+            if "X-HubSpot-Correlation-Id" not in response:
+                response["X-HubSpot-Correlation-Id"] = correlation_id()
             return response
 
         return wrapper
@@ -486,6 +494,7 @@ def token(request: HttpRequest) -> HttpResponse:
     if grant_type not in ("authorization_code", "refresh_token"):
         return token_error("BAD_GRANT_TYPE", f"missing or unsupported grant_type: {grant_type!r}",
                            "unsupported_grant_type")
+    # HubSpot reads the client credentials from the form only (an HTTP Basic header is not enough).
     if client_id != settings.SANDBOX_HUBSPOT_CLIENT_ID:
         return token_error("BAD_CLIENT_ID", "missing or invalid client id", "invalid_client")
     if client_secret != settings.SANDBOX_HUBSPOT_CLIENT_SECRET:
@@ -579,7 +588,3 @@ def introspect(request: HttpRequest) -> HttpResponse:
         return json_response({"active": True, "token_type": "refresh", "hub_id": rt.portal.hub_id,
                               "client_id": rt.client_id, "scopes": rt.scopes, "user_id": rt.portal.user_id})
     return json_response({"active": False})
-
-
-def known_scopes() -> tuple[str, ...]:
-    return KNOWN_SCOPES

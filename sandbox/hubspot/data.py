@@ -200,7 +200,7 @@ class GenContext:
     generated_at_ms: int
 
 
-def _gen(name: str, prop: Prop, ctx: GenContext) -> str | None:
+def gen_value(name: str, prop: Prop, ctx: GenContext) -> str | None:
     rng = ctx.rng
     g = prop.gen
     if g == "firstname":
@@ -471,7 +471,7 @@ def build_templates(td: TypeData, owners: list[str]) -> None:
             if p.name == "email" and td.otype.name == "contacts":
                 row["email"] = None  # filled per record from the slug
                 continue
-            row[p.name] = None if rng.random() < p.empty else _gen(p.name, p, ctx)
+            row[p.name] = None if rng.random() < p.empty else gen_value(p.name, p, ctx)
         for name, info in td.props.items():
             if not info.generated:
                 row[name] = None

@@ -60,13 +60,15 @@ def _edit_values(td: data.TypeData, rng: random.Random, stamp: int) -> dict[str,
     edits: dict[str, Any] = {}
     candidates = [p for p in td.otype.props if p.name in td.props and p.gen not in ("id", "createdate", "modified")
                   and p.name != "email" and not p.calculated]
+    owners = [o["id"] for o in data.owners_for(td.hub_id, td.seed) if not o["archived"]]
     for p in rng.sample(candidates, min(3, len(candidates))):
-        tpl = td.templates[rng.randrange(len(td.templates))]
-        value = tpl.get(p.name)
-        if value is None or value == td.templates[0].get(p.name):
-            value = data._gen(p.name, p, data.GenContext(rng, rng.choice(data.FIRST), rng.choice(data.LAST),
-                                                          rng.choice(data.COMPANY_WORDS), rng.choice(data.CITIES),
-                                                          ["1"], stamp))
+        # A value another record has (so it is realistic), or a freshly generated one if that one is empty.
+        value = td.templates[rng.randrange(len(td.templates))].get(p.name)
+        if value is None:
+            company = f"{rng.choice(data.COMPANY_WORDS)} {rng.choice(data.COMPANY_SUFFIX)}"
+            ctx = data.GenContext(rng, rng.choice(data.FIRST), rng.choice(data.LAST), company,
+                                  rng.choice(data.CITIES), owners, stamp)
+            value = data.gen_value(p.name, p, ctx)
         edits[p.name] = value
     # Always touch one obviously changing field so tests can see the edit.
     marker = {"contacts": "jobtitle", "companies": "description", "deals": "hs_next_step", "tickets": "subject"}
@@ -229,3 +231,33 @@ def delete_property(*, portal: Portal, collection: str, name: str) -> None:
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
     state.invalidate()
     portal.refresh_from_db()
+
+
+def add_many_properties(*, portal: Portal, collection: str, count: int,
+                        prefix: str = "imported_field_with_a_long_internal_name_") -> list[str]:
+    """Add `count` custom properties at once (portals with hundreds of properties: requesting them all in a
+    GET URL passes HubSpot's ~8,000-character limit, so clients must split the list or use POST endpoints)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    now = data.now_ms()
+    kinds = ["string", "number", "enumeration", "datetime", "bool"]
+    names, rows = [], []
+    n = 0
+    while len(rows) < count:
+        n += 1
+        name = f"{prefix}{n:04d}"
+        if name in td.props:
+            continue
+        kind = kinds[n % len(kinds)]
+        options = [{"label": f"Option {k}", "value": f"option_{k}"} for k in range(3)] if kind == "enumeration" else []
+        rows.append(CustomProperty(portal=portal, object_type=otype.name, name=name, label=f"Imported field {n}",
+                                   type=kind, field_type=PROPERTY_TYPES[kind], options=options,
+                                   created_ms=now, updated_ms=now))
+        names.append(name)
+    with transaction.atomic():
+        CustomProperty.objects.filter(portal=portal, object_type=otype.name, name__in=names).delete()
+        CustomProperty.objects.bulk_create(rows, batch_size=BATCH)
+        Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
+    state.invalidate()
+    portal.refresh_from_db()
+    return names

@@ -89,6 +89,7 @@ def rate_limited_response(search: bool) -> HttpResponse:
 # --- faults ----------------------------------------------------------------------------------------------------
 GATEWAY_BODIES = {
     502: "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+    500: '{"status":"error","message":"internal error","category":"INTERNAL_ERROR"}',
     503: '{"status":"error","message":"Service Unavailable","category":"SERVICE_UNAVAILABLE"}',
     504: "<html><head><title>504 Gateway Time-out</title></head><body><h1>504 Gateway Time-out</h1></body></html>",
 }
@@ -129,7 +130,8 @@ def drop_connection(request: HttpRequest) -> HttpResponse:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-    # The server's attempt to write this is a broken pipe, which both gunicorn and Django's server ignore.
-    resp = HttpResponse(b"", status=499)
+    # Never reaches the client: the server's attempt to write it is a broken pipe, which both gunicorn and
+    # Django's server ignore quietly (status 200 so Django does not log a bogus error response either).
+    resp = HttpResponse(b"")
     resp["Connection"] = "close"
     return resp

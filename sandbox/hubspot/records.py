@@ -335,6 +335,21 @@ def _index_range(td: TypeData, f: Filter) -> tuple[int, int] | None:
     return lower_bound(fn, n, lo_v), lower_bound(fn, n, hi_v + 1)
 
 
+_EMAIL_ID = re.compile(r"(\d+)@")
+
+
+def _email_range(td: TypeData, f: Filter) -> tuple[int, int] | None:
+    """Generated contact e-mails end in their record id ("anna.smith1234@..."), so an e-mail lookup is a
+    single index, not a scan of the portal."""
+    if f.prop != "email" or f.op != "EQ" or td.otype.name != "contacts":
+        return None
+    match = _EMAIL_ID.search(str(f.value or ""))
+    i = index_for_id(int(match.group(1))) if match and len(match.group(1)) < 19 else None
+    if i is None or i >= td.size:
+        return (0, 0)
+    return (i, i + 1)
+
+
 def _range_q(td: TypeData, f: Filter) -> Q:
     """The SQL condition on change-row columns equivalent to a filter on an indexed property (Q() if none)."""
     columns = {"hs_object_id": "object_id", "createdate": "created_ms", td.otype.modified_prop: "updated_ms"}
@@ -447,8 +462,9 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         for f, m in zip(filters, matchers, strict=True):
             rng = _index_range(td, f)
             if rng is None:
-                residual.append(m)
-            else:
+                rng = _email_range(td, f)
+                residual.append(m)  # the e-mail range only narrows; the filter itself still decides
+            if rng is not None:
                 lo, hi = max(lo, rng[0]), min(hi, rng[1])
         groups.append(Group(lo, max(lo, hi), residual, matchers))
 
@@ -503,11 +519,21 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         )[: after + limit]:
             visible_changes.append((_KeyRow(pk, oid, created, updated), None))
 
+    # Properties computed per record; every other generated value comes from the record's template row, so a
+    # filter on those is decided once per template row instead of once per record (1M records scan in ~0.5 s).
+    per_record = {"hs_object_id", "createdate", td.otype.modified_prop, "email"}
+    row_tables: list[list[bool]] | None = None
+    if not query and all(m.f.prop not in per_record for g in groups for m in g.residual):
+        row_tables = [[all(m(tpl) for m in g.residual) for tpl in td.templates] for g in groups]
+
     def gen_ok(i: int) -> bool:
         if i in overridden:
             return False
         if not needs_scan:
             return True
+        if row_tables is not None:
+            r = td.row(i)
+            return any(g.lo <= i < g.hi and table[r] for g, table in zip(groups, row_tables, strict=True))
         props = td.full_properties(i)
         return query_ok(props) and any(g.lo <= i < g.hi and all(m(props) for m in g.residual) for g in groups)
 
@@ -536,30 +562,31 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
         filler = v if v is not None else 0
         return (v is None, filler, oid) if not desc else (v is not None, filler, oid)
 
-    if index_sorted and not needs_scan:
-        total_gen = sum(hi - lo for lo, hi in ranges) - sum(
-            1 for i in overridden if any(lo <= i < hi for lo, hi in ranges)
-        )
+    if index_sorted:
+        # Index order is sort order: count, then stream lazily (only after + limit items are ever built).
+        if needs_scan:
+            total_gen = sum(1 for lo, hi in ranges for i in range(lo, hi) if gen_ok(i))
+        else:
+            total_gen = sum(hi - lo for lo, hi in ranges) - sum(
+                1 for i in overridden if any(lo <= i < hi for lo, hi in ranges)
+            )
 
         def gen_stream() -> Iterator[tuple]:
             seq = ranges if not desc else list(reversed(ranges))
             for lo, hi in seq:
                 it = range(lo, hi) if not desc else range(hi - 1, lo - 1, -1)
                 for i in it:
-                    if i not in overridden:
+                    if gen_ok(i):
                         yield (gen_key_fn(i), i, None)
     else:
         candidates = [i for lo, hi in ranges for i in range(lo, hi) if gen_ok(i)]
         total_gen = len(candidates)
-        if index_sorted:
-            if desc:
-                candidates.reverse()
-            items = [(gen_key_fn(i), i, None) for i in candidates]
-        else:
-            items = []
-            for i in candidates:
-                items.append((value_key(td.full_properties(i), id_for_index(i)), i, None))
-            items.sort(key=lambda t: t[0], reverse=desc)
+        items = []
+        by_row = sort_prop not in per_record
+        for i in candidates:
+            props = td.templates[td.row(i)] if by_row else td.full_properties(i)
+            items.append((value_key(props, id_for_index(i)), i, None))
+        items.sort(key=lambda t: t[0], reverse=desc)
 
         def gen_stream() -> Iterator[tuple]:
             yield from items

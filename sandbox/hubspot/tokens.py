@@ -90,6 +90,12 @@ def decode_access_token(token: str) -> AccessToken | None:
     return claims
 
 
+def is_sandbox_token(token: str) -> bool:
+    """True for any sandbox credential (access token, refresh token or code): lets production code refuse to
+    send one to a real HubSpot."""
+    return token.startswith((ACCESS_PREFIX, REFRESH_PREFIX, CODE_PREFIX))
+
+
 def new_refresh_token() -> str:
     return REFRESH_PREFIX + secrets.token_hex(4) + "-" + secrets.token_hex(2) + "-" + secrets.token_hex(16)
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import requests
+from django.db.models import F
 
 from sandbox.hubspot.models import RecordChange
 
@@ -95,6 +96,21 @@ def test_414_for_very_long_urls(hubspot_sandbox):
     assert resp.status_code == 414
 
 
+def test_hundreds_of_properties_force_splitting_or_post(hubspot_sandbox):
+    added = hubspot_sandbox.add_properties(300)
+    token = hubspot_sandbox.access_token()
+    names = [p["name"] for p in get(hubspot_sandbox, "/crm/v3/properties/contacts", token=token).json()["results"]]
+    assert len(names) == 65 + 300 and set(added) <= set(names)
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names)).status_code == 414
+    half = len(names) // 2
+    first = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names[:half]), limit=5)
+    assert first.status_code == 200 and added[0] in first.json()["results"][0]["properties"]
+    batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                          json={"inputs": [{"id": "1"}], "properties": names},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert set(batch["results"][0]["properties"]) == set(names)
+
+
 def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_sandbox):
     result = hubspot_sandbox.mutate(collection="contacts", archive=3, seed=5)
     archived_ids = set(result.archived)
@@ -119,6 +135,41 @@ def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_san
         {"propertyName": "hs_object_id", "operator": "IN", "values": sorted(archived_ids)}]}]}).json()
     assert found["total"] == 0
     assert search(hubspot_sandbox, token, {"limit": 1}).json()["total"] == 297
+
+
+def test_list_read_batch_and_search_agree_after_changes(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    result = hubspot_sandbox.mutate(collection="contacts", create=7, update=9, archive=4, seed=11)
+    token = hubspot_sandbox.access_token()
+    listed: dict[str, dict] = {}
+    after = None
+    while True:
+        page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=37, properties="jobtitle,email",
+                   **({"after": after} if after else {})).json()
+        for r in page["results"]:
+            listed[r["id"]] = r
+        if "paging" not in page:
+            break
+        after = page["paging"]["next"]["after"]
+    ids = list(listed)
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+    assert len(ids) == 300 + 7 - 4
+    assert set(result.created) <= set(ids) and not set(result.archived) & set(ids)
+    for oid in result.updated:
+        assert listed[oid]["properties"]["jobtitle"].startswith("Edited ")
+        assert listed[oid]["updatedAt"] > listed[oid]["createdAt"]
+    for start in range(0, len(ids), 100):
+        chunk = ids[start:start + 100]
+        batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                              json={"inputs": [{"id": i} for i in chunk], "properties": ["jobtitle", "email"]},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert {r["id"]: r for r in batch["results"]} == {i: listed[i] for i in chunk}
+    found = search(hubspot_sandbox, token, {"limit": 200, "properties": ["jobtitle", "email"],
+                                            "sorts": [{"propertyName": "hs_object_id", "direction": "DESCENDING"}]})
+    body = found.json()
+    assert body["total"] == len(ids)
+    assert [r["id"] for r in body["results"]] == sorted(ids, key=int, reverse=True)[:200]
+    assert all(r == listed[r["id"]] for r in body["results"])
 
 
 # --- changes -----------------------------------------------------------------------------------------------------
@@ -199,6 +250,10 @@ def test_search_operators(hubspot_sandbox):
     token_hit = ids([{"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "*@example.org"}])
     assert token_hit["total"] > 0 and all(r["properties"]["email"].endswith("@example.org")
                                           for r in token_hit["results"])
+    some = get(hubspot_sandbox, "/crm/v3/objects/contacts/20012", token=token).json()["properties"]["email"]
+    hubspot_sandbox.set_properties(104, {"email": some.upper()})  # a second record with that address, edited
+    by_email = ids([{"propertyName": "email", "operator": "EQ", "value": some}])
+    assert sorted(r["id"] for r in by_email["results"]) == ["104", "20012"]
     either = search(hubspot_sandbox, token, {"filterGroups": [
         {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
         {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
@@ -266,6 +321,7 @@ def test_rate_limit_headers_and_429_body(hubspot_sandbox):
     assert remaining == [4, 3, 2, 1, 0]
     limited = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=1)
     assert limited.status_code == 429
+    assert limited.headers["X-HubSpot-RateLimit-Remaining"] == "0"
     body = limited.json()
     assert body == {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
                     "errorType": "RATE_LIMIT", "correlationId": body["correlationId"],
@@ -312,6 +368,9 @@ def test_random_5xx_and_scheduled_failures(hubspot_sandbox):
     hubspot_sandbox.set_knobs(error_rate=0.0, fail_next=2, fail_next_status="504")
     codes = [get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code for _ in range(3)]
     assert codes == [504, 504, 200]
+    hubspot_sandbox.set_knobs(fail_next=1, fail_next_status="429")
+    limited = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token)
+    assert limited.status_code == 429 and limited.json()["policyName"] == "TEN_SECONDLY_ROLLING"
 
 
 def test_connection_reset_is_a_connection_error(hubspot_sandbox):
@@ -377,6 +436,16 @@ def test_token_endpoint_errors_and_paths(hubspot_sandbox):
     assert bad_refresh.status_code == 400 and bad_refresh.json()["status"] == "BAD_REFRESH_TOKEN"
     as_json = requests.post(sb.token_url, json={"grant_type": "refresh_token"}, timeout=10)
     assert as_json.status_code == 400
+
+
+def test_expired_auth_code(hubspot_sandbox):
+    from sandbox.hubspot.models import AuthCode
+
+    code = hubspot_sandbox.auth_code(redirect_uri="http://localhost/cb")
+    AuthCode.objects.filter(code=code).update(created_ms=F("created_ms") - 11 * 60 * 1000)
+    resp = oauth_post(hubspot_sandbox, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
+                      client_id=hubspot_sandbox.client_id, client_secret=hubspot_sandbox.client_secret)
+    assert resp.status_code == 400 and resp.json()["status"] == "EXPIRED_AUTH_CODE"
 
 
 def test_pkce(hubspot_sandbox):

@@ -143,15 +143,18 @@ def test_seed_and_mutate_commands(capsys):
     assert RecordChange.objects.filter(portal_id=5000, object_type="companies").count() == 9
     call_command("sandbox_mutate", "--portal", "5000", "--collection", "deals", "--add-property", "risk",
                  "--type", "enumeration", "--options", "low,high")
+    call_command("sandbox_mutate", "--portal", "5000", "--collection", "tickets", "--add-properties", "5")
     out = capsys.readouterr().out
     assert "created 4, updated 3, archived 2" in out and "added property risk" in out
+    assert "added 5 properties to tickets" in out
 
 
 def test_tokens_are_sandbox_only(settings):
-    from sandbox.hubspot.tokens import decode_access_token, mint_access_token
+    from sandbox.hubspot.tokens import decode_access_token, is_sandbox_token, mint_access_token
 
     token = mint_access_token(hub_id=1001, scopes=["oauth"], lifetime=60, user_id=1, user="a@b", client_id="c")
     assert token.startswith("sbx-hs-at-") and decode_access_token(token) is not None
+    assert is_sandbox_token(token) and not is_sandbox_token("CJSP5qf1KhICAQEYs-gDIIGOBii1hQIyGQAf3xBKmlwHjX7")
     settings.SECRET_KEY = "another-installation"
     from sandbox.hubspot import tokens
 

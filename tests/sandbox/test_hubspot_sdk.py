@@ -76,6 +76,9 @@ def test_list_pages_through_all_contacts(hubspot_sandbox):
         for r in page.results:
             assert r.properties["hs_object_id"] == r.id
             assert r.created_at <= r.updated_at
+            assert r.properties["createdate"] == r.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            assert r.properties["lastmodifieddate"] == r.updated_at.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z")
             assert "interests" in r.properties
         if page.paging is None:
             break

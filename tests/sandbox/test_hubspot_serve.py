@@ -32,3 +32,17 @@ def test_sandbox_serve_serves_api_pages_limits_and_faults(hubspot_sandbox):
         assert requests.get(f"{base}/crm/v3/objects/contacts", headers=headers, timeout=10).status_code == 200
         # Product URLs are not served here.
         assert requests.get(root + "/healthz", timeout=10).status_code == 404
+
+
+def test_hubspot_sandbox_process_fixture_applies_knobs_at_once(hubspot_sandbox_process):
+    sb = hubspot_sandbox_process
+    headers = {"Authorization": f"Bearer {sb.access_token()}"}
+    url = sb.base_url + "/crm/v3/objects/contacts"
+    assert requests.get(url, headers=headers, timeout=10).status_code == 200
+    sb.set_knobs(rate_limit_max=1)
+    assert requests.get(url, headers=headers, timeout=10).status_code == 429
+    sb.reset_rate_limits()
+    sb.set_knobs(rate_limits=False)
+    result = sb.mutate(collection="contacts", create=1)
+    created = requests.get(f"{url}/{result.created[0]}", headers=headers, timeout=10)
+    assert created.status_code == 200  # record changes are never cached

@@ -32,15 +32,17 @@ class Command(BaseCommand):
         from gunicorn.app.base import BaseApplication
 
         settings.ROOT_URLCONF = "sandbox.serve_urls"
-        # Only what sandbox pages and APIs use (no hubsync login, workspaces, allauth or htmx here): the list
-        # endpoint is benchmarked through this server, so every middleware counts.
+        # Only what sandbox pages and APIs use (no hubsync workspaces or allauth here): the list endpoint is
+        # benchmarked through this server, so every middleware counts.
         keep = {
             "django.middleware.security.SecurityMiddleware",
             "whitenoise.middleware.WhiteNoiseMiddleware",
             "django.contrib.sessions.middleware.SessionMiddleware",
             "django.middleware.common.CommonMiddleware",
             "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
             "django.contrib.messages.middleware.MessageMiddleware",
+            "django_htmx.middleware.HtmxMiddleware",
         }
         settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m in keep]
         application = get_wsgi_application()

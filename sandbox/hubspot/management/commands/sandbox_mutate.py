@@ -4,6 +4,7 @@
     python manage.py sandbox_mutate --portal 1001 --collection contacts --create 12000 --same-timestamp   # bulk import
     python manage.py sandbox_mutate --portal 1001 --collection deals --add-property renewal_risk --type enumeration
     python manage.py sandbox_mutate --portal 1001 --collection deals --delete-property renewal_risk
+    python manage.py sandbox_mutate --portal 1001 --collection contacts --add-properties 300
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sandbox.hubspot.mutate import PROPERTY_TYPES, MutationError, add_property, delete_property, mutate
+from sandbox.hubspot.mutate import (
+    PROPERTY_TYPES,
+    MutationError,
+    add_many_properties,
+    add_property,
+    delete_property,
+    mutate,
+)
 from sandbox.hubspot.portals import get_portal
 
 
@@ -30,6 +38,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="make the choice of records reproducible")
         parser.add_argument("--add-property", metavar="NAME")
         parser.add_argument("--delete-property", metavar="NAME")
+        parser.add_argument("--add-properties", type=int, default=0, metavar="N",
+                            help="add N custom properties at once (hundreds make a full GET URL exceed 8,000 chars)")
         parser.add_argument("--type", default="string", choices=sorted(PROPERTY_TYPES))
         parser.add_argument("--label", default="")
         parser.add_argument("--options", default="", help="comma-separated option values for enumerations")
@@ -44,6 +54,10 @@ class Command(BaseCommand):
                 prop = add_property(portal=portal, collection=opts["collection"], name=opts["add_property"],
                                     label=opts["label"], type=opts["type"], options=options)
                 self.stdout.write(f"added property {prop.name} ({prop.type}) to {prop.object_type}")
+            if opts["add_properties"]:
+                names = add_many_properties(portal=portal, collection=opts["collection"],
+                                            count=opts["add_properties"])
+                self.stdout.write(f"added {len(names)} properties to {opts['collection']}")
             if opts["delete_property"]:
                 delete_property(portal=portal, collection=opts["collection"], name=opts["delete_property"])
                 self.stdout.write(f"deleted property {opts['delete_property']}")
