@@ -390,3 +390,19 @@ def test_time_limit_ends_the_run_partial_and_due_again(workspace, sandbox, monke
     source.refresh_from_db()
     assert source.next_sync_at <= timezone.now()  # the dispatcher continues it at its next tick
     assert Record.objects.filter(source=source).count() == 100
+
+
+def test_full_sync_rereads_and_honours_the_start_date(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=150, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)  # full history
+    recent = sandbox.mutate(PORTAL, "contacts", update=6, seed=12)
+    source.start_date = (timezone.now() - timedelta(days=2)).date()
+    source.save(update_fields=["start_date"])
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["read"] == 6 and run.counts["contacts"]["updated"] == 6
+    assert Record.objects.filter(source=source).count() == 150  # older mirror rows stay
+    assert {int(i) for i in recent.updated} <= set(
+        Record.objects.filter(source=source, change_seq__gt=150).values_list("object_id", flat=True)
+    )
