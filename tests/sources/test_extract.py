@@ -406,3 +406,26 @@ def test_full_sync_rereads_and_honours_the_start_date(workspace, sandbox):
     assert {int(i) for i in recent.updated} <= set(
         Record.objects.filter(source=source, change_seq__gt=150).values_list("object_id", flat=True)
     )
+
+
+def test_a_page_costs_a_constant_number_of_queries(workspace, sandbox):
+    from django.db import connection
+
+    def queries_for_first_sync(hub_id: int, size: int) -> int:
+        sandbox.seed(hub_id, contacts=size, companies=0, deals=0, tickets=0)
+        source = make_source(workspace, sandbox, hub_id=hub_id)
+        count = [0]
+
+        def counter(execute, sql, params, many, context):
+            count[0] += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counter):
+            run = sync(source, SyncRun.Trigger.FIRST)
+        assert run.counts["contacts"]["new"] == size
+        return count[0]
+
+    one_page = queries_for_first_sync(3101, 100)
+    ten_pages = queries_for_first_sync(3102, 1000)
+    per_page = (ten_pages - one_page) / 9
+    assert per_page <= 8, (one_page, ten_pages)
