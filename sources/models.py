@@ -170,7 +170,7 @@ class ChangeCounter(models.Model):
     transaction: the row lock is held until commit, so pages commit in the order of their sequence numbers and a
     reader that saw change_seq N has already seen every change below N."""
 
-    source = models.OneToOneField(Source, on_delete=models.CASCADE, primary_key=True, related_name="change_counter")
+    source = models.OneToOneField(Source, on_delete=models.CASCADE, related_name="change_counter")
     value = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
