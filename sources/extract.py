@@ -77,9 +77,12 @@ class RunLost(Exception):
 def notify_changes(source: Source, collections: list[str]) -> None:
     """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
 
-    Called when a run ends (whatever its status: committed pages are in the mirror) and during long reads at
-    least every HUBSYNC_NOTIFY_EVERY changed records. A no-op until the mappings issue lands; deliveries read
-    mirror rows past their own watermark, so calling this too often is harmless and a missed call only delays."""
+    Called when a run ends, whatever its status (committed pages are in the mirror), with the collections whose
+    mirror rows changed in that run (possibly none: a delivery may still have records to retry), and during
+    long reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read.
+
+    A no-op until the mappings issue lands. Deliveries read mirror rows past their own watermark, so calling this
+    too often is harmless and a missed call only delays."""
     return None
 
 
