@@ -142,7 +142,8 @@ def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
         if run.status == SyncRun.Status.RUNNING and is_stale(run, now):
             mark_lost(run, now=now)
             source = Source.objects.get(pk=run.source_id)
-            run = create_run(source=source, trigger=run.trigger, status=SyncRun.Status.QUEUED)
+            # Same trigger, but a full sync's cursors are not reset again: the new run resumes the re-read.
+            run = create_run(source=source, trigger=run.trigger, reset_cursors=False)
             if run is None:
                 return None
         if run.status != SyncRun.Status.QUEUED:
