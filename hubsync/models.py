@@ -95,7 +95,7 @@ class AuditEvent(models.Model):
 
 
 class WorkspaceSettings(models.Model):
-    """Per-workspace behaviour switches (one row per workspace, created on first use by `for_workspace`)."""
+    """Per-workspace behaviour switches (one row per workspace, saved on the first change)."""
 
     workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="settings")
     # Schema drift that breaks a mapping (a used property deleted, renamed or retyped) pauses that mapping until
@@ -120,8 +120,8 @@ class WorkspaceSettings(models.Model):
 
     @classmethod
     def for_workspace(cls, workspace_id: int) -> WorkspaceSettings:
-        obj, _ = cls.objects.get_or_create(workspace_id=workspace_id)
-        return obj
+        """The workspace's settings, or the defaults (unsaved: reading never writes; saving creates the row)."""
+        return cls.objects.filter(workspace_id=workspace_id).first() or cls(workspace_id=workspace_id)
 
 
 class AlertChannel(models.Model):
