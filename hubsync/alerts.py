@@ -34,7 +34,7 @@ import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -79,7 +79,16 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
     held: set[str] = set()
     bad_runs = (SyncRun.Status.FAILED, SyncRun.Status.PARTIAL)
 
-    for source in Source.objects.filter(workspace_id=workspace_id):
+    # The latest *finished* run of each source / mapping in the same query (a running one says nothing yet).
+    # Ordered by created_at: one run at a time per source / mapping, so the newest created is the newest finished,
+    # and the (source, -created_at) index answers it without reading the whole history.
+    last_sync = SyncRun.objects.filter(source=OuterRef("pk"), finished_at__isnull=False).order_by("-created_at", "-id")
+    sources = Source.objects.filter(workspace_id=workspace_id).annotate(
+        last_pk=Subquery(last_sync.values("pk")[:1]),
+        last_status=Subquery(last_sync.values("status")[:1]),
+        last_error=Subquery(last_sync.values("error")[:1]),
+    )
+    for source in sources:
         path = _url("sources:detail", source.pk)
         key = f"reconnect:source:{source.pk}"
         if source.status == Source.Status.NEEDS_RECONNECT:
@@ -89,15 +98,10 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
         else:
             healthy.add(key)
         key = f"sync_failed:source:{source.pk}"
-        last = (
-            SyncRun.objects.filter(source=source, finished_at__isnull=False)
-            .order_by("-finished_at", "-id")
-            .values("pk", "status", "error")
-            .first()
-        )
+        last = {"pk": source.last_pk, "status": source.last_status, "error": source.last_error or ""}
         if source.status == Source.Status.NEEDS_RECONNECT:
             held.add(key)  # the reconnect alert says it all; its runs fail for that reason
-        elif last is None:
+        elif last["pk"] is None:
             continue
         elif last["status"] in bad_runs:
             failing[key] = Finding(
@@ -109,7 +113,18 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
         else:
             healthy.add(key)
 
-    mappings = list(Mapping.objects.filter(destination__workspace_id=workspace_id).select_related("data_model"))
+    last_delivery = DeliveryRun.objects.filter(mapping=OuterRef("pk"), finished_at__isnull=False).order_by(
+        "-created_at", "-id"
+    )
+    mappings = list(
+        Mapping.objects.filter(destination__workspace_id=workspace_id)
+        .select_related("data_model")
+        .annotate(
+            last_pk=Subquery(last_delivery.values("pk")[:1]),
+            last_status=Subquery(last_delivery.values("status")[:1]),
+            last_error=Subquery(last_delivery.values("error")[:1]),
+        )
+    )
     rejected = dict(
         DeliveryState.objects.filter(mapping__in=mappings, status=DeliveryState.Status.REJECTED)
         .values_list("mapping")
@@ -131,20 +146,15 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
             healthy.add(key)
 
         key = f"delivery_failed:mapping:{mapping.pk}"
-        last = (
-            DeliveryRun.objects.filter(mapping=mapping, finished_at__isnull=False)
-            .order_by("-finished_at", "-id")
-            .values("pk", "status", "error")
-            .first()
-        )
-        if last is not None and last["status"] in bad_runs:
+        last = {"pk": mapping.last_pk, "status": mapping.last_status, "error": mapping.last_error or ""}
+        if last["pk"] is not None and last["status"] in bad_runs:
             failing[key] = Finding(
                 "delivery_failed",
                 f"Delivery of mapping “{mapping}” {last['status']} (run {last['pk']})",
                 _short(last["error"]),
                 path,
             )
-        elif last is not None:
+        elif last["pk"] is not None:
             healthy.add(key)
 
         key = f"rejected:mapping:{mapping.pk}"

@@ -422,3 +422,21 @@ def test_monitoring_settings_on_the_settings_page(owner_client, admin_client_, w
     assert not conf.drift_pauses_mappings and conf.freshness_alert_minutes == 15 and conf.rejected_alert_threshold == 0
     assert workspace.name == "Acme"  # the rename form was not touched
     assert admin_client_.post(url, {"form": "monitoring", "freshness_alert_minutes": "1"}).status_code == 403
+
+
+def test_evaluation_cost_does_not_grow_with_run_history(source, mapping, run_evaluate):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            run_evaluate()
+        return len(ctx)
+
+    _sync(source, "succeeded")
+    _delivery(mapping, "succeeded")
+    few = queries()
+    for _ in range(30):
+        _sync(source, "succeeded")
+        _delivery(mapping, "succeeded")
+    assert queries() == few
