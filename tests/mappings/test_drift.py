@@ -303,3 +303,57 @@ def test_new_properties_are_listed_on_the_source_models_page(contacts, contacts_
     page = owner_client.get(reverse("sources:models", args=[contacts.source_id])).content.decode()
     assert "favourite_colour" in page and "Favourite colour" in page
     assert "lists columns HubSpot no longer has" in page and "<code>notes</code>" in page
+
+
+# --- end to end: the extraction engine against the HubSpot sandbox -------------------------------------------
+
+
+@pytest.fixture
+def hubspot(hubspot_sandbox, settings):
+    settings.BASE_URL = hubspot_sandbox.server_url
+    settings.HUBSPOT_API_BASE = ""
+    settings.HUBSPOT_RATE_LIMIT = 0
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    return hubspot_sandbox
+
+
+def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(workspace, hubspot, destination, space, enqueued):
+    from hubsync.models import AlertChannel, AlertState
+    from tests.sources.extract_helpers import make_source, sync
+
+    hubspot.seed(3001, contacts=5, companies=0, deals=0, tickets=0)
+    hubspot.add_property("loyalty_tier", portal=3001, collection="contacts", label="Loyalty tier")
+    source = make_source(workspace, hubspot, hub_id=3001)
+    assert sync(source, "first").status == "succeeded"
+    model = DataModel.objects.create(
+        source=source, collection="contacts", name="Contacts", columns=["email", "loyalty_tier", "firstname"]
+    )
+    affected = Mapping.objects.create(
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        identifiers={"user_id": "email"},
+        traits=[["loyalty_tier", "tier"]],
+        enabled=True,
+    )
+    untouched = Mapping.objects.create(
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        identifiers={"user_id": "email"},
+        traits=[["firstname", "first_name"]],
+        enabled=True,
+    )
+    AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
+
+    hubspot.delete_property("loyalty_tier", portal=3001, collection="contacts")
+    hubspot.add_property("loyalty_level", portal=3001, collection="contacts", label="Loyalty tier")
+    assert sync(source).status == "succeeded"
+    affected.refresh_from_db()
+    untouched.refresh_from_db()
+    assert affected.paused and not untouched.paused
+    issue = MappingIssue.objects.get(mapping=affected)
+    assert issue.kind == "renamed" and issue.new_property == "loyalty_level"
+    # The finished run evaluated the alerts: the drift pause opened its streak.
+    assert AlertState.objects.get(key=f"drift:mapping:{affected.pk}").is_open
