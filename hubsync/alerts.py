@@ -14,7 +14,7 @@ Each key has one `AlertState`. A failing key whose state is closed opens it and 
 stays open nothing more is sent, however many runs fail or retries happen; when the key is healthy again the
 state closes and sends **one** recovery message. Opening and closing are compare-and-set updates, so two
 evaluations racing (a sync and a delivery finishing at once) still send one message. Objects that were deleted
-close their streak silently.
+close their streak silently, and so do mappings that were switched off.
 
 It runs when a sync run or a delivery run finishes (sources/extract.py, mappings/deliver.py) and every minute
 from the beat dispatcher (freshness grows without any run finishing). Messages go out through the Celery task
@@ -133,6 +133,8 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
     )
     now = timezone.now()
     for mapping in mappings:
+        if not mapping.enabled:
+            continue  # switched off on purpose: its open streaks close without a message
         path = _url("mappings:drift", mapping.pk)
         key = f"drift:mapping:{mapping.pk}"
         if mapping.paused_reason == Mapping.PAUSED_DRIFT:

@@ -141,7 +141,8 @@ def schema_discovered(*, source_collection: Any, old: dict[str, dict], new: dict
                             "new": change["new"],
                             "uses": uses,
                         },
-                        "paused": pause and sends and mapping.enabled,
+                        # A disabled mapping is paused too: switching it on must not send wrong data.
+                        "paused": pause and sends,
                         "detected_at": now,
                     },
                 )

@@ -199,6 +199,13 @@ def test_failed_delivery_alerts_once_and_recovers(mapping, channels, hook, run_e
     _delivery(mapping, "succeeded")
     assert run_evaluate()["closed"] == [f"delivery_failed:mapping:{mapping.pk}"]
     assert len(hook.requests) == 2
+    # A mapping switched off while failing: its streak closes without a "recovered" message.
+    _delivery(mapping, "failed", "Segment answered 401")
+    run_evaluate()
+    assert len(hook.requests) == 3
+    Mapping.objects.filter(pk=mapping.pk).update(enabled=False)
+    assert run_evaluate()["closed"] == [f"delivery_failed:mapping:{mapping.pk}"]
+    assert len(hook.requests) == 3
 
 
 def test_drift_pause_alerts(mapping, channels, hook, run_evaluate):

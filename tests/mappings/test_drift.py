@@ -188,6 +188,19 @@ def test_type_change_pauses_and_remove_fixes_model_and_mappings(contacts, mappin
     assert not MappingIssue.objects.filter(resolved_at__isnull=True).exists()  # b's flag is resolved too
 
 
+def test_a_disabled_mapping_is_paused_too(contacts, mappings, enqueued):
+    a, _b, _c = mappings
+    Mapping.objects.filter(pk=a.pk).update(enabled=False)
+    new = copy.deepcopy(CONTACT_SCHEMA)
+    del new["score"]
+    _discover(contacts, new)
+    a.refresh_from_db()
+    assert a.paused  # switching it on later must not send data built on a deleted property
+    a.enabled = True
+    a.save()
+    assert not a.delivers and deliver(mapping_id=a.pk) is None
+
+
 def test_setting_off_flags_without_pausing(contacts, mappings, workspace, mirror, enqueued):
     WorkspaceSettings.objects.create(workspace=workspace, drift_pauses_mappings=False)
     a, b, c = mappings
