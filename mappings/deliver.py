@@ -737,7 +737,8 @@ def collections_behind(source: Any) -> set[str]:
             .first()
         ) or {}
         edited = mapping.watermark_config_hash != MessageBuilder(mapping, schema).config_hash
-        if edited or Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark).exists():
+        pending = Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark)
+        if edited or pending.exists():
             behind.add(collection)
     return behind
 
