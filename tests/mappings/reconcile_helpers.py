@@ -13,7 +13,9 @@ from models_app.models import DataModel
 from sources import extract
 from sources.models import Source, SyncRun
 from sources.runs import create_run
-from tests.sources.extract_helpers import sandbox_truth
+from tests.sources.extract_helpers import make_source, sandbox_truth
+
+PORTAL = 3301
 
 # One trait per interesting HubSpot type: string, number (int and float), bool, date, datetime, multi-select
 # checkbox, single-select radio, long text (for oversize values), and the record id.
@@ -47,6 +49,13 @@ def make_mapping(source: Source, write_key: str, *, user_id: str = "email") -> M
         options={"empty_values": "null"},
         enabled=True,
     )
+
+
+def setup_pipeline(workspace, hub, segment, contacts: int, **mapping_kwargs):
+    hub.seed(PORTAL, contacts=contacts, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, hub, hub_id=PORTAL)
+    mapping = make_mapping(source, segment.write_key, **mapping_kwargs)
+    return source, mapping
 
 
 def sync_and_deliver(source: Source, trigger: str = SyncRun.Trigger.MANUAL) -> tuple[SyncRun, list[DeliveryRun]]:

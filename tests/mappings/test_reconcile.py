@@ -16,42 +16,10 @@ from django.core.management import call_command
 from mappings import deliver as deliver_module
 from mappings.deliver import collections_behind, deliver
 from mappings.models import DeliveryRun, DeliveryState
-from mappings.segment import close_session
 from sources.models import SyncRun
-from tests.mappings.reconcile_helpers import Oracle, inbox_total, make_mapping, profiles, sync_and_deliver
-from tests.sources.extract_helpers import make_source
+from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, profiles, setup_pipeline, sync_and_deliver
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PORTAL = 3301
-
-
-@pytest.fixture
-def hub(hubspot_sandbox, segment_sandbox, settings):
-    """Both sandboxes on the same live server; our HubSpot limiter and the sandbox's limits off, fast backoffs."""
-    settings.BASE_URL = hubspot_sandbox.server_url
-    settings.HUBSPOT_API_BASE = ""
-    settings.HUBSPOT_RATE_LIMIT = 0
-    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
-    settings.HUBSPOT_RETRY_BASE_SECONDS = 0.02
-    settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
-    settings.SEGMENT_BACKOFF_BASE = 0.001
-    settings.SEGMENT_BACKOFF_CAP = 0.01
-    hubspot_sandbox.set_knobs(rate_limits=False)
-    yield hubspot_sandbox
-    close_session()  # keep-alive connections would hold live_server threads (and their DB sessions)
-
-
-@pytest.fixture
-def segment(segment_sandbox):
-    return segment_sandbox.with_workspace("Reconcile")
-
-
-def setup_pipeline(workspace, hub, segment, contacts: int, **mapping_kwargs):
-    hub.seed(PORTAL, contacts=contacts, companies=0, deals=0, tickets=0)
-    source = make_source(workspace, hub, hub_id=PORTAL)
-    mapping = make_mapping(source, segment.write_key, **mapping_kwargs)
-    return source, mapping
 
 
 def assert_quiet_sync_sends_nothing(source, segment) -> None:
