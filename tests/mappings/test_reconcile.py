@@ -170,3 +170,52 @@ def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, se
     out = capsys.readouterr().out
     assert "(full)" in out and "nothing changed, nothing to deliver" in out
     assert deliver(mapping_id=mapping.pk).sent == 0
+
+
+# --- the glue: the engine's delivery hook and the beat dispatcher ------------------------------------------------
+
+
+def test_a_sync_enqueues_the_deliveries_of_its_changed_collections_and_of_those_behind(
+    workspace, hub, segment, monkeypatch
+):
+    from mappings.tasks import deliver_mapping
+    from sources.extract import execute_run
+    from sources.runs import create_run
+
+    queued: list[tuple] = []
+    monkeypatch.setattr(deliver_mapping, "delay_on_commit", lambda *args: queued.append(args))
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=20)
+
+    def sync() -> SyncRun:
+        run = execute_run(run_id=create_run(source=source, trigger=SyncRun.Trigger.MANUAL).pk)
+        assert run.status == SyncRun.Status.SUCCEEDED, run.error
+        return run
+
+    run = sync()
+    assert queued == [(mapping.pk, run.pk)]  # the delivery follows the run, pointing to it
+
+    # That delivery never ran (worker lost before it started, say): the next sync starts it again, although
+    # HubSpot did not change.
+    queued.clear()
+    run = sync()
+    assert run.counts["contacts"]["new"] == 0 and run.counts["contacts"]["updated"] == 0
+    assert queued == [(mapping.pk, run.pk)]
+
+    # Delivered: a sync with no change starts no delivery at all.
+    assert deliver(mapping_id=mapping.pk).status == DeliveryRun.Status.SUCCEEDED
+    queued.clear()
+    sync()
+    assert queued == []
+
+    # A change in HubSpot: delivered again.
+    some = DeliveryState.objects.filter(mapping=mapping).values_list("object_id", flat=True).first()
+    hub.set_properties(some, {"firstname": "Changed"}, portal=PORTAL)
+    run = sync()
+    assert queued == [(mapping.pk, run.pk)]
+
+
+def test_the_sources_dispatcher_is_registered_for_the_beat_tick():
+    from hubsync.dispatch import dispatchers
+    from sources.dispatch import dispatch_due_syncs
+
+    assert dispatch_due_syncs in dispatchers()
