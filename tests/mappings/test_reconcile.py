@@ -153,7 +153,8 @@ def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, se
     oracle = Oracle(hub, PORTAL)
     call_command("sync", str(source.pk))
     out = capsys.readouterr().out
-    assert "contacts: new 25" in out.replace(",", "")
+    assert "25 read, 25 new" in out  # the engine's progress lines
+    assert any(line.startswith("  contacts: ") and "new 25" in line for line in out.splitlines())
     expected = oracle.after_sync()
     sent = len(expected)
     line = f"mapping {mapping.pk} (contacts): succeeded; considered 25, sent {sent}, unchanged 0, rejected {25 - sent}"
