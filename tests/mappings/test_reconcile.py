@@ -148,7 +148,12 @@ def test_user_id_from_the_record_id(workspace, hub, segment):
     assert_quiet_sync_sends_nothing(source, segment)
 
 
-def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, segment, capsys):
+def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, segment, capsys, settings, monkeypatch):
+    from mappings.tasks import deliver_mapping
+
+    enqueued: list = []  # the foreground sync must not enqueue tasks (the engine would log and swallow a raise)
+    monkeypatch.setattr(deliver_mapping, "delay_on_commit", lambda *args: enqueued.append(args))
+    settings.HUBSYNC_NOTIFY_EVERY = 10  # mid-run notifications too (a long backfill) stay in the foreground
     source, mapping = setup_pipeline(workspace, hub, segment, contacts=25)
     oracle = Oracle(hub, PORTAL)
     call_command("sync", str(source.pk))
@@ -171,6 +176,7 @@ def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, se
     out = capsys.readouterr().out
     assert "(full)" in out and "nothing changed, nothing to deliver" in out
     assert deliver(mapping_id=mapping.pk).sent == 0
+    assert enqueued == []
 
 
 # --- the glue: the engine's delivery hook and the beat dispatcher ------------------------------------------------
