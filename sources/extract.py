@@ -83,10 +83,13 @@ _foreground_changes: ContextVar[set[str] | None] = ContextVar("hubsync_foregroun
 def notify_changes(source: Source, collections: list[str], sync_run: SyncRun | None = None) -> None:
     """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
 
-    Called when a run ends (whatever its status: committed pages are in the mirror) and during long reads at
-    least every HUBSYNC_NOTIFY_EVERY changed records. Deliveries read mirror rows past their own watermark, so
-    calling this too often is harmless (a delivery that finds another one running leaves a request for it) and
-    a missed call only delays."""
+    Called when a run ends, whatever its status (committed pages are in the mirror), with the collections whose
+    mirror rows changed in that run plus those whose deliveries are behind (possibly none), and during long
+    reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read. `sync_run` is the
+    run that changed them (the deliveries point to it).
+
+    Deliveries read mirror rows past their own watermark, so calling this too often is harmless (a delivery that
+    finds another one running leaves a request for it) and a missed call only delays."""
     if not collections:
         return
     collected = _foreground_changes.get()
@@ -165,7 +168,8 @@ def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
         if run.status == SyncRun.Status.RUNNING and is_stale(run, now):
             mark_lost(run, now=now)
             source = Source.objects.get(pk=run.source_id)
-            run = create_run(source=source, trigger=run.trigger, status=SyncRun.Status.QUEUED)
+            # Same trigger, but a full sync's cursors are not reset again: the new run resumes the re-read.
+            run = create_run(source=source, trigger=run.trigger, reset_cursors=False)
             if run is None:
                 return None
         if run.status != SyncRun.Status.QUEUED:
