@@ -129,9 +129,7 @@ def test_queued_sync_is_extracted_and_delivered_by_a_real_worker(workspace, hub,
         celery_app.control.purge()
 
 
-def test_worker_killed_mid_delivery_loses_nothing_and_resends_deduplicated(
-    workspace, hub, segment, tmp_path, settings
-):
+def test_worker_killed_mid_delivery_loses_nothing_and_resends_deduplicated(workspace, hub, segment, tmp_path):
     celery_app.control.purge()
     records = 3000
     source, mapping = setup_pipeline(workspace, hub, segment, contacts=records)
