@@ -184,6 +184,13 @@ class MappingForm(forms.Form):
         initial: dict[str, Any] | None = None,
         validate: bool = True,
     ) -> None:
+        if data is not None:
+            # Sections the page had not rendered yet (before a data model was chosen) post nothing: their
+            # defaults apply, as they would have been shown.
+            data = data.copy()
+            for key, default in (("action", Mapping.Action.IDENTIFY), ("empty_values", Mapping.EMPTY_NULL)):
+                if not data.get(key):
+                    data[key] = default
         super().__init__(data, initial=initial)
         # False when the editor posts back only to show another model's columns or one more row: what was
         # entered is shown again, without complaining about what is not filled in yet.
