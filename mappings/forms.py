@@ -261,7 +261,7 @@ class MappingForm(forms.Form):
         action = cleaned.get("action")
         if not any(ids.values()):
             self.add_error(
-                None,
+                "user_id",
                 "Map a User ID, an Anonymous ID or a Group ID: without an identifier Segment cannot tell which "
                 "profile a row belongs to.",
             )

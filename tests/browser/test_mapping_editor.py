@@ -118,6 +118,15 @@ def test_destination_space_mapping_test_and_enable(
     assert page.locator("#id_group_id").is_visible()
     page.locator("input[name=action][value=identify]").check()
     shot(page, "05_editor")
+
+    # Without an identifier the editor refuses, explains, and keeps what was entered.
+    page.select_option("#id_user_id", "")
+    page.get_by_role("button", name=re.compile("Save mapping")).click()
+    page.get_by_text("Map a User ID, an Anonymous ID or a Group ID").wait_for()
+    assert not Mapping.objects.exists()
+    assert page.locator("#trait-rows input[name=trait_name]").nth(2).input_value() == "stage"
+    shot(page, "05b_editor_refused")
+    page.select_option("#id_user_id", "email")
     page.get_by_role("button", name=re.compile("Save mapping")).click()
 
     # The mapping page: saved disabled; test it with a record read live from HubSpot.
