@@ -167,4 +167,10 @@ def test_destination_space_mapping_test_and_enable(
     page.goto(base + f"/destinations/{destination.pk}/")
     assert page.locator(".status-toggle .switch.on").count() == 1
     shot(page, "09_destination_overview")
+    # The overview's toggle switches in place (htmx), without leaving the page.
+    page.get_by_role("switch").click()
+    page.locator(".status-toggle .switch:not(.on)").wait_for()
+    assert page.url.endswith(f"/destinations/{destination.pk}/")
+    mapping.refresh_from_db()
+    assert not mapping.enabled
     assert ProfileSpace.objects.get().write_key == SANDBOX_KEY
