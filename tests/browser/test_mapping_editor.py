@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
@@ -98,7 +99,7 @@ def test_destination_space_mapping_test_and_enable(
     page.select_option("#id_data_model", str(contacts_model.pk))  # htmx swaps in the model's columns
     page.locator("#id_user_id").wait_for()
     page.select_option("#id_user_id", "email")
-    assert not page.locator("#id_group_id").is_visible()  # Identify: no Group ID
+    expect(page.locator("#id_group_id")).to_be_hidden()  # Identify: no Group ID
     rows = page.locator("#trait-rows tr.trait-row")
     rows.nth(0).locator("select").select_option("firstname")
     assert rows.nth(0).locator("input").input_value() == "first_name"  # suggested from the label
@@ -115,7 +116,7 @@ def test_destination_space_mapping_test_and_enable(
     assert rows.count() == 4
     # Choosing Group explains what it needs and shows the Group ID.
     page.locator("input[name=action][value=group]").check()
-    assert page.locator("#id_group_id").is_visible()
+    expect(page.locator("#id_group_id")).to_be_visible()
     page.locator("input[name=action][value=identify]").check()
     shot(page, "05_editor")
 
@@ -139,7 +140,7 @@ def test_destination_space_mapping_test_and_enable(
         ["lifecyclestage", "stage"],
         ["id", "hubspot_id"],
     ]
-    assert page.get_by_text("This mapping is disabled.").is_visible()
+    expect(page.get_by_text("This mapping is disabled.")).to_be_visible()
     page.get_by_role("link", name="First records").click()
     picks = page.locator(".record-picks li a")
     picks.first.wait_for()
@@ -165,7 +166,7 @@ def test_destination_space_mapping_test_and_enable(
     assert mapping.enabled
     assert {s.key: s.done for s in setup.checklist(contacts_model.source)}["mapping_enabled"]
     page.goto(base + f"/destinations/{destination.pk}/")
-    assert page.locator(".status-toggle .switch.on").count() == 1
+    expect(page.locator(".status-toggle .switch.on")).to_have_count(1)
     shot(page, "09_destination_overview")
     # The overview's toggle switches in place (htmx), without leaving the page.
     page.get_by_role("switch").click()
