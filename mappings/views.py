@@ -377,7 +377,7 @@ def mapping_new(request: HttpRequest) -> HttpResponse:
                 request,
                 "Mapping saved. It is disabled: test it with a real record below, then switch it on.",
             )
-            return redirect("mappings:mapping", mapping.pk)
+            return redirect("mappings:mapping_detail", mapping.pk)
         return _editor(request, form, None, status=400)
     initial: dict[str, Any] = {"action": Mapping.Action.IDENTIFY, "empty_values": Mapping.EMPTY_NULL}
     model_id = _int(params.get("data_model"))
@@ -473,7 +473,7 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
                 messages.success(request, "Mapping saved. The next delivery resends the records whose message changed.")
             else:
                 messages.success(request, "Mapping saved.")
-            return redirect("mappings:mapping", mapping.pk)
+            return redirect("mappings:mapping_detail", mapping.pk)
         return _editor(request, form, mapping, status=400)
     initial = {
         "name": mapping.name,
@@ -688,7 +688,7 @@ def mapping_toggle(request: HttpRequest, mapping_id: int) -> HttpResponse:
     if request.htmx:
         return render(request, "mappings/_toggle.html", {"m": mapping, "can_change": True})
     messages.success(request, f"{mapping}: {'enabled' if wanted else 'disabled'}.")
-    return redirect(_back(request, reverse("mappings:mapping", args=[mapping.pk])))
+    return redirect(_back(request, reverse("mappings:mapping_detail", args=[mapping.pk])))
 
 
 @workspace_view()
@@ -714,7 +714,7 @@ def mapping_resync(request: HttpRequest, mapping_id: int) -> HttpResponse:
             messages.success(request, "Resync started: every record is sent again.")
         else:
             messages.success(request, "Every record will be sent again once the mapping is enabled.")
-        return redirect("mappings:mapping", mapping.pk)
+        return redirect("mappings:mapping_detail", mapping.pk)
     records = mapping.data_model.source.records.filter(collection=mapping.data_model.collection, archived=False)
     return render(
         request, "mappings/mapping_resync.html", {**_mapping_context(request, mapping), "record_count": records.count()}

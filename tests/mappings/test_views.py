@@ -336,7 +336,7 @@ def test_add_row_and_reload_render_without_saving(owner_client, us_space, model,
 def test_save_creates_a_disabled_mapping_and_audits(owner_client, us_space, model, source):
     response = owner_client.post(reverse("mappings:mapping_new"), editor_data(model, us_space))
     mapping = Mapping.objects.get()
-    assert response.url == reverse("mappings:mapping", args=[mapping.pk])
+    assert response.url == reverse("mappings:mapping_detail", args=[mapping.pk])
     assert mapping.enabled is False
     assert mapping.identifiers == {"user_id": "email", "anonymous_id": None, "group_id": None}
     assert mapping.traits == [["firstname", "first_name"], ["lastname", "last_name"]]
@@ -397,7 +397,7 @@ def test_toggle_with_htmx_and_without(owner_client, a_mapping, source):
 def test_toggle_redirect_ignores_foreign_next(owner_client, a_mapping):
     url = reverse("mappings:mapping_toggle", args=[a_mapping.pk])
     response = owner_client.post(url, {"enabled": "1", "next": "https://evil.example/"})
-    assert response.url == reverse("mappings:mapping", args=[a_mapping.pk])
+    assert response.url == reverse("mappings:mapping_detail", args=[a_mapping.pk])
 
 
 def test_resync_asks_for_confirmation(owner_client, a_mapping):
@@ -406,7 +406,7 @@ def test_resync_asks_for_confirmation(owner_client, a_mapping):
     assert "Resync all records?" in page and "every record" in page
     Mapping.objects.filter(pk=a_mapping.pk).update(watermark=42, watermark_config_hash="x")
     response = owner_client.post(url)
-    assert response.url == reverse("mappings:mapping", args=[a_mapping.pk])
+    assert response.url == reverse("mappings:mapping_detail", args=[a_mapping.pk])
     a_mapping.refresh_from_db()
     assert a_mapping.resync_generation == 1 and a_mapping.watermark == 0
     assert AuditEvent.objects.filter(verb="resync").exists()
@@ -450,7 +450,7 @@ def test_viewer_sees_everything_and_changes_nothing(viewer_client, a_mapping, de
         reverse("mappings:destinations"),
         reverse("mappings:destination", args=[dest.pk]),
         reverse("mappings:destination_settings", args=[dest.pk]),
-        reverse("mappings:mapping", args=[a_mapping.pk]),
+        reverse("mappings:mapping_detail", args=[a_mapping.pk]),
         reverse("mappings:mapping_edit", args=[a_mapping.pk]),
     ):
         response = viewer_client.get(url)
@@ -476,7 +476,7 @@ def test_outsider_gets_404(outsider_client, a_mapping, dest, us_space):
     for url in (
         reverse("mappings:destination", args=[dest.pk]),
         reverse("mappings:profile_space", args=[us_space.pk]),
-        reverse("mappings:mapping", args=[a_mapping.pk]),
+        reverse("mappings:mapping_detail", args=[a_mapping.pk]),
         reverse("mappings:mapping_new") + f"?destination={dest.pk}",
     ):
         assert outsider_client.get(url).status_code == 404, url
@@ -538,7 +538,7 @@ def test_test_with_real_hubspot_data_shows_and_sends_the_message(
     mapping = live_setup
     contact = _first_contact(hubspot_sandbox)
     email = contact["properties"]["email"]
-    url = reverse("mappings:mapping", args=[mapping.pk])
+    url = reverse("mappings:mapping_detail", args=[mapping.pk])
 
     # Nothing is asked from HubSpot until the user searches.
     page = text(owner_client.get(url))
@@ -587,7 +587,7 @@ def test_test_panel_explains_a_rejected_record_and_a_missing_one(owner_client, l
     mapping = live_setup
     contact = _first_contact(hubspot_sandbox)
     hubspot_sandbox.set_properties(contact["id"], {"email": ""})
-    url = reverse("mappings:mapping", args=[mapping.pk])
+    url = reverse("mappings:mapping_detail", args=[mapping.pk])
     page = text(owner_client.get(url, {"record": contact["id"]})).replace("&#x27;", "'")
     assert "This record would be rejected" in page and "'email' is empty for this record" in page
     assert "Send to Profile Space</button>" not in page
