@@ -1,0 +1,306 @@
+"""Forms of the Segment Profiles destination: the destination itself, its Profile Spaces and the mapping editor.
+
+The mapping editor validates everything Segment would otherwise refuse (or silently drop) *before* saving, and
+says why next to the field concerned. Trait rows arrive as parallel lists (`trait_column`, `trait_name`) so
+rows can be added and removed in the browser without renumbering.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.db.models import QuerySet
+from django.forms.utils import ErrorDict
+
+from models_app.models import SYSTEM_COLUMNS, DataModel
+from sources.models import SourceCollection
+
+from .models import Destination, Mapping, ProfileSpace
+
+# --- destination ------------------------------------------------------------------------------------------
+
+
+class DestinationForm(forms.Form):
+    kind = forms.ChoiceField(
+        choices=Destination.Kind.choices,
+        initial=Destination.Kind.SEGMENT_PROFILES,
+        widget=forms.RadioSelect,
+        label="Destination type",
+    )
+    name = forms.CharField(max_length=100, help_text="For example the Segment workspace it sends to.")
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the destination a name.")
+        return name
+
+
+class RenameForm(forms.Form):
+    name = forms.CharField(max_length=100)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("The name cannot be empty.")
+        return name
+
+
+# --- profile spaces ---------------------------------------------------------------------------------------
+
+
+def region_choices() -> list[tuple[str, str]]:
+    """US and EU always; the sandbox endpoint only when this server runs the sandbox."""
+    choices = [
+        (ProfileSpace.Region.US, ProfileSpace.Region.US.label),
+        (ProfileSpace.Region.EU, ProfileSpace.Region.EU.label),
+    ]
+    if settings.SANDBOX:
+        choices.append((ProfileSpace.Region.SANDBOX, ProfileSpace.Region.SANDBOX.label))
+    return choices
+
+
+class ProfileSpaceForm(forms.Form):
+    """Add a space (write key required) or change one (an empty write key keeps the saved one). The saved key
+    is never put back into the page: the input is a password field rendered empty."""
+
+    name = forms.CharField(max_length=100)
+    write_key = forms.CharField(
+        max_length=200,
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}),
+        help_text="In Segment: Unify → Profiles sync → the space's source → Settings → API keys → Write key.",
+    )
+    region = forms.ChoiceField(choices=())
+
+    def __init__(self, *args: Any, instance: ProfileSpace | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.instance = instance
+        choices = region_choices()
+        if instance is not None and instance.region not in dict(choices):
+            # A sandbox space on a server that no longer runs the sandbox: keep it selectable so it can be moved.
+            choices.append((instance.region, instance.get_region_display()))
+        self.fields["region"].choices = choices
+        if instance is not None:
+            self.fields["write_key"].help_text = "Saved and hidden. Enter a new write key only to replace it."
+        elif settings.SANDBOX:
+            self.fields["write_key"].help_text += " Sandbox spaces: see the Segment sandbox page for their keys."
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the Profile Space a name.")
+        return name
+
+    def clean_write_key(self) -> str:
+        key = self.cleaned_data.get("write_key") or ""
+        if self.instance is None and not key:
+            raise forms.ValidationError("Enter the space's write key.")
+        if key and (len(key) < 8 or re.search(r"\s", key)):
+            raise forms.ValidationError("This does not look like a write key (no spaces, at least 8 characters).")
+        return key
+
+
+# --- mappings ---------------------------------------------------------------------------------------------
+
+
+def snake_case(text: str) -> str:
+    """`First name` -> `first_name`, `hs_lead_status` stays, `NumEmployees` -> `num_employees`."""
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text.strip())
+    text = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_").lower()
+    return text or "trait"
+
+
+def column_schema(data_model: DataModel) -> dict[str, dict[str, Any]]:
+    """{column: {"label", "type", "fieldType", ...}} for the model's columns, from the last discovered schema."""
+    schema = (
+        SourceCollection.objects.filter(source_id=data_model.source_id, collection=data_model.collection)
+        .values_list("properties", flat=True)
+        .first()
+    ) or {}
+    return {**schema, **SYSTEM_COLUMNS}
+
+
+def suggest_trait(column: str, spec: dict[str, Any] | None) -> str:
+    """The trait name offered for a column: the record id reads `hubspot_id` on a profile; other columns the
+    snake_case of their HubSpot label (`First name` -> `first_name`), or of their name."""
+    if column == "id":
+        return "hubspot_id"
+    if column in SYSTEM_COLUMNS:
+        return column
+    label = (spec or {}).get("label") or ""
+    return snake_case(label) if label else snake_case(column)
+
+
+@dataclass
+class TraitRow:
+    column: str = ""
+    name: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+IDENTIFIER_HELP = {
+    "user_id": "Your stable id of the person (for example their e-mail or a customer id). Segment needs a User ID "
+    "or an Anonymous ID on every message.",
+    "anonymous_id": "Used when there is no User ID. Segment needs a User ID or an Anonymous ID on every message.",
+    "group_id": "The account's id (for example the company's domain or record id). Group calls need it.",
+}
+
+
+class MappingForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, help_text="Shown in lists; a name is made up if empty.")
+    data_model = forms.ModelChoiceField(queryset=DataModel.objects.none(), label="Data model", empty_label="Choose…")
+    profile_space = forms.ModelChoiceField(
+        queryset=ProfileSpace.objects.none(), label="Profile Space", empty_label="Choose…"
+    )
+    action = forms.ChoiceField(
+        choices=Mapping.Action.choices, widget=forms.RadioSelect, initial=Mapping.Action.IDENTIFY
+    )
+    user_id = forms.ChoiceField(required=False, label="User ID", help_text=IDENTIFIER_HELP["user_id"])
+    anonymous_id = forms.ChoiceField(required=False, label="Anonymous ID", help_text=IDENTIFIER_HELP["anonymous_id"])
+    group_id = forms.ChoiceField(required=False, label="Group ID", help_text=IDENTIFIER_HELP["group_id"])
+    empty_values = forms.ChoiceField(
+        label="Empty values",
+        widget=forms.RadioSelect,
+        initial=Mapping.EMPTY_NULL,
+        choices=[
+            (Mapping.EMPTY_NULL, "Send null: an empty HubSpot value clears the trait on the profile"),
+            (Mapping.EMPTY_OMIT, "Leave out: the profile keeps the value it had"),
+        ],
+    )
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        workspace: Any,
+        destination: Destination,
+        instance: Mapping | None = None,
+        initial: dict[str, Any] | None = None,
+        validate: bool = True,
+    ) -> None:
+        if data is not None:
+            # Sections the page had not rendered yet (before a data model was chosen) post nothing: their
+            # defaults apply, as they would have been shown.
+            data = data.copy()
+            for key, default in (("action", Mapping.Action.IDENTIFY), ("empty_values", Mapping.EMPTY_NULL)):
+                if not data.get(key):
+                    data[key] = default
+        super().__init__(data, initial=initial)
+        # False when the editor posts back only to show another model's columns or one more row: what was
+        # entered is shown again, without complaining about what is not filled in yet.
+        self.validate = validate
+        self.destination = destination
+        self.instance = instance
+        models_qs: QuerySet[DataModel] = DataModel.objects.filter(source__workspace=workspace).select_related("source")
+        self.fields["data_model"].queryset = models_qs
+        self.fields["data_model"].label_from_instance = lambda m: f"{m.name} · {m.source.name} {m.collection}"
+        self.fields["profile_space"].queryset = destination.profile_spaces.all()
+        self.data_model = self._chosen_model(models_qs)
+        self.schema = column_schema(self.data_model) if self.data_model else {}
+        self.columns = self.data_model.all_columns if self.data_model else []
+        choices = [("", "— not mapped —")] + [(c, self.column_label(c)) for c in self.columns]
+        for key in Mapping.IDENTIFIER_KEYS:
+            self.fields[key].choices = choices
+        self.trait_rows = self._trait_rows()
+
+    # --- what the editor shows ---------------------------------------------------------------------------
+    def _chosen_model(self, qs: QuerySet[DataModel]) -> DataModel | None:
+        raw = self.data.get("data_model") if self.is_bound else (self.initial.get("data_model") or "")
+        if isinstance(raw, DataModel):
+            raw = raw.pk
+        try:
+            return qs.filter(pk=int(raw)).first() if raw else None
+        except (TypeError, ValueError):
+            return None
+
+    def column_label(self, column: str) -> str:
+        spec = self.schema.get(column) or {}
+        label = spec.get("label")
+        return f"{label} ({column})" if label and label != column else column
+
+    def column_options(self) -> list[dict[str, str]]:
+        """For the trait rows' selects: value, label, type and the suggested trait name."""
+        return [
+            {
+                "value": c,
+                "label": self.column_label(c),
+                "type": (self.schema.get(c) or {}).get("type") or "",
+                "suggest": suggest_trait(c, self.schema.get(c)),
+            }
+            for c in self.columns
+        ]
+
+    def _trait_rows(self) -> list[TraitRow]:
+        if self.is_bound:
+            columns = self.data.getlist("trait_column")
+            names = self.data.getlist("trait_name")
+            rows = [TraitRow(c.strip(), n.strip()) for c, n in zip(columns, names, strict=False)]
+            # A row with neither a column nor a name is an unused blank row, not an error.
+            return [r for r in rows if r.column or r.name]
+        return [TraitRow(c, n) for c, n in self.initial.get("traits") or []]
+
+    # --- validation ----------------------------------------------------------------------------------------
+    def full_clean(self) -> None:
+        if not self.validate:
+            self._errors = ErrorDict()
+            self.cleaned_data = {}
+            return
+        super().full_clean()
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.data_model is None or "data_model" not in cleaned:
+            return cleaned
+        ids = {k: cleaned.get(k) or None for k in Mapping.IDENTIFIER_KEYS}
+        action = cleaned.get("action")
+        if not any(ids.values()):
+            self.add_error(
+                "user_id",
+                "Map a User ID, an Anonymous ID or a Group ID: without an identifier Segment cannot tell which "
+                "profile a row belongs to.",
+            )
+        elif not ids["user_id"] and not ids["anonymous_id"]:
+            why = (
+                "Segment's API drops every message without a User ID or an Anonymous ID, group calls included: "
+                "map the user the account is attached to as well."
+                if action == Mapping.Action.GROUP
+                else "Segment's API drops every message without a User ID or an Anonymous ID."
+            )
+            self.add_error("user_id", why)
+        if action == Mapping.Action.GROUP and not ids["group_id"]:
+            self.add_error("group_id", "A Group mapping needs a Group ID column: it names the account profile.")
+        if action == Mapping.Action.IDENTIFY and ids["group_id"]:
+            self.add_error(
+                "group_id",
+                "Identify calls carry no Group ID. Choose the Group action to build account profiles, or leave "
+                "this unmapped.",
+            )
+        seen: dict[str, int] = {}
+        for row in self.trait_rows:
+            if not row.column:
+                row.errors.append("Choose the column this trait takes its value from.")
+            elif row.column not in self.columns:
+                row.errors.append(f"{row.column!r} is not a column of the data model {self.data_model.name!r}.")
+            if not row.name:
+                row.errors.append("Give the trait a name.")
+            elif len(row.name) > 200:
+                row.errors.append("Trait names are at most 200 characters.")
+            else:
+                key = row.name
+                if key in seen:
+                    row.errors.append(f"The trait name {row.name!r} is used twice; each trait needs its own name.")
+                seen[key] = seen.get(key, 0) + 1
+        if any(r.errors for r in self.trait_rows):
+            self.add_error(None, "Some traits need attention (see below).")
+        cleaned["traits"] = [[r.column, r.name] for r in self.trait_rows]
+        cleaned["identifiers"] = ids
+        return cleaned
+
+    def has_trait_errors(self) -> bool:
+        return any(r.errors for r in self.trait_rows)

@@ -1,0 +1,740 @@
+"""Connections → Destinations: the Segment Profiles destination (Overview, Settings with its Profile Spaces),
+the mapping editor, the mapping page with "Test the mapping with real HubSpot data", the Mapping Status toggle
+and "Resync all".
+
+Every change is audited; write keys go into the database encrypted and never come back into a page (the forms
+render the key input empty, the audit log redacts it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import requests
+from django.contrib import messages
+from django.db import transaction
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from hubsync import audit
+from hubsync.access import get_for_workspace, workspace_view
+from hubsync.fields import DecryptionError
+from hubsync.models import Role
+from models_app.models import SYSTEM_COLUMNS, DataModel
+from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
+
+from .deliver import preview_message, resync_all, send_test_message
+from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
+from .models import DeliveryState, Destination, Mapping, ProfileSpace
+from .segment import SegmentError, check_connection
+
+logger = logging.getLogger(__name__)
+
+# Properties that name a record in the test picker, per collection (the first non-empty ones are shown).
+DISPLAY_PROPERTIES = {
+    "contacts": ["email", "firstname", "lastname"],
+    "companies": ["name", "domain"],
+    "deals": ["dealname", "amount"],
+    "tickets": ["subject"],
+}
+TEST_RESULTS = 10
+
+
+def _can_change(request: HttpRequest) -> bool:
+    return request.membership.allows(Role.ADMIN)
+
+
+def _back(request: HttpRequest, default: str) -> str:
+    """Where a form posted from several pages returns to: its `next` when it is one of ours."""
+    nxt = request.POST.get("next") or request.GET.get("next") or ""
+    if nxt and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}):
+        return nxt
+    return default
+
+
+# --- destinations -----------------------------------------------------------------------------------------
+
+
+@workspace_view()
+def destination_list(request: HttpRequest) -> HttpResponse:
+    destinations = Destination.objects.filter(workspace=request.workspace).annotate(
+        space_count=Count("profile_spaces", distinct=True),
+        mapping_count=Count("mappings", distinct=True),
+        enabled_count=Count("mappings", filter=Q(mappings__enabled=True), distinct=True),
+    )
+    return render(
+        request,
+        "mappings/destination_list.html",
+        {"destinations": destinations, "can_change": _can_change(request), "nav_section": "destinations"},
+    )
+
+
+@workspace_view()
+def destination_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = DestinationForm(request.POST)
+        if form.is_valid():
+            with transaction.atomic():
+                destination = Destination.objects.create(
+                    workspace=request.workspace, name=form.cleaned_data["name"], kind=form.cleaned_data["kind"]
+                )
+                audit.record(
+                    workspace=request.workspace,
+                    actor=request.user,
+                    verb="create",
+                    obj=destination,
+                    changes={"name": destination.name, "kind": destination.kind},
+                )
+            messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
+            return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
+    else:
+        form = DestinationForm()
+    return render(
+        request,
+        "mappings/destination_new.html",
+        {"form": form, "can_change": _can_change(request), "nav_section": "destinations"},
+    )
+
+
+def _mapping_rows(mappings: Any) -> list[Mapping]:
+    return list(mappings.select_related("data_model", "data_model__source", "profile_space", "destination", "last_run"))
+
+
+def _destination_page(
+    request: HttpRequest, destination: Destination, tab: str, template: str, status: int = 200, **extra: Any
+) -> HttpResponse:
+    ctx = {
+        "destination": destination,
+        "tab": tab,
+        "can_change": _can_change(request),
+        "nav_section": "destinations",
+        "spaces": list(destination.profile_spaces.annotate(mapping_count=Count("mappings"))),
+        **extra,
+    }
+    return render(request, template, ctx, status=status)
+
+
+@workspace_view()
+def destination_detail(request: HttpRequest, destination_id: int) -> HttpResponse:
+    destination = get_for_workspace(request, Destination, pk=destination_id)
+    mappings = _mapping_rows(destination.mappings.all())
+    has_models = DataModel.objects.filter(source__workspace=request.workspace).exists()
+    return _destination_page(
+        request, destination, "overview", "mappings/destination_overview.html", mappings=mappings, has_models=has_models
+    )
+
+
+@workspace_view()
+def destination_settings(request: HttpRequest, destination_id: int) -> HttpResponse:
+    destination = get_for_workspace(request, Destination, pk=destination_id)
+    rename = RenameForm(initial={"name": destination.name})
+    if request.method == "POST":
+        rename = RenameForm(request.POST)
+        if rename.is_valid():
+            before = {"name": destination.name}
+            destination.name = rename.cleaned_data["name"]
+            changes = audit.diff(destination, before, ["name"])
+            if changes:
+                destination.save(update_fields=["name", "updated_at"])
+                audit.record(
+                    workspace=request.workspace, actor=request.user, verb="update", obj=destination, changes=changes
+                )
+                messages.success(request, "Destination renamed.")
+            else:
+                messages.info(request, "Nothing changed.")
+            return redirect("mappings:destination_settings", destination.pk)
+    return _destination_page(
+        request,
+        destination,
+        "settings",
+        "mappings/destination_settings.html",
+        rename_form=rename,
+        space_form=ProfileSpaceForm(),
+    )
+
+
+@workspace_view()
+def destination_delete(request: HttpRequest, destination_id: int) -> HttpResponse:
+    destination = get_for_workspace(request, Destination, pk=destination_id)
+    mappings = _mapping_rows(destination.mappings.all())
+    if request.method == "POST":
+        if mappings:
+            messages.error(request, "This destination still has mappings: delete them first.")
+        else:
+            name = destination.name
+            with transaction.atomic():
+                audit.record(
+                    workspace=request.workspace,
+                    actor=request.user,
+                    verb="delete",
+                    obj=destination,
+                    changes={"name": name, "profile_spaces": [s.name for s in destination.profile_spaces.all()]},
+                )
+                destination.delete()
+            messages.success(request, f"{name} was deleted.")
+            return redirect("mappings:destinations")
+    return _destination_page(request, destination, "settings", "mappings/destination_delete.html", mappings=mappings)
+
+
+# --- profile spaces ---------------------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_POST
+def profile_space_new(request: HttpRequest, destination_id: int) -> HttpResponse:
+    destination = get_for_workspace(request, Destination, pk=destination_id)
+    form = ProfileSpaceForm(request.POST)
+    if not form.is_valid():
+        return _destination_page(
+            request,
+            destination,
+            "settings",
+            "mappings/destination_settings.html",
+            rename_form=RenameForm(initial={"name": destination.name}),
+            space_form=form,
+            space_form_open=True,
+            status=400,
+        )
+    data = form.cleaned_data
+    with transaction.atomic():
+        space = ProfileSpace.objects.create(
+            destination=destination, name=data["name"], write_key=data["write_key"], region=data["region"]
+        )
+        audit.record(
+            workspace=request.workspace,
+            actor=request.user,
+            verb="create",
+            obj=space,
+            changes={"name": space.name, "region": space.region, "write_key": "set", "destination": destination.name},
+        )
+    messages.success(request, f"Profile Space {space.name} was added. Check its connection below.")
+    return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
+
+
+@workspace_view()
+def profile_space_edit(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+    space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
+    destination = space.destination
+    if request.method == "POST":
+        form = ProfileSpaceForm(request.POST, instance=space)
+        if form.is_valid():
+            data = form.cleaned_data
+            before = {"name": space.name, "region": space.region}
+            space.name, space.region = data["name"], data["region"]
+            changes: dict[str, Any] = audit.diff(space, before, list(before))
+            fields = list(changes)
+            if data["write_key"]:
+                space.write_key = data["write_key"]
+                changes["write_key"] = "replaced"
+                fields.append("write_key")
+            if changes:
+                with transaction.atomic():
+                    space.save(update_fields=[*fields, "updated_at"])
+                    audit.record(
+                        workspace=request.workspace, actor=request.user, verb="update", obj=space, changes=changes
+                    )
+                messages.success(request, f"Profile Space {space.name} saved.")
+            else:
+                messages.info(request, "Nothing changed.")
+            return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
+    else:
+        form = ProfileSpaceForm(initial={"name": space.name, "region": space.region}, instance=space)
+    return _destination_page(
+        request, destination, "settings", "mappings/profile_space_edit.html", space=space, form=form
+    )
+
+
+@workspace_view()
+@require_POST
+def profile_space_check(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+    space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
+    try:
+        result = check_connection(space.region, space.write_key)
+        ok, detail = result.ok, result.detail
+    except DecryptionError:
+        ok, detail = (
+            False,
+            "The saved write key could not be decrypted (check HUBSYNC_ENCRYPTION_KEYS); enter it again.",
+        )
+    except ValueError as exc:
+        ok, detail = False, str(exc)
+    checked = (
+        "Checked: the sandbox endpoint and whether it knows this write key."
+        if space.region == ProfileSpace.Region.SANDBOX
+        else "Checked: the region's endpoint answers and accepts a request with this key. Segment does not tell "
+        "whether a write key is right; that shows when the first messages reach the space."
+    )
+    ctx = {"space": space, "check": {"ok": ok, "detail": detail, "checked": checked}}
+    if request.htmx:
+        return render(request, "mappings/_check_result.html", ctx)
+    (messages.success if ok else messages.error)(request, f"{space.name}: {detail}")
+    return redirect(reverse("mappings:destination_settings", args=[space.destination_id]) + f"#space-{space.pk}")
+
+
+@workspace_view()
+def profile_space_delete(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+    space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
+    used_by = _mapping_rows(space.mappings.all())
+    if request.method == "POST":
+        if used_by:
+            messages.error(
+                request,
+                f"{space.name} is used by {len(used_by)} mapping(s): change or delete them before deleting the space.",
+            )
+        else:
+            with transaction.atomic():
+                audit.record(
+                    workspace=request.workspace,
+                    actor=request.user,
+                    verb="delete",
+                    obj=space,
+                    changes={"name": space.name},
+                )
+                space.delete()
+            messages.success(request, f"Profile Space {space.name} was deleted.")
+            return redirect(reverse("mappings:destination_settings", args=[space.destination_id]) + "#spaces")
+    return _destination_page(
+        request, space.destination, "settings", "mappings/profile_space_delete.html", space=space, used_by=used_by
+    )
+
+
+# --- mappings ---------------------------------------------------------------------------------------------
+
+
+@workspace_view()
+def mapping_list(request: HttpRequest) -> HttpResponse:
+    mappings = _mapping_rows(Mapping.objects.filter(destination__workspace=request.workspace))
+    return render(
+        request,
+        "mappings/mapping_list.html",
+        {"mappings": mappings, "can_change": _can_change(request), "nav_section": "destinations"},
+    )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _editor(request: HttpRequest, form: MappingForm, mapping: Mapping | None, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "mappings/mapping_editor.html",
+        {
+            "form": form,
+            "mapping": mapping,
+            "destination": form.destination,
+            "can_change": _can_change(request),
+            "nav_section": "destinations",
+            "column_options": form.column_options(),
+            # One blank row is always offered (it is ignored when left empty): adding traits works without JS.
+            "blank_rows": 1 + (request.POST.get("op") == "add_row"),
+        },
+        status=status,
+    )
+
+
+def _reloading(request: HttpRequest) -> bool:
+    """The editor posted back to show another model's columns or one more trait row, not to save."""
+    return request.POST.get("op") in {"reload", "add_row"}
+
+
+@workspace_view()
+def mapping_new(request: HttpRequest) -> HttpResponse:
+    params = request.POST if request.method == "POST" else request.GET
+    destinations = list(Destination.objects.filter(workspace=request.workspace))
+    destination_id = _int(params.get("destination"))
+    if destination_id is None and len(destinations) == 1:
+        destination_id = destinations[0].pk
+    if destination_id is None:
+        if not destinations:
+            messages.info(request, "A mapping sends to a Segment Profiles destination: add one first.")
+            return redirect("mappings:destination_new")
+        return render(
+            request,
+            "mappings/choose_destination.html",
+            {"destinations": destinations, "data_model": params.get("data_model", ""), "nav_section": "destinations"},
+        )
+    destination = get_for_workspace(request, Destination, pk=destination_id)
+    if request.method == "POST":
+        form = MappingForm(
+            request.POST, workspace=request.workspace, destination=destination, validate=not _reloading(request)
+        )
+        if _reloading(request):
+            return _editor(request, form, None)
+        if form.is_valid():
+            mapping = _save_mapping(request, form, Mapping(destination=destination))
+            messages.success(
+                request,
+                "Mapping saved. It is disabled: test it with a real record below, then switch it on.",
+            )
+            return redirect("mappings:mapping_detail", mapping.pk)
+        return _editor(request, form, None, status=400)
+    initial: dict[str, Any] = {"action": Mapping.Action.IDENTIFY, "empty_values": Mapping.EMPTY_NULL}
+    model_id = _int(params.get("data_model"))
+    if model_id is not None:
+        model = get_for_workspace(request, DataModel, pk=model_id)
+        initial["data_model"] = model.pk
+        initial.update(_suggested_mapping(model))
+    spaces = list(destination.profile_spaces.all())
+    if len(spaces) == 1:
+        initial["profile_space"] = spaces[0].pk
+    form = MappingForm(workspace=request.workspace, destination=destination, initial=initial)
+    return _editor(request, form, None)
+
+
+def _suggested_mapping(model: DataModel) -> dict[str, Any]:
+    """A starting point for a new mapping: e-mail (contacts) as User ID, the domain (companies) as Group ID."""
+    columns = model.all_columns
+    out: dict[str, Any] = {}
+    if model.collection == "contacts" and "email" in columns:
+        out["user_id"] = "email"
+    elif model.collection == "companies":
+        out["action"] = Mapping.Action.GROUP
+        out["group_id"] = "domain" if "domain" in columns else "id"
+    return out
+
+
+def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> Mapping:
+    data = form.cleaned_data
+    creating = mapping.pk is None
+    fields = ["name", "data_model", "profile_space", "action", "identifiers", "traits", "options"]
+    before = {
+        "name": mapping.name,
+        "data_model": mapping.data_model_id if not creating else None,
+        "profile_space": mapping.profile_space_id if not creating else None,
+        "action": mapping.action,
+        "identifiers": mapping.identifiers,
+        "traits": mapping.traits,
+        "options": mapping.options,
+    }
+    mapping.name = data["name"].strip() or f"{data['data_model'].name} → {data['profile_space'].name}"
+    mapping.data_model = data["data_model"]
+    mapping.profile_space = data["profile_space"]
+    mapping.action = data["action"]
+    mapping.identifiers = data["identifiers"]
+    mapping.traits = data["traits"]
+    mapping.options = {**(mapping.options or {}), "empty_values": data["empty_values"]}
+    after = {
+        "name": mapping.name,
+        "data_model": mapping.data_model_id,
+        "profile_space": mapping.profile_space_id,
+        "action": mapping.action,
+        "identifiers": mapping.identifiers,
+        "traits": mapping.traits,
+        "options": mapping.options,
+    }
+    changes = {k: [before[k], after[k]] for k in fields if before[k] != after[k]}
+    with transaction.atomic():
+        if creating:
+            mapping.enabled = False  # a new mapping starts disabled: test it first
+            mapping.save()
+        elif changes:
+            # The delivery engine compares the configuration hash with the watermark's: the next run reconsiders
+            # every record and sends exactly those whose payload changed.
+            mapping.save(update_fields=[*(f for f in fields if f in changes), "updated_at"])
+        if creating or changes:
+            audit.record(
+                workspace=request.workspace,
+                actor=request.user,
+                verb="create" if creating else "update",
+                obj=mapping,
+                changes=after if creating else changes,
+            )
+    return mapping
+
+
+@workspace_view()
+def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
+    if request.method == "POST":
+        form = MappingForm(
+            request.POST,
+            workspace=request.workspace,
+            destination=mapping.destination,
+            instance=mapping,
+            validate=not _reloading(request),
+        )
+        if _reloading(request):
+            return _editor(request, form, mapping)
+        if form.is_valid():
+            before_hash = mapping.config_hash()
+            _save_mapping(request, form, mapping)
+            if mapping.config_hash() != before_hash and mapping.enabled:
+                messages.success(request, "Mapping saved. The next delivery resends the records whose message changed.")
+            else:
+                messages.success(request, "Mapping saved.")
+            return redirect("mappings:mapping_detail", mapping.pk)
+        return _editor(request, form, mapping, status=400)
+    initial = {
+        "name": mapping.name,
+        "data_model": mapping.data_model_id,
+        "profile_space": mapping.profile_space_id,
+        "action": mapping.action,
+        "empty_values": mapping.empty_values,
+        "traits": mapping.traits,
+        **{k: mapping.identifier(k) or "" for k in Mapping.IDENTIFIER_KEYS},
+    }
+    form = MappingForm(workspace=request.workspace, destination=mapping.destination, instance=mapping, initial=initial)
+    return _editor(request, form, mapping)
+
+
+def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
+    states = dict(
+        DeliveryState.objects.filter(mapping=mapping)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    schema = column_schema(mapping.data_model)
+    labels = {c: (schema.get(c) or {}).get("label") or c for c in mapping.data_model.all_columns}
+    return {
+        "mapping": mapping,
+        "destination": mapping.destination,
+        "can_change": _can_change(request),
+        "nav_section": "destinations",
+        "runs": list(mapping.runs.all()[:10]),
+        "state_counts": {s: states.get(s, 0) for s in DeliveryState.Status.values},
+        "rejected": list(
+            DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.REJECTED).order_by("object_id")[
+                :10
+            ]
+        ),
+        "identifier_rows": [
+            (label, mapping.identifier(key), labels.get(mapping.identifier(key) or "", ""))
+            for key, label in (("user_id", "User ID"), ("anonymous_id", "Anonymous ID"), ("group_id", "Group ID"))
+        ],
+        "trait_rows": [(column, labels.get(column, column), trait) for column, trait in mapping.traits or []],
+        "missing_columns": [c for c in mapping.used_columns() if c not in mapping.data_model.all_columns],
+    }
+
+
+@workspace_view()
+def mapping_detail(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    mapping = get_for_workspace(
+        request,
+        Mapping.objects.select_related("destination", "data_model", "data_model__source", "profile_space", "last_run"),
+        pk=mapping_id,
+    )
+    test = _test_panel(request, mapping)
+    if request.htmx and request.htmx.target == "test-panel":
+        return render(request, "mappings/_test_panel.html", {"mapping": mapping, "test": test, **_perm(request)})
+    return render(request, "mappings/mapping_detail.html", {**_mapping_context(request, mapping), "test": test})
+
+
+def _perm(request: HttpRequest) -> dict[str, Any]:
+    return {"can_change": _can_change(request)}
+
+
+# --- "Test the mapping with real HubSpot data" ------------------------------------------------------------
+
+
+def _display(collection: str, props: dict[str, Any]) -> str:
+    wanted = DISPLAY_PROPERTIES.get(collection, [])
+    if collection == "contacts":
+        name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
+        email = props.get("email") or ""
+        return " · ".join(p for p in (name, email) if p)
+    return " · ".join(str(props[p]) for p in wanted if props.get(p))
+
+
+def _hubspot_properties(mapping: Mapping) -> list[str]:
+    used = [c for c in mapping.used_columns() if c not in SYSTEM_COLUMNS]
+    return list(dict.fromkeys([*used, *DISPLAY_PROPERTIES.get(mapping.data_model.collection, [])]))
+
+
+def _hubspot_failure(exc: Exception) -> str:
+    if isinstance(exc, NeedsReconnect):
+        return "HubSpot no longer accepts this source's login: reconnect it on the source's Settings tab."
+    if isinstance(exc, HubSpotError):
+        return f"HubSpot answered with an error: {exc}"
+    return f"HubSpot could not be reached ({type(exc).__name__})."
+
+
+def _find_records(mapping: Mapping, query: str) -> list[dict[str, Any]]:
+    """Up to TEST_RESULTS records read live from HubSpot: by id when the query is a number, by HubSpot's own
+    search (e-mail, names, domain ...) otherwise, the first records of the collection when it is empty."""
+    model = mapping.data_model
+    props = _hubspot_properties(mapping)
+    with HubSpotClient(model.source, max_retries=1, timeout=15) as client:
+        if query.isdigit():
+            results = client.batch_read(model.collection, [query], props)
+        elif query:
+            body = {"query": query, "limit": TEST_RESULTS, "properties": props}
+            results = client.search_page(model.collection, body).get("results") or []
+        else:
+            results = client.list_page(model.collection, properties=props, limit=TEST_RESULTS).get("results") or []
+    return [
+        {"id": r["id"], "label": _display(model.collection, r.get("properties") or {})} for r in results[:TEST_RESULTS]
+    ]
+
+
+def _read_record(mapping: Mapping, object_id: int) -> dict[str, Any] | None:
+    model = mapping.data_model
+    with HubSpotClient(model.source, max_retries=1, timeout=15) as client:
+        found = client.batch_read(model.collection, [str(object_id)], _hubspot_properties(mapping))
+    return found[0] if found else None
+
+
+def _preview(mapping: Mapping, record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    return preview_message(
+        mapping,
+        object_id=int(record["id"]),
+        properties=record.get("properties") or {},
+        created_at=parse_datetime(record.get("createdAt") or ""),
+        updated_at=parse_datetime(record.get("updatedAt") or ""),
+    )
+
+
+def _test_panel(request: HttpRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
+    """The state of the test panel for this request: nothing is asked from HubSpot until the user searches
+    (`q`, also empty: "list the first records") or picks a record (`record`)."""
+    test: dict[str, Any] = {"query": request.GET.get("q", "").strip()}
+    if object_id is None:
+        object_id = _int(request.GET.get("record"))
+    try:
+        if "q" in request.GET and object_id is None:
+            test["results"] = _find_records(mapping, test["query"])
+            test["searched"] = True
+        if object_id is not None:
+            record = _read_record(mapping, object_id)
+            if record is None:
+                test["error"] = f"HubSpot has no {mapping.data_model.collection} record {object_id} (any more)."
+            else:
+                message, rejected = _preview(mapping, record)
+                test.update(
+                    record_id=object_id,
+                    record_label=_display(mapping.data_model.collection, record.get("properties") or {}),
+                    message_json=json.dumps(message, indent=2, ensure_ascii=False),
+                    rejected=rejected,
+                )
+    except (HubSpotError, requests.RequestException) as exc:
+        test["error"] = _hubspot_failure(exc)
+    return test
+
+
+@workspace_view()
+@require_POST
+def mapping_test_send(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    """Send the previewed message of one record to the Profile Space. The message is rebuilt here from HubSpot
+    (never taken from the browser), so what is sent is exactly what the engine would send."""
+    mapping = get_for_workspace(
+        request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
+    )
+    object_id = _int(request.POST.get("record"))
+    test = _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
+    if "message_json" in test and not test.get("rejected"):
+        message = json.loads(test["message_json"])
+        try:
+            result = send_test_message(mapping, message)
+            test["sent"] = {"ok": True, "status": result.status, "body": result.body[:2000]}
+            outcome = {"status": result.status}
+        except SegmentError as exc:
+            test["sent"] = {"ok": False, "status": exc.status, "body": exc.body[:2000], "error": str(exc)}
+            outcome = {"status": exc.status, "error": str(exc)[:200]}
+        except DecryptionError:
+            test["sent"] = {
+                "ok": False,
+                "error": "The Profile Space's write key could not be decrypted; enter it again.",
+            }
+            outcome = {"error": "decryption"}
+        audit.record(
+            workspace=request.workspace,
+            actor=request.user,
+            verb="test_send",
+            obj=mapping,
+            changes={"record": object_id, "profile_space": mapping.profile_space.name, **outcome},
+        )
+    if request.htmx:
+        return render(request, "mappings/_test_panel.html", {"mapping": mapping, "test": test, **_perm(request)})
+    return render(request, "mappings/mapping_detail.html", {**_mapping_context(request, mapping), "test": test})
+
+
+# --- status, resync, delete -------------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_POST
+def mapping_toggle(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    mapping = get_for_workspace(
+        request, Mapping.objects.select_related("destination", "data_model__source", "last_run"), pk=mapping_id
+    )
+    wanted = request.POST.get("enabled") in {"1", "true", "on"}
+    if wanted != mapping.enabled:
+        with transaction.atomic():
+            Mapping.objects.filter(pk=mapping.pk).update(enabled=wanted)
+            mapping.enabled = wanted
+            audit.record(
+                workspace=request.workspace,
+                actor=request.user,
+                verb="enable" if wanted else "disable",
+                obj=mapping,
+                changes={"enabled": [not wanted, wanted]},
+            )
+            if wanted and mapping.data_model.source.first_synced_at is not None:
+                # The mirror already holds data: deliver it now rather than after the next source sync.
+                from .tasks import deliver_mapping
+
+                deliver_mapping.delay_on_commit(mapping.pk)
+    if request.htmx:
+        return render(request, "mappings/_toggle.html", {"m": mapping, "can_change": True})
+    messages.success(request, f"{mapping}: {'enabled' if wanted else 'disabled'}.")
+    return redirect(_back(request, reverse("mappings:mapping_detail", args=[mapping.pk])))
+
+
+@workspace_view()
+def mapping_resync(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    mapping = get_for_workspace(
+        request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
+    )
+    if request.method == "POST":
+        with transaction.atomic():
+            resync_all(mapping)
+            audit.record(
+                workspace=request.workspace,
+                actor=request.user,
+                verb="resync",
+                obj=mapping,
+                changes={"resync_generation": mapping.resync_generation},
+            )
+            if mapping.enabled:
+                from .tasks import deliver_mapping
+
+                deliver_mapping.delay_on_commit(mapping.pk)
+        if mapping.enabled:
+            messages.success(request, "Resync started: every record is sent again.")
+        else:
+            messages.success(request, "Every record will be sent again once the mapping is enabled.")
+        return redirect("mappings:mapping_detail", mapping.pk)
+    records = mapping.data_model.source.records.filter(collection=mapping.data_model.collection, archived=False)
+    return render(
+        request, "mappings/mapping_resync.html", {**_mapping_context(request, mapping), "record_count": records.count()}
+    )
+
+
+@workspace_view()
+def mapping_delete(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
+    if request.method == "POST":
+        destination = mapping.destination
+        with transaction.atomic():
+            audit.record(
+                workspace=request.workspace,
+                actor=request.user,
+                verb="delete",
+                obj=mapping,
+                changes={"name": str(mapping), "data_model": mapping.data_model.name},
+            )
+            mapping.delete()
+        messages.success(request, f"Mapping {mapping} was deleted. The profiles in Segment keep their traits.")
+        return redirect("mappings:destination", destination.pk)
+    return render(request, "mappings/mapping_delete.html", _mapping_context(request, mapping))
