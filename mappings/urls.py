@@ -2,3 +2,14 @@ from __future__ import annotations
 
 app_name = "mappings"
 urlpatterns: list = []
+
+# Rejected records (list + retry) and sample mode: the debugger work, kept in their own view modules.
+from django.urls import path  # noqa: E402
+
+from . import views_rejected, views_sample  # noqa: E402
+
+urlpatterns += [
+    path("mappings/<int:mapping_id>/rejected/", views_rejected.rejected_list, name="rejected"),
+    path("mappings/<int:mapping_id>/rejected/retry/", views_rejected.rejected_retry, name="rejected_retry"),
+    path("mappings/<int:mapping_id>/sample/", views_sample.sample_mode, name="sample_mode"),
+]
