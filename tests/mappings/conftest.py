@@ -236,9 +236,7 @@ class StubSegment:
                 elif stub.statuses:
                     status = stub.statuses.pop(0)
                     answer = {"code": "unauthorized", "message": "invalid write key"}
-                elif any(
-                    m.get("userId") in {stub.refuse_user, *stub.refuse_users} - {None} for m in body["batch"]
-                ):
+                elif any(m.get("userId") in {stub.refuse_user, *stub.refuse_users} - {None} for m in body["batch"]):
                     status, answer = 400, {"code": "bad_message", "message": "this one"}
                 entry["status"] = status
                 data = json.dumps(answer).encode()
