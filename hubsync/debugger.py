@@ -181,6 +181,7 @@ def explain(record: Record) -> dict[str, Any]:
             row.last_change = last_change_of.get(row.column)
     return {
         "record": record,
+        "label": label(record),
         "properties": sorted((record.properties or {}).items()),
         "changes": changes,
         "history_capped": len(changes) == HISTORY_SHOWN,
@@ -224,7 +225,9 @@ def _verdict(
     running = mapping.last_run is not None and mapping.last_run.status in DeliveryRun.ACTIVE
     when = "the delivery running now" if running else "the next delivery"
     if state and state.status == DeliveryState.Status.DELIVERED and state.delivered_at:
-        delivered_words = f"Delivered to {space} on {state.delivered_at:%Y-%m-%d %H:%M} UTC (messageId {state.message_id})."
+        delivered_words = (
+            f"Delivered to {space} on {state.delivered_at:%Y-%m-%d %H:%M} UTC (messageId {state.message_id})."
+        )
     else:
         delivered_words = ""
 
@@ -281,7 +284,9 @@ def _verdict(
         verdict.kind = "delivered"
         verdict.headline = delivered_words
         if verdict.same_as_delivered:
-            verdict.details.append("The profile holds exactly the message shown below: the record has not changed since.")
+            verdict.details.append(
+                "The profile holds exactly the message shown below: the record has not changed since."
+            )
     else:
         verdict.kind = "never"
         verdict.headline = f"{label} has no delivery of this record on file."
@@ -290,9 +295,17 @@ def _verdict(
     return verdict
 
 
+def label(record: Record) -> str:
+    """"contact 51", "company 7": how the page names a record."""
+    singular = {"companies": "company"}.get(record.collection)
+    if singular is None:
+        singular = record.collection[:-1] if record.collection.endswith("s") else record.collection
+    return f"{singular.replace('_', ' ')} {record.object_id}"
+
+
 def _summary(record: Record, verdicts: list[Verdict]) -> list[str]:
     """The answers, in words, at the top of the page."""
-    name = f"{record.collection[:-1] if record.collection.endswith('s') else record.collection} {record.object_id}"
+    name = label(record)
     lines: list[str] = []
     if not verdicts:
         lines.append(
