@@ -44,7 +44,15 @@ def find_records(workspace: Any, query: str) -> tuple[list[Record], str]:
     if query.isdigit():
         if len(query) > 18:
             return [], "That id is too long for a HubSpot record id."
-        found = qs.filter(object_id=int(query))
+        # Spelled out on the mirror's unique (source, collection, object_id) index: an id alone is its third
+        # column, and PostgreSQL would scan (150 ms at 1M rows instead of < 1 ms). Collections stay listed
+        # after being deselected (selected=False), so their mirror rows are still found.
+        pairs = list(
+            SourceCollection.objects.filter(source__workspace=workspace).values_list("source_id", "collection")
+        )
+        found = qs.filter(
+            source_id__in={s for s, _c in pairs}, collection__in={c for _s, c in pairs}, object_id=int(query)
+        )
     elif "@" in query:
         found = email_lookup(qs, query)
     else:
@@ -212,8 +220,10 @@ def _verdict(
         verdict.same_as_delivered = bool(
             not error and state and state.message_id and would_send.get("messageId") == state.message_id
         )
-    shown = verdict.delivered_payload or (would_send if not error else None)
-    verdict.profile = _profile(shown)
+    # The traits table shows what was delivered when known, else what the message holds now (even when it
+    # cannot be sent: the values explain the rejection as well).
+    shown = verdict.delivered_payload or would_send
+    verdict.profile = _profile(verdict.delivered_payload or (would_send if not error else None))
     for column, trait in mapping.traits or []:
         value = (shown or {}).get("traits", {}).get(trait) if shown else None
         current = record.object_id if column == "id" else (record.properties or {}).get(column)
