@@ -78,9 +78,12 @@ class RunLost(Exception):
 def notify_changes(source: Source, collections: list[str]) -> None:
     """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
 
-    Called when a run ends (whatever its status: committed pages are in the mirror) and during long reads at
-    least every HUBSYNC_NOTIFY_EVERY changed records. A no-op until the mappings issue lands; deliveries read
-    mirror rows past their own watermark, so calling this too often is harmless and a missed call only delays."""
+    Called when a run ends, whatever its status (committed pages are in the mirror), with the collections whose
+    mirror rows changed in that run (possibly none: a delivery may still have records to retry), and during
+    long reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read.
+
+    A no-op until the mappings issue lands. Deliveries read mirror rows past their own watermark, so calling this
+    too often is harmless and a missed call only delays."""
     return None
 
 
@@ -140,7 +143,8 @@ def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
         if run.status == SyncRun.Status.RUNNING and is_stale(run, now):
             mark_lost(run, now=now)
             source = Source.objects.get(pk=run.source_id)
-            run = create_run(source=source, trigger=run.trigger, status=SyncRun.Status.QUEUED)
+            # Same trigger, but a full sync's cursors are not reset again: the new run resumes the re-read.
+            run = create_run(source=source, trigger=run.trigger, reset_cursors=False)
             if run is None:
                 return None
         if run.status != SyncRun.Status.QUEUED:

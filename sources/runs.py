@@ -29,14 +29,19 @@ def enqueue_sync(*, source: Source, trigger: str) -> SyncRun | None:
     return run
 
 
-def create_run(*, source: Source, trigger: str, status: str = SyncRun.Status.QUEUED) -> SyncRun | None:
+def create_run(
+    *, source: Source, trigger: str, status: str = SyncRun.Status.QUEUED, reset_cursors: bool | None = None
+) -> SyncRun | None:
     """Insert the run row (no task). A full sync resets the cursors in the same transaction, so a full run that
-    is killed and taken over resumes its re-read instead of starting it again."""
+    is killed and taken over resumes its re-read instead of starting it again (a takeover passes
+    reset_cursors=False)."""
+    if reset_cursors is None:
+        reset_cursors = trigger == SyncRun.Trigger.FULL
     for attempt in range(2):
         try:
             with transaction.atomic():
                 run = SyncRun.objects.create(source=source, trigger=trigger, status=status)
-                if trigger == SyncRun.Trigger.FULL:
+                if reset_cursors:
                     SourceCollection.objects.filter(source=source).update(cursor={})
                 return run
         except IntegrityError:

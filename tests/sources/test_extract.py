@@ -429,3 +429,16 @@ def test_a_page_costs_a_constant_number_of_queries(workspace, sandbox):
     ten_pages = queries_for_first_sync(3102, 1000)
     per_page = (ten_pages - one_page) / 9
     assert per_page <= 8, (one_page, ten_pages)
+
+
+def test_long_reads_trigger_deliveries_along_the_way(workspace, sandbox, monkeypatch, settings):
+    settings.HUBSYNC_NOTIFY_EVERY = 200
+    calls: list[list[str]] = []
+    monkeypatch.setattr(extract, "notify_changes", lambda source, collections: calls.append(list(collections)))
+    sandbox.seed(PORTAL, contacts=650, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    assert calls == [["contacts"]] * 3 + [["contacts"]]  # at 200, 400, 600 changed records, then at the end
+    calls.clear()
+    sync(source)
+    assert calls == [[]]  # the end of every run calls the hook, naming the collections that changed

@@ -108,6 +108,17 @@ def test_redelivered_task_of_dead_worker_continues_in_a_new_run(source, queued):
     assert claim_run(run_id=old.pk, worker="c") is None
 
 
+def test_redelivered_full_sync_of_a_dead_worker_resumes_instead_of_restarting(source, queued):
+    old = create_run(source=source, trigger=SyncRun.Trigger.FULL)
+    assert claim_run(run_id=old.pk, worker="a") is not None
+    progress = {"mode": "list", "after": "4200", "started_ms": 1}
+    SourceCollection.objects.filter(source=source).update(cursor=progress)
+    SyncRun.objects.filter(pk=old.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    new = claim_run(run_id=old.pk, worker="b")
+    assert new.trigger == SyncRun.Trigger.FULL
+    assert SourceCollection.objects.get(source=source).cursor == progress
+
+
 def test_full_sync_resets_cursors_when_the_run_is_created(source, queued):
     run = enqueue_sync(source=source, trigger=SyncRun.Trigger.FULL)
     assert run.trigger == SyncRun.Trigger.FULL
