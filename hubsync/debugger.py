@@ -68,6 +68,11 @@ class TraitRow:
     current: Any  # the property in the mirror now
     last_change: RecordChange | None = None
 
+    @property
+    def value_json(self) -> str:
+        """The value as Segment sees it (true, ["a", "b"], "text"), not as Python prints it."""
+        return json.dumps(self.value, ensure_ascii=False, default=str)
+
 
 @dataclass
 class Verdict:

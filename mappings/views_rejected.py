@@ -25,7 +25,7 @@ from hubsync.access import get_for_workspace, workspace_view
 from hubsync.models import Role
 
 from .deliver import rejected_states, request_retry
-from .models import Mapping
+from .models import DeliveryState, Mapping
 
 PAGE_SIZE = 50
 FILTER_KEYS = ("reason", "object_id", "since", "until")
@@ -81,6 +81,7 @@ def rejected_list(request: HttpRequest, mapping_id: int) -> HttpResponse:
         "query": query,
         "total": rejected_states(mapping).count() if any(filters.values()) else page.paginator.count,
         "can_change": request.membership.allows(Role.ADMIN),
+        "retrying": DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY).count(),
     }
     return render(request, "mappings/rejected_list.html", context)
 

@@ -261,6 +261,7 @@ def test_retry_one_selection_and_all_resend_exactly_those(owner_client, rejected
     response = owner_client.post(retry_url(mapping), {"one": "4"})
     assert response.status_code == 302
     assert DeliveryState.objects.get(mapping=mapping, object_id=4).status == "retry"
+    assert "1 waiting for retry" in text(owner_client.get(rejected_url(mapping)))
     deliver(mapping_id=mapping.pk)
     assert sent_users(rejected) == Counter({"user4@example.com": 1})
 
