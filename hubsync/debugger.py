@@ -251,6 +251,14 @@ def _verdict(
         verdict.headline = f"{label} is switched off: nothing is delivered until it is enabled."
         if delivered_words:
             verdict.details.append("Before that: " + delivered_words)
+    elif mapping.paused:
+        verdict.kind = "off"
+        verdict.headline = (
+            f"{label} is paused ({mapping.paused_reason}): a property it uses changed in HubSpot, so nothing is "
+            "delivered until the mapping is fixed or resumed."
+        )
+        if delivered_words:
+            verdict.details.append("Before that: " + delivered_words)
     elif cutoff is not None and record.object_id > cutoff:
         verdict.kind = "sample"
         verdict.headline = (

@@ -382,3 +382,9 @@ DELIVERY_MAX_IN_FLIGHT = int(os.environ.get("DELIVERY_MAX_IN_FLIGHT", "3"))
 # --- record history and the record debugger (sources/history.py, hubsync/debugger.py) -------------------
 # Days of record history (what each sync changed, per record) kept for the record debugger; 0 = no history.
 HUBSYNC_RECORD_HISTORY_DAYS = int(os.environ.get("HUBSYNC_RECORD_HISTORY_DAYS", "90"))
+# --- Alerts (hubsync/alerts.py) -------------------------------------------------------------------------------
+# Attempts per alert message (first try included) and the base of the full-jitter backoff between them, seconds.
+ALERT_MAX_ATTEMPTS = int(os.environ.get("ALERT_MAX_ATTEMPTS", "5"))
+ALERT_RETRY_BASE_SECONDS = float(os.environ.get("ALERT_RETRY_BASE_SECONDS", "10"))
+# How long a webhook (Slack, ...) may take to answer one alert POST, seconds.
+ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("ALERT_WEBHOOK_TIMEOUT", "10"))

@@ -720,6 +720,10 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
                 from .tasks import deliver_mapping
 
                 deliver_mapping.delay_on_commit(mapping.pk)
+    # Alerts: a failed / partial delivery opens its streak, a good one closes it (one message each way).
+    from hubsync.alerts import evaluate_safely
+
+    evaluate_safely(workspace_id=mapping.destination.workspace_id)
 
 
 def deliver(
@@ -728,7 +732,7 @@ def deliver(
     """Deliver one mapping's pending changes. Returns the run, or None when the mapping is gone or disabled, or
     another live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
     mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").filter(pk=mapping_id).first()
-    if mapping is None or not mapping.enabled:  # deleted or switched off since the task was queued
+    if mapping is None or not mapping.delivers:  # deleted, switched off or paused (drift) since it was queued
         return None
     if sync_run_id is not None and not SyncRun.objects.filter(pk=sync_run_id).exists():
         sync_run_id = None  # deleted meanwhile: deliver anyway (a foreign-key error would read as "busy")
@@ -810,7 +814,7 @@ def set_sample_mode(*, mapping: Mapping, sample_size: int | None) -> None:
     to all records, exactly the ones the sample left out are sent (the rest are unchanged)."""
     Mapping.objects.filter(pk=mapping.pk).update(sample_size=sample_size, updated_at=timezone.now())
     mapping.sample_size = sample_size
-    if mapping.enabled:
+    if mapping.delivers:
         from .tasks import deliver_mapping
 
         deliver_mapping.delay_on_commit(mapping.pk)
@@ -831,7 +835,7 @@ def request_retry(*, mapping: Mapping, object_ids: list[int] | None = None, stat
     if object_ids is not None:
         qs = qs.filter(object_id__in=[int(x) for x in object_ids])
     marked = qs.update(status=DeliveryState.Status.RETRY, updated_at=timezone.now())
-    if marked and mapping.enabled:
+    if marked and mapping.delivers:
         from .tasks import deliver_mapping
 
         deliver_mapping.delay_on_commit(mapping.pk)
@@ -867,7 +871,7 @@ def enqueue_deliveries(
 
     mapping_ids = list(
         Mapping.objects.filter(
-            enabled=True, data_model__source=source, data_model__collection__in=list(collections)
+            enabled=True, paused_reason="", data_model__source=source, data_model__collection__in=list(collections)
         ).values_list("pk", flat=True)
     )
     sync_run_id = getattr(sync_run, "pk", None)

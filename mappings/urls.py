@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from django.urls import path
+
+from . import drift_views
+
 app_name = "mappings"
-urlpatterns: list = []
+urlpatterns: list = [
+    path("mappings/<int:mapping_id>/drift/", drift_views.mapping_drift, name="drift"),
+    path("mappings/issues/<int:issue_id>/fix/", drift_views.issue_fix, name="issue_fix"),
+]
 
 # Rejected records (list + retry) and sample mode: the debugger work, kept in their own view modules.
-from django.urls import path  # noqa: E402
-
 from . import views_rejected, views_sample  # noqa: E402
 
 urlpatterns += [

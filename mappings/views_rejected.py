@@ -135,7 +135,7 @@ def rejected_retry(request: HttpRequest, mapping_id: int) -> HttpResponse:
         },
     )
     if marked:
-        when = "now" if mapping.enabled else "as soon as the mapping is enabled"
+        when = "now" if mapping.delivers else "as soon as the mapping is enabled (and not paused)"
         messages.success(
             request,
             f"{marked} rejected record{'s' if marked != 1 else ''} will be retried: a delivery reconsiders "

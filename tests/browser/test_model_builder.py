@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.test import Client
+from playwright.sync_api import expect
 
 from models_app.models import DataModel
 from tests.models_app.test_views import make_source
@@ -49,13 +50,13 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
 
     # The source's Models tab, empty, offers Create model.
     page.goto(f"{base}/sources/{source.pk}/models/")
-    assert page.get_by_text("No data models yet").is_visible()
+    expect(page.get_by_text("No data models yet")).to_be_visible()
     shot(page, "01_models_tab_empty")
     page.get_by_role("link", name="Create model").first.click()
 
     # Step 1: pick the collection; Deals is flagged as not synced.
     page.wait_for_url(re.compile(r"/models/new/$"))
-    assert page.locator(".collection-card", has_text="Deals").get_by_text("Not in selective sync").is_visible()
+    expect(page.locator(".collection-card", has_text="Deals").get_by_text("Not in selective sync")).to_be_visible()
     shot(page, "02_pick_collection")
     page.locator(".collection-card", has_text="Contacts").click()
 
@@ -65,7 +66,7 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
     assert [h.split(" · ")[0] for h in preview_headers(page)] == ["id", "created_at", "updated_at"]
     shot(page, "03_builder_system_columns")
     assert page.locator("#preview .preview-table tbody tr").count() == 10
-    assert page.locator("details.col-group summary", has_text="Contact information").is_visible()
+    expect(page.locator("details.col-group summary", has_text="Contact information")).to_be_visible()
 
     # Tick columns: the preview follows (htmx, after a short delay).
     page.locator("label.col-option", has=page.locator("input[value=email]")).click()
@@ -100,7 +101,7 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
     page.fill("#id_name", "Contacts for Profiles")
     page.get_by_role("button", name="Create model").click()
     page.wait_for_url(re.compile(r"/models/\d+/$"))
-    assert page.get_by_text("was created with 3 columns").is_visible()
+    expect(page.get_by_text("was created with 3 columns")).to_be_visible()
     model = DataModel.objects.get(source=source)
     assert model.name == "Contacts for Profiles"
     assert sorted(model.columns) == ["email", "firstname", "lifecyclestage"]

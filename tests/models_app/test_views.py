@@ -30,11 +30,6 @@ def sandbox(hubspot_sandbox, settings, live_server):
     settings.HUBSPOT_RETRY_BASE_SECONDS = 0.05  # the tests prove the messages, not the patience
     settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
     get_rate_limiter().reset(str(PORTAL))
-    # The sandbox caches a portal's property list by (portal, schema_version, ...); the version restarts when the
-    # test database is flushed, so a schema changed by an earlier test would be served again. Start clean.
-    from sandbox.hubspot import data
-
-    data._CACHE.clear()
     yield hubspot_sandbox
     get_rate_limiter().reset(str(PORTAL))
 
