@@ -878,3 +878,41 @@ def enqueue_deliveries(
     for mapping_id in mapping_ids:
         deliver_mapping.delay_on_commit(mapping_id, sync_run_id)
     return len(mapping_ids)
+
+
+def collections_behind(source: Any) -> set[str]:
+    """The collections of `source` with an enabled mapping that has not delivered everything in the mirror: rows
+    past its watermark (a failed, partial or killed delivery holds the watermark back) or a configuration
+    changed since its watermark was set. The extraction engine adds them to the deliveries it starts after a run,
+    so a delivery that did not finish is resent by the next run even when HubSpot had no change."""
+    behind: set[str] = set()
+    mappings = Mapping.objects.filter(enabled=True, data_model__source=source).select_related(
+        "data_model", "destination"
+    )
+    for mapping in mappings:
+        collection = mapping.data_model.collection
+        if collection in behind:
+            continue
+        schema = (
+            SourceCollection.objects.filter(source=source, collection=collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+        edited = mapping.watermark_config_hash != MessageBuilder(mapping, schema).config_hash
+        pending = Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark)
+        if edited or pending.exists():
+            behind.add(collection)
+    return behind
+
+
+def deliver_collections(
+    *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run_id: int | None = None
+) -> list[tuple[Mapping, DeliveryRun | None]]:
+    """Deliver, in this process and one after the other, every enabled mapping on `collections` of `source`
+    (what enqueue_deliveries would queue). For `manage.py sync` and tests; (mapping, run or None) each."""
+    mappings = (
+        Mapping.objects.filter(enabled=True, data_model__source=source, data_model__collection__in=list(collections))
+        .select_related("data_model")
+        .order_by("pk")
+    )
+    return [(mapping, deliver(mapping_id=mapping.pk, sync_run_id=sync_run_id)) for mapping in mappings]

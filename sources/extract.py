@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -75,16 +76,41 @@ class RunLost(Exception):
     """This worker no longer owns the run (it was presumed dead and taken over): stop without writing."""
 
 
-def notify_changes(source: Source, collections: list[str]) -> None:
+# Set by `manage.py sync` (foreground, maybe no broker): the hook collects the changed collections here instead
+# of enqueuing deliveries; the command delivers them itself once the run ends.
+_foreground_changes: ContextVar[set[str] | None] = ContextVar("hubsync_foreground_changes", default=None)
+
+
+def notify_changes(source: Source, collections: list[str], sync_run: SyncRun | None = None) -> None:
     """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
 
     Called when a run ends, whatever its status (committed pages are in the mirror), with the collections whose
-    mirror rows changed in that run (possibly none: a delivery may still have records to retry), and during
-    long reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read.
+    mirror rows changed in that run plus those whose deliveries are behind (possibly none), and during long
+    reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read. `sync_run` is the
+    run that changed them (the deliveries point to it).
 
-    A no-op until the mappings issue lands. Deliveries read mirror rows past their own watermark, so calling this
-    too often is harmless and a missed call only delays."""
-    return None
+    Deliveries read mirror rows past their own watermark, so calling this too often is harmless (a delivery that
+    finds another one running leaves a request for it) and a missed call only delays."""
+    if not collections:
+        return
+    collected = _foreground_changes.get()
+    if collected is not None:
+        collected.update(collections)
+        return
+    from mappings.deliver import enqueue_deliveries
+
+    enqueue_deliveries(source=source, collections=list(collections), sync_run=sync_run)
+
+
+def execute_run_foreground(*, run_id: int, progress: Progress | None = None) -> tuple[SyncRun | None, set[str]]:
+    """`execute_run` for a caller that delivers by itself (`manage.py sync`, tests): the delivery hook collects
+    the collections to deliver instead of enqueuing tasks. Returns (the finished run, those collections)."""
+    changed: set[str] = set()
+    token = _foreground_changes.set(changed)
+    try:
+        return execute_run(run_id=run_id, progress=progress), changed
+    finally:
+        _foreground_changes.reset(token)
 
 
 def lastmod_property(collection: str) -> str:
@@ -338,14 +364,19 @@ class _Engine:
     def notify(self, *, final: bool = False, collection: str | None = None) -> None:
         if final:
             try:
-                notify_changes(self.source, sorted(self.changed_collections))
+                # Also the collections whose deliveries are behind (a failed or killed delivery, a mapping
+                # enabled since): "the next run" resends them even when HubSpot had no change.
+                from mappings.deliver import collections_behind
+
+                behind = collections_behind(self.source)
+                notify_changes(self.source, sorted(self.changed_collections | behind), self.run_row)
             except Exception:  # the mirror is committed; a failing hook must not fail the run
                 logger.exception("notify_changes failed for source %s", self.source.pk)
             return
         if self.unnotified >= settings.HUBSYNC_NOTIFY_EVERY and collection:
             self.unnotified = 0
             try:
-                notify_changes(self.source, [collection])
+                notify_changes(self.source, [collection], self.run_row)
             except Exception:
                 logger.exception("notify_changes failed for source %s", self.source.pk)
 

@@ -83,7 +83,9 @@ def test_discovery_stores_schema_and_records_changes(workspace, sandbox):
 def test_full_read_equals_sandbox_and_second_full_read_agrees(workspace, sandbox, monkeypatch):
     sandbox.seed(PORTAL, contacts=250, companies=120, deals=0, tickets=0)
     notified: list = []
-    monkeypatch.setattr(extract, "notify_changes", lambda source, collections: notified.append(collections))
+    monkeypatch.setattr(
+        extract, "notify_changes", lambda source, collections, sync_run=None: notified.append(collections)
+    )
     source = make_source(workspace, sandbox, collections=("contacts", "companies"))
 
     run = sync(source, SyncRun.Trigger.FIRST)
@@ -434,7 +436,9 @@ def test_a_page_costs_a_constant_number_of_queries(workspace, sandbox):
 def test_long_reads_trigger_deliveries_along_the_way(workspace, sandbox, monkeypatch, settings):
     settings.HUBSYNC_NOTIFY_EVERY = 200
     calls: list[list[str]] = []
-    monkeypatch.setattr(extract, "notify_changes", lambda source, collections: calls.append(list(collections)))
+    monkeypatch.setattr(
+        extract, "notify_changes", lambda source, collections, sync_run=None: calls.append(list(collections))
+    )
     sandbox.seed(PORTAL, contacts=650, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
     sync(source, SyncRun.Trigger.FIRST)

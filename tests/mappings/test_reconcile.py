@@ -1,0 +1,228 @@
+"""Reconciliation: HubSpot sandbox → extraction engine → mirror → delivery engine → Segment sandbox, over real HTTP.
+
+After rounds of random creates, updates and archives in the HubSpot sandbox with a sync (and its deliveries) in
+between, the Segment sandbox's merged profiles equal what the mapping defines for the sandbox's current data,
+and a sync that follows no change sends zero messages. The same with Segment failing (5xx / 429 storms, a full
+outage), and with records that cannot be sent (no user id, oversize values): those are rejected, visibly, and
+the rest is delivered. The engine and the deliveries run in this process, as `manage.py sync` runs them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from django.core.management import call_command
+
+from mappings import deliver as deliver_module
+from mappings.deliver import collections_behind, deliver
+from mappings.models import DeliveryRun, DeliveryState
+from sources.models import SyncRun
+from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, profiles, setup_pipeline, sync_and_deliver
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def assert_quiet_sync_sends_nothing(source, segment) -> None:
+    before = inbox_total(segment)
+    run, deliveries = sync_and_deliver(source)
+    assert all(c["new"] == 0 and c["updated"] == 0 for c in run.counts.values()), run.counts
+    assert all(d is None or (d.sent, d.requests) == (0, 0) for d in deliveries)
+    assert inbox_total(segment) == before
+
+
+@pytest.mark.parametrize("seed", [11, 2027])
+def test_random_rounds_reconcile_and_no_change_sends_nothing(workspace, hub, segment, seed):
+    rng = random.Random(seed)
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=120)
+    oracle = Oracle(hub, PORTAL)
+
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert [d.status for d in deliveries] == [DeliveryRun.Status.SUCCEEDED]
+    assert profiles(segment) == oracle.after_sync()
+    # Some sandbox contacts have no email, like real portals: rejected, the rest sent.
+    assert deliveries[0].sent == len(oracle.profiles) and deliveries[0].sent + deliveries[0].rejected == 120
+    assert_quiet_sync_sends_nothing(source, segment)
+
+    for round_no in range(4):
+        hub.mutate(
+            PORTAL, "contacts", create=rng.randint(0, 12), update=rng.randint(1, 25), archive=rng.randint(0, 6),
+            seed=rng.randint(0, 10**6),
+        )  # fmt: skip
+        run, deliveries = sync_and_deliver(source)
+        assert [d.status for d in deliveries] == [DeliveryRun.Status.SUCCEEDED], round_no
+        assert profiles(segment) == oracle.after_sync(), round_no
+        assert_quiet_sync_sends_nothing(source, segment)
+    counts = segment.counts()
+    assert counts["discarded"] == 0 and counts["rejected_requests"] == 0
+
+
+def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, settings, monkeypatch):
+    """5xx and 429 storms are retried through; a full outage fails the delivery, and the next sync (even with no
+    HubSpot change) resends what was not accepted, deduplicated by messageId."""
+    rng = random.Random(5)
+    settings.SEGMENT_MAX_ATTEMPTS = 20
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 9)  # many batches, many chances to fail
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=90)
+    oracle = Oracle(hub, PORTAL)
+
+    segment.set_knobs(error_rate=0.3, rate_limit_rate=0.2, retry_after=0)
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert deliveries[0].status == DeliveryRun.Status.SUCCEEDED, deliveries[0].error
+    assert deliveries[0].requests > deliveries[0].batches  # the storm was real: retries happened
+    assert profiles(segment) == oracle.after_sync()
+
+    for _round in range(2):
+        hub.mutate(PORTAL, "contacts", create=5, update=15, archive=3, seed=rng.randint(0, 10**6))
+        run, deliveries = sync_and_deliver(source)
+        assert deliveries[0].status == DeliveryRun.Status.SUCCEEDED, deliveries[0].error
+        assert profiles(segment) == oracle.after_sync()
+
+    # Segment down: nothing accepted, the watermark stays, the run says why.
+    segment.set_knobs(error_rate=1.0, rate_limit_rate=0.0)
+    settings.SEGMENT_MAX_ATTEMPTS = 2
+    hub.mutate(PORTAL, "contacts", create=4, update=10, seed=99)
+    run, deliveries = sync_and_deliver(source)
+    assert deliveries[0].status == DeliveryRun.Status.FAILED and deliveries[0].error
+    assert collections_behind(source) == {"contacts"}
+
+    # Segment back, HubSpot unchanged: the next sync still delivers what is behind.
+    segment.set_knobs(error_rate=0.0)
+    run, deliveries = sync_and_deliver(source)
+    assert run.counts["contacts"]["new"] == 0 and run.counts["contacts"]["updated"] == 0
+    assert [d.status for d in deliveries] == [DeliveryRun.Status.SUCCEEDED]
+    assert profiles(segment) == oracle.after_sync()
+    assert collections_behind(source) == set()
+    assert_quiet_sync_sends_nothing(source, segment)
+
+
+def test_records_without_user_id_or_oversize_are_rejected_visibly_and_the_rest_delivered(workspace, hub, segment):
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=40)
+    oracle = Oracle(hub, PORTAL)
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert profiles(segment) == oracle.after_sync()
+
+    rejected = DeliveryState.objects.filter(mapping=mapping, status="rejected")
+    without_email = set(rejected.values_list("object_id", flat=True))
+    assert without_email  # the sandbox's portal has contacts without email, like real ones
+    reasons = DeliveryState.objects.filter(status="rejected").values_list("error", flat=True)
+    assert all("No User ID" in reason for reason in reasons)
+    delivered = DeliveryState.objects.filter(mapping=mapping, status="delivered").order_by("object_id")
+    ids = list(delivered.values_list("object_id", flat=True))
+    no_email, huge = ids[3], ids[7]
+    hub.mutate(PORTAL, "contacts", create=3, update=5, seed=3)
+    hub.set_properties(no_email, {"email": ""}, portal=PORTAL)
+    hub.set_properties(huge, {"support_notes": "x" * 40_000, "firstname": "Big"}, portal=PORTAL)
+
+    run, deliveries = sync_and_deliver(source)
+    delivery = deliveries[0]
+    assert delivery.status == DeliveryRun.Status.SUCCEEDED
+    assert delivery.rejected >= 2 and delivery.sent >= 3
+    states = {s.object_id: s for s in DeliveryState.objects.filter(mapping=mapping, status="rejected")}
+    assert set(states) - without_email == {no_email, huge}
+    assert "No User ID" in states[no_email].error and "'email' is empty" in states[no_email].error
+    assert "32,768" in states[huge].error or "at most" in states[huge].error
+    assert "'notes'" in states[huge].error  # the largest trait is named
+    # The rest is delivered: the rejected records' profiles keep what they had before.
+    expected = oracle.after_sync(skip={no_email, huge})
+    assert all(traits["first_name"] != "Big" for traits in expected.values())
+    assert profiles(segment) == expected
+    assert segment.counts()["discarded"] == 0
+    assert_quiet_sync_sends_nothing(source, segment)
+
+    # Fixed in HubSpot: delivered at the next sync, the state says delivered.
+    hub.set_properties(huge, {"support_notes": "short again"}, portal=PORTAL)
+    run, deliveries = sync_and_deliver(source)
+    assert deliveries[0].sent == 1
+    assert DeliveryState.objects.get(mapping=mapping, object_id=huge).status == "delivered"
+    assert profiles(segment) == oracle.after_sync(skip={no_email})
+
+
+def test_user_id_from_the_record_id(workspace, hub, segment):
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=30, user_id="id")
+    oracle = Oracle(hub, PORTAL, user_id="id")
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert profiles(segment) == oracle.after_sync()
+    hub.mutate(PORTAL, "contacts", create=2, update=8, archive=2, seed=8)
+    sync_and_deliver(source)
+    assert profiles(segment) == oracle.after_sync()
+    assert_quiet_sync_sends_nothing(source, segment)
+
+
+def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, segment, capsys, settings, monkeypatch):
+    from mappings.tasks import deliver_mapping
+
+    enqueued: list = []  # the foreground sync must not enqueue tasks (the engine would log and swallow a raise)
+    monkeypatch.setattr(deliver_mapping, "delay_on_commit", lambda *args: enqueued.append(args))
+    settings.HUBSYNC_NOTIFY_EVERY = 10  # mid-run notifications too (a long backfill) stay in the foreground
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=25)
+    oracle = Oracle(hub, PORTAL)
+    call_command("sync", str(source.pk))
+    out = capsys.readouterr().out
+    assert "25 read, 25 new" in out  # the engine's progress lines
+    assert any(line.startswith("  contacts: ") and "new 25" in line for line in out.splitlines())
+    expected = oracle.after_sync()
+    sent = len(expected)
+    line = f"mapping {mapping.pk} (contacts): succeeded; considered 25, sent {sent}, unchanged 0, rejected {25 - sent}"
+    assert line in out
+    assert profiles(segment) == expected
+
+    call_command("sync", str(source.pk))
+    out = capsys.readouterr().out
+    assert "nothing changed, nothing to deliver" in out
+    delivered = DeliveryRun.objects.filter(mapping=mapping)
+    assert delivered.count() == 1 and delivered.get().sync_run.source_id == source.pk
+
+    call_command("sync", str(source.pk), "--full")
+    out = capsys.readouterr().out
+    assert "(full)" in out and "nothing changed, nothing to deliver" in out
+    assert deliver(mapping_id=mapping.pk).sent == 0
+    assert enqueued == []
+
+
+# --- the glue: the engine's delivery hook and the beat dispatcher ------------------------------------------------
+
+
+def test_a_sync_enqueues_the_deliveries_of_its_changed_collections_and_of_those_behind(
+    workspace, hub, segment, monkeypatch
+):
+    from mappings.tasks import deliver_mapping
+    from sources.extract import execute_run
+    from sources.runs import create_run
+
+    queued: list[tuple] = []
+    monkeypatch.setattr(deliver_mapping, "delay_on_commit", lambda *args: queued.append(args))
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=20)
+
+    def sync() -> SyncRun:
+        run = execute_run(run_id=create_run(source=source, trigger=SyncRun.Trigger.MANUAL).pk)
+        assert run.status == SyncRun.Status.SUCCEEDED, run.error
+        return run
+
+    run = sync()
+    assert queued == [(mapping.pk, run.pk)]  # the delivery follows the run, pointing to it
+
+    # That delivery never ran (worker lost before it started, say): the next sync starts it again, although
+    # HubSpot did not change.
+    queued.clear()
+    run = sync()
+    assert run.counts["contacts"]["new"] == 0 and run.counts["contacts"]["updated"] == 0
+    assert queued == [(mapping.pk, run.pk)]
+
+    # Delivered: a sync with no change starts no delivery at all.
+    assert deliver(mapping_id=mapping.pk).status == DeliveryRun.Status.SUCCEEDED
+    queued.clear()
+    sync()
+    assert queued == []
+
+    # A change in HubSpot: delivered again.
+    some = DeliveryState.objects.filter(mapping=mapping).values_list("object_id", flat=True).first()
+    hub.set_properties(some, {"firstname": "Changed"}, portal=PORTAL)
+    run = sync()
+    assert queued == [(mapping.pk, run.pk)]
+
+
+def test_the_sources_dispatcher_is_registered_for_the_beat_tick():
+    from hubsync.dispatch import dispatchers
+    from sources.dispatch import dispatch_due_syncs
+
+    assert dispatch_due_syncs in dispatchers()
