@@ -900,7 +900,9 @@ def collections_behind(source: Any) -> set[str]:
         ) or {}
         edited = mapping.watermark_config_hash != MessageBuilder(mapping, schema).config_hash
         pending = Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark)
-        if edited or pending.exists():
+        # Records whose retry was asked for (or whose retried batch failed) wait below the watermark.
+        retrying = DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY)
+        if edited or pending.exists() or retrying.exists():
             behind.add(collection)
     return behind
 

@@ -198,3 +198,12 @@ def test_retry_with_a_changed_mapping_sends_each_record_once(refused, mapping):
     assert run.sent == 10
     assert sorted(Counter(sent_in(refused)).values()) == [1] * 10
     assert not DeliveryState.objects.filter(mapping=mapping).exclude(status="delivered").exists()
+
+
+def test_a_mapping_with_records_waiting_for_retry_counts_as_behind(refused, mapping, mirror):
+    """After a sync with no HubSpot change, the engine still starts the delivery that retries them."""
+    from mappings.deliver import collections_behind
+
+    assert collections_behind(mirror.source) == set()
+    request_retry(mapping=mapping, object_ids=[3])
+    assert collections_behind(mirror.source) == {"contacts"}
