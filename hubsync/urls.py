@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from . import alert_views, views
+from . import alert_views, views, views_debugger
 
 # The Django admin logs in through allauth (rate limits, MFA) instead of its own unprotected form.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -30,6 +30,7 @@ urlpatterns = [
     path("members/invitations/<int:invitation_id>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("audit/", views.audit_log, name="audit_log"),
+    path("debug/records/", views_debugger.record_debugger, name="record_debugger"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("", include("sources.urls")),

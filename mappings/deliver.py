@@ -14,6 +14,16 @@ What makes it safe to kill at any moment:
   rejected or archived); a failed batch holds it just below its first record.
 - One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
   worker died (no heartbeat for DELIVERY_STALE_SECONDS) is marked failed by the next one, which takes over.
+
+Two ways a record below the watermark is looked at again without rewinding it:
+- **Retry** (`request_retry`): rejected records the user asked to retry get status "retry". After the scan past
+  the watermark, each run reads those states (keyset chunks) and reconsiders their mirror rows. They never move
+  the watermark; a failed batch leaves them in "retry" for the next run. Rewinding the watermark instead would
+  rescan the whole collection for one record, and would race with a delivery in progress (its checkpoint
+  writes its own watermark).
+- **Sample mode** (`Mapping.sample_size`): rows beyond the first N object ids are skipped and count as
+  resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
+  from 0: the sampled records are unchanged (not resent), the rest are sent once.
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ class _Pending:
     payload: bytes
     payload_hash: str
     message_id: str
+    retry: bool = False  # from the retry pass: below the watermark, so it must not hold it
 
 
 @dataclass(slots=True)
@@ -253,6 +264,10 @@ class _Delivery:
         self.start = mapping.watermark if same_config else 0
         self.read_seq = self.start  # the last row considered (resolved, or waiting in the buffer)
         self.failed_seq: int | None = None
+        self.retry_failed = False  # a batch of retried records failed: they stay in "retry"
+        self.retrying = False  # in the retry pass (after the scan past the watermark)
+        self.retry_unchanged: list[int] = []  # retried records whose payload Segment already has
+        self.sample_cutoff = sample_cutoff(mapping)
         self.buffer: list[_Pending] = []
         self.buffer_bytes = BATCH_ENVELOPE_BYTES
         # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
@@ -272,14 +287,8 @@ class _Delivery:
         row comes with the hash last delivered for it (a correlated lookup on the state's unique index), so
         the diff costs no extra query."""
         after = self.start
-        delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
-        base = (
-            Record.objects.filter(source_id=self.source_id, collection=self.collection)
-            .annotate(delivered=Subquery(delivered.values("delivered_hash")[:1]))
-            .order_by("change_seq")
-        )
-        created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
-        fields = ("object_id", "change_seq", "archived", created, "updated_at", "properties", "delivered")
+        base = self._base_rows().order_by("change_seq")
+        fields = self._fields()
         while True:
             rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
             if not rows:
@@ -288,6 +297,60 @@ class _Delivery:
             after = rows[-1][1]
             if len(rows) < self.chunk_size:
                 return
+
+    def _base_rows(self):
+        delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        return Record.objects.filter(source_id=self.source_id, collection=self.collection).annotate(
+            delivered=Subquery(delivered.values("delivered_hash")[:1])
+        )
+
+    def _fields(self) -> tuple[str, ...]:
+        created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
+        return ("object_id", "change_seq", "archived", created, "updated_at", "properties", "delivered")
+
+    def _retry_pass(self) -> None:
+        """Reconsider the records whose rejection the user asked to retry (status "retry"), in object-id keyset
+        chunks. Runs after the scan, whose outcomes are checkpointed first: a record the scan already resolved
+        lost its "retry" status then and is not looked at twice."""
+        base = self._base_rows()
+        fields = self._fields()
+        after = 0
+        while True:
+            ids = list(
+                DeliveryState.objects.filter(
+                    mapping_id=self.mapping.pk, status=DeliveryState.Status.RETRY, object_id__gt=after
+                )
+                .order_by("object_id")
+                .values_list("object_id", flat=True)[: self.chunk_size]
+            )
+            if not ids:
+                break
+            if not self.retrying:
+                self._checkpoint()
+                self.retrying = True
+            found = set()
+            for row in base.filter(object_id__in=ids).order_by("object_id").values_list(*fields):
+                found.add(row[0])
+                self._consider(row)
+            now = timezone.now()
+            for object_id in ids:
+                if object_id not in found:  # gone from the mirror (e.g. the model's collection was deleted)
+                    self._state(
+                        DeliveryState(
+                            mapping_id=self.mapping.pk,
+                            object_id=object_id,
+                            status=DeliveryState.Status.REJECTED,
+                            error="This record is no longer in the mirror: nothing to send.",
+                            updated_at=now,
+                        )
+                    )
+            self._checkpoint()
+            after = ids[-1]
+            if len(ids) < self.chunk_size:
+                break
+        if self.retrying:
+            self._flush()
+            self._collect_all()
 
     def execute(self) -> None:
         self.write_key = self.mapping.profile_space.write_key
@@ -300,6 +363,7 @@ class _Delivery:
                 self._checkpoint()
             self._flush()
             self._collect_all()
+            self._retry_pass()
         except _Abort:
             self._drain_after_abort()
             raise
@@ -309,11 +373,19 @@ class _Delivery:
     def _consider(self, row: tuple) -> None:
         object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
         self.run.considered += 1
+        if self.sample_cutoff is not None and object_id > self.sample_cutoff:
+            # Sample mode: beyond the first N records. Neither sent nor marked: "switch to all" sends it.
+            self.run.outside_sample += 1
+            if self.retrying:
+                self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
+            return
         if archived:
             # Archived (deleted) in HubSpot: not sent. What a user would want instead is a choice per mapping:
             # set a trait such as `hubspot_archived: true` on the profile, or ask Segment to delete / suppress
             # the profile through its Public API (user deletion regulations). Not built yet.
             self.run.archived += 1
+            if self.retrying:
+                self._retry_left(object_id, "Archived (deleted) in HubSpot: not sent.", DeliveryState.Status.REJECTED)
             return
         content, error = self.builder.build(object_id, created_at, updated_at, props)
         if error:
@@ -325,8 +397,22 @@ class _Delivery:
             return
         if delivered_hash == payload_hash:
             self.run.unchanged += 1
+            if self.retrying:
+                self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
             return
-        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id))
+        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying))
+
+    def _retry_left(self, object_id: int, reason: str, status: str = DeliveryState.Status.PENDING) -> None:
+        """A retried record that is not sent and would otherwise keep its "retry" status forever."""
+        self._state(
+            DeliveryState(
+                mapping_id=self.mapping.pk,
+                object_id=object_id,
+                status=status,
+                error=reason,
+                updated_at=timezone.now(),
+            )
+        )
 
     # --- bookkeeping -------------------------------------------------------------------------------------
     def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
@@ -357,7 +443,7 @@ class _Delivery:
         if self.failed_seq is not None:
             return max(self.start, min(self.read_seq, self.failed_seq - 1))
         first = self.inflight[0][0][0] if self.inflight else (self.buffer[0] if self.buffer else None)
-        if first is not None:
+        if first is not None and not first.retry:  # retried records are below the watermark: they don't hold it
             return max(self.start, first.change_seq - 1)
         return self.read_seq
 
@@ -379,6 +465,11 @@ class _Delivery:
                     unique_fields=["mapping", "object_id"],
                     update_fields=_STATE_UPDATE_FIELDS[status],
                 )
+            if self.retry_unchanged:
+                DeliveryState.objects.filter(
+                    mapping_id=self.mapping.pk, object_id__in=self.retry_unchanged, status=DeliveryState.Status.RETRY
+                ).update(status=DeliveryState.Status.DELIVERED, error="", updated_at=now)
+                self.retry_unchanged = []
             if watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash:
                 Mapping.objects.filter(pk=self.mapping.pk).update(
                     watermark=watermark, watermark_config_hash=self.builder.config_hash
@@ -473,15 +564,19 @@ class _Delivery:
         """Segment did not take this batch: the records stay pending (delivered_hash untouched) and the
         watermark stops just below the first of them, so the next run sends them again with the same ids."""
         self.run.failed += len(items)
-        first = min(item.change_seq for item in items)
-        self.failed_seq = first if self.failed_seq is None else min(self.failed_seq, first)
+        scanned = [item.change_seq for item in items if not item.retry]
+        if scanned:
+            first = min(scanned)
+            self.failed_seq = first if self.failed_seq is None else min(self.failed_seq, first)
+        if len(scanned) < len(items):
+            self.retry_failed = True  # those stay in "retry": the next run reconsiders them
         now = timezone.now()
         for item in items:
             self._state(
                 DeliveryState(
                     mapping_id=self.mapping.pk,
                     object_id=item.object_id,
-                    status=DeliveryState.Status.PENDING,
+                    status=DeliveryState.Status.RETRY if item.retry else DeliveryState.Status.PENDING,
                     error=f"Not delivered yet (will be retried): {reason}"[:2000],
                     message_id=item.message_id,
                     updated_at=now,
@@ -550,8 +645,20 @@ _STATE_UPDATE_FIELDS = {
     # Rejected and pending leave delivered_hash alone: the profile still holds what was delivered last.
     DeliveryState.Status.REJECTED: ["status", "error", "last_payload", "updated_at"],
     DeliveryState.Status.PENDING: ["status", "error", "message_id", "updated_at"],
+    DeliveryState.Status.RETRY: ["status", "error", "message_id", "updated_at"],
 }
-_COUNT_FIELDS = ["considered", "sent", "unchanged", "rejected", "failed", "archived", "batches", "requests", "retries"]
+_COUNT_FIELDS = [
+    "considered",
+    "sent",
+    "unchanged",
+    "rejected",
+    "failed",
+    "archived",
+    "outside_sample",
+    "batches",
+    "requests",
+    "retries",
+]
 
 
 # --- runs ----------------------------------------------------------------------------------------------------
@@ -649,7 +756,7 @@ def deliver(
         run.error = f"{type(exc).__name__}: {exc}"[:4000]
         _finish(run, mapping)
         raise
-    if engine is not None and engine.failed_seq is not None:
+    if engine is not None and (engine.failed_seq is not None or engine.retry_failed):
         engine._checkpoint()  # the failed batch's pending states and the held-back watermark
         run.status = DeliveryRun.Status.PARTIAL if run.sent else DeliveryRun.Status.FAILED
     else:
@@ -682,6 +789,57 @@ def preview_message(
     if not error and len(payload) > MAX_MESSAGE_BYTES:
         error = _oversize_reason(len(payload), content)
     return json.loads(payload), error
+
+
+def sample_cutoff(mapping: Mapping) -> int | None:
+    """Sample mode: the highest object id in the sample (the N-th lowest id of the collection, archived records
+    included), or None when every record is in it (no sample mode, or fewer than N records so far). Records
+    arrive with growing ids, so the cutoff only ever moves down: a record skipped once never re-enters the
+    sample below the watermark. One index scan on the mirror's unique (source, collection, object_id)."""
+    size = mapping.sample_size
+    if not size:
+        return None
+    model = mapping.data_model
+    return (
+        Record.objects.filter(source_id=model.source_id, collection=model.collection)
+        .order_by("object_id")
+        .values_list("object_id", flat=True)[size - 1 : size]
+        .first()
+    )
+
+
+def set_sample_mode(*, mapping: Mapping, sample_size: int | None) -> None:
+    """Start small (sample_size = N) or switch to all records (None), and enqueue a delivery when enabled.
+    The configuration hash changes either way, so the next delivery reconsiders every record: after switching
+    to all records, exactly the ones the sample left out are sent (the rest are unchanged)."""
+    Mapping.objects.filter(pk=mapping.pk).update(sample_size=sample_size, updated_at=timezone.now())
+    mapping.sample_size = sample_size
+    if mapping.delivers:
+        from .tasks import deliver_mapping
+
+        deliver_mapping.delay_on_commit(mapping.pk)
+
+
+def rejected_states(mapping: Mapping):
+    """The mapping's rejected records (the list users filter and retry from)."""
+    return DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.REJECTED)
+
+
+def request_retry(*, mapping: Mapping, object_ids: list[int] | None = None, states: Any = None) -> int:
+    """Mark rejected records for retry: the next delivery reconsiders them (rebuilds their message from the
+    mirror, sends it if valid and different from what Segment has). `object_ids` picks some, `states` a
+    filtered queryset of `rejected_states(mapping)`; neither means all. Enqueues a delivery when the mapping is
+    enabled (a delivery in progress picks them up or runs again). Returns how many were marked."""
+    qs = states if states is not None else rejected_states(mapping)
+    qs = qs.filter(mapping=mapping, status=DeliveryState.Status.REJECTED)
+    if object_ids is not None:
+        qs = qs.filter(object_id__in=[int(x) for x in object_ids])
+    marked = qs.update(status=DeliveryState.Status.RETRY, updated_at=timezone.now())
+    if marked and mapping.delivers:
+        from .tasks import deliver_mapping
+
+        deliver_mapping.delay_on_commit(mapping.pk)
+    return marked
 
 
 def send_test_message(mapping: Mapping, message: dict[str, Any]) -> BatchResult:
@@ -742,7 +900,9 @@ def collections_behind(source: Any) -> set[str]:
         ) or {}
         edited = mapping.watermark_config_hash != MessageBuilder(mapping, schema).config_hash
         pending = Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark)
-        if edited or pending.exists():
+        # Records whose retry was asked for (or whose retried batch failed) wait below the watermark.
+        retrying = DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY)
+        if edited or pending.exists() or retrying.exists():
             behind.add(collection)
     return behind
 

@@ -67,6 +67,7 @@ class Mapping(models.Model):
     EMPTY_NULL = "null"  # send empty values as null: clears the trait on the profile
     EMPTY_OMIT = "omit"  # leave empty values out: the profile keeps what it had
     DEFAULT_OPTIONS: dict[str, Any] = {"empty_values": EMPTY_NULL}
+    DEFAULT_SAMPLE_SIZE = 100
 
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mappings")
     # PROTECT: deleting a data model or profile space that a mapping uses is refused (the UI says why).
@@ -81,9 +82,15 @@ class Mapping(models.Model):
     # {"empty_values": "null" | "omit"}
     options = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=False)
+    # Sample mode ("start small"): only the first N records of the collection (the N lowest HubSpot ids; archived
+    # ones count too, so archiving a record never pulls a new one into the sample) are delivered; None = all.
+    # Switching to all records changes the configuration hash, so the next delivery reconsiders every record and
+    # sends exactly the ones the sample left out (the sampled ones are unchanged and skipped).
+    sample_size = models.PositiveIntegerField(null=True, blank=True)
 
     # Delivery bookkeeping (written by mappings.deliver only).
-    # Every mirror row with change_seq <= watermark is resolved (delivered, unchanged, rejected or archived) under
+    # Every mirror row with change_seq <= watermark is resolved (delivered, unchanged, rejected, archived or outside
+    # the sample; DeliveryStates with status "retry" are the exception: the next run reconsiders them) under
     # the configuration whose hash is watermark_config_hash. When the current configuration hash differs (the
     # mapping or the mapped properties' types were edited), the next run starts again from 0 and resends exactly
     # the records whose payload hash changed.
@@ -144,6 +151,9 @@ class Mapping(models.Model):
             "types": column_types or {},
             "generation": self.resync_generation,
         }
+        if self.sample_size is not None:
+            # Only when set: mappings that never used sample mode keep the hash (and the watermark) they had.
+            config["sample"] = self.sample_size
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -154,6 +164,8 @@ class DeliveryState(models.Model):
         DELIVERED = "delivered", "Delivered"
         REJECTED = "rejected", "Rejected"
         PENDING = "pending", "Pending"
+        # A rejected record the user asked to retry: the next delivery reconsiders it (mappings.deliver).
+        RETRY = "retry", "Retry requested"
 
     mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="states")
     object_id = models.BigIntegerField()
@@ -203,6 +215,7 @@ class DeliveryRun(models.Model):
     rejected = models.IntegerField(default=0)  # invalid for Segment: reason in DeliveryState
     failed = models.IntegerField(default=0)  # in batches Segment did not accept: resent next run
     archived = models.IntegerField(default=0)  # archived in HubSpot: not sent
+    outside_sample = models.IntegerField(default=0)  # sample mode: beyond the first N records, not sent
     batches = models.IntegerField(default=0)  # batches Segment accepted
     requests = models.IntegerField(default=0)  # HTTP requests, retries included
     retries = models.IntegerField(default=0)

@@ -26,3 +26,12 @@ urlpatterns = [
     path("mappings/<int:mapping_id>/test/send/", views.mapping_test_send, name="mapping_test_send"),
     path("mappings/<int:mapping_id>/delete/", views.mapping_delete, name="mapping_delete"),
 ]
+
+# Rejected records (list + retry) and sample mode: the debugger work, kept in their own view modules.
+from . import views_rejected, views_sample  # noqa: E402
+
+urlpatterns += [
+    path("mappings/<int:mapping_id>/rejected/", views_rejected.rejected_list, name="rejected"),
+    path("mappings/<int:mapping_id>/rejected/retry/", views_rejected.rejected_retry, name="rejected_retry"),
+    path("mappings/<int:mapping_id>/sample/", views_sample.sample_mode, name="sample_mode"),
+]

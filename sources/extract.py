@@ -54,6 +54,7 @@ from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
 from .models import ChangeCounter, Record, Source, SourceCollection, SyncRun
 from .runs import create_run, is_stale, mark_lost
@@ -304,6 +305,10 @@ class _Engine:
                 self.maybe_analyze(at_least=1000)
             except Exception:  # statistics are an optimisation; never fail a run for them
                 logger.exception("ANALYZE of the mirror failed")
+            try:
+                history.prune()
+            except Exception:  # history is for the debugger; never fail a run for it
+                logger.exception("pruning the record history failed")
             if self.client is not None:
                 self.client.close()
             self.notify(final=True)
@@ -543,6 +548,7 @@ class _Engine:
                     top = self.allocate(len(rows))
                     seq = top - len(rows)
                     values = []
+                    changes = []
                     for object_id, props, created, updated in sorted(rows, key=lambda r: r[0]):
                         seq += 1
                         text = properties_json(props)
@@ -550,7 +556,13 @@ class _Engine:
                             (object_id, text, created, archived_at.get(object_id) or updated, True,
                              content_hash(text, True), seq)
                         )
+                        changes.append((object_id, seq, props, True, archived_at.get(object_id) or updated))
                     self.upsert(sc.collection, values)
+                    if history.enabled():
+                        history.write(history.changes_for_page(
+                            source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
+                            old={oid: (props, False, updated) for oid, props, _created, updated in rows}, new=changes,
+                        ))
                     self.counts[sc.collection]["archived"] += len(rows)
                     self.changed_collections.add(sc.collection)
                 self.heartbeat()
@@ -595,10 +607,12 @@ class _Engine:
 
     def commit_page(self, sc: SourceCollection, results: Iterable[dict], new_cursor: dict) -> None:
         rows: dict[int, tuple] = {}
+        parsed: dict[int, dict] = {}  # the properties as dicts, for the record history
         for r in results:
             props = {k: v for k, v in (r.get("properties") or {}).items() if v is not None}
             archived = bool(r.get("archived", False))
             text = properties_json(props)
+            parsed[int(r["id"])] = props
             rows[int(r["id"])] = (
                 text, _parse_dt(r.get("createdAt")), _parse_dt(r.get("updatedAt")), archived,
                 content_hash(text, archived),
@@ -626,6 +640,16 @@ class _Engine:
         c["updated"] += updated
         c["unchanged"] += len(rows) - new - updated
         self.done += len(rows)
+        previous: dict[int, tuple] = {}
+        if updated and history.enabled():
+            # The old versions of the changed rows only (one query; unchanged and new rows cost nothing).
+            previous = {
+                object_id: (props, archived, updated_at)
+                for object_id, props, archived, updated_at in Record.objects.filter(
+                    source=self.source, collection=sc.collection,
+                    object_id__in=[object_id for object_id in write if object_id in existing],
+                ).values_list("object_id", "properties", "archived", "updated_at")
+            }
         with transaction.atomic():
             if write:
                 top = self.allocate(len(write))
@@ -635,6 +659,12 @@ class _Engine:
                     seq += 1
                     values.append((object_id, *rows[object_id], seq))
                 self.upsert(sc.collection, values)
+                if previous:
+                    # values: (object_id, json, created, updated, archived, hash, seq)
+                    history.write(history.changes_for_page(
+                        source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=previous,
+                        new=[(v[0], v[6], parsed[v[0]], v[4], v[3]) for v in values if v[0] in previous],
+                    ))
             SourceCollection.objects.filter(pk=sc.pk).update(cursor=new_cursor)
             self.heartbeat()
         sc.cursor = new_cursor

@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import models
+from django.db.models.fields.json import KT
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from hubsync.fields import EncryptedTextField
@@ -106,7 +108,13 @@ class Record(models.Model):
         # (source, collection) prefix lures PostgreSQL, on fresh statistics during a big first load, into
         # answering the per-page "which of these ids do we have" lookup by scanning the whole collection.
         # Readers of changes filter the collection on top of this index.
-        indexes = [models.Index(fields=["source", "change_seq"], name="record_source_change_seq")]
+        indexes = [
+            models.Index(fields=["source", "change_seq"], name="record_source_change_seq"),
+            # The record debugger's lookup by email (hubsync.debugger.email_lookup uses this exact expression).
+            # A functional index rather than a denormalised column: nothing for the engine to fill in, nothing
+            # to backfill, and the key is only computed on rows that are written anyway.
+            models.Index(Lower(KT("properties__email")), name="record_email"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.collection}/{self.object_id}"
@@ -175,3 +183,35 @@ class ChangeCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_id}: {self.value}"
+
+
+class RecordChange(models.Model):
+    """History of the mirror: one row per real change of an existing record that a sync saw (written by the
+    extraction engine through sources.history, one bulk INSERT per page). New records have no row: the mirror row
+    is their first version. Kept HUBSYNC_RECORD_HISTORY_DAYS (sources.history.prune)."""
+
+    workspace_path = "source__workspace"
+
+    # No index of its own: recordchange_record starts with source_id.
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="record_changes", db_index=False)
+    collection = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()
+    change_seq = models.BigIntegerField()
+    # The sync run that saw it; a plain id, not a foreign key: no lookup per inserted row, and deleting old runs
+    # never has to touch the history.
+    run_id = models.BigIntegerField(null=True, blank=True)
+    # {property: [old, new]} (None = absent); values longer than sources.history.VALUE_CHARS are cut.
+    changes = models.JSONField(default=dict, blank=True)
+    archived = models.BooleanField(null=True, blank=True)  # True: archived by this change, False: restored
+    truncated = models.BooleanField(default=False)
+    previous_updated_at = models.DateTimeField(null=True, blank=True)  # HubSpot's updatedAt before the change
+    updated_at = models.DateTimeField(null=True, blank=True)  # and after it
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["source", "collection", "object_id", "change_seq"], name="recordchange_record")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.object_id} #{self.change_seq}"

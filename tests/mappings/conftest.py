@@ -216,6 +216,7 @@ class StubSegment:
     def __init__(self) -> None:
         self.statuses: list[int] = []
         self.refuse_user: str | None = None
+        self.refuse_users: set[str] = set()  # like refuse_user, for several users
         self.fail_nth: int | None = None  # answer the n-th request (1-based) with 401
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -235,7 +236,7 @@ class StubSegment:
                 elif stub.statuses:
                     status = stub.statuses.pop(0)
                     answer = {"code": "unauthorized", "message": "invalid write key"}
-                elif stub.refuse_user and any(m.get("userId") == stub.refuse_user for m in body["batch"]):
+                elif any(m.get("userId") in {stub.refuse_user, *stub.refuse_users} - {None} for m in body["batch"]):
                     status, answer = 400, {"code": "bad_message", "message": "this one"}
                 entry["status"] = status
                 data = json.dumps(answer).encode()

@@ -1,0 +1,48 @@
+"""The record debugger page: /debug/records/?q=<HubSpot id or email> (see hubsync.debugger)."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from hubsync.access import get_for_workspace, workspace_view
+from mappings.models import Mapping
+from sources.models import Record
+
+from .debugger import explain, find_records
+
+
+@workspace_view()
+def record_debugger(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
+    record = None
+    matches: list[Record] = []
+    problem = ""
+    record_id = request.GET.get("record", "")
+    if record_id.isdigit():
+        record = get_for_workspace(request, Record.objects.select_related("source"), pk=int(record_id))
+    elif query:
+        matches, problem = find_records(request.workspace, query)
+        mapping_id = request.GET.get("mapping", "")
+        if len(matches) > 1 and mapping_id.isdigit():
+            # Coming from a mapping's rejected records: the id means a record of that mapping's collection.
+            mapping = Mapping.objects.filter(
+                pk=int(mapping_id), destination__workspace=request.workspace
+            ).select_related("data_model").first()
+            if mapping is not None:
+                model = mapping.data_model
+                matches = [
+                    r for r in matches if r.source_id == model.source_id and r.collection == model.collection
+                ] or matches
+        if len(matches) == 1:
+            record = matches[0]
+        elif not matches and not problem:
+            problem = (
+                f"No record with the {'email' if '@' in query else 'id'} {query} in this workspace's mirror. "
+                "If it exists in HubSpot, it has not been synced yet (is its collection selected, and is the "
+                "record inside the source's start date?)."
+            )
+    context = {"query": query, "matches": matches if record is None else [], "problem": problem}
+    if record is not None:
+        context.update(explain(record))
+    return render(request, "hubsync/record_debugger.html", context)

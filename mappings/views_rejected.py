@@ -1,0 +1,146 @@
+"""A mapping's rejected records: a filterable, paged list with the reason for each, and "retry" for one record, a
+selection, or everything the filter matches (after the user fixed the mapping, the data, or Segment recovered).
+
+Retry goes through `mappings.deliver.request_retry`: the records get status "retry" and the next delivery
+(enqueued at once) reconsiders exactly them, without rewinding the mapping's watermark.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date
+from django.views.decorators.http import require_POST
+
+from hubsync import audit
+from hubsync.access import get_for_workspace, workspace_view
+from hubsync.models import Role
+
+from .deliver import rejected_states, request_retry
+from .models import DeliveryState, Mapping
+
+PAGE_SIZE = 50
+FILTER_KEYS = ("reason", "object_id", "since", "until")
+# The audit event lists at most this many ids (a "retry all" of 100,000 records stays a small row).
+AUDIT_IDS = 50
+
+
+def _mapping(request: HttpRequest, mapping_id: int) -> Mapping:
+    return get_for_workspace(
+        request, Mapping.objects.select_related("data_model", "profile_space", "destination"), pk=mapping_id
+    )
+
+
+def _filters(data) -> dict[str, str]:
+    return {key: (data.get(key) or "").strip() for key in FILTER_KEYS}
+
+
+def _filtered(mapping: Mapping, filters: dict[str, str]) -> tuple[QuerySet, list[str]]:
+    """The rejected states matching the filters, and a message per filter value that could not be used."""
+    qs = rejected_states(mapping)
+    problems: list[str] = []
+    if filters["reason"]:
+        qs = qs.filter(error__icontains=filters["reason"])
+    if filters["object_id"]:
+        if filters["object_id"].isdigit():
+            qs = qs.filter(object_id=int(filters["object_id"]))
+        else:
+            problems.append("A HubSpot record id is a number.")
+    tz = timezone.get_current_timezone()
+    for key, lookup, at in (("since", "updated_at__gte", time.min), ("until", "updated_at__lte", time.max)):
+        if filters[key]:
+            day = parse_date(filters[key])
+            if day is None:
+                problems.append(f"{key.title()}: use a date like 2026-11-29.")
+            else:
+                qs = qs.filter(**{lookup: datetime.combine(day, at, tzinfo=tz)})
+    return qs, problems
+
+
+@workspace_view()
+def rejected_list(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    mapping = _mapping(request, mapping_id)
+    filters = _filters(request.GET)
+    qs, problems = _filtered(mapping, filters)
+    page = Paginator(qs.order_by("-updated_at", "object_id"), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = urlencode({k: v for k, v in filters.items() if v})
+    context = {
+        "mapping": mapping,
+        "page": page,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "problems": problems,
+        "query": query,
+        "total": rejected_states(mapping).count() if any(filters.values()) else page.paginator.count,
+        "can_change": request.membership.allows(Role.ADMIN),
+        "retrying": DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY).count(),
+    }
+    return render(request, "mappings/rejected_list.html", context)
+
+
+@workspace_view(role=Role.ADMIN)
+@require_POST
+def rejected_retry(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    """POST `one=<id>` (that record), `action=selected` with `selected=<id>` (a selection), or `action=all` (every
+    rejected record matching the filters sent along)."""
+    mapping = _mapping(request, mapping_id)
+    filters = _filters(request.POST)
+    back = reverse("mappings:rejected", args=[mapping.pk])
+    query = urlencode({k: v for k, v in filters.items() if v})
+    if query:
+        back += "?" + query
+    action = request.POST.get("action", "")
+    one = request.POST.get("one", "")
+    if one:
+        scope, ids = "one", [one]
+    elif action == "selected":
+        scope, ids = "selection", request.POST.getlist("selected")
+    elif action == "all":
+        scope, ids = "all", None
+    else:
+        messages.error(request, "Choose what to retry.")
+        return redirect(back)
+    if ids is not None:
+        ids = [x for x in ids if x.strip().isdigit()]
+        if not ids:
+            messages.error(request, "Select at least one record to retry.")
+            return redirect(back)
+    qs, problems = _filtered(mapping, filters)
+    if problems and scope == "all":
+        messages.error(request, " ".join(problems))
+        return redirect(back)
+    chosen = [int(x) for x in ids] if ids is not None else None
+    scoped = qs.filter(object_id__in=chosen) if chosen is not None else qs
+    # One UPDATE whatever the count (a "retry all" of 100,000 records loads none of them).
+    listed = list(scoped.order_by("object_id").values_list("object_id", flat=True)[:AUDIT_IDS])
+    marked = request_retry(mapping=mapping, states=scoped)
+    audit.record(
+        workspace=request.workspace,
+        actor=request.user,
+        verb="mapping.retry_rejected",
+        obj=mapping,
+        changes={
+            "scope": scope,
+            "records": marked,
+            "object_ids": listed,
+            **({"filters": {k: v for k, v in filters.items() if v}} if scope == "all" and query else {}),
+        },
+    )
+    if marked:
+        when = "now" if mapping.delivers else "as soon as the mapping is enabled (and not paused)"
+        messages.success(
+            request,
+            f"{marked} rejected record{'s' if marked != 1 else ''} will be retried: a delivery reconsiders "
+            f"{'them' if marked != 1 else 'it'} {when}.",
+        )
+    else:
+        messages.info(request, "Nothing to retry: those records are no longer rejected.")
+    return redirect(back)
