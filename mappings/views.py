@@ -34,6 +34,7 @@ from .deliver import preview_message, resync_all, send_test_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
 from .models import DeliveryState, Destination, Mapping, ProfileSpace
 from .segment import SegmentError, check_connection
+from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)
 
@@ -515,6 +516,7 @@ def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
         ],
         "trait_rows": [(column, labels.get(column, column), trait) for column, trait in mapping.traits or []],
         "missing_columns": [c for c in mapping.used_columns() if c not in mapping.data_model.all_columns],
+        "sample": sample_context(request, mapping),
     }
 
 

@@ -104,7 +104,9 @@ def checklist(source: Source) -> list[Step]:
             "mapping_enabled",
             "Enable the mapping",
             has_enabled_mapping,
-            "Switch on at least one mapping that uses one of this source's models.",
+            "Switch on at least one mapping that uses one of this source's models. Recommended first step: on the"
+            " mapping's page choose \"Deliver a sample only\" (the first 100 records), check those profiles in"
+            " Segment, then switch to all records with one click.",
             _url(("mappings:list", ())),
         ),
     ]
