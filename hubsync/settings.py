@@ -330,6 +330,17 @@ if TESTING:
 # requests-oauthlib and oauthlib log token requests and responses (client secret, codes, tokens) at DEBUG:
 # keep them quiet even when LOG_LEVEL=DEBUG, so secrets never reach the logs.
 LOGGING["loggers"].update({"requests_oauthlib": {"level": "WARNING"}, "oauthlib": {"level": "WARNING"}})
+# --- extraction engine (sources/extract.py) -------------------------------------------------------------
+# A running sync whose heartbeat (written with every committed page) is older than this is considered lost
+# (worker killed, machine gone) and is taken over by the next enqueue / dispatcher tick.
+HUBSYNC_RUN_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_STALE_SECONDS", "120"))
+# A queued run no worker picked up within this time (its broker message was lost) is replaced.
+HUBSYNC_RUN_QUEUED_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_QUEUED_STALE_SECONDS", "3600"))
+# Incremental windows start this far before the cursor: HubSpot's search index lags behind writes.
+HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECONDS", "300"))
+# During long reads, deliveries are triggered at least every this many changed records.
+HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
+
 # --- HubSpot client and rate limiter (sources/hubspot.py, sources/ratelimit.py) -------------------------
 # Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited
 # (benchmarks against the sandbox with its limits off). HubSpot's OAuth-app budget is 110 per 10 s and search

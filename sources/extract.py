@@ -1,7 +1,673 @@
-"""The extraction engine (being built): HubSpot pages -> mirror, cursor saved with each page."""
+"""The extraction engine: HubSpot pages -> mirror, the cursor saved in the same transaction as each page.
+
+A run, per selected collection:
+
+1. **Discovery.** The property schema is read on every run and stored on SourceCollection.properties; added,
+   removed and changed properties are appended to SourceCollection.schema_changes with a timestamp. Every
+   discovered property is read, so a new property is picked up by the next run.
+2. **Read.** The collection's cursor says where to go on:
+   - ``{}`` (first run, or reset by a full sync): every record through the list endpoint (100 per request, all
+     properties; no 10,000 cap), cursor ``{"mode": "list", "after": ..., "started_ms": ...}``. With a start date,
+     a search window [start date, now] instead (below).
+   - ``{"mode": "idle", "modified_since_ms": W}``: incremental. Records whose last-modified date lies in
+     [W - overlap, now] (the overlap covers HubSpot's search-index lag), read with search sorted by
+     ``hs_object_id`` ascending. Every query carries ``hs_object_id > last id seen`` (keyset paging) instead of
+     an ``after`` offset: the 10,000-result cap never applies, any number of equal timestamps is fine, and a
+     record that leaves the window while we page (modified again) cannot shift the offsets and make us skip
+     others. Search asks for two properties only (its body is limited to 3,000 characters); the full records
+     come from batch read, 100 ids per call. Cursor ``{"mode": "search", "window_start_ms", "window_end_ms",
+     "last_id", ...}``.
+   When the read completes the cursor becomes ``idle`` with the window end (the list read's start time) as the
+   new watermark; records changed during the read fall into the next window.
+3. **Archived records.** Search never returns archived records and the list endpoint only returns them when
+   asked, so each run pages through ``GET /crm/v3/objects/{type}?archived=true`` (ids only) and marks the
+   mirror rows of those ids archived (a real change: new hash, new change_seq). Cost: ceil(A / 100) GET
+   requests per collection per run, A = the archived records HubSpot still keeps (about 90 days' worth), so a
+   portal with nothing archived pays one request. A record that comes back (restored) is read again by the
+   next incremental window (restoring bumps its last-modified date) and written with archived = False.
+
+Every page is one transaction: upsert of the changed rows (unchanged content hash = not rewritten), a block
+of change_seq numbers from the source's ChangeCounter row (so pages commit in sequence order), the cursor,
+and the run's heartbeat. The heartbeat update is also the fence: it only matches while this worker still owns
+the run, so a worker that was presumed dead and replaced rolls its page back and stops.
+A page costs a constant number of queries whatever its size; memory holds one page at a time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 
-def execute_run(*, run_id: int) -> None:
-    raise NotImplementedError("the extraction engine is being built")
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
+from .models import ChangeCounter, Record, Source, SourceCollection, SyncRun
+from .runs import create_run, is_stale, mark_lost
+
+logger = logging.getLogger(__name__)
+
+LIST_LIMIT = 100
+SEARCH_LIMIT = 200
+BATCH_READ_LIMIT = 100
+SCHEMA_KEYS = ("label", "type", "fieldType", "groupName", "hidden", "calculated", "hubspotDefined")
+SCHEMA_CHANGES_KEPT = 50
+ANALYZE_EVERY = 20_000
+RECORD_UPDATE_FIELDS = ["properties", "created_at", "updated_at", "archived", "content_hash", "change_seq", "synced_at"]
+
+Progress = Callable[[str], None]
+
+
+class RunLost(Exception):
+    """This worker no longer owns the run (it was presumed dead and taken over): stop without writing."""
+
+
+def notify_changes(source: Source, collections: list[str]) -> None:
+    """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
+
+    Called when a run ends, whatever its status (committed pages are in the mirror), with the collections whose
+    mirror rows changed in that run (possibly none: a delivery may still have records to retry), and during
+    long reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read.
+
+    A no-op until the mappings issue lands. Deliveries read mirror rows past their own watermark, so calling this
+    too often is harmless and a missed call only delays."""
+    return None
+
+
+def lastmod_property(collection: str) -> str:
+    return "lastmodifieddate" if collection == "contacts" else "hs_lastmodifieddate"
+
+
+def properties_json(properties: dict) -> str:
+    """The canonical JSON of a record's properties: hashed, and stored as is (serialised once per record)."""
+    return json.dumps(properties, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(properties: dict | str, archived: bool) -> str:
+    """Hash over properties + archived flag: equal hash = nothing to write, nothing to deliver."""
+    text = properties if isinstance(properties, str) else properties_json(properties)
+    return hashlib.sha256(f"{text}|{int(archived)}".encode()).hexdigest()
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _parse_dt(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _next_after(page: dict) -> str | None:
+    return ((page.get("paging") or {}).get("next") or {}).get("after")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:1000]
+
+
+def _empty_counts() -> dict:
+    return {"read": 0, "new": 0, "updated": 0, "unchanged": 0, "archived": 0, "error": ""}
+
+
+# --- claiming runs ---------------------------------------------------------------------------------------
+
+
+def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
+    """queued -> running for this worker. A run still `running` whose heartbeat is stale had a worker that died
+    (the broker re-delivered its task to us): it is marked failed and a new run takes over from the cursors.
+    Returns None when there is nothing to do (finished, unknown, or alive in another worker)."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        if run.status == SyncRun.Status.RUNNING and is_stale(run, now):
+            mark_lost(run, now=now)
+            source = Source.objects.get(pk=run.source_id)
+            # Same trigger, but a full sync's cursors are not reset again: the new run resumes the re-read.
+            run = create_run(source=source, trigger=run.trigger, reset_cursors=False)
+            if run is None:
+                return None
+        if run.status != SyncRun.Status.QUEUED:
+            return None
+        run.status = SyncRun.Status.RUNNING
+        run.worker = worker
+        run.started_at = now
+        run.heartbeat_at = now
+        run.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
+        Source.objects.filter(pk=run.source_id).update(last_run=run)
+        return run
+
+
+def execute_run(*, run_id: int, progress: Progress | None = None) -> SyncRun | None:
+    """Run one sync to its end. Returns the finished run, or None when this worker had nothing to do."""
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    run = claim_run(run_id=run_id, worker=worker)
+    if run is None:
+        logger.info("sync run %s: nothing to do (finished, unknown or owned by a live worker)", run_id)
+        return None
+    return _Engine(run, worker, progress).run()
+
+
+# --- the engine ------------------------------------------------------------------------------------------
+
+
+class _Engine:
+    def __init__(self, run: SyncRun, worker: str, progress: Progress | None) -> None:
+        self.run_row = run
+        self.worker = worker
+        self.progress = progress
+        self.source = Source.objects.get(pk=run.source_id)
+        self.client: HubSpotClient | None = None
+        self.counts: dict[str, dict] = {}
+        self.done = 0
+        self.total = 0
+        self.changed_collections: set[str] = set()
+        self.unnotified = 0
+        self.last_print = 0.0
+        self.inserted = 0  # new mirror rows since the last ANALYZE
+
+    # -- bookkeeping --
+
+    def say(self, message: str, *, force: bool = True) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last_print >= 1.0:
+            self.last_print = now
+            self.progress(message)
+
+    def _client_stats(self) -> tuple[int, int]:
+        if self.client is None:
+            return 0, 0
+        return int(getattr(self.client, "api_calls", 0)), int(getattr(self.client, "retries", 0))
+
+    def heartbeat(self) -> None:
+        """Save progress and prove ownership; inside a page transaction this is the fence."""
+        api_calls, retries = self._client_stats()
+        updated = SyncRun.objects.filter(
+            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
+        ).update(
+            heartbeat_at=timezone.now(),
+            counts=self.counts,
+            api_calls=api_calls,
+            retries=retries,
+            progress_done=self.done,
+            progress_total=self.total or None,
+        )
+        if not updated:
+            raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
+
+    def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
+        now = timezone.now()
+        api_calls, retries = self._client_stats()
+        updated = SyncRun.objects.filter(
+            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
+        ).update(
+            status=status,
+            error=error,
+            finished_at=now,
+            heartbeat_at=now,
+            counts=self.counts,
+            api_calls=api_calls,
+            retries=retries,
+            progress_done=self.done,
+            progress_total=self.total or None,
+        )
+        if not updated:
+            raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
+        source_fields: dict = {"last_run_id": self.run_row.pk}
+        current = Source.objects.filter(pk=self.source.pk).values("status", "first_synced_at").first() or {}
+        if current.get("status") == Source.Status.NEEDS_RECONNECT:
+            # The client stopped the schedule (revoked token): leave it stopped until the admin reconnects.
+            source_fields["next_sync_at"] = None
+        else:
+            source_fields["next_sync_at"] = now if again_soon else now + self.source.sync_interval
+        if status != SyncRun.Status.FAILED and current.get("first_synced_at") is None:
+            source_fields["first_synced_at"] = now
+        Source.objects.filter(pk=self.source.pk).update(**source_fields)
+        self.run_row.refresh_from_db()
+        self.say(f"run {self.run_row.pk} {status}: {self.done} records read" + (f" ({error})" if error else ""))
+        return self.run_row
+
+    def maybe_analyze(self, *, at_least: int = ANALYZE_EVERY) -> None:
+        """Refresh PostgreSQL's statistics of the mirror after large loads.
+
+        The per-page lookup (which of these ids do we have?) is only fast when the planner knows how many rows
+        a source has; with the statistics of an empty table it scans the source's whole collection on every
+        page (100k rows: 40x slower, quadratic overall). Autovacuum fixes that eventually, if it runs at all,
+        so the engine asks for it after every ANALYZE_EVERY new rows and at the end of a run that loaded much."""
+        if self.inserted < at_least or connection.vendor != "postgresql":
+            return
+        self.inserted = 0
+        with connection.cursor() as cur:
+            cur.execute(f"ANALYZE {Record._meta.db_table}")
+
+    # -- the run --
+
+    def run(self) -> SyncRun | None:
+        try:
+            return self._run()
+        except RunLost as exc:
+            logger.warning("sync run %s: %s; stopping", self.run_row.pk, exc)
+            return None
+        finally:
+            try:
+                self.maybe_analyze(at_least=1000)
+            except Exception:  # statistics are an optimisation; never fail a run for them
+                logger.exception("ANALYZE of the mirror failed")
+            if self.client is not None:
+                self.client.close()
+            self.notify(final=True)
+
+    def _run(self) -> SyncRun:
+        if self.source.status == Source.Status.NEEDS_RECONNECT:
+            return self.finish(SyncRun.Status.FAILED, "HubSpot access was revoked: reconnect the source")
+        collections = list(SourceCollection.objects.filter(source=self.source, selected=True))
+        if not collections:
+            return self.finish(SyncRun.Status.SUCCEEDED)
+        ChangeCounter.objects.get_or_create(source=self.source)
+        failed = 0
+        try:
+            self.client = HubSpotClient(self.source)
+            for sc in collections:
+                self.counts[sc.collection] = _empty_counts()
+                try:
+                    self.sync_collection(sc)
+                except (NeedsReconnect, AuthError):
+                    raise
+                except HubSpotError as exc:
+                    # One collection failing (missing scope, bad request, HubSpot down for it) must not stop
+                    # the others: the run becomes partial, the collection keeps its cursor for next time.
+                    failed += 1
+                    message = _describe(exc)
+                    logger.warning("sync run %s: %s failed: %s", self.run_row.pk, sc.collection, message)
+                    self.counts[sc.collection]["error"] = message
+                    SourceCollection.objects.filter(pk=sc.pk).update(last_error=message)
+                    self.say(f"{sc.collection}: failed: {message}")
+                    self.heartbeat()
+        except (NeedsReconnect, AuthError) as exc:
+            return self.finish(SyncRun.Status.FAILED, f"HubSpot refused the credentials: {_describe(exc)}")
+        except SoftTimeLimitExceeded:
+            # Everything up to the last page is committed; the dispatcher picks the source up again at once.
+            return self.finish(
+                SyncRun.Status.PARTIAL, "time limit reached; the next run continues from the last page", again_soon=True
+            )
+        except RunLost:
+            raise
+        except Exception as exc:
+            logger.exception("sync run %s failed", self.run_row.pk)
+            self.finish(SyncRun.Status.FAILED, _describe(exc))
+            raise
+        if failed == 0:
+            status = SyncRun.Status.SUCCEEDED
+        elif failed == len(collections):
+            status = SyncRun.Status.FAILED
+        else:
+            status = SyncRun.Status.PARTIAL
+        errors = "; ".join(f"{c}: {n['error']}" for c, n in self.counts.items() if n["error"])
+        return self.finish(status, errors)
+
+    def notify(self, *, final: bool = False, collection: str | None = None) -> None:
+        if final:
+            try:
+                notify_changes(self.source, sorted(self.changed_collections))
+            except Exception:  # the mirror is committed; a failing hook must not fail the run
+                logger.exception("notify_changes failed for source %s", self.source.pk)
+            return
+        if self.unnotified >= settings.HUBSYNC_NOTIFY_EVERY and collection:
+            self.unnotified = 0
+            try:
+                notify_changes(self.source, [collection])
+            except Exception:
+                logger.exception("notify_changes failed for source %s", self.source.pk)
+
+    # -- one collection --
+
+    def sync_collection(self, sc: SourceCollection) -> None:
+        names = self.discover(sc)
+        cursor = dict(sc.cursor or {})
+        now_ms = _ms(timezone.now())
+        if cursor.get("mode") not in ("list", "search"):
+            watermark = cursor.get("modified_since_ms")
+            if watermark is None:
+                if self.source.start_date:
+                    start = datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC)
+                    cursor = {"mode": "search", "window_start_ms": _ms(start), "window_end_ms": now_ms, "last_id": 0}
+                else:
+                    cursor = {"mode": "list", "after": None, "started_ms": now_ms}
+            else:
+                overlap = settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000
+                cursor = {
+                    "mode": "search",
+                    "window_start_ms": max(0, int(watermark) - overlap),
+                    "window_end_ms": now_ms,
+                    "last_id": 0,
+                    "previous_ms": int(watermark),
+                }
+        self.say(f"{sc.collection}: {len(names)} properties, reading ({cursor['mode']})")
+        if cursor["mode"] == "list":
+            self.read_list(sc, cursor, names)
+        else:
+            self.read_search(sc, cursor, names)
+        self.scan_archived(sc)
+        c = self.counts[sc.collection]
+        self.say(
+            f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
+            f"{c['unchanged']} unchanged, {c['archived']} archived"
+        )
+
+    def discover(self, sc: SourceCollection) -> list[str]:
+        raw = self.client.get_properties(sc.collection)
+        schema: dict[str, dict] = {}
+        for prop in raw:
+            entry = {k: prop.get(k) for k in SCHEMA_KEYS if k in prop}
+            if prop.get("options"):
+                entry["options"] = [{"label": o.get("label"), "value": o.get("value")} for o in prop["options"]]
+            schema[prop["name"]] = entry
+        old = sc.properties or {}
+        fields = ["properties", "schema_discovered_at", "last_error"]
+        if old:
+            added = sorted(set(schema) - set(old))
+            removed = sorted(set(old) - set(schema))
+            changed = sorted(
+                name
+                for name in set(schema) & set(old)
+                if any(schema[name].get(k) != old[name].get(k) for k in ("type", "fieldType", "label", "options"))
+            )
+            if added or removed or changed:
+                entry = {"at": timezone.now().isoformat(), "added": added, "removed": removed, "changed": changed}
+                sc.schema_changes = ([*(sc.schema_changes or []), entry])[-SCHEMA_CHANGES_KEPT:]
+                fields.append("schema_changes")
+        sc.properties = schema
+        sc.schema_discovered_at = timezone.now()
+        sc.last_error = ""
+        sc.save(update_fields=fields)
+        return sorted(schema)
+
+    def estimate(self, sc: SourceCollection) -> int:
+        """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
+        try:
+            page = self.client.search_page(
+                sc.collection, {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
+            )
+            return int(page.get("total") or 0)
+        except HubSpotError:
+            return Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
+
+    def read_list(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
+        estimate = self.estimate(sc)
+        if cursor.get("after"):
+            # Resuming: what the mirror already holds (the pages before the checkpoint) is not read again.
+            held = Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
+            estimate = max(0, estimate - held)
+        self.total += estimate
+        self.consume(sc, self.list_pages(sc, cursor, names))
+
+    def list_pages(self, sc: SourceCollection, cursor: dict, names: list[str]) -> Iterator[tuple[list, dict]]:
+        """(records, cursor after them) for every page of the list endpoint, from the cursor on."""
+        after = cursor.get("after")
+        while True:
+            page = self.client.list_page(sc.collection, properties=names, after=after, limit=LIST_LIMIT)
+            after = _next_after(page)
+            if after:
+                yield page.get("results") or [], {**cursor, "after": after}
+            else:
+                yield page.get("results") or [], {"mode": "idle", "modified_since_ms": cursor["started_ms"]}
+                return
+
+    def read_search(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
+        start, end = cursor["window_start_ms"], cursor["window_end_ms"]
+        if end < start:
+            # A cursor in the future (clock skew, hand-edited): nothing can be in the window; keep the cursor.
+            self.commit_page(sc, [], {"mode": "idle", "modified_since_ms": cursor.get("previous_ms") or start})
+            return
+        self.consume(sc, self.search_pages(sc, cursor, names))
+
+    def search_pages(self, sc: SourceCollection, cursor: dict, names: list[str]) -> Iterator[tuple[list, dict]]:
+        """(records, cursor after them) for the window [window_start_ms, window_end_ms], in id order."""
+        lastmod = lastmod_property(sc.collection)
+        start, end = cursor["window_start_ms"], cursor["window_end_ms"]
+        done_cursor = {"mode": "idle", "modified_since_ms": max(end, cursor.get("previous_ms") or 0)}
+        last_id = int(cursor.get("last_id") or 0)
+        first = True
+        while True:
+            filters = [
+                {"propertyName": lastmod, "operator": "GTE", "value": str(start)},
+                {"propertyName": lastmod, "operator": "LTE", "value": str(end)},
+            ]
+            if last_id:
+                # Keyset paging: never an `after` offset, so never the 10,000 cap (see the module docstring).
+                filters.append({"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)})
+            body = {
+                "filterGroups": [{"filters": filters}],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "properties": ["hs_object_id", lastmod],
+                "limit": SEARCH_LIMIT,
+            }
+            page = self.client.search_page(sc.collection, body)
+            if first:
+                self.total += int(page.get("total") or 0)
+                first = False
+            ids = sorted({int(r["id"]) for r in page.get("results") or []})
+            more = bool(_next_after(page)) and bool(ids)
+            records: list[dict] = []
+            if ids:
+                # Full records by id (the search asked for two properties only). Ids gone meanwhile (archived)
+                # are simply not returned; the archived scan takes care of them.
+                records = self.client.batch_read(sc.collection, [str(x) for x in ids], names)
+                last_id = max(last_id, ids[-1])
+            yield records, ({**cursor, "last_id": last_id} if more else done_cursor)
+            if not more:
+                return
+
+    def consume(self, sc: SourceCollection, pages: Iterator[tuple[list, dict]]) -> None:
+        # While HubSpot is slow (429 storm, retries with backoff) the heartbeat goes on, so a live run is never
+        # mistaken for a dead one; a dead process stops beating and is taken over.
+        for records, new_cursor in _prefetched(pages, on_idle=self.heartbeat):
+            self.commit_page(sc, records, new_cursor)
+
+    def scan_archived(self, sc: SourceCollection) -> None:
+        after = None
+        while True:
+            page = self.client.list_page(
+                sc.collection, properties=["hs_object_id"], after=after, limit=LIST_LIMIT, archived=True
+            )
+            archived_at = {}
+            for r in page.get("results") or []:
+                archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
+            rows = []
+            if archived_at:
+                rows = list(
+                    Record.objects.filter(
+                        source=self.source, collection=sc.collection, object_id__in=list(archived_at), archived=False
+                    ).values_list("object_id", "properties", "created_at", "updated_at")
+                )
+            with transaction.atomic():
+                if rows:
+                    top = self.allocate(len(rows))
+                    seq = top - len(rows)
+                    values = []
+                    for object_id, props, created, updated in sorted(rows, key=lambda r: r[0]):
+                        seq += 1
+                        text = properties_json(props)
+                        values.append(
+                            (object_id, text, created, archived_at.get(object_id) or updated, True,
+                             content_hash(text, True), seq)
+                        )
+                    self.upsert(sc.collection, values)
+                    self.counts[sc.collection]["archived"] += len(rows)
+                    self.changed_collections.add(sc.collection)
+                self.heartbeat()
+            after = _next_after(page)
+            if not after:
+                return
+
+    # -- one page --
+
+    def allocate(self, n: int) -> int:
+        """Reserve n change_seq numbers; returns the highest. Must run inside the page's transaction: the
+        counter row stays locked until commit, so sequence order is commit order."""
+        ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
+        return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
+
+    def upsert(self, collection: str, values: list[tuple]) -> None:
+        """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike).
+
+        Raw SQL because the ORM's bulk_create spends more time preparing 100 x 10 values than the database
+        spends writing them, and it would serialise the properties a second time (we already hold the JSON
+        we hashed). values: (object_id, properties_json, created_at, updated_at, archived, hash, change_seq)."""
+        ops = connection.ops
+        json_slot = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+        row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s)"
+        now = ops.adapt_datetimefield_value(timezone.now())
+        params: list = []
+        for object_id, text, created, updated, archived, digest, seq in values:
+            params += [
+                self.source.pk, collection, object_id, text, ops.adapt_datetimefield_value(created),
+                ops.adapt_datetimefield_value(updated), archived, digest, seq, now,
+            ]
+        table = Record._meta.db_table
+        columns = "source_id, collection, object_id, properties, created_at, updated_at, archived, content_hash, " \
+                  "change_seq, synced_at"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
+        sql = (
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(values))} "
+            f"ON CONFLICT (source_id, collection, object_id) DO UPDATE SET {updates}"
+        )
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+
+    def commit_page(self, sc: SourceCollection, results: Iterable[dict], new_cursor: dict) -> None:
+        rows: dict[int, tuple] = {}
+        for r in results:
+            props = {k: v for k, v in (r.get("properties") or {}).items() if v is not None}
+            archived = bool(r.get("archived", False))
+            text = properties_json(props)
+            rows[int(r["id"])] = (
+                text, _parse_dt(r.get("createdAt")), _parse_dt(r.get("updatedAt")), archived,
+                content_hash(text, archived),
+            )
+        existing: dict[int, str] = {}
+        if rows:
+            existing = dict(
+                Record.objects.filter(
+                    source=self.source, collection=sc.collection, object_id__in=list(rows)
+                ).values_list("object_id", "content_hash")
+            )
+        new = updated = 0
+        write: list[int] = []
+        for object_id, row in rows.items():
+            known = existing.get(object_id)
+            if known is None:
+                new += 1
+                write.append(object_id)
+            elif known != row[4]:
+                updated += 1
+                write.append(object_id)
+        c = self.counts[sc.collection]
+        c["read"] += len(rows)
+        c["new"] += new
+        c["updated"] += updated
+        c["unchanged"] += len(rows) - new - updated
+        self.done += len(rows)
+        with transaction.atomic():
+            if write:
+                top = self.allocate(len(write))
+                seq = top - len(write)
+                values = []
+                for object_id in sorted(write):
+                    seq += 1
+                    values.append((object_id, *rows[object_id], seq))
+                self.upsert(sc.collection, values)
+            SourceCollection.objects.filter(pk=sc.pk).update(cursor=new_cursor)
+            self.heartbeat()
+        sc.cursor = new_cursor
+        self.inserted += new
+        self.maybe_analyze()
+        if write:
+            self.changed_collections.add(sc.collection)
+            self.unnotified += len(write)
+            self.notify(collection=sc.collection)
+        after_page(self, sc)
+        self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+
+def after_page(engine: _Engine, sc: SourceCollection) -> None:
+    """Called after every committed page. Does nothing; tests replace it to stop a run at a chosen page."""
+
+
+_DONE = object()
+
+
+def _prefetched(
+    pages: Iterator, depth: int = 2, on_idle: Callable[[], None] | None = None, idle_seconds: float = 15
+) -> Iterator:
+    """Iterate `pages` in a background thread, at most `depth` pages ahead.
+
+    HubSpot's answer for page n+1 is awaited while page n is written to the database: the request time and the
+    write time overlap instead of adding up. Memory stays bounded (depth pages). The generator (and so the
+    HubSpot client) is only ever used by that one thread; its errors are re-raised here, in order. When the
+    consumer stops early (an error, a lost run), the thread is told to stop and is joined. `on_idle` is called
+    every `idle_seconds` spent waiting for a page."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in pages:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((None, exc))
+        finally:
+            if hasattr(pages, "close"):
+                pages.close()
+            connections.close_all()  # this thread's own connections (token refresh, estimates)
+
+    thread = threading.Thread(target=produce, name="hubsync-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item, exc = box.get(timeout=idle_seconds)
+            except queue.Empty:
+                if on_idle is not None:
+                    on_idle()
+                continue
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=60)

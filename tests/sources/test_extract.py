@@ -1,0 +1,444 @@
+"""The extraction engine against the HubSpot sandbox over real HTTP (a connector acceptance suite).
+
+The oracle is the sandbox itself, read independently of our client with plain `requests` (every property, every
+page): after each scenario the mirror must equal it exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from django.core.management import call_command
+from django.utils import timezone
+
+import sources.extract as extract
+from sources.hubspot import HubSpotClient
+from sources.models import Record, Source, SourceCollection, SyncRun
+from sources.runs import create_run
+from tests.sources.extract_helpers import (
+    PORTAL,
+    assert_mirror_equals_sandbox,
+    make_source,
+    max_seq,
+    sync,
+)
+
+
+class Stop(Exception):
+    """Raised from the after-page hook to kill a run at a chosen checkpoint."""
+
+
+# --- connection, discovery ----------------------------------------------------------------------------------
+
+
+def test_connection_check_good_and_bad_credentials(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=20, companies=0, deals=0, tickets=0)
+    good = make_source(workspace, sandbox)
+    details = HubSpotClient(good).account_details()
+    assert int(details["portalId"]) == PORTAL
+
+    bad = Source.objects.create(
+        workspace=workspace, name="bad", schema_name="bad", hub_id=PORTAL, token="not-a-refresh-token",
+        access_token="not-a-token", access_token_expires_at=timezone.now() + timedelta(hours=1),
+    )
+    SourceCollection.objects.create(source=bad, collection="contacts")
+    run = sync(bad)
+    assert run.status == SyncRun.Status.FAILED
+    assert "credentials" in run.error
+    bad.refresh_from_db()
+    assert bad.status == Source.Status.NEEDS_RECONNECT
+    assert bad.next_sync_at is None  # the schedule stays stopped until the admin reconnects
+    assert "not-a-token" not in run.error and "not-a-refresh-token" not in run.error
+    assert not Record.objects.filter(source=bad).exists()
+
+
+def test_discovery_stores_schema_and_records_changes(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=10, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    sc = SourceCollection.objects.get(source=source, collection="contacts")
+    names = {p["name"] for p in requests.get(
+        f"{sandbox.base_url}/crm/v3/properties/contacts", headers=sandbox.headers(PORTAL), timeout=30
+    ).json()["results"]}
+    assert set(sc.properties) == names
+    assert sc.properties["email"]["type"] == "string"
+    assert sc.schema_changes == []  # the first discovery is not a change
+
+    sandbox.add_property("loyalty_tier", portal=PORTAL, collection="contacts")
+    sandbox.delete_property(next(n for n in sorted(names) if n.startswith("hs_") is False and n != "email"),
+                            portal=PORTAL, collection="contacts")
+    sync(source)
+    sc.refresh_from_db()
+    assert "loyalty_tier" in sc.properties
+    change = sc.schema_changes[-1]
+    assert change["added"] == ["loyalty_tier"] and len(change["removed"]) == 1 and change["at"]
+
+
+# --- reads ----------------------------------------------------------------------------------------------
+
+
+def test_full_read_equals_sandbox_and_second_full_read_agrees(workspace, sandbox, monkeypatch):
+    sandbox.seed(PORTAL, contacts=250, companies=120, deals=0, tickets=0)
+    notified: list = []
+    monkeypatch.setattr(extract, "notify_changes", lambda source, collections: notified.append(collections))
+    source = make_source(workspace, sandbox, collections=("contacts", "companies"))
+
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["new"] == 250 and run.counts["companies"]["new"] == 120
+    assert run.progress_done == 370 and run.progress_total == 370
+    assert run.api_calls > 0
+    assert_mirror_equals_sandbox(source, sandbox, "contacts")
+    assert_mirror_equals_sandbox(source, sandbox, "companies")
+    assert notified[-1] == ["companies", "contacts"]
+    source.refresh_from_db()
+    assert source.last_run_id == run.pk and source.first_synced_at
+    assert source.next_sync_at > timezone.now() + source.sync_interval - timedelta(minutes=1)
+    seqs = list(Record.objects.filter(source=source).values_list("change_seq", flat=True))
+    assert len(set(seqs)) == len(seqs) == 370  # every change its own sequence number
+
+    top = max_seq(source)
+    again = sync(source, SyncRun.Trigger.FULL)
+    assert again.status == SyncRun.Status.SUCCEEDED
+    assert again.counts["contacts"]["unchanged"] == 250 and again.counts["contacts"]["new"] == 0
+    assert again.counts["contacts"]["updated"] == 0
+    assert max_seq(source) == top  # nothing rewritten
+    assert_mirror_equals_sandbox(source, sandbox, "contacts")
+
+
+def test_incremental_picks_up_exactly_the_changes(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=300, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    top = max_seq(source)
+
+    result = sandbox.mutate(PORTAL, "contacts", create=5, update=7, archive=3, seed=11)
+    run = sync(source)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    counts = run.counts["contacts"]
+    assert (counts["new"], counts["updated"], counts["archived"]) == (5, 7, 3), counts
+    changed = set(Record.objects.filter(source=source, change_seq__gt=top).values_list("object_id", flat=True))
+    assert changed == {int(i) for i in result.created + result.updated + result.archived}
+    assert set(Record.objects.filter(source=source, archived=True).values_list("object_id", flat=True)) == {
+        int(i) for i in result.archived
+    }
+    assert_mirror_equals_sandbox(source, sandbox)
+
+    # No change: a handful of requests, nothing written.
+    quiet = sync(source)
+    assert quiet.counts["contacts"]["new"] == quiet.counts["contacts"]["updated"] == 0
+    assert quiet.counts["contacts"]["archived"] == 0
+    assert quiet.api_calls <= 6
+    assert max_seq(source) == top + 15
+
+
+def test_restored_record_is_unarchived(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=30, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    gone = sandbox.mutate(PORTAL, "contacts", archive=1, seed=3).archived[0]
+    sync(source)
+    assert Record.objects.get(source=source, object_id=int(gone)).archived
+    from sandbox.hubspot.models import RecordChange
+
+    RecordChange.objects.filter(object_id=int(gone)).update(archived=False, archived_ms=None,
+                                                            updated_ms=int(time.time() * 1000))
+    sync(source)
+    assert not Record.objects.get(source=source, object_id=int(gone)).archived
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_start_date_reads_only_records_modified_since(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=200, companies=0, deals=0, tickets=0)
+    recent = sandbox.mutate(PORTAL, "contacts", update=4, create=2, seed=5)
+    source = make_source(workspace, sandbox, start_date=(timezone.now() - timedelta(days=1)).date())
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert set(Record.objects.filter(source=source).values_list("object_id", flat=True)) == {
+        int(i) for i in recent.created + recent.updated
+    }
+
+
+@pytest.mark.parametrize("mode", ["full", "incremental"])
+def test_resuming_from_every_checkpoint_loses_nothing(workspace, sandbox, monkeypatch, mode):
+    """For every page k: kill the run after page k, run again, and the mirror is complete; the rerun starts at
+    the checkpoint (it reads only what came after page k)."""
+    sandbox.seed(PORTAL, contacts=450, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    changed: set[int] = set()
+    start_cursor: dict = {}
+    if mode == "incremental":
+        sync(source, SyncRun.Trigger.FIRST)
+        result = sandbox.mutate(PORTAL, "contacts", update=120, create=30, seed=9)
+        changed = {int(i) for i in result.created + result.updated}
+        start_cursor = SourceCollection.objects.get(source=source).cursor
+        monkeypatch.setattr(extract, "SEARCH_LIMIT", 40)  # several search pages from a small change set
+        page_size, expected = 40, len(changed)
+    else:
+        page_size, expected = 100, 450
+    pages = {"n": 0, "stop_at": 0}
+
+    def stop_after(engine, sc):
+        pages["n"] += 1
+        if pages["n"] == pages["stop_at"]:
+            raise Stop
+
+    monkeypatch.setattr(extract, "after_page", stop_after)
+    checkpoints = -(-expected // page_size)
+    assert checkpoints >= 4
+    for k in range(1, checkpoints):
+        # Back to the state before the scenario's run.
+        if mode == "full":
+            Record.objects.filter(source=source).delete()
+        else:
+            Record.objects.filter(source=source, object_id__in=changed).delete()
+        SourceCollection.objects.filter(source=source).update(cursor=start_cursor)
+        pages.update(n=0, stop_at=k)
+        with pytest.raises(Stop):
+            sync(source, SyncRun.Trigger.MANUAL)
+        killed = SyncRun.objects.filter(source=source).first()
+        assert killed.status == SyncRun.Status.FAILED and "Stop" in killed.error
+        pages.update(n=0, stop_at=0)
+        resumed = sync(source, SyncRun.Trigger.MANUAL)
+        assert resumed.status == SyncRun.Status.SUCCEEDED, resumed.error
+        assert resumed.counts["contacts"]["new"] == expected - k * page_size, k
+        assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_cursor_in_the_future_reads_nothing(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=40, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    sandbox.mutate(PORTAL, "contacts", update=3, seed=2)
+    future = int((time.time() + 86400) * 1000)
+    SourceCollection.objects.filter(source=source).update(cursor={"mode": "idle", "modified_since_ms": future})
+    run = sync(source)
+    assert run.status == SyncRun.Status.SUCCEEDED
+    assert run.counts["contacts"]["read"] == 0
+    assert SourceCollection.objects.get(source=source).cursor == {"mode": "idle", "modified_since_ms": future}
+
+
+def test_failing_collection_makes_the_run_partial(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=30, companies=0, deals=0, tickets=10)
+    source = make_source(workspace, sandbox, collections=("contacts", "tickets"),
+                         scopes=["oauth", "crm.objects.contacts.read"])
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.PARTIAL
+    assert run.counts["tickets"]["error"].startswith("MissingScopes")
+    assert run.counts["contacts"]["new"] == 30 and not run.counts["contacts"]["error"]
+    assert "MissingScopes" in SourceCollection.objects.get(source=source, collection="tickets").last_error
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_sync_command_runs_in_the_foreground(workspace, sandbox, capsys):
+    sandbox.seed(PORTAL, contacts=120, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    call_command("sync", str(source.pk))
+    out = capsys.readouterr().out
+    assert "contacts: done: 120 read, 120 new" in out
+    assert "succeeded" in out
+    call_command("sync", str(source.pk), "--full")
+    assert "120 unchanged" in capsys.readouterr().out
+    assert SyncRun.objects.filter(source=source).first().trigger == SyncRun.Trigger.FULL
+
+
+# --- faults ---------------------------------------------------------------------------------------------
+
+
+def test_429_storm(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=600, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    # The sandbox enforces a tiny budget; our limiter is off, so HubSpot's 429s do the talking.
+    sandbox.set_knobs(rate_limits=True, rate_limit_max=3, rate_limit_interval_ms=300, search_rate_limit=2)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.retries > 0
+    sandbox.mutate(PORTAL, "contacts", update=50, create=10, seed=4)
+    run = sync(source)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    sandbox.set_knobs(rate_limits=False)
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_5xx_and_connection_resets(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=800, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sandbox.set_knobs(error_rate=0.25, reset_rate=0.1)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    sandbox.mutate(PORTAL, "contacts", update=40, archive=4, seed=8)
+    run2 = sync(source)
+    assert run2.status == SyncRun.Status.SUCCEEDED, run2.error
+    assert run.retries + run2.retries > 0
+    sandbox.set_knobs(error_rate=0, reset_rate=0)
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_token_expires_mid_run(workspace, sandbox, monkeypatch):
+    sandbox.seed(PORTAL, contacts=500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    pages = {"n": 0}
+
+    def expire_token(engine, sc):
+        pages["n"] += 1
+        if pages["n"] == 2:
+            # HubSpot expires the token earlier than the expiry we stored: the next call gets a 401.
+            engine.client.source.access_token = sandbox.access_token(PORTAL, lifetime=-60)
+
+    monkeypatch.setattr(extract, "after_page", expire_token)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.retries >= 1
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_search_lag_is_covered_by_the_overlap(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=100, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    sandbox.set_knobs(search_lag_seconds=2)
+    sandbox.mutate(PORTAL, "contacts", update=10, create=3, seed=6)
+    early = sync(source)  # runs at once: the search index does not show the changes yet
+    assert early.counts["contacts"]["new"] + early.counts["contacts"]["updated"] < 13
+    time.sleep(2.2)
+    late = sync(source)  # its window starts an overlap before the previous end: the lagging records are in it
+    assert late.counts["contacts"]["new"] + late.counts["contacts"]["updated"] + \
+        early.counts["contacts"]["new"] + early.counts["contacts"]["updated"] == 13
+    sandbox.set_knobs(search_lag_seconds=0)
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_15000_records_with_one_timestamp(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=10, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    sandbox.mutate(PORTAL, "contacts", create=15_000, same_timestamp=True, seed=1)
+    run = sync(source)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["new"] == 15_000
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_ids_of_different_lengths_compare_as_numbers(workspace, sandbox, monkeypatch):
+    from sandbox.hubspot.data import id_for_index
+
+    sandbox.seed(PORTAL, contacts=10_001, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    SourceCollection.objects.filter(source=source).update(
+        cursor={"mode": "idle", "modified_since_ms": int(time.time() * 1000)}
+    )
+    stamp = int(time.time() * 1000)
+    ids = [id_for_index(i) for i in (0, 10, 40, 100, 200, 10_000)]  # 1, 101, 1001, 20001, 1000001, 50000001
+    ids += [int(i) for i in sandbox.mutate(PORTAL, "contacts", create=1, seed=3, at_ms=stamp).created]  # 11 digits
+    assert len({len(str(i)) for i in ids}) == len(ids)
+    for object_id in ids:
+        sandbox.set_properties(object_id, {"jobtitle": f"len {len(str(object_id))}"}, portal=PORTAL, at_ms=stamp)
+    monkeypatch.setattr(extract, "SEARCH_LIMIT", 2)  # keyset pages cross every id length boundary
+    run = sync(source)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert set(Record.objects.filter(source=source).values_list("object_id", flat=True)) == set(ids)
+    for record in Record.objects.filter(source=source):
+        assert record.properties["jobtitle"] == f"len {len(str(record.object_id))}"
+
+
+# --- ownership -----------------------------------------------------------------------------------------
+
+
+def test_a_presumed_dead_worker_cannot_write_after_the_takeover(workspace, sandbox, monkeypatch):
+    """Fencing: the page heartbeat only matches while this worker owns the run, so a worker that was taken
+    over (it looked dead, but was only slow) rolls back its page and stops."""
+    from sources.runs import mark_lost
+
+    sandbox.seed(PORTAL, contacts=500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    pages = {"n": 0}
+
+    def taken_over(engine, sc):
+        pages["n"] += 1
+        if pages["n"] == 2:
+            mark_lost(SyncRun.objects.get(pk=engine.run_row.pk))
+
+    monkeypatch.setattr(extract, "after_page", taken_over)
+    run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
+    assert extract.execute_run(run_id=run.pk) is None
+    assert Record.objects.filter(source=source).count() == 200  # page 3 was rolled back
+    assert SourceCollection.objects.get(source=source).cursor["after"]
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.FAILED and "worker lost" in run.error
+
+    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    resumed = sync(source)
+    assert resumed.counts["contacts"]["new"] == 300
+    assert_mirror_equals_sandbox(source, sandbox)
+
+
+def test_time_limit_ends_the_run_partial_and_due_again(workspace, sandbox, monkeypatch):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    sandbox.seed(PORTAL, contacts=300, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+
+    def out_of_time(engine, sc):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(extract, "after_page", out_of_time)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.PARTIAL and "time limit" in run.error
+    source.refresh_from_db()
+    assert source.next_sync_at <= timezone.now()  # the dispatcher continues it at its next tick
+    assert Record.objects.filter(source=source).count() == 100
+
+
+def test_full_sync_rereads_and_honours_the_start_date(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=150, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)  # full history
+    recent = sandbox.mutate(PORTAL, "contacts", update=6, seed=12)
+    source.start_date = (timezone.now() - timedelta(days=2)).date()
+    source.save(update_fields=["start_date"])
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["read"] == 6 and run.counts["contacts"]["updated"] == 6
+    assert Record.objects.filter(source=source).count() == 150  # older mirror rows stay
+    assert {int(i) for i in recent.updated} <= set(
+        Record.objects.filter(source=source, change_seq__gt=150).values_list("object_id", flat=True)
+    )
+
+
+def test_a_page_costs_a_constant_number_of_queries(workspace, sandbox):
+    from django.db import connection
+
+    def queries_for_first_sync(hub_id: int, size: int) -> int:
+        sandbox.seed(hub_id, contacts=size, companies=0, deals=0, tickets=0)
+        source = make_source(workspace, sandbox, hub_id=hub_id)
+        count = [0]
+
+        def counter(execute, sql, params, many, context):
+            count[0] += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counter):
+            run = sync(source, SyncRun.Trigger.FIRST)
+        assert run.counts["contacts"]["new"] == size
+        return count[0]
+
+    one_page = queries_for_first_sync(3101, 100)
+    ten_pages = queries_for_first_sync(3102, 1000)
+    per_page = (ten_pages - one_page) / 9
+    assert per_page <= 8, (one_page, ten_pages)
+
+
+def test_long_reads_trigger_deliveries_along_the_way(workspace, sandbox, monkeypatch, settings):
+    settings.HUBSYNC_NOTIFY_EVERY = 200
+    calls: list[list[str]] = []
+    monkeypatch.setattr(extract, "notify_changes", lambda source, collections: calls.append(list(collections)))
+    sandbox.seed(PORTAL, contacts=650, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    assert calls == [["contacts"]] * 3 + [["contacts"]]  # at 200, 400, 600 changed records, then at the end
+    calls.clear()
+    sync(source)
+    assert calls == [[]]  # the end of every run calls the hook, naming the collections that changed
