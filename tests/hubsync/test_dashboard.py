@@ -505,3 +505,17 @@ def test_chart_points_join_deliveries_and_budget(workspace):
     p = points[0]
     assert (p.read, p.sent, p.rejected, p.api_calls) == (10, 7, 3, 550)
     assert p.budget == 1100  # 110 per 10 s over 100 s
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_workers_fragment_lists_a_live_worker(tmp_path, monkeypatch, settings, viewer_client):
+    from tests.hubsync.celery_worker import running_worker
+
+    settings.HEALTH_WORKER_TIMEOUT = 3  # a loaded CI machine may answer slowly
+    with running_worker(tmp_path) as worker:
+        monkeypatch.setattr("hubsync.celery.app", worker.app)
+        response = viewer_client.get(reverse("dashboard_workers"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert worker.name in html and "alive" in html and "no worker" not in html
