@@ -135,6 +135,8 @@ def mapping_health(
     source = mapping.data_model.source
     if not mapping.enabled:
         return Health.PAUSED, "The mapping is off: nothing is delivered."
+    if getattr(mapping, "paused_reason", ""):
+        return Health.PAUSED, "Paused by schema drift: a property it uses changed in HubSpot. Fix the mapping."
     if source.status == "needs_reconnect":
         return Health.NEEDS_RECONNECT, "Its source needs to be reconnected to HubSpot."
     if active_run is not None:
@@ -173,7 +175,7 @@ def human_duration(delta: timedelta | float | None) -> str:
 
 def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     """Every row of the dashboard in a constant number of queries (about eight, plus one per stale count)."""
-    from mappings.models import DeliveryRun, Mapping
+    from mappings.models import DeliveryRun, Mapping, MappingIssue
     from sources.models import Record, Source, SyncRun
 
     now = now or timezone.now()
@@ -198,6 +200,12 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
         .annotate(
             pending_updated_at=Subquery(first_pending.values("updated_at")[:1]),
             pending_synced_at=Subquery(first_pending.values("synced_at")[:1]),
+            open_issues=Subquery(
+                MappingIssue.objects.filter(mapping=OuterRef("pk"), resolved_at__isnull=True)
+                .values("mapping")
+                .annotate(n=Count("*"))
+                .values("n")[:1]
+            ),
         )
     )
     active_sync = list(

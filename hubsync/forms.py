@@ -16,3 +16,65 @@ class InviteForm(forms.Form):
 
 class RoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices)
+
+
+class WorkspaceSettingsForm(forms.Form):
+    drift_pauses_mappings = forms.BooleanField(
+        required=False,
+        label="Pause mappings on schema drift",
+        help_text="When HubSpot deletes, renames or retypes a property a mapping sends, pause that mapping until "
+        "the change is dealt with (recommended: nothing wrong reaches Segment). Off: flag it and keep delivering.",
+    )
+    freshness_alert_minutes = forms.IntegerField(
+        min_value=0,
+        max_value=100_000,
+        label="Freshness alert (minutes)",
+        help_text="Alert when a HubSpot change has waited longer than this to reach Segment. 0 = off.",
+    )
+    rejected_alert_threshold = forms.IntegerField(
+        min_value=0,
+        max_value=10_000_000,
+        label="Rejected records alert",
+        help_text="Alert when a mapping holds more rejected records than this. 0 = off.",
+    )
+
+
+class AlertChannelForm(forms.Form):
+    kind = forms.ChoiceField(choices=[("email", "Email"), ("webhook", "Webhook (Slack-compatible)")])
+    name = forms.CharField(max_length=100, strip=True)
+    emails = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Email addresses",
+        help_text="Comma-separated.",
+        widget=forms.TextInput(attrs={"placeholder": "ops@example.com, data@example.com"}),
+    )
+    # A Slack webhook URL is a secret: never rendered back into the page.
+    webhook_url = forms.URLField(
+        required=False,
+        max_length=1000,
+        assume_scheme="https",
+        label="Webhook URL",
+        help_text="Receives a JSON POST with a Slack-compatible “text” field. Stored encrypted; not shown again.",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("kind") == "email":
+            addresses = [a.strip() for a in (data.get("emails") or "").split(",") if a.strip()]
+            if not addresses:
+                self.add_error("emails", "Give at least one address.")
+            validator = forms.EmailField()
+            for address in addresses:
+                try:
+                    validator.clean(address)
+                except forms.ValidationError:
+                    self.add_error("emails", f"{address} is not a valid email address.")
+            data["emails"] = ", ".join(addresses)
+            data["webhook_url"] = ""
+        elif data.get("kind") == "webhook":
+            if not data.get("webhook_url"):
+                self.add_error("webhook_url", "Give the webhook URL (for Slack: an incoming-webhook URL).")
+            data["emails"] = ""
+        return data

@@ -379,3 +379,9 @@ DELIVERY_CHUNK_SIZE = int(os.environ.get("DELIVERY_CHUNK_SIZE", "2000"))
 DELIVERY_STALE_SECONDS = int(os.environ.get("DELIVERY_STALE_SECONDS", "600"))
 # Batches sent concurrently by one delivery (results are still recorded in order).
 DELIVERY_MAX_IN_FLIGHT = int(os.environ.get("DELIVERY_MAX_IN_FLIGHT", "3"))
+# --- Alerts (hubsync/alerts.py) -------------------------------------------------------------------------------
+# Attempts per alert message (first try included) and the base of the full-jitter backoff between them, seconds.
+ALERT_MAX_ATTEMPTS = int(os.environ.get("ALERT_MAX_ATTEMPTS", "5"))
+ALERT_RETRY_BASE_SECONDS = float(os.environ.get("ALERT_RETRY_BASE_SECONDS", "10"))
+# How long a webhook (Slack, ...) may take to answer one alert POST, seconds.
+ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("ALERT_WEBHOOK_TIMEOUT", "10"))

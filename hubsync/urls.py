@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from . import runs, views
+from . import alert_views, runs, views
 
 # The Django admin logs in through allauth (rate limits, MFA) instead of its own unprotected form.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -16,6 +16,14 @@ urlpatterns = [
     path("workspaces/new/", views.workspace_new, name="workspace_new"),
     path("workspaces/switch/", views.workspace_switch, name="workspace_switch"),
     path("settings/", views.workspace_settings, name="workspace_settings"),
+    path("settings/alerts/", alert_views.alerts_page, name="alerts"),
+    path("settings/alerts/<int:alertchannel_id>/test/", alert_views.alert_channel_test, name="alert_channel_test"),
+    path(
+        "settings/alerts/<int:alertchannel_id>/toggle/", alert_views.alert_channel_toggle, name="alert_channel_toggle"
+    ),
+    path(
+        "settings/alerts/<int:alertchannel_id>/delete/", alert_views.alert_channel_delete, name="alert_channel_delete"
+    ),
     path("members/", views.members, name="members"),
     path("members/<int:membership_id>/role/", views.member_role, name="member_role"),
     path("members/<int:membership_id>/remove/", views.member_remove, name="member_remove"),

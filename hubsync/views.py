@@ -10,10 +10,10 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import workspaces
+from . import audit, workspaces
 from .access import get_for_workspace, login_view, public_view, workspace_view
-from .forms import InviteForm, RoleForm, WorkspaceForm
-from .models import AuditEvent, Invitation, Membership, Role
+from .forms import InviteForm, RoleForm, WorkspaceForm, WorkspaceSettingsForm
+from .models import AuditEvent, Invitation, Membership, Role, WorkspaceSettings
 from .workspaces import INVITATION_SESSION_KEY, WorkspaceError
 
 
@@ -62,12 +62,28 @@ def workspace_switch(request: HttpRequest) -> HttpResponse:
 @workspace_view(write_role=Role.OWNER)
 def workspace_settings(request: HttpRequest) -> HttpResponse:
     workspace = request.workspace
-    form = WorkspaceForm(request.POST or None, initial={"name": workspace.name})
-    if request.method == "POST" and form.is_valid():
+    conf = WorkspaceSettings.for_workspace(workspace.pk)
+    monitoring_fields = ["drift_pauses_mappings", "freshness_alert_minutes", "rejected_alert_threshold"]
+    initial = {name: getattr(conf, name) for name in monitoring_fields}
+    posted = request.POST if request.method == "POST" else None
+    which = request.POST.get("form") if posted else None
+    form = WorkspaceForm(posted if which != "monitoring" else None, initial={"name": workspace.name})
+    monitoring = WorkspaceSettingsForm(posted if which == "monitoring" else None, initial=initial)
+    if which == "monitoring" and monitoring.is_valid():
+        for name in monitoring_fields:
+            setattr(conf, name, monitoring.cleaned_data[name])
+        conf.save()
+        changes = {n: [initial[n], monitoring.cleaned_data[n]] for n in monitoring_fields}
+        changes = {n: v for n, v in changes.items() if v[0] != v[1]}
+        if changes:
+            audit.record(workspace=workspace, actor=request.user, verb="update", obj=conf, changes=changes)
+        messages.success(request, "Monitoring settings saved.")
+        return redirect("workspace_settings")
+    if posted is not None and which != "monitoring" and form.is_valid():
         workspaces.rename_workspace(workspace=workspace, name=form.cleaned_data["name"], actor=request.user)
         messages.success(request, "Workspace settings saved.")
         return redirect("workspace_settings")
-    return render(request, "hubsync/settings.html", {"form": form})
+    return render(request, "hubsync/settings.html", {"form": form, "monitoring": monitoring, "conf": conf})
 
 
 # --- members and invitations -----------------------------------------------------------------------------

@@ -613,6 +613,10 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
                 from .tasks import deliver_mapping
 
                 deliver_mapping.delay_on_commit(mapping.pk)
+    # Alerts: a failed / partial delivery opens its streak, a good one closes it (one message each way).
+    from hubsync.alerts import evaluate_safely
+
+    evaluate_safely(workspace_id=mapping.destination.workspace_id)
 
 
 def deliver(
@@ -621,7 +625,7 @@ def deliver(
     """Deliver one mapping's pending changes. Returns the run, or None when the mapping is gone or disabled, or
     another live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
     mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").filter(pk=mapping_id).first()
-    if mapping is None or not mapping.enabled:  # deleted or switched off since the task was queued
+    if mapping is None or not mapping.delivers:  # deleted, switched off or paused (drift) since it was queued
         return None
     if sync_run_id is not None and not SyncRun.objects.filter(pk=sync_run_id).exists():
         sync_run_id = None  # deleted meanwhile: deliver anyway (a foreign-key error would read as "busy")
@@ -709,7 +713,7 @@ def enqueue_deliveries(
 
     mapping_ids = list(
         Mapping.objects.filter(
-            enabled=True, data_model__source=source, data_model__collection__in=list(collections)
+            enabled=True, paused_reason="", data_model__source=source, data_model__collection__in=list(collections)
         ).values_list("pk", flat=True)
     )
     sync_run_id = getattr(sync_run, "pk", None)

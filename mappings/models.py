@@ -96,14 +96,29 @@ class Mapping(models.Model):
     # the end, so changes merged during a long delivery are never left waiting for the next sync.
     delivery_requested = models.BooleanField(default=False)
     last_run = models.ForeignKey("DeliveryRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Set while the mapping is held back although enabled ("drift": a property it uses was deleted, renamed or
+    # retyped in HubSpot, see mappings.drift). A paused mapping delivers nothing until it is fixed or resumed.
+    paused_reason = models.CharField(max_length=20, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    PAUSED_DRIFT = "drift"
 
     class Meta:
         ordering = ["name", "id"]
 
     def __str__(self) -> str:
         return self.name or f"{self.get_action_display()} from {self.data_model}"
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.paused_reason)
+
+    @property
+    def delivers(self) -> bool:
+        """Enabled and not paused: the only mappings the delivery engine works for."""
+        return self.enabled and not self.paused_reason
 
     @property
     def empty_values(self) -> str:
@@ -215,3 +230,51 @@ class DeliveryRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class MappingIssue(models.Model):
+    """Schema drift that breaks a mapping: a property the mapping uses was deleted, renamed or changed type in
+    HubSpot. Open until fixed (column removed or re-pointed), dismissed, or the property comes back."""
+
+    workspace_path = "mapping__destination__workspace"
+
+    class Kind(models.TextChoices):
+        DELETED = "deleted", "Property deleted"
+        RENAMED = "renamed", "Property renamed"
+        TYPE_CHANGED = "type_changed", "Type changed"
+
+    mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="issues")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    property_name = models.CharField(max_length=200)  # the property name the mapping / model uses
+    new_property = models.CharField(max_length=200, blank=True)  # the renamed property's new name
+    # {"collection", "old": {label, type, fieldType}, "new": {...} | None, "uses": ["model column", "trait x"]}
+    details = models.JSONField(default=dict, blank=True)
+    paused = models.BooleanField(default=False)  # this issue paused the mapping
+    detected_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=20, blank=True)  # removed | repointed | dismissed | restored
+
+    class Meta:
+        ordering = ["-detected_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mapping", "property_name"], condition=models.Q(resolved_at__isnull=True), name="one_open_issue"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.property_name}"
+
+    @property
+    def summary(self) -> str:
+        old = self.details.get("old") or {}
+        new = self.details.get("new") or {}
+        label = old.get("label") or self.property_name
+        if self.kind == self.Kind.DELETED:
+            return f"HubSpot property “{label}” ({self.property_name}) was deleted."
+        if self.kind == self.Kind.RENAMED:
+            return f"HubSpot property “{label}” was renamed from {self.property_name} to {self.new_property}."
+        return (
+            f"HubSpot property “{label}” ({self.property_name}) changed type from "
+            f"{old.get('type')} to {new.get('type')}."
+        )

@@ -246,6 +246,10 @@ class _Engine:
         Source.objects.filter(pk=self.source.pk).update(**source_fields)
         self.run_row.refresh_from_db()
         self.say(f"run {self.run_row.pk} {status}: {self.done} records read" + (f" ({error})" if error else ""))
+        # Alerts: a failed / partial run opens its streak, a good one closes it (one message each way).
+        from hubsync.alerts import evaluate_safely
+
+        evaluate_safely(workspace_id=self.source.workspace_id)
         return self.run_row
 
     def maybe_analyze(self, *, at_least: int = ANALYZE_EVERY) -> None:
@@ -401,6 +405,8 @@ class _Engine:
         sc.schema_discovered_at = timezone.now()
         sc.last_error = ""
         sc.save(update_fields=fields)
+        if old:
+            _check_drift(sc, old, schema)
         return sorted(schema)
 
     def estimate(self, sc: SourceCollection) -> int:
@@ -609,6 +615,17 @@ class _Engine:
             self.notify(collection=sc.collection)
         after_page(self, sc)
         self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+
+def _check_drift(sc: SourceCollection, old: dict, new: dict) -> None:
+    """Schema drift (mappings.drift): flag, and by the workspace's setting pause, the mappings that use a
+    property HubSpot deleted, renamed or retyped, before this run's pages reach any delivery."""
+    from mappings.drift import schema_discovered
+
+    try:
+        schema_discovered(source_collection=sc, old=old, new=new)
+    except Exception:  # the mirror must keep syncing; the change stays listed in schema_changes
+        logger.exception("schema drift check failed for %s", sc)
 
 
 def after_page(engine: _Engine, sc: SourceCollection) -> None:

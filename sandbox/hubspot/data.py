@@ -517,8 +517,10 @@ _CACHE: dict[tuple, TypeData] = {}
 
 def type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None = None) -> TypeData:
     """The (cached) TypeData for a portal row; the key covers everything that changes generated values."""
-    key = (portal.hub_id, portal.seed, otype.name, portal.size(otype.name), portal.generated_at_ms,
-           portal.schema_version)
+    # pk and created_at too: after a database flush (tests) a recreated portal restarts schema_version at 0, and
+    # without them a process would serve the old portal's property list from this cache.
+    key = (portal.hub_id, portal.pk, portal.created_at, portal.seed, otype.name, portal.size(otype.name),
+           portal.generated_at_ms, portal.schema_version)
     td = _CACHE.get(key)
     if td is not None:
         return td

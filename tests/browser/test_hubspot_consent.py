@@ -6,6 +6,7 @@ import os
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -14,7 +15,7 @@ def test_connect_and_cancel_in_the_browser(hubspot_sandbox, page):
     params = {"client_id": hubspot_sandbox.client_id, "redirect_uri": redirect, "state": "xyz",
               "scope": "oauth crm.objects.contacts.read tickets", "optional_scope": "crm.objects.owners.read"}
     page.goto(hubspot_sandbox.authorize_url + "?" + urlencode(params))
-    assert page.get_by_role("heading", name="Connect hubsync (sandbox app) to your HubSpot account").is_visible()
+    expect(page.get_by_role("heading", name="Connect hubsync (sandbox app) to your HubSpot account")).to_be_visible()
     if os.environ.get("SANDBOX_SCREENSHOT"):
         page.screenshot(path=os.environ["SANDBOX_SCREENSHOT"], full_page=True)
     page.get_by_label("Globex Demo (EU)", exact=False).check()

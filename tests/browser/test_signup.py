@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.core import mail
+from playwright.sync_api import expect
 
 from hubsync.models import Invitation, Membership, Role
 from tests.browser.conftest import screenshot
@@ -26,8 +27,8 @@ def test_sign_up_invite_and_log_out(live_server, page):
     page.get_by_role("button", name="Sign Up").click()
 
     page.wait_for_url(live_server.url + "/")
-    assert page.get_by_role("heading", name="Connect your first source").is_visible()
-    assert page.locator(".sidebar").get_by_text("founder@example.com").is_visible()
+    expect(page.get_by_role("heading", name="Connect your first source")).to_be_visible()
+    expect(page.locator(".sidebar").get_by_text("founder@example.com")).to_be_visible()
     screenshot(page, "signup-dashboard")
     membership = Membership.objects.get(user__email="founder@example.com")
     assert membership.role == Role.OWNER
@@ -39,7 +40,7 @@ def test_sign_up_invite_and_log_out(live_server, page):
     invite.get_by_label("Role").select_option("admin")
     invite.get_by_role("button", name="Send invitation").click()
     page.wait_for_url(re.compile(r".*/members/$"))
-    assert page.get_by_text("Invitation sent to colleague@example.com").is_visible()
+    expect(page.get_by_text("Invitation sent to colleague@example.com")).to_be_visible()
     invitation = Invitation.objects.get(workspace=membership.workspace)
     assert (invitation.email, invitation.role) == ("colleague@example.com", "admin")
     link = page.get_by_label("Invitation link for colleague@example.com").input_value()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.test import Client
+from playwright.sync_api import expect
 
 from hubsync.models import AuditEvent
 from sources.models import Source, SyncRun
@@ -64,11 +65,11 @@ def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspac
     # Step 3: schema name, derived from the name.
     page.wait_for_url(re.compile(r"/sources/new/schema/$"))
     assert page.input_value("#id_schema_name") == "hubspot_eu"
-    assert page.get_by_text("globex-demo.example", exact=True).is_visible()
+    expect(page.get_by_text("globex-demo.example", exact=True)).to_be_visible()
     shot(page, "06_step3_schema")
     page.fill("#id_schema_name", "Bad Name")
     page.get_by_role("button", name="Continue").click()
-    assert page.get_by_text("Use lowercase letters, digits and underscores only").is_visible()
+    expect(page.get_by_text("Use lowercase letters, digits and underscores only")).to_be_visible()
     page.fill("#id_schema_name", "hubspot_eu")
     page.get_by_role("button", name="Continue").click()
 
@@ -99,21 +100,21 @@ def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspac
     assert checklist.locator("li.done").count() == 1  # connected
     for title in ("Add a Segment Profiles destination", "Create a data model", "Add a mapping", "Enable the mapping"):
         assert checklist.locator("li.todo", has_text=title).count() == 1
-    assert page.get_by_text("globex-demo.example").first.is_visible()
+    expect(page.get_by_text("globex-demo.example").first).to_be_visible()
 
     # Enabling now is refused, with the explanation.
     checklist.get_by_role("button", name="Enable").click()
     page.wait_for_url(re.compile(r"/sources/\d+/$"))
-    assert page.get_by_text("This source cannot be enabled yet").is_visible()
+    expect(page.get_by_text("This source cannot be enabled yet")).to_be_visible()
     shot(page, "09_enable_refused")
     source.refresh_from_db()
     assert source.enabled is False and not SyncRun.objects.filter(source=source).exists()
 
     # The other tabs.
     page.get_by_role("link", name="Models", exact=True).click()
-    assert page.get_by_text("No data models yet").is_visible()
+    expect(page.get_by_text("No data models yet")).to_be_visible()
     shot(page, "10_models")
     page.get_by_role("main").get_by_role("link", name="Settings", exact=True).click()
-    assert page.get_by_role("heading", name="Selective sync").is_visible()
+    expect(page.get_by_role("heading", name="Selective sync")).to_be_visible()
     shot(page, "11_settings")
     assert AuditEvent.objects.filter(workspace=workspace, verb="create", object_id=str(source.pk)).exists()

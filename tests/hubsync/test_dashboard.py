@@ -519,3 +519,15 @@ def test_workers_fragment_lists_a_live_worker(tmp_path, monkeypatch, settings, v
     assert response.status_code == 200
     html = response.content.decode()
     assert worker.name in html and "alive" in html and "no worker" not in html
+
+
+def test_mapping_paused_by_drift_is_flagged_with_a_link(viewer_client, workspace):
+    from mappings.models import MappingIssue
+
+    source = make_source(workspace)
+    mapping = make_mapping(workspace, source, paused_reason="drift", paused_at=timezone.now())
+    MappingIssue.objects.create(mapping=mapping, kind="deleted", property_name="email", paused=True)
+    row = mapping_row(dashboard.build(workspace), mapping)
+    assert row.health == Health.PAUSED and "schema drift" in row.reason
+    html = viewer_client.get(reverse("dashboard")).content.decode()
+    assert reverse("mappings:drift", args=[mapping.pk]) in html and "1 schema change to review" in html

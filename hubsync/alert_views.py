@@ -1,0 +1,95 @@
+"""Settings → Alerts: the workspace's alert channels (email, webhook), "send test", open problems and the log."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import alerts, audit
+from .access import get_for_workspace, workspace_view
+from .forms import AlertChannelForm
+from .models import Alert, AlertChannel, AlertState, Role
+
+
+def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
+    workspace = request.workspace
+    context = {
+        "form": form,
+        "channels": AlertChannel.objects.filter(workspace=workspace),
+        "open_states": AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at"),
+        "log": Alert.objects.filter(workspace=workspace).select_related("channel")[:50],
+        "can_change": request.membership.allows(Role.ADMIN),
+        "nav_section": "alerts",
+    }
+    return render(request, "hubsync/alerts.html", context, status=status)
+
+
+@workspace_view()
+def alerts_page(request: HttpRequest) -> HttpResponse:
+    """The channel list and log; a POST adds a channel (admins), so form errors render in place."""
+    if request.method != "POST":
+        return _page(request, AlertChannelForm())
+    form = AlertChannelForm(request.POST)
+    if not form.is_valid():
+        return _page(request, form, status=400)
+    data = form.cleaned_data
+    channel = AlertChannel.objects.create(
+        workspace=request.workspace,
+        kind=data["kind"],
+        name=data["name"],
+        emails=data["emails"],
+        webhook_url=data["webhook_url"],
+    )
+    audit.record(
+        workspace=request.workspace,
+        actor=request.user,
+        verb="create",
+        obj=channel,
+        changes={"kind": channel.kind, "name": channel.name, "emails": channel.emails, "webhook_url": "set"},
+    )
+    messages.success(request, f"Alert channel “{channel}” added. Use “Send test” to check that it reaches you.")
+    return redirect("alerts")
+
+
+@workspace_view()
+@require_POST
+def alert_channel_test(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+    channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
+    alerts.send_test(channel=channel)
+    messages.success(request, f"Test message queued for “{channel}”; its outcome appears in the log below.")
+    return redirect("alerts")
+
+
+@workspace_view()
+@require_POST
+def alert_channel_toggle(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+    channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
+    channel.enabled = not channel.enabled
+    channel.save(update_fields=["enabled"])
+    audit.record(
+        workspace=request.workspace,
+        actor=request.user,
+        verb="enable" if channel.enabled else "disable",
+        obj=channel,
+        changes={"enabled": [not channel.enabled, channel.enabled]},
+    )
+    messages.success(request, f"Alert channel “{channel}” {'enabled' if channel.enabled else 'paused'}.")
+    return redirect("alerts")
+
+
+@workspace_view()
+@require_POST
+def alert_channel_delete(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+    channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
+    audit.record(
+        workspace=request.workspace,
+        actor=request.user,
+        verb="delete",
+        obj=channel,
+        changes={"kind": channel.kind, "name": channel.name},
+    )
+    channel.delete()
+    messages.success(request, f"Alert channel “{channel}” deleted.")
+    return redirect("alerts")

@@ -1,0 +1,52 @@
+"""Views of schema drift: one mapping's issues as a fragment, and the one-click fixes.
+
+Kept apart from mappings/views.py (the mapping editor) so the two evolve independently; both are wired in
+mappings/urls.py.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template import RequestContext, Template
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from hubsync.access import get_for_workspace, workspace_view
+from hubsync.models import Role
+
+from .drift import DriftFixError, fix_issue
+from .models import Mapping, MappingIssue
+
+_PANEL = Template("{% load drift %}{% drift_panel mapping=mapping %}")
+
+
+@workspace_view()
+def mapping_drift(request: HttpRequest, mapping_id: int) -> HttpResponse:
+    """The open drift issues of one mapping (the fragment the mapping page includes), as a page or for htmx."""
+    mapping = get_for_workspace(request, Mapping, pk=mapping_id)
+    if request.htmx:
+        return HttpResponse(_PANEL.render(RequestContext(request, {"mapping": mapping})))
+    return render(request, "mappings/drift.html", {"mapping": mapping})
+
+
+@workspace_view(role=Role.VIEWER, write_role=Role.ADMIN)
+@require_POST
+def issue_fix(request: HttpRequest, issue_id: int) -> HttpResponse:
+    issue = get_for_workspace(request, MappingIssue.objects.select_related("mapping"), pk=issue_id)
+    action = request.POST.get("action", "")
+    try:
+        fix_issue(issue=issue, action=action, actor=request.user)
+    except DriftFixError as exc:
+        messages.error(request, str(exc))
+    else:
+        mapping = Mapping.objects.get(pk=issue.mapping_id)
+        state = "paused still (other changes are open)" if mapping.paused else "delivering again"
+        messages.success(request, f"Fixed: {issue.summary} The mapping “{mapping}” is {state}.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = ""
+    return redirect(target or "mappings:drift", **({} if target else {"mapping_id": issue.mapping_id}))

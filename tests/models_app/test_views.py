@@ -1,0 +1,358 @@
+"""Data models in the browser's place: Create Model, the live preview and its schema validation, edit, delete.
+
+Everything HubSpot runs against the HubSpot sandbox over real HTTP (live_server); the preview's records are
+compared with what the sandbox's own list endpoint returns for the same properties.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import requests
+from django.urls import reverse
+from django.utils import timezone
+
+from hubsync.models import AuditEvent
+from mappings.models import Destination, Mapping, ProfileSpace
+from models_app.models import DataModel
+from sources.models import Source, SourceCollection
+from sources.ratelimit import get_rate_limiter
+
+PORTAL = 1001  # the sandbox's default portal: 300 contacts, 120 companies, 150 deals, 80 tickets
+CONTACT_COLUMNS = ["email", "firstname", "lifecyclestage", "region"]
+
+
+@pytest.fixture
+def sandbox(hubspot_sandbox, settings, live_server):
+    settings.BASE_URL = live_server.url
+    settings.HUBSPOT_API_BASE = ""  # the sandbox on BASE_URL
+    settings.HUBSPOT_RETRY_BASE_SECONDS = 0.05  # the tests prove the messages, not the patience
+    settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
+    get_rate_limiter().reset(str(PORTAL))
+    yield hubspot_sandbox
+    get_rate_limiter().reset(str(PORTAL))
+
+
+def make_source(sandbox, workspace, *, scopes=None, **extra) -> Source:
+    tok = sandbox.token(PORTAL, scopes)
+    source = Source.objects.create(
+        workspace=workspace,
+        name="HubSpot",
+        schema_name="hubspot",
+        hub_id=PORTAL,
+        hub_domain="acme-sandbox.example",
+        scopes=scopes or ["oauth", "crm.objects.contacts.read", "crm.objects.companies.read"],
+        token=tok["refresh_token"],
+        access_token=tok["access_token"],
+        access_token_expires_at=timezone.now() + timedelta(seconds=tok["expires_in"]),
+        **extra,
+    )
+    SourceCollection.objects.create(source=source, collection="contacts", selected=True)
+    SourceCollection.objects.create(source=source, collection="companies", selected=True)
+    SourceCollection.objects.create(source=source, collection="deals", selected=False)
+    return source
+
+
+@pytest.fixture
+def source(sandbox, workspace) -> Source:
+    return make_source(sandbox, workspace)
+
+
+def sandbox_list(sandbox, properties: list[str], collection: str = "contacts") -> list[dict]:
+    """The first 10 records as the sandbox's list endpoint gives them, asked directly (not through our client)."""
+    response = requests.get(
+        f"{sandbox.base_url}/crm/v3/objects/{collection}",
+        params={"limit": 10, "properties": ",".join(properties)},
+        headers=sandbox.headers(PORTAL),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()["results"]
+
+
+def preview(client, source, collection="contacts", columns=()):
+    return client.get(
+        reverse("models_app:preview", args=[source.pk]),
+        {"collection": collection, "columns": list(columns)},
+        HTTP_HX_REQUEST="true",
+    )
+
+
+def flags(response) -> dict[str, tuple[str, ...]]:
+    return {f.kind: f.columns for f in response.context["preview"].flags}
+
+
+# --- Create Model ------------------------------------------------------------------------------------------
+
+
+def test_create_model_flow(owner_client, owner, source, sandbox):
+    # Models tab (empty) -> Create model.
+    tab = owner_client.get(reverse("sources:models", args=[source.pk]))
+    assert b"No data models yet" in tab.content
+    new_url = reverse("models_app:new", args=[source.pk])
+    assert new_url.encode() in tab.content
+
+    # Step 1: the source's collections; deals is not in its selective sync and says so.
+    pick = owner_client.get(new_url)
+    assert pick.status_code == 200
+    body = pick.content.decode()
+    for label in ("Contacts", "Companies", "Deals"):
+        assert label in body
+    assert "?collection=deals" in body and "Not in selective sync" in body
+
+    # Step 2: the columns come from HubSpot's schema, discovered live (never discovered before) and stored.
+    contacts = SourceCollection.objects.get(source=source, collection="contacts")
+    assert contacts.schema_discovered_at is None
+    page = owner_client.get(new_url, {"collection": "contacts"})
+    assert page.status_code == 200
+    contacts.refresh_from_db()
+    assert contacts.schema_discovered_at is not None
+    assert {"email", "firstname", "region", "hs_object_id"} <= set(contacts.properties)
+    groups = {g.label: g for g in page.context["groups"]}
+    assert "Contact information" in groups and "Custom properties" in groups
+    email = next(c for c in groups["Contact information"].columns if c.name == "email")
+    assert (email.label, email.type) == ("Email", "string")
+    html = page.content.decode()
+    assert 'name="columns" value="email"' in html and "Record ID" in html  # system columns always shown
+    assert 'hx-get="' + reverse("models_app:preview", args=[source.pk]) in html
+
+    # Save: name + columns.
+    response = owner_client.post(
+        new_url, {"collection": "contacts", "name": "Contacts for Profiles", "columns": CONTACT_COLUMNS}
+    )
+    model = DataModel.objects.get(source=source)
+    assert response.status_code == 302 and response["Location"] == reverse("models_app:detail", args=[model.pk])
+    assert model.collection == "contacts" and model.name == "Contacts for Profiles"
+    assert sorted(model.columns) == sorted(CONTACT_COLUMNS)
+    assert model.all_columns[:3] == ["id", "created_at", "updated_at"]
+    event = AuditEvent.objects.get(object_type="models_app.DataModel", verb="create")
+    assert event.actor == owner and event.changes["collection"] == "contacts"
+
+    # The Models tab lists it: name, collection, number of columns.
+    tab = owner_client.get(reverse("sources:models", args=[source.pk])).content.decode()
+    assert "Contacts for Profiles" in tab and reverse("models_app:detail", args=[model.pk]) in tab
+    assert f'<td class="num">{len(CONTACT_COLUMNS) + 3}</td>' in tab
+
+
+def test_name_must_be_unique_per_source_and_a_column_is_needed(owner_client, source):
+    DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    SourceCollection.objects.filter(source=source, collection="contacts").update(
+        properties={"email": {"label": "Email", "type": "string"}}, schema_discovered_at=timezone.now()
+    )
+    url = reverse("models_app:new", args=[source.pk])
+    response = owner_client.post(url, {"collection": "contacts", "name": "contacts", "columns": ["email"]})
+    assert response.status_code == 400
+    assert "already has a model called" in response.content.decode()
+    response = owner_client.post(url, {"collection": "contacts", "name": "Other", "columns": []})
+    assert response.status_code == 400
+    assert "Tick at least one column" in response.content.decode()
+    # A column HubSpot does not have cannot be smuggled in.
+    response = owner_client.post(url, {"collection": "contacts", "name": "Other", "columns": ["nope"]})
+    assert response.status_code == 400
+    assert DataModel.objects.filter(source=source).count() == 1
+
+
+def test_edit_columns_is_audited(owner_client, source, sandbox):
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    page = owner_client.get(reverse("models_app:detail", args=[model.pk]))
+    assert page.status_code == 200 and b"Save changes" in page.content
+    response = owner_client.post(
+        reverse("models_app:detail", args=[model.pk]), {"name": "Contacts", "columns": ["firstname", "email"]}
+    )
+    assert response.status_code == 302
+    model.refresh_from_db()
+    assert model.columns == ["email", "firstname"]  # kept columns keep their place
+    event = AuditEvent.objects.get(object_type="models_app.DataModel", verb="update")
+    assert event.changes == {"columns": {"added": ["firstname"], "removed": []}}
+
+
+# --- the live preview ----------------------------------------------------------------------------------
+
+
+def test_preview_shows_the_first_ten_records_from_hubspot(owner_client, source, sandbox, django_assert_max_num_queries):
+    owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "contacts"})  # discovers the schema
+    with django_assert_max_num_queries(12):
+        response = preview(owner_client, source, columns=CONTACT_COLUMNS)
+    assert response.status_code == 200
+    result = response.context["preview"]
+    assert result.error is None
+    assert result.api_calls == 1  # one HubSpot request per refresh
+    assert result.columns == ["id", "created_at", "updated_at", *CONTACT_COLUMNS]
+
+    expected = sandbox_list(sandbox, CONTACT_COLUMNS)
+    assert len(expected) == 10 and len(result.rows) == 10
+    for row, record in zip(result.rows, expected, strict=True):
+        assert row["id"] == record["id"]
+        assert row["created_at"] == record["createdAt"] and row["updated_at"] == record["updatedAt"]
+        for column in CONTACT_COLUMNS:
+            assert row[column] == (record["properties"].get(column) or None), column
+    html = response.content.decode()
+    assert expected[0]["id"] in html and expected[0]["properties"]["email"] in html
+    assert "Email" in html and "lifecyclestage" in html  # headers: label and name
+    assert 'data-state="ok"' in html
+
+    # Other columns, another request, the same records.
+    response = preview(owner_client, source, columns=["firstname"])
+    assert response.context["preview"].columns == ["id", "created_at", "updated_at", "firstname"]
+    assert [r["id"] for r in response.context["preview"].rows] == [r["id"] for r in expected]
+
+
+def test_preview_without_a_collection_or_columns(owner_client, source, sandbox):
+    response = owner_client.get(reverse("models_app:preview", args=[source.pk]))
+    assert response.status_code == 200 and b"Pick a collection" in response.content
+    response = preview(owner_client, source, collection="nope")
+    assert response.status_code == 200 and "no collection" in response.content.decode()
+    response = preview(owner_client, source, columns=[])  # system columns only
+    assert response.context["preview"].columns == ["id", "created_at", "updated_at"]
+    assert len(response.context["preview"].rows) == 10
+
+
+def test_a_column_deleted_in_hubspot_is_flagged(owner_client, source, sandbox):
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email", "region"])
+    owner_client.get(reverse("models_app:detail", args=[model.pk]))
+    assert "region" in SourceCollection.objects.get(source=source, collection="contacts").properties
+    assert "missing" not in flags(preview(owner_client, source, columns=model.columns))
+
+    sandbox.delete_property("region", portal=PORTAL)
+    # Opening the model reads the schema again: the deleted property is shown as gone, still ticked.
+    page = owner_client.get(reverse("models_app:detail", args=[model.pk]))
+    assert "No longer in HubSpot" in page.content.decode()
+    contacts = SourceCollection.objects.get(source=source, collection="contacts")
+    assert "region" not in contacts.properties
+    assert contacts.schema_changes[-1]["removed"] == ["region"]
+    response = preview(owner_client, source, columns=model.columns)
+    assert flags(response)["missing"] == ("region",)
+    assert "Missing in HubSpot" in response.content.decode()
+    assert response.context["preview"].error is None  # the rest of the preview still shows
+
+
+def test_a_column_empty_in_every_previewed_record_is_flagged(owner_client, source, sandbox):
+    sandbox.add_property("legacy_code", portal=PORTAL, label="Legacy code")
+    owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "contacts"})
+    response = preview(owner_client, source, columns=["email", "legacy_code"])
+    assert flags(response) == {"empty": ("legacy_code",)}
+    assert "Always empty" in response.content.decode()
+
+
+def test_an_unselected_collection_is_flagged(owner_client, source, sandbox):
+    response = preview(owner_client, source, collection="deals", columns=["dealname"])
+    assert "unselected" in flags(response)
+    assert "not selected in this source" in response.content.decode()
+    assert len(response.context["preview"].rows) == 10  # still previewed
+    page = owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "deals"})
+    assert "Deals is not in this source" in page.content.decode()
+
+
+# --- HubSpot errors are messages in the fragment, never a 500 ----------------------------------------------
+
+
+def test_hubspot_down_after_retries_is_a_message(owner_client, source, sandbox):
+    sandbox.set_knobs(fail_next=20, fail_next_status="503")
+    response = preview(owner_client, source, columns=["email"])
+    assert response.status_code == 200
+    result = response.context["preview"]
+    assert result.error.kind == "unavailable" and result.api_calls == 3  # a couple of quick retries
+    assert "HubSpot is not answering right now" in response.content.decode()
+    assert "Try again" in response.content.decode()
+
+
+def test_missing_scope_is_a_message(owner_client, workspace, sandbox):
+    source = make_source(sandbox, workspace, scopes=["oauth", "crm.objects.contacts.read"])
+    response = preview(owner_client, source, collection="companies", columns=["name"])
+    assert response.status_code == 200
+    assert response.context["preview"].error.kind == "scope"
+    assert "may not read companies" in response.content.decode()
+
+
+def test_revoked_login_is_a_reconnect_message(owner_client, workspace, sandbox):
+    source = make_source(sandbox, workspace)
+    Source.objects.filter(pk=source.pk).update(token="revoked-refresh-token", access_token_expires_at=timezone.now())
+    response = preview(owner_client, source, columns=["email"])
+    assert response.status_code == 200
+    assert response.context["preview"].error.kind == "reconnect"
+    assert "HubSpot needs to be reconnected" in response.content.decode()
+    source.refresh_from_db()
+    assert source.status == Source.Status.NEEDS_RECONNECT
+    assert "revoked-refresh-token" not in response.content.decode()
+    # The builder page itself still opens, with the schema stored before.
+    page = owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "contacts"})
+    assert page.status_code == 200 and "HubSpot needs to be reconnected" in page.content.decode()
+
+
+# --- delete -----------------------------------------------------------------------------------------------
+
+
+def _mapping(workspace, model) -> Mapping:
+    destination = Destination.objects.create(workspace=workspace, name="Segment")
+    space = ProfileSpace.objects.create(destination=destination, name="Production", write_key="wk_secret_1")
+    return Mapping.objects.create(
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        name="Contacts to Profiles",
+        identifiers={"user_id": "email"},
+    )
+
+
+def test_delete_is_refused_while_a_mapping_uses_the_model(owner_client, workspace, source):
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    mapping = _mapping(workspace, model)
+    url = reverse("models_app:delete", args=[model.pk])
+    page = owner_client.get(url).content.decode()
+    assert "cannot be deleted" in page and mapping.name in page and "Delete model" not in page
+    response = owner_client.post(url)
+    assert response.status_code == 409 and mapping.name in response.content.decode()
+    assert DataModel.objects.filter(pk=model.pk).exists()
+    assert not AuditEvent.objects.filter(verb="delete").exists()
+    # The Models tab names the mapping that uses it.
+    tab = owner_client.get(reverse("sources:models", args=[source.pk])).content.decode()
+    assert mapping.name in tab
+
+
+def test_delete_with_confirmation(owner_client, owner, source):
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    url = reverse("models_app:delete", args=[model.pk])
+    assert b"Delete model" in owner_client.get(url).content
+    response = owner_client.post(url)
+    assert response.status_code == 302 and response["Location"] == reverse("sources:models", args=[source.pk])
+    assert not DataModel.objects.filter(pk=model.pk).exists()
+    event = AuditEvent.objects.get(verb="delete", object_type="models_app.DataModel")
+    assert event.actor == owner and event.changes["columns"] == ["email"]
+
+
+# --- roles and tenants -----------------------------------------------------------------------------------
+
+
+def test_viewer_sees_everything_and_changes_nothing(viewer_client, source, sandbox):
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    tab = viewer_client.get(reverse("sources:models", args=[source.pk])).content.decode()
+    assert "Contacts" in tab and "Create model" not in tab and "Delete" not in tab
+    page = viewer_client.get(reverse("models_app:detail", args=[model.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Save changes" not in html and 'type="hidden" name="columns" value="email"' in html
+    assert preview(viewer_client, source, columns=["email"]).status_code == 200
+    assert viewer_client.get(reverse("models_app:new", args=[source.pk])).status_code == 403
+    assert (
+        viewer_client.post(
+            reverse("models_app:detail", args=[model.pk]), {"name": "X", "columns": ["email"]}
+        ).status_code
+        == 403
+    )
+    assert viewer_client.post(reverse("models_app:delete", args=[model.pk])).status_code == 403
+    model.refresh_from_db()
+    assert model.name == "Contacts" and DataModel.objects.count() == 1
+
+
+def test_outsider_gets_404(outsider_client, source):
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    for url in (
+        reverse("models_app:new", args=[source.pk]),
+        reverse("models_app:preview", args=[source.pk]) + "?collection=contacts&columns=email",
+        reverse("models_app:detail", args=[model.pk]),
+        reverse("models_app:delete", args=[model.pk]),
+    ):
+        assert outsider_client.get(url).status_code == 404, url
+        assert outsider_client.post(url).status_code == 404, url
+    assert DataModel.objects.filter(pk=model.pk).exists()
