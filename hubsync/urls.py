@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
-from . import alert_views, views, views_debugger
+from . import alert_views, runs, views, views_debugger
 
 # The Django admin logs in through allauth (rate limits, MFA) instead of its own unprotected form.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -31,6 +31,12 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("audit/", views.audit_log, name="audit_log"),
     path("debug/records/", views_debugger.record_debugger, name="record_debugger"),
+    # Dashboard fragments and run pages (hubsync.runs).
+    path("dashboard/workers/", runs.dashboard_workers, name="dashboard_workers"),
+    path("sources/<int:source_id>/runs/<int:sync_run_id>/", runs.sync_run_detail, name="sync_run"),
+    path("sources/<int:source_id>/runs/<int:sync_run_id>/progress/", runs.sync_run_progress, name="sync_run_progress"),
+    path("deliveries/<int:delivery_run_id>/", runs.delivery_run_detail, name="delivery_run"),
+    path("deliveries/<int:delivery_run_id>/progress/", runs.delivery_run_progress, name="delivery_run_progress"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("", include("sources.urls")),

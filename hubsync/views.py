@@ -19,7 +19,23 @@ from .workspaces import INVITATION_SESSION_KEY, WorkspaceError
 
 @workspace_view()
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "hubsync/dashboard.html", {})
+    """Health of every source and mapping, live progress of running work, charts of the last 30 days. A
+    constant number of queries whatever the data size (hubsync.dashboard); the workers panel loads lazily."""
+    from . import charts
+    from . import dashboard as board_module
+
+    board = board_module.build(request.workspace)
+    if not board.sources:
+        # Nothing connected yet: the empty state with the first step.
+        return render(request, "hubsync/dashboard.html", {"board": board})
+    for run in board.active_sync_runs:
+        run.progress = board_module.sync_progress(run)
+    for run in board.active_delivery_runs:
+        # No total here (it is a count): the first poll, 2 s later, brings it, so the page stays constant-query.
+        run.progress = board_module.delivery_progress(run, count_total=False)
+    points = board_module.chart_runs(request.workspace)
+    context = {"board": board, "charts": charts.run_charts(points), "chart_days": board_module.CHART_DAYS}
+    return render(request, "hubsync/dashboard.html", context)
 
 
 @login_view

@@ -1,0 +1,192 @@
+"""Server-rendered inline SVG charts: no JavaScript library, no CDN, readable without colour (titles per bar,
+a legend, a text summary in <desc>) and by screen readers (role="img", aria-labelledby title + desc)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape  # the stdlib one: Django's lazy wrapper costs more than the SVG itself
+from itertools import count
+
+from django.utils.safestring import SafeString, mark_safe
+
+WIDTH = 760
+HEIGHT = 220
+PAD_LEFT = 56
+PAD_RIGHT = 12
+PAD_TOP = 14
+PAD_BOTTOM = 44
+
+_ids = count(1)
+
+
+@dataclass
+class Series:
+    name: str
+    values: Sequence[float | None]
+    color: str
+
+
+def _nice_max(value: float) -> float:
+    """Round the axis maximum up to 1, 2 or 5 times a power of ten so the gridlines get round labels."""
+    if value <= 0:
+        return 1
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    for step in (1, 2, 5, 10):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude
+
+
+def _fmt(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def bar_chart(
+    *,
+    title: str,
+    desc: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    unit: str = "",
+    reference: float | None = None,
+    reference_label: str = "",
+    max_value: float | None = None,
+    tooltips: Sequence[str] | None = None,
+) -> SafeString:
+    """Grouped bars, one group per label. `reference` draws a dashed horizontal line (e.g. a budget at 100 %)."""
+    uid = next(_ids)
+    plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+    top = max([v or 0 for s in series for v in s.values] + [reference or 0, 0])
+    y_max = max_value or _nice_max(top)
+    n = max(len(labels), 1)
+    group_w = plot_w / n
+    bar_w = max(min(group_w * 0.8 / max(len(series), 1), 28), 1)
+    out: list[str] = [
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" width="100%" '
+        f'aria-labelledby="chart-{uid}-title chart-{uid}-desc" xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="chart-{uid}-title">{escape(title)}</title>',
+        f'<desc id="chart-{uid}-desc">{escape(desc)}</desc>',
+    ]
+
+    def y(v: float) -> float:
+        return PAD_TOP + plot_h - (min(v, y_max) / y_max) * plot_h
+
+    for i in range(5):
+        value = y_max * i / 4
+        yy = y(value)
+        out.append(
+            f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" class="grid-line" '
+            f'stroke="#e3e6ef" stroke-width="1"/>'
+            f'<text x="{PAD_LEFT - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" fill="#5b647a">'
+            f"{escape(_fmt(value))}{escape(unit)}</text>"
+        )
+    if not labels:
+        out.append(
+            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" font-size="13" fill="#5b647a">'
+            "No finished runs in this period yet</text>"
+        )
+    for i, label in enumerate(labels):
+        x0 = PAD_LEFT + i * group_w + (group_w - bar_w * len(series)) / 2
+        parts = []
+        for j, s in enumerate(series):
+            value = s.values[i] if i < len(s.values) else None
+            if value is None:
+                continue
+            yy = y(value)
+            height = PAD_TOP + plot_h - yy
+            parts.append(
+                f'<rect x="{x0 + j * bar_w:.1f}" y="{yy:.1f}" width="{max(bar_w - 1, 1):.1f}" '
+                f'height="{max(height, 0.5 if value else 0):.1f}" fill="{s.color}">'
+                f"<title>{escape(label)}: {escape(s.name)} {escape(_fmt(value))}{escape(unit)}</title></rect>"
+            )
+        tip = f"<title>{escape(tooltips[i])}</title>" if tooltips and i < len(tooltips) else ""
+        out.append(f'<g class="bar-group">{tip}{"".join(parts)}</g>')
+    # A few x labels, not all: 120 overlapping dates help nobody.
+    step = max(1, len(labels) // 6)
+    for i in range(0, len(labels), step):
+        x = PAD_LEFT + (i + 0.5) * group_w
+        out.append(
+            f'<text x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" text-anchor="middle" font-size="11" fill="#5b647a">'
+            f"{escape(labels[i])}</text>"
+        )
+    if reference is not None:
+        yy = y(reference)
+        out.append(
+            f'<line x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#d64545" '
+            f'stroke-width="1.5" stroke-dasharray="6 4" class="reference"/>'
+            f'<text x="{WIDTH - PAD_RIGHT}" y="{yy - 4:.1f}" text-anchor="end" font-size="11" fill="#d64545">'
+            f"{escape(reference_label)}</text>"
+        )
+    # Legend
+    x = PAD_LEFT
+    for s in series:
+        out.append(
+            f'<rect x="{x}" y="{HEIGHT - 16}" width="10" height="10" fill="{s.color}"/>'
+            f'<text x="{x + 14}" y="{HEIGHT - 7}" font-size="11" fill="#1d2333">{escape(s.name)}</text>'
+        )
+        x += 24 + 7 * len(s.name)
+    out.append("</svg>")
+    return mark_safe("".join(out))  # every interpolated text above is escaped
+
+
+def run_charts(points: Sequence) -> list[dict[str, object]]:
+    """The three dashboard charts from dashboard.RunPoint rows: records, durations, API calls vs budget."""
+    labels = [p.label for p in points]
+    span = f"{len(points)} runs" if points else "no runs"
+    records = bar_chart(
+        title="Records per sync run",
+        desc=(
+            f"Records read from HubSpot, sent to Segment and rejected, per sync run ({span}, last 30 days). "
+            f"Totals: {sum(p.read for p in points)} read, {sum(p.sent for p in points)} sent, "
+            f"{sum(p.rejected for p in points)} rejected."
+        ),
+        labels=labels,
+        series=[
+            Series("read", [p.read for p in points], "#4c6ef5"),
+            Series("sent", [p.sent for p in points], "#12b886"),
+            Series("rejected", [p.rejected for p in points], "#e8590c"),
+        ],
+    )
+    durations = [p.duration for p in points]
+    known = [d for d in durations if d is not None]
+    duration_unit, divide = ("min", 60.0) if known and max(known) >= 180 else ("s", 1.0)
+    summary = ""
+    if known:
+        longest, median = max(known) / divide, sorted(known)[len(known) // 2] / divide
+        summary = f"Longest {longest:.1f} {duration_unit}, median {median:.1f} {duration_unit}."
+    duration_chart = bar_chart(
+        title="Sync run durations",
+        desc=f"How long each sync run took ({span}). {summary}",
+        labels=labels,
+        series=[
+            Series(f"duration ({duration_unit})", [d / divide if d is not None else None for d in durations], "#7950f2")
+        ],
+        unit=" " + duration_unit if duration_unit == "min" else "s",
+    )
+    usage = [(100.0 * p.api_calls / p.budget) if p.budget else None for p in points]
+    peak = max([u for u in usage if u is not None] or [0])
+    api_chart = bar_chart(
+        title="API calls per run against the rate-limit budget",
+        desc=(
+            "HubSpot API calls of each sync run as a share of what the rate limit (110 requests per 10 seconds) "
+            f"allows over the run's duration. Peak {peak:.0f}% of the budget."
+        ),
+        labels=labels,
+        series=[Series("API calls, % of budget", usage, "#1c7ed6")],
+        unit="%",
+        reference=100,
+        reference_label="rate-limit budget (100%)",
+        max_value=120 if peak <= 110 else _nice_max(peak * 1.1),
+        tooltips=[f"{p.label}: {p.api_calls} calls, budget {p.budget}" for p in points],
+    )
+    return [
+        {"id": "chart-records", "title": "Records per run", "svg": records},
+        {"id": "chart-durations", "title": "Run durations", "svg": duration_chart},
+        {"id": "chart-api", "title": "API calls vs rate limit", "svg": api_chart},
+    ]

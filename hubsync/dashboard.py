@@ -1,0 +1,598 @@
+"""What the dashboard shows: health per source and per mapping, counts, freshness, live progress, charts data,
+workers and queues.
+
+Everything here is computed with a constant number of queries whatever the size of the mirror or the number of
+runs: rows come from one query per kind (sources, mappings) with the latest run joined and the "first change not
+yet delivered" looked up by a correlated subquery on the (source, change_seq) index; the big counts (records in
+the mirror, delivered / rejected states) are grouped queries whose results are cached under a version that
+changes whenever the counted rows can have changed, so a page load after nothing changed counts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, OuterRef, Subquery, Sum
+from django.utils import timezone
+
+from hubsync.models import Workspace
+
+# A source whose next sync is this much overdue (or one interval, if shorter) without a run starting is late:
+# the dispatcher runs every minute, so such a delay means beat or the workers are not doing their job.
+LATE_GRACE = timedelta(minutes=15)
+# HubSpot's burst limit for OAuth apps: 110 requests per 10 seconds per account.
+RATE_LIMIT_PER_SECOND = 110 / 10
+CHART_DAYS = 30
+CHART_MAX_RUNS = 120  # beyond this, the charts show the latest runs: a chart of 3,000 bars reads as noise
+COUNT_CACHE_SECONDS = 24 * 3600
+
+
+class Health:
+    HEALTHY = "healthy"
+    RUNNING = "running"
+    LATE = "late"
+    FAILING = "failing"
+    NEEDS_RECONNECT = "needs_reconnect"
+    PAUSED = "paused"
+
+    LABELS = {
+        HEALTHY: "Healthy",
+        RUNNING: "Running",
+        LATE: "Late",
+        FAILING: "Failing",
+        NEEDS_RECONNECT: "Needs reconnect",
+        PAUSED: "Paused",
+    }
+    BADGE = {HEALTHY: "ok", RUNNING: "info", LATE: "warn", FAILING: "bad", NEEDS_RECONNECT: "bad", PAUSED: ""}
+
+
+FAILED_STATUSES = ("failed", "partial")
+ACTIVE_STATUSES = ("queued", "running")
+
+
+@dataclass
+class SourceRow:
+    source: Any
+    health: str
+    reason: str
+    last_run: Any
+    active_run: Any
+    next_run: datetime | None
+    records: int
+
+    @property
+    def health_label(self) -> str:
+        return Health.LABELS[self.health]
+
+    @property
+    def badge(self) -> str:
+        return Health.BADGE[self.health]
+
+
+@dataclass
+class MappingRow:
+    mapping: Any
+    health: str
+    reason: str
+    last_run: Any
+    active_run: Any
+    delivered: int
+    rejected: int
+    pending_since: datetime | None  # HubSpot time of the oldest change not yet delivered
+    freshness: timedelta  # its age; zero when everything is delivered
+
+    @property
+    def health_label(self) -> str:
+        return Health.LABELS[self.health]
+
+    @property
+    def badge(self) -> str:
+        return Health.BADGE[self.health]
+
+
+@dataclass
+class Dashboard:
+    sources: list[SourceRow] = field(default_factory=list)
+    mappings: list[MappingRow] = field(default_factory=list)
+    active_sync_runs: list[Any] = field(default_factory=list)
+    active_delivery_runs: list[Any] = field(default_factory=list)
+
+
+# --- health -------------------------------------------------------------------------------------------------
+
+
+def source_health(source: Any, *, last_run: Any, active_run: Any, now: datetime) -> tuple[str, str]:
+    """(state, reason) of one source. Order matters: a disabled source is paused whatever else is true, a
+    revoked token must be fixed before anything can run, a running sync is shown as such even after failures."""
+    if not source.enabled:
+        return Health.PAUSED, "The source is disabled: no syncs are scheduled."
+    if source.status == "needs_reconnect":
+        return Health.NEEDS_RECONNECT, source.status_detail or "HubSpot refused the token: reconnect the account."
+    if active_run is not None:
+        return Health.RUNNING, f"A sync is {active_run.status}."
+    if last_run is not None and last_run.status in FAILED_STATUSES:
+        return Health.FAILING, f"The last sync {'failed' if last_run.status == 'failed' else 'was partial'}."
+    if source.next_sync_at is not None:
+        grace = min(LATE_GRACE, source.sync_interval or LATE_GRACE)
+        if now - source.next_sync_at > grace:
+            late_by = now - source.next_sync_at
+            return Health.LATE, f"The sync due {_ago(late_by)} has not started."
+    return Health.HEALTHY, ""
+
+
+def mapping_health(
+    mapping: Any, *, last_run: Any, active_run: Any, pending_synced_at: datetime | None, now: datetime
+) -> tuple[str, str]:
+    """(state, reason) of one mapping. A mapping is late when a change reached the mirror more than LATE_GRACE
+    ago and no delivery has picked it up."""
+    source = mapping.data_model.source
+    if not mapping.enabled:
+        return Health.PAUSED, "The mapping is off: nothing is delivered."
+    if getattr(mapping, "paused_reason", ""):
+        return Health.PAUSED, "Paused by schema drift: a property it uses changed in HubSpot. Fix the mapping."
+    if source.status == "needs_reconnect":
+        return Health.NEEDS_RECONNECT, "Its source needs to be reconnected to HubSpot."
+    if active_run is not None:
+        return Health.RUNNING, f"A delivery is {active_run.status}."
+    if last_run is not None and last_run.status in FAILED_STATUSES:
+        return Health.FAILING, f"The last delivery {'failed' if last_run.status == 'failed' else 'was partial'}."
+    if pending_synced_at is not None and now - pending_synced_at > LATE_GRACE:
+        return Health.LATE, f"Changes mirrored {_ago(now - pending_synced_at)} are not delivered yet."
+    return Health.HEALTHY, ""
+
+
+def _ago(delta: timedelta) -> str:
+    return f"{human_duration(delta)} ago"
+
+
+def human_duration(delta: timedelta | float | None) -> str:
+    """1 h 05 min, 3 min 20 s, 12 s, 2 d 4 h."""
+    if delta is None:
+        return "—"
+    seconds = int(delta.total_seconds() if isinstance(delta, timedelta) else delta)
+    seconds = max(seconds, 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+# --- the dashboard --------------------------------------------------------------------------------------------
+
+
+def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
+    """Every row of the dashboard in a constant number of queries (about eight, plus one per stale count)."""
+    from mappings.models import DeliveryRun, Mapping, MappingIssue
+    from sources.models import Record, Source, SyncRun
+
+    now = now or timezone.now()
+    sources = list(
+        Source.objects.filter(workspace=workspace)
+        .select_related("last_run")
+        .annotate(
+            # Version of the mirror count: the highest change_seq (an index seek on (source, change_seq)).
+            top_seq=Subquery(
+                Record.objects.filter(source=OuterRef("pk")).order_by("-change_seq").values("change_seq")[:1]
+            )
+        )
+    )
+    first_pending = Record.objects.filter(
+        source_id=OuterRef("data_model__source_id"),
+        collection=OuterRef("data_model__collection"),
+        change_seq__gt=OuterRef("watermark"),
+    ).order_by("change_seq")
+    mappings = list(
+        Mapping.objects.filter(destination__workspace=workspace)
+        .select_related("data_model__source", "destination", "profile_space", "last_run")
+        .annotate(
+            pending_updated_at=Subquery(first_pending.values("updated_at")[:1]),
+            pending_synced_at=Subquery(first_pending.values("synced_at")[:1]),
+            open_issues=Subquery(
+                MappingIssue.objects.filter(mapping=OuterRef("pk"), resolved_at__isnull=True)
+                .values("mapping")
+                .annotate(n=Count("*"))
+                .values("n")[:1]
+            ),
+        )
+    )
+    active_sync = list(
+        SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).select_related("source")
+    )
+    active_delivery = list(
+        DeliveryRun.objects.filter(
+            mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES
+        ).select_related("mapping__data_model")
+    )
+    sync_by_source = {run.source_id: run for run in active_sync}
+    delivery_by_mapping = {run.mapping_id: run for run in active_delivery}
+
+    record_counts = mirror_counts({s.pk: s.top_seq or 0 for s in sources})
+    state_counts = delivery_state_counts({m.pk: _state_version(m, delivery_by_mapping.get(m.pk)) for m in mappings})
+
+    board = Dashboard(active_sync_runs=active_sync, active_delivery_runs=active_delivery)
+    for source in sources:
+        last = _finished_or_none(source.last_run)
+        active = sync_by_source.get(source.pk)
+        health, reason = source_health(source, last_run=last, active_run=active, now=now)
+        board.sources.append(
+            SourceRow(
+                source=source,
+                health=health,
+                reason=reason,
+                last_run=source.last_run,
+                active_run=active,
+                next_run=source.next_sync_at if source.enabled else None,
+                records=record_counts.get(source.pk, 0),
+            )
+        )
+    for mapping in mappings:
+        last = _finished_or_none(mapping.last_run)
+        active = delivery_by_mapping.get(mapping.pk)
+        health, reason = mapping_health(
+            mapping, last_run=last, active_run=active, pending_synced_at=mapping.pending_synced_at, now=now
+        )
+        counts = state_counts.get(mapping.pk, {})
+        pending = mapping.pending_updated_at or mapping.pending_synced_at
+        board.mappings.append(
+            MappingRow(
+                mapping=mapping,
+                health=health,
+                reason=reason,
+                last_run=mapping.last_run,
+                active_run=active,
+                delivered=counts.get("delivered", 0),
+                rejected=counts.get("rejected", 0),
+                pending_since=pending,
+                freshness=freshness(pending, now=now),
+            )
+        )
+    return board
+
+
+def freshness(pending_since: datetime | None, *, now: datetime) -> timedelta:
+    """Age of the oldest HubSpot change not yet delivered; zero when Segment has everything. The oldest change is
+    the mirror row with the lowest change_seq past the mapping's watermark: change_seq follows the order changes
+    were read, and incremental reads go in HubSpot modification order, so this is one index seek instead of a
+    MIN() over every pending row."""
+    if pending_since is None:
+        return timedelta(0)
+    return max(now - pending_since, timedelta(0))
+
+
+def _finished_or_none(run: Any) -> Any:
+    """The parent's last_run may be the active run itself; health looks at the last *finished* outcome."""
+    if run is None or run.status in ACTIVE_STATUSES:
+        return None
+    return run
+
+
+def _state_version(mapping: Any, active: Any) -> str:
+    """Delivery states change only in a delivery run (or a retry, which edits the mapping or starts a run): the
+    latest run's id and counters, plus the mapping's update time, change whenever the states can have."""
+    run = active or mapping.last_run
+    run_part = f"{run.pk}:{run.status}:{run.sent}:{run.rejected}:{run.considered}" if run else "-"
+    return f"{run_part}:{mapping.updated_at.timestamp() if mapping.updated_at else ''}:{mapping.watermark}"
+
+
+def _cached_counts(
+    prefix: str, versions: dict[int, Any], compute: Callable[[list[int]], dict[int, Any]]
+) -> dict[int, Any]:
+    """Counts per id from the cache when their version still matches; the stale ones in ONE grouped query."""
+    if not versions:
+        return {}
+    keys = {pk: f"hubsync:{prefix}:{pk}" for pk in versions}
+    cached = cache.get_many(list(keys.values()))
+    result: dict[int, Any] = {}
+    stale: list[int] = []
+    for pk, version in versions.items():
+        hit = cached.get(keys[pk])
+        if hit is not None and hit[0] == version:
+            result[pk] = hit[1]
+        else:
+            stale.append(pk)
+    if stale:
+        fresh = compute(stale)
+        cache.set_many({keys[pk]: (versions[pk], fresh.get(pk)) for pk in stale}, COUNT_CACHE_SECONDS)
+        result.update({pk: fresh.get(pk) for pk in stale})
+    return {pk: value for pk, value in result.items() if value is not None}
+
+
+def mirror_counts(versions: dict[int, int]) -> dict[int, int]:
+    """Records in the mirror per source id. The version is the source's highest change_seq: every insert takes a
+    new one, and records are never deleted on their own (only with their source)."""
+    from sources.models import Record
+
+    def compute(ids: list[int]) -> dict[int, int]:
+        rows = Record.objects.filter(source_id__in=ids).values("source_id").annotate(n=Count("*")).order_by()
+        found = {row["source_id"]: row["n"] for row in rows}
+        return {pk: found.get(pk, 0) for pk in ids}
+
+    return _cached_counts("mirror", versions, compute)
+
+
+def delivery_state_counts(versions: dict[int, str]) -> dict[int, dict[str, int]]:
+    """{mapping_id: {"delivered": n, "rejected": n, "pending": n}} from the (mapping, status) index."""
+    from mappings.models import DeliveryState
+
+    def compute(ids: list[int]) -> dict[int, dict[str, int]]:
+        rows = (
+            DeliveryState.objects.filter(mapping_id__in=ids)
+            .values("mapping_id", "status")
+            .annotate(n=Count("*"))
+            .order_by()
+        )
+        found: dict[int, dict[str, int]] = {pk: {} for pk in ids}
+        for row in rows:
+            found[row["mapping_id"]][row["status"]] = row["n"]
+        return found
+
+    return _cached_counts("states", versions, compute)
+
+
+# --- live progress ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int | None
+    percent: int | None
+    eta: timedelta | None
+    finished: bool
+    status: str
+    status_label: str
+    elapsed: timedelta | None
+
+    @property
+    def eta_text(self) -> str:
+        return human_duration(self.eta) if self.eta is not None else "estimating…"
+
+
+def _progress(done: int, total: int | None, *, status: str, label: str, started: Any, finished: Any, now: datetime):
+    is_done = status not in ACTIVE_STATUSES
+    if total is not None:
+        total = max(total, done)
+    percent = None
+    if total:
+        percent = 100 if is_done and status == "succeeded" else min(100, int(done * 100 / total))
+    elapsed = ((finished or now) - started) if started else None
+    eta = None
+    if not is_done and total and done and elapsed and elapsed.total_seconds() > 0:
+        rate = done / elapsed.total_seconds()
+        eta = timedelta(seconds=(total - done) / rate)
+    return Progress(done, total, percent, eta, is_done, status, label, elapsed)
+
+
+def sync_progress(run: Any, *, now: datetime | None = None) -> Progress:
+    return _progress(
+        run.progress_done or 0,
+        run.progress_total,
+        status=run.status,
+        label=run.get_status_display(),
+        started=run.started_at,
+        finished=run.finished_at,
+        now=now or timezone.now(),
+    )
+
+
+def delivery_progress(run: Any, *, now: datetime | None = None, count_total: bool = True) -> Progress:
+    """done = mirror rows considered; total = rows past the run's starting watermark, counted once per run and
+    cached (it is fixed by the time the run starts, give or take the changes merged while it runs)."""
+    from sources.models import Record
+
+    total = None
+    if run.status in ACTIVE_STATUSES and run.started_at:
+        key = f"hubsync:delivery_total:{run.pk}"
+        total = cache.get(key)
+        # watermark_from is saved with the first checkpoint (considered > 0); counting before that would count
+        # from 0 and cache a wrong total.
+        if total is None and count_total and run.considered:
+            model = run.mapping.data_model
+            total = Record.objects.filter(
+                source_id=model.source_id, collection=model.collection, change_seq__gt=run.watermark_from
+            ).count()
+            cache.set(key, total, 6 * 3600)
+    elif run.status not in ACTIVE_STATUSES:
+        total = run.considered
+    return _progress(
+        run.considered or 0,
+        total,
+        status=run.status,
+        label=run.get_status_display(),
+        started=run.started_at,
+        finished=run.finished_at,
+        now=now or timezone.now(),
+    )
+
+
+# --- charts data ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunPoint:
+    run_id: int
+    source_id: int
+    label: str
+    at: datetime
+    read: int
+    sent: int
+    rejected: int
+    duration: float | None  # seconds
+    api_calls: int
+    budget: int | None  # API calls allowed by the rate limit over the run's duration
+
+
+def chart_runs(workspace: Workspace, *, now: datetime | None = None, source_id: int | None = None) -> list[RunPoint]:
+    """Finished sync runs of the last CHART_DAYS days (the latest CHART_MAX_RUNS), oldest first, with the records
+    their deliveries sent and rejected. Two queries: runs, then delivery sums grouped by sync run."""
+    from mappings.models import DeliveryRun
+    from sources.models import SyncRun
+
+    now = now or timezone.now()
+    runs = SyncRun.objects.filter(
+        source__workspace=workspace, created_at__gte=now - timedelta(days=CHART_DAYS), started_at__isnull=False
+    ).exclude(status__in=ACTIVE_STATUSES)
+    if source_id is not None:
+        runs = runs.filter(source_id=source_id)
+    rows = list(
+        runs.order_by("-created_at").values_list(
+            "pk", "source_id", "created_at", "started_at", "finished_at", "counts", "api_calls"
+        )[:CHART_MAX_RUNS]
+    )
+    rows.reverse()
+    sums = {
+        row["sync_run_id"]: row
+        for row in DeliveryRun.objects.filter(sync_run_id__in=[r[0] for r in rows])
+        .values("sync_run_id")
+        .annotate(sent=Sum("sent"), rejected=Sum("rejected"))
+        .order_by()
+    }
+    points = []
+    for pk, src, created, started, finished, counts, api_calls in rows:
+        duration = (finished - started).total_seconds() if started and finished else None
+        delivered = sums.get(pk, {})
+        points.append(
+            RunPoint(
+                run_id=pk,
+                source_id=src,
+                label=timezone.localtime(started or created).strftime("%b %d %H:%M"),
+                at=started or created,
+                read=total_read(counts),
+                sent=delivered.get("sent") or 0,
+                rejected=delivered.get("rejected") or 0,
+                duration=duration,
+                api_calls=api_calls or 0,
+                budget=int(RATE_LIMIT_PER_SECOND * max(duration, 1)) if duration is not None else None,
+            )
+        )
+    return points
+
+
+def total_read(counts: Any) -> int:
+    if not isinstance(counts, dict):
+        return 0
+    return sum(int(c.get("read") or 0) for c in counts.values() if isinstance(c, dict))
+
+
+def collection_rows(counts: Any) -> list[dict[str, Any]]:
+    """Per-collection counts of a sync run, for its page."""
+    rows = []
+    if isinstance(counts, dict):
+        for name, c in sorted(counts.items()):
+            if isinstance(c, dict):
+                rows.append(
+                    {
+                        "collection": name,
+                        **{k: c.get(k, 0) for k in ("read", "new", "updated", "unchanged", "archived")},
+                        "error": c.get("error", ""),
+                    }
+                )
+    return rows
+
+
+# --- secrets in error texts -------------------------------------------------------------------------------------
+
+_SECRET_PATTERNS = [
+    # Authorization headers and bearer tokens (HubSpot), Basic auth (Segment write key as user name).
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?\s*(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    # JSON / form fields that carry credentials.
+    re.compile(
+        r"(?i)([\"']?(?:access_token|refresh_token|client_secret|code_verifier|writeKey|write_key|api_key|apikey|"
+        r"password|token|secret|code)[\"']?\s*[:=]\s*[\"']?)[^\"'&,\s}]+"
+    ),
+    # Credentials in URLs: scheme://user:password@host
+    re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"),
+]
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """The text with known secret values and anything shaped like a credential replaced by "[redacted]"."""
+    if not text:
+        return ""
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups >= 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}[redacted]{m.group(2)}", text)
+        else:
+            text = pattern.sub(lambda m: f"{m.group(1)}[redacted]", text)
+    return text
+
+
+# --- workers and queues -----------------------------------------------------------------------------------------
+
+
+def workers_report() -> dict[str, Any]:
+    """Alive workers (control ping), what each runs (inspect active), queue lengths. Each remote step has a short
+    timeout; the dashboard loads this lazily so a silent cluster never slows the page itself."""
+    from hubsync.celery import app
+    from hubsync.health import _safe_error, check_workers
+
+    timeout = min(settings.HEALTH_WORKER_TIMEOUT, 1.5)
+    report: dict[str, Any] = {"workers": [], "queues": queue_lengths(), "error": ""}
+    ping = check_workers()
+    if not ping["ok"]:
+        report["error"] = ping.get("error", "")
+        return report
+    active: dict[str, list] = {}
+    try:
+        active = app.control.inspect(destination=ping["names"], timeout=timeout).active() or {}
+    except Exception as exc:  # a report, not a crash
+        report["error"] = _safe_error(exc)
+    for name in ping["names"]:
+        tasks = []
+        for task in active.get(name, []) or []:
+            started = task.get("time_start")
+            tasks.append(
+                {
+                    "name": task.get("name") or task.get("type") or "?",
+                    # Task arguments are ids only (never secrets, by convention), useful to find the run.
+                    "args": ", ".join(str(a) for a in (task.get("args") or [])),
+                    "since": datetime.fromtimestamp(started, tz=UTC) if started else None,
+                }
+            )
+        report["workers"].append({"name": name, "tasks": tasks})
+    return report
+
+
+def queue_lengths() -> list[dict[str, Any]]:
+    """Messages waiting per queue: LLEN on Redis, message files in the folder for the filesystem broker."""
+    names = list(getattr(settings, "CELERY_TASK_QUEUES_NAMES", ("extract", "deliver")))
+    url = getattr(settings, "CELERY_BROKER_URL", "")
+    result: list[dict[str, Any]] = []
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+            try:
+                for name in names:
+                    result.append({"name": name, "waiting": int(client.llen(name))})
+            finally:
+                client.close()
+        elif url.startswith("filesystem://"):
+            folder = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("data_folder_in", "")
+            files = os.listdir(folder) if folder and os.path.isdir(folder) else []
+            for name in names:
+                suffix = f".{name}.msg"
+                result.append({"name": name, "waiting": sum(1 for f in files if f.endswith(suffix))})
+        else:
+            result = [{"name": name, "waiting": None} for name in names]
+    except Exception:  # an unreachable broker shows as unknown lengths
+        result = [{"name": name, "waiting": None} for name in names]
+    return result

@@ -1,0 +1,114 @@
+"""Run pages (every SyncRun and DeliveryRun has one), their live progress fragments, and the dashboard's lazy
+workers panel. Progress fragments are polled by htmx every 2 s and answer 286 once the run has ended, which
+stops the polling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from . import dashboard
+from .access import get_for_workspace, workspace_view
+
+STOP_POLLING = 286  # htmx: "done, stop polling"
+
+
+def _sync_run(request: HttpRequest, source_id: int, sync_run_id: int) -> Any:
+    from sources.models import SyncRun
+
+    return get_for_workspace(request, SyncRun.objects.select_related("source"), pk=sync_run_id, source_id=source_id)
+
+
+def _delivery_run(request: HttpRequest, delivery_run_id: int) -> Any:
+    from mappings.models import DeliveryRun
+
+    qs = DeliveryRun.objects.select_related(
+        "mapping__destination", "mapping__data_model__source", "mapping__profile_space", "sync_run"
+    )
+    return get_for_workspace(request, qs, pk=delivery_run_id)
+
+
+def _source_secrets(source: Any) -> list[str]:
+    # Decrypted only to find and hide them in error texts; never rendered.
+    try:
+        return [source.token, source.access_token]
+    except Exception:  # a key rotation problem must not hide the run page
+        return []
+
+
+def _space_secrets(space: Any) -> list[str]:
+    try:
+        return [space.write_key]
+    except Exception:
+        return []
+
+
+@workspace_view()
+def sync_run_detail(request: HttpRequest, source_id: int, sync_run_id: int) -> HttpResponse:
+    run = _sync_run(request, source_id, sync_run_id)
+    secrets = _source_secrets(run.source)
+    collections = dashboard.collection_rows(run.counts)
+    for row in collections:
+        row["error"] = dashboard.redact(row["error"], secrets)
+    deliveries = list(
+        run.delivery_runs.select_related("mapping__data_model", "mapping__destination").order_by("created_at", "id")
+    )
+    duration = run.finished_at - run.started_at if run.started_at and run.finished_at else None
+    context = {
+        "run": run,
+        "source": run.source,
+        "collections": collections,
+        "deliveries": deliveries,
+        "error": dashboard.redact(run.error, secrets),
+        "duration": dashboard.human_duration(duration) if duration else None,
+        "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
+        "progress": dashboard.sync_progress(run),
+        "total_read": dashboard.total_read(run.counts),
+        "budget": int(dashboard.RATE_LIMIT_PER_SECOND * max(duration.total_seconds(), 1)) if duration else None,
+    }
+    return render(request, "hubsync/sync_run.html", context)
+
+
+@workspace_view()
+def sync_run_progress(request: HttpRequest, source_id: int, sync_run_id: int) -> HttpResponse:
+    run = _sync_run(request, source_id, sync_run_id)
+    progress = dashboard.sync_progress(run)
+    context = {"run": run, "progress": progress, "kind": "sync", "poll_url": request.path}
+    return render(request, "hubsync/_progress.html", context, status=STOP_POLLING if progress.finished else 200)
+
+
+@workspace_view()
+def delivery_run_detail(request: HttpRequest, delivery_run_id: int) -> HttpResponse:
+    run = _delivery_run(request, delivery_run_id)
+    mapping = run.mapping
+    secrets = _space_secrets(mapping.profile_space) + _source_secrets(mapping.data_model.source)
+    duration = run.finished_at - run.started_at if run.started_at and run.finished_at else None
+    context = {
+        "run": run,
+        "mapping": mapping,
+        "source": mapping.data_model.source,
+        "error": dashboard.redact(run.error, secrets),
+        "duration": dashboard.human_duration(duration) if duration else None,
+        "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
+        "progress": dashboard.delivery_progress(run),
+    }
+    return render(request, "hubsync/delivery_run.html", context)
+
+
+@workspace_view()
+def delivery_run_progress(request: HttpRequest, delivery_run_id: int) -> HttpResponse:
+    run = _delivery_run(request, delivery_run_id)
+    progress = dashboard.delivery_progress(run)
+    context = {"run": run, "progress": progress, "kind": "delivery", "poll_url": request.path}
+    return render(request, "hubsync/_progress.html", context, status=STOP_POLLING if progress.finished else 200)
+
+
+@workspace_view()
+def dashboard_workers(request: HttpRequest) -> HttpResponse:
+    """The workers panel, loaded after the page (hx-trigger="load"): pinging a silent cluster takes the ping's
+    timeout, which the dashboard itself must never wait for."""
+    report = dashboard.workers_report()
+    return render(request, "hubsync/_workers.html", {"report": report, "now": timezone.now()})

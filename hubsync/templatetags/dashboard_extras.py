@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django import template
+from django.utils import timezone
+
+from hubsync.dashboard import human_duration
+
+register = template.Library()
+
+
+@register.filter
+def duration_text(value: timedelta | float | None) -> str:
+    """A duration as "3 min 20 s"."""
+    return human_duration(value)
+
+
+@register.filter
+def age(value: datetime | None) -> str:
+    """How long ago: "5 min 02 s ago", or "in 2 h 10 min" for a time in the future."""
+    if value is None:
+        return "—"
+    delta = timezone.now() - value
+    if delta.total_seconds() < 0:
+        return f"in {human_duration(-delta)}"
+    return f"{human_duration(delta)} ago"

@@ -1,0 +1,536 @@
+"""The dashboard: health states, freshness, counts, constant queries; run pages with redacted errors; progress
+fragments that stop polling; the lazy workers panel."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from hubsync import charts, dashboard
+from hubsync.dashboard import Health
+from mappings.models import DeliveryRun, DeliveryState, Destination, Mapping, ProfileSpace
+from models_app.models import DataModel
+from sources.models import Record, Source, SyncRun
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def make_source(workspace, **fields) -> Source:
+    n = next(_ids)
+    defaults = {
+        "name": f"HubSpot {n}",
+        "schema_name": f"hubspot_{n}",
+        "enabled": True,
+        "token": "refresh-SECRET-abcdef123456",
+        "access_token": "access-SECRET-abcdef123456",
+        "next_sync_at": timezone.now() + timedelta(hours=1),
+    }
+    return Source.objects.create(workspace=workspace, **{**defaults, **fields})
+
+
+def make_run(source: Source, status: str = "succeeded", *, set_last: bool = True, **fields) -> SyncRun:
+    now = timezone.now()
+    finished = status not in SyncRun.ACTIVE
+    defaults = {
+        "trigger": "scheduled",
+        "created_at": now - timedelta(minutes=10),
+        "started_at": now - timedelta(minutes=9) if status != "queued" else None,
+        "finished_at": now - timedelta(minutes=8) if finished else None,
+        "counts": {"contacts": {"read": 5, "new": 3, "updated": 2, "unchanged": 0, "archived": 0}},
+        "api_calls": 7,
+    }
+    run = SyncRun.objects.create(source=source, status=status, **{**defaults, **fields})
+    if set_last:
+        Source.objects.filter(pk=source.pk).update(last_run=run)
+        source.refresh_from_db()
+    return run
+
+
+def make_mapping(workspace, source: Source, **fields) -> Mapping:
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    destination = Destination.objects.create(workspace=workspace, name="Segment")
+    space = ProfileSpace.objects.create(destination=destination, name="Prod", write_key="wk-SECRET-0123456789")
+    defaults = {"identifiers": {"user_id": "email"}, "traits": [["email", "email"]], "enabled": True}
+    return Mapping.objects.create(
+        destination=destination, data_model=model, profile_space=space, **{**defaults, **fields}
+    )
+
+
+def make_delivery(mapping: Mapping, status: str = "succeeded", *, sync_run=None, **fields) -> DeliveryRun:
+    now = timezone.now()
+    finished = status not in DeliveryRun.ACTIVE
+    run = DeliveryRun.objects.create(
+        mapping=mapping,
+        sync_run=sync_run,
+        status=status,
+        started_at=now - timedelta(minutes=5),
+        finished_at=now - timedelta(minutes=4) if finished else None,
+        **fields,
+    )
+    Mapping.objects.filter(pk=mapping.pk).update(last_run=run)
+    mapping.refresh_from_db()
+    return run
+
+
+def add_records(source: Source, n: int, *, start_seq: int = 1, updated_at=None, synced_at=None) -> None:
+    updated_at = updated_at or timezone.now()
+    Record.objects.bulk_create(
+        Record(
+            source=source,
+            collection="contacts",
+            object_id=start_seq + i,
+            properties={"email": f"c{i}@example.com"},
+            updated_at=updated_at + timedelta(seconds=i),
+            content_hash="x",
+            change_seq=start_seq + i,
+            synced_at=synced_at or timezone.now(),
+        )
+        for i in range(n)
+    )
+
+
+def source_row(board, source):
+    return next(r for r in board.sources if r.source.pk == source.pk)
+
+
+def mapping_row(board, mapping):
+    return next(r for r in board.mappings if r.mapping.pk == mapping.pk)
+
+
+# --- health states ----------------------------------------------------------------------------------------------
+
+
+def test_source_health_states(workspace):
+    now = timezone.now()
+    healthy = make_source(workspace)
+    make_run(healthy, "succeeded")
+    never_ran = make_source(workspace)
+    paused = make_source(workspace, enabled=False)
+    make_run(paused, "failed")
+    reconnect = make_source(workspace, status="needs_reconnect", status_detail="HubSpot said BAD_REFRESH_TOKEN")
+    running = make_source(workspace)
+    make_run(running, "failed")
+    make_run(running, "running", set_last=False, progress_done=10, progress_total=100)
+    failing = make_source(workspace)
+    make_run(failing, "failed", error="boom")
+    partial = make_source(workspace)
+    make_run(partial, "partial")
+    late = make_source(workspace, next_sync_at=now - timedelta(minutes=20))
+    make_run(late, "succeeded")
+    due_just_now = make_source(workspace, next_sync_at=now - timedelta(minutes=5))
+    short_interval_late = make_source(
+        workspace, sync_interval=timedelta(minutes=5), next_sync_at=now - timedelta(minutes=6)
+    )
+
+    board = dashboard.build(workspace, now=now)
+    expected = {
+        healthy: Health.HEALTHY,
+        never_ran: Health.HEALTHY,
+        paused: Health.PAUSED,
+        reconnect: Health.NEEDS_RECONNECT,
+        running: Health.RUNNING,
+        failing: Health.FAILING,
+        partial: Health.FAILING,
+        late: Health.LATE,
+        due_just_now: Health.HEALTHY,  # within the grace period: the dispatcher is about to pick it up
+        short_interval_late: Health.LATE,  # more than one (short) interval overdue
+    }
+    for source, health in expected.items():
+        assert source_row(board, source).health == health, source.name
+    assert "BAD_REFRESH_TOKEN" in source_row(board, reconnect).reason
+    assert source_row(board, running).active_run is not None
+    assert source_row(board, paused).next_run is None
+
+
+def test_mapping_health_states(workspace):
+    now = timezone.now()
+    source = make_source(workspace)
+    healthy = make_mapping(workspace, source)
+    make_delivery(healthy, "succeeded")
+    off = make_mapping(workspace, source, enabled=False)
+    running = make_mapping(workspace, source)
+    make_delivery(running, "running")
+    failing = make_mapping(workspace, source)
+    make_delivery(failing, "failed", error="Segment said 400")
+    partial = make_mapping(workspace, source)
+    make_delivery(partial, "partial")
+    broken_source = make_source(workspace, status="needs_reconnect")
+    reconnect = make_mapping(workspace, broken_source)
+
+    board = dashboard.build(workspace, now=now)
+    assert mapping_row(board, healthy).health == Health.HEALTHY
+    assert mapping_row(board, off).health == Health.PAUSED
+    assert mapping_row(board, running).health == Health.RUNNING
+    assert mapping_row(board, failing).health == Health.FAILING
+    assert mapping_row(board, partial).health == Health.FAILING
+    assert mapping_row(board, reconnect).health == Health.NEEDS_RECONNECT
+
+
+def test_mapping_late_when_mirrored_changes_wait_too_long(workspace):
+    now = timezone.now()
+    source = make_source(workspace)
+    mapping = make_mapping(workspace, source)
+    add_records(source, 3, synced_at=now - timedelta(minutes=2))
+    assert mapping_row(dashboard.build(workspace, now=now), mapping).health == Health.HEALTHY
+    assert mapping_row(dashboard.build(workspace, now=now + timedelta(minutes=30)), mapping).health == Health.LATE
+
+
+# --- freshness and counts ---------------------------------------------------------------------------------------
+
+
+def test_freshness_is_the_age_of_the_oldest_undelivered_change(workspace):
+    now = timezone.now()
+    source = make_source(workspace)
+    mapping = make_mapping(workspace, source)
+    oldest = now - timedelta(hours=2)
+    add_records(source, 5, start_seq=1, updated_at=oldest)  # seq 1..5, updated 2 h ago (+i s)
+    row = mapping_row(dashboard.build(workspace, now=now), mapping)
+    assert row.pending_since == oldest
+    assert row.freshness == timedelta(hours=2)
+
+    # Delivered up to seq 3: the oldest pending change is seq 4 (updated 3 s after the first).
+    Mapping.objects.filter(pk=mapping.pk).update(watermark=3)
+    row = mapping_row(dashboard.build(workspace, now=now), mapping)
+    assert row.freshness == timedelta(hours=2) - timedelta(seconds=3)
+
+    # Everything delivered: up to date.
+    Mapping.objects.filter(pk=mapping.pk).update(watermark=5)
+    row = mapping_row(dashboard.build(workspace, now=now), mapping)
+    assert row.pending_since is None and row.freshness == timedelta(0)
+
+    # Another collection's changes don't make this mapping stale.
+    Record.objects.create(
+        source=source, collection="companies", object_id=1, content_hash="x", change_seq=6, updated_at=oldest
+    )
+    assert mapping_row(dashboard.build(workspace, now=now), mapping).freshness == timedelta(0)
+
+
+def test_counts_mirror_delivered_rejected_and_cache_follows_changes(workspace):
+    source = make_source(workspace)
+    mapping = make_mapping(workspace, source)
+    add_records(source, 4)
+    run = make_delivery(mapping, sent=3, rejected=1)
+    DeliveryState.objects.bulk_create(
+        [DeliveryState(mapping=mapping, object_id=i, status="delivered") for i in range(3)]
+        + [DeliveryState(mapping=mapping, object_id=9, status="rejected", error="no user id")]
+    )
+    board = dashboard.build(workspace)
+    assert source_row(board, source).records == 4
+    row = mapping_row(board, mapping)
+    assert (row.delivered, row.rejected) == (3, 1)
+
+    # Cached: the same numbers without counting again.
+    with CaptureQueriesContext(connection) as ctx:
+        dashboard.build(workspace)
+    # The grouped counts select from the counted table itself (the mappings query only nests small subqueries).
+    grouped = ('SELECT "sources_record"."source_id"', 'SELECT "mappings_deliverystate"."mapping_id"')
+    counted = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith(grouped)]
+    assert not counted
+
+    # New mirror rows and a new delivery run invalidate the cached counts.
+    add_records(source, 2, start_seq=100)
+    make_delivery(mapping, sent=1)
+    DeliveryState.objects.create(mapping=mapping, object_id=50, status="delivered")
+    board = dashboard.build(workspace)
+    assert source_row(board, source).records == 6
+    assert mapping_row(board, mapping).delivered == 4
+    assert run.pk  # the first run is still there, the page shows the latest
+
+
+def _populate(workspace, n: int) -> None:
+    for _ in range(n):
+        source = make_source(workspace)
+        sync = make_run(source, "succeeded", api_calls=40)
+        add_records(source, 3)
+        mapping = make_mapping(workspace, source)
+        make_delivery(mapping, "succeeded", sync_run=sync, sent=3)
+        DeliveryState.objects.create(mapping=mapping, object_id=1, status="rejected", error="no id")
+    running = make_source(workspace)
+    make_run(running, "running", progress_done=5, progress_total=10)
+    make_delivery(make_mapping(workspace, running), "running", considered=2)
+
+
+def _dashboard_queries(client) -> int:
+    client.get(reverse("dashboard"))  # warm up the session (the first request of a client writes it)
+    cache.clear()  # the worst case: every count is recomputed
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(reverse("dashboard"))
+    assert response.status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_dashboard_queries_constant_in_number_of_sources_and_runs(owner_client, workspace):
+    _populate(workspace, 1)
+    one = _dashboard_queries(owner_client)
+    _populate(workspace, 49)
+    fifty = _dashboard_queries(owner_client)
+    assert fifty == one, (one, fifty)
+    assert one <= 20
+
+
+def test_dashboard_max_queries(owner_client, workspace, django_assert_max_num_queries):
+    _populate(workspace, 50)
+    with django_assert_max_num_queries(20):
+        response = owner_client.get(reverse("dashboard"))
+    html = response.content.decode()
+    assert html.count('data-health="healthy"') >= 50
+    assert 'data-health="running"' in html
+    assert "SECRET" not in html
+
+
+# --- pages --------------------------------------------------------------------------------------------------------
+
+
+def test_empty_workspace_shows_first_step(owner_client):
+    html = owner_client.get(reverse("dashboard")).content.decode()
+    assert "Connect your first source" in html
+
+
+def test_dashboard_shows_rows_progress_charts_and_lazy_workers(viewer_client, workspace):
+    source = make_source(workspace, name="Main portal")
+    done = make_run(source, "succeeded", counts={"contacts": {"read": 1234}}, api_calls=55)
+    mapping = make_mapping(workspace, source, name="Contacts to Prod")
+    make_delivery(mapping, "succeeded", sync_run=done, sent=1200, rejected=34)
+    running = make_run(source, "running", set_last=False, progress_done=250, progress_total=1000)
+    html = viewer_client.get(reverse("dashboard")).content.decode()
+    assert "Main portal" in html and "Contacts to Prod" in html
+    # Live progress with a poll that the run page's fragment answers.
+    poll = reverse("sync_run_progress", args=[source.pk, running.pk])
+    assert f'hx-get="{poll}"' in html and 'hx-trigger="every 2s"' in html
+    assert "250 / 1000" in html and "25%" in html
+    # Charts: inline SVG with title and desc.
+    assert html.count("<svg") == 3 and "<desc" in html and "Records per sync run" in html
+    assert "1234 read" in html and "1200 sent" in html and "34 rejected" in html
+    # The workers panel is a lazy fragment: the page itself asks no worker anything.
+    assert f'hx-get="{reverse("dashboard_workers")}"' in html and 'hx-trigger="load' in html
+    assert "Connect your first source" not in html
+
+
+def test_progress_fragment_polls_until_the_run_ends(viewer_client, workspace):
+    source = make_source(workspace)
+    run = make_run(source, "running", progress_done=30, progress_total=120)
+    url = reverse("sync_run_progress", args=[source.pk, run.pk])
+    response = viewer_client.get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "30 / 120" in html and "ETA" in html and 'hx-trigger="every 2s"' in html
+
+    SyncRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=timezone.now(), progress_done=120)
+    response = viewer_client.get(url, headers={"HX-Request": "true"})
+    assert response.status_code == 286  # htmx stops polling
+    html = response.content.decode()
+    assert "120 / 120" in html and "hx-trigger" not in html and "Succeeded" in html
+
+
+def test_delivery_progress_fragment(viewer_client, workspace):
+    source = make_source(workspace)
+    add_records(source, 40)
+    mapping = make_mapping(workspace, source)
+    run = make_delivery(mapping, "running", considered=10, watermark_from=0)
+    response = viewer_client.get(reverse("delivery_run_progress", args=[run.pk]))
+    assert response.status_code == 200
+    assert "10 / 40" in response.content.decode()
+    DeliveryRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=timezone.now(), considered=40)
+    response = viewer_client.get(reverse("delivery_run_progress", args=[run.pk]))
+    assert response.status_code == 286
+
+
+def test_eta_from_rate():
+    now = timezone.now()
+    run = SyncRun(status="running", started_at=now - timedelta(seconds=10), progress_done=100, progress_total=400)
+    progress = dashboard.sync_progress(run, now=now)
+    assert progress.percent == 25
+    assert progress.eta == timedelta(seconds=30)
+    assert not progress.finished
+
+
+def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client, workspace):
+    source = make_source(workspace)
+    error = (
+        "HubSpot 401 on GET /crm/v3/objects/contacts: "
+        '{"status":"error","message":"token access-SECRET-abcdef123456 expired"} '
+        "Authorization: Bearer abc.def-ghijklmnop refresh_token=refresh-SECRET-abcdef123456"
+    )
+    run = make_run(
+        source,
+        "partial",
+        error=error,
+        api_calls=321,
+        retries=4,
+        counts={
+            "contacts": {"read": 10, "new": 4, "updated": 6, "unchanged": 0, "archived": 1},
+            "deals": {"read": 0, "error": 'HubSpot 403: {"message":"missing scope","token":"zzTOPSECRETzz"}'},
+        },
+    )
+    mapping = make_mapping(workspace, source)
+    delivery = make_delivery(mapping, "succeeded", sync_run=run, sent=9)
+    response = viewer_client.get(reverse("sync_run", args=[source.pk, run.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "321" in html and "Retries" in html and "Partial" in html
+    assert "missing scope" in html and "HubSpot 401" in html  # the response body is shown...
+    for secret in ("SECRET", "abc.def-ghijklmnop", "zzTOPSECRETzz"):
+        assert secret not in html  # ...without its credentials
+    assert "[redacted]" in html
+    assert reverse("delivery_run", args=[delivery.pk]) in html
+    assert "Deals" in html or "deals" in html
+
+
+def test_delivery_run_page_redacts_write_key(viewer_client, workspace):
+    source = make_source(workspace)
+    mapping = make_mapping(workspace, source)
+    sync = make_run(source)
+    run = make_delivery(
+        mapping,
+        "failed",
+        sync_run=sync,
+        error='Segment 400: {"success":false,"message":"bad writeKey wk-SECRET-0123456789"}',
+        sent=0,
+        rejected=2,
+        batches=3,
+        requests=5,
+        retries=2,
+    )
+    response = viewer_client.get(reverse("delivery_run", args=[run.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Segment 400" in html and "SECRET" not in html and "[redacted]" in html
+    assert reverse("sync_run", args=[source.pk, sync.pk]) in html
+
+
+def test_outsider_gets_404_for_run_pages(outsider_client, workspace):
+    source = make_source(workspace)
+    run = make_run(source, "running")
+    mapping = make_mapping(workspace, source)
+    delivery = make_delivery(mapping)
+    for url in (
+        reverse("sync_run", args=[source.pk, run.pk]),
+        reverse("sync_run_progress", args=[source.pk, run.pk]),
+        reverse("delivery_run", args=[delivery.pk]),
+        reverse("delivery_run_progress", args=[delivery.pk]),
+    ):
+        assert outsider_client.get(url).status_code == 404, url
+    html = outsider_client.get(reverse("dashboard")).content.decode()
+    assert source.name not in html
+
+
+def test_run_of_another_source_in_the_url_is_404(viewer_client, workspace):
+    a, b = make_source(workspace), make_source(workspace)
+    run = make_run(a)
+    assert viewer_client.get(reverse("sync_run", args=[b.pk, run.pk])).status_code == 404
+
+
+def test_workers_fragment_without_workers(viewer_client, settings):
+    settings.HEALTH_WORKER_TIMEOUT = 0.2
+    response = viewer_client.get(reverse("dashboard_workers"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "no worker" in html
+    assert 'data-queue="extract"' in html and 'data-queue="deliver"' in html
+
+
+def test_queue_lengths_count_waiting_messages(settings, tmp_path):
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        import redis
+
+        client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        client.delete("zq-test-queue")
+        client.rpush("zq-test-queue", "a", "b")
+        settings.CELERY_TASK_QUEUES_NAMES = ("zq-test-queue",)
+        try:
+            assert dashboard.queue_lengths() == [{"name": "zq-test-queue", "waiting": 2}]
+        finally:
+            client.delete("zq-test-queue")
+    else:
+        settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path)}
+        for name in ("1_a.extract.msg", "2_b.extract.msg", "3_c.deliver.msg"):
+            (tmp_path / name).write_text("{}")
+        assert dashboard.queue_lengths() == [{"name": "extract", "waiting": 2}, {"name": "deliver", "waiting": 1}]
+
+
+def test_redact_patterns():
+    text = (
+        'Authorization: Basic d2s6 {"access_token":"tok123","refresh_token": "r-456"} '
+        "redis://user:pw123@host:6379/0 client_secret=s3cr3t&x=1 keep-this"
+    )
+    out = dashboard.redact(text)
+    for secret in ("d2s6", "tok123", "r-456", "pw123", "s3cr3t"):
+        assert secret not in out
+    assert "keep-this" in out and "x=1" in out
+
+
+def test_chart_svg_is_accessible_and_escaped():
+    svg = charts.bar_chart(
+        title="T <x>",
+        desc="D & d",
+        labels=["a<b"],
+        series=[charts.Series("s", [5], "#000")],
+        reference=4,
+        reference_label="limit",
+    )
+    assert 'role="img"' in svg and "<title" in svg and "<desc" in svg
+    assert "T &lt;x&gt;" in svg and "a&lt;b" in svg and "D &amp; d" in svg
+    assert 'class="reference"' in svg
+    empty = charts.bar_chart(title="t", desc="d", labels=[], series=[charts.Series("s", [], "#000")])
+    assert "No finished runs" in empty
+
+
+def test_chart_points_join_deliveries_and_budget(workspace):
+    source = make_source(workspace)
+    now = timezone.now()
+    run = make_run(
+        source,
+        started_at=now - timedelta(seconds=100),
+        finished_at=now,
+        api_calls=550,
+        counts={"contacts": {"read": 7}, "deals": {"read": 3}},
+    )
+    make_run(source, created_at=now - timedelta(days=40), started_at=now - timedelta(days=40))  # too old
+    m1, m2 = make_mapping(workspace, source), make_mapping(workspace, source)
+    make_delivery(m1, sync_run=run, sent=5, rejected=1)
+    make_delivery(m2, sync_run=run, sent=2, rejected=2)
+    points = dashboard.chart_runs(workspace, now=now)
+    assert len(points) == 1
+    p = points[0]
+    assert (p.read, p.sent, p.rejected, p.api_calls) == (10, 7, 3, 550)
+    assert p.budget == 1100  # 110 per 10 s over 100 s
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_workers_fragment_lists_a_live_worker(tmp_path, monkeypatch, settings, viewer_client):
+    from tests.hubsync.celery_worker import running_worker
+
+    settings.HEALTH_WORKER_TIMEOUT = 3  # a loaded CI machine may answer slowly
+    with running_worker(tmp_path) as worker:
+        monkeypatch.setattr("hubsync.celery.app", worker.app)
+        response = viewer_client.get(reverse("dashboard_workers"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert worker.name in html and "alive" in html and "no worker" not in html
+
+
+def test_mapping_paused_by_drift_is_flagged_with_a_link(viewer_client, workspace):
+    from mappings.models import MappingIssue
+
+    source = make_source(workspace)
+    mapping = make_mapping(workspace, source, paused_reason="drift", paused_at=timezone.now())
+    MappingIssue.objects.create(mapping=mapping, kind="deleted", property_name="email", paused=True)
+    row = mapping_row(dashboard.build(workspace), mapping)
+    assert row.health == Health.PAUSED and "schema drift" in row.reason
+    html = viewer_client.get(reverse("dashboard")).content.decode()
+    assert reverse("mappings:drift", args=[mapping.pk]) in html and "1 schema change to review" in html
