@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 from django.conf import settings
+
+from hubsync.http import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -102,19 +103,6 @@ def _scrub(text: str, write_key: str) -> str:
     return text.replace(write_key, "•••") if write_key else text
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
 _local = threading.local()
 
 
@@ -193,7 +181,7 @@ class SegmentClient:
                         f"Segment refused the batch: HTTP {status}: {text}", status=status, body=text, attempts=attempt
                     )
                 last_status, last_error = status, f"HTTP {status}: {text}"
-                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt < self.max_attempts:
                 delay = self.backoff(attempt - 1, retry_after)
                 logger.info("segment batch attempt %d failed (%s); retrying in %.2fs", attempt, last_error[:200], delay)

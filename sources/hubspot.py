@@ -36,6 +36,8 @@ from django.db import transaction
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
+from hubsync.http import retry_after_seconds
+
 from .models import Source
 from .ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limiter
 
@@ -168,20 +170,7 @@ def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - timezone.now()).total_seconds())
+    return retry_after_seconds(response.headers.get("Retry-After"))
 
 
 # --- tokens ---------------------------------------------------------------------------------------------

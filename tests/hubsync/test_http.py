@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+from hubsync.http import retry_after_seconds
+
+
+def test_delta_seconds():
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("-3") == 0.0
+
+
+def test_http_date_in_the_future_and_past():
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= retry_after_seconds(soon) <= 31
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert retry_after_seconds(past) == 0.0
+
+
+def test_absent_or_unreadable_means_use_your_own_backoff():
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("") is None
+    assert retry_after_seconds("soon-ish") is None
