@@ -173,10 +173,26 @@ def human_duration(delta: timedelta | float | None) -> str:
 # --- the dashboard --------------------------------------------------------------------------------------------
 
 
+
+def active_runs(workspace: Workspace) -> tuple[list[Any], list[Any]]:
+    """The workspace's queued and running syncs and deliveries: two queries."""
+    from mappings.models import DeliveryRun
+    from sources.models import SyncRun
+
+    active_sync = list(
+        SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).select_related("source")
+    )
+    active_delivery = list(
+        DeliveryRun.objects.filter(
+            mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES
+        ).select_related("mapping__data_model")
+    )
+    return active_sync, active_delivery
+
 def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     """Every row of the dashboard in a constant number of queries (about eight, plus one per stale count)."""
-    from mappings.models import DeliveryRun, Mapping, MappingIssue
-    from sources.models import Record, Source, SyncRun
+    from mappings.models import Mapping, MappingIssue
+    from sources.models import Record, Source
 
     now = now or timezone.now()
     sources = list(
@@ -208,14 +224,7 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
             ),
         )
     )
-    active_sync = list(
-        SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).select_related("source")
-    )
-    active_delivery = list(
-        DeliveryRun.objects.filter(
-            mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES
-        ).select_related("mapping__data_model")
-    )
+    active_sync, active_delivery = active_runs(workspace)
     sync_by_source = {run.source_id: run for run in active_sync}
     delivery_by_mapping = {run.mapping_id: run for run in active_delivery}
 

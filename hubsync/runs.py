@@ -107,6 +107,18 @@ def delivery_run_progress(request: HttpRequest, delivery_run_id: int) -> HttpRes
 
 
 @workspace_view()
+def dashboard_running(request: HttpRequest) -> HttpResponse:
+    """The dashboard's "Running now" section alone, polled while nothing was running when the page loaded."""
+    active_sync, active_delivery = dashboard.active_runs(request.workspace)
+    for run in active_sync:
+        run.progress = dashboard.sync_progress(run)
+    for run in active_delivery:
+        run.progress = dashboard.delivery_progress(run, count_total=False)
+    context = {"active_sync_runs": active_sync, "active_delivery_runs": active_delivery}
+    return render(request, "hubsync/_running.html", context)
+
+
+@workspace_view()
 def dashboard_workers(request: HttpRequest) -> HttpResponse:
     """The workers panel, loaded after the page (hx-trigger="load"): pinging a silent cluster takes the ping's
     timeout, which the dashboard itself must never wait for."""

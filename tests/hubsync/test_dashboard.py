@@ -336,6 +336,25 @@ def test_progress_fragment_polls_until_the_run_ends(viewer_client, workspace):
     assert "120 / 120" in html and "hx-trigger" not in html and "Succeeded" in html
 
 
+def test_a_run_that_starts_while_the_dashboard_is_open_appears(viewer_client, workspace, outsider):
+    source = make_source(workspace)
+    make_run(source, "succeeded")
+    page = viewer_client.get(reverse("dashboard")).content.decode()
+    assert "Running now" not in page
+    assert reverse("dashboard_running") in page and 'hx-trigger="every 10s"' in page  # nothing running: it looks
+
+    poll = viewer_client.get(reverse("dashboard_running"), headers={"HX-Request": "true"}).content.decode()
+    assert "Running now" not in poll and 'hx-trigger="every 10s"' in poll  # still nothing: keep looking
+
+    run = make_run(source, "running", set_last=False, progress_done=5, progress_total=50)
+    other = make_run(make_source(outsider.memberships.get().workspace, name="Globex source"), "running")
+    poll = viewer_client.get(reverse("dashboard_running"), headers={"HX-Request": "true"}).content.decode()
+    assert "Running now" in poll and reverse("sync_run", args=[source.pk, run.pk]) in poll
+    assert "5 / 50" in poll and reverse("sync_run_progress", args=[source.pk, run.pk]) in poll
+    assert reverse("sync_run", args=[other.source_id, other.pk]) not in poll  # another workspace's run
+    assert 'hx-trigger="every 10s"' not in poll  # from now on the run's own progress fragment polls
+
+
 def test_delivery_progress_fragment(viewer_client, workspace):
     source = make_source(workspace)
     add_records(source, 40)
