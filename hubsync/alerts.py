@@ -24,7 +24,6 @@ from the beat dispatcher (freshness grows without any run finishing). Messages g
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -38,6 +37,7 @@ from django.db.models import Count, OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
+from .http import full_jitter
 from .models import Alert, AlertChannel, AlertState, Workspace, WorkspaceSettings
 
 logger = logging.getLogger(__name__)
@@ -387,5 +387,4 @@ def attempt(*, alert_id: int, last: bool) -> str:
 
 def retry_delay(retries: int) -> float:
     """Full-jitter exponential backoff before the next attempt."""
-    cap = settings.ALERT_RETRY_BASE_SECONDS * (2**retries)
-    return random.uniform(0, min(cap, 300.0))
+    return full_jitter(retries, base=settings.ALERT_RETRY_BASE_SECONDS, cap=300.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from hubsync.http import retry_after_seconds
+from hubsync.http import full_jitter, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +145,7 @@ class SegmentClient:
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt)). A Retry-After is a floor (capped too, so a
         hostile or broken header cannot park a worker for hours)."""
-        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
+        delay = full_jitter(attempt, base=self.backoff_base, cap=self.backoff_cap)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.backoff_cap))
         return delay

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from django.db import transaction
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
-from hubsync.http import retry_after_seconds
+from hubsync.http import full_jitter, retry_after_seconds
 
 from .models import Source
 from .ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limiter
@@ -165,8 +164,8 @@ def safe_url(url: str) -> str:
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^attempt)]."""
-    return random.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
+    """Full-jitter backoff before retry `attempt` (1-based): the first retry waits up to `base`."""
+    return full_jitter(attempt - 1, base=base, cap=cap)
 
 
 def _retry_after(response: requests.Response) -> float | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from hubsync.http import retry_after_seconds
+from hubsync.http import full_jitter, retry_after_seconds
 
 
 def test_delta_seconds():
@@ -22,3 +22,10 @@ def test_absent_or_unreadable_means_use_your_own_backoff():
     assert retry_after_seconds(None) is None
     assert retry_after_seconds("") is None
     assert retry_after_seconds("soon-ish") is None
+
+
+def test_full_jitter_stays_within_the_exponential_cap():
+    delays = [full_jitter(n, base=0.5, cap=4) for n in range(10) for _ in range(50)]
+    assert min(delays) >= 0 and max(delays) <= 4
+    assert max(full_jitter(0, base=0.5, cap=4) for _ in range(200)) <= 0.5
+    assert max(full_jitter(2, base=0.5, cap=4) for _ in range(200)) <= 2.0
