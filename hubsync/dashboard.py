@@ -189,6 +189,15 @@ def active_runs(workspace: Workspace) -> tuple[list[Any], list[Any]]:
     )
     return active_sync, active_delivery
 
+
+def attach_progress(active_sync: list[Any], active_delivery: list[Any]) -> None:
+    """Set `.progress` on each running sync and delivery. A delivery gets no total here (it is a count): its
+    first poll, 2 s later, brings it, so the page stays constant-query."""
+    for run in active_sync:
+        run.progress = sync_progress(run)
+    for run in active_delivery:
+        run.progress = delivery_progress(run, count_total=False)
+
 def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     """Every row of the dashboard in a constant number of queries (about eight, plus one per stale count)."""
     from mappings.models import Mapping, MappingIssue

@@ -110,10 +110,7 @@ def delivery_run_progress(request: HttpRequest, delivery_run_id: int) -> HttpRes
 def dashboard_running(request: HttpRequest) -> HttpResponse:
     """The dashboard's "Running now" section alone, polled while nothing was running when the page loaded."""
     active_sync, active_delivery = dashboard.active_runs(request.workspace)
-    for run in active_sync:
-        run.progress = dashboard.sync_progress(run)
-    for run in active_delivery:
-        run.progress = dashboard.delivery_progress(run, count_total=False)
+    dashboard.attach_progress(active_sync, active_delivery)
     context = {"active_sync_runs": active_sync, "active_delivery_runs": active_delivery}
     return render(request, "hubsync/_running.html", context)
 

@@ -28,11 +28,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if not board.sources:
         # Nothing connected yet: the empty state with the first step.
         return render(request, "hubsync/dashboard.html", {"board": board})
-    for run in board.active_sync_runs:
-        run.progress = board_module.sync_progress(run)
-    for run in board.active_delivery_runs:
-        # No total here (it is a count): the first poll, 2 s later, brings it, so the page stays constant-query.
-        run.progress = board_module.delivery_progress(run, count_total=False)
+    board_module.attach_progress(board.active_sync_runs, board.active_delivery_runs)
     points = board_module.chart_runs(request.workspace)
     context = {"board": board, "charts": charts.run_charts(points), "chart_days": board_module.CHART_DAYS}
     return render(request, "hubsync/dashboard.html", context)
