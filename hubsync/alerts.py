@@ -33,7 +33,7 @@ import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -70,7 +70,7 @@ def _url(name: str, *args: Any) -> str:
 
 def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]:
     """(failing keys with what is wrong, keys checked and healthy, keys held: neither opened nor closed)."""
-    from mappings.models import DeliveryRun, DeliveryState, Mapping
+    from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
     from sources.models import Record, Source, SyncRun
 
     conf = WorkspaceSettings.for_workspace(workspace_id)
@@ -125,12 +125,10 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
             last_error=Subquery(last_delivery.values("error")[:1]),
         )
     )
-    rejected = dict(
-        DeliveryState.objects.filter(mapping__in=mappings, status=DeliveryState.Status.REJECTED)
-        .values_list("mapping")
-        .annotate(n=Count("pk"))
-        .values_list("mapping", "n")
-    )
+    rejected = {
+        pk: counts.get(DeliveryState.Status.REJECTED, 0)
+        for pk, counts in DeliveryStateCount.for_mappings([m.pk for m in mappings]).items()
+    }
     now = timezone.now()
     for mapping in mappings:
         if not mapping.enabled:

@@ -4,15 +4,15 @@ workers and queues.
 Everything here is computed with a constant number of queries whatever the size of the mirror or the number of
 runs: rows come from one query per kind (sources, mappings) with the latest run joined and the "first change not
 yet delivered" looked up by a correlated subquery on the (source, change_seq) index; the big counts (records in
-the mirror, delivered / rejected states) are grouped queries whose results are cached under a version that
-changes whenever the counted rows can have changed, so a page load after nothing changed counts nothing.
+the mirror, delivered / rejected states) are read from counter rows that database triggers keep exact
+(hubsync.counters), so no page load ever counts the mirror.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +31,6 @@ LATE_GRACE = timedelta(minutes=15)
 RATE_LIMIT_PER_SECOND = 110 / 10
 CHART_DAYS = 30
 CHART_MAX_RUNS = 120  # beyond this, the charts show the latest runs: a chart of 3,000 bars reads as noise
-COUNT_CACHE_SECONDS = 24 * 3600
 
 
 class Health:
@@ -199,21 +198,12 @@ def attach_progress(active_sync: list[Any], active_delivery: list[Any]) -> None:
         run.progress = delivery_progress(run, count_total=False)
 
 def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
-    """Every row of the dashboard in a constant number of queries (about eight, plus one per stale count)."""
+    """Every row of the dashboard in a constant number of queries (about eight)."""
     from mappings.models import Mapping, MappingIssue
     from sources.models import Record, Source
 
     now = now or timezone.now()
-    sources = list(
-        Source.objects.filter(workspace=workspace)
-        .select_related("last_run")
-        .annotate(
-            # Version of the mirror count: the highest change_seq (an index seek on (source, change_seq)).
-            top_seq=Subquery(
-                Record.objects.filter(source=OuterRef("pk")).order_by("-change_seq").values("change_seq")[:1]
-            )
-        )
-    )
+    sources = list(Source.objects.filter(workspace=workspace).select_related("last_run"))
     first_pending = Record.objects.filter(
         source_id=OuterRef("data_model__source_id"),
         collection=OuterRef("data_model__collection"),
@@ -237,8 +227,8 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     sync_by_source = {run.source_id: run for run in active_sync}
     delivery_by_mapping = {run.mapping_id: run for run in active_delivery}
 
-    record_counts = mirror_counts({s.pk: s.top_seq or 0 for s in sources})
-    state_counts = delivery_state_counts({m.pk: _state_version(m, delivery_by_mapping.get(m.pk)) for m in mappings})
+    record_counts = mirror_counts(s.pk for s in sources)
+    state_counts = delivery_state_counts(m.pk for m in mappings)
 
     board = Dashboard(active_sync_runs=active_sync, active_delivery_runs=active_delivery)
     for source in sources:
@@ -297,67 +287,23 @@ def _finished_or_none(run: Any) -> Any:
     return run
 
 
-def _state_version(mapping: Any, active: Any) -> str:
-    """Delivery states change only in a delivery run (or a retry, which edits the mapping or starts a run): the
-    latest run's id and counters, plus the mapping's update time, change whenever the states can have."""
-    run = active or mapping.last_run
-    run_part = f"{run.pk}:{run.status}:{run.sent}:{run.rejected}:{run.considered}" if run else "-"
-    return f"{run_part}:{mapping.updated_at.timestamp() if mapping.updated_at else ''}:{mapping.watermark}"
+def mirror_counts(source_ids: Iterable[int]) -> dict[int, int]:
+    """Records in the mirror per source id: one query over the trigger-kept counters (hubsync.counters), a few
+    rows per source whatever the size of the mirror."""
+    from sources.models import RecordCount
+
+    ids = list(source_ids)
+    found = dict.fromkeys(ids, 0)
+    for source_id, n in RecordCount.objects.filter(source_id__in=ids).values_list("source_id", "n"):
+        found[source_id] += n
+    return found
 
 
-def _cached_counts(
-    prefix: str, versions: dict[int, Any], compute: Callable[[list[int]], dict[int, Any]]
-) -> dict[int, Any]:
-    """Counts per id from the cache when their version still matches; the stale ones in ONE grouped query."""
-    if not versions:
-        return {}
-    keys = {pk: f"hubsync:{prefix}:{pk}" for pk in versions}
-    cached = cache.get_many(list(keys.values()))
-    result: dict[int, Any] = {}
-    stale: list[int] = []
-    for pk, version in versions.items():
-        hit = cached.get(keys[pk])
-        if hit is not None and hit[0] == version:
-            result[pk] = hit[1]
-        else:
-            stale.append(pk)
-    if stale:
-        fresh = compute(stale)
-        cache.set_many({keys[pk]: (versions[pk], fresh.get(pk)) for pk in stale}, COUNT_CACHE_SECONDS)
-        result.update({pk: fresh.get(pk) for pk in stale})
-    return {pk: value for pk, value in result.items() if value is not None}
+def delivery_state_counts(mapping_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+    """{mapping_id: {"delivered": n, "rejected": n, ...}}: one query over the trigger-kept counters."""
+    from mappings.models import DeliveryStateCount
 
-
-def mirror_counts(versions: dict[int, int]) -> dict[int, int]:
-    """Records in the mirror per source id. The version is the source's highest change_seq: every insert takes a
-    new one, and records are never deleted on their own (only with their source)."""
-    from sources.models import Record
-
-    def compute(ids: list[int]) -> dict[int, int]:
-        rows = Record.objects.filter(source_id__in=ids).values("source_id").annotate(n=Count("*")).order_by()
-        found = {row["source_id"]: row["n"] for row in rows}
-        return {pk: found.get(pk, 0) for pk in ids}
-
-    return _cached_counts("mirror", versions, compute)
-
-
-def delivery_state_counts(versions: dict[int, str]) -> dict[int, dict[str, int]]:
-    """{mapping_id: {"delivered": n, "rejected": n, "pending": n}} from the (mapping, status) index."""
-    from mappings.models import DeliveryState
-
-    def compute(ids: list[int]) -> dict[int, dict[str, int]]:
-        rows = (
-            DeliveryState.objects.filter(mapping_id__in=ids)
-            .values("mapping_id", "status")
-            .annotate(n=Count("*"))
-            .order_by()
-        )
-        found: dict[int, dict[str, int]] = {pk: {} for pk in ids}
-        for row in rows:
-            found[row["mapping_id"]][row["status"]] = row["n"]
-        return found
-
-    return _cached_counts("states", versions, compute)
+    return DeliveryStateCount.for_mappings(mapping_ids)
 
 
 # --- live progress ----------------------------------------------------------------------------------------------

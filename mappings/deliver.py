@@ -501,6 +501,9 @@ class _Delivery:
         watermark = self._watermark()
         now = timezone.now()
         with transaction.atomic():
+            # The mapping's row lock first: every writer of its states (this checkpoint, "retry", "resync all")
+            # takes it before touching states and their counters, so they queue instead of deadlocking.
+            _lock_mapping(self.mapping.pk)
             by_status: dict[str, list] = {}
             for state in self.states.values():
                 by_status.setdefault(state.status, []).append(state)
@@ -635,6 +638,11 @@ class _Delivery:
     def _state(self, state: DeliveryState | _Delivered) -> None:
         self.states.pop(state.object_id, None)
         self.states[state.object_id] = state
+
+
+def _lock_mapping(mapping_id: int) -> None:
+    """Lock the mapping's row until the transaction ends (a no-op on SQLite, where writers take turns)."""
+    list(Mapping.objects.select_for_update(no_key=True).filter(pk=mapping_id).values_list("pk", flat=True))
 
 
 def _sender_thread_done(barrier: threading.Barrier) -> None:
@@ -885,7 +893,9 @@ def request_retry(*, mapping: Mapping, object_ids: list[int] | None = None, stat
     qs = qs.filter(mapping=mapping, status=DeliveryState.Status.REJECTED)
     if object_ids is not None:
         qs = qs.filter(object_id__in=[int(x) for x in object_ids])
-    marked = qs.update(status=DeliveryState.Status.RETRY, updated_at=timezone.now())
+    with transaction.atomic():
+        _lock_mapping(mapping.pk)
+        marked = qs.update(status=DeliveryState.Status.RETRY, updated_at=timezone.now())
     if marked and mapping.delivers:
         from .tasks import deliver_mapping
 
@@ -905,6 +915,7 @@ def resync_all(mapping: Mapping) -> None:
     """Forget what was delivered: the next delivery rebuilds and resends every record, with new messageIds
     (the resync generation is part of the payload hash) so Segment's deduplication does not drop them."""
     with transaction.atomic():
+        _lock_mapping(mapping.pk)
         Mapping.objects.filter(pk=mapping.pk).update(
             watermark=0, watermark_config_hash="", resync_generation=F("resync_generation") + 1
         )

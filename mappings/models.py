@@ -188,6 +188,33 @@ class DeliveryState(models.Model):
         return f"{self.mapping_id}/{self.object_id}: {self.status}"
 
 
+class DeliveryStateCount(models.Model):
+    """DeliveryStates per mapping and status, kept by database triggers on mappings_deliverystate
+    (hubsync.counters): the dashboard and the mapping page read these instead of counting a million states."""
+
+    workspace_path = "mapping__destination__workspace"
+
+    mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="state_counts", db_index=False)
+    status = models.CharField(max_length=10, choices=DeliveryState.Status.choices)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mapping", "status"], name="unique_delivery_state_count")]
+
+    def __str__(self) -> str:
+        return f"{self.mapping_id}/{self.status}: {self.n}"
+
+    @classmethod
+    def for_mappings(cls, mapping_ids) -> dict[int, dict[str, int]]:
+        """{mapping_id: {status: n}} in one query (statuses with no state are absent)."""
+        result: dict[int, dict[str, int]] = {pk: {} for pk in mapping_ids}
+        for mapping_id, status, n in cls.objects.filter(mapping_id__in=list(result)).values_list(
+            "mapping_id", "status", "n"
+        ):
+            result[mapping_id][status] = n
+        return result
+
+
 class DeliveryRun(models.Model):
     workspace_path = "mapping__destination__workspace"
 

@@ -32,7 +32,7 @@ from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
 from .deliver import preview_message, resync_all, send_test_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
-from .models import DeliveryState, Destination, Mapping, ProfileSpace
+from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from .segment import SegmentError, check_connection
 from .views_sample import sample_context
 
@@ -490,12 +490,7 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 
 def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
-    states = dict(
-        DeliveryState.objects.filter(mapping=mapping)
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
-    )
+    states = DeliveryStateCount.for_mappings([mapping.pk])[mapping.pk]
     schema = column_schema(mapping.data_model)
     labels = {c: (schema.get(c) or {}).get("label") or c for c in mapping.data_model.all_columns}
     return {

@@ -170,6 +170,23 @@ class SyncRun(models.Model):
         return f"Run {self.pk} of {self.source}"
 
 
+class RecordCount(models.Model):
+    """Records in the mirror per source and collection, kept by database triggers on sources_record
+    (hubsync.counters): the dashboard reads these few rows instead of counting a million."""
+
+    workspace_path = "source__workspace"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="record_counts", db_index=False)
+    collection = models.CharField(max_length=50)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "collection"], name="unique_record_count")]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}/{self.collection}: {self.n}"
+
+
 class ChangeCounter(models.Model):
     """The per-source change_seq allocator. A row of its own (not a Source field) so that a full
     `Source.save()` elsewhere can never write back a stale value and make change_seq go backwards.

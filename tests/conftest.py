@@ -78,3 +78,29 @@ def viewer_client(viewer) -> Client:
 @pytest.fixture
 def outsider_client(outsider) -> Client:
     return _client_for(outsider)
+
+
+@pytest.fixture(autouse=True)
+def _row_counters_agree(request):
+    """After every test that used the database: the trigger-kept row counters (hubsync.counters) equal a real
+    count. Every engine, view and fixture in the suite thereby tests the triggers for free."""
+    names = request.fixturenames
+    # Set the database up inside this fixture, so that it is torn down after the check below (an autouse
+    # fixture is otherwise set up before, and so torn down after, the fixtures a test asks for).
+    if "transactional_db" in names or "live_server" in names:
+        request.getfixturevalue("transactional_db")
+    elif "db" in names:
+        request.getfixturevalue("db")
+    elif request.node.get_closest_marker("django_db") is None:
+        yield  # no database in this test
+        return
+    yield
+    from django.db import connection
+
+    from hubsync import counters
+
+    for counted in (counters.RECORDS, counters.DELIVERY_STATES):
+        with connection.cursor() as cursor:
+            cursor.execute(counters.recount_sql(counted))
+            wrong = cursor.fetchall()
+        assert not wrong, f"{counted.counter} disagrees with {counted.table} (keys, counted, actual): {wrong}"
