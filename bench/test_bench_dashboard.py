@@ -180,6 +180,7 @@ def _populate() -> dict:
             "rejected",
             "failed",
             "archived",
+            "outside_sample",
             "batches",
             "requests",
             "retries",
@@ -188,7 +189,7 @@ def _populate() -> dict:
             "error",
         ],
         (
-            (mapping_by_source[src].pk, pk, "succeeded", now, now, now, 100, 95, 3, 2, 0, 0, 1, 1, 0, 0, 0, "")
+            (mapping_by_source[src].pk, pk, "succeeded", now, now, now, 100, 95, 3, 2, 0, 0, 0, 1, 1, 0, 0, 0, "")
             for pk, src in run_ids
         ),
     )
