@@ -12,18 +12,39 @@ from .access import get_for_workspace, workspace_view
 from .forms import AlertChannelForm
 from .models import Alert, AlertChannel, AlertState, Role
 
+STOP_POLLING = 286  # htmx: "done, stop polling"
+LOG_SIZE = 50  # messages shown in the log
+
+
+def _log(request: HttpRequest) -> dict:
+    log = list(Alert.objects.filter(workspace=request.workspace).select_related("channel")[:LOG_SIZE])
+    # While a message waits for a worker (or between retries) the log refreshes itself, so "Send test" shows
+    # its outcome without a reload.
+    return {"log": log, "log_pending": any(a.status == Alert.Status.QUEUED for a in log)}
+
 
 def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
     workspace = request.workspace
+    open_states = list(AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at"))
+    for state in open_states:
+        state.label = alerts.RULE_LABELS.get(state.rule, state.rule)
+        state.path = alerts.state_path(state.key)
     context = {
         "form": form,
         "channels": AlertChannel.objects.filter(workspace=workspace),
-        "open_states": AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at"),
-        "log": Alert.objects.filter(workspace=workspace).select_related("channel")[:50],
+        "open_states": open_states,
+        **_log(request),
         "can_change": request.membership.allows(Role.ADMIN),
         "nav_section": "alerts",
     }
     return render(request, "hubsync/alerts.html", context, status=status)
+
+
+@workspace_view()
+def alerts_log(request: HttpRequest) -> HttpResponse:
+    """The log fragment the page polls while a message is queued; 286 once nothing is waiting any more."""
+    context = _log(request)
+    return render(request, "hubsync/_alert_log.html", context, status=200 if context["log_pending"] else STOP_POLLING)
 
 
 @workspace_view()

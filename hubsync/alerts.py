@@ -45,6 +45,30 @@ logger = logging.getLogger(__name__)
 TEXT_LIMIT = 300  # characters of a run's error quoted in a message
 
 
+# What each rule is called on the Alerts page.
+RULE_LABELS = {
+    "sync_failed": "Sync failed",
+    "reconnect": "Reconnect needed",
+    "delivery_failed": "Delivery failed",
+    "drift": "Schema change",
+    "freshness": "Data late",
+    "rejected": "Rejected records",
+}
+
+
+def state_path(key: str) -> str:
+    """Where to look for an open problem, from its key ("sync_failed:source:3" -> the source's page)."""
+    rule, _, rest = key.partition(":")
+    kind, _, pk = rest.partition(":")
+    if not pk.isdigit():
+        return ""
+    if kind == "source":
+        return _url("sources:detail", int(pk))
+    if kind == "mapping":
+        return _url("mappings:drift" if rule == "drift" else "mappings:mapping_detail", int(pk))
+    return ""
+
+
 @dataclass(frozen=True)
 class Finding:
     rule: str
@@ -133,14 +157,15 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
     for mapping in mappings:
         if not mapping.enabled:
             continue  # switched off on purpose: its open streaks close without a message
-        path = _url("mappings:drift", mapping.pk)
+        # The schema-change page for drift; the mapping page (runs, rejected records, freshness) for the rest.
+        path = _url("mappings:mapping_detail", mapping.pk)
         key = f"drift:mapping:{mapping.pk}"
         if mapping.paused_reason == Mapping.PAUSED_DRIFT:
             failing[key] = Finding(
                 "drift",
                 f"Mapping “{mapping}” was paused: HubSpot changed a property it uses",
                 "; ".join(i.summary for i in mapping.issues.filter(resolved_at__isnull=True, paused=True)),
-                path,
+                _url("mappings:drift", mapping.pk),
             )
         else:
             healthy.add(key)

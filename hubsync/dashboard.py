@@ -88,12 +88,18 @@ class MappingRow:
     freshness: timedelta  # its age; zero when everything is delivered
 
     @property
+    def drift_paused(self) -> bool:
+        return self.health == Health.PAUSED and getattr(self.mapping, "paused_reason", "") == "drift"
+
+    @property
     def health_label(self) -> str:
-        return Health.LABELS[self.health]
+        # Switched off on purpose and stopped by a schema change both count as paused, but only the second one
+        # needs somebody to act: it must not look like the quiet grey of a mapping that is merely off.
+        return "Paused: schema change" if self.drift_paused else Health.LABELS[self.health]
 
     @property
     def badge(self) -> str:
-        return Health.BADGE[self.health]
+        return "bad" if self.drift_paused else Health.BADGE[self.health]
 
 
 @dataclass

@@ -57,6 +57,10 @@ class AlertChannelForm(forms.Form):
         label="Webhook URL",
         help_text="Receives a JSON POST with a Slack-compatible “text” field. Stored encrypted; not shown again.",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        error_messages={
+            "invalid": "This is not a web address. Paste the whole webhook URL, e.g. "
+            "https://hooks.slack.com/services/T000/B000/XXXX."
+        },
     )
 
     def clean(self) -> dict:
@@ -73,8 +77,11 @@ class AlertChannelForm(forms.Form):
                     self.add_error("emails", f"{address} is not a valid email address.")
             data["emails"] = ", ".join(addresses)
             data["webhook_url"] = ""
+            # The webhook field is hidden for email channels: whatever it holds is ignored, errors included.
+            self._errors.pop("webhook_url", None)
         elif data.get("kind") == "webhook":
-            if not data.get("webhook_url"):
+            # An invalid URL already has its error on the field; "give the URL" would contradict it.
+            if not data.get("webhook_url") and "webhook_url" not in self.errors:
                 self.add_error("webhook_url", "Give the webhook URL (for Slack: an incoming-webhook URL).")
             data["emails"] = ""
         return data

@@ -17,6 +17,7 @@ urlpatterns = [
     path("workspaces/switch/", views.workspace_switch, name="workspace_switch"),
     path("settings/", views.workspace_settings, name="workspace_settings"),
     path("settings/alerts/", alert_views.alerts_page, name="alerts"),
+    path("settings/alerts/log/", alert_views.alerts_log, name="alerts_log"),
     path("settings/alerts/<int:alertchannel_id>/test/", alert_views.alert_channel_test, name="alert_channel_test"),
     path(
         "settings/alerts/<int:alertchannel_id>/toggle/", alert_views.alert_channel_toggle, name="alert_channel_toggle"

@@ -28,7 +28,14 @@ def mapping_drift(request: HttpRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping, pk=mapping_id)
     if request.htmx:
         return HttpResponse(_PANEL.render(RequestContext(request, {"mapping": mapping})))
-    return render(request, "mappings/drift.html", {"mapping": mapping})
+    # The "nothing to review" line depends on open issues, not on the pause: a flagged (not paused) mapping
+    # still has changes to review.
+    open_issues = mapping.issues.filter(resolved_at__isnull=True).exists()
+    return render(
+        request,
+        "mappings/drift.html",
+        {"mapping": mapping, "open_issues": open_issues, "nav_section": "destinations"},
+    )
 
 
 @workspace_view(role=Role.VIEWER, write_role=Role.ADMIN)
@@ -41,9 +48,15 @@ def issue_fix(request: HttpRequest, issue_id: int) -> HttpResponse:
     except DriftFixError as exc:
         messages.error(request, str(exc))
     else:
-        mapping = Mapping.objects.get(pk=issue.mapping_id)
+        mapping = Mapping.objects.select_related("data_model").get(pk=issue.mapping_id)
         state = "paused still (other changes are open)" if mapping.paused else "delivering again"
-        messages.success(request, f"Fixed: {issue.summary} The mapping “{mapping}” is {state}.")
+        done = {
+            "remove": f"{issue.property_name} was removed from the data model “{mapping.data_model}” and its mappings.",
+            "repoint": f"The data model “{mapping.data_model}” and its mappings now use {issue.new_property}.",
+            "accept": f"{issue.property_name} is kept with its new type.",
+            "resume": "Resumed without changes.",
+        }[action]
+        messages.success(request, f"{issue.summary} {done} The mapping “{mapping}” is {state}.")
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()

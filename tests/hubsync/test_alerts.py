@@ -391,6 +391,53 @@ def test_invalid_channels_are_refused(admin_client_):
     assert not AlertChannel.objects.exists()
 
 
+def test_a_bad_webhook_url_gets_one_clear_error(admin_client_):
+    bad = admin_client_.post(reverse("alerts"), {"kind": "webhook", "name": "x", "webhook_url": "not a url at all"})
+    errors = bad.context["form"].errors
+    # Not also "give the webhook URL": the field was given, it is just not a URL.
+    assert bad.status_code == 400 and list(errors) == ["webhook_url"] and len(errors["webhook_url"]) == 1
+    assert "This is not a web address" in errors["webhook_url"][0]
+    # An email channel ignores the (hidden) webhook field, whatever it holds.
+    ok = admin_client_.post(
+        reverse("alerts"), {"kind": "email", "name": "Ops", "emails": "ops@acme.test", "webhook_url": "junk here"}
+    )
+    assert ok.status_code == 302
+    assert AlertChannel.objects.get().webhook_url == ""
+
+
+def test_log_fragment_polls_while_a_message_is_queued(admin_client_, workspace):
+    channel = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
+    alert = alerts.send_test(channel=channel)  # queued: the task runs after commit, which never comes here
+    page = admin_client_.get(reverse("alerts")).content.decode()
+    assert f'hx-get="{reverse("alerts_log")}"' in page and "waiting for a worker" in page
+    fragment = admin_client_.get(reverse("alerts_log"), HTTP_HX_REQUEST="true")
+    assert fragment.status_code == 200 and 'hx-trigger="every 2s"' in fragment.content.decode()
+    assert alerts.attempt(alert_id=alert.pk, last=False) == "sent"
+    fragment = admin_client_.get(reverse("alerts_log"), HTTP_HX_REQUEST="true")
+    html = fragment.content.decode()
+    assert fragment.status_code == 286 and "hx-trigger" not in html and "Sent" in html  # done: stop polling
+    assert 'hx-get="' not in admin_client_.get(reverse("alerts")).content.decode().split('id="alert-log"')[1][:80]
+
+
+def test_open_problems_name_the_rule_and_link_to_the_object(
+    source, mapping, channels, hook, owner_client, run_evaluate
+):
+    _sync(source, "failed", "HubSpot answered 502")
+    _delivery(mapping, "failed", "Segment answered 401")
+    Mapping.objects.filter(pk=mapping.pk).update(paused_reason="drift", paused_at=timezone.now())
+    run_evaluate()
+    html = owner_client.get(reverse("alerts")).content.decode()
+    assert ">Sync failed</span>" in html and ">Delivery failed</span>" in html and ">Schema change</span>" in html
+    assert f'href="{reverse("sources:detail", args=[source.pk])}"' in html
+    assert f'href="{reverse("mappings:drift", args=[mapping.pk])}"' in html
+    assert f'href="{reverse("mappings:mapping_detail", args=[mapping.pk])}"' in html
+    # A failed delivery's message points at the mapping page (its runs), not at the schema-change page.
+    by_rule = {text.split("🔴 ")[1].split(" ")[0]: text for text in hook.texts}
+    assert set(by_rule) == {"Sync", "Delivery", "Mapping"}
+    assert by_rule["Delivery"].endswith(reverse("mappings:mapping_detail", args=[mapping.pk]))
+    assert by_rule["Mapping"].endswith(reverse("mappings:drift", args=[mapping.pk]))
+
+
 def test_viewer_reads_but_cannot_change_channels(viewer_client, workspace, channels):
     html = viewer_client.get(reverse("alerts")).content.decode()
     assert "Ops mail" in html and "Send test" not in html and "SECRET" not in html

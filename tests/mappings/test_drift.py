@@ -278,6 +278,28 @@ def test_mapping_page_fragment_and_one_click_fix(paused, owner_client):
     assert issue.resolution == "removed"
 
 
+def test_drift_page_of_a_flagged_mapping_lists_its_change(paused, owner_client):
+    """b is flagged, not paused (its model lists the deleted column, it does not send it): its page must show the
+    change and must not say there is nothing to review."""
+    flagged = Mapping.objects.get(name="b")
+    assert not flagged.paused
+    page = owner_client.get(reverse("mappings:drift", args=[flagged.pk])).content.decode()
+    assert "was deleted" in page and "flagged" in page
+    assert "uses no property that HubSpot deleted" not in page  # the old page said so under the listed change
+    assert reverse("mappings:mapping_detail", args=[flagged.pk]) in page  # a way back to the mapping
+
+
+def test_fix_message_says_what_was_done(paused, owner_client):
+    mapping, issue = paused
+    response = owner_client.post(reverse("mappings:issue_fix", args=[issue.pk]), {"action": "remove"}, follow=True)
+    text = [str(m) for m in response.context["messages"]]
+    assert text == [
+        "HubSpot property “Score” (score) was deleted. score was removed from the data model “Contacts” and its "
+        "mappings. The mapping “a” is delivering again."
+    ]
+    assert "Nothing to review" in response.content.decode()
+
+
 def test_dashboard_fragment_lists_every_open_issue(paused, owner, workspace):
     request = RequestFactory().get("/")
     request.user, request.workspace = owner, workspace
