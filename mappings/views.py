@@ -511,6 +511,11 @@ def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
         ],
         "trait_rows": [(column, labels.get(column, column), trait) for column, trait in mapping.traits or []],
         "missing_columns": [c for c in mapping.used_columns() if c not in mapping.data_model.all_columns],
+        # Columns HubSpot no longer has (deleted or renamed there): marked in the configuration table, next to
+        # the drift panel that offers the fix. Only once a schema was discovered (else every column would be).
+        "gone_columns": (
+            {c for c in mapping.used_columns() if c not in schema} if len(schema) > len(SYSTEM_COLUMNS) else set()
+        ),
         "sample": sample_context(request, mapping),
     }
 

@@ -392,3 +392,12 @@ def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(workspace, hubspo
     assert issue.kind == "renamed" and issue.new_property == "loyalty_level"
     # The finished run evaluated the alerts: the drift pause opened its streak.
     assert AlertState.objects.get(key=f"drift:mapping:{affected.pk}").is_open
+
+
+def test_mapping_page_marks_the_columns_hubspot_no_longer_has(paused, owner_client):
+    mapping, issue = paused
+    page = owner_client.get(reverse("mappings:mapping_detail", args=[mapping.pk])).content.decode()
+    assert page.count("gone from HubSpot") == 1  # score, and only score
+    owner_client.post(reverse("mappings:issue_fix", args=[issue.pk]), {"action": "remove"})
+    page = owner_client.get(reverse("mappings:mapping_detail", args=[mapping.pk])).content.decode()
+    assert "gone from HubSpot" not in page
