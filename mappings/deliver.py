@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
-from django.db.models import F, Func, JSONField, OuterRef, Q, Subquery, Value
+from django.db.models import F, Func, OuterRef, Q, Subquery, TextField, Value
 from django.utils import timezone
 
 from hubsync.fields import DecryptionError
@@ -114,7 +115,34 @@ class _Abort(Exception):
 
 
 # One encoder for the whole process: json.dumps with options builds a new one on every call.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
+
+def _dumpb(obj: Any) -> bytes:
+    """Compact JSON with sorted keys, as UTF-8 bytes: what is hashed and sent. orjson writes the same bytes as
+    the json module configured above (tests/mappings/test_deliver.py compares them) several times faster, with
+    two exceptions that go through the json module, so that a payload's hash never depends on which encoder
+    wrote it: what orjson refuses (integers beyond 64 bits, lone surrogates), and floats below 1e-4, which
+    orjson writes as 0.00001 where json writes 1e-05 (only trait values can be floats)."""
+    traits = obj.get("traits") if obj.__class__ is dict else None
+    if traits and any(v.__class__ is float and 0 < abs(v) < 1e-4 for v in traits.values()):
+        return _json_dumps(obj).encode("utf-8", "surrogatepass")
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return _json_dumps(obj).encode("utf-8", "surrogatepass")
+
+
+def _dumps(obj: Any) -> str:
+    return _dumpb(obj).decode("utf-8", "surrogatepass")
+
+
+def _loads(text: str | bytes) -> Any:
+    """The picked properties (JSON text from the database): orjson, several times faster than json.loads."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # e.g. a lone surrogate escape, which orjson refuses and json accepts
+        return json.loads(text)
 
 
 class MessageBuilder:
@@ -218,14 +246,14 @@ class MessageBuilder:
         """Encode the full message once: (payload bytes, payload hash, messageId). The hash covers what reaches
         the profile (content + space + resync generation) and not the timestamp, so a HubSpot change to an
         unmapped property, which moves updatedAt, is not resent."""
-        core = _dumps(content)
-        payload_hash = hashlib.sha256(self.salt + core.encode()).hexdigest()
+        core = _dumpb(content)
+        payload_hash = hashlib.sha256(self.salt + core).hexdigest()
         message_id = f"{self.id_prefix}{object_id}-{payload_hash[:MESSAGE_ID_HASH_CHARS]}"
         tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
         if updated_at is not None:
             tail += f',"timestamp":"{iso_utc(updated_at)}"'
         # `core` is a JSON object: splice the per-send fields in before its closing brace.
-        payload = (core[:-1] + tail + "}").encode()
+        payload = core[:-1] + tail.encode() + b"}"
         return payload, payload_hash, message_id
 
 
@@ -259,9 +287,10 @@ class _PickProperties(Func):
     the row comes back as null, which the builder reads exactly like a missing key (`props.get(column)` is None).
     Values keep their JSON types: PostgreSQL's `->` and SQLite's `->` both return JSON, which the object
     constructor embeds as is. Over 50 keys the objects are merged (SQLite's json_patch leaves out null values,
-    which read as None all the same)."""
+    which read as None all the same). Returned as JSON text (decoded by `_loads`, faster than Django's
+    JSONField conversion)."""
 
-    output_field = JSONField()
+    output_field = TextField()
 
     def __init__(self, keys: list[str]) -> None:
         super().__init__(F("properties"))
@@ -345,7 +374,7 @@ class _Delivery:
             # Only the mapped properties leave the database: decoding ~65 HubSpot properties per row to use a
             # handful was the largest cost of a delivery.
             keys = self.builder.property_columns
-            rows = rows.annotate(picked=_PickProperties(keys) if keys else Value("{}", output_field=JSONField()))
+            rows = rows.annotate(picked=_PickProperties(keys) if keys else Value("{}", output_field=TextField()))
         return rows
 
     @property
@@ -421,6 +450,8 @@ class _Delivery:
 
     def _consider(self, row: tuple) -> None:
         object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
+        if props.__class__ is str:  # the picked properties, as JSON text
+            props = _loads(props)
         self.run.considered += 1
         if self.sample_cutoff is not None and object_id > self.sample_cutoff:
             # Sample mode: beyond the first N records. Neither sent nor marked: "switch to all" sends it.

@@ -604,7 +604,32 @@ def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(so
             .values_list("picked", flat=True)
             .get()
         )
+        picked = deliver_module._loads(picked)  # JSON text, as the engine decodes it
         # The builder reads `props.get(column)`: a key the database leaves out (SQLite's json_patch, which
         # merges the >50-key case, drops nulls) reads as None, like a missing one.
         assert set(picked) <= set(wanted)
         assert {k: picked.get(k) for k in wanted} == {k: values.get(k) for k in wanted}
+
+
+def test_the_fast_encoder_writes_exactly_what_the_json_module_writes():
+    """Payload hashes (and so "only changes are sent") must not depend on the encoder: orjson's bytes must equal
+    the json module's for every value a message can hold, including the cases orjson would write differently."""
+    import json
+    import random
+
+    from mappings.deliver import _dumpb
+
+    reference = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+    rng = random.Random(2026)
+    odd_strings = ["é", "\u2028\u2029", "\x7f\x1f\b\f\n\r\t", '"\\/', "😀", "\x00", "\ud800", " ", ""]
+    for _ in range(20000):
+        traits = {
+            "float": rng.choice([rng.uniform(-1e6, 1e6), rng.random() * 10 ** rng.randint(-9, 22), 1e-05, 0.0]),
+            "int": rng.choice([rng.randint(-(2**63), 2**63 - 1), 2**80, 0]),
+            "text": "".join(rng.choice(odd_strings) for _ in range(rng.randint(0, 4))),
+            "list": [rng.choice(odd_strings) for _ in range(rng.randint(0, 3))] or None,
+            "bool": rng.choice([True, False, None]),
+            rng.choice(odd_strings[:5]) + "key": 1,
+        }
+        content = {"type": "identify", "integrations": {"All": True}, "traits": traits, "userId": "u@example.com"}
+        assert _dumpb(content) == reference(content).encode("utf-8", "surrogatepass"), content
