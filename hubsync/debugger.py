@@ -123,9 +123,15 @@ def _profile(payload: dict[str, Any] | None) -> str:
 
 
 def _reconstruct(
-    builder: MessageBuilder, record: Record, changes: list[RecordChange], delivered_hash: str
+    builder: MessageBuilder,
+    record: Record,
+    changes: list[RecordChange],
+    delivered_hash: str,
+    message_id: str | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
-    """The payload Segment accepted last, rebuilt from the row and its history (see the module docstring)."""
+    """The payload Segment accepted last, rebuilt from the row and its history (see the module docstring).
+    `message_id`: the messageId it was accepted with, when known (it also depends on what was delivered before
+    it, see MessageBuilder.finish); without it the rebuilt payload has none."""
     if not delivered_hash:
         return None, ""
     props = dict(record.properties or {})
@@ -141,7 +147,12 @@ def _reconstruct(
                     else f"Built from the record as it was before change #{changes[step - 1].change_seq} "
                     f"(seen {changes[step - 1].seen_at:%Y-%m-%d %H:%M} UTC)."
                 )
-                return json.loads(payload), note
+                rebuilt = json.loads(payload)
+                if message_id:
+                    rebuilt["messageId"] = message_id
+                else:
+                    rebuilt.pop("messageId", None)
+                return rebuilt, note
         if step == len(changes):
             break
         change = changes[step]
@@ -214,17 +225,21 @@ def _verdict(
         created_at=record.created_at,
         updated_at=record.updated_at,
         schema=schema,
+        previous_hash=state.delivered_hash if state else None,
     )
     verdict = Verdict(mapping=mapping, state=state, kind="never", headline="", would_send=would_send)
     verdict.would_send_error = error
     space = mapping.profile_space
     label = f"“{mapping}” → {space}"
     delivered_hash = state.delivered_hash if state else ""
+    content, _error = builder.build(record.object_id, record.created_at, record.updated_at, record.properties or {})
+    _payload, payload_hash, _message_id = builder.finish(record.object_id, content, record.updated_at)
     if delivered_hash:
-        verdict.delivered_payload, verdict.delivered_note = _reconstruct(builder, record, changes, delivered_hash)
-        verdict.same_as_delivered = bool(
-            not error and state and state.message_id and would_send.get("messageId") == state.message_id
+        delivered_id = state.message_id if state.status == DeliveryState.Status.DELIVERED else None
+        verdict.delivered_payload, verdict.delivered_note = _reconstruct(
+            builder, record, changes, delivered_hash, delivered_id
         )
+        verdict.same_as_delivered = not error and payload_hash == delivered_hash
     # The traits table shows what was delivered when known, else what the message holds now (even when it
     # cannot be sent: the values explain the rejection as well).
     shown = verdict.delivered_payload or would_send

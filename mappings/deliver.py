@@ -214,13 +214,25 @@ class MessageBuilder:
             return f"No {label}: {column!r} is empty for this record ({why})."
         return f"The mapping has no {label} column ({why})."
 
-    def finish(self, object_id: int, content: dict[str, Any], updated_at: Any) -> tuple[bytes, str, str]:
+    def finish(
+        self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
+    ) -> tuple[bytes, str, str]:
         """Encode the full message once: (payload bytes, payload hash, messageId). The hash covers what reaches
         the profile (content + space + resync generation) and not the timestamp, so a HubSpot change to an
-        unmapped property, which moves updatedAt, is not resent."""
+        unmapped property, which moves updatedAt, is not resent.
+
+        The messageId names the step from what Segment last accepted for the record (`previous_hash`, its
+        delivered hash) to this payload, not the payload alone: a record that goes back to a payload it had
+        before (archived, then restored; a value changed and changed back) would otherwise reuse that payload's
+        messageId, and Segment drops a messageId it saw in the last 24 hours. A resend after a failure or a
+        crash starts from the same delivered hash (written only once Segment accepted), so it keeps its
+        messageId and Segment still drops the copy. A record's first message is named by its payload alone."""
         core = _dumps(content)
         payload_hash = hashlib.sha256(self.salt + core.encode()).hexdigest()
-        message_id = f"{self.id_prefix}{object_id}-{payload_hash[:MESSAGE_ID_HASH_CHARS]}"
+        named_by = (
+            hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest() if previous_hash else payload_hash
+        )
+        message_id = f"{self.id_prefix}{object_id}-{named_by[:MESSAGE_ID_HASH_CHARS]}"
         tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
         if updated_at is not None:
             tail += f',"timestamp":"{iso_utc(updated_at)}"'
@@ -440,7 +452,7 @@ class _Delivery:
         if error:
             self._reject(object_id, error, content)
             return
-        payload, payload_hash, message_id = self.builder.finish(object_id, content, updated_at)
+        payload, payload_hash, message_id = self.builder.finish(object_id, content, updated_at, delivered_hash)
         if len(payload) > MAX_MESSAGE_BYTES:
             self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
@@ -832,9 +844,11 @@ def preview_message(
     created_at: Any = None,
     updated_at: Any = None,
     schema: dict[str, Any] | None = None,
+    previous_hash: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The exact message the engine would send for one record (e.g. read live from HubSpot for "Test the
-    mapping"), and the reason it would be rejected ("" when valid). Sends nothing."""
+    mapping"), and the reason it would be rejected ("" when valid). Sends nothing. `previous_hash` (the record's
+    delivered hash) gives the messageId a delivery would give it now."""
     if schema is None:
         model = mapping.data_model
         schema = (
@@ -844,7 +858,7 @@ def preview_message(
         ) or {}
     builder = MessageBuilder(mapping, schema)
     content, error = builder.build(object_id, created_at, updated_at, properties)
-    payload, _hash, _message_id = builder.finish(object_id, content, updated_at)
+    payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash)
     if not error and len(payload) > MAX_MESSAGE_BYTES:
         error = _oversize_reason(len(payload), content)
     return json.loads(payload), error
