@@ -24,6 +24,13 @@ Two ways a record below the watermark is looked at again without rewinding it:
 - **Sample mode** (`Mapping.sample_size`): rows beyond the first N object ids are skipped and count as
   resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
   from 0: the sampled records are unchanged (not resent), the rest are sent once.
+
+Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped
+and counted as archived. "Set a trait": every message carries `<trait>: false`, and a record that this mapping
+delivered before is sent once more when archived, with its last known traits and `<trait>: true` (counted as
+sent); a restore sends `false` again. The trait is part of the configuration hash, so switching it on resends
+every record once (each message changed). Switching it back off changes the live records' messages only by
+leaving the trait out, which would change no profile: `MessageBuilder.covers` counts them unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
-from django.db.models import F, Func, JSONField, OuterRef, Q, Subquery, Value
+from django.db.models import Case, F, Func, JSONField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from hubsync.fields import DecryptionError
@@ -81,6 +88,7 @@ class _Pending:
     payload_hash: str
     message_id: str
     retry: bool = False  # from the retry pass: below the watermark, so it must not hold it
+    archived: bool = False  # archived in HubSpot, sent with the archived trait true
 
 
 @dataclass(slots=True)
@@ -145,6 +153,12 @@ class MessageBuilder:
         # generation (a "Resync all" must produce new messageIds, or Segment's deduplication would drop them).
         self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
         self.id_prefix = f"hs-{self.workspace_id}-{mapping.pk}-"
+        # "When a record is archived": the trait sent true / false ("Set a trait"), else None ("Do nothing").
+        self.archived_trait = mapping.archived_trait if mapping.sets_archived_trait else None
+        # "Do nothing" after "Set a trait": the trait the profiles were given, which they keep (see `covers`).
+        self.former_archived_trait = (
+            mapping.archived_trait if not self.archived_trait and mapping.archived_trait else None
+        )
 
     def _identifier(self, column: str | None, object_id: int, created_at: Any, updated_at: Any, props: dict) -> Any:
         # Identifiers are sent as strings (what Segment stores), without type conversion: "00123" must stay so.
@@ -157,8 +171,13 @@ class MessageBuilder:
             return iso_utc(value)
         return str(value).strip()
 
-    def build(self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> tuple[dict, str]:
-        """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid."""
+    def build(
+        self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any], archived: bool = False
+    ) -> tuple[dict, str]:
+        """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid.
+        With "Set a trait" the archived trait says whether the record is archived; an archived record's message
+        is otherwise the one its last known properties make, identifiers included, so the profile keeps its
+        identity and the values it showed, and only learns that the record is gone."""
         props = props or {}
         traits: dict[str, Any] = {}
         system = None
@@ -175,6 +194,8 @@ class MessageBuilder:
                     traits[trait] = None
             else:
                 traits[trait] = conv(raw)
+        if self.archived_trait is not None:
+            traits[self.archived_trait] = bool(archived)
         user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
         anonymous_id = self._identifier(self.anonymous_id_col, object_id, created_at, updated_at, props)
         content: dict[str, Any] = {"type": self.action, "integrations": INTEGRATIONS}
@@ -213,6 +234,23 @@ class MessageBuilder:
         if column:
             return f"No {label}: {column!r} is empty for this record ({why})."
         return f"The mapping has no {label} column ({why})."
+
+    def with_former_trait(self, content: dict[str, Any], archived: bool) -> dict[str, Any] | None:
+        """The content as "Set a trait" made it before the option was switched back to "Do nothing" (None when
+        the mapping never set the trait)."""
+        if self.former_archived_trait is None:
+            return None
+        return {**content, "traits": {**(content.get("traits") or {}), self.former_archived_trait: archived}}
+
+    def covers(self, content: dict[str, Any], delivered_hash: str | None) -> bool:
+        """Whether the profile already holds everything this live record's message would write, because what
+        was delivered is this very message plus `<former trait>: false`. That is the case for every live record
+        right after "Set a trait" is switched back to "Do nothing": leaving a trait out of a message does not
+        remove it from the profile, so resending them all would change nothing."""
+        if not delivered_hash or self.former_archived_trait is None:
+            return False
+        former = self.with_former_trait(content, False)
+        return hashlib.sha256(self.salt + _dumps(former).encode()).hexdigest() == delivered_hash
 
     def finish(
         self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
@@ -257,6 +295,26 @@ def _oversize_reason(size: int, content: dict[str, Any]) -> str:
     return f"The message is {size:,} bytes; Segment accepts at most {MAX_MESSAGE_BYTES:,} bytes per message." + (
         f" Largest traits: {largest}." if largest else ""
     )
+
+
+# What the delivered-hash lookup returns, with "Set a trait", for a record Segment took a message for before "Resync
+# all" cleared its hash: not empty (it was delivered), and equal to no payload hash (so it is sent again).
+DELIVERED_BEFORE = "delivered-before-resync"
+
+
+def archived_skip_reason(mapping: Mapping) -> str:
+    """Why an archived record is not sent, in the words the UI uses."""
+    if mapping.sets_archived_trait:
+        return (
+            "Archived (deleted) in HubSpot before this mapping delivered it: not sent (“Set a trait” marks only "
+            "profiles this mapping delivered; no profile is created for a deleted record)."
+        )
+    return "Archived (deleted) in HubSpot: not sent (this mapping does nothing for archived records)."
+
+
+def delivered_before(state: DeliveryState | None) -> bool:
+    """Segment took a message for this record from this mapping at some point (also after a "Resync all")."""
+    return state is not None and bool(state.delivered_hash or state.delivered_at)
 
 
 # Keys per jsonb_build_object / json_object call: PostgreSQL allows 100 arguments per function (2 per key).
@@ -350,8 +408,20 @@ class _Delivery:
 
     def _base_rows(self):
         delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        if self.builder.archived_trait is None:
+            delivered = delivered.values("delivered_hash")
+        else:
+            # "Set a trait" marks only profiles this mapping delivered to, so an archived row must know whether
+            # Segment ever took a message for it. "Resync all" forgets the hash but not delivered_at: the same
+            # lookup says so with a value no payload hash can equal.
+            delivered = delivered.annotate(
+                known=Case(
+                    When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
+                    default=F("delivered_hash"),
+                )
+            ).values("known")
         rows = Record.objects.filter(source_id=self.source_id, collection=self.collection).annotate(
-            delivered=Subquery(delivered.values("delivered_hash")[:1])
+            delivered=Subquery(delivered[:1])
         )
         if self._picks_properties:
             # Only the mapped properties leave the database: decoding ~65 HubSpot properties per row to use a
@@ -440,15 +510,17 @@ class _Delivery:
             if self.retrying:
                 self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
             return
-        if archived:
-            # Archived (deleted) in HubSpot: not sent. What a user would want instead is a choice per mapping:
-            # set a trait such as `hubspot_archived: true` on the profile, or ask Segment to delete / suppress
-            # the profile through its Public API (user deletion regulations). Not built yet.
+        if archived and (self.builder.archived_trait is None or not delivered_hash):
+            # Archived (deleted) in HubSpot and not sent: the mapping does nothing for archived records, or it
+            # sets a trait but never delivered this one (no profile is made just to say its record is gone).
             self.run.archived += 1
             if self.retrying:
-                self._retry_left(object_id, "Archived (deleted) in HubSpot: not sent.", DeliveryState.Status.REJECTED)
+                self._retry_left(object_id, archived_skip_reason(self.mapping), DeliveryState.Status.REJECTED)
             return
-        content, error = self.builder.build(object_id, created_at, updated_at, props)
+        # With "Set a trait", an archived record that was delivered before goes on from here like any other: its
+        # message (last known traits + `<trait>: true`) is sent when it differs from the delivered one, and
+        # counts as sent or unchanged.
+        content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
         if error:
             self._reject(object_id, error, content)
             return
@@ -456,12 +528,12 @@ class _Delivery:
         if len(payload) > MAX_MESSAGE_BYTES:
             self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
-        if delivered_hash == payload_hash:
+        if delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash)):
             self.run.unchanged += 1
             if self.retrying:
                 self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
             return
-        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying))
+        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying, archived))
 
     def _retry_left(self, object_id: int, reason: str, status: str = DeliveryState.Status.PENDING) -> None:
         """A retried record that is not sent and would otherwise keep its "retry" status forever."""
@@ -616,6 +688,7 @@ class _Delivery:
     def _delivered(self, items: list[_Pending], attempts: int) -> None:
         self._count_requests(attempts)
         self.run.sent += len(items)
+        self.run.archived_sent += sum(item.archived for item in items)
         self.run.batches += 1
         for item in items:
             self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
@@ -725,6 +798,7 @@ _COUNT_FIELDS = [
     "rejected",
     "failed",
     "archived",
+    "archived_sent",
     "outside_sample",
     "batches",
     "requests",
@@ -844,11 +918,14 @@ def preview_message(
     created_at: Any = None,
     updated_at: Any = None,
     schema: dict[str, Any] | None = None,
+    archived: bool = False,
     previous_hash: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The exact message the engine would send for one record (e.g. read live from HubSpot for "Test the
-    mapping"), and the reason it would be rejected ("" when valid). Sends nothing. `previous_hash` (the record's
-    delivered hash) gives the messageId a delivery would give it now."""
+    mapping"), and the reason it would be rejected ("" when valid). Sends nothing. For an archived record it is
+    the message "Set a trait" sends; whether one is sent at all is the caller's to say (`archived_skip_reason`):
+    never with "Do nothing", and only to profiles this mapping delivered before with "Set a trait".
+    `previous_hash` (the record's delivered hash) gives the messageId a delivery would give it now."""
     if schema is None:
         model = mapping.data_model
         schema = (
@@ -857,7 +934,7 @@ def preview_message(
             .first()
         ) or {}
     builder = MessageBuilder(mapping, schema)
-    content, error = builder.build(object_id, created_at, updated_at, properties)
+    content, error = builder.build(object_id, created_at, updated_at, properties, archived)
     payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash)
     if not error and len(payload) > MAX_MESSAGE_BYTES:
         error = _oversize_reason(len(payload), content)
