@@ -261,7 +261,7 @@ def _verdict(
         verdict.delivered_payload, verdict.delivered_note = _reconstruct(
             builder, record, changes, delivered_hash, delivered_id
         )
-        verdict.same_as_delivered = not error and payload_hash == delivered_hash
+        verdict.same_as_delivered = not error and not skipped_archived and payload_hash == delivered_hash
     # The traits table shows what was delivered when known, else what the message holds now (even when it
     # cannot be sent: the values explain the rejection as well).
     shown = verdict.delivered_payload or (None if skipped_archived else would_send)

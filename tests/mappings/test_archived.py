@@ -1,17 +1,38 @@
 """Records archived in HubSpot: the mapping's "When a record is archived" option ("Do nothing" / "Set a trait"),
 through the delivery engine against the Segment sandbox over real HTTP (mirror rows made with the ORM), and
-the configuration hash that decides what is resent when the option changes."""
+the configuration hash that decides what is resent when the option changes; the editor, the mapping page, the
+test panel, the delivery run page and the record debugger for archived records."""
+
+# ruff: noqa: F811 (pytest fixtures imported from test_views are parameters of the tests below)
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 
 import pytest
+from django.urls import reverse
+from django.utils import timezone
 
+from hubsync.models import AuditEvent
 from mappings.deliver import deliver, resync_all
-from mappings.models import DataModel, DeliveryRun, DeliveryState, Mapping
+from mappings.models import DeliveryRun, DeliveryState, Mapping
+from models_app.models import DataModel
 from tests.mappings.conftest import contact_props, expected_traits
+
+# Fixtures and helpers of the mapping views' tests (a destination with a US space, a contacts model, a mapping).
+from tests.mappings.test_views import (  # noqa: F401
+    _first_contact,
+    a_mapping,
+    dest,
+    editor_data,
+    live_setup,
+    model,
+    text,
+    us_space,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,9 +72,7 @@ def set_option(mapping: Mapping, behaviour: str, trait: str | None = None) -> No
 
 
 def counts(run: DeliveryRun) -> dict[str, int]:
-    return {
-        k: getattr(run, k) for k in ("considered", "sent", "unchanged", "rejected", "archived", "archived_sent")
-    }
+    return {k: getattr(run, k) for k in ("considered", "sent", "unchanged", "rejected", "archived", "archived_sent")}
 
 
 # --- configuration hash --------------------------------------------------------------------------------------------
@@ -219,7 +238,7 @@ def test_renaming_the_trait_resends_every_record_with_the_new_name(sandbox_base,
 
 
 def test_resync_all_marks_archived_profiles_again(sandbox_base, mirror, mapping):
-    """"Resync all" forgets the delivered hashes, not that a record was delivered: an archived record this
+    """ "Resync all" forgets the delivered hashes, not that a record was delivered: an archived record this
     mapping delivered is sent again with the trait true; one it never delivered still makes no profile."""
     set_option(mapping, "trait")
     fill(mirror, [1, 2])
@@ -324,3 +343,233 @@ def test_random_archive_and_restore_rounds_reconcile_exactly(
         assert (quiet.sent, quiet.requests) == (0, 0)
         assert received(sandbox_base) == before
     assert sandbox_base.counts()["discarded"] == 0
+
+
+# --- the mapping editor, the mapping page, the audit log ------------------------------------------------------------
+
+
+def archived_section(page: str) -> str:
+    """The editor's "When a record is archived" section: errors must be shown there, next to the field."""
+    match = re.search(r'<section class="card editor-card" id="archived-option">(.*?)</section>', page, re.S)
+    assert match, "the archived-record option is missing from the editor"
+    return match.group(1)
+
+
+def test_the_editor_offers_the_option_with_do_nothing_as_default(owner_client, us_space, model):
+    page = text(
+        owner_client.get(
+            reverse("mappings:mapping_new"), {"destination": us_space.destination_id, "data_model": model.pk}
+        )
+    )
+    section = archived_section(page)
+    assert "When a record is archived in HubSpot" in section
+    assert re.search(r'name="archived_behaviour" value="nothing"[^>]*checked', section)
+    assert 'name="archived_trait"' in section and 'value="hubspot_archived"' in section
+    assert "identifiers and its other traits as HubSpot last had them" in section
+    assert "sends every record once more" in section
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"archived_trait": ""}, "Give the trait a name"),
+        ({"archived_trait": "   "}, "Give the trait a name"),
+        ({"archived_trait": "x" * 201}, "Trait names are at most 200 characters."),
+        ({"archived_trait": "last_name"}, "The trait name 'last_name' is already mapped to the column 'lastname'"),
+        ({"archived_behaviour": "delete"}, "Select a valid choice"),
+    ],
+)
+def test_editor_validation_of_the_archived_trait(owner_client, us_space, model, overrides, message):
+    data = editor_data(model, us_space, archived_behaviour="trait", archived_trait="hubspot_archived")
+    data.update(overrides)
+    response = owner_client.post(reverse("mappings:mapping_new"), data)
+    assert response.status_code == 400
+    page = text(response).replace("&#x27;", "'")
+    assert message in archived_section(page)  # next to the field, not only at the top
+    assert "The mapping was not saved." in page
+    assert not Mapping.objects.exists()
+
+
+def test_do_nothing_ignores_the_trait_field(owner_client, us_space, model):
+    """With "Do nothing" the trait name is not used, so it is neither checked nor stored."""
+    data = editor_data(model, us_space, archived_behaviour="nothing", archived_trait="first_name")
+    assert owner_client.post(reverse("mappings:mapping_new"), data).status_code == 302
+    mapping = Mapping.objects.get()
+    assert (mapping.archived_behaviour, mapping.archived_trait) == ("nothing", "")
+
+
+def test_setting_and_unsetting_the_trait_is_saved_audited_and_shown(owner_client, a_mapping, us_space, model):
+    Mapping.objects.filter(pk=a_mapping.pk).update(enabled=True)
+    url = reverse("mappings:mapping_edit", args=[a_mapping.pk])
+    detail = reverse("mappings:mapping_detail", args=[a_mapping.pk])
+    base = editor_data(model, us_space, name="Contacts to profiles", trait_column=["firstname"],
+                       trait_name=["first_name"])  # fmt: skip
+    base.pop("destination")
+    before = a_mapping.config_hash()
+
+    response = owner_client.post(url, {**base, "archived_behaviour": "trait", "archived_trait": "gone_from_crm"})
+    assert response.status_code == 302
+    a_mapping.refresh_from_db()
+    assert (a_mapping.archived_behaviour, a_mapping.archived_trait) == ("trait", "gone_from_crm")
+    assert a_mapping.config_hash() != before
+    event = AuditEvent.objects.get(verb="update", object_type="mappings.Mapping")
+    assert event.changes["archived_behaviour"] == ["nothing", "trait"]
+    assert event.changes["archived_trait"] == ["", "gone_from_crm"]
+    page = text(owner_client.get(detail))
+    assert "next delivery sends every record once more" in page  # the flash message says what it costs
+    assert re.search(r"When a record is archived in HubSpot:</strong>\s*set the trait <code>gone_from_crm</code>", page)
+    edit_page = text(owner_client.get(url))
+    assert re.search(r'name="archived_behaviour" value="trait"[^>]*checked', archived_section(edit_page))
+    assert 'value="gone_from_crm"' in archived_section(edit_page)
+
+    # Back to "Do nothing": audited; the name stays (profiles still carry it); the hash is the original again.
+    response = owner_client.post(url, {**base, "archived_behaviour": "nothing", "archived_trait": "gone_from_crm"})
+    assert response.status_code == 302
+    a_mapping.refresh_from_db()
+    assert (a_mapping.archived_behaviour, a_mapping.archived_trait) == ("nothing", "gone_from_crm")
+    assert a_mapping.config_hash() == before
+    latest = AuditEvent.objects.filter(verb="update").order_by("-id").first()
+    assert latest.changes == {"archived_behaviour": ["trait", "nothing"]}
+    page = text(owner_client.get(detail))
+    assert "Archived records are no longer sent" in page
+    assert "do nothing — archived records are not sent" in page and "They keep <code>gone_from_crm</code>" in page
+    audit_page = text(owner_client.get(reverse("audit_log")))
+    assert "archived_behaviour" in audit_page and "gone_from_crm" in audit_page
+
+
+def test_viewer_cannot_change_the_option(viewer_client, a_mapping, us_space, model):
+    data = editor_data(model, us_space, archived_behaviour="trait", archived_trait="hubspot_archived")
+    data.pop("destination")
+    response = viewer_client.post(reverse("mappings:mapping_edit", args=[a_mapping.pk]), data)
+    assert response.status_code == 403
+    a_mapping.refresh_from_db()
+    assert a_mapping.archived_behaviour == "nothing"
+
+
+# --- "Test the mapping" with an archived record ----------------------------------------------------------------------
+
+
+def test_test_panel_previews_an_archived_record_under_both_options(
+    owner_client, live_setup, hubspot_sandbox, segment_sandbox
+):
+    mapping = live_setup
+    [archived_id] = hubspot_sandbox.mutate(1001, "contacts", archive=1, seed=5).archived
+    url = reverse("mappings:mapping_detail", args=[mapping.pk])
+
+    # HubSpot's search never returns archived records: the panel lists them on their own, and finds one by id.
+    listed = text(owner_client.get(url, {"q": "", "archived": "1"}, HTTP_HX_REQUEST="true",
+                                   HTTP_HX_TARGET="test-panel"))  # fmt: skip
+    assert f"record={archived_id}" in listed and "archived</span>" in listed
+    assert f"record={archived_id}" in text(owner_client.get(url, {"q": archived_id}))
+
+    # Do nothing: no message, and the panel says why.
+    page = text(owner_client.get(url, {"record": archived_id}))
+    assert "archived in HubSpot</span>" in page
+    assert "this mapping does nothing for archived records: a sync sends no message for it" in page
+    assert 'data-testid="message-json"' not in page and "Send to Profile Space</button>" not in page
+
+    # Set a trait, record never delivered by this mapping: what it would be, and that a sync sends nothing.
+    Mapping.objects.filter(pk=mapping.pk).update(archived_behaviour="trait", archived_trait=TRAIT)
+    page = text(owner_client.get(url, {"record": archived_id}))
+    assert "this mapping never delivered it: a sync sends nothing for it" in page
+    message = preview_json(page)
+    assert message["traits"][TRAIT] is True and message["userId"]
+    assert "Send to Profile Space</button>" not in page
+    refused = owner_client.post(reverse("mappings:mapping_test_send", args=[mapping.pk]), {"record": archived_id})
+    assert "Segment accepted" not in text(refused) and segment_sandbox.messages() == []
+
+    # Delivered before: the exact message a sync sends, identifiers and last known traits with the trait true,
+    # and it can be sent from here.
+    DeliveryState.objects.create(mapping=mapping, object_id=int(archived_id), status="delivered",
+                                 delivered_hash="a" * 64, message_id="m", delivered_at=timezone.now())  # fmt: skip
+    page = text(owner_client.get(url, {"record": archived_id}))
+    assert "A sync sends its profile this message once" in page and "The exact message a sync would send" in page
+    message = preview_json(page)
+    assert message["traits"][TRAIT] is True and message["traits"]["hubspot_id"] == int(archived_id)
+    sent = text(owner_client.post(reverse("mappings:mapping_test_send", args=[mapping.pk]), {"record": archived_id}))
+    assert "Segment accepted the message" in sent
+    assert segment_sandbox.profile(message["userId"])["traits"][TRAIT] is True
+
+    # A live record shows the trait false.
+    live = _first_contact(hubspot_sandbox)
+    assert preview_json(text(owner_client.get(url, {"record": live["id"]})))["traits"][TRAIT] is False
+
+
+def preview_json(page: str) -> dict:
+    match = re.search(r'<pre class="json" data-testid="message-json">(.*?)</pre>', page, re.S)
+    assert match, "no message preview"
+    return json.loads(html.unescape(match.group(1)))
+
+
+# --- the delivery run page -------------------------------------------------------------------------------------------
+
+
+def test_delivery_run_page_counts_archived_records_sent_and_skipped(owner_client, sandbox_base, mirror, mapping):
+    set_option(mapping, "trait")
+    fill(mirror, [1, 2])
+    deliver(mapping_id=mapping.pk)
+    mirror.put(2, contact_props(2), archived=True)
+    mirror.put(3, contact_props(3), archived=True)  # never delivered: skipped
+    run = deliver(mapping_id=mapping.pk)
+
+    page = text(owner_client.get(reverse("delivery_run", args=[run.pk])))
+
+    assert re.search(r"Sent</div><div class=\"value\">1</div>.*incl\. 1 archived in HubSpot, marked as such", page)
+    assert re.search(r"Archived \(not sent\)</div><div class=\"value\">1</div>", page)
+    assert f"This mapping now sets <code>{TRAIT}</code>" in page
+
+
+# --- the record debugger ---------------------------------------------------------------------------------------------
+
+
+def debugger(client, mirror, object_id: int) -> str:
+    from sources.models import Record
+
+    record = Record.objects.get(source=mirror.source, collection="contacts", object_id=object_id)
+    page = text(client.get("/debug/records/", {"record": record.pk}))
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_debugger_explains_archived_records_under_both_options(owner_client, sandbox_base, mirror, mapping):
+    fill(mirror, [1, 2, 3])
+    deliver(mapping_id=mapping.pk)
+    mirror.put(2, contact_props(2), archived=True)
+    mirror.put(4, contact_props(4), archived=True)  # archived before any delivery
+    deliver(mapping_id=mapping.pk)
+
+    # Do nothing.
+    page = debugger(owner_client, mirror, 2)
+    assert "the record is archived (deleted) in HubSpot, and this mapping does nothing for archived records" in page
+    assert "Before it was archived: Delivered to" in page
+    assert "Would send now: nothing" in page and "this mapping does nothing for archived records)." in page
+
+    # Set a trait, before the delivery that sends it: waiting, and what it will say.
+    set_option(mapping, "trait")
+    page = debugger(owner_client, mirror, 2)
+    assert "Waiting for" in page and "the mapping was changed, so every record is reconsidered" in page
+    assert "The record is archived (deleted) in HubSpot. This mapping sets a trait for that" in page
+    assert f'"{TRAIT}": true' in page
+
+    deliver(mapping_id=mapping.pk)
+    page = debugger(owner_client, mirror, 2)
+    assert "Delivered to Sandbox space" in page and "Would send now (same as delivered)" in page
+    assert f"with {TRAIT} = true (a restore in HubSpot sends false again)" in page
+    assert re.search(rf"{TRAIT} true archived in HubSpot\? archived", page)  # the traits table
+    assert "Same as the record's current data." in page
+
+    never = debugger(owner_client, mirror, 4)
+    assert "the record was archived (deleted) in HubSpot before this mapping delivered it" in never
+    assert "Would send now: nothing" in never
+
+    live = debugger(owner_client, mirror, 1)
+    assert "Would send now (same as delivered)" in live and f'"{TRAIT}": false' in live
+
+    # Back to "Do nothing": live records are not resent, and the debugger says why.
+    set_option(mapping, "nothing")
+    page = debugger(owner_client, mirror, 1)
+    assert "Nothing will be resent: the profile already holds everything this message sets" in page
+    deliver(mapping_id=mapping.pk)
+    page = debugger(owner_client, mirror, 1)
+    assert "Delivered to Sandbox space" in page
+    assert "Nothing will be resent: the profile already holds everything this message sets" in page
+    assert f"It carried {TRAIT} = false from when the mapping set that trait; the profile keeps it." in page
