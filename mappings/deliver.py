@@ -252,12 +252,17 @@ class MessageBuilder:
         former = self.with_former_trait(content, False)
         return hashlib.sha256(self.salt + _dumps(former).encode()).hexdigest() == delivered_hash
 
-    def finish(
-        self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
-    ) -> tuple[bytes, str, str]:
-        """Encode the full message once: (payload bytes, payload hash, messageId). The hash covers what reaches
-        the profile (content + space + resync generation) and not the timestamp, so a HubSpot change to an
-        unmapped property, which moves updatedAt, is not resent.
+    def digest(self, content: dict[str, Any]) -> tuple[str, str]:
+        """(content as JSON, payload hash). The hash covers what reaches the profile (content + space + resync
+        generation) and not the timestamp, so a HubSpot change to an unmapped property, which moves updatedAt,
+        is not resent. Cheap on its own: an unchanged record needs nothing more."""
+        core = _dumps(content)
+        return core, hashlib.sha256(self.salt + core.encode()).hexdigest()
+
+    def envelope(
+        self, object_id: int, core: str, payload_hash: str, updated_at: Any, previous_hash: str | None = None
+    ) -> tuple[bytes, str]:
+        """(payload bytes, messageId): the digested content with the per-send fields.
 
         The messageId names the step from what Segment last accepted for the record (`previous_hash`, its
         delivered hash) to this payload, not the payload alone: a record that goes back to a payload it had
@@ -265,8 +270,6 @@ class MessageBuilder:
         messageId, and Segment drops a messageId it saw in the last 24 hours. A resend after a failure or a
         crash starts from the same delivered hash (written only once Segment accepted), so it keeps its
         messageId and Segment still drops the copy. A record's first message is named by its payload alone."""
-        core = _dumps(content)
-        payload_hash = hashlib.sha256(self.salt + core.encode()).hexdigest()
         named_by = (
             hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest() if previous_hash else payload_hash
         )
@@ -275,7 +278,14 @@ class MessageBuilder:
         if updated_at is not None:
             tail += f',"timestamp":"{iso_utc(updated_at)}"'
         # `core` is a JSON object: splice the per-send fields in before its closing brace.
-        payload = (core[:-1] + tail + "}").encode()
+        return (core[:-1] + tail + "}").encode(), message_id
+
+    def finish(
+        self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
+    ) -> tuple[bytes, str, str]:
+        """Encode the full message once: (payload bytes, payload hash, messageId); see `digest` and `envelope`."""
+        core, payload_hash = self.digest(content)
+        payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash)
         return payload, payload_hash, message_id
 
 
@@ -524,14 +534,17 @@ class _Delivery:
         if error:
             self._reject(object_id, error, content)
             return
-        payload, payload_hash, message_id = self.builder.finish(object_id, content, updated_at, delivered_hash)
-        if len(payload) > MAX_MESSAGE_BYTES:
-            self._reject(object_id, _oversize_reason(len(payload), content), None)
-            return
+        core, payload_hash = self.builder.digest(content)
         if delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash)):
+            # (Before the envelope: most rows of a reconsidering run end here. Segment took this payload, so it
+            # is not over the size limit either.)
             self.run.unchanged += 1
             if self.retrying:
                 self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
+            return
+        payload, message_id = self.builder.envelope(object_id, core, payload_hash, updated_at, delivered_hash)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
         self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying, archived))
 
