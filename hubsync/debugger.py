@@ -264,7 +264,7 @@ def _verdict(
         verdict.same_as_delivered = not error and not skipped_archived and payload_hash == delivered_hash
     # The traits table shows what was delivered when known, else what the message holds now (even when it
     # cannot be sent: the values explain the rejection as well).
-    shown = verdict.delivered_payload or (None if skipped_archived else would_send)
+    shown = verdict.delivered_payload or would_send
     verdict.profile = _profile(verdict.delivered_payload or (would_send if not error else None))
     for column, trait in mapping.traits or []:
         value = (shown or {}).get("traits", {}).get(trait) if shown else None
@@ -425,7 +425,13 @@ def _summary(record: Record, verdicts: list[Verdict]) -> list[str]:
         )
         return lines
     for v in verdicts:
-        if v.kind == "delivered":
+        archived_row = next((row for row in v.traits if row.origin), None)
+        if v.kind == "delivered" and record.archived and archived_row is not None and archived_row.value is True:
+            lines.append(
+                f"The profile ({v.profile}) shows that {name} is archived in HubSpot: {archived_row.trait} = "
+                f"{archived_row.value_json}. {v.headline}"
+            )
+        elif v.kind == "delivered":
             values = ", ".join(
                 f"{row.trait} = {json.dumps(row.value, ensure_ascii=False, default=str)} (from {row.column})"
                 for row in v.traits[:6]

@@ -556,6 +556,7 @@ def test_debugger_explains_archived_records_under_both_options(owner_client, san
     assert f"with {TRAIT} = true (a restore in HubSpot sends false again)" in page
     assert re.search(rf"{TRAIT} true archived in HubSpot\? archived", page)  # the traits table
     assert "Same as the record's current data." in page
+    assert f"shows that contact 2 is archived in HubSpot: {TRAIT} = true." in page  # the summary on top
 
     never = debugger(owner_client, mirror, 4)
     assert "the record was archived (deleted) in HubSpot before this mapping delivered it" in never
