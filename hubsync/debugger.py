@@ -21,7 +21,7 @@ from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 
-from mappings.deliver import MessageBuilder, preview_message, sample_cutoff
+from mappings.deliver import MessageBuilder, archived_skip_reason, delivered_before, preview_message, sample_cutoff
 from mappings.models import DeliveryRun, DeliveryState, Mapping
 from sources.models import Record, RecordChange, SourceCollection
 
@@ -67,6 +67,7 @@ class TraitRow:
     value: Any  # in the message (delivered, else would send)
     current: Any  # the property in the mirror now
     last_change: RecordChange | None = None
+    origin: str = ""  # set when the value does not come from a property (the archived trait)
 
     @property
     def value_json(self) -> str:
@@ -83,6 +84,7 @@ class Verdict:
     details: list[str] = field(default_factory=list)
     would_send: dict[str, Any] | None = None
     would_send_error: str = ""
+    would_send_note: str = ""  # why nothing would be sent (an archived record the mapping leaves alone)
     delivered_payload: dict[str, Any] | None = None
     delivered_note: str = ""
     same_as_delivered: bool = False
@@ -123,17 +125,28 @@ def _profile(payload: dict[str, Any] | None) -> str:
 
 
 def _reconstruct(
-    builder: MessageBuilder, record: Record, changes: list[RecordChange], delivered_hash: str
+    builder: MessageBuilder,
+    record: Record,
+    changes: list[RecordChange],
+    delivered_hash: str,
+    message_id: str | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
-    """The payload Segment accepted last, rebuilt from the row and its history (see the module docstring)."""
+    """The payload Segment accepted last, rebuilt from the row and its history (see the module docstring).
+    `message_id`: the messageId it was accepted with, when known (it also depends on what was delivered before
+    it, see MessageBuilder.finish); without it the rebuilt payload has none."""
     if not delivered_hash:
         return None, ""
     props = dict(record.properties or {})
     updated_at = record.updated_at
+    archived = record.archived
     for step in range(len(changes) + 1):
-        content, error = builder.build(record.object_id, record.created_at, updated_at, props)
-        if not error:
-            payload, payload_hash, _message_id = builder.finish(record.object_id, content, updated_at)
+        content, error = builder.build(record.object_id, record.created_at, updated_at, props, archived)
+        # After "Set a trait" was switched back to "Do nothing", what was delivered may carry the trait still.
+        former = builder.with_former_trait(content, archived)
+        for candidate in (content, former):
+            if error or candidate is None:
+                continue
+            payload, payload_hash, _message_id = builder.finish(record.object_id, candidate, updated_at)
             if payload_hash == delivered_hash:
                 note = (
                     "Same as the record's current data."
@@ -141,7 +154,17 @@ def _reconstruct(
                     else f"Built from the record as it was before change #{changes[step - 1].change_seq} "
                     f"(seen {changes[step - 1].seen_at:%Y-%m-%d %H:%M} UTC)."
                 )
-                return json.loads(payload), note
+                if candidate is former:
+                    note += (
+                        f" It carried {builder.former_archived_trait} = {json.dumps(archived)} from when the "
+                        "mapping set that trait; the profile keeps it."
+                    )
+                rebuilt = json.loads(payload)
+                if message_id:
+                    rebuilt["messageId"] = message_id
+                else:
+                    rebuilt.pop("messageId", None)
+                return rebuilt, note
         if step == len(changes):
             break
         change = changes[step]
@@ -155,6 +178,8 @@ def _reconstruct(
                 props.pop(name, None)
             else:
                 props[name] = old
+        if change.archived is not None:  # this change archived (True) or restored (False) the record
+            archived = not change.archived
         if change.previous_updated_at is not None:
             updated_at = change.previous_updated_at
     return None, (
@@ -214,17 +239,29 @@ def _verdict(
         created_at=record.created_at,
         updated_at=record.updated_at,
         schema=schema,
+        archived=record.archived,
+        previous_hash=state.delivered_hash if state else None,
     )
     verdict = Verdict(mapping=mapping, state=state, kind="never", headline="", would_send=would_send)
     verdict.would_send_error = error
     space = mapping.profile_space
     label = f"“{mapping}” → {space}"
     delivered_hash = state.delivered_hash if state else ""
+    # An archived record is sent only with "Set a trait", and only to a profile this mapping delivered it to.
+    sends_archived = mapping.sets_archived_trait and delivered_before(state)
+    skipped_archived = record.archived and not sends_archived
+    content, _error = builder.build(
+        record.object_id, record.created_at, record.updated_at, record.properties or {}, record.archived
+    )
+    _payload, payload_hash, _message_id = builder.finish(record.object_id, content, record.updated_at)
+    # Right after "Set a trait" went back to "Do nothing": delivered = this message + `<trait>: false`.
+    covered = bool(delivered_hash and not record.archived and not error and builder.covers(content, delivered_hash))
     if delivered_hash:
-        verdict.delivered_payload, verdict.delivered_note = _reconstruct(builder, record, changes, delivered_hash)
-        verdict.same_as_delivered = bool(
-            not error and state and state.message_id and would_send.get("messageId") == state.message_id
+        delivered_id = state.message_id if state.status == DeliveryState.Status.DELIVERED else None
+        verdict.delivered_payload, verdict.delivered_note = _reconstruct(
+            builder, record, changes, delivered_hash, delivered_id
         )
+        verdict.same_as_delivered = not error and not skipped_archived and payload_hash == delivered_hash
     # The traits table shows what was delivered when known, else what the message holds now (even when it
     # cannot be sent: the values explain the rejection as well).
     shown = verdict.delivered_payload or would_send
@@ -233,6 +270,23 @@ def _verdict(
         value = (shown or {}).get("traits", {}).get(trait) if shown else None
         current = record.object_id if column == "id" else (record.properties or {}).get(column)
         verdict.traits.append(TraitRow(trait=trait, column=column, value=value, current=current))
+    archived_trait = builder.archived_trait or builder.former_archived_trait
+    if archived_trait and shown and archived_trait in (shown.get("traits") or {}):
+        last_flip = next((c for c in changes if c.archived is not None), None)
+        verdict.traits.append(
+            TraitRow(
+                trait=archived_trait,
+                column="",
+                value=shown["traits"][archived_trait],
+                current="archived" if record.archived else "live",
+                last_change=last_flip,
+                origin="archived in HubSpot?",
+            )
+        )
+    if skipped_archived:
+        # What "would send now" shows must be what a delivery does: nothing.
+        verdict.would_send = None
+        verdict.would_send_note = archived_skip_reason(mapping)
 
     cutoff = sample_cutoff(mapping) if mapping.sample_size else None
     current_config = mapping.watermark_config_hash == builder.config_hash
@@ -266,9 +320,24 @@ def _verdict(
             f"(HubSpot ids up to {cutoff}); this record's id {record.object_id} is beyond them. Switch the mapping "
             "to all records to send it."
         )
-    elif record.archived:
+    elif skipped_archived:
         verdict.kind = "archived"
-        verdict.headline = f"Not sent by {label}: the record is archived (deleted) in HubSpot."
+        if mapping.sets_archived_trait:
+            verdict.headline = (
+                f"Not sent by {label}: the record was archived (deleted) in HubSpot before this mapping delivered "
+                f"it. “Set a trait” marks only profiles this mapping delivered ({mapping.archived_trait} = true); "
+                "no profile is created for a deleted record."
+            )
+        else:
+            verdict.headline = (
+                f"Not sent by {label}: the record is archived (deleted) in HubSpot, and this mapping does nothing "
+                "for archived records."
+            )
+            if delivered_words:
+                verdict.details.append(
+                    "The profile still shows the record as it was last delivered. To mark it as gone, edit the "
+                    "mapping: “When a record is archived in HubSpot” → Set a trait."
+                )
         if delivered_words:
             verdict.details.append("Before it was archived: " + delivered_words)
     elif state and state.status == DeliveryState.Status.RETRY:
@@ -289,6 +358,8 @@ def _verdict(
             verdict.details.append(f"It will be rejected unless the data or the mapping changes: {error}")
         elif state and state.delivered_hash and verdict.same_as_delivered:
             verdict.details.append("Its message is unchanged from what was delivered, so nothing will be resent.")
+        elif covered:
+            verdict.details.append(_covered_words(builder))
         if delivered_words:
             verdict.details.append("Last time: " + delivered_words)
     elif state and state.status == DeliveryState.Status.REJECTED:
@@ -310,12 +381,29 @@ def _verdict(
             verdict.details.append(
                 "The profile holds exactly the message shown below: the record has not changed since."
             )
+        elif covered:
+            verdict.details.append(_covered_words(builder))
     else:
         verdict.kind = "never"
         verdict.headline = f"{label} has no delivery of this record on file."
         if error:
             verdict.details.append(f"It would be rejected: {error}")
+    if record.archived and sends_archived and verdict.kind not in ("off", "sample"):
+        verdict.details.insert(
+            0,
+            f"The record is archived (deleted) in HubSpot. This mapping sets a trait for that: its message carries "
+            f"the identifiers and the traits as HubSpot last had them, with {mapping.archived_trait} = true "
+            "(a restore in HubSpot sends false again).",
+        )
     return verdict
+
+
+def _covered_words(builder: MessageBuilder) -> str:
+    return (
+        f"Nothing will be resent: the profile already holds everything this message sets. It was delivered "
+        f"with {builder.former_archived_trait} = false while the mapping set that trait, and leaving a trait "
+        "out of a message does not remove it from the profile."
+    )
 
 
 def label(record: Record) -> str:
@@ -337,7 +425,13 @@ def _summary(record: Record, verdicts: list[Verdict]) -> list[str]:
         )
         return lines
     for v in verdicts:
-        if v.kind == "delivered":
+        archived_row = next((row for row in v.traits if row.origin), None)
+        if v.kind == "delivered" and record.archived and archived_row is not None and archived_row.value is True:
+            lines.append(
+                f"The profile ({v.profile}) shows that {name} is archived in HubSpot: {archived_row.trait} = "
+                f"{archived_row.value_json}. {v.headline}"
+            )
+        elif v.kind == "delivered":
             values = ", ".join(
                 f"{row.trait} = {json.dumps(row.value, ensure_ascii=False, default=str)} (from {row.column})"
                 for row in v.traits[:6]

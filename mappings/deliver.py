@@ -24,6 +24,13 @@ Two ways a record below the watermark is looked at again without rewinding it:
 - **Sample mode** (`Mapping.sample_size`): rows beyond the first N object ids are skipped and count as
   resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
   from 0: the sampled records are unchanged (not resent), the rest are sent once.
+
+Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped
+and counted as archived. "Set a trait": every message carries `<trait>: false`, and a record that this mapping
+delivered before is sent once more when archived, with its last known traits and `<trait>: true` (counted as
+sent); a restore sends `false` again. The trait is part of the configuration hash, so switching it on resends
+every record once (each message changed). Switching it back off changes the live records' messages only by
+leaving the trait out, which would change no profile: `MessageBuilder.covers` counts them unchanged.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
-from django.db.models import F, Func, OuterRef, Q, Subquery, TextField, Value
+from django.db.models import Case, F, Func, OuterRef, Q, Subquery, TextField, Value, When
 from django.utils import timezone
 
 from hubsync.fields import DecryptionError
@@ -82,6 +89,7 @@ class _Pending:
     payload_hash: str
     message_id: str
     retry: bool = False  # from the retry pass: below the watermark, so it must not hold it
+    archived: bool = False  # archived in HubSpot, sent with the archived trait true
 
 
 @dataclass(slots=True)
@@ -173,6 +181,12 @@ class MessageBuilder:
         # generation (a "Resync all" must produce new messageIds, or Segment's deduplication would drop them).
         self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
         self.id_prefix = f"hs-{self.workspace_id}-{mapping.pk}-"
+        # "When a record is archived": the trait sent true / false ("Set a trait"), else None ("Do nothing").
+        self.archived_trait = mapping.archived_trait if mapping.sets_archived_trait else None
+        # "Do nothing" after "Set a trait": the trait the profiles were given, which they keep (see `covers`).
+        self.former_archived_trait = (
+            mapping.archived_trait if not self.archived_trait and mapping.archived_trait else None
+        )
 
     def _identifier(self, column: str | None, object_id: int, created_at: Any, updated_at: Any, props: dict) -> Any:
         # Identifiers are sent as strings (what Segment stores), without type conversion: "00123" must stay so.
@@ -185,8 +199,13 @@ class MessageBuilder:
             return iso_utc(value)
         return str(value).strip()
 
-    def build(self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> tuple[dict, str]:
-        """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid."""
+    def build(
+        self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any], archived: bool = False
+    ) -> tuple[dict, str]:
+        """The message's content (what reaches the profile) and, when it cannot be sent, the reason; "" if valid.
+        With "Set a trait" the archived trait says whether the record is archived; an archived record's message
+        is otherwise the one its last known properties make, identifiers included, so the profile keeps its
+        identity and the values it showed, and only learns that the record is gone."""
         props = props or {}
         traits: dict[str, Any] = {}
         system = None
@@ -203,6 +222,8 @@ class MessageBuilder:
                     traits[trait] = None
             else:
                 traits[trait] = conv(raw)
+        if self.archived_trait is not None:
+            traits[self.archived_trait] = bool(archived)
         user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
         anonymous_id = self._identifier(self.anonymous_id_col, object_id, created_at, updated_at, props)
         content: dict[str, Any] = {"type": self.action, "integrations": INTEGRATIONS}
@@ -242,18 +263,57 @@ class MessageBuilder:
             return f"No {label}: {column!r} is empty for this record ({why})."
         return f"The mapping has no {label} column ({why})."
 
-    def finish(self, object_id: int, content: dict[str, Any], updated_at: Any) -> tuple[bytes, str, str]:
-        """Encode the full message once: (payload bytes, payload hash, messageId). The hash covers what reaches
-        the profile (content + space + resync generation) and not the timestamp, so a HubSpot change to an
-        unmapped property, which moves updatedAt, is not resent."""
+    def with_former_trait(self, content: dict[str, Any], archived: bool) -> dict[str, Any] | None:
+        """The content as "Set a trait" made it before the option was switched back to "Do nothing" (None when
+        the mapping never set the trait)."""
+        if self.former_archived_trait is None:
+            return None
+        return {**content, "traits": {**(content.get("traits") or {}), self.former_archived_trait: archived}}
+
+    def covers(self, content: dict[str, Any], delivered_hash: str | None) -> bool:
+        """Whether the profile already holds everything this live record's message would write, because what
+        was delivered is this very message plus `<former trait>: false`. That is the case for every live record
+        right after "Set a trait" is switched back to "Do nothing": leaving a trait out of a message does not
+        remove it from the profile, so resending them all would change nothing."""
+        if not delivered_hash or self.former_archived_trait is None:
+            return False
+        former = self.with_former_trait(content, False)
+        return hashlib.sha256(self.salt + _dumpb(former)).hexdigest() == delivered_hash
+
+    def digest(self, content: dict[str, Any]) -> tuple[bytes, str]:
+        """(content as JSON bytes, payload hash). The hash covers what reaches the profile (content + space + resync
+        generation) and not the timestamp, so a HubSpot change to an unmapped property, which moves updatedAt,
+        is not resent. Cheap on its own: an unchanged record needs nothing more."""
         core = _dumpb(content)
-        payload_hash = hashlib.sha256(self.salt + core).hexdigest()
-        message_id = f"{self.id_prefix}{object_id}-{payload_hash[:MESSAGE_ID_HASH_CHARS]}"
+        return core, hashlib.sha256(self.salt + core).hexdigest()
+
+    def envelope(
+        self, object_id: int, core: bytes, payload_hash: str, updated_at: Any, previous_hash: str | None = None
+    ) -> tuple[bytes, str]:
+        """(payload bytes, messageId): the digested content with the per-send fields.
+
+        The messageId names the step from what Segment last accepted for the record (`previous_hash`, its
+        delivered hash) to this payload, not the payload alone: a record that goes back to a payload it had
+        before (archived, then restored; a value changed and changed back) would otherwise reuse that payload's
+        messageId, and Segment drops a messageId it saw in the last 24 hours. A resend after a failure or a
+        crash starts from the same delivered hash (written only once Segment accepted), so it keeps its
+        messageId and Segment still drops the copy. A record's first message is named by its payload alone."""
+        named_by = (
+            hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest() if previous_hash else payload_hash
+        )
+        message_id = f"{self.id_prefix}{object_id}-{named_by[:MESSAGE_ID_HASH_CHARS]}"
         tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
         if updated_at is not None:
             tail += f',"timestamp":"{iso_utc(updated_at)}"'
         # `core` is a JSON object: splice the per-send fields in before its closing brace.
-        payload = core[:-1] + tail.encode() + b"}"
+        return core[:-1] + tail.encode() + b"}", message_id
+
+    def finish(
+        self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
+    ) -> tuple[bytes, str, str]:
+        """Encode the full message once: (payload bytes, payload hash, messageId); see `digest` and `envelope`."""
+        core, payload_hash = self.digest(content)
+        payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash)
         return payload, payload_hash, message_id
 
 
@@ -273,6 +333,26 @@ def _oversize_reason(size: int, content: dict[str, Any]) -> str:
     return f"The message is {size:,} bytes; Segment accepts at most {MAX_MESSAGE_BYTES:,} bytes per message." + (
         f" Largest traits: {largest}." if largest else ""
     )
+
+
+# What the delivered-hash lookup returns, with "Set a trait", for a record Segment took a message for before "Resync
+# all" cleared its hash: not empty (it was delivered), and equal to no payload hash (so it is sent again).
+DELIVERED_BEFORE = "delivered-before-resync"
+
+
+def archived_skip_reason(mapping: Mapping) -> str:
+    """Why an archived record is not sent, in the words the UI uses."""
+    if mapping.sets_archived_trait:
+        return (
+            "Archived (deleted) in HubSpot before this mapping delivered it: not sent (“Set a trait” marks only "
+            "profiles this mapping delivered; no profile is created for a deleted record)."
+        )
+    return "Archived (deleted) in HubSpot: not sent (this mapping does nothing for archived records)."
+
+
+def delivered_before(state: DeliveryState | None) -> bool:
+    """Segment took a message for this record from this mapping at some point (also after a "Resync all")."""
+    return state is not None and bool(state.delivered_hash or state.delivered_at)
 
 
 # Keys per jsonb_build_object / json_object call: PostgreSQL allows 100 arguments per function (2 per key).
@@ -367,8 +447,20 @@ class _Delivery:
 
     def _base_rows(self):
         delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        if self.builder.archived_trait is None:
+            delivered = delivered.values("delivered_hash")
+        else:
+            # "Set a trait" marks only profiles this mapping delivered to, so an archived row must know whether
+            # Segment ever took a message for it. "Resync all" forgets the hash but not delivered_at: the same
+            # lookup says so with a value no payload hash can equal.
+            delivered = delivered.annotate(
+                known=Case(
+                    When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
+                    default=F("delivered_hash"),
+                )
+            ).values("known")
         rows = Record.objects.filter(source_id=self.source_id, collection=self.collection).annotate(
-            delivered=Subquery(delivered.values("delivered_hash")[:1])
+            delivered=Subquery(delivered[:1])
         )
         if self._picks_properties:
             # Only the mapped properties leave the database: decoding ~65 HubSpot properties per row to use a
@@ -459,28 +551,33 @@ class _Delivery:
             if self.retrying:
                 self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
             return
-        if archived:
-            # Archived (deleted) in HubSpot: not sent. What a user would want instead is a choice per mapping:
-            # set a trait such as `hubspot_archived: true` on the profile, or ask Segment to delete / suppress
-            # the profile through its Public API (user deletion regulations). Not built yet.
+        if archived and (self.builder.archived_trait is None or not delivered_hash):
+            # Archived (deleted) in HubSpot and not sent: the mapping does nothing for archived records, or it
+            # sets a trait but never delivered this one (no profile is made just to say its record is gone).
             self.run.archived += 1
             if self.retrying:
-                self._retry_left(object_id, "Archived (deleted) in HubSpot: not sent.", DeliveryState.Status.REJECTED)
+                self._retry_left(object_id, archived_skip_reason(self.mapping), DeliveryState.Status.REJECTED)
             return
-        content, error = self.builder.build(object_id, created_at, updated_at, props)
+        # With "Set a trait", an archived record that was delivered before goes on from here like any other: its
+        # message (last known traits + `<trait>: true`) is sent when it differs from the delivered one, and
+        # counts as sent or unchanged.
+        content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
         if error:
             self._reject(object_id, error, content)
             return
-        payload, payload_hash, message_id = self.builder.finish(object_id, content, updated_at)
-        if len(payload) > MAX_MESSAGE_BYTES:
-            self._reject(object_id, _oversize_reason(len(payload), content), None)
-            return
-        if delivered_hash == payload_hash:
+        core, payload_hash = self.builder.digest(content)
+        if delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash)):
+            # (Before the envelope: most rows of a reconsidering run end here. Segment took this payload, so it
+            # is not over the size limit either.)
             self.run.unchanged += 1
             if self.retrying:
                 self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
             return
-        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying))
+        payload, message_id = self.builder.envelope(object_id, core, payload_hash, updated_at, delivered_hash)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            self._reject(object_id, _oversize_reason(len(payload), content), None)
+            return
+        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying, archived))
 
     def _retry_left(self, object_id: int, reason: str, status: str = DeliveryState.Status.PENDING) -> None:
         """A retried record that is not sent and would otherwise keep its "retry" status forever."""
@@ -635,6 +732,7 @@ class _Delivery:
     def _delivered(self, items: list[_Pending], attempts: int) -> None:
         self._count_requests(attempts)
         self.run.sent += len(items)
+        self.run.archived_sent += sum(item.archived for item in items)
         self.run.batches += 1
         for item in items:
             self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
@@ -744,6 +842,7 @@ _COUNT_FIELDS = [
     "rejected",
     "failed",
     "archived",
+    "archived_sent",
     "outside_sample",
     "batches",
     "requests",
@@ -863,9 +962,14 @@ def preview_message(
     created_at: Any = None,
     updated_at: Any = None,
     schema: dict[str, Any] | None = None,
+    archived: bool = False,
+    previous_hash: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The exact message the engine would send for one record (e.g. read live from HubSpot for "Test the
-    mapping"), and the reason it would be rejected ("" when valid). Sends nothing."""
+    mapping"), and the reason it would be rejected ("" when valid). Sends nothing. For an archived record it is
+    the message "Set a trait" sends; whether one is sent at all is the caller's to say (`archived_skip_reason`):
+    never with "Do nothing", and only to profiles this mapping delivered before with "Set a trait".
+    `previous_hash` (the record's delivered hash) gives the messageId a delivery would give it now."""
     if schema is None:
         model = mapping.data_model
         schema = (
@@ -874,8 +978,8 @@ def preview_message(
             .first()
         ) or {}
     builder = MessageBuilder(mapping, schema)
-    content, error = builder.build(object_id, created_at, updated_at, properties)
-    payload, _hash, _message_id = builder.finish(object_id, content, updated_at)
+    content, error = builder.build(object_id, created_at, updated_at, properties, archived)
+    payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash)
     if not error and len(payload) > MAX_MESSAGE_BYTES:
         error = _oversize_reason(len(payload), content)
     return json.loads(payload), error

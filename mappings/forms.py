@@ -174,6 +174,18 @@ class MappingForm(forms.Form):
         ],
     )
 
+    archived_behaviour = forms.ChoiceField(
+        label="When a record is archived in HubSpot",
+        widget=forms.RadioSelect,
+        initial=Mapping.ArchivedBehaviour.NOTHING,
+        choices=Mapping.ArchivedBehaviour.choices,
+    )
+    archived_trait = forms.CharField(
+        required=False,
+        label="Trait name",
+        widget=forms.TextInput(attrs={"maxlength": 200, "autocomplete": "off", "spellcheck": "false"}),
+    )
+
     def __init__(
         self,
         data: Any = None,
@@ -188,7 +200,11 @@ class MappingForm(forms.Form):
             # Sections the page had not rendered yet (before a data model was chosen) post nothing: their
             # defaults apply, as they would have been shown.
             data = data.copy()
-            for key, default in (("action", Mapping.Action.IDENTIFY), ("empty_values", Mapping.EMPTY_NULL)):
+            for key, default in (
+                ("action", Mapping.Action.IDENTIFY),
+                ("empty_values", Mapping.EMPTY_NULL),
+                ("archived_behaviour", Mapping.ArchivedBehaviour.NOTHING),
+            ):
                 if not data.get(key):
                     data[key] = default
         super().__init__(data, initial=initial)
@@ -298,9 +314,30 @@ class MappingForm(forms.Form):
                 seen[key] = seen.get(key, 0) + 1
         if any(r.errors for r in self.trait_rows):
             self.add_error(None, "Some traits need attention (see below).")
+        self._clean_archived_trait(cleaned)
         cleaned["traits"] = [[r.column, r.name] for r in self.trait_rows]
         cleaned["identifiers"] = ids
         return cleaned
+
+    def _clean_archived_trait(self, cleaned: dict[str, Any]) -> None:
+        """The archived trait follows the rules of the other traits, and must not be one of them: the same name
+        twice in a message would leave one of the two values on the profile."""
+        if cleaned.get("archived_behaviour") != Mapping.ArchivedBehaviour.TRAIT:
+            return
+        name = (cleaned.get("archived_trait") or "").strip()
+        cleaned["archived_trait"] = name
+        if not name:
+            self.add_error("archived_trait", "Give the trait a name (for example hubspot_archived).")
+        elif len(name) > 200:
+            self.add_error("archived_trait", "Trait names are at most 200 characters.")
+        else:
+            column = next((r.column for r in self.trait_rows if r.name == name), None)
+            if column is not None:
+                self.add_error(
+                    "archived_trait",
+                    f"The trait name {name!r} is already mapped to the column {column!r} (Traits, above); the "
+                    "archived trait needs a name of its own, or one value would overwrite the other.",
+                )
 
     def has_trait_errors(self) -> bool:
         return any(r.errors for r in self.trait_rows)

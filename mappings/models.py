@@ -69,6 +69,14 @@ class Mapping(models.Model):
     DEFAULT_OPTIONS: dict[str, Any] = {"empty_values": EMPTY_NULL}
     DEFAULT_SAMPLE_SIZE = 100
 
+    class ArchivedBehaviour(models.TextChoices):
+        """What a delivery does with a record archived (deleted, restorable for 90 days) in HubSpot."""
+
+        NOTHING = "nothing", "Do nothing"
+        TRAIT = "trait", "Set a trait"
+
+    DEFAULT_ARCHIVED_TRAIT = "hubspot_archived"
+
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mappings")
     # PROTECT: deleting a data model or profile space that a mapping uses is refused (the UI says why).
     data_model = models.ForeignKey(DataModel, on_delete=models.PROTECT, related_name="mappings")
@@ -87,6 +95,15 @@ class Mapping(models.Model):
     # Switching to all records changes the configuration hash, so the next delivery reconsiders every record and
     # sends exactly the ones the sample left out (the sampled ones are unchanged and skipped).
     sample_size = models.PositiveIntegerField(null=True, blank=True)
+    # "When a record is archived in HubSpot": nothing (archived records are not sent) or trait (`archived_trait`
+    # is sent true for archived records, with their identifiers and last known traits, and false for live ones).
+    archived_behaviour = models.CharField(
+        max_length=10, choices=ArchivedBehaviour.choices, default=ArchivedBehaviour.NOTHING
+    )
+    # The trait "Set a trait" sends. Kept when the option goes back to "Do nothing": the profiles still carry it,
+    # and the engine needs its name to see that a live record delivered with `<trait>: false` needs no resend
+    # just because the message lost that trait (see MessageBuilder.covers).
+    archived_trait = models.CharField(max_length=200, blank=True)
 
     # Delivery bookkeeping (written by mappings.deliver only).
     # Every mirror row with change_seq <= watermark is resolved (delivered, unchanged, rejected, archived or outside
@@ -131,6 +148,10 @@ class Mapping(models.Model):
     def empty_values(self) -> str:
         return (self.options or {}).get("empty_values", self.EMPTY_NULL)
 
+    @property
+    def sets_archived_trait(self) -> bool:
+        return self.archived_behaviour == self.ArchivedBehaviour.TRAIT and bool(self.archived_trait)
+
     def identifier(self, key: str) -> str | None:
         return (self.identifiers or {}).get(key) or None
 
@@ -140,8 +161,9 @@ class Mapping(models.Model):
         return list(dict.fromkeys(cols))
 
     def config_hash(self, column_types: dict[str, Any] | None = None) -> str:
-        """Hash of everything that decides a message's content: action, space, identifiers, traits, options and
-        the HubSpot types of the used columns (a type change changes the converted values)."""
+        """Hash of everything that decides a message's content: action, space, identifiers, traits, options, the
+        archived-record behaviour and the HubSpot types of the used columns (a type change changes the converted
+        values)."""
         config = {
             "action": self.action,
             "profile_space": self.profile_space_id,
@@ -154,6 +176,9 @@ class Mapping(models.Model):
         if self.sample_size is not None:
             # Only when set: mappings that never used sample mode keep the hash (and the watermark) they had.
             config["sample"] = self.sample_size
+        if self.sets_archived_trait:
+            # Only when set, likewise: "Do nothing" is what every mapping did before the option existed.
+            config["archived_trait"] = self.archived_trait
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -242,6 +267,9 @@ class DeliveryRun(models.Model):
     rejected = models.IntegerField(default=0)  # invalid for Segment: reason in DeliveryState
     failed = models.IntegerField(default=0)  # in batches Segment did not accept: resent next run
     archived = models.IntegerField(default=0)  # archived in HubSpot: not sent
+    # Archived in HubSpot and sent all the same, with the mapping's archived trait true ("Set a trait"); part of
+    # `sent`, counted apart so the run page can say how many profiles learned that their record is gone.
+    archived_sent = models.IntegerField(default=0)
     outside_sample = models.IntegerField(default=0)  # sample mode: beyond the first N records, not sent
     batches = models.IntegerField(default=0)  # batches Segment accepted
     requests = models.IntegerField(default=0)  # HTTP requests, retries included

@@ -30,7 +30,7 @@ from hubsync.models import Role
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
-from .deliver import preview_message, resync_all, send_test_message
+from .deliver import delivered_before, preview_message, resync_all, send_test_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from .segment import SegmentError, check_connection
@@ -380,7 +380,12 @@ def mapping_new(request: HttpRequest) -> HttpResponse:
             )
             return redirect("mappings:mapping_detail", mapping.pk)
         return _editor(request, form, None, status=400)
-    initial: dict[str, Any] = {"action": Mapping.Action.IDENTIFY, "empty_values": Mapping.EMPTY_NULL}
+    initial: dict[str, Any] = {
+        "action": Mapping.Action.IDENTIFY,
+        "empty_values": Mapping.EMPTY_NULL,
+        "archived_behaviour": Mapping.ArchivedBehaviour.NOTHING,
+        "archived_trait": Mapping.DEFAULT_ARCHIVED_TRAIT,
+    }
     model_id = _int(params.get("data_model"))
     if model_id is not None:
         model = get_for_workspace(request, DataModel, pk=model_id)
@@ -408,7 +413,17 @@ def _suggested_mapping(model: DataModel) -> dict[str, Any]:
 def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> Mapping:
     data = form.cleaned_data
     creating = mapping.pk is None
-    fields = ["name", "data_model", "profile_space", "action", "identifiers", "traits", "options"]
+    fields = [
+        "name",
+        "data_model",
+        "profile_space",
+        "action",
+        "identifiers",
+        "traits",
+        "options",
+        "archived_behaviour",
+        "archived_trait",
+    ]
     before = {
         "name": mapping.name,
         "data_model": mapping.data_model_id if not creating else None,
@@ -417,6 +432,8 @@ def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> 
         "identifiers": mapping.identifiers,
         "traits": mapping.traits,
         "options": mapping.options,
+        "archived_behaviour": mapping.archived_behaviour,
+        "archived_trait": mapping.archived_trait,
     }
     mapping.name = data["name"].strip() or f"{data['data_model'].name} → {data['profile_space'].name}"
     mapping.data_model = data["data_model"]
@@ -425,6 +442,11 @@ def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> 
     mapping.identifiers = data["identifiers"]
     mapping.traits = data["traits"]
     mapping.options = {**(mapping.options or {}), "empty_values": data["empty_values"]}
+    mapping.archived_behaviour = data["archived_behaviour"]
+    if mapping.archived_behaviour == Mapping.ArchivedBehaviour.TRAIT:
+        mapping.archived_trait = data["archived_trait"]
+    # With "Do nothing" the trait name stays what it was: the profiles still carry that trait, and the engine
+    # needs its name to leave live records alone (MessageBuilder.covers).
     after = {
         "name": mapping.name,
         "data_model": mapping.data_model_id,
@@ -433,6 +455,8 @@ def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> 
         "identifiers": mapping.identifiers,
         "traits": mapping.traits,
         "options": mapping.options,
+        "archived_behaviour": mapping.archived_behaviour,
+        "archived_trait": mapping.archived_trait,
     }
     changes = {k: [before[k], after[k]] for k in fields if before[k] != after[k]}
     with transaction.atomic():
@@ -454,6 +478,24 @@ def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> 
     return mapping
 
 
+def _saved_message(mapping: Mapping, before_hash: str, before_trait: bool) -> str:
+    """What saving did to deliveries, in words (switching the archived trait on or off has its own cost)."""
+    if mapping.config_hash() == before_hash or not mapping.enabled:
+        return "Mapping saved."
+    trait = mapping.archived_trait
+    if mapping.sets_archived_trait and not before_trait:
+        return (
+            f"Mapping saved. Every message now carries {trait}, so the next delivery sends every record once more "
+            f"({trait} = false for live records, true for archived ones this mapping delivered)."
+        )
+    if before_trait and not mapping.sets_archived_trait:
+        return (
+            f"Mapping saved. Archived records are no longer sent. Profiles keep {trait} as it was last sent: a "
+            "record is resent only if something else in its message changed, not just to leave the trait out."
+        )
+    return "Mapping saved. The next delivery resends the records whose message changed."
+
+
 @workspace_view()
 def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
@@ -468,12 +510,9 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
         if _reloading(request):
             return _editor(request, form, mapping)
         if form.is_valid():
-            before_hash = mapping.config_hash()
+            before_hash, before_trait = mapping.config_hash(), mapping.sets_archived_trait
             _save_mapping(request, form, mapping)
-            if mapping.config_hash() != before_hash and mapping.enabled:
-                messages.success(request, "Mapping saved. The next delivery resends the records whose message changed.")
-            else:
-                messages.success(request, "Mapping saved.")
+            messages.success(request, _saved_message(mapping, before_hash, before_trait))
             return redirect("mappings:mapping_detail", mapping.pk)
         return _editor(request, form, mapping, status=400)
     initial = {
@@ -482,6 +521,8 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
         "profile_space": mapping.profile_space_id,
         "action": mapping.action,
         "empty_values": mapping.empty_values,
+        "archived_behaviour": mapping.archived_behaviour,
+        "archived_trait": mapping.archived_trait or Mapping.DEFAULT_ARCHIVED_TRAIT,
         "traits": mapping.traits,
         **{k: mapping.identifier(k) or "" for k in Mapping.IDENTIFIER_KEYS},
     }
@@ -562,63 +603,125 @@ def _hubspot_failure(exc: Exception) -> str:
     return f"HubSpot could not be reached ({type(exc).__name__})."
 
 
-def _find_records(mapping: Mapping, query: str) -> list[dict[str, Any]]:
+def _find_records(mapping: Mapping, query: str, archived: bool = False) -> list[dict[str, Any]]:
     """Up to TEST_RESULTS records read live from HubSpot: by id when the query is a number, by HubSpot's own
-    search (e-mail, names, domain ...) otherwise, the first records of the collection when it is empty."""
+    search (e-mail, names, domain ...) otherwise, the first records of the collection when it is empty; with
+    `archived`, the first archived ones (HubSpot's search never returns those)."""
     model = mapping.data_model
     props = _hubspot_properties(mapping)
     with HubSpotClient(model.source, max_retries=1, timeout=15) as client:
-        if query.isdigit():
+        if archived:
+            page = client.list_page(model.collection, properties=props, limit=TEST_RESULTS, archived=True)
+            results = page.get("results") or []
+        elif query.isdigit():
             results = client.batch_read(model.collection, [query], props)
+            results = results or client.batch_read(model.collection, [query], props, archived=True)
         elif query:
             body = {"query": query, "limit": TEST_RESULTS, "properties": props}
             results = client.search_page(model.collection, body).get("results") or []
         else:
             results = client.list_page(model.collection, properties=props, limit=TEST_RESULTS).get("results") or []
     return [
-        {"id": r["id"], "label": _display(model.collection, r.get("properties") or {})} for r in results[:TEST_RESULTS]
+        {
+            "id": r["id"],
+            "label": _display(model.collection, r.get("properties") or {}),
+            "archived": bool(r.get("archived")),
+        }
+        for r in results[:TEST_RESULTS]
     ]
 
 
 def _read_record(mapping: Mapping, object_id: int) -> dict[str, Any] | None:
+    """The record as HubSpot has it now; an archived one (HubSpot returns those only when asked) comes with
+    "archived": true and the properties it had when it was archived, which the mirror keeps as well."""
     model = mapping.data_model
+    props = _hubspot_properties(mapping)
     with HubSpotClient(model.source, max_retries=1, timeout=15) as client:
-        found = client.batch_read(model.collection, [str(object_id)], _hubspot_properties(mapping))
+        found = client.batch_read(model.collection, [str(object_id)], props)
+        if not found:
+            found = [
+                {**r, "archived": True}
+                for r in client.batch_read(model.collection, [str(object_id)], props, archived=True)
+            ]
     return found[0] if found else None
 
 
-def _preview(mapping: Mapping, record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def _preview(
+    mapping: Mapping, record: dict[str, Any], state: DeliveryState | None = None
+) -> tuple[dict[str, Any], str]:
+    archived = bool(record.get("archived"))
     return preview_message(
         mapping,
         object_id=int(record["id"]),
         properties=record.get("properties") or {},
         created_at=parse_datetime(record.get("createdAt") or ""),
-        updated_at=parse_datetime(record.get("updatedAt") or ""),
+        # What the sync stamps an archived record's message with: the time it was archived.
+        updated_at=parse_datetime((archived and record.get("archivedAt")) or record.get("updatedAt") or ""),
+        archived=archived,
+        # The messageId a delivery would give it now (it names the step from what was delivered last).
+        previous_hash=state.delivered_hash if state else None,
     )
+
+
+def _archived_test(mapping: Mapping, state: DeliveryState | None) -> dict[str, Any]:
+    """What the test panel says about an archived record: whether a sync sends it, and why (not)."""
+    what = "account" if mapping.action == Mapping.Action.GROUP else "profile"
+    if not mapping.sets_archived_trait:
+        return {
+            "archived_note": (
+                f"This record is archived (deleted) in HubSpot, and this mapping does nothing for archived records: "
+                f"a sync sends no message for it, and the {what} keeps the traits it had. To mark such {what}s, "
+                "edit the mapping: “When a record is archived in HubSpot” → Set a trait."
+            ),
+            "sync_skips": True,
+        }
+    trait = mapping.archived_trait
+    if not delivered_before(state):
+        return {
+            "archived_note": (
+                f"This record is archived (deleted) in HubSpot, and this mapping never delivered it: a sync sends "
+                f"nothing for it (no {what} is created just to say that its record is gone). Had it been "
+                f"delivered, this is the message that would mark its {what} with {trait} = true:"
+            ),
+            "sync_skips": True,
+        }
+    return {
+        "archived_note": (
+            f"This record is archived (deleted) in HubSpot. A sync sends its {what} this message once: its "
+            f"identifiers and its traits as HubSpot last had them, with {trait} = true. If the record is restored, "
+            f"the next sync sends {trait} = false."
+        )
+    }
 
 
 def _test_panel(request: HttpRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
     """The state of the test panel for this request: nothing is asked from HubSpot until the user searches
     (`q`, also empty: "list the first records") or picks a record (`record`)."""
-    test: dict[str, Any] = {"query": request.GET.get("q", "").strip()}
+    test: dict[str, Any] = {"query": request.GET.get("q", "").strip(), "archived": request.GET.get("archived") == "1"}
     if object_id is None:
         object_id = _int(request.GET.get("record"))
     try:
         if "q" in request.GET and object_id is None:
-            test["results"] = _find_records(mapping, test["query"])
+            test["results"] = _find_records(mapping, test["query"], archived=test["archived"])
             test["searched"] = True
         if object_id is not None:
             record = _read_record(mapping, object_id)
             if record is None:
                 test["error"] = f"HubSpot has no {mapping.data_model.collection} record {object_id} (any more)."
             else:
-                message, rejected = _preview(mapping, record)
+                state = DeliveryState.objects.filter(mapping=mapping, object_id=object_id).first()
+                message, rejected = _preview(mapping, record, state)
                 test.update(
                     record_id=object_id,
                     record_label=_display(mapping.data_model.collection, record.get("properties") or {}),
-                    message_json=json.dumps(message, indent=2, ensure_ascii=False),
+                    record_archived=bool(record.get("archived")),
                     rejected=rejected,
                 )
+                if record.get("archived"):
+                    test.update(_archived_test(mapping, state))
+                if mapping.sets_archived_trait or not record.get("archived"):
+                    # "Do nothing" sends nothing for an archived record: there is no message to show.
+                    test["message_json"] = json.dumps(message, indent=2, ensure_ascii=False)
     except (HubSpotError, requests.RequestException) as exc:
         test["error"] = _hubspot_failure(exc)
     return test
@@ -634,7 +737,8 @@ def mapping_test_send(request: HttpRequest, mapping_id: int) -> HttpResponse:
     )
     object_id = _int(request.POST.get("record"))
     test = _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
-    if "message_json" in test and not test.get("rejected"):
+    if "message_json" in test and not test.get("rejected") and not test.get("sync_skips"):
+        # Only what a sync would send: never an archived record's message that the sync leaves out.
         message = json.loads(test["message_json"])
         try:
             result = send_test_message(mapping, message)

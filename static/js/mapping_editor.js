@@ -1,4 +1,5 @@
-// The mapping editor: add / remove trait rows, suggest trait names, show the Group ID only for Group.
+// The mapping editor: add / remove trait rows, suggest trait names, show the Group ID only for Group, pick
+// "Set a trait" when its trait name is edited.
 // Event delegation on document, so it keeps working after htmx swaps the form (another data model chosen).
 (function () {
   "use strict";
@@ -25,6 +26,14 @@
       if (next && next.classList.contains("trait-errors")) next.remove();
       tr.remove();
     }
+  });
+
+  // Typing the archived trait's name means "Set a trait": choose it, so the name is not entered in vain. (On
+  // typing, not on focus: tabbing through the form must not change the choice.)
+  document.addEventListener("input", function (event) {
+    if (!event.target.matches || !event.target.matches("[data-archived-trait]")) return;
+    var radio = document.querySelector("input[name=archived_behaviour][value=trait]");
+    if (radio && !radio.checked) radio.checked = true;
   });
 
   document.addEventListener("change", function (event) {

@@ -141,6 +141,22 @@ def test_editing_the_mapping_resends_exactly_the_changed_payloads(sandbox_base, 
     assert deliver(mapping_id=mapping.pk).considered == 0
 
 
+def test_a_value_changed_back_within_a_day_reaches_the_profile(sandbox_base, mirror, mapping):
+    """A → B → A: the third message has the first one's payload, but not its messageId (that names the step
+    from what Segment had), so Segment's 24-hour deduplication does not drop it."""
+    mirror.put(1, contact_props(1, firstname="Ann"))
+    first = deliver(mapping_id=mapping.pk)
+    mirror.put(1, contact_props(1, firstname="Anne"))
+    deliver(mapping_id=mapping.pk)
+    mirror.put(1, contact_props(1, firstname="Ann"))
+    third = deliver(mapping_id=mapping.pk)
+
+    assert (first.sent, third.sent) == (1, 1)
+    assert profiles_by_user(sandbox_base)["user1@example.com"]["first_name"] == "Ann"
+    assert accepted(sandbox_base) == 3 and sandbox_base.counts()["discarded"] == 0
+    assert len({m["messageId"] for m in sandbox_base.messages()}) == 3
+
+
 def test_empty_values_clear_traits_when_null(sandbox_base, mirror, mapping):
     mirror.put(1, contact_props(1, lastname="Smith"))
     deliver(mapping_id=mapping.pk)

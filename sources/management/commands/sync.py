@@ -71,7 +71,9 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(
                 f"  mapping {mapping.pk} ({mapping.data_model.collection}): {delivery.status}; "
-                f"considered {delivery.considered}, sent {delivery.sent}, unchanged {delivery.unchanged}, "
+                f"considered {delivery.considered}, sent {delivery.sent}"
+                + (f" ({delivery.archived_sent} of them archived, marked as such)" if delivery.archived_sent else "")
+                + f", unchanged {delivery.unchanged}, "
                 f"rejected {delivery.rejected}, failed {delivery.failed}, archived {delivery.archived}; "
                 f"{delivery.batches} batches, {delivery.requests} requests"
                 + (f"; {delivery.error}" if delivery.error else "")
