@@ -9,7 +9,7 @@ from hubsync.access import get_for_workspace, workspace_view
 from mappings.models import Mapping
 from sources.models import Record
 
-from .debugger import explain, find_records
+from .debugger import explain, find_records, not_in_mirror
 
 
 @workspace_view()
@@ -37,11 +37,7 @@ def record_debugger(request: HttpRequest) -> HttpResponse:
         if len(matches) == 1:
             record = matches[0]
         elif not matches and not problem:
-            problem = (
-                f"No record with the {'email' if '@' in query else 'id'} {query} in this workspace's mirror. "
-                "If it exists in HubSpot, it has not been synced yet (is its collection selected, and is the "
-                "record inside the source's start date?)."
-            )
+            problem = not_in_mirror(request.workspace, query)
     context = {"query": query, "matches": matches if record is None else [], "problem": problem}
     if record is not None:
         context.update(explain(record))
