@@ -2,7 +2,9 @@
 `manage.py sandbox_serve` in its own process, synced by the engine in this process.
 
 Prints, at 10k and at 100k contacts: records/s of a first sync, of a no-change full re-read, and the duration
-and API calls of a no-change incremental sync; queries per page; peak RSS of this process during each run.
+and API calls of a no-change incremental sync; of a full re-read after 1% of the records were permanently
+deleted in HubSpot (spread over the whole id range: every page has candidates to confirm); queries per page;
+peak RSS of this process during each run.
 Aim: first sync >= 3,500 records/s; no-change incremental in a handful of requests; peak RSS flat 10k -> 100k.
 """
 
@@ -117,6 +119,12 @@ def test_bench_extract(settings, monkeypatch):
             again, meter = run_sync(source, SyncRun.Trigger.FULL)
             assert again.counts["contacts"]["unchanged"] == size
             report("no-change full re-read", again, meter)
+            ids = Record.objects.filter(source=source).order_by("object_id").values_list("object_id", flat=True)
+            doomed = list(ids[::100])  # 1%, one per page
+            sandbox.purge(doomed, portal=hub_id)
+            purged, meter = run_sync(source, SyncRun.Trigger.FULL)
+            assert purged.counts["contacts"]["deleted"] == len(doomed)
+            report("full re-read, 1% deleted", purged, meter)
         growth = (peaks[100_000] - peaks[10_000]) / 2**20
         print(f"peak RSS 10k -> 100k: {peaks[10_000] / 2**20:.1f} -> {peaks[100_000] / 2**20:.1f} MiB ({growth:+.1f})")
         # Memory does not grow with data (invariant 8): ten times the records, (almost) the same peak.

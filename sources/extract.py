@@ -31,18 +31,20 @@ A run, per selected collection:
    them, page by page, without ever holding a set of ids: the list returns records in ascending id order (in
    practice; ``after`` is documented as opaque, so the order is *checked*, never trusted), so after a page
    whose ids end at M, every id in (previous page's M, M] that the mirror holds as live but the page did not
-   return is a **candidate**; the last page's range runs to the end of the mirror. The covered id (``covered``)
-   is saved in the cursor with each page, so a resumed read goes on checking from there. Candidates are only
-   confirmed, never trusted: a batch read with archived=false and one with archived=true (ids only, 100 per
-   call). Found live: nothing happens. Found archived: the row is marked archived (as in 3). Reported missing
-   by both reads: the record is gone for good, and so is everything hubsync holds of it (it was personal data
-   the user deleted in HubSpot): its mirror row, its history (RecordChange), and the `last_payload` of its
-   DeliveryState rows (their ids and hashes stay). The deletions count as "deleted" in the run's counts. The
-   archived list of a full run is checked the same way against the mirror's archived rows (archived records
-   purged after 90 days). A page that is not in ascending order (or comes below the covered id) stops the
-   check for the rest of that read, and the run's counts carry a note saying so; incremental runs never
-   delete. Cost: one indexed range query per page (in the prefetch thread, overlapping HubSpot's answer), plus
-   two batch reads per 100 candidates when there are any.
+   return is a **candidate**; the last page's range runs to the end of the mirror. Candidates are only
+   confirmed, never trusted, 100 at a time (collected across pages, so scattered deletions do not cost a
+   confirmation per page): a batch read with archived=false and one with archived=true (ids only). Found live:
+   nothing happens. Found archived: the row is marked archived (as in 3). Reported missing by both reads: the
+   record is gone for good, and so is everything hubsync holds of it (it was personal data the user deleted in
+   HubSpot): its mirror row, its history (RecordChange), and the `last_payload` of its DeliveryState rows
+   (their ids and hashes stay). The deletions count as "deleted" in the run's counts. The cursor carries the
+   check's progress with each page (``covered``: the id range checked; ``pending``: the fewer than 100
+   candidates not confirmed yet), so a resumed read loses nothing. The archived list of a full run is checked
+   the same way against the mirror's archived rows (archived records purged after 90 days). A page that is not
+   in ascending order (or comes below the covered id) stops the check for the rest of that read (the
+   candidates found so far are still confirmed), and the run's counts carry a note saying so; incremental runs
+   never delete. Cost: one indexed range query per page (in the prefetch thread, overlapping HubSpot's answer),
+   plus two batch reads per 100 candidates when there are any.
 
 Every page is one transaction: upsert of the changed rows (unchanged content hash = not rewritten), a block
 of change_seq numbers from the source's ChangeCounter row (so pages commit in sequence order), the cursor,
@@ -465,6 +467,9 @@ class _Engine:
         # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
         self.scan_archived(sc, check_deleted=full)
         c = self.counts[sc.collection]
+        if c["deleted"]:
+            logger.info("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                        self.run_row.pk, sc.collection, c["deleted"])
         self.say(
             f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
             f"{c['unchanged']} unchanged, {c['archived']} archived, {c['deleted']} deleted"
@@ -522,58 +527,78 @@ class _Engine:
     def list_pages(
         self, sc: SourceCollection, cursor: dict, names: list[str]
     ) -> Iterator[tuple[list, dict, Gone | None]]:
-        """(records, cursor after them, mirror rows gone from HubSpot) for every page of the list endpoint, from
-        the cursor on. Runs in the prefetch thread: the deletion check's range query and batch reads for page
-        n+1 overlap the writing of page n (step 4 of the module docstring)."""
+        """(records, cursor after them, what the deletion check found) for every page of the list endpoint, from
+        the cursor on; and, when a batch of candidates has been confirmed, ([], the cursor *before* the page,
+        that batch's Gone) first. Runs in the prefetch thread: the deletion check's range query and batch reads
+        overlap the writing of the previous page (step 4 of the module docstring).
+
+        Candidates are collected across pages and confirmed BATCH_READ_LIMIT at a time (and all of them at the
+        end), so scattered deletions cost two batch reads per 100 deletions, not per page. The ones not yet
+        confirmed ride in the cursor (`pending`, fewer than BATCH_READ_LIMIT ids) so a resumed read loses none."""
         after = cursor.get("after")
         # A checkpoint without `covered` (written before the check existed) cannot say what was checked.
-        covered = cursor.get("covered")
-        checking = covered is not None
-        covered = int(covered or 0)
+        checking = cursor.get("covered") is not None
+        covered = int(cursor.get("covered") or 0)
+        pending = [int(i) for i in cursor.get("pending") or []]
         while True:
             page = self.client.list_page(sc.collection, properties=names, after=after, limit=LIST_LIMIT)
             results = page.get("results") or []
             next_after = _next_after(page)
-            gone: Gone | None = None
+            note = None
             if checking:
                 ids = [int(r["id"]) for r in results]
+                last = not next_after
                 if not _ascending(ids, covered):
                     checking = False
                     logger.warning(
                         "sync run %s: %s: list page not in ascending id order after id %s; deletion check stopped",
                         self.run_row.pk, sc.collection, covered,
                     )
-                    gone = Gone(note=ORDER_NOTE)
-                elif ids or not next_after:
+                    note = Gone(note=ORDER_NOTE)
+                    last = True  # the candidates found so far are still confirmed (nothing is removed unasked)
+                    ids = []
+                before = {**cursor, "after": after, "covered": covered}
+                if checking and (ids or last):
                     # The range this page covers: (covered, its last id], or to the end on the last page.
-                    top = ids[-1] if next_after else None
-                    chunks = self.gone_chunks(sc, archived=False, low=covered, high=top, exclude=ids)
-                    gone = next(chunks, None)
-                    for more in chunks:
-                        # More candidates than one batch (a mass deletion): commit the batches one by one with
-                        # the cursor *before* this page, so a crash re-reads the page and checks on from there.
-                        yield [], {**cursor, "after": after, "covered": covered}, gone
-                        gone = more
+                    top = ids[-1] if not last else None
+                    batches = self.candidate_batches(sc, archived=False, low=covered, high=top, exclude=ids)
+                    for batch in batches:
+                        pending += batch
+                        while len(pending) >= BATCH_READ_LIMIT:
+                            yield self._confirmed(sc, pending, before)
                     covered = top if top is not None else covered
+                while last and pending:
+                    yield self._confirmed(sc, pending, before)
             if next_after:
                 after = next_after
                 # Without `covered` a resumed read does not check (the order broke, or an old checkpoint).
-                new_cursor = {k: v for k, v in cursor.items() if k != "covered"}
+                new_cursor = {k: v for k, v in cursor.items() if k not in ("covered", "pending")}
                 new_cursor["after"] = after
                 if checking:
                     new_cursor["covered"] = covered
-                yield results, new_cursor, gone
+                    # A copy: the consumer commits this cursor while this thread goes on changing `pending`.
+                    new_cursor["pending"] = list(pending)
+                yield results, new_cursor, note
             else:
-                yield results, {"mode": "idle", "modified_since_ms": cursor["started_ms"]}, gone
+                yield results, {"mode": "idle", "modified_since_ms": cursor["started_ms"]}, note
                 return
 
-    def gone_chunks(
+    def _confirmed(self, sc: SourceCollection, pending: list[int], before: dict) -> tuple[list, dict, Gone]:
+        """Confirm the first BATCH_READ_LIMIT pending candidates (taken off `pending`), as an item of list_pages
+        committed on its own with `before`, the cursor before the current page: a crash re-reads that page and
+        finds its range's candidates again, while the earlier ranges' unconfirmed ones stay in the cursor."""
+        chunk = pending[:BATCH_READ_LIMIT]
+        del pending[:BATCH_READ_LIMIT]
+        gone = self.confirm_gone(sc, chunk, mirror_archived=False)
+        return [], {**before, "pending": [i for i in pending if i <= before["covered"]]}, gone
+
+    def candidate_batches(
         self, sc: SourceCollection, *, archived: bool, low: int, high: int | None, exclude: list[int]
-    ) -> Iterator[Gone]:
-        """The deletion check for one id range: the mirror's rows with this `archived` flag and an id in
-        (low, high] (high None: no upper end) that are not in `exclude` (the page HubSpot returned for the range)
-        are candidates, confirmed by batch reads, BATCH_READ_LIMIT at a time (keyset on the id: bounded memory
-        whatever the number). Yields a Gone per batch of candidates that holds anything."""
+    ) -> Iterator[list[int]]:
+        """The deletion check's candidates for one id range: the mirror's rows with this `archived` flag and an id
+        in (low, high] (high None: no upper end) that are not in `exclude` (what HubSpot returned for the range),
+        in ascending batches of at most BATCH_READ_LIMIT (keyset on the unique index: bounded memory whatever the
+        number; one query when there are none, the usual case)."""
         after = low
         while True:
             qs = Record.objects.filter(
@@ -583,15 +608,12 @@ class _Engine:
                 qs = qs.filter(object_id__lte=high)
             if exclude:
                 qs = qs.exclude(object_id__in=exclude)
-            candidates = list(qs.order_by("object_id").values_list("object_id", flat=True)[:BATCH_READ_LIMIT])
-            if not candidates:
+            batch = list(qs.order_by("object_id").values_list("object_id", flat=True)[:BATCH_READ_LIMIT])
+            if batch:
+                yield batch
+            if len(batch) < BATCH_READ_LIMIT:
                 return
-            gone = self.confirm_gone(sc, candidates, mirror_archived=archived)
-            if gone:
-                yield gone
-            if len(candidates) < BATCH_READ_LIMIT:
-                return
-            after = candidates[-1]
+            after = batch[-1]
 
     def confirm_gone(self, sc: SourceCollection, ids: list[int], *, mirror_archived: bool) -> Gone:
         """Ask HubSpot about candidate ids (a batch read live, one archived): archived ones (unless the mirror
@@ -683,6 +705,7 @@ class _Engine:
         after = None
         covered = 0
         checking = check_deleted
+        pending: list[int] = []  # candidates not confirmed yet (fewer than BATCH_READ_LIMIT between pages)
         while True:
             page = self.client.list_page(
                 sc.collection, properties=["hs_object_id"], after=after, limit=LIST_LIMIT, archived=True
@@ -692,6 +715,7 @@ class _Engine:
             archived_at = {}
             for r in results:
                 archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
+            last = not after
             if checking:
                 ids = [int(r["id"]) for r in results]
                 if not _ascending(ids, covered):
@@ -701,18 +725,28 @@ class _Engine:
                         "stopped", self.run_row.pk, sc.collection, covered,
                     )
                     self.add_note(sc, ORDER_NOTE)
-                elif ids or not after:
-                    top = ids[-1] if after else None
-                    for gone in self.gone_chunks(sc, archived=True, low=covered, high=top, exclude=ids):
-                        with transaction.atomic():
-                            self.apply_gone(sc, gone)
-                            self.heartbeat()
+                    last = True  # confirm what was found so far
+                elif ids or last:
+                    top = ids[-1] if not last else None
+                    for batch in self.candidate_batches(sc, archived=True, low=covered, high=top, exclude=ids):
+                        pending += batch
+                        while len(pending) >= BATCH_READ_LIMIT:
+                            chunk, pending = pending[:BATCH_READ_LIMIT], pending[BATCH_READ_LIMIT:]
+                            self.commit_gone(sc, self.confirm_gone(sc, chunk, mirror_archived=True))
                     covered = top if top is not None else covered
+            while last and pending:
+                chunk, pending = pending[:BATCH_READ_LIMIT], pending[BATCH_READ_LIMIT:]
+                self.commit_gone(sc, self.confirm_gone(sc, chunk, mirror_archived=True))
             with transaction.atomic():
                 self.mark_archived(sc, archived_at)
                 self.heartbeat()
             if not after:
                 return
+
+    def commit_gone(self, sc: SourceCollection, gone: Gone) -> None:
+        with transaction.atomic():
+            self.apply_gone(sc, gone)
+            self.heartbeat()
 
     def add_note(self, sc: SourceCollection, note: str) -> None:
         notes = self.counts[sc.collection].setdefault("notes", [])
@@ -783,8 +817,8 @@ class _Engine:
         self.mark_archived(sc, gone.archived)
         if gone.deleted:
             n = self.delete_records(sc, gone.deleted)
-            logger.info("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
-                        self.run_row.pk, sc.collection, n)
+            logger.debug("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                         self.run_row.pk, sc.collection, n)
 
     # -- one page --
 

@@ -616,7 +616,10 @@ class HubSpotClient:
         self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
     ) -> list[dict]:
         """Records by id, 100 per request. Ids HubSpot cannot find (207 errors) are left out."""
-        return self.batch_read_found(collection, ids, properties, archived=archived)[0]
+        records, missing = self.batch_read_found(collection, ids, properties, archived=archived)
+        if missing:
+            log.info("batch read %s: %s ids not returned", collection, len(missing))
+        return records
 
     def batch_read_found(
         self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
@@ -643,8 +646,6 @@ class HubSpotClient:
             for error in data.get("errors") or []:
                 if isinstance(error, dict) and error.get("category") == "OBJECT_NOT_FOUND":
                     missing.update(str(i) for i in ((error.get("context") or {}).get("ids") or []))
-            if data.get("errors"):
-                log.info("batch read %s: %s ids not returned", collection, len(chunk) - len(data.get("results", [])))
             out.extend(data.get("results") or [])
         return out, missing
 

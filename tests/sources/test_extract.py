@@ -635,7 +635,7 @@ def test_deletion_check_converges_through_429s_and_5xx(workspace, sandbox):
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
 
 
-@pytest.mark.parametrize("stop_at", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("stop_at", [1, 2, 3, 4, 5, 6])
 def test_a_killed_full_sync_resumes_its_deletion_check(workspace, sandbox, monkeypatch, stop_at):
     """A mass deletion at the end of the id range (more candidates than one batch read holds) and deletions
     spread over the pages: kill the full sync after commit k, resume it, and every deleted record is gone."""
@@ -646,7 +646,8 @@ def test_a_killed_full_sync_resumes_its_deletion_check(workspace, sandbox, monke
     ids = _mirror_ids(source)
     doomed = [ids[7], ids[150]] + ids[-100:]  # the last 100 ids: the last page is all candidates, 3 batches of 40
     sandbox.purge(doomed, portal=PORTAL)
-    # Commits: page 1, page 2, two batches of the last page's candidates (cursor still before it), page 3.
+    # Commits: page 1 and page 2 (one candidate each, pending in the cursor), three confirmed batches of 40, 40
+    # and 22 (the cursor still before the last page), page 3.
     commits = {"n": 0}
 
     def stop_after(engine, sc):
@@ -662,7 +663,7 @@ def test_a_killed_full_sync_resumes_its_deletion_check(workspace, sandbox, monke
     monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
     resumed = sync(source, SyncRun.Trigger.MANUAL)
     # It resumes after the last commit: a kill inside the last page's batches re-reads that page only.
-    assert resumed.counts["contacts"]["read"] == {1: 128, 2: 28, 3: 28, 4: 28, 5: 0}[stop_at]
+    assert resumed.counts["contacts"]["read"] == {1: 128, 2: 28, 3: 28, 4: 28, 5: 28, 6: 0}[stop_at]
     assert resumed.status == SyncRun.Status.SUCCEEDED, resumed.error
     assert killed.counts["contacts"]["deleted"] + resumed.counts["contacts"]["deleted"] == len(doomed)
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
@@ -687,6 +688,7 @@ def test_the_deletion_check_holds_one_batch_of_ids_at_a_time(workspace, sandbox,
     run = sync(source, SyncRun.Trigger.FULL)
     assert run.counts["contacts"]["deleted"] == 590
     assert max(asked) <= extract.BATCH_READ_LIMIT and sum(asked) == 2 * 590
+    assert len(asked) == 2 * 6  # candidates collected across pages: full batches of 100, then the last 90
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
 
 
