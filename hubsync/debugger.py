@@ -35,8 +35,9 @@ def email_lookup(qs: QuerySet[Record], email: str) -> QuerySet[Record]:
     return qs.alias(email_lc=Lower(KT("properties__email"))).filter(email_lc=email.strip().lower())
 
 
-def not_in_mirror(workspace: Any, query: str) -> str:
-    """Why a searched record is not in the mirror, as far as hubsync can tell.
+def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
+    """Why a searched record is not in the mirror, as far as hubsync can tell, and whether it is known to have
+    been deleted in HubSpot (an explanation, not an error).
 
     A record permanently deleted in HubSpot (a GDPR delete) is removed from the mirror, with its history, by the
     next full sync (sources.extract, step 4): nothing of it stays but the delivery states of the mappings that
@@ -60,13 +61,13 @@ def not_in_mirror(workspace: Any, query: str) -> str:
                 "so a full sync found it permanently deleted in HubSpot (for instance a GDPR delete) and removed it "
                 "from the mirror, with its change history and any message kept for it. What Segment received "
                 "before is not changed by hubsync."
-            )
+            ), True
     return (
         f"No record with the {kind} {query} in this workspace's mirror: it was deleted in HubSpot, or never synced. "
         "If it exists in HubSpot, it has not been synced yet (is its collection selected, and is the record inside "
         "the source's start date?). A record permanently deleted in HubSpot is removed from the mirror by a full "
         "sync."
-    )
+    ), False
 
 
 def find_records(workspace: Any, query: str) -> tuple[list[Record], str]:

@@ -18,6 +18,7 @@ def record_debugger(request: HttpRequest) -> HttpResponse:
     record = None
     matches: list[Record] = []
     problem = ""
+    deleted = ""
     record_id = request.GET.get("record", "")
     if record_id.isdigit():
         record = get_for_workspace(request, Record.objects.select_related("source"), pk=int(record_id))
@@ -37,8 +38,12 @@ def record_debugger(request: HttpRequest) -> HttpResponse:
         if len(matches) == 1:
             record = matches[0]
         elif not matches and not problem:
-            problem = not_in_mirror(request.workspace, query)
-    context = {"query": query, "matches": matches if record is None else [], "problem": problem}
+            why, known_deleted = not_in_mirror(request.workspace, query)
+            if known_deleted:
+                deleted = why
+            else:
+                problem = why
+    context = {"query": query, "matches": matches if record is None else [], "problem": problem, "deleted": deleted}
     if record is not None:
         context.update(explain(record))
     return render(request, "hubsync/record_debugger.html", context)

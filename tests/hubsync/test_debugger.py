@@ -221,8 +221,10 @@ def test_a_record_deleted_in_hubspot_is_explained(
     hubspot.purge([record.object_id], portal=PORTAL)
     assert sync(src, SyncRun.Trigger.FULL).counts["contacts"]["deleted"] == 1
 
-    page = text(owner_client.get(DEBUG_URL, {"q": str(record.object_id)}))
+    response = owner_client.get(DEBUG_URL, {"q": str(record.object_id)})
+    page = text(response)
     assert f"HubSpot id {record.object_id} is not in the mirror: it was deleted in HubSpot" in page
+    assert response.context["deleted"] and not response.context["problem"]
     assert "“Contacts to Segment” (contacts) delivered it on" in page
     # By e-mail there is nothing left to match (the address was personal data, and it is gone).
     assert "deleted in HubSpot, or never synced" in text(owner_client.get(DEBUG_URL, {"q": email}))
