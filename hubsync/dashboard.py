@@ -466,8 +466,9 @@ def collection_rows(counts: Any) -> list[dict[str, Any]]:
                 rows.append(
                     {
                         "collection": name,
-                        **{k: c.get(k, 0) for k in ("read", "new", "updated", "unchanged", "archived")},
+                        **{k: c.get(k, 0) for k in ("read", "new", "updated", "unchanged", "archived", "deleted")},
                         "error": c.get("error", ""),
+                        "notes": [n for n in c.get("notes") or [] if isinstance(n, str)],
                     }
                 )
     return rows

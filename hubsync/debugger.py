@@ -35,6 +35,41 @@ def email_lookup(qs: QuerySet[Record], email: str) -> QuerySet[Record]:
     return qs.alias(email_lc=Lower(KT("properties__email"))).filter(email_lc=email.strip().lower())
 
 
+def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
+    """Why a searched record is not in the mirror, as far as hubsync can tell, and whether it is known to have
+    been deleted in HubSpot (an explanation, not an error).
+
+    A record permanently deleted in HubSpot (a GDPR delete) is removed from the mirror, with its history, by the
+    next full sync (sources.extract, step 4): nothing of it stays but the delivery states of the mappings that
+    sent it (ids and hashes, no data). So an id with a delivery state but no mirror row was in the mirror once and
+    was deleted in HubSpot. Without one, there is no telling deleted from never synced."""
+    kind = "email" if "@" in query else "id"
+    if query.isdigit() and len(query) <= 18:
+        states = list(
+            DeliveryState.objects.filter(mapping__destination__workspace=workspace, object_id=int(query))
+            .select_related("mapping__data_model", "mapping__profile_space")
+            .order_by("mapping__name", "mapping_id")[:5]
+        )
+        if states:
+            had = "; ".join(
+                f"“{s.mapping}” ({s.mapping.data_model.collection}) "
+                + (f"delivered it on {s.delivered_at:%Y-%m-%d %H:%M} UTC" if s.delivered_at else "had it on file")
+                for s in states
+            )
+            return (
+                f"HubSpot id {query} is not in the mirror: it was deleted in HubSpot. It was synced before ({had}), "
+                "so a full sync found it permanently deleted in HubSpot (for instance a GDPR delete) and removed it "
+                "from the mirror, with its change history and any message kept for it. What Segment received "
+                "before is not changed by hubsync."
+            ), True
+    return (
+        f"No record with the {kind} {query} in this workspace's mirror: it was deleted in HubSpot, or never synced. "
+        "If it exists in HubSpot, it has not been synced yet (is its collection selected, and is the record inside "
+        "the source's start date?). A record permanently deleted in HubSpot is removed from the mirror by a full "
+        "sync."
+    ), False
+
+
 def find_records(workspace: Any, query: str) -> tuple[list[Record], str]:
     """(matching records of the workspace, "" or a message saying why the query could not be used)."""
     query = (query or "").strip()

@@ -9,7 +9,7 @@ from hubsync.access import get_for_workspace, workspace_view
 from mappings.models import Mapping
 from sources.models import Record
 
-from .debugger import explain, find_records
+from .debugger import explain, find_records, not_in_mirror
 
 
 @workspace_view()
@@ -18,6 +18,7 @@ def record_debugger(request: HttpRequest) -> HttpResponse:
     record = None
     matches: list[Record] = []
     problem = ""
+    deleted = ""
     record_id = request.GET.get("record", "")
     if record_id.isdigit():
         record = get_for_workspace(request, Record.objects.select_related("source"), pk=int(record_id))
@@ -37,12 +38,12 @@ def record_debugger(request: HttpRequest) -> HttpResponse:
         if len(matches) == 1:
             record = matches[0]
         elif not matches and not problem:
-            problem = (
-                f"No record with the {'email' if '@' in query else 'id'} {query} in this workspace's mirror. "
-                "If it exists in HubSpot, it has not been synced yet (is its collection selected, and is the "
-                "record inside the source's start date?)."
-            )
-    context = {"query": query, "matches": matches if record is None else [], "problem": problem}
+            why, known_deleted = not_in_mirror(request.workspace, query)
+            if known_deleted:
+                deleted = why
+            else:
+                problem = why
+    context = {"query": query, "matches": matches if record is None else [], "problem": problem, "deleted": deleted}
     if record is not None:
         context.update(explain(record))
     return render(request, "hubsync/record_debugger.html", context)

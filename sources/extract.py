@@ -25,6 +25,26 @@ A run, per selected collection:
    requests per collection per run, A = the archived records HubSpot still keeps (about 90 days' worth), so a
    portal with nothing archived pays one request. A record that comes back (restored) is read again by the
    next incremental window (restoring bumps its last-modified date) and written with archived = False.
+4. **Permanently deleted records** (HubSpot's "permanently delete", a GDPR delete, an archived record purged
+   from the recycle bin after 90 days) vanish from the list, the archived list, search and reads: nothing
+   announces them. A **full read** (the list mode above, and so the first sync and a "Full sync") looks for
+   them, page by page, without ever holding a set of ids: the list returns records in ascending id order (in
+   practice; ``after`` is documented as opaque, so the order is *checked*, never trusted), so after a page
+   whose ids end at M, every id in (previous page's M, M] that the mirror holds as live but the page did not
+   return is a **candidate**; the last page's range runs to the end of the mirror. Candidates are only
+   confirmed, never trusted, 100 at a time (collected across pages, so scattered deletions do not cost a
+   confirmation per page): a batch read with archived=false and one with archived=true (ids only). Found live:
+   nothing happens. Found archived: the row is marked archived (as in 3). Reported missing by both reads: the
+   record is gone for good, and so is everything hubsync holds of it (it was personal data the user deleted in
+   HubSpot): its mirror row, its history (RecordChange), and the `last_payload` of its DeliveryState rows
+   (their ids and hashes stay). The deletions count as "deleted" in the run's counts. The cursor carries the
+   check's progress with each page (``covered``: the id range checked; ``pending``: the fewer than 100
+   candidates not confirmed yet), so a resumed read loses nothing. The archived list of a full run is checked
+   the same way against the mirror's archived rows (archived records purged after 90 days). A page that is not
+   in ascending order (or comes below the covered id) stops the check for the rest of that read (the
+   candidates found so far are still confirmed), and the run's counts carry a note saying so; incremental runs
+   never delete. Cost: one indexed range query per page (in the prefetch thread, overlapping HubSpot's answer),
+   plus two batch reads per 100 candidates when there are any.
 
 Every page is one transaction: upsert of the changed rows (unchanged content hash = not rewritten), a block
 of change_seq numbers from the source's ChangeCounter row (so pages commit in sequence order), the cursor,
@@ -46,6 +66,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -56,7 +77,7 @@ from django.utils import timezone
 
 from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
-from .models import ChangeCounter, Record, Source, SourceCollection, SyncRun
+from .models import ChangeCounter, Record, RecordChange, Source, SourceCollection, SyncRun
 from .runs import create_run, is_stale, mark_lost
 
 logger = logging.getLogger(__name__)
@@ -151,7 +172,40 @@ def _describe(exc: BaseException) -> str:
 
 
 def _empty_counts() -> dict:
-    return {"read": 0, "new": 0, "updated": 0, "unchanged": 0, "archived": 0, "error": ""}
+    return {"read": 0, "new": 0, "updated": 0, "unchanged": 0, "archived": 0, "deleted": 0, "error": ""}
+
+
+def _ints(values: Iterable) -> set[int]:
+    return {int(v) for v in values if str(v).isdigit()}
+
+
+def _ascending(ids: list[int], covered: int) -> bool:
+    """Whether a page's ids are strictly ascending and all above the id range covered so far."""
+    previous = covered
+    for object_id in ids:
+        if object_id <= previous:
+            return False
+        previous = object_id
+    return True
+
+
+@dataclass
+class Gone:
+    """Mirror rows HubSpot no longer lists, sorted out by batch reads (a full read's deletion check, step 4 of
+    the module docstring): archived in HubSpot (with archivedAt), or deleted for good."""
+
+    archived: dict[int, datetime | None] = field(default_factory=dict)
+    deleted: list[int] = field(default_factory=list)
+    note: str = ""  # why the check stopped, for the run's counts
+
+    def __bool__(self) -> bool:
+        return bool(self.archived or self.deleted or self.note)
+
+
+ORDER_NOTE = (
+    "HubSpot's list did not come in id order, so the check for records deleted in HubSpot stopped at that page "
+    "(no record was removed on a guess); the next full sync checks again."
+)
 
 
 # --- claiming runs ---------------------------------------------------------------------------------------
@@ -393,7 +447,8 @@ class _Engine:
                     start = datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC)
                     cursor = {"mode": "search", "window_start_ms": _ms(start), "window_end_ms": now_ms, "last_id": 0}
                 else:
-                    cursor = {"mode": "list", "after": None, "started_ms": now_ms}
+                    # `covered`: the deletion check's progress (see the module docstring, step 4).
+                    cursor = {"mode": "list", "after": None, "started_ms": now_ms, "covered": 0}
             else:
                 overlap = settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000
                 cursor = {
@@ -404,15 +459,20 @@ class _Engine:
                     "previous_ms": int(watermark),
                 }
         self.say(f"{sc.collection}: {len(names)} properties, reading ({cursor['mode']})")
-        if cursor["mode"] == "list":
+        full = cursor["mode"] == "list"
+        if full:
             self.read_list(sc, cursor, names)
         else:
             self.read_search(sc, cursor, names)
-        self.scan_archived(sc)
+        # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
+        self.scan_archived(sc, check_deleted=full)
         c = self.counts[sc.collection]
+        if c["deleted"]:
+            logger.info("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                        self.run_row.pk, sc.collection, c["deleted"])
         self.say(
             f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
-            f"{c['unchanged']} unchanged, {c['archived']} archived"
+            f"{c['unchanged']} unchanged, {c['archived']} archived, {c['deleted']} deleted"
         )
 
     def discover(self, sc: SourceCollection) -> list[str]:
@@ -464,17 +524,125 @@ class _Engine:
         self.total += estimate
         self.consume(sc, self.list_pages(sc, cursor, names))
 
-    def list_pages(self, sc: SourceCollection, cursor: dict, names: list[str]) -> Iterator[tuple[list, dict]]:
-        """(records, cursor after them) for every page of the list endpoint, from the cursor on."""
+    def list_pages(
+        self, sc: SourceCollection, cursor: dict, names: list[str]
+    ) -> Iterator[tuple[list, dict, Gone | None]]:
+        """(records, cursor after them, what the deletion check found) for every page of the list endpoint, from
+        the cursor on; and, when a batch of candidates has been confirmed, ([], the cursor *before* the page,
+        that batch's Gone) first. Runs in the prefetch thread: the deletion check's range query and batch reads
+        overlap the writing of the previous page (step 4 of the module docstring).
+
+        Candidates are collected across pages and confirmed BATCH_READ_LIMIT at a time (and all of them at the
+        end), so scattered deletions cost two batch reads per 100 deletions, not per page. The ones not yet
+        confirmed ride in the cursor (`pending`, fewer than BATCH_READ_LIMIT ids) so a resumed read loses none."""
         after = cursor.get("after")
+        # A checkpoint without `covered` (written before the check existed) cannot say what was checked.
+        checking = cursor.get("covered") is not None
+        covered = int(cursor.get("covered") or 0)
+        pending = [int(i) for i in cursor.get("pending") or []]
         while True:
             page = self.client.list_page(sc.collection, properties=names, after=after, limit=LIST_LIMIT)
-            after = _next_after(page)
-            if after:
-                yield page.get("results") or [], {**cursor, "after": after}
+            results = page.get("results") or []
+            next_after = _next_after(page)
+            note = None
+            if checking:
+                ids = [int(r["id"]) for r in results]
+                last = not next_after
+                if not _ascending(ids, covered):
+                    checking = False
+                    logger.warning(
+                        "sync run %s: %s: list page not in ascending id order after id %s; deletion check stopped",
+                        self.run_row.pk, sc.collection, covered,
+                    )
+                    note = Gone(note=ORDER_NOTE)
+                    last = True  # the candidates found so far are still confirmed (nothing is removed unasked)
+                    ids = []
+                before = {**cursor, "after": after, "covered": covered}
+                if checking and (ids or last):
+                    # The range this page covers: (covered, its last id], or to the end on the last page.
+                    top = ids[-1] if not last else None
+                    batches = self.candidate_batches(sc, archived=False, low=covered, high=top, exclude=ids)
+                    for batch in batches:
+                        pending += batch
+                        while len(pending) >= BATCH_READ_LIMIT:
+                            yield self._confirmed(sc, pending, before)
+                    covered = top if top is not None else covered
+                while last and pending:
+                    yield self._confirmed(sc, pending, before)
+            if next_after:
+                after = next_after
+                # Without `covered` a resumed read does not check (the order broke, or an old checkpoint).
+                new_cursor = {k: v for k, v in cursor.items() if k not in ("covered", "pending")}
+                new_cursor["after"] = after
+                if checking:
+                    new_cursor["covered"] = covered
+                    # A copy: the consumer commits this cursor while this thread goes on changing `pending`.
+                    new_cursor["pending"] = list(pending)
+                yield results, new_cursor, note
             else:
-                yield page.get("results") or [], {"mode": "idle", "modified_since_ms": cursor["started_ms"]}
+                yield results, {"mode": "idle", "modified_since_ms": cursor["started_ms"]}, note
                 return
+
+    def _confirmed(self, sc: SourceCollection, pending: list[int], before: dict) -> tuple[list, dict, Gone]:
+        """Confirm the first BATCH_READ_LIMIT pending candidates (taken off `pending`), as an item of list_pages
+        committed on its own with `before`, the cursor before the current page: a crash re-reads that page and
+        finds its range's candidates again, while the earlier ranges' unconfirmed ones stay in the cursor."""
+        chunk = pending[:BATCH_READ_LIMIT]
+        del pending[:BATCH_READ_LIMIT]
+        gone = self.confirm_gone(sc, chunk, mirror_archived=False)
+        return [], {**before, "pending": [i for i in pending if i <= before["covered"]]}, gone
+
+    def candidate_batches(
+        self, sc: SourceCollection, *, archived: bool, low: int, high: int | None, exclude: list[int]
+    ) -> Iterator[list[int]]:
+        """The deletion check's candidates for one id range: the mirror's rows with this `archived` flag and an id
+        in (low, high] (high None: no upper end) that are not in `exclude` (what HubSpot returned for the range),
+        in ascending batches of at most BATCH_READ_LIMIT (keyset on the unique index: bounded memory whatever the
+        number; one query when there are none, the usual case)."""
+        after = low
+        while True:
+            qs = Record.objects.filter(
+                source_id=self.source.pk, collection=sc.collection, archived=archived, object_id__gt=after
+            )
+            if high is not None:
+                qs = qs.filter(object_id__lte=high)
+            if exclude:
+                qs = qs.exclude(object_id__in=exclude)
+            batch = list(qs.order_by("object_id").values_list("object_id", flat=True)[:BATCH_READ_LIMIT])
+            if batch:
+                yield batch
+            if len(batch) < BATCH_READ_LIMIT:
+                return
+            after = batch[-1]
+
+    def confirm_gone(self, sc: SourceCollection, ids: list[int], *, mirror_archived: bool) -> Gone:
+        """Ask HubSpot about candidate ids (a batch read live, one archived): archived ones (unless the mirror
+        has them archived already), and those *both* reads report missing, which are deleted for good. Ids
+        found live are left alone (the list skipped them for a reason of its own; the next read sees them)."""
+        keys = [str(i) for i in ids]
+        live, live_missing = self.client.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=False)
+        held, held_missing = self.client.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=True)
+        found_live: set[int] = set()
+        archived_at: dict[int, datetime | None] = {}
+        # Each record's own `archived` flag decides, whichever read returned it.
+        for records, default in ((live, False), (held, True)):
+            for r in records:
+                if r.get("archived", default):
+                    archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
+                else:
+                    found_live.add(int(r["id"]))
+        gone = Gone()
+        if not mirror_archived:
+            gone.archived = {i: at for i, at in archived_at.items() if i not in found_live}
+        # Deleted only when both reads *reported* the id missing: an id a read said nothing about stays.
+        missing = _ints(live_missing) & _ints(held_missing)
+        gone.deleted = [i for i in ids if i in missing and i not in found_live and i not in archived_at]
+        if found_live:
+            logger.info(
+                "sync run %s: %s: %s ids missing from the list were found live; left alone",
+                self.run_row.pk, sc.collection, len(found_live),
+            )
+        return gone
 
     def read_search(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
         start, end = cursor["window_start_ms"], cursor["window_end_ms"]
@@ -484,8 +652,10 @@ class _Engine:
             return
         self.consume(sc, self.search_pages(sc, cursor, names))
 
-    def search_pages(self, sc: SourceCollection, cursor: dict, names: list[str]) -> Iterator[tuple[list, dict]]:
-        """(records, cursor after them) for the window [window_start_ms, window_end_ms], in id order."""
+    def search_pages(
+        self, sc: SourceCollection, cursor: dict, names: list[str]
+    ) -> Iterator[tuple[list, dict, None]]:
+        """(records, cursor after them, None) for the window [window_start_ms, window_end_ms], in id order."""
         lastmod = lastmod_property(sc.collection)
         start, end = cursor["window_start_ms"], cursor["window_end_ms"]
         done_cursor = {"mode": "idle", "modified_since_ms": max(end, cursor.get("previous_ms") or 0)}
@@ -517,58 +687,138 @@ class _Engine:
                 # are simply not returned; the archived scan takes care of them.
                 records = self.client.batch_read(sc.collection, [str(x) for x in ids], names)
                 last_id = max(last_id, ids[-1])
-            yield records, ({**cursor, "last_id": last_id} if more else done_cursor)
+            yield records, ({**cursor, "last_id": last_id} if more else done_cursor), None
             if not more:
                 return
 
-    def consume(self, sc: SourceCollection, pages: Iterator[tuple[list, dict]]) -> None:
+    def consume(self, sc: SourceCollection, pages: Iterator[tuple[list, dict, Gone | None]]) -> None:
         # While HubSpot is slow (429 storm, retries with backoff) the heartbeat goes on, so a live run is never
         # mistaken for a dead one; a dead process stops beating and is taken over.
-        for records, new_cursor in _prefetched(pages, on_idle=self.heartbeat):
-            self.commit_page(sc, records, new_cursor)
+        for records, new_cursor, gone in _prefetched(pages, on_idle=self.heartbeat):
+            self.commit_page(sc, records, new_cursor, gone)
 
-    def scan_archived(self, sc: SourceCollection) -> None:
+    def scan_archived(self, sc: SourceCollection, *, check_deleted: bool = False) -> None:
+        """Mark the mirror rows of HubSpot's archived records archived (step 3 of the module docstring). With
+        `check_deleted` (a full run), also remove the mirror's archived rows that HubSpot no longer has archived
+        nor live: purged from its recycle bin (step 4). The archived list is short (about 90 days' worth) and
+        not checkpointed, so this runs in the calling thread, one transaction per page or batch."""
         after = None
+        covered = 0
+        checking = check_deleted
+        pending: list[int] = []  # candidates not confirmed yet (fewer than BATCH_READ_LIMIT between pages)
         while True:
             page = self.client.list_page(
                 sc.collection, properties=["hs_object_id"], after=after, limit=LIST_LIMIT, archived=True
             )
-            archived_at = {}
-            for r in page.get("results") or []:
-                archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
-            rows = []
-            if archived_at:
-                rows = list(
-                    Record.objects.filter(
-                        source=self.source, collection=sc.collection, object_id__in=list(archived_at), archived=False
-                    ).values_list("object_id", "properties", "created_at", "updated_at")
-                )
-            with transaction.atomic():
-                if rows:
-                    top = self.allocate(len(rows))
-                    seq = top - len(rows)
-                    values = []
-                    changes = []
-                    for object_id, props, created, updated in sorted(rows, key=lambda r: r[0]):
-                        seq += 1
-                        text = properties_json(props)
-                        values.append(
-                            (object_id, text, created, archived_at.get(object_id) or updated, True,
-                             content_hash(text, True), seq)
-                        )
-                        changes.append((object_id, seq, props, True, archived_at.get(object_id) or updated))
-                    self.upsert(sc.collection, values)
-                    if history.enabled():
-                        history.write(history.changes_for_page(
-                            source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
-                            old={oid: (props, False, updated) for oid, props, _created, updated in rows}, new=changes,
-                        ))
-                    self.counts[sc.collection]["archived"] += len(rows)
-                    self.changed_collections.add(sc.collection)
-                self.heartbeat()
+            results = page.get("results") or []
             after = _next_after(page)
+            archived_at = {}
+            for r in results:
+                archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
+            last = not after
+            if checking:
+                ids = [int(r["id"]) for r in results]
+                if not _ascending(ids, covered):
+                    checking = False
+                    logger.warning(
+                        "sync run %s: %s: archived list not in ascending id order after id %s; deletion check "
+                        "stopped", self.run_row.pk, sc.collection, covered,
+                    )
+                    self.add_note(sc, ORDER_NOTE)
+                    last = True  # confirm what was found so far
+                elif ids or last:
+                    top = ids[-1] if not last else None
+                    for batch in self.candidate_batches(sc, archived=True, low=covered, high=top, exclude=ids):
+                        pending += batch
+                        while len(pending) >= BATCH_READ_LIMIT:
+                            chunk, pending = pending[:BATCH_READ_LIMIT], pending[BATCH_READ_LIMIT:]
+                            self.commit_gone(sc, self.confirm_gone(sc, chunk, mirror_archived=True))
+                    covered = top if top is not None else covered
+            while last and pending:
+                chunk, pending = pending[:BATCH_READ_LIMIT], pending[BATCH_READ_LIMIT:]
+                self.commit_gone(sc, self.confirm_gone(sc, chunk, mirror_archived=True))
+            with transaction.atomic():
+                self.mark_archived(sc, archived_at)
+                self.heartbeat()
             if not after:
                 return
+
+    def commit_gone(self, sc: SourceCollection, gone: Gone) -> None:
+        with transaction.atomic():
+            self.apply_gone(sc, gone)
+            self.heartbeat()
+
+    def add_note(self, sc: SourceCollection, note: str) -> None:
+        notes = self.counts[sc.collection].setdefault("notes", [])
+        if note not in notes:
+            notes.append(note)
+
+    def mark_archived(self, sc: SourceCollection, archived_at: dict[int, datetime | None]) -> int:
+        """Mark the mirror's live rows of these ids archived (new hash, new change_seq, a history row), with
+        HubSpot's archivedAt as their updated_at. Inside the caller's transaction. Returns the rows changed."""
+        if not archived_at:
+            return 0
+        rows = list(
+            Record.objects.filter(
+                source=self.source, collection=sc.collection, object_id__in=list(archived_at), archived=False
+            ).values_list("object_id", "properties", "created_at", "updated_at")
+        )
+        if not rows:
+            return 0
+        top = self.allocate(len(rows))
+        seq = top - len(rows)
+        values = []
+        changes = []
+        for object_id, props, created, updated in sorted(rows, key=lambda r: r[0]):
+            seq += 1
+            text = properties_json(props)
+            values.append(
+                (object_id, text, created, archived_at.get(object_id) or updated, True, content_hash(text, True), seq)
+            )
+            changes.append((object_id, seq, props, True, archived_at.get(object_id) or updated))
+        self.upsert(sc.collection, values)
+        if history.enabled():
+            history.write(history.changes_for_page(
+                source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
+                old={oid: (props, False, updated) for oid, props, _created, updated in rows}, new=changes,
+            ))
+        self.counts[sc.collection]["archived"] += len(rows)
+        self.changed_collections.add(sc.collection)
+        return len(rows)
+
+    def delete_records(self, sc: SourceCollection, ids: list[int]) -> int:
+        """Remove records HubSpot deleted for good, and what hubsync kept of them: the mirror rows, their history,
+        and the last payload kept on their delivery states (personal data; the states' ids and hashes stay).
+        Inside the caller's transaction; the row counters follow by trigger (hubsync.counters)."""
+        if not ids:
+            return 0
+        from mappings.models import DeliveryState, Mapping
+
+        slots = ", ".join(["%s"] * len(ids))
+        where = f"source_id = %s AND collection = %s AND object_id IN ({slots})"
+        params = [self.source.pk, sc.collection, *ids]
+        with connection.cursor() as cur:
+            # Raw DELETEs: nothing refers to these rows, and the ORM would first SELECT what it deletes.
+            cur.execute(f"DELETE FROM {Record._meta.db_table} WHERE {where}", params)
+            deleted = max(cur.rowcount, 0)
+            cur.execute(f"DELETE FROM {RecordChange._meta.db_table} WHERE {where}", params)
+        DeliveryState.objects.filter(
+            mapping__in=Mapping.objects.filter(data_model__source_id=self.source.pk,
+                                               data_model__collection=sc.collection),
+            object_id__in=ids, last_payload__isnull=False,
+        ).update(last_payload=None)
+        self.counts[sc.collection]["deleted"] += deleted
+        return deleted
+
+    def apply_gone(self, sc: SourceCollection, gone: Gone) -> None:
+        """A deletion check's outcome, inside the caller's (page) transaction."""
+        if gone.note:
+            self.add_note(sc, gone.note)
+        self.mark_archived(sc, gone.archived)
+        if gone.deleted:
+            n = self.delete_records(sc, gone.deleted)
+            logger.debug("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                         self.run_row.pk, sc.collection, n)
 
     # -- one page --
 
@@ -605,7 +855,9 @@ class _Engine:
         with connection.cursor() as cur:
             cur.execute(sql, params)
 
-    def commit_page(self, sc: SourceCollection, results: Iterable[dict], new_cursor: dict) -> None:
+    def commit_page(
+        self, sc: SourceCollection, results: Iterable[dict], new_cursor: dict, gone: Gone | None = None
+    ) -> None:
         rows: dict[int, tuple] = {}
         parsed: dict[int, dict] = {}  # the properties as dicts, for the record history
         for r in results:
@@ -665,6 +917,9 @@ class _Engine:
                         source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=previous,
                         new=[(v[0], v[6], parsed[v[0]], v[4], v[3]) for v in values if v[0] in previous],
                     ))
+            if gone:
+                # Ids outside this page's rows (the deletion check): same transaction, same fence.
+                self.apply_gone(sc, gone)
             SourceCollection.objects.filter(pk=sc.pk).update(cursor=new_cursor)
             self.heartbeat()
         sc.cursor = new_cursor

@@ -616,17 +616,38 @@ class HubSpotClient:
         self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
     ) -> list[dict]:
         """Records by id, 100 per request. Ids HubSpot cannot find (207 errors) are left out."""
+        records, missing = self.batch_read_found(collection, ids, properties, archived=archived)
+        if missing:
+            log.info("batch read %s: %s ids not returned", collection, len(missing))
+        return records
+
+    def batch_read_found(
+        self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
+    ) -> tuple[list[dict], set[str]]:
+        """(records, ids HubSpot *reported* missing), 100 ids per request.
+
+        Missing means named in a 207's `errors[]` of category OBJECT_NOT_FOUND (`context.ids`), or a 404
+        OBJECT_NOT_FOUND for the whole request (none found). An id that was neither returned nor reported is in
+        neither set: the deletion check deletes only what HubSpot said is not there."""
         out: list[dict] = []
+        missing: set[str] = set()
         path = f"/crm/v3/objects/{quote(collection)}/batch/read"
         query = "archived=true" if archived else ""
         for start in range(0, len(ids), BATCH_SIZE):
             chunk = ids[start : start + BATCH_SIZE]
             body = {"inputs": [{"id": str(i)} for i in chunk], "properties": list(properties)}
-            data = self.request("POST", path, query=query, json=body) or {}
-            if data.get("errors"):
-                log.info("batch read %s: %s ids not returned", collection, len(chunk) - len(data.get("results", [])))
+            try:
+                data = self.request("POST", path, query=query, json=body) or {}
+            except NotFound as exc:
+                if exc.category != "OBJECT_NOT_FOUND":
+                    raise
+                missing.update(str(i) for i in chunk)
+                continue
+            for error in data.get("errors") or []:
+                if isinstance(error, dict) and error.get("category") == "OBJECT_NOT_FOUND":
+                    missing.update(str(i) for i in ((error.get("context") or {}).get("ids") or []))
             out.extend(data.get("results") or [])
-        return out
+        return out, missing
 
     def get_owners(self) -> Iterator[dict]:
         """Every owner, page by page (yielded, not accumulated)."""

@@ -146,7 +146,8 @@ class SyncRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
-    # {collection: {"read": n, "new": n, "updated": n, "unchanged": n, "archived": n, "error": "..."}}
+    # {collection: {"read": n, "new": n, "updated": n, "unchanged": n, "archived": n, "deleted": n, "error": "...",
+    #  "notes": ["..."] (optional: e.g. why a full read's check for deleted records stopped)}}
     counts = models.JSONField(default=dict, blank=True)
     api_calls = models.IntegerField(default=0)
     retries = models.IntegerField(default=0)

@@ -339,7 +339,7 @@ def _page(request: HttpRequest, source: Source, tab: str, template: str, **extra
 def _run_rows(source: Source, limit: int = 10) -> list[dict[str, Any]]:
     rows = []
     for run in source.runs.all()[:limit]:
-        totals = dict.fromkeys(("read", "new", "updated", "unchanged", "archived"), 0)
+        totals = dict.fromkeys(("read", "new", "updated", "unchanged", "archived", "deleted"), 0)
         errors = []
         for name, counts in (run.counts or {}).items():
             if not isinstance(counts, dict):

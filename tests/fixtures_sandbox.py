@@ -8,7 +8,7 @@
 `hubspot_sandbox` runs the sandbox in pytest-django's live_server (same test database, so the test can also use
 the ORM; live_server makes the test transactional). Knobs are reset to their defaults and rate-limit counters
 cleared before each test. Faults, limits and data are changed with `set_knobs(...)`, `mutate(...)`,
-`seed(...)`, `add_property(...)`, `delete_property(...)`.
+`purge(...)`, `seed(...)`, `add_property(...)`, `delete_property(...)`.
 
 Point the product's HubSpot client at it with settings HUBSPOT_API_BASE = hubspot_sandbox.base_url and
 HUBSPOT_AUTHORIZE_URL = hubspot_sandbox.authorize_url (client id / secret: settings.SANDBOX_HUBSPOT_CLIENT_ID /
@@ -173,10 +173,17 @@ class HubSpotSandbox:
         return seed_portal(hub_id=portal, **sizes)
 
     def mutate(self, portal: int = 1001, collection: str = "contacts", **kwargs: Any):
-        """create=N, update=N, archive=N, same_timestamp=bool, seed=int, at_ms=int -> MutationResult."""
+        """create=N, update=N, archive=N, purge=N, purge_archived=N, same_timestamp=bool, seed=int, at_ms=int
+        -> MutationResult (ids as strings; `purged` = permanently deleted)."""
         from sandbox.hubspot.mutate import mutate
 
         return mutate(portal=self.portal(portal), collection=collection, **kwargs)
+
+    def purge(self, ids, portal: int = 1001, collection: str = "contacts") -> list[int]:
+        """Permanently delete records by id (HubSpot's GDPR / permanent delete); returns the ids now gone."""
+        from sandbox.hubspot.mutate import purge_records
+
+        return purge_records(portal=self.portal(portal), collection=collection, ids=[int(i) for i in ids])
 
     def set_properties(self, object_id: int | str, properties: dict, portal: int = 1001,
                        collection: str = "contacts", at_ms: int | None = None):

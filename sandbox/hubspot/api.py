@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import data, records, state
 from .models import AuthCode, Knobs, Portal, RefreshToken
+from .mutate import purge_records
 from .portals import get_portal
 from .realism import (
     GENERAL,
@@ -179,6 +180,11 @@ def object_scopes(otype: ObjectType, **_: Any) -> tuple[str, ...]:
     return otype.scopes
 
 
+def object_write_scopes(otype: ObjectType, **_: Any) -> tuple[str, ...]:
+    # HubSpot's `tickets` scope covers reading and writing tickets; the others have a .write twin.
+    return ("tickets",) if otype.name == "tickets" else (f"crm.objects.{otype.name}.write",)
+
+
 def schema_scopes(otype: ObjectType, **_: Any) -> tuple[str, ...]:
     extra = (f"crm.schemas.{otype.name}.read",) if otype.name != "tickets" else ()
     return (*otype.scopes, *extra)
@@ -298,6 +304,34 @@ def objects_batch_read(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> Htt
         }]
         return json_response(out, status=207)
     return json_response(out)
+
+
+@api_view(scopes=object_write_scopes, methods=("POST",))
+def objects_gdpr_delete(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpResponse:
+    """POST /crm/v3/objects/{type}/gdpr-delete {"objectId": "...", "idProperty": optional} -> 204, no body.
+
+    HubSpot's permanent (GDPR-compliant) delete: the record leaves every endpoint for good. With
+    `"idProperty": "email"` the contact is found by e-mail; an e-mail that matches no contact still gets 204
+    (HubSpot then blocklists the address, which the sandbox does not model). An id that matches no record: 404."""
+    body, failure = _json_body(request)
+    if failure:
+        return failure
+    raw = body.get("objectId")
+    if raw is None or (isinstance(raw, str) and not raw.strip()) or isinstance(raw, (dict, list, bool)):
+        return error_response(400, "VALIDATION_ERROR", "Invalid input JSON: 'objectId' is required")
+    id_property = body.get("idProperty") or "hs_object_id"
+    td = data.type_data(ctx.portal, otype)
+    if id_property == "email" and otype.name == "contacts":
+        oid = records.find_by_email(td, str(raw))
+        if oid is None:
+            return HttpResponse(status=204)
+    elif id_property == "hs_object_id":
+        oid = _parse_id(str(raw).strip())
+    else:
+        return error_response(400, "VALIDATION_ERROR", f"idProperty {id_property} is not supported by the sandbox")
+    if oid is None or not purge_records(portal=ctx.portal, collection=otype.name, ids=[oid]):
+        return error_response(404, "OBJECT_NOT_FOUND", "resource not found")
+    return HttpResponse(status=204)
 
 
 @api_view(scopes=object_scopes, search=True, methods=("POST",))

@@ -2,8 +2,8 @@
 
 Generated records are never stored: a portal holds only its sizes and seed, and records are computed from their
 index (sandbox/hubspot/data.py). Only what changed after generation lives here: `RecordChange` rows for created,
-edited and archived records, `CustomProperty` rows for added or deleted custom properties, plus the OAuth
-codes / refresh tokens and the singleton `Knobs` row.
+edited, archived and purged (permanently deleted) records, `CustomProperty` rows for added or deleted custom
+properties, plus the OAuth codes / refresh tokens and the singleton `Knobs` row.
 """
 
 from __future__ import annotations
@@ -68,7 +68,12 @@ class CustomProperty(models.Model):
 
 
 class RecordChange(models.Model):
-    """The overlay on generated data: a created record (index is NULL), or an edited / archived generated one."""
+    """The overlay on generated data: a created record (index is NULL), or an edited / archived generated one.
+
+    A purged record (HubSpot's "permanently delete", a GDPR delete, or an archived record past HubSpot's 90-day
+    recycle bin) keeps its row as a tombstone: `purged` set and its properties emptied. The row must stay,
+    because a generated record has no other storage: without it the generator would bring the record back. Every
+    reader treats a purged row as "this id does not exist" (not in lists, archived lists, search or reads)."""
 
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="changes")
     object_type = models.CharField(max_length=32)
@@ -79,6 +84,8 @@ class RecordChange(models.Model):
     updated_ms = models.BigIntegerField()
     archived = models.BooleanField(default=False)
     archived_ms = models.BigIntegerField(null=True, blank=True)
+    purged = models.BooleanField(default=False)
+    purged_ms = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -1,7 +1,14 @@
-"""Changing a portal's data: create, update and archive records, bulk imports, custom properties.
+"""Changing a portal's data: create, update, archive and purge records, bulk imports, custom properties.
 
-Used by `sandbox_mutate`, the sandbox page and the test fixtures. Every change is a RecordChange row (the only
-record storage there is), so list, read and search see it at once (search after the index lag).
+Used by `sandbox_mutate`, the sandbox page, the GDPR delete endpoint and the test fixtures. Every change is a
+RecordChange row (the only record storage there is), so list, read and search see it at once (search after the
+index lag).
+
+Purging is HubSpot's permanent deletion: "permanently delete" in the UI, a GDPR delete
+(`POST /crm/v3/objects/{type}/gdpr-delete`), or an archived record leaving the recycle bin after 90 days. The
+record disappears from every endpoint (lists, archived lists, search, read, batch read: a 404 like an id that
+never existed); its id is never given to another record. The change row stays as a tombstone with its
+properties emptied (see models.RecordChange).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 
 from . import data, state
 from .models import CustomProperty, Portal, RecordChange
@@ -41,10 +48,11 @@ class MutationResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     archived: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)
     timestamp_ms: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "updated": self.updated, "archived": self.archived,
+        return {"created": self.created, "updated": self.updated, "archived": self.archived, "purged": self.purged,
                 "timestamp": data.iso(self.timestamp_ms) if self.timestamp_ms else None}
 
 
@@ -79,20 +87,37 @@ def _edit_values(td: data.TypeData, rng: random.Random, stamp: int) -> dict[str,
 
 
 def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0, archive: int = 0,
-           same_timestamp: bool = False, seed: int | None = None, at_ms: int | None = None) -> MutationResult:
-    """Create, update and archive records. `same_timestamp` gives every change of this call one timestamp (a
-    bulk import); otherwise timestamps are 1 ms apart, ending now."""
+           purge: int = 0, purge_archived: int = 0, same_timestamp: bool = False, seed: int | None = None,
+           at_ms: int | None = None) -> MutationResult:
+    """Create, update, archive and purge records. `purge` permanently deletes that many live records (a GDPR
+    delete), `purge_archived` that many archived ones (HubSpot empties its recycle bin after 90 days); both pick
+    among the records that existed before this call, distinct from the updated and archived ones.
+    `same_timestamp` gives every change of this call one timestamp (a bulk import); otherwise timestamps are
+    1 ms apart, ending now."""
     otype = _otype(collection)
     td = data.type_data(portal, otype)
     rng = random.Random(seed)
+    if min(create, update, archive, purge, purge_archived) < 0:
+        raise MutationError("counts must not be negative")
     total = create + update + archive
     now = at_ms if at_ms is not None else data.now_ms()
     stamps = iter([now] * total if same_timestamp else range(now - total + 1, now + 1))
     result = MutationResult(timestamp_ms=now)
     qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
     with transaction.atomic():
-        # Updates and archives pick among the records that existed before this call.
-        picked = _pick_visible(td, qs, rng, update + archive) if update or archive else []
+        # Updates, archives and purges pick among the records that existed before this call.
+        picked = _pick_visible(td, qs, rng, update + archive + purge) if update or archive or purge else []
+        doomed = [oid for oid, _i in picked[update + archive:]]
+        picked = picked[:update + archive]
+        if len(doomed) < purge:
+            raise MutationError(f"only {len(picked) + len(doomed)} live {otype.name} to update/archive/purge")
+        if purge_archived:
+            archived_ids = list(qs.filter(archived=True, purged=False)
+                                .filter(Q(index__isnull=True) | Q(index__lt=td.size))
+                                .values_list("object_id", flat=True))
+            if len(archived_ids) < purge_archived:
+                raise MutationError(f"only {len(archived_ids)} archived {otype.name} to purge")
+            doomed += rng.sample(sorted(archived_ids), purge_archived)
         if create:
             top = qs.filter(index__isnull=True).aggregate(m=Max("object_id"))["m"] or data.CREATED_ID_BASE
             rows = []
@@ -136,15 +161,57 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
             if changed:
                 RecordChange.objects.bulk_update(changed, ["properties", "updated_ms", "archived", "archived_ms"],
                                                  batch_size=BATCH)
+        if doomed:
+            result.purged = [str(oid) for oid in purge_records(portal=portal, collection=otype.name, ids=doomed,
+                                                               at_ms=now)]
     return result
+
+
+def purge_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int | None = None) -> list[int]:
+    """Permanently delete records by id (live or archived); returns the ids that existed and are now gone.
+
+    What a GDPR delete does in HubSpot: the record leaves every endpoint for good. The tombstone row keeps no
+    property values (see the module docstring)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    stamp = at_ms if at_ms is not None else data.now_ms()
+    qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
+    gone: list[int] = []
+    with transaction.atomic():
+        existing = {ch.object_id: ch for ch in qs.select_for_update().filter(object_id__in=list(ids))}
+        new_rows, changed = [], []
+        for oid in dict.fromkeys(int(i) for i in ids):
+            ch = existing.get(oid)
+            if ch is None:
+                i = data.index_for_id(oid)
+                if i is None or i >= td.size:
+                    continue  # no such record
+                ch = RecordChange(portal=portal, object_type=otype.name, object_id=oid, index=i,
+                                  created_ms=td.created_ms(i), updated_ms=stamp)
+                new_rows.append(ch)
+            elif ch.purged or (ch.index is not None and ch.index >= td.size):
+                continue  # gone already
+            else:
+                changed.append(ch)
+            ch.properties = {}
+            ch.purged = True
+            ch.purged_ms = stamp
+            ch.updated_ms = stamp
+            gone.append(oid)
+        for start in range(0, len(new_rows), BATCH):
+            RecordChange.objects.bulk_create(new_rows[start:start + BATCH])
+        if changed:
+            RecordChange.objects.bulk_update(changed, ["properties", "purged", "purged_ms", "updated_ms"],
+                                             batch_size=BATCH)
+    return gone
 
 
 def _pick_visible(td: data.TypeData, qs, rng: random.Random, count: int) -> list[tuple[int, int | None]]:
     """`count` distinct live (not archived) records: (object id, generated index or None)."""
     if count <= 0:
         return []
-    archived = set(qs.filter(archived=True).values_list("object_id", flat=True))
-    created = list(qs.filter(index__isnull=True, archived=False).values_list("object_id", flat=True))
+    archived = set(qs.filter(Q(archived=True) | Q(purged=True)).values_list("object_id", flat=True))
+    created = list(qs.filter(index__isnull=True, archived=False, purged=False).values_list("object_id", flat=True))
     live_total = td.size + len(created) - len(archived)
     if live_total <= 0:
         return []
@@ -172,6 +239,8 @@ def set_properties(*, portal: Portal, collection: str, object_id: int, propertie
     with transaction.atomic():
         ch = RecordChange.objects.select_for_update().filter(portal=portal, object_type=otype.name,
                                                              object_id=object_id).first()
+        if ch is not None and ch.purged:
+            raise MutationError(f"no {otype.singular} with id {object_id} (it was permanently deleted)")
         if ch is None:
             i = data.index_for_id(object_id)
             if i is None or i >= td.size:

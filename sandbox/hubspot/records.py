@@ -3,6 +3,9 @@
 List order is id order. Generated ids are monotonic in the index, and created records get ids above every
 generated id, so a list page is "generated records from index s (minus archived, with edits applied), then
 created records".
+
+A purged change row (permanently deleted record) is a tombstone: every reader here treats its id as one that
+does not exist, live or archived.
 """
 
 from __future__ import annotations
@@ -121,13 +124,23 @@ def valid_change(td: TypeData, ch: RecordChange) -> bool:
     return ch.index is None or ch.index < td.size
 
 
+def exists(td: TypeData, object_id: int) -> bool:
+    """Whether a record with this id exists (live or archived; a purged one does not)."""
+    ch = _changes(td).filter(object_id=object_id).first()
+    if ch is not None and valid_change(td, ch):
+        return not ch.purged
+    i = index_for_id(object_id)
+    return i is not None and i < td.size
+
+
 # --- list ----------------------------------------------------------------------------------------------------
 def list_page(
     td: TypeData, *, after: int, limit: int, wanted: tuple[str, ...], archived: bool
 ) -> tuple[list, int | None]:
     """One page in id order starting at id `after`: (records as UTF-8 JSON, next after id or None)."""
     if archived:
-        rows = list(_changes(td).filter(archived=True, object_id__gte=after).order_by("object_id")[: limit + 1])
+        rows = list(_changes(td).filter(archived=True, purged=False, object_id__gte=after)
+                    .order_by("object_id")[: limit + 1])
         rows = [ch for ch in rows if valid_change(td, ch)]
         nxt = rows[limit].object_id if len(rows) > limit else None
         return [dumps(change_record(td, ch, wanted)) for ch in rows[:limit]], nxt
@@ -143,14 +156,15 @@ def list_page(
             ch = overlay.get(j)
             if ch is None:
                 out.append(j)
-            elif not ch.archived:
+            elif not ch.archived and not ch.purged:
                 out.append(ch)
             if len(out) > limit:
                 break
         i = end
     if len(out) <= limit:
         start = max(after, CREATED_ID_BASE)
-        created = _changes(td).filter(index__isnull=True, archived=False, object_id__gte=start).order_by("object_id")
+        created = _changes(td).filter(index__isnull=True, archived=False, purged=False,
+                                      object_id__gte=start).order_by("object_id")
         out.extend(created[: limit + 1 - len(out)])
     nxt = None
     if len(out) > limit:
@@ -166,13 +180,13 @@ def dumps(obj: Any) -> bytes:
 
 # --- single and batch read ------------------------------------------------------------------------------------
 def read_many(td: TypeData, ids: list[int], wanted: tuple[str, ...], archived: bool) -> dict[int, dict]:
-    """Records by id (only archived ones when archived=True); missing ids are absent from the result."""
+    """Records by id (only archived ones when archived=True); missing and purged ids are absent from the result."""
     changes = {ch.object_id: ch for ch in _changes(td).filter(object_id__in=ids)} if ids else {}
     found: dict[int, dict] = {}
     for oid in ids:
         ch = changes.get(oid)
         if ch is not None and valid_change(td, ch):
-            if ch.archived == archived:
+            if ch.archived == archived and not ch.purged:
                 found[oid] = change_record(td, ch, wanted)
             continue
         if archived:
@@ -181,6 +195,26 @@ def read_many(td: TypeData, ids: list[int], wanted: tuple[str, ...], archived: b
         if i is not None and i < td.size:
             found[oid] = generated_record(td, i, wanted)
     return found
+
+
+def find_by_email(td: TypeData, email: str) -> int | None:
+    """The id of the contact (live or archived, not purged) whose e-mail is `email`, case-insensitively."""
+    wanted = (email or "").strip().lower()
+    if not wanted or td.otype.name != "contacts":
+        return None
+    # A created record, or one whose e-mail was edited: the change row holds it.
+    for ch in _changes(td).filter(properties__email__iexact=wanted).order_by("object_id"):
+        if valid_change(td, ch) and not ch.purged and str((ch.properties or {}).get("email") or "").lower() == wanted:
+            return ch.object_id
+    # A generated record: its e-mail ends in its id.
+    match = _EMAIL_ID.search(wanted)
+    i = index_for_id(int(match.group(1))) if match and len(match.group(1)) < 19 else None
+    if i is None or i >= td.size or str(td.full_properties(i).get("email") or "").lower() != wanted:
+        return None
+    ch = _changes(td).filter(object_id=id_for_index(i)).first()
+    if ch is not None and (ch.purged or "email" in (ch.properties or {})):
+        return None  # purged, or its e-mail was changed since (the first loop saw the new one)
+    return id_for_index(i)
 
 
 # --- search -----------------------------------------------------------------------------------------------------
@@ -485,7 +519,7 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
     # ones (not archived, not changed within the index lag) are matched on their columns in SQL for the indexed
     # properties, and as full records only when other filters or a sort on another property need them.
     overridden = set(_changes(td).filter(index__isnull=False, index__lt=td.size).values_list("index", flat=True))
-    visible = _changes(td).filter(archived=False).filter(Q(index__isnull=True) | Q(index__lt=td.size))
+    visible = _changes(td).filter(archived=False, purged=False).filter(Q(index__isnull=True) | Q(index__lt=td.size))
     if lag_seconds > 0:
         visible = visible.filter(updated_ms__lte=now_ms() - int(lag_seconds * 1000))
     group_qs = []

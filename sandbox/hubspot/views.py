@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 
 from . import data, state
 from .models import CustomProperty, Knobs, RecordChange
-from .mutate import PROPERTY_TYPES, MutationError, add_property, delete_property, mutate
+from .mutate import PROPERTY_TYPES, MutationError, add_property, delete_property, mutate, purge_records
 from .portals import all_portals, get_portal, seed_portal
 from .realism import json_response, reset_rate_limits
 from .schema import OBJECT_TYPES
@@ -80,7 +80,8 @@ def index(request: HttpRequest) -> HttpResponse:
     counts = {
         row["portal_id"]: row
         for row in RecordChange.objects.values("portal_id").annotate(
-            changes=Count("id"), archived=Count("id", filter=Q(archived=True))
+            changes=Count("id"), archived=Count("id", filter=Q(archived=True, purged=False)),
+            purged=Count("id", filter=Q(purged=True)),
         )
     }
     return render(request, "sandbox/hubspot/index.html", {
@@ -161,9 +162,22 @@ def portal_mutate(request: HttpRequest, hub_id: int) -> HttpResponse:
         result = mutate(portal=portal, collection=request.POST.get("collection", ""),
                         create=int(request.POST.get("create") or 0), update=int(request.POST.get("update") or 0),
                         archive=int(request.POST.get("archive") or 0),
+                        purge=int(request.POST.get("purge") or 0),
+                        purge_archived=int(request.POST.get("purge_archived") or 0),
                         same_timestamp=bool(request.POST.get("same_timestamp")))
+        ids = request.POST.get("purge_ids", "").replace(",", " ").split()
+        if ids:
+            if not all(i.isdigit() for i in ids):
+                raise MutationError("ids to delete permanently are numbers, separated by commas or spaces")
+            wanted = [int(i) for i in ids]
+            gone = purge_records(portal=portal, collection=request.POST.get("collection", ""), ids=wanted)
+            result.purged += [str(i) for i in gone]
+            missing = sorted(set(wanted) - set(gone))
+            if missing:
+                messages.warning(request, f"No such record (or deleted already): {', '.join(map(str, missing))}.")
         messages.success(request, f"Created {len(result.created)}, updated {len(result.updated)}, archived "
-                                  f"{len(result.archived)} {request.POST.get('collection')}.")
+                                  f"{len(result.archived)}, permanently deleted {len(result.purged)} "
+                                  f"{request.POST.get('collection')}.")
     except (MutationError, ValueError) as exc:
         messages.error(request, str(exc))
     return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
@@ -210,7 +224,8 @@ def knobs_json(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
-    """POST {"collection", "create", "update", "archive", "same_timestamp", "seed"} -> the changed ids."""
+    """POST {"collection", "create", "update", "archive", "purge", "purge_archived", "purge_ids",
+    "same_timestamp", "seed"} -> the changed ids ("purged": permanently deleted)."""
     portal = get_portal(hub_id)
     if portal is None:
         return json_response({"error": "no such portal"}, status=404)
@@ -218,8 +233,13 @@ def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
         body = json.loads(request.body or b"{}")
         result = mutate(portal=portal, collection=str(body.get("collection", "")),
                         create=int(body.get("create", 0)), update=int(body.get("update", 0)),
-                        archive=int(body.get("archive", 0)), same_timestamp=bool(body.get("same_timestamp")),
-                        seed=body.get("seed"))
+                        archive=int(body.get("archive", 0)), purge=int(body.get("purge", 0)),
+                        purge_archived=int(body.get("purge_archived", 0)),
+                        same_timestamp=bool(body.get("same_timestamp")), seed=body.get("seed"))
+        if body.get("purge_ids"):
+            gone = purge_records(portal=portal, collection=str(body.get("collection", "")),
+                                 ids=[int(i) for i in body["purge_ids"]])
+            result.purged += [str(i) for i in gone]
     except (MutationError, ValueError, TypeError) as exc:
         return json_response({"error": str(exc)}, status=400)
     return json_response(result.as_dict())

@@ -391,7 +391,8 @@ def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client
         api_calls=321,
         retries=4,
         counts={
-            "contacts": {"read": 10, "new": 4, "updated": 6, "unchanged": 0, "archived": 1},
+            "contacts": {"read": 10, "new": 4, "updated": 6, "unchanged": 0, "archived": 1, "deleted": 17,
+                         "notes": ["HubSpot's list did not come in id order"]},
             "deals": {"read": 0, "error": 'HubSpot 403: {"message":"missing scope","token":"zzTOPSECRETzz"}'},
         },
     )
@@ -407,6 +408,8 @@ def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client
     assert "[redacted]" in html
     assert reverse("delivery_run", args=[delivery.pk]) in html
     assert "Deals" in html or "deals" in html
+    assert 'Deleted</th>' in html and '<td class="right">17</td>' in html
+    assert "did not come in id order" in html
 
 
 def test_delivery_run_page_redacts_write_key(viewer_client, workspace):

@@ -196,6 +196,44 @@ def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
     assert f"sync run {changes[1].run_id}" in text(response)
 
 
+def test_a_record_deleted_in_hubspot_is_explained(
+    workspace, owner_client, outsider_client, sandbox, sandbox_base, monkeypatch  # noqa: F811
+):
+    """Delivered, then permanently deleted in HubSpot (a GDPR delete) and removed by a full sync: the debugger says
+    so, from the delivery state that is all hubsync keeps of it."""
+    hubspot = sandbox
+    monkeypatch.setattr(extract, "notify_changes", lambda *args, **kwargs: None)  # we deliver by hand
+    hubspot.seed(PORTAL, contacts=4, companies=0, deals=0, tickets=0)
+    src = make_source(workspace, hubspot)
+    sync(src, SyncRun.Trigger.FIRST)
+    dest = Destination.objects.create(workspace=workspace, name="Segment")
+    space_ = ProfileSpace.objects.create(
+        destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox"
+    )
+    model = DataModel.objects.create(source=src, collection="contacts", name="Contacts", columns=["email"])
+    m = Mapping.objects.create(
+        destination=dest, data_model=model, profile_space=space_, action="identify", name="Contacts to Segment",
+        identifiers={"user_id": "email"}, traits=[["email", "email"]], enabled=True,
+    )
+    assert deliver(mapping_id=m.pk).sent == 4
+    record = Record.objects.filter(source=src).order_by("object_id").first()
+    email = record.properties["email"]
+    hubspot.purge([record.object_id], portal=PORTAL)
+    assert sync(src, SyncRun.Trigger.FULL).counts["contacts"]["deleted"] == 1
+
+    response = owner_client.get(DEBUG_URL, {"q": str(record.object_id)})
+    page = text(response)
+    assert f"HubSpot id {record.object_id} is not in the mirror: it was deleted in HubSpot" in page
+    assert response.context["deleted"] and not response.context["problem"]
+    assert "“Contacts to Segment” (contacts) delivered it on" in page
+    # By e-mail there is nothing left to match (the address was personal data, and it is gone).
+    assert "deleted in HubSpot, or never synced" in text(owner_client.get(DEBUG_URL, {"q": email}))
+    assert "deleted in HubSpot, or never synced" in text(owner_client.get(DEBUG_URL, {"q": "424242"}))
+    # Another workspace learns nothing about it.
+    other = text(outsider_client.get(DEBUG_URL, {"q": str(record.object_id)}))
+    assert "Contacts to Segment" not in other and "or never synced" in other
+
+
 # --- rejected records: list and retry ------------------------------------------------------------------------------
 
 

@@ -472,3 +472,131 @@ def test_token_info_and_account_details(hubspot_sandbox):
     details = get(hubspot_sandbox, "/account-info/v3/details", token=token).json()
     assert details["portalId"] == 1002 and details["timeZone"] == "Europe/Berlin"
     assert details["companyCurrency"] == "EUR" and details["uiDomain"]
+
+
+# --- permanent deletion (GDPR delete) ------------------------------------------------------------------------------
+WRITE_SCOPES = ["oauth", "crm.objects.contacts.read", "crm.objects.contacts.write", "tickets"]
+
+
+def gdpr_delete(sandbox, token: str, body: dict, collection: str = "contacts"):
+    return requests.post(f"{sandbox.base_url}/crm/v3/objects/{collection}/gdpr-delete", json=body,
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def listed_ids(sandbox, token: str, collection: str = "contacts", archived: bool = False) -> list[str]:
+    ids: list[str] = []
+    after = None
+    while True:
+        params = {"limit": 100, "archived": "true" if archived else "false", **({"after": after} if after else {})}
+        page = get(sandbox, f"/crm/v3/objects/{collection}", token=token, **params).json()
+        ids += [r["id"] for r in page["results"]]
+        if "paging" not in page:
+            return ids
+        after = page["paging"]["next"]["after"]
+
+
+def batch_read(sandbox, token: str, ids: list[str], archived: bool = False):
+    return requests.post(f"{sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                         params={"archived": "true"} if archived else {},
+                         json={"inputs": [{"id": i} for i in ids], "properties": ["email"]},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def test_gdpr_delete_removes_a_record_from_every_endpoint_for_good(hubspot_sandbox):
+    """Live generated, created and archived records alike: 204 with no body, then the id behaves exactly like one
+    that never existed (404 on read, a 207 error on batch read, absent from both lists and from search)."""
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    read_token = hubspot_sandbox.access_token()
+    token = hubspot_sandbox.access_token(scopes=WRITE_SCOPES)
+    changed = hubspot_sandbox.mutate(collection="contacts", create=3, archive=2, seed=21)
+    generated = listed_ids(hubspot_sandbox, read_token)[:2]
+    victims = [generated[1], changed.created[-1], changed.archived[0]]  # middle, highest id, archived
+    for object_id in victims:
+        deleted = gdpr_delete(hubspot_sandbox, token, {"objectId": object_id})
+        assert deleted.status_code == 204 and deleted.content == b""
+
+    never = get(hubspot_sandbox, "/crm/v3/objects/contacts/999999999999", token=read_token)
+    assert never.status_code == 404
+    for object_id in victims:
+        for archived in ("false", "true"):
+            gone = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{object_id}", token=read_token, archived=archived)
+            assert gone.status_code == 404
+            assert {k: v for k, v in gone.json().items() if k != "correlationId"} == \
+                {k: v for k, v in never.json().items() if k != "correlationId"}
+    for archived in (False, True):
+        batch = batch_read(hubspot_sandbox, read_token, [generated[0], *victims], archived=archived)
+        assert batch.status_code == 207
+        assert set(batch.json()["errors"][0]["context"]["ids"]) >= set(victims)
+        assert batch.json()["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+    live = listed_ids(hubspot_sandbox, read_token)
+    archived_now = listed_ids(hubspot_sandbox, read_token, archived=True)
+    assert not set(victims) & set(live) and not set(victims) & set(archived_now)
+    assert generated[0] in live and changed.archived[1] in archived_now
+    assert len(live) == 300 + 3 - 2 - 2 and len(archived_now) == 1
+    found = search(hubspot_sandbox, read_token, {"filterGroups": [{"filters": [
+        {"propertyName": "hs_object_id", "operator": "IN", "values": victims}]}]}).json()
+    assert found["total"] == 0
+    assert search(hubspot_sandbox, read_token, {"limit": 1}).json()["total"] == len(live)
+
+    # Gone for good: a second delete is a 404, the record cannot be edited, and its id is never given again.
+    assert gdpr_delete(hubspot_sandbox, token, {"objectId": victims[0]}).status_code == 404
+    with pytest.raises(ValueError, match="permanently deleted"):
+        hubspot_sandbox.set_properties(victims[1], {"jobtitle": "back"})
+    newer = hubspot_sandbox.mutate(collection="contacts", create=1, seed=22).created[0]
+    assert int(newer) > int(changed.created[-1])
+    # The tombstone keeps no personal data.
+    assert RecordChange.objects.get(object_id=int(changed.created[-1])).properties == {}
+
+
+def test_gdpr_delete_by_email(hubspot_sandbox):
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    read_token = hubspot_sandbox.access_token()
+    token = hubspot_sandbox.access_token(scopes=WRITE_SCOPES)
+    created = hubspot_sandbox.mutate(collection="contacts", create=1, seed=3).created[0]
+    page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=read_token, limit=5, properties="email").json()
+    generated = next(r for r in page["results"] if r["properties"]["email"])
+    created_email = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{created}", token=read_token,
+                        properties="email").json()["properties"]["email"]
+    for object_id, email in ((generated["id"], generated["properties"]["email"].upper()), (created, created_email)):
+        assert gdpr_delete(hubspot_sandbox, token, {"objectId": email, "idProperty": "email"}).status_code == 204
+        assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{object_id}", token=read_token).status_code == 404
+    # An unknown address: 204 all the same (HubSpot blocklists it), and nothing else is touched.
+    total = search(hubspot_sandbox, read_token, {"limit": 1}).json()["total"]
+    unknown = gdpr_delete(hubspot_sandbox, token, {"objectId": "nobody@nowhere.test", "idProperty": "email"})
+    assert unknown.status_code == 204
+    assert search(hubspot_sandbox, read_token, {"limit": 1}).json()["total"] == total == 300 + 1 - 2
+
+
+def test_gdpr_delete_needs_a_write_scope_and_a_valid_body(hubspot_sandbox):
+    read_only = hubspot_sandbox.access_token()
+    denied = gdpr_delete(hubspot_sandbox, read_only, {"objectId": "1"})
+    assert denied.status_code == 403
+    assert denied.json()["errors"][0]["context"]["requiredGranularScopes"] == ["crm.objects.contacts.write"]
+    token = hubspot_sandbox.access_token(scopes=WRITE_SCOPES)
+    assert gdpr_delete(hubspot_sandbox, token, {"objectId": "1"}, "companies").status_code == 403
+    assert gdpr_delete(hubspot_sandbox, token, {"objectId": "1"}, "tickets").status_code == 204  # `tickets` writes
+    assert gdpr_delete(hubspot_sandbox, token, {}).json()["category"] == "VALIDATION_ERROR"
+    assert gdpr_delete(hubspot_sandbox, token, {"objectId": "1", "idProperty": "phone"}).status_code == 400
+    assert gdpr_delete(hubspot_sandbox, token, {"objectId": "99999999999999"}).status_code == 404
+    as_get = get(hubspot_sandbox, "/crm/v3/objects/contacts/gdpr-delete", token=token)
+    assert as_get.status_code == 405
+    assert get(hubspot_sandbox, "/crm/v3/objects/contacts/1", token=read_only).status_code == 200  # untouched
+
+
+def test_purge_mutations_pick_live_or_archived_records(hubspot_sandbox):
+    """`purge` deletes live records for good, `purge_archived` archived ones (HubSpot's recycle bin after 90 days);
+    neither is picked again by later mutations."""
+    token = hubspot_sandbox.access_token()
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    archived = hubspot_sandbox.mutate(collection="contacts", archive=4, seed=1).archived
+    result = hubspot_sandbox.mutate(collection="contacts", update=2, purge=3, purge_archived=2, seed=2)
+    assert len(result.purged) == 5 and not set(result.purged) & set(result.updated)
+    assert len(set(result.purged) & set(archived)) == 2
+    live, held = listed_ids(hubspot_sandbox, token), listed_ids(hubspot_sandbox, token, archived=True)
+    assert len(live) == 300 - 4 - 3 and len(held) == 2
+    assert not set(result.purged) & (set(live) | set(held))
+    # Update everything that is left: never a purged record.
+    again = hubspot_sandbox.mutate(collection="contacts", update=len(live), seed=5)
+    assert not set(again.updated) & set(result.purged)
+    with pytest.raises(ValueError, match="only 2 archived"):
+        hubspot_sandbox.mutate(collection="contacts", purge_archived=3)

@@ -176,3 +176,38 @@ def test_sandbox_urls_404_when_sandbox_is_off(settings, client):
         settings.SANDBOX = True
         importlib.reload(hubsync.urls)
         clear_url_caches()
+
+
+def test_permanent_deletion_from_the_portal_page_json_and_command(client, capsys):
+    client.post(f"{BASE}/portals/new", {"hub_id": "4343", "name": "Tiny", "contacts": "20", "companies": "0",
+                                        "deals": "0", "tickets": "0"})
+    client.post(f"{BASE}/portals/4343/mutate", {"collection": "contacts", "archive": "6"})
+    # Given ids first (the random picks below could take them): page, JSON twin, command.
+    resp = client.post(f"{BASE}/portals/4343/mutate", {"collection": "contacts", "purge_ids": "5, 777"}, follow=True)
+    page = resp.content.decode()
+    assert "permanently deleted 1 contacts" in page and "No such record (or deleted already): 777" in page
+    resp = client.post(f"{BASE}/_api/portals/4343/mutate", json.dumps({"collection": "contacts", "purge_ids": [6]}),
+                       content_type="application/json")
+    assert resp.status_code == 200 and resp.json()["purged"] == ["6"]
+    call_command("sandbox_mutate", "--portal", "4343", "--collection", "contacts", "--purge-id", "7",
+                 "--purge-id", "5")
+    assert "permanently deleted 1 contacts; no such record (or deleted already): 5" in capsys.readouterr().out
+
+    # Then picked ones: live (a GDPR delete) and archived (HubSpot's recycle bin after 90 days).
+    resp = client.post(f"{BASE}/portals/4343/mutate", {"collection": "contacts", "purge": "2", "purge_archived": "1"},
+                       follow=True)
+    assert "permanently deleted 3 contacts" in resp.content.decode()
+    resp = client.post(f"{BASE}/_api/portals/4343/mutate", json.dumps({"collection": "contacts", "purge": 1}),
+                       content_type="application/json")
+    assert resp.status_code == 200 and len(resp.json()["purged"]) == 1
+    call_command("sandbox_mutate", "--portal", "4343", "--collection", "contacts", "--purge", "1",
+                 "--purge-archived", "1", "--seed", "3")
+    out = capsys.readouterr().out
+    assert "archived 0, permanently deleted 2" in out and "permanently deleted ids:" in out
+
+    purged = RecordChange.objects.filter(portal_id=4343, purged=True)
+    assert purged.count() == 1 + 1 + 1 + 3 + 1 + 2
+    assert {5, 6, 7} <= set(purged.values_list("object_id", flat=True))
+    assert all(ch.properties == {} for ch in purged)  # the tombstones keep no personal data
+    assert "permanently deleted</span>" in client.get(f"{BASE}/portals/4343/").content.decode()
+    assert "(9 permanently deleted)" in client.get(f"{BASE}/").content.decode()

@@ -446,3 +446,269 @@ def test_long_reads_trigger_deliveries_along_the_way(workspace, sandbox, monkeyp
     calls.clear()
     sync(source)
     assert calls == [[]]  # the end of every run calls the hook, naming the collections that changed
+
+
+# --- records deleted in HubSpot (GDPR deletes, permanent deletes, the 90-day recycle bin) -------------------------
+
+
+def _mapping_with_states(workspace, source, payloads: dict[int, dict | None]):
+    """A mapping on the source's contacts with one delivery state per id; `payloads` its last_payload (what a
+    rejected record keeps: the message as built, personal data included)."""
+    from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
+    from models_app.models import DataModel
+
+    destination = Destination.objects.create(workspace=workspace, name="Segment")
+    space = ProfileSpace.objects.create(destination=destination, name="Space", write_key="wk", region="sandbox")
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    mapping = Mapping.objects.create(destination=destination, data_model=model, profile_space=space,
+                                     identifiers={"user_id": "email"}, traits=[["email", "email"]])
+    for object_id, payload in payloads.items():
+        DeliveryState.objects.create(
+            mapping=mapping, object_id=object_id, delivered_hash="h" * 64, last_payload=payload,
+            status=DeliveryState.Status.REJECTED if payload else DeliveryState.Status.DELIVERED,
+        )
+    return mapping
+
+
+def _mirror_ids(source: Source, **filters) -> list[int]:
+    return sorted(Record.objects.filter(source=source, collection="contacts", **filters)
+                  .values_list("object_id", flat=True))
+
+
+def test_full_sync_removes_records_deleted_in_hubspot_and_everything_kept_of_them(workspace, sandbox):
+    """Records purged in HubSpot (live ones, and archived ones emptied from the recycle bin) leave the mirror with
+    their history and kept payloads, while records archived, created and updated meanwhile are synced as usual:
+    afterwards the mirror equals HubSpot exactly, live and archived."""
+    from mappings.models import DeliveryState
+    from sources.models import RecordChange
+
+    sandbox.seed(PORTAL, contacts=450, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    first = sync(source, SyncRun.Trigger.FIRST)
+    assert first.counts["contacts"]["deleted"] == 0
+    ids = _mirror_ids(source)
+    # Pages of 100: ids[0] opens page 1, ids[99] / ids[100] sit on a page boundary, ids[-1] ends the last page.
+    doomed = [ids[0], ids[3], ids[99], ids[100], ids[101], ids[250], ids[-2], ids[-1]]
+    kept = [ids[1], ids[200]]
+    for object_id in (ids[3], ids[250], ids[-1], kept[0]):
+        sandbox.set_properties(object_id, {"jobtitle": f"Edited {object_id}"}, portal=PORTAL)
+    binned = [int(i) for i in sandbox.mutate(PORTAL, "contacts", archive=3, seed=4).archived]
+    sync(source)  # history for the edited records; the mirror holds the three archived ones as archived
+    assert set(_mirror_ids(source, archived=True)) == set(binned)
+    assert RecordChange.objects.filter(source=source, object_id__in=doomed).count() == 3
+    mapping = _mapping_with_states(workspace, source, {
+        **{i: {"userId": f"user{i}@example.com", "traits": {"jobtitle": "secret"}} for i in doomed + binned},
+        **{i: {"userId": f"user{i}@example.com"} for i in kept},
+    })
+
+    # Meanwhile in HubSpot: GDPR deletes, the recycle bin emptied, and ordinary changes.
+    assert sandbox.purge(doomed + binned, portal=PORTAL) == doomed + binned
+    changes = sandbox.mutate(PORTAL, "contacts", create=10, update=10, archive=5, seed=7)
+    assert not {int(i) for i in changes.updated + changes.archived} & set(doomed + binned)
+    top = max_seq(source)
+
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    c = run.counts["contacts"]
+    assert (c["deleted"], c["archived"], c["new"], c["updated"]) == (len(doomed) + 3, 5, 10, 10), c
+    assert "notes" not in c
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert not set(_mirror_ids(source)) & set(doomed + binned)
+    assert set(_mirror_ids(source, archived=True)) == {int(i) for i in changes.archived}
+    # Their history went with them; the kept record's stayed.
+    assert not RecordChange.objects.filter(source=source, object_id__in=doomed + binned).exists()
+    assert RecordChange.objects.filter(source=source, object_id=kept[0]).exists()
+    # Delivery states stay (ids and hashes), without the personal data of the deleted ones.
+    states = {s.object_id: s for s in DeliveryState.objects.filter(mapping=mapping)}
+    assert len(states) == len(doomed) + 3 + 2
+    assert all(states[i].last_payload is None and states[i].delivered_hash for i in doomed + binned)
+    assert all(states[i].last_payload for i in kept)
+    # Deletions need no change_seq: exactly the 10 new, 10 updated and 5 archived rows were written.
+    assert Record.objects.filter(source=source, change_seq__gt=top).count() == 25
+
+    again = sync(source, SyncRun.Trigger.FULL)
+    c = again.counts["contacts"]
+    assert (c["deleted"], c["archived"], c["new"], c["updated"]) == (0, 0, 0, 0), c
+    # No candidates, no batch reads: the properties, the estimate, the list pages and one archived page.
+    live = len(_mirror_ids(source, archived=False))
+    assert again.api_calls == 1 + 1 + -(-live // 100) + 1
+
+
+def test_incremental_syncs_never_delete(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=120, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    binned = sandbox.mutate(PORTAL, "contacts", archive=2, seed=1).archived
+    sync(source)
+    gone = sandbox.mutate(PORTAL, "contacts", purge=4, update=3, seed=2).purged
+    sandbox.purge(binned, portal=PORTAL)
+    run = sync(source)
+    assert run.counts["contacts"]["deleted"] == 0 and run.counts["contacts"]["updated"] == 3
+    assert set(_mirror_ids(source)) >= {int(i) for i in gone + binned}
+    full = sync(source, SyncRun.Trigger.FULL)
+    assert full.counts["contacts"]["deleted"] == 6
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+def test_candidates_only_archived_are_marked_archived_not_deleted(workspace, sandbox, monkeypatch):
+    """The list check alone (archived scan switched off) sorts candidates out with batch reads."""
+    from sources.models import RecordChange
+
+    sandbox.seed(PORTAL, contacts=230, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    changes = sandbox.mutate(PORTAL, "contacts", archive=6, purge=2, seed=3)
+    monkeypatch.setattr(extract._Engine, "scan_archived", lambda self, sc, check_deleted=False: None)
+    run = sync(source, SyncRun.Trigger.FULL)
+    c = run.counts["contacts"]
+    assert (c["archived"], c["deleted"]) == (6, 2), c
+    assert set(_mirror_ids(source, archived=True)) == {int(i) for i in changes.archived}
+    assert not set(_mirror_ids(source)) & {int(i) for i in changes.purged}
+    # Archived like the archived scan does it: a new change_seq, a history row saying "archived".
+    flips = RecordChange.objects.filter(source=source, archived=True)
+    assert set(flips.values_list("object_id", flat=True)) == {int(i) for i in changes.archived}
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+def test_records_missing_from_the_list_but_found_live_are_left_alone(workspace, sandbox, monkeypatch):
+    sandbox.seed(PORTAL, contacts=150, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    hidden = [_mirror_ids(source)[k] for k in (5, 120, 149)]
+    original = HubSpotClient.list_page
+
+    def flaky_list(self, collection, **kwargs):  # HubSpot's list leaves out a few records it still has
+        page = original(self, collection, **kwargs)
+        if not kwargs.get("archived"):
+            page["results"] = [r for r in page["results"] if int(r["id"]) not in hidden]
+        return page
+
+    monkeypatch.setattr(HubSpotClient, "list_page", flaky_list)
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.counts["contacts"]["deleted"] == 0 and run.counts["contacts"]["archived"] == 0
+    assert set(hidden) <= set(_mirror_ids(source, archived=False))
+
+
+def test_a_list_out_of_id_order_stops_the_check_and_says_so(workspace, sandbox, monkeypatch):
+    sandbox.seed(PORTAL, contacts=350, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    ids = _mirror_ids(source)
+    gone = [ids[10], ids[300]]  # one before the disorder, one after
+    sandbox.purge(gone, portal=PORTAL)
+    original = HubSpotClient.list_page
+    calls = {"n": 0}
+
+    def shuffled(self, collection, **kwargs):
+        page = original(self, collection, **kwargs)
+        if not kwargs.get("archived"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                page["results"].reverse()
+        return page
+
+    monkeypatch.setattr(HubSpotClient, "list_page", shuffled)
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.status == SyncRun.Status.SUCCEEDED and not run.error
+    c = run.counts["contacts"]
+    assert c["deleted"] == 1 and c["notes"] == [extract.ORDER_NOTE]  # page 1 was checked, nothing after
+    assert ids[300] in _mirror_ids(source) and ids[10] not in _mirror_ids(source)
+    monkeypatch.setattr(HubSpotClient, "list_page", original)
+    assert sync(source, SyncRun.Trigger.FULL).counts["contacts"]["deleted"] == 1
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+def test_deletion_check_converges_through_429s_and_5xx(workspace, sandbox):
+    sandbox.seed(PORTAL, contacts=500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    changes = sandbox.mutate(PORTAL, "contacts", purge=40, archive=10, update=20, create=5, seed=13)
+    sandbox.set_knobs(rate_limits=True, rate_limit_max=4, rate_limit_interval_ms=300, error_rate=0.2,
+                      reset_rate=0.05)
+    run = sync(source, SyncRun.Trigger.FULL)
+    sandbox.set_knobs(rate_limits=False, error_rate=0, reset_rate=0)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.retries > 0
+    c = run.counts["contacts"]
+    assert (c["deleted"], c["archived"], c["new"], c["updated"]) == (40, 10, 5, 20), c
+    assert not set(_mirror_ids(source)) & {int(i) for i in changes.purged}
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+@pytest.mark.parametrize("stop_at", [1, 2, 3, 4, 5, 6])
+def test_a_killed_full_sync_resumes_its_deletion_check(workspace, sandbox, monkeypatch, stop_at):
+    """A mass deletion at the end of the id range (more candidates than one batch read holds) and deletions
+    spread over the pages: kill the full sync after commit k, resume it, and every deleted record is gone."""
+    monkeypatch.setattr(extract, "BATCH_READ_LIMIT", 40)
+    sandbox.seed(PORTAL, contacts=330, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    ids = _mirror_ids(source)
+    doomed = [ids[7], ids[150]] + ids[-100:]  # the last 100 ids: the last page is all candidates, 3 batches of 40
+    sandbox.purge(doomed, portal=PORTAL)
+    # Commits: page 1 and page 2 (one candidate each, pending in the cursor), three confirmed batches of 40, 40
+    # and 22 (the cursor still before the last page), page 3.
+    commits = {"n": 0}
+
+    def stop_after(engine, sc):
+        commits["n"] += 1
+        if commits["n"] == stop_at:
+            raise Stop
+
+    monkeypatch.setattr(extract, "after_page", stop_after)
+    with pytest.raises(Stop):
+        sync(source, SyncRun.Trigger.FULL)
+    killed = SyncRun.objects.filter(source=source).first()
+    assert commits["n"] == stop_at and killed.status == SyncRun.Status.FAILED
+    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    resumed = sync(source, SyncRun.Trigger.MANUAL)
+    # It resumes after the last commit: a kill inside the last page's batches re-reads that page only.
+    assert resumed.counts["contacts"]["read"] == {1: 128, 2: 28, 3: 28, 4: 28, 5: 28, 6: 0}[stop_at]
+    assert resumed.status == SyncRun.Status.SUCCEEDED, resumed.error
+    assert killed.counts["contacts"]["deleted"] + resumed.counts["contacts"]["deleted"] == len(doomed)
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+def test_the_deletion_check_holds_one_batch_of_ids_at_a_time(workspace, sandbox, monkeypatch):
+    """Bounded memory: candidates come from keyset range queries, at most BATCH_READ_LIMIT ids per confirmation,
+    however many records were deleted (no set of all ids is ever built)."""
+    sandbox.seed(PORTAL, contacts=700, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    ids = _mirror_ids(source)
+    sandbox.purge(ids[50:640], portal=PORTAL)  # pages 1-6 almost empty, then everything at the end
+    asked: list[int] = []
+    original = HubSpotClient.batch_read_found
+
+    def counting(self, collection, object_ids, properties, **kwargs):
+        asked.append(len(object_ids))
+        return original(self, collection, object_ids, properties, **kwargs)
+
+    monkeypatch.setattr(HubSpotClient, "batch_read_found", counting)
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.counts["contacts"]["deleted"] == 590
+    assert max(asked) <= extract.BATCH_READ_LIMIT and sum(asked) == 2 * 590
+    assert len(asked) == 2 * 6  # candidates collected across pages: full batches of 100, then the last 90
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+def test_a_purged_record_and_its_successor_with_another_id(workspace, sandbox):
+    """A GDPR delete, then the same person comes back (a new contact, a new id, the same e-mail): the mirror ends up
+    with the new record only."""
+    from hubsync.debugger import email_lookup
+
+    sandbox.seed(PORTAL, contacts=60, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    old = Record.objects.filter(source=source, properties__email__isnull=False).order_by("object_id")[3]
+    email = old.properties["email"]
+    sandbox.purge([old.object_id], portal=PORTAL)
+    new_id = int(sandbox.mutate(PORTAL, "contacts", create=1, seed=5).created[0])
+    sandbox.set_properties(new_id, {"email": email}, portal=PORTAL)
+    incremental = sync(source)  # the new record arrives; the old one stays until a full read
+    assert incremental.counts["contacts"]["new"] == 1
+    assert {r.object_id for r in email_lookup(Record.objects.filter(source=source), email)} == {old.object_id, new_id}
+    full = sync(source, SyncRun.Trigger.FULL)
+    assert full.counts["contacts"]["deleted"] == 1 and full.counts["contacts"]["new"] == 0
+    assert [r.object_id for r in email_lookup(Record.objects.filter(source=source), email)] == [new_id]
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)

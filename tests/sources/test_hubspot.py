@@ -236,6 +236,30 @@ def test_batch_read(sandbox, workspace):
     assert all("firstname" in r["properties"] for r in records)
 
 
+def test_batch_read_found_reports_the_ids_hubspot_says_are_missing(sandbox, workspace, monkeypatch):
+    """The deletion check's question: which ids does HubSpot *say* it does not have (207 errors, or a 404 for the
+    whole request), live and archived. Anything else (another 404, an error without ids) reports nothing."""
+    client = HubSpotClient(make_source(sandbox, workspace))
+    ids = [r["id"] for r in read_all(client, "contacts", ["email"])][:5]
+    sandbox.purge([ids[0]], portal=PORTAL)
+    archived = sandbox.mutate(PORTAL, "contacts", archive=1, seed=2).archived[0]
+    asked = [*ids, archived]
+    live, missing = client.batch_read_found("contacts", asked, ["hs_object_id"])
+    assert {r["id"] for r in live} == set(ids[1:]) - {archived} and missing == {ids[0], archived}
+    held, held_missing = client.batch_read_found("contacts", asked, ["hs_object_id"], archived=True)
+    assert [r["id"] for r in held] == [archived] and held[0]["archived"] is True
+    assert held_missing == set(asked) - {archived}
+
+    answers = iter([
+        _response(404, b'{"status":"error","message":"resource not found","category":"OBJECT_NOT_FOUND"}'),
+        _response(404, b"<html>Not Found</html>"),
+    ])
+    monkeypatch.setattr(client.session, "request", lambda *args, **kwargs: next(answers))
+    assert client.batch_read_found("contacts", ["7", "8"], ["hs_object_id"]) == ([], {"7", "8"})
+    with pytest.raises(NotFound):  # not HubSpot's "these ids do not exist": an error, never "all missing"
+        client.batch_read_found("contacts", ["7", "8"], ["hs_object_id"])
+
+
 def test_owners_token_info_and_account_details(sandbox, workspace):
     client = HubSpotClient(make_source(sandbox, workspace))
     owners = list(client.get_owners())

@@ -194,7 +194,7 @@ def test_overview_shows_state_and_checklist(owner_client, source):
         source=source,
         trigger="manual",
         status="succeeded",
-        counts={"contacts": {"read": 10, "new": 7, "updated": 2, "unchanged": 1, "archived": 0}},
+        counts={"contacts": {"read": 10, "new": 7, "updated": 2, "unchanged": 1, "archived": 0, "deleted": 3}},
     )
     response = owner_client.get(reverse("sources:detail", args=[source.pk]))
     assert response.status_code == 200
@@ -209,7 +209,8 @@ def test_overview_shows_state_and_checklist(owner_client, source):
     ):
         assert title in body
     assert "Sync now" in body and "Full sync" in body
-    assert "<td>10</td><td>7</td><td>2</td><td>1</td><td>0</td>" in body.replace("\n", "")
+    assert "<td>10</td><td>7</td><td>2</td><td>1</td><td>0</td><td>3</td>" in body.replace("\n", "")
+    assert ">Deleted</th>" in body
 
 
 def test_checklist_has_only_the_connection_done(source):
@@ -274,6 +275,12 @@ def test_sync_now_and_full_sync(owner_client, source):
     run.save()
     confirm = owner_client.get(reverse("sources:full_sync", args=[source.pk]))
     assert b"Start a full sync?" in confirm.content
+    assert b"permanently deleted</strong> in HubSpot" in confirm.content
+    assert b"removes them from the mirror" in confirm.content
+    source.start_date = date(2025, 1, 1)
+    source.save(update_fields=["start_date"])
+    confirm = owner_client.get(reverse("sources:full_sync", args=[source.pk]))
+    assert b"does not look for records that were permanently deleted" in confirm.content
     assert SyncRun.objects.count() == 1  # the confirmation page starts nothing
     owner_client.post(reverse("sources:full_sync", args=[source.pk]))
     assert SyncRun.objects.filter(source=source, trigger="full", status="queued").exists()

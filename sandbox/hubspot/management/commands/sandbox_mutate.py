@@ -2,6 +2,9 @@
 
     python manage.py sandbox_mutate --portal 1001 --collection contacts --create 10 --update 50 --archive 5
     python manage.py sandbox_mutate --portal 1001 --collection contacts --create 12000 --same-timestamp   # bulk import
+    python manage.py sandbox_mutate --portal 1001 --collection contacts --purge 3            # GDPR deletes
+    python manage.py sandbox_mutate --portal 1001 --collection contacts --purge-archived 2   # 90-day recycle bin
+    python manage.py sandbox_mutate --portal 1001 --collection contacts --purge-id 51 --purge-id 107
     python manage.py sandbox_mutate --portal 1001 --collection deals --add-property renewal_risk --type enumeration
     python manage.py sandbox_mutate --portal 1001 --collection deals --delete-property renewal_risk
     python manage.py sandbox_mutate --portal 1001 --collection contacts --add-properties 300
@@ -20,12 +23,14 @@ from sandbox.hubspot.mutate import (
     add_property,
     delete_property,
     mutate,
+    purge_records,
 )
 from sandbox.hubspot.portals import get_portal
 
 
 class Command(BaseCommand):
-    help = "Create / update / archive sandbox HubSpot records, or add / delete custom properties."
+    help = ("Create / update / archive / permanently delete sandbox HubSpot records, or add / delete custom "
+            "properties.")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--portal", type=int, required=True)
@@ -33,6 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--create", type=int, default=0)
         parser.add_argument("--update", type=int, default=0)
         parser.add_argument("--archive", type=int, default=0)
+        parser.add_argument("--purge", type=int, default=0, metavar="N",
+                            help="permanently delete N live records (HubSpot's GDPR delete / permanent delete)")
+        parser.add_argument("--purge-archived", type=int, default=0, metavar="N",
+                            help="permanently delete N archived records (HubSpot's recycle bin after 90 days)")
+        parser.add_argument("--purge-id", type=int, action="append", default=[], metavar="ID",
+                            help="permanently delete this record (live or archived); repeatable")
         parser.add_argument("--same-timestamp", action="store_true",
                             help="give every change of this run one timestamp (a bulk import)")
         parser.add_argument("--seed", type=int, default=None, help="make the choice of records reproducible")
@@ -61,14 +72,25 @@ class Command(BaseCommand):
             if opts["delete_property"]:
                 delete_property(portal=portal, collection=opts["collection"], name=opts["delete_property"])
                 self.stdout.write(f"deleted property {opts['delete_property']}")
-            if opts["create"] or opts["update"] or opts["archive"]:
+            if opts["create"] or opts["update"] or opts["archive"] or opts["purge"] or opts["purge_archived"]:
                 result = mutate(portal=portal, collection=opts["collection"], create=opts["create"],
-                                update=opts["update"], archive=opts["archive"],
-                                same_timestamp=opts["same_timestamp"], seed=opts["seed"])
+                                update=opts["update"], archive=opts["archive"], purge=opts["purge"],
+                                purge_archived=opts["purge_archived"], same_timestamp=opts["same_timestamp"],
+                                seed=opts["seed"])
                 self.stdout.write(
                     f"{opts['collection']} in portal {portal.hub_id}: created {len(result.created)}, "
-                    f"updated {len(result.updated)}, archived {len(result.archived)}"
+                    f"updated {len(result.updated)}, archived {len(result.archived)}, "
+                    f"permanently deleted {len(result.purged)}"
                     + (f" (all at {result.as_dict()['timestamp']})" if opts["same_timestamp"] else "")
+                )
+                if result.purged:
+                    self.stdout.write(f"permanently deleted ids: {', '.join(result.purged)}")
+            if opts["purge_id"]:
+                gone = purge_records(portal=portal, collection=opts["collection"], ids=opts["purge_id"])
+                missing = sorted(set(opts["purge_id"]) - set(gone))
+                self.stdout.write(
+                    f"permanently deleted {len(gone)} {opts['collection']}"
+                    + (f"; no such record (or deleted already): {', '.join(map(str, missing))}" if missing else "")
                 )
         except MutationError as exc:
             raise CommandError(str(exc)) from exc
