@@ -988,8 +988,9 @@ def preview_message(
 def sample_cutoff(mapping: Mapping) -> int | None:
     """Sample mode: the highest object id in the sample (the N-th lowest id of the collection, archived records
     included), or None when every record is in it (no sample mode, or fewer than N records so far). Records
-    arrive with growing ids, so the cutoff only ever moves down: a record skipped once never re-enters the
-    sample below the watermark. One index scan on the mirror's unique (source, collection, object_id)."""
+    arrive with growing ids, so the cutoff only moves down, except when records HubSpot deleted for good leave
+    the mirror: the extraction engine then sends these mappings back to watermark 0. One index scan on the
+    mirror's unique (source, collection, object_id)."""
     size = mapping.sample_size
     if not size:
         return None

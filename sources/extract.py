@@ -802,10 +802,15 @@ class _Engine:
             cur.execute(f"DELETE FROM {Record._meta.db_table} WHERE {where}", params)
             deleted = max(cur.rowcount, 0)
             cur.execute(f"DELETE FROM {RecordChange._meta.db_table} WHERE {where}", params)
+        mappings = Mapping.objects.filter(data_model__source_id=self.source.pk, data_model__collection=sc.collection)
+        if deleted:
+            # Sample mode's cutoff (the N-th lowest id) moves up when records below it go: the records that now
+            # enter the sample were skipped below the watermark, so those mappings reconsider the collection
+            # (what they already delivered is unchanged and is not resent). Mapping rows first, then states: the
+            # order the delivery checkpoint locks them in.
+            mappings.filter(sample_size__isnull=False).exclude(sample_size=0).update(watermark=0)
         DeliveryState.objects.filter(
-            mapping__in=Mapping.objects.filter(data_model__source_id=self.source.pk,
-                                               data_model__collection=sc.collection),
-            object_id__in=ids, last_payload__isnull=False,
+            mapping__in=mappings, object_id__in=ids, last_payload__isnull=False,
         ).update(last_payload=None)
         self.counts[sc.collection]["deleted"] += deleted
         return deleted

@@ -534,6 +534,30 @@ def test_full_sync_removes_records_deleted_in_hubspot_and_everything_kept_of_the
     assert again.api_calls == 1 + 1 + -(-live // 100) + 1
 
 
+def test_deleting_records_sends_sample_mode_mappings_back_to_reconsider_the_collection(workspace, sandbox):
+    """The sample's cutoff (the N-th lowest id) moves up when records below it are deleted for good: records that
+    now enter the sample were skipped below the watermark, so a sample-mode mapping must look again."""
+    from mappings.models import Mapping
+
+    sandbox.seed(PORTAL, contacts=30, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    sampled = _mapping_with_states(workspace, source, {})
+    whole = Mapping.objects.create(
+        destination=sampled.destination, data_model=sampled.data_model, profile_space=sampled.profile_space,
+        identifiers={"user_id": "email"}, traits=[["email", "email"]],
+    )
+    Mapping.objects.filter(pk=sampled.pk).update(sample_size=10)
+    Mapping.objects.filter(pk__in=[sampled.pk, whole.pk]).update(watermark=max_seq(source))
+    sandbox.purge(_mirror_ids(source)[:2], portal=PORTAL)
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.counts["contacts"]["deleted"] == 2
+    sampled.refresh_from_db()
+    whole.refresh_from_db()
+    assert sampled.watermark == 0  # reconsiders: ids 11 and 12 of the old order are in the sample now
+    assert whole.watermark == max_seq(source)  # not in sample mode: nothing to reconsider
+
+
 def test_incremental_syncs_never_delete(workspace, sandbox):
     sandbox.seed(PORTAL, contacts=120, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
