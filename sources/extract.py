@@ -440,12 +440,19 @@ class _Engine:
         names = self.discover(sc)
         cursor = dict(sc.cursor or {})
         now_ms = _ms(timezone.now())
-        if cursor.get("mode") not in ("list", "search"):
+        if cursor.get("mode") not in ("list", "search", "ids"):
             watermark = cursor.get("modified_since_ms")
             if watermark is None:
                 if self.source.start_date:
                     start = datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC)
                     cursor = {"mode": "search", "window_start_ms": _ms(start), "window_end_ms": now_ms, "last_id": 0}
+                    if self.run_row.trigger == SyncRun.Trigger.FULL and Record.objects.filter(
+                        source_id=self.source.pk, collection=sc.collection
+                    ).exists():
+                        # A Full sync of a mirror that holds records: after the window, the ids-only pass over
+                        # the list looks for records deleted in HubSpot (step 4 of the module docstring). Kept in
+                        # the cursor, so a run that resumes this read (whatever its trigger) does the pass too.
+                        cursor["ids_pass"] = True
                 else:
                     # `covered`: the deletion check's progress (see the module docstring, step 4).
                     cursor = {"mode": "list", "after": None, "started_ms": now_ms, "covered": 0}
@@ -462,8 +469,12 @@ class _Engine:
         full = cursor["mode"] == "list"
         if full:
             self.read_list(sc, cursor, names)
-        else:
+        elif cursor["mode"] == "search":
             self.read_search(sc, cursor, names)
+        if (sc.cursor or {}).get("mode") == "ids":
+            # The search read of a Full sync ended (now or in the run that was killed): the ids-only pass.
+            self.read_ids(sc, sc.cursor)
+            full = True
         # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
         self.scan_archived(sc, check_deleted=full)
         c = self.counts[sc.collection]
@@ -524,8 +535,16 @@ class _Engine:
         self.total += estimate
         self.consume(sc, self.list_pages(sc, cursor, names))
 
+    def read_ids(self, sc: SourceCollection, cursor: dict) -> None:
+        """The ids-only pass of a Full sync with a start date (step 4 of the module docstring): the list endpoint
+        with `hs_object_id` only, for the deletion check alone; what it returns is neither read nor written (the
+        search read did that for the window). Cost: ceil(N / 100) requests, N = HubSpot's live records."""
+        self.counts[sc.collection].setdefault("listed", 0)  # before the prefetch thread adds to it
+        self.say(f"{sc.collection}: looking for records deleted in HubSpot (ids only)")
+        self.consume(sc, self.list_pages(sc, cursor, None))
+
     def list_pages(
-        self, sc: SourceCollection, cursor: dict, names: list[str]
+        self, sc: SourceCollection, cursor: dict, names: list[str] | None
     ) -> Iterator[tuple[list, dict, Gone | None]]:
         """(records, cursor after them, what the deletion check found) for every page of the list endpoint, from
         the cursor on; and, when a batch of candidates has been confirmed, ([], the cursor *before* the page,
@@ -534,19 +553,32 @@ class _Engine:
 
         Candidates are collected across pages and confirmed BATCH_READ_LIMIT at a time (and all of them at the
         end), so scattered deletions cost two batch reads per 100 deletions, not per page. The ones not yet
-        confirmed ride in the cursor (`pending`, fewer than BATCH_READ_LIMIT ids) so a resumed read loses none."""
+        confirmed ride in the cursor (`pending`, fewer than BATCH_READ_LIMIT ids) so a resumed read loses none.
+
+        `names` None: the ids-only pass (cursor mode "ids"): pages ask for `hs_object_id` only and yield no
+        records, and the pass ends as soon as the check stops (nothing else to do with the pages)."""
+        ids_only = names is None
         after = cursor.get("after")
         # A checkpoint without `covered` (written before the check existed) cannot say what was checked.
         checking = cursor.get("covered") is not None
         covered = int(cursor.get("covered") or 0)
         pending = [int(i) for i in cursor.get("pending") or []]
+        done_cursor = {
+            "mode": "idle", "modified_since_ms": cursor["watermark_ms"] if ids_only else cursor["started_ms"],
+        }
+        counts = self.counts[sc.collection]
         while True:
-            page = self.client.list_page(sc.collection, properties=names, after=after, limit=LIST_LIMIT)
+            page = self.client.list_page(
+                sc.collection, properties=["hs_object_id"] if ids_only else names, after=after, limit=LIST_LIMIT
+            )
             results = page.get("results") or []
             next_after = _next_after(page)
             note = None
+            if ids_only:
+                counts["listed"] += len(results)  # an existing key: no resize while the heartbeat serialises
+                results = []  # the search read wrote the window's records; the others are not mirrored
             if checking:
-                ids = [int(r["id"]) for r in results]
+                ids = [int(r["id"]) for r in page.get("results") or []]
                 last = not next_after
                 if not _ascending(ids, covered):
                     checking = False
@@ -569,6 +601,8 @@ class _Engine:
                     covered = top if top is not None else covered
                 while last and pending:
                     yield self._confirmed(sc, pending, before)
+            if ids_only and not checking:
+                next_after = None  # the check stopped (order broken): the pass has nothing else to do
             if next_after:
                 after = next_after
                 # Without `covered` a resumed read does not check (the order broke, or an old checkpoint).
@@ -580,7 +614,7 @@ class _Engine:
                     new_cursor["pending"] = list(pending)
                 yield results, new_cursor, note
             else:
-                yield results, {"mode": "idle", "modified_since_ms": cursor["started_ms"]}, note
+                yield results, done_cursor, note
                 return
 
     def _confirmed(self, sc: SourceCollection, pending: list[int], before: dict) -> tuple[list, dict, Gone]:
@@ -648,9 +682,17 @@ class _Engine:
         start, end = cursor["window_start_ms"], cursor["window_end_ms"]
         if end < start:
             # A cursor in the future (clock skew, hand-edited): nothing can be in the window; keep the cursor.
-            self.commit_page(sc, [], {"mode": "idle", "modified_since_ms": cursor.get("previous_ms") or start})
+            self.commit_page(sc, [], self._search_done(cursor, cursor.get("previous_ms") or start))
             return
         self.consume(sc, self.search_pages(sc, cursor, names))
+
+    @staticmethod
+    def _search_done(cursor: dict, watermark: int) -> dict:
+        """The cursor once a search read is complete: idle at the watermark, or, for a Full sync with a start
+        date, the ids-only pass (which goes idle at that watermark when it ends)."""
+        if cursor.get("ids_pass"):
+            return {"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": watermark}
+        return {"mode": "idle", "modified_since_ms": watermark}
 
     def search_pages(
         self, sc: SourceCollection, cursor: dict, names: list[str]
@@ -658,7 +700,7 @@ class _Engine:
         """(records, cursor after them, None) for the window [window_start_ms, window_end_ms], in id order."""
         lastmod = lastmod_property(sc.collection)
         start, end = cursor["window_start_ms"], cursor["window_end_ms"]
-        done_cursor = {"mode": "idle", "modified_since_ms": max(end, cursor.get("previous_ms") or 0)}
+        done_cursor = self._search_done(cursor, max(end, cursor.get("previous_ms") or 0))
         last_id = int(cursor.get("last_id") or 0)
         first = True
         while True:

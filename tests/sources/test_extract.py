@@ -7,7 +7,7 @@ page): after each scenario the mirror must equal it exactly.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -23,6 +23,7 @@ from tests.sources.extract_helpers import (
     assert_mirror_equals_sandbox,
     make_source,
     max_seq,
+    sandbox_ids,
     sync,
 )
 
@@ -736,3 +737,178 @@ def test_a_purged_record_and_its_successor_with_another_id(workspace, sandbox):
     assert full.counts["contacts"]["deleted"] == 1 and full.counts["contacts"]["new"] == 0
     assert [r.object_id for r in email_lookup(Record.objects.filter(source=source), email)] == [new_id]
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+# --- records deleted in HubSpot, for a source with a start date: the ids-only pass of a Full sync ---------------
+
+
+def _windowed_source(workspace, sandbox, contacts: int):
+    """A portal whose records were last modified over the last 2.5 years, and a source starting 600 days ago:
+    about two thirds of the records lie in its window. Returns (source, the window's start in ms)."""
+    sandbox.seed(PORTAL, contacts=contacts, companies=0, deals=0, tickets=0, generated_at_ms=int(time.time() * 1000))
+    start = (timezone.now() - timedelta(days=600)).date()
+    source = make_source(workspace, sandbox, start_date=start)
+    since_ms = int(datetime.combine(start, datetime.min.time(), tzinfo=UTC).timestamp() * 1000)
+    return source, since_ms
+
+
+class _Calls:
+    """Counts the HubSpot requests of the deletion check: ids-only list pages (live), batch reads by id with
+    `hs_object_id` only (the confirmations) and archived list pages."""
+
+    def __init__(self, monkeypatch):
+        self.ids_pages = self.confirmations = self.archived_pages = 0
+        list_page, found = HubSpotClient.list_page, HubSpotClient.batch_read_found
+
+        def counting_list(client, collection, **kwargs):
+            if kwargs.get("archived"):
+                self.archived_pages += 1
+            elif kwargs.get("properties") == ["hs_object_id"]:
+                self.ids_pages += 1
+            return list_page(client, collection, **kwargs)
+
+        def counting_found(client, collection, object_ids, properties, **kwargs):
+            if properties == ["hs_object_id"]:  # not the batch reads of the search read (all properties)
+                self.confirmations += -(-len(object_ids) // 100)
+            return found(client, collection, object_ids, properties, **kwargs)
+
+        monkeypatch.setattr(HubSpotClient, "list_page", counting_list)
+        monkeypatch.setattr(HubSpotClient, "batch_read_found", counting_found)
+
+    def reset(self):
+        self.ids_pages = self.confirmations = self.archived_pages = 0
+
+
+def test_full_sync_with_a_start_date_removes_records_deleted_in_hubspot(workspace, sandbox, monkeypatch):
+    """The search read of the window, then the ids-only pass over the list: records purged in HubSpot (live ones
+    and archived ones emptied from the recycle bin) leave the mirror, archived, created and updated ones are
+    synced as usual, and the records outside the window are neither read nor written. Afterwards the mirror
+    equals HubSpot exactly for the window."""
+    from mappings.models import DeliveryState
+    from sources.models import RecordChange
+
+    source, since_ms = _windowed_source(workspace, sandbox, 450)
+    first = sync(source, SyncRun.Trigger.FIRST)
+    assert first.counts["contacts"]["deleted"] == 0 and "listed" not in first.counts["contacts"]
+    window = _mirror_ids(source)
+    assert 250 < len(window) < 350, len(window)
+    assert_mirror_equals_sandbox(source, sandbox, exact=True, since_ms=since_ms)
+    everything = sorted(sandbox_ids(sandbox))
+    outside = sorted(set(everything) - set(window))
+    # The pass's pages of 100 cover all 450 records; pick doomed ones at its page boundaries and at both ends.
+    boundary = [i for k, i in enumerate(everything) if k % 100 in (99, 0) and i in window]
+    doomed = sorted({window[0], window[3], *boundary[:3], window[-2], window[-1]})
+    kept = [window[1], window[200]]
+    for object_id in (window[3], window[-1], kept[0]):
+        sandbox.set_properties(object_id, {"jobtitle": f"Edited {object_id}"}, portal=PORTAL)
+    binned = [int(i) for i in sandbox.mutate(PORTAL, "contacts", archive=3, seed=6).archived]
+    assert set(binned) <= set(window) - set(doomed) - set(kept)  # the seed picks records of the window
+    sync(source)  # history for the edited records; the mirror holds the three archived ones as archived
+    assert set(_mirror_ids(source, archived=True)) == set(binned)
+    mapping = _mapping_with_states(workspace, source, {
+        **{i: {"userId": f"user{i}@example.com", "traits": {"jobtitle": "secret"}} for i in doomed + binned},
+        **{i: {"userId": f"user{i}@example.com"} for i in kept},
+    })
+
+    # Meanwhile in HubSpot: GDPR deletes (one of a record outside the window), the recycle bin emptied, changes.
+    purged = doomed + binned + [outside[5]]
+    assert sandbox.purge(purged, portal=PORTAL) == purged
+    changes = sandbox.mutate(PORTAL, "contacts", create=10, update=10, archive=5, seed=1)
+    updated = {int(i) for i in changes.updated}
+    assert not (updated | {int(i) for i in changes.archived}) & set(purged)
+    assert {int(i) for i in changes.archived} <= set(window)  # the seed archives records of the window
+    calls = _Calls(monkeypatch)
+
+    run = sync(source, SyncRun.Trigger.FULL)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    c = run.counts["contacts"]
+    # Updated records from outside the window entered it: new to the mirror.
+    assert (c["deleted"], c["archived"], c["new"], c["updated"]) == (
+        len(doomed) + 3, 5, 10 + len(updated - set(window)), len(updated & set(window))), c
+    assert "notes" not in c
+    live_in_hubspot = len(everything) - len(purged) + 10 - 5  # the binned ones were among `everything` too
+    assert live_in_hubspot == len(sandbox_ids(sandbox))
+    assert c["listed"] == live_in_hubspot
+    assert_mirror_equals_sandbox(source, sandbox, exact=True, since_ms=since_ms)
+    assert not set(_mirror_ids(source)) & set(purged)
+    assert set(_mirror_ids(source, archived=True)) == {int(i) for i in changes.archived}
+    assert not set(_mirror_ids(source)) & (set(outside) - updated)  # listed by the pass, never written
+    assert not RecordChange.objects.filter(source=source, object_id__in=purged).exists()
+    assert RecordChange.objects.filter(source=source, object_id=kept[0]).exists()
+    states = {s.object_id: s for s in DeliveryState.objects.filter(mapping=mapping)}
+    assert all(states[i].last_payload is None and states[i].delivered_hash for i in doomed + binned)
+    assert all(states[i].last_payload for i in kept)
+    # The pass: one ids-only page per 100 live records; the candidates confirmed two batch reads at a time (the
+    # live ones in one batch, the three binned ones found by the archived scan in another).
+    assert calls.ids_pages == -(-live_in_hubspot // 100)
+    assert calls.confirmations == 2 + 2
+    assert SourceCollection.objects.get(source=source).cursor["mode"] == "idle"
+
+    calls.reset()
+    again = sync(source, SyncRun.Trigger.FULL)
+    c = again.counts["contacts"]
+    assert (c["deleted"], c["archived"], c["new"], c["updated"]) == (0, 0, 0, 0), c
+    # No candidates, no confirmations: the pass costs its list pages only.
+    assert (calls.ids_pages, calls.confirmations, calls.archived_pages) == (-(-live_in_hubspot // 100), 0, 1)
+    calls.reset()
+    assert sync(source).counts["contacts"]["deleted"] == 0
+    assert (calls.ids_pages, calls.confirmations) == (0, 0)  # incremental: no pass at all
+
+
+def test_syncs_of_a_start_date_source_other_than_full_never_delete(workspace, sandbox, monkeypatch):
+    source, since_ms = _windowed_source(workspace, sandbox, 240)
+    calls = _Calls(monkeypatch)
+    sync(source, SyncRun.Trigger.FIRST)
+    assert (calls.ids_pages, calls.confirmations) == (0, 0)  # a first sync: nothing in the mirror to check
+    window = _mirror_ids(source)
+    binned = sandbox.mutate(PORTAL, "contacts", archive=2, seed=1).archived
+    sync(source)
+    sandbox.purge(window[:4] + [int(i) for i in binned], portal=PORTAL)
+    sandbox.mutate(PORTAL, "contacts", update=3, seed=2)
+    for trigger in (SyncRun.Trigger.SCHEDULED, SyncRun.Trigger.MANUAL):
+        run = sync(source, trigger)
+        assert run.status == SyncRun.Status.SUCCEEDED, run.error
+        assert run.counts["contacts"]["deleted"] == 0 and "listed" not in run.counts["contacts"]
+    assert (calls.ids_pages, calls.confirmations) == (0, 0)
+    assert set(_mirror_ids(source)) >= set(window[:4])
+    full = sync(source, SyncRun.Trigger.FULL)
+    assert full.counts["contacts"]["deleted"] == 4 + len([i for i in binned if int(i) in window])
+    assert_mirror_equals_sandbox(source, sandbox, since_ms=since_ms)
+    assert not set(_mirror_ids(source)) & set(window[:4])
+
+
+@pytest.mark.parametrize("stop_at", [1, 2, 3, 4, 5, 6, 7])
+def test_a_killed_full_sync_with_a_start_date_resumes_its_deletion_check(workspace, sandbox, monkeypatch, stop_at):
+    """Kill the Full sync after commit k (search pages, then the pass's pages and confirmed batches), resume it
+    with an ordinary sync, and every deleted record is gone; the window is not read again once its search read
+    was complete."""
+    monkeypatch.setattr(extract, "BATCH_READ_LIMIT", 40)
+    monkeypatch.setattr(extract, "SEARCH_LIMIT", 100)
+    source, since_ms = _windowed_source(workspace, sandbox, 330)
+    sync(source, SyncRun.Trigger.FIRST)
+    window = _mirror_ids(source)
+    doomed = [window[7], window[100]] + window[-90:]  # the end of the id range: several batches of 40
+    sandbox.purge(doomed, portal=PORTAL)
+    commits = {"n": 0, "search": 0}
+    search_pages = -(-(len(window) - len(doomed)) // 100)
+
+    def stop_after(engine, sc):
+        commits["n"] += 1
+        if commits["n"] == stop_at:
+            raise Stop
+
+    monkeypatch.setattr(extract, "after_page", stop_after)
+    with pytest.raises(Stop):
+        sync(source, SyncRun.Trigger.FULL)
+    killed = SyncRun.objects.filter(source=source).first()
+    assert commits["n"] == stop_at and killed.status == SyncRun.Status.FAILED
+    cursor = SourceCollection.objects.get(source=source).cursor
+    assert cursor["mode"] == ("search" if stop_at < search_pages else "ids"), cursor
+    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    resumed = sync(source, SyncRun.Trigger.SCHEDULED)
+    assert resumed.status == SyncRun.Status.SUCCEEDED, resumed.error
+    if stop_at >= search_pages:
+        assert resumed.counts["contacts"]["read"] == 0  # only the pass goes on
+    assert killed.counts["contacts"]["deleted"] + resumed.counts["contacts"]["deleted"] == len(doomed)
+    assert SourceCollection.objects.get(source=source).cursor["mode"] == "idle"
+    assert_mirror_equals_sandbox(source, sandbox, exact=True, since_ms=since_ms)
