@@ -18,33 +18,44 @@ A run, per selected collection:
      come from batch read, 100 ids per call. Cursor ``{"mode": "search", "window_start_ms", "window_end_ms",
      "last_id", ...}``.
    When the read completes the cursor becomes ``idle`` with the window end (the list read's start time) as the
-   new watermark; records changed during the read fall into the next window.
+   new watermark; records changed during the read fall into the next window. A "Full sync" of a source with a
+   start date whose mirror holds records goes on from the search read to the **ids-only pass** of step 4
+   (cursor ``{"mode": "ids", "after", "covered", "pending", "watermark_ms"}``; the search cursor carries
+   ``ids_pass`` so that a run resuming it, whatever its trigger, does the pass too), then to ``idle``.
 3. **Archived records.** Search never returns archived records and the list endpoint only returns them when
    asked, so each run pages through ``GET /crm/v3/objects/{type}?archived=true`` (ids only) and marks the
    mirror rows of those ids archived (a real change: new hash, new change_seq). Cost: ceil(A / 100) GET
    requests per collection per run, A = the archived records HubSpot still keeps (about 90 days' worth), so a
    portal with nothing archived pays one request. A record that comes back (restored) is read again by the
    next incremental window (restoring bumps its last-modified date) and written with archived = False.
-4. **Permanently deleted records** (HubSpot's "permanently delete", a GDPR delete, an archived record purged
-   from the recycle bin after 90 days) vanish from the list, the archived list, search and reads: nothing
-   announces them. A **full read** (the list mode above, and so the first sync and a "Full sync") looks for
-   them, page by page, without ever holding a set of ids: the list returns records in ascending id order (in
-   practice; ``after`` is documented as opaque, so the order is *checked*, never trusted), so after a page
-   whose ids end at M, every id in (previous page's M, M] that the mirror holds as live but the page did not
-   return is a **candidate**; the last page's range runs to the end of the mirror. Candidates are only
-   confirmed, never trusted, 100 at a time (collected across pages, so scattered deletions do not cost a
-   confirmation per page): a batch read with archived=false and one with archived=true (ids only). Found live:
-   nothing happens. Found archived: the row is marked archived (as in 3). Reported missing by both reads: the
-   record is gone for good, and so is everything hubsync holds of it (it was personal data the user deleted in
-   HubSpot): its mirror row, its history (RecordChange), and the `last_payload` of its DeliveryState rows
-   (their ids and hashes stay). The deletions count as "deleted" in the run's counts. The cursor carries the
-   check's progress with each page (``covered``: the id range checked; ``pending``: the fewer than 100
-   candidates not confirmed yet), so a resumed read loses nothing. The archived list of a full run is checked
-   the same way against the mirror's archived rows (archived records purged after 90 days). A page that is not
-   in ascending order (or comes below the covered id) stops the check for the rest of that read (the
-   candidates found so far are still confirmed), and the run's counts carry a note saying so; incremental runs
-   never delete. Cost: one indexed range query per page (in the prefetch thread, overlapping HubSpot's answer),
-   plus two batch reads per 100 candidates when there are any.
+4. **Permanently deleted records** (HubSpot's "permanently delete", a GDPR delete, an archived record purged from
+   the recycle bin after 90 days) vanish from the list, the archived list, search and reads: nothing announces them.
+   A **full read** (the list mode above, and so the first sync and a "Full sync" of a source without a start date)
+   looks for them, page by page, without ever holding a set of ids: the list returns records in ascending id order
+   (in practice; ``after`` is documented as opaque, so the order is *checked*, never trusted), so after a page whose
+   ids end at M, every id in (previous page's M, M] that the mirror holds as live but the page did not return is a
+   **candidate**; the last page's range runs to the end of the mirror. Candidates are only confirmed, never trusted,
+   100 at a time (collected across pages, so scattered deletions do not cost a confirmation per page): a batch read
+   with archived=false and one with archived=true (ids only). Found live: nothing happens. Found archived: the row
+   is marked archived (as in 3). Reported missing by both reads: the record is gone for good, and so is everything
+   hubsync holds of it (it was personal data the user deleted in HubSpot): its mirror row, its history
+   (RecordChange), and the `last_payload` of its DeliveryState rows (their ids and hashes stay). The deletions count
+   as "deleted" in the run's counts. The cursor carries the check's progress with each page (``covered``: the id
+   range checked; ``pending``: the fewer than 100 candidates not confirmed yet), so a resumed read loses nothing.
+   The archived list of a full run is checked the same way against the mirror's archived rows (archived records
+   purged after 90 days). A page that is not in ascending order (or comes below the covered id) stops the check for
+   the rest of that read (the candidates found so far are still confirmed), and the run's counts carry a note saying
+   so; incremental runs never delete. Cost: one indexed range query per page (in the prefetch thread, overlapping
+   HubSpot's answer), plus two batch reads per 100 candidates when there are any.
+   A "Full sync" of a source **with a start date** reads its window through search, which cannot tell a
+   deleted record from one outside the window; so after the search read it makes an **ids-only pass**: the same
+   list pages with ``hs_object_id`` only, through the same check (same order check, candidates, confirmations,
+   cursor with ``covered``/``pending``). The ids it returns are neither read nor written (the search read wrote
+   the window's records; the others are not mirrored): only mirror rows HubSpot no longer lists are candidates.
+   Cost: ceil(N / 100) requests, N = *all* of HubSpot's live records of the collection (not only the window's),
+   plus the confirmations; counted as ``listed`` in the run's counts. A broken order ends the pass at once. The
+   archived list is then checked as for a full read. The first sync (empty mirror), incremental and scheduled
+   syncs make no pass.
 
 Every page is one transaction: upsert of the changed rows (unchanged content hash = not rewritten), a block
 of change_seq numbers from the source's ChangeCounter row (so pages commit in sequence order), the cursor,

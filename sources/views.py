@@ -515,7 +515,34 @@ def source_full_sync(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, "Full sync started.")
         return redirect("sources:detail", source.pk)
-    return _page(request, source, "overview", "sources/confirm_full_sync.html")
+    estimate = _deletion_pass_estimate(source) if source.start_date else None
+    return _page(request, source, "overview", "sources/confirm_full_sync.html", pass_estimate=estimate)
+
+
+def _deletion_pass_estimate(source: Source) -> dict[str, Any] | None:
+    """What the ids-only pass of a Full sync with a start date costs (sources.extract, step 4): one request per
+    100 live records HubSpot holds in each selected collection, before the start date too. The last pass counted
+    them (`listed` in its run's counts); without one, the mirror's count (the window's records only) is a lower
+    bound. None when nothing is known (no records in the mirror yet: then the Full sync makes no pass)."""
+    from .models import RecordCount, SourceCollection
+
+    selected = list(SourceCollection.objects.filter(source=source, selected=True).values_list("collection", flat=True))
+    listed: dict[str, int] = {}
+    for counts in SyncRun.objects.filter(source=source).order_by("-id").values_list("counts", flat=True)[:50]:
+        for name, c in (counts or {}).items():
+            if name in selected and name not in listed and isinstance(c, dict) and isinstance(c.get("listed"), int):
+                listed[name] = c["listed"]
+        if len(listed) == len(selected):
+            break
+    mirrored = dict(RecordCount.objects.filter(source=source, collection__in=selected).values_list("collection", "n"))
+    records = requests = 0
+    for name in selected:
+        n = listed.get(name, mirrored.get(name, 0))
+        records += n
+        requests += -(-n // 100)
+    if not records:
+        return None
+    return {"records": records, "requests": requests, "measured": len(listed) == len(selected)}
 
 
 @workspace_view(role=Role.ADMIN)

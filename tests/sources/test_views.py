@@ -280,7 +280,20 @@ def test_sync_now_and_full_sync(owner_client, source):
     source.start_date = date(2025, 1, 1)
     source.save(update_fields=["start_date"])
     confirm = owner_client.get(reverse("sources:full_sync", args=[source.pk]))
-    assert b"does not look for records that were permanently deleted" in confirm.content
+    assert b"permanently deleted</strong> in HubSpot" in confirm.content
+    assert b"one API request per 100 records HubSpot holds" in confirm.content
+    assert b"about <strong>" not in confirm.content  # nothing in the mirror, no pass run yet: no estimate
+    from sources.models import Record
+
+    Record.objects.bulk_create(
+        Record(source=source, collection="contacts", object_id=i, content_hash="h", change_seq=i) for i in range(250)
+    )
+    confirm = owner_client.get(reverse("sources:full_sync", args=[source.pk]))
+    assert b"about <strong>3 requests</strong> for at least 250 records" in confirm.content
+    run.counts = {"contacts": {"listed": 1234, "deleted": 0}, "companies": {"listed": 0}}
+    run.save(update_fields=["counts"])
+    confirm = owner_client.get(reverse("sources:full_sync", args=[source.pk]))
+    assert b"about <strong>13 requests</strong> for 1234 records (as counted by the last full sync)" in confirm.content
     assert SyncRun.objects.count() == 1  # the confirmation page starts nothing
     owner_client.post(reverse("sources:full_sync", args=[source.pk]))
     assert SyncRun.objects.filter(source=source, trigger="full", status="queued").exists()
