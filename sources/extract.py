@@ -550,9 +550,33 @@ class _Engine:
         """The ids-only pass of a Full sync with a start date (step 4 of the module docstring): the list endpoint
         with `hs_object_id` only, for the deletion check alone; what it returns is neither read nor written (the
         search read did that for the window). Cost: ceil(N / 100) requests, N = HubSpot's live records."""
-        self.counts[sc.collection].setdefault("listed", 0)  # before the prefetch thread adds to it
+        counts = self.counts[sc.collection]
+        counts.setdefault("listed", 0)  # before the prefetch thread adds to it
+        # The progress bar moves with the ids listed, against what the last pass listed (else the mirror's count):
+        # no extra request to ask HubSpot for its total.
+        self.total += self._ids_pass_estimate(sc)
         self.say(f"{sc.collection}: looking for records deleted in HubSpot (ids only)")
-        self.consume(sc, self.list_pages(sc, cursor, None))
+        seen = counts["listed"]
+        for records, new_cursor, gone in _prefetched(self.list_pages(sc, cursor, None), on_idle=self.heartbeat):
+            listed = counts["listed"]
+            self.done += listed - seen
+            seen = listed
+            self.commit_page(sc, records, new_cursor, gone)
+
+    def _ids_pass_estimate(self, sc: SourceCollection) -> int:
+        from .models import RecordCount
+
+        for counts in (
+            SyncRun.objects.filter(source=self.source).exclude(pk=self.run_row.pk).order_by("-id")
+            .values_list("counts", flat=True)[:50]
+        ):
+            c = (counts or {}).get(sc.collection)
+            if isinstance(c, dict) and isinstance(c.get("listed"), int):
+                return c["listed"]
+        return (
+            RecordCount.objects.filter(source=self.source, collection=sc.collection).values_list("n", flat=True).first()
+            or 0
+        )
 
     def list_pages(
         self, sc: SourceCollection, cursor: dict, names: list[str] | None

@@ -829,6 +829,8 @@ def test_full_sync_with_a_start_date_removes_records_deleted_in_hubspot(workspac
     live_in_hubspot = len(everything) - len(purged) + 10 - 5  # the binned ones were among `everything` too
     assert live_in_hubspot == len(sandbox_ids(sandbox))
     assert c["listed"] == live_in_hubspot
+    # The progress bar moved through the pass: the window's records read, then every id listed.
+    assert run.progress_done == c["read"] + c["listed"] and run.progress_total
     assert_mirror_equals_sandbox(source, sandbox, exact=True, since_ms=since_ms)
     assert not set(_mirror_ids(source)) & set(purged)
     assert set(_mirror_ids(source, archived=True)) == {int(i) for i in changes.archived}
