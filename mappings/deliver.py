@@ -425,6 +425,15 @@ class _Delivery:
         self.sender = _Sender(self.max_in_flight)
         self.inflight: deque[tuple[list[_Pending], Future]] = deque()
         run.watermark_from = self.start
+        # Records a killed run may have had accepted by Segment without recording it (its `unconfirmed`). Such a
+        # record that has since gone back to the payload delivered before (B sent unrecorded, then back to A)
+        # would look unchanged and the profile would keep B: these are sent whatever their hash. Cleared as they
+        # are considered; until then they stay in this run's own `unconfirmed`, should it be killed too.
+        previous = (
+            DeliveryRun.objects.filter(mapping_id=mapping.pk).exclude(pk=run.pk).order_by("-created_at", "-id")
+            .values_list("unconfirmed", flat=True).first()
+        )
+        self.forced: set[int] = {int(i) for i in previous or []}
         run.watermark_to = self.start
 
     # --- reading -----------------------------------------------------------------------------------------
@@ -566,7 +575,12 @@ class _Delivery:
             self._reject(object_id, error, content)
             return
         core, payload_hash = self.builder.digest(content)
-        if delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash)):
+        forced = self.forced and object_id in self.forced
+        if forced:
+            self.forced.discard(object_id)  # from here on it is in the buffer or in flight: still unconfirmed
+        if not forced and (
+            delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash))
+        ):
             # (Before the envelope: most rows of a reconsidering run end here. Segment took this payload, so it
             # is not over the size limit either.)
             self.run.unchanged += 1
@@ -658,7 +672,10 @@ class _Delivery:
                 self.mapping.watermark_config_hash = self.builder.config_hash
             self.run.watermark_to = watermark
             self.run.heartbeat_at = now
-            self.run.save(update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
+            self.run.unconfirmed = self._unconfirmed()
+            self.run.save(
+                update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at", "unconfirmed"]
+            )
         self.states.clear()
 
     # --- sending -----------------------------------------------------------------------------------------
@@ -671,8 +688,20 @@ class _Delivery:
             self._collect_oldest()
         items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
         if items:
+            # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
+            # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch.
+            DeliveryRun.objects.filter(pk=self.run.pk).update(unconfirmed=self._unconfirmed(items))
             future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
             self.inflight.append((items, future))
+
+    def _unconfirmed(self, sending: list[_Pending] = ()) -> list[int] | None:
+        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
+        considered."""
+        ids = {item.object_id for batch, _future in self.inflight for item in batch}
+        ids.update(item.object_id for item in sending)
+        ids.update(item.object_id for item in self.buffer)
+        ids.update(self.forced)
+        return sorted(ids) or None
 
     def _collect_oldest(self) -> None:
         """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
@@ -900,7 +929,11 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
             .values_list("delivery_requested", flat=True)
             .first()
         )
-        run.save(update_fields=["status", "finished_at", "error", *_COUNT_FIELDS, "watermark_to", "heartbeat_at"])
+        run.save(
+            update_fields=[
+                "status", "finished_at", "error", *_COUNT_FIELDS, "watermark_to", "heartbeat_at", "unconfirmed"
+            ]
+        )
         if requested:
             Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=False)
             if run.status == DeliveryRun.Status.SUCCEEDED:
@@ -929,6 +962,16 @@ def deliver(
     if run is None:
         return None
     engine = None
+
+    def unresolved() -> list[int] | None:
+        """What the next run must resend whatever its hash: after a failure, what this run left unconfirmed
+        (inherited ids included; all of them if it never got going)."""
+        if engine is None:
+            return DeliveryRun.objects.filter(mapping_id=mapping.pk).exclude(pk=run.pk).order_by(
+                "-created_at", "-id"
+            ).values_list("unconfirmed", flat=True).first()
+        return engine._unconfirmed()
+
     try:
         engine = _Delivery(mapping, run, client)
         engine.execute()
@@ -937,19 +980,24 @@ def deliver(
     except DecryptionError:
         run.error = "The profile space's write key could not be decrypted (check HUBSYNC_ENCRYPTION_KEYS)."
         run.status = DeliveryRun.Status.FAILED
+        run.unconfirmed = unresolved()
         _finish(run, mapping)
         return run
     except Exception as exc:
         logger.exception("delivery %s of mapping %s failed", run.pk, mapping_id)
         run.status = DeliveryRun.Status.FAILED
         run.error = f"{type(exc).__name__}: {exc}"[:4000]
+        run.unconfirmed = unresolved()
         _finish(run, mapping)
         raise
     if engine is not None and (engine.failed_seq is not None or engine.retry_failed):
         engine._checkpoint()  # the failed batch's pending states and the held-back watermark
         run.status = DeliveryRun.Status.PARTIAL if run.sent else DeliveryRun.Status.FAILED
+        run.unconfirmed = unresolved()
     else:
+        # Every outcome is recorded; an inherited id the scan never met is gone from the mirror: nothing to send.
         run.status = DeliveryRun.Status.SUCCEEDED
+        run.unconfirmed = None
     _finish(run, mapping)
     return run
 

@@ -276,6 +276,10 @@ class DeliveryRun(models.Model):
     retries = models.IntegerField(default=0)
     watermark_from = models.BigIntegerField(default=0)
     watermark_to = models.BigIntegerField(default=0)
+    # Object ids whose outcome is not recorded yet although Segment may have accepted them: batches in flight or
+    # about to be sent, written *before* each send. A run that ends clears it; when its worker is killed, the next
+    # run resends these records even where their payload equals the delivered hash (mappings.deliver).
+    unconfirmed = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
 
     class Meta:

@@ -649,3 +649,40 @@ def test_the_fast_encoder_writes_exactly_what_the_json_module_writes():
         }
         content = {"type": "identify", "integrations": {"All": True}, "traits": traits, "userId": "u@example.com"}
         assert _dumpb(content) == reference(content).encode("utf-8", "surrogatepass"), content
+
+
+def test_a_record_back_to_its_delivered_payload_after_a_kill_still_reaches_the_profile(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    """Segment accepts B for a record, the worker dies before recording it (the delivered hash still says A),
+    then the record goes back to A in HubSpot. A looks unchanged, yet the profile holds B: the next run must
+    resend it, because the killed run wrote down, before sending, which records it could not confirm."""
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 8)
+    deliver(mapping_id=mapping.pk)  # every profile at A
+    for i in (1, 2, 3, 4):
+        mirror.put(i, {**props[i], "firstname": "B"})
+
+    def after(call: int) -> None:
+        raise WorkerKilled  # Segment accepted the batch of B's; nothing recorded
+
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=after))
+    lost = DeliveryRun.objects.filter(status="running").get()
+    assert sorted(lost.unconfirmed) == [1, 2, 3, 4]
+    assert {u: t["first_name"] for u, t in profiles_by_user(sandbox_base).items()}[props[1]["email"]] == "B"
+    for i in (1, 2):
+        mirror.put(i, props[i])  # back to A in HubSpot before the next delivery
+
+    settings.DELIVERY_STALE_SECONDS = 0
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    # 1 and 2 are A again (resent although A is the delivered hash); 3 and 4 are B (resent under the same ids,
+    # so Segment drops the copies); the others are untouched.
+    assert profiles_by_user(sandbox_base) == {
+        p["email"]: {**expected_traits(p, i), **({"first_name": "B"} if i in (3, 4) else {})}
+        for i, p in props.items()
+    }
+    assert run.sent == 4 and run.unconfirmed is None
+    assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
