@@ -434,6 +434,9 @@ class _Delivery:
             .values_list("unconfirmed", flat=True).first()
         )
         self.forced: set[int] = {int(i) for i in previous or []}
+        if self.forced:  # inherited at once, should this run be killed before its first send
+            run.unconfirmed = sorted(self.forced)
+            DeliveryRun.objects.filter(pk=run.pk).update(unconfirmed=run.unconfirmed)
         run.watermark_to = self.start
 
     # --- reading -----------------------------------------------------------------------------------------
@@ -672,10 +675,9 @@ class _Delivery:
                 self.mapping.watermark_config_hash = self.builder.config_hash
             self.run.watermark_to = watermark
             self.run.heartbeat_at = now
-            self.run.unconfirmed = self._unconfirmed()
-            self.run.save(
-                update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at", "unconfirmed"]
-            )
+            # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
+            # costs at most one needless resend after a kill.)
+            self.run.save(update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
         self.states.clear()
 
     # --- sending -----------------------------------------------------------------------------------------

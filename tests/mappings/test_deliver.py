@@ -686,3 +686,30 @@ def test_a_record_back_to_its_delivered_payload_after_a_kill_still_reaches_the_p
     }
     assert run.sent == 4 and run.unconfirmed is None
     assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
+
+
+def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeypatch, mirror, mapping):
+    """The run that inherits unconfirmed records is killed too, before Segment gets anything: the one after it
+    still resends them."""
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 4)
+    deliver(mapping_id=mapping.pk)
+    for i in props:
+        mirror.put(i, {**props[i], "firstname": "B"})
+
+    def killed_after(call: int) -> None:
+        raise WorkerKilled
+
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=killed_after))  # Segment took the B's
+    for i in props:
+        mirror.put(i, props[i])  # all back to A
+    settings.DELIVERY_STALE_SECONDS = 0
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(before=killed_after))  # dies before sending
+    second = DeliveryRun.objects.filter(status="running").get()
+    assert sorted(second.unconfirmed) == sorted(props)
+    run = deliver(mapping_id=mapping.pk)
+    assert run.sent == 4
+    assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
