@@ -19,6 +19,7 @@ from typing import Any
 import requests
 from django.utils import timezone
 
+from sources.extract import store_schema
 from sources.hubspot import (
     AuthError,
     HubSpotClient,
@@ -35,9 +36,6 @@ from .models import SYSTEM_COLUMNS
 log = logging.getLogger(__name__)
 
 PREVIEW_LIMIT = 10
-# The same keys the extraction engine keeps (sources/extract.py), so both write the schema alike.
-SCHEMA_KEYS = ("label", "type", "fieldType", "groupName", "hidden", "calculated", "hubspotDefined")
-SCHEMA_CHANGES_KEPT = 50
 # An admin is waiting on the page: a couple of quick retries, then say so, instead of the sync's long patience.
 UI_MAX_RETRIES = 2
 UI_TIMEOUT = 15.0
@@ -115,36 +113,6 @@ def describe_error(exc: Exception, *, collection: str) -> PreviewError:
 
 
 # --- the schema -----------------------------------------------------------------------------------------
-
-
-def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:
-    """Save HubSpot's property list on the collection, logging what changed (as the extraction engine does)."""
-    schema: dict[str, dict] = {}
-    for prop in raw:
-        if not prop.get("name"):
-            continue
-        entry = {k: prop.get(k) for k in SCHEMA_KEYS if k in prop}
-        if prop.get("options"):
-            entry["options"] = [{"label": o.get("label"), "value": o.get("value")} for o in prop["options"]]
-        schema[prop["name"]] = entry
-    old = sc.properties or {}
-    fields = ["properties", "schema_discovered_at"]
-    if old:
-        added = sorted(set(schema) - set(old))
-        removed = sorted(set(old) - set(schema))
-        changed = sorted(
-            name
-            for name in set(schema) & set(old)
-            if any(schema[name].get(k) != old[name].get(k) for k in ("type", "fieldType", "label", "options"))
-        )
-        if added or removed or changed:
-            entry = {"at": timezone.now().isoformat(), "added": added, "removed": removed, "changed": changed}
-            sc.schema_changes = [*(sc.schema_changes or []), entry][-SCHEMA_CHANGES_KEPT:]
-            fields.append("schema_changes")
-    sc.properties = schema
-    sc.schema_discovered_at = timezone.now()
-    sc.save(update_fields=fields)
-    return schema
 
 
 def load_schema(source: Source, sc: SourceCollection) -> tuple[dict[str, dict], PreviewError | None]:

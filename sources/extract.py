@@ -498,34 +498,7 @@ class _Engine:
         )
 
     def discover(self, sc: SourceCollection) -> list[str]:
-        raw = self.client.get_properties(sc.collection)
-        schema: dict[str, dict] = {}
-        for prop in raw:
-            entry = {k: prop.get(k) for k in SCHEMA_KEYS if k in prop}
-            if prop.get("options"):
-                entry["options"] = [{"label": o.get("label"), "value": o.get("value")} for o in prop["options"]]
-            schema[prop["name"]] = entry
-        old = sc.properties or {}
-        fields = ["properties", "schema_discovered_at", "last_error"]
-        if old:
-            added = sorted(set(schema) - set(old))
-            removed = sorted(set(old) - set(schema))
-            changed = sorted(
-                name
-                for name in set(schema) & set(old)
-                if any(schema[name].get(k) != old[name].get(k) for k in ("type", "fieldType", "label", "options"))
-            )
-            if added or removed or changed:
-                entry = {"at": timezone.now().isoformat(), "added": added, "removed": removed, "changed": changed}
-                sc.schema_changes = ([*(sc.schema_changes or []), entry])[-SCHEMA_CHANGES_KEPT:]
-                fields.append("schema_changes")
-        sc.properties = schema
-        sc.schema_discovered_at = timezone.now()
-        sc.last_error = ""
-        sc.save(update_fields=fields)
-        if old:
-            _check_drift(sc, old, schema)
-        return sorted(schema)
+        return sorted(store_schema(sc, self.client.get_properties(sc.collection)))
 
     def estimate(self, sc: SourceCollection) -> int:
         """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
@@ -1013,6 +986,42 @@ class _Engine:
             self.notify(collection=sc.collection)
         after_page(self, sc)
         self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+
+def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:
+    """Save HubSpot's property list (`raw`, as the properties endpoint returns it) on the collection, log what
+    changed in `schema_changes`, and run the drift check on it. One place for every reader of the schema (the
+    engine's discovery, the model builder's live preview): a change first seen by the preview must flag and pause
+    mappings exactly as if a sync had seen it, or the next sync would find nothing changed."""
+    schema: dict[str, dict] = {}
+    for prop in raw:
+        if not prop.get("name"):
+            continue
+        entry = {k: prop.get(k) for k in SCHEMA_KEYS if k in prop}
+        if prop.get("options"):
+            entry["options"] = [{"label": o.get("label"), "value": o.get("value")} for o in prop["options"]]
+        schema[prop["name"]] = entry
+    old = sc.properties or {}
+    fields = ["properties", "schema_discovered_at", "last_error"]
+    if old:
+        added = sorted(set(schema) - set(old))
+        removed = sorted(set(old) - set(schema))
+        changed = sorted(
+            name
+            for name in set(schema) & set(old)
+            if any(schema[name].get(k) != old[name].get(k) for k in ("type", "fieldType", "label", "options"))
+        )
+        if added or removed or changed:
+            entry = {"at": timezone.now().isoformat(), "added": added, "removed": removed, "changed": changed}
+            sc.schema_changes = [*(sc.schema_changes or []), entry][-SCHEMA_CHANGES_KEPT:]
+            fields.append("schema_changes")
+    sc.properties = schema
+    sc.schema_discovered_at = timezone.now()
+    sc.last_error = ""
+    sc.save(update_fields=fields)
+    if old:
+        _check_drift(sc, old, schema)
+    return schema
 
 
 def _check_drift(sc: SourceCollection, old: dict, new: dict) -> None:

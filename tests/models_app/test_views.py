@@ -227,6 +227,26 @@ def test_a_column_deleted_in_hubspot_is_flagged(owner_client, source, sandbox):
     assert response.context["preview"].error is None  # the rest of the preview still shows
 
 
+def test_a_schema_change_first_seen_by_the_model_page_flags_the_mappings_like_a_sync(owner_client, source, sandbox):
+    """The model page reads HubSpot's schema and stores it: a property deleted in HubSpot must pause the mappings
+    that send it right then; if the page only stored the schema, the next sync would see nothing changed."""
+    from mappings.models import MappingIssue
+
+    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email", "region"])
+    owner_client.get(reverse("models_app:detail", args=[model.pk]))  # the schema as it is now
+    destination = Destination.objects.create(workspace=source.workspace, name="Segment")
+    space = ProfileSpace.objects.create(destination=destination, name="Prod", write_key="k", region="sandbox")
+    mapping = Mapping.objects.create(
+        destination=destination, data_model=model, profile_space=space, identifiers={"user_id": "email"},
+        traits=[["region", "region"]], enabled=True,
+    )
+    sandbox.delete_property("region", portal=PORTAL)
+    owner_client.get(reverse("models_app:detail", args=[model.pk]))
+    mapping.refresh_from_db()
+    assert mapping.paused
+    assert MappingIssue.objects.get(mapping=mapping).property_name == "region"
+
+
 def test_a_column_empty_in_every_previewed_record_is_flagged(owner_client, source, sandbox):
     sandbox.add_property("legacy_code", portal=PORTAL, label="Legacy code")
     owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "contacts"})
