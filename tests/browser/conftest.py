@@ -82,3 +82,17 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def log_in(page, user, base_url: str) -> None:
+    """Sign `user` in for the browser: a session made by Django's test client, handed over as the session cookie
+    (`page` may be a page or a browser context)."""
+    from django.conf import settings as django_settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    context = getattr(page, "context", page)
+    context.add_cookies(
+        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
+    )

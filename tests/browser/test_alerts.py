@@ -11,15 +11,13 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.conf import settings as django_settings
-from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from hubsync import alerts
 from hubsync.models import Alert, AlertChannel, AlertState
 from sources.models import Source, SourceCollection, SyncRun
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import log_in, screenshot
 from tests.hubsync.test_alerts import SECRET_PATH, Hook
 
 pytestmark = pytest.mark.browser
@@ -27,12 +25,6 @@ pytestmark = pytest.mark.browser
 PORTAL = 3621
 
 
-def log_in(page, user, base_url: str) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
-    )
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
-from django.test import Client
 from django.utils import timezone
 
 from sources.models import Source, SourceCollection, SyncRun
+from tests.browser.conftest import log_in
 
 pytestmark = pytest.mark.browser
 
@@ -22,12 +22,6 @@ SHOTS = Path(django_settings.BASE_DIR) / "test-artifacts" / "screenshots" / "das
 PORTAL = 3601
 
 
-def log_in(page, user, base_url: str) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
-    )
 
 
 def _source(workspace, sandbox) -> Source:

@@ -11,27 +11,19 @@ from datetime import timedelta
 
 import pytest
 import requests
-from django.conf import settings as django_settings
-from django.test import Client
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from mappings.models import Destination, Mapping, MappingIssue, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SourceCollection, SyncRun
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import log_in, screenshot
 
 pytestmark = pytest.mark.browser
 
 PORTAL = 3631
 
 
-def log_in(page, user, base_url: str) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
-    )
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.test import Client
 from playwright.sync_api import expect
 
 from models_app.models import DataModel
+from tests.browser.conftest import log_in
 from tests.models_app.test_views import make_source
 
 pytestmark = pytest.mark.browser
@@ -24,12 +24,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def log_in(page, user, base_url: str) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
-    )
 
 
 def preview_headers(page) -> list[str]:

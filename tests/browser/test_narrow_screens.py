@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.test import Client
 from django.urls import reverse
 from playwright.sync_api import expect
 
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SourceCollection
+from tests.browser.conftest import log_in
 from tests.mappings.conftest import CONTACT_SCHEMA, DEFAULT_TRAITS, Mirror, contact_props
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -36,13 +36,8 @@ def test_main_pages_fit_a_phone_screen(live_server, browser, owner, workspace):
         destination=destination, data_model=model, profile_space=space, name="Contacts to profiles",
         identifiers={"user_id": "email"}, traits=DEFAULT_TRAITS,
     )
-    client = Client()
-    client.force_login(owner)
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value,
-          "url": live_server.url}]
-    )
+    log_in(context, owner, live_server.url)
     page = context.new_page()
     page.set_default_timeout(15_000)
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.test import Client
 
 from mappings.deliver import deliver
 from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SourceCollection
+from tests.browser.conftest import log_in
 from tests.mappings.conftest import CONTACT_SCHEMA, DEFAULT_TRAITS, Mirror, contact_props
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -28,12 +28,6 @@ def shot(page, name: str) -> Path:
     return path
 
 
-def log_in(page, user, base_url: str) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
-    )
 
 
 def test_the_debugger_finds_a_rejected_record_and_shows_why(segment_sandbox, live_server, page, owner, workspace,

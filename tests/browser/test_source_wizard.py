@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.test import Client
 from playwright.sync_api import expect
 
 from hubsync.models import AuditEvent
 from sources.models import Source, SyncRun
+from tests.browser.conftest import log_in
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +23,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def log_in(page, user, base_url: str) -> None:
-    client = Client()
-    client.force_login(user)
-    page.context.add_cookies(
-        [{"name": django_settings.SESSION_COOKIE_NAME, "value": client.cookies["sessionid"].value, "url": base_url}]
-    )
 
 
 def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspace, settings):
