@@ -429,11 +429,7 @@ class _Delivery:
         # record that has since gone back to the payload delivered before (B sent unrecorded, then back to A)
         # would look unchanged and the profile would keep B: these are sent whatever their hash. Cleared as they
         # are considered; until then they stay in this run's own `unconfirmed`, should it be killed too.
-        previous = (
-            DeliveryRun.objects.filter(mapping_id=mapping.pk).exclude(pk=run.pk).order_by("-created_at", "-id")
-            .values_list("unconfirmed", flat=True).first()
-        )
-        self.forced: set[int] = {int(i) for i in previous or []}
+        self.forced: set[int] = {int(i) for i in _inherited_unconfirmed(mapping.pk, run.pk) or []}
         if self.forced:  # inherited at once, should this run be killed before its first send
             run.unconfirmed = sorted(self.forced)
             DeliveryRun.objects.filter(pk=run.pk).update(unconfirmed=run.unconfirmed)
@@ -882,6 +878,14 @@ _COUNT_FIELDS = [
 
 
 # --- runs ----------------------------------------------------------------------------------------------------
+def _inherited_unconfirmed(mapping_id: int, run_id: int) -> list[int] | None:
+    """The `unconfirmed` ids the mapping's previous run left (None after a run that ended normally)."""
+    return (
+        DeliveryRun.objects.filter(mapping_id=mapping_id).exclude(pk=run_id).order_by("-created_at", "-id")
+        .values_list("unconfirmed", flat=True).first()
+    )
+
+
 def _claim_run(mapping: Mapping, sync_run_id: int | None) -> DeliveryRun | None:
     """Create this mapping's one active run, or return None when another live run holds it. A request that
     finds a run in progress leaves `delivery_requested` set, and that run enqueues one more delivery when it
@@ -968,11 +972,7 @@ def deliver(
     def unresolved() -> list[int] | None:
         """What the next run must resend whatever its hash: after a failure, what this run left unconfirmed
         (inherited ids included; all of them if it never got going)."""
-        if engine is None:
-            return DeliveryRun.objects.filter(mapping_id=mapping.pk).exclude(pk=run.pk).order_by(
-                "-created_at", "-id"
-            ).values_list("unconfirmed", flat=True).first()
-        return engine._unconfirmed()
+        return _inherited_unconfirmed(mapping.pk, run.pk) if engine is None else engine._unconfirmed()
 
     try:
         engine = _Delivery(mapping, run, client)

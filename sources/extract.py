@@ -527,7 +527,7 @@ class _Engine:
         counts.setdefault("listed", 0)  # before the prefetch thread adds to it
         # The progress bar moves with the ids listed, against what the last pass listed (else the mirror's count):
         # no extra request to ask HubSpot for its total.
-        self.total += self._ids_pass_estimate(sc)
+        self.total += ids_pass_estimates(self.source, [sc.collection], exclude_run=self.run_row.pk)[sc.collection][0]
         self.say(f"{sc.collection}: looking for records deleted in HubSpot (ids only)")
         seen = counts["listed"]
         for records, new_cursor, gone in _prefetched(self.list_pages(sc, cursor, None), on_idle=self.heartbeat):
@@ -535,21 +535,6 @@ class _Engine:
             self.done += listed - seen
             seen = listed
             self.commit_page(sc, records, new_cursor, gone)
-
-    def _ids_pass_estimate(self, sc: SourceCollection) -> int:
-        from .models import RecordCount
-
-        for counts in (
-            SyncRun.objects.filter(source=self.source).exclude(pk=self.run_row.pk).order_by("-id")
-            .values_list("counts", flat=True)[:50]
-        ):
-            c = (counts or {}).get(sc.collection)
-            if isinstance(c, dict) and isinstance(c.get("listed"), int):
-                return c["listed"]
-        return (
-            RecordCount.objects.filter(source=self.source, collection=sc.collection).values_list("n", flat=True).first()
-            or 0
-        )
 
     def list_pages(
         self, sc: SourceCollection, cursor: dict, names: list[str] | None
@@ -986,6 +971,28 @@ class _Engine:
             self.notify(collection=sc.collection)
         after_page(self, sc)
         self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+
+def ids_pass_estimates(
+    source: Source, collections: list[str], *, exclude_run: int | None = None
+) -> dict[str, tuple[int, bool]]:
+    """{collection: (records the ids-only pass will list, measured?)}: what the last pass listed (`listed` in its
+    run's counts; measured), else the mirror's count (a lower bound: the window's records only). For the engine's
+    progress bar and the Full sync confirmation page's cost."""
+    from .models import RecordCount
+
+    listed: dict[str, int] = {}
+    runs = SyncRun.objects.filter(source=source).exclude(pk=exclude_run).order_by("-id")
+    for counts in runs.values_list("counts", flat=True)[:50]:
+        for name, c in (counts or {}).items():
+            if name in collections and name not in listed and isinstance(c, dict) and isinstance(c.get("listed"), int):
+                listed[name] = c["listed"]
+        if len(listed) == len(collections):
+            break
+    mirrored = dict(
+        RecordCount.objects.filter(source=source, collection__in=collections).values_list("collection", "n")
+    )
+    return {name: (listed[name], True) if name in listed else (mirrored.get(name, 0), False) for name in collections}
 
 
 def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:

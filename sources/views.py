@@ -524,25 +524,16 @@ def _deletion_pass_estimate(source: Source) -> dict[str, Any] | None:
     100 live records HubSpot holds in each selected collection, before the start date too. The last pass counted
     them (`listed` in its run's counts); without one, the mirror's count (the window's records only) is a lower
     bound. None when nothing is known (no records in the mirror yet: then the Full sync makes no pass)."""
-    from .models import RecordCount, SourceCollection
+    from .extract import ids_pass_estimates
+    from .models import SourceCollection
 
     selected = list(SourceCollection.objects.filter(source=source, selected=True).values_list("collection", flat=True))
-    listed: dict[str, int] = {}
-    for counts in SyncRun.objects.filter(source=source).order_by("-id").values_list("counts", flat=True)[:50]:
-        for name, c in (counts or {}).items():
-            if name in selected and name not in listed and isinstance(c, dict) and isinstance(c.get("listed"), int):
-                listed[name] = c["listed"]
-        if len(listed) == len(selected):
-            break
-    mirrored = dict(RecordCount.objects.filter(source=source, collection__in=selected).values_list("collection", "n"))
-    records = requests = 0
-    for name in selected:
-        n = listed.get(name, mirrored.get(name, 0))
-        records += n
-        requests += -(-n // 100)
+    estimates = ids_pass_estimates(source, selected)
+    records = sum(n for n, _measured in estimates.values())
+    requests = sum(-(-n // 100) for n, _measured in estimates.values())
     if not records:
         return None
-    return {"records": records, "requests": requests, "measured": len(listed) == len(selected)}
+    return {"records": records, "requests": requests, "measured": all(m for _n, m in estimates.values())}
 
 
 @workspace_view(role=Role.ADMIN)
