@@ -205,8 +205,8 @@ def attach_progress(active_sync: list[Any], active_delivery: list[Any]) -> None:
 
 def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     """Every row of the dashboard in a constant number of queries (about eight)."""
-    from mappings.models import Mapping, MappingIssue
-    from sources.models import Record, Source
+    from mappings.models import DeliveryStateCount, Mapping, MappingIssue
+    from sources.models import Record, RecordCount, Source
 
     now = now or timezone.now()
     sources = list(Source.objects.filter(workspace=workspace).select_related("last_run"))
@@ -233,8 +233,9 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     sync_by_source = {run.source_id: run for run in active_sync}
     delivery_by_mapping = {run.mapping_id: run for run in active_delivery}
 
-    record_counts = mirror_counts(s.pk for s in sources)
-    state_counts = delivery_state_counts(m.pk for m in mappings)
+    # The big counts from the trigger-kept counter rows (hubsync.counters): a few rows, whatever the mirror's size.
+    record_counts = RecordCount.for_sources([s.pk for s in sources])
+    state_counts = DeliveryStateCount.for_mappings([m.pk for m in mappings])
 
     board = Dashboard(active_sync_runs=active_sync, active_delivery_runs=active_delivery)
     for source in sources:
@@ -291,25 +292,6 @@ def _finished_or_none(run: Any) -> Any:
     if run is None or run.status in ACTIVE_STATUSES:
         return None
     return run
-
-
-def mirror_counts(source_ids: Iterable[int]) -> dict[int, int]:
-    """Records in the mirror per source id: one query over the trigger-kept counters (hubsync.counters), a few
-    rows per source whatever the size of the mirror."""
-    from sources.models import RecordCount
-
-    ids = list(source_ids)
-    found = dict.fromkeys(ids, 0)
-    for source_id, n in RecordCount.objects.filter(source_id__in=ids).values_list("source_id", "n"):
-        found[source_id] += n
-    return found
-
-
-def delivery_state_counts(mapping_ids: Iterable[int]) -> dict[int, dict[str, int]]:
-    """{mapping_id: {"delivered": n, "rejected": n, ...}}: one query over the trigger-kept counters."""
-    from mappings.models import DeliveryStateCount
-
-    return DeliveryStateCount.for_mappings(mapping_ids)
 
 
 # --- live progress ----------------------------------------------------------------------------------------------

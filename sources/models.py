@@ -187,6 +187,14 @@ class RecordCount(models.Model):
     def __str__(self) -> str:
         return f"{self.source_id}/{self.collection}: {self.n}"
 
+    @classmethod
+    def for_sources(cls, source_ids) -> dict[int, int]:
+        """{source_id: records in its mirror} in one query."""
+        result = dict.fromkeys(source_ids, 0)
+        for source_id, n in cls.objects.filter(source_id__in=list(result)).values_list("source_id", "n"):
+            result[source_id] += n
+        return result
+
 
 class ChangeCounter(models.Model):
     """The per-source change_seq allocator. A row of its own (not a Source field) so that a full
