@@ -673,7 +673,7 @@ class _Delivery:
             self.run.heartbeat_at = now
             # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
             # costs at most one needless resend after a kill.)
-            self.run.save(update_fields=[*_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
+            self.run.save(update_fields=[*RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
         self.states.clear()
 
     # --- sending -----------------------------------------------------------------------------------------
@@ -862,7 +862,7 @@ _STATE_UPDATE_FIELDS = {
     DeliveryState.Status.PENDING: ["status", "error", "message_id", "updated_at"],
     DeliveryState.Status.RETRY: ["status", "error", "message_id", "updated_at"],
 }
-_COUNT_FIELDS = [
+RUN_COUNT_FIELDS = [
     "considered",
     "sent",
     "unchanged",
@@ -937,7 +937,7 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
         )
         run.save(
             update_fields=[
-                "status", "finished_at", "error", *_COUNT_FIELDS, "watermark_to", "heartbeat_at", "unconfirmed"
+                "status", "finished_at", "error", *RUN_COUNT_FIELDS, "watermark_to", "heartbeat_at", "unconfirmed"
             ]
         )
         if requested:
