@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,6 +77,24 @@ def expected_traits(props: dict[str, Any], n: int) -> dict[str, Any]:
         "interests": [p for p in (props["interests"] or "").split(";") if p] or None,
         "hubspot_id": n,
     }
+
+
+def fill(mirror: Mirror, ids: int | Iterable[int], **overrides: Any) -> dict[int, dict[str, Any]]:
+    """Mirror rows for `ids` (or 1..n for an int) with contact_props, put one by one as the engine would."""
+    props = {i: contact_props(i, **overrides) for i in (range(1, ids + 1) if isinstance(ids, int) else ids)}
+    for i, p in props.items():
+        mirror.put(i, p)
+    return props
+
+
+def profiles_by_user(sandbox: Any) -> dict[str, dict[str, Any]]:
+    """The Segment sandbox's profiles as {userId: traits}."""
+    return {p["userId"]: p["traits"] for p in sandbox.profiles()}
+
+
+def accepted(sandbox: Any) -> int:
+    """Messages the Segment sandbox accepted."""
+    return sandbox.counts()["received"]
 
 
 DEFAULT_TRAITS = [

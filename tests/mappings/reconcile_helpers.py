@@ -148,10 +148,6 @@ class Oracle:
         return self.profiles
 
 
-def profiles(segment) -> dict[str, dict[str, Any]]:
-    return {p["userId"]: p["traits"] for p in segment.profiles()}
-
-
 def inbox_total(segment) -> int:
     """Every message the sandbox got, accepted or discarded."""
     counts = segment.counts()

@@ -20,7 +20,7 @@ from hubsync.models import AuditEvent
 from mappings.deliver import deliver, resync_all
 from mappings.models import DeliveryRun, DeliveryState, Mapping
 from models_app.models import DataModel
-from tests.mappings.conftest import contact_props, expected_traits
+from tests.mappings.conftest import accepted, contact_props, expected_traits, fill, profiles_by_user
 
 # Fixtures and helpers of the mapping views' tests (a destination with a US space, a contacts model, a mapping).
 from tests.mappings.test_views import (  # noqa: F401
@@ -39,19 +39,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TRAIT = "hubspot_archived"
 
 
-def fill(mirror, ids, **overrides) -> dict[int, dict]:
-    props = {i: contact_props(i, **overrides) for i in ids}
-    for i, p in props.items():
-        mirror.put(i, p)
-    return props
-
-
-def profiles(sandbox) -> dict[str, dict]:
-    return {p["userId"]: p["traits"] for p in sandbox.profiles()}
-
-
-def received(sandbox) -> int:
-    return sandbox.counts()["received"]
 
 
 def message_ids(sandbox) -> set[str]:
@@ -114,8 +101,8 @@ def test_do_nothing_sends_nothing_for_archived_records(sandbox_base, mirror, map
     run = deliver(mapping_id=mapping.pk)
 
     assert counts(run) == {"considered": 2, "sent": 0, "unchanged": 0, "rejected": 0, "archived": 2, "archived_sent": 0}
-    assert received(sandbox_base) == 3
-    assert TRAIT not in profiles(sandbox_base)["user2@example.com"]
+    assert accepted(sandbox_base) == 3
+    assert TRAIT not in profiles_by_user(sandbox_base)["user2@example.com"]
     assert all(TRAIT not in m["payload"].get("traits", {}) for m in sandbox_base.messages())
 
 
@@ -128,7 +115,7 @@ def test_archive_sets_the_trait_true_and_restore_sets_it_false(sandbox_base, mir
 
     first = deliver(mapping_id=mapping.pk)
     assert counts(first)["sent"] == 3
-    assert {u: t[TRAIT] for u, t in profiles(sandbox_base).items()} == {
+    assert {u: t[TRAIT] for u, t in profiles_by_user(sandbox_base).items()} == {
         "user1@example.com": False,
         "user2@example.com": False,
         "user3@example.com": False,
@@ -143,7 +130,7 @@ def test_archive_sets_the_trait_true_and_restore_sets_it_false(sandbox_base, mir
     [message] = [m["payload"] for m in sandbox_base.messages() if m["payload"]["traits"][TRAIT] is True]
     assert message["userId"] == "user2@example.com"
     assert message["traits"] == {**expected_traits(props[2], 2), TRAIT: True}
-    assert profiles(sandbox_base)["user2@example.com"] == {**expected_traits(props[2], 2), TRAIT: True}
+    assert profiles_by_user(sandbox_base)["user2@example.com"] == {**expected_traits(props[2], 2), TRAIT: True}
     state = DeliveryState.objects.get(mapping=mapping, object_id=2)
     assert state.status == "delivered" and message["messageId"] == state.message_id
 
@@ -159,9 +146,9 @@ def test_archive_sets_the_trait_true_and_restore_sets_it_false(sandbox_base, mir
     assert counts(restored) == {
         "considered": 1, "sent": 1, "unchanged": 0, "rejected": 0, "archived": 0, "archived_sent": 0,
     }  # fmt: skip
-    assert profiles(sandbox_base)["user2@example.com"][TRAIT] is False
+    assert profiles_by_user(sandbox_base)["user2@example.com"][TRAIT] is False
     assert counts(deliver(mapping_id=mapping.pk))["sent"] == 0
-    assert received(sandbox_base) == 5
+    assert accepted(sandbox_base) == 5
     assert sandbox_base.counts()["discarded"] == 0
 
 
@@ -174,7 +161,7 @@ def test_switching_the_option_on_and_off_resends_exactly_the_records_whose_profi
     deliver(mapping_id=mapping.pk)
     mirror.put(6, props[6], archived=True)  # delivered, then archived
     assert counts(deliver(mapping_id=mapping.pk))["archived"] == 1
-    assert received(sandbox_base) == 5
+    assert accepted(sandbox_base) == 5
     sent_before = message_ids(sandbox_base)
 
     # On: every message gains the trait, so every record Segment has is sent once more; the archived one that
@@ -183,7 +170,7 @@ def test_switching_the_option_on_and_off_resends_exactly_the_records_whose_profi
     on = deliver(mapping_id=mapping.pk)
     assert counts(on) == {"considered": 7, "sent": 5, "unchanged": 0, "rejected": 1, "archived": 1, "archived_sent": 1}
     assert users_sent(sandbox_base, sent_before) == [f"user{i}@example.com" for i in (1, 2, 3, 4, 6)]
-    assert {u: t[TRAIT] for u, t in profiles(sandbox_base).items()} == {
+    assert {u: t[TRAIT] for u, t in profiles_by_user(sandbox_base).items()} == {
         **{f"user{i}@example.com": False for i in (1, 2, 3, 4)},
         "user6@example.com": True,
     }
@@ -191,13 +178,13 @@ def test_switching_the_option_on_and_off_resends_exactly_the_records_whose_profi
 
     # Off: the live records' messages lose the trait, which changes no profile (a trait left out of a message
     # stays on the profile): nothing is sent. Archived records are skipped again.
-    before = received(sandbox_base)
+    before = accepted(sandbox_base)
     set_option(mapping, "nothing")
     mapping.refresh_from_db()
     assert mapping.archived_trait == TRAIT  # remembered: the profiles still carry it
     off = deliver(mapping_id=mapping.pk)
     assert counts(off) == {"considered": 7, "sent": 0, "unchanged": 4, "rejected": 1, "archived": 2, "archived_sent": 0}
-    assert received(sandbox_base) == before
+    assert accepted(sandbox_base) == before
     assert counts(deliver(mapping_id=mapping.pk))["considered"] == 0
 
     # On again with the same name: the profiles hold exactly these messages already.
@@ -213,8 +200,8 @@ def test_switching_the_option_on_and_off_resends_exactly_the_records_whose_profi
     assert (changed.sent, changed.unchanged) == (1, 0)
     [last] = [m["payload"] for m in sandbox_base.messages() if m["payload"]["traits"].get("first_name") == "Renamed"]
     assert TRAIT not in last["traits"]
-    assert profiles(sandbox_base)["user1@example.com"][TRAIT] is False
-    assert received(sandbox_base) == before + 1
+    assert profiles_by_user(sandbox_base)["user1@example.com"][TRAIT] is False
+    assert accepted(sandbox_base) == before + 1
 
 
 def test_renaming_the_trait_resends_every_record_with_the_new_name(sandbox_base, mirror, mapping):
@@ -229,7 +216,7 @@ def test_renaming_the_trait_resends_every_record_with_the_new_name(sandbox_base,
     run = deliver(mapping_id=mapping.pk)
 
     assert (run.sent, run.archived_sent) == (3, 1)
-    found = profiles(sandbox_base)
+    found = profiles_by_user(sandbox_base)
     assert {u: t["deleted_in_hubspot"] for u, t in found.items()} == {
         "user1@example.com": False,
         "user2@example.com": False,
@@ -251,8 +238,8 @@ def test_resync_all_marks_archived_profiles_again(sandbox_base, mirror, mapping)
     run = deliver(mapping_id=mapping.pk)
 
     assert counts(run) == {"considered": 3, "sent": 2, "unchanged": 0, "rejected": 0, "archived": 1, "archived_sent": 1}
-    assert set(profiles(sandbox_base)) == {"user1@example.com", "user2@example.com"}
-    assert profiles(sandbox_base)["user2@example.com"][TRAIT] is True
+    assert set(profiles_by_user(sandbox_base)) == {"user1@example.com", "user2@example.com"}
+    assert profiles_by_user(sandbox_base)["user2@example.com"][TRAIT] is True
 
 
 def test_group_mapping_sets_the_trait_on_the_account(sandbox_base, source, mirror, destination, space):
@@ -336,12 +323,12 @@ def test_random_archive_and_restore_rounds_reconcile_exactly(
             for i in current
             if i in delivered
         }
-        assert profiles(sandbox_base) == expected
+        assert profiles_by_user(sandbox_base) == expected
 
-        before = received(sandbox_base)
+        before = accepted(sandbox_base)
         quiet = deliver(mapping_id=mapping.pk)
         assert (quiet.sent, quiet.requests) == (0, 0)
-        assert received(sandbox_base) == before
+        assert accepted(sandbox_base) == before
     assert sandbox_base.counts()["discarded"] == 0
 
 

@@ -14,24 +14,11 @@ from mappings.models import DeliveryRun, DeliveryState, Mapping
 from mappings.segment import SegmentClient
 from models_app.models import DataModel
 from sandbox.segment.models import SegmentMessage, SegmentWorkspace
-from tests.mappings.conftest import contact_props, expected_traits
+from tests.mappings.conftest import accepted, contact_props, expected_traits, fill, profiles_by_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def fill(mirror, n: int, **overrides) -> dict[int, dict]:
-    props = {i: contact_props(i, **overrides) for i in range(1, n + 1)}
-    for i, p in props.items():
-        mirror.put(i, p)
-    return props
-
-
-def profiles_by_user(sandbox) -> dict[str, dict]:
-    return {p["userId"]: p["traits"] for p in sandbox.profiles()}
-
-
-def accepted(sandbox) -> int:
-    return sandbox.counts()["received"]
 
 
 class CountingClient(SegmentClient):

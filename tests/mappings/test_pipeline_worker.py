@@ -26,7 +26,8 @@ from sources import extract
 from sources.models import Source, SyncRun
 from sources.runs import create_run, enqueue_sync
 from tests.fixtures_sandbox import sandbox_env
-from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, profiles, setup_pipeline
+from tests.mappings.conftest import profiles_by_user as profiles
+from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, setup_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,8 @@ from mappings import deliver as deliver_module
 from mappings.deliver import collections_behind, deliver
 from mappings.models import DeliveryRun, DeliveryState
 from sources.models import SyncRun
-from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, profiles, setup_pipeline, sync_and_deliver
+from tests.mappings.conftest import profiles_by_user as profiles
+from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, setup_pipeline, sync_and_deliver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

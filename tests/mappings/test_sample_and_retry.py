@@ -9,14 +9,11 @@ import pytest
 
 from mappings.deliver import deliver, request_retry, sample_cutoff, set_sample_mode
 from mappings.models import DeliveryRun, DeliveryState, Mapping
-from tests.mappings.conftest import contact_props
+from tests.mappings.conftest import contact_props, fill
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def fill(mirror, ids) -> None:
-    for i in ids:
-        mirror.put(i, contact_props(i))
 
 
 def sent_user_ids(sandbox) -> Counter:
