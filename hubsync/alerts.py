@@ -94,8 +94,9 @@ def _url(name: str, *args: Any) -> str:
 
 def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]:
     """(failing keys with what is wrong, keys checked and healthy, keys held: neither opened nor closed)."""
+    from hubsync.dashboard import first_pending_change
     from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
-    from sources.models import Record, Source, SyncRun
+    from sources.models import Source, SyncRun
 
     conf = WorkspaceSettings.for_workspace(workspace_id)
     failing: dict[str, Finding] = {}
@@ -147,6 +148,7 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
             last_pk=Subquery(last_delivery.values("pk")[:1]),
             last_status=Subquery(last_delivery.values("status")[:1]),
             last_error=Subquery(last_delivery.values("error")[:1]),
+            oldest_pending=Subquery(first_pending_change().values("synced_at")[:1]),
         )
     )
     rejected = {
@@ -198,17 +200,7 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
         if not conf.freshness_alert_minutes or not mapping.delivers:
             healthy.add(key)  # off, or nothing is meant to be delivered (a paused mapping has its own alert)
             continue
-        # change_seq grows with time, so the first undelivered row by change_seq is the oldest: one index probe.
-        oldest = (
-            Record.objects.filter(
-                source_id=mapping.data_model.source_id,
-                collection=mapping.data_model.collection,
-                change_seq__gt=mapping.watermark,
-            )
-            .order_by("change_seq")
-            .values_list("synced_at", flat=True)
-            .first()
-        )
+        oldest = mapping.oldest_pending  # annotated above: no query per mapping
         age = now - oldest if oldest is not None else timedelta(0)
         if age > timedelta(minutes=conf.freshness_alert_minutes):
             failing[key] = Finding(
