@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "sources",
     "models_app",
     "mappings",
+    "monitoring",
     "sandbox",
     "sandbox.hubspot",
     "sandbox.segment",
@@ -379,10 +380,10 @@ DELIVERY_CHUNK_SIZE = int(os.environ.get("DELIVERY_CHUNK_SIZE", "2000"))
 DELIVERY_STALE_SECONDS = int(os.environ.get("DELIVERY_STALE_SECONDS", "600"))
 # Batches sent concurrently by one delivery (results are still recorded in order).
 DELIVERY_MAX_IN_FLIGHT = int(os.environ.get("DELIVERY_MAX_IN_FLIGHT", "3"))
-# --- record history and the record debugger (sources/history.py, hubsync/debugger.py) -------------------
+# --- record history and the record debugger (sources/history.py, monitoring/debugger.py) -------------------
 # Days of record history (what each sync changed, per record) kept for the record debugger; 0 = no history.
 HUBSYNC_RECORD_HISTORY_DAYS = int(os.environ.get("HUBSYNC_RECORD_HISTORY_DAYS", "90"))
-# --- Alerts (hubsync/alerts.py) -------------------------------------------------------------------------------
+# --- Alerts (monitoring/alerts.py) ----------------------------------------------------------------------------
 # Attempts per alert message (first try included) and the base of the full-jitter backoff between them, seconds.
 ALERT_MAX_ATTEMPTS = int(os.environ.get("ALERT_MAX_ATTEMPTS", "5"))
 ALERT_RETRY_BASE_SECONDS = float(os.environ.get("ALERT_RETRY_BASE_SECONDS", "10"))

@@ -17,23 +17,6 @@ from .models import AuditEvent, Invitation, Membership, Role, WorkspaceSettings
 from .workspaces import INVITATION_SESSION_KEY, WorkspaceError
 
 
-@workspace_view()
-def dashboard(request: HttpRequest) -> HttpResponse:
-    """Health of every source and mapping, live progress of running work, charts of the last 30 days. A
-    constant number of queries whatever the data size (hubsync.dashboard); the workers panel loads lazily."""
-    from . import charts
-    from . import dashboard as board_module
-
-    board = board_module.build(request.workspace)
-    if not board.sources:
-        # Nothing connected yet: the empty state with the first step.
-        return render(request, "hubsync/dashboard.html", {"board": board})
-    board_module.attach_progress(board.active_sync_runs, board.active_delivery_runs)
-    points = board_module.chart_runs(request.workspace)
-    context = {"board": board, "charts": charts.run_charts(points), "chart_days": board_module.CHART_DAYS}
-    return render(request, "hubsync/dashboard.html", context)
-
-
 @login_view
 def workspace_new(request: HttpRequest) -> HttpResponse:
     form = WorkspaceForm(request.POST or None)

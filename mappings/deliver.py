@@ -53,6 +53,7 @@ from django.db import connections as db_connections
 from django.db.models import Case, F, Func, OuterRef, Q, Subquery, TextField, Value, When
 from django.utils import timezone
 
+from hubsync import handoff
 from hubsync.fields import DecryptionError
 from models_app.models import SYSTEM_COLUMNS
 from sources.models import Record, SourceCollection, SyncRun
@@ -948,10 +949,7 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
                 from .tasks import deliver_mapping
 
                 deliver_mapping.delay_on_commit(mapping.pk)
-    # Alerts: a failed / partial delivery opens its streak, a good one closes it (one message each way).
-    from hubsync.alerts import evaluate_safely
-
-    evaluate_safely(workspace_id=mapping.destination.workspace_id)
+    handoff.send(handoff.RUN_FINISHED, workspace_id=mapping.destination.workspace_id)
 
 
 def deliver(

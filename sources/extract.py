@@ -86,6 +86,8 @@ from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from hubsync import handoff
+
 from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
 from .models import ChangeCounter, Record, RecordChange, Source, SourceCollection, SyncRun
@@ -338,10 +340,7 @@ class _Engine:
         Source.objects.filter(pk=self.source.pk).update(**source_fields)
         self.run_row.refresh_from_db()
         self.say(f"run {self.run_row.pk} {status}: {self.done} records read" + (f" ({error})" if error else ""))
-        # Alerts: a failed / partial run opens its streak, a good one closes it (one message each way).
-        from hubsync.alerts import evaluate_safely
-
-        evaluate_safely(workspace_id=self.source.workspace_id)
+        handoff.send(handoff.RUN_FINISHED, workspace_id=self.source.workspace_id)
         return self.run_row
 
     def maybe_analyze(self, *, at_least: int = ANALYZE_EVERY) -> None:

@@ -110,7 +110,7 @@ class Record(models.Model):
         # Readers of changes filter the collection on top of this index.
         indexes = [
             models.Index(fields=["source", "change_seq"], name="record_source_change_seq"),
-            # The record debugger's lookup by email (hubsync.debugger.email_lookup uses this exact expression).
+            # The record debugger's lookup by email (monitoring.debugger.email_lookup uses this exact expression).
             # A functional index rather than a denormalised column: nothing for the engine to fill in, nothing
             # to backfill, and the key is only computed on rows that are written anyway.
             models.Index(Lower(KT("properties__email")), name="record_email"),

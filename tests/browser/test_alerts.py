@@ -14,11 +14,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from hubsync import alerts
 from hubsync.models import Alert, AlertChannel, AlertState
+from monitoring import alerts
 from sources.models import Source, SourceCollection, SyncRun
 from tests.browser.conftest import log_in, screenshot
-from tests.hubsync.test_alerts import SECRET_PATH, Hook
+from tests.monitoring.test_alerts import SECRET_PATH, Hook
 
 pytestmark = pytest.mark.browser
 
@@ -147,11 +147,11 @@ def test_channels_tests_one_alert_per_failure_streak_and_recovery(
 
     # The email test waits in the queue (the broker is held back here): the log says so, refreshes itself
     # while the message waits, shows the outcome once a worker has sent it, then stops asking.
-    from hubsync.tasks import send_alert
+    from monitoring.tasks import send_alert
 
     queued: list[int] = []
     with monkeypatch.context() as broker:
-        broker.setattr(send_alert, "delay", queued.append)
+        broker.setattr(send_alert, "apply_async", lambda args=(), kwargs=None, **_: queued.append(kwargs["alert_id"]))
         _channel_row(page, "Ops mail").get_by_role("button", name="Send test").click()
         expect(page.locator(".flash")).to_contain_text("Test message queued for “Ops mail”")
     assert len(queued) == 1 and not mailoutbox
@@ -262,11 +262,11 @@ def test_viewer_sees_alerts_read_only(page, viewer, workspace, live_server, hook
         source=source, trigger="scheduled", status="failed", error="HubSpot answered 502", started_at=now,
         finished_at=now,
     )
-    from hubsync.tasks import send_alert
+    from monitoring.tasks import send_alert
 
     queued: list[int] = []
     with pytest.MonkeyPatch.context() as broker:
-        broker.setattr(send_alert, "delay", queued.append)
+        broker.setattr(send_alert, "apply_async", lambda args=(), kwargs=None, **_: queued.append(kwargs["alert_id"]))
         assert alerts.evaluate(workspace_id=workspace.pk)["opened"] == [f"sync_failed:source:{source.pk}"]
     for alert_id in queued:
         send_alert.apply(args=[alert_id])

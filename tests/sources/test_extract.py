@@ -720,7 +720,7 @@ def test_the_deletion_check_holds_one_batch_of_ids_at_a_time(workspace, sandbox,
 def test_a_purged_record_and_its_successor_with_another_id(workspace, sandbox):
     """A GDPR delete, then the same person comes back (a new contact, a new id, the same e-mail): the mirror ends up
     with the new record only."""
-    from hubsync.debugger import email_lookup
+    from monitoring.debugger import email_lookup
 
     sandbox.seed(PORTAL, contacts=60, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)

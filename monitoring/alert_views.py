@@ -7,10 +7,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import alerts, audit
-from .access import get_for_workspace, workspace_view
-from .forms import AlertChannelForm
-from .models import Alert, AlertChannel, AlertState, Role
+from hubsync import audit
+from hubsync.access import get_for_workspace, workspace_view
+from hubsync.forms import AlertChannelForm
+from hubsync.models import Alert, AlertChannel, AlertState, Role
+
+from . import alerts
 
 STOP_POLLING = 286  # htmx: "done, stop polling"
 LOG_SIZE = 50  # messages shown in the log

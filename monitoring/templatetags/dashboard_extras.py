@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from django import template
 from django.utils import timezone
 
-from hubsync.dashboard import human_duration
+from monitoring.dashboard import human_duration
 
 register = template.Library()
 

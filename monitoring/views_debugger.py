@@ -1,4 +1,4 @@
-"""The record debugger page: /debug/records/?q=<HubSpot id or email> (see hubsync.debugger)."""
+"""The record debugger page: /debug/records/?q=<HubSpot id or email> (see monitoring.debugger)."""
 
 from __future__ import annotations
 

@@ -13,10 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from hubsync import charts, dashboard
-from hubsync.dashboard import Health
 from mappings.models import DeliveryRun, DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
+from monitoring import charts, dashboard
+from monitoring.dashboard import Health
 from sources.models import Record, Source, SyncRun
 
 _ids = itertools.count(1)

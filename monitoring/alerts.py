@@ -16,9 +16,10 @@ state closes and sends **one** recovery message. Opening and closing are compare
 evaluations racing (a sync and a delivery finishing at once) still send one message. Objects that were deleted
 close their streak silently, and so do mappings that were switched off.
 
-It runs when a sync run or a delivery run finishes (sources/extract.py, mappings/deliver.py) and every minute
-from the beat dispatcher (freshness grows without any run finishing). Messages go out through the Celery task
-`hubsync.send_alert`, one per channel, with bounded retries; every attempt is recorded on the `Alert` row.
+It runs when a sync run or a delivery run finishes (the engines send `hubsync.handoff.RUN_FINISHED`) and every
+minute from the beat dispatcher (freshness grows without any run finishing). Each message is an `Alert` row
+(the outbox) sent by the Celery task `monitoring.send_alert`, one per channel, with bounded retries; every
+attempt is recorded on the row.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
-from .http import full_jitter
-from .models import Alert, AlertChannel, AlertState, Workspace, WorkspaceSettings
+from hubsync import handoff
+from hubsync.http import full_jitter
+from hubsync.models import Alert, AlertChannel, AlertState, Workspace, WorkspaceSettings
 
 logger = logging.getLogger(__name__)
 
+SEND_ALERT = "monitoring.send_alert"  # monitoring.tasks.send_alert, named to keep tasks -> alerts one-way
 TEXT_LIMIT = 300  # characters of a run's error quoted in a message
 
 
@@ -94,8 +96,8 @@ def _url(name: str, *args: Any) -> str:
 
 def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]:
     """(failing keys with what is wrong, keys checked and healthy, keys held: neither opened nor closed)."""
-    from hubsync.dashboard import first_pending_change
     from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
+    from monitoring.dashboard import first_pending_change
     from sources.models import Source, SyncRun
 
     conf = WorkspaceSettings.for_workspace(workspace_id)
@@ -287,8 +289,6 @@ def _fan_out(workspace_id: int, state: AlertState | None, kind: str, text: str) 
 
 def queue_alert(*, channel: AlertChannel, kind: str, text: str, state: AlertState | None = None) -> Alert:
     """Record one message for one channel and send it through the task after commit (the task takes the id)."""
-    from .tasks import send_alert
-
     alert = Alert.objects.create(
         workspace_id=channel.workspace_id,
         channel=channel,
@@ -297,7 +297,7 @@ def queue_alert(*, channel: AlertChannel, kind: str, text: str, state: AlertStat
         rule=state.rule if state is not None else "",
         text=text,
     )
-    transaction.on_commit(lambda: send_alert.delay(alert.pk))
+    handoff.send(SEND_ALERT, alert_id=alert.pk)
     return alert
 
 

@@ -17,9 +17,9 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from hubsync import alerts
 from hubsync.models import Alert, AlertChannel, AlertState, AuditEvent, WorkspaceSettings
 from mappings.models import DeliveryRun, DeliveryState, Mapping, ProfileSpace
+from monitoring import alerts
 from sources.models import Source, SyncRun
 from tests.mappings.conftest import (  # noqa: F401 (fixtures)
     CONTACT_SCHEMA,
@@ -80,11 +80,11 @@ def hook():
 @pytest.fixture(autouse=True)
 def _run_tasks_inline(monkeypatch, settings, django_capture_on_commit_callbacks):
     """Alerts are queued after commit; run the task in-process (retries included) when that happens."""
-    from hubsync.tasks import send_alert
+    from monitoring.tasks import send_alert
 
     settings.ALERT_RETRY_BASE_SECONDS = 0
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    monkeypatch.setattr(send_alert, "delay", lambda alert_id: send_alert.apply(args=[alert_id]))
+    monkeypatch.setattr(send_alert, "apply_async", lambda args=(), kwargs=None, **_: send_alert.apply(args, kwargs))
 
 
 @pytest.fixture
@@ -276,14 +276,19 @@ def test_disabled_channel_gets_nothing(source, channels, hook, run_evaluate):
 # --- hooks -------------------------------------------------------------------------------------------------
 
 
-def test_a_finished_delivery_evaluates_alerts(mapping, mirror, channels, hook, settings):
-    """The delivery engine's completion path runs the evaluation: Segment unreachable -> one alert."""
+def test_a_finished_delivery_evaluates_alerts(
+    mapping, mirror, channels, hook, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The delivery engine's completion path hands the evaluation over: Segment unreachable -> one alert."""
     from mappings.deliver import deliver
+    from monitoring.tasks import run_finished
 
     settings.BASE_URL = "http://127.0.0.1:9"  # the sandbox region posts here: nothing listens
     settings.SEGMENT_MAX_ATTEMPTS = 1
+    monkeypatch.setattr(run_finished, "apply_async", lambda args=(), kwargs=None, **_: run_finished.apply(args, kwargs))
     mirror.put(1, contact_props(1))
-    run = deliver(mapping_id=mapping.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = deliver(mapping_id=mapping.pk)
     assert run.status == "failed"
     state = AlertState.objects.get(key=f"delivery_failed:mapping:{mapping.pk}")
     assert state.is_open and Alert.objects.filter(state=state).count() == 2

@@ -10,8 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from hubsync.access import get_for_workspace, workspace_view
+
 from . import dashboard
-from .access import get_for_workspace, workspace_view
 
 STOP_POLLING = 286  # htmx: "done, stop polling"
 
