@@ -31,9 +31,9 @@ run: migrate
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
-test: install
-	$(BIN)/ruff check .
+test: lint
 	HUBSYNC_TESTING=1 $(PY) manage.py makemigrations --check --dry-run
 	HUBSYNC_TESTING=1 $(BIN)/pytest -m "not bench" $(PYTEST_ARGS)
 

@@ -21,10 +21,9 @@ from django.db import connection
 from django.utils import timezone
 
 from hubsync.models import Workspace
-from mappings.deliver import deliver_collections
+from mappings.deliver import deliver_collections, sync_in_foreground
 from mappings.segment import close_session
 from sandbox.segment.models import SegmentWorkspace
-from sources import extract
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.runs import create_run
 from tests.fixtures_sandbox import HubSpotSandbox, sandbox_process
@@ -66,7 +65,7 @@ class Meter:
 def one_sync(source: Source, trigger: str, label: str) -> tuple[SyncRun, list]:
     run = create_run(source=source, trigger=trigger)
     with Meter() as m_extract:
-        finished, changed = extract.execute_run_foreground(run_id=run.pk)
+        finished, changed = sync_in_foreground(run_id=run.pk)
     assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED, finished and finished.error
     read = finished.counts["contacts"]["read"]
     changes = finished.counts["contacts"]["new"] + finished.counts["contacts"]["updated"]

@@ -56,7 +56,8 @@ from django.utils import timezone
 from hubsync import handoff
 from hubsync.fields import DecryptionError
 from models_app.models import SYSTEM_COLUMNS
-from sources.models import Record, SourceCollection, SyncRun
+from sources.extract import execute_run_foreground
+from sources.models import Record, Source, SourceCollection, SyncRun
 
 from .convert import converter_for, is_empty, iso_utc
 from .models import DeliveryRun, DeliveryState, Mapping
@@ -1126,6 +1127,20 @@ def enqueue_deliveries(
     return len(mapping_ids)
 
 
+def deliveries_after_sync(*, source_id: int, collections: list[str], sync_run_id: int | None = None) -> int:
+    """The reaction to extraction's "mirror changed": enqueue the deliveries of `collections` plus those of the
+    collections whose deliveries are behind (a failed or killed delivery, a mapping enabled since), so the next
+    run resends them even when HubSpot had no change. Returns the number of deliveries enqueued."""
+    source = Source.objects.filter(pk=source_id).first()
+    if source is None:
+        return 0
+    wanted = set(collections) | collections_behind(source)
+    if not wanted:
+        return 0
+    sync_run = SyncRun.objects.filter(pk=sync_run_id).first() if sync_run_id is not None else None
+    return enqueue_deliveries(source=source, collections=sorted(wanted), sync_run=sync_run)
+
+
 def collections_behind(source: Any) -> set[str]:
     """The collections of `source` with an enabled mapping that has not delivered everything in the mirror: rows
     past its watermark (a failed, partial or killed delivery holds the watermark back) or a configuration
@@ -1151,6 +1166,16 @@ def collections_behind(source: Any) -> set[str]:
         if edited or pending.exists() or retrying.exists():
             behind.add(collection)
     return behind
+
+
+def sync_in_foreground(*, run_id: int, progress: Any = None) -> tuple[SyncRun | None, set[str]]:
+    """One sync run executed in this process, which then delivers by itself (`manage.py sync`, tests): returns
+    the finished run (None when another worker owns it) and the collections to deliver, those the run changed
+    and those whose deliveries are behind."""
+    finished, changed = execute_run_foreground(run_id=run_id, progress=progress)
+    if finished is None:
+        return None, changed
+    return finished, changed | collections_behind(finished.source)
 
 
 def deliver_collections(

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
@@ -29,14 +29,6 @@ from .models import SYSTEM_COLUMNS, DataModel
 
 def _collection_label(name: str) -> str:
     return COLLECTION_LABELS.get(name, name.replace("_", " ").title())
-
-
-def _url_or_empty(name: str, *args: Any) -> str:
-    # The destinations / mapping editor land in parallel: link to them only once they exist.
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return ""
 
 
 def _mappings_using(data_model: DataModel) -> list[Any]:
@@ -72,7 +64,7 @@ def _builder(
         "mappings": _mappings_using(data_model) if data_model is not None else [],
         "can_change": can_change,
         "preview_url": reverse("models_app:preview", args=[source.pk]),
-        "mapping_new_url": _url_or_empty("mappings:mapping_new"),
+        "mapping_new_url": reverse("mappings:mapping_new"),
     }
     return render(request, "models_app/builder.html", ctx, status=status)
 

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from django_htmx.http import HTMX_STOP_POLLING
 
 from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
@@ -14,7 +15,6 @@ from hubsync.models import Alert, AlertChannel, AlertState, Role
 
 from . import alerts
 
-STOP_POLLING = 286  # htmx: "done, stop polling"
 LOG_SIZE = 50  # messages shown in the log
 
 
@@ -46,7 +46,8 @@ def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> Ht
 def alerts_log(request: HttpRequest) -> HttpResponse:
     """The log fragment the page polls while a message is queued; 286 once nothing is waiting any more."""
     context = _log(request)
-    return render(request, "hubsync/_alert_log.html", context, status=200 if context["log_pending"] else STOP_POLLING)
+    status = 200 if context["log_pending"] else HTMX_STOP_POLLING
+    return render(request, "hubsync/_alert_log.html", context, status=status)
 
 
 @workspace_view()

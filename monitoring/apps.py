@@ -10,6 +10,7 @@ class MonitoringConfig(AppConfig):
     def ready(self) -> None:
         from hubsync.dispatch import register
 
+        from . import tasks  # noqa: F401 (registers the hand-off receivers in every process, eager mode included)
         from .alerts import evaluate_all
 
         # Every minute: freshness alerts (a mirror change waiting too long) need no run to finish to fire.

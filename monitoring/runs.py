@@ -9,12 +9,11 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django_htmx.http import HTMX_STOP_POLLING
 
 from hubsync.access import get_for_workspace, workspace_view
 
 from . import dashboard
-
-STOP_POLLING = 286  # htmx: "done, stop polling"
 
 
 def _sync_run(request: HttpRequest, source_id: int, sync_run_id: int) -> Any:
@@ -78,7 +77,7 @@ def sync_run_progress(request: HttpRequest, source_id: int, sync_run_id: int) ->
     run = _sync_run(request, source_id, sync_run_id)
     progress = dashboard.sync_progress(run)
     context = {"run": run, "progress": progress, "kind": "sync", "poll_url": request.path}
-    return render(request, "hubsync/_progress.html", context, status=STOP_POLLING if progress.finished else 200)
+    return render(request, "hubsync/_progress.html", context, status=HTMX_STOP_POLLING if progress.finished else 200)
 
 
 @workspace_view()
@@ -104,7 +103,7 @@ def delivery_run_progress(request: HttpRequest, delivery_run_id: int) -> HttpRes
     run = _delivery_run(request, delivery_run_id)
     progress = dashboard.delivery_progress(run)
     context = {"run": run, "progress": progress, "kind": "delivery", "poll_url": request.path}
-    return render(request, "hubsync/_progress.html", context, status=STOP_POLLING if progress.finished else 200)
+    return render(request, "hubsync/_progress.html", context, status=HTMX_STOP_POLLING if progress.finished else 200)
 
 
 @workspace_view()

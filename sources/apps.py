@@ -8,11 +8,12 @@ class SourcesConfig(AppConfig):
     verbose_name = "HubSpot sources"
 
     def ready(self) -> None:
-        # Beat's `hubsync.dispatch` task calls every registered dispatcher each minute: ours enqueues due syncs.
-        try:
-            from hubsync.dispatch import register
-        except ImportError:  # the runtime's dispatcher hook list is not merged on this branch yet
-            return
-        from .dispatch import dispatch_due_syncs
+        from hubsync import hooks
+        from hubsync.dispatch import register
 
+        from .dispatch import dispatch_due_syncs
+        from .setup import connection_step
+
+        # Beat's `hubsync.dispatch` task calls every registered dispatcher each minute: ours enqueues due syncs.
         register(dispatch_due_syncs)
+        hooks.setup_steps.connect(connection_step)

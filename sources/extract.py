@@ -76,7 +76,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -86,7 +85,7 @@ from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from hubsync import handoff
+from hubsync import handoff, hooks
 
 from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
@@ -110,41 +109,33 @@ class RunLost(Exception):
     """This worker no longer owns the run (it was presumed dead and taken over): stop without writing."""
 
 
-# Set by `manage.py sync` (foreground, maybe no broker): the hook collects the changed collections here instead
-# of enqueuing deliveries; the command delivers them itself once the run ends.
-_foreground_changes: ContextVar[set[str] | None] = ContextVar("hubsync_foreground_changes", default=None)
-
-
 def notify_changes(source: Source, collections: list[str], sync_run: SyncRun | None = None) -> None:
-    """Hook: the mirror of `collections` changed, start the deliveries of the enabled mappings on them.
+    """Hand-off: the mirror of `collections` changed. `mappings` (handoff.MIRROR_CHANGED) decides which
+    deliveries to start, adding the collections whose deliveries are behind.
 
     Called when a run ends, whatever its status (committed pages are in the mirror), with the collections whose
-    mirror rows changed in that run plus those whose deliveries are behind (possibly none), and during long
-    reads at least every HUBSYNC_NOTIFY_EVERY changed records with the collection being read. `sync_run` is the
-    run that changed them (the deliveries point to it).
+    mirror rows changed in that run (possibly none), and during long reads at least every HUBSYNC_NOTIFY_EVERY
+    changed records with the collection being read. `sync_run` is the run that changed them (the deliveries
+    point to it).
 
     Deliveries read mirror rows past their own watermark, so calling this too often is harmless (a delivery that
     finds another one running leaves a request for it) and a missed call only delays."""
-    if not collections:
-        return
-    collected = _foreground_changes.get()
-    if collected is not None:
-        collected.update(collections)
-        return
-    from mappings.deliver import enqueue_deliveries
-
-    enqueue_deliveries(source=source, collections=list(collections), sync_run=sync_run)
+    handoff.send(
+        handoff.MIRROR_CHANGED,
+        source_id=source.pk,
+        collections=sorted(collections),
+        sync_run_id=sync_run.pk if sync_run is not None else None,
+    )
 
 
 def execute_run_foreground(*, run_id: int, progress: Progress | None = None) -> tuple[SyncRun | None, set[str]]:
-    """`execute_run` for a caller that delivers by itself (`manage.py sync`, tests): the delivery hook collects
-    the collections to deliver instead of enqueuing tasks. Returns (the finished run, those collections)."""
-    changed: set[str] = set()
-    token = _foreground_changes.set(changed)
-    try:
-        return execute_run(run_id=run_id, progress=progress), changed
-    finally:
-        _foreground_changes.reset(token)
+    """`execute_run` for a caller that delivers by itself (`manage.py sync`, tests): the engine announces
+    nothing. Returns (the finished run or None, the collections whose mirror rows changed)."""
+    run, worker = _claim(run_id)
+    if run is None:
+        return None, set()
+    engine = _Engine(run, worker, progress, announce=False)
+    return engine.run(), engine.changed_collections
 
 
 def lastmod_property(collection: str) -> str:
@@ -253,20 +244,27 @@ def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
 
 def execute_run(*, run_id: int, progress: Progress | None = None) -> SyncRun | None:
     """Run one sync to its end. Returns the finished run, or None when this worker had nothing to do."""
+    run, worker = _claim(run_id)
+    if run is None:
+        return None
+    return _Engine(run, worker, progress).run()
+
+
+def _claim(run_id: int) -> tuple[SyncRun | None, str]:
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     run = claim_run(run_id=run_id, worker=worker)
     if run is None:
         logger.info("sync run %s: nothing to do (finished, unknown or owned by a live worker)", run_id)
-        return None
-    return _Engine(run, worker, progress).run()
+    return run, worker
 
 
 # --- the engine ------------------------------------------------------------------------------------------
 
 
 class _Engine:
-    def __init__(self, run: SyncRun, worker: str, progress: Progress | None) -> None:
+    def __init__(self, run: SyncRun, worker: str, progress: Progress | None, *, announce: bool = True) -> None:
         self.run_row = run
+        self.announce = announce
         self.worker = worker
         self.progress = progress
         self.source = Source.objects.get(pk=run.source_id)
@@ -426,15 +424,12 @@ class _Engine:
         return self.finish(status, errors)
 
     def notify(self, *, final: bool = False, collection: str | None = None) -> None:
+        if not self.announce:
+            return
         if final:
             try:
-                # Also the collections whose deliveries are behind (a failed or killed delivery, a mapping
-                # enabled since): "the next run" resends them even when HubSpot had no change.
-                from mappings.deliver import collections_behind
-
-                behind = collections_behind(self.source)
-                notify_changes(self.source, sorted(self.changed_collections | behind), self.run_row)
-            except Exception:  # the mirror is committed; a failing hook must not fail the run
+                notify_changes(self.source, sorted(self.changed_collections), self.run_row)
+            except Exception:  # the mirror is committed; a failing hand-off must not fail the run
                 logger.exception("notify_changes failed for source %s", self.source.pk)
             return
         if self.unnotified >= settings.HUBSYNC_NOTIFY_EVERY and collection:
@@ -822,12 +817,10 @@ class _Engine:
 
     def delete_records(self, sc: SourceCollection, ids: list[int]) -> int:
         """Remove records HubSpot deleted for good, and what hubsync kept of them: the mirror rows, their history,
-        and the last payload kept on their delivery states (personal data; the states' ids and hashes stay).
-        Inside the caller's transaction; the row counters follow by trigger (hubsync.counters)."""
+        and (through hubsync.hooks.records_deleted) what higher apps keep. Inside the caller's transaction; the
+        row counters follow by trigger (hubsync.counters)."""
         if not ids:
             return 0
-        from mappings.models import DeliveryState, Mapping
-
         slots = ", ".join(["%s"] * len(ids))
         where = f"source_id = %s AND collection = %s AND object_id IN ({slots})"
         params = [self.source.pk, sc.collection, *ids]
@@ -836,16 +829,8 @@ class _Engine:
             cur.execute(f"DELETE FROM {Record._meta.db_table} WHERE {where}", params)
             deleted = max(cur.rowcount, 0)
             cur.execute(f"DELETE FROM {RecordChange._meta.db_table} WHERE {where}", params)
-        mappings = Mapping.objects.filter(data_model__source_id=self.source.pk, data_model__collection=sc.collection)
-        if deleted:
-            # Sample mode's cutoff (the N-th lowest id) moves up when records below it go: the records that now
-            # enter the sample were skipped below the watermark, so those mappings reconsider the collection
-            # (what they already delivered is unchanged and is not resent). Mapping rows first, then states: the
-            # order the delivery checkpoint locks them in.
-            mappings.filter(sample_size__isnull=False).exclude(sample_size=0).update(watermark=0)
-        DeliveryState.objects.filter(
-            mapping__in=mappings, object_id__in=ids, last_payload__isnull=False,
-        ).update(last_payload=None)
+        # What higher apps keep of these records goes in this same transaction (mappings: delivery payloads).
+        hooks.records_deleted.send(source_id=self.source.pk, collection=sc.collection, object_ids=ids, removed=deleted)
         self.counts[sc.collection]["deleted"] += deleted
         return deleted
 
@@ -1031,12 +1016,11 @@ def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:
 
 
 def _check_drift(sc: SourceCollection, old: dict, new: dict) -> None:
-    """Schema drift (mappings.drift): flag, and by the workspace's setting pause, the mappings that use a
-    property HubSpot deleted, renamed or retyped, before this run's pages reach any delivery."""
-    from mappings.drift import schema_discovered
-
+    """Schema drift (hubsync.hooks.schema_discovered; mappings flags, and by the workspace's setting pauses, the
+    mappings that use a property HubSpot deleted, renamed or retyped), before this run's pages reach any
+    delivery."""
     try:
-        schema_discovered(source_collection=sc, old=old, new=new)
+        hooks.schema_discovered.send(source_collection=sc, old=old, new=new)
     except Exception:  # the mirror must keep syncing; the change stays listed in schema_changes
         logger.exception("schema drift check failed for %s", sc)
 

@@ -1,115 +1,51 @@
-"""The setup checklist a source page shows, and the rule for enabling a source.
+"""The setup checklist a source page shows, the rule for enabling a source, and the changes a source goes
+through.
 
-The product enforces an order (DESIGN.md, "Setup order"): a source is created disabled, then a Segment
+The product enforces a setup order: a source is created disabled, then a Segment
 Profiles destination, a data model, a mapping, the mapping enabled; only then may the source be enabled. The
-later steps live in other apps (models_app, mappings); this module reads their models by name so it works
-before and after those apps have models: a model that does not exist yet simply means "not done".
+later steps belong to higher apps (models_app, mappings), which contribute them through the
+`hubsync.hooks.setup_steps` registry; a step no app contributes is missing, so the source cannot be enabled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from django.apps import apps
 from django.db import transaction
-from django.db.models import Model
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
-from hubsync import audit
+from hubsync import audit, hooks
+from hubsync.hooks import SetupStep
 from hubsync.models import Workspace
 
 from .models import Source, SourceCollection, SyncRun
 from .oauth import Connection
 from .runs import enqueue_sync
 
-
-@dataclass(frozen=True)
-class Step:
-    key: str
-    title: str
-    done: bool
-    help: str  # what to do when not done
-    url: str = ""  # where to do it ("" when that page does not exist yet)
+# Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
+REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")
 
 
-def _model(label: str) -> type[Model] | None:
-    try:
-        return apps.get_model(label)
-    except LookupError:
-        return None
-
-
-def _url(*candidates: tuple[str, tuple]) -> str:
-    for name, args in candidates:
-        try:
-            return reverse(name, args=args)
-        except NoReverseMatch:
-            continue
-    return ""
-
-
-def _mappings_of(source: Source):
-    mapping = _model("mappings.Mapping")
-    if mapping is None or _model("models_app.DataModel") is None:
-        return None
-    return mapping._default_manager.filter(data_model__source=source)
-
-
-def checklist(source: Source) -> list[Step]:
-    destination = _model("mappings.Destination")
-    data_model = _model("models_app.DataModel")
-    mappings = _mappings_of(source)
-
+def connection_step(source: Source) -> list[SetupStep]:
+    """This app's contribution to the checklist (registered in SourcesConfig.ready)."""
     connected = source.status == Source.Status.OK and bool(source.token)
-    has_destination = bool(
-        destination is not None and destination._default_manager.filter(workspace=source.workspace).exists()
-    )
-    has_model = bool(data_model is not None and data_model._default_manager.filter(source=source).exists())
-    has_mapping = bool(mappings is not None and mappings.exists())
-    has_enabled_mapping = bool(mappings is not None and mappings.filter(enabled=True).exists())
-
     return [
-        Step(
+        SetupStep(
+            10,
             "connected",
             "Connect HubSpot",
             connected,
             "Log in to HubSpot again: the connection no longer works." if not connected else "",
             reverse("sources:settings", args=[source.pk]) + "#reconnect",
-        ),
-        Step(
-            "destination",
-            "Add a Segment Profiles destination",
-            has_destination,
-            "Add the Profile Space that should receive this source's data.",
-            _url(("mappings:destination_new", ()), ("mappings:destinations", ())),
-        ),
-        Step(
-            "data_model",
-            "Create a data model",
-            has_model,
-            "Pick one collection of this source and the columns to send.",
-            _url(("models_app:new", (source.pk,)), ("models_app:new", ()), ("models_app:list", ())),
-        ),
-        Step(
-            "mapping",
-            "Add a mapping",
-            has_mapping,
-            "Map the model's columns onto a User ID, Anonymous ID or Group ID and traits, and test it.",
-            _url(("mappings:mapping_new", ()), ("mappings:list", ())),
-        ),
-        Step(
-            "mapping_enabled",
-            "Enable the mapping",
-            has_enabled_mapping,
-            "Switch on at least one mapping that uses one of this source's models. Recommended first step: on the"
-            " mapping's page choose \"Deliver a sample only\" (the first 100 records), check those profiles in"
-            " Segment, then switch to all records with one click.",
-            _url(("mappings:list", ())),
-        ),
+        )
     ]
+
+
+def checklist(source: Source) -> list[SetupStep]:
+    steps = [step for contribute in hooks.setup_steps.receivers for step in contribute(source)]
+    return sorted(steps, key=lambda step: step.order)
 
 
 def can_enable(source: Source) -> tuple[bool, list[str]]:
@@ -117,8 +53,8 @@ def can_enable(source: Source) -> tuple[bool, list[str]]:
     that uses one of this source's models; the earlier steps are implied by that mapping."""
     steps = checklist(source)
     missing = [s.title for s in steps if not s.done]
-    by_key = {s.key: s for s in steps}
-    allowed = by_key["connected"].done and by_key["mapping_enabled"].done
+    done = {s.key for s in steps if s.done}
+    allowed = all(key in done for key in REQUIRED_TO_ENABLE)
     return allowed, ([] if allowed else missing)
 
 

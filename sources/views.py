@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import HTMX_STOP_POLLING
 from oauthlib.oauth2 import OAuth2Error
 
 from hubsync.access import get_for_workspace, workspace_view
@@ -383,15 +384,14 @@ def source_runs(request: HttpRequest, pk: int) -> HttpResponse:
         "active_run": active,
         "can_change": request.membership.allows(Role.ADMIN),
     }
-    return render(request, "sources/_runs.html", ctx, status=200 if active else 286)
+    return render(request, "sources/_runs.html", ctx, status=200 if active else HTMX_STOP_POLLING)
 
 
 @workspace_view()
 def source_models(request: HttpRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
-    data_model = setup._model("models_app.DataModel")
-    models = list(data_model._default_manager.filter(source=source)) if data_model is not None else []
-    return _page(request, source, "models", "sources/detail_models.html", models=models)
+    # The tab's content (data models and their mappings) comes from the higher apps' template tags.
+    return _page(request, source, "models", "sources/detail_models.html")
 
 
 def _collection_choices(source: Source) -> tuple[list[tuple[str, str]], dict[str, dict[str, Any]]]:

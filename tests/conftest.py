@@ -104,3 +104,21 @@ def _row_counters_agree(request):
             cursor.execute(counters.recount_sql(counted))
             wrong = cursor.fetchall()
         assert not wrong, f"{counted.counter} disagrees with {counted.table} (keys, counted, actual): {wrong}"
+
+
+@pytest.fixture
+def inline_handoffs(monkeypatch):
+    """Hand-offs upward (hubsync.handoff) run their task in this process at once, as a worker does after the
+    commit that a test's transaction never makes. Returns the (name, kwargs) sent."""
+    from celery import current_app
+
+    from hubsync import handoff
+
+    sent: list[tuple[str, dict]] = []
+
+    def send(name: str, /, **kwargs) -> None:
+        sent.append((name, kwargs))
+        current_app.tasks[name].apply(kwargs=kwargs)
+
+    monkeypatch.setattr(handoff, "send", send)
+    return sent

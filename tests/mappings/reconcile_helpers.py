@@ -7,10 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mappings.deliver import deliver_collections
+from mappings.deliver import deliver_collections, sync_in_foreground
 from mappings.models import DeliveryRun, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
-from sources import extract
 from sources.models import Source, SyncRun
 from sources.runs import create_run
 from tests.sources.extract_helpers import make_source, sandbox_truth
@@ -62,7 +61,7 @@ def sync_and_deliver(source: Source, trigger: str = SyncRun.Trigger.MANUAL) -> t
     """One sync and then its deliveries, in this process (what `manage.py sync` does)."""
     run = create_run(source=source, trigger=trigger)
     assert run is not None
-    finished, changed = extract.execute_run_foreground(run_id=run.pk)
+    finished, changed = sync_in_foreground(run_id=run.pk)
     assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED, finished and finished.error
     deliveries = [d for _, d in deliver_collections(source=source, collections=changed, sync_run_id=finished.pk)]
     return finished, deliveries

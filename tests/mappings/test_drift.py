@@ -353,7 +353,9 @@ def hubspot(hubspot_sandbox, settings):
     return hubspot_sandbox
 
 
-def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(workspace, hubspot, destination, space, enqueued):
+def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(
+    workspace, hubspot, destination, space, enqueued, inline_handoffs
+):
     from hubsync.models import AlertChannel, AlertState
     from tests.sources.extract_helpers import make_source, sync
 

@@ -1,4 +1,5 @@
-"""The source page's Models tab, rendered from here so the list's queries live with the data models."""
+"""The source page's Models tab: its data models and the mappings that use each. It lives here, above both
+sources and data models, because it lists mappings."""
 
 from __future__ import annotations
 
@@ -6,38 +7,24 @@ from typing import Any
 
 from django import template
 from django.db.models import Prefetch
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from models_app.models import DataModel
 
+from ..models import Mapping
+
 register = template.Library()
-
-# What the mapping editor may call a mapping's page (it lands in parallel); the first that resolves is linked.
-MAPPING_PAGES = ("mappings:mapping_detail", "mappings:mapping_edit", "mappings:mapping")
-
-
-def _url(*names: str, args: tuple = ()) -> str:
-    """The first of `names` that resolves, or "". The destinations and mapping pages land separately: link to
-    them only when they exist."""
-    for name in names:
-        try:
-            return reverse(name, args=args)
-        except NoReverseMatch:
-            continue
-    return ""
 
 
 @register.inclusion_tag("models_app/_models_tab.html")
 def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
-    from mappings.models import Mapping
-
     data_models = list(
         DataModel.objects.filter(source=source).prefetch_related(
             Prefetch("mappings", queryset=Mapping.objects.select_related("destination").order_by("name", "id"))
         )
     )
     selected = dict(source.collections.values_list("collection", "selected"))
-    mapping_new = _url("mappings:mapping_new")
+    mapping_new = reverse("mappings:mapping_new")
     rows = []
     for m in data_models:
         mappings = list(m.mappings.all())
@@ -45,9 +32,9 @@ def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
             {
                 "model": m,
                 "column_count": len(m.all_columns),
-                "mappings": [{"mapping": x, "url": _url(*MAPPING_PAGES, args=(x.pk,))} for x in mappings],
+                "mappings": [{"mapping": x, "url": reverse("mappings:mapping_detail", args=(x.pk,))} for x in mappings],
                 "unselected": not selected.get(m.collection, False),
-                "add_mapping_url": f"{mapping_new}?data_model={m.pk}" if mapping_new else "",
+                "add_mapping_url": f"{mapping_new}?data_model={m.pk}",
             }
         )
     return {
@@ -55,6 +42,6 @@ def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
         "rows": rows,
         "can_change": can_change,
         "new_url": reverse("models_app:new", args=[source.pk]),
-        "destination_new_url": _url("mappings:destination_new"),
+        "destination_new_url": reverse("mappings:destination_new"),
         "has_collections": bool(selected),
     }

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sources import extract
 from sources.models import Source, SyncRun
 from sources.runs import create_run
+
+from ...deliver import deliver_collections, sync_in_foreground
+from ...models import DeliveryRun
 
 
 class Command(BaseCommand):
@@ -33,11 +35,8 @@ class Command(BaseCommand):
             active = source.runs.filter(status__in=SyncRun.ACTIVE).first()
             raise CommandError(f"source {source_id} already has an active run ({active}); try again when it ends")
         self.stdout.write(f"run {run.pk} ({trigger}) of {source} started")
-        # The engine's delivery hook collects the changed collections instead of enqueuing tasks: we deliver
-        # them here, after the run, so the command needs no broker or worker.
-        finished, changed = extract.execute_run_foreground(
-            run_id=run.pk, progress=lambda line: self.stdout.write(line)
-        )
+        # The engine enqueues no deliveries here: we deliver after the run, so the command needs no broker or worker.
+        finished, changed = sync_in_foreground(run_id=run.pk, progress=lambda line: self.stdout.write(line))
         if finished is None:
             raise CommandError(f"run {run.pk} was taken over by another worker")
         self.stdout.write(
@@ -54,9 +53,6 @@ class Command(BaseCommand):
 
     def deliver(self, source: Source, run: SyncRun, changed: set[str]) -> int:
         """Deliver every enabled mapping on a changed (or behind) collection. Returns how many did not succeed."""
-        from mappings.deliver import deliver_collections
-        from mappings.models import DeliveryRun
-
         if not changed:
             self.stdout.write("deliveries: nothing changed, nothing to deliver")
             return 0
