@@ -158,6 +158,17 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: broker, cache, rate-limiter store -----------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
+if TESTING and REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("HUBSYNC_REDIS_PER_WORKER"):
+    # Parallel test workers (pytest-xdist) each get a Redis database of their own, the one after the configured
+    # one plus the worker's number, so that their brokers, caches and rate limiters never meet. The processes a
+    # test starts (Celery worker, sandbox server) inherit the result.
+    from urllib.parse import urlsplit, urlunsplit
+
+    _parts = urlsplit(REDIS_URL)
+    _db = int(_parts.path.strip("/") or 0) + 1 + int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    REDIS_URL = urlunsplit(_parts._replace(path=f"/{_db}"))
+    os.environ["REDIS_URL"] = REDIS_URL
+    os.environ["HUBSYNC_REDIS_PER_WORKER"] = "1"
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:

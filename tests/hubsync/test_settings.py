@@ -163,7 +163,7 @@ ALSO_READ = {"HUBSYNC_BOOTSTRAP_PASSWORD", "WORKER_CONCURRENCY", "WEB_CONCURRENC
 
 def variables_read_by_the_code() -> set[str]:
     names = set()
-    for app in ("hubsync", "sources", "models_app", "mappings", "sandbox"):
+    for app in ("hubsync", "sources", "models_app", "mappings", "monitoring", "sandbox"):
         for path in (ROOT / app).rglob("*.py"):
             names |= set(ENV_READ.findall(path.read_text()))
     names.discard("DJANGO_SETTINGS_MODULE")

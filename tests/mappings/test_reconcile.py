@@ -184,7 +184,7 @@ def test_manage_py_sync_runs_the_sync_and_then_the_deliveries(workspace, hub, se
 
 
 def test_a_sync_enqueues_the_deliveries_of_its_changed_collections_and_of_those_behind(
-    workspace, hub, segment, monkeypatch
+    workspace, hub, segment, monkeypatch, inline_handoffs
 ):
     from mappings.tasks import deliver_mapping
     from sources.extract import execute_run
