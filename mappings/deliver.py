@@ -50,7 +50,7 @@ import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
-from django.db.models import Case, F, Func, OuterRef, Q, Subquery, TextField, Value, When
+from django.db.models import Case, F, Func, OuterRef, Subquery, TextField, Value, When
 from django.utils import timezone
 
 from hubsync import handoff
@@ -913,17 +913,13 @@ def _claim_run(mapping: Mapping, sync_run_id: int | None) -> DeliveryRun | None:
             active = DeliveryRun.objects.filter(mapping=mapping, status__in=DeliveryRun.ACTIVE).first()
             if active is None:
                 continue  # it just finished: try again
-            beat = active.heartbeat_at or active.created_at
-            if beat > now - stale_after:
+            if not active.is_stale(running_after=stale_after, queued_after=stale_after, now=now):
                 return None
-            # Its worker is gone (killed, OOM, lost machine): fail it so that delivery can go on. The heartbeat
-            # in the filter makes this a compare-and-set: a run that was alive after all keeps running.
-            DeliveryRun.objects.filter(pk=active.pk, status__in=DeliveryRun.ACTIVE).filter(
-                Q(heartbeat_at=active.heartbeat_at) if active.heartbeat_at else Q(heartbeat_at__isnull=True)
-            ).update(
-                status=DeliveryRun.Status.FAILED,
-                finished_at=now,
-                error=f"Lost: no heartbeat since {beat.isoformat()} (worker killed or stopped); taken over.",
+            # Its worker is gone (killed, OOM, lost machine): fail it so that delivery can go on.
+            active.fail_if_unchanged(
+                error=f"Lost: no heartbeat since {active.last_sign_of_life.isoformat()} (worker killed or stopped); "
+                "taken over.",
+                now=now,
             )
     return None
 

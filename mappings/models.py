@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from hubsync.fields import EncryptedTextField
 from hubsync.models import Workspace
+from hubsync.runs import RunBase
 from models_app.models import DataModel
 
 
@@ -240,27 +241,13 @@ class DeliveryStateCount(models.Model):
         return result
 
 
-class DeliveryRun(models.Model):
+class DeliveryRun(RunBase):
     workspace_path = "mapping__destination__workspace"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        PARTIAL = "partial", "Partial"
-        FAILED = "failed", "Failed"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="runs")
     sync_run = models.ForeignKey(
         "sources.SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="delivery_runs"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     considered = models.IntegerField(default=0)  # mirror rows read past the watermark
     sent = models.IntegerField(default=0)  # messages Segment accepted
     unchanged = models.IntegerField(default=0)  # payload equal to the delivered one: not sent
@@ -280,7 +267,6 @@ class DeliveryRun(models.Model):
     # about to be sent, written *before* each send. A run that ends clears it; when its worker is killed, the next
     # run resends these records even where their payload equals the delivered hash (mappings.deliver).
     unconfirmed = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -296,12 +282,6 @@ class DeliveryRun(models.Model):
 
     def __str__(self) -> str:
         return f"Delivery {self.pk} of {self.mapping}"
-
-    @property
-    def duration(self):
-        if self.started_at and self.finished_at:
-            return self.finished_at - self.started_at
-        return None
 
 
 class MappingIssue(models.Model):

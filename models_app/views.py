@@ -10,19 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.db import transaction
 from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
 from hubsync.models import Role
 from sources.models import Source, SourceCollection
 from sources.oauth import COLLECTION_LABELS
 
 from . import preview as hs
+from . import services
 from .forms import DataModelForm
 from .models import SYSTEM_COLUMNS, DataModel
 
@@ -100,17 +99,14 @@ def model_new(request: HttpRequest, source_id: int) -> HttpResponse:
         form = DataModelForm(request.POST, source=source, allowed=list(schema))
         if form.is_valid():
             columns = hs.ordered_columns(schema, form.cleaned_data["columns"])
-            with transaction.atomic():
-                data_model = DataModel.objects.create(
-                    source=source, collection=sc.collection, name=form.cleaned_data["name"], columns=columns
-                )
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="create",
-                    obj=data_model,
-                    changes={"source": source.name, "collection": sc.collection, "columns": columns},
-                )
+            data_model = services.create_data_model(
+                workspace=request.workspace,
+                actor=request.user,
+                source=source,
+                collection=sc.collection,
+                name=form.cleaned_data["name"],
+                columns=columns,
+            )
             messages.success(request, f"Data model “{data_model.name}” was created with {len(columns)} columns.")
             return redirect("models_app:detail", data_model.pk)
         chosen = request.POST.getlist("columns")
@@ -152,24 +148,14 @@ def model_detail(request: HttpRequest, data_model_id: int) -> HttpResponse:
         allowed = list(dict.fromkeys([*schema, *allowed_extra]))
         form = DataModelForm(request.POST, source=source, allowed=allowed, instance=data_model)
         if form.is_valid():
-            before = {"name": data_model.name, "columns": list(data_model.columns)}
-            data_model.name = form.cleaned_data["name"]
-            data_model.columns = hs.ordered_columns(schema, form.cleaned_data["columns"], before["columns"])
-            changes = audit.diff(data_model, before, ["name", "columns"])
+            changes = services.update_data_model(
+                workspace=request.workspace,
+                actor=request.user,
+                data_model=data_model,
+                name=form.cleaned_data["name"],
+                columns=hs.ordered_columns(schema, form.cleaned_data["columns"], list(data_model.columns)),
+            )
             if changes:
-                with transaction.atomic():
-                    data_model.save(update_fields=["name", "columns", "updated_at"])
-                    added = [c for c in data_model.columns if c not in before["columns"]]
-                    removed = [c for c in before["columns"] if c not in data_model.columns]
-                    if "columns" in changes:
-                        changes["columns"] = {"added": added, "removed": removed}
-                    audit.record(
-                        workspace=request.workspace,
-                        actor=request.user,
-                        verb="update",
-                        obj=data_model,
-                        changes=changes,
-                    )
                 messages.success(request, f"Data model “{data_model.name}” was saved.")
             else:
                 messages.info(request, "Nothing changed.")
@@ -216,13 +202,8 @@ def model_delete(request: HttpRequest, data_model_id: int) -> HttpResponse:
     mappings = _mappings_using(data_model)
     if request.method == "POST" and not mappings:
         source = data_model.source
-        snapshot = {"collection": data_model.collection, "columns": list(data_model.columns)}
         try:
-            with transaction.atomic():
-                audit.record(
-                    workspace=request.workspace, actor=request.user, verb="delete", obj=data_model, changes=snapshot
-                )
-                data_model.delete()
+            services.delete_data_model(workspace=request.workspace, actor=request.user, data_model=data_model)
         except ProtectedError:
             # A mapping was added between the page and the click: the database refused, say why.
             mappings = _mappings_using(data_model)

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from hubsync.fields import EncryptedTextField
 from hubsync.models import Workspace
+from hubsync.runs import RunBase
 
 SYNC_INTERVAL_CHOICES = [
     (timedelta(minutes=15), "Every 15 minutes"),
@@ -120,7 +121,7 @@ class Record(models.Model):
         return f"{self.collection}/{self.object_id}"
 
 
-class SyncRun(models.Model):
+class SyncRun(RunBase):
     workspace_path = "source__workspace"
 
     class Trigger(models.TextChoices):
@@ -129,22 +130,8 @@ class SyncRun(models.Model):
         MANUAL = "manual", "Sync now"
         FULL = "full", "Full sync"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        PARTIAL = "partial", "Partial"
-        FAILED = "failed", "Failed"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="runs")
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     # {collection: {"read": n, "new": n, "updated": n, "unchanged": n, "archived": n, "deleted": n, "error": "...",
     #  "notes": ["..."] (optional: e.g. why a full read's check for deleted records stopped)}}
@@ -153,7 +140,6 @@ class SyncRun(models.Model):
     retries = models.IntegerField(default=0)
     progress_done = models.BigIntegerField(default=0)
     progress_total = models.BigIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

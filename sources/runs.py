@@ -52,13 +52,11 @@ def create_run(
 
 
 def is_stale(run: SyncRun, now=None) -> bool:
-    now = now or timezone.now()
-    if run.status == SyncRun.Status.RUNNING:
-        beat = run.heartbeat_at or run.started_at or run.created_at
-        return beat < now - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS)
-    if run.status == SyncRun.Status.QUEUED:
-        return run.created_at < now - timedelta(seconds=settings.HUBSYNC_RUN_QUEUED_STALE_SECONDS)
-    return False
+    return run.is_stale(
+        running_after=timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS),
+        queued_after=timedelta(seconds=settings.HUBSYNC_RUN_QUEUED_STALE_SECONDS),
+        now=now,
+    )
 
 
 def fail_stale_active_run(*, source_id: int) -> bool:
