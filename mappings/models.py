@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from hubsync.fields import EncryptedTextField
 from hubsync.models import Workspace
-from hubsync.runs import RunBase
+from hubsync.runbase import RunBase
 from models_app.models import DataModel
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from hubsync.fields import EncryptedTextField
 from hubsync.models import Workspace
-from hubsync.runs import RunBase
+from hubsync.runbase import RunBase
 
 SYNC_INTERVAL_CHOICES = [
     (timedelta(minutes=15), "Every 15 minutes"),
