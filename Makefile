@@ -33,9 +33,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Two test workers (pytest-xdist), one per core; a whole module runs in one worker (its fixtures start once).
+# Each worker gets its own test database and Redis database. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: lint
 	HUBSYNC_TESTING=1 $(PY) manage.py makemigrations --check --dry-run
-	HUBSYNC_TESTING=1 $(BIN)/pytest -m "not bench" $(PYTEST_ARGS)
+	HUBSYNC_TESTING=1 $(BIN)/pytest -m "not bench" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install
 	HUBSYNC_TESTING=1 $(BIN)/pytest -m bench -s bench $(PYTEST_ARGS)
