@@ -120,5 +120,5 @@ def dashboard_running(request: HttpRequest) -> HttpResponse:
 def dashboard_workers(request: HttpRequest) -> HttpResponse:
     """The workers panel, loaded after the page (hx-trigger="load"): pinging a silent cluster takes the ping's
     timeout, which the dashboard itself must never wait for."""
-    report = dashboard.workers_report()
+    report = dashboard.workers_report(request.workspace)
     return render(request, "hubsync/_workers.html", {"report": report, "now": timezone.now()})
