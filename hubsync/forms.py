@@ -56,7 +56,8 @@ class AlertChannelForm(forms.Form):
         max_length=1000,
         assume_scheme="https",
         label="Webhook URL",
-        help_text="Receives a JSON POST with a Slack-compatible “text” field. Stored encrypted; not shown again.",
+        help_text="Receives a JSON POST with a Slack-compatible “text” field; an https:// address on the public "
+        "internet. Stored encrypted; not shown again.",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         error_messages={
             "invalid": "This is not a web address. Paste the whole webhook URL, e.g. "

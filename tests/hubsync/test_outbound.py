@@ -74,9 +74,7 @@ def _dns(monkeypatch, settings):
     def getaddrinfo(host, port, *args, **kwargs):
         if host in NAMES:
             family = {4: socket.AF_INET, 6: socket.AF_INET6}
-            return [
-                (family[6 if ":" in a else 4], socket.SOCK_STREAM, 6, "", (a, port or 443)) for a in NAMES[host]
-            ]
+            return [(family[6 if ":" in a else 4], socket.SOCK_STREAM, 6, "", (a, port or 443)) for a in NAMES[host]]
         if str(host).endswith(".invalid"):
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return real(host, port, *args, **kwargs)
@@ -223,3 +221,85 @@ def test_the_connection_goes_to_the_checked_address_with_the_host_name_kept(monk
 def test_environment_proxies_are_not_used(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     assert outbound.session().trust_env is False
+
+
+def _self_signed(tmp_path, name: str) -> tuple[str, str]:
+    """A certificate for `name` (and its key), written as PEM files; it is also its own CA."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_https_through_the_pinned_connection_keeps_sni_and_the_certificate_check(monkeypatch, settings, tmp_path):
+    """The socket goes to the checked address; TLS still sends the host name (SNI) and verifies the certificate
+    against it, so pinning weakens nothing."""
+    import ssl
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = True
+    cert, key = _self_signed(tmp_path, "hooks.example")
+    seen_sni: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in ("hooks.example", "other.example"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    port = server.server_address[1]
+    try:
+        response = outbound.session().post(
+            f"https://hooks.example:{port}/x", json={}, timeout=5, allow_redirects=False, verify=cert
+        )
+        assert response.status_code == 204 and seen_sni == ["hooks.example"]
+        # The same server reached under another name: the certificate does not match, the request fails.
+        with pytest.raises(requests.exceptions.SSLError):
+            outbound.session().post(
+                f"https://other.example:{port}/x", json={}, timeout=5, allow_redirects=False, verify=cert
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
