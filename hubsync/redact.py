@@ -21,8 +21,10 @@ _SECRET_PATTERNS = [
     # JSON / form / query fields that carry credentials. The look-behind keeps "status_code" and the like.
     re.compile(
         r"(?i)((?<![A-Za-z0-9_])[\"']?(?:access_token|refresh_token|id_token|client_secret|code_verifier|writeKey|"
-        r"write_key|api_key|apikey|password|token|secret|code)[\"']?\s*[:=]\s*[\"']?)[^\"'&,\s}]+"
+        r"write_key|api_key|apikey|password|token|secret)[\"']?\s*[:=]\s*[\"']?)[^\"'&,\s}]+"
     ),
+    # An OAuth authorization code in a form or query string; "error code: 429" stays readable.
+    re.compile(r"(?i)((?<![A-Za-z0-9_])code=)[^\"'&,\s}]+"),
     # Credentials in URLs: scheme://user:password@host
     re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"),
 ]

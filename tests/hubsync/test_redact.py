@@ -42,10 +42,10 @@ def assert_clean(text: str, where: str = "") -> None:
 
 
 def test_every_form_is_redacted_and_the_rest_kept():
-    out = redact(ECHO + " status_code: 500 HTTP 401 x=1 keep-this redis://user:pw-LEAK@host:6379/0")
+    out = redact(ECHO + " status_code: 500 HTTP 401 x=1 error code: 429 keep-this redis://user:pw-LEAK@host:6379/0")
     assert_clean(out)
     assert "pw-LEAK" not in out
-    for kept in ("status_code: 500", "HTTP 401", "x=1", "keep-this", "grant_type=", "expires_in"):
+    for kept in ("status_code: 500", "HTTP 401", "x=1", "error code: 429", "keep-this", "grant_type=", "expires_in"):
         assert kept in out
     assert redact(out) == out  # idempotent: pages may redact again
 
