@@ -15,10 +15,12 @@ whose DNS answer is private). Two places check:
 Addresses are classified with the standard library's `ipaddress` (no hand-written parsing); the resolver does
 the parsing of odd numeric forms, so what is checked is exactly what the socket would connect to.
 
-Why not a library: `advocate` has not been released since 2020 and pins an old urllib3; `requests-hardened`
-(maintained) filters private and loopback ranges but does not unwrap NAT64 / 6to4 / IPv4-compatible IPv6 nor
-offer a host allow-list, and we need the same classification at save time to show a form error. The part that
-must be right, the classification, is the standard library's; the pinning is one urllib3 method override.
+Why not a library: `advocate` has not been released since 2020. `requests-hardened` (maintained) pins the
+address the same way and blocks similar ranges, but it checks a name's first answer only, lets reserved ranges
+such as IPv4-compatible IPv6 (::127.0.0.1) through, has no host allow-list, logs the resolved address, and its
+check is not a public function the channel form could call for a save-time error; adopting it would still leave
+us writing the save-time check. The part that must be right, the classification, is the standard library's;
+the pinning is one urllib3 method override (`_new_conn`), tested with SNI and certificate verification.
 """
 
 from __future__ import annotations
