@@ -18,10 +18,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (
     Queue("extract", Exchange("extract", type="direct"), routing_key="extract"),
     Queue("deliver", Exchange("deliver", type="direct"), routing_key="deliver"),
+    Queue("alerts", Exchange("alerts", type="direct"), routing_key="alerts"),
 )
 app.conf.task_routes = {
     "sources.*": {"queue": "extract"},
     "mappings.*": {"queue": "deliver"},
+    # Alerts wait on other people's servers (webhooks, SMTP): a queue of their own, so a slow one never delays
+    # anyone's syncs or deliveries.
+    "hubsync.send_alert": {"queue": "alerts"},
+    "hubsync.evaluate_alerts": {"queue": "alerts"},
     "hubsync.*": {"queue": "extract"},
 }
 app.conf.beat_schedule = {

@@ -15,7 +15,20 @@ def dispatch() -> dict[str, Any]:
     return dispatch_due()
 
 
-@shared_task(name="hubsync.send_alert", bind=True, acks_late=True, ignore_result=True)
+# Alert tasks run on their own `alerts` queue (hubsync/celery.py) with short time limits: a slow webhook or SMTP
+# server holds up other alerts at most, never a sync or a delivery (of this workspace or another).
+ALERT_TIME_LIMITS = {"soft_time_limit": 45, "time_limit": 60}
+
+
+@shared_task(name="hubsync.evaluate_alerts", ignore_result=True, **ALERT_TIME_LIMITS)
+def evaluate_alerts(workspace_id: int) -> None:
+    """Open / close one workspace's alert streaks (queued when a run finishes, and every minute by beat)."""
+    from .alerts import evaluate_logged
+
+    evaluate_logged(workspace_id=workspace_id)
+
+
+@shared_task(name="hubsync.send_alert", bind=True, acks_late=True, ignore_result=True, **ALERT_TIME_LIMITS)
 def send_alert(self, alert_id: int) -> str:
     """Deliver one alert to its channel; transient failures retry with backoff, ALERT_MAX_ATTEMPTS in all, and
     every attempt is recorded on the Alert row (the task takes the id: the webhook URL is a secret)."""

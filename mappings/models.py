@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from hubsync.fields import EncryptedTextField
+from hubsync.fields import EncryptedTextField, RedactedTextField
 from hubsync.models import Workspace
 from models_app.models import DataModel
 
@@ -197,7 +197,7 @@ class DeliveryState(models.Model):
     # Hash of the payload Segment accepted last; only written after Segment accepted the batch.
     delivered_hash = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True)
+    error = RedactedTextField(blank=True)
     message_id = models.CharField(max_length=100, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The message as built, kept for rejected records so the UI can show what was wrong (None otherwise:
@@ -280,7 +280,7 @@ class DeliveryRun(models.Model):
     # about to be sent, written *before* each send. A run that ends clears it; when its worker is killed, the next
     # run resends these records even where their payload equals the delivered hash (mappings.deliver).
     unconfirmed = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    error = RedactedTextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

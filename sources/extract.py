@@ -86,6 +86,8 @@ from django.db import connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from hubsync.redact import redact
+
 from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
 from .models import ChangeCounter, Record, RecordChange, Source, SourceCollection, SyncRun
@@ -178,8 +180,9 @@ def _next_after(page: dict) -> str | None:
 
 
 def _describe(exc: BaseException) -> str:
+    # Redacted here too: per-collection errors also live in SyncRun.counts (JSON) and the progress output.
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:1000]
+    return redact(f"{type(exc).__name__}: {text}")[:1000]
 
 
 def _empty_counts() -> dict:

@@ -353,8 +353,11 @@ def hubspot(hubspot_sandbox, settings):
     return hubspot_sandbox
 
 
-def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(workspace, hubspot, destination, space, enqueued):
+def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(
+    workspace, hubspot, destination, space, enqueued, monkeypatch, django_capture_on_commit_callbacks
+):
     from hubsync.models import AlertChannel, AlertState
+    from hubsync.tasks import evaluate_alerts, send_alert
     from tests.sources.extract_helpers import make_source, sync
 
     hubspot.seed(3001, contacts=5, companies=0, deals=0, tickets=0)
@@ -384,7 +387,11 @@ def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(workspace, hubspo
 
     hubspot.delete_property("loyalty_tier", portal=3001, collection="contacts")
     hubspot.add_property("loyalty_level", portal=3001, collection="contacts", label="Loyalty tier")
-    assert sync(source).status == "succeeded"
+    # The finished run queues the evaluation (alerts queue) after commit: run it here, hold the messages back.
+    monkeypatch.setattr(evaluate_alerts, "delay", lambda workspace_id: evaluate_alerts.apply(args=[workspace_id]))
+    monkeypatch.setattr(send_alert, "delay", lambda alert_id: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sync(source).status == "succeeded"
     affected.refresh_from_db()
     untouched.refresh_from_db()
     assert affected.paused and not untouched.paused
