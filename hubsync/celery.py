@@ -18,11 +18,16 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (
     Queue("extract", Exchange("extract", type="direct"), routing_key="extract"),
     Queue("deliver", Exchange("deliver", type="direct"), routing_key="deliver"),
+    Queue("alerts", Exchange("alerts", type="direct"), routing_key="alerts"),
 )
 app.conf.task_routes = {
     "sources.*": {"queue": "extract"},
     "mappings.*": {"queue": "deliver"},
-    "hubsync.*": {"queue": "extract"},
+    # Alerts wait on other people's servers (webhooks, SMTP) and the dispatcher must tick every minute: a queue
+    # of their own, so a backlog of syncs or deliveries never delays an alert or the schedule, and a slow
+    # webhook never delays anyone's sync.
+    "monitoring.*": {"queue": "alerts"},
+    "hubsync.*": {"queue": "alerts"},
 }
 app.conf.beat_schedule = {
     # A tick that waited longer than the next one is worthless: expire it instead of piling up ticks while

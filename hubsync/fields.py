@@ -83,3 +83,20 @@ class EncryptedTextField(models.TextField):
         # Serialization (dumpdata, fixtures) gets the ciphertext, never the plaintext.
         value = self.value_from_object(obj)
         return self.get_prep_value(value) or ""
+
+
+class RedactedTextField(models.TextField):
+    """A text column for errors that quote remote answers: credentials are cut out on the way into the database
+    (save, update, bulk_create, bulk_update all prepare values through here), so no page has to remember to.
+
+    The column itself is an ordinary text column: migrations see a TextField and have nothing to do."""
+
+    def get_prep_value(self, value: Any) -> Any:
+        from .redact import redact
+
+        value = super().get_prep_value(value)
+        return redact(value) if isinstance(value, str) and value else value
+
+    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+        name, _path, args, kwargs = super().deconstruct()
+        return name, "django.db.models.TextField", args, kwargs

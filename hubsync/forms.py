@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from . import outbound
 from .models import Role
 
 
@@ -46,7 +47,7 @@ class AlertChannelForm(forms.Form):
         max_length=500,
         required=False,
         label="Email addresses",
-        help_text="Comma-separated.",
+        help_text="Comma-separated; verified addresses of this workspace's members only.",
         widget=forms.TextInput(attrs={"placeholder": "ops@example.com, data@example.com"}),
     )
     # A Slack webhook URL is a secret: never rendered back into the page.
@@ -55,13 +56,19 @@ class AlertChannelForm(forms.Form):
         max_length=1000,
         assume_scheme="https",
         label="Webhook URL",
-        help_text="Receives a JSON POST with a Slack-compatible “text” field. Stored encrypted; not shown again.",
+        help_text="Receives a JSON POST with a Slack-compatible “text” field; an https:// address on the public "
+        "internet. Stored encrypted; not shown again.",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         error_messages={
             "invalid": "This is not a web address. Paste the whole webhook URL, e.g. "
             "https://hooks.slack.com/services/T000/B000/XXXX."
         },
     )
+
+    def __init__(self, *args, member_emails: set[str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Verified addresses of the workspace's members (lower case): alert e-mails go to them only.
+        self.member_emails = member_emails
 
     def clean(self) -> dict:
         data = super().clean()
@@ -75,6 +82,13 @@ class AlertChannelForm(forms.Form):
                     validator.clean(address)
                 except forms.ValidationError:
                     self.add_error("emails", f"{address} is not a valid email address.")
+                    continue
+                if self.member_emails is not None and address.lower() not in self.member_emails:
+                    self.add_error(
+                        "emails",
+                        f"{address} is not the verified address of a member of this workspace. Alert e-mails go "
+                        "to members only: invite the person first (they verify their address when they join).",
+                    )
             data["emails"] = ", ".join(addresses)
             data["webhook_url"] = ""
             # The webhook field is hidden for email channels: whatever it holds is ignored, errors included.
@@ -83,5 +97,10 @@ class AlertChannelForm(forms.Form):
             # An invalid URL already has its error on the field; "give the URL" would contradict it.
             if not data.get("webhook_url") and "webhook_url" not in self.errors:
                 self.add_error("webhook_url", "Give the webhook URL (for Slack: an incoming-webhook URL).")
+            elif data.get("webhook_url"):
+                try:
+                    outbound.check_url(data["webhook_url"])
+                except outbound.RefusedURL as exc:
+                    self.add_error("webhook_url", f"This webhook URL cannot be used: {exc}.")
             data["emails"] = ""
         return data

@@ -17,7 +17,7 @@ from django.db import transaction
 # mappings: the mirror of (source, collections) changed; start the deliveries of the mappings that read it.
 MIRROR_CHANGED = "mappings.mirror_changed"
 # monitoring: a run of this workspace finished; evaluate its alert rules.
-RUN_FINISHED = "monitoring.run_finished"
+RUN_FINISHED = "monitoring.evaluate_alerts"
 
 
 def send(name: str, /, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from .fields import EncryptedTextField
+from .fields import EncryptedTextField, RedactedTextField
 
 
 class Role(models.TextChoices):
@@ -163,7 +163,7 @@ class AlertState(models.Model):
     is_open = models.BooleanField(default=False)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
-    detail = models.TextField(blank=True)
+    detail = RedactedTextField(blank=True)
 
     class Meta:
         ordering = ["-opened_at", "-id"]
@@ -191,7 +191,7 @@ class Alert(models.Model):
     state = models.ForeignKey(AlertState, null=True, blank=True, on_delete=models.SET_NULL, related_name="alerts")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     rule = models.CharField(max_length=30, blank=True)
-    text = models.TextField()
+    text = RedactedTextField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     # [{"at": iso, "ok": bool, "status_code": int | None, "error": str}, ...]
     attempts = models.JSONField(default=list, blank=True)

@@ -15,6 +15,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .fields import RedactedTextField
+
 
 class RunBase(models.Model):
     class Status(models.TextChoices):
@@ -31,7 +33,7 @@ class RunBase(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    error = RedactedTextField(blank=True)  # redacted when stored: HubSpot and Segment echo credentials
 
     class Meta:
         abstract = True

@@ -197,7 +197,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "extract"
-CELERY_TASK_QUEUES_NAMES = ("extract", "deliver")
+CELERY_TASK_QUEUES_NAMES = ("extract", "deliver", "alerts")
 # Time limits stay far below the broker's visibility timeout, so a task that is still running is never
 # handed to a second worker.
 CELERY_TASK_TIME_LIMIT = 3600
@@ -400,3 +400,16 @@ ALERT_MAX_ATTEMPTS = int(os.environ.get("ALERT_MAX_ATTEMPTS", "5"))
 ALERT_RETRY_BASE_SECONDS = float(os.environ.get("ALERT_RETRY_BASE_SECONDS", "10"))
 # How long a webhook (Slack, ...) may take to answer one alert POST, seconds.
 ALERT_WEBHOOK_TIMEOUT = float(os.environ.get("ALERT_WEBHOOK_TIMEOUT", "10"))
+# Seconds the SMTP server may take for one alert e-mail.
+ALERT_EMAIL_TIMEOUT = float(os.environ.get("ALERT_EMAIL_TIMEOUT", "10"))
+# "Send test": at most this many per channel and per workspace within the window (seconds).
+ALERT_TEST_LIMIT_PER_CHANNEL = int(os.environ.get("ALERT_TEST_LIMIT_PER_CHANNEL", "3"))
+ALERT_TEST_LIMIT_PER_WORKSPACE = int(os.environ.get("ALERT_TEST_LIMIT_PER_WORKSPACE", "10"))
+ALERT_TEST_WINDOW_SECONDS = int(os.environ.get("ALERT_TEST_WINDOW_SECONDS", "600"))
+# Webhook hosts alerts may be sent to (hubsync/outbound.py). Empty: any host whose addresses are all public;
+# "hooks.slack.com": that host only; ".example.com": the domain and its subdomains. Private, loopback, link-local
+# and other special addresses are refused whatever this says.
+ALERT_WEBHOOK_ALLOWED_HOSTS = env_list("HUBSYNC_WEBHOOK_ALLOWED_HOSTS")
+# Tests and local development only: allow webhooks to 127.0.0.1 / ::1 (and plain http). Ignored unless DEBUG or
+# HUBSYNC_TESTING is on.
+ALERT_WEBHOOK_ALLOW_LOOPBACK = env_bool("HUBSYNC_WEBHOOK_ALLOW_LOOPBACK", False)

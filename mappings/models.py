@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from hubsync.fields import EncryptedTextField
+from hubsync.fields import EncryptedTextField, RedactedTextField
 from hubsync.models import Workspace
 from hubsync.runbase import RunBase
 from models_app.models import DataModel
@@ -198,7 +198,7 @@ class DeliveryState(models.Model):
     # Hash of the payload Segment accepted last; only written after Segment accepted the batch.
     delivered_hash = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    error = models.TextField(blank=True)
+    error = RedactedTextField(blank=True)
     message_id = models.CharField(max_length=100, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The message as built, kept for rejected records so the UI can show what was wrong (None otherwise:

@@ -12,14 +12,38 @@ from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
 from hubsync.forms import AlertChannelForm
 from hubsync.models import Alert, AlertChannel, AlertState, Role
+from hubsync.redact import redact
 
 from . import alerts
 
 LOG_SIZE = 50  # messages shown in the log
+VERIFY_FIRST = (
+    "Verify your e-mail address first (Account → E-mail addresses): alert channels can only be added and tested "
+    "from a verified account."
+)
+
+
+def _shown_error(entry: dict) -> str:
+    """What the log says about a failed attempt. A webhook's answer is summed up by its status code; rows stored
+    before that rule quoted the response body or the connection error (addresses, open or closed ports), which
+    are not shown again."""
+    error = str(entry.get("error") or "")
+    if entry.get("status_code"):  # the template shows "HTTP <code>"; keep only our own hint after it
+        head = f"HTTP {entry['status_code']}"
+        return error[len(head) :].strip() if error.startswith(head) and ":" not in error else ""
+    if error.startswith(alerts.OWN_ERRORS) or not error:
+        return error
+    return redact(error) if entry.get("kind") == "email" else "could not connect to the webhook"
 
 
 def _log(request: HttpRequest) -> dict:
     log = list(Alert.objects.filter(workspace=request.workspace).select_related("channel")[:LOG_SIZE])
+    for alert in log:
+        alert.text = redact(alert.text)  # stored redacted; rows from before that are cleaned here
+        kind = alert.channel.kind if alert.channel else ""
+        alert.shown_attempts = [
+            {**entry, "error": _shown_error({**entry, "kind": kind})} for entry in alert.attempts or []
+        ]
     # While a message waits for a worker (or between retries) the log refreshes itself, so "Send test" shows
     # its outcome without a reload.
     return {"log": log, "log_pending": any(a.status == Alert.Status.QUEUED for a in log)}
@@ -55,7 +79,11 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
     """The channel list and log; a POST adds a channel (admins), so form errors render in place."""
     if request.method != "POST":
         return _page(request, AlertChannelForm())
-    form = AlertChannelForm(request.POST)
+    form = AlertChannelForm(request.POST, member_emails=alerts.member_addresses(request.workspace.pk))
+    if not alerts.has_verified_email(request.user):
+        # An unverified account could otherwise point e-mails and requests anywhere from this server.
+        form.add_error(None, VERIFY_FIRST)
+        return _page(request, form, status=403)
     if not form.is_valid():
         return _page(request, form, status=400)
     data = form.cleaned_data
@@ -81,7 +109,14 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 def alert_channel_test(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
-    alerts.send_test(channel=channel)
+    if not alerts.has_verified_email(request.user):
+        messages.error(request, VERIFY_FIRST)
+        return redirect("alerts")
+    try:
+        alerts.send_test(channel=channel)
+    except alerts.SendTestLimited as exc:
+        messages.error(request, f"No test message sent: {exc}")
+        return redirect("alerts")
     messages.success(request, f"Test message queued for “{channel}”; its outcome appears in the log below.")
     return redirect("alerts")
 

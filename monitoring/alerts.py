@@ -16,10 +16,15 @@ state closes and sends **one** recovery message. Opening and closing are compare
 evaluations racing (a sync and a delivery finishing at once) still send one message. Objects that were deleted
 close their streak silently, and so do mappings that were switched off.
 
-It runs when a sync run or a delivery run finishes (the engines send `hubsync.handoff.RUN_FINISHED`) and every
-minute from the beat dispatcher (freshness grows without any run finishing). Each message is an `Alert` row
-(the outbox) sent by the Celery task `monitoring.send_alert`, one per channel, with bounded retries; every
-attempt is recorded on the row.
+It runs as the task `monitoring.evaluate_alerts` (hubsync.handoff.RUN_FINISHED), sent when a sync run or a
+delivery run finishes and every minute by the beat dispatcher (freshness grows without any run finishing). Each
+message is an `Alert` row (the outbox) sent by the task `monitoring.send_alert`, one per channel, with bounded
+retries; every attempt is recorded on the row. Both tasks run on the `alerts` queue with short time limits, so
+a slow webhook or mail server never delays a sync or a delivery.
+
+Channels are other people's servers and inboxes: webhooks go to public addresses only (hubsync/outbound.py) and
+the log keeps only their HTTP status; e-mails go to verified members of the workspace only, with subjects of our
+own words; webhook texts are escaped for Slack's mrkdwn; "Send test" is rate-limited.
 """
 
 from __future__ import annotations
@@ -28,18 +33,19 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import get_connection, send_mail
+from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
-from hubsync import handoff
+from hubsync import handoff, outbound
 from hubsync.http import full_jitter
 from hubsync.models import Alert, AlertChannel, AlertState, Workspace, WorkspaceSettings
+from hubsync.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -250,9 +256,18 @@ def evaluate(*, workspace_id: int) -> dict[str, list[str]]:
 
 
 def evaluate_safely(*, workspace_id: int | None) -> None:
-    """For the run completion paths: alerting must never fail or slow down a run's bookkeeping."""
+    """Ask for an evaluation on the `alerts` queue once the current transaction commits. Alerting must never
+    fail or slow down its caller, nor wait behind (or hold up) syncs and deliveries."""
     if workspace_id is None:
         return
+    try:
+        handoff.send(handoff.RUN_FINISHED, workspace_id=workspace_id)
+    except Exception:
+        logger.exception("could not queue the alert evaluation of workspace %s", workspace_id)
+
+
+def evaluate_logged(*, workspace_id: int) -> None:
+    """The task's body: one workspace's evaluation; a failure is logged, the next run or tick tries again."""
     try:
         evaluate(workspace_id=workspace_id)
     except Exception:
@@ -260,7 +275,8 @@ def evaluate_safely(*, workspace_id: int | None) -> None:
 
 
 def evaluate_all() -> int:
-    """The beat dispatcher's hook (every minute): freshness grows without any run finishing."""
+    """The beat dispatcher's hook (every minute): freshness grows without any run finishing. One task per
+    workspace on the `alerts` queue, so a slow evaluation never delays the dispatcher's other work."""
     from sources.models import Source
 
     ids = list(Source.objects.values_list("workspace_id", flat=True).distinct())
@@ -301,30 +317,87 @@ def queue_alert(*, channel: AlertChannel, kind: str, text: str, state: AlertStat
     return alert
 
 
+class SendTestLimited(Exception):
+    """Too many test messages recently; the message says when to try again."""
+
+
 def send_test(*, channel: AlertChannel) -> Alert:
-    return queue_alert(
-        channel=channel,
-        kind=Alert.Kind.TEST,
-        text=f"[hubsync · {channel.workspace.name}] Test message for channel “{channel}”: alerts reach you here.",
-    )
+    """Queue a test message, unless the channel or its workspace has sent too many lately: "Send test" must not
+    turn the server into a mail cannon or a request flood. Counted from the Alert rows (the database decides, with
+    the workspace row locked so two clicks at once cannot both slip under the limit)."""
+    window = timedelta(seconds=settings.ALERT_TEST_WINDOW_SECONDS)
+    minutes = max(1, settings.ALERT_TEST_WINDOW_SECONDS // 60)
+    with transaction.atomic():
+        list(Workspace.objects.select_for_update().filter(pk=channel.workspace_id).values_list("pk", flat=True))
+        recent = Alert.objects.filter(
+            workspace_id=channel.workspace_id, kind=Alert.Kind.TEST, created_at__gte=timezone.now() - window
+        )
+        if recent.filter(channel=channel).count() >= settings.ALERT_TEST_LIMIT_PER_CHANNEL:
+            raise SendTestLimited(
+                f"This channel already got {settings.ALERT_TEST_LIMIT_PER_CHANNEL} test messages in the last "
+                f"{minutes} minutes. Wait a few minutes before sending another."
+            )
+        if recent.count() >= settings.ALERT_TEST_LIMIT_PER_WORKSPACE:
+            raise SendTestLimited(
+                f"This workspace already sent {settings.ALERT_TEST_LIMIT_PER_WORKSPACE} test messages in the last "
+                f"{minutes} minutes. Wait a few minutes before sending another."
+            )
+        return queue_alert(
+            channel=channel,
+            kind=Alert.Kind.TEST,
+            text=f"[hubsync · {channel.workspace.name}] Test message for channel “{channel}”: alerts reach you here.",
+        )
+
+
+def member_addresses(workspace_id: int) -> set[str]:
+    """The verified e-mail addresses of the workspace's members (lower case): the only possible recipients, so
+    alert e-mails cannot be pointed at strangers."""
+    from allauth.account.models import EmailAddress
+
+    return {
+        e.lower()
+        for e in EmailAddress.objects.filter(verified=True, user__memberships__workspace_id=workspace_id).values_list(
+            "email", flat=True
+        )
+    }
+
+
+def has_verified_email(user: Any) -> bool:
+    from allauth.account.models import EmailAddress
+
+    return EmailAddress.objects.filter(user=user, verified=True).exists()
+
+
+def slack_escape(text: str) -> str:
+    """Slack mrkdwn's control characters escaped (Slack: "escape &, < and >"): a source named "<!channel>" or a
+    HubSpot error quoting "<https://evil.example|click>" stays plain text instead of pinging or linking."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def email_subject(alert: Alert) -> str:
+    """Our words only: names, error texts and anything else a user or HubSpot wrote stay in the body."""
+    if alert.kind == Alert.Kind.TEST:
+        return "[hubsync] Test message"
+    label = RULE_LABELS.get(alert.rule, "Alert")
+    return f"[hubsync] Recovered: {label}" if alert.kind == Alert.Kind.RECOVERED else f"[hubsync] Problem: {label}"
 
 
 # --- delivery ------------------------------------------------------------------------------------------------
 
 
+# The beginnings of every error an attempt records (besides "HTTP <status>" and e-mail errors): the log shows
+# these and nothing else for a webhook.
+OWN_ERRORS = (
+    "refused: ",
+    "could not connect to the webhook",
+    "the webhook did not answer in time",
+    "the channel was deleted",
+    "none of the channel's addresses",
+)
+
+
 class _Permanent(Exception):
     """Retrying cannot help (the webhook refused the request as invalid, or the channel is gone)."""
-
-
-def _redact(message: str, url: str) -> str:
-    """Errors from requests quote the URL, and a Slack webhook URL is a secret: cut it (and its path) out."""
-    if url:
-        message = message.replace(url, "[webhook URL]")
-        parts = urlsplit(url)
-        secret_path = parts.path + (f"?{parts.query}" if parts.query else "")
-        if len(secret_path) > 1:
-            message = message.replace(secret_path, "/[redacted]")
-    return message
 
 
 def _send(alert: Alert) -> int | None:
@@ -333,37 +406,59 @@ def _send(alert: Alert) -> int | None:
     if channel is None:
         raise _Permanent("the channel was deleted")
     if channel.kind == AlertChannel.Kind.EMAIL:
-        first_line = alert.text.splitlines()[0] if alert.text else "hubsync alert"
+        # Checked again at send time: a member who left (or an address added before this check) gets nothing.
+        allowed = member_addresses(channel.workspace_id)
+        recipients = [r for r in channel.recipients if r.lower() in allowed]
+        if not recipients:
+            raise _Permanent("none of the channel's addresses belongs to a verified member of this workspace")
         send_mail(
-            subject=first_line[:150],
+            subject=email_subject(alert),
             message=alert.text,
             from_email=None,
-            recipient_list=channel.recipients,
+            recipient_list=recipients,
             fail_silently=False,
+            connection=get_connection(fail_silently=False, timeout=settings.ALERT_EMAIL_TIMEOUT),
         )
         return None
     url = channel.webhook_url
     try:
-        response = requests.post(
-            url,
-            json={"text": alert.text},
-            timeout=settings.ALERT_WEBHOOK_TIMEOUT,
-            headers={"User-Agent": "hubsync-alerts"},
-            allow_redirects=False,
-        )
-    except requests.RequestException as exc:
-        raise RuntimeError(_redact(f"{type(exc).__name__}: {exc}", url)) from None
-    if 200 <= response.status_code < 300:
-        return response.status_code
-    error = _WebhookError(response.status_code, _redact(response.text[:200], url))
-    if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+        # Checked again at send time: the row may predate the check, or the allow-list may have changed. The
+        # connection itself re-checks the address it connects to (hubsync/outbound.py).
+        outbound.check_url(url)
+        with outbound.session() as session:
+            response = session.post(
+                url,
+                json={"text": slack_escape(alert.text)},
+                timeout=(min(3.0, settings.ALERT_WEBHOOK_TIMEOUT), settings.ALERT_WEBHOOK_TIMEOUT),
+                headers={"User-Agent": "hubsync-alerts"},
+                allow_redirects=False,
+                stream=True,
+            )
+            status = response.status_code
+            response.close()  # the body is never read: only the status is kept and shown
+    except outbound.RefusedURL as exc:
+        raise _Permanent(f"refused: {exc}") from None
+    except requests.Timeout:
+        raise _Transient("the webhook did not answer in time") from None
+    except requests.RequestException:
+        # No exception text: it would tell open ports from closed ones and quote addresses.
+        raise _Transient("could not connect to the webhook") from None
+    if 200 <= status < 300:
+        return status
+    error = _WebhookError(status)
+    if 300 <= status < 400 or (400 <= status < 500 and status not in (408, 429)):
         raise _Permanent(str(error)) from error
     raise error
 
 
-class _WebhookError(Exception):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"HTTP {status}: {body}")
+class _Transient(Exception):
+    """Worth another attempt; the message is ours (no remote text, no address)."""
+
+
+class _WebhookError(_Transient):
+    def __init__(self, status: int) -> None:
+        hint = " (redirects are not followed)" if 300 <= status < 400 else ""
+        super().__init__(f"HTTP {status}{hint}")
         self.status = status
 
 
@@ -382,9 +477,12 @@ def attempt(*, alert_id: int, last: bool) -> str:
         entry["error"] = str(exc)
         entry["status_code"] = getattr(exc.__cause__, "status", None)
         outcome = "failed"
-    except Exception as exc:
-        url = alert.channel.webhook_url if alert.channel else ""
-        entry["error"] = _redact(f"{type(exc).__name__}: {exc}", url)[:500]
+    except _Transient as exc:
+        entry["error"] = str(exc)
+        entry["status_code"] = getattr(exc, "status", None)
+        outcome = "failed" if last else "retry"
+    except Exception as exc:  # e-mail: the SMTP server's answer, which may quote addresses or credentials
+        entry["error"] = redact(f"{type(exc).__name__}: {exc}")[:500]
         entry["status_code"] = getattr(exc, "status", None)
         outcome = "failed" if last else "retry"
     alert.attempts = [*(alert.attempts or []), entry]

@@ -11,8 +11,6 @@ the mirror, delivered / rejected states) are read from counter rows that databas
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,7 +176,6 @@ def human_duration(delta: timedelta | float | None) -> str:
 # --- the dashboard --------------------------------------------------------------------------------------------
 
 
-
 def active_runs(workspace: Workspace) -> tuple[list[Any], list[Any]]:
     """The workspace's queued and running syncs and deliveries: two queries."""
     from mappings.models import DeliveryRun
@@ -202,6 +199,7 @@ def attach_progress(active_sync: list[Any], active_delivery: list[Any]) -> None:
         run.progress = sync_progress(run)
     for run in active_delivery:
         run.progress = delivery_progress(run, count_total=False)
+
 
 def first_pending_change():
     """For annotating a Mapping queryset: the mirror row of its collection with the lowest change_seq past its
@@ -465,70 +463,88 @@ def collection_rows(counts: Any) -> list[dict[str, Any]]:
     return rows
 
 
-# --- secrets in error texts -------------------------------------------------------------------------------------
-
-_SECRET_PATTERNS = [
-    # Authorization headers and bearer tokens (HubSpot), Basic auth (Segment write key as user name).
-    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?\s*(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    # JSON / form fields that carry credentials.
-    re.compile(
-        r"(?i)([\"']?(?:access_token|refresh_token|client_secret|code_verifier|writeKey|write_key|api_key|apikey|"
-        r"password|token|secret|code)[\"']?\s*[:=]\s*[\"']?)[^\"'&,\s}]+"
-    ),
-    # Credentials in URLs: scheme://user:password@host
-    re.compile(r"(://[^/\s:@]+:)[^@\s/]+(@)"),
-]
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """The text with known secret values and anything shaped like a credential replaced by "[redacted]"."""
-    if not text:
-        return ""
-    for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, "[redacted]")
-    for pattern in _SECRET_PATTERNS:
-        if pattern.groups >= 2:
-            text = pattern.sub(lambda m: f"{m.group(1)}[redacted]{m.group(2)}", text)
-        else:
-            text = pattern.sub(lambda m: f"{m.group(1)}[redacted]", text)
-    return text
-
-
 # --- workers and queues -----------------------------------------------------------------------------------------
 
 
-def workers_report() -> dict[str, Any]:
-    """Alive workers (control ping), what each runs (inspect active), queue lengths. Each remote step has a short
-    timeout; the dashboard loads this lazily so a silent cluster never slows the page itself."""
+# What the panel calls each task, and how to tell which workspace a running one belongs to.
+_TASK_LABELS = {
+    "sources.run_sync": "Sync run",
+    "mappings.deliver_mapping": "Delivery of mapping",
+    "monitoring.send_alert": "Alert message",
+    "monitoring.evaluate_alerts": "Alert evaluation",
+}
+
+
+def _first_id(task: dict[str, Any]) -> int | None:
+    args = task.get("args") or []
+    value = (
+        args[0] if isinstance(args, list | tuple) and args else next(iter((task.get("kwargs") or {}).values()), None)
+    )
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _own_task_ids(workspace: Workspace, wanted: dict[str, set[int]]) -> dict[str, set[int]]:
+    """Of the ids the running tasks name, those that belong to this workspace (one query per task kind)."""
+    from mappings.models import Mapping
+    from sources.models import SyncRun
+
+    from .models import Alert
+
+    queries = {
+        "sources.run_sync": SyncRun.objects.filter(source__workspace=workspace),
+        "mappings.deliver_mapping": Mapping.objects.filter(destination__workspace=workspace),
+        "monitoring.send_alert": Alert.objects.filter(workspace=workspace),
+    }
+    own: dict[str, set[int]] = {"monitoring.evaluate_alerts": {workspace.pk}}
+    for name, qs in queries.items():
+        ids = wanted.get(name)
+        own[name] = set(qs.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+    return own
+
+
+def workers_report(workspace: Workspace) -> dict[str, Any]:
+    """How many workers answer (control ping), what they run *for this workspace* (inspect active), queue
+    lengths. Workers are shared by every workspace: their host names and other workspaces' tasks and run ids are
+    not this workspace's business, so only the count and this workspace's own tasks are reported. Each remote
+    step has a short timeout; the dashboard loads this lazily so a silent cluster never slows the page itself."""
     from hubsync.celery import app
     from hubsync.health import _safe_error, check_workers
 
     timeout = min(settings.HEALTH_WORKER_TIMEOUT, 1.5)
-    report: dict[str, Any] = {"workers": [], "queues": queue_lengths(), "error": ""}
+    report: dict[str, Any] = {"alive": 0, "tasks": [], "queues": queue_lengths(), "error": ""}
     ping = check_workers()
     if not ping["ok"]:
         report["error"] = ping.get("error", "")
         return report
+    report["alive"] = len(ping["names"])
     active: dict[str, list] = {}
     try:
         active = app.control.inspect(destination=ping["names"], timeout=timeout).active() or {}
     except Exception as exc:  # a report, not a crash
         report["error"] = _safe_error(exc)
-    for name in ping["names"]:
-        tasks = []
-        for task in active.get(name, []) or []:
-            started = task.get("time_start")
-            tasks.append(
-                {
-                    "name": task.get("name") or task.get("type") or "?",
-                    # Task arguments are ids only (never secrets, by convention), useful to find the run.
-                    "args": ", ".join(str(a) for a in (task.get("args") or [])),
-                    "since": datetime.fromtimestamp(started, tz=UTC) if started else None,
-                }
-            )
-        report["workers"].append({"name": name, "tasks": tasks})
+    running = [t for name in ping["names"] for t in (active.get(name) or []) if isinstance(t, dict)]
+    wanted: dict[str, set[int]] = {}
+    for task in running:
+        name, pk = task.get("name") or task.get("type") or "", _first_id(task)
+        if name in _TASK_LABELS and pk is not None:
+            wanted.setdefault(name, set()).add(pk)
+    own = _own_task_ids(workspace, wanted)
+    for task in running:
+        name, pk = task.get("name") or task.get("type") or "", _first_id(task)
+        if pk is None or pk not in own.get(name, set()):
+            continue  # another workspace's, or shared housekeeping (the dispatcher)
+        started = task.get("time_start")
+        report["tasks"].append(
+            {
+                "name": name,
+                "label": _TASK_LABELS[name],
+                "id": pk,
+                "since": datetime.fromtimestamp(started, tz=UTC) if started else None,
+            }
+        )
     return report
 
 

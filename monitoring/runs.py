@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_htmx.http import HTMX_STOP_POLLING
 
 from hubsync.access import get_for_workspace, workspace_view
+from hubsync.redact import redact
 
 from . import dashboard
 
@@ -52,7 +53,7 @@ def sync_run_detail(request: HttpRequest, source_id: int, sync_run_id: int) -> H
     secrets = _source_secrets(run.source)
     collections = dashboard.collection_rows(run.counts)
     for row in collections:
-        row["error"] = dashboard.redact(row["error"], secrets)
+        row["error"] = redact(row["error"], secrets)
     deliveries = list(
         run.delivery_runs.select_related("mapping__data_model", "mapping__destination").order_by("created_at", "id")
     )
@@ -62,7 +63,7 @@ def sync_run_detail(request: HttpRequest, source_id: int, sync_run_id: int) -> H
         "source": run.source,
         "collections": collections,
         "deliveries": deliveries,
-        "error": dashboard.redact(run.error, secrets),
+        "error": redact(run.error, secrets),
         "duration": dashboard.human_duration(duration) if duration else None,
         "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
         "progress": dashboard.sync_progress(run),
@@ -90,7 +91,7 @@ def delivery_run_detail(request: HttpRequest, delivery_run_id: int) -> HttpRespo
         "run": run,
         "mapping": mapping,
         "source": mapping.data_model.source,
-        "error": dashboard.redact(run.error, secrets),
+        "error": redact(run.error, secrets),
         "duration": dashboard.human_duration(duration) if duration else None,
         "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
         "progress": dashboard.delivery_progress(run),
@@ -119,5 +120,5 @@ def dashboard_running(request: HttpRequest) -> HttpResponse:
 def dashboard_workers(request: HttpRequest) -> HttpResponse:
     """The workers panel, loaded after the page (hx-trigger="load"): pinging a silent cluster takes the ping's
     timeout, which the dashboard itself must never wait for."""
-    report = dashboard.workers_report()
+    report = dashboard.workers_report(request.workspace)
     return render(request, "hubsync/_workers.html", {"report": report, "now": timezone.now()})

@@ -1,4 +1,8 @@
-"""Monitoring tasks. Thin: the work lives in monitoring.alerts."""
+"""Monitoring tasks. Thin: the work lives in monitoring.alerts.
+
+Alert tasks run on their own `alerts` queue (hubsync/celery.py) with short time limits: a slow webhook or SMTP
+server holds up other alerts at most, never a sync or a delivery (of this workspace or another).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ from django.conf import settings
 
 from hubsync import handoff
 
-from .alerts import SEND_ALERT, attempt, evaluate_safely, retry_delay
+from .alerts import SEND_ALERT, attempt, evaluate_logged, retry_delay
+
+ALERT_TIME_LIMITS = {"soft_time_limit": 45, "time_limit": 60}
 
 
-@shared_task(name=handoff.RUN_FINISHED, ignore_result=True)
-def run_finished(*, workspace_id: int) -> None:
-    """A sync or delivery of the workspace ended: a failed / partial run opens its alert streak, a good one
-    closes it (one message each way)."""
-    evaluate_safely(workspace_id=workspace_id)
+@shared_task(name=handoff.RUN_FINISHED, ignore_result=True, **ALERT_TIME_LIMITS)
+def evaluate_alerts(workspace_id: int) -> None:
+    """Open / close one workspace's alert streaks: a sync or delivery of it ended (a failed / partial run opens
+    its streak, a good one closes it), or the beat dispatcher's minute came."""
+    evaluate_logged(workspace_id=workspace_id)
 
 
-@shared_task(name=SEND_ALERT, bind=True, acks_late=True, ignore_result=True)
+@shared_task(name=SEND_ALERT, bind=True, acks_late=True, ignore_result=True, **ALERT_TIME_LIMITS)
 def send_alert(self, alert_id: int) -> str:
     """Deliver one alert to its channel; transient failures retry with backoff, ALERT_MAX_ATTEMPTS in all, and
     every attempt is recorded on the Alert row (the task takes the id: the webhook URL is a secret)."""

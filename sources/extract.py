@@ -86,6 +86,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from hubsync import handoff, hooks
+from hubsync.redact import redact
 
 from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
@@ -171,8 +172,9 @@ def _next_after(page: dict) -> str | None:
 
 
 def _describe(exc: BaseException) -> str:
+    # Redacted here too: per-collection errors also live in SyncRun.counts (JSON) and the progress output.
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:1000]
+    return redact(f"{type(exc).__name__}: {text}")[:1000]
 
 
 def _empty_counts() -> dict:

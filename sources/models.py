@@ -7,7 +7,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from hubsync.fields import EncryptedTextField
+from hubsync.fields import EncryptedTextField, RedactedTextField
 from hubsync.models import Workspace
 from hubsync.runbase import RunBase
 
@@ -44,7 +44,7 @@ class Source(models.Model):
     sync_interval = models.DurationField(default=timedelta(hours=3))
     enabled = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OK)
-    status_detail = models.TextField(blank=True)
+    status_detail = RedactedTextField(blank=True)
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     first_synced_at = models.DateTimeField(null=True, blank=True)
     # Latest run copied onto the parent for cheap dashboards.
@@ -74,7 +74,7 @@ class SourceCollection(models.Model):
     properties = models.JSONField(default=dict, blank=True)
     schema_changes = models.JSONField(default=list, blank=True)
     schema_discovered_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
+    last_error = RedactedTextField(blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["source", "collection"], name="unique_source_collection")]

@@ -11,6 +11,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 from playwright.sync_api import expect
 
@@ -28,10 +29,25 @@ PORTAL = 3621
 
 
 @pytest.fixture
-def hook():
+def hook(settings):
+    # The webhook listens on 127.0.0.1: a test-only allowance (ignored unless DEBUG or HUBSYNC_TESTING).
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = True
     h = Hook()
     yield h
     h.close()
+
+
+@pytest.fixture
+def members(workspace):
+    """Channels are added from verified accounts, and alert e-mails go to verified members only."""
+    from hubsync.models import Membership
+    from tests.conftest import make_user
+    from tests.hubsync.test_alerts import verify
+
+    for user in workspace.memberships.values_list("user", flat=True):
+        verify(get_user_model().objects.get(pk=user))
+    for email in ("ops@acme.test", "data@acme.test"):
+        Membership.objects.create(user=verify(make_user(email)), workspace=workspace, role="viewer")
 
 
 @pytest.fixture
@@ -95,7 +111,7 @@ def _log_rows(page):
 
 
 def test_channels_tests_one_alert_per_failure_streak_and_recovery(
-    hubspot, hook, eager_celery, mailoutbox, page, owner, workspace, monkeypatch
+    hubspot, hook, eager_celery, mailoutbox, page, owner, workspace, members, monkeypatch
 ):
     base = hubspot.server_url
     source = _source(workspace, hubspot)
@@ -191,7 +207,8 @@ def test_channels_tests_one_alert_per_failure_streak_and_recovery(
     firing = hook.texts[1]
     assert firing.startswith("[hubsync · Acme] 🔴 Sync of source “Acme CRM” failed")
     assert f"/sources/{source.pk}/" in firing  # a link to where to look
-    assert mailoutbox[1].subject.startswith("[hubsync · Acme] 🔴 Sync of source “Acme CRM” failed")
+    assert mailoutbox[1].subject == "[hubsync] Problem: Sync failed"  # names and errors stay in the body
+    assert mailoutbox[1].body.startswith("[hubsync · Acme] 🔴 Sync of source “Acme CRM” failed")
 
     page.locator(".sidebar").get_by_role("link", name="Alerts").click()
     problems = page.locator("#open-problems")
@@ -251,7 +268,7 @@ def test_channels_tests_one_alert_per_failure_streak_and_recovery(
     screenshot(page, "alerts_06_after_delete")
 
 
-def test_viewer_sees_alerts_read_only(page, viewer, workspace, live_server, hook, mailoutbox, settings):
+def test_viewer_sees_alerts_read_only(page, viewer, workspace, members, live_server, hook, mailoutbox, settings):
     settings.ALERT_RETRY_BASE_SECONDS = 0
     AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops mail", emails="ops@acme.test")
     AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)

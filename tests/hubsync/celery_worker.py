@@ -129,7 +129,7 @@ def running_worker(tmp_path: Path) -> Iterator[WorkerHandle]:
     celery = Path(sys.executable).with_name("celery")
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [str(celery), "-A", "hubsync", "worker", "-Q", "extract,deliver", "-n", name, "--concurrency=1",
+            [str(celery), "-A", "hubsync", "worker", "-Q", "extract,deliver,alerts", "-n", name, "--concurrency=1",
              "--loglevel=INFO", "--without-mingle", "--without-gossip"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip

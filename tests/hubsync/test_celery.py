@@ -16,7 +16,11 @@ def test_reliability_settings():
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
-    assert {q.name: q.routing_key for q in conf.task_queues} == {"extract": "extract", "deliver": "deliver"}
+    assert {q.name: q.routing_key for q in conf.task_queues} == {
+        "extract": "extract",
+        "deliver": "deliver",
+        "alerts": "alerts",
+    }
     assert app.amqp.router.route({}, "sources.extract")["queue"].name == "extract"
     assert app.amqp.router.route({}, "mappings.deliver")["queue"].name == "deliver"
     entry = conf.beat_schedule["dispatch-due-syncs"]
@@ -68,7 +72,7 @@ def test_real_worker_answers_ping_and_runs_dispatch(tmp_path):
         assert conf["task_reject_on_worker_lost"] is True
         assert conf["worker_prefetch_multiplier"] == 1
         queues = {q["name"] for q in inspect.active_queues()[worker.name]}
-        assert queues == {"extract", "deliver"}
+        assert queues == {"extract", "deliver", "alerts"}
         expected_transport = "redis" if settings.REDIS_URL else "filesystem"
         assert conf["broker_url"].startswith(expected_transport)
 

@@ -41,7 +41,7 @@ def test_procfile_lists_the_three_processes():
     procs = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
     assert set(procs) == {"web", "worker", "beat"}
     assert "127.0.0.1:${PORT" in procs["web"]
-    assert "-Q extract,deliver" in procs["worker"]
+    assert "-Q extract,deliver,alerts" in procs["worker"]
     assert "celery -A hubsync beat" in procs["beat"]
 
 

@@ -386,6 +386,7 @@ def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(
 
     hubspot.delete_property("loyalty_tier", portal=3001, collection="contacts")
     hubspot.add_property("loyalty_level", portal=3001, collection="contacts", label="Loyalty tier")
+    # The finished run hands the evaluation over (alerts queue); inline_handoffs runs it here.
     assert sync(source).status == "succeeded"
     affected.refresh_from_db()
     untouched.refresh_from_db()

@@ -79,12 +79,44 @@ def hook():
 
 @pytest.fixture(autouse=True)
 def _run_tasks_inline(monkeypatch, settings, django_capture_on_commit_callbacks):
-    """Alerts are queued after commit; run the task in-process (retries included) when that happens."""
-    from monitoring.tasks import send_alert
+    """Alerts are queued after commit; run the task in-process (retries included) when that happens. The
+    evaluation after a run is a task on the alerts queue too."""
+    from monitoring.tasks import evaluate_alerts, send_alert
 
     settings.ALERT_RETRY_BASE_SECONDS = 0
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    monkeypatch.setattr(send_alert, "apply_async", lambda args=(), kwargs=None, **_: send_alert.apply(args, kwargs))
+    # The Hook below listens on 127.0.0.1: a test-only allowance (ignored unless DEBUG or HUBSYNC_TESTING).
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = True
+    for task in (send_alert, evaluate_alerts):
+        monkeypatch.setattr(task, "apply_async", lambda args=(), kwargs=None, _t=task, **_: _t.apply(args, kwargs))
+
+
+def verify(user):
+    from allauth.account.models import EmailAddress
+
+    EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"verified": True, "primary": True})
+    return user
+
+
+# Channels are added and tested from verified accounts only: the shared role fixtures, verified.
+@pytest.fixture
+def admin_user(admin_user):
+    return verify(admin_user)
+
+
+@pytest.fixture
+def owner(owner):
+    return verify(owner)
+
+
+@pytest.fixture
+def recipients(workspace):
+    """Alert e-mails go to verified members only: these addresses belong to members of Acme."""
+    from hubsync.models import Membership
+    from tests.conftest import make_user
+
+    for email in ("ops@acme.test", "a@acme.test", "b@acme.test"):
+        Membership.objects.create(user=verify(make_user(email)), workspace=workspace, role="viewer")
 
 
 @pytest.fixture
@@ -97,7 +129,7 @@ def run_evaluate(django_capture_on_commit_callbacks, workspace):
 
 
 @pytest.fixture
-def channels(workspace, hook):
+def channels(workspace, hook, recipients):
     email = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops mail", emails="ops@acme.test")
     webhook = AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
     return email, webhook
@@ -140,7 +172,8 @@ def test_failed_sync_alerts_once_per_streak_and_once_on_recovery(source, channel
     _sync(source, "failed", "HubSpot answered 502")
     assert run_evaluate()["opened"] == [f"sync_failed:source:{source.pk}"]
     assert len(mail.outbox) == 1 and len(hook.requests) == 1
-    assert "Sync of source “HubSpot” failed" in mail.outbox[0].subject
+    assert mail.outbox[0].subject == "[hubsync] Problem: Sync failed"  # our words only: names stay in the body
+    assert "Sync of source “HubSpot” failed" in mail.outbox[0].body
     assert "HubSpot answered 502" in hook.texts[0]
 
     # More failures and partial runs in the same streak (retries, the next scheduled runs): nothing more.
@@ -277,17 +310,15 @@ def test_disabled_channel_gets_nothing(source, channels, hook, run_evaluate):
 
 
 def test_a_finished_delivery_evaluates_alerts(
-    mapping, mirror, channels, hook, settings, monkeypatch, django_capture_on_commit_callbacks
+    mapping, mirror, channels, hook, settings, django_capture_on_commit_callbacks
 ):
     """The delivery engine's completion path hands the evaluation over: Segment unreachable -> one alert."""
     from mappings.deliver import deliver
-    from monitoring.tasks import run_finished
 
     settings.BASE_URL = "http://127.0.0.1:9"  # the sandbox region posts here: nothing listens
     settings.SEGMENT_MAX_ATTEMPTS = 1
-    monkeypatch.setattr(run_finished, "apply_async", lambda args=(), kwargs=None, **_: run_finished.apply(args, kwargs))
     mirror.put(1, contact_props(1))
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True):  # the evaluation is queued once the run is committed
         run = deliver(mapping_id=mapping.pk)
     assert run.status == "failed"
     state = AlertState.objects.get(key=f"delivery_failed:mapping:{mapping.pk}")
@@ -345,9 +376,10 @@ def test_an_unreachable_webhook_never_logs_its_url(source, workspace, settings, 
         run_evaluate()
     alert = Alert.objects.get()
     assert alert.status == "failed" and len(alert.attempts) == 2
-    assert "ConnectionError" in alert.attempts[0]["error"]
+    # Only that it failed: no exception text (it would tell closed ports from open ones), no address.
+    assert alert.attempts[0]["error"] == "could not connect to the webhook"
     stored = json.dumps(alert.attempts)
-    assert "SECRET" not in stored and "SECRET" not in caplog.text
+    assert "SECRET" not in stored and "SECRET" not in caplog.text and "127.0.0.1" not in stored
 
 
 # --- the Alerts page ---------------------------------------------------------------------------------------
@@ -367,7 +399,7 @@ def test_admin_adds_a_webhook_and_its_url_never_shows(admin_client_, workspace, 
     assert response.status_code == 400 and "SECRET" not in response.content.decode()
 
 
-def test_email_channel_and_send_test_button(admin_client_, workspace, django_capture_on_commit_callbacks):
+def test_email_channel_and_send_test_button(admin_client_, workspace, recipients, django_capture_on_commit_callbacks):
     admin_client_.post(reverse("alerts"), {"kind": "email", "name": "Ops", "emails": "a@acme.test, b@acme.test"})
     channel = AlertChannel.objects.get()
     assert channel.recipients == ["a@acme.test", "b@acme.test"]
@@ -396,7 +428,7 @@ def test_invalid_channels_are_refused(admin_client_):
     assert not AlertChannel.objects.exists()
 
 
-def test_a_bad_webhook_url_gets_one_clear_error(admin_client_):
+def test_a_bad_webhook_url_gets_one_clear_error(admin_client_, recipients):
     bad = admin_client_.post(reverse("alerts"), {"kind": "webhook", "name": "x", "webhook_url": "not a url at all"})
     errors = bad.context["form"].errors
     # Not also "give the webhook URL": the field was given, it is just not a URL.
@@ -410,7 +442,7 @@ def test_a_bad_webhook_url_gets_one_clear_error(admin_client_):
     assert AlertChannel.objects.get().webhook_url == ""
 
 
-def test_log_fragment_polls_while_a_message_is_queued(admin_client_, workspace):
+def test_log_fragment_polls_while_a_message_is_queued(admin_client_, workspace, recipients):
     channel = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
     alert = alerts.send_test(channel=channel)  # queued: the task runs after commit, which never comes here
     page = admin_client_.get(reverse("alerts")).content.decode()
@@ -499,3 +531,220 @@ def test_evaluation_cost_does_not_grow_with_run_history(source, mapping, run_eva
         _sync(source, "succeeded")
         _delivery(mapping, "succeeded")
     assert queries() == few
+
+
+# --- issue 11: SSRF through webhook channels ----------------------------------------------------------------
+
+
+@pytest.fixture
+def production_webhooks(settings):
+    """What a production server allows: no loopback allowance (DEBUG is off under pytest)."""
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = False
+
+
+SSRF_URLS = [
+    "http://127.0.0.1:{port}/x",
+    "https://127.0.0.1:{port}/x",
+    "https://localhost:{port}/x",
+    "https://2130706433:{port}/x",
+    "https://0177.0.0.1:{port}/x",
+    "https://[::ffff:127.0.0.1]:{port}/x",
+    "https://[::1]:{port}/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://10.0.0.1/x",
+    "https://[fd00::1]/x",
+    "ftp://127.0.0.1:{port}/x",
+]
+
+
+def test_internal_webhook_urls_are_refused_when_saved(admin_client_, hook, production_webhooks):
+    port = hook.server.server_address[1]
+    for template in SSRF_URLS:
+        url = template.format(port=port)
+        response = admin_client_.post(reverse("alerts"), {"kind": "webhook", "name": "x", "webhook_url": url})
+        assert response.status_code == 400, url
+        errors = response.context["form"].errors["webhook_url"]
+        assert "cannot be used" in errors[0] or "not a web address" in errors[0], (url, errors)
+    assert not AlertChannel.objects.exists()
+    assert hook.requests == []
+
+
+def test_a_stored_internal_webhook_is_refused_when_sent(
+    admin_client_, workspace, hook, production_webhooks, django_capture_on_commit_callbacks
+):
+    """A channel saved before the check existed (or by any other path): "Send test" connects to nothing."""
+    channel = AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Old", webhook_url=hook.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(reverse("alert_channel_test", args=[channel.pk]))
+    alert = Alert.objects.get()
+    assert hook.requests == []
+    assert alert.status == "failed" and len(alert.attempts) == 1  # permanent: not retried
+    assert alert.attempts[0]["error"].startswith("refused: ") and "127.0.0.1" not in alert.attempts[0]["error"]
+
+
+def test_the_log_shows_the_status_code_only(admin_client_, workspace, channels, hook, source, run_evaluate):
+    """Not the body (the old log quoted 200 characters of whatever the URL answered)."""
+    hook.statuses = [400]
+    _sync(source, "failed")
+    run_evaluate()
+    webhook_alert = Alert.objects.get(channel=channels[1])
+    assert webhook_alert.status == "failed" and webhook_alert.attempts[0]["error"] == "HTTP 400"
+    html = admin_client_.get(reverse("alerts")).content.decode()
+    assert "HTTP 400" in html and "invalid_payload" not in html
+
+
+def test_redirects_are_not_followed(workspace, channels, hook, source, run_evaluate):
+    hook.statuses = [302]
+    _sync(source, "failed")
+    run_evaluate()
+    alert = Alert.objects.get(channel=channels[1])
+    assert len(hook.requests) == 1 and alert.status == "failed" and len(alert.attempts) == 1
+    assert alert.attempts[0]["error"].startswith("HTTP 302")
+
+
+# --- issue 11: mail relay and noisy neighbour ---------------------------------------------------------------
+
+
+def test_an_unverified_account_cannot_add_or_test_channels(workspace, recipients):
+    from tests.conftest import _client_for, _member
+
+    unverified = _client_for(_member(workspace, "new-admin@acme.test", "admin"))
+    response = unverified.post(reverse("alerts"), {"kind": "email", "name": "x", "emails": "ops@acme.test"})
+    assert response.status_code == 403 and "Verify your e-mail address" in response.content.decode()
+    assert not AlertChannel.objects.exists()
+    channel = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
+    response = unverified.post(reverse("alert_channel_test", args=[channel.pk]), follow=True)
+    assert "Verify your e-mail address" in response.content.decode() and not Alert.objects.exists()
+
+
+def test_email_recipients_must_be_verified_members(admin_client_, workspace, recipients):
+    from tests.conftest import _member
+
+    _member(workspace, "unverified@acme.test", "viewer")  # a member, but the address is not proved
+    for emails in ("victim@elsewhere.test", "ops@acme.test, victim@elsewhere.test", "unverified@acme.test"):
+        response = admin_client_.post(reverse("alerts"), {"kind": "email", "name": "x", "emails": emails})
+        assert response.status_code == 400, emails
+        assert "not the verified address of a member" in response.content.decode()
+    assert not AlertChannel.objects.exists()
+    ok = admin_client_.post(reverse("alerts"), {"kind": "email", "name": "x", "emails": "OPS@acme.test"})
+    assert ok.status_code == 302
+
+
+def test_stored_non_member_recipients_get_nothing(
+    admin_client_, workspace, recipients, django_capture_on_commit_callbacks
+):
+    channel = AlertChannel.objects.create(
+        workspace=workspace, kind="email", name="Ops", emails="victim@elsewhere.test, ops@acme.test"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(reverse("alert_channel_test", args=[channel.pk]))
+    assert [m.to for m in mail.outbox] == [["ops@acme.test"]]
+    only_strangers = AlertChannel.objects.create(
+        workspace=workspace, kind="email", name="Spam", emails="victim@elsewhere.test"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(reverse("alert_channel_test", args=[only_strangers.pk]))
+    assert len(mail.outbox) == 1
+    assert Alert.objects.get(channel=only_strangers).status == "failed"
+
+
+def test_send_test_is_rate_limited_per_channel_and_per_workspace(
+    admin_client_, workspace, recipients, settings, django_capture_on_commit_callbacks
+):
+    settings.ALERT_TEST_LIMIT_PER_CHANNEL, settings.ALERT_TEST_LIMIT_PER_WORKSPACE = 2, 3
+    a, b = (
+        AlertChannel.objects.create(workspace=workspace, kind="email", name=n, emails="ops@acme.test") for n in "ab"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(4):
+            response = admin_client_.post(reverse("alert_channel_test", args=[a.pk]), follow=True)
+    assert Alert.objects.filter(channel=a).count() == 2 and len(mail.outbox) == 2
+    assert "This channel already got 2 test messages" in response.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            response = admin_client_.post(reverse("alert_channel_test", args=[b.pk]), follow=True)
+    assert Alert.objects.filter(channel=b).count() == 1 and len(mail.outbox) == 3
+    assert "This workspace already sent 3 test messages" in response.content.decode()
+    # The window passes: tests are possible again.
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_TEST_WINDOW_SECONDS + 1))
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(reverse("alert_channel_test", args=[b.pk]))
+    assert len(mail.outbox) == 4
+
+
+def test_user_text_stays_out_of_email_subjects(
+    admin_client_, workspace, recipients, django_capture_on_commit_callbacks
+):
+    workspace.name = "WIN A PRIZE at evil.example"
+    workspace.save()
+    channel = AlertChannel.objects.create(
+        workspace=workspace, kind="email", name="Claim your reward now", emails="ops@acme.test"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client_.post(reverse("alert_channel_test", args=[channel.pk]))
+    assert mail.outbox[0].subject == "[hubsync] Test message"
+
+
+def test_slack_mrkdwn_is_escaped(workspace, hook, recipients, source, run_evaluate):
+    AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
+    Source.objects.filter(pk=source.pk).update(name="<!channel> & co")
+    _sync(source, "failed", "HubSpot says <https://evil.example|click here> <!here>")
+    run_evaluate()
+    text = hook.texts[0]
+    assert "&lt;!channel&gt; &amp; co" in text and "&lt;https://evil.example|click here&gt; &lt;!here&gt;" in text
+    assert "<" not in text and ">" not in text
+    # The stored message (log page, e-mail) keeps the plain text.
+    assert "<!channel> & co" in Alert.objects.get().text
+
+
+def test_alert_tasks_run_on_their_own_queue_with_short_limits():
+    from pathlib import Path
+
+    from hubsync.celery import app
+    from monitoring.tasks import evaluate_alerts, send_alert
+
+    for task in (send_alert, evaluate_alerts):
+        assert app.amqp.router.route({}, task.name)["queue"].name == "alerts"
+        assert task.time_limit and task.time_limit <= 60 and task.soft_time_limit < task.time_limit
+    assert app.amqp.router.route({}, "sources.run_sync")["queue"].name == "extract"
+    assert "alerts" in {q.name for q in app.conf.task_queues}
+    procfile = (Path(__file__).resolve().parents[2] / "Procfile").read_text()
+    assert "-Q extract,deliver,alerts" in procfile
+
+
+def test_a_finished_run_queues_the_evaluation_instead_of_running_it(
+    workspace, source, monkeypatch, django_capture_on_commit_callbacks
+):
+    from monitoring.tasks import evaluate_alerts
+
+    queued: list[int] = []
+    monkeypatch.setattr(evaluate_alerts, "apply_async", lambda args=(), kwargs=None, **_: queued.append(kwargs["workspace_id"]))
+    with django_capture_on_commit_callbacks() as callbacks:
+        alerts.evaluate_safely(workspace_id=workspace.pk)
+    assert queued == [] and len(callbacks) == 1  # queued once the run's bookkeeping is committed
+    callbacks[0]()
+    assert queued == [workspace.pk] and not Alert.objects.exists()
+
+
+def test_the_log_hides_bodies_and_connection_errors_stored_before(admin_client_, workspace, channels):
+    """Rows written before the fix quoted the webhook's body and requests' connection errors."""
+    Alert.objects.create(
+        workspace=workspace,
+        channel=channels[1],
+        kind="test",
+        text="t",
+        status="failed",
+        attempts=[
+            {"ok": False, "status_code": 500, "error": "HTTP 500: <html>LEAKBODY root:x:0:0"},
+            {
+                "ok": False,
+                "status_code": None,
+                "error": "ConnectionError: HTTPConnectionPool(host='10.9.8.7', port=6379)",
+            },
+            {"ok": False, "status_code": 302, "error": "HTTP 302 (redirects are not followed)"},
+        ],
+    )
+    html = admin_client_.get(reverse("alerts")).content.decode()
+    assert "LEAKBODY" not in html and "10.9.8.7" not in html and "6379" not in html
+    assert "HTTP 500" in html and "could not connect to the webhook" in html
+    assert "HTTP 302 · (redirects are not followed)" in html

@@ -484,17 +484,6 @@ def test_queue_lengths_count_waiting_messages(settings, tmp_path):
         assert dashboard.queue_lengths() == [{"name": "extract", "waiting": 2}, {"name": "deliver", "waiting": 1}]
 
 
-def test_redact_patterns():
-    text = (
-        'Authorization: Basic d2s6 {"access_token":"tok123","refresh_token": "r-456"} '
-        "redis://user:pw123@host:6379/0 client_secret=s3cr3t&x=1 keep-this"
-    )
-    out = dashboard.redact(text)
-    for secret in ("d2s6", "tok123", "r-456", "pw123", "s3cr3t"):
-        assert secret not in out
-    assert "keep-this" in out and "x=1" in out
-
-
 def test_chart_svg_is_accessible_and_escaped():
     svg = charts.bar_chart(
         title="T <x>",
@@ -543,7 +532,9 @@ def test_workers_fragment_lists_a_live_worker(tmp_path, monkeypatch, settings, v
         response = viewer_client.get(reverse("dashboard_workers"))
     assert response.status_code == 200
     html = response.content.decode()
-    assert worker.name in html and "alive" in html and "no worker" not in html
+    # Workers are shared by every workspace: the panel counts them but never names their hosts.
+    assert "alive" in html and "1 worker answering" in html and "no worker" not in html
+    assert worker.name not in html and worker.name.split("@")[-1] not in html
 
 
 def test_mapping_paused_by_drift_is_flagged_with_a_link(viewer_client, workspace):
@@ -556,3 +547,50 @@ def test_mapping_paused_by_drift_is_flagged_with_a_link(viewer_client, workspace
     assert row.health == Health.PAUSED and "schema drift" in row.reason
     html = viewer_client.get(reverse("dashboard")).content.decode()
     assert reverse("mappings:drift", args=[mapping.pk]) in html and "1 schema change to review" in html
+
+
+def test_workers_panel_shows_only_this_workspaces_tasks(viewer_client, workspace, other_workspace, monkeypatch):
+    """Two workspaces share the workers: Acme's viewer sees Acme's running sync and delivery, and nothing of
+    Globex's (task names, run ids, mapping ids), of the shared dispatcher, or the workers' host names. Celery is
+    faked at its control API (the broker boundary)."""
+    from hubsync.celery import app
+    from hubsync.models import Alert
+
+    own_source, their_source = make_source(workspace), make_source(other_workspace)
+    own_run = make_run(own_source, "running")
+    their_run = make_run(their_source, "running")
+    for _ in range(3):  # keep the two workspaces' ids apart, so an id on the page belongs to one of them
+        make_run(their_source, "succeeded", set_last=False)
+    own_mapping, their_mapping = make_mapping(workspace, own_source), make_mapping(other_workspace, their_source)
+    their_alert = Alert.objects.create(workspace=other_workspace, kind="test", text="t")
+    now = timezone.now().timestamp()
+
+    def task(name, *args):
+        return {"name": name, "args": list(args), "kwargs": {}, "time_start": now}
+
+    active = {
+        "celery@acme-worker-7": [task("sources.run_sync", own_run.pk), task("sources.run_sync", their_run.pk)],
+        "celery@globex-host-9": [
+            task("mappings.deliver_mapping", their_mapping.pk, their_run.pk),
+            task("mappings.deliver_mapping", own_mapping.pk, own_run.pk),
+            task("monitoring.send_alert", their_alert.pk),
+            task("monitoring.evaluate_alerts", other_workspace.pk),
+            task("hubsync.dispatch"),
+        ],
+    }
+
+    class Inspect:
+        def active(self):
+            return active
+
+    monkeypatch.setattr(app.control, "ping", lambda **kw: [{name: {"ok": "pong"}} for name in active])
+    monkeypatch.setattr(app.control, "inspect", lambda **kw: Inspect())
+    html = viewer_client.get(reverse("dashboard_workers")).content.decode()
+    assert "2 workers answering" in html
+    assert f"Sync run <code>{own_run.pk}</code>" in html
+    assert f"Delivery of mapping <code>{own_mapping.pk}</code>" in html
+    for leak in ("acme-worker-7", "globex-host-9", "hubsync.dispatch", "send_alert", "evaluate_alerts", "Alert"):
+        assert leak not in html
+    for other_id in {their_run.pk, their_mapping.pk, their_alert.pk} - {own_run.pk, own_mapping.pk}:
+        assert f"<code>{other_id}</code>" not in html
+    assert html.count("<tr data-task=") == 2
