@@ -488,10 +488,9 @@ def _first_id(task: dict[str, Any]) -> int | None:
 
 def _own_task_ids(workspace: Workspace, wanted: dict[str, set[int]]) -> dict[str, set[int]]:
     """Of the ids the running tasks name, those that belong to this workspace (one query per task kind)."""
+    from hubsync.models import Alert
     from mappings.models import Mapping
     from sources.models import SyncRun
-
-    from .models import Alert
 
     queries = {
         "sources.run_sync": SyncRun.objects.filter(source__workspace=workspace),

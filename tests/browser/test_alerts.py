@@ -42,7 +42,7 @@ def members(workspace):
     """Channels are added from verified accounts, and alert e-mails go to verified members only."""
     from hubsync.models import Membership
     from tests.conftest import make_user
-    from tests.hubsync.test_alerts import verify
+    from tests.monitoring.test_alerts import verify
 
     for user in workspace.memberships.values_list("user", flat=True):
         verify(get_user_model().objects.get(pk=user))

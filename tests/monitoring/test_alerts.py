@@ -718,7 +718,9 @@ def test_a_finished_run_queues_the_evaluation_instead_of_running_it(
     from monitoring.tasks import evaluate_alerts
 
     queued: list[int] = []
-    monkeypatch.setattr(evaluate_alerts, "apply_async", lambda args=(), kwargs=None, **_: queued.append(kwargs["workspace_id"]))
+    monkeypatch.setattr(
+        evaluate_alerts, "apply_async", lambda args=(), kwargs=None, **_: queued.append(kwargs["workspace_id"])
+    )
     with django_capture_on_commit_callbacks() as callbacks:
         alerts.evaluate_safely(workspace_id=workspace.pk)
     assert queued == [] and len(callbacks) == 1  # queued once the run's bookkeeping is committed
