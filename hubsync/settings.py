@@ -104,6 +104,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "hubsync.middleware.SecurityHeadersMiddleware",
+    "hubsync.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -114,6 +116,8 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "hubsync.middleware.WorkspaceMiddleware",
+    # Acts on /sandbox/ only: a foreign page's POST to the (CSRF-exempt, login-free) simulators is a 403.
+    "sandbox.http.OriginCheckMiddleware",
 ]
 
 ROOT_URLCONF = "hubsync.urls"
@@ -263,6 +267,20 @@ STORAGES = {
 # --- security (production) ------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Every script and stylesheet is a file under static/ (no inline <script>, on* handler or style attribute; htmx's
+# injected indicator styles are switched off in base.html and live in app.css), so 'self' is enough. form-action
+# is left open: the HubSpot connect form redirects to HubSpot's login page, which form-action would block.
+HUBSYNC_CSP = os.environ.get(
+    "HUBSYNC_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+)
+# Powerful features the product never uses are off for it and anything it might embed (the clipboard copy of
+# invitation links keeps clipboard-write's default, this origin).
+HUBSYNC_PERMISSIONS_POLICY = os.environ.get(
+    "HUBSYNC_PERMISSIONS_POLICY",
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()",
+)
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -282,6 +300,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
 
 # --- runtime: checks, static files in development, health ----------------------------------------------
 # Refuse bad encryption keys at start-up rather than at the first decryption: a typo in

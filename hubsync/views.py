@@ -48,8 +48,14 @@ def workspace_new(request: HttpRequest) -> HttpResponse:
 @login_view
 @require_POST
 def workspace_switch(request: HttpRequest) -> HttpResponse:
-    # Only the user's own memberships are candidates, so a foreign workspace id is silently ignored.
-    membership = Membership.objects.filter(user=request.user, workspace_id=request.POST.get("workspace")).first()
+    # Only the user's own memberships are candidates, so a foreign workspace id is silently ignored (and so is
+    # anything that is not an id at all).
+    wanted = request.POST.get("workspace", "")
+    membership = (
+        Membership.objects.filter(user=request.user, workspace_id=int(wanted)).first()
+        if wanted.isascii() and wanted.isdigit() and len(wanted) < 19
+        else None
+    )
     if membership is not None:
         workspaces.switch_to(request, membership.workspace)
     return redirect("dashboard")
