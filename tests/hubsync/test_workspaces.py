@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hubsync.middleware import SESSION_KEY
-from hubsync.workspaces import NEW_LINKS_SESSION_KEY
 from hubsync.models import AuditEvent, Invitation, Membership, Role, Workspace
+from hubsync.workspaces import NEW_LINKS_SESSION_KEY
 from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
