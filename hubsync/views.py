@@ -255,7 +255,11 @@ def _show(value: object) -> str:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    from .health import check_all
+    """The state of the database, the broker and the workers, from a report at most a few seconds old
+    (hubsync.healthz); details only for operators."""
+    from . import healthz as healthz_state
 
-    report, ok = check_all()
-    return JsonResponse(report, status=200 if ok else 503)
+    entry = healthz_state.current()
+    response = JsonResponse(healthz_state.body_for(request, entry), status=200 if entry["ok"] else 503)
+    response["Cache-Control"] = "no-store"
+    return response
