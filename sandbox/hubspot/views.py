@@ -44,6 +44,8 @@ KNOB_FIELDS = {
 # Knob values are stored in 32-bit integer columns; latency is slept on every request, so at most a minute.
 MAX_INT = 2**31 - 1
 KNOB_MAX = {"latency_ms": 60_000, "search_lag_seconds": 3600}
+# Records one mutate call may touch (the benchmarks' largest collection is a million).
+MAX_MUTATION = 10_000_000
 
 
 def knobs_dict(k: Knobs) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def apply_knobs(values: dict[str, Any], *, checkbox_form: bool = False) -> Knobs
         else:
             try:
                 value = kind(raw)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise ValueError(f"{name}: {raw!r} is not a valid {kind.__name__}") from exc
         if name in ("error_rate", "reset_rate") and not 0 <= value <= 1:
             raise ValueError(f"{name} must be between 0 and 1")
@@ -240,15 +242,15 @@ def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
         return json_response({"error": "no such portal"}, status=404)
     try:
         body = json_object(request.body)
-        result = mutate(portal=portal, collection=str(body.get("collection", "")),
-                        create=int(body.get("create", 0)), update=int(body.get("update", 0)),
-                        archive=int(body.get("archive", 0)), purge=int(body.get("purge", 0)),
-                        purge_archived=int(body.get("purge_archived", 0)),
+        counts = {name: int(body.get(name, 0)) for name in ("create", "update", "archive", "purge", "purge_archived")}
+        if max(counts.values()) > MAX_MUTATION:
+            raise ValueError(f"at most {MAX_MUTATION:,} records per change")
+        result = mutate(portal=portal, collection=str(body.get("collection", "")), **counts,
                         same_timestamp=bool(body.get("same_timestamp")), seed=body.get("seed"))
         if body.get("purge_ids"):
             gone = purge_records(portal=portal, collection=str(body.get("collection", "")),
                                  ids=[int(i) for i in body["purge_ids"]])
             result.purged += [str(i) for i in gone]
-    except (MutationError, ValueError, TypeError) as exc:
+    except (MutationError, ValueError, TypeError, OverflowError) as exc:
         return json_response({"error": str(exc)}, status=400)
     return json_response(result.as_dict())

@@ -66,6 +66,7 @@ JSON_BODIES = [
     b'{"a": ' * 5000 + b"1" + b"}" * 5000,
     b"{not json",
     json.dumps({"latency_ms": 10**30}).encode(),
+    json.dumps({"collection": "contacts", "create": 10**30, "update": float("inf")}).encode(),
     json.dumps(
         {"rate_limit_max": -1, "error_rate": "1e309", "search_lag_seconds": 1e308, "collection": "a\u0000b"}
     ).encode(),
