@@ -27,6 +27,7 @@ import re
 import socket
 import time
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
@@ -39,17 +40,15 @@ from tests.hubsync.test_url_walk import ROUTES, Route, _Builder, _candidates, _i
 
 HOSTILE = [
     "a\x00b",
-    "x" * 5000,
-    "Zoë 😀 \u202e\ufeff\u0301 ǅ",
+    "x" * 1200,  # over every CharField's max_length
+    "Zoë 😀 \u202e\ufeff\u0301 ǅ\r\nBcc: victim@evil.example",
     "-1",
     "99999999999999999999999999",
     "1e309",
     "2026-02-31",
-    "0000-00-00T25:61:99",
-    "a\r\nBcc: victim@evil.example",
     "https://evil.example/",
     "//evil.example",
-    "dashboard",
+    "dashboard",  # a URL name, not a path
     "",
 ]
 # Query / form names sent to every route besides those its page's forms use.
@@ -60,17 +59,11 @@ COMMON_FIELDS = [
 JSON_BODIES = [
     b"[]",
     b"1",
-    b"null",
-    b'"text"',
     b"[" * 100_000 + b"]" * 100_000,
     b'{"a": ' * 5000 + b"1" + b"}" * 5000,
     b"{not json",
     json.dumps({"latency_ms": 10**30}).encode(),
-    json.dumps({"collection": "contacts", "create": 10**30, "update": float("inf")}).encode(),
-    json.dumps(
-        {"rate_limit_max": -1, "error_rate": "1e309", "search_lag_seconds": 1e308, "collection": "a\u0000b"}
-    ).encode(),
-    json.dumps({"batch": [{"type": "identify", "userId": "\u0000", "traits": {"x": 10**30}}]}).encode(),
+    json.dumps({"collection": "contacts", "create": 10**30, "update": float("inf"), "error_rate": "1e309"}).encode(),
 ]
 # Values for string / regex path parameters that name something real (besides the hostile ones tried too).
 PATH_DEFAULTS = {"otype": "contacts", "object_id": "1", "name": "email", "owner_id": "1", "endpoint": "batch"}
@@ -114,7 +107,9 @@ class Fuzzer:
             cause = repr(self._raised[0])[:200] if self._raised else ""
             self.failures.append(f"{method.upper()} {url[:120]} {what} -> {response.status_code} {cause}")
         location = response.get("Location", "") if 300 <= response.status_code < 400 else ""
-        if EVIL in location.split("?")[0]:
+        # Where a browser would go: another host is an open redirect (a relative path never is).
+        target = urlsplit(urljoin("http://testserver" + url, location.replace("\\", "/"))).hostname or ""
+        if location and EVIL in target:
             self.failures.append(f"{method.upper()} {url[:120]} {what} -> open redirect to {location[:80]}")
         return response
 
@@ -145,7 +140,7 @@ class Fuzzer:
     def fields(self, response: Any) -> list[str]:
         found = re.findall(r'name="([^"]+)"', response.content.decode(errors="replace")) if response.content else []
         names = [n for n in dict.fromkeys(found + COMMON_FIELDS) if n != "csrfmiddlewaretoken"]
-        return names[:60]
+        return names[:40]
 
     def fuzz(self, route: Route) -> None:
         started = time.monotonic()
