@@ -8,6 +8,7 @@ class HubsyncConfig(AppConfig):
     verbose_name = "hubsync"
 
     def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the deploy checks)
         from .alerts import evaluate_all
         from .dispatch import register
 
