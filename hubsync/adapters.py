@@ -14,19 +14,15 @@ class AccountAdapter(DefaultAccountAdapter):
             on_signup(request=request, user=user)
         return user
 
-    def is_email_verified(self, request, email: str) -> bool:
-        """An address that received a still-valid invitation link (opened in this session) is verified: the
-        person signing up holds a secret that was only ever sent to it. Any other address goes through the
-        normal verification (ACCOUNT_EMAIL_VERIFICATION)."""
-        from .workspaces import INVITED_EMAIL_SESSION_KEY
+    def confirm_email(self, request, email_address) -> bool:
+        """A confirmed address may complete the invitation this browser came through (sign-ups through an
+        invitation link get the normal verification: holding the link proves nothing about the address)."""
+        confirmed = super().confirm_email(request, email_address)
+        if confirmed:
+            from .workspaces import on_email_confirmed
 
-        session = getattr(request, "session", None)
-        # Set by on_signup when this sign-up accepted an invitation (save_user runs before allauth sets up the
-        # user's addresses and asks this question).
-        invited = session.pop(INVITED_EMAIL_SESSION_KEY, None) if session is not None else None
-        if invited and invited.lower() == email.strip().lower():
-            return True
-        return super().is_email_verified(request, email)
+            on_email_confirmed(request=request, email_address=email_address)
+        return confirmed
 
 
 def user_display(user) -> str:

@@ -6,8 +6,16 @@ from . import outbound
 from .models import Role
 
 
+def _printable(value: str) -> None:
+    # A name ends up in e-mail subjects and page titles: line breaks and other control characters have no place.
+    if any(not ch.isprintable() for ch in value):
+        raise forms.ValidationError("Use letters, digits, spaces and punctuation only (no line breaks or tabs).")
+
+
 class WorkspaceForm(forms.Form):
-    name = forms.CharField(max_length=100, strip=True, error_messages={"required": "Give the workspace a name."})
+    name = forms.CharField(
+        max_length=100, strip=True, validators=[_printable], error_messages={"required": "Give the workspace a name."}
+    )
 
 
 class InviteForm(forms.Form):

@@ -29,3 +29,21 @@ def full_jitter(exponent: int, *, base: float, cap: float) -> float:
     """Exponential backoff with full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2^exponent)].
     Spreads retries of many workers hitting the same limit instead of synchronising them."""
     return random.uniform(0, min(cap, base * (2 ** max(0, exponent))))
+
+
+def safe_next(request, default: str) -> str:
+    """Where to go back to: the request's `next` when it is a path on this site, else `default`.
+
+    Only a path (`/...`) is taken, never a URL name (Django's redirect() would reverse one, and a made-up name is
+    a NoReverseMatch, a 500) and never another host (`https://evil.example`, `//evil.example`, `/\\evil.example`:
+    an open redirect)."""
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    nxt = request.POST.get("next") or request.GET.get("next") or ""
+    if (
+        nxt.startswith("/")
+        and not nxt.startswith(("//", "/\\"))
+        and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    ):
+        return nxt
+    return default

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 
@@ -45,7 +46,14 @@ class Membership(models.Model):
 
 
 def _invitation_token() -> str:
+    # Referenced by migration 0001 (the plain token column's default, before tokens were stored hashed).
     return secrets.token_urlsafe(32)
+
+
+def hash_invitation_token(token: str) -> str:
+    """What is stored of an invitation link's token: its SHA-256. The token is 32 random bytes, so a plain hash is
+    enough (no salt or slow hash needed); a leaked database row cannot be turned back into a working link."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _invitation_expiry():
@@ -56,7 +64,9 @@ class Invitation(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
-    token = models.CharField(max_length=64, unique=True, default=_invitation_token)
+    # Only the hash of the link's token is stored; the token itself exists in the e-mail, and in `self.token` on
+    # the instance that created it (so the inviter can be shown the link once).
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
     invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(default=_invitation_expiry)
@@ -70,6 +80,19 @@ class Invitation(models.Model):
                 name="unique_pending_invitation",
             )
         ]
+
+    token: str | None = None
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.token_hash:
+            self.token = secrets.token_urlsafe(32)
+            self.token_hash = hash_invitation_token(self.token)
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def by_token(cls, token: str):
+        """The invitation a link's token names (a queryset: empty for an unknown token)."""
+        return cls.objects.filter(token_hash=hash_invitation_token(token))
 
     @property
     def expired(self) -> bool:

@@ -105,6 +105,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "hubsync.middleware.SecurityHeadersMiddleware",
+    "hubsync.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -115,6 +117,8 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "hubsync.middleware.WorkspaceMiddleware",
+    # Acts on /sandbox/ only: a foreign page's POST to the (CSRF-exempt, login-free) simulators is a 403.
+    "sandbox.http.OriginCheckMiddleware",
 ]
 
 ROOT_URLCONF = "hubsync.urls"
@@ -169,8 +173,14 @@ if TESTING and REDIS_URL and os.environ.get("PYTEST_XDIST_WORKER") and not os.en
     REDIS_URL = urlunsplit(_parts._replace(path=f"/{_db}"))
     os.environ["REDIS_URL"] = REDIS_URL
     os.environ["HUBSYNC_REDIS_PER_WORKER"] = "1"
-if REDIS_URL:
+# The cache holds allauth's login-failure counters and used-TOTP memory: with DEBUG off it must be shared by every
+# web process (`check --deploy` fails otherwise, hubsync.checks). Redis when REDIS_URL is set; without Redis,
+# HUBSYNC_CACHE=database keeps it in the database (after `manage.py createcachetable`).
+HUBSYNC_CACHE = os.environ.get("HUBSYNC_CACHE", "").strip().lower()
+if REDIS_URL and HUBSYNC_CACHE != "database":
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+elif HUBSYNC_CACHE == "database":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "hubsync_cache"}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -275,6 +285,20 @@ STORAGES = {
 # --- security (production) ------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Every script and stylesheet is a file under static/ (no inline <script>, on* handler or style attribute; htmx's
+# injected indicator styles are switched off in base.html and live in app.css), so 'self' is enough. form-action
+# is left open: the HubSpot connect form redirects to HubSpot's login page, which form-action would block.
+HUBSYNC_CSP = os.environ.get(
+    "HUBSYNC_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+)
+# Powerful features the product never uses are off for it and anything it might embed (the clipboard copy of
+# invitation links keeps clipboard-write's default, this origin).
+HUBSYNC_PERMISSIONS_POLICY = os.environ.get(
+    "HUBSYNC_PERMISSIONS_POLICY",
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()",
+)
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -294,6 +318,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
 
 # --- runtime: checks, static files in development, health ----------------------------------------------
 # Refuse bad encryption keys at start-up rather than at the first decryption: a typo in
@@ -324,6 +349,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # /healthz: how long the broker connect and the worker ping may take before they count as down.
 HEALTH_BROKER_TIMEOUT = float(os.environ.get("HEALTH_BROKER_TIMEOUT") or "2")
 HEALTH_WORKER_TIMEOUT = float(os.environ.get("HEALTH_WORKER_TIMEOUT") or "1.5")
+# /healthz answers from a report at most this old (one refresh per period across all web processes), and from
+# the previous one, up to HEALTH_STALE_SECONDS old, while a refresh is running.
+HEALTH_CACHE_SECONDS = float(os.environ.get("HEALTH_CACHE_SECONDS") or "5")
+HEALTH_STALE_SECONDS = float(os.environ.get("HEALTH_STALE_SECONDS") or "30")
+# Worker names, broker transport and error details of /healthz are shown to staff users and to requests with
+# `Authorization: Bearer <this token>` (monitoring); everyone else gets the overall state only.
+HUBSYNC_HEALTH_TOKEN = os.environ.get("HUBSYNC_HEALTH_TOKEN", "")
 # Load balancers and container health checks probe /healthz over plain HTTP inside the private network.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # Extra beat dispatchers by dotted path (apps normally register theirs with hubsync.dispatch.register).

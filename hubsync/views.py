@@ -14,7 +14,7 @@ from . import audit, workspaces
 from .access import get_for_workspace, login_view, public_view, workspace_view
 from .forms import InviteForm, RoleForm, WorkspaceForm, WorkspaceSettingsForm
 from .models import AuditEvent, Invitation, Membership, Role, WorkspaceSettings
-from .workspaces import INVITATION_SESSION_KEY, WorkspaceError
+from .workspaces import INVITATION_SESSION_KEY, NEW_LINKS_SESSION_KEY, WorkspaceError
 
 
 @login_view
@@ -31,8 +31,14 @@ def workspace_new(request: HttpRequest) -> HttpResponse:
 @login_view
 @require_POST
 def workspace_switch(request: HttpRequest) -> HttpResponse:
-    # Only the user's own memberships are candidates, so a foreign workspace id is silently ignored.
-    membership = Membership.objects.filter(user=request.user, workspace_id=request.POST.get("workspace")).first()
+    # Only the user's own memberships are candidates, so a foreign workspace id is silently ignored (and so is
+    # anything that is not an id at all).
+    wanted = request.POST.get("workspace", "")
+    membership = (
+        Membership.objects.filter(user=request.user, workspace_id=int(wanted)).first()
+        if wanted.isascii() and wanted.isdigit() and len(wanted) < 19
+        else None
+    )
     if membership is not None:
         workspaces.switch_to(request, membership.workspace)
     return redirect("dashboard")
@@ -73,9 +79,11 @@ def _members_page(request: HttpRequest, invite_form: InviteForm, status: int = 2
     members = Membership.objects.filter(workspace=workspace).select_related("user").order_by("user__email")
     invitations = Invitation.objects.filter(workspace=workspace, accepted_at__isnull=True).order_by("-created_at")
     is_owner = request.membership.allows(Role.OWNER)
+    # The link is shown to owners only (a bearer token that lets its holder join), and only once, right after
+    # sending: just its hash is stored.
+    new_links = request.session.pop(NEW_LINKS_SESSION_KEY, {}) if is_owner else {}
     for invitation in invitations:
-        # The link is shown to owners only: it is a bearer token that lets its holder join.
-        invitation.link = workspaces.invitation_url(request, invitation) if is_owner else ""
+        invitation.link = new_links.get(str(invitation.pk), "")
     context = {
         "members": members,
         "invitations": invitations,
@@ -105,8 +113,13 @@ def members(request: HttpRequest) -> HttpResponse:
         except WorkspaceError as exc:
             form.add_error("email", str(exc))
         else:
+            request.session[NEW_LINKS_SESSION_KEY] = {
+                str(invitation.pk): workspaces.invitation_url(request, invitation)
+            }
             messages.success(
-                request, f"Invitation sent to {invitation.email}. You can also copy its link below and share it."
+                request,
+                f"Invitation sent to {invitation.email}. You can also copy its link below and share it: it is "
+                "shown only now.",
             )
             return redirect("members")
     return _members_page(request, form, status=400)
@@ -157,7 +170,7 @@ def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
 def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     """The link from the invitation email. Visitors are offered sign-up or log-in (and come back here or join
     on sign-up); a logged-in user with the invited email joins with a POST."""
-    invitation = Invitation.objects.select_related("workspace", "invited_by").filter(token=token).first()
+    invitation = Invitation.by_token(token).select_related("workspace", "invited_by").first()
     if invitation is None:
         return render(request, "hubsync/invitation.html", {"problem": "This invitation link is not valid."}, status=404)
     user = request.user if request.user.is_authenticated else None
@@ -169,10 +182,12 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     if user is None:
         if request.method == "POST":
             return redirect(f"{reverse('account_login')}?{urlencode({'next': request.path})}")
-        # Keep the token for the sign-up: with the invited address it joins this workspace, and the address
-        # counts as verified (AccountAdapter.is_email_verified).
-        request.session[INVITATION_SESSION_KEY] = invitation.token
-        context["signup_url"] = f"{reverse('account_signup')}?{urlencode({'email': invitation.email})}"
+        # Remember the invitation for the sign-up: with the invited address, confirmed by the usual e-mail link,
+        # it joins this workspace (workspaces.on_email_confirmed).
+        request.session[INVITATION_SESSION_KEY] = invitation.token_hash
+        context["signup_url"] = (
+            f"{reverse('account_signup')}?{urlencode({'email': invitation.email, 'next': request.path})}"
+        )
         context["login_url"] = f"{reverse('account_login')}?{urlencode({'next': request.path})}"
         return render(request, "hubsync/invitation.html", context)
     if request.method == "POST":
@@ -223,7 +238,11 @@ def _show(value: object) -> str:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    from .health import check_all
+    """The state of the database, the broker and the workers, from a report at most a few seconds old
+    (hubsync.healthz); details only for operators."""
+    from . import healthz as healthz_state
 
-    report, ok = check_all()
-    return JsonResponse(report, status=200 if ok else 503)
+    entry = healthz_state.current()
+    response = JsonResponse(healthz_state.body_for(request, entry), status=200 if entry["ok"] else 503)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -17,10 +17,11 @@ from . import audit
 from .middleware import SESSION_KEY
 from .models import Invitation, Membership, Role, Workspace
 
-# Where a visitor's invitation token waits while they sign up or log in.
-INVITATION_SESSION_KEY = "hubsync_invitation_token"
-# The address whose invitation a sign-up just accepted: allauth then treats it as verified.
-INVITED_EMAIL_SESSION_KEY = "hubsync_invited_email"
+# Where a visitor's invitation (the hash of its token) waits while they sign up, confirm their address or log in.
+INVITATION_SESSION_KEY = "hubsync_invitation"
+# Links of invitations just sent, shown once to the owner who sent them ({invitation id: link}): only the token's
+# hash is stored, so the link cannot be shown again later.
+NEW_LINKS_SESSION_KEY = "hubsync_new_invitation_links"
 
 
 class WorkspaceError(Exception):
@@ -56,21 +57,45 @@ def switch_to(request: Any, workspace: Workspace) -> None:
         request.session[SESSION_KEY] = workspace.pk
 
 
+def _pending_invitation(request: Any) -> Invitation | None:
+    session = getattr(request, "session", None) if request is not None else None
+    token_hash = session.get(INVITATION_SESSION_KEY) if session is not None else None
+    if not token_hash:
+        return None
+    return Invitation.objects.filter(token_hash=token_hash).select_related("workspace").first()
+
+
 def on_signup(*, request: Any, user: Any) -> None:
-    """A sign-up through an invitation link for the same email joins that workspace; any other sign-up
-    creates the user's own first workspace, owned by them."""
-    token = request.session.get(INVITATION_SESSION_KEY) if request is not None and hasattr(request, "session") else None
-    if token:
-        invitation = Invitation.objects.filter(token=token).select_related("workspace").first()
-        if invitation is not None and invitation_problem(invitation, user) is None:
-            accept_invitation(invitation=invitation, user=user)
-            request.session.pop(INVITATION_SESSION_KEY, None)
-            request.session[INVITED_EMAIL_SESSION_KEY] = invitation.email
-            switch_to(request, invitation.workspace)
-            return
+    """A sign-up through an invitation link for the same email waits to join that workspace until the address is
+    confirmed (on_email_confirmed): the link proves nothing about who typed the address, so the normal
+    verification applies. Any other sign-up creates the user's own first workspace, owned by them."""
+    invitation = _pending_invitation(request)
+    if (
+        invitation is not None
+        and invitation_problem(invitation, None) is None
+        and _normal_email(user.email or "") == _normal_email(invitation.email)
+    ):
+        return
     if not Membership.objects.filter(user=user).exists():
         workspace = create_workspace(name=default_workspace_name(user), owner=user)
         switch_to(request, workspace)
+
+
+def on_email_confirmed(*, request: Any, email_address: Any) -> None:
+    """The address of the invitation this browser came through is now proven: join its workspace. (Confirmed in
+    another browser, the user opens the invitation link again and joins with a click.)"""
+    invitation = _pending_invitation(request)
+    if invitation is None or _normal_email(invitation.email) != _normal_email(email_address.email):
+        return
+    user = email_address.user
+    if invitation_problem(invitation, user) is not None:
+        return
+    try:
+        accept_invitation(invitation=invitation, user=user)
+    except WorkspaceError:
+        return
+    request.session.pop(INVITATION_SESSION_KEY, None)
+    switch_to(request, invitation.workspace)
 
 
 # --- invitations ---------------------------------------------------------------------------------------
@@ -81,8 +106,11 @@ def _normal_email(email: str) -> str:
 
 
 def invitation_url(request: Any, invitation: Invitation) -> str:
+    """The link of an invitation just created (only then is its token known)."""
     from django.urls import reverse
 
+    if not invitation.token:
+        raise ValueError("only the hash of this invitation's token is stored: its link cannot be rebuilt")
     path = reverse("invitation_accept", args=[invitation.token])
     return request.build_absolute_uri(path) if request is not None else settings.BASE_URL + path
 
@@ -110,9 +138,10 @@ def invite(*, workspace: Workspace, email: str, role: str, actor: Any, request: 
     )
     link = invitation_url(request, invitation)
     context = {"invitation": invitation, "link": link, "inviter": actor}
+    subject = one_line(f"You are invited to {workspace.name} on hubsync")
     transaction.on_commit(
         lambda: send_mail(
-            subject=f"You are invited to {workspace.name} on hubsync",
+            subject=subject,
             message=render_to_string("hubsync/email/invitation.txt", context),
             from_email=None,
             recipient_list=[email],
@@ -121,13 +150,34 @@ def invite(*, workspace: Workspace, email: str, role: str, actor: Any, request: 
     return invitation
 
 
+def one_line(text: str) -> str:
+    """Text for an e-mail header: control characters (a newline would make send_mail raise BadHeaderError, after
+    the invitation was saved) become spaces."""
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+def _has_verified(user: Any, email: str) -> bool:
+    from allauth.account.models import EmailAddress
+
+    return EmailAddress.objects.filter(user=user, email__iexact=_normal_email(email), verified=True).exists()
+
+
 def invitation_problem(invitation: Invitation, user: Any | None) -> str | None:
-    """Why this invitation cannot be accepted (by `user`, if given), or None."""
+    """Why this invitation cannot be accepted (by `user`, if given), or None. The user must own the invited
+    address as a *verified* address: an unconfirmed one (typed at sign-up or added on the e-mail page) proves
+    nothing."""
     if invitation.accepted_at is not None:
         return "This invitation has already been used. Ask the workspace owner for a new one if you need access."
     if invitation.expired:
         return "This invitation has expired. Ask the workspace owner to send you a new one."
-    if user is not None and _normal_email(user.email or "") != _normal_email(invitation.email):
+    if user is not None and not _has_verified(user, invitation.email):
+        from allauth.account.models import EmailAddress
+
+        if EmailAddress.objects.filter(user=user, email__iexact=_normal_email(invitation.email)).exists():
+            return (
+                f"Confirm {invitation.email} first: open the confirmation link we e-mailed to it (you can send it "
+                "again from your account's e-mail page). Then open this invitation again."
+            )
         return (
             f"This invitation was sent to {invitation.email}, but you are logged in as {user.email}. "
             f"Log in with {invitation.email} to accept it."

@@ -7,13 +7,14 @@ mappings/urls.py.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.template import RequestContext, Template
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from hubsync.access import get_for_workspace, workspace_view
+from hubsync.http import safe_next
 from hubsync.models import Role
 
 from .drift import DriftFixError, fix_issue
@@ -57,9 +58,4 @@ def issue_fix(request: HttpRequest, issue_id: int) -> HttpResponse:
             "resume": "Resumed without changes.",
         }[action]
         messages.success(request, f"{issue.summary} {done} The mapping “{mapping}” is {state}.")
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        target = ""
-    return redirect(target or "mappings:drift", **({} if target else {"mapping_id": issue.mapping_id}))
+    return HttpResponseRedirect(safe_next(request, reverse("mappings:drift", args=[issue.mapping_id])))

@@ -20,12 +20,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
 from hubsync.fields import DecryptionError
+from hubsync.http import safe_next
 from hubsync.models import Role
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
@@ -53,11 +53,8 @@ def _can_change(request: HttpRequest) -> bool:
 
 
 def _back(request: HttpRequest, default: str) -> str:
-    """Where a form posted from several pages returns to: its `next` when it is one of ours."""
-    nxt = request.POST.get("next") or request.GET.get("next") or ""
-    if nxt and url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}):
-        return nxt
-    return default
+    """Where a form posted from several pages returns to: its `next` when it is a path of ours."""
+    return safe_next(request, default)
 
 
 # --- destinations -----------------------------------------------------------------------------------------

@@ -57,7 +57,10 @@ def _filtered(mapping: Mapping, filters: dict[str, str]) -> tuple[QuerySet, list
     tz = timezone.get_current_timezone()
     for key, lookup, at in (("since", "updated_at__gte", time.min), ("until", "updated_at__lte", time.max)):
         if filters[key]:
-            day = parse_date(filters[key])
+            try:
+                day = parse_date(filters[key])
+            except ValueError:  # well-formed but impossible, like 2026-02-31
+                day = None
             if day is None:
                 problems.append(f"{key.title()}: use a date like 2026-11-29.")
             else:

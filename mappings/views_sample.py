@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.urls import reverse
 
 from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
+from hubsync.http import safe_next
 from hubsync.models import Role
 
 from .deliver import sample_cutoff, set_sample_mode
@@ -51,7 +52,7 @@ def sample_mode(request: HttpRequest, mapping_id: int) -> HttpResponse:
         _change(request, mapping)
         if request.htmx:
             return render(request, "mappings/_sample_mode.html", {"sample": sample_context(request, mapping)})
-        return redirect(request.POST.get("next") or reverse("mappings:sample_mode", args=[mapping.pk]))
+        return HttpResponseRedirect(safe_next(request, reverse("mappings:sample_mode", args=[mapping.pk])))
     template = "mappings/_sample_mode.html" if request.htmx else "mappings/sample_mode.html"
     return render(request, template, {"sample": sample_context(request, mapping)})
 

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -209,10 +210,13 @@ def begin(request: HttpRequest, *, purpose: str, source_id: int | None = None) -
 def take_flow(request: HttpRequest) -> dict[str, Any]:
     """The pending login this callback belongs to, removed from the session (single use). 403 when there is
     none, or when `state` does not match: the request was not started by this browser session."""
-    flow = request.session.pop(FLOW_SESSION_KEY, None)
+    flow = request.session.get(FLOW_SESSION_KEY)
     state = request.GET.get("state", "")
-    if not flow or not state or state != flow.get("state"):
+    # Compared before anything is dropped: a forged callback (another state) must not throw away the login this
+    # session is really waiting for.
+    if not flow or not state or not secrets.compare_digest(state.encode(), str(flow.get("state", "")).encode()):
         raise PermissionDenied("This HubSpot login does not belong to your session. Start again from hubsync.")
+    request.session.pop(FLOW_SESSION_KEY, None)
     if flow.get("workspace_id") != request.workspace.pk:
         raise PermissionDenied("This HubSpot login was started in another workspace.")
     return flow

@@ -159,6 +159,7 @@ def _oauth_failed(request: HttpRequest, flow: dict[str, Any], message: str) -> H
         retry_url = reverse("sources:oauth_start")
         cancel_url = reverse("sources:wizard_cancel")
     ctx = {"message": message, "retry_url": retry_url, "cancel_url": cancel_url, "purpose": flow.get("purpose")}
+    ctx["cancel_post"] = cancel_url == reverse("sources:wizard_cancel")
     if flow.get("purpose") == "wizard":
         ctx.update(_wizard_ctx(2))
     return render(request, "sources/oauth_error.html", ctx)
@@ -314,6 +315,7 @@ def wizard_sync(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
+@require_POST
 def wizard_cancel(request: HttpRequest) -> HttpResponse:
     request.session.pop(WIZARD_KEY, None)
     request.session.pop(oauth.FLOW_SESSION_KEY, None)

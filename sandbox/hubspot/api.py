@@ -204,7 +204,7 @@ def _bool_param(request: HttpRequest, name: str) -> bool:
 def _json_body(request: HttpRequest) -> tuple[dict | None, HttpResponse | None]:
     try:
         body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, error_response(400, "VALIDATION_ERROR", "Invalid input JSON on line 1, column 1: Cannot parse "
                                     "JSON body")
     if not isinstance(body, dict):

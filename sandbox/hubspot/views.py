@@ -6,7 +6,7 @@ SANDBOX is on and need no hubsync login.
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
 from django.contrib import messages
@@ -16,6 +16,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+
+from sandbox.http import json_object
 
 from . import data, state
 from .models import CustomProperty, Knobs, RecordChange
@@ -37,6 +39,13 @@ KNOB_FIELDS = {
     "search_lag_seconds": float,
     "access_token_lifetime": int,
 }
+
+
+# Knob values are stored in 32-bit integer columns; latency is slept on every request, so at most a minute.
+MAX_INT = 2**31 - 1
+KNOB_MAX = {"latency_ms": 60_000, "search_lag_seconds": 3600}
+# Records one mutate call may touch (the benchmarks' largest collection is a million).
+MAX_MUTATION = 10_000_000
 
 
 def knobs_dict(k: Knobs) -> dict[str, Any]:
@@ -61,12 +70,14 @@ def apply_knobs(values: dict[str, Any], *, checkbox_form: bool = False) -> Knobs
         else:
             try:
                 value = kind(raw)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise ValueError(f"{name}: {raw!r} is not a valid {kind.__name__}") from exc
         if name in ("error_rate", "reset_rate") and not 0 <= value <= 1:
             raise ValueError(f"{name} must be between 0 and 1")
         if kind in (int, float) and value < 0 and name != "access_token_lifetime":
             raise ValueError(f"{name} must not be negative")
+        if kind in (int, float) and not (math.isfinite(value) and abs(value) <= KNOB_MAX.get(name, MAX_INT)):
+            raise ValueError(f"{name} must be at most {KNOB_MAX.get(name, MAX_INT)}")
         if name == "fail_next_status" and value not in ("502", "503", "504", "500", "429", "reset"):
             raise ValueError("fail_next_status must be 500, 502, 503, 504, 429 or reset")
         setattr(k, name, value)
@@ -211,11 +222,11 @@ def knobs_json(request: HttpRequest) -> HttpResponse:
     """GET the knobs; POST a JSON object of knob values to change them (applies at once in this process)."""
     if request.method == "POST":
         try:
-            values = json.loads(request.body or b"{}")
+            values = json_object(request.body)
             if values.pop("reset_counters", False):
                 reset_rate_limits()
             knobs = apply_knobs(values)
-        except (ValueError, AttributeError) as exc:
+        except ValueError as exc:
             return json_response({"error": str(exc)}, status=400)
         return json_response(knobs_dict(knobs))
     return json_response(knobs_dict(Knobs.load()))
@@ -230,16 +241,16 @@ def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
     if portal is None:
         return json_response({"error": "no such portal"}, status=404)
     try:
-        body = json.loads(request.body or b"{}")
-        result = mutate(portal=portal, collection=str(body.get("collection", "")),
-                        create=int(body.get("create", 0)), update=int(body.get("update", 0)),
-                        archive=int(body.get("archive", 0)), purge=int(body.get("purge", 0)),
-                        purge_archived=int(body.get("purge_archived", 0)),
+        body = json_object(request.body)
+        counts = {name: int(body.get(name, 0)) for name in ("create", "update", "archive", "purge", "purge_archived")}
+        if max(counts.values()) > MAX_MUTATION:
+            raise ValueError(f"at most {MAX_MUTATION:,} records per change")
+        result = mutate(portal=portal, collection=str(body.get("collection", "")), **counts,
                         same_timestamp=bool(body.get("same_timestamp")), seed=body.get("seed"))
         if body.get("purge_ids"):
             gone = purge_records(portal=portal, collection=str(body.get("collection", "")),
                                  ids=[int(i) for i in body["purge_ids"]])
             result.purged += [str(i) for i in gone]
-    except (MutationError, ValueError, TypeError) as exc:
+    except (MutationError, ValueError, TypeError, OverflowError) as exc:
         return json_response({"error": str(exc)}, status=400)
     return json_response(result.as_dict())

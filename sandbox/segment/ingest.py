@@ -377,7 +377,7 @@ def handle_tracking_request(request: HttpRequest, endpoint: str) -> JsonResponse
             raise _Reject(reason, f"Exceed payload limit: the body is over {limit:,} bytes.")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise _Reject("invalid_json", "Invalid JSON.") from exc
         if not isinstance(data, dict):
             raise _Reject("invalid_request", "The body must be a JSON object.")

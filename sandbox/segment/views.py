@@ -14,6 +14,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from sandbox.http import BadBody, json_object
+
 from . import inbox
 from .ingest import (
     DISCARD_REASONS,
@@ -256,10 +258,10 @@ def knobs_json(request: HttpRequest, write_key: str) -> JsonResponse:
     workspace = _workspace_or_404(write_key)
     if request.method == "POST":
         try:
-            values = json.loads(request.body or b"{}")
-        except ValueError:
-            return JsonResponse({"errors": ["Invalid JSON."]}, status=400)
-        errors = _apply_knobs(workspace, values if isinstance(values, dict) else {})
+            values = json_object(request.body)
+        except BadBody as exc:
+            return JsonResponse({"errors": [str(exc)]}, status=400)
+        errors = _apply_knobs(workspace, values)
         if errors:
             return JsonResponse({"errors": errors}, status=400)
     return JsonResponse(_knobs(workspace))

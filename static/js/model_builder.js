@@ -1,5 +1,5 @@
 // The data model builder: filter the property list as you type, keep the "N selected" counters current.
-// The live preview itself is htmx (hx-trigger on the form's checkbox changes); this file only does the list.
+// The live preview itself is htmx (triggered by the "columns-changed" event sent below); this file does the list.
 (function () {
   "use strict";
   var form = document.getElementById("model-form");
@@ -43,6 +43,11 @@
     search.addEventListener("keydown", function (e) { if (e.key === "Enter") e.preventDefault(); });
   }
   form.addEventListener("change", function (e) {
-    if (e.target && e.target.name === "columns") count();
+    if (e.target && e.target.name === "columns") {
+      count();
+      // The preview listens for this (hx-trigger "columns-changed from:#model-form"): an htmx event filter
+      // would need eval, which the Content-Security-Policy forbids.
+      form.dispatchEvent(new CustomEvent("columns-changed", {bubbles: true}));
+    }
   });
 })();

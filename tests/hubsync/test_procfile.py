@@ -29,9 +29,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+HEALTH_TOKEN = "procfile-health-token"
+
+
 def get_json(url: str) -> tuple[int, dict]:
+    # As the monitoring does: with the health token, /healthz also names the broker transport and the workers.
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {HEALTH_TOKEN}"})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -55,6 +60,7 @@ def test_web_worker_and_beat_start_healthy_and_stop_on_ctrl_c(tmp_path):
         HUBSYNC_BASE_URL=f"http://127.0.0.1:{port}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         WORKER_CONCURRENCY="1",
+        HUBSYNC_HEALTH_TOKEN=HEALTH_TOKEN,
         PYTHONUNBUFFERED="1",
     )
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)

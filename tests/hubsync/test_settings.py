@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_ENV = {
     "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HUBSYNC_ENCRYPTION_KEYS", "ALLOWED_HOSTS", "DEBUG", "SANDBOX",
     "HUBSYNC_TESTING", "HUBSYNC_VAR_DIR", "HUBSYNC_SQLITE_PATH", "CSRF_TRUSTED_ORIGINS", "DJANGO_SETTINGS_MODULE",
-    "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "HUBSPOT_API_BASE", "HUBSPOT_AUTHORIZE_URL",
+    "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "HUBSPOT_API_BASE", "HUBSPOT_AUTHORIZE_URL", "HUBSYNC_CACHE",
 }  # fmt: skip
 
 DUMP = """
@@ -126,10 +126,38 @@ def test_check_deploy_reports_nothing_in_production(tmp_path):
     env = production_env()
     if os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    env["REDIS_URL"] = "redis://127.0.0.1:6379/15"  # production has a shared cache (the check does not connect)
     proc = run(["manage.py", "check", "--deploy", "--fail-level", "DEBUG"], env, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "System check identified no issues (0 silenced)." in proc.stdout
     assert "WARNING" not in proc.stdout + proc.stderr
+
+
+def _check_deploy(tmp_path, **extra: str) -> subprocess.CompletedProcess:
+    env = {**production_env(), **extra}
+    if os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    return run(["manage.py", "check", "--deploy"], env, tmp_path)
+
+
+def test_check_deploy_fails_without_a_shared_cache(tmp_path):
+    """Without REDIS_URL the cache was per gunicorn worker: allauth's lock-out allowed 15 failures instead of 5."""
+    proc = _check_deploy(tmp_path)
+    assert proc.returncode != 0
+    assert "hubsync.E001" in proc.stderr and "per process" in proc.stderr
+    assert "hubsync.E001" not in _check_deploy(tmp_path, REDIS_URL="redis://127.0.0.1:6379/15").stderr
+    database = _check_deploy(tmp_path, HUBSYNC_CACHE="database")
+    assert "hubsync.E001" not in database.stdout + database.stderr
+    assert load({**production_env(), "HUBSYNC_CACHE": "database"}, tmp_path)["cache"].endswith("DatabaseCache")
+
+
+def test_check_deploy_fails_with_the_sandbox_on(tmp_path):
+    proc = _check_deploy(tmp_path, SANDBOX="true", REDIS_URL="redis://127.0.0.1:6379/15")
+    assert proc.returncode != 0
+    assert "hubsync.E002" in proc.stderr and "SANDBOX is on while DEBUG is off" in proc.stderr
+    # With DEBUG on (development) the sandbox is the point: no complaint.
+    dev = run(["manage.py", "check", "--deploy"], {"DEBUG": "true", "SANDBOX": "true"}, tmp_path)
+    assert "hubsync.E002" not in dev.stdout + dev.stderr
 
 
 SANDBOX_PROBE = """

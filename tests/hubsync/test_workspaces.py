@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from hubsync.middleware import SESSION_KEY
 from hubsync.models import AuditEvent, Invitation, Membership, Role, Workspace
+from hubsync.workspaces import NEW_LINKS_SESSION_KEY
 from tests.conftest import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db
@@ -32,6 +33,16 @@ def _invite(client: Client, email: str, role: str = Role.VIEWER):
     return client.post(reverse("members"), {"email": email, "role": role})
 
 
+def _verified(user, email: str | None = None):
+    """The user owns `email` (default: their own) as a confirmed address."""
+    EmailAddress.objects.create(user=user, email=email or user.email, verified=True, primary=email is None)
+    return user
+
+
+def _token_from(link: str) -> str:
+    return link.rstrip("/").rsplit("/", 1)[-1]
+
+
 # --- invitations -----------------------------------------------------------------------------------------
 
 
@@ -41,15 +52,17 @@ def test_owner_invites_by_email_and_sees_the_link(owner_client, workspace, djang
     assert response.status_code == 302
     invitation = Invitation.objects.get(workspace=workspace)
     assert (invitation.email, invitation.role, invitation.accepted_at) == ("new.person@example.com", "admin", None)
-    link = reverse("invitation_accept", args=[invitation.token])
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["new.person@example.com"]
+    token = _token_from(next(w for w in mail.outbox[0].body.split() if "/invitations/" in w))
+    link = reverse("invitation_accept", args=[token])
     assert link in mail.outbox[0].body
     page = owner_client.get(reverse("members")).content.decode()
-    assert link in page  # shown to the owner for copying
+    assert link in page  # shown to the owner for copying, right after sending...
+    assert link not in owner_client.get(reverse("members")).content.decode()  # ... and only then (stored hashed)
     event = AuditEvent.objects.get(verb="member.invite")
     assert event.changes == {"email": "new.person@example.com", "role": "admin"}
-    assert invitation.token not in str(event.changes) + event.object_repr
+    assert token not in str(event.changes) + event.object_repr
 
 
 def test_duplicate_pending_invitation_is_a_form_error(owner_client, workspace):
@@ -97,13 +110,14 @@ def test_only_owners_invite(request, who, workspace):
     assert "cannot do this" in response.content.decode()
     assert _state() == before
     # ... and non-owners do not see invitation links (bearer tokens).
-    Invitation.objects.create(workspace=workspace, email="x@example.com")
+    invitation = Invitation.objects.create(workspace=workspace, email="x@example.com")
     page = client.get(reverse("members")).content.decode()
     assert "x@example.com" in page
-    assert Invitation.objects.get().token not in page
+    assert invitation.token not in page
 
 
 def test_accepting_with_the_invited_email_joins(owner, workspace, outsider):
+    _verified(outsider)
     invitation = Invitation.objects.create(workspace=workspace, email=outsider.email.upper(), role=Role.ADMIN)
     client = Client()
     client.force_login(outsider)
@@ -136,6 +150,7 @@ def test_accepting_while_logged_in_as_someone_else_is_refused(workspace, outside
 
 
 def test_expired_invitation_is_refused_with_a_clear_message(workspace, outsider):
+    _verified(outsider)
     invitation = Invitation.objects.create(
         workspace=workspace, email=outsider.email, expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -167,8 +182,9 @@ def test_anonymous_post_to_an_invitation_goes_to_login(workspace):
     assert Invitation.objects.get().accepted_at is None
 
 
-def test_signing_up_through_an_invitation_joins_that_workspace(owner, workspace, settings):
-    # Even with mandatory verification: the link was delivered to the address, so it counts as verified.
+def test_signing_up_through_an_invitation_still_verifies_the_address(owner, workspace, settings):
+    """Holding the link proves nothing about the address typed at sign-up (an owner sees every link): the sign-up
+    gets the normal confirmation e-mail, and joins the workspace when the address is confirmed."""
     settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
     invitation = Invitation.objects.create(workspace=workspace, email="fresh@example.com", role=Role.VIEWER)
     client = Client()
@@ -176,18 +192,86 @@ def test_signing_up_through_an_invitation_joins_that_workspace(owner, workspace,
     assert "Create an account" in page
     signup = client.get(reverse("account_signup") + "?email=fresh@example.com").content.decode()
     assert 'value="fresh@example.com"' in signup
+    mail.outbox.clear()
     response = client.post(
         reverse("account_signup"), {"email": "fresh@example.com", "password1": PASSWORD, "password2": PASSWORD}
     )
     assert response.status_code == 302
-    user = Membership.objects.get(workspace=workspace, user__email="fresh@example.com").user
-    # Joined the inviting workspace instead of getting a workspace of its own.
-    assert list(Membership.objects.filter(user=user).values_list("workspace_id", "role")) == [
+    address = EmailAddress.objects.get(email="fresh@example.com")
+    assert not address.verified  # nobody proved it yet
+    assert not Membership.objects.filter(user=address.user).exists()  # not joined, and no workspace of its own
+    assert Invitation.objects.get().accepted_at is None
+    assert client.get(reverse("dashboard")).status_code == 302  # mandatory verification: not logged in yet
+
+    confirm = next(w for m in mail.outbox for w in m.body.split() if "/accounts/confirm-email/" in w)
+    assert client.post(confirm).status_code == 302
+    address.refresh_from_db()
+    assert address.verified
+    assert list(Membership.objects.filter(user=address.user).values_list("workspace_id", "role")) == [
         (workspace.pk, Role.VIEWER)
     ]
     assert Invitation.objects.get().accepted_at is not None
-    assert client.get(reverse("dashboard")).status_code == 200  # logged in, no verification detour
-    assert EmailAddress.objects.get(user=user).verified
+    assert client.session[SESSION_KEY] == workspace.pk
+
+
+def test_an_unverified_address_does_not_accept_an_invitation(workspace, outsider):
+    """The invited address added (unconfirmed) on the account's e-mail page, even as primary, is not enough."""
+    EmailAddress.objects.create(user=outsider, email="invited@example.com", verified=False, primary=True)
+    outsider.email = "invited@example.com"
+    outsider.save(update_fields=["email"])
+    invitation = Invitation.objects.create(workspace=workspace, email="invited@example.com")
+    client = Client()
+    client.force_login(outsider)
+    before = _state()
+    response = client.post(reverse("invitation_accept", args=[invitation.token]))
+    assert response.status_code == 403
+    assert "Confirm invited@example.com first" in response.content.decode()
+    assert _state() == before
+    # Once confirmed, the same link works.
+    EmailAddress.objects.filter(email="invited@example.com").update(verified=True)
+    assert client.post(reverse("invitation_accept", args=[invitation.token])).status_code == 302
+    assert Membership.objects.filter(user=outsider, workspace=workspace).exists()
+
+
+def test_invitation_tokens_are_stored_hashed(workspace, owner):
+    import hashlib
+
+    invitation = Invitation.objects.create(workspace=workspace, email="h@example.com", invited_by=owner)
+    token = invitation.token
+    assert token and len(token) >= 40
+    assert "token" not in {f.name for f in Invitation._meta.get_fields()}
+    row = Invitation.objects.filter(pk=invitation.pk).values().get()
+    assert token not in str(row)
+    assert row["token_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert Invitation.by_token(token).get() == invitation
+    assert Client().get(reverse("invitation_accept", args=[token])).status_code == 200
+    assert Client().get(reverse("invitation_accept", args=[row["token_hash"]])).status_code == 404  # not the hash
+
+
+def test_workspace_names_refuse_line_breaks(owner_client, workspace):
+    response = owner_client.post(reverse("workspace_settings"), {"name": "Acme\r\nBcc: victim@evil.example"})
+    assert response.status_code == 200
+    assert "no line breaks" in response.content.decode()
+    workspace.refresh_from_db()
+    assert workspace.name == "Acme"
+    assert owner_client.post(reverse("workspace_new"), {"name": "New\nOne"}).status_code == 200
+    assert not Workspace.objects.filter(name__contains="One").exists()
+
+
+def test_invitation_mail_subject_is_one_line_whatever_the_workspace_name(
+    owner_client, workspace, django_capture_on_commit_callbacks
+):
+    # A name saved before names were validated (or by a command) must not break sending after the invitation
+    # was saved (BadHeaderError, a 500).
+    Workspace.objects.filter(pk=workspace.pk).update(name="Acme\r\nBcc: victim@evil.example")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _invite(owner_client, "n@example.com")
+    assert response.status_code == 302
+    assert len(mail.outbox) == 1
+    subject = mail.outbox[0].subject
+    assert "\n" not in subject and "\r" not in subject
+    assert subject == "You are invited to Acme Bcc: victim@evil.example on hubsync"
+    assert mail.outbox[0].bcc == [] and mail.outbox[0].to == ["n@example.com"]
 
 
 def test_signing_up_with_another_email_than_invited_gets_an_own_workspace(workspace):
@@ -208,6 +292,7 @@ def test_signing_up_with_another_email_than_invited_gets_an_own_workspace(worksp
 def test_revoked_invitation_link_stops_working(owner_client, workspace):
     _invite(owner_client, "gone@example.com")
     invitation = Invitation.objects.get()
+    invitation.token = _token_from(owner_client.session[NEW_LINKS_SESSION_KEY][str(invitation.pk)])
     response = owner_client.post(reverse("invitation_revoke", args=[invitation.pk]))
     assert response.status_code == 302
     assert not Invitation.objects.exists()
@@ -357,3 +442,27 @@ def test_user_without_workspace_is_sent_to_create_one(db):
     html = client.get(reverse("workspace_new")).content.decode()
     assert "Create a workspace" in html
     assert reverse("account_logout") in html  # no sidebar here, but a way out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_hashes_pending_tokens_so_sent_links_keep_working():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("hubsync", "0002_alerts_workspacesettings")]
+    after = [("hubsync", "0003_invitation_token_hash")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    workspace = old.get_model("hubsync", "Workspace").objects.create(name="Legacy")
+    old.get_model("hubsync", "Invitation").objects.create(
+        workspace=workspace, email="sent@example.com", token="link-sent-before-the-upgrade"
+    )
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(after)
+    invitation = Invitation.by_token("link-sent-before-the-upgrade").get()
+    assert invitation.email == "sent@example.com"
+    assert "link-sent-before-the-upgrade" not in str(Invitation.objects.values().get())
+    response = Client().get(reverse("invitation_accept", args=["link-sent-before-the-upgrade"]))
+    assert response.status_code == 200

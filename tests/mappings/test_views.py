@@ -593,3 +593,31 @@ def test_test_panel_explains_a_rejected_record_and_a_missing_one(owner_client, l
     assert "Send to Profile Space</button>" not in page
     page = text(owner_client.get(url, {"record": "999999999"}))
     assert "HubSpot has no contacts record 999999999" in page
+
+
+# --- bad input: a clear 4xx or the default page, never a 500 or an open redirect ----------------------------
+
+
+@pytest.mark.parametrize(
+    "nxt",
+    ["https://evil.example/", "//evil.example", "/\\evil.example", "dashboard", "mappings:list", "a b", "1e309"],
+)
+def test_next_is_a_path_of_ours_or_ignored(owner_client, a_mapping, nxt):
+    """`next` used to be handed to redirect(), which reverses URL names (a made-up one is a 500) and follows
+    other hosts (an open redirect)."""
+    detail = reverse("mappings:mapping_detail", args=[a_mapping.pk])
+    toggle = owner_client.post(reverse("mappings:mapping_toggle", args=[a_mapping.pk]), {"next": nxt})
+    assert toggle.status_code == 302 and toggle["Location"] == detail
+    sample = reverse("mappings:sample_mode", args=[a_mapping.pk])
+    response = owner_client.post(sample, {"action": "all", "next": nxt})
+    assert response.status_code == 302 and response["Location"] == sample
+    # A path of ours is still honoured.
+    back = owner_client.post(sample, {"action": "all", "next": "/mappings/"})
+    assert back["Location"] == "/mappings/"
+
+
+@pytest.mark.parametrize("day", ["2026-02-31", "2026-13-01", "0000-00-00", "2026-02-29"])
+def test_impossible_dates_in_the_rejected_filter_are_explained(owner_client, a_mapping, day):
+    response = owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk]), {"since": day, "until": day})
+    assert response.status_code == 200
+    assert "use a date like 2026-11-29" in response.content.decode()

@@ -66,6 +66,32 @@ def test_callback_with_a_wrong_state_is_403(owner_client, workspace):
     assert b"does not belong to your session" in response.content
 
 
+def test_a_forged_callback_does_not_discard_the_pending_login(owner_client, workspace):
+    """Any page can send the browser to the callback with another state: a 403, and the login this session is
+    really waiting for still completes."""
+    start(owner_client, workspace)
+    state = owner_client.session[oauth.FLOW_SESSION_KEY]["state"]
+    for forged in ("other", "", state + "x", "é"):
+        response = owner_client.get(reverse("sources:oauth_callback"), {"code": "c", "state": forged})
+        assert response.status_code == 403
+        assert owner_client.session[oauth.FLOW_SESSION_KEY]["state"] == state
+    response = owner_client.get(reverse("sources:oauth_callback"), {"error": "access_denied", "state": state})
+    assert response.status_code == 200
+    assert oauth.FLOW_SESSION_KEY not in owner_client.session  # the matching callback uses it up
+
+
+def test_cancelling_the_wizard_is_a_post(owner_client, workspace):
+    start(owner_client, workspace)
+    response = owner_client.get(reverse("sources:wizard_cancel"))
+    assert response.status_code == 405  # a link or an <img> on another site cannot discard the wizard
+    assert oauth.FLOW_SESSION_KEY in owner_client.session
+    page = owner_client.get(reverse("sources:wizard_connect")).content.decode()
+    assert f'<form method="post" action="{reverse("sources:wizard_cancel")}"' in page
+    response = owner_client.post(reverse("sources:wizard_cancel"))
+    assert response.status_code == 302
+    assert oauth.FLOW_SESSION_KEY not in owner_client.session
+
+
 def test_callback_without_a_started_login_is_403(owner_client, workspace):
     response = owner_client.get(reverse("sources:oauth_callback"), {"code": "c", "state": "anything"})
     assert response.status_code == 403

@@ -1,0 +1,73 @@
+// Behaviour the templates ask for with data- attributes, so that no page needs inline JavaScript (the
+// Content-Security-Policy allows scripts from static files only). Delegated from the document, so it also works
+// for fragments htmx swaps in.
+(function () {
+  // <form data-confirm="…"> or <button data-confirm="…">: ask before submitting.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var message = form.getAttribute && form.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+  document.addEventListener("click", function (event) {
+    var target = event.target.closest ? event.target : event.target.parentElement;
+    if (!target) return;
+    var confirmButton = target.closest("button[data-confirm], input[data-confirm]");
+    if (confirmButton && !window.confirm(confirmButton.getAttribute("data-confirm"))) {
+      event.preventDefault();
+      return;
+    }
+    var input = target.closest("input[data-select-on-click]");
+    if (input) input.select();
+    // <button data-copy> copies the value of the input just before it.
+    var copy = target.closest("button[data-copy]");
+    if (copy) {
+      var field = copy.previousElementSibling;
+      if (!field) return;
+      field.select();
+      var done = function () { copy.textContent = "Copied"; };
+      if (navigator.clipboard) {
+        navigator.clipboard.writeText(field.value).then(done, function () { document.execCommand("copy"); });
+      } else {
+        document.execCommand("copy");
+        done();
+      }
+    }
+  });
+  // <select data-autosubmit>: submit its form on change (the workspace switcher).
+  document.addEventListener("change", function (event) {
+    var select = event.target;
+    if (select.matches && select.matches("select[data-autosubmit]") && select.form) select.form.submit();
+  });
+
+  // <form data-kind-fields='{"value": "field id", …}'>: show only the fields the chosen kind uses (all stay visible
+  // without JavaScript; the server ignores the others).
+  function kindFields(root) {
+    (root || document).querySelectorAll("form[data-kind-fields]").forEach(function (form) {
+      var kind = form.querySelector("[name=kind]");
+      if (!kind || form.hasAttribute("data-kind-bound")) return;
+      form.setAttribute("data-kind-bound", "");
+      var fields = JSON.parse(form.getAttribute("data-kind-fields"));
+      var sync = function () {
+        Object.keys(fields).forEach(function (value) {
+          var element = document.getElementById(fields[value]);
+          var box = element && element.closest(".field");
+          if (box) box.hidden = kind.value !== value;
+        });
+      };
+      kind.addEventListener("change", sync);
+      sync();
+    });
+  }
+  // <span data-width="42">: a bar 42% wide (a style attribute would need 'unsafe-inline' styles).
+  function widths(root) {
+    (root || document).querySelectorAll("[data-width]").forEach(function (bar) {
+      bar.style.width = Math.max(0, Math.min(100, parseFloat(bar.getAttribute("data-width")) || 0)) + "%";
+    });
+  }
+  function setUp(root) {
+    kindFields(root);
+    widths(root);
+  }
+  document.addEventListener("DOMContentLoaded", function () { setUp(document); });
+  document.addEventListener("htmx:afterSettle", function () { setUp(document); });
+})();
