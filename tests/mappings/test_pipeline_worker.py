@@ -1,4 +1,4 @@
-"""The whole pipeline under a real `celery -A hubsync worker -Q extract,deliver`: a queued sync is extracted, its
+"""The whole pipeline under a real `celery -A hubsync worker -Q extract,deliver,alerts`: a queued sync is extracted, its
 deliveries follow on their own, and the Segment sandbox ends up with exactly what the mapping defines; the beat
 tick (`hubsync.dispatch`) starts due syncs; a worker SIGKILLed in the middle of a delivery loses nothing.
 
@@ -49,7 +49,7 @@ def start_worker(base_url: str, log: Path, **env_extra: str) -> subprocess.Popen
     )
     name = f"pipeline-{uuid.uuid4().hex[:6]}@%h"
     cmd = [
-        sys.executable, "-m", "celery", "-A", "hubsync", "worker", "-Q", "extract,deliver", "--pool", "solo",
+        sys.executable, "-m", "celery", "-A", "hubsync", "worker", "-Q", "extract,deliver,alerts", "--pool", "solo",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", name, "--loglevel", "INFO",
     ]  # fmt: skip
     # A session of its own: a SIGKILL hits the worker and nothing else.
