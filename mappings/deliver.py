@@ -10,6 +10,10 @@ What makes it safe to kill at any moment:
 - `delivered_hash`, the delivered status and the watermark are written only after Segment accepted the batch,
   in one transaction per batch. A killed or failed delivery therefore resends what was not confirmed, and the
   resend carries the same deterministic messageId, so Segment drops any copy it had already taken.
+- What Segment may hold without our knowing is written down as the run's `unconfirmed`: before each send (should
+  the worker die), and for every batch whose answer never came or was a transient error after the body went out
+  (timeouts, reset connections, 5xx, retries exhausted). The next run sends those records whatever their hash,
+  so a record that went back to the payload delivered before (A → B unconfirmed → A) still reaches the profile.
 - The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
   rejected or archived); a failed batch holds it just below its first record.
 - One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
@@ -68,6 +72,7 @@ from .segment import (
     SegmentClient,
     SegmentError,
     SegmentPermanentError,
+    SegmentTransientError,
     close_session,
 )
 
@@ -417,6 +422,10 @@ class _Delivery:
         self.sample_cutoff = sample_cutoff(mapping)
         self.buffer: list[_Pending] = []
         self.buffer_bytes = BATCH_ENVELOPE_BYTES
+        # Records of batches that failed after they may have reached Segment (timeouts, lost connections, 5xx,
+        # retries exhausted): Segment may hold their message although we recorded nothing. Like a killed run's,
+        # they are this run's `unconfirmed`, and the next run sends them whatever their hash.
+        self.uncertain: set[int] = set()
         # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
         # be read twice, and one upsert statement must not touch a row twice).
         self.states: dict[int, DeliveryState | _Delivered] = {}
@@ -699,6 +708,7 @@ class _Delivery:
         ids.update(item.object_id for item in sending)
         ids.update(item.object_id for item in self.buffer)
         ids.update(self.forced)
+        ids.update(self.uncertain)
         return sorted(ids) or None
 
     def _collect_oldest(self) -> None:
@@ -727,7 +737,7 @@ class _Delivery:
                 result = future.result()
             except SegmentError as exc:
                 self._count_requests(exc.attempts)
-                self._fail(items, str(exc))
+                self._fail(items, str(exc), uncertain=isinstance(exc, SegmentTransientError))
             else:
                 self._delivered(items, result.attempts)
 
@@ -753,7 +763,7 @@ class _Delivery:
                 self._reject(items[0].object_id, f"Segment refused this message: {exc.body}", None)
             return
         # Segment is down past our retries, or refuses the key: sending more now is pointless.
-        self._fail(items, str(exc))
+        self._fail(items, str(exc), uncertain=isinstance(exc, SegmentTransientError))
         raise _Abort(str(exc)) from exc
 
     def _delivered(self, items: list[_Pending], attempts: int) -> None:
@@ -768,10 +778,18 @@ class _Delivery:
         self.run.requests += attempts
         self.run.retries += max(0, attempts - 1)
 
-    def _fail(self, items: list[_Pending], reason: str) -> None:
-        """Segment did not take this batch: the records stay pending (delivered_hash untouched) and the
-        watermark stops just below the first of them, so the next run sends them again with the same ids."""
+    def _fail(self, items: list[_Pending], reason: str, *, uncertain: bool) -> None:
+        """Segment did not confirm this batch: the records stay pending (delivered_hash untouched) and the
+        watermark stops just below the first of them, so the next run sends them again with the same ids.
+        `uncertain`: the batch may have reached Segment all the same (no answer, or a transient error after the
+        body went out), so the next run sends these records even if they went back to the delivered payload
+        (A → B → A would otherwise look unchanged while the profile holds B)."""
         self.run.failed += len(items)
+        if uncertain:
+            self.uncertain.update(item.object_id for item in items)
+            reason = f"Not confirmed, and Segment may have applied it: sent again next run, whatever it holds. {reason}"
+        else:
+            reason = f"Not delivered yet (will be retried): {reason}"
         scanned = [item.change_seq for item in items if not item.retry]
         if scanned:
             first = min(scanned)
@@ -785,7 +803,7 @@ class _Delivery:
                     mapping_id=self.mapping.pk,
                     object_id=item.object_id,
                     status=DeliveryState.Status.RETRY if item.retry else DeliveryState.Status.PENDING,
-                    error=f"Not delivered yet (will be retried): {reason}"[:2000],
+                    error=reason[:2000],
                     message_id=item.message_id,
                     updated_at=now,
                 )

@@ -700,3 +700,36 @@ def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeyp
     run = deliver(mapping_id=mapping.pk)
     assert run.sent == 4
     assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+
+
+# --- outcomes Segment never confirmed, and the order in which a record's messages land ---------------------------
+
+
+@pytest.mark.parametrize("lose", ["drop", "503", "timeout"])
+def test_a_batch_whose_answers_are_all_lost_is_resent_when_the_record_goes_back(
+    settings, mirror, mapping, ordered_segment, lose
+):
+    """Segment applies B, but every answer to the batch is lost (connection reset, a 5xx sent after the body went
+    out, a timeout): the run cannot know whether B reached the profile. When the record then goes back to A
+    (the delivered hash), the next run must resend A, or the profile keeps B for good."""
+    settings.SEGMENT_MAX_ATTEMPTS = 3
+    settings.SEGMENT_TIMEOUT = 0.2
+    props = fill(mirror, 4)
+    assert deliver(mapping_id=mapping.pk).status == DeliveryRun.Status.SUCCEEDED  # every profile at A
+    mirror.put(1, {**props[1], "firstname": "B"})
+
+    ordered_segment.lose = lose
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.FAILED and run.failed == 1
+    assert run.unconfirmed == [1]
+    assert ordered_segment.profiles()[props[1]["email"]]["first_name"] == "B"  # applied all the same
+    state = DeliveryState.objects.get(mapping=mapping, object_id=1)
+    assert state.status == DeliveryState.Status.PENDING and "may have applied" in state.error
+
+    ordered_segment.lose = None
+    mirror.put(1, props[1])  # back to A in HubSpot
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert (run.considered, run.sent, run.unconfirmed) == (1, 1, None)
+    assert ordered_segment.profiles() == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+    assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
