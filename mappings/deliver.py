@@ -16,6 +16,10 @@ What makes it safe to kill at any moment:
   so a record that went back to the payload delivered before (A → B unconfirmed → A) still reaches the profile.
 - The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
   rejected or archived); a failed batch holds it just below its first record.
+- One message per record in flight: a record read again during the run (its row changed after the run
+  started) replaces its waiting message, or waits until the batch carrying its previous message is settled.
+  Batches retry independently, so this is what makes the last message Segment applies for a record the one
+  whose hash is recorded.
 - One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
   worker died (no heartbeat for DELIVERY_STALE_SECONDS) is marked failed by the next one, which takes over.
 
@@ -421,6 +425,7 @@ class _Delivery:
         self.retry_unchanged: list[int] = []  # retried records whose payload Segment already has
         self.sample_cutoff = sample_cutoff(mapping)
         self.buffer: list[_Pending] = []
+        self.buffered: dict[int, _Pending] = {}  # the buffer by record: one message per record in it
         self.buffer_bytes = BATCH_ENVELOPE_BYTES
         # Records of batches that failed after they may have reached Segment (timeouts, lost connections, 5xx,
         # retries exhausted): Segment may hold their message although we recorded nothing. Like a killed run's,
@@ -629,10 +634,18 @@ class _Delivery:
         )
 
     def _add(self, item: _Pending) -> None:
+        older = self.buffered.get(item.object_id)
+        if older is not None:
+            # The record changed again while its previous message waited here (rows committed after the run
+            # started are read too): only the newer one goes out. It holds the watermark unless both are retries.
+            self.buffer.remove(older)
+            self.buffer_bytes -= len(older.payload) + 1
+            item.retry = item.retry and older.retry
         size = len(item.payload) + 1  # the comma
         if self.buffer and (len(self.buffer) >= MAX_BATCH_MESSAGES or self.buffer_bytes + size > MAX_BATCH_BYTES):
             self._flush()
         self.buffer.append(item)
+        self.buffered[item.object_id] = item
         self.buffer_bytes += size
 
     def _watermark(self) -> int:
@@ -689,11 +702,21 @@ class _Delivery:
     # Up to DELIVERY_MAX_IN_FLIGHT batches are in flight while the next one is built: Segment's (or the
     # sandbox's) time to answer overlaps with our reading and encoding and with each other. Outcomes are
     # recorded oldest first, so "everything below the first unconfirmed record" stays the watermark rule.
+    #
+    # Never two messages of one record in flight: batches retry independently, so an older message's retry could
+    # land after the newer one while the state records the newer hash, and the profile would keep the older
+    # values for good. A batch carrying a record that an earlier batch still carries waits until that one is
+    # settled; the recorded hash is then always the one of the last message Segment applied.
     def _flush(self) -> None:
         # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
         while len(self.inflight) >= self.max_in_flight:
             self._collect_oldest()
+        if self.inflight and self.buffer:
+            ids = self.buffered
+            while self.inflight and any(item.object_id in ids for batch, _f in self.inflight for item in batch):
+                self._collect_oldest()
         items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
+        self.buffered = {}
         if items:
             # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
             # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch.
