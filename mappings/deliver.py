@@ -176,16 +176,31 @@ class MessageBuilder:
             col: {k: specs.get(col, {}).get(k) for k in ("type", "fieldType")} for col in mapping.used_columns()
         }
         self.config_hash = mapping.config_hash(self.column_types)
+        self.user_id_col = mapping.identifier("user_id")
+        self.anonymous_id_col = mapping.identifier("anonymous_id")
+        self.group_id_col = mapping.identifier("group_id")
+        fmt = mapping.identifier_format
+        self.normalise = _NORMALISE.get(fmt, str.strip)
+        # A trait reading an identifier column carries the identifier's form (the `email` trait equals the User
+        # ID), except for mappings that kept the format they had before the option existed.
+        id_columns = (
+            set() if fmt == Mapping.IdentifierFormat.TRIM_IDENTIFIERS
+            else {self.user_id_col, self.anonymous_id_col, self.group_id_col} - {None}
+        )
         self.traits = [
-            (column, trait, converter_for(specs.get(column)), column in SYSTEM_COLUMNS)
+            (
+                column,
+                trait,
+                _normalised(converter_for(specs.get(column)), self.normalise)
+                if column in id_columns and self.normalise is not None
+                else converter_for(specs.get(column)),
+                column in SYSTEM_COLUMNS,
+            )
             for column, trait in mapping.traits or []
         ]
         self.needs_created_at = "created_at" in mapping.used_columns()
         # The properties the message reads (everything else in the mirror row is never looked at).
         self.property_columns = [c for c in mapping.used_columns() if c not in SYSTEM_COLUMNS]
-        self.user_id_col = mapping.identifier("user_id")
-        self.anonymous_id_col = mapping.identifier("anonymous_id")
-        self.group_id_col = mapping.identifier("group_id")
         # What reaches the profile and is not in the message body: the space it goes to and the resync
         # generation (a "Resync all" must produce new messageIds, or Segment's deduplication would drop them).
         self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
@@ -206,7 +221,8 @@ class MessageBuilder:
             return None
         if hasattr(value, "tzinfo"):
             return iso_utc(value)
-        return str(value).strip()
+        text = str(value)
+        return self.normalise(text) if self.normalise is not None else text
 
     def build(
         self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any], archived: bool = False
@@ -324,6 +340,29 @@ class MessageBuilder:
         core, payload_hash = self.digest(content)
         payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash)
         return payload, payload_hash, message_id
+
+
+def _trim_lower(text: str) -> str:
+    return text.strip().lower()
+
+
+# The identifier formats (Mapping.IdentifierFormat) as functions of the identifier's text; None leaves it alone.
+_NORMALISE = {
+    Mapping.IdentifierFormat.AS_IS: None,
+    Mapping.IdentifierFormat.TRIM: str.strip,
+    Mapping.IdentifierFormat.LOWER: _trim_lower,
+    Mapping.IdentifierFormat.TRIM_IDENTIFIERS: str.strip,
+}
+
+
+def _normalised(convert: Any, normalise: Any) -> Any:
+    """A trait converter that writes text values the way the identifier from the same column is written."""
+
+    def converted(raw: Any) -> Any:
+        value = convert(raw)
+        return normalise(value) if value.__class__ is str else value
+
+    return converted
 
 
 def _raw(column: str, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> Any:

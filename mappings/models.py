@@ -77,6 +77,19 @@ class Mapping(models.Model):
 
     DEFAULT_ARCHIVED_TRAIT = "hubspot_archived"
 
+    class IdentifierFormat(models.TextChoices):
+        """How identifier values are written before they are sent: in userId / anonymousId / groupId, and in every
+        trait that reads an identifier column, so that an `email` trait always equals the User ID made from it."""
+
+        AS_IS = "as_is", "As in HubSpot"
+        TRIM = "trim", "Trim spaces"
+        LOWER = "lower", "Trim spaces and lower-case"
+        # What every mapping did before the option existed, and what a mapping without the option keeps doing
+        # (same configuration hash, same payloads): identifiers trimmed, traits left as HubSpot has them.
+        TRIM_IDENTIFIERS = "trim_ids", "Trim spaces in the identifiers only"
+
+    IDENTIFIER_FORMAT_OPTION = "identifier_format"
+
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mappings")
     # PROTECT: deleting a data model or profile space that a mapping uses is refused (the UI says why).
     data_model = models.ForeignKey(DataModel, on_delete=models.PROTECT, related_name="mappings")
@@ -87,7 +100,7 @@ class Mapping(models.Model):
     identifiers = models.JSONField(default=dict, blank=True)
     # [[column, trait_name], ...] in display order
     traits = models.JSONField(default=list, blank=True)
-    # {"empty_values": "null" | "omit"}
+    # {"empty_values": "null" | "omit", "identifier_format": IdentifierFormat (absent: "trim_ids")}
     options = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=False)
     # Sample mode ("start small"): only the first N records of the collection (the N lowest HubSpot ids; archived
@@ -147,6 +160,12 @@ class Mapping(models.Model):
     @property
     def empty_values(self) -> str:
         return (self.options or {}).get("empty_values", self.EMPTY_NULL)
+
+    @property
+    def identifier_format(self) -> str:
+        """The IdentifierFormat; absent from `options` for mappings made before the option (kept that way until
+        the user picks another one, so their configuration hash and payloads stay as they were)."""
+        return (self.options or {}).get(self.IDENTIFIER_FORMAT_OPTION, self.IdentifierFormat.TRIM_IDENTIFIERS)
 
     @property
     def sets_archived_trait(self) -> bool:

@@ -813,3 +813,71 @@ def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under
     # Both figures at once: the records left on an older message per round, then the profiles that a clean run
     # could no longer correct (their state recorded the newer hash).
     assert (stale_rounds, stale_profiles) == ([0] * len(stale_rounds), 0)
+
+
+# --- identifier format -----------------------------------------------------------------------------------------
+
+
+def test_lower_cased_identifiers_keep_one_profile_when_hubspot_changes_the_capitals(sandbox_base, mirror, mapping):
+    """With "trim spaces and lower-case", a case-only change of the e-mail used as User ID is no change at all:
+    same userId, same `email` trait (it reads the identifier column, so it is written the same way), nothing
+    sent, no second profile."""
+    mapping.options = {"empty_values": "null", "identifier_format": "lower"}
+    mapping.save()
+    props = fill(mirror, 3)
+    mirror.put(1, {**props[1], "email": " User1@Example.com "})
+    assert deliver(mapping_id=mapping.pk).sent == 3
+    assert profiles_by_user(sandbox_base)["user1@example.com"]["email"] == "user1@example.com"
+
+    mirror.put(1, {**props[1], "email": "USER1@example.COM"})
+    run = deliver(mapping_id=mapping.pk)
+    assert (run.considered, run.sent, run.unchanged) == (1, 0, 1)
+    profiles = profiles_by_user(sandbox_base)
+    assert sorted(profiles) == [f"user{i}@example.com" for i in (1, 2, 3)]
+    assert profiles["user1@example.com"] == expected_traits(props[1], 1)
+
+
+@pytest.mark.parametrize(
+    ("identifier_format", "user_id", "email_trait"),
+    [
+        (None, "Ann@Example.com", " Ann@Example.com "),  # mappings made before the option: as they always were
+        ("trim_ids", "Ann@Example.com", " Ann@Example.com "),
+        ("trim", "Ann@Example.com", "Ann@Example.com"),
+        ("lower", "ann@example.com", "ann@example.com"),
+        ("as_is", " Ann@Example.com ", " Ann@Example.com "),
+    ],
+)
+def test_the_identifier_format_applies_to_the_identifiers_and_the_traits_reading_them(
+    mapping, identifier_format, user_id, email_trait
+):
+    from mappings.deliver import preview_message
+
+    before = mapping.config_hash()
+    if identifier_format is not None:
+        mapping.options = {**mapping.options, "identifier_format": identifier_format}
+    mapping.identifiers = {"user_id": "email", "anonymous_id": "lastname", "group_id": None}
+    message, error = preview_message(
+        mapping, object_id=7, properties=contact_props(7, email=" Ann@Example.com ", lastname=" Smith ")
+    )
+    assert error == ""
+    assert (message["userId"], message["traits"]["email"]) == (user_id, email_trait)
+    smith = {"as_is": " Smith ", "lower": "smith"}.get(identifier_format, "Smith")
+    assert message["anonymousId"] == smith
+    assert message["traits"]["last_name"] == (" Smith " if identifier_format in (None, "trim_ids") else smith)
+    if identifier_format is None:
+        mapping.identifiers = {"user_id": "email", "anonymous_id": None, "group_id": None}
+        assert mapping.config_hash() == before  # (nothing stored for the option: the hash it always had)
+
+
+def test_the_identifier_format_applies_to_group_ids(destination, space, source, mirror):
+    model = DataModel.objects.create(source=source, collection="companies", name="Companies", columns=["domain"])
+    group = Mapping.objects.create(
+        destination=destination, data_model=model, profile_space=space, action="group",
+        identifiers={"user_id": None, "anonymous_id": "id", "group_id": "domain"},
+        traits=[["domain", "website"]], options={"identifier_format": "lower"}, enabled=True,
+    )  # fmt: skip
+    from mappings.deliver import preview_message
+
+    message, _error = preview_message(group, object_id=5, properties={"domain": " Example.COM"})
+    assert (message["groupId"], message["anonymousId"]) == ("example.com", "5")
+    assert message["traits"] == {"website": "example.com"}
