@@ -598,11 +598,12 @@ def test_test_panel_explains_a_rejected_record_and_a_missing_one(owner_client, l
 # --- identifier format and the type table ----------------------------------------------------------------------
 
 
-def test_editor_explains_the_identifier_format(owner_client, dest, us_space, model):
+def test_editor_explains_the_identifier_format_and_the_date_form(owner_client, dest, us_space, model):
     page = text(owner_client.get(reverse("mappings:mapping_new") + f"?data_model={model.pk}"))
     assert "Identifier format" in page and "a change of capitals in HubSpot keeps the same profile" in page
     assert re.search(r'name="identifier_format" value="trim"[^>]*checked', page)
     assert "trim_ids" not in page  # only offered to mappings made before the option
+    assert "<code>1991-05-28</code> is sent as <code>1991-05-28T00:00:00.000Z</code>" in page
 
 
 def test_a_mapping_made_before_the_identifier_format_keeps_its_hash_when_saved(
