@@ -59,6 +59,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
 from django.db.models import Case, F, Func, OuterRef, Q, Subquery, TextField, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from hubsync.fields import DecryptionError
@@ -313,7 +314,13 @@ class MessageBuilder:
         return core, hashlib.sha256(self.salt + core).hexdigest()
 
     def envelope(
-        self, object_id: int, core: bytes, payload_hash: str, updated_at: Any, previous_hash: str | None = None
+        self,
+        object_id: int,
+        core: bytes,
+        payload_hash: str,
+        updated_at: Any,
+        previous_hash: str | None = None,
+        previous_id: str = "",
     ) -> tuple[bytes, str]:
         """(payload bytes, messageId): the digested content with the per-send fields.
 
@@ -322,10 +329,18 @@ class MessageBuilder:
         before (archived, then restored; a value changed and changed back) would otherwise reuse that payload's
         messageId, and Segment drops a messageId it saw in the last 24 hours. A resend after a failure or a
         crash starts from the same delivered hash (written only once Segment accepted), so it keeps its
-        messageId and Segment still drops the copy. A record's first message is named by its payload alone."""
-        named_by = (
-            hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest() if previous_hash else payload_hash
-        )
+        messageId and Segment still drops the copy. A record's first message is named by its payload alone.
+
+        `previous_id`, the messageId Segment accepted last for the record, makes the name depend on the record's
+        whole delivered history rather than on the last step: with steps alone, A → B → A → B within 24 hours
+        would give the second B the first one's id and Segment would drop it. (Empty for states recorded before
+        it was kept: their next message is named from the step alone, as it was then.)"""
+        if previous_id:
+            named_by = hashlib.sha256(f"{payload_hash}:{previous_hash}:{previous_id}".encode()).hexdigest()
+        elif previous_hash:
+            named_by = hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest()
+        else:
+            named_by = payload_hash
         message_id = f"{self.id_prefix}{object_id}-{named_by[:MESSAGE_ID_HASH_CHARS]}"
         tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
         if updated_at is not None:
@@ -334,11 +349,16 @@ class MessageBuilder:
         return core[:-1] + tail.encode() + b"}", message_id
 
     def finish(
-        self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
+        self,
+        object_id: int,
+        content: dict[str, Any],
+        updated_at: Any,
+        previous_hash: str | None = None,
+        previous_id: str = "",
     ) -> tuple[bytes, str, str]:
         """Encode the full message once: (payload bytes, payload hash, messageId); see `digest` and `envelope`."""
         core, payload_hash = self.digest(content)
-        payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash)
+        payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash, previous_id)
         return payload, payload_hash, message_id
 
 
@@ -508,16 +528,24 @@ class _Delivery:
 
     def _base_rows(self):
         delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        # One lookup for both: "<delivered hash> <delivered messageId>" (split in `_consider`).
         if self.builder.archived_trait is None:
-            delivered = delivered.values("delivered_hash")
+            delivered = delivered.annotate(
+                known=Concat(F("delivered_hash"), Value(" "), F("delivered_message_id"), output_field=TextField())
+            ).values("known")
         else:
             # "Set a trait" marks only profiles this mapping delivered to, so an archived row must know whether
             # Segment ever took a message for it. "Resync all" forgets the hash but not delivered_at: the same
             # lookup says so with a value no payload hash can equal.
             delivered = delivered.annotate(
-                known=Case(
-                    When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
-                    default=F("delivered_hash"),
+                known=Concat(
+                    Case(
+                        When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
+                        default=F("delivered_hash"),
+                    ),
+                    Value(" "),
+                    F("delivered_message_id"),
+                    output_field=TextField(),
                 )
             ).values("known")
         rows = Record.objects.filter(source_id=self.source_id, collection=self.collection).annotate(
@@ -602,7 +630,11 @@ class _Delivery:
             self.sender.shutdown()
 
     def _consider(self, row: tuple) -> None:
-        object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
+        object_id, change_seq, archived, created_at, updated_at, props, delivered = row
+        if delivered is None:  # never delivered
+            delivered_hash, delivered_id = None, ""
+        else:
+            delivered_hash, _space, delivered_id = delivered.partition(" ")
         if props.__class__ is str:  # the picked properties, as JSON text
             props = _loads(props)
         self.run.considered += 1
@@ -639,7 +671,9 @@ class _Delivery:
             if self.retrying:
                 self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
             return
-        payload, message_id = self.builder.envelope(object_id, core, payload_hash, updated_at, delivered_hash)
+        payload, message_id = self.builder.envelope(
+            object_id, core, payload_hash, updated_at, delivered_hash, delivered_id
+        )
         if len(payload) > MAX_MESSAGE_BYTES:
             self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
@@ -896,15 +930,18 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
     table = DeliveryState._meta.db_table
     update = (
         "delivered_hash = excluded.delivered_hash, status = excluded.status, error = '', "
-        "message_id = excluded.message_id, delivered_at = excluded.delivered_at, last_payload = NULL, "
-        "updated_at = excluded.updated_at"
+        "message_id = excluded.message_id, delivered_message_id = excluded.delivered_message_id, "
+        "delivered_at = excluded.delivered_at, last_payload = NULL, updated_at = excluded.updated_at"
     )
-    columns = "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_at, last_payload, updated_at"
+    columns = (
+        "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_message_id, delivered_at, "
+        "last_payload, updated_at"
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) "
-                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, %s, NULL, %s "
+                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, t.m, %s, NULL, %s "
                 f"FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS t(o, h, m) "
                 f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
                 [
@@ -921,9 +958,9 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
         else:
             at = connection.ops.adapt_datetimefield_value(now)
             cursor.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, NULL, %s) "
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, %s, NULL, %s) "
                 f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
-                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, at, at) for s in states],
+                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, s.message_id, at, at) for s in states],
             )
 
 
@@ -933,6 +970,7 @@ _STATE_UPDATE_FIELDS = {
         "status",
         "error",
         "message_id",
+        "delivered_message_id",
         "delivered_at",
         "last_payload",
         "updated_at",
@@ -1099,7 +1137,8 @@ def preview_message(
     mapping"), and the reason it would be rejected ("" when valid). Sends nothing. For an archived record it is
     the message "Set a trait" sends; whether one is sent at all is the caller's to say (`archived_skip_reason`):
     never with "Do nothing", and only to profiles this mapping delivered before with "Set a trait".
-    `previous_hash` (the record's delivered hash) gives the messageId a delivery would give it now."""
+    `previous_hash` (the record's delivered hash) gives the messageId a delivery would give it now (with the
+    messageId Segment accepted last, read from the record's state)."""
     if schema is None:
         model = mapping.data_model
         schema = (
@@ -1109,7 +1148,14 @@ def preview_message(
         ) or {}
     builder = MessageBuilder(mapping, schema)
     content, error = builder.build(object_id, created_at, updated_at, properties, archived)
-    payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash)
+    previous_id = ""
+    if previous_hash:
+        previous_id = (
+            DeliveryState.objects.filter(mapping_id=mapping.pk, object_id=object_id)
+            .values_list("delivered_message_id", flat=True)
+            .first()
+        ) or ""
+    payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash, previous_id)
     if not error and len(payload) > MAX_MESSAGE_BYTES:
         error = _oversize_reason(len(payload), content)
     return json.loads(payload), error

@@ -735,6 +735,39 @@ def test_a_batch_whose_answers_are_all_lost_is_resent_when_the_record_goes_back(
     assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
 
 
+def test_a_record_changing_back_and_forth_within_a_day_reaches_segment_every_time(sandbox_base, mirror, mapping):
+    """A → B → A → B within Segment's 24-hour deduplication window: each message needs an id Segment has not
+    seen for this record, or the second B is dropped as a duplicate and the profile stays on A."""
+    props = fill(mirror, 1)
+    deliver(mapping_id=mapping.pk)
+    for name in ("B", "First1", "B", "First1", "B"):
+        mirror.put(1, {**props[1], "firstname": name})
+        assert deliver(mapping_id=mapping.pk).sent == 1
+        assert profiles_by_user(sandbox_base)["user1@example.com"]["first_name"] == name
+    counts = sandbox_base.counts()
+    assert (counts["received"], counts["discarded"]) == (6, 0)
+    state = DeliveryState.objects.get(mapping=mapping, object_id=1)
+    assert state.delivered_message_id == state.message_id == sandbox_base.messages()[0]["payload"]["messageId"]
+
+
+def test_after_a_lost_answer_and_a_resend_the_next_change_is_not_dropped(settings, mirror, mapping, ordered_segment):
+    """A, then B whose answers are all lost (Segment applied it), then back to A (resent, see above), then B
+    again: that B must not carry the lost B's messageId, which Segment still remembers."""
+    settings.SEGMENT_MAX_ATTEMPTS = 2
+    props = fill(mirror, 1)
+    deliver(mapping_id=mapping.pk)
+    mirror.put(1, {**props[1], "firstname": "B"})
+    ordered_segment.lose = "drop"
+    deliver(mapping_id=mapping.pk)
+    ordered_segment.lose = None
+    mirror.put(1, props[1])
+    assert deliver(mapping_id=mapping.pk).sent == 1
+    mirror.put(1, {**props[1], "firstname": "B"})
+    assert deliver(mapping_id=mapping.pk).sent == 1
+    assert ordered_segment.profiles()["user1@example.com"]["first_name"] == "B"
+    assert len({m["messageId"] for m in ordered_segment.applied}) == len(ordered_segment.applied) == 4
+
+
 def _payload_hash(builder, message) -> str:
     """The payload hash of a message as Segment received it (the engine's hash leaves the per-send fields out)."""
     content = {k: v for k, v in message.items() if k not in ("messageId", "context", "timestamp")}
