@@ -497,6 +497,10 @@ class _Delivery:
         self.max_in_flight = max(1, settings.DELIVERY_MAX_IN_FLIGHT)
         self.sender = _Sender(self.max_in_flight)
         self.inflight: deque[tuple[list[_Pending], Future]] = deque()
+        self.inflight_items: dict[int, _Pending] = {}  # what is in flight, by record (one message each)
+        # What this run recorded as delivered since the rows being considered were read (their delivered hash
+        # predates it): (payload hash, messageId) by record, emptied at every read.
+        self.recent: dict[int, tuple[str, str]] = {}
         run.watermark_from = self.start
         # Records a killed run may have had accepted by Segment without recording it (its `unconfirmed`). Such a
         # record that has since gone back to the payload delivered before (B sent unrecorded, then back to A)
@@ -518,6 +522,7 @@ class _Delivery:
         base = self._base_rows().order_by("change_seq")
         fields = self._fields()
         while True:
+            self.recent = {}  # every outcome so far is checkpointed: the rows read now carry it
             rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
             if not rows:
                 return
@@ -588,6 +593,7 @@ class _Delivery:
                 self._checkpoint()
                 self.retrying = True
             found = set()
+            self.recent = {}
             for row in base.filter(object_id__in=ids).order_by("object_id").values_list(*fields):
                 found.add(row[0])
                 self._consider(row)
@@ -635,6 +641,8 @@ class _Delivery:
             delivered_hash, delivered_id = None, ""
         else:
             delivered_hash, _space, delivered_id = delivered.partition(" ")
+        if self.recent and object_id in self.recent:
+            delivered_hash, delivered_id = self.recent[object_id]
         if props.__class__ is str:  # the picked properties, as JSON text
             props = _loads(props)
         self.run.considered += 1
@@ -662,9 +670,20 @@ class _Delivery:
         forced = self.forced and object_id in self.forced
         if forced:
             self.forced.discard(object_id)  # from here on it is in the buffer or in flight: still unconfirmed
-        if not forced and (
-            delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash))
-        ):
+        older = None
+        if self.buffered or self.inflight_items:  # (the newest first: a waiting message goes out after the other)
+            older = self.buffered.get(object_id) or self.inflight_items.get(object_id)
+        if older is not None:
+            # Read again while its previous message is still waiting or in flight: what the profile will hold is
+            # that message, not the delivered hash (a record changed and changed back during the run must not
+            # look unchanged while the changed version lands). See _add and _flush for the order.
+            delivered_hash, delivered_id = older.payload_hash, older.message_id
+            unchanged = payload_hash == delivered_hash
+        else:
+            unchanged = not forced and (
+                delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash))
+            )
+        if unchanged:
             # (Before the envelope: most rows of a reconsidering run end here. Segment took this payload, so it
             # is not over the size limit either.)
             self.run.unchanged += 1
@@ -796,6 +815,8 @@ class _Delivery:
             DeliveryRun.objects.filter(pk=self.run.pk).update(unconfirmed=self._unconfirmed(items))
             future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
             self.inflight.append((items, future))
+            for item in items:
+                self.inflight_items[item.object_id] = item
 
     def _unconfirmed(self, sending: list[_Pending] = ()) -> list[int] | None:
         """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
@@ -807,16 +828,22 @@ class _Delivery:
         ids.update(self.uncertain)
         return sorted(ids) or None
 
+    def _landed(self, items: list[_Pending]) -> None:
+        """A batch is no longer in flight (its outcome is about to be recorded)."""
+        self.inflight.popleft()
+        for item in items:
+            self.inflight_items.pop(item.object_id, None)
+
     def _collect_oldest(self) -> None:
         """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
         items, future = self.inflight[0]
         try:
             result = future.result()
         except SegmentError as exc:
-            self.inflight.popleft()
+            self._landed(items)
             self._failed_batch(items, exc)
         else:
-            self.inflight.popleft()
+            self._landed(items)
             self._delivered(items, result.attempts)
         self._checkpoint()
 
@@ -828,7 +855,8 @@ class _Delivery:
         """A batch failed for good: record what the batches still in flight came to (Segment may well have
         accepted them), without splitting or retrying anything."""
         while self.inflight:
-            items, future = self.inflight.popleft()
+            items, future = self.inflight[0]
+            self._landed(items)
             try:
                 result = future.result()
             except SegmentError as exc:
@@ -869,6 +897,7 @@ class _Delivery:
         self.run.batches += 1
         for item in items:
             self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
+            self.recent[item.object_id] = (item.payload_hash, item.message_id)
 
     def _count_requests(self, attempts: int) -> None:
         self.run.requests += attempts

@@ -768,6 +768,44 @@ def test_after_a_lost_answer_and_a_resend_the_next_change_is_not_dropped(setting
     assert len({m["messageId"] for m in ordered_segment.applied}) == len(ordered_segment.applied) == 4
 
 
+def test_a_record_changed_back_during_the_delivery_ends_on_its_current_values(
+    settings, monkeypatch, mirror, mapping, ordered_segment
+):
+    """The profile holds A; the delivery sends B; while Segment takes its time answering, the record goes back to
+    A in HubSpot and the still running scan reads it. A equals the delivered hash, but the profile is about to
+    hold B: A must be sent after B, or the profile keeps B and the record looks resolved for good."""
+    import time
+
+    from django.db import connections
+
+    settings.DELIVERY_MAX_IN_FLIGHT = 50  # the scan never waits for a free slot: it reads on while B is in flight
+    settings.DELIVERY_CHUNK_SIZE = 4  # and it reads in small steps, so it still reads when the change is committed
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 200)
+    deliver(mapping_id=mapping.pk)
+    mirror.put(1, {**props[1], "firstname": "B"})
+    for i in range(2, 201):
+        props[i] = {**props[i], "lastname": "Changed"}
+        mirror.put(i, props[i])
+    changed_back = threading.Event()
+
+    def change_back_while_answering(batch) -> None:
+        if not changed_back.is_set() and any(m["traits"]["first_name"] == "B" for m in batch):
+            changed_back.set()
+            try:
+                mirror.put(1, props[1])  # back to A
+            finally:
+                connections.close_all()
+            time.sleep(1.0)  # Segment answers slowly
+
+    ordered_segment.on_request = change_back_while_answering
+    run = deliver(mapping_id=mapping.pk)
+    assert changed_back.is_set() and run.status == DeliveryRun.Status.SUCCEEDED
+    assert run.considered == 201  # A was read during the run (after B, which was in flight)
+    assert ordered_segment.profiles()["user1@example.com"]["first_name"] == "First1"
+    assert deliver(mapping_id=mapping.pk).sent == 0
+
+
 def _payload_hash(builder, message) -> str:
     """The payload hash of a message as Segment received it (the engine's hash leaves the per-send fields out)."""
     content = {k: v for k, v in message.items() if k not in ("messageId", "context", "timestamp")}
@@ -779,9 +817,10 @@ def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under
 ):
     """A delivery keeps reading rows committed after it started, so one record can be in two of its batches,
     and up to three batches are in flight, each retrying on its own. With slow, failing answers and records
-    changing during the delivery, an older batch's retry must never land after the newer one: for every record,
-    the last message Segment applied is the one whose hash the state records, and after a clean run every
-    profile equals the mirror."""
+    changing during the delivery (some back to what the profile had before the run), an older batch's retry must
+    never land after the newer one, and a record changed back must not look unchanged while its changed version
+    lands: for every record, the last message Segment applied is the one whose hash the state records, and after
+    a clean run every profile equals the mirror."""
     import random
 
     from django.db import connections
@@ -803,6 +842,7 @@ def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under
 
     emails = {p["email"]: i for i, p in props.items()}
     changes = {"left": 0, "round": 0}
+    delivered_before: dict[int, dict] = {}  # each record's values when the round started
     lock = threading.Lock()
 
     def change_what_segment_receives(batch) -> None:
@@ -816,7 +856,10 @@ def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under
                         continue
                     changes["left"] -= 1
                     i = emails[message["userId"]]
-                    props[i] = {**props[i], "firstname": f"r{changes['round']}-{changes['left']}"}
+                    if rng.random() < 0.3:
+                        props[i] = delivered_before[i]  # changed back: the payload the profile had before the run
+                    else:
+                        props[i] = {**props[i], "firstname": f"r{changes['round']}-{changes['left']}"}
                     mirror.put(i, props[i])
         finally:
             connections.close_all()
@@ -825,6 +868,7 @@ def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under
     for round_no in range(12):
         with lock:
             changes.update(left=60, round=round_no)
+            delivered_before.update(props)
         for i in rng.sample(range(1, len(props) + 1), 24):  # more than three batches: the scan waits for Segment
             props[i] = {**props[i], "lastname": f"r{round_no}"}
             mirror.put(i, props[i])
