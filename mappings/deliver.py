@@ -17,9 +17,10 @@ What makes it safe to kill at any moment:
 - The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
   rejected or archived); a failed batch holds it just below its first record.
 - One message per record in flight: a record read again during the run (its row changed after the run
-  started) replaces its waiting message, or waits until the batch carrying its previous message is settled.
-  Batches retry independently, so this is what makes the last message Segment applies for a record the one
-  whose hash is recorded.
+  started) replaces its waiting message, or waits until the batch carrying its previous message is settled,
+  and is compared with that message rather than with the delivered hash read before it was sent. Batches retry
+  independently, so this is what makes the last message Segment applies for a record the one whose hash is
+  recorded, with the record's latest values.
 - One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
   worker died (no heartbeat for DELIVERY_STALE_SECONDS) is marked failed by the next one, which takes over.
 
