@@ -804,10 +804,8 @@ class _Delivery:
         # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
         while len(self.inflight) >= self.max_in_flight:
             self._collect_oldest()
-        if self.inflight and self.buffer:
-            ids = self.buffered
-            while self.inflight and any(item.object_id in ids for batch, _f in self.inflight for item in batch):
-                self._collect_oldest()
+        while self.inflight_items and any(object_id in self.inflight_items for object_id in self.buffered):
+            self._collect_oldest()
         items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
         self.buffered = {}
         if items:
