@@ -60,7 +60,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
 from django.db.models import Case, F, Func, OuterRef, Q, Subquery, TextField, Value, When
-from django.db.models.functions import Concat
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from hubsync.fields import DecryptionError
@@ -537,7 +537,7 @@ class _Delivery:
         # One lookup for both: "<delivered hash> <delivered messageId>" (split in `_consider`).
         if self.builder.archived_trait is None:
             delivered = delivered.annotate(
-                known=Concat(F("delivered_hash"), Value(" "), F("delivered_message_id"), output_field=TextField())
+                known=Concat(F("delivered_hash"), Value(" "), _delivered_id(), output_field=TextField())
             ).values("known")
         else:
             # "Set a trait" marks only profiles this mapping delivered to, so an archived row must know whether
@@ -550,7 +550,7 @@ class _Delivery:
                         default=F("delivered_hash"),
                     ),
                     Value(" "),
-                    F("delivered_message_id"),
+                    _delivered_id(),
                     output_field=TextField(),
                 )
             ).values("known")
@@ -936,6 +936,11 @@ class _Delivery:
     def _state(self, state: DeliveryState | _Delivered) -> None:
         self.states.pop(state.object_id, None)
         self.states[state.object_id] = state
+
+
+def _delivered_id() -> Coalesce:
+    """The state's delivered messageId, "" for states recorded before it was kept."""
+    return Coalesce(F("delivered_message_id"), Value(""), output_field=TextField())
 
 
 def _lock_mapping(mapping_id: int) -> None:

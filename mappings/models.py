@@ -221,8 +221,10 @@ class DeliveryState(models.Model):
     # The messageId of the message Segment accepted last (message_id also names a message still to be resent). The
     # next message's id is derived from it, so that no step of a record's history repeats an id Segment may
     # still hold: A → B → A → B within 24 hours would otherwise give the second B the first one's id, and
-    # Segment would drop it. Empty for states recorded before it existed (their next id is made as before).
-    delivered_message_id = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # Segment would drop it. Null for states recorded before it existed (their next id is made as before).
+    # (Nullable without a default: SQLite adds such a column in place, where any other one rebuilds the table and
+    # loses the counter triggers on it.)
+    delivered_message_id = models.CharField(max_length=100, null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The message as built, kept for rejected records so the UI can show what was wrong (None otherwise:
     # storing every delivered payload would double the database for no reader).

@@ -10,6 +10,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="deliverystate",
             name="delivered_message_id",
-            field=models.CharField(blank=True, db_default="", default="", max_length=100),
+            field=models.CharField(blank=True, max_length=100, null=True),
         ),
     ]
