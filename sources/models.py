@@ -241,3 +241,27 @@ class RecordChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection}/{self.object_id} #{self.change_seq}"
+
+
+class MergedRecord(models.Model):
+    """A record HubSpot merged into another one (a merge of two contacts or companies): its id now answers with
+    the merged record, under that record's id, and appears in no list. The extraction engine writes one row per
+    merged-away id it finds (the merged record's `hs_merged_object_ids`, or a read of the id answered under
+    another id) and removes that id's mirror row; the record debugger reads it to say what became of the id."""
+
+    workspace_path = "source__workspace"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="merged_records", db_index=False)
+    collection = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()
+    merged_into = models.BigIntegerField()
+    merged_at = models.DateTimeField(default=timezone.now)  # when a sync found it (HubSpot does not say when)
+    run_id = models.BigIntegerField(null=True, blank=True)  # the sync run that found it (a plain id, as above)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_merged_record")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.object_id} -> {self.merged_into}"
