@@ -18,7 +18,18 @@ from mappings.deliver import collections_behind, deliver
 from mappings.models import DeliveryRun, DeliveryState
 from sources.models import SyncRun
 from tests.mappings.conftest import profiles_by_user as profiles
-from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, setup_pipeline, sync_and_deliver
+from tests.mappings.reconcile_helpers import (
+    PORTAL,
+    Oracle,
+    inbox_total,
+    make_group_mapping,
+    merge_pairs,
+    set_archived_option,
+    setup_pipeline,
+    sync_and_deliver,
+    update_then_archive,
+)
+from tests.sources.extract_helpers import archive, make_source, merge
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,7 +60,11 @@ def test_random_rounds_reconcile_and_no_change_sends_nothing(workspace, hub, seg
             PORTAL, "contacts", create=rng.randint(0, 12), update=rng.randint(1, 25), archive=rng.randint(0, 6),
             seed=rng.randint(0, 10**6),
         )  # fmt: skip
-        run, deliveries = sync_and_deliver(source)
+        update_then_archive(hub, PORTAL, rng, rng.randint(0, 4))
+        merge_pairs(hub, PORTAL, rng, rng.randint(0, 3))
+        # Full syncs now and then: they find what incremental ones cannot (records deleted for good).
+        trigger = SyncRun.Trigger.FULL if round_no % 2 else SyncRun.Trigger.SCHEDULED
+        run, deliveries = sync_and_deliver(source, trigger)
         assert [d.status for d in deliveries] == [DeliveryRun.Status.SUCCEEDED], round_no
         assert profiles(segment) == oracle.after_sync(), round_no
         assert_quiet_sync_sends_nothing(source, segment)
@@ -74,6 +89,8 @@ def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, setting
 
     for _round in range(2):
         hub.mutate(PORTAL, "contacts", create=5, update=15, archive=3, seed=rng.randint(0, 10**6))
+        update_then_archive(hub, PORTAL, rng, 3)
+        merge_pairs(hub, PORTAL, rng, 2)
         run, deliveries = sync_and_deliver(source)
         assert deliveries[0].status == DeliveryRun.Status.SUCCEEDED, deliveries[0].error
         assert profiles(segment) == oracle.after_sync()
@@ -94,6 +111,90 @@ def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, setting
     assert profiles(segment) == oracle.after_sync()
     assert collections_behind(source) == set()
     assert_quiet_sync_sends_nothing(source, segment)
+
+
+@pytest.mark.parametrize("behaviour", ["nothing", "trait"])
+def test_an_update_made_just_before_an_archive_reaches_the_profile(workspace, hub, segment, behaviour):
+    """Contacts changed in HubSpot and archived before the next sync: their profiles get the changed values (and,
+    with "Set a trait", the trait true), once; a sync that follows sends nothing."""
+    rng = random.Random(3)
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=40)
+    set_archived_option(mapping, behaviour)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    delivered = list(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
+                                                                                                  flat=True))
+    ids = sorted(rng.sample(delivered, 3))
+    for object_id in ids:
+        hub.set_properties(object_id, {"firstname": f"Final{object_id}"}, portal=PORTAL)
+    archive(hub, ids, hub_id=PORTAL)
+    before = {m["messageId"] for m in segment.messages()}
+
+    run, deliveries = sync_and_deliver(source)
+
+    sent = [m["payload"] for m in segment.messages() if m["messageId"] not in before]
+    assert sorted(m["traits"]["hubspot_id"] for m in sent) == ids
+    for message in sent:
+        assert message["traits"]["first_name"] == f"Final{message['traits']['hubspot_id']}"
+        if behaviour == "trait":
+            assert message["traits"]["hubspot_archived"] is True
+        else:
+            assert "hubspot_archived" not in message["traits"]
+    found = profiles(segment)
+    for message in sent:
+        assert found[message["userId"]]["first_name"] == message["traits"]["first_name"]
+    assert deliveries[0].sent == 3
+    assert_quiet_sync_sends_nothing(source, segment)
+
+
+@pytest.mark.parametrize("behaviour", ["nothing", "trait"])
+def test_an_update_made_just_before_an_archive_reaches_the_account(workspace, hub, segment, behaviour):
+    """The same for companies and a group mapping: the account gets the values the company was archived with."""
+    hub.seed(PORTAL, contacts=0, companies=30, deals=0, tickets=0)
+    source = make_source(workspace, hub, hub_id=PORTAL, collections=("companies",))
+    mapping = make_group_mapping(source, segment.write_key)
+    set_archived_option(mapping, behaviour)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    ids = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
+                                                                                               flat=True))[4:7]
+    for object_id in ids:
+        hub.set_properties(object_id, {"description": f"Final {object_id}"}, portal=PORTAL, collection="companies")
+    archive(hub, ids, hub_id=PORTAL, collection="companies")
+
+    run, deliveries = sync_and_deliver(source)
+
+    accounts = {a["groupId"]: a["traits"] for a in segment.accounts()}
+    for object_id in ids:
+        assert accounts[str(object_id)]["description"] == f"Final {object_id}"
+        assert accounts[str(object_id)].get("hubspot_archived") is (True if behaviour == "trait" else None)
+    assert deliveries[0].sent == 3
+    assert_quiet_sync_sends_nothing(source, segment)
+
+
+def test_a_merge_delivers_the_merged_record_and_leaves_the_old_profiles(workspace, hub, segment):
+    """Two contacts merged in HubSpot: the merged record (a new id) is delivered to the profile its e-mail names
+    (the primary's), the other old profile stays as it was; a Full sync afterwards changes nothing."""
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=40)
+    oracle = Oracle(hub, PORTAL)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert profiles(segment) == oracle.after_sync()
+    delivered = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
+                                                                                                    flat=True))
+    primary, other = delivered[3], delivered[9]
+    old = dict(profiles(segment))
+    new = merge(hub, primary, other, hub_id=PORTAL)
+
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FULL)
+
+    assert run.counts["contacts"]["merged"] == 2
+    expected = oracle.after_sync()
+    assert profiles(segment) == expected
+    merged_profile = next(t for t in expected.values() if t["hubspot_id"] == new)
+    assert old[next(u for u, t in old.items() if t["hubspot_id"] == other)]["hubspot_id"] == other  # untouched
+    assert merged_profile["hubspot_id"] == new
+    assert deliveries[0].sent == 1
+    assert_quiet_sync_sends_nothing(source, segment)
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FULL)
+    assert all(d is None or d.sent == 0 for d in deliveries)
 
 
 def test_records_without_user_id_or_oversize_are_rejected_visibly_and_the_rest_delivered(workspace, hub, segment):
