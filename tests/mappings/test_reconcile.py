@@ -195,6 +195,12 @@ def test_a_merge_delivers_the_merged_record_and_leaves_the_old_profiles(workspac
     assert_quiet_sync_sends_nothing(source, segment)
     run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FULL)
     assert all(d is None or d.sent == 0 for d in deliveries)
+    # The record debugger says what became of the old id and of its profile.
+    from hubsync.debugger import not_in_mirror
+
+    why, explained = not_in_mirror(source.workspace, str(other))
+    assert explained and f"was merged into contacts id {new} in HubSpot" in why
+    assert "The profile this id had in Segment stays as it was" in why
 
 
 def test_records_without_user_id_or_oversize_are_rejected_visibly_and_the_rest_delivered(workspace, hub, segment):
@@ -237,6 +243,29 @@ def test_records_without_user_id_or_oversize_are_rejected_visibly_and_the_rest_d
     assert deliveries[0].sent == 1
     assert DeliveryState.objects.get(mapping=mapping, object_id=huge).status == "delivered"
     assert profiles(segment) == oracle.after_sync(skip={no_email})
+
+
+def test_a_record_whose_identifier_was_removed_is_rejected_and_its_old_profile_stays(
+    workspace, hub, segment, owner_client
+):
+    """The identifier emptied in HubSpot: the record is rejected (with its reason), its old profile keeps what it
+    had, and the rejected-records page says that this is what happens."""
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=20)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    state = DeliveryState.objects.filter(mapping=mapping, status="delivered").order_by("object_id").first()
+    before = dict(profiles(segment))
+    hub.set_properties(state.object_id, {"email": "", "firstname": "Renamed"}, portal=PORTAL)
+
+    sync_and_deliver(source)
+
+    state.refresh_from_db()
+    assert state.status == "rejected" and "No User ID" in state.error
+    assert profiles(segment) == before
+    page = owner_client.get(f"/mappings/{mapping.pk}/rejected/")
+    assert page.status_code == 200, page.status_code
+    text = " ".join(page.content.decode().split())
+    assert "is rejected now (for instance its identifier was emptied or removed in HubSpot)" in text
+    assert "leaves its profile in Segment as it was last delivered" in text
 
 
 def test_user_id_from_the_record_id(workspace, hub, segment):
