@@ -8,6 +8,7 @@ the rest is delivered. The engine and the deliveries run in this process, as `ma
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -70,6 +71,70 @@ def test_random_rounds_reconcile_and_no_change_sends_nothing(workspace, hub, seg
         assert_quiet_sync_sends_nothing(source, segment)
     counts = segment.counts()
     assert counts["discarded"] == 0 and counts["rejected_requests"] == 0
+
+
+class Kill(Exception):
+    """Raised inside the extraction engine: the worker dies there."""
+
+
+def test_random_rounds_with_kills_and_segment_faults_reconcile(workspace, hub, segment, settings, monkeypatch):
+    """Rounds of random changes (updates just before an archive and merges included), each first sync killed at a
+    random point (after a read page, or while writing archived records' final values) and resumed by the next,
+    with Segment failing a share of the requests: the profiles always equal what the mapping defines for
+    HubSpot's current data, and the mirror holds nothing HubSpot merged away."""
+    from sources import extract
+    from sources.models import MergedRecord, Record
+    from sources.runs import create_run
+
+    rng = random.Random(41)
+    settings.SEGMENT_MAX_ATTEMPTS = 20
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 9)
+    monkeypatch.setattr(extract, "SEARCH_LIMIT", 10)  # several search pages from a round's changes
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=150)
+    oracle = Oracle(hub, PORTAL)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert profiles(segment) == oracle.after_sync()
+    segment.set_knobs(error_rate=0.25, rate_limit_rate=0.1, retry_after=0)
+    write_final = extract._Engine.write_final
+    merged: list[int] = []
+    kills = 0
+    for round_no in range(4):
+        hub.mutate(PORTAL, "contacts", create=rng.randint(0, 8), update=rng.randint(5, 20), archive=rng.randint(0, 4),
+                   seed=rng.randint(0, 10**6))  # fmt: skip
+        update_then_archive(hub, PORTAL, rng, rng.randint(1, 4))
+        merge_pairs(hub, PORTAL, rng, rng.randint(1, 2))
+        where, stop_at, pages = ("page", "archived")[round_no % 2], rng.randint(1, 3), {"n": 0}
+
+        def after_page(engine, sc, where=where, stop_at=stop_at, pages=pages):
+            pages["n"] += 1
+            if where == "page" and pages["n"] == stop_at:
+                raise Kill
+
+        def dying_write_final(engine, sc, records, where=where):
+            if where == "archived" and records:
+                raise Kill
+            return write_final(engine, sc, records)
+
+        monkeypatch.setattr(extract, "after_page", after_page)
+        monkeypatch.setattr(extract._Engine, "write_final", dying_write_final)
+        trigger = SyncRun.Trigger.FULL if round_no % 2 else SyncRun.Trigger.SCHEDULED
+        killed = create_run(source=source, trigger=trigger)
+        with contextlib.suppress(Kill):
+            extract.execute_run_foreground(run_id=killed.pk)
+        killed.refresh_from_db()
+        kills += killed.status == SyncRun.Status.FAILED
+        monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+        monkeypatch.setattr(extract._Engine, "write_final", write_final)
+
+        run, deliveries = sync_and_deliver(source)
+        assert all(d is None or d.status == DeliveryRun.Status.SUCCEEDED for d in deliveries), round_no
+        assert profiles(segment) == oracle.after_sync(), round_no
+        merged = list(MergedRecord.objects.filter(source=source).values_list("object_id", flat=True))
+        assert not Record.objects.filter(source=source, object_id__in=merged).exists()
+    assert merged and kills == 4
+    segment.set_knobs(error_rate=0.0, rate_limit_rate=0.0)
+    assert_quiet_sync_sends_nothing(source, segment)
+    assert segment.counts()["discarded"] == 0
 
 
 def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, settings, monkeypatch):
