@@ -313,7 +313,8 @@ def _verdict(
         record.object_id, record.created_at, record.updated_at, record.properties or {}, record.archived
     )
     final_values = bool(
-        record.archived and not mapping.sets_archived_trait and delivered_hash and not _error
+        record.archived and record.archived_update and not mapping.sets_archived_trait and delivered_hash
+        and not _error
         and not builder.covers(content, delivered_hash, archived=True, exact=True)
     )
     skipped_archived = record.archived and not sends_archived and not final_values

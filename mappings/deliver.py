@@ -26,8 +26,8 @@ Two ways a record below the watermark is looked at again without rewinding it:
   from 0: the sampled records are unchanged (not resent), the rest are sent once.
 
 Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped
-and counted as archived, except that a record this mapping delivered is sent once more, without any trait, when
-the values it was archived with differ from what its profile got (an update made just before the archive).
+and counted as archived, except that a record this mapping delivered and that was changed just before its archive
+(`Record.archived_update`) is sent once more, without any trait, when its profile does not have those values.
 "Set a trait": every message carries `<trait>: false`, and a record that this mapping delivered before is sent
 once more when archived, with its last known traits and `<trait>: true` (counted as sent); a restore sends
 `false` again. The trait is part of the configuration hash, so switching it on resends
@@ -493,7 +493,7 @@ class _Delivery:
     def _fields(self) -> tuple[str, ...]:
         created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
         props = "picked" if self._picks_properties else "properties"
-        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered")
+        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered", "archived_update")
 
     def _retry_pass(self) -> None:
         """Reconsider the records whose rejection the user asked to retry (status "retry"), in object-id keyset
@@ -558,7 +558,7 @@ class _Delivery:
             self.sender.shutdown()
 
     def _consider(self, row: tuple) -> None:
-        object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
+        object_id, change_seq, archived, created_at, updated_at, props, delivered_hash, archived_update = row
         if props.__class__ is str:  # the picked properties, as JSON text
             props = _loads(props)
         self.run.considered += 1
@@ -569,10 +569,10 @@ class _Delivery:
                 self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
             return
         content = error = None
-        if archived and self.builder.archived_trait is None and delivered_hash:
-            # "Do nothing", for a record this mapping delivered: the values it had when it was archived (an update
-            # made just before, which the archive hid from every sync) still reach its profile, once; nothing
-            # else is sent for it. Already there (or there with the former trait): skipped like any archived one.
+        if archived and archived_update and self.builder.archived_trait is None and delivered_hash:
+            # "Do nothing", for a record this mapping delivered and that HubSpot changed just before archiving it
+            # (sources.Record.archived_update): those values still reach its profile, once; nothing else is sent
+            # for it. Already there (or there with the former trait): skipped like any archived one.
             content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
             if not error and (self.forced and object_id in self.forced or not self.builder.covers(
                 content, delivered_hash, archived=True, exact=True

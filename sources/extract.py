@@ -114,7 +114,9 @@ ANALYZE_EVERY = 20_000
 # HubSpot's "Merged ... IDs" property: the `;`-separated ids merged into a record. Always read (HubSpot ignores
 # a requested property an object type lacks), so that every read of a merged record names the ids it replaced.
 MERGED_IDS = "hs_merged_object_ids"
-RECORD_UPDATE_FIELDS = ["properties", "created_at", "updated_at", "archived", "content_hash", "change_seq", "synced_at"]
+RECORD_UPDATE_FIELDS = [
+    "properties", "created_at", "updated_at", "archived", "archived_update", "content_hash", "change_seq", "synced_at",
+]
 
 Progress = Callable[[str], None]
 
@@ -213,6 +215,10 @@ def _ascending(ids: list[int], covered: int) -> bool:
             return False
         previous = object_id
     return True
+
+
+def _without(props: dict, name: str) -> dict:
+    return {k: v for k, v in (props or {}).items() if k != name}
 
 
 def merged_away(records: Iterable[dict]) -> dict[int, int]:
@@ -865,17 +871,20 @@ class _Engine:
 
     def write_final(self, sc: SourceCollection, records: list[dict]) -> int:
         """Write archived records with their final values (new hash, new change_seq, a history row), HubSpot's
-        archivedAt as their updated_at. Rows newly archived count as archived, archived rows whose values were
-        old count as updated. Inside the caller's transaction. Returns the rows changed."""
+        archivedAt as their updated_at, and Record.archived_update when those values differ from the last live
+        ones. Rows newly archived count as archived, archived rows whose values were old count as updated. Inside
+        the caller's transaction. Returns the rows changed."""
         if not records:
             return 0
         old = {
-            object_id: (props, archived, updated, digest)
-            for object_id, props, archived, updated, digest in Record.objects.filter(
+            object_id: (props, archived, updated, digest, flagged)
+            for object_id, props, archived, updated, digest, flagged in Record.objects.filter(
                 source_id=self.source.pk, collection=sc.collection, object_id__in=[int(r["id"]) for r in records]
-            ).values_list("object_id", "properties", "archived", "updated_at", "content_hash")
+            ).values_list("object_id", "properties", "archived", "updated_at", "content_hash", "archived_update")
         }
+        lastmod = lastmod_property(sc.collection)
         new: dict[int, tuple] = {}
+        updates: set[int] = set()  # values the mirror never had live (archiving alone moves the last-modified date)
         for r in records:
             object_id = int(r["id"])
             if object_id not in old:
@@ -888,6 +897,8 @@ class _Engine:
             at = _parse_dt(r.get("archivedAt") or r.get("updatedAt")) or old[object_id][2]
             created = _parse_dt(r.get("createdAt"))
             new[object_id] = (props, text, created, at, digest)
+            if _without(props, lastmod) != _without(old[object_id][0], lastmod) or old[object_id][4]:
+                updates.add(object_id)
         if not new:
             return 0
         created_at = dict(
@@ -903,7 +914,7 @@ class _Engine:
             seq += 1
             values.append((object_id, text, created or created_at.get(object_id), at, True, digest, seq))
             changes.append((object_id, seq, props, True, at))
-        self.upsert(sc.collection, values)
+        self.upsert(sc.collection, values, archived_update=updates)
         if history.enabled():
             history.write(history.changes_for_page(
                 source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
@@ -1053,25 +1064,26 @@ class _Engine:
         ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
         return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
 
-    def upsert(self, collection: str, values: list[tuple]) -> None:
+    def upsert(self, collection: str, values: list[tuple], archived_update: set[int] = frozenset()) -> None:
         """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike).
 
         Raw SQL because the ORM's bulk_create spends more time preparing 100 x 10 values than the database
         spends writing them, and it would serialise the properties a second time (we already hold the JSON
-        we hashed). values: (object_id, properties_json, created_at, updated_at, archived, hash, change_seq)."""
+        we hashed). values: (object_id, properties_json, created_at, updated_at, archived, hash, change_seq);
+        `archived_update`: the ids whose row gets Record.archived_update (every other row is written without it)."""
         ops = connection.ops
         json_slot = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-        row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s)"
+        row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s, %s)"
         now = ops.adapt_datetimefield_value(timezone.now())
         params: list = []
         for object_id, text, created, updated, archived, digest, seq in values:
             params += [
                 self.source.pk, collection, object_id, text, ops.adapt_datetimefield_value(created),
-                ops.adapt_datetimefield_value(updated), archived, digest, seq, now,
+                ops.adapt_datetimefield_value(updated), archived, object_id in archived_update, digest, seq, now,
             ]
         table = Record._meta.db_table
-        columns = "source_id, collection, object_id, properties, created_at, updated_at, archived, content_hash, " \
-                  "change_seq, synced_at"
+        columns = "source_id, collection, object_id, properties, created_at, updated_at, archived, archived_update, " \
+                  "content_hash, change_seq, synced_at"
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(values))} "

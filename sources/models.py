@@ -96,6 +96,11 @@ class Record(models.Model):
     created_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
     archived = models.BooleanField(default=False)
+    # Archived with values the mirror never had while the record was live: HubSpot's final values, read at the
+    # archive, differ from the last live ones (an update made just before the archive, which no incremental read
+    # sees). "Do nothing" mappings still send those to a profile they delivered the record to, once. A database
+    # default: rows written by raw SQL without the column are plain rows.
+    archived_update = models.BooleanField(default=False, db_default=False)
     content_hash = models.CharField(max_length=64)
     change_seq = models.BigIntegerField()
     synced_at = models.DateTimeField(default=timezone.now)

@@ -941,6 +941,8 @@ def test_a_record_updated_then_archived_before_the_next_sync_is_mirrored_with_it
     for object_id in ids:
         sandbox.set_properties(object_id, {marker: f"Final {object_id}"}, portal=PORTAL, collection=collection)
     archive(sandbox, ids, collection=collection)
+    plain = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))[20]
+    archive(sandbox, [plain], collection=collection)  # archived without a change
     before = {i: Record.objects.get(source=source, object_id=i) for i in ids}
 
     run = sync(source)
@@ -952,9 +954,12 @@ def test_a_record_updated_then_archived_before_the_next_sync_is_mirrored_with_it
         assert row.archived and row.properties[marker] == f"Final {object_id}"
         assert row.properties == held[object_id]
         assert row.change_seq > before[object_id].change_seq and row.content_hash != before[object_id].content_hash
+        assert row.archived_update  # values the mirror never had live: "Do nothing" mappings still send them
+    row = Record.objects.get(source=source, object_id=plain)
+    assert row.archived and row.properties == held[plain] and not row.archived_update
     c = run.counts[collection]
-    assert (c["archived"], c["updated"], c["new"]) == (3, 0, 0), c
-    assert run.api_calls == quiet.api_calls + 1  # the batch read of the three archived records
+    assert (c["archived"], c["updated"], c["new"]) == (4, 0, 0), c
+    assert run.api_calls == quiet.api_calls + 1  # one batch read for the four archived records
     assert_mirror_equals_sandbox(source, sandbox, collection, exact=True)
 
     again = sync(source)
