@@ -25,14 +25,14 @@ Two ways a record below the watermark is looked at again without rewinding it:
   resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
   from 0: the sampled records are unchanged (not resent), the rest are sent once.
 
-Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped
-and counted as archived, except that a record this mapping delivered and that was changed just before its archive
-(`Record.archived_update`) is sent once more, without any trait, when its profile does not have those values.
-"Set a trait": every message carries `<trait>: false`, and a record that this mapping delivered before is sent
-once more when archived, with its last known traits and `<trait>: true` (counted as sent); a restore sends
-`false` again. The trait is part of the configuration hash, so switching it on resends
-every record once (each message changed). Switching it back off changes the live records' messages only by
-leaving the trait out, which would change no profile: `MessageBuilder.covers` counts them unchanged.
+Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped and
+counted as archived, except that a record this mapping delivered and that was changed just before its archive
+(`Record.archived_update`) is sent once more, without any trait, when its profile does not have those values. "Set a
+trait": every message carries `<trait>: false`, and a record that this mapping delivered before is sent once more
+when archived, with its last known traits and `<trait>: true` (counted as sent); a restore sends `false` again. The
+trait is part of the configuration hash, so switching it on resends every record once (each message changed).
+Switching it back off changes the live records' messages only by leaving the trait out, which would change no
+profile: `MessageBuilder.covers` counts them unchanged.
 """
 
 from __future__ import annotations

@@ -703,7 +703,7 @@ class _Engine:
                     found_live.add(int(r["id"]))
         missing = _ints(live_missing) & _ints(held_missing)
         answered = found_live | set(archived_at)
-        merged = self.merged_into(sc, [i for i in ids if i not in answered and i not in _ints(live_missing)])
+        merged = self.merged_into(sc, [i for i in ids if i not in answered and i not in missing])
         gone = Gone(merged=merged)
         if not mirror_archived:
             gone.archived = {i: at for i, at in archived_at.items() if i not in found_live}
@@ -725,8 +725,12 @@ class _Engine:
         if not ids:
             return {}
         asked = set(ids)
-        records = self.client.batch_read(sc.collection, [str(i) for i in ids], ["hs_object_id", MERGED_IDS])
-        merged = {old: new for old, new in merged_away(records).items() if old in asked}
+        merged: dict[int, int] = {}
+        for archived in (False, True):  # the merged record may have been archived since
+            rest = [str(i) for i in ids if i not in merged]
+            if rest:
+                records = self.client.batch_read(sc.collection, rest, ["hs_object_id", MERGED_IDS], archived=archived)
+                merged.update({old: new for old, new in merged_away(records).items() if old in asked})
         for object_id in ids:
             if object_id in merged:
                 continue
@@ -916,9 +920,17 @@ class _Engine:
             changes.append((object_id, seq, props, True, at))
         self.upsert(sc.collection, values, archived_update=updates)
         if history.enabled():
+            # An archive alone moves the last-modified date: its history entry is the archive, no property change.
+            before = {
+                oid: (
+                    old[oid][0] if oid in updates or lastmod not in new[oid][0]
+                    else {**old[oid][0], lastmod: new[oid][0][lastmod]},
+                    old[oid][1], old[oid][2],
+                )
+                for oid in new
+            }
             history.write(history.changes_for_page(
-                source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
-                old={oid: (old[oid][0], old[oid][1], old[oid][2]) for oid in new}, new=changes,
+                source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=before, new=changes,
             ))
         counts = self.counts[sc.collection]
         newly = sum(1 for oid in new if not old[oid][1])

@@ -152,7 +152,8 @@ class SyncRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     # {collection: {"read": n, "new": n, "updated": n, "unchanged": n, "archived": n, "deleted": n, "error": "...",
-    #  "notes": ["..."] (optional: e.g. why a full read's check for deleted records stopped)}}
+    #  "notes": ["..."] (optional: e.g. why a full read's check for deleted records stopped),
+    #  "merged": n (optional: ids HubSpot merged into another record, removed from the mirror)}}
     counts = models.JSONField(default=dict, blank=True)
     api_calls = models.IntegerField(default=0)
     retries = models.IntegerField(default=0)
