@@ -34,12 +34,14 @@ Two ways a record below the watermark is looked at again without rewinding it:
   resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
   from 0: the sampled records are unchanged (not resent), the rest are sent once.
 
-Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped
-and counted as archived. "Set a trait": every message carries `<trait>: false`, and a record that this mapping
-delivered before is sent once more when archived, with its last known traits and `<trait>: true` (counted as
-sent); a restore sends `false` again. The trait is part of the configuration hash, so switching it on resends
-every record once (each message changed). Switching it back off changes the live records' messages only by
-leaving the trait out, which would change no profile: `MessageBuilder.covers` counts them unchanged.
+Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped and
+counted as archived, except that a record this mapping delivered and that was changed just before its archive
+(`Record.archived_update`) is sent once more, without any trait, when its profile does not have those values. "Set a
+trait": every message carries `<trait>: false`, and a record that this mapping delivered before is sent once more
+when archived, with its last known traits and `<trait>: true` (counted as sent); a restore sends `false` again. The
+trait is part of the configuration hash, so switching it on resends every record once (each message changed).
+Switching it back off changes the live records' messages only by leaving the trait out, which would change no
+profile: `MessageBuilder.covers` counts them unchanged.
 """
 
 from __future__ import annotations
@@ -297,14 +299,21 @@ class MessageBuilder:
             return None
         return {**content, "traits": {**(content.get("traits") or {}), self.former_archived_trait: archived}}
 
-    def covers(self, content: dict[str, Any], delivered_hash: str | None) -> bool:
-        """Whether the profile already holds everything this live record's message would write, because what
-        was delivered is this very message plus `<former trait>: false`. That is the case for every live record
+    def covers(
+        self, content: dict[str, Any], delivered_hash: str | None, *, archived: bool = False, exact: bool = False
+    ) -> bool:
+        """Whether the profile already holds everything this record's message would write, because what was
+        delivered is this very message plus `<former trait>: <archived>`. That is the case for every live record
         right after "Set a trait" is switched back to "Do nothing": leaving a trait out of a message does not
-        remove it from the profile, so resending them all would change nothing."""
-        if not delivered_hash or self.former_archived_trait is None:
+        remove it from the profile, so resending them all would change nothing. `exact`: also when what was
+        delivered is this very message."""
+        if not delivered_hash:
             return False
-        former = self.with_former_trait(content, False)
+        if exact and self.digest(content)[1] == delivered_hash:
+            return True
+        if self.former_archived_trait is None:
+            return False
+        former = self.with_former_trait(content, archived)
         return hashlib.sha256(self.salt + _dumpb(former)).hexdigest() == delivered_hash
 
     def digest(self, content: dict[str, Any]) -> tuple[bytes, str]:
@@ -571,7 +580,7 @@ class _Delivery:
     def _fields(self) -> tuple[str, ...]:
         created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
         props = "picked" if self._picks_properties else "properties"
-        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered")
+        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered", "archived_update")
 
     def _retry_pass(self) -> None:
         """Reconsider the records whose rejection the user asked to retry (status "retry"), in object-id keyset
@@ -637,7 +646,7 @@ class _Delivery:
             self.sender.shutdown()
 
     def _consider(self, row: tuple) -> None:
-        object_id, change_seq, archived, created_at, updated_at, props, delivered = row
+        object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
         if delivered is None:  # never delivered
             delivered_hash, delivered_id = None, ""
         else:
@@ -653,6 +662,18 @@ class _Delivery:
             if self.retrying:
                 self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
             return
+        content = error = None
+        if archived and archived_update and self.builder.archived_trait is None and delivered_hash:
+            # "Do nothing", for a record this mapping delivered and that HubSpot changed just before archiving it
+            # (sources.Record.archived_update): those values still reach its profile, once; nothing else is sent
+            # for it. Already there (or there with the former trait): skipped like any archived one.
+            content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
+            if not error and (self.forced and object_id in self.forced or not self.builder.covers(
+                content, delivered_hash, archived=True, exact=True
+            )):
+                archived = False  # a live record's message: counted as sent, not as "archived sent"
+            else:
+                content = None
         if archived and (self.builder.archived_trait is None or not delivered_hash):
             # Archived (deleted) in HubSpot and not sent: the mapping does nothing for archived records, or it
             # sets a trait but never delivered this one (no profile is made just to say its record is gone).
@@ -663,7 +684,8 @@ class _Delivery:
         # With "Set a trait", an archived record that was delivered before goes on from here like any other: its
         # message (last known traits + `<trait>: true`) is sent when it differs from the delivered one, and
         # counts as sent or unchanged.
-        content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
+        if content is None:
+            content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
         if error:
             self._reject(object_id, error, content)
             return
