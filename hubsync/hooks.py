@@ -63,12 +63,18 @@ class RecordsDeleted(Protocol):
         """HubSpot confirmed these records gone for good; `removed` of them had mirror rows, just deleted."""
 
 
+class RecordsMerged(Protocol):
+    def __call__(self, *, source_id: int, collection: str, object_ids: list[int]) -> None:
+        """HubSpot merged these records into others; their mirror rows were just removed (history kept)."""
+
+
 class SchemaDiscovered(Protocol):
     def __call__(self, *, source_collection: Any, old: dict, new: dict) -> None:
         """A collection's property schema was read again and differs from `old` (before any page of the run)."""
 
 
 records_deleted: Hook[RecordsDeleted] = Hook("records_deleted")
+records_merged: Hook[RecordsMerged] = Hook("records_merged")
 schema_discovered: Hook[SchemaDiscovered] = Hook("schema_discovered")
 
 

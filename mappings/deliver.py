@@ -10,8 +10,17 @@ What makes it safe to kill at any moment:
 - `delivered_hash`, the delivered status and the watermark are written only after Segment accepted the batch,
   in one transaction per batch. A killed or failed delivery therefore resends what was not confirmed, and the
   resend carries the same deterministic messageId, so Segment drops any copy it had already taken.
+- What Segment may hold without our knowing is written down as the run's `unconfirmed`: before each send (should
+  the worker die), and for every batch whose answer never came or was a transient error after the body went out
+  (timeouts, reset connections, 5xx, retries exhausted). The next run sends those records whatever their hash,
+  so a record that went back to the payload delivered before (A → B unconfirmed → A) still reaches the profile.
 - The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
   rejected or archived); a failed batch holds it just below its first record.
+- One message per record in flight: a record read again during the run (its row changed after the run
+  started) replaces its waiting message, or waits until the batch carrying its previous message is settled,
+  and is compared with that message rather than with the delivered hash read before it was sent. Batches retry
+  independently, so this is what makes the last message Segment applies for a record the one whose hash is
+  recorded, with the record's latest values.
 - One delivery per mapping at a time, decided by a partial unique constraint on DeliveryRun. A run whose
   worker died (no heartbeat for DELIVERY_STALE_SECONDS) is marked failed by the next one, which takes over.
 
@@ -25,12 +34,14 @@ Two ways a record below the watermark is looked at again without rewinding it:
   resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
   from 0: the sampled records are unchanged (not resent), the rest are sent once.
 
-Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped
-and counted as archived. "Set a trait": every message carries `<trait>: false`, and a record that this mapping
-delivered before is sent once more when archived, with its last known traits and `<trait>: true` (counted as
-sent); a restore sends `false` again. The trait is part of the configuration hash, so switching it on resends
-every record once (each message changed). Switching it back off changes the live records' messages only by
-leaving the trait out, which would change no profile: `MessageBuilder.covers` counts them unchanged.
+Archived records (deleted in HubSpot, restorable for 90 days) follow the mapping's choice. "Do nothing": skipped and
+counted as archived, except that a record this mapping delivered and that was changed just before its archive
+(`Record.archived_update`) is sent once more, without any trait, when its profile does not have those values. "Set a
+trait": every message carries `<trait>: false`, and a record that this mapping delivered before is sent once more
+when archived, with its last known traits and `<trait>: true` (counted as sent); a restore sends `false` again. The
+trait is part of the configuration hash, so switching it on resends every record once (each message changed).
+Switching it back off changes the live records' messages only by leaving the trait out, which would change no
+profile: `MessageBuilder.covers` counts them unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db import connections as db_connections
 from django.db.models import Case, F, Func, OuterRef, Subquery, TextField, Value, When
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from hubsync import handoff
@@ -70,6 +82,7 @@ from .segment import (
     SegmentClient,
     SegmentError,
     SegmentPermanentError,
+    SegmentTransientError,
     close_session,
 )
 
@@ -169,16 +182,31 @@ class MessageBuilder:
             col: {k: specs.get(col, {}).get(k) for k in ("type", "fieldType")} for col in mapping.used_columns()
         }
         self.config_hash = mapping.config_hash(self.column_types)
+        self.user_id_col = mapping.identifier("user_id")
+        self.anonymous_id_col = mapping.identifier("anonymous_id")
+        self.group_id_col = mapping.identifier("group_id")
+        fmt = mapping.identifier_format
+        self.normalise = _NORMALISE.get(fmt, str.strip)
+        # A trait reading an identifier column carries the identifier's form (the `email` trait equals the User
+        # ID), except for mappings that kept the format they had before the option existed.
+        id_columns = (
+            set() if fmt == Mapping.IdentifierFormat.TRIM_IDENTIFIERS
+            else {self.user_id_col, self.anonymous_id_col, self.group_id_col} - {None}
+        )
         self.traits = [
-            (column, trait, converter_for(specs.get(column)), column in SYSTEM_COLUMNS)
+            (
+                column,
+                trait,
+                _normalised(converter_for(specs.get(column)), self.normalise)
+                if column in id_columns and self.normalise is not None
+                else converter_for(specs.get(column)),
+                column in SYSTEM_COLUMNS,
+            )
             for column, trait in mapping.traits or []
         ]
         self.needs_created_at = "created_at" in mapping.used_columns()
         # The properties the message reads (everything else in the mirror row is never looked at).
         self.property_columns = [c for c in mapping.used_columns() if c not in SYSTEM_COLUMNS]
-        self.user_id_col = mapping.identifier("user_id")
-        self.anonymous_id_col = mapping.identifier("anonymous_id")
-        self.group_id_col = mapping.identifier("group_id")
         # What reaches the profile and is not in the message body: the space it goes to and the resync
         # generation (a "Resync all" must produce new messageIds, or Segment's deduplication would drop them).
         self.salt = f"{mapping.profile_space_id}:{mapping.resync_generation}:".encode()
@@ -199,7 +227,8 @@ class MessageBuilder:
             return None
         if hasattr(value, "tzinfo"):
             return iso_utc(value)
-        return str(value).strip()
+        text = str(value)
+        return self.normalise(text) if self.normalise is not None else text
 
     def build(
         self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any], archived: bool = False
@@ -272,14 +301,21 @@ class MessageBuilder:
             return None
         return {**content, "traits": {**(content.get("traits") or {}), self.former_archived_trait: archived}}
 
-    def covers(self, content: dict[str, Any], delivered_hash: str | None) -> bool:
-        """Whether the profile already holds everything this live record's message would write, because what
-        was delivered is this very message plus `<former trait>: false`. That is the case for every live record
+    def covers(
+        self, content: dict[str, Any], delivered_hash: str | None, *, archived: bool = False, exact: bool = False
+    ) -> bool:
+        """Whether the profile already holds everything this record's message would write, because what was
+        delivered is this very message plus `<former trait>: <archived>`. That is the case for every live record
         right after "Set a trait" is switched back to "Do nothing": leaving a trait out of a message does not
-        remove it from the profile, so resending them all would change nothing."""
-        if not delivered_hash or self.former_archived_trait is None:
+        remove it from the profile, so resending them all would change nothing. `exact`: also when what was
+        delivered is this very message."""
+        if not delivered_hash:
             return False
-        former = self.with_former_trait(content, False)
+        if exact and self.digest(content)[1] == delivered_hash:
+            return True
+        if self.former_archived_trait is None:
+            return False
+        former = self.with_former_trait(content, archived)
         return hashlib.sha256(self.salt + _dumpb(former)).hexdigest() == delivered_hash
 
     def digest(self, content: dict[str, Any]) -> tuple[bytes, str]:
@@ -290,7 +326,13 @@ class MessageBuilder:
         return core, hashlib.sha256(self.salt + core).hexdigest()
 
     def envelope(
-        self, object_id: int, core: bytes, payload_hash: str, updated_at: Any, previous_hash: str | None = None
+        self,
+        object_id: int,
+        core: bytes,
+        payload_hash: str,
+        updated_at: Any,
+        previous_hash: str | None = None,
+        previous_id: str = "",
     ) -> tuple[bytes, str]:
         """(payload bytes, messageId): the digested content with the per-send fields.
 
@@ -299,10 +341,18 @@ class MessageBuilder:
         before (archived, then restored; a value changed and changed back) would otherwise reuse that payload's
         messageId, and Segment drops a messageId it saw in the last 24 hours. A resend after a failure or a
         crash starts from the same delivered hash (written only once Segment accepted), so it keeps its
-        messageId and Segment still drops the copy. A record's first message is named by its payload alone."""
-        named_by = (
-            hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest() if previous_hash else payload_hash
-        )
+        messageId and Segment still drops the copy. A record's first message is named by its payload alone.
+
+        `previous_id`, the messageId Segment accepted last for the record, makes the name depend on the record's
+        whole delivered history rather than on the last step: with steps alone, A → B → A → B within 24 hours
+        would give the second B the first one's id and Segment would drop it. (Empty for states recorded before
+        it was kept: their next message is named from the step alone, as it was then.)"""
+        if previous_id:
+            named_by = hashlib.sha256(f"{payload_hash}:{previous_hash}:{previous_id}".encode()).hexdigest()
+        elif previous_hash:
+            named_by = hashlib.sha256(f"{payload_hash}:{previous_hash}".encode()).hexdigest()
+        else:
+            named_by = payload_hash
         message_id = f"{self.id_prefix}{object_id}-{named_by[:MESSAGE_ID_HASH_CHARS]}"
         tail = f',"messageId":"{message_id}","context":{CONTEXT_JSON}'
         if updated_at is not None:
@@ -311,12 +361,40 @@ class MessageBuilder:
         return core[:-1] + tail.encode() + b"}", message_id
 
     def finish(
-        self, object_id: int, content: dict[str, Any], updated_at: Any, previous_hash: str | None = None
+        self,
+        object_id: int,
+        content: dict[str, Any],
+        updated_at: Any,
+        previous_hash: str | None = None,
+        previous_id: str = "",
     ) -> tuple[bytes, str, str]:
         """Encode the full message once: (payload bytes, payload hash, messageId); see `digest` and `envelope`."""
         core, payload_hash = self.digest(content)
-        payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash)
+        payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash, previous_id)
         return payload, payload_hash, message_id
+
+
+def _trim_lower(text: str) -> str:
+    return text.strip().lower()
+
+
+# The identifier formats (Mapping.IdentifierFormat) as functions of the identifier's text; None leaves it alone.
+_NORMALISE = {
+    Mapping.IdentifierFormat.AS_IS: None,
+    Mapping.IdentifierFormat.TRIM: str.strip,
+    Mapping.IdentifierFormat.LOWER: _trim_lower,
+    Mapping.IdentifierFormat.TRIM_IDENTIFIERS: str.strip,
+}
+
+
+def _normalised(convert: Any, normalise: Any) -> Any:
+    """A trait converter that writes text values the way the identifier from the same column is written."""
+
+    def converted(raw: Any) -> Any:
+        value = convert(raw)
+        return normalise(value) if value.__class__ is str else value
+
+    return converted
 
 
 def _raw(column: str, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any]) -> Any:
@@ -418,7 +496,12 @@ class _Delivery:
         self.retry_unchanged: list[int] = []  # retried records whose payload Segment already has
         self.sample_cutoff = sample_cutoff(mapping)
         self.buffer: list[_Pending] = []
+        self.buffered: dict[int, _Pending] = {}  # the buffer by record: one message per record in it
         self.buffer_bytes = BATCH_ENVELOPE_BYTES
+        # Records of batches that failed after they may have reached Segment (timeouts, lost connections, 5xx,
+        # retries exhausted): Segment may hold their message although we recorded nothing. Like a killed run's,
+        # they are this run's `unconfirmed`, and the next run sends them whatever their hash.
+        self.uncertain: set[int] = set()
         # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
         # be read twice, and one upsert statement must not touch a row twice).
         self.states: dict[int, DeliveryState | _Delivered] = {}
@@ -426,6 +509,10 @@ class _Delivery:
         self.max_in_flight = max(1, settings.DELIVERY_MAX_IN_FLIGHT)
         self.sender = _Sender(self.max_in_flight)
         self.inflight: deque[tuple[list[_Pending], Future]] = deque()
+        self.inflight_items: dict[int, _Pending] = {}  # what is in flight, by record (one message each)
+        # What this run recorded as delivered since the rows being considered were read (their delivered hash
+        # predates it): (payload hash, messageId) by record, emptied at every read.
+        self.recent: dict[int, tuple[str, str]] = {}
         run.watermark_from = self.start
         # Records a killed run may have had accepted by Segment without recording it (its `unconfirmed`). Such a
         # record that has since gone back to the payload delivered before (B sent unrecorded, then back to A)
@@ -447,6 +534,7 @@ class _Delivery:
         base = self._base_rows().order_by("change_seq")
         fields = self._fields()
         while True:
+            self.recent = {}  # every outcome so far is checkpointed: the rows read now carry it
             rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
             if not rows:
                 return
@@ -457,16 +545,24 @@ class _Delivery:
 
     def _base_rows(self):
         delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        # One lookup for both: "<delivered hash> <delivered messageId>" (split in `_consider`).
         if self.builder.archived_trait is None:
-            delivered = delivered.values("delivered_hash")
+            delivered = delivered.annotate(
+                known=Concat(F("delivered_hash"), Value(" "), _delivered_id(), output_field=TextField())
+            ).values("known")
         else:
             # "Set a trait" marks only profiles this mapping delivered to, so an archived row must know whether
             # Segment ever took a message for it. "Resync all" forgets the hash but not delivered_at: the same
             # lookup says so with a value no payload hash can equal.
             delivered = delivered.annotate(
-                known=Case(
-                    When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
-                    default=F("delivered_hash"),
+                known=Concat(
+                    Case(
+                        When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
+                        default=F("delivered_hash"),
+                    ),
+                    Value(" "),
+                    _delivered_id(),
+                    output_field=TextField(),
                 )
             ).values("known")
         rows = Record.objects.filter(source_id=self.source_id, collection=self.collection).annotate(
@@ -486,7 +582,7 @@ class _Delivery:
     def _fields(self) -> tuple[str, ...]:
         created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
         props = "picked" if self._picks_properties else "properties"
-        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered")
+        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered", "archived_update")
 
     def _retry_pass(self) -> None:
         """Reconsider the records whose rejection the user asked to retry (status "retry"), in object-id keyset
@@ -509,6 +605,7 @@ class _Delivery:
                 self._checkpoint()
                 self.retrying = True
             found = set()
+            self.recent = {}
             for row in base.filter(object_id__in=ids).order_by("object_id").values_list(*fields):
                 found.add(row[0])
                 self._consider(row)
@@ -551,7 +648,13 @@ class _Delivery:
             self.sender.shutdown()
 
     def _consider(self, row: tuple) -> None:
-        object_id, change_seq, archived, created_at, updated_at, props, delivered_hash = row
+        object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
+        if delivered is None:  # never delivered
+            delivered_hash, delivered_id = None, ""
+        else:
+            delivered_hash, _space, delivered_id = delivered.partition(" ")
+        if self.recent and object_id in self.recent:
+            delivered_hash, delivered_id = self.recent[object_id]
         if props.__class__ is str:  # the picked properties, as JSON text
             props = _loads(props)
         self.run.considered += 1
@@ -561,6 +664,18 @@ class _Delivery:
             if self.retrying:
                 self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
             return
+        content = error = None
+        if archived and archived_update and self.builder.archived_trait is None and delivered_hash:
+            # "Do nothing", for a record this mapping delivered and that HubSpot changed just before archiving it
+            # (sources.Record.archived_update): those values still reach its profile, once; nothing else is sent
+            # for it. Already there (or there with the former trait): skipped like any archived one.
+            content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
+            if not error and (self.forced and object_id in self.forced or not self.builder.covers(
+                content, delivered_hash, archived=True, exact=True
+            )):
+                archived = False  # a live record's message: counted as sent, not as "archived sent"
+            else:
+                content = None
         if archived and (self.builder.archived_trait is None or not delivered_hash):
             # Archived (deleted) in HubSpot and not sent: the mapping does nothing for archived records, or it
             # sets a trait but never delivered this one (no profile is made just to say its record is gone).
@@ -571,7 +686,8 @@ class _Delivery:
         # With "Set a trait", an archived record that was delivered before goes on from here like any other: its
         # message (last known traits + `<trait>: true`) is sent when it differs from the delivered one, and
         # counts as sent or unchanged.
-        content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
+        if content is None:
+            content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
         if error:
             self._reject(object_id, error, content)
             return
@@ -579,16 +695,29 @@ class _Delivery:
         forced = self.forced and object_id in self.forced
         if forced:
             self.forced.discard(object_id)  # from here on it is in the buffer or in flight: still unconfirmed
-        if not forced and (
-            delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash))
-        ):
+        older = None
+        if self.buffered or self.inflight_items:  # (the newest first: a waiting message goes out after the other)
+            older = self.buffered.get(object_id) or self.inflight_items.get(object_id)
+        if older is not None:
+            # Read again while its previous message is still waiting or in flight: what the profile will hold is
+            # that message, not the delivered hash (a record changed and changed back during the run must not
+            # look unchanged while the changed version lands). See _add and _flush for the order.
+            delivered_hash, delivered_id = older.payload_hash, older.message_id
+            unchanged = payload_hash == delivered_hash
+        else:
+            unchanged = not forced and (
+                delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash))
+            )
+        if unchanged:
             # (Before the envelope: most rows of a reconsidering run end here. Segment took this payload, so it
             # is not over the size limit either.)
             self.run.unchanged += 1
             if self.retrying:
                 self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
             return
-        payload, message_id = self.builder.envelope(object_id, core, payload_hash, updated_at, delivered_hash)
+        payload, message_id = self.builder.envelope(
+            object_id, core, payload_hash, updated_at, delivered_hash, delivered_id
+        )
         if len(payload) > MAX_MESSAGE_BYTES:
             self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
@@ -622,10 +751,18 @@ class _Delivery:
         )
 
     def _add(self, item: _Pending) -> None:
+        older = self.buffered.get(item.object_id)
+        if older is not None:
+            # The record changed again while its previous message waited here (rows committed after the run
+            # started are read too): only the newer one goes out. It holds the watermark unless both are retries.
+            self.buffer.remove(older)
+            self.buffer_bytes -= len(older.payload) + 1
+            item.retry = item.retry and older.retry
         size = len(item.payload) + 1  # the comma
         if self.buffer and (len(self.buffer) >= MAX_BATCH_MESSAGES or self.buffer_bytes + size > MAX_BATCH_BYTES):
             self._flush()
         self.buffer.append(item)
+        self.buffered[item.object_id] = item
         self.buffer_bytes += size
 
     def _watermark(self) -> int:
@@ -682,17 +819,27 @@ class _Delivery:
     # Up to DELIVERY_MAX_IN_FLIGHT batches are in flight while the next one is built: Segment's (or the
     # sandbox's) time to answer overlaps with our reading and encoding and with each other. Outcomes are
     # recorded oldest first, so "everything below the first unconfirmed record" stays the watermark rule.
+    #
+    # Never two messages of one record in flight: batches retry independently, so an older message's retry could
+    # land after the newer one while the state records the newer hash, and the profile would keep the older
+    # values for good. A batch carrying a record that an earlier batch still carries waits until that one is
+    # settled; the recorded hash is then always the one of the last message Segment applied.
     def _flush(self) -> None:
         # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
         while len(self.inflight) >= self.max_in_flight:
             self._collect_oldest()
+        while self.inflight_items and any(object_id in self.inflight_items for object_id in self.buffered):
+            self._collect_oldest()
         items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
+        self.buffered = {}
         if items:
             # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
             # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch.
             DeliveryRun.objects.filter(pk=self.run.pk).update(unconfirmed=self._unconfirmed(items))
             future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
             self.inflight.append((items, future))
+            for item in items:
+                self.inflight_items[item.object_id] = item
 
     def _unconfirmed(self, sending: list[_Pending] = ()) -> list[int] | None:
         """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
@@ -701,7 +848,14 @@ class _Delivery:
         ids.update(item.object_id for item in sending)
         ids.update(item.object_id for item in self.buffer)
         ids.update(self.forced)
+        ids.update(self.uncertain)
         return sorted(ids) or None
+
+    def _landed(self, items: list[_Pending]) -> None:
+        """A batch is no longer in flight (its outcome is about to be recorded)."""
+        self.inflight.popleft()
+        for item in items:
+            self.inflight_items.pop(item.object_id, None)
 
     def _collect_oldest(self) -> None:
         """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
@@ -709,10 +863,10 @@ class _Delivery:
         try:
             result = future.result()
         except SegmentError as exc:
-            self.inflight.popleft()
+            self._landed(items)
             self._failed_batch(items, exc)
         else:
-            self.inflight.popleft()
+            self._landed(items)
             self._delivered(items, result.attempts)
         self._checkpoint()
 
@@ -724,12 +878,13 @@ class _Delivery:
         """A batch failed for good: record what the batches still in flight came to (Segment may well have
         accepted them), without splitting or retrying anything."""
         while self.inflight:
-            items, future = self.inflight.popleft()
+            items, future = self.inflight[0]
+            self._landed(items)
             try:
                 result = future.result()
             except SegmentError as exc:
                 self._count_requests(exc.attempts)
-                self._fail(items, str(exc))
+                self._fail(items, str(exc), uncertain=isinstance(exc, SegmentTransientError))
             else:
                 self._delivered(items, result.attempts)
 
@@ -755,7 +910,7 @@ class _Delivery:
                 self._reject(items[0].object_id, f"Segment refused this message: {exc.body}", None)
             return
         # Segment is down past our retries, or refuses the key: sending more now is pointless.
-        self._fail(items, str(exc))
+        self._fail(items, str(exc), uncertain=isinstance(exc, SegmentTransientError))
         raise _Abort(str(exc)) from exc
 
     def _delivered(self, items: list[_Pending], attempts: int) -> None:
@@ -765,15 +920,24 @@ class _Delivery:
         self.run.batches += 1
         for item in items:
             self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
+            self.recent[item.object_id] = (item.payload_hash, item.message_id)
 
     def _count_requests(self, attempts: int) -> None:
         self.run.requests += attempts
         self.run.retries += max(0, attempts - 1)
 
-    def _fail(self, items: list[_Pending], reason: str) -> None:
-        """Segment did not take this batch: the records stay pending (delivered_hash untouched) and the
-        watermark stops just below the first of them, so the next run sends them again with the same ids."""
+    def _fail(self, items: list[_Pending], reason: str, *, uncertain: bool) -> None:
+        """Segment did not confirm this batch: the records stay pending (delivered_hash untouched) and the
+        watermark stops just below the first of them, so the next run sends them again with the same ids.
+        `uncertain`: the batch may have reached Segment all the same (no answer, or a transient error after the
+        body went out), so the next run sends these records even if they went back to the delivered payload
+        (A → B → A would otherwise look unchanged while the profile holds B)."""
         self.run.failed += len(items)
+        if uncertain:
+            self.uncertain.update(item.object_id for item in items)
+            reason = f"Not confirmed, and Segment may have applied it: sent again next run, whatever it holds. {reason}"
+        else:
+            reason = f"Not delivered yet (will be retried): {reason}"
         scanned = [item.change_seq for item in items if not item.retry]
         if scanned:
             first = min(scanned)
@@ -787,7 +951,7 @@ class _Delivery:
                     mapping_id=self.mapping.pk,
                     object_id=item.object_id,
                     status=DeliveryState.Status.RETRY if item.retry else DeliveryState.Status.PENDING,
-                    error=f"Not delivered yet (will be retried): {reason}"[:2000],
+                    error=reason[:2000],
                     message_id=item.message_id,
                     updated_at=now,
                 )
@@ -796,6 +960,11 @@ class _Delivery:
     def _state(self, state: DeliveryState | _Delivered) -> None:
         self.states.pop(state.object_id, None)
         self.states[state.object_id] = state
+
+
+def _delivered_id() -> Coalesce:
+    """The state's delivered messageId, "" for states recorded before it was kept."""
+    return Coalesce(F("delivered_message_id"), Value(""), output_field=TextField())
 
 
 def _lock_mapping(mapping_id: int) -> None:
@@ -818,15 +987,18 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
     table = DeliveryState._meta.db_table
     update = (
         "delivered_hash = excluded.delivered_hash, status = excluded.status, error = '', "
-        "message_id = excluded.message_id, delivered_at = excluded.delivered_at, last_payload = NULL, "
-        "updated_at = excluded.updated_at"
+        "message_id = excluded.message_id, delivered_message_id = excluded.delivered_message_id, "
+        "delivered_at = excluded.delivered_at, last_payload = NULL, updated_at = excluded.updated_at"
     )
-    columns = "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_at, last_payload, updated_at"
+    columns = (
+        "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_message_id, delivered_at, "
+        "last_payload, updated_at"
+    )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) "
-                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, %s, NULL, %s "
+                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, t.m, %s, NULL, %s "
                 f"FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS t(o, h, m) "
                 f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
                 [
@@ -843,9 +1015,9 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
         else:
             at = connection.ops.adapt_datetimefield_value(now)
             cursor.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, NULL, %s) "
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, %s, NULL, %s) "
                 f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
-                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, at, at) for s in states],
+                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, s.message_id, at, at) for s in states],
             )
 
 
@@ -855,6 +1027,7 @@ _STATE_UPDATE_FIELDS = {
         "status",
         "error",
         "message_id",
+        "delivered_message_id",
         "delivered_at",
         "last_payload",
         "updated_at",
@@ -1014,7 +1187,8 @@ def preview_message(
     mapping"), and the reason it would be rejected ("" when valid). Sends nothing. For an archived record it is
     the message "Set a trait" sends; whether one is sent at all is the caller's to say (`archived_skip_reason`):
     never with "Do nothing", and only to profiles this mapping delivered before with "Set a trait".
-    `previous_hash` (the record's delivered hash) gives the messageId a delivery would give it now."""
+    `previous_hash` (the record's delivered hash) gives the messageId a delivery would give it now (with the
+    messageId Segment accepted last, read from the record's state)."""
     if schema is None:
         model = mapping.data_model
         schema = (
@@ -1024,7 +1198,14 @@ def preview_message(
         ) or {}
     builder = MessageBuilder(mapping, schema)
     content, error = builder.build(object_id, created_at, updated_at, properties, archived)
-    payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash)
+    previous_id = ""
+    if previous_hash:
+        previous_id = (
+            DeliveryState.objects.filter(mapping_id=mapping.pk, object_id=object_id)
+            .values_list("delivered_message_id", flat=True)
+            .first()
+        ) or ""
+    payload, _hash, _message_id = builder.finish(object_id, content, updated_at, previous_hash, previous_id)
     if not error and len(payload) > MAX_MESSAGE_BYTES:
         error = _oversize_reason(len(payload), content)
     return json.loads(payload), error

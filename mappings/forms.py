@@ -152,6 +152,16 @@ IDENTIFIER_HELP = {
 }
 
 
+IDENTIFIER_FORMAT_CHOICES = {
+    Mapping.IdentifierFormat.TRIM: "Trim spaces: “ ann@example.com ” is sent as “ann@example.com”.",
+    Mapping.IdentifierFormat.LOWER: "Trim spaces and lower-case: “ Ann@Example.com ” is sent as “ann@example.com”, so "
+    "a change of capitals in HubSpot keeps the same profile. Best for e-mail addresses.",
+    Mapping.IdentifierFormat.AS_IS: "As in HubSpot: sent exactly as stored, spaces and capitals included.",
+    Mapping.IdentifierFormat.TRIM_IDENTIFIERS: "Trim spaces in the identifiers only; traits keep HubSpot's value "
+    "(how mappings made before this option work).",
+}
+
+
 class MappingForm(forms.Form):
     name = forms.CharField(max_length=100, required=False, help_text="Shown in lists; a name is made up if empty.")
     data_model = forms.ModelChoiceField(queryset=DataModel.objects.none(), label="Data model", empty_label="Choose…")
@@ -172,6 +182,16 @@ class MappingForm(forms.Form):
             (Mapping.EMPTY_NULL, "Send null: an empty HubSpot value clears the trait on the profile"),
             (Mapping.EMPTY_OMIT, "Leave out: the profile keeps the value it had"),
         ],
+    )
+
+    identifier_format = forms.ChoiceField(
+        label="Identifier format",
+        widget=forms.RadioSelect,
+        initial=Mapping.IdentifierFormat.TRIM,
+        choices=(),
+        help_text="Applied to the User ID, Anonymous ID and Group ID, and to every trait that reads the same "
+        "column (an e-mail trait then equals the User ID). Changing it changes the identifiers Segment receives: "
+        "a record whose identifier is written differently reaches a new profile, the old one stays as it was.",
     )
 
     archived_behaviour = forms.ChoiceField(
@@ -204,6 +224,8 @@ class MappingForm(forms.Form):
                 ("action", Mapping.Action.IDENTIFY),
                 ("empty_values", Mapping.EMPTY_NULL),
                 ("archived_behaviour", Mapping.ArchivedBehaviour.NOTHING),
+                # Not posted: the mapping keeps the format it has (mappings made before the option: trim_ids).
+                ("identifier_format", (instance or Mapping()).identifier_format),
             ):
                 if not data.get(key):
                     data[key] = default
@@ -224,6 +246,12 @@ class MappingForm(forms.Form):
         for key in Mapping.IDENTIFIER_KEYS:
             self.fields[key].choices = choices
         self.trait_rows = self._trait_rows()
+        # The format of mappings made before the option is offered only to them, and to posts that leave it out.
+        formats = [Mapping.IdentifierFormat.TRIM, Mapping.IdentifierFormat.LOWER, Mapping.IdentifierFormat.AS_IS]
+        current = data.get("identifier_format") if data is not None else (initial or {}).get("identifier_format")
+        if (instance is not None and instance.identifier_format not in formats) or current not in (None, *formats):
+            formats.append(Mapping.IdentifierFormat.TRIM_IDENTIFIERS)
+        self.fields["identifier_format"].choices = [(f.value, IDENTIFIER_FORMAT_CHOICES[f]) for f in formats]
 
     # --- what the editor shows ---------------------------------------------------------------------------
     def _chosen_model(self, qs: QuerySet[DataModel]) -> DataModel | None:

@@ -78,6 +78,19 @@ class Mapping(models.Model):
 
     DEFAULT_ARCHIVED_TRAIT = "hubspot_archived"
 
+    class IdentifierFormat(models.TextChoices):
+        """How identifier values are written before they are sent: in userId / anonymousId / groupId, and in every
+        trait that reads an identifier column, so that an `email` trait always equals the User ID made from it."""
+
+        AS_IS = "as_is", "As in HubSpot"
+        TRIM = "trim", "Trim spaces"
+        LOWER = "lower", "Trim spaces and lower-case"
+        # What every mapping did before the option existed, and what a mapping without the option keeps doing
+        # (same configuration hash, same payloads): identifiers trimmed, traits left as HubSpot has them.
+        TRIM_IDENTIFIERS = "trim_ids", "Trim spaces in the identifiers only"
+
+    IDENTIFIER_FORMAT_OPTION = "identifier_format"
+
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="mappings")
     # PROTECT: deleting a data model or profile space that a mapping uses is refused (the UI says why).
     data_model = models.ForeignKey(DataModel, on_delete=models.PROTECT, related_name="mappings")
@@ -88,7 +101,7 @@ class Mapping(models.Model):
     identifiers = models.JSONField(default=dict, blank=True)
     # [[column, trait_name], ...] in display order
     traits = models.JSONField(default=list, blank=True)
-    # {"empty_values": "null" | "omit"}
+    # {"empty_values": "null" | "omit", "identifier_format": IdentifierFormat (absent: "trim_ids")}
     options = models.JSONField(default=dict, blank=True)
     enabled = models.BooleanField(default=False)
     # Sample mode ("start small"): only the first N records of the collection (the N lowest HubSpot ids; archived
@@ -150,6 +163,12 @@ class Mapping(models.Model):
         return (self.options or {}).get("empty_values", self.EMPTY_NULL)
 
     @property
+    def identifier_format(self) -> str:
+        """The IdentifierFormat; absent from `options` for mappings made before the option (kept that way until
+        the user picks another one, so their configuration hash and payloads stay as they were)."""
+        return (self.options or {}).get(self.IDENTIFIER_FORMAT_OPTION, self.IdentifierFormat.TRIM_IDENTIFIERS)
+
+    @property
     def sets_archived_trait(self) -> bool:
         return self.archived_behaviour == self.ArchivedBehaviour.TRAIT and bool(self.archived_trait)
 
@@ -200,6 +219,13 @@ class DeliveryState(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     error = RedactedTextField(blank=True)
     message_id = models.CharField(max_length=100, blank=True)
+    # The messageId of the message Segment accepted last (message_id also names a message still to be resent). The
+    # next message's id is derived from it, so that no step of a record's history repeats an id Segment may
+    # still hold: A → B → A → B within 24 hours would otherwise give the second B the first one's id, and
+    # Segment would drop it. Null for states recorded before it existed (their next id is made as before).
+    # (Nullable without a default: SQLite adds such a column in place, where any other one rebuilds the table and
+    # loses the counter triggers on it.)
+    delivered_message_id = models.CharField(max_length=100, null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The message as built, kept for rejected records so the UI can show what was wrong (None otherwise:
     # storing every delivered payload would double the database for no reader).

@@ -380,6 +380,7 @@ def mapping_new(request: HttpRequest) -> HttpResponse:
     initial: dict[str, Any] = {
         "action": Mapping.Action.IDENTIFY,
         "empty_values": Mapping.EMPTY_NULL,
+        "identifier_format": Mapping.IdentifierFormat.TRIM,
         "archived_behaviour": Mapping.ArchivedBehaviour.NOTHING,
         "archived_trait": Mapping.DEFAULT_ARCHIVED_TRAIT,
     }
@@ -439,6 +440,11 @@ def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> 
     mapping.identifiers = data["identifiers"]
     mapping.traits = data["traits"]
     mapping.options = {**(mapping.options or {}), "empty_values": data["empty_values"]}
+    if data["identifier_format"] == Mapping.IdentifierFormat.TRIM_IDENTIFIERS:
+        # Stored as the option's absence: a mapping made before it keeps its configuration hash (no resend).
+        mapping.options.pop(Mapping.IDENTIFIER_FORMAT_OPTION, None)
+    else:
+        mapping.options[Mapping.IDENTIFIER_FORMAT_OPTION] = data["identifier_format"]
     mapping.archived_behaviour = data["archived_behaviour"]
     if mapping.archived_behaviour == Mapping.ArchivedBehaviour.TRAIT:
         mapping.archived_trait = data["archived_trait"]
@@ -518,6 +524,7 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
         "profile_space": mapping.profile_space_id,
         "action": mapping.action,
         "empty_values": mapping.empty_values,
+        "identifier_format": mapping.identifier_format,
         "archived_behaviour": mapping.archived_behaviour,
         "archived_trait": mapping.archived_trait or Mapping.DEFAULT_ARCHIVED_TRAIT,
         "traits": mapping.traits,

@@ -1,6 +1,9 @@
 """A mapping's rejected records: a filterable, paged list with the reason for each, and "retry" for one record, a
 selection, or everything the filter matches (after the user fixed the mapping, the data, or Segment recovered).
 
+The page says what a rejection does to a profile delivered before (an identifier emptied or removed in HubSpot):
+nothing, the profile stays as it was last delivered; hubsync never clears or deletes profiles.
+
 Retry goes through `mappings.deliver.request_retry`: the records get status "retry" and the next delivery
 (enqueued at once) reconsiders exactly them, without rewinding the mapping's watermark.
 """

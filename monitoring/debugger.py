@@ -23,7 +23,7 @@ from django.db.models.functions import Lower
 
 from mappings.deliver import MessageBuilder, archived_skip_reason, delivered_before, preview_message, sample_cutoff
 from mappings.models import DeliveryRun, DeliveryState, Mapping
-from sources.models import Record, RecordChange, SourceCollection
+from sources.models import MergedRecord, Record, RecordChange, SourceCollection
 
 HISTORY_SHOWN = 100
 MAX_MATCHES = 50
@@ -42,9 +42,18 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
     A record permanently deleted in HubSpot (a GDPR delete) is removed from the mirror, with its history, by the
     next full sync (sources.extract, step 4): nothing of it stays but the delivery states of the mappings that
     sent it (ids and hashes, no data). So an id with a delivery state but no mirror row was in the mirror once and
-    was deleted in HubSpot. Without one, there is no telling deleted from never synced."""
+    was deleted in HubSpot. Without one, there is no telling deleted from never synced.
+
+    A record HubSpot merged into another one leaves the mirror too (sources.extract, step 3), and a MergedRecord
+    row says into which record: that is said first."""
     kind = "email" if "@" in query else "id"
     if query.isdigit() and len(query) <= 18:
+        merge = (
+            MergedRecord.objects.filter(source__workspace=workspace, object_id=int(query))
+            .order_by("-merged_at").first()
+        )
+        if merge is not None:
+            return merged_words(merge), True
         states = list(
             DeliveryState.objects.filter(mapping__destination__workspace=workspace, object_id=int(query))
             .select_related("mapping__data_model", "mapping__profile_space")
@@ -68,6 +77,21 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
         "the source's start date?). A record permanently deleted in HubSpot is removed from the mirror by a full "
         "sync."
     ), False
+
+
+def merged_words(merge: MergedRecord) -> str:
+    """What became of a record HubSpot merged into another one, and of its profile."""
+    return (
+        f"HubSpot id {merge.object_id} was merged into {merge.collection} id {merge.merged_into} in HubSpot (a sync "
+        f"found it on {merge.merged_at:%Y-%m-%d %H:%M} UTC). HubSpot answers this id with the merged record and "
+        "lists it no more, so hubsync removed it from the mirror (its change history is kept). The merged record "
+        f"{merge.merged_into} is synced and delivered under its own id, like any other record: search for it to "
+        "see its deliveries. The profile this id had in Segment stays as it was: hubsync neither deletes nor merges "
+        "Segment profiles. When the merged record has the same identifier (say the e-mail used as User ID, which "
+        "HubSpot takes from the primary record), its messages go on updating that same profile; when the identifier "
+        "differs (the record id, or the other record's e-mail), the old profile keeps its last values: merge or "
+        "delete it in Segment if it should go."
+    )
 
 
 def find_records(workspace: Any, query: str) -> tuple[list[Record], str]:
@@ -282,12 +306,18 @@ def _verdict(
     space = mapping.profile_space
     label = f"“{mapping}” → {space}"
     delivered_hash = state.delivered_hash if state else ""
-    # An archived record is sent only with "Set a trait", and only to a profile this mapping delivered it to.
+    # An archived record is sent only to a profile this mapping delivered it to: with "Set a trait", marked; with
+    # "Do nothing", once, when the values it was archived with are not what the profile got (the engine's rule).
     sends_archived = mapping.sets_archived_trait and delivered_before(state)
-    skipped_archived = record.archived and not sends_archived
     content, _error = builder.build(
         record.object_id, record.created_at, record.updated_at, record.properties or {}, record.archived
     )
+    final_values = bool(
+        record.archived and record.archived_update and not mapping.sets_archived_trait and delivered_hash
+        and not _error
+        and not builder.covers(content, delivered_hash, archived=True, exact=True)
+    )
+    skipped_archived = record.archived and not sends_archived and not final_values
     _payload, payload_hash, _message_id = builder.finish(record.object_id, content, record.updated_at)
     # Right after "Set a trait" went back to "Do nothing": delivered = this message + `<trait>: false`.
     covered = bool(delivered_hash and not record.archived and not error and builder.covers(content, delivered_hash))
@@ -317,6 +347,12 @@ def _verdict(
                 last_change=last_flip,
                 origin="archived in HubSpot?",
             )
+        )
+    if final_values:
+        verdict.details.append(
+            "The record is archived (deleted) in HubSpot and this mapping does nothing for archived records, but "
+            "it was changed just before the archive and its profile does not have those values yet: they are sent "
+            "once (without any archived trait), and nothing after that."
         )
     if skipped_archived:
         # What "would send now" shows must be what a delivery does: nothing.

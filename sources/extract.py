@@ -23,30 +23,42 @@ A run, per selected collection:
    (cursor ``{"mode": "ids", "after", "covered", "pending", "watermark_ms"}``; the search cursor carries
    ``ids_pass`` so that a run resuming it, whatever its trigger, does the pass too), then to ``idle``.
 3. **Archived records.** Search never returns archived records and the list endpoint only returns them when
-   asked, so each run pages through ``GET /crm/v3/objects/{type}?archived=true`` (ids only) and marks the
-   mirror rows of those ids archived (a real change: new hash, new change_seq). Cost: ceil(A / 100) GET
-   requests per collection per run, A = the archived records HubSpot still keeps (about 90 days' worth), so a
-   portal with nothing archived pays one request. A record that comes back (restored) is read again by the
-   next incremental window (restoring bumps its last-modified date) and written with archived = False.
-4. **Permanently deleted records** (HubSpot's "permanently delete", a GDPR delete, an archived record purged from
-   the recycle bin after 90 days) vanish from the list, the archived list, search and reads: nothing announces them.
-   A **full read** (the list mode above, and so the first sync and a "Full sync" of a source without a start date)
+   asked, so each run pages through ``GET /crm/v3/objects/{type}?archived=true`` (ids and the last-modified
+   date) and writes the mirror rows of those ids archived **with the record's final values** (a real change:
+   new hash, new change_seq): an update made just before the archive was seen by no search, so the ids the
+   mirror holds live, or archived with another last-modified date than the list's, are read in full with a
+   batch read (archived=true). Cost: ceil(A / 100) GET requests per collection per run, A = the archived
+   records HubSpot still keeps (about 90 days' worth), so a portal with nothing archived pays one request,
+   plus ceil(K / 100) batch reads, K = the records archived since the previous run (none: no request). A
+   record that comes back (restored) is read again by the next incremental window (restoring bumps its
+   last-modified date) and written with archived = False.
+   **Merged records.** HubSpot merges two contacts (or companies) into a record with a new id (or the primary's
+   id); the ids merged away answer reads with the merged record, under its id, and appear in no list. Every
+   read asks for ``hs_merged_object_ids``: a record that names mirror ids there replaced them, so those rows
+   leave the mirror in the page's transaction, and a MergedRecord row keeps what they were merged into (counted
+   as "merged"). A full read's check (step 4) finds the same through its batch reads: an id answered under
+   another id was merged away.
+4. **Permanently deleted records** (HubSpot's "permanently delete", a GDPR delete, an archived record purged from the
+   recycle bin after 90 days) vanish from the list, the archived list, search and reads: nothing announces them. A
+   **full read** (the list mode above, and so the first sync and a "Full sync" of a source without a start date)
    looks for them, page by page, without ever holding a set of ids: the list returns records in ascending id order
    (in practice; ``after`` is documented as opaque, so the order is *checked*, never trusted), so after a page whose
    ids end at M, every id in (previous page's M, M] that the mirror holds as live but the page did not return is a
    **candidate**; the last page's range runs to the end of the mirror. Candidates are only confirmed, never trusted,
    100 at a time (collected across pages, so scattered deletions do not cost a confirmation per page): a batch read
-   with archived=false and one with archived=true (ids only). Found live: nothing happens. Found archived: the row
-   is marked archived (as in 3). Reported missing by both reads: the record is gone for good, and so is everything
-   hubsync holds of it (it was personal data the user deleted in HubSpot): its mirror row, its history
-   (RecordChange), and the `last_payload` of its DeliveryState rows (their ids and hashes stay). The deletions count
-   as "deleted" in the run's counts. The cursor carries the check's progress with each page (``covered``: the id
-   range checked; ``pending``: the fewer than 100 candidates not confirmed yet), so a resumed read loses nothing.
-   The archived list of a full run is checked the same way against the mirror's archived rows (archived records
-   purged after 90 days). A page that is not in ascending order (or comes below the covered id) stops the check for
-   the rest of that read (the candidates found so far are still confirmed), and the run's counts carry a note saying
-   so; incremental runs never delete. Cost: one indexed range query per page (in the prefetch thread, overlapping
-   HubSpot's answer), plus two batch reads per 100 candidates when there are any.
+   with archived=false and one with archived=true (ids only). Found live: nothing happens. Found archived: the row is
+   marked archived (as in 3; the archived scan then reads its final values). Answered under another id: merged away
+   (as in 3; a batch read asking for ``hs_merged_object_ids`` says into which record). Reported missing by both
+   reads: the record is gone for good, and so is everything hubsync holds of it (it was personal data the user
+   deleted in HubSpot): its mirror row, its history (RecordChange), and the `last_payload` of its DeliveryState rows
+   (their ids and hashes stay). The deletions count as "deleted" in the run's counts. The cursor carries the check's
+   progress with each page (``covered``: the id range checked; ``pending``: the fewer than 100 candidates not
+   confirmed yet), so a resumed read loses nothing. The archived list of a full run is checked the same way against
+   the mirror's archived rows (archived records purged after 90 days). A page that is not in ascending order (or
+   comes below the covered id) stops the check for the rest of that read (the candidates found so far are still
+   confirmed), and the run's counts carry a note saying so; incremental runs never delete. Cost: one indexed range
+   query per page (in the prefetch thread, overlapping HubSpot's answer), plus two batch reads per 100 candidates
+   when there are any.
    A "Full sync" of a source **with a start date** reads its window through search, which cannot tell a
    deleted record from one outside the window; so after the search read it makes an **ids-only pass**: the same
    list pages with ``hs_object_id`` only, through the same check (same order check, candidates, confirmations,
@@ -90,7 +102,7 @@ from hubsync.redact import redact
 
 from . import history
 from .hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
-from .models import ChangeCounter, Record, RecordChange, Source, SourceCollection, SyncRun
+from .models import ChangeCounter, MergedRecord, Record, RecordChange, Source, SourceCollection, SyncRun
 from .runs import create_run, is_stale, mark_lost
 
 logger = logging.getLogger(__name__)
@@ -101,7 +113,12 @@ BATCH_READ_LIMIT = 100
 SCHEMA_KEYS = ("label", "type", "fieldType", "groupName", "hidden", "calculated", "hubspotDefined")
 SCHEMA_CHANGES_KEPT = 50
 ANALYZE_EVERY = 20_000
-RECORD_UPDATE_FIELDS = ["properties", "created_at", "updated_at", "archived", "content_hash", "change_seq", "synced_at"]
+# HubSpot's "Merged ... IDs" property: the `;`-separated ids merged into a record. Always read (HubSpot ignores
+# a requested property an object type lacks), so that every read of a merged record names the ids it replaced.
+MERGED_IDS = "hs_merged_object_ids"
+RECORD_UPDATE_FIELDS = [
+    "properties", "created_at", "updated_at", "archived", "archived_update", "content_hash", "change_seq", "synced_at",
+]
 
 Progress = Callable[[str], None]
 
@@ -195,6 +212,26 @@ def _ascending(ids: list[int], covered: int) -> bool:
     return True
 
 
+def _without(props: dict, name: str) -> dict:
+    return {k: v for k, v in (props or {}).items() if k != name}
+
+
+def merged_away(records: Iterable[dict]) -> dict[int, int]:
+    """{merged-away id: the record's id} from the records' `hs_merged_object_ids` (HubSpot's own id excluded:
+    a merge that keeps the primary's id may list it)."""
+    out: dict[int, int] = {}
+    for r in records:
+        value = (r.get("properties") or {}).get(MERGED_IDS)
+        if not value:
+            continue
+        own = int(r["id"])
+        for part in str(value).split(";"):
+            part = part.strip()
+            if part.isdigit() and int(part) != own:
+                out[int(part)] = own
+    return out
+
+
 @dataclass
 class Gone:
     """Mirror rows HubSpot no longer lists, sorted out by batch reads (a full read's deletion check, step 4 of
@@ -202,10 +239,11 @@ class Gone:
 
     archived: dict[int, datetime | None] = field(default_factory=dict)
     deleted: list[int] = field(default_factory=list)
+    merged: dict[int, int] = field(default_factory=dict)  # merged-away id -> the merged record's id
     note: str = ""  # why the check stopped, for the run's counts
 
     def __bool__(self) -> bool:
-        return bool(self.archived or self.deleted or self.note)
+        return bool(self.archived or self.deleted or self.merged or self.note)
 
 
 ORDER_NOTE = (
@@ -278,6 +316,9 @@ class _Engine:
         self.unnotified = 0
         self.last_print = 0.0
         self.inserted = 0  # new mirror rows since the last ANALYZE
+        self.names: dict[str, list[str]] = {}  # the properties read, per collection
+        # (collection, id) of the rows mark_archived archived in this run, with their old values.
+        self.archived_now: set[tuple[str, int]] = set()
 
     # -- bookkeeping --
 
@@ -445,6 +486,7 @@ class _Engine:
 
     def sync_collection(self, sc: SourceCollection) -> None:
         names = self.discover(sc)
+        self.names[sc.collection] = names
         cursor = dict(sc.cursor or {})
         now_ms = _ms(timezone.now())
         if cursor.get("mode") not in ("list", "search", "ids"):
@@ -494,7 +536,7 @@ class _Engine:
         )
 
     def discover(self, sc: SourceCollection) -> list[str]:
-        return sorted(store_schema(sc, self.client.get_properties(sc.collection)))
+        return sorted({*store_schema(sc, self.client.get_properties(sc.collection)), MERGED_IDS})
 
     def estimate(self, sc: SourceCollection) -> int:
         """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
@@ -640,8 +682,9 @@ class _Engine:
 
     def confirm_gone(self, sc: SourceCollection, ids: list[int], *, mirror_archived: bool) -> Gone:
         """Ask HubSpot about candidate ids (a batch read live, one archived): archived ones (unless the mirror
-        has them archived already), and those *both* reads report missing, which are deleted for good. Ids
-        found live are left alone (the list skipped them for a reason of its own; the next read sees them)."""
+        has them archived already), those *both* reads report missing, which are deleted for good, and those
+        answered under another id, which HubSpot merged into that record. Ids found live under their own id are
+        left alone (the list skipped them for a reason of its own; the next read sees them)."""
         keys = [str(i) for i in ids]
         live, live_missing = self.client.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=False)
         held, held_missing = self.client.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=True)
@@ -654,18 +697,44 @@ class _Engine:
                     archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
                 else:
                     found_live.add(int(r["id"]))
-        gone = Gone()
+        missing = _ints(live_missing) & _ints(held_missing)
+        answered = found_live | set(archived_at)
+        merged = self.merged_into(sc, [i for i in ids if i not in answered and i not in missing])
+        gone = Gone(merged=merged)
         if not mirror_archived:
             gone.archived = {i: at for i, at in archived_at.items() if i not in found_live}
         # Deleted only when both reads *reported* the id missing: an id a read said nothing about stays.
-        missing = _ints(live_missing) & _ints(held_missing)
-        gone.deleted = [i for i in ids if i in missing and i not in found_live and i not in archived_at]
-        if found_live:
+        gone.deleted = [i for i in ids if i in missing and i not in answered and i not in gone.merged]
+        left = set(ids) & found_live
+        if left:
             logger.info(
                 "sync run %s: %s: %s ids missing from the list were found live; left alone",
-                self.run_row.pk, sc.collection, len(found_live),
+                self.run_row.pk, sc.collection, len(left),
             )
         return gone
+
+    def merged_into(self, sc: SourceCollection, ids: list[int]) -> dict[int, int]:
+        """{id: the record it was merged into} for ids a live batch read answered, but not under their own id:
+        HubSpot answers a read of a merged-away id with the merged record. A batch read asking for
+        `hs_merged_object_ids` names them (one request per 100 such ids; none in the usual case); an id no
+        merged record names is read alone, and merged into whatever record answers for it."""
+        if not ids:
+            return {}
+        asked = set(ids)
+        merged: dict[int, int] = {}
+        for archived in (False, True):  # the merged record may have been archived since
+            rest = [str(i) for i in ids if i not in merged]
+            if rest:
+                records = self.client.batch_read(sc.collection, rest, ["hs_object_id", MERGED_IDS], archived=archived)
+                merged.update({old: new for old, new in merged_away(records).items() if old in asked})
+        for object_id in ids:
+            if object_id in merged:
+                continue
+            record = self.client.read_record(sc.collection, str(object_id), ["hs_object_id"])
+            answer = str((record or {}).get("id") or "")
+            if answer.isdigit() and int(answer) != object_id:
+                merged[object_id] = int(answer)
+        return merged
 
     def read_search(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
         start, end = cursor["window_start_ms"], cursor["window_end_ms"]
@@ -729,7 +798,8 @@ class _Engine:
             self.commit_page(sc, records, new_cursor, gone)
 
     def scan_archived(self, sc: SourceCollection, *, check_deleted: bool = False) -> None:
-        """Mark the mirror rows of HubSpot's archived records archived (step 3 of the module docstring). With
+        """Write HubSpot's archived records into the mirror as archived, with their final values (step 3 of the
+        module docstring). With
         `check_deleted` (a full run), also remove the mirror's archived rows that HubSpot no longer has archived
         nor live: purged from its recycle bin (step 4). The archived list is short (about 90 days' worth) and
         not checkpointed, so this runs in the calling thread, one transaction per page or batch."""
@@ -737,15 +807,13 @@ class _Engine:
         covered = 0
         checking = check_deleted
         pending: list[int] = []  # candidates not confirmed yet (fewer than BATCH_READ_LIMIT between pages)
+        lastmod = lastmod_property(sc.collection)
         while True:
             page = self.client.list_page(
-                sc.collection, properties=["hs_object_id"], after=after, limit=LIST_LIMIT, archived=True
+                sc.collection, properties=["hs_object_id", lastmod], after=after, limit=LIST_LIMIT, archived=True
             )
             results = page.get("results") or []
             after = _next_after(page)
-            archived_at = {}
-            for r in results:
-                archived_at[int(r["id"])] = _parse_dt(r.get("archivedAt") or r.get("updatedAt"))
             last = not after
             if checking:
                 ids = [int(r["id"]) for r in results]
@@ -768,11 +836,107 @@ class _Engine:
             while last and pending:
                 chunk, pending = pending[:BATCH_READ_LIMIT], pending[BATCH_READ_LIMIT:]
                 self.commit_gone(sc, self.confirm_gone(sc, chunk, mirror_archived=True))
+            final = self.read_final(sc, results)
             with transaction.atomic():
-                self.mark_archived(sc, archived_at)
+                self.write_final(sc, final)
                 self.heartbeat()
             if not after:
                 return
+
+    def read_final(self, sc: SourceCollection, listed: list[dict]) -> list[dict]:
+        """The archived records of one archived-list page whose final values the mirror lacks, read in full.
+
+        A record's last update before its archive is seen by no search (search never returns archived records),
+        so the mirror holds what the previous sync read. The ids the mirror has live (archived since), or has
+        archived with another last-modified date than HubSpot lists (archived from the old values by the
+        deletion check, or by an earlier version), are read with archived=true and every property: one batch
+        read per 100 such records, nothing when there are none (the usual case)."""
+        if not listed:
+            return []
+        lastmod = lastmod_property(sc.collection)
+        listed_mod = {int(r["id"]): (r.get("properties") or {}).get(lastmod) for r in listed}
+        stale: list[int] = []
+        for object_id, archived, stored in Record.objects.filter(
+            source_id=self.source.pk, collection=sc.collection, object_id__in=list(listed_mod)
+        ).values_list("object_id", "archived", f"properties__{lastmod}"):
+            if not archived or (listed_mod[object_id] is not None and stored != listed_mod[object_id]):
+                stale.append(object_id)
+        if not stale:
+            return []
+        names = self.names.get(sc.collection) or ["hs_object_id", lastmod]
+        records = self.client.batch_read(sc.collection, [str(i) for i in sorted(stale)], names, archived=True)
+        # Only records still archived under their own id (one restored or merged meanwhile is read as such later).
+        wanted = set(stale)
+        return [r for r in records if r.get("archived", True) and int(r["id"]) in wanted]
+
+    def write_final(self, sc: SourceCollection, records: list[dict]) -> int:
+        """Write archived records with their final values (new hash, new change_seq, a history row), HubSpot's
+        archivedAt as their updated_at, and Record.archived_update when those values differ from the last live
+        ones. Rows newly archived count as archived, archived rows whose values were old count as updated. Inside
+        the caller's transaction. Returns the rows changed."""
+        if not records:
+            return 0
+        old = {
+            object_id: (props, archived, updated, digest, flagged)
+            for object_id, props, archived, updated, digest, flagged in Record.objects.filter(
+                source_id=self.source.pk, collection=sc.collection, object_id__in=[int(r["id"]) for r in records]
+            ).values_list("object_id", "properties", "archived", "updated_at", "content_hash", "archived_update")
+        }
+        lastmod = lastmod_property(sc.collection)
+        new: dict[int, tuple] = {}
+        updates: set[int] = set()  # values the mirror never had live (archiving alone moves the last-modified date)
+        for r in records:
+            object_id = int(r["id"])
+            if object_id not in old:
+                continue
+            props = {k: v for k, v in (r.get("properties") or {}).items() if v is not None}
+            text = properties_json(props)
+            digest = content_hash(text, True)
+            if digest == old[object_id][3]:
+                continue
+            at = _parse_dt(r.get("archivedAt") or r.get("updatedAt")) or old[object_id][2]
+            created = _parse_dt(r.get("createdAt"))
+            new[object_id] = (props, text, created, at, digest)
+            if _without(props, lastmod) != _without(old[object_id][0], lastmod) or old[object_id][4]:
+                updates.add(object_id)
+        if not new:
+            return 0
+        created_at = dict(
+            Record.objects.filter(
+                source_id=self.source.pk, collection=sc.collection, object_id__in=list(new)
+            ).values_list("object_id", "created_at")
+        )
+        top = self.allocate(len(new))
+        seq = top - len(new)
+        values, changes = [], []
+        for object_id in sorted(new):
+            props, text, created, at, digest = new[object_id]
+            seq += 1
+            values.append((object_id, text, created or created_at.get(object_id), at, True, digest, seq))
+            changes.append((object_id, seq, props, True, at))
+        self.upsert(sc.collection, values, archived_update=updates)
+        if history.enabled():
+            # An archive alone moves the last-modified date: its history entry is the archive, no property change.
+            before = {
+                oid: (
+                    old[oid][0] if oid in updates or lastmod not in new[oid][0]
+                    else {**old[oid][0], lastmod: new[oid][0][lastmod]},
+                    old[oid][1], old[oid][2],
+                )
+                for oid in new
+            }
+            history.write(history.changes_for_page(
+                source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=before, new=changes,
+            ))
+        counts = self.counts[sc.collection]
+        newly = sum(1 for oid in new if not old[oid][1])
+        counts["archived"] += newly
+        # Archived rows that held old values: updated, unless this run archived them a moment ago (counted then).
+        counts["updated"] += sum(
+            1 for oid in new if old[oid][1] and (sc.collection, oid) not in self.archived_now
+        )
+        self.changed_collections.add(sc.collection)
+        return len(new)
 
     def commit_gone(self, sc: SourceCollection, gone: Gone) -> None:
         with transaction.atomic():
@@ -813,6 +977,8 @@ class _Engine:
                 source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
                 old={oid: (props, False, updated) for oid, props, _created, updated in rows}, new=changes,
             ))
+        # Counted here; the archived scan reads their final values.
+        self.archived_now.update((sc.collection, oid) for oid, *_rest in rows)
         self.counts[sc.collection]["archived"] += len(rows)
         self.changed_collections.add(sc.collection)
         return len(rows)
@@ -836,11 +1002,48 @@ class _Engine:
         self.counts[sc.collection]["deleted"] += deleted
         return deleted
 
+    def remove_merged(self, sc: SourceCollection, merged: dict[int, int]) -> int:
+        """Take ids HubSpot merged into another record out of the mirror, and record each merge (MergedRecord).
+
+        The merged record is a record of its own (a new id, or the primary's), read and delivered like any other;
+        the merged-away ids will never be listed again, so their rows would otherwise stay live for good. Unlike a
+        deletion, their history and the last payloads kept on their delivery states stay (nothing asked to erase
+        them; the record debugger shows them with the merge). Inside the caller's transaction."""
+        if not merged:
+            return 0
+        held = list(
+            Record.objects.filter(
+                source_id=self.source.pk, collection=sc.collection, object_id__in=list(merged)
+            ).values_list("object_id", flat=True)
+        )
+        if not held:
+            return 0
+        now = timezone.now()
+        for object_id in held:
+            MergedRecord.objects.update_or_create(
+                source_id=self.source.pk, collection=sc.collection, object_id=object_id,
+                defaults={"merged_into": merged[object_id], "merged_at": now, "run_id": self.run_row.pk},
+            )
+        slots = ", ".join(["%s"] * len(held))
+        with connection.cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {Record._meta.db_table} WHERE source_id = %s AND collection = %s "
+                f"AND object_id IN ({slots})",
+                [self.source.pk, sc.collection, *held],
+            )
+        hooks.records_merged.send(source_id=self.source.pk, collection=sc.collection, object_ids=held)
+        counts = self.counts[sc.collection]
+        counts["merged"] = counts.get("merged", 0) + len(held)
+        logger.info("sync run %s: %s: %s records merged into others in HubSpot removed from the mirror",
+                    self.run_row.pk, sc.collection, len(held))
+        return len(held)
+
     def apply_gone(self, sc: SourceCollection, gone: Gone) -> None:
         """A deletion check's outcome, inside the caller's (page) transaction."""
         if gone.note:
             self.add_note(sc, gone.note)
         self.mark_archived(sc, gone.archived)
+        self.remove_merged(sc, gone.merged)
         if gone.deleted:
             n = self.delete_records(sc, gone.deleted)
             logger.debug("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
@@ -854,25 +1057,26 @@ class _Engine:
         ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
         return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
 
-    def upsert(self, collection: str, values: list[tuple]) -> None:
+    def upsert(self, collection: str, values: list[tuple], archived_update: set[int] = frozenset()) -> None:
         """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike).
 
         Raw SQL because the ORM's bulk_create spends more time preparing 100 x 10 values than the database
         spends writing them, and it would serialise the properties a second time (we already hold the JSON
-        we hashed). values: (object_id, properties_json, created_at, updated_at, archived, hash, change_seq)."""
+        we hashed). values: (object_id, properties_json, created_at, updated_at, archived, hash, change_seq);
+        `archived_update`: the ids whose row gets Record.archived_update (every other row is written without it)."""
         ops = connection.ops
         json_slot = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-        row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s)"
+        row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s, %s)"
         now = ops.adapt_datetimefield_value(timezone.now())
         params: list = []
         for object_id, text, created, updated, archived, digest, seq in values:
             params += [
                 self.source.pk, collection, object_id, text, ops.adapt_datetimefield_value(created),
-                ops.adapt_datetimefield_value(updated), archived, digest, seq, now,
+                ops.adapt_datetimefield_value(updated), archived, object_id in archived_update, digest, seq, now,
             ]
         table = Record._meta.db_table
-        columns = "source_id, collection, object_id, properties, created_at, updated_at, archived, content_hash, " \
-                  "change_seq, synced_at"
+        columns = "source_id, collection, object_id, properties, created_at, updated_at, archived, archived_update, " \
+                  "content_hash, change_seq, synced_at"
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(values))} "
@@ -886,6 +1090,10 @@ class _Engine:
     ) -> None:
         rows: dict[int, tuple] = {}
         parsed: dict[int, dict] = {}  # the properties as dicts, for the record history
+        results = list(results)
+        merged = merged_away(results)
+        if merged:
+            merged = {old: new for old, new in merged.items() if old not in {int(r["id"]) for r in results}}
         for r in results:
             props = {k: v for k, v in (r.get("properties") or {}).items() if v is not None}
             archived = bool(r.get("archived", False))
@@ -943,6 +1151,9 @@ class _Engine:
                         source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=previous,
                         new=[(v[0], v[6], parsed[v[0]], v[4], v[3]) for v in values if v[0] in previous],
                     ))
+            if merged:
+                # Ids the page's records replaced (HubSpot merges): same transaction as the merged records.
+                self.remove_merged(sc, merged)
             if gone:
                 # Ids outside this page's rows (the deletion check): same transaction, same fence.
                 self.apply_gone(sc, gone)

@@ -612,6 +612,22 @@ class HubSpotClient:
                 record.setdefault("properties", {}).update(extra.get(str(record["id"]), {}))
         return page
 
+    def read_record(
+        self, collection: str, object_id: str, properties: list[str], *, archived: bool = False
+    ) -> dict | None:
+        """One record by id, None when HubSpot does not find it. The answer may carry another id than the one
+        asked for: HubSpot answers a read of an id merged into another record with that record."""
+        path = f"/crm/v3/objects/{quote(collection)}/{quote(str(object_id), safe='')}"
+        params = [("archived", "true")] if archived else []
+        if properties:
+            params.append(("properties", ",".join(properties)))
+        try:
+            return self.request("GET", path, query=urlencode(params, safe=",", quote_via=quote))
+        except NotFound as exc:
+            if exc.category != "OBJECT_NOT_FOUND":
+                raise
+            return None
+
     def batch_read(
         self, collection: str, ids: list[str], properties: list[str], *, archived: bool = False
     ) -> list[dict]:

@@ -97,6 +97,11 @@ class Record(models.Model):
     created_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(null=True, blank=True)
     archived = models.BooleanField(default=False)
+    # Archived with values the mirror never had while the record was live: HubSpot's final values, read at the
+    # archive, differ from the last live ones (an update made just before the archive, which no incremental read
+    # sees). "Do nothing" mappings still send those to a profile they delivered the record to, once. A database
+    # default: rows written by raw SQL without the column are plain rows.
+    archived_update = models.BooleanField(default=False, db_default=False)
     content_hash = models.CharField(max_length=64)
     change_seq = models.BigIntegerField()
     synced_at = models.DateTimeField(default=timezone.now)
@@ -134,7 +139,8 @@ class SyncRun(RunBase):
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     worker = models.CharField(max_length=200, blank=True)
     # {collection: {"read": n, "new": n, "updated": n, "unchanged": n, "archived": n, "deleted": n, "error": "...",
-    #  "notes": ["..."] (optional: e.g. why a full read's check for deleted records stopped)}}
+    #  "notes": ["..."] (optional: e.g. why a full read's check for deleted records stopped),
+    #  "merged": n (optional: ids HubSpot merged into another record, removed from the mirror)}}
     counts = models.JSONField(default=dict, blank=True)
     api_calls = models.IntegerField(default=0)
     retries = models.IntegerField(default=0)
@@ -227,3 +233,27 @@ class RecordChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection}/{self.object_id} #{self.change_seq}"
+
+
+class MergedRecord(models.Model):
+    """A record HubSpot merged into another one (a merge of two contacts or companies): its id now answers with
+    the merged record, under that record's id, and appears in no list. The extraction engine writes one row per
+    merged-away id it finds (the merged record's `hs_merged_object_ids`, or a read of the id answered under
+    another id) and removes that id's mirror row; the record debugger reads it to say what became of the id."""
+
+    workspace_path = "source__workspace"
+
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="merged_records", db_index=False)
+    collection = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()
+    merged_into = models.BigIntegerField()
+    merged_at = models.DateTimeField(default=timezone.now)  # when a sync found it (HubSpot does not say when)
+    run_id = models.BigIntegerField(null=True, blank=True)  # the sync run that found it (a plain id, as above)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_merged_record")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection}/{self.object_id} -> {self.merged_into}"

@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import data, records, state
 from .models import AuthCode, Knobs, Portal, RefreshToken
-from .mutate import purge_records
+from .mutate import MutationError, merge_records, purge_records
 from .portals import get_portal
 from .realism import (
     GENERAL,
@@ -287,8 +287,9 @@ def objects_batch_read(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> Htt
     seen: set[int] = set()
     for raw, oid in zip(raw_ids, ids, strict=True):
         if oid is not None and oid in found:
-            if oid not in seen:
-                seen.add(oid)
+            record_id = int(found[oid]["id"])  # an id merged away answers under the merged record's id
+            if record_id not in seen:
+                seen.add(record_id)
                 results.append(found[oid])
         else:
             missing.append(raw)
@@ -332,6 +333,29 @@ def objects_gdpr_delete(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> Ht
     if oid is None or not purge_records(portal=ctx.portal, collection=otype.name, ids=[oid]):
         return error_response(404, "OBJECT_NOT_FOUND", "resource not found")
     return HttpResponse(status=204)
+
+
+@api_view(scopes=object_write_scopes, methods=("POST",))
+def objects_merge(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpResponse:
+    """POST /crm/v3/objects/{type}/merge {"primaryObjectId", "objectIdToMerge"} -> the merged record (200).
+
+    Contacts and companies merge into a record with a new id (HubSpot's current behaviour); both old ids then
+    answer reads with it, under its id, and appear in no list. See mutate.merge_records."""
+    body, failure = _json_body(request)
+    if failure:
+        return failure
+    primary = _parse_id(str(body.get("primaryObjectId") or "").strip())
+    other = _parse_id(str(body.get("objectIdToMerge") or "").strip())
+    if primary is None or other is None:
+        return error_response(400, "VALIDATION_ERROR", "Invalid input JSON: 'primaryObjectId' and 'objectIdToMerge' "
+                                                       "are required")
+    try:
+        winner = merge_records(portal=ctx.portal, collection=otype.name, primary_id=primary, merged_id=other)
+    except MutationError as exc:
+        return error_response(400, "VALIDATION_ERROR", str(exc))
+    td = data.type_data(ctx.portal, otype)
+    wanted = records.wanted_properties(td, None)
+    return json_response(records.read_many(td, [winner], wanted, False)[winner])
 
 
 @api_view(scopes=object_scopes, search=True, methods=("POST",))

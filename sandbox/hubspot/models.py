@@ -70,6 +70,8 @@ class CustomProperty(models.Model):
 class RecordChange(models.Model):
     """The overlay on generated data: a created record (index is NULL), or an edited / archived generated one.
 
+    A record merged into another one is a purged row with `merged_into` set (see records.read_many).
+
     A purged record (HubSpot's "permanently delete", a GDPR delete, or an archived record past HubSpot's 90-day
     recycle bin) keeps its row as a tombstone: `purged` set and its properties emptied. The row must stay,
     because a generated record has no other storage: without it the generator would bring the record back. Every
@@ -86,6 +88,9 @@ class RecordChange(models.Model):
     archived_ms = models.BigIntegerField(null=True, blank=True)
     purged = models.BooleanField(default=False)
     purged_ms = models.BigIntegerField(null=True, blank=True)
+    # Merged away into this record (HubSpot's merge): the row is also `purged` (no list, archived list or search
+    # shows it), but reads of this id answer with the record it was merged into, under that record's id.
+    merged_into = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Max, Q
 
-from . import data, state
+from . import data, records, state
 from .models import CustomProperty, Portal, RecordChange
 from .schema import OBJECT_TYPES, ObjectType, resolve_type
 
@@ -204,6 +204,91 @@ def purge_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int
             RecordChange.objects.bulk_update(changed, ["properties", "purged", "purged_ms", "updated_ms"],
                                              batch_size=BATCH)
     return gone
+
+
+def _live_change(td: data.TypeData, qs, oid: int, stamp: int) -> RecordChange:
+    """The change row of live record `oid` (a new, unsaved one for an untouched generated record)."""
+    ch = qs.select_for_update().filter(object_id=oid).first()
+    if ch is not None:
+        if ch.purged or ch.archived or not records.valid_change(td, ch):
+            raise MutationError(f"{td.otype.singular} {oid} is not live (archived, merged or deleted)")
+        return ch
+    i = data.index_for_id(oid)
+    if i is None or i >= td.size or oid >= data.CREATED_ID_BASE:
+        raise MutationError(f"no {td.otype.singular} with id {oid}")
+    return RecordChange(portal_id=td.hub_id, object_type=td.otype.name, object_id=oid, index=i, properties={},
+                        created_ms=td.created_ms(i), updated_ms=stamp)
+
+
+def archive_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int | None = None) -> list[int]:
+    """Archive given live records (HubSpot's "delete": the recycle bin, restorable for 90 days)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    stamp = at_ms if at_ms is not None else data.now_ms()
+    qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
+    done: list[int] = []
+    with transaction.atomic():
+        for oid in dict.fromkeys(int(i) for i in ids):
+            ch = _live_change(td, qs, oid, stamp)
+            ch.archived = True
+            ch.archived_ms = stamp
+            ch.updated_ms = stamp
+            ch.save()
+            done.append(oid)
+    return done
+
+
+def merge_records(*, portal: Portal, collection: str, primary_id: int, merged_id: int, keep_id: bool = False,
+                  at_ms: int | None = None) -> int:
+    """HubSpot's merge of two live records; returns the id of the merged record.
+
+    Contacts and companies merge into a record with a **new id** (HubSpot's behaviour since its 2024 change;
+    `keep_id` gives the older behaviour: the primary's id is kept). The merged record has the primary's values,
+    the other record's values where the primary has none, and `hs_merged_object_ids` (`;`-separated) naming
+    the ids merged into it (earlier merges included). The ids merged away appear in no list, archived list or
+    search; a read of one answers with the merged record under its id (records.read_many)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    stamp = at_ms if at_ms is not None else data.now_ms()
+    if int(primary_id) == int(merged_id):
+        raise MutationError("a record cannot be merged with itself")
+    qs = RecordChange.objects.filter(portal=portal, object_type=otype.name)
+    with transaction.atomic():
+        primary = _live_change(td, qs, int(primary_id), stamp)
+        other = _live_change(td, qs, int(merged_id), stamp)
+        values = {}
+        computed = ("hs_object_id", "createdate", otype.modified_prop, records.MERGED_IDS)
+        full_other = records.change_full_properties(td, other)
+        full_primary = records.change_full_properties(td, primary)
+        for name in td.props:
+            if name in computed:
+                continue
+            mine = full_primary.get(name)
+            values[name] = mine if mine not in (None, "") else full_other.get(name)
+        earlier = [x for full in (full_primary, full_other) for x in (full.get(records.MERGED_IDS) or "").split(";")
+                   if x]
+        if keep_id:
+            winner = primary
+            merged_ids = [*earlier, str(other.object_id)]
+        else:
+            top = qs.filter(index__isnull=True).aggregate(m=Max("object_id"))["m"] or data.CREATED_ID_BASE
+            winner = RecordChange(portal=portal, object_type=otype.name, object_id=top + 1, index=None,
+                                  created_ms=min(primary.created_ms, other.created_ms), updated_ms=stamp)
+            merged_ids = [*earlier, str(primary.object_id), str(other.object_id)]
+        values[records.MERGED_IDS] = ";".join(dict.fromkeys(merged_ids))
+        winner.properties = values
+        winner.updated_ms = stamp
+        winner.save()
+        for ch in (primary, other):
+            if ch is winner:
+                continue
+            ch.properties = {}
+            ch.purged = True
+            ch.purged_ms = stamp
+            ch.merged_into = winner.object_id
+            ch.updated_ms = stamp
+            ch.save()
+    return winner.object_id
 
 
 def _pick_visible(td: data.TypeData, qs, rng: random.Random, count: int) -> list[tuple[int, int | None]]:

@@ -35,6 +35,10 @@ from .data import (
 from .models import RecordChange
 
 ALWAYS = ("createdate", "hs_object_id")  # HubSpot adds these (and the last-modified property) to every response
+# HubSpot's "Merged ... IDs" (`;`-separated ids merged into the record). The sandbox serves it on contacts and
+# companies when it is asked for by name, and leaves it out of the property list (see the README).
+MERGED_IDS = "hs_merged_object_ids"
+MERGEABLE = ("contacts", "companies")
 
 
 class SearchError(Exception):
@@ -50,7 +54,8 @@ def wanted_properties(td: TypeData, requested: list[str] | None) -> tuple[str, .
     out: list[str] = []
     seen: set[str] = set()
     for name in (*names, *ALWAYS, td.otype.modified_prop):
-        if name in td.props and name not in seen:
+        known = name in td.props or (name == MERGED_IDS and td.otype.name in MERGEABLE)
+        if known and name not in seen:
             seen.add(name)
             out.append(name)
     return tuple(out)
@@ -75,7 +80,7 @@ def change_full_properties(td: TypeData, ch: RecordChange) -> dict[str, Any]:
         props["hs_object_id"] = str(ch.object_id)
         props["createdate"] = iso(ch.created_ms)
     for name, value in (ch.properties or {}).items():
-        if name in td.props:
+        if name in td.props or name == MERGED_IDS:
             props[name] = value
     props[td.otype.modified_prop] = iso(ch.updated_ms)
     return props
@@ -125,7 +130,7 @@ def valid_change(td: TypeData, ch: RecordChange) -> bool:
 
 
 def exists(td: TypeData, object_id: int) -> bool:
-    """Whether a record with this id exists (live or archived; a purged one does not)."""
+    """Whether a record with this id exists (live or archived; a purged or merged-away one does not)."""
     ch = _changes(td).filter(object_id=object_id).first()
     if ch is not None and valid_change(td, ch):
         return not ch.purged
@@ -180,13 +185,18 @@ def dumps(obj: Any) -> bytes:
 
 # --- single and batch read ------------------------------------------------------------------------------------
 def read_many(td: TypeData, ids: list[int], wanted: tuple[str, ...], archived: bool) -> dict[int, dict]:
-    """Records by id (only archived ones when archived=True); missing and purged ids are absent from the result."""
+    """Records by id (only archived ones when archived=True); missing and purged ids are absent from the result.
+
+    An id merged into another record answers with that record, under its own (new) id, as HubSpot does: the
+    result maps the id asked for to the record it resolves to."""
     changes = {ch.object_id: ch for ch in _changes(td).filter(object_id__in=ids)} if ids else {}
     found: dict[int, dict] = {}
     for oid in ids:
         ch = changes.get(oid)
         if ch is not None and valid_change(td, ch):
-            if ch.archived == archived and not ch.purged:
+            if ch.merged_into is not None:
+                ch = merge_target(td, ch)
+            if ch is not None and ch.archived == archived and not ch.purged:
                 found[oid] = change_record(td, ch, wanted)
             continue
         if archived:
@@ -195,6 +205,18 @@ def read_many(td: TypeData, ids: list[int], wanted: tuple[str, ...], archived: b
         if i is not None and i < td.size:
             found[oid] = generated_record(td, i, wanted)
     return found
+
+
+def merge_target(td: TypeData, ch: RecordChange) -> RecordChange | None:
+    """The record a merged-away row resolves to (following merges of merged records), or None if it is gone."""
+    for _hop in range(100):
+        if ch.merged_into is None:
+            return ch
+        nxt = _changes(td).filter(object_id=ch.merged_into).first()
+        if nxt is None:
+            return None
+        ch = nxt
+    return None
 
 
 def find_by_email(td: TypeData, email: str) -> int | None:

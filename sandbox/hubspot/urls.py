@@ -31,6 +31,7 @@ urlpatterns = [
     re_path(rf"^crm/v3/objects/{OT}/search/?$", api.objects_search, name="objects_search"),
     re_path(rf"^crm/v3/objects/{OT}/batch/read/?$", api.objects_batch_read, name="objects_batch_read"),
     re_path(rf"^crm/v3/objects/{OT}/gdpr-delete/?$", api.objects_gdpr_delete, name="objects_gdpr_delete"),
+    re_path(rf"^crm/v3/objects/{OT}/merge/?$", api.objects_merge, name="objects_merge"),
     re_path(rf"^crm/v3/objects/{OT}/(?P<object_id>[^/]+)/?$", api.object_read, name="object_read"),
     re_path(rf"^crm/v3/properties/{OT}/?$", api.properties_list, name="properties_list"),
     re_path(rf"^crm/v3/properties/{OT}/groups/?$", api.property_groups, name="property_groups"),

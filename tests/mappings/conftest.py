@@ -310,3 +310,105 @@ def hub(hubspot_sandbox, segment_sandbox, settings):
 @pytest.fixture
 def segment(segment_sandbox):
     return segment_sandbox.with_workspace("Reconcile")
+
+
+class OrderedSegment:
+    """A Segment double at the HTTP boundary that keeps the order in which it applies messages, as Segment's
+    profile store does (the last message applied wins, whatever its timestamp: the sandbox folds in timestamp
+    order, which would hide a late older message). It deduplicates by messageId, and can be slow (`latency`,
+    seconds: a (low, high) range), refuse a request before applying it (`fail_rate`: 503), or apply a batch and
+    then lose the answer (`lose`: "drop" closes the connection without a word, "503" answers a 5xx, "timeout"
+    answers after the client gave up)."""
+
+    def __init__(self, seed: int = 2026) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.latency: tuple[float, float] = (0.0, 0.0)
+        self.fail_rate = 0.0
+        self.lose: str | None = None
+        # Called with each request's messages as it arrives (before anything is applied), in the server's thread:
+        # a test commits HubSpot changes there, at a moment the delivery is known to be in full swing.
+        self.on_request: Any = None
+        self.lose_delay = 0.5  # for "timeout": longer than the client's SEGMENT_TIMEOUT in the test
+        self.applied: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+        self.requests = 0
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                import time
+
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if stub.on_request is not None:
+                    stub.on_request(body["batch"])
+                with stub.lock:
+                    stub.requests += 1
+                    delay = stub.rng.uniform(*stub.latency)
+                    fails = stub.rng.random() < stub.fail_rate
+                    lose = stub.lose
+                time.sleep(delay)
+                if fails:
+                    return self._answer(503, {"code": "unavailable"})
+                with stub.lock:
+                    for message in body["batch"]:
+                        if message["messageId"] not in stub.seen:
+                            stub.seen.add(message["messageId"])
+                            stub.applied.append(message)
+                if lose == "drop":
+                    return  # http.server closes the connection: the client sees it reset without an answer
+                if lose == "503":
+                    return self._answer(503, {"code": "unavailable"})
+                if lose == "timeout":
+                    time.sleep(stub.lose_delay)
+                self._answer(200, {"success": True})
+
+            def _answer(self, status: int, answer: dict[str, Any]) -> None:
+                data = json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timeout)
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def last_applied(self) -> dict[str, dict[str, Any]]:
+        """{userId: the last message applied for it}."""
+        with self.lock:
+            return {m["userId"]: m for m in self.applied}
+
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        """{userId: traits}, folded in order of application."""
+        profiles: dict[str, dict[str, Any]] = {}
+        with self.lock:
+            for message in self.applied:
+                profiles.setdefault(message["userId"], {}).update(message.get("traits") or {})
+        return profiles
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def ordered_segment(settings):
+    """An OrderedSegment that the mapping's sandbox-region space posts to, with fast retries."""
+    settings.SEGMENT_BACKOFF_BASE = 0.001
+    settings.SEGMENT_BACKOFF_CAP = 0.01
+    stub = OrderedSegment()
+    settings.BASE_URL = stub.url
+    yield stub
+    stub.close()

@@ -12,7 +12,7 @@ from mappings.models import DeliveryRun, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SyncRun
 from sources.runs import create_run
-from tests.sources.extract_helpers import make_source, sandbox_truth
+from tests.sources.extract_helpers import make_source, sandbox_archived, sandbox_truth
 
 PORTAL = 3301
 
@@ -48,6 +48,36 @@ def make_mapping(source: Source, write_key: str, *, user_id: str = "email") -> M
         options={"empty_values": "null"},
         enabled=True,
     )
+
+
+COMPANY_TRAITS = [["name", "name"], ["domain", "domain"], ["description", "description"], ["id", "hubspot_id"]]
+
+
+def make_group_mapping(source: Source, write_key: str) -> Mapping:
+    """Companies to Segment accounts: groupId and anonymousId from the record id."""
+    destination = Destination.objects.create(workspace=source.workspace, name="Segment accounts")
+    space = ProfileSpace.objects.create(destination=destination, name="Accounts", write_key=write_key, region="sandbox")
+    model = DataModel.objects.create(
+        source=source, collection="companies", name="Companies", columns=["name", "domain", "description"]
+    )
+    return Mapping.objects.create(
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        action="group",
+        identifiers={"user_id": None, "anonymous_id": "id", "group_id": "id"},
+        traits=COMPANY_TRAITS,
+        options={"empty_values": "null"},
+        enabled=True,
+    )
+
+
+def set_archived_option(mapping: Mapping, behaviour: str, trait: str = "hubspot_archived") -> None:
+    """What the editor saves for "When a record is archived in HubSpot"."""
+    mapping.archived_behaviour = behaviour
+    if behaviour == Mapping.ArchivedBehaviour.TRAIT:
+        mapping.archived_trait = trait
+    mapping.save(update_fields=["archived_behaviour", "archived_trait"])
 
 
 def setup_pipeline(workspace, hub, segment, contacts: int, **mapping_kwargs):
@@ -118,14 +148,19 @@ def expected_traits(object_id: int, props: dict[str, Any]) -> dict[str, Any]:
 
 class Oracle:
     """What the Segment sandbox must hold. Profiles are keyed by user id and never removed (Segment keeps a
-    profile whose record was archived or changed its email), so the expectation accumulates: after each sync,
-    every live record with a user id sets its profile's traits to what the mapping defines for it now."""
+    profile whose record was archived, merged into another or changed its email), so the expectation
+    accumulates: after each sync, every live record with a user id sets its profile's traits to what the mapping
+    defines for it now, and so does every archived record whose profile was made before (with "Do nothing", the
+    values it was archived with: an update made just before the archive still reaches the profile). A record
+    merged into another is in no list: its profile stays as it was; the merged record is a live record of its
+    own."""
 
     def __init__(self, hub, portal: int, user_id: str = "email") -> None:
         self.hub = hub
         self.portal = portal
         self.user_id = user_id
         self.profiles: dict[str, dict[str, Any]] = {}
+        self.delivered: set[int] = set()  # records that made a profile
 
     def user_id_of(self, object_id: int, props: dict[str, Any]) -> str | None:
         if self.user_id == "id":
@@ -136,6 +171,10 @@ class Oracle:
     def after_sync(self, *, skip: set[int] = frozenset()) -> dict[str, dict[str, Any]]:
         """Update the expectation from the sandbox's current data (`skip`: records that must be rejected)."""
         live, _archived = sandbox_truth(self.hub, self.portal, "contacts")
+        for object_id, props in sorted(sandbox_archived(self.hub, self.portal, "contacts").items()):
+            uid = self.user_id_of(object_id, props)
+            if object_id in self.delivered and uid is not None and object_id not in skip:
+                self.profiles[uid] = expected_traits(object_id, props)
         seen: dict[str, int] = {}
         for object_id, props in sorted(live.items()):
             uid = self.user_id_of(object_id, props)
@@ -144,7 +183,32 @@ class Oracle:
             assert uid not in seen, f"two live records share user id {uid!r}: {seen[uid]} and {object_id}"
             seen[uid] = object_id
             self.profiles[uid] = expected_traits(object_id, props)
+            self.delivered.add(object_id)
         return self.profiles
+
+
+def update_then_archive(hub, portal: int, rng, n: int) -> list[int]:
+    """`n` live contacts changed in HubSpot and archived before the next sync sees the change."""
+    from tests.sources.extract_helpers import archive
+
+    live, _archived = sandbox_truth(hub, portal, "contacts")
+    ids = rng.sample(sorted(live), min(n, len(live)))
+    for object_id in ids:
+        hub.set_properties(object_id, {"firstname": f"Last{rng.randint(0, 999)}"}, portal=portal)
+    archive(hub, ids, hub_id=portal)
+    return ids
+
+
+def merge_pairs(hub, portal: int, rng, n: int) -> list[int]:
+    """`n` merges of two live contacts (a new id each, sometimes the primary's); the merged records' ids."""
+    from tests.sources.extract_helpers import merge
+
+    live, _archived = sandbox_truth(hub, portal, "contacts")
+    picked = rng.sample(sorted(live), min(2 * n, len(live) - len(live) % 2))
+    return [
+        merge(hub, picked[k], picked[k + 1], hub_id=portal, keep_id=rng.random() < 0.3)
+        for k in range(0, len(picked) - 1, 2)
+    ]
 
 
 def inbox_total(segment) -> int:

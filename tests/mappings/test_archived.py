@@ -561,3 +561,35 @@ def test_debugger_explains_archived_records_under_both_options(owner_client, san
     assert "Delivered to Sandbox space" in page
     assert "Nothing will be resent: the profile already holds everything this message sets" in page
     assert f"It carried {TRAIT} = false from when the mapping set that trait; the profile keeps it." in page
+
+
+def test_do_nothing_still_sends_the_values_a_delivered_record_was_archived_with_once(
+    owner_client, sandbox_base, mirror, mapping
+):
+    """A record changed in HubSpot just before its archive: the sync writes it archived with those values; with
+    "Do nothing" they reach its profile once (no trait), and nothing is sent for it after that."""
+    props = fill(mirror, [1, 2, 3])
+    deliver(mapping_id=mapping.pk)
+    from sources.models import Record
+
+    final = {**props[2], "firstname": "Changed before the archive"}
+    mirror.put(2, final, archived=True)
+    mirror.put(3, props[3], archived=True)  # archived unchanged: nothing to send
+    mirror.put(4, contact_props(4), archived=True)  # archived before any delivery: no profile
+    # What the extraction engine writes for 2 and 4: HubSpot's final values, which the mirror never had live.
+    Record.objects.filter(source=mirror.source, object_id__in=[2, 4]).update(archived_update=True)
+
+    page = debugger(owner_client, mirror, 2)
+    assert "it was changed just before the archive and its profile does not have those values yet" in page
+
+    run = deliver(mapping_id=mapping.pk)
+
+    assert counts(run) == {"considered": 3, "sent": 1, "unchanged": 0, "rejected": 0, "archived": 2, "archived_sent": 0}
+    assert profiles_by_user(sandbox_base)["user2@example.com"] == expected_traits(final, 2)
+    assert set(profiles_by_user(sandbox_base)) == {f"user{i}@example.com" for i in (1, 2, 3)}
+    assert all(TRAIT not in m["payload"].get("traits", {}) for m in sandbox_base.messages())
+    Mapping.objects.filter(pk=mapping.pk).update(watermark=0)
+    again = deliver(mapping_id=mapping.pk)
+    assert (again.sent, again.archived) == (0, 3)
+    page = debugger(owner_client, mirror, 2)
+    assert "this mapping does nothing for archived records" in page and "Would send now: nothing" in page

@@ -700,3 +700,261 @@ def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeyp
     run = deliver(mapping_id=mapping.pk)
     assert run.sent == 4
     assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+
+
+# --- outcomes Segment never confirmed, and the order in which a record's messages land ---------------------------
+
+
+@pytest.mark.parametrize("lose", ["drop", "503", "timeout"])
+def test_a_batch_whose_answers_are_all_lost_is_resent_when_the_record_goes_back(
+    settings, mirror, mapping, ordered_segment, lose
+):
+    """Segment applies B, but every answer to the batch is lost (connection reset, a 5xx sent after the body went
+    out, a timeout): the run cannot know whether B reached the profile. When the record then goes back to A
+    (the delivered hash), the next run must resend A, or the profile keeps B for good."""
+    settings.SEGMENT_MAX_ATTEMPTS = 3
+    settings.SEGMENT_TIMEOUT = 0.2
+    props = fill(mirror, 4)
+    assert deliver(mapping_id=mapping.pk).status == DeliveryRun.Status.SUCCEEDED  # every profile at A
+    mirror.put(1, {**props[1], "firstname": "B"})
+
+    ordered_segment.lose = lose
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.FAILED and run.failed == 1
+    assert run.unconfirmed == [1]
+    assert ordered_segment.profiles()[props[1]["email"]]["first_name"] == "B"  # applied all the same
+    state = DeliveryState.objects.get(mapping=mapping, object_id=1)
+    assert state.status == DeliveryState.Status.PENDING and "may have applied" in state.error
+
+    ordered_segment.lose = None
+    mirror.put(1, props[1])  # back to A in HubSpot
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert (run.considered, run.sent, run.unconfirmed) == (1, 1, None)
+    assert ordered_segment.profiles() == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+    assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
+
+
+def test_a_record_changing_back_and_forth_within_a_day_reaches_segment_every_time(sandbox_base, mirror, mapping):
+    """A → B → A → B within Segment's 24-hour deduplication window: each message needs an id Segment has not
+    seen for this record, or the second B is dropped as a duplicate and the profile stays on A."""
+    props = fill(mirror, 1)
+    deliver(mapping_id=mapping.pk)
+    for name in ("B", "First1", "B", "First1", "B"):
+        mirror.put(1, {**props[1], "firstname": name})
+        assert deliver(mapping_id=mapping.pk).sent == 1
+        assert profiles_by_user(sandbox_base)["user1@example.com"]["first_name"] == name
+    counts = sandbox_base.counts()
+    assert (counts["received"], counts["discarded"]) == (6, 0)
+    state = DeliveryState.objects.get(mapping=mapping, object_id=1)
+    assert state.delivered_message_id == state.message_id == sandbox_base.messages()[0]["payload"]["messageId"]
+
+
+def test_after_a_lost_answer_and_a_resend_the_next_change_is_not_dropped(settings, mirror, mapping, ordered_segment):
+    """A, then B whose answers are all lost (Segment applied it), then back to A (resent, see above), then B
+    again: that B must not carry the lost B's messageId, which Segment still remembers."""
+    settings.SEGMENT_MAX_ATTEMPTS = 2
+    props = fill(mirror, 1)
+    deliver(mapping_id=mapping.pk)
+    mirror.put(1, {**props[1], "firstname": "B"})
+    ordered_segment.lose = "drop"
+    deliver(mapping_id=mapping.pk)
+    ordered_segment.lose = None
+    mirror.put(1, props[1])
+    assert deliver(mapping_id=mapping.pk).sent == 1
+    mirror.put(1, {**props[1], "firstname": "B"})
+    assert deliver(mapping_id=mapping.pk).sent == 1
+    assert ordered_segment.profiles()["user1@example.com"]["first_name"] == "B"
+    assert len({m["messageId"] for m in ordered_segment.applied}) == len(ordered_segment.applied) == 4
+
+
+def test_a_record_changed_back_during_the_delivery_ends_on_its_current_values(
+    settings, monkeypatch, mirror, mapping, ordered_segment
+):
+    """The profile holds A; the delivery sends B; while Segment takes its time answering, the record goes back to
+    A in HubSpot and the still running scan reads it. A equals the delivered hash, but the profile is about to
+    hold B: A must be sent after B, or the profile keeps B and the record looks resolved for good."""
+    import time
+
+    from django.db import connections
+
+    settings.DELIVERY_MAX_IN_FLIGHT = 50  # the scan never waits for a free slot: it reads on while B is in flight
+    settings.DELIVERY_CHUNK_SIZE = 4  # and it reads in small steps, so it still reads when the change is committed
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 200)
+    deliver(mapping_id=mapping.pk)
+    mirror.put(1, {**props[1], "firstname": "B"})
+    for i in range(2, 201):
+        props[i] = {**props[i], "lastname": "Changed"}
+        mirror.put(i, props[i])
+    changed_back = threading.Event()
+
+    def change_back_while_answering(batch) -> None:
+        if not changed_back.is_set() and any(m["traits"]["first_name"] == "B" for m in batch):
+            changed_back.set()
+            try:
+                mirror.put(1, props[1])  # back to A
+            finally:
+                connections.close_all()
+            time.sleep(1.0)  # Segment answers slowly
+
+    ordered_segment.on_request = change_back_while_answering
+    run = deliver(mapping_id=mapping.pk)
+    assert changed_back.is_set() and run.status == DeliveryRun.Status.SUCCEEDED
+    assert run.considered == 201  # A was read during the run (after B, which was in flight)
+    assert ordered_segment.profiles()["user1@example.com"]["first_name"] == "First1"
+    assert deliver(mapping_id=mapping.pk).sent == 0
+
+
+def _payload_hash(builder, message) -> str:
+    """The payload hash of a message as Segment received it (the engine's hash leaves the per-send fields out)."""
+    content = {k: v for k, v in message.items() if k not in ("messageId", "context", "timestamp")}
+    return builder.digest(content)[1]
+
+
+def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under_retries_and_changes(
+    settings, monkeypatch, mirror, mapping, ordered_segment
+):
+    """A delivery keeps reading rows committed after it started, so one record can be in two of its batches,
+    and up to three batches are in flight, each retrying on its own. With slow, failing answers and records
+    changing during the delivery (some back to what the profile had before the run), an older batch's retry must
+    never land after the newer one, and a record changed back must not look unchanged while its changed version
+    lands: for every record, the last message Segment applied is the one whose hash the state records, and after
+    a clean run every profile equals the mirror."""
+    import random
+
+    from django.db import connections
+
+    from mappings.deliver import MessageBuilder
+    from tests.mappings.conftest import CONTACT_SCHEMA
+
+    settings.DELIVERY_MAX_IN_FLIGHT = 3
+    settings.DELIVERY_CHUNK_SIZE = 4
+    settings.SEGMENT_MAX_ATTEMPTS = 16
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    rng = random.Random(10)
+    props = fill(mirror, 40)
+    deliver(mapping_id=mapping.pk)
+    builder = MessageBuilder(mapping, CONTACT_SCHEMA)
+    ordered_segment.latency = (0.03, 0.12)
+    ordered_segment.fail_rate = 0.5
+    stale_rounds = []
+
+    emails = {p["email"]: i for i, p in props.items()}
+    changes = {"left": 0, "round": 0}
+    delivered_before: dict[int, dict] = {}  # each record's values when the round started
+    lock = threading.Lock()
+
+    def change_what_segment_receives(batch) -> None:
+        """HubSpot changes the records of a batch again while Segment is still answering it (committed from the
+        double's thread, so they land while the delivery is reading): their new versions go out in a later
+        batch of the same run while this one may still be retrying."""
+        try:
+            for message in batch:
+                with lock:
+                    if changes["left"] <= 0 or rng.random() < 0.3:
+                        continue
+                    changes["left"] -= 1
+                    i = emails[message["userId"]]
+                    if rng.random() < 0.3:
+                        props[i] = delivered_before[i]  # changed back: the payload the profile had before the run
+                    else:
+                        props[i] = {**props[i], "firstname": f"r{changes['round']}-{changes['left']}"}
+                    mirror.put(i, props[i])
+        finally:
+            connections.close_all()
+
+    ordered_segment.on_request = change_what_segment_receives
+    for round_no in range(12):
+        with lock:
+            changes.update(left=60, round=round_no)
+            delivered_before.update(props)
+        for i in rng.sample(range(1, len(props) + 1), 24):  # more than three batches: the scan waits for Segment
+            props[i] = {**props[i], "lastname": f"r{round_no}"}
+            mirror.put(i, props[i])
+        deliver(mapping_id=mapping.pk)
+        last = ordered_segment.last_applied()
+        stale = [
+            state.object_id
+            for state in DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.DELIVERED)
+            if _payload_hash(builder, last[props[state.object_id]["email"]]) != state.delivered_hash
+        ]
+        stale_rounds.append(len(stale))
+
+    ordered_segment.fail_rate = 0
+    ordered_segment.on_request = None
+    while deliver(mapping_id=mapping.pk).sent:
+        pass
+    profiles = ordered_segment.profiles()
+    stale_profiles = sum(profiles[p["email"]] != expected_traits(p, i) for i, p in props.items())
+    # Both figures at once: the records left on an older message per round, then the profiles that a clean run
+    # could no longer correct (their state recorded the newer hash).
+    assert (stale_rounds, stale_profiles) == ([0] * len(stale_rounds), 0)
+
+
+# --- identifier format -----------------------------------------------------------------------------------------
+
+
+def test_lower_cased_identifiers_keep_one_profile_when_hubspot_changes_the_capitals(sandbox_base, mirror, mapping):
+    """With "trim spaces and lower-case", a case-only change of the e-mail used as User ID is no change at all:
+    same userId, same `email` trait (it reads the identifier column, so it is written the same way), nothing
+    sent, no second profile."""
+    mapping.options = {"empty_values": "null", "identifier_format": "lower"}
+    mapping.save()
+    props = fill(mirror, 3)
+    mirror.put(1, {**props[1], "email": " User1@Example.com "})
+    assert deliver(mapping_id=mapping.pk).sent == 3
+    assert profiles_by_user(sandbox_base)["user1@example.com"]["email"] == "user1@example.com"
+
+    mirror.put(1, {**props[1], "email": "USER1@example.COM"})
+    run = deliver(mapping_id=mapping.pk)
+    assert (run.considered, run.sent, run.unchanged) == (1, 0, 1)
+    profiles = profiles_by_user(sandbox_base)
+    assert sorted(profiles) == [f"user{i}@example.com" for i in (1, 2, 3)]
+    assert profiles["user1@example.com"] == expected_traits(props[1], 1)
+
+
+@pytest.mark.parametrize(
+    ("identifier_format", "user_id", "email_trait"),
+    [
+        (None, "Ann@Example.com", " Ann@Example.com "),  # mappings made before the option: as they always were
+        ("trim_ids", "Ann@Example.com", " Ann@Example.com "),
+        ("trim", "Ann@Example.com", "Ann@Example.com"),
+        ("lower", "ann@example.com", "ann@example.com"),
+        ("as_is", " Ann@Example.com ", " Ann@Example.com "),
+    ],
+)
+def test_the_identifier_format_applies_to_the_identifiers_and_the_traits_reading_them(
+    mapping, identifier_format, user_id, email_trait
+):
+    from mappings.deliver import preview_message
+
+    before = mapping.config_hash()
+    if identifier_format is not None:
+        mapping.options = {**mapping.options, "identifier_format": identifier_format}
+    mapping.identifiers = {"user_id": "email", "anonymous_id": "lastname", "group_id": None}
+    message, error = preview_message(
+        mapping, object_id=7, properties=contact_props(7, email=" Ann@Example.com ", lastname=" Smith ")
+    )
+    assert error == ""
+    assert (message["userId"], message["traits"]["email"]) == (user_id, email_trait)
+    smith = {"as_is": " Smith ", "lower": "smith"}.get(identifier_format, "Smith")
+    assert message["anonymousId"] == smith
+    assert message["traits"]["last_name"] == (" Smith " if identifier_format in (None, "trim_ids") else smith)
+    if identifier_format is None:
+        mapping.identifiers = {"user_id": "email", "anonymous_id": None, "group_id": None}
+        assert mapping.config_hash() == before  # (nothing stored for the option: the hash it always had)
+
+
+def test_the_identifier_format_applies_to_group_ids(destination, space, source, mirror):
+    model = DataModel.objects.create(source=source, collection="companies", name="Companies", columns=["domain"])
+    group = Mapping.objects.create(
+        destination=destination, data_model=model, profile_space=space, action="group",
+        identifiers={"user_id": None, "anonymous_id": "id", "group_id": "domain"},
+        traits=[["domain", "website"]], options={"identifier_format": "lower"}, enabled=True,
+    )  # fmt: skip
+    from mappings.deliver import preview_message
+
+    message, _error = preview_message(group, object_id=5, properties={"domain": " Example.COM"})
+    assert (message["groupId"], message["anonymousId"]) == ("example.com", "5")
+    assert message["traits"] == {"website": "example.com"}

@@ -8,6 +8,7 @@ the rest is delivered. The engine and the deliveries run in this process, as `ma
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -18,7 +19,18 @@ from mappings.deliver import collections_behind, deliver
 from mappings.models import DeliveryRun, DeliveryState
 from sources.models import SyncRun
 from tests.mappings.conftest import profiles_by_user as profiles
-from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, setup_pipeline, sync_and_deliver
+from tests.mappings.reconcile_helpers import (
+    PORTAL,
+    Oracle,
+    inbox_total,
+    make_group_mapping,
+    merge_pairs,
+    set_archived_option,
+    setup_pipeline,
+    sync_and_deliver,
+    update_then_archive,
+)
+from tests.sources.extract_helpers import archive, make_source, merge
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,12 +61,80 @@ def test_random_rounds_reconcile_and_no_change_sends_nothing(workspace, hub, seg
             PORTAL, "contacts", create=rng.randint(0, 12), update=rng.randint(1, 25), archive=rng.randint(0, 6),
             seed=rng.randint(0, 10**6),
         )  # fmt: skip
-        run, deliveries = sync_and_deliver(source)
+        update_then_archive(hub, PORTAL, rng, rng.randint(0, 4))
+        merge_pairs(hub, PORTAL, rng, rng.randint(0, 3))
+        # Full syncs now and then: they find what incremental ones cannot (records deleted for good).
+        trigger = SyncRun.Trigger.FULL if round_no % 2 else SyncRun.Trigger.SCHEDULED
+        run, deliveries = sync_and_deliver(source, trigger)
         assert [d.status for d in deliveries] == [DeliveryRun.Status.SUCCEEDED], round_no
         assert profiles(segment) == oracle.after_sync(), round_no
         assert_quiet_sync_sends_nothing(source, segment)
     counts = segment.counts()
     assert counts["discarded"] == 0 and counts["rejected_requests"] == 0
+
+
+class Kill(Exception):
+    """Raised inside the extraction engine: the worker dies there."""
+
+
+def test_random_rounds_with_kills_and_segment_faults_reconcile(workspace, hub, segment, settings, monkeypatch):
+    """Rounds of random changes (updates just before an archive and merges included), each first sync killed at a
+    random point (after a read page, or while writing archived records' final values) and resumed by the next,
+    with Segment failing a share of the requests: the profiles always equal what the mapping defines for
+    HubSpot's current data, and the mirror holds nothing HubSpot merged away."""
+    from sources import extract
+    from sources.models import MergedRecord, Record
+    from sources.runs import create_run
+
+    rng = random.Random(41)
+    settings.SEGMENT_MAX_ATTEMPTS = 20
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 9)
+    monkeypatch.setattr(extract, "SEARCH_LIMIT", 10)  # several search pages from a round's changes
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=150)
+    oracle = Oracle(hub, PORTAL)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert profiles(segment) == oracle.after_sync()
+    segment.set_knobs(error_rate=0.25, rate_limit_rate=0.1, retry_after=0)
+    write_final = extract._Engine.write_final
+    merged: list[int] = []
+    kills = 0
+    for round_no in range(4):
+        hub.mutate(PORTAL, "contacts", create=rng.randint(0, 8), update=rng.randint(5, 20), archive=rng.randint(0, 4),
+                   seed=rng.randint(0, 10**6))  # fmt: skip
+        update_then_archive(hub, PORTAL, rng, rng.randint(1, 4))
+        merge_pairs(hub, PORTAL, rng, rng.randint(1, 2))
+        where, stop_at, pages = ("page", "archived")[round_no % 2], rng.randint(1, 3), {"n": 0}
+
+        def after_page(engine, sc, where=where, stop_at=stop_at, pages=pages):
+            pages["n"] += 1
+            if where == "page" and pages["n"] == stop_at:
+                raise Kill
+
+        def dying_write_final(engine, sc, records, where=where):
+            if where == "archived" and records:
+                raise Kill
+            return write_final(engine, sc, records)
+
+        monkeypatch.setattr(extract, "after_page", after_page)
+        monkeypatch.setattr(extract._Engine, "write_final", dying_write_final)
+        trigger = SyncRun.Trigger.FULL if round_no % 2 else SyncRun.Trigger.SCHEDULED
+        killed = create_run(source=source, trigger=trigger)
+        with contextlib.suppress(Kill):
+            extract.execute_run_foreground(run_id=killed.pk)
+        killed.refresh_from_db()
+        kills += killed.status == SyncRun.Status.FAILED
+        monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+        monkeypatch.setattr(extract._Engine, "write_final", write_final)
+
+        run, deliveries = sync_and_deliver(source)
+        assert all(d is None or d.status == DeliveryRun.Status.SUCCEEDED for d in deliveries), round_no
+        assert profiles(segment) == oracle.after_sync(), round_no
+        merged = list(MergedRecord.objects.filter(source=source).values_list("object_id", flat=True))
+        assert not Record.objects.filter(source=source, object_id__in=merged).exists()
+    assert merged and kills == 4
+    segment.set_knobs(error_rate=0.0, rate_limit_rate=0.0)
+    assert_quiet_sync_sends_nothing(source, segment)
+    assert segment.counts()["discarded"] == 0
 
 
 def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, settings, monkeypatch):
@@ -74,6 +154,8 @@ def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, setting
 
     for _round in range(2):
         hub.mutate(PORTAL, "contacts", create=5, update=15, archive=3, seed=rng.randint(0, 10**6))
+        update_then_archive(hub, PORTAL, rng, 3)
+        merge_pairs(hub, PORTAL, rng, 2)
         run, deliveries = sync_and_deliver(source)
         assert deliveries[0].status == DeliveryRun.Status.SUCCEEDED, deliveries[0].error
         assert profiles(segment) == oracle.after_sync()
@@ -94,6 +176,96 @@ def test_segment_storms_and_an_outage_reconcile(workspace, hub, segment, setting
     assert profiles(segment) == oracle.after_sync()
     assert collections_behind(source) == set()
     assert_quiet_sync_sends_nothing(source, segment)
+
+
+@pytest.mark.parametrize("behaviour", ["nothing", "trait"])
+def test_an_update_made_just_before_an_archive_reaches_the_profile(workspace, hub, segment, behaviour):
+    """Contacts changed in HubSpot and archived before the next sync: their profiles get the changed values (and,
+    with "Set a trait", the trait true), once; a sync that follows sends nothing."""
+    rng = random.Random(3)
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=40)
+    set_archived_option(mapping, behaviour)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    delivered = list(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
+                                                                                                  flat=True))
+    ids = sorted(rng.sample(delivered, 3))
+    for object_id in ids:
+        hub.set_properties(object_id, {"firstname": f"Final{object_id}"}, portal=PORTAL)
+    archive(hub, ids, hub_id=PORTAL)
+    before = {m["messageId"] for m in segment.messages()}
+
+    run, deliveries = sync_and_deliver(source)
+
+    sent = [m["payload"] for m in segment.messages() if m["messageId"] not in before]
+    assert sorted(m["traits"]["hubspot_id"] for m in sent) == ids
+    for message in sent:
+        assert message["traits"]["first_name"] == f"Final{message['traits']['hubspot_id']}"
+        if behaviour == "trait":
+            assert message["traits"]["hubspot_archived"] is True
+        else:
+            assert "hubspot_archived" not in message["traits"]
+    found = profiles(segment)
+    for message in sent:
+        assert found[message["userId"]]["first_name"] == message["traits"]["first_name"]
+    assert deliveries[0].sent == 3
+    assert_quiet_sync_sends_nothing(source, segment)
+
+
+@pytest.mark.parametrize("behaviour", ["nothing", "trait"])
+def test_an_update_made_just_before_an_archive_reaches_the_account(workspace, hub, segment, behaviour):
+    """The same for companies and a group mapping: the account gets the values the company was archived with."""
+    hub.seed(PORTAL, contacts=0, companies=30, deals=0, tickets=0)
+    source = make_source(workspace, hub, hub_id=PORTAL, collections=("companies",))
+    mapping = make_group_mapping(source, segment.write_key)
+    set_archived_option(mapping, behaviour)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    ids = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
+                                                                                               flat=True))[4:7]
+    for object_id in ids:
+        hub.set_properties(object_id, {"description": f"Final {object_id}"}, portal=PORTAL, collection="companies")
+    archive(hub, ids, hub_id=PORTAL, collection="companies")
+
+    run, deliveries = sync_and_deliver(source)
+
+    accounts = {a["groupId"]: a["traits"] for a in segment.accounts()}
+    for object_id in ids:
+        assert accounts[str(object_id)]["description"] == f"Final {object_id}"
+        assert accounts[str(object_id)].get("hubspot_archived") is (True if behaviour == "trait" else None)
+    assert deliveries[0].sent == 3
+    assert_quiet_sync_sends_nothing(source, segment)
+
+
+def test_a_merge_delivers_the_merged_record_and_leaves_the_old_profiles(workspace, hub, segment):
+    """Two contacts merged in HubSpot: the merged record (a new id) is delivered to the profile its e-mail names
+    (the primary's), the other old profile stays as it was; a Full sync afterwards changes nothing."""
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=40)
+    oracle = Oracle(hub, PORTAL)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    assert profiles(segment) == oracle.after_sync()
+    delivered = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
+                                                                                                    flat=True))
+    primary, other = delivered[3], delivered[9]
+    old = dict(profiles(segment))
+    new = merge(hub, primary, other, hub_id=PORTAL)
+
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FULL)
+
+    assert run.counts["contacts"]["merged"] == 2
+    expected = oracle.after_sync()
+    assert profiles(segment) == expected
+    merged_profile = next(t for t in expected.values() if t["hubspot_id"] == new)
+    assert old[next(u for u, t in old.items() if t["hubspot_id"] == other)]["hubspot_id"] == other  # untouched
+    assert merged_profile["hubspot_id"] == new
+    assert deliveries[0].sent == 1
+    assert_quiet_sync_sends_nothing(source, segment)
+    run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FULL)
+    assert all(d is None or d.sent == 0 for d in deliveries)
+    # The record debugger says what became of the old id and of its profile.
+    from hubsync.debugger import not_in_mirror
+
+    why, explained = not_in_mirror(source.workspace, str(other))
+    assert explained and f"was merged into contacts id {new} in HubSpot" in why
+    assert "The profile this id had in Segment stays as it was" in why
 
 
 def test_records_without_user_id_or_oversize_are_rejected_visibly_and_the_rest_delivered(workspace, hub, segment):
@@ -136,6 +308,29 @@ def test_records_without_user_id_or_oversize_are_rejected_visibly_and_the_rest_d
     assert deliveries[0].sent == 1
     assert DeliveryState.objects.get(mapping=mapping, object_id=huge).status == "delivered"
     assert profiles(segment) == oracle.after_sync(skip={no_email})
+
+
+def test_a_record_whose_identifier_was_removed_is_rejected_and_its_old_profile_stays(
+    workspace, hub, segment, owner_client
+):
+    """The identifier emptied in HubSpot: the record is rejected (with its reason), its old profile keeps what it
+    had, and the rejected-records page says that this is what happens."""
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=20)
+    sync_and_deliver(source, SyncRun.Trigger.FIRST)
+    state = DeliveryState.objects.filter(mapping=mapping, status="delivered").order_by("object_id").first()
+    before = dict(profiles(segment))
+    hub.set_properties(state.object_id, {"email": "", "firstname": "Renamed"}, portal=PORTAL)
+
+    sync_and_deliver(source)
+
+    state.refresh_from_db()
+    assert state.status == "rejected" and "No User ID" in state.error
+    assert profiles(segment) == before
+    page = owner_client.get(f"/mappings/{mapping.pk}/rejected/")
+    assert page.status_code == 200, page.status_code
+    text = " ".join(page.content.decode().split())
+    assert "is rejected now (for instance its identifier was emptied or removed in HubSpot)" in text
+    assert "leaves its profile in Segment as it was last delivered" in text
 
 
 def test_user_id_from_the_record_id(workspace, hub, segment):

@@ -621,3 +621,46 @@ def test_impossible_dates_in_the_rejected_filter_are_explained(owner_client, a_m
     response = owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk]), {"since": day, "until": day})
     assert response.status_code == 200
     assert "use a date like 2026-11-29" in response.content.decode()
+
+
+# --- identifier format and the type table ----------------------------------------------------------------------
+
+
+def test_editor_explains_the_identifier_format_and_the_date_form(owner_client, dest, us_space, model):
+    page = text(owner_client.get(reverse("mappings:mapping_new") + f"?data_model={model.pk}"))
+    assert "Identifier format" in page and "a change of capitals in HubSpot keeps the same profile" in page
+    assert re.search(r'name="identifier_format" value="trim"[^>]*checked', page)
+    assert "trim_ids" not in page  # only offered to mappings made before the option
+    assert "<code>1991-05-28</code> is sent as <code>1991-05-28T00:00:00.000Z</code>" in page
+
+
+def test_a_mapping_made_before_the_identifier_format_keeps_its_hash_when_saved(
+    owner_client, a_mapping, us_space, model
+):
+    """Saved again with the format it has (what the editor shows checked for it), nothing about its messages
+    changes: no option stored, same configuration hash, so no record is reconsidered or resent."""
+    url = reverse("mappings:mapping_edit", args=[a_mapping.pk])
+    page = text(owner_client.get(url))
+    assert 'value="trim_ids"' in page and "how mappings made before this option work" in page
+    before = a_mapping.config_hash()
+    data = editor_data(
+        model, us_space, name=a_mapping.name, trait_column=["firstname"], trait_name=["first_name"],
+        identifier_format="trim_ids",
+    )  # fmt: skip
+    data.pop("destination")
+    assert owner_client.post(url, data).status_code == 302
+    a_mapping.refresh_from_db()
+    assert "identifier_format" not in a_mapping.options and a_mapping.config_hash() == before
+
+    data["identifier_format"] = "lower"
+    assert owner_client.post(url, data).status_code == 302
+    a_mapping.refresh_from_db()
+    assert a_mapping.identifier_format == "lower" and a_mapping.config_hash() != before
+    assert 'value="trim_ids"' not in text(owner_client.get(url))  # no way back to a format nobody chose
+
+
+def test_a_new_mapping_gets_the_identifier_format_chosen(owner_client, us_space, model):
+    data = editor_data(model, us_space, identifier_format="lower")
+    response = owner_client.post(reverse("mappings:mapping_new"), data)
+    assert response.status_code == 302
+    assert Mapping.objects.get().options == {"empty_values": "null", "identifier_format": "lower"}

@@ -600,3 +600,102 @@ def test_purge_mutations_pick_live_or_archived_records(hubspot_sandbox):
     assert not set(again.updated) & set(result.purged)
     with pytest.raises(ValueError, match="only 2 archived"):
         hubspot_sandbox.mutate(collection="contacts", purge_archived=3)
+
+
+# --- archived records keep their last values; merges --------------------------------------------------------------
+def test_archived_list_returns_the_requested_properties_as_the_record_was_archived(hubspot_sandbox):
+    """REFERENCE: the list with archived=true returns archived records (with archivedAt) and the properties asked
+    for, like the live list: an update made just before the archive is in the archived record."""
+    from sandbox.hubspot.mutate import archive_records
+
+    token = hubspot_sandbox.access_token()
+    hubspot_sandbox.set_properties(7, {"jobtitle": "Last title", "firstname": "Final"})
+    archive_records(portal=hubspot_sandbox.portal(), collection="contacts", ids=[7])
+    page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, archived="true",
+               properties="jobtitle,firstname,email").json()
+    [record] = [r for r in page["results"] if r["id"] == "7"]
+    assert record["archived"] is True and record["archivedAt"]
+    assert record["properties"]["jobtitle"] == "Last title" and record["properties"]["firstname"] == "Final"
+    # Asked-for properties only, plus those HubSpot always adds; repeated `properties` parameters work too.
+    assert set(record["properties"]) == {"jobtitle", "firstname", "email", "createdate", "hs_object_id",
+                                         "lastmodifieddate"}
+    repeated = requests.get(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts",
+                            params=[("archived", "true"), ("properties", "jobtitle"), ("properties", "firstname")],
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert next(r for r in repeated["results"] if r["id"] == "7")["properties"]["firstname"] == "Final"
+    # Without `properties`: the default ones.
+    default = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, archived="true").json()
+    assert "firstname" in next(r for r in default["results"] if r["id"] == "7")["properties"]
+    assert "jobtitle" not in next(r for r in default["results"] if r["id"] == "7")["properties"]
+
+
+def test_merge_makes_a_new_record_and_old_ids_answer_with_it(hubspot_sandbox):
+    """HubSpot's merge of two contacts: a record with a new id, the primary's values (the other's where the primary
+    has none), `hs_merged_object_ids` naming both old ids; a read of an old id answers with the merged record under
+    its new id; the old ids appear in no list, archived list or search."""
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    token = hubspot_sandbox.access_token(scopes=WRITE_SCOPES)
+    a, b, c, d = listed_ids(hubspot_sandbox, token)[10:14]
+    hubspot_sandbox.set_properties(a, {"jobtitle": "Primary title", "salutation": None})
+    hubspot_sandbox.set_properties(b, {"jobtitle": "Other title", "salutation": "Dr."})
+    answer = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
+                           json={"primaryObjectId": a, "objectIdToMerge": b},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    new_id = answer.json()["id"]
+    assert new_id not in (a, b)
+    merged = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{new_id}", token=token,
+                 properties="jobtitle,salutation,hs_merged_object_ids").json()
+    assert merged["properties"]["jobtitle"] == "Primary title" and merged["properties"]["salutation"] == "Dr."
+    assert merged["properties"]["hs_merged_object_ids"] == f"{a};{b}"
+    for old in (a, b):
+        read = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{old}", token=token, properties="jobtitle").json()
+        assert read["id"] == new_id and read["properties"]["jobtitle"] == "Primary title"
+    batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+                          json={"inputs": [{"id": a}, {"id": b}, {"id": c}], "properties": ["jobtitle"]},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert batch.status_code == 200 and sorted(r["id"] for r in batch.json()["results"]) == sorted([new_id, c])
+    live, held = listed_ids(hubspot_sandbox, token), listed_ids(hubspot_sandbox, token, archived=True)
+    assert new_id in live and not {a, b} & (set(live) | set(held)) and len(live) == 300 - 2 + 1
+    found = search(hubspot_sandbox, token, {"filterGroups": [{"filters": [
+        {"propertyName": "hs_object_id", "operator": "IN", "values": [a, b, new_id]}]}]}).json()
+    assert [r["id"] for r in found["results"]] == [new_id]
+    # The properties list is unchanged (the sandbox serves hs_merged_object_ids when asked for by name).
+    names = {p["name"] for p in get(hubspot_sandbox, "/crm/v3/properties/contacts", token=token).json()["results"]}
+    assert "hs_merged_object_ids" not in names and len(names) == 65
+    # Merged records can be merged again: the old ids follow.
+    again = hubspot_sandbox_merge(hubspot_sandbox, int(new_id), int(d))
+    assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{a}", token=token).json()["id"] == str(again)
+    ids = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{again}", token=token,
+              properties="hs_merged_object_ids").json()["properties"]["hs_merged_object_ids"]
+    assert ids.split(";") == [a, b, new_id, d]
+
+
+def hubspot_sandbox_merge(sandbox, primary: int, other: int, **kwargs) -> int:
+    from sandbox.hubspot.mutate import merge_records
+
+    return merge_records(portal=sandbox.portal(), collection="contacts", primary_id=primary, merged_id=other, **kwargs)
+
+
+def test_merge_keeping_the_primary_id_and_what_cannot_be_merged(hubspot_sandbox):
+    from sandbox.hubspot.mutate import MutationError
+
+    token = hubspot_sandbox.access_token(scopes=WRITE_SCOPES)
+    a, b, c = (int(i) for i in listed_ids(hubspot_sandbox, token)[20:23])
+    kept = hubspot_sandbox_merge(hubspot_sandbox, a, b, keep_id=True)
+    assert kept == a
+    record = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{b}", token=token, properties="hs_merged_object_ids")
+    assert record.json()["id"] == str(a) and record.json()["properties"]["hs_merged_object_ids"] == str(b)
+    hubspot_sandbox.mutate(collection="contacts", archive=1, seed=4)
+    archived = listed_ids(hubspot_sandbox, token, archived=True)[0]
+    for primary, other in ((a, a), (a, b), (a, int(archived)), (a, 99999999)):
+        with pytest.raises(MutationError):
+            hubspot_sandbox_merge(hubspot_sandbox, primary, other)
+    bad = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge", json={"primaryObjectId": str(a)},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["category"] == "VALIDATION_ERROR"
+    read_only = hubspot_sandbox.access_token()
+    denied = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
+                           json={"primaryObjectId": str(a), "objectIdToMerge": str(c)},
+                           headers={"Authorization": f"Bearer {read_only}"}, timeout=30)
+    assert denied.status_code == 403

@@ -44,7 +44,8 @@ def sandbox_truth(sandbox, hub_id: int, collection: str) -> tuple[dict[int, dict
     headers = sandbox.headers(hub_id)
     base = sandbox.base_url
     props = requests.get(f"{base}/crm/v3/properties/{collection}", headers=headers, timeout=30).json()["results"]
-    names = ",".join(p["name"] for p in props)
+    # hs_merged_object_ids too, as the engine reads it (the sandbox leaves it out of the property list).
+    names = ",".join([p["name"] for p in props] + ["hs_merged_object_ids"])
     live: dict[int, dict] = {}
     archived: set[int] = set()
     for flag in ("false", "true"):
@@ -112,3 +113,40 @@ def max_seq(source: Source) -> int:
 def sandbox_ids(sandbox, hub_id: int = PORTAL, collection: str = "contacts") -> set[int]:
     """HubSpot's live record ids, all of them (whatever a source's start date)."""
     return set(sandbox_truth(sandbox, hub_id, collection)[0])
+
+
+def archive(sandbox, ids, hub_id: int = PORTAL, collection: str = "contacts") -> list[int]:
+    """Archive given live records in the sandbox (HubSpot's recycle bin)."""
+    from sandbox.hubspot.mutate import archive_records
+
+    return archive_records(portal=sandbox.portal(hub_id), collection=collection, ids=[int(i) for i in ids])
+
+
+def merge(sandbox, primary, other, hub_id: int = PORTAL, collection: str = "contacts", keep_id: bool = False) -> int:
+    """Merge two live records in the sandbox as HubSpot does (a new id unless keep_id); the merged record's id."""
+    from sandbox.hubspot.mutate import merge_records
+
+    return merge_records(portal=sandbox.portal(hub_id), collection=collection, primary_id=int(primary),
+                         merged_id=int(other), keep_id=keep_id)
+
+
+def sandbox_archived(sandbox, hub_id: int, collection: str) -> dict[int, dict]:
+    """HubSpot's archived records {id: properties without nulls}, with every property (the archived list)."""
+    headers = sandbox.headers(hub_id)
+    base = sandbox.base_url
+    props = requests.get(f"{base}/crm/v3/properties/{collection}", headers=headers, timeout=30).json()["results"]
+    names = ",".join(p["name"] for p in props)
+    out: dict[int, dict] = {}
+    after = None
+    while True:
+        params = {"limit": 100, "archived": "true", "properties": names}
+        if after:
+            params["after"] = after
+        page = requests.get(f"{base}/crm/v3/objects/{collection}", params=params, headers=headers, timeout=30)
+        page.raise_for_status()
+        body = page.json()
+        for r in body["results"]:
+            out[int(r["id"])] = {k: v for k, v in r["properties"].items() if v is not None}
+        after = ((body.get("paging") or {}).get("next") or {}).get("after")
+        if not after:
+            return out

@@ -914,3 +914,146 @@ def test_a_killed_full_sync_with_a_start_date_resumes_its_deletion_check(workspa
     assert killed.counts["contacts"]["deleted"] + resumed.counts["contacts"]["deleted"] == len(doomed)
     assert SourceCollection.objects.get(source=source).cursor["mode"] == "idle"
     assert_mirror_equals_sandbox(source, sandbox, exact=True, since_ms=since_ms)
+
+
+# --- the last update before an archive; merged records ----------------------------------------------------------
+
+
+MARKER = {"contacts": "jobtitle", "companies": "description"}
+
+
+@pytest.mark.parametrize("collection", ["contacts", "companies"])
+def test_a_record_updated_then_archived_before_the_next_sync_is_mirrored_with_its_final_values(
+    workspace, sandbox, collection
+):
+    """Search never returns archived records, so the update made just before the archive is read from HubSpot's
+    archived records: the mirror's archived rows hold exactly what HubSpot holds, at the cost of one batch read
+    per 100 records archived since the last run (none when nothing was archived)."""
+    from tests.sources.extract_helpers import archive, sandbox_archived
+
+    sandbox.seed(PORTAL, contacts=40 if collection == "contacts" else 0, companies=40 if collection == "companies"
+                 else 0, deals=0, tickets=0)  # fmt: skip
+    source = make_source(workspace, sandbox, collections=(collection,))
+    sync(source, SyncRun.Trigger.FIRST)
+    quiet = sync(source)
+    marker = MARKER[collection]
+    ids = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))[5:8]
+    for object_id in ids:
+        sandbox.set_properties(object_id, {marker: f"Final {object_id}"}, portal=PORTAL, collection=collection)
+    archive(sandbox, ids, collection=collection)
+    plain = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))[20]
+    archive(sandbox, [plain], collection=collection)  # archived without a change
+    before = {i: Record.objects.get(source=source, object_id=i) for i in ids}
+
+    run = sync(source)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    held = sandbox_archived(sandbox, PORTAL, collection)
+    for object_id in ids:
+        row = Record.objects.get(source=source, object_id=object_id)
+        assert row.archived and row.properties[marker] == f"Final {object_id}"
+        assert row.properties == held[object_id]
+        assert row.change_seq > before[object_id].change_seq and row.content_hash != before[object_id].content_hash
+        assert row.archived_update  # values the mirror never had live: "Do nothing" mappings still send them
+    row = Record.objects.get(source=source, object_id=plain)
+    assert row.archived and row.properties == held[plain] and not row.archived_update
+    c = run.counts[collection]
+    assert (c["archived"], c["updated"], c["new"]) == (4, 0, 0), c
+    assert run.api_calls == quiet.api_calls + 1  # one batch read for the four archived records
+    assert_mirror_equals_sandbox(source, sandbox, collection, exact=True)
+
+    again = sync(source)
+    assert again.counts[collection]["archived"] == 0 and again.counts[collection]["updated"] == 0
+    assert again.api_calls == quiet.api_calls  # nothing archived since: no extra request
+
+
+def test_archived_rows_holding_old_values_are_completed_once(workspace, sandbox):
+    """A row archived with the values of the previous read (archived by a full read's check, or by an earlier
+    version of hubsync) gets HubSpot's final values at the next run, once."""
+    from tests.sources.extract_helpers import archive
+
+    sandbox.seed(PORTAL, contacts=30, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    object_id = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))[4]
+    sandbox.set_properties(object_id, {"jobtitle": "Final"}, portal=PORTAL)
+    archive(sandbox, [object_id])
+    Record.objects.filter(source=source, object_id=object_id).update(archived=True)  # archived, old values
+
+    run = sync(source)
+    assert Record.objects.get(source=source, object_id=object_id).properties["jobtitle"] == "Final"
+    assert run.counts["contacts"]["updated"] == 1 and run.counts["contacts"]["archived"] == 0
+    assert sync(source).counts["contacts"]["updated"] == 0
+
+
+def _merged_rows(source) -> dict[int, int]:
+    from sources.models import MergedRecord
+
+    return dict(MergedRecord.objects.filter(source=source).values_list("object_id", "merged_into"))
+
+
+@pytest.mark.parametrize("trigger", [SyncRun.Trigger.FULL, SyncRun.Trigger.SCHEDULED])
+def test_merged_records_leave_the_mirror_and_the_merge_is_recorded(workspace, sandbox, trigger):
+    """HubSpot merges two contacts into a record with a new id (or keeps the primary's id): the merged record is
+    read like any other, names the ids it replaced in hs_merged_object_ids, and those ids leave the mirror; a
+    MergedRecord row says into which record each went. Before this, merged-away ids stayed live for good."""
+    from tests.sources.extract_helpers import merge
+
+    sandbox.seed(PORTAL, contacts=60, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sync(source, SyncRun.Trigger.FIRST)
+    ids = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))
+    a, b, c, d = ids[5], ids[6], ids[20], ids[40]
+    new = merge(sandbox, a, b)
+    kept = merge(sandbox, c, d, keep_id=True)
+    assert kept == c
+
+    run = sync(source, trigger)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    mirrored = set(Record.objects.filter(source=source).values_list("object_id", flat=True))
+    assert {a, b, d}.isdisjoint(mirrored) and {new, c} <= mirrored
+    counts = run.counts["contacts"]
+    assert counts["merged"] == 3 and counts["deleted"] == 0, counts
+    assert _merged_rows(source) == {a: new, b: new, d: c}
+    assert Record.objects.get(source=source, object_id=new).properties["hs_merged_object_ids"] == f"{a};{b}"
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+    for again in (sync(source, SyncRun.Trigger.FULL), sync(source)):
+        assert again.counts["contacts"].get("merged", 0) == 0 and again.counts["contacts"]["new"] == 0
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+def test_a_full_sync_finds_merged_ids_by_the_id_that_answers_for_them(workspace, sandbox, monkeypatch):
+    """When the merged record does not name the ids it replaced (no hs_merged_object_ids served), a full read
+    still finds them: the ids HubSpot no longer lists are confirmed by batch read, which answers an old id with
+    the merged record under its new id, and a read by id says which record that is."""
+    from sandbox.hubspot import records as sandbox_records
+    from tests.sources.extract_helpers import merge
+
+    monkeypatch.setattr(sandbox_records, "MERGED_IDS", "hs_merged_ids_not_served")
+    sandbox.seed(PORTAL, contacts=250, companies=30, deals=0, tickets=0)
+    source = make_source(workspace, sandbox, collections=("contacts", "companies"))
+    sync(source, SyncRun.Trigger.FIRST)
+    contacts = sorted(Record.objects.filter(source=source, collection="contacts").values_list("object_id", flat=True))
+    companies = sorted(
+        Record.objects.filter(source=source, collection="companies").values_list("object_id", flat=True)
+    )
+    new_contact = merge(sandbox, contacts[10], contacts[150])
+    new_company = merge(sandbox, companies[3], companies[4], collection="companies")
+
+    run = sync(source, SyncRun.Trigger.FULL)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    mirrored = set(Record.objects.filter(source=source).values_list("collection", "object_id"))
+    assert {("contacts", contacts[10]), ("contacts", contacts[150]), ("companies", companies[3])}.isdisjoint(mirrored)
+    assert run.counts["contacts"]["merged"] == 2 and run.counts["companies"]["merged"] == 2
+    assert run.counts["contacts"]["deleted"] == 0 and run.counts["companies"]["deleted"] == 0
+    from sources.models import MergedRecord
+
+    assert set(MergedRecord.objects.filter(source=source).values_list("collection", "object_id", "merged_into")) == {
+        ("contacts", contacts[10], new_contact), ("contacts", contacts[150], new_contact),
+        ("companies", companies[3], new_company), ("companies", companies[4], new_company),
+    }  # fmt: skip
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert_mirror_equals_sandbox(source, sandbox, "companies", exact=True)
