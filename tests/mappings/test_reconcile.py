@@ -261,7 +261,7 @@ def test_a_merge_delivers_the_merged_record_and_leaves_the_old_profiles(workspac
     run, deliveries = sync_and_deliver(source, SyncRun.Trigger.FULL)
     assert all(d is None or d.sent == 0 for d in deliveries)
     # The record debugger says what became of the old id and of its profile.
-    from hubsync.debugger import not_in_mirror
+    from monitoring.debugger import not_in_mirror
 
     why, explained = not_in_mirror(source.workspace, str(other))
     assert explained and f"was merged into contacts id {new} in HubSpot" in why
