@@ -14,7 +14,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from hubsync.access import get_for_workspace, workspace_view
 from hubsync.redact import redact
 
-from . import dashboard
+from . import dashboard, workers
 
 
 def _sync_run(request: HttpRequest, source_id: int, sync_run_id: int) -> Any:
@@ -120,5 +120,5 @@ def dashboard_running(request: HttpRequest) -> HttpResponse:
 def dashboard_workers(request: HttpRequest) -> HttpResponse:
     """The workers panel, loaded after the page (hx-trigger="load"): pinging a silent cluster takes the ping's
     timeout, which the dashboard itself must never wait for."""
-    report = dashboard.workers_report(request.workspace)
+    report = workers.workers_report(request.workspace)
     return render(request, "hubsync/_workers.html", {"report": report, "now": timezone.now()})

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from mappings.models import DeliveryRun, DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
-from monitoring import charts, dashboard
+from monitoring import charts, dashboard, workers
 from monitoring.dashboard import Health
 from sources.models import Record, Source, SyncRun
 
@@ -474,14 +474,14 @@ def test_queue_lengths_count_waiting_messages(settings, tmp_path):
         client.rpush("zq-test-queue", "a", "b")
         settings.CELERY_TASK_QUEUES_NAMES = ("zq-test-queue",)
         try:
-            assert dashboard.queue_lengths() == [{"name": "zq-test-queue", "waiting": 2}]
+            assert workers.queue_lengths() == [{"name": "zq-test-queue", "waiting": 2}]
         finally:
             client.delete("zq-test-queue")
     else:
         settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"data_folder_in": str(tmp_path)}
         for name in ("1_a.extract.msg", "2_b.extract.msg", "3_c.deliver.msg"):
             (tmp_path / name).write_text("{}")
-        assert dashboard.queue_lengths() == [{"name": "extract", "waiting": 2}, {"name": "deliver", "waiting": 1}]
+        assert workers.queue_lengths() == [{"name": "extract", "waiting": 2}, {"name": "deliver", "waiting": 1}]
 
 
 def test_chart_svg_is_accessible_and_escaped():
