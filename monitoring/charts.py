@@ -107,14 +107,7 @@ def bar_chart(
             )
         tip = f"<title>{escape(tooltips[i])}</title>" if tooltips and i < len(tooltips) else ""
         out.append(f'<g class="bar-group">{tip}{"".join(parts)}</g>')
-    # A few x labels, not all: 120 overlapping dates help nobody.
-    step = max(1, len(labels) // 6)
-    for i in range(0, len(labels), step):
-        x = PAD_LEFT + (i + 0.5) * group_w
-        out.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" text-anchor="middle" font-size="11" fill="#5b647a">'
-            f"{escape(labels[i])}</text>"
-        )
+    out.extend(_x_labels(labels, group_w))
     if reference is not None:
         yy = y(reference)
         out.append(
@@ -123,7 +116,23 @@ def bar_chart(
             f'<text x="{WIDTH - PAD_RIGHT}" y="{yy - 4:.1f}" text-anchor="end" font-size="11" fill="#d64545">'
             f"{escape(reference_label)}</text>"
         )
-    # Legend
+    out.extend(_legend(series))
+    out.append("</svg>")
+    return mark_safe("".join(out))  # every interpolated text above is escaped
+
+
+def _x_labels(labels: Sequence[str], group_w: float) -> list[str]:
+    # A few x labels, not all: 120 overlapping dates help nobody.
+    step = max(1, len(labels) // 6)
+    return [
+        f'<text x="{PAD_LEFT + (i + 0.5) * group_w:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" text-anchor="middle" '
+        f'font-size="11" fill="#5b647a">{escape(labels[i])}</text>'
+        for i in range(0, len(labels), step)
+    ]
+
+
+def _legend(series: Sequence[Series]) -> list[str]:
+    out = []
     x = PAD_LEFT
     for s in series:
         out.append(
@@ -131,8 +140,7 @@ def bar_chart(
             f'<text x="{x + 14}" y="{HEIGHT - 7}" font-size="11" fill="#1d2333">{escape(s.name)}</text>'
         )
         x += 24 + 7 * len(s.name)
-    out.append("</svg>")
-    return mark_safe("".join(out))  # every interpolated text above is escaped
+    return out
 
 
 def run_charts(points: Sequence) -> list[dict[str, object]]:
