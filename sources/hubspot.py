@@ -415,38 +415,16 @@ class HubSpotClient:
         attempt = 0
         refreshed = False
         while True:
-            headers = {}
-            token = ""
-            if data is not None:
-                headers["Content-Type"] = "application/json"
-            if auth:
-                token = self._token()
-                headers["Authorization"] = f"Bearer {token}"
-            self.limiter.acquire(self.account, kind)
-            self.api_calls += 1
-            started = time.monotonic()
+            token = self._token() if auth else None
             try:
-                response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
+                response = self._send(method, url, data, token, kind)
             except NETWORK_ERRORS as exc:
                 reason = type(exc).__name__
                 log.warning("HubSpot %s %s failed: %s (attempt %s)", method, safe_url(url), reason, attempt + 1)
-                if attempt >= self.max_retries:
-                    raise TransientError(f"{reason} after {attempt + 1} attempts", category="NETWORK") from None
-                attempt += 1
-                self.retries += 1
-                time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap))
+                error = TransientError(f"{reason} after {attempt + 1} attempts", category="NETWORK")
+                attempt = self._again(attempt, error)
                 continue
             status = response.status_code
-            correlation = response.headers.get("X-HubSpot-Correlation-Id", "")
-            log.debug(
-                "HubSpot %s %s -> %s in %.0f ms %s",
-                method,
-                safe_url(url),
-                status,
-                (time.monotonic() - started) * 1000,
-                correlation,
-            )
-            self.limiter.observe(self.account, response.headers, kind)
             if status in ok:
                 if not response.content:
                     return None
@@ -455,44 +433,18 @@ class HubSpotClient:
                 except ValueError:
                     # A body cut short (a proxy or a reset mid-response): as transient as a 5xx.
                     log.warning("HubSpot %s %s -> %s with a body that is not JSON", method, safe_url(url), status)
-                    if attempt >= self.max_retries:
-                        raise TransientError("HubSpot returned a body that is not JSON", status=status) from None
-                    attempt += 1
-                    self.retries += 1
-                    time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap))
+                    error = TransientError("HubSpot returned a body that is not JSON", status=status)
+                    attempt = self._again(attempt, error)
                     continue
-            if status == 401 and auth and not refreshed and self._refresh_after_401(token):
+            if status == 401 and token is not None and not refreshed and self._refresh_after_401(token):
                 refreshed = True
                 self.retries += 1
                 log.info("HubSpot %s %s -> 401: refreshed the token, retrying once", method, safe_url(url))
                 continue
             if status == 429 or status >= 500:
-                error = TransientError.from_response(response)
-                log.warning(
-                    "HubSpot %s %s -> %s %s (correlationId %s, attempt %s)",
-                    method,
-                    safe_url(url),
-                    status,
-                    error.category,
-                    error.correlation_id,
-                    attempt + 1,
-                )
-                if attempt >= self.max_retries:
-                    raise error
-                attempt += 1
-                self.retries += 1
-                delay = _retry_after(response)
-                if delay is None:
-                    delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
-                else:
-                    delay = min(delay, max(self.backoff_cap, 1.0))
-                if status == 429:
-                    # Every worker on this account backs off, not just this one.
-                    self.limiter.penalize(self.account, delay, kind)
-                time.sleep(delay)
+                attempt = self._after_transient(response, method, url, attempt, kind)
                 continue
-            cls = _BY_STATUS.get(status, HubSpotError)
-            error = cls.from_response(response)
+            error = _BY_STATUS.get(status, HubSpotError).from_response(response)
             log.warning(
                 "HubSpot %s %s -> %s %s (correlationId %s)",
                 method,
@@ -502,6 +454,62 @@ class HubSpotClient:
                 error.correlation_id,
             )
             raise error
+
+    def _send(self, method: str, url: str, data: bytes | None, token: str | None, kind: str) -> requests.Response:
+        """One HTTP request within the account's budget; what the response says of the budget is learned."""
+        headers = {}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self.limiter.acquire(self.account, kind)
+        self.api_calls += 1
+        started = time.monotonic()
+        response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
+        log.debug(
+            "HubSpot %s %s -> %s in %.0f ms %s",
+            method,
+            safe_url(url),
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+            response.headers.get("X-HubSpot-Correlation-Id", ""),
+        )
+        self.limiter.observe(self.account, response.headers, kind)
+        return response
+
+    def _again(self, attempt: int, error: HubSpotError, delay: float | None = None) -> int:
+        """Wait before the next attempt (backoff unless `delay` is given) and return its number, or raise `error`
+        when the attempts are spent."""
+        if attempt >= self.max_retries:
+            raise error from None
+        attempt += 1
+        self.retries += 1
+        time.sleep(backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap) if delay is None else delay)
+        return attempt
+
+    def _after_transient(self, response: requests.Response, method: str, url: str, attempt: int, kind: str) -> int:
+        """A 429 or 5xx: retried after HubSpot's Retry-After (capped) or a backoff."""
+        error = TransientError.from_response(response)
+        log.warning(
+            "HubSpot %s %s -> %s %s (correlationId %s, attempt %s)",
+            method,
+            safe_url(url),
+            response.status_code,
+            error.category,
+            error.correlation_id,
+            attempt + 1,
+        )
+        delay = None
+        if attempt < self.max_retries:
+            delay = _retry_after(response)
+            if delay is None:
+                delay = backoff_delay(attempt + 1, base=self.backoff_base, cap=self.backoff_cap)
+            else:
+                delay = min(delay, max(self.backoff_cap, 1.0))
+            if response.status_code == 429:
+                # Every worker on this account backs off, not just this one.
+                self.limiter.penalize(self.account, delay, kind)
+        return self._again(attempt, error, delay)
 
     # --- CRM v3 -------------------------------------------------------------------------------------------
     def get_properties(self, collection: str) -> list[dict]:
