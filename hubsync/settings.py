@@ -385,7 +385,7 @@ HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECO
 # During long reads, deliveries are triggered at least every this many changed records.
 HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
 
-# --- HubSpot client and rate limiter (sources/hubspot.py, sources/ratelimit.py) -------------------------
+# --- HubSpot client and rate limiter (sources/hubspot/, sources/ratelimit.py) --------------------------
 # Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited
 # (benchmarks against the sandbox with its limits off). HubSpot's OAuth-app budget is 110 per 10 s and search
 # 5 per second; a smaller budget announced by X-HubSpot-RateLimit-Max is adopted automatically.

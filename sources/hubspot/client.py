@@ -1,322 +1,36 @@
-"""The HubSpot API client: OAuth token upkeep, the shared rate limiter, bounded retries, typed errors.
-
-One `HubSpotClient` per sync run (or per wizard request). It keeps one `requests.Session` (pooled keep-alive
-connections), counts `api_calls` and `retries` for the run, and never logs a token: log lines carry the method,
-the path (secrets masked), the status and HubSpot's correlationId.
-
-Tokens: with a `Source`, the access token is refreshed from the stored expiry (less than 5 minutes left), not on
-a 401, because HubSpot says a 401 is not a reliable signal. A 401 still gets exactly one refresh and one retry.
-The refresh runs under a row lock on the Source (select_for_update inside a transaction, expiry re-checked
-after the lock is taken), so two workers never refresh at once. A revoked refresh token marks the source
-"needs reconnect" and stops its schedule.
-
-Long property lists (`list_page`): HubSpot answers 414 when the GET URL is too long. The client puts as many
-properties in the URL as fit in HUBSPOT_MAX_URL_LENGTH, and reads the rest for the same page of ids in one
-`batch/read` POST per page (no URL limit), merging the properties per record. Two requests per page whatever the
-number of properties; the list request alone decides the ids and the paging, so the page stays consistent. (A
-record archived between the two requests keeps only the first half of its properties on that page; it is then
-read as archived on the next run.) `search_page` does the same for search bodies over HubSpot's 3,000 characters.
-"""
+"""The HubSpot API client (see the package docstring)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 from requests.adapters import HTTPAdapter
 
-from hubsync.http import full_jitter, retry_after_seconds
+from ..models import Source
+from ..ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limiter
+from .tokens import _fresh, refresh_access_token
+from .wire import (
+    _BY_STATUS,
+    BATCH_SIZE,
+    NETWORK_ERRORS,
+    HubSpotError,
+    NotFound,
+    TransientError,
+    _dumps,
+    _retry_after,
+    api_base,
+    backoff_delay,
+    safe_url,
+)
 
-from .models import Source
-from .ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limiter
-
-log = logging.getLogger(__name__)
-
-BATCH_SIZE = 100
-SECRET_KEYS = {"access_token", "refresh_token", "token", "client_secret", "code", "code_verifier", "password"}
-REDACTED = "•••"
-
-
-def api_base() -> str:
-    """HubSpot's API root: HUBSPOT_API_BASE, or the sandbox on this server when that is empty."""
-    return settings.HUBSPOT_API_BASE.rstrip("/") or f"{settings.BASE_URL.rstrip('/')}/sandbox/hubspot"
-
-
-# --- errors ---------------------------------------------------------------------------------------------
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON body with every secret-looking field masked."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if str(k).lower() in SECRET_KEYS else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-class HubSpotError(Exception):
-    """A HubSpot call that failed. `body` is HubSpot's error body with secrets masked."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        category: str = "",
-        correlation_id: str = "",
-        body: dict | None = None,
-    ) -> None:
-        self.message = message
-        self.status = status
-        self.category = category
-        self.correlation_id = correlation_id
-        self.body = redact(body or {})
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        parts = [str(self.status) if self.status else "", self.category]
-        head = " ".join(p for p in parts if p)
-        text = f"{head}: {self.message}" if head else self.message
-        return f"{text} (correlationId {self.correlation_id})" if self.correlation_id else text
-
-    @classmethod
-    def from_response(cls, response: requests.Response, default: str = "") -> HubSpotError:
-        body = _json_or_empty(response)
-        message = body.get("message") or body.get("error_description") or default or response.reason or "error"
-        category = body.get("category") or body.get("status") or body.get("error") or ""
-        if category == "error":  # HubSpot's generic {"status": "error"}: the category field says more
-            category = body.get("category") or ""
-        return cls(
-            str(message),
-            status=response.status_code,
-            category=str(category),
-            correlation_id=str(body.get("correlationId") or response.headers.get("X-HubSpot-Correlation-Id", "")),
-            body=body,
-        )
-
-
-class TransientError(HubSpotError):
-    """429 / 5xx / timeout / connection reset, still failing after the bounded retries."""
-
-
-class AuthError(HubSpotError):
-    """401 even after one refresh and one retry (or no way to refresh)."""
-
-
-class NeedsReconnect(HubSpotError):
-    """The refresh token is revoked or invalid: the source is marked needs_reconnect and its schedule stopped."""
-
-
-class MissingScopes(HubSpotError):
-    """403: the connection lacks a scope (fails that collection only)."""
-
-
-class NotFound(HubSpotError):
-    """404."""
-
-
-class BadRequest(HubSpotError):
-    """400, e.g. a search paging past 10,000 results."""
-
-
-# Timeouts, refused / reset connections, and a connection dropped while the body was being read.
-NETWORK_ERRORS = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
-
-_BY_STATUS: dict[int, type[HubSpotError]] = {400: BadRequest, 401: AuthError, 403: MissingScopes, 404: NotFound}
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _json_or_empty(response: requests.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-# --- logging without secrets ----------------------------------------------------------------------------
-
-_TOKEN_PATH = re.compile(r"(/access-tokens/|/refresh-tokens/)[^/?#]+")
-_SECRET_QUERY = re.compile(r"([?&](?:" + "|".join(SECRET_KEYS | {"hapikey"}) + r")=)[^&#]*", re.IGNORECASE)
-
-
-def safe_url(url: str) -> str:
-    """The URL with tokens in the path or query masked, and the property list shortened: fit for a log line."""
-    url = _TOKEN_PATH.sub(r"\1" + REDACTED, url)
-    url = _SECRET_QUERY.sub(r"\1" + REDACTED, url)
-    return url if len(url) <= 300 else url[:300] + "…"
-
-
-# --- backoff --------------------------------------------------------------------------------------------
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
-    """Full-jitter backoff before retry `attempt` (1-based): the first retry waits up to `base`."""
-    return full_jitter(attempt - 1, base=base, cap=cap)
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    return retry_after_seconds(response.headers.get("Retry-After"))
-
-
-# --- tokens ---------------------------------------------------------------------------------------------
-
-
-def _token_url() -> str:
-    return api_base() + "/" + settings.HUBSPOT_TOKEN_PATH.lstrip("/")
-
-
-def _fresh(source: Source, margin: timedelta | None = None) -> bool:
-    """The stored access token has more than the refresh margin (5 minutes) left."""
-    if margin is None:
-        margin = timedelta(seconds=settings.HUBSPOT_TOKEN_REFRESH_MARGIN_SECONDS)
-    return bool(
-        source.access_token
-        and source.access_token_expires_at
-        and source.access_token_expires_at - timezone.now() > margin
-    )
-
-
-def _mark_needs_reconnect(source: Source, detail: str) -> None:
-    """Stop the schedule (enabled stays, next_sync_at cleared) and tell the admin on the source page."""
-    Source.objects.filter(pk=source.pk).update(
-        status=Source.Status.NEEDS_RECONNECT, status_detail=detail, next_sync_at=None, updated_at=timezone.now()
-    )
-    source.status = Source.Status.NEEDS_RECONNECT
-    source.status_detail = detail
-    source.next_sync_at = None
-    log.warning("source %s needs reconnect: %s", source.pk, detail)
-
-
-def _post_token(data: dict[str, str], *, session: requests.Session | None = None, timeout: float = 30) -> dict:
-    """POST the token form, retrying transient failures a few times. Raises HubSpotError subclasses."""
-    http = session or requests
-    attempts = 4
-    for attempt in range(1, attempts + 1):
-        try:
-            response = http.post(
-                _token_url(),
-                data=data,
-                headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-                timeout=timeout,
-            )
-        except NETWORK_ERRORS as exc:
-            if attempt == attempts:
-                raise TransientError(f"token endpoint unreachable: {type(exc).__name__}") from None
-            time.sleep(backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10))
-            continue
-        if response.status_code == 429 or response.status_code >= 500:
-            if attempt == attempts:
-                raise TransientError.from_response(response, "token endpoint failed")
-            time.sleep(
-                _retry_after(response) or backoff_delay(attempt, base=settings.HUBSPOT_RETRY_BASE_SECONDS, cap=10)
-            )
-            continue
-        if response.status_code != 200:
-            error = HubSpotError.from_response(response, "token request refused")
-            body = _json_or_empty(response)
-            codes = {str(body.get("error", "")).lower(), str(body.get("status", "")).upper()}
-            if "invalid_grant" in codes or "BAD_REFRESH_TOKEN" in codes:
-                raise NeedsReconnect(
-                    error.message,
-                    status=error.status,
-                    category="BAD_REFRESH_TOKEN",
-                    correlation_id=error.correlation_id,
-                    body=body,
-                )
-            raise AuthError(
-                error.message,
-                status=error.status,
-                category=error.category,
-                correlation_id=error.correlation_id,
-                body=body,
-            )
-        return _json_or_empty(response)
-    raise AssertionError("unreachable")
-
-
-def refresh_access_token(
-    source: Source, *, force: bool = False, stale_token: str | None = None, session: requests.Session | None = None
-) -> str:
-    """Return a fresh access token for `source`, refreshing it if needed; updates `source` in place.
-
-    Runs under a row lock on the Source: after acquiring it, the stored token is re-read, and if another worker
-    refreshed meanwhile (still fresh, or different from `stale_token`, the one that just got a 401) it is used
-    as is, so concurrent workers make exactly one token request. `force` refreshes even a fresh token (after a
-    401). A revoked or invalid refresh token marks the source needs_reconnect and raises NeedsReconnect.
-    """
-    reconnect: NeedsReconnect | None = None
-    with transaction.atomic():
-        locked = Source.objects.select_for_update().get(pk=source.pk)
-        already_new = stale_token is not None and locked.access_token and locked.access_token != stale_token
-        if (_fresh(locked) and not force) or (already_new and _fresh(locked, timedelta(0))):
-            _copy_tokens(locked, source)
-            return locked.access_token
-        if not locked.token:
-            reconnect = NeedsReconnect("No refresh token is stored for this source.", category="NO_REFRESH_TOKEN")
-        else:
-            try:
-                payload = _post_token(
-                    {
-                        "grant_type": "refresh_token",
-                        "client_id": settings.HUBSPOT_CLIENT_ID,
-                        "client_secret": settings.HUBSPOT_CLIENT_SECRET,
-                        "refresh_token": locked.token,
-                    },
-                    session=session,
-                )
-            except NeedsReconnect as exc:
-                reconnect = exc
-            else:
-                access = payload.get("access_token")
-                if not access:
-                    raise AuthError("token response without access_token", category="BAD_TOKEN_RESPONSE")
-                locked.access_token = access
-                locked.access_token_expires_at = timezone.now() + timedelta(
-                    seconds=int(payload.get("expires_in") or 1800)
-                )
-                fields = ["access_token", "access_token_expires_at", "updated_at"]
-                # HubSpot may omit refresh_token on a refresh: keep the old one then.
-                if payload.get("refresh_token") and payload["refresh_token"] != locked.token:
-                    locked.token = payload["refresh_token"]
-                    fields.append("token")
-                if locked.status != Source.Status.OK:
-                    locked.status, locked.status_detail = Source.Status.OK, ""
-                    fields += ["status", "status_detail"]
-                locked.save(update_fields=fields)
-                log.info("source %s: access token refreshed (expires in %ss)", source.pk, payload.get("expires_in"))
-                _copy_tokens(locked, source)
-                source.status, source.status_detail = locked.status, locked.status_detail
-                return access
-    # Outside the transaction, so the mark is committed even though we raise.
-    detail = (
-        "HubSpot refused the stored refresh token (it was revoked or the app was uninstalled). "
-        "Reconnect HubSpot in the source's settings to resume syncing."
-    )
-    if reconnect.message:
-        detail += f" HubSpot said: {reconnect.message}"
-    _mark_needs_reconnect(source, detail)
-    raise reconnect
-
-
-def _copy_tokens(src: Source, dst: Source) -> None:
-    dst.access_token = src.access_token
-    dst.access_token_expires_at = src.access_token_expires_at
-    dst.token = src.token
-
+log = logging.getLogger("sources.hubspot")
 
 # --- the client -----------------------------------------------------------------------------------------
 
