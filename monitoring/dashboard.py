@@ -19,6 +19,8 @@ from django.db.models import Count, OuterRef, Subquery, Sum
 from django.utils import timezone
 
 from hubsync.models import Workspace
+from mappings.models import DeliveryRun, DeliveryStateCount, Mapping, MappingIssue
+from sources.models import Record, RecordCount, Source, SyncRun
 
 # A source whose next sync is this much overdue (or one interval, if shorter) without a run starting is late:
 # the dispatcher runs every minute, so such a delay means beat or the workers are not doing their job.
@@ -176,8 +178,6 @@ def human_duration(delta: timedelta | float | None) -> str:
 
 def active_runs(workspace: Workspace) -> tuple[list[Any], list[Any]]:
     """The workspace's queued and running syncs and deliveries: two queries."""
-    from mappings.models import DeliveryRun
-    from sources.models import SyncRun
 
     active_sync = list(
         SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).select_related("source")
@@ -203,7 +203,6 @@ def first_pending_change():
     """For annotating a Mapping queryset: the mirror row of its collection with the lowest change_seq past its
     watermark, i.e. the oldest change not delivered yet (change_seq follows the order changes were read). One index
     seek on (source, change_seq) per mapping, inside the mappings query."""
-    from sources.models import Record
 
     return Record.objects.filter(
         source_id=OuterRef("data_model__source_id"),
@@ -214,8 +213,6 @@ def first_pending_change():
 
 def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     """Every row of the dashboard in a constant number of queries (about eight)."""
-    from mappings.models import DeliveryStateCount, Mapping, MappingIssue
-    from sources.models import RecordCount, Source
 
     now = now or timezone.now()
     sources = list(Source.objects.filter(workspace=workspace).select_related("last_run"))
@@ -348,7 +345,6 @@ def sync_progress(run: Any, *, now: datetime | None = None) -> Progress:
 def delivery_progress(run: Any, *, now: datetime | None = None, count_total: bool = True) -> Progress:
     """done = mirror rows considered; total = rows past the run's starting watermark, counted once per run and
     cached (it is fixed by the time the run starts, give or take the changes merged while it runs)."""
-    from sources.models import Record
 
     total = None
     if run.status in ACTIVE_STATUSES and run.started_at:
@@ -395,8 +391,6 @@ class RunPoint:
 def chart_runs(workspace: Workspace, *, now: datetime | None = None, source_id: int | None = None) -> list[RunPoint]:
     """Finished sync runs of the last CHART_DAYS days (the latest CHART_MAX_RUNS), oldest first, with the records
     their deliveries sent and rejected. Two queries: runs, then delivery sums grouped by sync run."""
-    from mappings.models import DeliveryRun
-    from sources.models import SyncRun
 
     now = now or timezone.now()
     runs = SyncRun.objects.filter(

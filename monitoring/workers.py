@@ -9,7 +9,11 @@ from typing import Any
 
 from django.conf import settings
 
-from hubsync.models import Workspace
+from hubsync.celery import app
+from hubsync.health import _safe_error, check_workers
+from hubsync.models import Alert, Workspace
+from mappings.models import Mapping
+from sources.models import SyncRun
 
 # What the panel calls each task, and how to tell which workspace a running one belongs to.
 _TASK_LABELS = {
@@ -33,9 +37,6 @@ def _first_id(task: dict[str, Any]) -> int | None:
 
 def _own_task_ids(workspace: Workspace, wanted: dict[str, set[int]]) -> dict[str, set[int]]:
     """Of the ids the running tasks name, those that belong to this workspace (one query per task kind)."""
-    from hubsync.models import Alert
-    from mappings.models import Mapping
-    from sources.models import SyncRun
 
     queries = {
         "sources.run_sync": SyncRun.objects.filter(source__workspace=workspace),
@@ -54,8 +55,6 @@ def workers_report(workspace: Workspace) -> dict[str, Any]:
     lengths. Workers are shared by every workspace: their host names and other workspaces' tasks and run ids are
     not this workspace's business, so only the count and this workspace's own tasks are reported. Each remote
     step has a short timeout; the dashboard loads this lazily so a silent cluster never slows the page itself."""
-    from hubsync.celery import app
-    from hubsync.health import _safe_error, check_workers
 
     timeout = min(settings.HEALTH_WORKER_TIMEOUT, 1.5)
     report: dict[str, Any] = {"alive": 0, "tasks": [], "queues": queue_lengths(), "error": ""}
