@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from allauth.account.adapter import DefaultAccountAdapter
 
+from .workspaces import on_email_confirmed, on_signup
+
 
 class AccountAdapter(DefaultAccountAdapter):
     """Signup creates the user's first workspace (or accepts a pending invitation)."""
@@ -9,7 +11,6 @@ class AccountAdapter(DefaultAccountAdapter):
     def save_user(self, request, user, form, commit=True):
         user = super().save_user(request, user, form, commit=commit)
         if commit:
-            from .workspaces import on_signup
 
             on_signup(request=request, user=user)
         return user
@@ -19,7 +20,6 @@ class AccountAdapter(DefaultAccountAdapter):
         invitation link get the normal verification: holding the link proves nothing about the address)."""
         confirmed = super().confirm_email(request, email_address)
         if confirmed:
-            from .workspaces import on_email_confirmed
 
             on_email_confirmed(request=request, email_address=email_address)
         return confirmed

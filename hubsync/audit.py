@@ -6,13 +6,13 @@ from typing import Any
 
 from django.db import models
 
+from .fields import EncryptedTextField
 from .models import AuditEvent, Workspace
 
 REDACTED = "•••"
 
 
 def _is_secret_field(model: type[models.Model], name: str) -> bool:
-    from .fields import EncryptedTextField
 
     try:
         field = model._meta.get_field(name)

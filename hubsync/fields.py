@@ -14,6 +14,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .redact import redact
+
 PREFIX = "fernet:"
 
 
@@ -92,7 +94,6 @@ class RedactedTextField(models.TextField):
     The column itself is an ordinary text column: migrations see a TextField and have nothing to do."""
 
     def get_prep_value(self, value: Any) -> Any:
-        from .redact import redact
 
         value = super().get_prep_value(value)
         return redact(value) if isinstance(value, str) and value else value

@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from .celery import app
+
 
 def _safe_error(exc: BaseException) -> str:
     """The error, without any credentials that might be embedded in a connection URL."""
@@ -36,7 +38,6 @@ def check_database() -> dict[str, Any]:
 
 
 def check_broker() -> dict[str, Any]:
-    from .celery import app
 
     timeout = settings.HEALTH_BROKER_TIMEOUT
     try:
@@ -59,7 +60,6 @@ def check_broker() -> dict[str, Any]:
 
 
 def check_workers() -> dict[str, Any]:
-    from .celery import app
 
     try:
         replies = app.control.ping(timeout=settings.HEALTH_WORKER_TIMEOUT)

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from hubsync import audit
 from hubsync.models import WorkspaceSettings
+from models_app.models import SYSTEM_COLUMNS
 
 from .models import Mapping, MappingIssue
 
@@ -289,7 +290,6 @@ def new_properties(source_collection: Any, *, limit: int = 50) -> list[dict[str,
 
 def missing_columns(model: Any, schema: dict[str, dict]) -> list[str]:
     """Columns of a data model that the collection's current schema no longer has."""
-    from models_app.models import SYSTEM_COLUMNS
 
     if not schema:
         return []

@@ -8,6 +8,7 @@ class ModelsAppConfig(AppConfig):
     verbose_name = "Data models"
 
     def ready(self) -> None:
+        # Imported here, not at the top: these modules use models, which exist only once the registry is ready.
         from hubsync import hooks
 
         from .setup import data_model_step

@@ -8,6 +8,7 @@ class MonitoringConfig(AppConfig):
     verbose_name = "Monitoring"
 
     def ready(self) -> None:
+        # Imported here, not at the top: these modules use models, which exist only once the registry is ready.
         from hubsync.dispatch import register
 
         from . import tasks  # noqa: F401 (registers the hand-off receivers in every process, eager mode included)

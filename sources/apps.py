@@ -8,6 +8,7 @@ class SourcesConfig(AppConfig):
     verbose_name = "HubSpot sources"
 
     def ready(self) -> None:
+        # Imported here, not at the top: these modules use models, which exist only once the registry is ready.
         from hubsync import hooks
         from hubsync.dispatch import register
 

@@ -14,6 +14,8 @@ from django import template
 
 from mappings.drift import fix_choices, missing_columns, new_properties
 from mappings.models import MappingIssue
+from models_app.models import DataModel
+from sources.models import SourceCollection
 
 register = template.Library()
 
@@ -44,8 +46,6 @@ def drift_panel(context: Any, mapping: Any = None) -> dict[str, Any]:
 
 @register.inclusion_tag("mappings/_new_properties.html", name="new_properties")
 def new_properties_panel(source: Any) -> dict[str, Any]:
-    from models_app.models import DataModel
-    from sources.models import SourceCollection
 
     collections = list(SourceCollection.objects.filter(source=source).order_by("collection"))
     models = list(DataModel.objects.filter(source=source).order_by("name"))

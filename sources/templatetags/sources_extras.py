@@ -6,6 +6,7 @@ from typing import Any
 from django import template
 
 from sources.models import SYNC_INTERVAL_CHOICES
+from sources.oauth import COLLECTION_LABELS
 
 register = template.Library()
 
@@ -29,6 +30,5 @@ def interval_label(value: timedelta | None) -> str:
 
 @register.filter
 def collection_label(name: str) -> str:
-    from sources.oauth import COLLECTION_LABELS
 
     return COLLECTION_LABELS.get(name, name)
