@@ -23,7 +23,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.fields import DecryptionError
 from hubsync.http import safe_next
 from hubsync.models import Role
@@ -48,11 +48,11 @@ DISPLAY_PROPERTIES = {
 TEST_RESULTS = 10
 
 
-def _can_change(request: HttpRequest) -> bool:
+def _can_change(request: WorkspaceRequest) -> bool:
     return request.membership.allows(Role.ADMIN)
 
 
-def _back(request: HttpRequest, default: str) -> str:
+def _back(request: WorkspaceRequest, default: str) -> str:
     """Where a form posted from several pages returns to: its `next` when it is a path of ours."""
     return safe_next(request, default)
 
@@ -61,7 +61,7 @@ def _back(request: HttpRequest, default: str) -> str:
 
 
 @workspace_view()
-def destination_list(request: HttpRequest) -> HttpResponse:
+def destination_list(request: WorkspaceRequest) -> HttpResponse:
     destinations = Destination.objects.filter(workspace=request.workspace).annotate(
         space_count=Count("profile_spaces", distinct=True),
         mapping_count=Count("mappings", distinct=True),
@@ -75,7 +75,7 @@ def destination_list(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view()
-def destination_new(request: HttpRequest) -> HttpResponse:
+def destination_new(request: WorkspaceRequest) -> HttpResponse:
     if request.method == "POST":
         form = DestinationForm(request.POST)
         if form.is_valid():
@@ -106,7 +106,7 @@ def _mapping_rows(mappings: Any) -> list[Mapping]:
 
 
 def _destination_page(
-    request: HttpRequest, destination: Destination, tab: str, template: str, status: int = 200, **extra: Any
+    request: WorkspaceRequest, destination: Destination, tab: str, template: str, status: int = 200, **extra: Any
 ) -> HttpResponse:
     ctx = {
         "destination": destination,
@@ -120,7 +120,7 @@ def _destination_page(
 
 
 @workspace_view()
-def destination_detail(request: HttpRequest, destination_id: int) -> HttpResponse:
+def destination_detail(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     mappings = _mapping_rows(destination.mappings.all())
     has_models = DataModel.objects.filter(source__workspace=request.workspace).exists()
@@ -130,7 +130,7 @@ def destination_detail(request: HttpRequest, destination_id: int) -> HttpRespons
 
 
 @workspace_view()
-def destination_settings(request: HttpRequest, destination_id: int) -> HttpResponse:
+def destination_settings(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     rename = RenameForm(initial={"name": destination.name})
     if request.method == "POST":
@@ -159,7 +159,7 @@ def destination_settings(request: HttpRequest, destination_id: int) -> HttpRespo
 
 
 @workspace_view()
-def destination_delete(request: HttpRequest, destination_id: int) -> HttpResponse:
+def destination_delete(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     mappings = _mapping_rows(destination.mappings.all())
     if request.method == "POST":
@@ -186,7 +186,7 @@ def destination_delete(request: HttpRequest, destination_id: int) -> HttpRespons
 
 @workspace_view()
 @require_POST
-def profile_space_new(request: HttpRequest, destination_id: int) -> HttpResponse:
+def profile_space_new(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     form = ProfileSpaceForm(request.POST)
     if not form.is_valid():
@@ -217,7 +217,7 @@ def profile_space_new(request: HttpRequest, destination_id: int) -> HttpResponse
 
 
 @workspace_view()
-def profile_space_edit(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+def profile_space_edit(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     destination = space.destination
     if request.method == "POST":
@@ -251,7 +251,7 @@ def profile_space_edit(request: HttpRequest, profile_space_id: int) -> HttpRespo
 
 @workspace_view()
 @require_POST
-def profile_space_check(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+def profile_space_check(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     try:
         result = check_connection(space.region, space.write_key)
@@ -277,7 +277,7 @@ def profile_space_check(request: HttpRequest, profile_space_id: int) -> HttpResp
 
 
 @workspace_view()
-def profile_space_delete(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+def profile_space_delete(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     used_by = _mapping_rows(space.mappings.all())
     if request.method == "POST":
@@ -307,7 +307,7 @@ def profile_space_delete(request: HttpRequest, profile_space_id: int) -> HttpRes
 
 
 @workspace_view()
-def mapping_list(request: HttpRequest) -> HttpResponse:
+def mapping_list(request: WorkspaceRequest) -> HttpResponse:
     mappings = _mapping_rows(Mapping.objects.filter(destination__workspace=request.workspace))
     return render(
         request,
@@ -323,7 +323,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _editor(request: HttpRequest, form: MappingForm, mapping: Mapping | None, status: int = 200) -> HttpResponse:
+def _editor(request: WorkspaceRequest, form: MappingForm, mapping: Mapping | None, status: int = 200) -> HttpResponse:
     return render(
         request,
         "mappings/mapping_editor.html",
@@ -341,13 +341,13 @@ def _editor(request: HttpRequest, form: MappingForm, mapping: Mapping | None, st
     )
 
 
-def _reloading(request: HttpRequest) -> bool:
+def _reloading(request: WorkspaceRequest) -> bool:
     """The editor posted back to show another model's columns or one more trait row, not to save."""
     return request.POST.get("op") in {"reload", "add_row"}
 
 
 @workspace_view()
-def mapping_new(request: HttpRequest) -> HttpResponse:
+def mapping_new(request: WorkspaceRequest) -> HttpResponse:
     params = request.POST if request.method == "POST" else request.GET
     destinations = list(Destination.objects.filter(workspace=request.workspace))
     destination_id = _int(params.get("destination"))
@@ -500,7 +500,7 @@ def _saved_message(mapping: Mapping, before_hash: str, before_trait: bool) -> st
 
 
 @workspace_view()
-def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_edit(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
     if request.method == "POST":
         form = MappingForm(
@@ -534,7 +534,7 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
     return _editor(request, form, mapping)
 
 
-def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
+def _mapping_context(request: WorkspaceRequest, mapping: Mapping) -> dict[str, Any]:
     states = DeliveryStateCount.for_mappings([mapping.pk])[mapping.pk]
     schema = column_schema(mapping.data_model)
     labels = {c: (schema.get(c) or {}).get("label") or c for c in mapping.data_model.all_columns}
@@ -566,7 +566,7 @@ def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
 
 
 @workspace_view()
-def mapping_detail(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_detail(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(
         request,
         Mapping.objects.select_related("destination", "data_model", "data_model__source", "profile_space", "last_run"),
@@ -578,7 +578,7 @@ def mapping_detail(request: HttpRequest, mapping_id: int) -> HttpResponse:
     return render(request, "mappings/mapping_detail.html", {**_mapping_context(request, mapping), "test": test})
 
 
-def _perm(request: HttpRequest) -> dict[str, Any]:
+def _perm(request: WorkspaceRequest) -> dict[str, Any]:
     return {"can_change": _can_change(request)}
 
 
@@ -698,7 +698,7 @@ def _archived_test(mapping: Mapping, state: DeliveryState | None) -> dict[str, A
     }
 
 
-def _test_panel(request: HttpRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
+def _test_panel(request: WorkspaceRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
     """The state of the test panel for this request: nothing is asked from HubSpot until the user searches
     (`q`, also empty: "list the first records") or picks a record (`record`)."""
     test: dict[str, Any] = {"query": request.GET.get("q", "").strip(), "archived": request.GET.get("archived") == "1"}
@@ -733,7 +733,7 @@ def _test_panel(request: HttpRequest, mapping: Mapping, object_id: int | None = 
 
 @workspace_view()
 @require_POST
-def mapping_test_send(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_test_send(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     """Send the previewed message of one record to the Profile Space. The message is rebuilt here from HubSpot
     (never taken from the browser), so what is sent is exactly what the engine would send."""
     mapping = get_for_workspace(
@@ -774,7 +774,7 @@ def mapping_test_send(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 @workspace_view()
 @require_POST
-def mapping_toggle(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_toggle(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(
         request, Mapping.objects.select_related("destination", "data_model__source", "last_run"), pk=mapping_id
     )
@@ -802,7 +802,7 @@ def mapping_toggle(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 
 @workspace_view()
-def mapping_resync(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_resync(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(
         request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
     )
@@ -832,7 +832,7 @@ def mapping_resync(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 
 @workspace_view()
-def mapping_delete(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_delete(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
     if request.method == "POST":
         destination = mapping.destination

@@ -24,7 +24,7 @@ from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
 from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
 from .deliver import rejected_states, request_retry
@@ -72,7 +72,7 @@ def _filtered(mapping: Mapping, filters: dict[str, str]) -> tuple[QuerySet, list
 
 
 @workspace_view()
-def rejected_list(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def rejected_list(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = _mapping(request, mapping_id)
     filters = _filters(request.GET)
     qs, problems = _filtered(mapping, filters)
@@ -94,7 +94,7 @@ def rejected_list(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def rejected_retry(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def rejected_retry(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     """POST `one=<id>` (that record), `action=selected` with `selected=<id>` (a selection), or `action=all` (every
     rejected record matching the filters sent along)."""
     mapping = _mapping(request, mapping_id)

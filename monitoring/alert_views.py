@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.forms import AlertChannelForm
 from hubsync.models import Alert, AlertChannel, AlertState, Role
 from hubsync.redact import redact
@@ -36,7 +36,7 @@ def _shown_error(entry: dict) -> str:
     return redact(error) if entry.get("kind") == "email" else "could not connect to the webhook"
 
 
-def _log(request: HttpRequest) -> dict:
+def _log(request: WorkspaceRequest) -> dict:
     log = list(Alert.objects.filter(workspace=request.workspace).select_related("channel")[:LOG_SIZE])
     for alert in log:
         alert.text = redact(alert.text)  # stored redacted; rows from before that are cleaned here
@@ -49,7 +49,7 @@ def _log(request: HttpRequest) -> dict:
     return {"log": log, "log_pending": any(a.status == Alert.Status.QUEUED for a in log)}
 
 
-def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
+def _page(request: WorkspaceRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
     workspace = request.workspace
     open_states = list(AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at"))
     for state in open_states:
@@ -67,7 +67,7 @@ def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> Ht
 
 
 @workspace_view()
-def alerts_log(request: HttpRequest) -> HttpResponse:
+def alerts_log(request: WorkspaceRequest) -> HttpResponse:
     """The log fragment the page polls while a message is queued; 286 once nothing is waiting any more."""
     context = _log(request)
     status = 200 if context["log_pending"] else HTMX_STOP_POLLING
@@ -75,7 +75,7 @@ def alerts_log(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view()
-def alerts_page(request: HttpRequest) -> HttpResponse:
+def alerts_page(request: WorkspaceRequest) -> HttpResponse:
     """The channel list and log; a POST adds a channel (admins), so form errors render in place."""
     if request.method != "POST":
         return _page(request, AlertChannelForm())
@@ -107,7 +107,7 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
 
 @workspace_view()
 @require_POST
-def alert_channel_test(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+def alert_channel_test(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
     if not alerts.has_verified_email(request.user):
         messages.error(request, VERIFY_FIRST)
@@ -123,7 +123,7 @@ def alert_channel_test(request: HttpRequest, alertchannel_id: int) -> HttpRespon
 
 @workspace_view()
 @require_POST
-def alert_channel_toggle(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+def alert_channel_toggle(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
     channel.enabled = not channel.enabled
     channel.save(update_fields=["enabled"])
@@ -140,7 +140,7 @@ def alert_channel_toggle(request: HttpRequest, alertchannel_id: int) -> HttpResp
 
 @workspace_view()
 @require_POST
-def alert_channel_delete(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+def alert_channel_delete(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
     audit.record(
         workspace=request.workspace,
