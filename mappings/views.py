@@ -14,15 +14,13 @@ from typing import Any
 
 import requests
 from django.contrib import messages
-from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
-from hubsync import audit
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.fields import DecryptionError
 from hubsync.http import safe_next
@@ -30,10 +28,11 @@ from hubsync.models import Role
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
-from .deliver import delivered_before, preview_message, resync_all, send_test_message
+from . import services
+from .deliver import delivered_before, preview_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
-from .segment import SegmentError, check_connection
+from .segment import check_connection
 from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)
@@ -79,17 +78,12 @@ def destination_new(request: WorkspaceRequest) -> HttpResponse:
     if request.method == "POST":
         form = DestinationForm(request.POST)
         if form.is_valid():
-            with transaction.atomic():
-                destination = Destination.objects.create(
-                    workspace=request.workspace, name=form.cleaned_data["name"], kind=form.cleaned_data["kind"]
-                )
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="create",
-                    obj=destination,
-                    changes={"name": destination.name, "kind": destination.kind},
-                )
+            destination = services.create_destination(
+                workspace=request.workspace,
+                name=form.cleaned_data["name"],
+                kind=form.cleaned_data["kind"],
+                actor=request.user,
+            )
             messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
             return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
     else:
@@ -136,14 +130,9 @@ def destination_settings(request: WorkspaceRequest, destination_id: int) -> Http
     if request.method == "POST":
         rename = RenameForm(request.POST)
         if rename.is_valid():
-            before = {"name": destination.name}
-            destination.name = rename.cleaned_data["name"]
-            changes = audit.diff(destination, before, ["name"])
-            if changes:
-                destination.save(update_fields=["name", "updated_at"])
-                audit.record(
-                    workspace=request.workspace, actor=request.user, verb="update", obj=destination, changes=changes
-                )
+            if services.rename_destination(
+                destination=destination, name=rename.cleaned_data["name"], actor=request.user
+            ):
                 messages.success(request, "Destination renamed.")
             else:
                 messages.info(request, "Nothing changed.")
@@ -163,19 +152,12 @@ def destination_delete(request: WorkspaceRequest, destination_id: int) -> HttpRe
     destination = get_for_workspace(request, Destination, pk=destination_id)
     mappings = _mapping_rows(destination.mappings.all())
     if request.method == "POST":
-        if mappings:
-            messages.error(request, "This destination still has mappings: delete them first.")
+        name = destination.name
+        try:
+            services.delete_destination(destination=destination, actor=request.user)
+        except services.MappingsError as exc:
+            messages.error(request, str(exc))
         else:
-            name = destination.name
-            with transaction.atomic():
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="delete",
-                    obj=destination,
-                    changes={"name": name, "profile_spaces": [s.name for s in destination.profile_spaces.all()]},
-                )
-                destination.delete()
             messages.success(request, f"{name} was deleted.")
             return redirect("mappings:destinations")
     return _destination_page(request, destination, "settings", "mappings/destination_delete.html", mappings=mappings)
@@ -201,17 +183,13 @@ def profile_space_new(request: WorkspaceRequest, destination_id: int) -> HttpRes
             status=400,
         )
     data = form.cleaned_data
-    with transaction.atomic():
-        space = ProfileSpace.objects.create(
-            destination=destination, name=data["name"], write_key=data["write_key"], region=data["region"]
-        )
-        audit.record(
-            workspace=request.workspace,
-            actor=request.user,
-            verb="create",
-            obj=space,
-            changes={"name": space.name, "region": space.region, "write_key": "set", "destination": destination.name},
-        )
+    space = services.create_profile_space(
+        destination=destination,
+        name=data["name"],
+        write_key=data["write_key"],
+        region=data["region"],
+        actor=request.user,
+    )
     messages.success(request, f"Profile Space {space.name} was added. Check its connection below.")
     return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
 
@@ -224,20 +202,9 @@ def profile_space_edit(request: WorkspaceRequest, profile_space_id: int) -> Http
         form = ProfileSpaceForm(request.POST, instance=space)
         if form.is_valid():
             data = form.cleaned_data
-            before = {"name": space.name, "region": space.region}
-            space.name, space.region = data["name"], data["region"]
-            changes: dict[str, Any] = audit.diff(space, before, list(before))
-            fields = list(changes)
-            if data["write_key"]:
-                space.write_key = data["write_key"]
-                changes["write_key"] = "replaced"
-                fields.append("write_key")
-            if changes:
-                with transaction.atomic():
-                    space.save(update_fields=[*fields, "updated_at"])
-                    audit.record(
-                        workspace=request.workspace, actor=request.user, verb="update", obj=space, changes=changes
-                    )
+            if services.update_profile_space(
+                space=space, name=data["name"], region=data["region"], write_key=data["write_key"], actor=request.user
+            ):
                 messages.success(request, f"Profile Space {space.name} saved.")
             else:
                 messages.info(request, "Nothing changed.")
@@ -281,21 +248,11 @@ def profile_space_delete(request: WorkspaceRequest, profile_space_id: int) -> Ht
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     used_by = _mapping_rows(space.mappings.all())
     if request.method == "POST":
-        if used_by:
-            messages.error(
-                request,
-                f"{space.name} is used by {len(used_by)} mapping(s): change or delete them before deleting the space.",
-            )
+        try:
+            services.delete_profile_space(space=space, actor=request.user)
+        except services.MappingsError as exc:
+            messages.error(request, str(exc))
         else:
-            with transaction.atomic():
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="delete",
-                    obj=space,
-                    changes={"name": space.name},
-                )
-                space.delete()
             messages.success(request, f"Profile Space {space.name} was deleted.")
             return redirect(reverse("mappings:destination_settings", args=[space.destination_id]) + "#spaces")
     return _destination_page(
@@ -370,7 +327,9 @@ def mapping_new(request: WorkspaceRequest) -> HttpResponse:
         if _reloading(request):
             return _editor(request, form, None)
         if form.is_valid():
-            mapping = _save_mapping(request, form, Mapping(destination=destination))
+            mapping = services.save_mapping(
+                mapping=Mapping(destination=destination), data=form.cleaned_data, actor=request.user
+            )
             messages.success(
                 request,
                 "Mapping saved. It is disabled: test it with a real record below, then switch it on.",
@@ -408,79 +367,6 @@ def _suggested_mapping(model: DataModel) -> dict[str, Any]:
     return out
 
 
-def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> Mapping:
-    data = form.cleaned_data
-    creating = mapping.pk is None
-    fields = [
-        "name",
-        "data_model",
-        "profile_space",
-        "action",
-        "identifiers",
-        "traits",
-        "options",
-        "archived_behaviour",
-        "archived_trait",
-    ]
-    before = {
-        "name": mapping.name,
-        "data_model": mapping.data_model_id if not creating else None,
-        "profile_space": mapping.profile_space_id if not creating else None,
-        "action": mapping.action,
-        "identifiers": mapping.identifiers,
-        "traits": mapping.traits,
-        "options": mapping.options,
-        "archived_behaviour": mapping.archived_behaviour,
-        "archived_trait": mapping.archived_trait,
-    }
-    mapping.name = data["name"].strip() or f"{data['data_model'].name} → {data['profile_space'].name}"
-    mapping.data_model = data["data_model"]
-    mapping.profile_space = data["profile_space"]
-    mapping.action = data["action"]
-    mapping.identifiers = data["identifiers"]
-    mapping.traits = data["traits"]
-    mapping.options = {**(mapping.options or {}), "empty_values": data["empty_values"]}
-    if data["identifier_format"] == Mapping.IdentifierFormat.TRIM_IDENTIFIERS:
-        # Stored as the option's absence: a mapping made before it keeps its configuration hash (no resend).
-        mapping.options.pop(Mapping.IDENTIFIER_FORMAT_OPTION, None)
-    else:
-        mapping.options[Mapping.IDENTIFIER_FORMAT_OPTION] = data["identifier_format"]
-    mapping.archived_behaviour = data["archived_behaviour"]
-    if mapping.archived_behaviour == Mapping.ArchivedBehaviour.TRAIT:
-        mapping.archived_trait = data["archived_trait"]
-    # With "Do nothing" the trait name stays what it was: the profiles still carry that trait, and the engine
-    # needs its name to leave live records alone (MessageBuilder.covers).
-    after = {
-        "name": mapping.name,
-        "data_model": mapping.data_model_id,
-        "profile_space": mapping.profile_space_id,
-        "action": mapping.action,
-        "identifiers": mapping.identifiers,
-        "traits": mapping.traits,
-        "options": mapping.options,
-        "archived_behaviour": mapping.archived_behaviour,
-        "archived_trait": mapping.archived_trait,
-    }
-    changes = {k: [before[k], after[k]] for k in fields if before[k] != after[k]}
-    with transaction.atomic():
-        if creating:
-            mapping.enabled = False  # a new mapping starts disabled: test it first
-            mapping.save()
-        elif changes:
-            # The delivery engine compares the configuration hash with the watermark's: the next run reconsiders
-            # every record and sends exactly those whose payload changed.
-            mapping.save(update_fields=[*(f for f in fields if f in changes), "updated_at"])
-        if creating or changes:
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="create" if creating else "update",
-                obj=mapping,
-                changes=after if creating else changes,
-            )
-    return mapping
-
-
 def _saved_message(mapping: Mapping, before_hash: str, before_trait: bool) -> str:
     """What saving did to deliveries, in words (switching the archived trait on or off has its own cost)."""
     if mapping.config_hash() == before_hash or not mapping.enabled:
@@ -514,7 +400,7 @@ def mapping_edit(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
             return _editor(request, form, mapping)
         if form.is_valid():
             before_hash, before_trait = mapping.config_hash(), mapping.sets_archived_trait
-            _save_mapping(request, form, mapping)
+            services.save_mapping(mapping=mapping, data=form.cleaned_data, actor=request.user)
             messages.success(request, _saved_message(mapping, before_hash, before_trait))
             return redirect("mappings:mapping_detail", mapping.pk)
         return _editor(request, form, mapping, status=400)
@@ -740,29 +626,14 @@ def mapping_test_send(request: WorkspaceRequest, mapping_id: int) -> HttpRespons
         request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
     )
     object_id = _int(request.POST.get("record"))
-    test = _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
-    if "message_json" in test and not test.get("rejected") and not test.get("sync_skips"):
+    test: dict[str, Any] = (
+        _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
+    )
+    sendable = "message_json" in test and not test.get("rejected") and not test.get("sync_skips")
+    if object_id is not None and sendable:
         # Only what a sync would send: never an archived record's message that the sync leaves out.
-        message = json.loads(test["message_json"])
-        try:
-            result = send_test_message(mapping, message)
-            test["sent"] = {"ok": True, "status": result.status, "body": result.body[:2000]}
-            outcome = {"status": result.status}
-        except SegmentError as exc:
-            test["sent"] = {"ok": False, "status": exc.status, "body": exc.body[:2000], "error": str(exc)}
-            outcome = {"status": exc.status, "error": str(exc)[:200]}
-        except DecryptionError:
-            test["sent"] = {
-                "ok": False,
-                "error": "The Profile Space's write key could not be decrypted; enter it again.",
-            }
-            outcome = {"error": "decryption"}
-        audit.record(
-            workspace=request.workspace,
-            actor=request.user,
-            verb="test_send",
-            obj=mapping,
-            changes={"record": object_id, "profile_space": mapping.profile_space.name, **outcome},
+        test["sent"] = services.send_test(
+            mapping=mapping, object_id=object_id, message=json.loads(test["message_json"]), actor=request.user
         )
     if request.htmx:
         return render(request, "mappings/_test_panel.html", {"mapping": mapping, "test": test, **_perm(request)})
@@ -779,22 +650,7 @@ def mapping_toggle(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
         request, Mapping.objects.select_related("destination", "data_model__source", "last_run"), pk=mapping_id
     )
     wanted = request.POST.get("enabled") in {"1", "true", "on"}
-    if wanted != mapping.enabled:
-        with transaction.atomic():
-            Mapping.objects.filter(pk=mapping.pk).update(enabled=wanted)
-            mapping.enabled = wanted
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="enable" if wanted else "disable",
-                obj=mapping,
-                changes={"enabled": [not wanted, wanted]},
-            )
-            if wanted and mapping.data_model.source.first_synced_at is not None:
-                # The mirror already holds data: deliver it now rather than after the next source sync.
-                from .tasks import deliver_mapping
-
-                deliver_mapping.delay_on_commit(mapping.pk)
+    services.set_mapping_enabled(mapping=mapping, enabled=wanted, actor=request.user)
     if request.htmx:
         return render(request, "mappings/_toggle.html", {"m": mapping, "can_change": True})
     messages.success(request, f"{mapping}: {'enabled' if wanted else 'disabled'}.")
@@ -807,19 +663,7 @@ def mapping_resync(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
         request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
     )
     if request.method == "POST":
-        with transaction.atomic():
-            resync_all(mapping)
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="resync",
-                obj=mapping,
-                changes={"resync_generation": mapping.resync_generation},
-            )
-            if mapping.enabled:
-                from .tasks import deliver_mapping
-
-                deliver_mapping.delay_on_commit(mapping.pk)
+        services.resync_mapping(mapping=mapping, actor=request.user)
         if mapping.enabled:
             messages.success(request, "Resync started: every record is sent again.")
         else:
@@ -836,15 +680,7 @@ def mapping_delete(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
     if request.method == "POST":
         destination = mapping.destination
-        with transaction.atomic():
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="delete",
-                obj=mapping,
-                changes={"name": str(mapping), "data_model": mapping.data_model.name},
-            )
-            mapping.delete()
+        services.delete_mapping(mapping=mapping, actor=request.user)
         messages.success(request, f"Mapping {mapping} was deleted. The profiles in Segment keep their traits.")
         return redirect("mappings:destination", destination.pk)
     return render(request, "mappings/mapping_delete.html", _mapping_context(request, mapping))

@@ -12,12 +12,12 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 
-from hubsync import audit
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.http import safe_next
 from hubsync.models import Role
 
-from .deliver import sample_cutoff, set_sample_mode
+from . import services
+from .deliver import sample_cutoff
 from .models import DeliveryState, Mapping
 
 MAX_SAMPLE_SIZE = 10_000
@@ -61,7 +61,6 @@ def _change(request: WorkspaceRequest, mapping: Mapping) -> None:
     if not request.membership.allows(Role.ADMIN):  # the decorator already refuses; kept for includes' safety
         return
     action = request.POST.get("action")
-    old = mapping.sample_size
     if action == "start":
         raw = (request.POST.get("sample_size") or str(Mapping.DEFAULT_SAMPLE_SIZE)).strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_SAMPLE_SIZE:
@@ -78,14 +77,5 @@ def _change(request: WorkspaceRequest, mapping: Mapping) -> None:
     else:
         messages.error(request, "Choose sample mode or all records.")
         return
-    if new == old:
-        return
-    set_sample_mode(mapping=mapping, sample_size=new)
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="mapping.sample_mode",
-        obj=mapping,
-        changes={"sample_size": [old, new]},
-    )
-    messages.success(request, note)
+    if services.set_sample_size(mapping=mapping, sample_size=new, actor=request.user):
+        messages.success(request, note)
