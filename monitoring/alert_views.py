@@ -8,13 +8,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from hubsync import audit
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.forms import AlertChannelForm
 from hubsync.models import Alert, AlertChannel, AlertState, Role
 from hubsync.redact import redact
 
-from . import alerts
+from . import alerts, services
 
 LOG_SIZE = 50  # messages shown in the log
 VERIFY_FIRST = (
@@ -87,19 +86,13 @@ def alerts_page(request: WorkspaceRequest) -> HttpResponse:
     if not form.is_valid():
         return _page(request, form, status=400)
     data = form.cleaned_data
-    channel = AlertChannel.objects.create(
+    channel = services.create_channel(
         workspace=request.workspace,
         kind=data["kind"],
         name=data["name"],
         emails=data["emails"],
         webhook_url=data["webhook_url"],
-    )
-    audit.record(
-        workspace=request.workspace,
         actor=request.user,
-        verb="create",
-        obj=channel,
-        changes={"kind": channel.kind, "name": channel.name, "emails": channel.emails, "webhook_url": "set"},
     )
     messages.success(request, f"Alert channel “{channel}” added. Use “Send test” to check that it reaches you.")
     return redirect("alerts")
@@ -113,8 +106,8 @@ def alert_channel_test(request: WorkspaceRequest, alertchannel_id: int) -> HttpR
         messages.error(request, VERIFY_FIRST)
         return redirect("alerts")
     try:
-        alerts.send_test(channel=channel)
-    except alerts.SendTestLimited as exc:
+        services.send_test(channel=channel)
+    except services.SendTestLimited as exc:
         messages.error(request, f"No test message sent: {exc}")
         return redirect("alerts")
     messages.success(request, f"Test message queued for “{channel}”; its outcome appears in the log below.")
@@ -125,16 +118,8 @@ def alert_channel_test(request: WorkspaceRequest, alertchannel_id: int) -> HttpR
 @require_POST
 def alert_channel_toggle(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
-    channel.enabled = not channel.enabled
-    channel.save(update_fields=["enabled"])
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="enable" if channel.enabled else "disable",
-        obj=channel,
-        changes={"enabled": [not channel.enabled, channel.enabled]},
-    )
-    messages.success(request, f"Alert channel “{channel}” {'enabled' if channel.enabled else 'paused'}.")
+    enabled = services.toggle_channel(channel=channel, actor=request.user)
+    messages.success(request, f"Alert channel “{channel}” {'enabled' if enabled else 'paused'}.")
     return redirect("alerts")
 
 
@@ -142,13 +127,6 @@ def alert_channel_toggle(request: WorkspaceRequest, alertchannel_id: int) -> Htt
 @require_POST
 def alert_channel_delete(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="delete",
-        obj=channel,
-        changes={"kind": channel.kind, "name": channel.name},
-    )
-    channel.delete()
+    services.delete_channel(channel=channel, actor=request.user)
     messages.success(request, f"Alert channel “{channel}” deleted.")
     return redirect("alerts")

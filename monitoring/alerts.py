@@ -24,7 +24,7 @@ a slow webhook or mail server never delays a sync or a delivery.
 
 Channels are other people's servers and inboxes: webhooks go to public addresses only (hubsync/outbound.py) and
 the log keeps only their HTTP status; e-mails go to verified members of the workspace only, with subjects of our
-own words; webhook texts are escaped for Slack's mrkdwn; "Send test" is rate-limited.
+own words; webhook texts are escaped for Slack's mrkdwn; "Send test" is rate-limited (monitoring/services.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
-from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
@@ -315,38 +314,6 @@ def queue_alert(*, channel: AlertChannel, kind: str, text: str, state: AlertStat
     )
     handoff.send(SEND_ALERT, alert_id=alert.pk)
     return alert
-
-
-class SendTestLimited(Exception):
-    """Too many test messages recently; the message says when to try again."""
-
-
-def send_test(*, channel: AlertChannel) -> Alert:
-    """Queue a test message, unless the channel or its workspace has sent too many lately: "Send test" must not
-    turn the server into a mail cannon or a request flood. Counted from the Alert rows (the database decides, with
-    the workspace row locked so two clicks at once cannot both slip under the limit)."""
-    window = timedelta(seconds=settings.ALERT_TEST_WINDOW_SECONDS)
-    minutes = max(1, settings.ALERT_TEST_WINDOW_SECONDS // 60)
-    with transaction.atomic():
-        list(Workspace.objects.select_for_update().filter(pk=channel.workspace_id).values_list("pk", flat=True))
-        recent = Alert.objects.filter(
-            workspace_id=channel.workspace_id, kind=Alert.Kind.TEST, created_at__gte=timezone.now() - window
-        )
-        if recent.filter(channel=channel).count() >= settings.ALERT_TEST_LIMIT_PER_CHANNEL:
-            raise SendTestLimited(
-                f"This channel already got {settings.ALERT_TEST_LIMIT_PER_CHANNEL} test messages in the last "
-                f"{minutes} minutes. Wait a few minutes before sending another."
-            )
-        if recent.count() >= settings.ALERT_TEST_LIMIT_PER_WORKSPACE:
-            raise SendTestLimited(
-                f"This workspace already sent {settings.ALERT_TEST_LIMIT_PER_WORKSPACE} test messages in the last "
-                f"{minutes} minutes. Wait a few minutes before sending another."
-            )
-        return queue_alert(
-            channel=channel,
-            kind=Alert.Kind.TEST,
-            text=f"[hubsync · {channel.workspace.name}] Test message for channel “{channel}”: alerts reach you here.",
-        )
 
 
 def member_addresses(workspace_id: int) -> set[str]:
