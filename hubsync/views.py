@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import audit, workspaces
+from . import workspaces
 from .access import WorkspaceRequest, get_for_workspace, login_view, public_view, workspace_view
 from .forms import InviteForm, RoleForm, WorkspaceForm, WorkspaceSettingsForm
 from .models import AuditEvent, Invitation, Membership, Role, WorkspaceSettings
@@ -48,20 +48,17 @@ def workspace_switch(request: HttpRequest) -> HttpResponse:
 def workspace_settings(request: WorkspaceRequest) -> HttpResponse:
     workspace = request.workspace
     conf = WorkspaceSettings.for_workspace(workspace.pk)
-    monitoring_fields = ["drift_pauses_mappings", "freshness_alert_minutes", "rejected_alert_threshold"]
-    initial = {name: getattr(conf, name) for name in monitoring_fields}
+    initial = {name: getattr(conf, name) for name in workspaces.MONITORING_SETTINGS}
     posted = request.POST if request.method == "POST" else None
     which = request.POST.get("form") if posted else None
     form = WorkspaceForm(posted if which != "monitoring" else None, initial={"name": workspace.name})
     monitoring = WorkspaceSettingsForm(posted if which == "monitoring" else None, initial=initial)
     if which == "monitoring" and monitoring.is_valid():
-        for name in monitoring_fields:
-            setattr(conf, name, monitoring.cleaned_data[name])
-        conf.save()
-        changes = {n: [initial[n], monitoring.cleaned_data[n]] for n in monitoring_fields}
-        changes = {n: v for n, v in changes.items() if v[0] != v[1]}
-        if changes:
-            audit.record(workspace=workspace, actor=request.user, verb="update", obj=conf, changes=changes)
+        workspaces.update_monitoring_settings(
+            workspace=workspace,
+            actor=request.user,
+            **{name: monitoring.cleaned_data[name] for name in workspaces.MONITORING_SETTINGS},
+        )
         messages.success(request, "Monitoring settings saved.")
         return redirect("workspace_settings")
     if posted is not None and which != "monitoring" and form.is_valid():
