@@ -16,12 +16,22 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django_htmx.middleware import HtmxDetails
 
-from .models import Role
+from .models import Membership, Role, Workspace
 
 M = TypeVar("M", bound=Model)
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class WorkspaceRequest(HttpRequest):
+    """The request a `@workspace_view` gets, for type checkers: WorkspaceMiddleware sets `workspace` and
+    `membership` (the decorator refuses requests without them), HtmxMiddleware sets `htmx`. Never instantiated."""
+
+    workspace: Workspace
+    membership: Membership
+    htmx: HtmxDetails
 
 
 def workspace_view(role: str = Role.VIEWER, *, write_role: str = Role.ADMIN) -> Callable:

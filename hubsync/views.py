@@ -10,8 +10,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from . import audit, workspaces
-from .access import get_for_workspace, login_view, public_view, workspace_view
+from . import workspaces
+from .access import WorkspaceRequest, get_for_workspace, login_view, public_view, workspace_view
 from .forms import InviteForm, RoleForm, WorkspaceForm, WorkspaceSettingsForm
 from .models import AuditEvent, Invitation, Membership, Role, WorkspaceSettings
 from .workspaces import INVITATION_SESSION_KEY, NEW_LINKS_SESSION_KEY, WorkspaceError
@@ -45,23 +45,20 @@ def workspace_switch(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view(write_role=Role.OWNER)
-def workspace_settings(request: HttpRequest) -> HttpResponse:
+def workspace_settings(request: WorkspaceRequest) -> HttpResponse:
     workspace = request.workspace
     conf = WorkspaceSettings.for_workspace(workspace.pk)
-    monitoring_fields = ["drift_pauses_mappings", "freshness_alert_minutes", "rejected_alert_threshold"]
-    initial = {name: getattr(conf, name) for name in monitoring_fields}
+    initial = {name: getattr(conf, name) for name in workspaces.MONITORING_SETTINGS}
     posted = request.POST if request.method == "POST" else None
     which = request.POST.get("form") if posted else None
     form = WorkspaceForm(posted if which != "monitoring" else None, initial={"name": workspace.name})
     monitoring = WorkspaceSettingsForm(posted if which == "monitoring" else None, initial=initial)
     if which == "monitoring" and monitoring.is_valid():
-        for name in monitoring_fields:
-            setattr(conf, name, monitoring.cleaned_data[name])
-        conf.save()
-        changes = {n: [initial[n], monitoring.cleaned_data[n]] for n in monitoring_fields}
-        changes = {n: v for n, v in changes.items() if v[0] != v[1]}
-        if changes:
-            audit.record(workspace=workspace, actor=request.user, verb="update", obj=conf, changes=changes)
+        workspaces.update_monitoring_settings(
+            workspace=workspace,
+            actor=request.user,
+            **{name: monitoring.cleaned_data[name] for name in workspaces.MONITORING_SETTINGS},
+        )
         messages.success(request, "Monitoring settings saved.")
         return redirect("workspace_settings")
     if posted is not None and which != "monitoring" and form.is_valid():
@@ -74,7 +71,7 @@ def workspace_settings(request: HttpRequest) -> HttpResponse:
 # --- members and invitations -----------------------------------------------------------------------------
 
 
-def _members_page(request: HttpRequest, invite_form: InviteForm, status: int = 200) -> HttpResponse:
+def _members_page(request: WorkspaceRequest, invite_form: InviteForm, status: int = 200) -> HttpResponse:
     workspace = request.workspace
     members = Membership.objects.filter(workspace=workspace).select_related("user").order_by("user__email")
     invitations = Invitation.objects.filter(workspace=workspace, accepted_at__isnull=True).order_by("-created_at")
@@ -96,7 +93,7 @@ def _members_page(request: HttpRequest, invite_form: InviteForm, status: int = 2
 
 
 @workspace_view(write_role=Role.OWNER)
-def members(request: HttpRequest) -> HttpResponse:
+def members(request: WorkspaceRequest) -> HttpResponse:
     """The member list; a POST here is an invitation (owners only), so its errors render in place."""
     if request.method != "POST":
         return _members_page(request, InviteForm())
@@ -127,7 +124,7 @@ def members(request: HttpRequest) -> HttpResponse:
 
 @workspace_view(write_role=Role.OWNER)
 @require_POST
-def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
+def member_role(request: WorkspaceRequest, membership_id: int) -> HttpResponse:
     membership = get_for_workspace(request, Membership.objects.select_related("user"), pk=membership_id)
     form = RoleForm(request.POST)
     if not form.is_valid():
@@ -144,7 +141,7 @@ def member_role(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 @workspace_view(write_role=Role.OWNER)
 @require_POST
-def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
+def member_remove(request: WorkspaceRequest, membership_id: int) -> HttpResponse:
     membership = get_for_workspace(request, Membership.objects.select_related("user"), pk=membership_id)
     try:
         workspaces.remove_member(membership=membership, actor=request.user)
@@ -159,7 +156,7 @@ def member_remove(request: HttpRequest, membership_id: int) -> HttpResponse:
 
 @workspace_view(write_role=Role.OWNER)
 @require_POST
-def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+def invitation_revoke(request: WorkspaceRequest, invitation_id: int) -> HttpResponse:
     invitation = get_for_workspace(request, Invitation, pk=invitation_id, accepted_at__isnull=True)
     workspaces.revoke_invitation(invitation=invitation, actor=request.user)
     messages.success(request, f"The invitation for {invitation.email} was revoked; its link no longer works.")
@@ -206,7 +203,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
-def audit_log(request: HttpRequest) -> HttpResponse:
+def audit_log(request: WorkspaceRequest) -> HttpResponse:
     events = AuditEvent.objects.filter(workspace=request.workspace).select_related("actor").order_by("-at", "-id")
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     for event in page.object_list:

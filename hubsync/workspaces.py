@@ -15,13 +15,17 @@ from django.utils import timezone
 
 from . import audit
 from .middleware import SESSION_KEY
-from .models import Invitation, Membership, Role, Workspace
+from .models import Invitation, Membership, Role, Workspace, WorkspaceSettings
 
 # Where a visitor's invitation (the hash of its token) waits while they sign up, confirm their address or log in.
 INVITATION_SESSION_KEY = "hubsync_invitation"
 # Links of invitations just sent, shown once to the owner who sent them ({invitation id: link}): only the token's
 # hash is stored, so the link cannot be shown again later.
 NEW_LINKS_SESSION_KEY = "hubsync_new_invitation_links"
+
+
+# The settings of the Monitoring form (Settings → Workspace), in the order the form shows them.
+MONITORING_SETTINGS = ("drift_pauses_mappings", "freshness_alert_minutes", "rejected_alert_threshold")
 
 
 class WorkspaceError(Exception):
@@ -45,6 +49,31 @@ def rename_workspace(*, workspace: Workspace, name: str, actor: Any) -> Workspac
     workspace.save(update_fields=["name"])
     audit.record(workspace=workspace, actor=actor, verb="update", obj=workspace, changes={"name": [old, name]})
     return workspace
+
+
+@transaction.atomic
+def update_monitoring_settings(
+    *,
+    workspace: Workspace,
+    drift_pauses_mappings: bool,
+    freshness_alert_minutes: int,
+    rejected_alert_threshold: int,
+    actor: Any,
+) -> WorkspaceSettings:
+    """Save the workspace's monitoring settings; the audit event lists the values that changed."""
+    conf = WorkspaceSettings.for_workspace(workspace.pk)
+    wanted = {
+        "drift_pauses_mappings": drift_pauses_mappings,
+        "freshness_alert_minutes": freshness_alert_minutes,
+        "rejected_alert_threshold": rejected_alert_threshold,
+    }
+    changes = {name: [getattr(conf, name), value] for name, value in wanted.items() if getattr(conf, name) != value}
+    for name, value in wanted.items():
+        setattr(conf, name, value)
+    conf.save()
+    if changes:
+        audit.record(workspace=workspace, actor=actor, verb="update", obj=conf, changes=changes)
+    return conf
 
 
 def default_workspace_name(user: Any) -> str:

@@ -33,6 +33,7 @@ from hubsync.models import WorkspaceSettings
 from models_app.models import SYSTEM_COLUMNS
 
 from .models import Mapping, MappingIssue
+from .services import request_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -179,11 +180,7 @@ def _maybe_resume(mapping_id: int) -> None:
     if Mapping.objects.filter(pk=mapping_id, paused_reason=Mapping.PAUSED_DRIFT).update(
         paused_reason="", paused_at=None
     ):
-        mapping = Mapping.objects.get(pk=mapping_id)
-        if mapping.delivers:
-            from .tasks import deliver_mapping
-
-            deliver_mapping.delay_on_commit(mapping_id)
+        request_delivery(mapping=Mapping.objects.get(pk=mapping_id))
 
 
 class DriftFixError(Exception):

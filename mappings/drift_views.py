@@ -7,13 +7,13 @@ mappings/urls.py.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.template import RequestContext, Template
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.http import safe_next
 from hubsync.models import Role
 
@@ -24,7 +24,7 @@ _PANEL = Template("{% load drift %}{% drift_panel mapping=mapping %}")
 
 
 @workspace_view()
-def mapping_drift(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_drift(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     """The open drift issues of one mapping (the fragment the mapping page includes), as a page or for htmx."""
     mapping = get_for_workspace(request, Mapping, pk=mapping_id)
     if request.htmx:
@@ -41,7 +41,7 @@ def mapping_drift(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 @workspace_view(role=Role.VIEWER, write_role=Role.ADMIN)
 @require_POST
-def issue_fix(request: HttpRequest, issue_id: int) -> HttpResponse:
+def issue_fix(request: WorkspaceRequest, issue_id: int) -> HttpResponse:
     issue = get_for_workspace(request, MappingIssue.objects.select_related("mapping"), pk=issue_id)
     action = request.POST.get("action", "")
     try:

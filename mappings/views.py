@@ -14,26 +14,25 @@ from typing import Any
 
 import requests
 from django.contrib import messages
-from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
-from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.fields import DecryptionError
 from hubsync.http import safe_next
 from hubsync.models import Role
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
-from .deliver import delivered_before, preview_message, resync_all, send_test_message
+from . import services
+from .deliver import delivered_before, preview_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
-from .segment import SegmentError, check_connection
+from .segment import check_connection
 from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)
@@ -48,11 +47,11 @@ DISPLAY_PROPERTIES = {
 TEST_RESULTS = 10
 
 
-def _can_change(request: HttpRequest) -> bool:
+def _can_change(request: WorkspaceRequest) -> bool:
     return request.membership.allows(Role.ADMIN)
 
 
-def _back(request: HttpRequest, default: str) -> str:
+def _back(request: WorkspaceRequest, default: str) -> str:
     """Where a form posted from several pages returns to: its `next` when it is a path of ours."""
     return safe_next(request, default)
 
@@ -61,7 +60,7 @@ def _back(request: HttpRequest, default: str) -> str:
 
 
 @workspace_view()
-def destination_list(request: HttpRequest) -> HttpResponse:
+def destination_list(request: WorkspaceRequest) -> HttpResponse:
     destinations = Destination.objects.filter(workspace=request.workspace).annotate(
         space_count=Count("profile_spaces", distinct=True),
         mapping_count=Count("mappings", distinct=True),
@@ -75,21 +74,16 @@ def destination_list(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view()
-def destination_new(request: HttpRequest) -> HttpResponse:
+def destination_new(request: WorkspaceRequest) -> HttpResponse:
     if request.method == "POST":
         form = DestinationForm(request.POST)
         if form.is_valid():
-            with transaction.atomic():
-                destination = Destination.objects.create(
-                    workspace=request.workspace, name=form.cleaned_data["name"], kind=form.cleaned_data["kind"]
-                )
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="create",
-                    obj=destination,
-                    changes={"name": destination.name, "kind": destination.kind},
-                )
+            destination = services.create_destination(
+                workspace=request.workspace,
+                name=form.cleaned_data["name"],
+                kind=form.cleaned_data["kind"],
+                actor=request.user,
+            )
             messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
             return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
     else:
@@ -106,7 +100,7 @@ def _mapping_rows(mappings: Any) -> list[Mapping]:
 
 
 def _destination_page(
-    request: HttpRequest, destination: Destination, tab: str, template: str, status: int = 200, **extra: Any
+    request: WorkspaceRequest, destination: Destination, tab: str, template: str, status: int = 200, **extra: Any
 ) -> HttpResponse:
     ctx = {
         "destination": destination,
@@ -120,7 +114,7 @@ def _destination_page(
 
 
 @workspace_view()
-def destination_detail(request: HttpRequest, destination_id: int) -> HttpResponse:
+def destination_detail(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     mappings = _mapping_rows(destination.mappings.all())
     has_models = DataModel.objects.filter(source__workspace=request.workspace).exists()
@@ -130,20 +124,15 @@ def destination_detail(request: HttpRequest, destination_id: int) -> HttpRespons
 
 
 @workspace_view()
-def destination_settings(request: HttpRequest, destination_id: int) -> HttpResponse:
+def destination_settings(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     rename = RenameForm(initial={"name": destination.name})
     if request.method == "POST":
         rename = RenameForm(request.POST)
         if rename.is_valid():
-            before = {"name": destination.name}
-            destination.name = rename.cleaned_data["name"]
-            changes = audit.diff(destination, before, ["name"])
-            if changes:
-                destination.save(update_fields=["name", "updated_at"])
-                audit.record(
-                    workspace=request.workspace, actor=request.user, verb="update", obj=destination, changes=changes
-                )
+            if services.rename_destination(
+                destination=destination, name=rename.cleaned_data["name"], actor=request.user
+            ):
                 messages.success(request, "Destination renamed.")
             else:
                 messages.info(request, "Nothing changed.")
@@ -159,23 +148,16 @@ def destination_settings(request: HttpRequest, destination_id: int) -> HttpRespo
 
 
 @workspace_view()
-def destination_delete(request: HttpRequest, destination_id: int) -> HttpResponse:
+def destination_delete(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     mappings = _mapping_rows(destination.mappings.all())
     if request.method == "POST":
-        if mappings:
-            messages.error(request, "This destination still has mappings: delete them first.")
+        name = destination.name
+        try:
+            services.delete_destination(destination=destination, actor=request.user)
+        except services.MappingsError as exc:
+            messages.error(request, str(exc))
         else:
-            name = destination.name
-            with transaction.atomic():
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="delete",
-                    obj=destination,
-                    changes={"name": name, "profile_spaces": [s.name for s in destination.profile_spaces.all()]},
-                )
-                destination.delete()
             messages.success(request, f"{name} was deleted.")
             return redirect("mappings:destinations")
     return _destination_page(request, destination, "settings", "mappings/destination_delete.html", mappings=mappings)
@@ -186,7 +168,7 @@ def destination_delete(request: HttpRequest, destination_id: int) -> HttpRespons
 
 @workspace_view()
 @require_POST
-def profile_space_new(request: HttpRequest, destination_id: int) -> HttpResponse:
+def profile_space_new(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
     destination = get_for_workspace(request, Destination, pk=destination_id)
     form = ProfileSpaceForm(request.POST)
     if not form.is_valid():
@@ -201,43 +183,28 @@ def profile_space_new(request: HttpRequest, destination_id: int) -> HttpResponse
             status=400,
         )
     data = form.cleaned_data
-    with transaction.atomic():
-        space = ProfileSpace.objects.create(
-            destination=destination, name=data["name"], write_key=data["write_key"], region=data["region"]
-        )
-        audit.record(
-            workspace=request.workspace,
-            actor=request.user,
-            verb="create",
-            obj=space,
-            changes={"name": space.name, "region": space.region, "write_key": "set", "destination": destination.name},
-        )
+    space = services.create_profile_space(
+        destination=destination,
+        name=data["name"],
+        write_key=data["write_key"],
+        region=data["region"],
+        actor=request.user,
+    )
     messages.success(request, f"Profile Space {space.name} was added. Check its connection below.")
     return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
 
 
 @workspace_view()
-def profile_space_edit(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+def profile_space_edit(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     destination = space.destination
     if request.method == "POST":
         form = ProfileSpaceForm(request.POST, instance=space)
         if form.is_valid():
             data = form.cleaned_data
-            before = {"name": space.name, "region": space.region}
-            space.name, space.region = data["name"], data["region"]
-            changes: dict[str, Any] = audit.diff(space, before, list(before))
-            fields = list(changes)
-            if data["write_key"]:
-                space.write_key = data["write_key"]
-                changes["write_key"] = "replaced"
-                fields.append("write_key")
-            if changes:
-                with transaction.atomic():
-                    space.save(update_fields=[*fields, "updated_at"])
-                    audit.record(
-                        workspace=request.workspace, actor=request.user, verb="update", obj=space, changes=changes
-                    )
+            if services.update_profile_space(
+                space=space, name=data["name"], region=data["region"], write_key=data["write_key"], actor=request.user
+            ):
                 messages.success(request, f"Profile Space {space.name} saved.")
             else:
                 messages.info(request, "Nothing changed.")
@@ -251,7 +218,7 @@ def profile_space_edit(request: HttpRequest, profile_space_id: int) -> HttpRespo
 
 @workspace_view()
 @require_POST
-def profile_space_check(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+def profile_space_check(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     try:
         result = check_connection(space.region, space.write_key)
@@ -277,25 +244,15 @@ def profile_space_check(request: HttpRequest, profile_space_id: int) -> HttpResp
 
 
 @workspace_view()
-def profile_space_delete(request: HttpRequest, profile_space_id: int) -> HttpResponse:
+def profile_space_delete(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     used_by = _mapping_rows(space.mappings.all())
     if request.method == "POST":
-        if used_by:
-            messages.error(
-                request,
-                f"{space.name} is used by {len(used_by)} mapping(s): change or delete them before deleting the space.",
-            )
+        try:
+            services.delete_profile_space(space=space, actor=request.user)
+        except services.MappingsError as exc:
+            messages.error(request, str(exc))
         else:
-            with transaction.atomic():
-                audit.record(
-                    workspace=request.workspace,
-                    actor=request.user,
-                    verb="delete",
-                    obj=space,
-                    changes={"name": space.name},
-                )
-                space.delete()
             messages.success(request, f"Profile Space {space.name} was deleted.")
             return redirect(reverse("mappings:destination_settings", args=[space.destination_id]) + "#spaces")
     return _destination_page(
@@ -307,7 +264,7 @@ def profile_space_delete(request: HttpRequest, profile_space_id: int) -> HttpRes
 
 
 @workspace_view()
-def mapping_list(request: HttpRequest) -> HttpResponse:
+def mapping_list(request: WorkspaceRequest) -> HttpResponse:
     mappings = _mapping_rows(Mapping.objects.filter(destination__workspace=request.workspace))
     return render(
         request,
@@ -323,7 +280,7 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _editor(request: HttpRequest, form: MappingForm, mapping: Mapping | None, status: int = 200) -> HttpResponse:
+def _editor(request: WorkspaceRequest, form: MappingForm, mapping: Mapping | None, status: int = 200) -> HttpResponse:
     return render(
         request,
         "mappings/mapping_editor.html",
@@ -341,13 +298,13 @@ def _editor(request: HttpRequest, form: MappingForm, mapping: Mapping | None, st
     )
 
 
-def _reloading(request: HttpRequest) -> bool:
+def _reloading(request: WorkspaceRequest) -> bool:
     """The editor posted back to show another model's columns or one more trait row, not to save."""
     return request.POST.get("op") in {"reload", "add_row"}
 
 
 @workspace_view()
-def mapping_new(request: HttpRequest) -> HttpResponse:
+def mapping_new(request: WorkspaceRequest) -> HttpResponse:
     params = request.POST if request.method == "POST" else request.GET
     destinations = list(Destination.objects.filter(workspace=request.workspace))
     destination_id = _int(params.get("destination"))
@@ -370,7 +327,9 @@ def mapping_new(request: HttpRequest) -> HttpResponse:
         if _reloading(request):
             return _editor(request, form, None)
         if form.is_valid():
-            mapping = _save_mapping(request, form, Mapping(destination=destination))
+            mapping = services.save_mapping(
+                mapping=Mapping(destination=destination), data=form.cleaned_data, actor=request.user
+            )
             messages.success(
                 request,
                 "Mapping saved. It is disabled: test it with a real record below, then switch it on.",
@@ -408,79 +367,6 @@ def _suggested_mapping(model: DataModel) -> dict[str, Any]:
     return out
 
 
-def _save_mapping(request: HttpRequest, form: MappingForm, mapping: Mapping) -> Mapping:
-    data = form.cleaned_data
-    creating = mapping.pk is None
-    fields = [
-        "name",
-        "data_model",
-        "profile_space",
-        "action",
-        "identifiers",
-        "traits",
-        "options",
-        "archived_behaviour",
-        "archived_trait",
-    ]
-    before = {
-        "name": mapping.name,
-        "data_model": mapping.data_model_id if not creating else None,
-        "profile_space": mapping.profile_space_id if not creating else None,
-        "action": mapping.action,
-        "identifiers": mapping.identifiers,
-        "traits": mapping.traits,
-        "options": mapping.options,
-        "archived_behaviour": mapping.archived_behaviour,
-        "archived_trait": mapping.archived_trait,
-    }
-    mapping.name = data["name"].strip() or f"{data['data_model'].name} → {data['profile_space'].name}"
-    mapping.data_model = data["data_model"]
-    mapping.profile_space = data["profile_space"]
-    mapping.action = data["action"]
-    mapping.identifiers = data["identifiers"]
-    mapping.traits = data["traits"]
-    mapping.options = {**(mapping.options or {}), "empty_values": data["empty_values"]}
-    if data["identifier_format"] == Mapping.IdentifierFormat.TRIM_IDENTIFIERS:
-        # Stored as the option's absence: a mapping made before it keeps its configuration hash (no resend).
-        mapping.options.pop(Mapping.IDENTIFIER_FORMAT_OPTION, None)
-    else:
-        mapping.options[Mapping.IDENTIFIER_FORMAT_OPTION] = data["identifier_format"]
-    mapping.archived_behaviour = data["archived_behaviour"]
-    if mapping.archived_behaviour == Mapping.ArchivedBehaviour.TRAIT:
-        mapping.archived_trait = data["archived_trait"]
-    # With "Do nothing" the trait name stays what it was: the profiles still carry that trait, and the engine
-    # needs its name to leave live records alone (MessageBuilder.covers).
-    after = {
-        "name": mapping.name,
-        "data_model": mapping.data_model_id,
-        "profile_space": mapping.profile_space_id,
-        "action": mapping.action,
-        "identifiers": mapping.identifiers,
-        "traits": mapping.traits,
-        "options": mapping.options,
-        "archived_behaviour": mapping.archived_behaviour,
-        "archived_trait": mapping.archived_trait,
-    }
-    changes = {k: [before[k], after[k]] for k in fields if before[k] != after[k]}
-    with transaction.atomic():
-        if creating:
-            mapping.enabled = False  # a new mapping starts disabled: test it first
-            mapping.save()
-        elif changes:
-            # The delivery engine compares the configuration hash with the watermark's: the next run reconsiders
-            # every record and sends exactly those whose payload changed.
-            mapping.save(update_fields=[*(f for f in fields if f in changes), "updated_at"])
-        if creating or changes:
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="create" if creating else "update",
-                obj=mapping,
-                changes=after if creating else changes,
-            )
-    return mapping
-
-
 def _saved_message(mapping: Mapping, before_hash: str, before_trait: bool) -> str:
     """What saving did to deliveries, in words (switching the archived trait on or off has its own cost)."""
     if mapping.config_hash() == before_hash or not mapping.enabled:
@@ -500,7 +386,7 @@ def _saved_message(mapping: Mapping, before_hash: str, before_trait: bool) -> st
 
 
 @workspace_view()
-def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_edit(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
     if request.method == "POST":
         form = MappingForm(
@@ -514,7 +400,7 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
             return _editor(request, form, mapping)
         if form.is_valid():
             before_hash, before_trait = mapping.config_hash(), mapping.sets_archived_trait
-            _save_mapping(request, form, mapping)
+            services.save_mapping(mapping=mapping, data=form.cleaned_data, actor=request.user)
             messages.success(request, _saved_message(mapping, before_hash, before_trait))
             return redirect("mappings:mapping_detail", mapping.pk)
         return _editor(request, form, mapping, status=400)
@@ -534,7 +420,7 @@ def mapping_edit(request: HttpRequest, mapping_id: int) -> HttpResponse:
     return _editor(request, form, mapping)
 
 
-def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
+def _mapping_context(request: WorkspaceRequest, mapping: Mapping) -> dict[str, Any]:
     states = DeliveryStateCount.for_mappings([mapping.pk])[mapping.pk]
     schema = column_schema(mapping.data_model)
     labels = {c: (schema.get(c) or {}).get("label") or c for c in mapping.data_model.all_columns}
@@ -566,7 +452,7 @@ def _mapping_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
 
 
 @workspace_view()
-def mapping_detail(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_detail(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(
         request,
         Mapping.objects.select_related("destination", "data_model", "data_model__source", "profile_space", "last_run"),
@@ -578,7 +464,7 @@ def mapping_detail(request: HttpRequest, mapping_id: int) -> HttpResponse:
     return render(request, "mappings/mapping_detail.html", {**_mapping_context(request, mapping), "test": test})
 
 
-def _perm(request: HttpRequest) -> dict[str, Any]:
+def _perm(request: WorkspaceRequest) -> dict[str, Any]:
     return {"can_change": _can_change(request)}
 
 
@@ -698,7 +584,7 @@ def _archived_test(mapping: Mapping, state: DeliveryState | None) -> dict[str, A
     }
 
 
-def _test_panel(request: HttpRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
+def _test_panel(request: WorkspaceRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
     """The state of the test panel for this request: nothing is asked from HubSpot until the user searches
     (`q`, also empty: "list the first records") or picks a record (`record`)."""
     test: dict[str, Any] = {"query": request.GET.get("q", "").strip(), "archived": request.GET.get("archived") == "1"}
@@ -733,36 +619,21 @@ def _test_panel(request: HttpRequest, mapping: Mapping, object_id: int | None = 
 
 @workspace_view()
 @require_POST
-def mapping_test_send(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_test_send(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     """Send the previewed message of one record to the Profile Space. The message is rebuilt here from HubSpot
     (never taken from the browser), so what is sent is exactly what the engine would send."""
     mapping = get_for_workspace(
         request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
     )
     object_id = _int(request.POST.get("record"))
-    test = _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
-    if "message_json" in test and not test.get("rejected") and not test.get("sync_skips"):
+    test: dict[str, Any] = (
+        _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
+    )
+    sendable = "message_json" in test and not test.get("rejected") and not test.get("sync_skips")
+    if object_id is not None and sendable:
         # Only what a sync would send: never an archived record's message that the sync leaves out.
-        message = json.loads(test["message_json"])
-        try:
-            result = send_test_message(mapping, message)
-            test["sent"] = {"ok": True, "status": result.status, "body": result.body[:2000]}
-            outcome = {"status": result.status}
-        except SegmentError as exc:
-            test["sent"] = {"ok": False, "status": exc.status, "body": exc.body[:2000], "error": str(exc)}
-            outcome = {"status": exc.status, "error": str(exc)[:200]}
-        except DecryptionError:
-            test["sent"] = {
-                "ok": False,
-                "error": "The Profile Space's write key could not be decrypted; enter it again.",
-            }
-            outcome = {"error": "decryption"}
-        audit.record(
-            workspace=request.workspace,
-            actor=request.user,
-            verb="test_send",
-            obj=mapping,
-            changes={"record": object_id, "profile_space": mapping.profile_space.name, **outcome},
+        test["sent"] = services.send_test(
+            mapping=mapping, object_id=object_id, message=json.loads(test["message_json"]), actor=request.user
         )
     if request.htmx:
         return render(request, "mappings/_test_panel.html", {"mapping": mapping, "test": test, **_perm(request)})
@@ -774,27 +645,12 @@ def mapping_test_send(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 @workspace_view()
 @require_POST
-def mapping_toggle(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_toggle(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(
         request, Mapping.objects.select_related("destination", "data_model__source", "last_run"), pk=mapping_id
     )
     wanted = request.POST.get("enabled") in {"1", "true", "on"}
-    if wanted != mapping.enabled:
-        with transaction.atomic():
-            Mapping.objects.filter(pk=mapping.pk).update(enabled=wanted)
-            mapping.enabled = wanted
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="enable" if wanted else "disable",
-                obj=mapping,
-                changes={"enabled": [not wanted, wanted]},
-            )
-            if wanted and mapping.data_model.source.first_synced_at is not None:
-                # The mirror already holds data: deliver it now rather than after the next source sync.
-                from .tasks import deliver_mapping
-
-                deliver_mapping.delay_on_commit(mapping.pk)
+    services.set_mapping_enabled(mapping=mapping, enabled=wanted, actor=request.user)
     if request.htmx:
         return render(request, "mappings/_toggle.html", {"m": mapping, "can_change": True})
     messages.success(request, f"{mapping}: {'enabled' if wanted else 'disabled'}.")
@@ -802,24 +658,12 @@ def mapping_toggle(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 
 @workspace_view()
-def mapping_resync(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_resync(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(
         request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
     )
     if request.method == "POST":
-        with transaction.atomic():
-            resync_all(mapping)
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="resync",
-                obj=mapping,
-                changes={"resync_generation": mapping.resync_generation},
-            )
-            if mapping.enabled:
-                from .tasks import deliver_mapping
-
-                deliver_mapping.delay_on_commit(mapping.pk)
+        services.resync_mapping(mapping=mapping, actor=request.user)
         if mapping.enabled:
             messages.success(request, "Resync started: every record is sent again.")
         else:
@@ -832,19 +676,11 @@ def mapping_resync(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 
 @workspace_view()
-def mapping_delete(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def mapping_delete(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("destination", "data_model"), pk=mapping_id)
     if request.method == "POST":
         destination = mapping.destination
-        with transaction.atomic():
-            audit.record(
-                workspace=request.workspace,
-                actor=request.user,
-                verb="delete",
-                obj=mapping,
-                changes={"name": str(mapping), "data_model": mapping.data_model.name},
-            )
-            mapping.delete()
+        services.delete_mapping(mapping=mapping, actor=request.user)
         messages.success(request, f"Mapping {mapping} was deleted. The profiles in Segment keep their traits.")
         return redirect("mappings:destination", destination.pk)
     return render(request, "mappings/mapping_delete.html", _mapping_context(request, mapping))

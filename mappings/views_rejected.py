@@ -4,7 +4,7 @@ selection, or everything the filter matches (after the user fixed the mapping, t
 The page says what a rejection does to a profile delivered before (an identifier emptied or removed in HubSpot):
 nothing, the profile stays as it was last delivered; hubsync never clears or deletes profiles.
 
-Retry goes through `mappings.deliver.request_retry`: the records get status "retry" and the next delivery
+Retry goes through `mappings.services.retry_rejected`: the records get status "retry" and the next delivery
 (enqueued at once) reconsiders exactly them, without rewinding the mapping's watermark.
 """
 
@@ -23,17 +23,15 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
-from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
-from .deliver import rejected_states, request_retry
+from . import services
+from .deliver import rejected_states
 from .models import DeliveryState, Mapping
 
 PAGE_SIZE = 50
 FILTER_KEYS = ("reason", "object_id", "since", "until")
-# The audit event lists at most this many ids (a "retry all" of 100,000 records stays a small row).
-AUDIT_IDS = 50
 
 
 def _mapping(request: HttpRequest, mapping_id: int) -> Mapping:
@@ -72,7 +70,7 @@ def _filtered(mapping: Mapping, filters: dict[str, str]) -> tuple[QuerySet, list
 
 
 @workspace_view()
-def rejected_list(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def rejected_list(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = _mapping(request, mapping_id)
     filters = _filters(request.GET)
     qs, problems = _filtered(mapping, filters)
@@ -94,7 +92,7 @@ def rejected_list(request: HttpRequest, mapping_id: int) -> HttpResponse:
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def rejected_retry(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def rejected_retry(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     """POST `one=<id>` (that record), `action=selected` with `selected=<id>` (a selection), or `action=all` (every
     rejected record matching the filters sent along)."""
     mapping = _mapping(request, mapping_id)
@@ -125,21 +123,7 @@ def rejected_retry(request: HttpRequest, mapping_id: int) -> HttpResponse:
         return redirect(back)
     chosen = [int(x) for x in ids] if ids is not None else None
     scoped = qs.filter(object_id__in=chosen) if chosen is not None else qs
-    # One UPDATE whatever the count (a "retry all" of 100,000 records loads none of them).
-    listed = list(scoped.order_by("object_id").values_list("object_id", flat=True)[:AUDIT_IDS])
-    marked = request_retry(mapping=mapping, states=scoped)
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="mapping.retry_rejected",
-        obj=mapping,
-        changes={
-            "scope": scope,
-            "records": marked,
-            "object_ids": listed,
-            **({"filters": {k: v for k, v in filters.items() if v}} if scope == "all" and query else {}),
-        },
-    )
+    marked = services.retry_rejected(mapping=mapping, states=scoped, scope=scope, filters=filters, actor=request.user)
     if marked:
         when = "now" if mapping.delivers else "as soon as the mapping is enabled (and not paused)"
         messages.success(

@@ -8,22 +8,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 
-from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.http import safe_next
 from hubsync.models import Role
 
-from .deliver import sample_cutoff, set_sample_mode
+from . import services
+from .deliver import sample_cutoff
 from .models import DeliveryState, Mapping
 
 MAX_SAMPLE_SIZE = 10_000
 
 
-def sample_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
+def sample_context(request: WorkspaceRequest, mapping: Mapping) -> dict[str, Any]:
     """What the fragment shows: the sample's size, how much of it was delivered or rejected. Three small
     queries (an index scan of N ids, two counts on the mapping's states up to the cutoff)."""
     ctx: dict[str, Any] = {
@@ -46,7 +46,7 @@ def sample_context(request: HttpRequest, mapping: Mapping) -> dict[str, Any]:
 
 
 @workspace_view()
-def sample_mode(request: HttpRequest, mapping_id: int) -> HttpResponse:
+def sample_mode(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = get_for_workspace(request, Mapping.objects.select_related("data_model"), pk=mapping_id)
     if request.method == "POST":
         _change(request, mapping)
@@ -57,11 +57,10 @@ def sample_mode(request: HttpRequest, mapping_id: int) -> HttpResponse:
     return render(request, template, {"sample": sample_context(request, mapping)})
 
 
-def _change(request: HttpRequest, mapping: Mapping) -> None:
+def _change(request: WorkspaceRequest, mapping: Mapping) -> None:
     if not request.membership.allows(Role.ADMIN):  # the decorator already refuses; kept for includes' safety
         return
     action = request.POST.get("action")
-    old = mapping.sample_size
     if action == "start":
         raw = (request.POST.get("sample_size") or str(Mapping.DEFAULT_SAMPLE_SIZE)).strip()
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_SAMPLE_SIZE:
@@ -78,14 +77,5 @@ def _change(request: HttpRequest, mapping: Mapping) -> None:
     else:
         messages.error(request, "Choose sample mode or all records.")
         return
-    if new == old:
-        return
-    set_sample_mode(mapping=mapping, sample_size=new)
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="mapping.sample_mode",
-        obj=mapping,
-        changes={"sample_size": [old, new]},
-    )
-    messages.success(request, note)
+    if services.set_sample_size(mapping=mapping, sample_size=new, actor=request.user):
+        messages.success(request, note)

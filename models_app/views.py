@@ -11,11 +11,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.db.models import ProtectedError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 from sources.models import Source, SourceCollection
 from sources.oauth import COLLECTION_LABELS
@@ -35,7 +35,7 @@ def _mappings_using(data_model: DataModel) -> list[Any]:
 
 
 def _builder(
-    request: HttpRequest,
+    request: WorkspaceRequest,
     *,
     source: Source,
     sc: SourceCollection,
@@ -69,7 +69,7 @@ def _builder(
 
 
 @workspace_view(role=Role.ADMIN)
-def model_new(request: HttpRequest, source_id: int) -> HttpResponse:
+def model_new(request: WorkspaceRequest, source_id: int) -> HttpResponse:
     """Step 1 without ?collection=: pick one of the source's collections. Step 2 with it: columns, preview, name."""
     source = get_for_workspace(request, Source, pk=source_id)
     name = (request.POST.get("collection") or request.GET.get("collection") or "").strip()
@@ -133,7 +133,7 @@ def model_new(request: HttpRequest, source_id: int) -> HttpResponse:
 
 
 @workspace_view()
-def model_detail(request: HttpRequest, data_model_id: int) -> HttpResponse:
+def model_detail(request: WorkspaceRequest, data_model_id: int) -> HttpResponse:
     """The model's builder: viewers see its columns and preview, admins change its name and columns."""
     data_model = get_for_workspace(request, DataModel.objects.select_related("source"), pk=data_model_id)
     source = data_model.source
@@ -196,7 +196,7 @@ def model_detail(request: HttpRequest, data_model_id: int) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
-def model_delete(request: HttpRequest, data_model_id: int) -> HttpResponse:
+def model_delete(request: WorkspaceRequest, data_model_id: int) -> HttpResponse:
     """Confirm, then delete; refused (with the mappings named) while a mapping uses the model."""
     data_model = get_for_workspace(request, DataModel.objects.select_related("source"), pk=data_model_id)
     mappings = _mappings_using(data_model)
@@ -221,7 +221,7 @@ def model_delete(request: HttpRequest, data_model_id: int) -> HttpResponse:
 
 
 @workspace_view()
-def model_preview(request: HttpRequest, source_id: int) -> HttpResponse:
+def model_preview(request: WorkspaceRequest, source_id: int) -> HttpResponse:
     """The live preview fragment (htmx), for the valid and the invalid states alike: the first records read
     from HubSpot now with the chosen columns, and what the schema validation found."""
     source = get_for_workspace(request, Source, pk=source_id)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from hubsync import audit
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.forms import AlertChannelForm
 from hubsync.models import Alert, AlertChannel, AlertState, Role
 from hubsync.redact import redact
 
-from . import alerts
+from . import alerts, services
 
 LOG_SIZE = 50  # messages shown in the log
 VERIFY_FIRST = (
@@ -36,7 +35,7 @@ def _shown_error(entry: dict) -> str:
     return redact(error) if entry.get("kind") == "email" else "could not connect to the webhook"
 
 
-def _log(request: HttpRequest) -> dict:
+def _log(request: WorkspaceRequest) -> dict:
     log = list(Alert.objects.filter(workspace=request.workspace).select_related("channel")[:LOG_SIZE])
     for alert in log:
         alert.text = redact(alert.text)  # stored redacted; rows from before that are cleaned here
@@ -49,7 +48,7 @@ def _log(request: HttpRequest) -> dict:
     return {"log": log, "log_pending": any(a.status == Alert.Status.QUEUED for a in log)}
 
 
-def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
+def _page(request: WorkspaceRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
     workspace = request.workspace
     open_states = list(AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at"))
     for state in open_states:
@@ -67,7 +66,7 @@ def _page(request: HttpRequest, form: AlertChannelForm, status: int = 200) -> Ht
 
 
 @workspace_view()
-def alerts_log(request: HttpRequest) -> HttpResponse:
+def alerts_log(request: WorkspaceRequest) -> HttpResponse:
     """The log fragment the page polls while a message is queued; 286 once nothing is waiting any more."""
     context = _log(request)
     status = 200 if context["log_pending"] else HTMX_STOP_POLLING
@@ -75,7 +74,7 @@ def alerts_log(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view()
-def alerts_page(request: HttpRequest) -> HttpResponse:
+def alerts_page(request: WorkspaceRequest) -> HttpResponse:
     """The channel list and log; a POST adds a channel (admins), so form errors render in place."""
     if request.method != "POST":
         return _page(request, AlertChannelForm())
@@ -87,19 +86,13 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _page(request, form, status=400)
     data = form.cleaned_data
-    channel = AlertChannel.objects.create(
+    channel = services.create_channel(
         workspace=request.workspace,
         kind=data["kind"],
         name=data["name"],
         emails=data["emails"],
         webhook_url=data["webhook_url"],
-    )
-    audit.record(
-        workspace=request.workspace,
         actor=request.user,
-        verb="create",
-        obj=channel,
-        changes={"kind": channel.kind, "name": channel.name, "emails": channel.emails, "webhook_url": "set"},
     )
     messages.success(request, f"Alert channel “{channel}” added. Use “Send test” to check that it reaches you.")
     return redirect("alerts")
@@ -107,14 +100,14 @@ def alerts_page(request: HttpRequest) -> HttpResponse:
 
 @workspace_view()
 @require_POST
-def alert_channel_test(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+def alert_channel_test(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
     if not alerts.has_verified_email(request.user):
         messages.error(request, VERIFY_FIRST)
         return redirect("alerts")
     try:
-        alerts.send_test(channel=channel)
-    except alerts.SendTestLimited as exc:
+        services.send_test(channel=channel)
+    except services.SendTestLimited as exc:
         messages.error(request, f"No test message sent: {exc}")
         return redirect("alerts")
     messages.success(request, f"Test message queued for “{channel}”; its outcome appears in the log below.")
@@ -123,32 +116,17 @@ def alert_channel_test(request: HttpRequest, alertchannel_id: int) -> HttpRespon
 
 @workspace_view()
 @require_POST
-def alert_channel_toggle(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+def alert_channel_toggle(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
-    channel.enabled = not channel.enabled
-    channel.save(update_fields=["enabled"])
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="enable" if channel.enabled else "disable",
-        obj=channel,
-        changes={"enabled": [not channel.enabled, channel.enabled]},
-    )
-    messages.success(request, f"Alert channel “{channel}” {'enabled' if channel.enabled else 'paused'}.")
+    enabled = services.toggle_channel(channel=channel, actor=request.user)
+    messages.success(request, f"Alert channel “{channel}” {'enabled' if enabled else 'paused'}.")
     return redirect("alerts")
 
 
 @workspace_view()
 @require_POST
-def alert_channel_delete(request: HttpRequest, alertchannel_id: int) -> HttpResponse:
+def alert_channel_delete(request: WorkspaceRequest, alertchannel_id: int) -> HttpResponse:
     channel = get_for_workspace(request, AlertChannel, pk=alertchannel_id)
-    audit.record(
-        workspace=request.workspace,
-        actor=request.user,
-        verb="delete",
-        obj=channel,
-        changes={"kind": channel.kind, "name": channel.name},
-    )
-    channel.delete()
+    services.delete_channel(channel=channel, actor=request.user)
     messages.success(request, f"Alert channel “{channel}” deleted.")
     return redirect("alerts")

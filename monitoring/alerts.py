@@ -24,20 +24,19 @@ a slow webhook or mail server never delays a sync or a delivery.
 
 Channels are other people's servers and inboxes: webhooks go to public addresses only (hubsync/outbound.py) and
 the log keeps only their HTTP status; e-mails go to verified members of the workspace only, with subjects of our
-own words; webhook texts are escaped for Slack's mrkdwn; "Send test" is rate-limited.
+own words; webhook texts are escaped for Slack's mrkdwn; "Send test" is rate-limited (monitoring/services.py).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import requests
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
-from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.urls import reverse
 from django.utils import timezone
@@ -46,11 +45,13 @@ from hubsync import handoff, outbound
 from hubsync.http import full_jitter
 from hubsync.models import Alert, AlertChannel, AlertState, Workspace, WorkspaceSettings
 from hubsync.redact import redact
+from hubsync.runbase import RunBase
 
 logger = logging.getLogger(__name__)
 
 SEND_ALERT = "monitoring.send_alert"  # monitoring.tasks.send_alert, named to keep tasks -> alerts one-way
 TEXT_LIMIT = 300  # characters of a run's error quoted in a message
+BAD_RUNS = (RunBase.Status.FAILED, RunBase.Status.PARTIAL)  # outcomes of a sync or delivery run that alert
 
 
 # What each rule is called on the Alerts page.
@@ -100,21 +101,27 @@ def _url(name: str, *args: Any) -> str:
         return ""
 
 
+@dataclass
+class _Verdicts:
+    failing: dict[str, Finding] = field(default_factory=dict)
+    healthy: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)
+
+
 def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]:
     """(failing keys with what is wrong, keys checked and healthy, keys held: neither opened nor closed)."""
-    from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
-    from monitoring.dashboard import first_pending_change
+    verdicts = _Verdicts()
+    _source_findings(workspace_id, verdicts)
+    _mapping_findings(workspace_id, verdicts)
+    return verdicts.failing, verdicts.healthy, verdicts.held
+
+
+def _source_findings(workspace_id: int, out: _Verdicts) -> None:
     from sources.models import Source, SyncRun
 
-    conf = WorkspaceSettings.for_workspace(workspace_id)
-    failing: dict[str, Finding] = {}
-    healthy: set[str] = set()
-    held: set[str] = set()
-    bad_runs = (SyncRun.Status.FAILED, SyncRun.Status.PARTIAL)
-
-    # The latest *finished* run of each source / mapping in the same query (a running one says nothing yet).
-    # Ordered by created_at: one run at a time per source / mapping, so the newest created is the newest finished,
-    # and the (source, -created_at) index answers it without reading the whole history.
+    # The latest *finished* run of each source in the same query (a running one says nothing yet). Ordered by
+    # created_at: one run at a time per source, so the newest created is the newest finished, and the
+    # (source, -created_at) index answers it without reading the whole history.
     last_sync = SyncRun.objects.filter(source=OuterRef("pk"), finished_at__isnull=False).order_by("-created_at", "-id")
     sources = Source.objects.filter(workspace_id=workspace_id).annotate(
         last_pk=Subquery(last_sync.values("pk")[:1]),
@@ -125,27 +132,34 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
         path = _url("sources:detail", source.pk)
         key = f"reconnect:source:{source.pk}"
         if source.status == Source.Status.NEEDS_RECONNECT:
-            failing[key] = Finding(
+            out.failing[key] = Finding(
                 "reconnect", f"Source “{source}” needs to be reconnected to HubSpot", _short(source.status_detail), path
             )
         else:
-            healthy.add(key)
+            out.healthy.add(key)
         key = f"sync_failed:source:{source.pk}"
         last = {"pk": source.last_pk, "status": source.last_status, "error": source.last_error or ""}
         if source.status == Source.Status.NEEDS_RECONNECT:
-            held.add(key)  # the reconnect alert says it all; its runs fail for that reason
+            out.held.add(key)  # the reconnect alert says it all; its runs fail for that reason
         elif last["pk"] is None:
             continue
-        elif last["status"] in bad_runs:
-            failing[key] = Finding(
+        elif last["status"] in BAD_RUNS:
+            out.failing[key] = Finding(
                 "sync_failed",
                 f"Sync of source “{source}” {last['status']} (run {last['pk']})",
                 _short(last["error"]),
                 path,
             )
         else:
-            healthy.add(key)
+            out.healthy.add(key)
 
+
+def _mapping_findings(workspace_id: int, out: _Verdicts) -> None:
+    from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
+    from monitoring.dashboard import first_pending_change
+
+    conf = WorkspaceSettings.for_workspace(workspace_id)
+    # The latest finished delivery of each mapping, as for sources above.
     last_delivery = DeliveryRun.objects.filter(mapping=OuterRef("pk"), finished_at__isnull=False).order_by(
         "-created_at", "-id"
     )
@@ -171,56 +185,63 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
         path = _url("mappings:mapping_detail", mapping.pk)
         key = f"drift:mapping:{mapping.pk}"
         if mapping.paused_reason == Mapping.PAUSED_DRIFT:
-            failing[key] = Finding(
+            out.failing[key] = Finding(
                 "drift",
                 f"Mapping “{mapping}” was paused: HubSpot changed a property it uses",
                 "; ".join(i.summary for i in mapping.issues.filter(resolved_at__isnull=True, paused=True)),
                 _url("mappings:drift", mapping.pk),
             )
         else:
-            healthy.add(key)
+            out.healthy.add(key)
+        _delivery_finding(mapping, path, out)
+        _rejected_finding(mapping, rejected.get(mapping.pk, 0), conf, path, out)
+        _freshness_finding(mapping, now, conf, path, out)
 
-        key = f"delivery_failed:mapping:{mapping.pk}"
-        last = {"pk": mapping.last_pk, "status": mapping.last_status, "error": mapping.last_error or ""}
-        if last["pk"] is not None and last["status"] in bad_runs:
-            failing[key] = Finding(
-                "delivery_failed",
-                f"Delivery of mapping “{mapping}” {last['status']} (run {last['pk']})",
-                _short(last["error"]),
-                path,
-            )
-        elif last["pk"] is not None:
-            healthy.add(key)
 
-        key = f"rejected:mapping:{mapping.pk}"
-        count = rejected.get(mapping.pk, 0)
-        if conf.rejected_alert_threshold and count > conf.rejected_alert_threshold:
-            failing[key] = Finding(
-                "rejected",
-                f"Mapping “{mapping}” has {count} rejected records (threshold {conf.rejected_alert_threshold})",
-                "",
-                path,
-            )
-        else:
-            healthy.add(key)
+def _delivery_finding(mapping: Any, path: str, out: _Verdicts) -> None:
+    key = f"delivery_failed:mapping:{mapping.pk}"
+    last = {"pk": mapping.last_pk, "status": mapping.last_status, "error": mapping.last_error or ""}
+    if last["pk"] is not None and last["status"] in BAD_RUNS:
+        out.failing[key] = Finding(
+            "delivery_failed",
+            f"Delivery of mapping “{mapping}” {last['status']} (run {last['pk']})",
+            _short(last["error"]),
+            path,
+        )
+    elif last["pk"] is not None:
+        out.healthy.add(key)
 
-        key = f"freshness:mapping:{mapping.pk}"
-        if not conf.freshness_alert_minutes or not mapping.delivers:
-            healthy.add(key)  # off, or nothing is meant to be delivered (a paused mapping has its own alert)
-            continue
-        oldest = mapping.oldest_pending  # annotated above: no query per mapping
-        age = now - oldest if oldest is not None else timedelta(0)
-        if age > timedelta(minutes=conf.freshness_alert_minutes):
-            failing[key] = Finding(
-                "freshness",
-                f"Mapping “{mapping}” is {int(age.total_seconds() // 60)} minutes behind "
-                f"(threshold {conf.freshness_alert_minutes})",
-                "",
-                path,
-            )
-        else:
-            healthy.add(key)
-    return failing, healthy, held
+
+def _rejected_finding(mapping: Any, count: int, conf: WorkspaceSettings, path: str, out: _Verdicts) -> None:
+    key = f"rejected:mapping:{mapping.pk}"
+    if conf.rejected_alert_threshold and count > conf.rejected_alert_threshold:
+        out.failing[key] = Finding(
+            "rejected",
+            f"Mapping “{mapping}” has {count} rejected records (threshold {conf.rejected_alert_threshold})",
+            "",
+            path,
+        )
+    else:
+        out.healthy.add(key)
+
+
+def _freshness_finding(mapping: Any, now: Any, conf: WorkspaceSettings, path: str, out: _Verdicts) -> None:
+    key = f"freshness:mapping:{mapping.pk}"
+    if not conf.freshness_alert_minutes or not mapping.delivers:
+        out.healthy.add(key)  # off, or nothing is meant to be delivered (a paused mapping has its own alert)
+        return
+    oldest = mapping.oldest_pending  # annotated in _mapping_findings: no query per mapping
+    age = now - oldest if oldest is not None else timedelta(0)
+    if age > timedelta(minutes=conf.freshness_alert_minutes):
+        out.failing[key] = Finding(
+            "freshness",
+            f"Mapping “{mapping}” is {int(age.total_seconds() // 60)} minutes behind "
+            f"(threshold {conf.freshness_alert_minutes})",
+            "",
+            path,
+        )
+    else:
+        out.healthy.add(key)
 
 
 def evaluate(*, workspace_id: int) -> dict[str, list[str]]:
@@ -315,38 +336,6 @@ def queue_alert(*, channel: AlertChannel, kind: str, text: str, state: AlertStat
     )
     handoff.send(SEND_ALERT, alert_id=alert.pk)
     return alert
-
-
-class SendTestLimited(Exception):
-    """Too many test messages recently; the message says when to try again."""
-
-
-def send_test(*, channel: AlertChannel) -> Alert:
-    """Queue a test message, unless the channel or its workspace has sent too many lately: "Send test" must not
-    turn the server into a mail cannon or a request flood. Counted from the Alert rows (the database decides, with
-    the workspace row locked so two clicks at once cannot both slip under the limit)."""
-    window = timedelta(seconds=settings.ALERT_TEST_WINDOW_SECONDS)
-    minutes = max(1, settings.ALERT_TEST_WINDOW_SECONDS // 60)
-    with transaction.atomic():
-        list(Workspace.objects.select_for_update().filter(pk=channel.workspace_id).values_list("pk", flat=True))
-        recent = Alert.objects.filter(
-            workspace_id=channel.workspace_id, kind=Alert.Kind.TEST, created_at__gte=timezone.now() - window
-        )
-        if recent.filter(channel=channel).count() >= settings.ALERT_TEST_LIMIT_PER_CHANNEL:
-            raise SendTestLimited(
-                f"This channel already got {settings.ALERT_TEST_LIMIT_PER_CHANNEL} test messages in the last "
-                f"{minutes} minutes. Wait a few minutes before sending another."
-            )
-        if recent.count() >= settings.ALERT_TEST_LIMIT_PER_WORKSPACE:
-            raise SendTestLimited(
-                f"This workspace already sent {settings.ALERT_TEST_LIMIT_PER_WORKSPACE} test messages in the last "
-                f"{minutes} minutes. Wait a few minutes before sending another."
-            )
-        return queue_alert(
-            channel=channel,
-            kind=Alert.Kind.TEST,
-            text=f"[hubsync · {channel.workspace.name}] Test message for channel “{channel}”: alerts reach you here.",
-        )
 
 
 def member_addresses(workspace_id: int) -> set[str]:

@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django_htmx.http import HTMX_STOP_POLLING
 
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.redact import redact
 
 from . import dashboard, workers
@@ -48,7 +48,7 @@ def _space_secrets(space: Any) -> list[str]:
 
 
 @workspace_view()
-def sync_run_detail(request: HttpRequest, source_id: int, sync_run_id: int) -> HttpResponse:
+def sync_run_detail(request: WorkspaceRequest, source_id: int, sync_run_id: int) -> HttpResponse:
     run = _sync_run(request, source_id, sync_run_id)
     secrets = _source_secrets(run.source)
     collections = dashboard.collection_rows(run.counts)
@@ -74,7 +74,7 @@ def sync_run_detail(request: HttpRequest, source_id: int, sync_run_id: int) -> H
 
 
 @workspace_view()
-def sync_run_progress(request: HttpRequest, source_id: int, sync_run_id: int) -> HttpResponse:
+def sync_run_progress(request: WorkspaceRequest, source_id: int, sync_run_id: int) -> HttpResponse:
     run = _sync_run(request, source_id, sync_run_id)
     progress = dashboard.sync_progress(run)
     context = {"run": run, "progress": progress, "kind": "sync", "poll_url": request.path}
@@ -82,7 +82,7 @@ def sync_run_progress(request: HttpRequest, source_id: int, sync_run_id: int) ->
 
 
 @workspace_view()
-def delivery_run_detail(request: HttpRequest, delivery_run_id: int) -> HttpResponse:
+def delivery_run_detail(request: WorkspaceRequest, delivery_run_id: int) -> HttpResponse:
     run = _delivery_run(request, delivery_run_id)
     mapping = run.mapping
     secrets = _space_secrets(mapping.profile_space) + _source_secrets(mapping.data_model.source)
@@ -100,7 +100,7 @@ def delivery_run_detail(request: HttpRequest, delivery_run_id: int) -> HttpRespo
 
 
 @workspace_view()
-def delivery_run_progress(request: HttpRequest, delivery_run_id: int) -> HttpResponse:
+def delivery_run_progress(request: WorkspaceRequest, delivery_run_id: int) -> HttpResponse:
     run = _delivery_run(request, delivery_run_id)
     progress = dashboard.delivery_progress(run)
     context = {"run": run, "progress": progress, "kind": "delivery", "poll_url": request.path}
@@ -108,7 +108,7 @@ def delivery_run_progress(request: HttpRequest, delivery_run_id: int) -> HttpRes
 
 
 @workspace_view()
-def dashboard_running(request: HttpRequest) -> HttpResponse:
+def dashboard_running(request: WorkspaceRequest) -> HttpResponse:
     """The dashboard's "Running now" section alone, polled while nothing was running when the page loaded."""
     active_sync, active_delivery = dashboard.active_runs(request.workspace)
     dashboard.attach_progress(active_sync, active_delivery)
@@ -117,7 +117,7 @@ def dashboard_running(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view()
-def dashboard_workers(request: HttpRequest) -> HttpResponse:
+def dashboard_workers(request: WorkspaceRequest) -> HttpResponse:
     """The workers panel, loaded after the page (hx-trigger="load"): pinging a silent cluster takes the ping's
     timeout, which the dashboard itself must never wait for."""
     report = workers.workers_report(request.workspace)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 
-from hubsync.access import workspace_view
+from hubsync.access import WorkspaceRequest, workspace_view
 
 from . import charts
 from . import dashboard as board_module
 
 
 @workspace_view()
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: WorkspaceRequest) -> HttpResponse:
     """Health of every source and mapping, live progress of running work, charts of the last 30 days. A
     constant number of queries whatever the data size (monitoring.dashboard); the workers panel loads lazily."""
     board = board_module.build(request.workspace)

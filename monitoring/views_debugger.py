@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from mappings.models import Mapping
 from sources.models import Record
 
@@ -13,7 +13,7 @@ from .debugger import explain, find_records, not_in_mirror
 
 
 @workspace_view()
-def record_debugger(request: HttpRequest) -> HttpResponse:
+def record_debugger(request: WorkspaceRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()
     record = None
     matches: list[Record] = []
@@ -27,9 +27,11 @@ def record_debugger(request: HttpRequest) -> HttpResponse:
         mapping_id = request.GET.get("mapping", "")
         if len(matches) > 1 and mapping_id.isdigit():
             # Coming from a mapping's rejected records: the id means a record of that mapping's collection.
-            mapping = Mapping.objects.filter(
-                pk=int(mapping_id), destination__workspace=request.workspace
-            ).select_related("data_model").first()
+            mapping = (
+                Mapping.objects.filter(pk=int(mapping_id), destination__workspace=request.workspace)
+                .select_related("data_model")
+                .first()
+            )
             if mapping is not None:
                 model = mapping.data_model
                 matches = [

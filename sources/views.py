@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 from oauthlib.oauth2 import OAuth2Error
 
-from hubsync.access import get_for_workspace, workspace_view
+from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
 from . import oauth, setup
@@ -43,7 +43,7 @@ WIZARD_STEPS = ["Name", "Log in to HubSpot", "Schema name", "Selective sync"]
 
 
 @workspace_view()
-def source_list(request: HttpRequest) -> HttpResponse:
+def source_list(request: WorkspaceRequest) -> HttpResponse:
     sources = (
         Source.objects.filter(workspace=request.workspace)
         .select_related("last_run")
@@ -53,14 +53,14 @@ def source_list(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view()
-def catalog(request: HttpRequest) -> HttpResponse:
+def catalog(request: WorkspaceRequest) -> HttpResponse:
     return render(request, "sources/catalog.html", {"collections": oauth.COLLECTIONS[:4]})
 
 
 # --- the wizard ---------------------------------------------------------------------------------------
 
 
-def _wizard(request: HttpRequest) -> dict[str, Any] | None:
+def _wizard(request: WorkspaceRequest) -> dict[str, Any] | None:
     data = request.session.get(WIZARD_KEY)
     if not data or data.get("workspace_id") != request.workspace.pk:
         return None
@@ -91,7 +91,7 @@ def _connection_step(wizard: dict[str, Any]) -> str | None:
 
 
 @workspace_view(role=Role.ADMIN)
-def wizard_name(request: HttpRequest) -> HttpResponse:
+def wizard_name(request: WorkspaceRequest) -> HttpResponse:
     wizard = _wizard(request) or {}
     if request.method == "POST":
         form = NameForm(request.POST)
@@ -112,7 +112,7 @@ def wizard_name(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
-def wizard_connect(request: HttpRequest) -> HttpResponse:
+def wizard_connect(request: WorkspaceRequest) -> HttpResponse:
     wizard = _wizard(request)
     if not wizard:
         return _restart(request)
@@ -145,7 +145,7 @@ def _oauth_redirect(request: HttpRequest, *, purpose: str, source_id: int | None
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def oauth_start(request: HttpRequest) -> HttpResponse:
+def oauth_start(request: WorkspaceRequest) -> HttpResponse:
     if not _wizard(request):
         return _restart(request)
     return _oauth_redirect(request, purpose="wizard")
@@ -166,7 +166,7 @@ def _oauth_failed(request: HttpRequest, flow: dict[str, Any], message: str) -> H
 
 
 @workspace_view(role=Role.ADMIN)
-def oauth_callback(request: HttpRequest) -> HttpResponse:
+def oauth_callback(request: WorkspaceRequest) -> HttpResponse:
     try:
         flow = oauth.take_flow(request)  # only the session that started this login may finish it; single use
     except PermissionDenied as exc:
@@ -219,7 +219,7 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
-def wizard_duplicate(request: HttpRequest) -> HttpResponse:
+def wizard_duplicate(request: WorkspaceRequest) -> HttpResponse:
     wizard = _wizard(request)
     if not wizard or not wizard.get("connection"):
         return _restart(request)
@@ -239,7 +239,7 @@ def wizard_duplicate(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
-def wizard_schema(request: HttpRequest) -> HttpResponse:
+def wizard_schema(request: WorkspaceRequest) -> HttpResponse:
     wizard = _wizard(request)
     if not wizard:
         return _restart(request)
@@ -259,7 +259,7 @@ def wizard_schema(request: HttpRequest) -> HttpResponse:
 
 
 @workspace_view(role=Role.ADMIN)
-def wizard_sync(request: HttpRequest) -> HttpResponse:
+def wizard_sync(request: WorkspaceRequest) -> HttpResponse:
     wizard = _wizard(request)
     if not wizard:
         return _restart(request)
@@ -316,7 +316,7 @@ def wizard_sync(request: HttpRequest) -> HttpResponse:
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def wizard_cancel(request: HttpRequest) -> HttpResponse:
+def wizard_cancel(request: WorkspaceRequest) -> HttpResponse:
     request.session.pop(WIZARD_KEY, None)
     request.session.pop(oauth.FLOW_SESSION_KEY, None)
     return redirect("sources:list")
@@ -325,7 +325,7 @@ def wizard_cancel(request: HttpRequest) -> HttpResponse:
 # --- the source page ----------------------------------------------------------------------------------
 
 
-def _page(request: HttpRequest, source: Source, tab: str, template: str, **extra: Any) -> HttpResponse:
+def _page(request: WorkspaceRequest, source: Source, tab: str, template: str, **extra: Any) -> HttpResponse:
     allowed, missing = setup.can_enable(source)
     ctx = {
         "source": source,
@@ -358,7 +358,7 @@ def _run_rows(source: Source, limit: int = 10) -> list[dict[str, Any]]:
 
 
 @workspace_view()
-def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def source_detail(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source.objects.select_related("last_run"), pk=pk)
     active = source.runs.filter(status__in=SyncRun.ACTIVE).first()
     runs = _run_rows(source)
@@ -376,7 +376,7 @@ def source_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @workspace_view()
-def source_runs(request: HttpRequest, pk: int) -> HttpResponse:
+def source_runs(request: WorkspaceRequest, pk: int) -> HttpResponse:
     """The runs fragment the Overview polls while a run is active; 286 tells htmx to stop polling."""
     source = get_for_workspace(request, Source, pk=pk)
     active = source.runs.filter(status__in=SyncRun.ACTIVE).first()
@@ -390,7 +390,7 @@ def source_runs(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @workspace_view()
-def source_models(request: HttpRequest, pk: int) -> HttpResponse:
+def source_models(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     # The tab's content (data models and their mappings) comes from the higher apps' template tags.
     return _page(request, source, "models", "sources/detail_models.html")
@@ -424,7 +424,7 @@ def _settings_forms(source: Source, basic: Any = None, sync: Any = None) -> dict
 
 
 @workspace_view()
-def source_settings(request: HttpRequest, pk: int) -> HttpResponse:
+def source_settings(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     basic = sync = None
     if request.method == "POST":
@@ -463,7 +463,7 @@ def _explain_sync_changes(request: HttpRequest, source: Source, changes: dict[st
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def source_enable(request: HttpRequest, pk: int) -> HttpResponse:
+def source_enable(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     want = request.POST.get("enabled") == "1"
     done, missing, run = setup.set_enabled(source=source, actor=request.user, enabled=want)
@@ -483,7 +483,7 @@ def source_enable(request: HttpRequest, pk: int) -> HttpResponse:
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def source_sync(request: HttpRequest, pk: int) -> HttpResponse:
+def source_sync(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     if _sync_refused(request, source):
         return redirect("sources:detail", source.pk)
@@ -506,7 +506,7 @@ def _sync_refused(request: HttpRequest, source: Source) -> bool:
 
 
 @workspace_view()
-def source_full_sync(request: HttpRequest, pk: int) -> HttpResponse:
+def source_full_sync(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     if request.method == "POST":
         if _sync_refused(request, source):
@@ -540,13 +540,13 @@ def _deletion_pass_estimate(source: Source) -> dict[str, Any] | None:
 
 @workspace_view(role=Role.ADMIN)
 @require_POST
-def source_reconnect(request: HttpRequest, pk: int) -> HttpResponse:
+def source_reconnect(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     return _oauth_redirect(request, purpose="reconnect", source_id=source.pk)
 
 
 @workspace_view()
-def source_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def source_delete(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     if request.method == "POST":
         form = DeleteForm(request.POST, source=source)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from hubsync.models import Alert, AlertChannel, AlertState, AuditEvent, WorkspaceSettings
 from mappings.models import DeliveryRun, DeliveryState, Mapping, ProfileSpace
-from monitoring import alerts
+from monitoring import alerts, services
 from sources.models import Source, SyncRun
 from tests.mappings.conftest import (  # noqa: F401 (fixtures)
     CONTACT_SCHEMA,
@@ -444,7 +444,7 @@ def test_a_bad_webhook_url_gets_one_clear_error(admin_client_, recipients):
 
 def test_log_fragment_polls_while_a_message_is_queued(admin_client_, workspace, recipients):
     channel = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
-    alert = alerts.send_test(channel=channel)  # queued: the task runs after commit, which never comes here
+    alert = services.send_test(channel=channel)  # queued: the task runs after commit, which never comes here
     page = admin_client_.get(reverse("alerts")).content.decode()
     assert f'hx-get="{reverse("alerts_log")}"' in page and "waiting for a worker" in page
     fragment = admin_client_.get(reverse("alerts_log"), HTTP_HX_REQUEST="true")
