@@ -30,10 +30,12 @@ from hubsync.models import Role
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
-from .deliver import delivered_before, preview_message, resync_all, send_test_message
+from .delivery import preview_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from .segment import SegmentError, check_connection
+from .selectors import delivered_before
+from .services import resync_all, send_test_message
 from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)

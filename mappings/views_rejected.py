@@ -27,8 +27,9 @@ from hubsync import audit
 from hubsync.access import get_for_workspace, workspace_view
 from hubsync.models import Role
 
-from .deliver import rejected_states, request_retry
 from .models import DeliveryState, Mapping
+from .selectors import rejected_states
+from .services import request_retry
 
 PAGE_SIZE = 50
 FILTER_KEYS = ("reason", "object_id", "since", "until")

@@ -17,8 +17,9 @@ from hubsync.access import get_for_workspace, workspace_view
 from hubsync.http import safe_next
 from hubsync.models import Role
 
-from .deliver import sample_cutoff, set_sample_mode
 from .models import DeliveryState, Mapping
+from .selectors import sample_cutoff
+from .services import set_sample_mode
 
 MAX_SAMPLE_SIZE = 10_000
 

@@ -3,7 +3,7 @@
 For the record: its mirror row (every property), the history of changes syncs saw (sources.RecordChange), and
 for every mapping that reads its collection the verdict: delivered (when, messageId, the exact payload), rejected
 (the reason), waiting for the next delivery, left out by sample mode, archived, or the mapping is off; plus the
-message the mapping would send now (mappings.deliver.preview_message).
+message the mapping would send now (mappings.delivery.preview_message).
 
 The payload delivered last is not stored (that would double the database for one reader). It is rebuilt: the
 current row, then the row rolled back change by change through the history, until the payload hash equals the
@@ -21,8 +21,9 @@ from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 
-from mappings.deliver import MessageBuilder, archived_skip_reason, delivered_before, preview_message, sample_cutoff
+from mappings.delivery import MessageBuilder, archived_skip_reason, preview_message
 from mappings.models import DeliveryRun, DeliveryState, Mapping
+from mappings.selectors import delivered_before, sample_cutoff
 from sources.models import MergedRecord, Record, RecordChange, SourceCollection
 
 HISTORY_SHOWN = 100
