@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from concurrent.futures import Future
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -262,12 +263,7 @@ class _Delivery(SendingMixin):
 
     def _consider(self, row: tuple) -> None:
         object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
-        if delivered is None:  # never delivered
-            delivered_hash, delivered_id = None, ""
-        else:
-            delivered_hash, _space, delivered_id = delivered.partition(" ")
-        if self.recent and object_id in self.recent:
-            delivered_hash, delivered_id = self.recent[object_id]
+        delivered_hash, delivered_id = self._last_delivered(object_id, delivered)
         if props.__class__ is str:  # the picked properties, as JSON text
             props = _loads(props)
         self.run.considered += 1
@@ -279,18 +275,9 @@ class _Delivery(SendingMixin):
             return
         content = error = None
         if archived and archived_update and self.builder.archived_trait is None and delivered_hash:
-            # "Do nothing", for a record this mapping delivered and that HubSpot changed just before archiving it
-            # (sources.Record.archived_update): those values still reach its profile, once; nothing else is sent
-            # for it. Already there (or there with the former trait): skipped like any archived one.
-            content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
-            if not error and (
-                self.forced
-                and object_id in self.forced
-                or not self.builder.covers(content, delivered_hash, archived=True, exact=True)
-            ):
-                archived = False  # a live record's message: counted as sent, not as "archived sent"
-            else:
-                content = None
+            content = self._final_values(object_id, created_at, updated_at, props, delivered_hash)
+            # When sent, it is a live record's message: counted as sent, not as "archived sent".
+            archived = content is None
         if archived and (self.builder.archived_trait is None or not delivered_hash):
             # Archived (deleted) in HubSpot and not sent: the mapping does nothing for archived records, or it
             # sets a trait but never delivered this one (no profile is made just to say its record is gone).
@@ -337,6 +324,32 @@ class _Delivery(SendingMixin):
             self._reject(object_id, _oversize_reason(len(payload), content), None)
             return
         self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying, archived))
+
+    def _last_delivered(self, object_id: int, delivered: str | None) -> tuple[str | None, str]:
+        """(delivered hash, delivered messageId) of a row being considered: what this run recorded since the row
+        was read, else the row's own lookup (see `_base_rows`); (None, "") when never delivered."""
+        if self.recent and object_id in self.recent:
+            return self.recent[object_id]
+        if delivered is None:
+            return None, ""
+        delivered_hash, _space, delivered_id = delivered.partition(" ")
+        return delivered_hash, delivered_id
+
+    def _final_values(
+        self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any], delivered_hash: str
+    ) -> dict[str, Any] | None:
+        """With "Do nothing", a record this mapping delivered and that HubSpot changed just before archiving it
+        (sources.Record.archived_update): those values still reach its profile, once; nothing else is sent for
+        it. Their message, or None when they are already there (or there with the former trait): the record is
+        then skipped like any archived one."""
+        content, error = self.builder.build(object_id, created_at, updated_at, props, True)
+        if not error and (
+            self.forced
+            and object_id in self.forced
+            or not self.builder.covers(content, delivered_hash, archived=True, exact=True)
+        ):
+            return content
+        return None
 
     def _retry_left(self, object_id: int, reason: str, status: str = DeliveryState.Status.PENDING) -> None:
         """A retried record that is not sent and would otherwise keep its "retry" status forever."""
