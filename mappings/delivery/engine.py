@@ -87,6 +87,9 @@ def _delivered_id() -> Coalesce:
 
 
 class _Delivery(SendingMixin):
+    """One run of one mapping: reads and considers the rows here; sends (SendingMixin) and records
+    (CheckpointMixin) through its bases."""
+
     def __init__(self, mapping: Mapping, run: DeliveryRun, client: SegmentClient | None = None) -> None:
         self.mapping = mapping
         self.run = run
