@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hubsync.models import Membership, Role, Workspace
-from mappings.deliver import RUN_COUNT_FIELDS as RUN_COUNTS
+from mappings.delivery import RUN_COUNT_FIELDS as RUN_COUNTS
 from mappings.models import DeliveryRun, DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Record, Source, SyncRun

@@ -28,7 +28,7 @@ from django.core.management import get_commands
 from django.db import connection
 
 from hubsync.models import Workspace
-from mappings.deliver import deliver
+from mappings.delivery import deliver
 from mappings.models import Destination, Mapping, ProfileSpace
 from mappings.segment import close_session
 from models_app.models import DataModel

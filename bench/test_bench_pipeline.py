@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from hubsync.models import Workspace
-from mappings.deliver import deliver_collections, sync_in_foreground
+from mappings.delivery import deliver_collections, sync_in_foreground
 from mappings.segment import close_session
 from sandbox.segment.models import SegmentWorkspace
 from sources.models import Record, Source, SourceCollection, SyncRun

@@ -180,7 +180,7 @@ def _maybe_resume(mapping_id: int) -> None:
     if Mapping.objects.filter(pk=mapping_id, paused_reason=Mapping.PAUSED_DRIFT).update(
         paused_reason="", paused_at=None
     ):
-        request_delivery(mapping=Mapping.objects.get(pk=mapping_id))
+        request_delivery(mapping_id=mapping_id)
 
 
 class DriftFixError(Exception):

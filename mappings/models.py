@@ -119,7 +119,7 @@ class Mapping(models.Model):
     # just because the message lost that trait (see MessageBuilder.covers).
     archived_trait = models.CharField(max_length=200, blank=True)
 
-    # Delivery bookkeeping (written by mappings.deliver only).
+    # Delivery bookkeeping (written by mappings.delivery and mappings.services only).
     # Every mirror row with change_seq <= watermark is resolved (delivered, unchanged, rejected, archived or outside
     # the sample; DeliveryStates with status "retry" are the exception: the next run reconsiders them) under
     # the configuration whose hash is watermark_config_hash. When the current configuration hash differs (the
@@ -209,7 +209,7 @@ class DeliveryState(models.Model):
         DELIVERED = "delivered", "Delivered"
         REJECTED = "rejected", "Rejected"
         PENDING = "pending", "Pending"
-        # A rejected record the user asked to retry: the next delivery reconsiders it (mappings.deliver).
+        # A rejected record the user asked to retry: the next delivery reconsiders it (mappings.delivery).
         RETRY = "retry", "Retry requested"
 
     mapping = models.ForeignKey(Mapping, on_delete=models.CASCADE, related_name="states")
@@ -291,7 +291,7 @@ class DeliveryRun(RunBase):
     watermark_to = models.BigIntegerField(default=0)
     # Object ids whose outcome is not recorded yet although Segment may have accepted them: batches in flight or
     # about to be sent, written *before* each send. A run that ends clears it; when its worker is killed, the next
-    # run resends these records even where their payload equals the delivered hash (mappings.deliver).
+    # run resends these records even where their payload equals the delivered hash (mappings.delivery).
     unconfirmed = models.JSONField(null=True, blank=True)
 
     class Meta:

@@ -6,11 +6,12 @@ from celery import shared_task
 
 from hubsync import handoff
 
+from .delivery import deliver, deliveries_after_sync
+from .services import DELIVER_MAPPING
 
-@shared_task(name="mappings.deliver_mapping", acks_late=True, queue="deliver")
+
+@shared_task(name=DELIVER_MAPPING, acks_late=True, queue="deliver")
 def deliver_mapping(mapping_id: int, sync_run_id: int | None = None) -> int | None:
-    from .deliver import deliver
-
     run = deliver(mapping_id=mapping_id, sync_run_id=sync_run_id)
     return run.pk if run is not None else None
 
@@ -19,6 +20,4 @@ def deliver_mapping(mapping_id: int, sync_run_id: int | None = None) -> int | No
 def mirror_changed(*, source_id: int, collections: list[str], sync_run_id: int | None = None) -> int:
     """Extraction changed the mirror of these collections: start the deliveries that read them, and those of
     collections whose deliveries are behind."""
-    from .deliver import deliveries_after_sync
-
     return deliveries_after_sync(source_id=source_id, collections=collections, sync_run_id=sync_run_id)

@@ -29,10 +29,11 @@ from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
 from . import services
-from .deliver import delivered_before, preview_message
+from .delivery import preview_message
 from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from .segment import check_connection
+from .selectors import delivered_before
 from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)

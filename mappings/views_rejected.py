@@ -27,8 +27,8 @@ from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
 from . import services
-from .deliver import rejected_states
 from .models import DeliveryState, Mapping
+from .selectors import rejected_states
 
 PAGE_SIZE = 50
 FILTER_KEYS = ("reason", "object_id", "since", "until")

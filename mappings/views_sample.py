@@ -17,8 +17,8 @@ from hubsync.http import safe_next
 from hubsync.models import Role
 
 from . import services
-from .deliver import sample_cutoff
 from .models import DeliveryState, Mapping
+from .selectors import sample_cutoff
 
 MAX_SAMPLE_SIZE = 10_000
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mappings.deliver import MessageBuilder, archived_skip_reason, delivered_before, preview_message, sample_cutoff
+from mappings.delivery import MessageBuilder, archived_skip_reason, preview_message
 from mappings.models import DeliveryRun, DeliveryState, Mapping
+from mappings.selectors import delivered_before, sample_cutoff
 from sources.models import Record, RecordChange
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from mappings.deliver import deliver
+from mappings.delivery import deliver
 from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SourceCollection

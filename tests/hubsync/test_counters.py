@@ -123,7 +123,7 @@ def test_state_counts_follow_status_changes_upserts_and_deletes(mapping):
 def test_the_delivery_engines_hot_path_upsert_is_counted(mapping):
     from django.utils import timezone
 
-    from mappings.deliver import _Delivered, _upsert_delivered
+    from mappings.delivery.checkpoint import _Delivered, _upsert_delivered
 
     DeliveryState.objects.bulk_create(
         [DeliveryState(mapping=mapping, object_id=i, status=DeliveryState.Status.PENDING) for i in range(1, 4)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mappings.deliver import deliver_collections, sync_in_foreground
+from mappings.delivery import deliver_collections, sync_in_foreground
 from mappings.models import DeliveryRun, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SyncRun

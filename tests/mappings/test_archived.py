@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hubsync.models import AuditEvent
-from mappings.deliver import deliver, resync_all
+from mappings.delivery import deliver
 from mappings.models import DeliveryRun, DeliveryState, Mapping
+from mappings.services import resync_all
 from models_app.models import DataModel
 from tests.mappings.conftest import accepted, contact_props, expected_traits, fill, profiles_by_user
 
@@ -284,7 +285,7 @@ def test_random_archive_and_restore_rounds_reconcile_exactly(
     nothing; no profile is ever made for a record archived before its first delivery."""
     import random
 
-    from mappings import deliver as deliver_module
+    from mappings.delivery import sender as deliver_module
     from sandbox.segment.models import SegmentWorkspace
 
     rng = random.Random(seed)

@@ -8,10 +8,11 @@ import threading
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from mappings import deliver as deliver_module
-from mappings.deliver import deliver, enqueue_deliveries, resync_all
+from mappings.delivery import deliver, engine, enqueue_deliveries
+from mappings.delivery import sender as deliver_module
 from mappings.models import DeliveryRun, DeliveryState, Mapping
 from mappings.segment import SegmentClient
+from mappings.services import resync_all
 from models_app.models import DataModel
 from sandbox.segment.models import SegmentMessage, SegmentWorkspace
 from tests.mappings.conftest import accepted, contact_props, expected_traits, fill, profiles_by_user
@@ -480,7 +481,8 @@ def test_task_is_routed_to_the_deliver_queue():
 def test_preview_message_is_what_the_engine_sends(sandbox_base, mirror, mapping):
     from datetime import UTC, datetime
 
-    from mappings.deliver import preview_message, send_test_message
+    from mappings.delivery import preview_message
+    from mappings.services import send_test_message
 
     props = contact_props(9)
     updated = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)
@@ -603,11 +605,11 @@ def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(so
     for wanted in (keys, ["text", "missing"], keys[:50], keys[:51]):
         picked = (
             Record.objects.filter(source=source, object_id=1)
-            .annotate(picked=deliver_module._PickProperties(wanted))
+            .annotate(picked=engine._PickProperties(wanted))
             .values_list("picked", flat=True)
             .get()
         )
-        picked = deliver_module._loads(picked)  # JSON text, as the engine decodes it
+        picked = engine._loads(picked)  # JSON text, as the engine decodes it
         # The builder reads `props.get(column)`: a key the database leaves out (SQLite's json_patch, which
         # merges the >50-key case, drops nulls) reads as None, like a missing one.
         assert set(picked) <= set(wanted)
@@ -620,7 +622,7 @@ def test_the_fast_encoder_writes_exactly_what_the_json_module_writes():
     import json
     import random
 
-    from mappings.deliver import _dumpb
+    from mappings.delivery.messages import _dumpb
 
     reference = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
     rng = random.Random(2026)
@@ -825,7 +827,7 @@ def test_the_last_message_segment_applies_for_a_record_is_the_recorded_one_under
 
     from django.db import connections
 
-    from mappings.deliver import MessageBuilder
+    from mappings.delivery import MessageBuilder
     from tests.mappings.conftest import CONTACT_SCHEMA
 
     settings.DELIVERY_MAX_IN_FLIGHT = 3
@@ -927,7 +929,7 @@ def test_lower_cased_identifiers_keep_one_profile_when_hubspot_changes_the_capit
 def test_the_identifier_format_applies_to_the_identifiers_and_the_traits_reading_them(
     mapping, identifier_format, user_id, email_trait
 ):
-    from mappings.deliver import preview_message
+    from mappings.delivery import preview_message
 
     before = mapping.config_hash()
     if identifier_format is not None:
@@ -953,7 +955,7 @@ def test_the_identifier_format_applies_to_group_ids(destination, space, source, 
         identifiers={"user_id": None, "anonymous_id": "id", "group_id": "domain"},
         traits=[["domain", "website"]], options={"identifier_format": "lower"}, enabled=True,
     )  # fmt: skip
-    from mappings.deliver import preview_message
+    from mappings.delivery import preview_message
 
     message, _error = preview_message(group, object_id=5, properties={"domain": " Example.COM"})
     assert (message["groupId"], message["anonymousId"]) == ("example.com", "5")

@@ -11,7 +11,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from hubsync.models import AuditEvent, WorkspaceSettings
-from mappings.deliver import deliver, enqueue_deliveries
+from mappings.delivery import deliver, enqueue_deliveries
 from mappings.drift import detect_changes, fix_issue, new_properties, schema_discovered
 from mappings.models import Mapping, MappingIssue, ProfileSpace
 from models_app.models import DataModel

@@ -14,8 +14,8 @@ import random
 import pytest
 from django.core.management import call_command
 
-from mappings import deliver as deliver_module
-from mappings.deliver import collections_behind, deliver
+from mappings.delivery import collections_behind, deliver
+from mappings.delivery import sender as deliver_module
 from mappings.models import DeliveryRun, DeliveryState
 from sources.models import SyncRun
 from tests.mappings.conftest import profiles_by_user as profiles

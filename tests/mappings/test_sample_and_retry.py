@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
-from mappings.deliver import deliver, request_retry, sample_cutoff, set_sample_mode
+from mappings.delivery import deliver
 from mappings.models import DeliveryRun, DeliveryState, Mapping
+from mappings.selectors import sample_cutoff
+from mappings.services import request_retry, set_sample_mode
 from tests.mappings.conftest import contact_props, fill
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,7 +201,7 @@ def test_retry_with_a_changed_mapping_sends_each_record_once(refused, mapping):
 
 def test_a_mapping_with_records_waiting_for_retry_counts_as_behind(refused, mapping, mirror):
     """After a sync with no HubSpot change, the engine still starts the delivery that retries them."""
-    from mappings.deliver import collections_behind
+    from mappings.delivery import collections_behind
 
     assert collections_behind(mirror.source) == set()
     request_retry(mapping=mapping, object_ids=[3])

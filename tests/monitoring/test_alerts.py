@@ -313,7 +313,7 @@ def test_a_finished_delivery_evaluates_alerts(
     mapping, mirror, channels, hook, settings, django_capture_on_commit_callbacks
 ):
     """The delivery engine's completion path hands the evaluation over: Segment unreachable -> one alert."""
-    from mappings.deliver import deliver
+    from mappings.delivery import deliver
 
     settings.BASE_URL = "http://127.0.0.1:9"  # the sandbox region posts here: nothing listens
     settings.SEGMENT_MAX_ATTEMPTS = 1

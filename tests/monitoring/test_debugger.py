@@ -13,7 +13,7 @@ from django.urls import reverse
 
 import sources.extract as extract
 from hubsync.models import AuditEvent
-from mappings.deliver import deliver
+from mappings.delivery import deliver
 from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Record, RecordChange, SyncRun

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from sources.models import Source, SyncRun
 from sources.runs import create_run
 
-from ...deliver import deliver_collections, sync_in_foreground
+from ...delivery import deliver_collections, sync_in_foreground
 from ...models import DeliveryRun
 
 

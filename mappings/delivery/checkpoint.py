@@ -1,0 +1,252 @@
+"""Recording outcomes: delivery states, the watermark, the run's counters and what it left unconfirmed.
+
+What makes a delivery safe to kill at any moment:
+- `delivered_hash`, the delivered status and the watermark are written only after Segment accepted the batch,
+  in one transaction per batch. A killed or failed delivery therefore resends what was not confirmed, and the
+  resend carries the same deterministic messageId, so Segment drops any copy it had already taken.
+- What Segment may hold without our knowing is written down as the run's `unconfirmed`: before each send (should
+  the worker die), and for every batch whose answer never came or was a transient error after the body went out
+  (timeouts, reset connections, 5xx, retries exhausted). The next run sends those records whatever their hash,
+  so a record that went back to the payload delivered before (A → B unconfirmed → A) still reaches the profile.
+- The watermark only moves to a change_seq below which every record is resolved (delivered, unchanged,
+  rejected or archived); a failed batch holds it just below its first record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from ..models import DeliveryRun, DeliveryState, Mapping
+from ..services import lock_mapping
+
+if TYPE_CHECKING:
+    from collections import deque
+    from concurrent.futures import Future
+
+    from .messages import MessageBuilder, _Pending
+
+
+@dataclass(slots=True)
+class _Delivered:
+    """A delivered state waiting for the next checkpoint (lighter than a model instance on the hot path)."""
+
+    object_id: int
+    delivered_hash: str
+    message_id: str
+    status: str = "delivered"
+
+
+class CheckpointMixin:
+    """The engine's bookkeeping: outcomes wait in `states` and reach the database together at each checkpoint."""
+
+    mapping: Mapping
+    run: DeliveryRun
+    builder: MessageBuilder
+    start: int
+    read_seq: int
+    failed_seq: int | None
+    retry_failed: bool
+    retry_unchanged: list[int]
+    states: dict[int, DeliveryState | _Delivered]
+    recent: dict[int, tuple[str, str]]
+    uncertain: set[int]
+    forced: set[int]
+    buffer: list[_Pending]
+    inflight: deque[tuple[list[_Pending], Future]]
+
+    def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
+        self.run.rejected += 1
+        now = timezone.now()
+        self._state(
+            DeliveryState(
+                mapping_id=self.mapping.pk,
+                object_id=object_id,
+                status=DeliveryState.Status.REJECTED,
+                error=reason,
+                last_payload=content,
+                updated_at=now,
+            )
+        )
+
+    def _watermark(self) -> int:
+        """The highest change_seq below which every record is resolved: rows are considered in change_seq
+        order, so that is just below the first unconfirmed one (a failed batch, else the batch in flight, else
+        the unsent buffer), or the last row read."""
+        if self.failed_seq is not None:
+            return max(self.start, min(self.read_seq, self.failed_seq - 1))
+        first = self.inflight[0][0][0] if self.inflight else (self.buffer[0] if self.buffer else None)
+        if first is not None and not first.retry:  # retried records are below the watermark: they don't hold it
+            return max(self.start, first.change_seq - 1)
+        return self.read_seq
+
+    def _checkpoint(self) -> None:
+        """Persist states, watermark and counters together: constant queries per batch or chunk."""
+        watermark = self._watermark()
+        now = timezone.now()
+        with transaction.atomic():
+            # The mapping's row lock first: every writer of its states (this checkpoint, "retry", "resync all")
+            # takes it before touching states and their counters, so they queue instead of deadlocking.
+            lock_mapping(self.mapping.pk)
+            by_status: dict[str, list] = {}
+            for state in self.states.values():
+                by_status.setdefault(state.status, []).append(state)
+            delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
+            if delivered:
+                _upsert_delivered(self.mapping.pk, delivered, now)
+            for status, states in by_status.items():
+                DeliveryState.objects.bulk_create(
+                    states,
+                    update_conflicts=True,
+                    unique_fields=["mapping", "object_id"],
+                    update_fields=_STATE_UPDATE_FIELDS[status],
+                )
+            if self.retry_unchanged:
+                DeliveryState.objects.filter(
+                    mapping_id=self.mapping.pk, object_id__in=self.retry_unchanged, status=DeliveryState.Status.RETRY
+                ).update(status=DeliveryState.Status.DELIVERED, error="", updated_at=now)
+                self.retry_unchanged = []
+            if watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash:
+                Mapping.objects.filter(pk=self.mapping.pk).update(
+                    watermark=watermark, watermark_config_hash=self.builder.config_hash
+                )
+                self.mapping.watermark = watermark
+                self.mapping.watermark_config_hash = self.builder.config_hash
+            self.run.watermark_to = watermark
+            self.run.heartbeat_at = now
+            # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
+            # costs at most one needless resend after a kill.)
+            self.run.save(update_fields=[*RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
+        self.states.clear()
+
+    def _unconfirmed(self, sending: list[_Pending] = ()) -> list[int] | None:
+        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
+        considered."""
+        ids = {item.object_id for batch, _future in self.inflight for item in batch}
+        ids.update(item.object_id for item in sending)
+        ids.update(item.object_id for item in self.buffer)
+        ids.update(self.forced)
+        ids.update(self.uncertain)
+        return sorted(ids) or None
+
+    def _delivered(self, items: list[_Pending], attempts: int) -> None:
+        self._count_requests(attempts)
+        self.run.sent += len(items)
+        self.run.archived_sent += sum(item.archived for item in items)
+        self.run.batches += 1
+        for item in items:
+            self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
+            self.recent[item.object_id] = (item.payload_hash, item.message_id)
+
+    def _count_requests(self, attempts: int) -> None:
+        self.run.requests += attempts
+        self.run.retries += max(0, attempts - 1)
+
+    def _fail(self, items: list[_Pending], reason: str, *, uncertain: bool) -> None:
+        """Segment did not confirm this batch: the records stay pending (delivered_hash untouched) and the
+        watermark stops just below the first of them, so the next run sends them again with the same ids.
+        `uncertain`: the batch may have reached Segment all the same (no answer, or a transient error after the
+        body went out), so the next run sends these records even if they went back to the delivered payload
+        (A → B → A would otherwise look unchanged while the profile holds B)."""
+        self.run.failed += len(items)
+        if uncertain:
+            self.uncertain.update(item.object_id for item in items)
+            reason = f"Not confirmed, and Segment may have applied it: sent again next run, whatever it holds. {reason}"
+        else:
+            reason = f"Not delivered yet (will be retried): {reason}"
+        scanned = [item.change_seq for item in items if not item.retry]
+        if scanned:
+            first = min(scanned)
+            self.failed_seq = first if self.failed_seq is None else min(self.failed_seq, first)
+        if len(scanned) < len(items):
+            self.retry_failed = True  # those stay in "retry": the next run reconsiders them
+        now = timezone.now()
+        for item in items:
+            self._state(
+                DeliveryState(
+                    mapping_id=self.mapping.pk,
+                    object_id=item.object_id,
+                    status=DeliveryState.Status.RETRY if item.retry else DeliveryState.Status.PENDING,
+                    error=reason[:2000],
+                    message_id=item.message_id,
+                    updated_at=now,
+                )
+            )
+
+    def _state(self, state: DeliveryState | _Delivered) -> None:
+        self.states.pop(state.object_id, None)
+        self.states[state.object_id] = state
+
+
+def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> None:
+    """One statement for a whole batch of delivered states (the hot path: Django's bulk_create spends more
+    time preparing 2,500 model instances than the database spends writing them)."""
+    table = DeliveryState._meta.db_table
+    update = (
+        "delivered_hash = excluded.delivered_hash, status = excluded.status, error = '', "
+        "message_id = excluded.message_id, delivered_message_id = excluded.delivered_message_id, "
+        "delivered_at = excluded.delivered_at, last_payload = NULL, updated_at = excluded.updated_at"
+    )
+    columns = (
+        "mapping_id, object_id, delivered_hash, status, error, message_id, delivered_message_id, delivered_at, "
+        "last_payload, updated_at"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"SELECT %s, t.o, t.h, 'delivered', '', t.m, t.m, %s, NULL, %s "
+                f"FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS t(o, h, m) "
+                f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
+                [
+                    mapping_id,
+                    now,
+                    now,
+                    # Array literals built here: psycopg's list dumper costs more per element than the upsert.
+                    # Safe unquoted: ints, hex hashes and messageIds ("hs-<ws>-<mapping>-<id>-<hex>").
+                    "{" + ",".join([str(s.object_id) for s in states]) + "}",
+                    "{" + ",".join([s.delivered_hash for s in states]) + "}",
+                    "{" + ",".join([s.message_id for s in states]) + "}",
+                ],
+            )
+        else:
+            at = connection.ops.adapt_datetimefield_value(now)
+            cursor.executemany(
+                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, %s, NULL, %s) "
+                f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
+                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, s.message_id, at, at) for s in states],
+            )
+
+
+_STATE_UPDATE_FIELDS = {
+    DeliveryState.Status.DELIVERED: [
+        "delivered_hash",
+        "status",
+        "error",
+        "message_id",
+        "delivered_message_id",
+        "delivered_at",
+        "last_payload",
+        "updated_at",
+    ],
+    # Rejected and pending leave delivered_hash alone: the profile still holds what was delivered last.
+    DeliveryState.Status.REJECTED: ["status", "error", "last_payload", "updated_at"],
+    DeliveryState.Status.PENDING: ["status", "error", "message_id", "updated_at"],
+    DeliveryState.Status.RETRY: ["status", "error", "message_id", "updated_at"],
+}
+RUN_COUNT_FIELDS = [
+    "considered",
+    "sent",
+    "unchanged",
+    "rejected",
+    "failed",
+    "archived",
+    "archived_sent",
+    "outside_sample",
+    "batches",
+    "requests",
+    "retries",
+]

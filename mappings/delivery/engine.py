@@ -1,0 +1,417 @@
+"""The delivery engine: mirror rows past a mapping's watermark → Segment identify/group messages → batches.
+
+For one enabled mapping, `deliver` reads the mirror rows of its data model's collection with change_seq above
+the watermark, in keyset-ordered chunks (memory stays flat whatever the size), builds each record's message,
+and skips it when its payload hash equals the hash Segment last accepted for that record. Invalid records are
+rejected for themselves (reason kept in DeliveryState) and the run goes on. The rest is packed into batches
+under Segment's limits and sent.
+
+Two ways a record below the watermark is looked at again without rewinding it:
+- **Retry** (`services.request_retry`): rejected records the user asked to retry get status "retry". After the scan past
+  the watermark, each run reads those states (keyset chunks) and reconsiders their mirror rows. They never move
+  the watermark; a failed batch leaves them in "retry" for the next run. Rewinding the watermark instead would
+  rescan the whole collection for one record, and would race with a delivery in progress (its checkpoint
+  writes its own watermark).
+- **Sample mode** (`Mapping.sample_size`): rows beyond the first N object ids are skipped and count as
+  resolved. The sample size is part of the configuration hash, so switching to all records starts the next run
+  from 0: the sampled records are unchanged (not resent), the rest are sent once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Case, F, Func, OuterRef, Subquery, TextField, Value, When
+from django.db.models.functions import Coalesce, Concat
+from django.utils import timezone
+
+from hubsync.fields import DecryptionError
+from sources.models import Record, SourceCollection, SyncRun
+
+from ..models import DeliveryRun, DeliveryState, Mapping
+from ..segment import MAX_MESSAGE_BYTES, SegmentClient
+from ..selectors import sample_cutoff
+from .checkpoint import _Delivered
+from .messages import DELIVERED_BEFORE, MessageBuilder, _loads, _oversize_reason, _Pending, archived_skip_reason
+from .runs import _claim_run, _finish, _inherited_unconfirmed
+from .sender import BATCH_ENVELOPE_BYTES, SendingMixin, _Abort, _Sender
+
+logger = logging.getLogger(__name__)
+
+
+# Keys per jsonb_build_object / json_object call: PostgreSQL allows 100 arguments per function (2 per key).
+_PICK_KEYS_PER_CALL = 50
+
+
+class _PickProperties(Func):
+    """The mapped keys of a row's `properties`, as one small JSON object built by the database.
+
+    A real HubSpot row carries ~65 properties of which a mapping reads a handful: decoding (and, on PostgreSQL,
+    transferring) the whole document for every row was most of the per-row cost of a delivery. A key missing from
+    the row comes back as null, which the builder reads exactly like a missing key (`props.get(column)` is None).
+    Values keep their JSON types: PostgreSQL's `->` and SQLite's `->` both return JSON, which the object
+    constructor embeds as is. Over 50 keys the objects are merged (SQLite's json_patch leaves out null values,
+    which read as None all the same). Returned as JSON text (decoded by `_loads`, faster than Django's
+    JSONField conversion)."""
+
+    output_field = TextField()
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(F("properties"))
+        self.keys = keys
+
+    def as_sql(self, compiler, connection, **extra_context):  # type: ignore[override]
+        column, params = compiler.compile(self.source_expressions[0])
+        build = "jsonb_build_object" if connection.vendor == "postgresql" else "json_object"
+        calls, args = [], []
+        for start in range(0, len(self.keys), _PICK_KEYS_PER_CALL):
+            part = self.keys[start : start + _PICK_KEYS_PER_CALL]
+            calls.append(f"{build}({', '.join(f'%s, {column} -> %s' for _ in part)})")
+            for key in part:
+                args += [key, *params, key]
+        if len(calls) == 1:
+            return calls[0], args
+        if connection.vendor == "postgresql":
+            return "(" + " || ".join(calls) + ")", args
+        return f"json_patch({', '.join(calls)})", args  # SQLite: merge the objects (no key is in two of them)
+
+
+def _delivered_id() -> Coalesce:
+    """The state's delivered messageId, "" for states recorded before it was kept."""
+    return Coalesce(F("delivered_message_id"), Value(""), output_field=TextField())
+
+
+class _Delivery(SendingMixin):
+    """One run of one mapping: reads and considers the rows here; sends (SendingMixin) and records
+    (CheckpointMixin) through its bases."""
+
+    def __init__(self, mapping: Mapping, run: DeliveryRun, client: SegmentClient | None = None) -> None:
+        self.mapping = mapping
+        self.run = run
+        model = mapping.data_model
+        self.source_id = model.source_id
+        self.collection = model.collection
+        schema = (
+            SourceCollection.objects.filter(source_id=self.source_id, collection=self.collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+        self.builder = MessageBuilder(mapping, schema)
+        self.client = client or SegmentClient(mapping.profile_space.region)
+        self.chunk_size = settings.DELIVERY_CHUNK_SIZE
+        same_config = mapping.watermark_config_hash == self.builder.config_hash
+        self.start = mapping.watermark if same_config else 0
+        self.read_seq = self.start  # the last row considered (resolved, or waiting in the buffer)
+        self.failed_seq: int | None = None
+        self.retry_failed = False  # a batch of retried records failed: they stay in "retry"
+        self.retrying = False  # in the retry pass (after the scan past the watermark)
+        self.retry_unchanged: list[int] = []  # retried records whose payload Segment already has
+        self.sample_cutoff = sample_cutoff(mapping)
+        self.buffer: list[_Pending] = []
+        self.buffered: dict[int, _Pending] = {}  # the buffer by record: one message per record in it
+        self.buffer_bytes = BATCH_ENVELOPE_BYTES
+        # Records of batches that failed after they may have reached Segment (timeouts, lost connections, 5xx,
+        # retries exhausted): Segment may hold their message although we recorded nothing. Like a killed run's,
+        # they are this run's `unconfirmed`, and the next run sends them whatever their hash.
+        self.uncertain: set[int] = set()
+        # States to write at the next checkpoint, one per record (last wins: a record changed during the run can
+        # be read twice, and one upsert statement must not touch a row twice).
+        self.states: dict[int, DeliveryState | _Delivered] = {}
+        self.write_key = ""
+        self.max_in_flight = max(1, settings.DELIVERY_MAX_IN_FLIGHT)
+        self.sender = _Sender(self.max_in_flight)
+        self.inflight: deque[tuple[list[_Pending], Future]] = deque()
+        self.inflight_items: dict[int, _Pending] = {}  # what is in flight, by record (one message each)
+        # What this run recorded as delivered since the rows being considered were read (their delivered hash
+        # predates it): (payload hash, messageId) by record, emptied at every read.
+        self.recent: dict[int, tuple[str, str]] = {}
+        run.watermark_from = self.start
+        # Records a killed run may have had accepted by Segment without recording it (its `unconfirmed`). Such a
+        # record that has since gone back to the payload delivered before (B sent unrecorded, then back to A)
+        # would look unchanged and the profile would keep B: these are sent whatever their hash. Cleared as they
+        # are considered; until then they stay in this run's own `unconfirmed`, should it be killed too.
+        self.forced: set[int] = {int(i) for i in _inherited_unconfirmed(mapping.pk, run.pk) or []}
+        if self.forced:  # inherited at once, should this run be killed before its first send
+            run.unconfirmed = sorted(self.forced)
+            DeliveryRun.objects.filter(pk=run.pk).update(unconfirmed=run.unconfirmed)
+        run.watermark_to = self.start
+
+    # --- reading -----------------------------------------------------------------------------------------
+    def _chunks(self):
+        """Keyset pages over the mirror ordered by change_seq (unique per source: sources.ChangeCounter hands
+        out blocks under a row lock, so pages commit in sequence order and nothing can appear behind us). Each
+        row comes with the hash last delivered for it (a correlated lookup on the state's unique index), so
+        the diff costs no extra query."""
+        after = self.start
+        base = self._base_rows().order_by("change_seq")
+        fields = self._fields()
+        while True:
+            self.recent = {}  # every outcome so far is checkpointed: the rows read now carry it
+            rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][1]
+            if len(rows) < self.chunk_size:
+                return
+
+    def _base_rows(self):
+        delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
+        # One lookup for both: "<delivered hash> <delivered messageId>" (split in `_consider`).
+        if self.builder.archived_trait is None:
+            delivered = delivered.annotate(
+                known=Concat(F("delivered_hash"), Value(" "), _delivered_id(), output_field=TextField())
+            ).values("known")
+        else:
+            # "Set a trait" marks only profiles this mapping delivered to, so an archived row must know whether
+            # Segment ever took a message for it. "Resync all" forgets the hash but not delivered_at: the same
+            # lookup says so with a value no payload hash can equal.
+            delivered = delivered.annotate(
+                known=Concat(
+                    Case(
+                        When(delivered_hash="", delivered_at__isnull=False, then=Value(DELIVERED_BEFORE)),
+                        default=F("delivered_hash"),
+                    ),
+                    Value(" "),
+                    _delivered_id(),
+                    output_field=TextField(),
+                )
+            ).values("known")
+        rows = Record.objects.filter(source_id=self.source_id, collection=self.collection).annotate(
+            delivered=Subquery(delivered[:1])
+        )
+        if self._picks_properties:
+            # Only the mapped properties leave the database: decoding ~65 HubSpot properties per row to use a
+            # handful was the largest cost of a delivery.
+            keys = self.builder.property_columns
+            rows = rows.annotate(picked=_PickProperties(keys) if keys else Value("{}", output_field=TextField()))
+        return rows
+
+    @property
+    def _picks_properties(self) -> bool:
+        return connection.vendor in ("postgresql", "sqlite")
+
+    def _fields(self) -> tuple[str, ...]:
+        created = "created_at" if self.builder.needs_created_at else "archived"  # a cheap stand-in when unused
+        props = "picked" if self._picks_properties else "properties"
+        return ("object_id", "change_seq", "archived", created, "updated_at", props, "delivered", "archived_update")
+
+    def _retry_pass(self) -> None:
+        """Reconsider the records whose rejection the user asked to retry (status "retry"), in object-id keyset
+        chunks. Runs after the scan, whose outcomes are checkpointed first: a record the scan already resolved
+        lost its "retry" status then and is not looked at twice."""
+        base = self._base_rows()
+        fields = self._fields()
+        after = 0
+        while True:
+            ids = list(
+                DeliveryState.objects.filter(
+                    mapping_id=self.mapping.pk, status=DeliveryState.Status.RETRY, object_id__gt=after
+                )
+                .order_by("object_id")
+                .values_list("object_id", flat=True)[: self.chunk_size]
+            )
+            if not ids:
+                break
+            if not self.retrying:
+                self._checkpoint()
+                self.retrying = True
+            found = set()
+            self.recent = {}
+            for row in base.filter(object_id__in=ids).order_by("object_id").values_list(*fields):
+                found.add(row[0])
+                self._consider(row)
+            now = timezone.now()
+            for object_id in ids:
+                if object_id not in found:  # gone from the mirror (e.g. the model's collection was deleted)
+                    self._state(
+                        DeliveryState(
+                            mapping_id=self.mapping.pk,
+                            object_id=object_id,
+                            status=DeliveryState.Status.REJECTED,
+                            error="This record is no longer in the mirror: nothing to send.",
+                            updated_at=now,
+                        )
+                    )
+            self._checkpoint()
+            after = ids[-1]
+            if len(ids) < self.chunk_size:
+                break
+        if self.retrying:
+            self._flush()
+            self._collect_all()
+
+    def execute(self) -> None:
+        self.write_key = self.mapping.profile_space.write_key
+        try:
+            for rows in self._chunks():
+                for row in rows:
+                    self._consider(row)
+                    # Only now: a flush while considering this row must not count it as resolved.
+                    self.read_seq = row[1]
+                self._checkpoint()
+            self._flush()
+            self._collect_all()
+            self._retry_pass()
+        except _Abort:
+            self._drain_after_abort()
+            raise
+        finally:
+            self.sender.shutdown()
+
+    def _consider(self, row: tuple) -> None:
+        object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
+        delivered_hash, delivered_id = self._last_delivered(object_id, delivered)
+        if props.__class__ is str:  # the picked properties, as JSON text
+            props = _loads(props)
+        self.run.considered += 1
+        if self.sample_cutoff is not None and object_id > self.sample_cutoff:
+            # Sample mode: beyond the first N records. Neither sent nor marked: "switch to all" sends it.
+            self.run.outside_sample += 1
+            if self.retrying:
+                self._retry_left(object_id, "Outside the sample: delivered when the mapping switches to all records.")
+            return
+        content = error = None
+        if archived and archived_update and self.builder.archived_trait is None and delivered_hash:
+            content = self._final_values(object_id, created_at, updated_at, props, delivered_hash)
+            # When sent, it is a live record's message: counted as sent, not as "archived sent".
+            archived = content is None
+        if archived and (self.builder.archived_trait is None or not delivered_hash):
+            # Archived (deleted) in HubSpot and not sent: the mapping does nothing for archived records, or it
+            # sets a trait but never delivered this one (no profile is made just to say its record is gone).
+            self.run.archived += 1
+            if self.retrying:
+                self._retry_left(object_id, archived_skip_reason(self.mapping), DeliveryState.Status.REJECTED)
+            return
+        # With "Set a trait", an archived record that was delivered before goes on from here like any other: its
+        # message (last known traits + `<trait>: true`) is sent when it differs from the delivered one, and
+        # counts as sent or unchanged.
+        if content is None:
+            content, error = self.builder.build(object_id, created_at, updated_at, props, archived)
+        if error:
+            self._reject(object_id, error, content)
+            return
+        core, payload_hash = self.builder.digest(content)
+        forced = self.forced and object_id in self.forced
+        if forced:
+            self.forced.discard(object_id)  # from here on it is in the buffer or in flight: still unconfirmed
+        older = None
+        if self.buffered or self.inflight_items:  # (the newest first: a waiting message goes out after the other)
+            older = self.buffered.get(object_id) or self.inflight_items.get(object_id)
+        if older is not None:
+            # Read again while its previous message is still waiting or in flight: what the profile will hold is
+            # that message, not the delivered hash (a record changed and changed back during the run must not
+            # look unchanged while the changed version lands). See _add and _flush for the order.
+            delivered_hash, delivered_id = older.payload_hash, older.message_id
+            unchanged = payload_hash == delivered_hash
+        else:
+            unchanged = not forced and (
+                delivered_hash == payload_hash or (not archived and self.builder.covers(content, delivered_hash))
+            )
+        if unchanged:
+            # (Before the envelope: most rows of a reconsidering run end here. Segment took this payload, so it
+            # is not over the size limit either.)
+            self.run.unchanged += 1
+            if self.retrying:
+                self.retry_unchanged.append(object_id)  # the profile already holds exactly this payload
+            return
+        payload, message_id = self.builder.envelope(
+            object_id, core, payload_hash, updated_at, delivered_hash, delivered_id
+        )
+        if len(payload) > MAX_MESSAGE_BYTES:
+            self._reject(object_id, _oversize_reason(len(payload), content), None)
+            return
+        self._add(_Pending(object_id, change_seq, payload, payload_hash, message_id, self.retrying, archived))
+
+    def _last_delivered(self, object_id: int, delivered: str | None) -> tuple[str | None, str]:
+        """(delivered hash, delivered messageId) of a row being considered: what this run recorded since the row
+        was read, else the row's own lookup (see `_base_rows`); (None, "") when never delivered."""
+        if self.recent and object_id in self.recent:
+            return self.recent[object_id]
+        if delivered is None:
+            return None, ""
+        delivered_hash, _space, delivered_id = delivered.partition(" ")
+        return delivered_hash, delivered_id
+
+    def _final_values(
+        self, object_id: int, created_at: Any, updated_at: Any, props: dict[str, Any], delivered_hash: str
+    ) -> dict[str, Any] | None:
+        """With "Do nothing", a record this mapping delivered and that HubSpot changed just before archiving it
+        (sources.Record.archived_update): those values still reach its profile, once; nothing else is sent for
+        it. Their message, or None when they are already there (or there with the former trait): the record is
+        then skipped like any archived one."""
+        content, error = self.builder.build(object_id, created_at, updated_at, props, True)
+        if not error and (
+            self.forced
+            and object_id in self.forced
+            or not self.builder.covers(content, delivered_hash, archived=True, exact=True)
+        ):
+            return content
+        return None
+
+    def _retry_left(self, object_id: int, reason: str, status: str = DeliveryState.Status.PENDING) -> None:
+        """A retried record that is not sent and would otherwise keep its "retry" status forever."""
+        self._state(
+            DeliveryState(
+                mapping_id=self.mapping.pk,
+                object_id=object_id,
+                status=status,
+                error=reason,
+                updated_at=timezone.now(),
+            )
+        )
+
+
+def deliver(
+    *, mapping_id: int, sync_run_id: int | None = None, client: SegmentClient | None = None
+) -> DeliveryRun | None:
+    """Deliver one mapping's pending changes. Returns the run, or None when the mapping is gone or disabled, or
+    another live delivery of it is in progress (that one delivers these changes too, see `_claim_run`)."""
+    mapping = Mapping.objects.select_related("data_model", "profile_space", "destination").filter(pk=mapping_id).first()
+    if mapping is None or not mapping.delivers:  # deleted, switched off or paused (drift) since it was queued
+        return None
+    if sync_run_id is not None and not SyncRun.objects.filter(pk=sync_run_id).exists():
+        sync_run_id = None  # deleted meanwhile: deliver anyway (a foreign-key error would read as "busy")
+    run = _claim_run(mapping, sync_run_id)
+    if run is None:
+        return None
+    engine = None
+
+    def unresolved() -> list[int] | None:
+        """What the next run must resend whatever its hash: after a failure, what this run left unconfirmed
+        (inherited ids included; all of them if it never got going)."""
+        return _inherited_unconfirmed(mapping.pk, run.pk) if engine is None else engine._unconfirmed()
+
+    try:
+        engine = _Delivery(mapping, run, client)
+        engine.execute()
+    except _Abort as exc:
+        run.error = str(exc)[:4000]
+    except DecryptionError:
+        run.error = "The profile space's write key could not be decrypted (check HUBSYNC_ENCRYPTION_KEYS)."
+        run.status = DeliveryRun.Status.FAILED
+        run.unconfirmed = unresolved()
+        _finish(run, mapping)
+        return run
+    except Exception as exc:
+        logger.exception("delivery %s of mapping %s failed", run.pk, mapping_id)
+        run.status = DeliveryRun.Status.FAILED
+        run.error = f"{type(exc).__name__}: {exc}"[:4000]
+        run.unconfirmed = unresolved()
+        _finish(run, mapping)
+        raise
+    if engine is not None and (engine.failed_seq is not None or engine.retry_failed):
+        engine._checkpoint()  # the failed batch's pending states and the held-back watermark
+        run.status = DeliveryRun.Status.PARTIAL if run.sent else DeliveryRun.Status.FAILED
+        run.unconfirmed = unresolved()
+    else:
+        # Every outcome is recorded; an inherited id the scan never met is gone from the mirror: nothing to send.
+        run.status = DeliveryRun.Status.SUCCEEDED
+        run.unconfirmed = None
+    _finish(run, mapping)
+    return run

@@ -1,0 +1,176 @@
+"""Sending batches to Segment (mappings/segment.py does the HTTP and the retries of one request).
+
+Up to DELIVERY_MAX_IN_FLIGHT batches are in flight while the next one is built: Segment's (or the sandbox's) time
+to answer overlaps with our reading and encoding and with each other. Outcomes are recorded oldest first, so
+"everything below the first unconfirmed record" stays the watermark rule (see checkpoint.py).
+
+One message per record in flight: a record read again during the run (its row changed after the run started)
+replaces its waiting message, or waits until the batch carrying its previous message is settled, and is compared
+with that message rather than with the delivered hash read before it was sent (engine.py). Batches retry
+independently, so an older message's retry could otherwise land after the newer one while the state records the
+newer hash, and the profile would keep the older values for good; this way the last message Segment applies for
+a record is the one whose hash is recorded, with the record's latest values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from django.db import connections as db_connections
+
+from ..models import DeliveryRun
+from ..segment import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_MESSAGES,
+    SegmentClient,
+    SegmentError,
+    SegmentPermanentError,
+    SegmentTransientError,
+    close_session,
+)
+from .checkpoint import CheckpointMixin
+from .messages import _Pending
+
+# Room kept in every batch for the envelope: '{"batch":[' + '],"sentAt":"2026-01-01T00:00:00.000Z"}'.
+BATCH_ENVELOPE_BYTES = 64
+
+
+class _Sender(ThreadPoolExecutor):
+    """The threads that send batches; each cleans up its connections when the run ends."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(max_workers=threads, thread_name_prefix="segment-sender")
+        self.threads = threads
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        barrier = threading.Barrier(self.threads)
+        with contextlib.suppress(RuntimeError):  # already shut down
+            for _ in range(self.threads):
+                # The barrier makes each thread take exactly one of these clean-ups.
+                self.submit(_sender_thread_done, barrier)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _sender_thread_done(barrier: threading.Barrier) -> None:
+    # A sender thread's pooled HTTP connections and any database connection opened there (by hooks) end
+    # with the run instead of lingering until garbage collection.
+    close_session()
+    db_connections.close_all()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(timeout=10)
+
+
+class _Abort(Exception):
+    """A batch failed in a way that makes sending more pointless (Segment down, bad write key)."""
+
+
+class SendingMixin(CheckpointMixin):
+    """The engine's batching and sending: the buffer being filled, the batches in flight and what becomes of them
+    (recorded through CheckpointMixin)."""
+
+    client: SegmentClient
+    write_key: str
+    sender: _Sender
+    max_in_flight: int
+    buffer: list[_Pending]
+    buffered: dict[int, _Pending]
+    buffer_bytes: int
+    inflight: deque[tuple[list[_Pending], Future]]
+    inflight_items: dict[int, _Pending]
+
+    def _add(self, item: _Pending) -> None:
+        older = self.buffered.get(item.object_id)
+        if older is not None:
+            # The record changed again while its previous message waited here (rows committed after the run
+            # started are read too): only the newer one goes out. It holds the watermark unless both are retries.
+            self.buffer.remove(older)
+            self.buffer_bytes -= len(older.payload) + 1
+            item.retry = item.retry and older.retry
+        size = len(item.payload) + 1  # the comma
+        if self.buffer and (len(self.buffer) >= MAX_BATCH_MESSAGES or self.buffer_bytes + size > MAX_BATCH_BYTES):
+            self._flush()
+        self.buffer.append(item)
+        self.buffered[item.object_id] = item
+        self.buffer_bytes += size
+
+    def _flush(self) -> None:
+        # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
+        while len(self.inflight) >= self.max_in_flight:
+            self._collect_oldest()
+        while self.inflight_items and any(object_id in self.inflight_items for object_id in self.buffered):
+            self._collect_oldest()
+        items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
+        self.buffered = {}
+        if items:
+            # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
+            # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch.
+            DeliveryRun.objects.filter(pk=self.run.pk).update(unconfirmed=self._unconfirmed(items))
+            future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
+            self.inflight.append((items, future))
+            for item in items:
+                self.inflight_items[item.object_id] = item
+
+    def _landed(self, items: list[_Pending]) -> None:
+        """A batch is no longer in flight (its outcome is about to be recorded)."""
+        self.inflight.popleft()
+        for item in items:
+            self.inflight_items.pop(item.object_id, None)
+
+    def _collect_oldest(self) -> None:
+        """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
+        items, future = self.inflight[0]
+        try:
+            result = future.result()
+        except SegmentError as exc:
+            self._landed(items)
+            self._failed_batch(items, exc)
+        else:
+            self._landed(items)
+            self._delivered(items, result.attempts)
+        self._checkpoint()
+
+    def _collect_all(self) -> None:
+        while self.inflight:
+            self._collect_oldest()
+
+    def _drain_after_abort(self) -> None:
+        """A batch failed for good: record what the batches still in flight came to (Segment may well have
+        accepted them), without splitting or retrying anything."""
+        while self.inflight:
+            items, future = self.inflight[0]
+            self._landed(items)
+            try:
+                result = future.result()
+            except SegmentError as exc:
+                self._count_requests(exc.attempts)
+                self._fail(items, str(exc), uncertain=isinstance(exc, SegmentTransientError))
+            else:
+                self._delivered(items, result.attempts)
+
+    def _send_now(self, items: list[_Pending]) -> None:
+        """Synchronous send, used while splitting a refused batch."""
+        try:
+            result = self.client.send_batch(self.write_key, [item.payload for item in items])
+        except SegmentError as exc:
+            self._failed_batch(items, exc)
+        else:
+            self._delivered(items, result.attempts)
+
+    def _failed_batch(self, items: list[_Pending], exc: SegmentError) -> None:
+        self._count_requests(exc.attempts)
+        if isinstance(exc, SegmentPermanentError) and exc.status in (400, 413):
+            if len(items) > 1:
+                # A batch Segment calls malformed or too large: split it to find the record(s) at fault, so
+                # one bad record is rejected for itself instead of failing its 2,499 neighbours.
+                middle = len(items) // 2
+                self._send_now(items[:middle])
+                self._send_now(items[middle:])
+            else:
+                self._reject(items[0].object_id, f"Segment refused this message: {exc.body}", None)
+            return
+        # Segment is down past our retries, or refuses the key: sending more now is pointless.
+        self._fail(items, str(exc), uncertain=isinstance(exc, SegmentTransientError))
+        raise _Abort(str(exc)) from exc

@@ -1,0 +1,95 @@
+"""Which deliveries start: after a sync (enqueued, through `services.request_delivery`), or one after the other in
+this process (`manage.py sync`, tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sources.extract import execute_run_foreground
+from sources.models import Record, Source, SourceCollection, SyncRun
+
+from ..models import DeliveryRun, DeliveryState, Mapping
+from ..services import request_delivery
+from .engine import deliver
+from .messages import MessageBuilder
+
+
+def enqueue_deliveries(
+    *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run: Any = None
+) -> int:
+    """Enqueue (after commit) a delivery of every enabled mapping whose data model reads one of `collections`
+    of `source`. The extraction engine calls this after merging pages, also during long backfills. Returns the
+    number of deliveries enqueued."""
+    mapping_ids = list(
+        Mapping.objects.filter(
+            enabled=True, paused_reason="", data_model__source=source, data_model__collection__in=list(collections)
+        ).values_list("pk", flat=True)
+    )
+    sync_run_id = getattr(sync_run, "pk", None)
+    for mapping_id in mapping_ids:
+        request_delivery(mapping_id=mapping_id, sync_run_id=sync_run_id)
+    return len(mapping_ids)
+
+
+def deliveries_after_sync(*, source_id: int, collections: list[str], sync_run_id: int | None = None) -> int:
+    """The reaction to extraction's "mirror changed": enqueue the deliveries of `collections` plus those of the
+    collections whose deliveries are behind (a failed or killed delivery, a mapping enabled since), so the next
+    run resends them even when HubSpot had no change. Returns the number of deliveries enqueued."""
+    source = Source.objects.filter(pk=source_id).first()
+    if source is None:
+        return 0
+    wanted = set(collections) | collections_behind(source)
+    if not wanted:
+        return 0
+    sync_run = SyncRun.objects.filter(pk=sync_run_id).first() if sync_run_id is not None else None
+    return enqueue_deliveries(source=source, collections=sorted(wanted), sync_run=sync_run)
+
+
+def collections_behind(source: Any) -> set[str]:
+    """The collections of `source` with an enabled mapping that has not delivered everything in the mirror: rows
+    past its watermark (a failed, partial or killed delivery holds the watermark back) or a configuration
+    changed since its watermark was set. The extraction engine adds them to the deliveries it starts after a run,
+    so a delivery that did not finish is resent by the next run even when HubSpot had no change."""
+    behind: set[str] = set()
+    mappings = Mapping.objects.filter(enabled=True, data_model__source=source).select_related(
+        "data_model", "destination"
+    )
+    for mapping in mappings:
+        collection = mapping.data_model.collection
+        if collection in behind:
+            continue
+        schema = (
+            SourceCollection.objects.filter(source=source, collection=collection)
+            .values_list("properties", flat=True)
+            .first()
+        ) or {}
+        edited = mapping.watermark_config_hash != MessageBuilder(mapping, schema).config_hash
+        pending = Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark)
+        # Records whose retry was asked for (or whose retried batch failed) wait below the watermark.
+        retrying = DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY)
+        if edited or pending.exists() or retrying.exists():
+            behind.add(collection)
+    return behind
+
+
+def sync_in_foreground(*, run_id: int, progress: Any = None) -> tuple[SyncRun | None, set[str]]:
+    """One sync run executed in this process, which then delivers by itself (`manage.py sync`, tests): returns
+    the finished run (None when another worker owns it) and the collections to deliver, those the run changed
+    and those whose deliveries are behind."""
+    finished, changed = execute_run_foreground(run_id=run_id, progress=progress)
+    if finished is None:
+        return None, changed
+    return finished, changed | collections_behind(finished.source)
+
+
+def deliver_collections(
+    *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run_id: int | None = None
+) -> list[tuple[Mapping, DeliveryRun | None]]:
+    """Deliver, in this process and one after the other, every enabled mapping on `collections` of `source`
+    (what enqueue_deliveries would queue). For `manage.py sync` and tests; (mapping, run or None) each."""
+    mappings = (
+        Mapping.objects.filter(enabled=True, data_model__source=source, data_model__collection__in=list(collections))
+        .select_related("data_model")
+        .order_by("pk")
+    )
+    return [(mapping, deliver(mapping_id=mapping.pk, sync_run_id=sync_run_id)) for mapping in mappings]
