@@ -68,7 +68,7 @@ from django.utils import timezone
 from hubsync import handoff
 from hubsync.fields import DecryptionError
 from models_app.models import SYSTEM_COLUMNS
-from sources.extract import execute_run_foreground
+from sources.extraction import execute_run_foreground
 from sources.models import Record, Source, SourceCollection, SyncRun
 
 from .convert import converter_for, is_empty, iso_utc

@@ -526,7 +526,7 @@ def _deletion_pass_estimate(source: Source) -> dict[str, Any] | None:
     100 live records HubSpot holds in each selected collection, before the start date too. The last pass counted
     them (`listed` in its run's counts); without one, the mirror's count (the window's records only) is a lower
     bound. None when nothing is known (no records in the mirror yet: then the Full sync makes no pass)."""
-    from .extract import ids_pass_estimates
+    from .extraction import ids_pass_estimates
     from .models import SourceCollection
 
     selected = list(SourceCollection.objects.filter(source=source, selected=True).values_list("collection", flat=True))
