@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime
 
 from ..models import Record, SourceCollection
+from .cursor import IdsPass, ListRead
 from .mirror import Gone, MirrorWrites
 from .records import MERGED_IDS, merged_away, parse_dt
 
@@ -80,13 +82,13 @@ class Deletions(MirrorWrites):
     it page by page, and the mirror applies what it finds (mirror.MirrorWrites.apply_gone)."""
 
     def confirm_pending(
-        self, sc: SourceCollection, chunk: list[int], pending: list[int], before: dict
-    ) -> tuple[list, dict, Gone]:
+        self, sc: SourceCollection, chunk: list[int], pending: list[int], before: ListRead | IdsPass
+    ) -> tuple[list, ListRead | IdsPass, Gone]:
         """Confirm `chunk` (just taken off `pending`), as an item of list_pages committed on its own with `before`,
         the cursor before the current page: a crash re-reads that page and finds its range's candidates again,
         while the earlier ranges' unconfirmed ones stay in the cursor."""
         gone = self.confirm_gone(sc, chunk, mirror_archived=False)
-        return [], {**before, "pending": [i for i in pending if i <= before["covered"]]}, gone
+        return [], replace(before, pending=tuple(i for i in pending if i <= (before.covered or 0))), gone
 
     def candidate_batches(
         self, sc: SourceCollection, *, archived: bool, low: int, high: int | None, exclude: list[int]

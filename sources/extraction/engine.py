@@ -19,6 +19,7 @@ from .. import history
 from ..hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
 from ..models import ChangeCounter, Record, Source, SourceCollection, SyncRun
 from ..runs import create_run, is_stale, mark_lost
+from . import cursor as cursors
 from .base import Progress, RunLost, describe, empty_counts
 from .mirror import store_schema
 from .reads import Reads
@@ -184,42 +185,28 @@ class Engine(Reads):
     def sync_collection(self, sc: SourceCollection) -> None:
         names = self.discover(sc)
         self.names[sc.collection] = names
-        cursor = dict(sc.cursor or {})
-        now_ms = _ms(timezone.now())
-        if cursor.get("mode") not in ("list", "search", "ids"):
-            watermark = cursor.get("modified_since_ms")
-            if watermark is None:
-                if self.source.start_date:
-                    start = datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC)
-                    cursor = {"mode": "search", "window_start_ms": _ms(start), "window_end_ms": now_ms, "last_id": 0}
-                    if self.run_row.trigger == SyncRun.Trigger.FULL and Record.objects.filter(
-                        source_id=self.source.pk, collection=sc.collection
-                    ).exists():
-                        # A Full sync of a mirror that holds records: after the window, the ids-only pass over
-                        # the list looks for records deleted in HubSpot (sources.extraction.deletions). Kept in
-                        # the cursor, so a run that resumes this read (whatever its trigger) does the pass too.
-                        cursor["ids_pass"] = True
-                else:
-                    # `covered`: the deletion check's progress (sources.extraction.deletions).
-                    cursor = {"mode": "list", "after": None, "started_ms": now_ms, "covered": 0}
-            else:
-                overlap = settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000
-                cursor = {
-                    "mode": "search",
-                    "window_start_ms": max(0, int(watermark) - overlap),
-                    "window_end_ms": now_ms,
-                    "last_id": 0,
-                    "previous_ms": int(watermark),
-                }
-        self.say(f"{sc.collection}: {len(names)} properties, reading ({cursor['mode']})")
-        full = cursor["mode"] == "list"
-        if full:
-            self.read_list(sc, cursor, names)
-        elif cursor["mode"] == "search":
-            self.read_search(sc, cursor, names)
-        if (sc.cursor or {}).get("mode") == "ids":
+        start_ms = None
+        if self.source.start_date:
+            start_ms = _ms(datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC))
+        stored = cursors.from_json(sc.cursor)
+        read = cursors.next_read(
+            stored,
+            now_ms=_ms(timezone.now()),
+            start_ms=start_ms,
+            overlap_ms=settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000,
+            # Only a fresh window of a Full sync asks (the one query is not worth making otherwise).
+            ids_pass=isinstance(stored, cursors.Fresh) and start_ms is not None and self._mirror_holds(sc),
+        )
+        self.say(f"{sc.collection}: {len(names)} properties, reading ({read.mode})")
+        full = isinstance(read, cursors.ListRead)
+        if isinstance(read, cursors.ListRead):
+            self.read_list(sc, read, names)
+        elif isinstance(read, cursors.SearchRead):
+            self.read_search(sc, read, names)
+        ids_pass = cursors.from_json(sc.cursor)
+        if isinstance(ids_pass, cursors.IdsPass):
             # The search read of a Full sync ended (now or in the run that was killed): the ids-only pass.
-            self.read_ids(sc, sc.cursor)
+            self.read_ids(sc, ids_pass)
             full = True
         # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
         self.scan_archived(sc, check_deleted=full)
@@ -230,6 +217,14 @@ class Engine(Reads):
         self.say(
             f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
             f"{c['unchanged']} unchanged, {c['archived']} archived, {c['deleted']} deleted"
+        )
+
+    def _mirror_holds(self, sc: SourceCollection) -> bool:
+        """Whether this is a Full sync of a collection the mirror holds records of: then, after the window, the
+        ids-only pass over the list looks for records deleted in HubSpot (sources.extraction.deletions)."""
+        return (
+            self.run_row.trigger == SyncRun.Trigger.FULL
+            and Record.objects.filter(source_id=self.source.pk, collection=sc.collection).exists()
         )
 
     def discover(self, sc: SourceCollection) -> list[str]:

@@ -30,6 +30,7 @@ from hubsync import hooks
 from .. import history
 from ..models import ChangeCounter, MergedRecord, Record, RecordChange, SourceCollection
 from .base import EngineBase
+from .cursor import Cursor
 from .records import content_hash, lastmod_property, merged_away, parse_dt, properties_json
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class MirrorWrites(EngineBase):
             cur.execute(sql, params)
 
     def commit_page(
-        self, sc: SourceCollection, results: Iterable[dict], new_cursor: dict, gone: Gone | None = None
+        self, sc: SourceCollection, results: Iterable[dict], new_cursor: Cursor, gone: Gone | None = None
     ) -> None:
         results = list(results)
         merged = merged_away(results)
@@ -131,6 +132,7 @@ class MirrorWrites(EngineBase):
                     object_id__in=[object_id for object_id in write if object_id in existing],
                 ).values_list("object_id", "properties", "archived", "updated_at")
             }
+        stored = new_cursor.to_json()
         with transaction.atomic():
             if write:
                 top = self.allocate(len(write))
@@ -152,9 +154,9 @@ class MirrorWrites(EngineBase):
             if gone:
                 # Ids outside this page's rows (the deletion check): same transaction, same fence.
                 self.apply_gone(sc, gone)
-            SourceCollection.objects.filter(pk=sc.pk).update(cursor=new_cursor)
+            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
             self.heartbeat()
-        sc.cursor = new_cursor
+        sc.cursor = stored
         self.inserted += new
         self.maybe_analyze()
         if write:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 
 from django.db import transaction
 
 from ..hubspot import HubSpotError
 from ..models import Record, RecordCount, Source, SourceCollection, SyncRun
+from .cursor import Cursor, IdsPass, ListRead, SearchRead
 from .deletions import ORDER_NOTE, Deletions, ascending, ready_chunks
 from .mirror import Gone
 from .prefetch import prefetched
@@ -53,16 +55,16 @@ class Reads(Deletions):
         except HubSpotError:
             return Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
 
-    def read_list(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
+    def read_list(self, sc: SourceCollection, cursor: ListRead, names: list[str]) -> None:
         estimate = self.estimate(sc)
-        if cursor.get("after"):
+        if cursor.after:
             # Resuming: what the mirror already holds (the pages before the checkpoint) is not read again.
             held = Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
             estimate = max(0, estimate - held)
         self.total += estimate
         self.consume(sc, self.list_pages(sc, cursor, names))
 
-    def read_ids(self, sc: SourceCollection, cursor: dict) -> None:
+    def read_ids(self, sc: SourceCollection, cursor: IdsPass) -> None:
         """The ids-only pass of a Full sync with a start date (sources.extraction.deletions): the list endpoint
         with `hs_object_id` only, for the deletion check alone; what it returns is neither read nor written (the
         search read did that for the window). Cost: ceil(N / 100) requests, N = HubSpot's live records."""
@@ -80,8 +82,8 @@ class Reads(Deletions):
             self.commit_page(sc, records, new_cursor, gone)
 
     def list_pages(
-        self, sc: SourceCollection, cursor: dict, names: list[str] | None
-    ) -> Iterator[tuple[list, dict, Gone | None]]:
+        self, sc: SourceCollection, cursor: ListRead | IdsPass, names: list[str] | None
+    ) -> Iterator[tuple[list, Cursor, Gone | None]]:
         """(records, cursor after them, what the deletion check found) for every page of the list endpoint, from
         the cursor on; and, when a batch of candidates has been confirmed, ([], the cursor *before* the page,
         that batch's Gone) first. Runs in the prefetch thread: the deletion check's range query and batch reads
@@ -94,14 +96,12 @@ class Reads(Deletions):
         `names` None: the ids-only pass (cursor mode "ids"): pages ask for `hs_object_id` only and yield no
         records, and the pass ends as soon as the check stops (nothing else to do with the pages)."""
         ids_only = names is None
-        after = cursor.get("after")
+        after = cursor.after
         # A checkpoint without `covered` (written before the check existed) cannot say what was checked.
-        checking = cursor.get("covered") is not None
-        covered = int(cursor.get("covered") or 0)
-        pending = [int(i) for i in cursor.get("pending") or []]
-        done_cursor = {
-            "mode": "idle", "modified_since_ms": cursor["watermark_ms"] if ids_only else cursor["started_ms"],
-        }
+        checking = cursor.covered is not None
+        covered = cursor.covered or 0
+        pending = list(cursor.pending or ())
+        done_cursor = cursor.finished()
         counts = self.counts[sc.collection]
         while True:
             page = self.client.list_page(
@@ -125,7 +125,7 @@ class Reads(Deletions):
                     note = Gone(note=ORDER_NOTE)
                     last = True  # the candidates found so far are still confirmed (nothing is removed unasked)
                     ids = []
-                before = {**cursor, "after": after, "covered": covered}
+                before = replace(cursor, after=after, covered=covered)
                 if checking and (ids or last):
                     # The range this page covers: (covered, its last id], or to the end on the last page.
                     top = ids[-1] if not last else None
@@ -143,41 +143,33 @@ class Reads(Deletions):
             if next_after:
                 after = next_after
                 # Without `covered` a resumed read does not check (the order broke, or an old checkpoint).
-                new_cursor = {k: v for k, v in cursor.items() if k not in ("covered", "pending")}
-                new_cursor["after"] = after
-                if checking:
-                    new_cursor["covered"] = covered
-                    # A copy: the consumer commits this cursor while this thread goes on changing `pending`.
-                    new_cursor["pending"] = list(pending)
+                new_cursor = replace(
+                    cursor,
+                    after=after,
+                    covered=covered if checking else None,
+                    pending=tuple(pending) if checking else None,
+                )
                 yield results, new_cursor, note
             else:
                 yield results, done_cursor, note
                 return
 
-    def read_search(self, sc: SourceCollection, cursor: dict, names: list[str]) -> None:
-        start, end = cursor["window_start_ms"], cursor["window_end_ms"]
+    def read_search(self, sc: SourceCollection, cursor: SearchRead, names: list[str]) -> None:
+        start, end = cursor.window_start_ms, cursor.window_end_ms
         if end < start:
             # A cursor in the future (clock skew, hand-edited): nothing can be in the window; keep the cursor.
-            self.commit_page(sc, [], self._search_done(cursor, cursor.get("previous_ms") or start))
+            self.commit_page(sc, [], cursor.finished(cursor.previous_ms or start))
             return
         self.consume(sc, self.search_pages(sc, cursor, names))
 
-    @staticmethod
-    def _search_done(cursor: dict, watermark: int) -> dict:
-        """The cursor once a search read is complete: idle at the watermark, or, for a Full sync with a start
-        date, the ids-only pass (which goes idle at that watermark when it ends)."""
-        if cursor.get("ids_pass"):
-            return {"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": watermark}
-        return {"mode": "idle", "modified_since_ms": watermark}
-
     def search_pages(
-        self, sc: SourceCollection, cursor: dict, names: list[str]
-    ) -> Iterator[tuple[list, dict, None]]:
+        self, sc: SourceCollection, cursor: SearchRead, names: list[str]
+    ) -> Iterator[tuple[list, Cursor, None]]:
         """(records, cursor after them, None) for the window [window_start_ms, window_end_ms], in id order."""
         lastmod = lastmod_property(sc.collection)
-        start, end = cursor["window_start_ms"], cursor["window_end_ms"]
-        done_cursor = self._search_done(cursor, max(end, cursor.get("previous_ms") or 0))
-        last_id = int(cursor.get("last_id") or 0)
+        start, end = cursor.window_start_ms, cursor.window_end_ms
+        done_cursor = cursor.finished(max(end, cursor.previous_ms or 0))
+        last_id = cursor.last_id
         first = True
         while True:
             filters = [
@@ -205,11 +197,11 @@ class Reads(Deletions):
                 # are simply not returned; the archived scan takes care of them.
                 records = self.client.batch_read(sc.collection, [str(x) for x in ids], names)
                 last_id = max(last_id, ids[-1])
-            yield records, ({**cursor, "last_id": last_id} if more else done_cursor), None
+            yield records, (replace(cursor, last_id=last_id) if more else done_cursor), None
             if not more:
                 return
 
-    def consume(self, sc: SourceCollection, pages: Iterator[tuple[list, dict, Gone | None]]) -> None:
+    def consume(self, sc: SourceCollection, pages: Iterator[tuple[list, Cursor, Gone | None]]) -> None:
         # While HubSpot is slow (429 storm, retries with backoff) the heartbeat goes on, so a live run is never
         # mistaken for a dead one; a dead process stops beating and is taken over.
         for records, new_cursor, gone in prefetched(pages, on_idle=self.heartbeat):
