@@ -82,6 +82,8 @@ def _claim(run_id: int) -> tuple[SyncRun | None, str]:
 
 
 class Engine(Reads):
+    """One run: every selected collection in turn, each failing on its own; then the run's outcome."""
+
     def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
         now = timezone.now()
         api_calls, retries = self._client_stats()
@@ -195,7 +197,7 @@ class Engine(Reads):
             start_ms=start_ms,
             overlap_ms=settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000,
             # Only a fresh window of a Full sync asks (the one query is not worth making otherwise).
-            ids_pass=isinstance(stored, cursors.Fresh) and start_ms is not None and self._mirror_holds(sc),
+            ids_pass=isinstance(stored, cursors.Fresh) and start_ms is not None and self._full_sync_of_held_records(sc),
         )
         self.say(f"{sc.collection}: {len(names)} properties, reading ({read.mode})")
         full = isinstance(read, cursors.ListRead)
@@ -203,10 +205,10 @@ class Engine(Reads):
             self.read_list(sc, read, names)
         elif isinstance(read, cursors.SearchRead):
             self.read_search(sc, read, names)
-        ids_pass = cursors.from_json(sc.cursor)
-        if isinstance(ids_pass, cursors.IdsPass):
+        after_read = cursors.from_json(sc.cursor)
+        if isinstance(after_read, cursors.IdsPass):
             # The search read of a Full sync ended (now or in the run that was killed): the ids-only pass.
-            self.read_ids(sc, ids_pass)
+            self.read_ids(sc, after_read)
             full = True
         # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
         self.scan_archived(sc, check_deleted=full)
@@ -219,7 +221,7 @@ class Engine(Reads):
             f"{c['unchanged']} unchanged, {c['archived']} archived, {c['deleted']} deleted"
         )
 
-    def _mirror_holds(self, sc: SourceCollection) -> bool:
+    def _full_sync_of_held_records(self, sc: SourceCollection) -> bool:
         """Whether this is a Full sync of a collection the mirror holds records of: then, after the window, the
         ids-only pass over the list looks for records deleted in HubSpot (sources.extraction.deletions)."""
         return (

@@ -57,6 +57,9 @@ class Gone:
 
 
 class MirrorWrites(EngineBase):
+    """The mirror's writes: commit_page and commit_gone are a transaction each (with the heartbeat as fence); the
+    others run inside the caller's."""
+
     def allocate(self, n: int) -> int:
         """Reserve n change_seq numbers; returns the highest. Must run inside the page's transaction: the
         counter row stays locked until commit, so sequence order is commit order."""

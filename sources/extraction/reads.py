@@ -45,6 +45,9 @@ SEARCH_LIMIT = 200
 
 
 class Reads(Deletions):
+    """HubSpot's pages, handed to the mirror one transaction each (through the prefetch thread when they are
+    checkpointed in the cursor)."""
+
     def estimate(self, sc: SourceCollection) -> int:
         """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
         try:
