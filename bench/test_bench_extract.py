@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from hubsync.models import Workspace
 from sandbox.hubspot.data import id_for_index
-from sources.extract import execute_run
+from sources.extraction import execute_run
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.runs import create_run
 from tests.fixtures_sandbox import HubSpotSandbox, sandbox_process

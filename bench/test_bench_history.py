@@ -19,7 +19,7 @@ from django.utils import timezone
 from bench.test_bench_extract import Meter, report
 from hubsync.models import Workspace
 from sources import history
-from sources.extract import execute_run
+from sources.extraction import execute_run
 from sources.models import Record, RecordChange, Source, SourceCollection, SyncRun
 from sources.runs import create_run
 from tests.fixtures_sandbox import HubSpotSandbox, sandbox_process

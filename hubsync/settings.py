@@ -374,7 +374,7 @@ if TESTING:
 # requests-oauthlib and oauthlib log token requests and responses (client secret, codes, tokens) at DEBUG:
 # keep them quiet even when LOG_LEVEL=DEBUG, so secrets never reach the logs.
 LOGGING["loggers"].update({"requests_oauthlib": {"level": "WARNING"}, "oauthlib": {"level": "WARNING"}})
-# --- extraction engine (sources/extract.py) -------------------------------------------------------------
+# --- extraction engine (sources/extraction/) -------------------------------------------------------------
 # A running sync whose heartbeat (written with every committed page) is older than this is considered lost
 # (worker killed, machine gone) and is taken over by the next enqueue / dispatcher tick.
 HUBSYNC_RUN_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_STALE_SECONDS", "120"))

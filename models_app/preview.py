@@ -19,7 +19,7 @@ from typing import Any
 import requests
 from django.utils import timezone
 
-from sources.extract import store_schema
+from sources.extraction import store_schema
 from sources.hubspot import (
     AuthError,
     HubSpotClient,

@@ -37,11 +37,11 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
     been deleted in HubSpot (an explanation, not an error).
 
     A record permanently deleted in HubSpot (a GDPR delete) is removed from the mirror, with its history, by the
-    next full sync (sources.extract, step 4): nothing of it stays but the delivery states of the mappings that
+    next full sync (sources.extraction.deletions): nothing of it stays but the delivery states of the mappings that
     sent it (ids and hashes, no data). So an id with a delivery state but no mirror row was in the mirror once and
     was deleted in HubSpot. Without one, there is no telling deleted from never synced.
 
-    A record HubSpot merged into another one leaves the mirror too (sources.extract, step 3), and a MergedRecord
+    A record HubSpot merged into another one leaves the mirror too (sources.extraction.mirror), and a MergedRecord
     row says into which record: that is said first."""
     kind = "email" if "@" in query else "id"
     if query.isdigit() and len(query) <= 18:

@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .models import Source, SyncRun
-from .runs import enqueue_sync
+from .tasks import enqueue_sync
 
 logger = logging.getLogger(__name__)
 

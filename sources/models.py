@@ -68,7 +68,7 @@ class SourceCollection(models.Model):
     source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="collections")
     collection = models.CharField(max_length=50)  # contacts, companies, deals, tickets, ...
     selected = models.BooleanField(default=True)
-    # Extraction cursor: {"mode": ..., "modified_since_ms": ..., "after_id": ..., ...} committed with each page.
+    # Extraction cursor, committed with each page; its JSON shapes are listed in sources/extraction/cursor.py.
     cursor = models.JSONField(default=dict, blank=True)
     # Property schema as last discovered: {name: {label, type, fieldType, groupName, ...}}.
     properties = models.JSONField(default=dict, blank=True)

@@ -1,4 +1,4 @@
-"""Starting sync runs: one typed function used by views, the dispatcher, commands and tests.
+"""Sync run rows: creation, staleness, takeover (the task is sent by sources.tasks.enqueue_sync).
 
 One run per source at a time is decided by the database: SyncRun's partial unique constraint allows a single
 queued-or-running row per source. A run whose worker died (no heartbeat for HUBSYNC_RUN_STALE_SECONDS) would
@@ -15,18 +15,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .models import Source, SourceCollection, SyncRun
-
-
-def enqueue_sync(*, source: Source, trigger: str) -> SyncRun | None:
-    """Create a queued SyncRun and enqueue its task after commit. Returns None when the source already has an
-    active (queued or running) run: the database's partial unique constraint decides, not a lock."""
-    run = create_run(source=source, trigger=trigger)
-    if run is None:
-        return None
-    from .tasks import run_sync
-
-    run_sync.delay_on_commit(run.pk)
-    return run
 
 
 def create_run(

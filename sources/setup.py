@@ -22,7 +22,7 @@ from hubsync.models import Workspace
 
 from .models import Source, SourceCollection, SyncRun
 from .oauth import Connection
-from .runs import enqueue_sync
+from .tasks import enqueue_sync
 
 # Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
 REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")

@@ -1,12 +1,24 @@
-"""Thin tasks: take an id, call the engine."""
+"""The sync task, and the one way to start it: a run row first, then the task by id after commit."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
+from .extraction import execute_run
+from .models import Source, SyncRun
+from .runs import create_run
+
 
 @shared_task(name="sources.run_sync", acks_late=True)
 def run_sync(run_id: int) -> None:
-    from .extract import execute_run
-
     execute_run(run_id=run_id)
+
+
+def enqueue_sync(*, source: Source, trigger: str) -> SyncRun | None:
+    """Create a queued SyncRun and enqueue its task after commit. Returns None when the source already has an
+    active (queued or running) run: the database's partial unique constraint decides, not a lock."""
+    run = create_run(source=source, trigger=trigger)
+    if run is None:
+        return None
+    run_sync.delay_on_commit(run.pk)
+    return run

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sources.extract import execute_run_foreground
+from sources.extraction import execute_run_foreground
 from sources.models import Record, Source, SourceCollection, SyncRun
 
 from ..models import DeliveryRun, DeliveryState, Mapping

@@ -15,7 +15,7 @@ from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
 from .. import oauth, setup
-from ..extract import ids_pass_estimates
+from ..extraction import ids_pass_estimates
 from ..forms import (
     BasicSettingsForm,
     DeleteForm,
@@ -224,7 +224,7 @@ def source_full_sync(request: WorkspaceRequest, pk: int) -> HttpResponse:
 
 
 def _deletion_pass_estimate(source: Source) -> dict[str, Any] | None:
-    """What the ids-only pass of a Full sync with a start date costs (sources.extract, step 4): one request per
+    """What the ids-only pass of a Full sync with a start date costs (sources.extraction.deletions): one request per
     100 live records HubSpot holds in each selected collection, before the start date too. The last pass counted
     them (`listed` in its run's counts); without one, the mirror's count (the window's records only) is a lower
     bound. None when nothing is known (no records in the mirror yet: then the Full sync makes no pass)."""

@@ -42,7 +42,7 @@ def _source(workspace, sandbox) -> Source:
 
 
 def test_progress_bar_moves_and_stops_and_charts_render(hubspot_sandbox, page, owner, workspace, settings):
-    from sources.extract import execute_run
+    from sources.extraction import execute_run
     from sources.runs import create_run
 
     base = hubspot_sandbox.server_url

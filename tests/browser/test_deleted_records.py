@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 
 from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
-from sources.extract import execute_run
+from sources.extraction import execute_run
 from sources.models import Record, SyncRun
 from tests.browser.conftest import log_in
 from tests.sources.extract_helpers import PORTAL, make_source, sync

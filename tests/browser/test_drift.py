@@ -109,7 +109,7 @@ def pipeline(hubspot, segment_sandbox, workspace, eager_celery):
     from sources.runs import create_run
 
     run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
-    from sources.extract import execute_run
+    from sources.extraction import execute_run
 
     assert execute_run(run_id=run.pk).status == "succeeded"
     assert inbox.profile(email)["traits"]["tier"] == "silver"

@@ -22,9 +22,10 @@ from django.utils import timezone
 
 from hubsync.celery import app as celery_app
 from mappings.models import DeliveryRun, DeliveryState
-from sources import extract
+from sources import extraction as extract
 from sources.models import Source, SyncRun
-from sources.runs import create_run, enqueue_sync
+from sources.runs import create_run
+from sources.tasks import enqueue_sync
 from tests.fixtures_sandbox import sandbox_env
 from tests.mappings.conftest import profiles_by_user as profiles
 from tests.mappings.reconcile_helpers import PORTAL, Oracle, inbox_total, setup_pipeline

@@ -82,20 +82,21 @@ def test_random_rounds_with_kills_and_segment_faults_reconcile(workspace, hub, s
     random point (after a read page, or while writing archived records' final values) and resumed by the next,
     with Segment failing a share of the requests: the profiles always equal what the mapping defines for
     HubSpot's current data, and the mirror holds nothing HubSpot merged away."""
-    from sources import extract
+    from sources import extraction as extract
+    from sources.extraction import mirror, reads
     from sources.models import MergedRecord, Record
     from sources.runs import create_run
 
     rng = random.Random(41)
     settings.SEGMENT_MAX_ATTEMPTS = 20
     monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 9)
-    monkeypatch.setattr(extract, "SEARCH_LIMIT", 10)  # several search pages from a round's changes
+    monkeypatch.setattr(reads, "SEARCH_LIMIT", 10)  # several search pages from a round's changes
     source, mapping = setup_pipeline(workspace, hub, segment, contacts=150)
     oracle = Oracle(hub, PORTAL)
     sync_and_deliver(source, SyncRun.Trigger.FIRST)
     assert profiles(segment) == oracle.after_sync()
     segment.set_knobs(error_rate=0.25, rate_limit_rate=0.1, retry_after=0)
-    write_final = extract._Engine.write_final
+    write_final = extract.Engine.write_final
     merged: list[int] = []
     kills = 0
     for round_no in range(4):
@@ -115,16 +116,16 @@ def test_random_rounds_with_kills_and_segment_faults_reconcile(workspace, hub, s
                 raise Kill
             return write_final(engine, sc, records)
 
-        monkeypatch.setattr(extract, "after_page", after_page)
-        monkeypatch.setattr(extract._Engine, "write_final", dying_write_final)
+        monkeypatch.setattr(mirror, "after_page", after_page)
+        monkeypatch.setattr(extract.Engine, "write_final", dying_write_final)
         trigger = SyncRun.Trigger.FULL if round_no % 2 else SyncRun.Trigger.SCHEDULED
         killed = create_run(source=source, trigger=trigger)
         with contextlib.suppress(Kill):
             extract.execute_run_foreground(run_id=killed.pk)
         killed.refresh_from_db()
         kills += killed.status == SyncRun.Status.FAILED
-        monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
-        monkeypatch.setattr(extract._Engine, "write_final", write_final)
+        monkeypatch.setattr(mirror, "after_page", lambda engine, sc: None)
+        monkeypatch.setattr(extract.Engine, "write_final", write_final)
 
         run, deliveries = sync_and_deliver(source)
         assert all(d is None or d.status == DeliveryRun.Status.SUCCEEDED for d in deliveries), round_no
@@ -382,7 +383,7 @@ def test_a_sync_enqueues_the_deliveries_of_its_changed_collections_and_of_those_
     workspace, hub, segment, monkeypatch, inline_handoffs
 ):
     from mappings.tasks import deliver_mapping
-    from sources.extract import execute_run
+    from sources.extraction import execute_run
     from sources.runs import create_run
 
     queued: list[tuple] = []

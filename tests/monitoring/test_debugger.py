@@ -11,11 +11,11 @@ from collections import Counter
 import pytest
 from django.urls import reverse
 
-import sources.extract as extract
 from hubsync.models import AuditEvent
 from mappings.delivery import deliver
 from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
+from sources.extraction import base
 from sources.models import Record, RecordChange, SyncRun
 
 # Fixtures shared with the delivery tests (a mirror filled through the ORM, a mapping to the Segment sandbox).
@@ -147,7 +147,7 @@ def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
 ):
     """Real syncs from the HubSpot sandbox write the history; the delivered message is rebuilt from it exactly."""
     hubspot = sandbox
-    monkeypatch.setattr(extract, "notify_changes", lambda *args, **kwargs: None)  # we deliver by hand
+    monkeypatch.setattr(base, "notify_changes", lambda *args, **kwargs: None)  # we deliver by hand
     hubspot.seed(PORTAL, contacts=4, companies=0, deals=0, tickets=0)
     src = make_source(workspace, hubspot)
     assert sync(src, SyncRun.Trigger.FIRST).status == SyncRun.Status.SUCCEEDED
@@ -202,7 +202,7 @@ def test_a_record_deleted_in_hubspot_is_explained(
     """Delivered, then permanently deleted in HubSpot (a GDPR delete) and removed by a full sync: the debugger says
     so, from the delivery state that is all hubsync keeps of it."""
     hubspot = sandbox
-    monkeypatch.setattr(extract, "notify_changes", lambda *args, **kwargs: None)  # we deliver by hand
+    monkeypatch.setattr(base, "notify_changes", lambda *args, **kwargs: None)  # we deliver by hand
     hubspot.seed(PORTAL, contacts=4, companies=0, deals=0, tickets=0)
     src = make_source(workspace, hubspot)
     sync(src, SyncRun.Trigger.FIRST)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import requests
 from django.utils import timezone
 
-import sources.extract as extract
+import sources.extraction as extract
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.runs import create_run
 

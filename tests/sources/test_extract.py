@@ -14,7 +14,8 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
-import sources.extract as extract
+import sources.extraction as extract
+from sources.extraction import base, deletions, mirror, reads
 from sources.hubspot import HubSpotClient
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.runs import create_run
@@ -85,7 +86,7 @@ def test_full_read_equals_sandbox_and_second_full_read_agrees(workspace, sandbox
     sandbox.seed(PORTAL, contacts=250, companies=120, deals=0, tickets=0)
     notified: list = []
     monkeypatch.setattr(
-        extract, "notify_changes", lambda source, collections, sync_run=None: notified.append(collections)
+        base, "notify_changes", lambda source, collections, sync_run=None: notified.append(collections)
     )
     source = make_source(workspace, sandbox, collections=("contacts", "companies"))
 
@@ -178,7 +179,7 @@ def test_resuming_from_every_checkpoint_loses_nothing(workspace, sandbox, monkey
         result = sandbox.mutate(PORTAL, "contacts", update=120, create=30, seed=9)
         changed = {int(i) for i in result.created + result.updated}
         start_cursor = SourceCollection.objects.get(source=source).cursor
-        monkeypatch.setattr(extract, "SEARCH_LIMIT", 40)  # several search pages from a small change set
+        monkeypatch.setattr(reads, "SEARCH_LIMIT", 40)  # several search pages from a small change set
         page_size, expected = 40, len(changed)
     else:
         page_size, expected = 100, 450
@@ -189,7 +190,7 @@ def test_resuming_from_every_checkpoint_loses_nothing(workspace, sandbox, monkey
         if pages["n"] == pages["stop_at"]:
             raise Stop
 
-    monkeypatch.setattr(extract, "after_page", stop_after)
+    monkeypatch.setattr(mirror, "after_page", stop_after)
     checkpoints = -(-expected // page_size)
     assert checkpoints >= 4
     for k in range(1, checkpoints):
@@ -291,7 +292,7 @@ def test_token_expires_mid_run(workspace, sandbox, monkeypatch):
             # HubSpot expires the token earlier than the expiry we stored: the next call gets a 401.
             engine.client.source.access_token = sandbox.access_token(PORTAL, lifetime=-60)
 
-    monkeypatch.setattr(extract, "after_page", expire_token)
+    monkeypatch.setattr(mirror, "after_page", expire_token)
     run = sync(source, SyncRun.Trigger.FIRST)
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert run.retries >= 1
@@ -339,7 +340,7 @@ def test_ids_of_different_lengths_compare_as_numbers(workspace, sandbox, monkeyp
     assert len({len(str(i)) for i in ids}) == len(ids)
     for object_id in ids:
         sandbox.set_properties(object_id, {"jobtitle": f"len {len(str(object_id))}"}, portal=PORTAL, at_ms=stamp)
-    monkeypatch.setattr(extract, "SEARCH_LIMIT", 2)  # keyset pages cross every id length boundary
+    monkeypatch.setattr(reads, "SEARCH_LIMIT", 2)  # keyset pages cross every id length boundary
     run = sync(source)
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert set(Record.objects.filter(source=source).values_list("object_id", flat=True)) == set(ids)
@@ -364,7 +365,7 @@ def test_a_presumed_dead_worker_cannot_write_after_the_takeover(workspace, sandb
         if pages["n"] == 2:
             mark_lost(SyncRun.objects.get(pk=engine.run_row.pk))
 
-    monkeypatch.setattr(extract, "after_page", taken_over)
+    monkeypatch.setattr(mirror, "after_page", taken_over)
     run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
     assert extract.execute_run(run_id=run.pk) is None
     assert Record.objects.filter(source=source).count() == 200  # page 3 was rolled back
@@ -372,7 +373,7 @@ def test_a_presumed_dead_worker_cannot_write_after_the_takeover(workspace, sandb
     run.refresh_from_db()
     assert run.status == SyncRun.Status.FAILED and "worker lost" in run.error
 
-    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    monkeypatch.setattr(mirror, "after_page", lambda engine, sc: None)
     resumed = sync(source)
     assert resumed.counts["contacts"]["new"] == 300
     assert_mirror_equals_sandbox(source, sandbox)
@@ -387,7 +388,7 @@ def test_time_limit_ends_the_run_partial_and_due_again(workspace, sandbox, monke
     def out_of_time(engine, sc):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(extract, "after_page", out_of_time)
+    monkeypatch.setattr(mirror, "after_page", out_of_time)
     run = sync(source, SyncRun.Trigger.FIRST)
     assert run.status == SyncRun.Status.PARTIAL and "time limit" in run.error
     source.refresh_from_db()
@@ -438,7 +439,7 @@ def test_long_reads_trigger_deliveries_along_the_way(workspace, sandbox, monkeyp
     settings.HUBSYNC_NOTIFY_EVERY = 200
     calls: list[list[str]] = []
     monkeypatch.setattr(
-        extract, "notify_changes", lambda source, collections, sync_run=None: calls.append(list(collections))
+        base, "notify_changes", lambda source, collections, sync_run=None: calls.append(list(collections))
     )
     sandbox.seed(PORTAL, contacts=650, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
@@ -583,7 +584,7 @@ def test_candidates_only_archived_are_marked_archived_not_deleted(workspace, san
     source = make_source(workspace, sandbox)
     sync(source, SyncRun.Trigger.FIRST)
     changes = sandbox.mutate(PORTAL, "contacts", archive=6, purge=2, seed=3)
-    monkeypatch.setattr(extract._Engine, "scan_archived", lambda self, sc, check_deleted=False: None)
+    monkeypatch.setattr(extract.Engine, "scan_archived", lambda self, sc, check_deleted=False: None)
     run = sync(source, SyncRun.Trigger.FULL)
     c = run.counts["contacts"]
     assert (c["archived"], c["deleted"]) == (6, 2), c
@@ -664,7 +665,7 @@ def test_deletion_check_converges_through_429s_and_5xx(workspace, sandbox):
 def test_a_killed_full_sync_resumes_its_deletion_check(workspace, sandbox, monkeypatch, stop_at):
     """A mass deletion at the end of the id range (more candidates than one batch read holds) and deletions
     spread over the pages: kill the full sync after commit k, resume it, and every deleted record is gone."""
-    monkeypatch.setattr(extract, "BATCH_READ_LIMIT", 40)
+    monkeypatch.setattr(deletions, "BATCH_READ_LIMIT", 40)
     sandbox.seed(PORTAL, contacts=330, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
     sync(source, SyncRun.Trigger.FIRST)
@@ -680,12 +681,12 @@ def test_a_killed_full_sync_resumes_its_deletion_check(workspace, sandbox, monke
         if commits["n"] == stop_at:
             raise Stop
 
-    monkeypatch.setattr(extract, "after_page", stop_after)
+    monkeypatch.setattr(mirror, "after_page", stop_after)
     with pytest.raises(Stop):
         sync(source, SyncRun.Trigger.FULL)
     killed = SyncRun.objects.filter(source=source).first()
     assert commits["n"] == stop_at and killed.status == SyncRun.Status.FAILED
-    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    monkeypatch.setattr(mirror, "after_page", lambda engine, sc: None)
     resumed = sync(source, SyncRun.Trigger.MANUAL)
     # It resumes after the last commit: a kill inside the last page's batches re-reads that page only.
     assert resumed.counts["contacts"]["read"] == {1: 128, 2: 28, 3: 28, 4: 28, 5: 28, 6: 0}[stop_at]
@@ -884,8 +885,8 @@ def test_a_killed_full_sync_with_a_start_date_resumes_its_deletion_check(workspa
     """Kill the Full sync after commit k (search pages, then the pass's pages and confirmed batches), resume it
     with an ordinary sync, and every deleted record is gone; the window is not read again once its search read
     was complete."""
-    monkeypatch.setattr(extract, "BATCH_READ_LIMIT", 40)
-    monkeypatch.setattr(extract, "SEARCH_LIMIT", 100)
+    monkeypatch.setattr(deletions, "BATCH_READ_LIMIT", 40)
+    monkeypatch.setattr(reads, "SEARCH_LIMIT", 100)
     source, since_ms = _windowed_source(workspace, sandbox, 330)
     sync(source, SyncRun.Trigger.FIRST)
     window = _mirror_ids(source)
@@ -899,14 +900,14 @@ def test_a_killed_full_sync_with_a_start_date_resumes_its_deletion_check(workspa
         if commits["n"] == stop_at:
             raise Stop
 
-    monkeypatch.setattr(extract, "after_page", stop_after)
+    monkeypatch.setattr(mirror, "after_page", stop_after)
     with pytest.raises(Stop):
         sync(source, SyncRun.Trigger.FULL)
     killed = SyncRun.objects.filter(source=source).first()
     assert commits["n"] == stop_at and killed.status == SyncRun.Status.FAILED
     cursor = SourceCollection.objects.get(source=source).cursor
     assert cursor["mode"] == ("search" if stop_at < search_pages else "ids"), cursor
-    monkeypatch.setattr(extract, "after_page", lambda engine, sc: None)
+    monkeypatch.setattr(mirror, "after_page", lambda engine, sc: None)
     resumed = sync(source, SyncRun.Trigger.SCHEDULED)
     assert resumed.status == SyncRun.Status.SUCCEEDED, resumed.error
     if stop_at >= search_pages:

@@ -9,9 +9,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from sources.extract import claim_run
+from sources.extraction import claim_run
 from sources.models import Source, SourceCollection, SyncRun
-from sources.runs import create_run, enqueue_sync
+from sources.runs import create_run
+from sources.tasks import enqueue_sync
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from hubsync.celery import app as celery_app
 from sources.models import Record, SourceCollection, SyncRun
-from sources.runs import enqueue_sync
+from sources.tasks import enqueue_sync
 from tests.fixtures_sandbox import sandbox_env
 from tests.sources.extract_helpers import PORTAL, assert_mirror_equals_sandbox, make_source
 

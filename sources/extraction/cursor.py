@@ -1,0 +1,171 @@
+"""A collection's read position (SourceCollection.cursor), typed; and `next_read`, which decides the next read.
+
+The JSON stored in SourceCollection.cursor is a contract with the rows already in databases: `from_json` reads
+every shape the engine ever wrote, and `to_json` writes exactly those shapes (keys left out stay left out).
+
+- ``{}``: nothing read yet, or reset by a full sync (`Fresh`).
+- ``{"mode": "idle", "modified_since_ms": W}``: between runs; the next run reads what changed since W (`Idle`).
+- ``{"mode": "list", "after", "started_ms", "covered", "pending"}``: a full read through the list endpoint
+  (`ListRead`).
+- ``{"mode": "search", "window_start_ms", "window_end_ms", "last_id", "previous_ms", "ids_pass"}``: a search
+  window read in id order (`SearchRead`).
+- ``{"mode": "ids", "after", "covered", "pending", "watermark_ms"}``: the ids-only pass of a Full sync with a
+  start date (`IdsPass`).
+
+``covered`` and ``pending`` are the deletion check's progress (sources.extraction.deletions). A cursor without
+``covered`` cannot say what was checked, so its read does not check (the order broke, or an older checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Fresh:
+    mode: ClassVar[str] = "fresh"
+
+    def to_json(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Idle:
+    modified_since_ms: int
+    mode: ClassVar[str] = "idle"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": "idle", "modified_since_ms": self.modified_since_ms}
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """A read through the list endpoint's pages, with the deletion check's progress."""
+
+    after: str | None = None  # HubSpot's opaque paging token; None: the first page
+    covered: int | None = None  # the ids up to here were checked; None: this read does not check
+    pending: tuple[int, ...] | None = None  # candidates not confirmed yet; None: the key is absent
+
+    def _json(self, mode: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": mode, "after": self.after}
+        if self.covered is not None:
+            out["covered"] = self.covered
+        if self.pending is not None:
+            out["pending"] = list(self.pending)
+        return out
+
+
+@dataclass(frozen=True)
+class ListRead(_Listing):
+    started_ms: int = 0  # when the read began: the watermark once it ends
+    mode: ClassVar[str] = "list"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._json("list"), "started_ms": self.started_ms}
+
+    def finished(self) -> Idle:
+        return Idle(self.started_ms)
+
+
+@dataclass(frozen=True)
+class IdsPass(_Listing):
+    watermark_ms: int = 0  # the search read's watermark, for when the pass ends
+    mode: ClassVar[str] = "ids"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self._json("ids"), "watermark_ms": self.watermark_ms}
+
+    def finished(self) -> Idle:
+        return Idle(self.watermark_ms)
+
+
+@dataclass(frozen=True)
+class SearchRead:
+    window_start_ms: int
+    window_end_ms: int
+    last_id: int = 0  # keyset paging: the next query asks for ids above this one
+    previous_ms: int | None = None  # the watermark this window started from (an incremental read)
+    ids_pass: bool = False  # a Full sync of a mirror that holds records: the ids-only pass follows
+    mode: ClassVar[str] = "search"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": "search",
+            "window_start_ms": self.window_start_ms,
+            "window_end_ms": self.window_end_ms,
+            "last_id": self.last_id,
+        }
+        if self.previous_ms is not None:
+            out["previous_ms"] = self.previous_ms
+        if self.ids_pass:
+            out["ids_pass"] = True
+        return out
+
+    def finished(self, watermark: int) -> Idle | IdsPass:
+        """The cursor once this read is complete: idle at the watermark, or the ids-only pass (which goes idle at
+        that watermark when it ends)."""
+        if self.ids_pass:
+            return IdsPass(after=None, covered=0, pending=(), watermark_ms=watermark)
+        return Idle(watermark)
+
+
+Read = ListRead | SearchRead | IdsPass
+Cursor = Fresh | Idle | Read
+
+
+def _ids(values: Any) -> tuple[int, ...] | None:
+    return None if values is None else tuple(int(i) for i in values)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def from_json(data: dict[str, Any] | None) -> Cursor:
+    """The cursor of a stored row. A row in no known read mode goes on from its watermark, or starts afresh."""
+    data = data or {}
+    mode = data.get("mode")
+    if mode == "list":
+        return ListRead(
+            after=data.get("after"), covered=_int(data.get("covered")), pending=_ids(data.get("pending")),
+            started_ms=int(data["started_ms"]),
+        )
+    if mode == "ids":
+        return IdsPass(
+            after=data.get("after"), covered=_int(data.get("covered")), pending=_ids(data.get("pending")),
+            watermark_ms=int(data["watermark_ms"]),
+        )
+    if mode == "search":
+        return SearchRead(
+            window_start_ms=int(data["window_start_ms"]),
+            window_end_ms=int(data["window_end_ms"]),
+            last_id=int(data.get("last_id") or 0),
+            previous_ms=_int(data.get("previous_ms")),
+            ids_pass=bool(data.get("ids_pass")),
+        )
+    watermark = data.get("modified_since_ms")
+    return Fresh() if watermark is None else Idle(int(watermark))
+
+
+def next_read(
+    cursor: Cursor, *, now_ms: int, start_ms: int | None, overlap_ms: int, ids_pass: bool = False
+) -> Read:
+    """The read a run makes from `cursor`.
+
+    A read in progress (list, search, ids-only pass) goes on where it stopped. Idle: the records modified in
+    [watermark - overlap, now] (the overlap covers HubSpot's search-index lag). Fresh: every record through the
+    list endpoint, or, with a start date (`start_ms`), a search window [start date, now]; `ids_pass` (a Full sync
+    of a mirror that holds records) makes that window go on to the ids-only pass, and the flag rides in the
+    cursor so that a run resuming the read, whatever its trigger, does the pass too."""
+    if isinstance(cursor, ListRead | SearchRead | IdsPass):
+        return cursor
+    if isinstance(cursor, Idle):
+        return SearchRead(
+            window_start_ms=max(0, cursor.modified_since_ms - overlap_ms),
+            window_end_ms=now_ms,
+            previous_ms=cursor.modified_since_ms,
+        )
+    if start_ms is not None:
+        return SearchRead(window_start_ms=start_ms, window_end_ms=now_ms, ids_pass=ids_pass)
+    return ListRead(after=None, covered=0, started_ms=now_ms)

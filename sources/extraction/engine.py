@@ -1,0 +1,240 @@
+"""The run: claim it, sync each selected collection, finish it, announce what changed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import UTC, datetime
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from hubsync import handoff
+
+from .. import history
+from ..hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
+from ..models import ChangeCounter, Record, Source, SourceCollection, SyncRun
+from ..runs import create_run, is_stale, mark_lost
+from . import cursor as cursors
+from .base import Progress, RunLost, describe, empty_counts
+from .mirror import store_schema
+from .reads import Reads
+from .records import MERGED_IDS
+
+logger = logging.getLogger(__name__)
+
+
+def claim_run(*, run_id: int, worker: str) -> SyncRun | None:
+    """queued -> running for this worker. A run still `running` whose heartbeat is stale had a worker that died
+    (the broker re-delivered its task to us): it is marked failed and a new run takes over from the cursors.
+    Returns None when there is nothing to do (finished, unknown, or alive in another worker)."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = SyncRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return None
+        if run.status == SyncRun.Status.RUNNING and is_stale(run, now):
+            mark_lost(run, now=now)
+            source = Source.objects.get(pk=run.source_id)
+            # Same trigger, but a full sync's cursors are not reset again: the new run resumes the re-read.
+            run = create_run(source=source, trigger=run.trigger, reset_cursors=False)
+            if run is None:
+                return None
+        if run.status != SyncRun.Status.QUEUED:
+            return None
+        run.status = SyncRun.Status.RUNNING
+        run.worker = worker
+        run.started_at = now
+        run.heartbeat_at = now
+        run.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
+        Source.objects.filter(pk=run.source_id).update(last_run=run)
+        return run
+
+
+def execute_run(*, run_id: int, progress: Progress | None = None) -> SyncRun | None:
+    """Run one sync to its end. Returns the finished run, or None when this worker had nothing to do."""
+    run, worker = _claim(run_id)
+    if run is None:
+        return None
+    return Engine(run, worker, progress).run()
+
+
+def execute_run_foreground(*, run_id: int, progress: Progress | None = None) -> tuple[SyncRun | None, set[str]]:
+    """`execute_run` for a caller that delivers by itself (`manage.py sync`, tests): the engine announces
+    nothing. Returns (the finished run or None, the collections whose mirror rows changed)."""
+    run, worker = _claim(run_id)
+    if run is None:
+        return None, set()
+    engine = Engine(run, worker, progress, announce=False)
+    return engine.run(), engine.changed_collections
+
+
+def _claim(run_id: int) -> tuple[SyncRun | None, str]:
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    run = claim_run(run_id=run_id, worker=worker)
+    if run is None:
+        logger.info("sync run %s: nothing to do (finished, unknown or owned by a live worker)", run_id)
+    return run, worker
+
+
+class Engine(Reads):
+    """One run: every selected collection in turn, each failing on its own; then the run's outcome."""
+
+    def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
+        now = timezone.now()
+        api_calls, retries = self._client_stats()
+        updated = SyncRun.objects.filter(
+            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
+        ).update(
+            status=status,
+            error=error,
+            finished_at=now,
+            heartbeat_at=now,
+            counts=self.counts,
+            api_calls=api_calls,
+            retries=retries,
+            progress_done=self.done,
+            progress_total=self.total or None,
+        )
+        if not updated:
+            raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
+        source_fields: dict = {"last_run_id": self.run_row.pk}
+        current = Source.objects.filter(pk=self.source.pk).values("status", "first_synced_at").first() or {}
+        if current.get("status") == Source.Status.NEEDS_RECONNECT:
+            # The client stopped the schedule (revoked token): leave it stopped until the admin reconnects.
+            source_fields["next_sync_at"] = None
+        else:
+            source_fields["next_sync_at"] = now if again_soon else now + self.source.sync_interval
+        if status != SyncRun.Status.FAILED and current.get("first_synced_at") is None:
+            source_fields["first_synced_at"] = now
+        Source.objects.filter(pk=self.source.pk).update(**source_fields)
+        self.run_row.refresh_from_db()
+        self.say(f"run {self.run_row.pk} {status}: {self.done} records read" + (f" ({error})" if error else ""))
+        handoff.send(handoff.RUN_FINISHED, workspace_id=self.source.workspace_id)
+        return self.run_row
+
+    def run(self) -> SyncRun | None:
+        try:
+            return self._run()
+        except RunLost as exc:
+            logger.warning("sync run %s: %s; stopping", self.run_row.pk, exc)
+            return None
+        finally:
+            try:
+                self.maybe_analyze(at_least=1000)
+            except Exception:  # statistics are an optimisation; never fail a run for them
+                logger.exception("ANALYZE of the mirror failed")
+            try:
+                history.prune()
+            except Exception:  # history is for the debugger; never fail a run for it
+                logger.exception("pruning the record history failed")
+            if self.client is not None:
+                self.client.close()
+            self.notify(final=True)
+
+    def _run(self) -> SyncRun:
+        if self.source.status == Source.Status.NEEDS_RECONNECT:
+            return self.finish(SyncRun.Status.FAILED, "HubSpot access was revoked: reconnect the source")
+        collections = list(SourceCollection.objects.filter(source=self.source, selected=True))
+        if not collections:
+            return self.finish(SyncRun.Status.SUCCEEDED)
+        ChangeCounter.objects.get_or_create(source=self.source)
+        failed = 0
+        try:
+            self.client = HubSpotClient(self.source)
+            for sc in collections:
+                self.counts[sc.collection] = empty_counts()
+                try:
+                    self.sync_collection(sc)
+                except (NeedsReconnect, AuthError):
+                    raise
+                except HubSpotError as exc:
+                    # One collection failing (missing scope, bad request, HubSpot down for it) must not stop
+                    # the others: the run becomes partial, the collection keeps its cursor for next time.
+                    failed += 1
+                    message = describe(exc)
+                    logger.warning("sync run %s: %s failed: %s", self.run_row.pk, sc.collection, message)
+                    self.counts[sc.collection]["error"] = message
+                    SourceCollection.objects.filter(pk=sc.pk).update(last_error=message)
+                    self.say(f"{sc.collection}: failed: {message}")
+                    self.heartbeat()
+        except (NeedsReconnect, AuthError) as exc:
+            return self.finish(SyncRun.Status.FAILED, f"HubSpot refused the credentials: {describe(exc)}")
+        except SoftTimeLimitExceeded:
+            # Everything up to the last page is committed; the dispatcher picks the source up again at once.
+            return self.finish(
+                SyncRun.Status.PARTIAL, "time limit reached; the next run continues from the last page", again_soon=True
+            )
+        except RunLost:
+            raise
+        except Exception as exc:
+            logger.exception("sync run %s failed", self.run_row.pk)
+            self.finish(SyncRun.Status.FAILED, describe(exc))
+            raise
+        if failed == 0:
+            status = SyncRun.Status.SUCCEEDED
+        elif failed == len(collections):
+            status = SyncRun.Status.FAILED
+        else:
+            status = SyncRun.Status.PARTIAL
+        errors = "; ".join(f"{c}: {n['error']}" for c, n in self.counts.items() if n["error"])
+        return self.finish(status, errors)
+
+    def sync_collection(self, sc: SourceCollection) -> None:
+        names = self.discover(sc)
+        self.names[sc.collection] = names
+        start_ms = None
+        if self.source.start_date:
+            start_ms = _ms(datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC))
+        stored = cursors.from_json(sc.cursor)
+        read = cursors.next_read(
+            stored,
+            now_ms=_ms(timezone.now()),
+            start_ms=start_ms,
+            overlap_ms=settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000,
+            # Only a fresh window of a Full sync asks (the one query is not worth making otherwise).
+            ids_pass=isinstance(stored, cursors.Fresh) and start_ms is not None and self._full_sync_of_held_records(sc),
+        )
+        self.say(f"{sc.collection}: {len(names)} properties, reading ({read.mode})")
+        full = isinstance(read, cursors.ListRead)
+        if isinstance(read, cursors.ListRead):
+            self.read_list(sc, read, names)
+        elif isinstance(read, cursors.SearchRead):
+            self.read_search(sc, read, names)
+        after_read = cursors.from_json(sc.cursor)
+        if isinstance(after_read, cursors.IdsPass):
+            # The search read of a Full sync ended (now or in the run that was killed): the ids-only pass.
+            self.read_ids(sc, after_read)
+            full = True
+        # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
+        self.scan_archived(sc, check_deleted=full)
+        c = self.counts[sc.collection]
+        if c["deleted"]:
+            logger.info("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                        self.run_row.pk, sc.collection, c["deleted"])
+        self.say(
+            f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
+            f"{c['unchanged']} unchanged, {c['archived']} archived, {c['deleted']} deleted"
+        )
+
+    def _full_sync_of_held_records(self, sc: SourceCollection) -> bool:
+        """Whether this is a Full sync of a collection the mirror holds records of: then, after the window, the
+        ids-only pass over the list looks for records deleted in HubSpot (sources.extraction.deletions)."""
+        return (
+            self.run_row.trigger == SyncRun.Trigger.FULL
+            and Record.objects.filter(source_id=self.source.pk, collection=sc.collection).exists()
+        )
+
+    def discover(self, sc: SourceCollection) -> list[str]:
+        """The property schema is read on every run and stored on SourceCollection.properties; added, removed and
+        changed properties are appended to SourceCollection.schema_changes with a timestamp. Every discovered
+        property is read, so a new property is picked up by the next run."""
+        return sorted({*store_schema(sc, self.client.get_properties(sc.collection)), MERGED_IDS})
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
