@@ -12,6 +12,7 @@ from django.utils import timezone
 from sources.extract import claim_run
 from sources.models import Source, SourceCollection, SyncRun
 from sources.runs import create_run, enqueue_sync
+from tests.factories import SourceCollectionFactory, SourceFactory
 
 
 @pytest.fixture
@@ -26,10 +27,8 @@ def queued(monkeypatch):
 
 @pytest.fixture
 def source(workspace) -> Source:
-    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
-    SourceCollection.objects.create(
-        source=source, collection="contacts", cursor={"mode": "idle", "modified_since_ms": 1}
-    )
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
+    SourceCollectionFactory(source=source, collection="contacts", cursor={"mode": "idle", "modified_since_ms": 1})
     return source
 
 
@@ -45,7 +44,7 @@ def test_second_enqueue_while_active_returns_none(source, queued):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_enqueues_make_one_run(workspace, queued):
-    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
     barrier = threading.Barrier(4)
     results: list = []
 
