@@ -6,7 +6,7 @@ PY := $(BIN)/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test bench lint install install-dev migrate clean
+.PHONY: run test bench lint typecheck install install-dev migrate clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: migrate
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+# mypy with django-stubs on the product apps ([tool.mypy] in pyproject.toml); not yet part of `lint`.
+typecheck: install
+	HUBSYNC_TESTING=1 $(BIN)/mypy
 
 # Two test workers (pytest-xdist), one per core; a whole module runs in one worker (its fixtures start once).
 # Each worker gets its own test database and Redis database. TEST_WORKERS=0 runs the suite in one process.

@@ -6,6 +6,7 @@ DecryptionError: returning the ciphertext (or an empty string) would let a broke
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -98,6 +99,6 @@ class RedactedTextField(models.TextField):
         value = super().get_prep_value(value)
         return redact(value) if isinstance(value, str) and value else value
 
-    def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
+    def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.TextField", args, kwargs

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from . import outbound
@@ -78,8 +80,9 @@ class AlertChannelForm(forms.Form):
         # Verified addresses of the workspace's members (lower case): alert e-mails go to them only.
         self.member_emails = member_emails
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if data.get("kind") == "email":
             addresses = [a.strip() for a in (data.get("emails") or "").split(",") if a.strip()]
             if not addresses:
@@ -100,7 +103,7 @@ class AlertChannelForm(forms.Form):
             data["emails"] = ", ".join(addresses)
             data["webhook_url"] = ""
             # The webhook field is hidden for email channels: whatever it holds is ignored, errors included.
-            self._errors.pop("webhook_url", None)
+            self.errors.pop("webhook_url", None)
         elif data.get("kind") == "webhook":
             # An invalid URL already has its error on the field; "give the URL" would contradict it.
             if not data.get("webhook_url") and "webhook_url" not in self.errors:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import threading
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.core.cache import cache
@@ -44,7 +44,7 @@ def _refresh() -> dict[str, Any]:
     return {"at": time.time(), "report": report, "ok": ok}
 
 
-def _usable(entry: Any, max_age: float) -> bool:
+def _usable(entry: Any, max_age: float) -> TypeGuard[dict[str, Any]]:
     return isinstance(entry, dict) and time.time() - entry.get("at", 0) < max_age
 
 

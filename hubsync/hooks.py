@@ -69,8 +69,9 @@ class RecordsMerged(Protocol):
 
 
 class SchemaDiscovered(Protocol):
-    def __call__(self, *, source_collection: Any, old: dict, new: dict) -> None:
-        """A collection's property schema was read again and differs from `old` (before any page of the run)."""
+    def __call__(self, *, source_collection: Any, old: dict, new: dict) -> object:
+        """A collection's property schema was read again and differs from `old` (before any page of the run).
+        What a receiver returns is ignored."""
 
 
 records_deleted: Hook[RecordsDeleted] = Hook("records_deleted")

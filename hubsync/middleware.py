@@ -17,21 +17,19 @@ class WorkspaceMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.workspace = None
-        request.membership = None
+        membership = None
         if request.user.is_authenticated and not request.path.startswith(("/sandbox/", "/static/", "/healthz")):
             memberships = Membership.objects.filter(user=request.user).select_related("workspace")
             wanted = request.session.get(SESSION_KEY)
-            membership = None
             if wanted is not None:
                 membership = memberships.filter(workspace_id=wanted).first()
             if membership is None:
                 membership = memberships.order_by("workspace__name", "workspace_id").first()
                 if membership is not None:
                     request.session[SESSION_KEY] = membership.workspace_id
-            if membership is not None:
-                request.membership = membership
-                request.workspace = membership.workspace
+        # HttpRequest has no such attributes: they are added here (views see them typed through WorkspaceRequest).
+        request.membership = membership  # type: ignore[attr-defined]
+        request.workspace = membership.workspace if membership is not None else None  # type: ignore[attr-defined]
         return self.get_response(request)
 
 

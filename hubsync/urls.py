@@ -8,7 +8,7 @@ from django.urls import include, path
 from . import views
 
 # The Django admin logs in through allauth (rate limits, MFA) instead of its own unprotected form.
-admin.site.login = secure_admin_login(admin.site.login)
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]  # a wrapped bound method
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 from django.db.models import QuerySet
 from django.forms.utils import ErrorDict
+from django.utils.datastructures import MultiValueDict
 
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.models import SourceCollection
@@ -55,7 +56,7 @@ class RenameForm(forms.Form):
 
 def region_choices() -> list[tuple[str, str]]:
     """US and EU always; the sandbox endpoint only when this server runs the sandbox."""
-    choices = [
+    choices: list[tuple[str, str]] = [
         (ProfileSpace.Region.US, ProfileSpace.Region.US.label),
         (ProfileSpace.Region.EU, ProfileSpace.Region.EU.label),
     ]
@@ -85,7 +86,7 @@ class ProfileSpaceForm(forms.Form):
         if instance is not None and instance.region not in dict(choices):
             # A sandbox space on a server that no longer runs the sandbox: keep it selectable so it can be moved.
             choices.append((instance.region, instance.get_region_display()))
-        self.fields["region"].choices = choices
+        cast(forms.ChoiceField, self.fields["region"]).choices = choices
         if instance is not None:
             self.fields["write_key"].help_text = "Saved and hidden. Enter a new write key only to replace it."
         elif settings.SANDBOX:
@@ -162,9 +163,17 @@ IDENTIFIER_FORMAT_CHOICES = {
 }
 
 
+class DataModelChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: DataModel) -> str:
+        return f"{obj.name} · {obj.source.name} {obj.collection}"
+
+
 class MappingForm(forms.Form):
+    # Bound: the posted QueryDict (copied); unbound: Django's empty MultiValueDict. Both have getlist().
+    data: MultiValueDict[str, Any]
+
     name = forms.CharField(max_length=100, required=False, help_text="Shown in lists; a name is made up if empty.")
-    data_model = forms.ModelChoiceField(queryset=DataModel.objects.none(), label="Data model", empty_label="Choose…")
+    data_model = DataModelChoiceField(queryset=DataModel.objects.none(), label="Data model", empty_label="Choose…")
     profile_space = forms.ModelChoiceField(
         queryset=ProfileSpace.objects.none(), label="Profile Space", empty_label="Choose…"
     )
@@ -236,22 +245,23 @@ class MappingForm(forms.Form):
         self.destination = destination
         self.instance = instance
         models_qs: QuerySet[DataModel] = DataModel.objects.filter(source__workspace=workspace).select_related("source")
-        self.fields["data_model"].queryset = models_qs
-        self.fields["data_model"].label_from_instance = lambda m: f"{m.name} · {m.source.name} {m.collection}"
-        self.fields["profile_space"].queryset = destination.profile_spaces.all()
-        self.data_model = self._chosen_model(models_qs)
-        self.schema = column_schema(self.data_model) if self.data_model else {}
-        self.columns = self.data_model.all_columns if self.data_model else []
+        cast(forms.ModelChoiceField, self.fields["data_model"]).queryset = models_qs
+        cast(forms.ModelChoiceField, self.fields["profile_space"]).queryset = destination.profile_spaces.all()
+        # Not `self.data_model`: that name is the form field's.
+        self.chosen_model = self._chosen_model(models_qs)
+        self.schema = column_schema(self.chosen_model) if self.chosen_model else {}
+        self.columns = self.chosen_model.all_columns if self.chosen_model else []
         choices = [("", "— not mapped —")] + [(c, self.column_label(c)) for c in self.columns]
         for key in Mapping.IDENTIFIER_KEYS:
-            self.fields[key].choices = choices
+            cast(forms.ChoiceField, self.fields[key]).choices = choices
         self.trait_rows = self._trait_rows()
         # The format of mappings made before the option is offered only to them, and to posts that leave it out.
         formats = [Mapping.IdentifierFormat.TRIM, Mapping.IdentifierFormat.LOWER, Mapping.IdentifierFormat.AS_IS]
         current = data.get("identifier_format") if data is not None else (initial or {}).get("identifier_format")
         if (instance is not None and instance.identifier_format not in formats) or current not in (None, *formats):
             formats.append(Mapping.IdentifierFormat.TRIM_IDENTIFIERS)
-        self.fields["identifier_format"].choices = [(f.value, IDENTIFIER_FORMAT_CHOICES[f]) for f in formats]
+        format_field = cast(forms.ChoiceField, self.fields["identifier_format"])
+        format_field.choices = [(f.value, IDENTIFIER_FORMAT_CHOICES[f]) for f in formats]
 
     # --- what the editor shows ---------------------------------------------------------------------------
     def _chosen_model(self, qs: QuerySet[DataModel]) -> DataModel | None:
@@ -298,8 +308,9 @@ class MappingForm(forms.Form):
         super().full_clean()
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        if self.data_model is None or "data_model" not in cleaned:
+        super().clean()
+        cleaned = self.cleaned_data
+        if self.chosen_model is None or "data_model" not in cleaned:
             return cleaned
         ids = {k: cleaned.get(k) or None for k in Mapping.IDENTIFIER_KEYS}
         action = cleaned.get("action")
@@ -330,7 +341,7 @@ class MappingForm(forms.Form):
             if not row.column:
                 row.errors.append("Choose the column this trait takes its value from.")
             elif row.column not in self.columns:
-                row.errors.append(f"{row.column!r} is not a column of the data model {self.data_model.name!r}.")
+                row.errors.append(f"{row.column!r} is not a column of the data model {self.chosen_model.name!r}.")
             if not row.name:
                 row.errors.append("Give the trait a name.")
             elif len(row.name) > 200:

@@ -315,6 +315,8 @@ class MappingIssue(models.Model):
     HubSpot. Open until fixed (column removed or re-pointed), dismissed, or the property comes back."""
 
     workspace_path = "mapping__destination__workspace"
+    # Not a column: the drift panel sets the one-click fixes, (action, button label), for its template.
+    fixes: list[tuple[str, str]]
 
     class Kind(models.TextChoices):
         DELETED = "deleted", "Property deleted"

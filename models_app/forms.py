@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 
@@ -23,7 +23,8 @@ class DataModelForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.source = source
         self.instance = instance
-        self.fields["columns"].choices = [(name, name) for name in allowed if name not in SYSTEM_COLUMNS]
+        columns = cast(forms.MultipleChoiceField, self.fields["columns"])
+        columns.choices = [(name, name) for name in allowed if name not in SYSTEM_COLUMNS]
 
     def clean_name(self) -> str:
         name = " ".join(self.cleaned_data["name"].split())

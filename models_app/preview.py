@@ -101,7 +101,8 @@ def describe_error(exc: Exception, *, collection: str) -> PreviewError:
     if isinstance(exc, NotFound):
         return PreviewError("not_found", f"HubSpot does not know the collection {collection}.", exc.message)
     if isinstance(exc, TransientError | requests.RequestException):
-        status = f" (last answer: {exc.status})" if getattr(exc, "status", None) else ""
+        last_status = getattr(exc, "status", None)
+        status = f" (last answer: {last_status})" if last_status else ""
         return PreviewError(
             "unavailable",
             "HubSpot is not answering right now.",

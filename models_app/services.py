@@ -35,7 +35,7 @@ def update_data_model(
     before = {"name": data_model.name, "columns": list(data_model.columns)}
     data_model.name = name
     data_model.columns = columns
-    changes = audit.diff(data_model, before, ["name", "columns"])
+    changes: dict[str, Any] = audit.diff(data_model, before, ["name", "columns"])
     if not changes:
         return changes
     if "columns" in changes:

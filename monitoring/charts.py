@@ -95,15 +95,15 @@ def bar_chart(
         x0 = PAD_LEFT + i * group_w + (group_w - bar_w * len(series)) / 2
         parts = []
         for j, s in enumerate(series):
-            value = s.values[i] if i < len(s.values) else None
-            if value is None:
+            bar_value = s.values[i] if i < len(s.values) else None
+            if bar_value is None:
                 continue
-            yy = y(value)
+            yy = y(bar_value)
             height = PAD_TOP + plot_h - yy
             parts.append(
                 f'<rect x="{x0 + j * bar_w:.1f}" y="{yy:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                f'height="{max(height, 0.5 if value else 0):.1f}" fill="{s.color}">'
-                f"<title>{escape(label)}: {escape(s.name)} {escape(_fmt(value))}{escape(unit)}</title></rect>"
+                f'height="{max(height, 0.5 if bar_value else 0):.1f}" fill="{s.color}">'
+                f"<title>{escape(label)}: {escape(s.name)} {escape(_fmt(bar_value))}{escape(unit)}</title></rect>"
             )
         tip = f"<title>{escape(tooltips[i])}</title>" if tooltips and i < len(tooltips) else ""
         out.append(f'<g class="bar-group">{tip}{"".join(parts)}</g>')

@@ -10,6 +10,7 @@ the mirror, delivered / rejected states) are read from counter rows that databas
 
 from __future__ import annotations
 
+from collections import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -414,7 +415,7 @@ def chart_runs(workspace: Workspace, *, now: datetime | None = None, source_id: 
     points = []
     for pk, src, created, started, finished, counts, api_calls in rows:
         duration = (finished - started).total_seconds() if started and finished else None
-        delivered = sums.get(pk, {})
+        delivered: abc.Mapping[str, Any] = sums.get(pk, {})
         points.append(
             RunPoint(
                 run_id=pk,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.utils import timezone
@@ -90,7 +90,7 @@ class SelectiveSyncForm(forms.Form):
 
     def __init__(self, *args: Any, collection_choices: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["collections"].choices = collection_choices
+        cast(forms.MultipleChoiceField, self.fields["collections"]).choices = collection_choices
         self.fields["collections"].error_messages["required"] = "Choose at least one collection to sync."
 
     def clean_start_date(self):
@@ -131,7 +131,7 @@ class BasicSettingsForm(forms.Form):
             exclude_pk=self.source.pk,
         )
         if not sub.is_valid():
-            raise forms.ValidationError(sub.errors["schema_name"])
+            raise forms.ValidationError(sub.errors["schema_name"].as_data())
         return sub.cleaned_data["schema_name"]
 
 

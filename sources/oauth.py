@@ -24,12 +24,12 @@ import requests
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from oauthlib.oauth2 import OAuth2Error, WebApplicationClient
 from requests_oauthlib import OAuth2Session
 
+from hubsync.access import WorkspaceRequest
 from hubsync.fields import decrypt, encrypt
 
 from .hubspot import BadRequest, HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
@@ -184,7 +184,7 @@ class Connection:
         return cls(**data)
 
 
-def begin(request: HttpRequest, *, purpose: str, source_id: int | None = None) -> str:
+def begin(request: WorkspaceRequest, *, purpose: str, source_id: int | None = None) -> str:
     """Start a login: remember state + PKCE verifier in the session, return HubSpot's authorize URL."""
     client = WebApplicationClient(settings.HUBSPOT_CLIENT_ID)
     verifier = client.create_code_verifier(64)
@@ -207,7 +207,7 @@ def begin(request: HttpRequest, *, purpose: str, source_id: int | None = None) -
     return url
 
 
-def take_flow(request: HttpRequest) -> dict[str, Any]:
+def take_flow(request: WorkspaceRequest) -> dict[str, Any]:
     """The pending login this callback belongs to, removed from the session (single use). 403 when there is
     none, or when `state` does not match: the request was not started by this browser session."""
     flow = request.session.get(FLOW_SESSION_KEY)

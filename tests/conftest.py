@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
-from hubsync.models import Membership, Role, Workspace
+from hubsync.models import Role, Workspace
+from tests.factories import (
+    PASSWORD,  # noqa: F401 (tests import it from here)
+    MembershipFactory,
+    UserFactory,
+    WorkspaceFactory,
+)
 
 pytest_plugins = ["tests.fixtures_sandbox", "tests.fixtures_segment"]
 
-PASSWORD = "correct horse battery staple"
-
 
 def make_user(email: str):
-    return get_user_model().objects.create_user(username=email, email=email, password=PASSWORD)
+    return UserFactory(email=email)
 
 
 @pytest.fixture
 def workspace(db) -> Workspace:
-    return Workspace.objects.create(name="Acme")
+    return WorkspaceFactory(name="Acme")
 
 
 @pytest.fixture
 def other_workspace(db) -> Workspace:
-    return Workspace.objects.create(name="Globex")
+    return WorkspaceFactory(name="Globex")
 
 
 def _member(workspace: Workspace, email: str, role: str):
     user = make_user(email)
-    Membership.objects.create(user=user, workspace=workspace, role=role)
+    MembershipFactory(user=user, workspace=workspace, role=role)
     return user
 
 

@@ -158,16 +158,16 @@ class HubSpotClient:
             if status == 429 or status >= 500:
                 attempt = self._after_transient(response, method, url, attempt, kind)
                 continue
-            error = _BY_STATUS.get(status, HubSpotError).from_response(response)
+            refused = _BY_STATUS.get(status, HubSpotError).from_response(response)
             log.warning(
                 "HubSpot %s %s -> %s %s (correlationId %s)",
                 method,
                 safe_url(url),
                 status,
-                error.category,
-                error.correlation_id,
+                refused.category,
+                refused.correlation_id,
             )
-            raise error
+            raise refused
 
     def _send(self, method: str, url: str, data: bytes | None, token: str | None, kind: str) -> requests.Response:
         """One HTTP request within the account's budget; what the response says of the budget is learned."""

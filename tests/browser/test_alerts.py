@@ -17,8 +17,9 @@ from playwright.sync_api import expect
 
 from hubsync.models import Alert, AlertChannel, AlertState
 from monitoring import alerts
-from sources.models import Source, SourceCollection, SyncRun
+from sources.models import Source, SyncRun
 from tests.browser.conftest import log_in, screenshot
+from tests.factories import AlertChannelFactory, SourceCollectionFactory, SourceFactory, SyncRunFactory
 from tests.monitoring.test_alerts import SECRET_PATH, Hook
 
 pytestmark = pytest.mark.browser
@@ -78,7 +79,7 @@ def hubspot(hubspot_sandbox, settings):
 
 def _source(workspace, sandbox) -> Source:
     tokens = sandbox.token(portal=PORTAL)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="Acme CRM",
         schema_name="acme_crm",
@@ -89,7 +90,7 @@ def _source(workspace, sandbox) -> Source:
         enabled=True,
         next_sync_at=timezone.now() + timedelta(hours=3),
     )
-    SourceCollection.objects.create(source=source, collection="contacts")
+    SourceCollectionFactory(source=source, collection="contacts")
     return source
 
 
@@ -270,12 +271,12 @@ def test_channels_tests_one_alert_per_failure_streak_and_recovery(
 
 def test_viewer_sees_alerts_read_only(page, viewer, workspace, members, live_server, hook, mailoutbox, settings):
     settings.ALERT_RETRY_BASE_SECONDS = 0
-    AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops mail", emails="ops@acme.test")
-    AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
+    AlertChannelFactory(workspace=workspace, kind="email", name="Ops mail", emails="ops@acme.test")
+    AlertChannelFactory(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
     # A failed run, evaluated the way the engine does when a run finishes (the messages go out inline here).
-    source = Source.objects.create(workspace=workspace, name="Acme CRM", schema_name="acme_crm", hub_id=PORTAL)
+    source = SourceFactory(workspace=workspace, name="Acme CRM", schema_name="acme_crm", hub_id=PORTAL)
     now = timezone.now()
-    SyncRun.objects.create(
+    SyncRunFactory(
         source=source, trigger="scheduled", status="failed", error="HubSpot answered 502", started_at=now,
         finished_at=now,
     )

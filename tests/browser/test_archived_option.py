@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from mappings.models import Destination, Mapping, ProfileSpace
+from tests.factories import DestinationFactory, MappingFactory, ProfileSpaceFactory
 
 from .conftest import screenshot
 from .test_mapping_editor import SANDBOX_KEY, contacts_model  # noqa: F401 (a fixture)
@@ -32,11 +32,9 @@ def test_set_a_trait_for_archived_records_in_the_editor(
     settings.BASE_URL = base
     settings.HUBSPOT_API_BASE = ""
     settings.SANDBOX = True
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(
-        destination=destination, name="Sandbox", write_key=SANDBOX_KEY, region="sandbox"
-    )
-    mapping = Mapping.objects.create(
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Sandbox", write_key=SANDBOX_KEY, region="sandbox")
+    mapping = MappingFactory(
         destination=destination,
         data_model=contacts_model,
         profile_space=space,

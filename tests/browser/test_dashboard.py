@@ -13,8 +13,9 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from sources.models import Source, SourceCollection, SyncRun
+from sources.models import Source, SyncRun
 from tests.browser.conftest import log_in
+from tests.factories import SourceCollectionFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
 
@@ -26,7 +27,7 @@ PORTAL = 3601
 
 def _source(workspace, sandbox) -> Source:
     tokens = sandbox.token(portal=PORTAL)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="Slow portal",
         schema_name="slow_portal",
@@ -37,7 +38,7 @@ def _source(workspace, sandbox) -> Source:
         enabled=True,
         next_sync_at=timezone.now() + timedelta(hours=3),
     )
-    SourceCollection.objects.create(source=source, collection="contacts")
+    SourceCollectionFactory(source=source, collection="contacts")
     return source
 
 

@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
-from models_app.models import DataModel
+from mappings.models import DeliveryState
 from sources.extraction import execute_run
 from sources.models import Record, SyncRun
 from tests.browser.conftest import log_in
+from tests.factories import (
+    DataModelFactory,
+    DeliveryStateFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+)
 from tests.sources.extract_helpers import PORTAL, make_source, sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -42,15 +48,15 @@ def test_a_full_sync_removes_records_deleted_in_hubspot(hubspot_sandbox, page, o
     assert sync(source, SyncRun.Trigger.FIRST).status == SyncRun.Status.SUCCEEDED
     ids = list(Record.objects.filter(source=source).order_by("object_id").values_list("object_id", flat=True))
     doomed = [ids[2], ids[120], ids[-1]]
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(destination=destination, name="Marketing", write_key="wk", region="sandbox")
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
-    mapping = Mapping.objects.create(destination=destination, data_model=model, profile_space=space,
-                                     name="Contacts to profiles", identifiers={"user_id": "email"},
-                                     traits=[["email", "email"]])
-    DeliveryState.objects.create(mapping=mapping, object_id=doomed[0], delivered_hash="h" * 64,
-                                 status=DeliveryState.Status.REJECTED, error="Segment refused it",
-                                 last_payload={"userId": "someone@example.com"})
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Marketing", write_key="wk", region="sandbox")
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
+    mapping = MappingFactory(destination=destination, data_model=model, profile_space=space,
+                             name="Contacts to profiles", identifiers={"user_id": "email"},
+                             traits=[["email", "email"]])
+    DeliveryStateFactory(mapping=mapping, object_id=doomed[0], delivered_hash="h" * 64,
+                         status=DeliveryState.Status.REJECTED, error="Segment refused it",
+                         last_payload={"userId": "someone@example.com"})
 
     # In "HubSpot" (the sandbox's portal page): delete three records permanently.
     page.goto(f"{hubspot_sandbox.base_url}/portals/{PORTAL}/")

@@ -14,10 +14,18 @@ import requests
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from mappings.models import Destination, Mapping, MappingIssue, ProfileSpace
+from mappings.models import Mapping, MappingIssue
 from models_app.models import DataModel
-from sources.models import Source, SourceCollection, SyncRun
+from sources.models import Source, SyncRun
 from tests.browser.conftest import log_in, screenshot
+from tests.factories import (
+    DataModelFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -68,7 +76,7 @@ def pipeline(hubspot, segment_sandbox, workspace, eager_celery):
     contact_id, email = _contact_with_email(hubspot)
     hubspot.set_properties(contact_id, {"loyalty_tier": "silver"}, portal=PORTAL)
     tokens = hubspot.token(portal=PORTAL)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="Acme CRM",
         schema_name="acme_crm",
@@ -79,16 +87,16 @@ def pipeline(hubspot, segment_sandbox, workspace, eager_celery):
         enabled=True,
         next_sync_at=timezone.now() + timedelta(hours=3),
     )
-    SourceCollection.objects.create(source=source, collection="contacts")
+    SourceCollectionFactory(source=source, collection="contacts")
     inbox = segment_sandbox.with_workspace("Drift space")
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(
         destination=destination, name="Drift space", write_key=inbox.write_key, region="sandbox"
     )
-    model = DataModel.objects.create(
+    model = DataModelFactory(
         source=source, collection="contacts", name="Contacts", columns=["email", "loyalty_tier", "firstname"]
     )
-    tiers = Mapping.objects.create(
+    tiers = MappingFactory(
         destination=destination,
         data_model=model,
         profile_space=space,
@@ -97,7 +105,7 @@ def pipeline(hubspot, segment_sandbox, workspace, eager_celery):
         traits=[["loyalty_tier", "tier"], ["firstname", "first_name"]],
         enabled=True,
     )
-    names = Mapping.objects.create(
+    names = MappingFactory(
         destination=destination,
         data_model=model,
         profile_space=space,

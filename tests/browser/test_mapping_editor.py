@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources import setup
-from sources.models import Source, SourceCollection
+from tests.factories import DataModelFactory, SourceCollectionFactory, SourceFactory
 
 from .test_source_wizard import log_in
 
@@ -42,7 +42,7 @@ def shot(page, name: str) -> None:
 @pytest.fixture
 def contacts_model(hubspot_sandbox, workspace) -> DataModel:
     tok = hubspot_sandbox.token(1001)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         schema_name="hubspot",
@@ -52,8 +52,8 @@ def contacts_model(hubspot_sandbox, workspace) -> DataModel:
         access_token=tok["access_token"],
         access_token_expires_at=timezone.now() + timedelta(seconds=tok["expires_in"]),
     )
-    SourceCollection.objects.create(source=source, collection="contacts", properties=SCHEMA)
-    return DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=list(SCHEMA))
+    SourceCollectionFactory(source=source, collection="contacts", properties=SCHEMA)
+    return DataModelFactory(source=source, collection="contacts", name="Contacts", columns=list(SCHEMA))
 
 
 def test_destination_space_mapping_test_and_enable(

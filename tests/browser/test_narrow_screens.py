@@ -10,10 +10,15 @@ from django.conf import settings as django_settings
 from django.urls import reverse
 from playwright.sync_api import expect
 
-from mappings.models import Destination, Mapping, ProfileSpace
-from models_app.models import DataModel
-from sources.models import Source, SourceCollection
 from tests.browser.conftest import log_in
+from tests.factories import (
+    DataModelFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+)
 from tests.mappings.conftest import CONTACT_SCHEMA, DEFAULT_TRAITS, Mirror, contact_props
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -22,17 +27,17 @@ SHOTS = Path(django_settings.BASE_DIR) / "test-artifacts" / "screenshots" / "nar
 
 
 def test_main_pages_fit_a_phone_screen(live_server, browser, owner, workspace):
-    source = Source.objects.create(workspace=workspace, name="HubSpot production portal", schema_name="hubspot")
-    SourceCollection.objects.create(source=source, collection="contacts", properties=CONTACT_SCHEMA)
+    source = SourceFactory(workspace=workspace, name="HubSpot production portal", schema_name="hubspot")
+    SourceCollectionFactory(source=source, collection="contacts", properties=CONTACT_SCHEMA)
     mirror = Mirror(source)
     for i in range(1, 4):
         mirror.put(i, contact_props(i))
-    model = DataModel.objects.create(
+    model = DataModelFactory(
         source=source, collection="contacts", name="Contacts", columns=[c for c, _ in DEFAULT_TRAITS if c != "id"]
     )
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(destination=destination, name="Production", write_key="k", region="sandbox")
-    mapping = Mapping.objects.create(
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Production", write_key="k", region="sandbox")
+    mapping = MappingFactory(
         destination=destination, data_model=model, profile_space=space, name="Contacts to profiles",
         identifiers={"user_id": "email"}, traits=DEFAULT_TRAITS,
     )

@@ -10,10 +10,16 @@ import pytest
 from django.conf import settings as django_settings
 
 from mappings.delivery import deliver
-from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
-from models_app.models import DataModel
-from sources.models import Source, SourceCollection
+from mappings.models import DeliveryState
 from tests.browser.conftest import log_in
+from tests.factories import (
+    DataModelFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+)
 from tests.mappings.conftest import CONTACT_SCHEMA, DEFAULT_TRAITS, Mirror, contact_props
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -33,21 +39,21 @@ def shot(page, name: str) -> Path:
 def test_the_debugger_finds_a_rejected_record_and_shows_why(segment_sandbox, live_server, page, owner, workspace,
                                                              settings):
     settings.BASE_URL = live_server.url
-    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=1234)
-    SourceCollection.objects.create(source=source, collection="contacts", properties=CONTACT_SCHEMA)
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=1234)
+    SourceCollectionFactory(source=source, collection="contacts", properties=CONTACT_SCHEMA)
     mirror = Mirror(source)
     for i in range(1, 6):
         mirror.put(i, contact_props(i))
     # No email: no User ID for Segment. The mapping has an Anonymous ID column too, but it is empty as well.
     mirror.put(6, contact_props(6, email="", firstname="Nomail"))
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(
         destination=destination, name="Marketing space", write_key=segment_sandbox.write_key, region="sandbox"
     )
-    model = DataModel.objects.create(
+    model = DataModelFactory(
         source=source, collection="contacts", name="Contacts", columns=list(CONTACT_SCHEMA)
     )
-    mapping = Mapping.objects.create(
+    mapping = MappingFactory(
         destination=destination, data_model=model, profile_space=space, name="Contacts to profiles",
         identifiers={"user_id": "email", "anonymous_id": "company"}, traits=DEFAULT_TRAITS, enabled=True,
     )

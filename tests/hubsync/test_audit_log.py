@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from hubsync import audit
 from hubsync.models import AuditEvent
-from sources.models import Source
+from tests.factories import SourceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +57,7 @@ def test_only_this_workspaces_events(owner_client, other_workspace, outsider):
 
 
 def test_secret_fields_are_redacted(workspace, owner, owner_client):
-    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", token="refresh-123")
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", token="refresh-123")
     audit.record(workspace=workspace, actor=owner, verb="update", obj=source,
                  changes={"token": ["old-token", "refresh-123"], "name": ["A", "HubSpot"]})
     event = AuditEvent.objects.get(object_type="sources.Source")

@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 
 from hubsync import counters
-from mappings.models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
-from models_app.models import DataModel
-from sources.models import Record, RecordCount, Source
+from mappings.models import DeliveryState, DeliveryStateCount
+from sources.models import Record, RecordCount
+from tests.factories import DataModelFactory, DestinationFactory, MappingFactory, ProfileSpaceFactory, SourceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,7 @@ def mirror_counts(source) -> dict[str, int]:
 
 
 def test_record_counts_follow_inserts_upserts_and_deletes(workspace):
-    source = Source.objects.create(workspace=workspace, name="Portal", schema_name="portal", token="t")
+    source = SourceFactory(workspace=workspace, name="Portal", schema_name="portal", token="t")
     Record.objects.bulk_create([record(source, i) for i in range(1, 11)])
     Record.objects.bulk_create([record(source, i, "companies") for i in range(1, 4)])
     record(source, 99).save()
@@ -70,7 +70,7 @@ def test_record_counts_follow_inserts_upserts_and_deletes(workspace):
     assert mirror_counts(source) == {"contacts": 16, "companies": 2}
     assert not disagreements(counters.RECORDS)
 
-    other = Source.objects.create(workspace=workspace, name="Other", schema_name="other", token="t")
+    other = SourceFactory(workspace=workspace, name="Other", schema_name="other", token="t")
     Record.objects.bulk_create([record(other, i) for i in range(1, 6)])
     source.delete()  # cascades to its records and its counters
     assert not RecordCount.objects.filter(source_id=source.pk).exists()
@@ -80,11 +80,11 @@ def test_record_counts_follow_inserts_upserts_and_deletes(workspace):
 
 @pytest.fixture
 def mapping(workspace):
-    source = Source.objects.create(workspace=workspace, name="Portal", schema_name="portal", token="t")
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(destination=destination, name="Prod", write_key="wk")
-    return Mapping.objects.create(
+    source = SourceFactory(workspace=workspace, name="Portal", schema_name="portal", token="t")
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Prod", write_key="wk")
+    return MappingFactory(
         destination=destination, data_model=model, profile_space=space, identifiers={"user_id": "email"}
     )
 

@@ -5,6 +5,7 @@ from cryptography.fernet import Fernet
 from django.test import override_settings
 
 from hubsync import fields
+from tests.factories import SourceFactory
 
 
 def test_roundtrip_and_ciphertext_format():
@@ -40,9 +41,8 @@ ACCESS = "access-0b7d44aa-plaintext"
 
 @pytest.fixture
 def source(workspace):
-    from sources.models import Source
 
-    return Source.objects.create(
+    return SourceFactory(
         workspace=workspace, name="HubSpot", schema_name="hubspot", token=REFRESH, access_token=ACCESS
     )
 
@@ -91,7 +91,7 @@ def test_tampered_or_plaintext_column_raises(source):
 def test_empty_secret_stays_empty(workspace):
     from sources.models import Source
 
-    empty = Source.objects.create(workspace=workspace, name="Empty", schema_name="empty")
+    empty = SourceFactory(workspace=workspace, name="Empty", schema_name="empty")
     assert raw_columns(empty) == ("", "")
     assert Source.objects.get(pk=empty.pk).token == ""
 

@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from hubsync import fields
 from hubsync.management.commands.rotate_encryption_keys import encrypted_fields
 from sources.models import Source
+from tests.factories import SourceFactory
 
 
 def rotate(**kwargs) -> str:
@@ -34,12 +35,12 @@ def test_finds_encrypted_fields_through_the_app_registry():
 def test_rotation_moves_every_secret_to_the_new_key_then_old_key_can_go(workspace, settings):
     old = settings.HUBSYNC_ENCRYPTION_KEYS[0]
     sources = [
-        Source.objects.create(
+        SourceFactory(
             workspace=workspace, name=f"s{i}", schema_name=f"s{i}", token=f"refresh-{i}", access_token=f"acc-{i}"
         )
         for i in range(7)
     ]
-    Source.objects.create(workspace=workspace, name="no token", schema_name="none")
+    SourceFactory(workspace=workspace, name="no token", schema_name="none")
     before = {s.pk: _raw(s.pk) for s in sources}
 
     new = Fernet.generate_key().decode()
@@ -65,7 +66,7 @@ def test_rotation_moves_every_secret_to_the_new_key_then_old_key_can_go(workspac
 
 @pytest.mark.django_db
 def test_dry_run_writes_nothing(workspace, settings):
-    source = Source.objects.create(workspace=workspace, name="s", schema_name="s", token="t")
+    source = SourceFactory(workspace=workspace, name="s", schema_name="s", token="t")
     before = _raw(source.pk)
     settings.HUBSYNC_ENCRYPTION_KEYS = [Fernet.generate_key().decode(), *settings.HUBSYNC_ENCRYPTION_KEYS]
     assert "sources.Source.token: 1 to rotate" in rotate(dry_run=True)
@@ -75,10 +76,10 @@ def test_dry_run_writes_nothing(workspace, settings):
 @pytest.mark.django_db
 def test_undecryptable_secret_is_reported_by_row_never_by_value(workspace, settings):
     old = settings.HUBSYNC_ENCRYPTION_KEYS[0]
-    good = Source.objects.create(workspace=workspace, name="good", schema_name="good", token="good-token")
+    good = SourceFactory(workspace=workspace, name="good", schema_name="good", token="good-token")
     # A row written with a key nobody kept.
     settings.HUBSYNC_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
-    lost = Source.objects.create(workspace=workspace, name="lost", schema_name="lost", token="lost-token-value")
+    lost = SourceFactory(workspace=workspace, name="lost", schema_name="lost", token="lost-token-value")
 
     new = Fernet.generate_key().decode()
     settings.HUBSYNC_ENCRYPTION_KEYS = [new, old]

@@ -14,8 +14,8 @@ from hubsync.models import AuditEvent, WorkspaceSettings
 from mappings.delivery import deliver, enqueue_deliveries
 from mappings.drift import detect_changes, fix_issue, new_properties, schema_discovered
 from mappings.models import Mapping, MappingIssue, ProfileSpace
-from models_app.models import DataModel
 from sources.models import SourceCollection
+from tests.factories import AlertChannelFactory, DataModelFactory, MappingFactory, ProfileSpaceFactory
 
 from .conftest import CONTACT_SCHEMA, DEFAULT_TRAITS
 
@@ -23,7 +23,7 @@ from .conftest import CONTACT_SCHEMA, DEFAULT_TRAITS
 @pytest.fixture
 def space(destination) -> ProfileSpace:
     # No delivery reaches Segment in these tests: a space without the live sandbox keeps them fast.
-    return ProfileSpace.objects.create(destination=destination, name="Space", write_key="wk-test", region="sandbox")
+    return ProfileSpaceFactory(destination=destination, name="Space", write_key="wk-test", region="sandbox")
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def contacts(source) -> SourceCollection:
 @pytest.fixture
 def mappings(destination, space, contacts_model, source):
     """a: sends email (user_id) and score; b: same model, sends only email; c: another collection."""
-    a = Mapping.objects.create(
+    a = MappingFactory(
         destination=destination,
         data_model=contacts_model,
         profile_space=space,
@@ -50,7 +50,7 @@ def mappings(destination, space, contacts_model, source):
         traits=DEFAULT_TRAITS,
         enabled=True,
     )
-    b = Mapping.objects.create(
+    b = MappingFactory(
         destination=destination,
         data_model=contacts_model,
         profile_space=space,
@@ -59,8 +59,8 @@ def mappings(destination, space, contacts_model, source):
         traits=[["firstname", "first_name"]],
         enabled=True,
     )
-    companies = DataModel.objects.create(source=source, collection="companies", name="Companies", columns=["name"])
-    c = Mapping.objects.create(
+    companies = DataModelFactory(source=source, collection="companies", name="Companies", columns=["name"])
+    c = MappingFactory(
         destination=destination,
         data_model=companies,
         profile_space=space,
@@ -356,17 +356,17 @@ def hubspot(hubspot_sandbox, settings):
 def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(
     workspace, hubspot, destination, space, enqueued, inline_handoffs
 ):
-    from hubsync.models import AlertChannel, AlertState
+    from hubsync.models import AlertState
     from tests.sources.extract_helpers import make_source, sync
 
     hubspot.seed(3001, contacts=5, companies=0, deals=0, tickets=0)
     hubspot.add_property("loyalty_tier", portal=3001, collection="contacts", label="Loyalty tier")
     source = make_source(workspace, hubspot, hub_id=3001)
     assert sync(source, "first").status == "succeeded"
-    model = DataModel.objects.create(
+    model = DataModelFactory(
         source=source, collection="contacts", name="Contacts", columns=["email", "loyalty_tier", "firstname"]
     )
-    affected = Mapping.objects.create(
+    affected = MappingFactory(
         destination=destination,
         data_model=model,
         profile_space=space,
@@ -374,7 +374,7 @@ def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(
         traits=[["loyalty_tier", "tier"]],
         enabled=True,
     )
-    untouched = Mapping.objects.create(
+    untouched = MappingFactory(
         destination=destination,
         data_model=model,
         profile_space=space,
@@ -382,7 +382,7 @@ def test_a_sync_detects_a_rename_pauses_the_mapping_and_alerts(
         traits=[["firstname", "first_name"]],
         enabled=True,
     )
-    AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
+    AlertChannelFactory(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
 
     hubspot.delete_property("loyalty_tier", portal=3001, collection="contacts")
     hubspot.add_property("loyalty_level", portal=3001, collection="contacts", label="Loyalty tier")

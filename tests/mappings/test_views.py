@@ -17,7 +17,15 @@ from mappings import segment
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources import setup
-from sources.models import Source, SourceCollection
+from tests.factories import (
+    DataModelFactory,
+    DeliveryRunFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+)
 
 from .conftest import CONTACT_SCHEMA
 
@@ -26,29 +34,29 @@ FAKE_KEY = "wk_live_Abcdefghijklmnop1234"
 
 @pytest.fixture
 def dest(workspace) -> Destination:
-    return Destination.objects.create(workspace=workspace, name="Segment prod")
+    return DestinationFactory(workspace=workspace, name="Segment prod")
 
 
 @pytest.fixture
 def us_space(dest) -> ProfileSpace:
-    return ProfileSpace.objects.create(destination=dest, name="Main space", write_key=FAKE_KEY, region="us")
+    return ProfileSpaceFactory(destination=dest, name="Main space", write_key=FAKE_KEY, region="us")
 
 
 @pytest.fixture
 def model(source) -> DataModel:
-    return DataModel.objects.create(
+    return DataModelFactory(
         source=source, collection="contacts", name="Contacts", columns=["email", "firstname", "lastname", "score"]
     )
 
 
 @pytest.fixture
 def companies(source) -> DataModel:
-    return DataModel.objects.create(source=source, collection="companies", name="Companies", columns=["name", "domain"])
+    return DataModelFactory(source=source, collection="companies", name="Companies", columns=["name", "domain"])
 
 
 @pytest.fixture
 def a_mapping(dest, us_space, model) -> Mapping:
-    return Mapping.objects.create(
+    return MappingFactory(
         destination=dest,
         data_model=model,
         profile_space=us_space,
@@ -114,9 +122,8 @@ def test_add_destination_creates_and_audits(owner_client, workspace):
 
 
 def test_overview_lists_mappings_with_status_toggle_and_last_delivery(owner_client, a_mapping, dest):
-    from mappings.models import DeliveryRun
 
-    run = DeliveryRun.objects.create(mapping=a_mapping, status="succeeded", sent=7, unchanged=3, rejected=1)
+    run = DeliveryRunFactory(mapping=a_mapping, status="succeeded", sent=7, unchanged=3, rejected=1)
     Mapping.objects.filter(pk=a_mapping.pk).update(last_run=run)
     page = text(owner_client.get(reverse("mappings:destination", args=[dest.pk])))
     assert "Contacts to profiles" in page and "Main space" in page and "Identify" in page
@@ -225,12 +232,8 @@ def test_profile_space_delete_refused_while_used(owner_client, a_mapping, us_spa
 @pytest.mark.django_db(transaction=True)
 def test_check_connection_against_the_segment_sandbox(owner_client, dest, segment_sandbox, live_server, settings):
     settings.BASE_URL = live_server.url
-    good = ProfileSpace.objects.create(
-        destination=dest, name="Good", write_key=segment_sandbox.write_key, region="sandbox"
-    )
-    bad = ProfileSpace.objects.create(
-        destination=dest, name="Bad", write_key="sbx_seg_NoSuchKey000000", region="sandbox"
-    )
+    good = ProfileSpaceFactory(destination=dest, name="Good", write_key=segment_sandbox.write_key, region="sandbox")
+    bad = ProfileSpaceFactory(destination=dest, name="Bad", write_key="sbx_seg_NoSuchKey000000", region="sandbox")
     response = owner_client.post(reverse("mappings:profile_space_check", args=[good.pk]), HTTP_HX_REQUEST="true")
     page = text(response)
     assert "Connection works" in page and "knows this write key" in page
@@ -272,8 +275,8 @@ def test_new_mapping_from_the_models_tab_preselects_the_model(owner_client, dest
 
 
 def test_model_of_another_workspace_is_refused(owner_client, dest, us_space, other_workspace):
-    theirs = Source.objects.create(workspace=other_workspace, name="Theirs", schema_name="hubspot", hub_id=9)
-    their_model = DataModel.objects.create(source=theirs, collection="contacts", name="Theirs", columns=["email"])
+    theirs = SourceFactory(workspace=other_workspace, name="Theirs", schema_name="hubspot", hub_id=9)
+    their_model = DataModelFactory(source=theirs, collection="contacts", name="Theirs", columns=["email"])
     assert owner_client.get(reverse("mappings:mapping_new") + f"?data_model={their_model.pk}").status_code == 404
     response = owner_client.post(reverse("mappings:mapping_new"), editor_data(their_model, us_space))
     assert response.status_code == 400 and "Select a valid choice" in text(response)
@@ -312,8 +315,8 @@ def test_editor_validation_errors_in_place_and_nothing_stored(owner_client, us_s
 
 
 def test_space_of_another_destination_is_refused(owner_client, workspace, us_space, model):
-    other = Destination.objects.create(workspace=workspace, name="Other")
-    foreign_space = ProfileSpace.objects.create(destination=other, name="Other space", write_key=FAKE_KEY)
+    other = DestinationFactory(workspace=workspace, name="Other")
+    foreign_space = ProfileSpaceFactory(destination=other, name="Other space", write_key=FAKE_KEY)
     response = owner_client.post(
         reverse("mappings:mapping_new"), editor_data(model, us_space, profile_space=foreign_space.pk)
     )
@@ -493,7 +496,7 @@ def live_setup(hubspot_sandbox, segment_sandbox, live_server, settings, workspac
     settings.BASE_URL = live_server.url
     settings.HUBSPOT_API_BASE = ""
     tok = hubspot_sandbox.token(1001)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         schema_name="hubspot",
@@ -502,15 +505,15 @@ def live_setup(hubspot_sandbox, segment_sandbox, live_server, settings, workspac
         access_token=tok["access_token"],
         access_token_expires_at=timezone.now() + timedelta(seconds=tok["expires_in"]),
     )
-    SourceCollection.objects.create(source=source, collection="contacts", properties=CONTACT_SCHEMA)
-    model = DataModel.objects.create(
+    SourceCollectionFactory(source=source, collection="contacts", properties=CONTACT_SCHEMA)
+    model = DataModelFactory(
         source=source, collection="contacts", name="Contacts", columns=["email", "firstname", "lastname"]
     )
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(
         destination=destination, name="Sandbox", write_key=segment_sandbox.write_key, region="sandbox"
     )
-    mapping = Mapping.objects.create(
+    mapping = MappingFactory(
         destination=destination,
         data_model=model,
         profile_space=space,

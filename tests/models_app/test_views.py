@@ -14,10 +14,18 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hubsync.models import AuditEvent
-from mappings.models import Destination, Mapping, ProfileSpace
+from mappings.models import Mapping
 from models_app.models import DataModel
 from sources.models import Source, SourceCollection
 from sources.ratelimit import get_rate_limiter
+from tests.factories import (
+    DataModelFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+)
 
 PORTAL = 1001  # the sandbox's default portal: 300 contacts, 120 companies, 150 deals, 80 tickets
 CONTACT_COLUMNS = ["email", "firstname", "lifecyclestage", "region"]
@@ -36,7 +44,7 @@ def sandbox(hubspot_sandbox, settings, live_server):
 
 def make_source(sandbox, workspace, *, scopes=None, **extra) -> Source:
     tok = sandbox.token(PORTAL, scopes)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         schema_name="hubspot",
@@ -48,9 +56,9 @@ def make_source(sandbox, workspace, *, scopes=None, **extra) -> Source:
         access_token_expires_at=timezone.now() + timedelta(seconds=tok["expires_in"]),
         **extra,
     )
-    SourceCollection.objects.create(source=source, collection="contacts", selected=True)
-    SourceCollection.objects.create(source=source, collection="companies", selected=True)
-    SourceCollection.objects.create(source=source, collection="deals", selected=False)
+    SourceCollectionFactory(source=source, collection="contacts", selected=True)
+    SourceCollectionFactory(source=source, collection="companies", selected=True)
+    SourceCollectionFactory(source=source, collection="deals", selected=False)
     return source
 
 
@@ -136,7 +144,7 @@ def test_create_model_flow(owner_client, owner, source, sandbox):
 
 
 def test_name_must_be_unique_per_source_and_a_column_is_needed(owner_client, source):
-    DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     SourceCollection.objects.filter(source=source, collection="contacts").update(
         properties={"email": {"label": "Email", "type": "string"}}, schema_discovered_at=timezone.now()
     )
@@ -154,7 +162,7 @@ def test_name_must_be_unique_per_source_and_a_column_is_needed(owner_client, sou
 
 
 def test_edit_columns_is_audited(owner_client, source, sandbox):
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     page = owner_client.get(reverse("models_app:detail", args=[model.pk]))
     assert page.status_code == 200 and b"Save changes" in page.content
     response = owner_client.post(
@@ -209,7 +217,7 @@ def test_preview_without_a_collection_or_columns(owner_client, source, sandbox):
 
 
 def test_a_column_deleted_in_hubspot_is_flagged(owner_client, source, sandbox):
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email", "region"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email", "region"])
     owner_client.get(reverse("models_app:detail", args=[model.pk]))
     assert "region" in SourceCollection.objects.get(source=source, collection="contacts").properties
     assert "missing" not in flags(preview(owner_client, source, columns=model.columns))
@@ -232,11 +240,11 @@ def test_a_schema_change_first_seen_by_the_model_page_flags_the_mappings_like_a_
     that send it right then; if the page only stored the schema, the next sync would see nothing changed."""
     from mappings.models import MappingIssue
 
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email", "region"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email", "region"])
     owner_client.get(reverse("models_app:detail", args=[model.pk]))  # the schema as it is now
-    destination = Destination.objects.create(workspace=source.workspace, name="Segment")
-    space = ProfileSpace.objects.create(destination=destination, name="Prod", write_key="k", region="sandbox")
-    mapping = Mapping.objects.create(
+    destination = DestinationFactory(workspace=source.workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Prod", write_key="k", region="sandbox")
+    mapping = MappingFactory(
         destination=destination, data_model=model, profile_space=space, identifiers={"user_id": "email"},
         traits=[["region", "region"]], enabled=True,
     )
@@ -304,9 +312,9 @@ def test_revoked_login_is_a_reconnect_message(owner_client, workspace, sandbox):
 
 
 def _mapping(workspace, model) -> Mapping:
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(destination=destination, name="Production", write_key="wk_secret_1")
-    return Mapping.objects.create(
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Production", write_key="wk_secret_1")
+    return MappingFactory(
         destination=destination,
         data_model=model,
         profile_space=space,
@@ -316,7 +324,7 @@ def _mapping(workspace, model) -> Mapping:
 
 
 def test_delete_is_refused_while_a_mapping_uses_the_model(owner_client, workspace, source):
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     mapping = _mapping(workspace, model)
     url = reverse("models_app:delete", args=[model.pk])
     page = owner_client.get(url).content.decode()
@@ -331,7 +339,7 @@ def test_delete_is_refused_while_a_mapping_uses_the_model(owner_client, workspac
 
 
 def test_delete_with_confirmation(owner_client, owner, source):
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     url = reverse("models_app:delete", args=[model.pk])
     assert b"Delete model" in owner_client.get(url).content
     response = owner_client.post(url)
@@ -345,7 +353,7 @@ def test_delete_with_confirmation(owner_client, owner, source):
 
 
 def test_viewer_sees_everything_and_changes_nothing(viewer_client, source, sandbox):
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     tab = viewer_client.get(reverse("sources:models", args=[source.pk])).content.decode()
     assert "Contacts" in tab and "Create model" not in tab and "Delete" not in tab
     page = viewer_client.get(reverse("models_app:detail", args=[model.pk]))
@@ -366,7 +374,7 @@ def test_viewer_sees_everything_and_changes_nothing(viewer_client, source, sandb
 
 
 def test_outsider_gets_404(outsider_client, source):
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     for url in (
         reverse("models_app:new", args=[source.pk]),
         reverse("models_app:preview", args=[source.pk]) + "?collection=contacts&columns=email",

@@ -21,6 +21,14 @@ from hubsync.models import Alert, AlertChannel, AlertState, AuditEvent, Workspac
 from mappings.models import DeliveryRun, DeliveryState, Mapping, ProfileSpace
 from monitoring import alerts, services
 from sources.models import Source, SyncRun
+from tests.factories import (
+    AlertChannelFactory,
+    DeliveryRunFactory,
+    DeliveryStateFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    SyncRunFactory,
+)
 from tests.mappings.conftest import (  # noqa: F401 (fixtures)
     CONTACT_SCHEMA,
     DEFAULT_TRAITS,
@@ -130,19 +138,19 @@ def run_evaluate(django_capture_on_commit_callbacks, workspace):
 
 @pytest.fixture
 def channels(workspace, hook, recipients):
-    email = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops mail", emails="ops@acme.test")
-    webhook = AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
+    email = AlertChannelFactory(workspace=workspace, kind="email", name="Ops mail", emails="ops@acme.test")
+    webhook = AlertChannelFactory(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
     return email, webhook
 
 
 @pytest.fixture
 def space(destination) -> ProfileSpace:
-    return ProfileSpace.objects.create(destination=destination, name="Space", write_key="wk-test", region="sandbox")
+    return ProfileSpaceFactory(destination=destination, name="Space", write_key="wk-test", region="sandbox")
 
 
 @pytest.fixture
 def mapping(destination, space, contacts_model) -> Mapping:
-    return Mapping.objects.create(
+    return MappingFactory(
         destination=destination,
         data_model=contacts_model,
         profile_space=space,
@@ -155,14 +163,14 @@ def mapping(destination, space, contacts_model) -> Mapping:
 
 def _sync(source: Source, status: str, error: str = "") -> SyncRun:
     now = timezone.now()
-    return SyncRun.objects.create(
+    return SyncRunFactory(
         source=source, trigger="scheduled", status=status, error=error, started_at=now, finished_at=now
     )
 
 
 def _delivery(mapping: Mapping, status: str, error: str = "") -> DeliveryRun:
     now = timezone.now()
-    return DeliveryRun.objects.create(mapping=mapping, status=status, error=error, started_at=now, finished_at=now)
+    return DeliveryRunFactory(mapping=mapping, status=status, error=error, started_at=now, finished_at=now)
 
 
 # --- streaks ------------------------------------------------------------------------------------------------
@@ -271,9 +279,9 @@ def test_freshness_beyond_threshold(mapping, mirror, channels, hook, run_evaluat
 def test_rejected_records_above_threshold(mapping, channels, hook, run_evaluate, workspace):
     WorkspaceSettings.objects.create(workspace=workspace, rejected_alert_threshold=2)
     for n in range(2):
-        DeliveryState.objects.create(mapping=mapping, object_id=n, status="rejected", error="no user id")
+        DeliveryStateFactory(mapping=mapping, object_id=n, status="rejected", error="no user id")
     assert run_evaluate()["opened"] == []  # at the threshold, not above it
-    DeliveryState.objects.create(mapping=mapping, object_id=9, status="rejected", error="no user id")
+    DeliveryStateFactory(mapping=mapping, object_id=9, status="rejected", error="no user id")
     assert run_evaluate()["opened"] == [f"rejected:mapping:{mapping.pk}"]
     assert "3 rejected records" in hook.texts[0]
     DeliveryState.objects.filter(mapping=mapping).update(status="delivered")
@@ -340,7 +348,7 @@ def test_the_beat_dispatcher_evaluates_every_workspace(source, channels, hook, d
 
 def test_retries_are_bounded_and_recorded(source, workspace, hook, settings, run_evaluate):
     settings.ALERT_MAX_ATTEMPTS = 3
-    AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
+    AlertChannelFactory(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
     hook.statuses = [500] * 10
     _sync(source, "failed")
     run_evaluate()
@@ -370,7 +378,7 @@ def test_a_refused_webhook_fails_fast(source, channels, hook, run_evaluate):
 def test_an_unreachable_webhook_never_logs_its_url(source, workspace, settings, run_evaluate, caplog):
     settings.ALERT_MAX_ATTEMPTS = 2
     url = f"http://127.0.0.1:9{SECRET_PATH}"
-    AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=url)
+    AlertChannelFactory(workspace=workspace, kind="webhook", name="Slack", webhook_url=url)
     _sync(source, "failed")
     with caplog.at_level(logging.DEBUG):
         run_evaluate()
@@ -414,7 +422,7 @@ def test_email_channel_and_send_test_button(admin_client_, workspace, recipients
 
 
 def test_send_test_to_webhook(admin_client_, workspace, hook, django_capture_on_commit_callbacks):
-    channel = AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
+    channel = AlertChannelFactory(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
     with django_capture_on_commit_callbacks(execute=True):
         admin_client_.post(reverse("alert_channel_test", args=[channel.pk]))
     assert len(hook.requests) == 1 and "Test message" in hook.texts[0]
@@ -443,7 +451,7 @@ def test_a_bad_webhook_url_gets_one_clear_error(admin_client_, recipients):
 
 
 def test_log_fragment_polls_while_a_message_is_queued(admin_client_, workspace, recipients):
-    channel = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
+    channel = AlertChannelFactory(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
     alert = services.send_test(channel=channel)  # queued: the task runs after commit, which never comes here
     page = admin_client_.get(reverse("alerts")).content.decode()
     assert f'hx-get="{reverse("alerts_log")}"' in page and "waiting for a worker" in page
@@ -573,7 +581,7 @@ def test_a_stored_internal_webhook_is_refused_when_sent(
     admin_client_, workspace, hook, production_webhooks, django_capture_on_commit_callbacks
 ):
     """A channel saved before the check existed (or by any other path): "Send test" connects to nothing."""
-    channel = AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Old", webhook_url=hook.url)
+    channel = AlertChannelFactory(workspace=workspace, kind="webhook", name="Old", webhook_url=hook.url)
     with django_capture_on_commit_callbacks(execute=True):
         admin_client_.post(reverse("alert_channel_test", args=[channel.pk]))
     alert = Alert.objects.get()
@@ -612,7 +620,7 @@ def test_an_unverified_account_cannot_add_or_test_channels(workspace, recipients
     response = unverified.post(reverse("alerts"), {"kind": "email", "name": "x", "emails": "ops@acme.test"})
     assert response.status_code == 403 and "Verify your e-mail address" in response.content.decode()
     assert not AlertChannel.objects.exists()
-    channel = AlertChannel.objects.create(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
+    channel = AlertChannelFactory(workspace=workspace, kind="email", name="Ops", emails="ops@acme.test")
     response = unverified.post(reverse("alert_channel_test", args=[channel.pk]), follow=True)
     assert "Verify your e-mail address" in response.content.decode() and not Alert.objects.exists()
 
@@ -633,15 +641,13 @@ def test_email_recipients_must_be_verified_members(admin_client_, workspace, rec
 def test_stored_non_member_recipients_get_nothing(
     admin_client_, workspace, recipients, django_capture_on_commit_callbacks
 ):
-    channel = AlertChannel.objects.create(
+    channel = AlertChannelFactory(
         workspace=workspace, kind="email", name="Ops", emails="victim@elsewhere.test, ops@acme.test"
     )
     with django_capture_on_commit_callbacks(execute=True):
         admin_client_.post(reverse("alert_channel_test", args=[channel.pk]))
     assert [m.to for m in mail.outbox] == [["ops@acme.test"]]
-    only_strangers = AlertChannel.objects.create(
-        workspace=workspace, kind="email", name="Spam", emails="victim@elsewhere.test"
-    )
+    only_strangers = AlertChannelFactory(workspace=workspace, kind="email", name="Spam", emails="victim@elsewhere.test")
     with django_capture_on_commit_callbacks(execute=True):
         admin_client_.post(reverse("alert_channel_test", args=[only_strangers.pk]))
     assert len(mail.outbox) == 1
@@ -652,9 +658,7 @@ def test_send_test_is_rate_limited_per_channel_and_per_workspace(
     admin_client_, workspace, recipients, settings, django_capture_on_commit_callbacks
 ):
     settings.ALERT_TEST_LIMIT_PER_CHANNEL, settings.ALERT_TEST_LIMIT_PER_WORKSPACE = 2, 3
-    a, b = (
-        AlertChannel.objects.create(workspace=workspace, kind="email", name=n, emails="ops@acme.test") for n in "ab"
-    )
+    a, b = (AlertChannelFactory(workspace=workspace, kind="email", name=n, emails="ops@acme.test") for n in "ab")
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(4):
             response = admin_client_.post(reverse("alert_channel_test", args=[a.pk]), follow=True)
@@ -677,7 +681,7 @@ def test_user_text_stays_out_of_email_subjects(
 ):
     workspace.name = "WIN A PRIZE at evil.example"
     workspace.save()
-    channel = AlertChannel.objects.create(
+    channel = AlertChannelFactory(
         workspace=workspace, kind="email", name="Claim your reward now", emails="ops@acme.test"
     )
     with django_capture_on_commit_callbacks(execute=True):
@@ -686,7 +690,7 @@ def test_user_text_stays_out_of_email_subjects(
 
 
 def test_slack_mrkdwn_is_escaped(workspace, hook, recipients, source, run_evaluate):
-    AlertChannel.objects.create(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
+    AlertChannelFactory(workspace=workspace, kind="webhook", name="Slack", webhook_url=hook.url)
     Source.objects.filter(pk=source.pk).update(name="<!channel> & co")
     _sync(source, "failed", "HubSpot says <https://evil.example|click here> <!here>")
     run_evaluate()

@@ -13,11 +13,21 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from mappings.models import DeliveryRun, DeliveryState, Destination, Mapping, ProfileSpace
-from models_app.models import DataModel
+from mappings.models import DeliveryRun, DeliveryState, Mapping
 from monitoring import charts, dashboard, workers
 from monitoring.dashboard import Health
 from sources.models import Record, Source, SyncRun
+from tests.factories import (
+    DataModelFactory,
+    DeliveryRunFactory,
+    DeliveryStateFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    RecordFactory,
+    SourceFactory,
+    SyncRunFactory,
+)
 
 _ids = itertools.count(1)
 
@@ -39,7 +49,7 @@ def make_source(workspace, **fields) -> Source:
         "access_token": "access-SECRET-abcdef123456",
         "next_sync_at": timezone.now() + timedelta(hours=1),
     }
-    return Source.objects.create(workspace=workspace, **{**defaults, **fields})
+    return SourceFactory(workspace=workspace, **{**defaults, **fields})
 
 
 def make_run(source: Source, status: str = "succeeded", *, set_last: bool = True, **fields) -> SyncRun:
@@ -53,7 +63,7 @@ def make_run(source: Source, status: str = "succeeded", *, set_last: bool = True
         "counts": {"contacts": {"read": 5, "new": 3, "updated": 2, "unchanged": 0, "archived": 0}},
         "api_calls": 7,
     }
-    run = SyncRun.objects.create(source=source, status=status, **{**defaults, **fields})
+    run = SyncRunFactory(source=source, status=status, **{**defaults, **fields})
     if set_last:
         Source.objects.filter(pk=source.pk).update(last_run=run)
         source.refresh_from_db()
@@ -61,11 +71,11 @@ def make_run(source: Source, status: str = "succeeded", *, set_last: bool = True
 
 
 def make_mapping(workspace, source: Source, **fields) -> Mapping:
-    model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
-    destination = Destination.objects.create(workspace=workspace, name="Segment")
-    space = ProfileSpace.objects.create(destination=destination, name="Prod", write_key="wk-SECRET-0123456789")
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Prod", write_key="wk-SECRET-0123456789")
     defaults = {"identifiers": {"user_id": "email"}, "traits": [["email", "email"]], "enabled": True}
-    return Mapping.objects.create(
+    return MappingFactory(
         destination=destination, data_model=model, profile_space=space, **{**defaults, **fields}
     )
 
@@ -73,7 +83,7 @@ def make_mapping(workspace, source: Source, **fields) -> Mapping:
 def make_delivery(mapping: Mapping, status: str = "succeeded", *, sync_run=None, **fields) -> DeliveryRun:
     now = timezone.now()
     finished = status not in DeliveryRun.ACTIVE
-    run = DeliveryRun.objects.create(
+    run = DeliveryRunFactory(
         mapping=mapping,
         sync_run=sync_run,
         status=status,
@@ -213,7 +223,7 @@ def test_freshness_is_the_age_of_the_oldest_undelivered_change(workspace):
     assert row.pending_since is None and row.freshness == timedelta(0)
 
     # Another collection's changes don't make this mapping stale.
-    Record.objects.create(
+    RecordFactory(
         source=source, collection="companies", object_id=1, content_hash="x", change_seq=6, updated_at=oldest
     )
     assert mapping_row(dashboard.build(workspace, now=now), mapping).freshness == timedelta(0)
@@ -244,7 +254,7 @@ def test_counts_mirror_delivered_rejected_and_cache_follows_changes(workspace):
     # New mirror rows and a new delivery run invalidate the cached counts.
     add_records(source, 2, start_seq=100)
     make_delivery(mapping, sent=1)
-    DeliveryState.objects.create(mapping=mapping, object_id=50, status="delivered")
+    DeliveryStateFactory(mapping=mapping, object_id=50, status="delivered")
     board = dashboard.build(workspace)
     assert source_row(board, source).records == 6
     assert mapping_row(board, mapping).delivered == 4
@@ -258,7 +268,7 @@ def _populate(workspace, n: int) -> None:
         add_records(source, 3)
         mapping = make_mapping(workspace, source)
         make_delivery(mapping, "succeeded", sync_run=sync, sent=3)
-        DeliveryState.objects.create(mapping=mapping, object_id=1, status="rejected", error="no id")
+        DeliveryStateFactory(mapping=mapping, object_id=1, status="rejected", error="no id")
     running = make_source(workspace)
     make_run(running, "running", progress_done=5, progress_total=10)
     make_delivery(make_mapping(workspace, running), "running", considered=2)

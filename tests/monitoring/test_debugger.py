@@ -13,10 +13,10 @@ from django.urls import reverse
 
 from hubsync.models import AuditEvent
 from mappings.delivery import deliver
-from mappings.models import DeliveryState, Destination, Mapping, ProfileSpace
-from models_app.models import DataModel
+from mappings.models import DeliveryState, Mapping
 from sources.extraction import base
 from sources.models import Record, RecordChange, SyncRun
+from tests.factories import DataModelFactory, DestinationFactory, MappingFactory, ProfileSpaceFactory, RecordFactory
 
 # Fixtures shared with the delivery tests (a mirror filled through the ORM, a mapping to the Segment sandbox).
 from tests.mappings.conftest import (  # noqa: F401
@@ -75,7 +75,7 @@ def test_lookup_by_id_and_by_email(owner_client, sandbox_base, mirror, mapping):
 
 def test_an_id_in_two_collections_lists_both(owner_client, source, mirror, mapping):  # noqa: F811
     fill(mirror, [7])
-    Record.objects.create(
+    RecordFactory(
         source=source, collection="companies", object_id=7, properties={"name": "Acme"}, content_hash="x", change_seq=99
     )
     response = owner_client.get(DEBUG_URL, {"q": "7"})
@@ -136,8 +136,8 @@ def test_waiting_sample_and_unmapped_explanations(owner_client, source, sandbox_
     assert waiting.would_send["traits"]["first_name"] == "Later"
     assert waiting.delivered_payload is None  # the mirror was written directly here: no history to roll back
 
-    Record.objects.create(source=source, collection="companies", object_id=50, properties={}, content_hash="x",
-                          change_seq=500)
+    RecordFactory(source=source, collection="companies", object_id=50, properties={}, content_hash="x",
+                  change_seq=500)
     unmapped = owner_client.get(DEBUG_URL, {"q": "50"})
     assert "No mapping reads companies" in unmapped.context["summary"][0]
 
@@ -153,13 +153,13 @@ def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
     assert sync(src, SyncRun.Trigger.FIRST).status == SyncRun.Status.SUCCEEDED
     record = Record.objects.filter(source=src, collection="contacts").order_by("object_id").first()
     original = record.properties["firstname"]
-    dest = Destination.objects.create(workspace=workspace, name="Segment")
-    space_ = ProfileSpace.objects.create(
+    dest = DestinationFactory(workspace=workspace, name="Segment")
+    space_ = ProfileSpaceFactory(
         destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox"
     )
-    model = DataModel.objects.create(source=src, collection="contacts", name="Contacts",
-                                     columns=["email", "firstname"])
-    m = Mapping.objects.create(
+    model = DataModelFactory(source=src, collection="contacts", name="Contacts",
+                             columns=["email", "firstname"])
+    m = MappingFactory(
         destination=dest, data_model=model, profile_space=space_, action="identify",
         identifiers={"user_id": "email"}, traits=[["firstname", "first_name"], ["email", "email"]], enabled=True,
     )
@@ -206,12 +206,12 @@ def test_a_record_deleted_in_hubspot_is_explained(
     hubspot.seed(PORTAL, contacts=4, companies=0, deals=0, tickets=0)
     src = make_source(workspace, hubspot)
     sync(src, SyncRun.Trigger.FIRST)
-    dest = Destination.objects.create(workspace=workspace, name="Segment")
-    space_ = ProfileSpace.objects.create(
+    dest = DestinationFactory(workspace=workspace, name="Segment")
+    space_ = ProfileSpaceFactory(
         destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox"
     )
-    model = DataModel.objects.create(source=src, collection="contacts", name="Contacts", columns=["email"])
-    m = Mapping.objects.create(
+    model = DataModelFactory(source=src, collection="contacts", name="Contacts", columns=["email"])
+    m = MappingFactory(
         destination=dest, data_model=model, profile_space=space_, action="identify", name="Contacts to Segment",
         identifiers={"user_id": "email"}, traits=[["email", "email"]], enabled=True,
     )

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from sources.dispatch import dispatch_due_syncs
 from sources.models import Source, SyncRun
+from tests.factories import SourceFactory, SyncRunFactory
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def queued(monkeypatch):
 
 
 def make(workspace, name, **fields) -> Source:
-    return Source.objects.create(workspace=workspace, name=name, schema_name=name, **fields)
+    return SourceFactory(workspace=workspace, name=name, schema_name=name, **fields)
 
 
 def test_dispatch_enqueues_due_sources_only(workspace, queued):
@@ -44,7 +45,7 @@ def test_dispatch_enqueues_due_sources_only(workspace, queued):
 def test_dispatch_takes_over_a_run_whose_worker_died(workspace, queued, settings):
     now = timezone.now()
     source = make(workspace, "due", enabled=True, next_sync_at=now - timedelta(minutes=1), first_synced_at=now)
-    dead = SyncRun.objects.create(
+    dead = SyncRunFactory(
         source=source, trigger=SyncRun.Trigger.SCHEDULED, status=SyncRun.Status.RUNNING,
         heartbeat_at=now - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS + 30),
     )

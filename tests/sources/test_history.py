@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from sources import history
 from sources.models import Record, RecordChange, SyncRun
+from tests.factories import SourceFactory
 from tests.sources.extract_helpers import PORTAL, make_source, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,10 +105,9 @@ def test_no_history_when_turned_off(workspace, sandbox, settings):
 
 @pytest.mark.django_db
 def test_prune_deletes_only_what_is_older_than_the_retention(workspace, settings):
-    from sources.models import Source
 
     settings.HUBSYNC_RECORD_HISTORY_DAYS = 30
-    source = Source.objects.create(workspace=workspace, name="s", schema_name="s")
+    source = SourceFactory(workspace=workspace, name="s", schema_name="s")
     now = timezone.now()
     for i, age in enumerate([90, 45, 31, 29, 1, 0]):
         RecordChange.objects.create(

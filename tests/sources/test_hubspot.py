@@ -30,6 +30,7 @@ from sources.hubspot import (
 )
 from sources.models import Source
 from sources.ratelimit import Budget, LocalRateLimiter, get_rate_limiter
+from tests.factories import SourceFactory
 from tests.sources.test_ratelimit import max_in_window
 
 
@@ -130,7 +131,7 @@ def sandbox(hubspot_sandbox, settings):
 
 def make_source(sandbox, workspace, *, scopes=None, lifetime=None, expires_at=None) -> Source:
     tok = sandbox.token(PORTAL, scopes, lifetime)
-    return Source.objects.create(
+    return SourceFactory(
         workspace=workspace,
         name="HubSpot",
         schema_name="hubspot",

@@ -15,6 +15,7 @@ from django.urls import reverse
 from hubsync.models import AuditEvent
 from sources import oauth
 from sources.models import Source
+from tests.factories import SourceFactory
 from tests.sources.wizard_helpers import put_wizard
 
 pytestmark = pytest.mark.django_db
@@ -234,8 +235,8 @@ def test_pkce_verifier_is_checked(sandbox, owner_client, workspace):
 
 
 def test_an_account_already_connected_warns_first(sandbox, owner_client, workspace, other_workspace):
-    Source.objects.create(workspace=other_workspace, name="Theirs", hub_id=1001, schema_name="hubspot", token="t")
-    existing = Source.objects.create(workspace=workspace, name="Ours", hub_id=1001, schema_name="hubspot", token="t")
+    SourceFactory(workspace=other_workspace, name="Theirs", hub_id=1001, schema_name="hubspot", token="t")
+    existing = SourceFactory(workspace=workspace, name="Ours", hub_id=1001, schema_name="hubspot", token="t")
     response = owner_client.get(consent(start(owner_client, workspace)))
     assert response["Location"] == reverse("sources:wizard_duplicate")
     # The warning blocks the later steps until answered.
@@ -256,7 +257,7 @@ def test_an_account_already_connected_warns_first(sandbox, owner_client, workspa
 
 
 def test_an_account_connected_in_another_workspace_does_not_warn(sandbox, owner_client, workspace, other_workspace):
-    Source.objects.create(workspace=other_workspace, name="Theirs", hub_id=1001, schema_name="hubspot", token="t")
+    SourceFactory(workspace=other_workspace, name="Theirs", hub_id=1001, schema_name="hubspot", token="t")
     response = owner_client.get(consent(start(owner_client, workspace)))
     assert response["Location"] == reverse("sources:wizard_schema")
 
@@ -268,7 +269,7 @@ def _reconnect(client, source) -> str:
 
 
 def test_reconnect_with_the_same_account_replaces_the_tokens(sandbox, owner_client, workspace, owner):
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         hub_id=1001,
@@ -289,7 +290,7 @@ def test_reconnect_with_the_same_account_replaces_the_tokens(sandbox, owner_clie
 
 
 def test_reconnect_with_another_account_is_refused(sandbox, owner_client, workspace):
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         hub_id=1001,
@@ -308,7 +309,7 @@ def test_reconnect_with_another_account_is_refused(sandbox, owner_client, worksp
 
 def test_settings_offer_the_collections_hubspot_offers(sandbox, owner_client, workspace):
     token = sandbox.token(portal=1001)
-    source = Source.objects.create(
+    source = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         hub_id=1001,

@@ -13,6 +13,7 @@ from sources.extraction import claim_run
 from sources.models import Source, SourceCollection, SyncRun
 from sources.runs import create_run
 from sources.tasks import enqueue_sync
+from tests.factories import SourceCollectionFactory, SourceFactory
 
 
 @pytest.fixture
@@ -27,10 +28,8 @@ def queued(monkeypatch):
 
 @pytest.fixture
 def source(workspace) -> Source:
-    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
-    SourceCollection.objects.create(
-        source=source, collection="contacts", cursor={"mode": "idle", "modified_since_ms": 1}
-    )
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
+    SourceCollectionFactory(source=source, collection="contacts", cursor={"mode": "idle", "modified_since_ms": 1})
     return source
 
 
@@ -46,7 +45,7 @@ def test_second_enqueue_while_active_returns_none(source, queued):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_enqueues_make_one_run(workspace, queued):
-    source = Source.objects.create(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=42)
     barrier = threading.Barrier(4)
     results: list = []
 

@@ -11,6 +11,7 @@ from hubsync.models import AuditEvent
 from sources import setup
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.oauth import DiscoveredCollection, remember_available
+from tests.factories import RecordFactory, SourceCollectionFactory, SourceFactory, SyncRunFactory
 from tests.sources.wizard_helpers import ACCESS_TOKEN, REFRESH_TOKEN, make_connection, put_wizard
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ DISCOVERED = [
 
 @pytest.fixture
 def source(workspace) -> Source:
-    s = Source.objects.create(
+    s = SourceFactory(
         workspace=workspace,
         name="HubSpot",
         hub_id=4242,
@@ -34,8 +35,8 @@ def source(workspace) -> Source:
         access_token=ACCESS_TOKEN,
         schema_name="hubspot",
     )
-    SourceCollection.objects.create(source=s, collection="contacts")
-    SourceCollection.objects.create(source=s, collection="companies")
+    SourceCollectionFactory(source=s, collection="contacts")
+    SourceCollectionFactory(source=s, collection="companies")
     # What the wizard leaves behind: the collections HubSpot offered, so the Settings tab needs no HTTP here.
     remember_available(s, [DiscoveredCollection(n, n.title(), 10) for n in ("contacts", "companies", "deals")])
     return s
@@ -43,9 +44,7 @@ def source(workspace) -> Source:
 
 @pytest.fixture
 def foreign_source(other_workspace) -> Source:
-    return Source.objects.create(
-        workspace=other_workspace, name="Globex HubSpot", hub_id=777, token="x", schema_name="hubspot"
-    )
+    return SourceFactory(workspace=other_workspace, name="Globex HubSpot", hub_id=777, token="x", schema_name="hubspot")
 
 
 # --- list and catalog -----------------------------------------------------------------------------------
@@ -190,7 +189,7 @@ def test_wizard_of_another_workspace_is_not_continued(owner_client, workspace, o
 
 
 def test_overview_shows_state_and_checklist(owner_client, source):
-    SyncRun.objects.create(
+    SyncRunFactory(
         source=source,
         trigger="manual",
         status="succeeded",
@@ -351,9 +350,7 @@ def test_start_date_change_after_first_sync_says_full_sync_rereads_history(owner
 
 
 def test_removing_a_collection_keeps_its_mirror_rows(owner_client, source):
-    Record.objects.create(
-        source=source, collection="companies", object_id=1, properties={}, content_hash="h", change_seq=1
-    )
+    RecordFactory(source=source, collection="companies", object_id=1, properties={}, content_hash="h", change_seq=1)
     response = owner_client.post(
         reverse("sources:settings", args=[source.pk]),
         {"section": "sync", "start_date": "", "sync_interval": "10800", "collections": ["contacts"]},
@@ -384,10 +381,8 @@ def test_needs_reconnect_shows_a_banner_with_the_button(owner_client, viewer_cli
 
 
 def test_delete_needs_confirmation_and_keeps_only_the_audit(owner_client, source, owner):
-    SyncRun.objects.create(source=source, trigger="manual", status="succeeded")
-    Record.objects.create(
-        source=source, collection="contacts", object_id=1, properties={}, content_hash="h", change_seq=1
-    )
+    SyncRunFactory(source=source, trigger="manual", status="succeeded")
+    RecordFactory(source=source, collection="contacts", object_id=1, properties={}, content_hash="h", change_seq=1)
     url = reverse("sources:delete", args=[source.pk])
     assert b"Type the source" in owner_client.get(url).content
     response = owner_client.post(url, {"confirm_name": "wrong"})
@@ -444,7 +439,7 @@ def test_anonymous_is_sent_to_login(client, source):
 def test_runs_fragment_polls_while_a_run_is_active(owner_client, source, foreign_source):
     source.enabled = True
     source.save()
-    run = SyncRun.objects.create(source=source, trigger="manual", status="running", progress_done=5, progress_total=9)
+    run = SyncRunFactory(source=source, trigger="manual", status="running", progress_done=5, progress_total=9)
     page = owner_client.get(reverse("sources:detail", args=[source.pk])).content.decode()
     assert 'hx-trigger="every 3s"' in page and reverse("sources:runs", args=[source.pk]) in page
     fragment = owner_client.get(reverse("sources:runs", args=[source.pk]), HTTP_HX_REQUEST="true")

@@ -46,7 +46,7 @@ class Command(BaseCommand):
             validate_email(email)
         except ValidationError as exc:
             raise CommandError(f"--email: {email!r} is not a valid email address") from exc
-        if not name or len(name) > Workspace._meta.get_field("name").max_length:
+        if not name or len(name) > (Workspace._meta.get_field("name").max_length or 0):
             raise CommandError("--workspace: give a name of 1 to 100 characters")
 
         with transaction.atomic():

@@ -48,13 +48,13 @@ class Command(BaseCommand):
         total = 0
         for model, names in redacted_fields():
             changed = 0
-            for row in model.objects.only("pk", *names).iterator(chunk_size=1000):
+            for row in model._default_manager.only("pk", *names).iterator(chunk_size=1000):
                 updates = {n: redact(getattr(row, n)) for n in names if getattr(row, n)}
                 updates = {n: v for n, v in updates.items() if v != getattr(row, n)}
                 if updates:
                     changed += 1
                     if not dry_run:
-                        model.objects.filter(pk=row.pk).update(**updates)
+                        model._default_manager.filter(pk=row.pk).update(**updates)
             if changed:
                 self.stdout.write(f"{model._meta.label}: {changed} rows")
             total += changed
