@@ -29,9 +29,12 @@ run: migrate
 	PATH="$(CURDIR)/$(BIN):$$PATH" HUBSYNC_BASE_URL="$${HUBSYNC_BASE_URL:-http://127.0.0.1:$(PORT)}" \
 		$(HONCHO) start -f Procfile --env /dev/null
 
+# ruff (rules and the complexity ceiling in pyproject.toml), ruff format, the import layers, mypy.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	HUBSYNC_TESTING=1 $(BIN)/mypy
 
 # mypy with django-stubs on the product apps ([tool.mypy] in pyproject.toml); not yet part of `lint`.
 typecheck: install

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -10,11 +12,15 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from . import healthz as healthz_state
 from . import workspaces
 from .access import WorkspaceRequest, get_for_workspace, login_view, public_view, workspace_view
 from .forms import InviteForm, RoleForm, WorkspaceForm, WorkspaceSettingsForm
 from .models import AuditEvent, Invitation, Membership, Role, WorkspaceSettings
 from .workspaces import INVITATION_SESSION_KEY, NEW_LINKS_SESSION_KEY, WorkspaceError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 @login_view
@@ -35,7 +41,7 @@ def workspace_switch(request: HttpRequest) -> HttpResponse:
     # anything that is not an id at all).
     wanted = request.POST.get("workspace", "")
     membership = (
-        Membership.objects.filter(user=request.user, workspace_id=int(wanted)).first()
+        Membership.objects.filter(user=cast("User", request.user), workspace_id=int(wanted)).first()  # login_view
         if wanted.isascii() and wanted.isdigit() and len(wanted) < 19
         else None
     )
@@ -79,11 +85,10 @@ def _members_page(request: WorkspaceRequest, invite_form: InviteForm, status: in
     # The link is shown to owners only (a bearer token that lets its holder join), and only once, right after
     # sending: just its hash is stored.
     new_links = request.session.pop(NEW_LINKS_SESSION_KEY, {}) if is_owner else {}
-    for invitation in invitations:
-        invitation.link = new_links.get(str(invitation.pk), "")
+    invitation_rows = [{"invitation": i, "link": new_links.get(str(i.pk), "")} for i in invitations]
     context = {
         "members": members,
-        "invitations": invitations,
+        "invitations": invitation_rows,
         "invite_form": invite_form,
         "role_choices": Role.choices,
         "is_owner": is_owner,
@@ -206,9 +211,8 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 def audit_log(request: WorkspaceRequest) -> HttpResponse:
     events = AuditEvent.objects.filter(workspace=request.workspace).select_related("actor").order_by("-at", "-id")
     page = Paginator(events, 50).get_page(request.GET.get("page"))
-    for event in page.object_list:
-        event.change_rows = _change_rows(event.changes)
-    return render(request, "hubsync/audit_log.html", {"page": page})
+    rows = [{"event": event, "changes": _change_rows(event.changes)} for event in page.object_list]
+    return render(request, "hubsync/audit_log.html", {"page": page, "rows": rows})
 
 
 def _change_rows(changes: object) -> list[dict[str, object]]:
@@ -228,8 +232,6 @@ def _show(value: object) -> str:
     if value is None or value == "":
         return "(empty)"
     if isinstance(value, list | dict):
-        import json
-
         return json.dumps(value, default=str)
     return str(value)
 
@@ -237,8 +239,6 @@ def _show(value: object) -> str:
 def healthz(request: HttpRequest) -> JsonResponse:
     """The state of the database, the broker and the workers, from a report at most a few seconds old
     (hubsync.healthz); details only for operators."""
-    from . import healthz as healthz_state
-
     entry = healthz_state.current()
     response = JsonResponse(healthz_state.body_for(request, entry), status=200 if entry["ok"] else 503)
     response["Cache-Control"] = "no-store"

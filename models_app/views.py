@@ -81,7 +81,7 @@ def model_new(request: WorkspaceRequest, source_id: int) -> HttpResponse:
         counts: dict[str, int] = {}
         for m in source.data_models.all():
             counts[m.collection] = counts.get(m.collection, 0) + 1
-        options = [
+        options: list[dict[str, Any]] = [
             {
                 "sc": c,
                 "label": _collection_label(c.collection),

@@ -36,24 +36,24 @@ def _shown_error(entry: dict) -> str:
 
 
 def _log(request: WorkspaceRequest) -> dict:
-    log = list(Alert.objects.filter(workspace=request.workspace).select_related("channel")[:LOG_SIZE])
-    for alert in log:
+    alerts_shown = list(Alert.objects.filter(workspace=request.workspace).select_related("channel")[:LOG_SIZE])
+    log = []
+    for alert in alerts_shown:
         alert.text = redact(alert.text)  # stored redacted; rows from before that are cleaned here
         kind = alert.channel.kind if alert.channel else ""
-        alert.shown_attempts = [
-            {**entry, "error": _shown_error({**entry, "kind": kind})} for entry in alert.attempts or []
-        ]
+        attempts = [{**entry, "error": _shown_error({**entry, "kind": kind})} for entry in alert.attempts or []]
+        log.append({"alert": alert, "attempts": attempts})
     # While a message waits for a worker (or between retries) the log refreshes itself, so "Send test" shows
     # its outcome without a reload.
-    return {"log": log, "log_pending": any(a.status == Alert.Status.QUEUED for a in log)}
+    return {"log": log, "log_pending": any(a.status == Alert.Status.QUEUED for a in alerts_shown)}
 
 
 def _page(request: WorkspaceRequest, form: AlertChannelForm, status: int = 200) -> HttpResponse:
     workspace = request.workspace
-    open_states = list(AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at"))
-    for state in open_states:
-        state.label = alerts.RULE_LABELS.get(state.rule, state.rule)
-        state.path = alerts.state_path(state.key)
+    open_states = [
+        {"state": state, "label": alerts.RULE_LABELS.get(state.rule, state.rule), "path": alerts.state_path(state.key)}
+        for state in AlertState.objects.filter(workspace=workspace, is_open=True).order_by("-opened_at")
+    ]
     context = {
         "form": form,
         "channels": AlertChannel.objects.filter(workspace=workspace),

@@ -14,6 +14,7 @@ What makes a delivery safe to kill at any moment:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,7 @@ class CheckpointMixin:
             self.run.save(update_fields=[*RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
         self.states.clear()
 
-    def _unconfirmed(self, sending: list[_Pending] = ()) -> list[int] | None:
+    def _unconfirmed(self, sending: Sequence[_Pending] = ()) -> list[int] | None:
         """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
         considered."""
         ids = {item.object_id for batch, _future in self.inflight for item in batch}
@@ -221,7 +222,7 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
             )
 
 
-_STATE_UPDATE_FIELDS = {
+_STATE_UPDATE_FIELDS: dict[str, list[str]] = {
     DeliveryState.Status.DELIVERED: [
         "delivered_hash",
         "status",

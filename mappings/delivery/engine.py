@@ -65,7 +65,7 @@ class _PickProperties(Func):
         super().__init__(F("properties"))
         self.keys = keys
 
-    def as_sql(self, compiler, connection, **extra_context):  # type: ignore[override]
+    def as_sql(self, compiler, connection, **extra_context):
         column, params = compiler.compile(self.source_expressions[0])
         build = "jsonb_build_object" if connection.vendor == "postgresql" else "json_object"
         calls, args = [], []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,7 +289,7 @@ def _trim_lower(text: str) -> str:
 
 
 # The identifier formats (Mapping.IdentifierFormat) as functions of the identifier's text; None leaves it alone.
-_NORMALISE = {
+_NORMALISE: dict[str, Callable[[str], str] | None] = {
     Mapping.IdentifierFormat.AS_IS: None,
     Mapping.IdentifierFormat.TRIM: str.strip,
     Mapping.IdentifierFormat.LOWER: _trim_lower,

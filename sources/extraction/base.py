@@ -82,6 +82,14 @@ class EngineBase:
         # (collection, id) of the rows mark_archived archived in this run, with their old values.
         self.archived_now: set[tuple[str, int]] = set()
 
+
+    @property
+    def hubspot(self) -> HubSpotClient:
+        """The run's client: set when the run starts, before any read."""
+        if self.client is None:
+            raise RuntimeError("the run's HubSpot client is not open yet")
+        return self.client
+
     def say(self, message: str, *, force: bool = True) -> None:
         if self.progress is None:
             return

@@ -119,8 +119,8 @@ class Deletions(MirrorWrites):
         answered under another id, which HubSpot merged into that record. Ids found live under their own id are
         left alone (the list skipped them for a reason of its own; the next read sees them)."""
         keys = [str(i) for i in ids]
-        live, live_missing = self.client.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=False)
-        held, held_missing = self.client.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=True)
+        live, live_missing = self.hubspot.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=False)
+        held, held_missing = self.hubspot.batch_read_found(sc.collection, keys, ["hs_object_id"], archived=True)
         found_live: set[int] = set()
         archived_at: dict[int, datetime | None] = {}
         # Each record's own `archived` flag decides, whichever read returned it.
@@ -158,12 +158,12 @@ class Deletions(MirrorWrites):
         for archived in (False, True):  # the merged record may have been archived since
             rest = [str(i) for i in ids if i not in merged]
             if rest:
-                records = self.client.batch_read(sc.collection, rest, ["hs_object_id", MERGED_IDS], archived=archived)
+                records = self.hubspot.batch_read(sc.collection, rest, ["hs_object_id", MERGED_IDS], archived=archived)
                 merged.update({old: new for old, new in merged_away(records).items() if old in asked})
         for object_id in ids:
             if object_id in merged:
                 continue
-            record = self.client.read_record(sc.collection, str(object_id), ["hs_object_id"])
+            record = self.hubspot.read_record(sc.collection, str(object_id), ["hs_object_id"])
             answer = str((record or {}).get("id") or "")
             if answer.isdigit() and int(answer) != object_id:
                 merged[object_id] = int(answer)

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -103,7 +104,9 @@ class Engine(Reads):
         if not updated:
             raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
         source_fields: dict = {"last_run_id": self.run_row.pk}
-        current = Source.objects.filter(pk=self.source.pk).values("status", "first_synced_at").first() or {}
+        current: Mapping[str, object] = (
+            Source.objects.filter(pk=self.source.pk).values("status", "first_synced_at").first() or {}
+        )
         if current.get("status") == Source.Status.NEEDS_RECONNECT:
             # The client stopped the schedule (revoked token): leave it stopped until the admin reconnects.
             source_fields["next_sync_at"] = None
@@ -233,7 +236,7 @@ class Engine(Reads):
         """The property schema is read on every run and stored on SourceCollection.properties; added, removed and
         changed properties are appended to SourceCollection.schema_changes with a timestamp. Every discovered
         property is read, so a new property is picked up by the next run."""
-        return sorted({*store_schema(sc, self.client.get_properties(sc.collection)), MERGED_IDS})
+        return sorted({*store_schema(sc, self.hubspot.get_properties(sc.collection)), MERGED_IDS})
 
 
 def _ms(dt: datetime) -> int:

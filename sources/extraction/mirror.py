@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -66,7 +68,7 @@ class MirrorWrites(EngineBase):
         ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
         return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
 
-    def upsert(self, collection: str, values: list[tuple], archived_update: set[int] = frozenset()) -> None:
+    def upsert(self, collection: str, values: list[tuple], archived_update: AbstractSet[int] = frozenset()) -> None:
         """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike).
 
         Raw SQL because the ORM's bulk_create spends more time preparing 100 x 10 values than the database
@@ -281,7 +283,7 @@ class MirrorWrites(EngineBase):
             return 0
         slots = ", ".join(["%s"] * len(ids))
         where = f"source_id = %s AND collection = %s AND object_id IN ({slots})"
-        params = [self.source.pk, sc.collection, *ids]
+        params: list[Any] = [self.source.pk, sc.collection, *ids]
         with connection.cursor() as cur:
             # Raw DELETEs: nothing refers to these rows, and the ORM would first SELECT what it deletes.
             cur.execute(f"DELETE FROM {Record._meta.db_table} WHERE {where}", params)

@@ -51,7 +51,7 @@ class Reads(Deletions):
     def estimate(self, sc: SourceCollection) -> int:
         """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
         try:
-            page = self.client.search_page(
+            page = self.hubspot.search_page(
                 sc.collection, {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
             )
             return int(page.get("total") or 0)
@@ -107,8 +107,8 @@ class Reads(Deletions):
         done_cursor = cursor.finished()
         counts = self.counts[sc.collection]
         while True:
-            page = self.client.list_page(
-                sc.collection, properties=["hs_object_id"] if ids_only else names, after=after, limit=LIST_LIMIT
+            page = self.hubspot.list_page(
+                sc.collection, properties=["hs_object_id"] if names is None else names, after=after, limit=LIST_LIMIT
             )
             results = page.get("results") or []
             next_after = after_token(page)
@@ -188,7 +188,7 @@ class Reads(Deletions):
                 "properties": ["hs_object_id", lastmod],
                 "limit": SEARCH_LIMIT,
             }
-            page = self.client.search_page(sc.collection, body)
+            page = self.hubspot.search_page(sc.collection, body)
             if first:
                 self.total += int(page.get("total") or 0)
                 first = False
@@ -198,7 +198,7 @@ class Reads(Deletions):
             if ids:
                 # Full records by id (the search asked for two properties only). Ids gone meanwhile (archived)
                 # are simply not returned; the archived scan takes care of them.
-                records = self.client.batch_read(sc.collection, [str(x) for x in ids], names)
+                records = self.hubspot.batch_read(sc.collection, [str(x) for x in ids], names)
                 last_id = max(last_id, ids[-1])
             yield records, (replace(cursor, last_id=last_id) if more else done_cursor), None
             if not more:
@@ -234,7 +234,7 @@ class Reads(Deletions):
         pending: list[int] = []  # candidates not confirmed yet (fewer than BATCH_READ_LIMIT between pages)
         lastmod = lastmod_property(sc.collection)
         while True:
-            page = self.client.list_page(
+            page = self.hubspot.list_page(
                 sc.collection, properties=["hs_object_id", lastmod], after=after, limit=LIST_LIMIT, archived=True
             )
             results = page.get("results") or []
@@ -287,7 +287,7 @@ class Reads(Deletions):
         if not stale:
             return []
         names = self.names.get(sc.collection) or ["hs_object_id", lastmod]
-        records = self.client.batch_read(sc.collection, [str(i) for i in sorted(stale)], names, archived=True)
+        records = self.hubspot.batch_read(sc.collection, [str(i) for i in sorted(stale)], names, archived=True)
         # Only records still archived under their own id (one restored or merged meanwhile is read as such later).
         wanted = set(stale)
         return [r for r in records if r.get("archived", True) and int(r["id"]) in wanted]
@@ -300,7 +300,9 @@ def ids_pass_estimates(
     run's counts; measured), else the mirror's count (a lower bound: the window's records only). For the engine's
     progress bar and the Full sync confirmation page's cost."""
     listed: dict[str, int] = {}
-    runs = SyncRun.objects.filter(source=source).exclude(pk=exclude_run).order_by("-id")
+    runs = SyncRun.objects.filter(source=source).order_by("-id")
+    if exclude_run is not None:
+        runs = runs.exclude(pk=exclude_run)
     for counts in runs.values_list("counts", flat=True)[:50]:
         for name, c in (counts or {}).items():
             if name in collections and name not in listed and isinstance(c, dict) and isinstance(c.get("listed"), int):

@@ -124,7 +124,7 @@ def wizard_connect(request: WorkspaceRequest) -> HttpResponse:
     return render(request, "sources/wizard_connect.html", ctx)
 
 
-def _oauth_redirect(request: HttpRequest, *, purpose: str, source_id: int | None = None) -> HttpResponse:
+def _oauth_redirect(request: WorkspaceRequest, *, purpose: str, source_id: int | None = None) -> HttpResponse:
     try:
         return redirect(oauth.begin(request, purpose=purpose, source_id=source_id))
     except OAuth2Error:
