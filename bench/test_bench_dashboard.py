@@ -172,12 +172,19 @@ def _populate() -> dict:
     run_counts = [sample.get(name, 0) for name in RUN_COUNTS]
     _copy(
         "mappings_deliveryrun",
-        ["mapping_id", "sync_run_id", "status", "created_at", "started_at", "finished_at", *RUN_COUNTS,
-         "watermark_from", "watermark_to", "error"],
-        (
-            (mapping_by_source[src].pk, pk, "succeeded", now, now, now, *run_counts, 0, 0, "")
-            for pk, src in run_ids
-        ),
+        [
+            "mapping_id",
+            "sync_run_id",
+            "status",
+            "created_at",
+            "started_at",
+            "finished_at",
+            *RUN_COUNTS,
+            "watermark_from",
+            "watermark_to",
+            "error",
+        ],
+        ((mapping_by_source[src].pk, pk, "succeeded", now, now, now, *run_counts, 0, 0, "") for pk, src in run_ids),
     )
     load_runs = time.perf_counter() - started
     for source in sources:
@@ -259,8 +266,12 @@ def test_dashboard_and_run_pages_at_scale():
         added["n"] += 1
         n = added["n"]
         Record.objects.create(
-            source=big, collection="contacts", object_id=n, properties={"email": f"u{n}@example.com"},
-            content_hash="h" * 64, change_seq=n,
+            source=big,
+            collection="contacts",
+            object_id=n,
+            properties={"email": f"u{n}@example.com"},
+            content_hash="h" * 64,
+            change_seq=n,
         )
         DeliveryState.objects.create(mapping=mapping, object_id=n, status="delivered", delivered_hash="h" * 64)
 
@@ -282,9 +293,7 @@ def test_dashboard_and_run_pages_at_scale():
     results = []
     print(f"\n{'page':34} {'queries':>7} {'median ms':>10}")
     for name, url, how in pages:
-        queries, ms, status = _measure(
-            client, url, cold=how is True, change=how if callable(how) else None
-        )
+        queries, ms, status = _measure(client, url, cold=how is True, change=how if callable(how) else None)
         assert status == 200, (name, status)
         results.append((name, queries, ms))
         flag = "" if ms < AIM_MS else f"  (over the {AIM_MS} ms aim)"

@@ -101,8 +101,12 @@ def test_bench_extract(settings, monkeypatch):
             sandbox.seed(hub_id, contacts=size, companies=0, deals=0, tickets=0)
             tokens = sandbox.token(portal=hub_id)
             source = Source.objects.create(
-                workspace=workspace, name=f"bench {size}", schema_name=f"bench_{size}", hub_id=hub_id,
-                token=tokens["refresh_token"], access_token=tokens["access_token"],
+                workspace=workspace,
+                name=f"bench {size}",
+                schema_name=f"bench_{size}",
+                hub_id=hub_id,
+                token=tokens["refresh_token"],
+                access_token=tokens["access_token"],
                 access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
             )
             SourceCollection.objects.create(source=source, collection="contacts")

@@ -93,8 +93,12 @@ def test_bench_history(settings, monkeypatch):
             sandbox.seed(hub_id, contacts=SIZE, companies=0, deals=0, tickets=0, seed=7)
             tokens = sandbox.token(portal=hub_id)
             source = Source.objects.create(
-                workspace=workspace, name=label, schema_name=f"bench_history_{int(on)}", hub_id=hub_id,
-                token=tokens["refresh_token"], access_token=tokens["access_token"],
+                workspace=workspace,
+                name=label,
+                schema_name=f"bench_history_{int(on)}",
+                hub_id=hub_id,
+                token=tokens["refresh_token"],
+                access_token=tokens["access_token"],
                 access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
             )
             SourceCollection.objects.create(source=source, collection="contacts")

@@ -29,13 +29,13 @@ def test_list_pages_per_second_1m_contacts_60_properties():
     from sandbox.hubspot.models import Knobs
     from sandbox.hubspot.portals import seed_portal
 
-    portal = seed_portal(hub_id=PORTAL, contacts=1_000_000, companies=0, deals=0, tickets=0, seed=7,
-                         name="Bench 1M")
+    portal = seed_portal(hub_id=PORTAL, contacts=1_000_000, companies=0, deals=0, tickets=0, seed=7, name="Bench 1M")
     knobs = Knobs.load()
     knobs.rate_limits = False  # we measure the simulator, not HubSpot's limits
     knobs.save()
-    token = issue_tokens(portal=portal, scopes=["crm.objects.contacts.read"], client_id="bench",
-                         lifetime=3600)["access_token"]
+    token = issue_tokens(portal=portal, scopes=["crm.objects.contacts.read"], client_id="bench", lifetime=3600)[
+        "access_token"
+    ]
 
     with sandbox_process() as root, requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {token}"
@@ -69,10 +69,12 @@ def test_list_pages_per_second_1m_contacts_60_properties():
 
     rate = pages / elapsed
     per_core = pages / cpu if cpu > 0 else float("inf")
-    print(f"\nsandbox list (1M-contact portal, 60 properties, limit=100): {rate:.0f} pages/s wall-clock "
-          f"({rate * 100:.0f} records/s) with client and server on this machine; server CPU "
-          f"{cpu / pages * 1000:.2f} ms/page = {per_core:.0f} pages/s per core; "
-          f"{nbytes / pages / 1024:.0f} KiB per page; load average {os.getloadavg()[0]:.1f}; reached id {after}")
+    print(
+        f"\nsandbox list (1M-contact portal, 60 properties, limit=100): {rate:.0f} pages/s wall-clock "
+        f"({rate * 100:.0f} records/s) with client and server on this machine; server CPU "
+        f"{cpu / pages * 1000:.2f} ms/page = {per_core:.0f} pages/s per core; "
+        f"{nbytes / pages / 1024:.0f} KiB per page; load average {os.getloadavg()[0]:.1f}; reached id {after}"
+    )
     assert pages > 0 and records == pages * 100
     # The aim is >= 200 pages/s on a quiet core; the assertion leaves room for a loaded CI machine.
     assert rate > 50

@@ -11,7 +11,6 @@ class AccountAdapter(DefaultAccountAdapter):
     def save_user(self, request, user, form, commit=True):
         user = super().save_user(request, user, form, commit=commit)
         if commit:
-
             on_signup(request=request, user=user)
         return user
 
@@ -20,7 +19,6 @@ class AccountAdapter(DefaultAccountAdapter):
         invitation link get the normal verification: holding the link proves nothing about the address)."""
         confirmed = super().confirm_email(request, email_address)
         if confirmed:
-
             on_email_confirmed(request=request, email_address=email_address)
         return confirmed
 

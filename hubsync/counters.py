@@ -132,12 +132,18 @@ def migration_operations(c: Counted) -> tuple[Callable, Callable]:
 
 
 RECORDS = Counted(
-    name="record", table="sources_record", counter="sources_recordcount", keys=("source_id", "collection"),
+    name="record",
+    table="sources_record",
+    counter="sources_recordcount",
+    keys=("source_id", "collection"),
     updatable=False,
 )
 DELIVERY_STATES = Counted(
-    name="deliverystate", table="mappings_deliverystate", counter="mappings_deliverystatecount",
-    keys=("mapping_id", "status"), updatable=True,
+    name="deliverystate",
+    table="mappings_deliverystate",
+    counter="mappings_deliverystatecount",
+    keys=("mapping_id", "status"),
+    updatable=True,
 )
 
 

@@ -22,9 +22,9 @@ def forget_deleted_records(*, source_id: int, collection: str, object_ids: list[
     mappings = _mappings_of(source_id, collection)
     if removed:
         _resample(mappings)  # mapping rows first, then states: the order the delivery checkpoint locks them in
-    DeliveryState.objects.filter(
-        mapping__in=mappings, object_id__in=object_ids, last_payload__isnull=False
-    ).update(last_payload=None)
+    DeliveryState.objects.filter(mapping__in=mappings, object_id__in=object_ids, last_payload__isnull=False).update(
+        last_payload=None
+    )
 
 
 def resample_after_merges(*, source_id: int, collection: str, object_ids: list[int]) -> None:

@@ -35,7 +35,7 @@ def mapping_steps(source: Source) -> list[SetupStep]:
             "Enable the mapping",
             mappings.filter(enabled=True).exists(),
             "Switch on at least one mapping that uses one of this source's models. Recommended first step: on the"
-            " mapping's page choose \"Deliver a sample only\" (the first 100 records), check those profiles in"
+            ' mapping\'s page choose "Deliver a sample only" (the first 100 records), check those profiles in'
             " Segment, then switch to all records with one click.",
             reverse("mappings:list"),
         ),

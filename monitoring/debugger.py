@@ -47,7 +47,8 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
     if query.isdigit() and len(query) <= 18:
         merge = (
             MergedRecord.objects.filter(source__workspace=workspace, object_id=int(query))
-            .order_by("-merged_at").first()
+            .order_by("-merged_at")
+            .first()
         )
         if merge is not None:
             return merged_words(merge), True
@@ -133,10 +134,7 @@ def explain(record: Record) -> dict[str, Any]:
         .select_related("data_model", "profile_space", "destination", "last_run")
         .order_by("name", "id")
     )
-    states = {
-        s.mapping_id: s
-        for s in DeliveryState.objects.filter(mapping__in=mappings, object_id=record.object_id)
-    }
+    states = {s.mapping_id: s for s in DeliveryState.objects.filter(mapping__in=mappings, object_id=record.object_id)}
     verdicts = [build_verdict(m, record, states.get(m.pk), changes, schema) for m in mappings]
     last_change_of: dict[str, RecordChange] = {}
     for change in changes:  # newest first: the first one seen per property is its latest change
@@ -157,7 +155,7 @@ def explain(record: Record) -> dict[str, Any]:
 
 
 def label(record: Record) -> str:
-    """"contact 51", "company 7": how the page names a record."""
+    """ "contact 51", "company 7": how the page names a record."""
     singular = {"companies": "company"}.get(record.collection)
     if singular is None:
         singular = record.collection[:-1] if record.collection.endswith("s") else record.collection

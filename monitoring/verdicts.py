@@ -221,7 +221,10 @@ def _facts(
         record.object_id, record.created_at, record.updated_at, record.properties or {}, record.archived
     )
     final_values = bool(
-        record.archived and record.archived_update and not mapping.sets_archived_trait and delivered_hash
+        record.archived
+        and record.archived_update
+        and not mapping.sets_archived_trait
+        and delivered_hash
         and not build_error
         and not builder.covers(content, delivered_hash, archived=True, exact=True)
     )
@@ -421,7 +424,15 @@ def _never(verdict: Verdict, f: _Facts) -> bool:
 
 
 _RULES: tuple[Callable[[Verdict, _Facts], bool], ...] = (
-    _off, _sample, _archived, _retry, _waiting, _rejected, _pending, _delivered, _never
+    _off,
+    _sample,
+    _archived,
+    _retry,
+    _waiting,
+    _rejected,
+    _pending,
+    _delivered,
+    _never,
 )
 
 
@@ -431,5 +442,3 @@ def _covered_words(builder: MessageBuilder) -> str:
         f"with {builder.former_archived_trait} = false while the mapping set that trait, and leaving a trait "
         "out of a message does not remove it from the profile."
     )
-
-

@@ -104,8 +104,16 @@ def write(rows: list[tuple]) -> None:
     params: list[Any] = []
     for source_id, collection, object_id, seq, run_id, changes, flipped, cut, before, after, seen in rows:
         params += [
-            source_id, collection, object_id, seq, run_id, _dumps(changes), flipped, cut,
-            ops.adapt_datetimefield_value(before), ops.adapt_datetimefield_value(after),
+            source_id,
+            collection,
+            object_id,
+            seq,
+            run_id,
+            _dumps(changes),
+            flipped,
+            cut,
+            ops.adapt_datetimefield_value(before),
+            ops.adapt_datetimefield_value(after),
             ops.adapt_datetimefield_value(seen),
         ]
     table = RecordChange._meta.db_table

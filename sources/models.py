@@ -107,9 +107,7 @@ class Record(models.Model):
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_record")
-        ]
+        constraints = [models.UniqueConstraint(fields=["source", "collection", "object_id"], name="unique_record")]
         # (source, change_seq), not (source, collection, change_seq): an index sharing unique_record's
         # (source, collection) prefix lures PostgreSQL, on fresh statistics during a big first load, into
         # answering the per-page "which of these ids do we have" lookup by scanning the whole collection.
@@ -227,9 +225,7 @@ class RecordChange(models.Model):
     seen_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [
-            models.Index(fields=["source", "collection", "object_id", "change_seq"], name="recordchange_record")
-        ]
+        indexes = [models.Index(fields=["source", "collection", "object_id", "change_seq"], name="recordchange_record")]
 
     def __str__(self) -> str:
         return f"{self.collection}/{self.object_id} #{self.change_seq}"

@@ -86,8 +86,12 @@ class HubSpotSandbox:
 
         p = get_portal(portal)
         assert p is not None, f"no sandbox portal {portal}"
-        return issue_tokens(portal=p, scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
-                            client_id=self.client_id, lifetime=lifetime)
+        return issue_tokens(
+            portal=p,
+            scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
+            client_id=self.client_id,
+            lifetime=lifetime,
+        )
 
     def access_token(self, portal: int = 1001, scopes: list[str] | None = None, lifetime: int | None = None) -> str:
         return self.token(portal, scopes, lifetime)["access_token"]
@@ -95,23 +99,38 @@ class HubSpotSandbox:
     def headers(self, portal: int = 1001, scopes: list[str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.access_token(portal, scopes)}"}
 
-    def auth_code(self, portal: int = 1001, scopes: list[str] | None = None, redirect_uri: str = "",
-                  code_challenge: str = "", code_challenge_method: str = "") -> str:
+    def auth_code(
+        self,
+        portal: int = 1001,
+        scopes: list[str] | None = None,
+        redirect_uri: str = "",
+        code_challenge: str = "",
+        code_challenge_method: str = "",
+    ) -> str:
         """An authorization code as the consent screen would issue it."""
         from sandbox.hubspot.oauth import issue_code
         from sandbox.hubspot.portals import get_portal
 
-        return issue_code(portal=get_portal(portal), client_id=self.client_id,
-                          redirect_uri=redirect_uri or "http://localhost/callback",
-                          scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
-                          code_challenge=code_challenge, code_challenge_method=code_challenge_method)
+        return issue_code(
+            portal=get_portal(portal),
+            client_id=self.client_id,
+            redirect_uri=redirect_uri or "http://localhost/callback",
+            scopes=list(scopes if scopes is not None else HUBSPOT_READ_SCOPES),
+            code_challenge=code_challenge,
+            code_challenge_method=code_challenge_method,
+        )
 
     def token_via_code(self, code: str, redirect_uri: str, code_verifier: str = "") -> dict:
         """Exchange an authorization code at the token endpoint over HTTP (as a client would)."""
         import requests
 
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "client_id": self.client_id, "client_secret": self.client_secret}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
         if code_verifier:
             form["code_verifier"] = code_verifier
         resp = requests.post(self.token_url, data=form, timeout=30)
@@ -185,12 +204,23 @@ class HubSpotSandbox:
 
         return purge_records(portal=self.portal(portal), collection=collection, ids=[int(i) for i in ids])
 
-    def set_properties(self, object_id: int | str, properties: dict, portal: int = 1001,
-                       collection: str = "contacts", at_ms: int | None = None):
+    def set_properties(
+        self,
+        object_id: int | str,
+        properties: dict,
+        portal: int = 1001,
+        collection: str = "contacts",
+        at_ms: int | None = None,
+    ):
         from sandbox.hubspot.mutate import set_properties
 
-        return set_properties(portal=self.portal(portal), collection=collection, object_id=int(object_id),
-                              properties=properties, at_ms=at_ms)
+        return set_properties(
+            portal=self.portal(portal),
+            collection=collection,
+            object_id=int(object_id),
+            properties=properties,
+            at_ms=at_ms,
+        )
 
     def add_property(self, name: str, portal: int = 1001, collection: str = "contacts", **kwargs: Any):
         from sandbox.hubspot.mutate import add_property
@@ -266,7 +296,11 @@ def sandbox_process(port: int = 0, threads: int = 8, timeout: float = 30.0) -> I
     """Run `manage.py sandbox_serve` in a subprocess; yields its root URL (http://127.0.0.1:PORT)."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "sandbox_serve", "--port", str(port), "--threads", str(threads)],
-        cwd=ROOT, env=sandbox_env(), stdout=subprocess.PIPE, stderr=None, text=True,
+        cwd=ROOT,
+        env=sandbox_env(),
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
     )
     try:
         deadline = time.monotonic() + timeout

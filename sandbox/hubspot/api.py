@@ -46,10 +46,14 @@ from .tokens import (
 MAX_URL = 8000
 CODE_LIFETIME_MS = 10 * 60 * 1000
 
-AUTH_MISSING = ("Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
-                "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview")
-AUTH_INVALID = ("Authentication credentials are invalid. This API supports OAuth 2.0 authentication and you can "
-                "find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview")
+AUTH_MISSING = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find "
+    "more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+AUTH_INVALID = (
+    "Authentication credentials are invalid. This API supports OAuth 2.0 authentication and you can "
+    "find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
 
 
 class Ctx:
@@ -96,7 +100,9 @@ def _authenticate(request: HttpRequest) -> tuple[AccessToken | None, HttpRespons
     if remaining <= 0:
         ago = max(1, -remaining)
         return None, error_response(
-            401, "EXPIRED_AUTHENTICATION", f"The OAuth token used to make this call expired {ago} second(s) ago.",
+            401,
+            "EXPIRED_AUTHENTICATION",
+            f"The OAuth token used to make this call expired {ago} second(s) ago.",
             context={"expired_at": [data.iso(int(token.expires_at * 1000))]},
         )
     return token, None
@@ -104,17 +110,26 @@ def _authenticate(request: HttpRequest) -> tuple[AccessToken | None, HttpRespons
 
 def missing_scopes(required: tuple[str, ...]) -> HttpResponse:
     return error_response(
-        403, "MISSING_SCOPES",
+        403,
+        "MISSING_SCOPES",
         "This app hasn't been granted all required scopes to make this call. Read more about required scopes "
         "here: https://developers.hubspot.com/scopes.",
-        errors=[{"message": "One or more of the following scopes are required.",
-                 "context": {"requiredGranularScopes": list(required)}}],
+        errors=[
+            {
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": list(required)},
+            }
+        ],
         links={"scopes": "https://developers.hubspot.com/scopes"},
     )
 
 
-def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, search: bool = False,
-             methods: tuple[str, ...] = ("GET",)):
+def api_view(
+    *,
+    scopes: Callable[..., tuple[str, ...] | None] | None = None,
+    search: bool = False,
+    methods: tuple[str, ...] = ("GET",),
+):
     """Wrap a CRM view: URL length, faults, bearer token, scopes, rate limits, rate-limit headers.
 
     `scopes(**kwargs)` returns the scopes any one of which grants access (None: any valid token)."""
@@ -124,8 +139,11 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
         @wraps(view)
         def wrapper(request: HttpRequest, **kwargs):
             if len(request.get_full_path()) > MAX_URL:
-                return HttpResponse(b"<html><body><h1>414 Request-URI Too Large</h1></body></html>", status=414,
-                                    content_type="text/html")
+                return HttpResponse(
+                    b"<html><body><h1>414 Request-URI Too Large</h1></body></html>",
+                    status=414,
+                    content_type="text/html",
+                )
             if request.method not in methods:
                 return error_response(405, "VALIDATION_ERROR", f"Method {request.method} is not allowed here.")
             knobs = state.knobs()
@@ -141,8 +159,9 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
             if "otype" in kwargs:
                 otype = resolve_type(kwargs["otype"])
                 if otype is None:
-                    return error_response(400, "VALIDATION_ERROR",
-                                          f"Unable to infer object type from: {kwargs['otype']}")
+                    return error_response(
+                        400, "VALIDATION_ERROR", f"Unable to infer object type from: {kwargs['otype']}"
+                    )
                 kwargs["otype"] = otype
             required = scopes(**kwargs) if scopes else None
             if required and not set(required) & set(token.scopes):
@@ -152,8 +171,9 @@ def api_view(*, scopes: Callable[..., tuple[str, ...] | None] | None = None, sea
                 if search:
                     allowed, _ = SEARCH.hit(portal.hub_id, knobs.search_rate_limit, 1.0)
                 else:
-                    allowed, remaining = GENERAL.hit(portal.hub_id, knobs.rate_limit_max,
-                                                     knobs.rate_limit_interval_ms / 1000)
+                    allowed, remaining = GENERAL.hit(
+                        portal.hub_id, knobs.rate_limit_max, knobs.rate_limit_interval_ms / 1000
+                    )
                     headers = {
                         "X-HubSpot-RateLimit-Max": str(knobs.rate_limit_max),
                         "X-HubSpot-RateLimit-Remaining": str(remaining),
@@ -205,8 +225,9 @@ def _json_body(request: HttpRequest) -> tuple[dict | None, HttpResponse | None]:
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, error_response(400, "VALIDATION_ERROR", "Invalid input JSON on line 1, column 1: Cannot parse "
-                                    "JSON body")
+        return None, error_response(
+            400, "VALIDATION_ERROR", "Invalid input JSON on line 1, column 1: Cannot parse JSON body"
+        )
     if not isinstance(body, dict):
         return None, error_response(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
     return body, None
@@ -229,15 +250,17 @@ def objects_list(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRespo
         after = int(after_raw)
     td = data.type_data(ctx.portal, otype)
     wanted = records.wanted_properties(td, _props_from_query(request))
-    results, nxt = records.list_page(td, after=after, limit=limit, wanted=wanted,
-                                     archived=_bool_param(request, "archived"))
+    results, nxt = records.list_page(
+        td, after=after, limit=limit, wanted=wanted, archived=_bool_param(request, "archived")
+    )
     # Records arrive as JSON texts (generated ones are assembled from pre-encoded fragments): join, don't encode.
     body = b'{"results":[' + b",".join(results) + b"]"
     if nxt is not None:
         params = [(k, v) for k in request.GET for v in request.GET.getlist(k) if k != "after"]
         params.append(("after", str(nxt)))
-        paging = {"next": {"after": str(nxt), "link": request.build_absolute_uri(
-            request.path + "?" + urlencode(params))}}
+        paging = {
+            "next": {"after": str(nxt), "link": request.build_absolute_uri(request.path + "?" + urlencode(params))}
+        }
         body += b',"paging":' + json.dumps(paging, separators=(",", ":")).encode()
     return HttpResponse(body + b"}", content_type="application/json;charset=utf-8")
 
@@ -293,16 +316,23 @@ def objects_batch_read(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> Htt
                 results.append(found[oid])
         else:
             missing.append(raw)
-    out: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started,
-                           "completedAt": data.iso(data.now_ms())}
+    out: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": started,
+        "completedAt": data.iso(data.now_ms()),
+    }
     if missing:
         out["numErrors"] = 1
-        out["errors"] = [{
-            "status": "error", "category": "OBJECT_NOT_FOUND",
-            "message": f"Could not get some {otype.object_label} objects, they may be deleted or not exist. "
-                       "Check that ids are valid.",
-            "context": {"ids": missing},
-        }]
+        out["errors"] = [
+            {
+                "status": "error",
+                "category": "OBJECT_NOT_FOUND",
+                "message": f"Could not get some {otype.object_label} objects, they may be deleted or not exist. "
+                "Check that ids are valid.",
+                "context": {"ids": missing},
+            }
+        ]
         return json_response(out, status=207)
     return json_response(out)
 
@@ -347,8 +377,9 @@ def objects_merge(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpResp
     primary = _parse_id(str(body.get("primaryObjectId") or "").strip())
     other = _parse_id(str(body.get("objectIdToMerge") or "").strip())
     if primary is None or other is None:
-        return error_response(400, "VALIDATION_ERROR", "Invalid input JSON: 'primaryObjectId' and 'objectIdToMerge' "
-                                                       "are required")
+        return error_response(
+            400, "VALIDATION_ERROR", "Invalid input JSON: 'primaryObjectId' and 'objectIdToMerge' are required"
+        )
     try:
         winner = merge_records(portal=ctx.portal, collection=otype.name, primary_id=primary, merged_id=other)
     except MutationError as exc:
@@ -361,8 +392,9 @@ def objects_merge(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpResp
 @api_view(scopes=object_scopes, search=True, methods=("POST",))
 def objects_search(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpResponse:
     if len(request.body) > 3000:
-        return error_response(400, "VALIDATION_ERROR",
-                              f"The request body is {len(request.body)} characters; the maximum is 3000.")
+        return error_response(
+            400, "VALIDATION_ERROR", f"The request body is {len(request.body)} characters; the maximum is 3000."
+        )
     body, failure = _json_body(request)
     if failure:
         return failure
@@ -385,16 +417,21 @@ def property_json(info: data.PropInfo) -> dict[str, Any]:
         "fieldType": info.field_type,
         "description": info.description,
         "groupName": info.group,
-        "options": [{"label": label, "value": value, "displayOrder": n, "hidden": False}
-                    for n, (label, value) in enumerate(info.options)],
+        "options": [
+            {"label": label, "value": value, "displayOrder": n, "hidden": False}
+            for n, (label, value) in enumerate(info.options)
+        ],
         "displayOrder": info.display_order,
         "calculated": info.calculated,
         "externalOptions": info.name == "hubspot_owner_id",
         "hasUniqueValue": info.has_unique,
         "hidden": False,
         "hubspotDefined": info.hubspot_defined,
-        "modificationMetadata": {"archivable": not info.hubspot_defined, "readOnlyDefinition": info.hubspot_defined,
-                                 "readOnlyValue": info.calculated or info.group == "_system"},
+        "modificationMetadata": {
+            "archivable": not info.hubspot_defined,
+            "readOnlyDefinition": info.hubspot_defined,
+            "readOnlyValue": info.calculated or info.group == "_system",
+        },
         "formField": info.type not in ("datetime",) and not info.calculated,
         "dataSensitivity": "non_sensitive",
     }
@@ -408,8 +445,14 @@ def _served_properties(td: data.TypeData, owners: list[dict]) -> list[data.PropI
     props = []
     for info in td.props.values():
         if info.name == "hubspot_owner_id":
-            info = data.PropInfo(**{**info.__dict__, "options": tuple(
-                (f"{o['firstName']} {o['lastName']}", o["id"]) for o in owners if not o["archived"])})
+            info = data.PropInfo(
+                **{
+                    **info.__dict__,
+                    "options": tuple(
+                        (f"{o['firstName']} {o['lastName']}", o["id"]) for o in owners if not o["archived"]
+                    ),
+                }
+            )
         props.append(info)
     return props
 
@@ -441,10 +484,19 @@ def property_groups(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRe
 
     td = data.type_data(ctx.portal, otype)
     names = sorted({p.group for p in td.props.values()})
-    return json_response({"results": [
-        {"name": n, "label": GROUPS.get(n, n.replace("_", " ").capitalize()), "displayOrder": k, "archived": False}
-        for k, n in enumerate(names)
-    ]})
+    return json_response(
+        {
+            "results": [
+                {
+                    "name": n,
+                    "label": GROUPS.get(n, n.replace("_", " ").capitalize()),
+                    "displayOrder": k,
+                    "archived": False,
+                }
+                for k, n in enumerate(names)
+            ]
+        }
+    )
 
 
 def owner_scopes(**_: Any) -> tuple[str, ...]:
@@ -465,12 +517,16 @@ def owners_list(request: HttpRequest, ctx: Ctx) -> HttpResponse:
     email = request.GET.get("email")
     if email:
         owners = [o for o in owners if o["email"].lower() == email.lower()]
-    page = owners[after:after + limit]
+    page = owners[after : after + limit]
     body: dict[str, Any] = {"results": page}
     if after + limit < len(owners):
         nxt = str(after + limit)
-        body["paging"] = {"next": {"after": nxt, "link": request.build_absolute_uri(
-            request.path + "?" + urlencode({"after": nxt, "limit": limit}))}}
+        body["paging"] = {
+            "next": {
+                "after": nxt,
+                "link": request.build_absolute_uri(request.path + "?" + urlencode({"after": nxt, "limit": limit})),
+            }
+        }
     return json_response(body)
 
 
@@ -490,25 +546,35 @@ def account_details(request: HttpRequest, ctx: Ctx) -> HttpResponse:
     off = offsets.get(p.time_zone, 0)
     sign = "-" if off < 0 else "+"
     hours, rest = divmod(abs(off) // 60000, 60)
-    return json_response({
-        "portalId": p.hub_id,
-        "accountType": "STANDARD",
-        "timeZone": p.time_zone,
-        "companyCurrency": p.currency,
-        "additionalCurrencies": [],
-        "utcOffset": f"{sign}{hours:02d}:{rest:02d}",
-        "utcOffsetMilliseconds": off,
-        "uiDomain": "app.hubspot.com",
-        "dataHostingLocation": "na1",
-    })
+    return json_response(
+        {
+            "portalId": p.hub_id,
+            "accountType": "STANDARD",
+            "timeZone": p.time_zone,
+            "companyCurrency": p.currency,
+            "additionalCurrencies": [],
+            "utcOffset": f"{sign}{hours:02d}:{rest:02d}",
+            "utcOffsetMilliseconds": off,
+            "uiDomain": "app.hubspot.com",
+            "dataHostingLocation": "na1",
+        }
+    )
 
 
 # --- OAuth --------------------------------------------------------------------------------------------------------
 def token_error(status: str, message: str, error: str = "invalid_grant", http_status: int = 400) -> HttpResponse:
     from .realism import correlation_id
 
-    return json_response({"status": status, "message": message, "correlationId": correlation_id(),
-                          "error": error, "error_description": message}, status=http_status)
+    return json_response(
+        {
+            "status": status,
+            "message": message,
+            "correlationId": correlation_id(),
+            "error": error,
+            "error_description": message,
+        },
+        status=http_status,
+    )
 
 
 def _pkce_ok(code: AuthCode, verifier: str) -> bool:
@@ -522,19 +588,35 @@ def _pkce_ok(code: AuthCode, verifier: str) -> bool:
     return verifier == code.code_challenge
 
 
-def issue_tokens(*, portal: Portal, scopes: list[str], client_id: str, refresh: str | None = None,
-                 lifetime: int | None = None) -> dict[str, Any]:
+def issue_tokens(
+    *, portal: Portal, scopes: list[str], client_id: str, refresh: str | None = None, lifetime: int | None = None
+) -> dict[str, Any]:
     """Mint an access token (and store a refresh token unless one is given): the token endpoint's body."""
     if lifetime is None:
         lifetime = Knobs.load().access_token_lifetime
     if refresh is None:
         refresh = new_refresh_token()
-        RefreshToken.objects.create(token=refresh, portal=portal, client_id=client_id, scopes=list(scopes),
-                                    created_ms=data.now_ms())
-    access = mint_access_token(hub_id=portal.hub_id, scopes=scopes, lifetime=lifetime, user_id=portal.user_id,
-                               user=portal.user_email, client_id=client_id)
-    return {"token_type": "bearer", "refresh_token": refresh, "access_token": access, "expires_in": lifetime,
-            "hub_id": portal.hub_id, "user_id": portal.user_id, "scopes": sorted(set(scopes)), "token_use": "access"}
+        RefreshToken.objects.create(
+            token=refresh, portal=portal, client_id=client_id, scopes=list(scopes), created_ms=data.now_ms()
+        )
+    access = mint_access_token(
+        hub_id=portal.hub_id,
+        scopes=scopes,
+        lifetime=lifetime,
+        user_id=portal.user_id,
+        user=portal.user_email,
+        client_id=client_id,
+    )
+    return {
+        "token_type": "bearer",
+        "refresh_token": refresh,
+        "access_token": access,
+        "expires_in": lifetime,
+        "hub_id": portal.hub_id,
+        "user_id": portal.user_id,
+        "scopes": sorted(set(scopes)),
+        "token_use": "access",
+    }
 
 
 @csrf_exempt
@@ -543,15 +625,17 @@ def token(request: HttpRequest) -> HttpResponse:
         return token_error("BAD_REQUEST", "Method not allowed; use POST", "invalid_request", 405)
     ctype = request.META.get("CONTENT_TYPE", "")
     if not ctype.startswith("application/x-www-form-urlencoded"):
-        return token_error("BAD_REQUEST", "The token endpoint expects application/x-www-form-urlencoded form data",
-                           "invalid_request")
+        return token_error(
+            "BAD_REQUEST", "The token endpoint expects application/x-www-form-urlencoded form data", "invalid_request"
+        )
     form = request.POST
     grant_type = form.get("grant_type", "")
     client_id = form.get("client_id", "")
     client_secret = form.get("client_secret", "")
     if grant_type not in ("authorization_code", "refresh_token"):
-        return token_error("BAD_GRANT_TYPE", f"missing or unsupported grant_type: {grant_type!r}",
-                           "unsupported_grant_type")
+        return token_error(
+            "BAD_GRANT_TYPE", f"missing or unsupported grant_type: {grant_type!r}", "unsupported_grant_type"
+        )
     # HubSpot reads the client credentials from the form only (an HTTP Basic header is not enough).
     if client_id != settings.SANDBOX_HUBSPOT_CLIENT_ID:
         return token_error("BAD_CLIENT_ID", "missing or invalid client id", "invalid_client")
@@ -604,9 +688,11 @@ def access_token_info(request: HttpRequest, token_value: str) -> HttpResponse:
     if claims is None:
         return error_response(404, "OBJECT_NOT_FOUND", "Access token not found")
     if claims.expires_in() <= 0:
-        return error_response(401, "EXPIRED_AUTHENTICATION",
-                              f"The OAuth token used to make this call expired {-claims.expires_in() or 1} "
-                              "second(s) ago.")
+        return error_response(
+            401,
+            "EXPIRED_AUTHENTICATION",
+            f"The OAuth token used to make this call expired {-claims.expires_in() or 1} second(s) ago.",
+        )
     return json_response(_token_info(claims, token_value))
 
 
@@ -621,11 +707,18 @@ def refresh_token_info(request: HttpRequest, token_value: str) -> HttpResponse:
         return HttpResponse(status=204)
     if request.method != "GET":
         return error_response(405, "VALIDATION_ERROR", f"Method {request.method} is not allowed here.")
-    return json_response({
-        "token": rt.token, "user": rt.portal.user_email, "hub_domain": rt.portal.domain, "scopes": rt.scopes,
-        "hub_id": rt.portal.hub_id, "client_id": rt.client_id, "user_id": rt.portal.user_id,
-        "token_type": "refresh",
-    })
+    return json_response(
+        {
+            "token": rt.token,
+            "user": rt.portal.user_email,
+            "hub_domain": rt.portal.domain,
+            "scopes": rt.scopes,
+            "hub_id": rt.portal.hub_id,
+            "client_id": rt.client_id,
+            "user_id": rt.portal.user_id,
+            "token_type": "refresh",
+        }
+    )
 
 
 @csrf_exempt
@@ -643,6 +736,14 @@ def introspect(request: HttpRequest) -> HttpResponse:
         return json_response({"active": True, **_token_info(claims, raw), "client_id": claims.client_id})
     rt = RefreshToken.objects.filter(token=raw, revoked=False).select_related("portal").first() if raw else None
     if rt is not None:
-        return json_response({"active": True, "token_type": "refresh", "hub_id": rt.portal.hub_id,
-                              "client_id": rt.client_id, "scopes": rt.scopes, "user_id": rt.portal.user_id})
+        return json_response(
+            {
+                "active": True,
+                "token_type": "refresh",
+                "hub_id": rt.portal.hub_id,
+                "client_id": rt.client_id,
+                "scopes": rt.scopes,
+                "user_id": rt.portal.user_id,
+            }
+        )
     return json_response({"active": False})

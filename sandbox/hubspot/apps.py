@@ -16,5 +16,6 @@ class SandboxHubspotConfig(AppConfig):
 
         for model in (Knobs, Portal, CustomProperty):
             post_save.connect(state.invalidate, sender=model, dispatch_uid=f"sbx-hs-invalidate-save-{model.__name__}")
-            post_delete.connect(state.invalidate, sender=model,
-                                dispatch_uid=f"sbx-hs-invalidate-delete-{model.__name__}")
+            post_delete.connect(
+                state.invalidate, sender=model, dispatch_uid=f"sbx-hs-invalidate-delete-{model.__name__}"
+            )

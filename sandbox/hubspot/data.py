@@ -123,34 +123,181 @@ def parse_time_ms(value: Any) -> int | None:
 
 
 # --- word lists (non-ASCII on purpose) ---------------------------------------------------------------------
-FIRST = ["Anna", "Ben", "Chloé", "Dmitri", "Émile", "Fatima", "Günter", "Hiroshi", "Ingrid", "José", "Kasia",
-         "Łukasz", "Mårten", "Nuño", "Olga", "Priya", "Quentin", "Renée", "Søren", "Tomás", "Ursula", "Václav",
-         "Wei", "Xochitl", "Yūki", "Zoë", "Ольга", "李娜", "Mohammed", "Aoife", "Björn", "Çağla", "Dörte", "Ēriks",
-         "John", "Mary", "Robert", "Linda", "Michael", "Sarah", "David", "Laura", "James", "Emma"]
-LAST = ["Smith", "Müller", "García", "Nguyen", "Øvergaard", "Kowalski", "Dubois", "Rossi", "Yamamoto", "Núñez",
-        "Schröder", "van der Berg", "O'Connor", "Иванова", "张", "Smith-Jones", "Ångström", "Żółć", "Jensen",
-        "Brown", "Johnson", "Williams", "Martin", "Bernard", "Lefèvre", "Fischer", "Weiß", "Kim", "Patel", "Silva"]
-COMPANY_WORDS = ["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Hooli", "Vandelay", "Soylent",
-                 "Müller & Söhne", "Café Lumière", "Nordlicht", "Tōkyō Trading", "Škoda Partners", "Zeta",
-                 "Blue Fjord", "Orbital", "Pied Piper", "Bluth", "Cyberdyne"]
+FIRST = [
+    "Anna",
+    "Ben",
+    "Chloé",
+    "Dmitri",
+    "Émile",
+    "Fatima",
+    "Günter",
+    "Hiroshi",
+    "Ingrid",
+    "José",
+    "Kasia",
+    "Łukasz",
+    "Mårten",
+    "Nuño",
+    "Olga",
+    "Priya",
+    "Quentin",
+    "Renée",
+    "Søren",
+    "Tomás",
+    "Ursula",
+    "Václav",
+    "Wei",
+    "Xochitl",
+    "Yūki",
+    "Zoë",
+    "Ольга",
+    "李娜",
+    "Mohammed",
+    "Aoife",
+    "Björn",
+    "Çağla",
+    "Dörte",
+    "Ēriks",
+    "John",
+    "Mary",
+    "Robert",
+    "Linda",
+    "Michael",
+    "Sarah",
+    "David",
+    "Laura",
+    "James",
+    "Emma",
+]
+LAST = [
+    "Smith",
+    "Müller",
+    "García",
+    "Nguyen",
+    "Øvergaard",
+    "Kowalski",
+    "Dubois",
+    "Rossi",
+    "Yamamoto",
+    "Núñez",
+    "Schröder",
+    "van der Berg",
+    "O'Connor",
+    "Иванова",
+    "张",
+    "Smith-Jones",
+    "Ångström",
+    "Żółć",
+    "Jensen",
+    "Brown",
+    "Johnson",
+    "Williams",
+    "Martin",
+    "Bernard",
+    "Lefèvre",
+    "Fischer",
+    "Weiß",
+    "Kim",
+    "Patel",
+    "Silva",
+]
+COMPANY_WORDS = [
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Soylent",
+    "Müller & Söhne",
+    "Café Lumière",
+    "Nordlicht",
+    "Tōkyō Trading",
+    "Škoda Partners",
+    "Zeta",
+    "Blue Fjord",
+    "Orbital",
+    "Pied Piper",
+    "Bluth",
+    "Cyberdyne",
+]
 COMPANY_SUFFIX = ["Inc.", "GmbH", "Ltd", "S.A.", "AG", "LLC", "K.K.", "SARL", "B.V.", "Co."]
-CITIES = [("Berlin", "Berlin", "DE", "10115"), ("München", "Bayern", "DE", "80331"), ("Zürich", "ZH", "CH", "8001"),
-          ("São Paulo", "SP", "BR", "01000-000"), ("Kraków", "Małopolskie", "PL", "30-001"),
-          ("東京", "東京都", "JP", "100-0001"), ("Boston", "MA", "US", "02108"), ("New York", "NY", "US", "10001"),
-          ("Austin", "TX", "US", "73301"), ("Paris", "Île-de-France", "FR", "75001"), ("Dublin", "", "IE", "D02"),
-          ("Reykjavík", "", "IS", "101"), ("Montréal", "QC", "CA", "H2X"), ("London", "", "GB", "EC1A 1BB")]
-STREETS = ["Hauptstraße", "Main St", "Rue de Rivoli", "Avenida Paulista", "Bahnhofstraße", "Elm Street",
-           "Ulica Floriańska", "Königsallee", "Baker Street", "Calle Mayor"]
-TITLES = ["CEO", "CTO", "Head of Marketing", "Marketing Ops Manager", "Data Engineer", "Sales Director",
-          "Geschäftsführerin", "Responsable marketing", "VP Sales", "Account Executive", "Analyst", ""]
-WORDS = ["sync", "profile", "pipeline", "segment", "customer", "renewal", "invoice", "Überweisung", "réunion",
-         "integration", "quarterly", "forecast", "onboarding", "délai", "Kündigung", "support", "migration", "API",
-         "dashboard", "export", "import", "naïve", "coöperation", "façade", "jalapeño"]
+CITIES = [
+    ("Berlin", "Berlin", "DE", "10115"),
+    ("München", "Bayern", "DE", "80331"),
+    ("Zürich", "ZH", "CH", "8001"),
+    ("São Paulo", "SP", "BR", "01000-000"),
+    ("Kraków", "Małopolskie", "PL", "30-001"),
+    ("東京", "東京都", "JP", "100-0001"),
+    ("Boston", "MA", "US", "02108"),
+    ("New York", "NY", "US", "10001"),
+    ("Austin", "TX", "US", "73301"),
+    ("Paris", "Île-de-France", "FR", "75001"),
+    ("Dublin", "", "IE", "D02"),
+    ("Reykjavík", "", "IS", "101"),
+    ("Montréal", "QC", "CA", "H2X"),
+    ("London", "", "GB", "EC1A 1BB"),
+]
+STREETS = [
+    "Hauptstraße",
+    "Main St",
+    "Rue de Rivoli",
+    "Avenida Paulista",
+    "Bahnhofstraße",
+    "Elm Street",
+    "Ulica Floriańska",
+    "Königsallee",
+    "Baker Street",
+    "Calle Mayor",
+]
+TITLES = [
+    "CEO",
+    "CTO",
+    "Head of Marketing",
+    "Marketing Ops Manager",
+    "Data Engineer",
+    "Sales Director",
+    "Geschäftsführerin",
+    "Responsable marketing",
+    "VP Sales",
+    "Account Executive",
+    "Analyst",
+    "",
+]
+WORDS = [
+    "sync",
+    "profile",
+    "pipeline",
+    "segment",
+    "customer",
+    "renewal",
+    "invoice",
+    "Überweisung",
+    "réunion",
+    "integration",
+    "quarterly",
+    "forecast",
+    "onboarding",
+    "délai",
+    "Kündigung",
+    "support",
+    "migration",
+    "API",
+    "dashboard",
+    "export",
+    "import",
+    "naïve",
+    "coöperation",
+    "façade",
+    "jalapeño",
+]
 SENTENCES = [
     "Customer asked about the renewal terms for next year.",
     "Kunde möchte die Rechnung per E-Mail erhalten — bitte prüfen.",
     "Le client a signalé un problème de synchronisation à 9h.",
-    "Follow up after the QBR; they want \"more reports\" & <b>fewer</b> e-mails.",
+    'Follow up after the QBR; they want "more reports" & <b>fewer</b> e-mails.',
     "El cliente necesita una demostración el próximo martes.",
     "次回のミーティングは来週です。",
     "Needs SSO + SCIM before signing 🚀",
@@ -287,8 +434,20 @@ def gen_value(name: str, prop: Prop, ctx: GenContext) -> str | None:
     if g == "deal_name":
         return f"{ctx.company} — {rng.choice(['Renewal', 'New business', 'Upsell', 'Pilot', 'Erweiterung'])}"
     if g == "ticket_subject":
-        return rng.choice(["Sync failing", "Cannot log in", "Rechnung falsch", "Export vide", "Feature request",
-                           "API 429 errors", "データが表示されない"]) + f" #{rng.randrange(100, 99999)}"
+        return (
+            rng.choice(
+                [
+                    "Sync failing",
+                    "Cannot log in",
+                    "Rechnung falsch",
+                    "Export vide",
+                    "Feature request",
+                    "API 429 errors",
+                    "データが表示されない",
+                ]
+            )
+            + f" #{rng.randrange(100, 99999)}"
+        )
     if g == "object_source":
         return rng.choice(["CRM_UI", "EMAIL", "FORM", "API", "IMPORT"])
     if g == "empty":
@@ -302,20 +461,23 @@ def owners_for(hub_id: int, seed: int) -> list[dict[str, Any]]:
     for k in range(12):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         owner_id = 10_000_000 + hub_id * 97 + k * 7919
-        owners.append({
-            "id": str(owner_id),
-            "email": f"{ascii_slug(first) or 'owner'}.{ascii_slug(last) or k}@owners.example",
-            "firstName": first,
-            "lastName": last,
-            "userId": 5_000_000 + k * 31 + hub_id % 1000,
-            "userIdIncludingInactive": 5_000_000 + k * 31 + hub_id % 1000,
-            "type": "QUEUE" if k == 11 else "PERSON",
-            "teams": [{"id": str(300 + k % 3), "name": ["Sales EMEA", "Sales NA", "Support"][k % 3],
-                       "primary": True}],
-            "createdAt": iso(DEFAULT_OWNER_MS + k * 86_400_000),
-            "updatedAt": iso(DEFAULT_OWNER_MS + (k + 30) * 86_400_000),
-            "archived": k == 10,  # one archived owner: shown only with archived=true
-        })
+        owners.append(
+            {
+                "id": str(owner_id),
+                "email": f"{ascii_slug(first) or 'owner'}.{ascii_slug(last) or k}@owners.example",
+                "firstName": first,
+                "lastName": last,
+                "userId": 5_000_000 + k * 31 + hub_id % 1000,
+                "userIdIncludingInactive": 5_000_000 + k * 31 + hub_id % 1000,
+                "type": "QUEUE" if k == 11 else "PERSON",
+                "teams": [
+                    {"id": str(300 + k % 3), "name": ["Sales EMEA", "Sales NA", "Support"][k % 3], "primary": True}
+                ],
+                "createdAt": iso(DEFAULT_OWNER_MS + k * 86_400_000),
+                "updatedAt": iso(DEFAULT_OWNER_MS + (k + 30) * 86_400_000),
+                "archived": k == 10,  # one archived owner: shown only with archived=true
+            }
+        )
     return owners
 
 
@@ -396,8 +558,13 @@ class TypeData:
         if proj is None:
             rows = [{name: tpl.get(name) for name in wanted} for tpl in self.templates]
             mod = self.otype.modified_prop
-            proj = (rows, "hs_object_id" in wanted, "createdate" in wanted, mod in wanted,
-                    "email" in wanted and self.otype.name == "contacts")
+            proj = (
+                rows,
+                "hs_object_id" in wanted,
+                "createdate" in wanted,
+                mod in wanted,
+                "email" in wanted and self.otype.name == "contacts",
+            )
             if len(self._projections) > 32:
                 self._projections.clear()
             self._projections[wanted] = proj
@@ -417,7 +584,6 @@ class TypeData:
             props[self.otype.modified_prop] = iso(self.modified_ms(i))
         return props
 
-
     def record_json(self, i: int, wanted: tuple[str, ...]) -> bytes:
         """Generated record i as UTF-8 JSON, assembled from pre-encoded template fragments (the list hot path:
         no dict copy, no JSON encoding of the ~60 template values, and bytes so that joining a page of
@@ -427,8 +593,9 @@ class TypeData:
             unique = {"hs_object_id", "createdate", self.otype.modified_prop, "email"}
             rows = []
             for tpl in self.templates:
-                frag = json.dumps({n: tpl.get(n) for n in wanted if n not in unique}, ensure_ascii=False,
-                                  separators=(",", ":"))[1:-1]
+                frag = json.dumps(
+                    {n: tpl.get(n) for n in wanted if n not in unique}, ensure_ascii=False, separators=(",", ":")
+                )[1:-1]
                 rows.append(frag.encode() + b"," if frag else b"")
             if len(self._json_rows) > 32:
                 self._json_rows.clear()
@@ -451,8 +618,11 @@ class TypeData:
         if self.otype.modified_prop in wanted:
             tail += f'"{self.otype.modified_prop}":"{modified}",'
         props = rows[r] + tail.encode()
-        return (f'{{"id":"{oid}","properties":{{'.encode() + props[:-1]
-                + f'}},"createdAt":"{created}","updatedAt":"{modified}","archived":false}}'.encode())
+        return (
+            f'{{"id":"{oid}","properties":{{'.encode()
+            + props[:-1]
+            + f'}},"createdAt":"{created}","updatedAt":"{modified}","archived":false}}'.encode()
+        )
 
 
 def build_templates(td: TypeData, owners: list[str]) -> None:
@@ -489,9 +659,21 @@ def props_for_type(otype: ObjectType, custom_rows: list[Any]) -> tuple[dict[str,
     served: dict[str, PropInfo] = {}
     archived: dict[str, PropInfo] = {}
     for order, p in enumerate(otype.props):
-        info = PropInfo(p.name, p.label, p.type, p.field_type, p.group, p.options, p.hubspot_defined,
-                        p.calculated, p.has_unique, p.description, DEFAULT_OWNER_MS, DEFAULT_OWNER_MS,
-                        display_order=order if p.group == "_system" else -1)
+        info = PropInfo(
+            p.name,
+            p.label,
+            p.type,
+            p.field_type,
+            p.group,
+            p.options,
+            p.hubspot_defined,
+            p.calculated,
+            p.has_unique,
+            p.description,
+            DEFAULT_OWNER_MS,
+            DEFAULT_OWNER_MS,
+            display_order=order if p.group == "_system" else -1,
+        )
         if p.name in added:  # a built-in custom property deleted and re-added: no generated values any more
             continue
         if p.name in tombstones:
@@ -500,10 +682,22 @@ def props_for_type(otype: ObjectType, custom_rows: list[Any]) -> tuple[dict[str,
             continue
         served[p.name] = info
     for c in custom_rows:
-        info = PropInfo(c.name, c.label, c.type, c.field_type, c.group_name,
-                        tuple((o.get("label", o.get("value", "")), o.get("value", "")) for o in (c.options or [])),
-                        False, False, False, c.description, c.created_ms, c.updated_ms, generated=False,
-                        archived=c.deleted)
+        info = PropInfo(
+            c.name,
+            c.label,
+            c.type,
+            c.field_type,
+            c.group_name,
+            tuple((o.get("label", o.get("value", "")), o.get("value", "")) for o in (c.options or [])),
+            False,
+            False,
+            False,
+            c.description,
+            c.created_ms,
+            c.updated_ms,
+            generated=False,
+            archived=c.deleted,
+        )
         if c.deleted:
             if c.name not in archived:
                 archived[c.name] = info
@@ -519,16 +713,23 @@ def type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None = No
     """The (cached) TypeData for a portal row; the key covers everything that changes generated values."""
     # pk and created_at too: after a database flush (tests) a recreated portal restarts schema_version at 0, and
     # without them a process would serve the old portal's property list from this cache.
-    key = (portal.hub_id, portal.pk, portal.created_at, portal.seed, otype.name, portal.size(otype.name),
-           portal.generated_at_ms, portal.schema_version)
+    key = (
+        portal.hub_id,
+        portal.pk,
+        portal.created_at,
+        portal.seed,
+        otype.name,
+        portal.size(otype.name),
+        portal.generated_at_ms,
+        portal.schema_version,
+    )
     td = _CACHE.get(key)
     if td is not None:
         return td
     if custom_rows is None:
         custom_rows = list(portal.custom_properties.filter(object_type=otype.name))
     served, archived = props_for_type(otype, custom_rows)
-    td = TypeData(portal.hub_id, portal.seed, otype, portal.size(otype.name), portal.generated_at_ms, served,
-                  archived)
+    td = TypeData(portal.hub_id, portal.seed, otype, portal.size(otype.name), portal.generated_at_ms, served, archived)
     owners = [o["id"] for o in owners_for(portal.hub_id, portal.seed) if not o["archived"]]
     build_templates(td, owners)
     if len(_CACHE) > 64:

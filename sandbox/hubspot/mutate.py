@@ -52,8 +52,13 @@ class MutationResult:
     timestamp_ms: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "updated": self.updated, "archived": self.archived, "purged": self.purged,
-                "timestamp": data.iso(self.timestamp_ms) if self.timestamp_ms else None}
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "archived": self.archived,
+            "purged": self.purged,
+            "timestamp": data.iso(self.timestamp_ms) if self.timestamp_ms else None,
+        }
 
 
 def _otype(collection: str) -> ObjectType:
@@ -66,16 +71,23 @@ def _otype(collection: str) -> ObjectType:
 def _edit_values(td: data.TypeData, rng: random.Random, stamp: int) -> dict[str, Any]:
     """A handful of realistic property edits (strings, numbers, enumerations, a custom property)."""
     edits: dict[str, Any] = {}
-    candidates = [p for p in td.otype.props if p.name in td.props and p.gen not in ("id", "createdate", "modified")
-                  and p.name != "email" and not p.calculated]
+    candidates = [
+        p
+        for p in td.otype.props
+        if p.name in td.props
+        and p.gen not in ("id", "createdate", "modified")
+        and p.name != "email"
+        and not p.calculated
+    ]
     owners = [o["id"] for o in data.owners_for(td.hub_id, td.seed) if not o["archived"]]
     for p in rng.sample(candidates, min(3, len(candidates))):
         # A value another record has (so it is realistic), or a freshly generated one if that one is empty.
         value = td.templates[rng.randrange(len(td.templates))].get(p.name)
         if value is None:
             company = f"{rng.choice(data.COMPANY_WORDS)} {rng.choice(data.COMPANY_SUFFIX)}"
-            ctx = data.GenContext(rng, rng.choice(data.FIRST), rng.choice(data.LAST), company,
-                                  rng.choice(data.CITIES), owners, stamp)
+            ctx = data.GenContext(
+                rng, rng.choice(data.FIRST), rng.choice(data.LAST), company, rng.choice(data.CITIES), owners, stamp
+            )
             value = data.gen_value(p.name, p, ctx)
         edits[p.name] = value
     # Always touch one obviously changing field so tests can see the edit.
@@ -86,9 +98,19 @@ def _edit_values(td: data.TypeData, rng: random.Random, stamp: int) -> dict[str,
     return edits
 
 
-def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0, archive: int = 0,
-           purge: int = 0, purge_archived: int = 0, same_timestamp: bool = False, seed: int | None = None,
-           at_ms: int | None = None) -> MutationResult:
+def mutate(
+    *,
+    portal: Portal,
+    collection: str,
+    create: int = 0,
+    update: int = 0,
+    archive: int = 0,
+    purge: int = 0,
+    purge_archived: int = 0,
+    same_timestamp: bool = False,
+    seed: int | None = None,
+    at_ms: int | None = None,
+) -> MutationResult:
     """Create, update, archive and purge records. `purge` permanently deletes that many live records (a GDPR
     delete), `purge_archived` that many archived ones (HubSpot empties its recycle bin after 90 days); both pick
     among the records that existed before this call, distinct from the updated and archived ones.
@@ -107,14 +129,16 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
     with transaction.atomic():
         # Updates, archives and purges pick among the records that existed before this call.
         picked = _pick_visible(td, qs, rng, update + archive + purge) if update or archive or purge else []
-        doomed = [oid for oid, _i in picked[update + archive:]]
-        picked = picked[:update + archive]
+        doomed = [oid for oid, _i in picked[update + archive :]]
+        picked = picked[: update + archive]
         if len(doomed) < purge:
             raise MutationError(f"only {len(picked) + len(doomed)} live {otype.name} to update/archive/purge")
         if purge_archived:
-            archived_ids = list(qs.filter(archived=True, purged=False)
-                                .filter(Q(index__isnull=True) | Q(index__lt=td.size))
-                                .values_list("object_id", flat=True))
+            archived_ids = list(
+                qs.filter(archived=True, purged=False)
+                .filter(Q(index__isnull=True) | Q(index__lt=td.size))
+                .values_list("object_id", flat=True)
+            )
             if len(archived_ids) < purge_archived:
                 raise MutationError(f"only {len(archived_ids)} archived {otype.name} to purge")
             doomed += rng.sample(sorted(archived_ids), purge_archived)
@@ -132,11 +156,20 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
                 if otype.name == "contacts":
                     props["email"] = f"new.contact{oid}@{data.EMAIL_DOMAINS[oid % len(data.EMAIL_DOMAINS)]}"
                 props.update(_edit_values(td, rng, stamp))
-                rows.append(RecordChange(portal=portal, object_type=otype.name, object_id=oid, index=None,
-                                         properties=props, created_ms=stamp, updated_ms=stamp))
+                rows.append(
+                    RecordChange(
+                        portal=portal,
+                        object_type=otype.name,
+                        object_id=oid,
+                        index=None,
+                        properties=props,
+                        created_ms=stamp,
+                        updated_ms=stamp,
+                    )
+                )
                 result.created.append(str(oid))
             for start in range(0, len(rows), BATCH):
-                RecordChange.objects.bulk_create(rows[start:start + BATCH])
+                RecordChange.objects.bulk_create(rows[start : start + BATCH])
         if update or archive:
             if len(picked) < update + archive:
                 raise MutationError(f"only {len(picked)} live {otype.name} to update/archive")
@@ -145,8 +178,14 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
             for n, (oid, i) in enumerate(picked):
                 stamp = next(stamps)
                 ch = existing.get(oid) or RecordChange(
-                    portal=portal, object_type=otype.name, object_id=oid, index=i, properties={},
-                    created_ms=td.created_ms(i) if i is not None else stamp, updated_ms=stamp)
+                    portal=portal,
+                    object_type=otype.name,
+                    object_id=oid,
+                    index=i,
+                    properties={},
+                    created_ms=td.created_ms(i) if i is not None else stamp,
+                    updated_ms=stamp,
+                )
                 ch.updated_ms = stamp
                 if n < update:
                     ch.properties = {**(ch.properties or {}), **_edit_values(td, rng, stamp)}
@@ -157,13 +196,15 @@ def mutate(*, portal: Portal, collection: str, create: int = 0, update: int = 0,
                     result.archived.append(str(oid))
                 (changed if ch.pk else new_rows).append(ch)
             for start in range(0, len(new_rows), BATCH):
-                RecordChange.objects.bulk_create(new_rows[start:start + BATCH])
+                RecordChange.objects.bulk_create(new_rows[start : start + BATCH])
             if changed:
-                RecordChange.objects.bulk_update(changed, ["properties", "updated_ms", "archived", "archived_ms"],
-                                                 batch_size=BATCH)
+                RecordChange.objects.bulk_update(
+                    changed, ["properties", "updated_ms", "archived", "archived_ms"], batch_size=BATCH
+                )
         if doomed:
-            result.purged = [str(oid) for oid in purge_records(portal=portal, collection=otype.name, ids=doomed,
-                                                               at_ms=now)]
+            result.purged = [
+                str(oid) for oid in purge_records(portal=portal, collection=otype.name, ids=doomed, at_ms=now)
+            ]
     return result
 
 
@@ -186,8 +227,14 @@ def purge_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int
                 i = data.index_for_id(oid)
                 if i is None or i >= td.size:
                     continue  # no such record
-                ch = RecordChange(portal=portal, object_type=otype.name, object_id=oid, index=i,
-                                  created_ms=td.created_ms(i), updated_ms=stamp)
+                ch = RecordChange(
+                    portal=portal,
+                    object_type=otype.name,
+                    object_id=oid,
+                    index=i,
+                    created_ms=td.created_ms(i),
+                    updated_ms=stamp,
+                )
                 new_rows.append(ch)
             elif ch.purged or (ch.index is not None and ch.index >= td.size):
                 continue  # gone already
@@ -199,10 +246,11 @@ def purge_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int
             ch.updated_ms = stamp
             gone.append(oid)
         for start in range(0, len(new_rows), BATCH):
-            RecordChange.objects.bulk_create(new_rows[start:start + BATCH])
+            RecordChange.objects.bulk_create(new_rows[start : start + BATCH])
         if changed:
-            RecordChange.objects.bulk_update(changed, ["properties", "purged", "purged_ms", "updated_ms"],
-                                             batch_size=BATCH)
+            RecordChange.objects.bulk_update(
+                changed, ["properties", "purged", "purged_ms", "updated_ms"], batch_size=BATCH
+            )
     return gone
 
 
@@ -216,8 +264,15 @@ def _live_change(td: data.TypeData, qs, oid: int, stamp: int) -> RecordChange:
     i = data.index_for_id(oid)
     if i is None or i >= td.size or oid >= data.CREATED_ID_BASE:
         raise MutationError(f"no {td.otype.singular} with id {oid}")
-    return RecordChange(portal_id=td.hub_id, object_type=td.otype.name, object_id=oid, index=i, properties={},
-                        created_ms=td.created_ms(i), updated_ms=stamp)
+    return RecordChange(
+        portal_id=td.hub_id,
+        object_type=td.otype.name,
+        object_id=oid,
+        index=i,
+        properties={},
+        created_ms=td.created_ms(i),
+        updated_ms=stamp,
+    )
 
 
 def archive_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int | None = None) -> list[int]:
@@ -238,8 +293,9 @@ def archive_records(*, portal: Portal, collection: str, ids: list[int], at_ms: i
     return done
 
 
-def merge_records(*, portal: Portal, collection: str, primary_id: int, merged_id: int, keep_id: bool = False,
-                  at_ms: int | None = None) -> int:
+def merge_records(
+    *, portal: Portal, collection: str, primary_id: int, merged_id: int, keep_id: bool = False, at_ms: int | None = None
+) -> int:
     """HubSpot's merge of two live records; returns the id of the merged record.
 
     Contacts and companies merge into a record with a **new id** (HubSpot's behaviour since its 2024 change;
@@ -265,15 +321,22 @@ def merge_records(*, portal: Portal, collection: str, primary_id: int, merged_id
                 continue
             mine = full_primary.get(name)
             values[name] = mine if mine not in (None, "") else full_other.get(name)
-        earlier = [x for full in (full_primary, full_other) for x in (full.get(records.MERGED_IDS) or "").split(";")
-                   if x]
+        earlier = [
+            x for full in (full_primary, full_other) for x in (full.get(records.MERGED_IDS) or "").split(";") if x
+        ]
         if keep_id:
             winner = primary
             merged_ids = [*earlier, str(other.object_id)]
         else:
             top = qs.filter(index__isnull=True).aggregate(m=Max("object_id"))["m"] or data.CREATED_ID_BASE
-            winner = RecordChange(portal=portal, object_type=otype.name, object_id=top + 1, index=None,
-                                  created_ms=min(primary.created_ms, other.created_ms), updated_ms=stamp)
+            winner = RecordChange(
+                portal=portal,
+                object_type=otype.name,
+                object_id=top + 1,
+                index=None,
+                created_ms=min(primary.created_ms, other.created_ms),
+                updated_ms=stamp,
+            )
             merged_ids = [*earlier, str(primary.object_id), str(other.object_id)]
         values[records.MERGED_IDS] = ";".join(dict.fromkeys(merged_ids))
         winner.properties = values
@@ -315,31 +378,51 @@ def _pick_visible(td: data.TypeData, qs, rng: random.Random, count: int) -> list
     return list(picked.items())
 
 
-def set_properties(*, portal: Portal, collection: str, object_id: int, properties: dict[str, Any],
-                   at_ms: int | None = None) -> RecordChange:
+def set_properties(
+    *, portal: Portal, collection: str, object_id: int, properties: dict[str, Any], at_ms: int | None = None
+) -> RecordChange:
     """Edit given properties of one record (bumps its modified date)."""
     otype = _otype(collection)
     td = data.type_data(portal, otype)
     stamp = at_ms if at_ms is not None else data.now_ms()
     with transaction.atomic():
-        ch = RecordChange.objects.select_for_update().filter(portal=portal, object_type=otype.name,
-                                                             object_id=object_id).first()
+        ch = (
+            RecordChange.objects.select_for_update()
+            .filter(portal=portal, object_type=otype.name, object_id=object_id)
+            .first()
+        )
         if ch is not None and ch.purged:
             raise MutationError(f"no {otype.singular} with id {object_id} (it was permanently deleted)")
         if ch is None:
             i = data.index_for_id(object_id)
             if i is None or i >= td.size:
                 raise MutationError(f"no {otype.singular} with id {object_id}")
-            ch = RecordChange(portal=portal, object_type=otype.name, object_id=object_id, index=i, properties={},
-                              created_ms=td.created_ms(i), updated_ms=stamp)
+            ch = RecordChange(
+                portal=portal,
+                object_type=otype.name,
+                object_id=object_id,
+                index=i,
+                properties={},
+                created_ms=td.created_ms(i),
+                updated_ms=stamp,
+            )
         ch.properties = {**(ch.properties or {}), **properties}
         ch.updated_ms = stamp
         ch.save()
     return ch
 
 
-def add_property(*, portal: Portal, collection: str, name: str, label: str = "", type: str = "string",
-                 field_type: str = "", options: list[dict] | None = None, description: str = "") -> CustomProperty:
+def add_property(
+    *,
+    portal: Portal,
+    collection: str,
+    name: str,
+    label: str = "",
+    type: str = "string",
+    field_type: str = "",
+    options: list[dict] | None = None,
+    description: str = "",
+) -> CustomProperty:
     otype = _otype(collection)
     if not NAME_RE.match(name):
         raise MutationError("property names are lowercase letters, digits and underscores, starting with a letter")
@@ -352,9 +435,16 @@ def add_property(*, portal: Portal, collection: str, name: str, label: str = "",
     with transaction.atomic():
         CustomProperty.objects.filter(portal=portal, object_type=otype.name, name=name).delete()
         prop = CustomProperty.objects.create(
-            portal=portal, object_type=otype.name, name=name, label=label or name.replace("_", " ").capitalize(),
-            type=type, field_type=field_type or PROPERTY_TYPES[type], options=options or [],
-            description=description, created_ms=now, updated_ms=now,
+            portal=portal,
+            object_type=otype.name,
+            name=name,
+            label=label or name.replace("_", " ").capitalize(),
+            type=type,
+            field_type=field_type or PROPERTY_TYPES[type],
+            options=options or [],
+            description=description,
+            created_ms=now,
+            updated_ms=now,
         )
         Portal.objects.filter(pk=portal.pk).update(schema_version=F("schema_version") + 1)
     state.invalidate()
@@ -375,10 +465,17 @@ def delete_property(*, portal: Portal, collection: str, name: str) -> None:
     with transaction.atomic():
         row = CustomProperty.objects.filter(portal=portal, object_type=otype.name, name=name).first()
         if row is None:
-            row = CustomProperty(portal=portal, object_type=otype.name, name=name, label=info.label, type=info.type,
-                                 field_type=info.field_type, group_name=info.group,
-                                 options=[{"label": lbl, "value": v} for lbl, v in info.options],
-                                 created_ms=info.created_ms or now)
+            row = CustomProperty(
+                portal=portal,
+                object_type=otype.name,
+                name=name,
+                label=info.label,
+                type=info.type,
+                field_type=info.field_type,
+                group_name=info.group,
+                options=[{"label": lbl, "value": v} for lbl, v in info.options],
+                created_ms=info.created_ms or now,
+            )
         row.deleted = True
         row.updated_ms = now
         row.save()
@@ -387,8 +484,9 @@ def delete_property(*, portal: Portal, collection: str, name: str) -> None:
     portal.refresh_from_db()
 
 
-def add_many_properties(*, portal: Portal, collection: str, count: int,
-                        prefix: str = "imported_field_with_a_long_internal_name_") -> list[str]:
+def add_many_properties(
+    *, portal: Portal, collection: str, count: int, prefix: str = "imported_field_with_a_long_internal_name_"
+) -> list[str]:
     """Add `count` custom properties at once (portals with hundreds of properties: requesting them all in a
     GET URL passes HubSpot's ~8,000-character limit, so clients must split the list or use POST endpoints)."""
     otype = _otype(collection)
@@ -404,9 +502,19 @@ def add_many_properties(*, portal: Portal, collection: str, count: int,
             continue
         kind = kinds[n % len(kinds)]
         options = [{"label": f"Option {k}", "value": f"option_{k}"} for k in range(3)] if kind == "enumeration" else []
-        rows.append(CustomProperty(portal=portal, object_type=otype.name, name=name, label=f"Imported field {n}",
-                                   type=kind, field_type=PROPERTY_TYPES[kind], options=options,
-                                   created_ms=now, updated_ms=now))
+        rows.append(
+            CustomProperty(
+                portal=portal,
+                object_type=otype.name,
+                name=name,
+                label=f"Imported field {n}",
+                type=kind,
+                field_type=PROPERTY_TYPES[kind],
+                options=options,
+                created_ms=now,
+                updated_ms=now,
+            )
+        )
         names.append(name)
     with transaction.atomic():
         CustomProperty.objects.filter(portal=portal, object_type=otype.name, name__in=names).delete()

@@ -36,13 +36,26 @@ def redirect_allowed(uri: str) -> bool:
     return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_HOSTS and not parts.fragment
 
 
-def issue_code(*, portal: Portal, client_id: str, redirect_uri: str, scopes: list[str], code_challenge: str = "",
-               code_challenge_method: str = "") -> str:
+def issue_code(
+    *,
+    portal: Portal,
+    client_id: str,
+    redirect_uri: str,
+    scopes: list[str],
+    code_challenge: str = "",
+    code_challenge_method: str = "",
+) -> str:
     code = new_code()
-    AuthCode.objects.create(code=code, portal=portal, client_id=client_id, redirect_uri=redirect_uri,
-                            scopes=sorted(set(scopes)), code_challenge=code_challenge,
-                            code_challenge_method=code_challenge_method or ("plain" if code_challenge else ""),
-                            created_ms=data.now_ms())
+    AuthCode.objects.create(
+        code=code,
+        portal=portal,
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        scopes=sorted(set(scopes)),
+        code_challenge=code_challenge,
+        code_challenge_method=code_challenge_method or ("plain" if code_challenge else ""),
+        created_ms=data.now_ms(),
+    )
     return code
 
 
@@ -57,8 +70,7 @@ def _split_scopes(raw: str) -> list[str]:
 
 
 def _error_page(request: HttpRequest, title: str, detail: str, status: int = 400) -> HttpResponse:
-    return render(request, "sandbox/hubspot/authorize_error.html", {"title": title, "detail": detail},
-                  status=status)
+    return render(request, "sandbox/hubspot/authorize_error.html", {"title": title, "detail": detail}, status=status)
 
 
 def authorize(request: HttpRequest) -> HttpResponse:
@@ -67,18 +79,24 @@ def authorize(request: HttpRequest) -> HttpResponse:
     redirect_uri = params.get("redirect_uri", "")
     state = params.get("state")
     if client_id != settings.SANDBOX_HUBSPOT_CLIENT_ID:
-        return _error_page(request, "Invalid client id",
-                           f"No app with client id “{client_id}” is installed in this sandbox.")
+        return _error_page(
+            request, "Invalid client id", f"No app with client id “{client_id}” is installed in this sandbox."
+        )
     if not redirect_allowed(redirect_uri):
-        return _error_page(request, "Redirect URI not allowed",
-                           "This app only accepts redirect URIs on localhost or 127.0.0.1 "
-                           f"(got “{redirect_uri or 'nothing'}”).")
+        return _error_page(
+            request,
+            "Redirect URI not allowed",
+            f"This app only accepts redirect URIs on localhost or 127.0.0.1 (got “{redirect_uri or 'nothing'}”).",
+        )
     scopes = _split_scopes(params.get("scope", ""))
     optional = _split_scopes(params.get("optional_scope", "") + " " + params.get("optional_scopes", ""))
     unknown = [s for s in scopes if s not in KNOWN_SCOPES]
     if unknown:
-        return _error_page(request, "Scope mismatch",
-                           f"The app requested scopes that do not exist or are not allowed: {', '.join(unknown)}.")
+        return _error_page(
+            request,
+            "Scope mismatch",
+            f"The app requested scopes that do not exist or are not allowed: {', '.join(unknown)}.",
+        )
     if not scopes:
         return _error_page(request, "Missing scopes", "The authorize URL has no scope parameter.")
     optional = [s for s in dict.fromkeys(optional) if s in KNOWN_SCOPES and s not in scopes]
@@ -86,27 +104,45 @@ def authorize(request: HttpRequest) -> HttpResponse:
 
     if request.method == "POST":
         if params.get("action") != "connect":
-            return HttpResponseRedirect(_with_params(redirect_uri, {
-                "error": "access_denied",
-                "error_description": "The user declined to connect the app.",
-                "state": state,
-            }))
+            return HttpResponseRedirect(
+                _with_params(
+                    redirect_uri,
+                    {
+                        "error": "access_denied",
+                        "error_description": "The user declined to connect the app.",
+                        "state": state,
+                    },
+                )
+            )
         try:
             portal = get_portal(int(params.get("portal", "")))
         except ValueError:
             portal = None
         if portal is None:
-            return render(request, "sandbox/hubspot/authorize.html", {
-                **_context(client_id, redirect_uri, state, scopes, optional, portals, params),
-                "error": "Choose an account to connect.",
-            }, status=400)
+            return render(
+                request,
+                "sandbox/hubspot/authorize.html",
+                {
+                    **_context(client_id, redirect_uri, state, scopes, optional, portals, params),
+                    "error": "Choose an account to connect.",
+                },
+                status=400,
+            )
         granted_optional = [s for s in optional if params.get(f"grant_{s}")]
-        code = issue_code(portal=portal, client_id=client_id, redirect_uri=redirect_uri,
-                          scopes=scopes + granted_optional, code_challenge=params.get("code_challenge", ""),
-                          code_challenge_method=params.get("code_challenge_method", ""))
+        code = issue_code(
+            portal=portal,
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            scopes=scopes + granted_optional,
+            code_challenge=params.get("code_challenge", ""),
+            code_challenge_method=params.get("code_challenge_method", ""),
+        )
         return HttpResponseRedirect(_with_params(redirect_uri, {"code": code, "state": state}))
-    return render(request, "sandbox/hubspot/authorize.html",
-                  _context(client_id, redirect_uri, state, scopes, optional, portals, params))
+    return render(
+        request,
+        "sandbox/hubspot/authorize.html",
+        _context(client_id, redirect_uri, state, scopes, optional, portals, params),
+    )
 
 
 def _context(client_id, redirect_uri, state, scopes, optional, portals, params) -> dict:

@@ -10,10 +10,30 @@ from .data import MAX_SIZE
 from .models import DEFAULT_GENERATED_AT_MS, CustomProperty, Portal, RecordChange
 
 DEFAULT_PORTALS: list[dict[str, Any]] = [
-    {"hub_id": 1001, "name": "Acme Sandbox", "domain": "acme-sandbox.example", "seed": 1001, "contacts": 300,
-     "companies": 120, "deals": 150, "tickets": 80, "time_zone": "US/Eastern", "currency": "USD"},
-    {"hub_id": 1002, "name": "Globex Demo (EU)", "domain": "globex-demo.example", "seed": 1002, "contacts": 60,
-     "companies": 25, "deals": 30, "tickets": 20, "time_zone": "Europe/Berlin", "currency": "EUR"},
+    {
+        "hub_id": 1001,
+        "name": "Acme Sandbox",
+        "domain": "acme-sandbox.example",
+        "seed": 1001,
+        "contacts": 300,
+        "companies": 120,
+        "deals": 150,
+        "tickets": 80,
+        "time_zone": "US/Eastern",
+        "currency": "USD",
+    },
+    {
+        "hub_id": 1002,
+        "name": "Globex Demo (EU)",
+        "domain": "globex-demo.example",
+        "seed": 1002,
+        "contacts": 60,
+        "companies": 25,
+        "deals": 30,
+        "tickets": 20,
+        "time_zone": "Europe/Berlin",
+        "currency": "EUR",
+    },
 ]
 DEFAULT_PORTAL_ID = 1001
 
@@ -53,9 +73,19 @@ def all_portals() -> list[Portal]:
     return list(Portal.objects.order_by("hub_id"))
 
 
-def seed_portal(*, hub_id: int, contacts: int | None = None, companies: int | None = None, deals: int | None = None,
-                tickets: int | None = None, seed: int | None = None, name: str | None = None,
-                domain: str | None = None, generated_at_ms: int | None = None, keep_changes: bool = False) -> Portal:
+def seed_portal(
+    *,
+    hub_id: int,
+    contacts: int | None = None,
+    companies: int | None = None,
+    deals: int | None = None,
+    tickets: int | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    domain: str | None = None,
+    generated_at_ms: int | None = None,
+    keep_changes: bool = False,
+) -> Portal:
     """Create or resize a portal. Generation is instant; stored changes and custom properties are wiped
     (unless keep_changes) because they refer to the previous data set."""
     sizes = {"contacts": contacts, "companies": companies, "deals": deals, "tickets": tickets}
@@ -66,8 +96,16 @@ def seed_portal(*, hub_id: int, contacts: int | None = None, companies: int | No
         portal = Portal.objects.select_for_update().filter(pk=hub_id).first()
         if portal is None:
             spec = next((p for p in DEFAULT_PORTALS if p["hub_id"] == hub_id), None)
-            spec = dict(spec) if spec else {"hub_id": hub_id, "name": name or f"Sandbox portal {hub_id}",
-                                            "domain": domain or f"portal-{hub_id}.example", "seed": hub_id}
+            spec = (
+                dict(spec)
+                if spec
+                else {
+                    "hub_id": hub_id,
+                    "name": name or f"Sandbox portal {hub_id}",
+                    "domain": domain or f"portal-{hub_id}.example",
+                    "seed": hub_id,
+                }
+            )
             portal = Portal(hub_id=hub_id, **_defaults(spec))
         for key, value in sizes.items():
             if value is not None:

@@ -77,12 +77,23 @@ def reset_rate_limits() -> None:
 def rate_limited_response(search: bool) -> HttpResponse:
     cid = correlation_id()
     if search:
-        body = {"status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
-                "correlationId": cid, "policyName": "SECONDLY", "category": "RATE_LIMITS"}
+        body = {
+            "status": "error",
+            "message": "You have reached your secondly limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": cid,
+            "policyName": "SECONDLY",
+            "category": "RATE_LIMITS",
+        }
     else:
-        body = {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
-                "errorType": "RATE_LIMIT", "correlationId": cid, "policyName": "TEN_SECONDLY_ROLLING",
-                "category": "RATE_LIMITS"}
+        body = {
+            "status": "error",
+            "message": "You have reached your ten_secondly_rolling limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": cid,
+            "policyName": "TEN_SECONDLY_ROLLING",
+            "category": "RATE_LIMITS",
+        }
     return json_response(body, status=429, headers={"X-HubSpot-Correlation-Id": cid})
 
 

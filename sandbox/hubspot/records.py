@@ -114,8 +114,9 @@ def overlay_rows(td: TypeData, start: int, end: int) -> dict[int, RecordChange]:
     if _OVERLAY_SQL is None:
         table = connection.ops.quote_name(RecordChange._meta.db_table)
         index = connection.ops.quote_name("index")
-        _OVERLAY_SQL = (f"SELECT id FROM {table} WHERE portal_id = %s AND object_type = %s "
-                        f"AND {index} >= %s AND {index} < %s")
+        _OVERLAY_SQL = (
+            f"SELECT id FROM {table} WHERE portal_id = %s AND object_type = %s AND {index} >= %s AND {index} < %s"
+        )
     with connection.cursor() as cursor:
         cursor.execute(_OVERLAY_SQL, [td.hub_id, td.otype.name, start, end])
         ids = [row[0] for row in cursor.fetchall()]
@@ -144,8 +145,9 @@ def list_page(
 ) -> tuple[list, int | None]:
     """One page in id order starting at id `after`: (records as UTF-8 JSON, next after id or None)."""
     if archived:
-        rows = list(_changes(td).filter(archived=True, purged=False, object_id__gte=after)
-                    .order_by("object_id")[: limit + 1])
+        rows = list(
+            _changes(td).filter(archived=True, purged=False, object_id__gte=after).order_by("object_id")[: limit + 1]
+        )
         rows = [ch for ch in rows if valid_change(td, ch)]
         nxt = rows[limit].object_id if len(rows) > limit else None
         return [dumps(change_record(td, ch, wanted)) for ch in rows[:limit]], nxt
@@ -168,8 +170,11 @@ def list_page(
         i = end
     if len(out) <= limit:
         start = max(after, CREATED_ID_BASE)
-        created = _changes(td).filter(index__isnull=True, archived=False, purged=False,
-                                      object_id__gte=start).order_by("object_id")
+        created = (
+            _changes(td)
+            .filter(index__isnull=True, archived=False, purged=False, object_id__gte=start)
+            .order_by("object_id")
+        )
         out.extend(created[: limit + 1 - len(out)])
     nxt = None
     if len(out) > limit:
@@ -259,8 +264,21 @@ class Filter:
     values: list | None = None
 
 
-OPERATORS = {"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN", "HAS_PROPERTY", "NOT_HAS_PROPERTY",
-             "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"}
+OPERATORS = {
+    "EQ",
+    "NEQ",
+    "LT",
+    "LTE",
+    "GT",
+    "GTE",
+    "BETWEEN",
+    "IN",
+    "NOT_IN",
+    "HAS_PROPERTY",
+    "NOT_HAS_PROPERTY",
+    "CONTAINS_TOKEN",
+    "NOT_CONTAINS_TOKEN",
+}
 RANGE_OPS = {"EQ", "LT", "LTE", "GT", "GTE", "BETWEEN"}
 _TOKEN_SPLIT = re.compile(r"[\s,;:/()\[\]\"'<>!?]+")
 
@@ -358,11 +376,13 @@ def _index_range(td: TypeData, f: Filter) -> tuple[int, int] | None:
     if f.op not in RANGE_OPS:
         return None
     if f.prop == "hs_object_id":
+
         def key(v):
             try:
                 return int(float(v))
             except (TypeError, ValueError):
                 return None
+
         fn = id_for_index
     elif f.prop == "createdate":
         key = parse_time_ms
@@ -450,7 +470,7 @@ def parse_search(td: TypeData, body: dict) -> tuple[list[list[Filter]], tuple[st
             if not prop or op not in OPERATORS:
                 raise SearchError(f"Invalid filter: propertyName and a valid operator are required (got {op!r}).")
             if prop not in td.props:
-                raise SearchError(f"Property \"{prop}\" does not exist on object type {td.otype.type_id}.")
+                raise SearchError(f'Property "{prop}" does not exist on object type {td.otype.type_id}.')
             if op in ("IN", "NOT_IN") and not isinstance(fr.get("values"), list):
                 raise SearchError(f"Operator {op} requires 'values'.")
             if op == "BETWEEN" and fr.get("highValue") is None:
@@ -472,7 +492,7 @@ def parse_search(td: TypeData, body: dict) -> tuple[list[list[Filter]], tuple[st
             s = {"propertyName": s.lstrip("-"), "direction": "DESCENDING" if s.startswith("-") else "ASCENDING"}
         name = s.get("propertyName")
         if name not in td.props:
-            raise SearchError(f"Property \"{name}\" does not exist on object type {td.otype.type_id}.")
+            raise SearchError(f'Property "{name}" does not exist on object type {td.otype.type_id}.')
         direction = (s.get("direction") or "ASCENDING").upper()
         if direction not in ("ASCENDING", "DESCENDING"):
             raise SearchError("direction must be ASCENDING or DESCENDING")
@@ -656,8 +676,9 @@ def search(td: TypeData, body: dict, *, lag_seconds: float) -> dict:
             return (ch.created_ms, ch.object_id)
         return (ch.updated_ms, ch.object_id)
 
-    change_items = sorted(((change_key(ch, p), -1, (ch, p)) for ch, p in visible_changes), key=lambda t: t[0],
-                          reverse=desc)
+    change_items = sorted(
+        ((change_key(ch, p), -1, (ch, p)) for ch, p in visible_changes), key=lambda t: t[0], reverse=desc
+    )
     total = total_gen + (change_total if change_total is not None else len(change_items))
     merged = heapq.merge(gen_stream(), change_items, key=lambda t: t[0], reverse=desc)
     page: list[tuple] = []

@@ -49,8 +49,9 @@ class AccessToken:
         return int(self.expires_at - (time.time() if now is None else now))
 
 
-def mint_access_token(*, hub_id: int, scopes: list[str] | tuple[str, ...], lifetime: int, user_id: int, user: str,
-                      client_id: str) -> str:
+def mint_access_token(
+    *, hub_id: int, scopes: list[str] | tuple[str, ...], lifetime: int, user_id: int, user: str, client_id: str
+) -> str:
     payload = {
         "h": hub_id,
         "s": sorted(set(scopes)),
@@ -76,7 +77,7 @@ def decode_access_token(token: str) -> AccessToken | None:
     if not token.startswith(ACCESS_PREFIX):
         return None
     try:
-        body, sig = token[len(ACCESS_PREFIX):].rsplit(".", 1)
+        body, sig = token[len(ACCESS_PREFIX) :].rsplit(".", 1)
         expected = _b64(hmac.new(_key(), body.encode(), hashlib.sha256).digest())
         if not hmac.compare_digest(sig, expected):
             return None

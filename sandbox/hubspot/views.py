@@ -91,15 +91,20 @@ def index(request: HttpRequest) -> HttpResponse:
     counts = {
         row["portal_id"]: row
         for row in RecordChange.objects.values("portal_id").annotate(
-            changes=Count("id"), archived=Count("id", filter=Q(archived=True, purged=False)),
+            changes=Count("id"),
+            archived=Count("id", filter=Q(archived=True, purged=False)),
             purged=Count("id", filter=Q(purged=True)),
         )
     }
-    return render(request, "sandbox/hubspot/index.html", {
-        "portals": [(p, counts.get(p.hub_id, {})) for p in portals],
-        "knobs": Knobs.load(),
-        "statuses": ["503", "502", "504", "500", "429", "reset"],
-    })
+    return render(
+        request,
+        "sandbox/hubspot/index.html",
+        {
+            "portals": [(p, counts.get(p.hub_id, {})) for p in portals],
+            "knobs": Knobs.load(),
+            "statuses": ["503", "502", "504", "500", "429", "reset"],
+        },
+    )
 
 
 @require_POST
@@ -121,8 +126,9 @@ def portal_create(request: HttpRequest) -> HttpResponse:
         sizes = {n: int(request.POST.get(n) or 0) for n in OBJECT_TYPES}
         if get_portal(hub_id) is not None:
             raise ValueError(f"portal {hub_id} exists already")
-        seed_portal(hub_id=hub_id, name=request.POST.get("name") or None, seed=int(request.POST.get("seed") or hub_id),
-                    **sizes)
+        seed_portal(
+            hub_id=hub_id, name=request.POST.get("name") or None, seed=int(request.POST.get("seed") or hub_id), **sizes
+        )
         messages.success(request, f"Portal {hub_id} created.")
         return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
     except ValueError as exc:
@@ -140,14 +146,18 @@ def portal_page(request: HttpRequest, hub_id: int) -> HttpResponse:
         name: [p.name for p in data.type_data(portal, otype).props.values() if not p.hubspot_defined]
         for name, otype in OBJECT_TYPES.items()
     }
-    return render(request, "sandbox/hubspot/portal.html", {
-        "portal": portal,
-        "collections": list(OBJECT_TYPES),
-        "recent": [(ch, data.iso(ch.updated_ms)) for ch in recent],
-        "custom": custom,
-        "deletable": deletable,
-        "property_types": list(PROPERTY_TYPES),
-    })
+    return render(
+        request,
+        "sandbox/hubspot/portal.html",
+        {
+            "portal": portal,
+            "collections": list(OBJECT_TYPES),
+            "recent": [(ch, data.iso(ch.updated_ms)) for ch in recent],
+            "custom": custom,
+            "deletable": deletable,
+            "property_types": list(PROPERTY_TYPES),
+        },
+    )
 
 
 @require_POST
@@ -170,12 +180,16 @@ def portal_mutate(request: HttpRequest, hub_id: int) -> HttpResponse:
     if portal is None:
         raise Http404("no such portal")
     try:
-        result = mutate(portal=portal, collection=request.POST.get("collection", ""),
-                        create=int(request.POST.get("create") or 0), update=int(request.POST.get("update") or 0),
-                        archive=int(request.POST.get("archive") or 0),
-                        purge=int(request.POST.get("purge") or 0),
-                        purge_archived=int(request.POST.get("purge_archived") or 0),
-                        same_timestamp=bool(request.POST.get("same_timestamp")))
+        result = mutate(
+            portal=portal,
+            collection=request.POST.get("collection", ""),
+            create=int(request.POST.get("create") or 0),
+            update=int(request.POST.get("update") or 0),
+            archive=int(request.POST.get("archive") or 0),
+            purge=int(request.POST.get("purge") or 0),
+            purge_archived=int(request.POST.get("purge_archived") or 0),
+            same_timestamp=bool(request.POST.get("same_timestamp")),
+        )
         ids = request.POST.get("purge_ids", "").replace(",", " ").split()
         if ids:
             if not all(i.isdigit() for i in ids):
@@ -186,9 +200,12 @@ def portal_mutate(request: HttpRequest, hub_id: int) -> HttpResponse:
             missing = sorted(set(wanted) - set(gone))
             if missing:
                 messages.warning(request, f"No such record (or deleted already): {', '.join(map(str, missing))}.")
-        messages.success(request, f"Created {len(result.created)}, updated {len(result.updated)}, archived "
-                                  f"{len(result.archived)}, permanently deleted {len(result.purged)} "
-                                  f"{request.POST.get('collection')}.")
+        messages.success(
+            request,
+            f"Created {len(result.created)}, updated {len(result.updated)}, archived "
+            f"{len(result.archived)}, permanently deleted {len(result.purged)} "
+            f"{request.POST.get('collection')}.",
+        )
     except (MutationError, ValueError) as exc:
         messages.error(request, str(exc))
     return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
@@ -205,11 +222,19 @@ def portal_property(request: HttpRequest, hub_id: int) -> HttpResponse:
             delete_property(portal=portal, collection=collection, name=request.POST.get("name", ""))
             messages.success(request, f"Deleted {request.POST.get('name')} from {collection}.")
         else:
-            options = [{"label": v.strip(), "value": v.strip()} for v in request.POST.get("options", "").split(",")
-                       if v.strip()]
-            prop = add_property(portal=portal, collection=collection, name=request.POST.get("name", ""),
-                                label=request.POST.get("label", ""), type=request.POST.get("type", "string"),
-                                options=options)
+            options = [
+                {"label": v.strip(), "value": v.strip()}
+                for v in request.POST.get("options", "").split(",")
+                if v.strip()
+            ]
+            prop = add_property(
+                portal=portal,
+                collection=collection,
+                name=request.POST.get("name", ""),
+                label=request.POST.get("label", ""),
+                type=request.POST.get("type", "string"),
+                options=options,
+            )
             messages.success(request, f"Added {prop.name} to {collection}.")
     except MutationError as exc:
         messages.error(request, str(exc))
@@ -245,11 +270,17 @@ def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
         counts = {name: int(body.get(name, 0)) for name in ("create", "update", "archive", "purge", "purge_archived")}
         if max(counts.values()) > MAX_MUTATION:
             raise ValueError(f"at most {MAX_MUTATION:,} records per change")
-        result = mutate(portal=portal, collection=str(body.get("collection", "")), **counts,
-                        same_timestamp=bool(body.get("same_timestamp")), seed=body.get("seed"))
+        result = mutate(
+            portal=portal,
+            collection=str(body.get("collection", "")),
+            **counts,
+            same_timestamp=bool(body.get("same_timestamp")),
+            seed=body.get("seed"),
+        )
         if body.get("purge_ids"):
-            gone = purge_records(portal=portal, collection=str(body.get("collection", "")),
-                                 ids=[int(i) for i in body["purge_ids"]])
+            gone = purge_records(
+                portal=portal, collection=str(body.get("collection", "")), ids=[int(i) for i in body["purge_ids"]]
+            )
             result.purged += [str(i) for i in gone]
     except (MutationError, ValueError, TypeError, OverflowError) as exc:
         return json_response({"error": str(exc)}, status=400)

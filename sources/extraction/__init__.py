@@ -17,7 +17,23 @@ from .reads import LIST_LIMIT, SEARCH_LIMIT, ids_pass_estimates
 from .records import MERGED_IDS, content_hash, lastmod_property, merged_away, properties_json
 
 __all__ = [
-    "BATCH_READ_LIMIT", "LIST_LIMIT", "MERGED_IDS", "ORDER_NOTE", "SEARCH_LIMIT", "Engine", "Gone", "RunLost",
-    "after_page", "claim_run", "content_hash", "execute_run", "execute_run_foreground", "ids_pass_estimates",
-    "lastmod_property", "merged_away", "notify_changes", "properties_json", "store_schema",
+    "BATCH_READ_LIMIT",
+    "LIST_LIMIT",
+    "MERGED_IDS",
+    "ORDER_NOTE",
+    "SEARCH_LIMIT",
+    "Engine",
+    "Gone",
+    "RunLost",
+    "after_page",
+    "claim_run",
+    "content_hash",
+    "execute_run",
+    "execute_run_foreground",
+    "ids_pass_estimates",
+    "lastmod_property",
+    "merged_away",
+    "notify_changes",
+    "properties_json",
+    "store_schema",
 ]

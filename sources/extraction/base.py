@@ -82,7 +82,6 @@ class EngineBase:
         # (collection, id) of the rows mark_archived archived in this run, with their old values.
         self.archived_now: set[tuple[str, int]] = set()
 
-
     @property
     def hubspot(self) -> HubSpotClient:
         """The run's client: set when the run starts, before any read."""
@@ -106,9 +105,7 @@ class EngineBase:
     def heartbeat(self) -> None:
         """Save progress and prove ownership; inside a page transaction this is the fence."""
         api_calls, retries = self._client_stats()
-        updated = SyncRun.objects.filter(
-            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
-        ).update(
+        updated = SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker).update(
             heartbeat_at=timezone.now(),
             counts=self.counts,
             api_calls=api_calls,

@@ -128,12 +128,16 @@ def from_json(data: dict[str, Any] | None) -> Cursor:
     mode = data.get("mode")
     if mode == "list":
         return ListRead(
-            after=data.get("after"), covered=_int(data.get("covered")), pending=_ids(data.get("pending")),
+            after=data.get("after"),
+            covered=_int(data.get("covered")),
+            pending=_ids(data.get("pending")),
             started_ms=int(data["started_ms"]),
         )
     if mode == "ids":
         return IdsPass(
-            after=data.get("after"), covered=_int(data.get("covered")), pending=_ids(data.get("pending")),
+            after=data.get("after"),
+            covered=_int(data.get("covered")),
+            pending=_ids(data.get("pending")),
             watermark_ms=int(data["watermark_ms"]),
         )
     if mode == "search":
@@ -148,9 +152,7 @@ def from_json(data: dict[str, Any] | None) -> Cursor:
     return Fresh() if watermark is None else Idle(int(watermark))
 
 
-def next_read(
-    cursor: Cursor, *, now_ms: int, start_ms: int | None, overlap_ms: int, ids_pass: bool = False
-) -> Read:
+def next_read(cursor: Cursor, *, now_ms: int, start_ms: int | None, overlap_ms: int, ids_pass: bool = False) -> Read:
     """The read a run makes from `cursor`.
 
     A read in progress (list, search, ids-only pass) goes on where it stopped. Idle: the records modified in

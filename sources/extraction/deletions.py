@@ -142,7 +142,9 @@ class Deletions(MirrorWrites):
         if left:
             logger.info(
                 "sync run %s: %s: %s ids missing from the list were found live; left alone",
-                self.run_row.pk, sc.collection, len(left),
+                self.run_row.pk,
+                sc.collection,
+                len(left),
             )
         return gone
 

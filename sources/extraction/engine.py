@@ -88,9 +88,7 @@ class Engine(Reads):
     def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
         now = timezone.now()
         api_calls, retries = self._client_stats()
-        updated = SyncRun.objects.filter(
-            pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker
-        ).update(
+        updated = SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker).update(
             status=status,
             error=error,
             finished_at=now,
@@ -217,8 +215,12 @@ class Engine(Reads):
         self.scan_archived(sc, check_deleted=full)
         c = self.counts[sc.collection]
         if c["deleted"]:
-            logger.info("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
-                        self.run_row.pk, sc.collection, c["deleted"])
+            logger.info(
+                "sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                self.run_row.pk,
+                sc.collection,
+                c["deleted"],
+            )
         self.say(
             f"{sc.collection}: done: {c['read']} read, {c['new']} new, {c['updated']} updated, "
             f"{c['unchanged']} unchanged, {c['archived']} archived, {c['deleted']} deleted"

@@ -40,7 +40,14 @@ logger = logging.getLogger(__name__)
 SCHEMA_KEYS = ("label", "type", "fieldType", "groupName", "hidden", "calculated", "hubspotDefined")
 SCHEMA_CHANGES_KEPT = 50
 RECORD_UPDATE_FIELDS = [
-    "properties", "created_at", "updated_at", "archived", "archived_update", "content_hash", "change_seq", "synced_at",
+    "properties",
+    "created_at",
+    "updated_at",
+    "archived",
+    "archived_update",
+    "content_hash",
+    "change_seq",
+    "synced_at",
 ]
 
 
@@ -82,12 +89,23 @@ class MirrorWrites(EngineBase):
         params: list = []
         for object_id, text, created, updated, archived, digest, seq in values:
             params += [
-                self.source.pk, collection, object_id, text, ops.adapt_datetimefield_value(created),
-                ops.adapt_datetimefield_value(updated), archived, object_id in archived_update, digest, seq, now,
+                self.source.pk,
+                collection,
+                object_id,
+                text,
+                ops.adapt_datetimefield_value(created),
+                ops.adapt_datetimefield_value(updated),
+                archived,
+                object_id in archived_update,
+                digest,
+                seq,
+                now,
             ]
         table = Record._meta.db_table
-        columns = "source_id, collection, object_id, properties, created_at, updated_at, archived, archived_update, " \
-                  "content_hash, change_seq, synced_at"
+        columns = (
+            "source_id, collection, object_id, properties, created_at, updated_at, archived, archived_update, "
+            "content_hash, change_seq, synced_at"
+        )
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(values))} "
@@ -133,7 +151,8 @@ class MirrorWrites(EngineBase):
             previous = {
                 object_id: (props, archived, updated_at)
                 for object_id, props, archived, updated_at in Record.objects.filter(
-                    source=self.source, collection=sc.collection,
+                    source=self.source,
+                    collection=sc.collection,
                     object_id__in=[object_id for object_id in write if object_id in existing],
                 ).values_list("object_id", "properties", "archived", "updated_at")
             }
@@ -149,10 +168,15 @@ class MirrorWrites(EngineBase):
                 self.upsert(sc.collection, values)
                 if previous:
                     # values: (object_id, json, created, updated, archived, hash, seq)
-                    history.write(history.changes_for_page(
-                        source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=previous,
-                        new=[(v[0], v[6], parsed[v[0]], v[4], v[3]) for v in values if v[0] in previous],
-                    ))
+                    history.write(
+                        history.changes_for_page(
+                            source_id=self.source.pk,
+                            collection=sc.collection,
+                            run_id=self.run_row.pk,
+                            old=previous,
+                            new=[(v[0], v[6], parsed[v[0]], v[4], v[3]) for v in values if v[0] in previous],
+                        )
+                    )
             if merged:
                 # Ids the page's records replaced (HubSpot merges): same transaction as the merged records.
                 self.remove_merged(sc, merged)
@@ -221,22 +245,28 @@ class MirrorWrites(EngineBase):
             # An archive alone moves the last-modified date: its history entry is the archive, no property change.
             before = {
                 oid: (
-                    old[oid][0] if oid in updates or lastmod not in new[oid][0]
+                    old[oid][0]
+                    if oid in updates or lastmod not in new[oid][0]
                     else {**old[oid][0], lastmod: new[oid][0][lastmod]},
-                    old[oid][1], old[oid][2],
+                    old[oid][1],
+                    old[oid][2],
                 )
                 for oid in new
             }
-            history.write(history.changes_for_page(
-                source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk, old=before, new=changes,
-            ))
+            history.write(
+                history.changes_for_page(
+                    source_id=self.source.pk,
+                    collection=sc.collection,
+                    run_id=self.run_row.pk,
+                    old=before,
+                    new=changes,
+                )
+            )
         counts = self.counts[sc.collection]
         newly = sum(1 for oid in new if not old[oid][1])
         counts["archived"] += newly
         # Archived rows that held old values: updated, unless this run archived them a moment ago (counted then).
-        counts["updated"] += sum(
-            1 for oid in new if old[oid][1] and (sc.collection, oid) not in self.archived_now
-        )
+        counts["updated"] += sum(1 for oid in new if old[oid][1] and (sc.collection, oid) not in self.archived_now)
         self.changed_collections.add(sc.collection)
         return len(new)
 
@@ -265,10 +295,15 @@ class MirrorWrites(EngineBase):
             changes.append((object_id, seq, props, True, archived_at.get(object_id) or updated))
         self.upsert(sc.collection, values)
         if history.enabled():
-            history.write(history.changes_for_page(
-                source_id=self.source.pk, collection=sc.collection, run_id=self.run_row.pk,
-                old={oid: (props, False, updated) for oid, props, _created, updated in rows}, new=changes,
-            ))
+            history.write(
+                history.changes_for_page(
+                    source_id=self.source.pk,
+                    collection=sc.collection,
+                    run_id=self.run_row.pk,
+                    old={oid: (props, False, updated) for oid, props, _created, updated in rows},
+                    new=changes,
+                )
+            )
         # Counted here; the archived scan reads their final values.
         self.archived_now.update((sc.collection, oid) for oid, *_rest in rows)
         self.counts[sc.collection]["archived"] += len(rows)
@@ -313,7 +348,9 @@ class MirrorWrites(EngineBase):
         now = timezone.now()
         for object_id in held:
             MergedRecord.objects.update_or_create(
-                source_id=self.source.pk, collection=sc.collection, object_id=object_id,
+                source_id=self.source.pk,
+                collection=sc.collection,
+                object_id=object_id,
                 defaults={"merged_into": merged[object_id], "merged_at": now, "run_id": self.run_row.pk},
             )
         slots = ", ".join(["%s"] * len(held))
@@ -326,8 +363,12 @@ class MirrorWrites(EngineBase):
         hooks.records_merged.send(source_id=self.source.pk, collection=sc.collection, object_ids=held)
         counts = self.counts[sc.collection]
         counts["merged"] = counts.get("merged", 0) + len(held)
-        logger.info("sync run %s: %s: %s records merged into others in HubSpot removed from the mirror",
-                    self.run_row.pk, sc.collection, len(held))
+        logger.info(
+            "sync run %s: %s: %s records merged into others in HubSpot removed from the mirror",
+            self.run_row.pk,
+            sc.collection,
+            len(held),
+        )
         return len(held)
 
     def apply_gone(self, sc: SourceCollection, gone: Gone) -> None:
@@ -338,8 +379,12 @@ class MirrorWrites(EngineBase):
         self.remove_merged(sc, gone.merged)
         if gone.deleted:
             n = self.delete_records(sc, gone.deleted)
-            logger.debug("sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
-                         self.run_row.pk, sc.collection, n)
+            logger.debug(
+                "sync run %s: %s: %s records deleted in HubSpot removed from the mirror",
+                self.run_row.pk,
+                sc.collection,
+                n,
+            )
 
     def commit_gone(self, sc: SourceCollection, gone: Gone) -> None:
         with transaction.atomic():
@@ -359,7 +404,10 @@ def _page_rows(results: list[dict]) -> tuple[dict[int, tuple], dict[int, dict]]:
         text = properties_json(props)
         parsed[int(r["id"])] = props
         rows[int(r["id"])] = (
-            text, parse_dt(r.get("createdAt")), parse_dt(r.get("updatedAt")), archived,
+            text,
+            parse_dt(r.get("createdAt")),
+            parse_dt(r.get("updatedAt")),
+            archived,
             content_hash(text, archived),
         )
     return rows, parsed

@@ -123,7 +123,9 @@ class Reads(Deletions):
                     checking = False
                     logger.warning(
                         "sync run %s: %s: list page not in ascending id order after id %s; deletion check stopped",
-                        self.run_row.pk, sc.collection, covered,
+                        self.run_row.pk,
+                        sc.collection,
+                        covered,
                     )
                     note = Gone(note=ORDER_NOTE)
                     last = True  # the candidates found so far are still confirmed (nothing is removed unasked)
@@ -245,8 +247,10 @@ class Reads(Deletions):
                 if not ascending(ids, covered):
                     checking = False
                     logger.warning(
-                        "sync run %s: %s: archived list not in ascending id order after id %s; deletion check "
-                        "stopped", self.run_row.pk, sc.collection, covered,
+                        "sync run %s: %s: archived list not in ascending id order after id %s; deletion check stopped",
+                        self.run_row.pk,
+                        sc.collection,
+                        covered,
                     )
                     self.add_note(sc, ORDER_NOTE)
                     last = True  # confirm what was found so far

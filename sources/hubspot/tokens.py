@@ -171,5 +171,3 @@ def _copy_tokens(src: Source, dst: Source) -> None:
     dst.access_token = src.access_token
     dst.access_token_expires_at = src.access_token_expires_at
     dst.token = src.token
-
-

@@ -142,5 +142,3 @@ def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
 
 def _retry_after(response: requests.Response) -> float | None:
     return retry_after_seconds(response.headers.get("Retry-After"))
-
-

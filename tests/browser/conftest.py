@@ -64,9 +64,7 @@ def page(browser, request: pytest.FixtureRequest) -> Iterator:
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page
-    failed = any(
-        getattr(getattr(request.node, f"rep_{when}", None), "failed", False) for when in ("setup", "call")
-    )
+    failed = any(getattr(getattr(request.node, f"rep_{when}", None), "failed", False) for when in ("setup", "call"))
     if failed:
         ARTIFACTS.mkdir(exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-150:]

@@ -27,8 +27,6 @@ pytestmark = pytest.mark.browser
 PORTAL = 3621
 
 
-
-
 @pytest.fixture
 def hook(settings):
     # The webhook listens on 127.0.0.1: a test-only allowance (ignored unless DEBUG or HUBSYNC_TESTING).
@@ -138,7 +136,9 @@ def test_channels_tests_one_alert_per_failure_streak_and_recovery(
     _add_channel(page, "webhook", "Slack #data-alerts", **{"Webhook URL": "hooks.slack.com services T0/B0 x"})
     field = page.locator(".field.has-error", has=page.get_by_label("Webhook URL"))
     expect(field.locator(".errorlist li")).to_have_text(
-        ["This is not a web address. Paste the whole webhook URL, e.g. https://hooks.slack.com/services/T000/B000/XXXX."]
+        [
+            "This is not a web address. Paste the whole webhook URL, e.g. https://hooks.slack.com/services/T000/B000/XXXX."
+        ]
     )
     expect(page.get_by_label("Name")).to_have_value("Slack #data-alerts")  # what was typed stays
     expect(page.get_by_label("Kind")).to_have_value("webhook")
@@ -277,7 +277,11 @@ def test_viewer_sees_alerts_read_only(page, viewer, workspace, members, live_ser
     source = SourceFactory(workspace=workspace, name="Acme CRM", schema_name="acme_crm", hub_id=PORTAL)
     now = timezone.now()
     SyncRunFactory(
-        source=source, trigger="scheduled", status="failed", error="HubSpot answered 502", started_at=now,
+        source=source,
+        trigger="scheduled",
+        status="failed",
+        error="HubSpot answered 502",
+        started_at=now,
         finished_at=now,
     )
     from monitoring.tasks import send_alert

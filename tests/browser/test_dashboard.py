@@ -23,8 +23,6 @@ SHOTS = Path(django_settings.BASE_DIR) / "test-artifacts" / "screenshots" / "das
 PORTAL = 3601
 
 
-
-
 def _source(workspace, sandbox) -> Source:
     tokens = sandbox.token(portal=PORTAL)
     source = SourceFactory(

@@ -34,8 +34,6 @@ def shot(page, name: str) -> Path:
     return path
 
 
-
-
 def test_a_full_sync_removes_records_deleted_in_hubspot(hubspot_sandbox, page, owner, workspace, settings):
     base = hubspot_sandbox.server_url
     settings.BASE_URL = base
@@ -51,12 +49,22 @@ def test_a_full_sync_removes_records_deleted_in_hubspot(hubspot_sandbox, page, o
     destination = DestinationFactory(workspace=workspace, name="Segment")
     space = ProfileSpaceFactory(destination=destination, name="Marketing", write_key="wk", region="sandbox")
     model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
-    mapping = MappingFactory(destination=destination, data_model=model, profile_space=space,
-                             name="Contacts to profiles", identifiers={"user_id": "email"},
-                             traits=[["email", "email"]])
-    DeliveryStateFactory(mapping=mapping, object_id=doomed[0], delivered_hash="h" * 64,
-                         status=DeliveryState.Status.REJECTED, error="Segment refused it",
-                         last_payload={"userId": "someone@example.com"})
+    mapping = MappingFactory(
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        name="Contacts to profiles",
+        identifiers={"user_id": "email"},
+        traits=[["email", "email"]],
+    )
+    DeliveryStateFactory(
+        mapping=mapping,
+        object_id=doomed[0],
+        delivered_hash="h" * 64,
+        status=DeliveryState.Status.REJECTED,
+        error="Segment refused it",
+        last_payload={"userId": "someone@example.com"},
+    )
 
     # In "HubSpot" (the sandbox's portal page): delete three records permanently.
     page.goto(f"{hubspot_sandbox.base_url}/portals/{PORTAL}/")

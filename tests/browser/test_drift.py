@@ -32,8 +32,6 @@ pytestmark = pytest.mark.browser
 PORTAL = 3631
 
 
-
-
 @pytest.fixture
 def eager_celery():
     """Tasks run inline: "Sync now" runs the sync in live_server's request thread, and the deliveries it starts
@@ -121,8 +119,15 @@ def pipeline(hubspot, segment_sandbox, workspace, eager_celery):
 
     assert execute_run(run_id=run.pk).status == "succeeded"
     assert inbox.profile(email)["traits"]["tier"] == "silver"
-    return {"source": source, "model": model, "tiers": tiers, "names": names, "inbox": inbox, "contact": contact_id,
-            "email": email}
+    return {
+        "source": source,
+        "model": model,
+        "tiers": tiers,
+        "names": names,
+        "inbox": inbox,
+        "contact": contact_id,
+        "email": email,
+    }
 
 
 def _sync_now(page, base: str, source: Source) -> None:

@@ -76,8 +76,9 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     settings.HUBSPOT_API_BASE = ""
     settings.HUBSPOT_AUTHORIZE_URL = ""
     settings.SANDBOX = True
-    hubspot_sandbox.seed(PORTAL, contacts=CONTACTS, companies=5, deals=5, tickets=0, name="E2E Small",
-                         domain="e2e-small.example")
+    hubspot_sandbox.seed(
+        PORTAL, contacts=CONTACTS, companies=5, deals=5, tickets=0, name="E2E Small", domain="e2e-small.example"
+    )
     inbox = segment_sandbox.with_workspace("E2E space")  # a fresh workspace: an empty inbox of its own
 
     # Sign up: the new user owns a fresh workspace and lands on the empty dashboard.
@@ -159,8 +160,12 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     page.locator("#id_user_id").wait_for()
     page.select_option("#id_user_id", "email")
     rows = page.locator("#trait-rows tr.trait-row")
-    traits = {"firstname": "first_name", "lastname": "last_name", "loyalty_points": "loyalty_points",
-              "signup_date": "signup_date"}
+    traits = {
+        "firstname": "first_name",
+        "lastname": "last_name",
+        "loyalty_points": "loyalty_points",
+        "signup_date": "signup_date",
+    }
     for i, (column, trait) in enumerate(traits.items()):
         if i:
             page.get_by_role("button", name="+ Add trait").click()

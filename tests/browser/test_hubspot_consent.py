@@ -10,10 +10,16 @@ from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+
 def test_connect_and_cancel_in_the_browser(hubspot_sandbox, page):
     redirect = hubspot_sandbox.base_url + "/"  # any loopback URL will do; the sandbox index is one
-    params = {"client_id": hubspot_sandbox.client_id, "redirect_uri": redirect, "state": "xyz",
-              "scope": "oauth crm.objects.contacts.read tickets", "optional_scope": "crm.objects.owners.read"}
+    params = {
+        "client_id": hubspot_sandbox.client_id,
+        "redirect_uri": redirect,
+        "state": "xyz",
+        "scope": "oauth crm.objects.contacts.read tickets",
+        "optional_scope": "crm.objects.owners.read",
+    }
     page.goto(hubspot_sandbox.authorize_url + "?" + urlencode(params))
     expect(page.get_by_role("heading", name="Connect hubsync (sandbox app) to your HubSpot account")).to_be_visible()
     if os.environ.get("SANDBOX_SCREENSHOT"):

@@ -24,8 +24,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-
-
 def preview_headers(page) -> list[str]:
     return page.locator("#preview .preview-table th .th-name").all_inner_texts()
 

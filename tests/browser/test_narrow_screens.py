@@ -38,8 +38,12 @@ def test_main_pages_fit_a_phone_screen(live_server, browser, owner, workspace):
     destination = DestinationFactory(workspace=workspace, name="Segment")
     space = ProfileSpaceFactory(destination=destination, name="Production", write_key="k", region="sandbox")
     mapping = MappingFactory(
-        destination=destination, data_model=model, profile_space=space, name="Contacts to profiles",
-        identifiers={"user_id": "email"}, traits=DEFAULT_TRAITS,
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        name="Contacts to profiles",
+        identifiers={"user_id": "email"},
+        traits=DEFAULT_TRAITS,
     )
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     log_in(context, owner, live_server.url)

@@ -34,10 +34,9 @@ def shot(page, name: str) -> Path:
     return path
 
 
-
-
-def test_the_debugger_finds_a_rejected_record_and_shows_why(segment_sandbox, live_server, page, owner, workspace,
-                                                             settings):
+def test_the_debugger_finds_a_rejected_record_and_shows_why(
+    segment_sandbox, live_server, page, owner, workspace, settings
+):
     settings.BASE_URL = live_server.url
     source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", hub_id=1234)
     SourceCollectionFactory(source=source, collection="contacts", properties=CONTACT_SCHEMA)
@@ -50,12 +49,15 @@ def test_the_debugger_finds_a_rejected_record_and_shows_why(segment_sandbox, liv
     space = ProfileSpaceFactory(
         destination=destination, name="Marketing space", write_key=segment_sandbox.write_key, region="sandbox"
     )
-    model = DataModelFactory(
-        source=source, collection="contacts", name="Contacts", columns=list(CONTACT_SCHEMA)
-    )
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=list(CONTACT_SCHEMA))
     mapping = MappingFactory(
-        destination=destination, data_model=model, profile_space=space, name="Contacts to profiles",
-        identifiers={"user_id": "email", "anonymous_id": "company"}, traits=DEFAULT_TRAITS, enabled=True,
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        name="Contacts to profiles",
+        identifiers={"user_id": "email", "anonymous_id": "company"},
+        traits=DEFAULT_TRAITS,
+        enabled=True,
     )
     run = deliver(mapping_id=mapping.pk)
     assert (run.sent, run.rejected) == (5, 1)

@@ -23,8 +23,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-
-
 def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspace, settings):
     base = hubspot_sandbox.server_url
     settings.BASE_URL = base

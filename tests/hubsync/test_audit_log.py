@@ -35,8 +35,14 @@ def test_viewers_get_403(viewer_client):
 def test_newest_first_and_paged(owner_client, workspace, owner):
     start = timezone.now() - timedelta(days=1)
     AuditEvent.objects.bulk_create(
-        AuditEvent(workspace=workspace, actor=owner, verb="update", object_type="t", object_repr=f"event-{i:03d}",
-                   at=start + timedelta(minutes=i))
+        AuditEvent(
+            workspace=workspace,
+            actor=owner,
+            verb="update",
+            object_type="t",
+            object_repr=f"event-{i:03d}",
+            at=start + timedelta(minutes=i),
+        )
         for i in range(120)
     )
     first = owner_client.get(reverse("audit_log")).content.decode()
@@ -58,8 +64,13 @@ def test_only_this_workspaces_events(owner_client, other_workspace, outsider):
 
 def test_secret_fields_are_redacted(workspace, owner, owner_client):
     source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", token="refresh-123")
-    audit.record(workspace=workspace, actor=owner, verb="update", obj=source,
-                 changes={"token": ["old-token", "refresh-123"], "name": ["A", "HubSpot"]})
+    audit.record(
+        workspace=workspace,
+        actor=owner,
+        verb="update",
+        obj=source,
+        changes={"token": ["old-token", "refresh-123"], "name": ["A", "HubSpot"]},
+    )
     event = AuditEvent.objects.get(object_type="sources.Source")
     assert event.changes["token"] == audit.REDACTED
     html = owner_client.get(reverse("audit_log")).content.decode()

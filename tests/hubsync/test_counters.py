@@ -42,8 +42,12 @@ def test_the_migrations_install_every_counter_trigger():
 
 def record(source, object_id, collection="contacts", seq=None):
     return Record(
-        source=source, collection=collection, object_id=object_id, properties={"email": f"u{object_id}@x.test"},
-        content_hash="h", change_seq=seq or object_id,
+        source=source,
+        collection=collection,
+        object_id=object_id,
+        properties={"email": f"u{object_id}@x.test"},
+        content_hash="h",
+        change_seq=seq or object_id,
     )
 
 
@@ -61,7 +65,9 @@ def test_record_counts_follow_inserts_upserts_and_deletes(workspace):
     # An upsert of 5 known ids and 5 new ones adds 5, as the extraction engine's page upsert does.
     Record.objects.bulk_create(
         [record(source, i, seq=100 + i) for i in range(6, 16)],
-        update_conflicts=True, unique_fields=["source", "collection", "object_id"], update_fields=["change_seq"],
+        update_conflicts=True,
+        unique_fields=["source", "collection", "object_id"],
+        update_fields=["change_seq"],
     )
     assert mirror_counts(source) == {"contacts": 16, "companies": 3}
     Record.objects.filter(source=source, collection="contacts", object_id__lte=3).update(archived=True)
@@ -105,7 +111,9 @@ def test_state_counts_follow_status_changes_upserts_and_deletes(mapping):
     assert state_counts(mapping) == {"delivered": 15, "retry": 5}
     DeliveryState.objects.bulk_create(
         [DeliveryState(mapping=mapping, object_id=i, status=S.DELIVERED) for i in (4, 8, 21, 22)],
-        update_conflicts=True, unique_fields=["mapping", "object_id"], update_fields=["status"],
+        update_conflicts=True,
+        unique_fields=["mapping", "object_id"],
+        update_fields=["status"],
     )
     assert state_counts(mapping) == {"delivered": 19, "retry": 3}
     # An update that leaves the status alone (resync all forgets the hashes) changes no count.

@@ -17,8 +17,9 @@ def test_roundtrip_and_ciphertext_format():
 
 def test_wrong_key_raises_never_returns_ciphertext():
     stored = fields.encrypt("s3cret-token")
-    with override_settings(HUBSYNC_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]), pytest.raises(
-        fields.DecryptionError
+    with (
+        override_settings(HUBSYNC_ENCRYPTION_KEYS=[Fernet.generate_key().decode()]),
+        pytest.raises(fields.DecryptionError),
     ):
         fields.decrypt(stored)
 
@@ -42,9 +43,7 @@ ACCESS = "access-0b7d44aa-plaintext"
 @pytest.fixture
 def source(workspace):
 
-    return SourceFactory(
-        workspace=workspace, name="HubSpot", schema_name="hubspot", token=REFRESH, access_token=ACCESS
-    )
+    return SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot", token=REFRESH, access_token=ACCESS)
 
 
 def raw_columns(source) -> tuple[str, str]:

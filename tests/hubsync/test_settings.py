@@ -47,9 +47,7 @@ def run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.Comp
     base.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     base["HUBSYNC_VAR_DIR"] = str(tmp_path / "var")
     base.update(env)
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120)
 
 
 def load(env: dict[str, str], tmp_path: Path) -> dict:

@@ -56,6 +56,7 @@ NONEXISTENT_ID = 999999
 MARKER = "zqvictim"  # in every text field of the victim's objects: must never reach an outsider
 SECRET_MARKER = "zqsecret"  # in every encrypted field: must never reach any page at all
 
+
 # Models that the generic builder cannot make (or makes wrongly): label -> f(workspace, owner) -> instance.
 def _member(workspace: Workspace, owner: Any) -> models.Model:
     from hubsync.models import Membership

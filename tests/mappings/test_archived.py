@@ -40,8 +40,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 TRAIT = "hubspot_archived"
 
 
-
-
 def message_ids(sandbox) -> set[str]:
     return {m["messageId"] for m in sandbox.messages()}
 

@@ -20,8 +20,6 @@ from tests.mappings.conftest import accepted, contact_props, expected_traits, fi
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
-
 class CountingClient(SegmentClient):
     """The real client, plus a hook before each batch (to break things at a chosen moment)."""
 
@@ -670,8 +668,7 @@ def test_a_record_back_to_its_delivered_payload_after_a_kill_still_reaches_the_p
     # 1 and 2 are A again (resent although A is the delivered hash); 3 and 4 are B (resent under the same ids,
     # so Segment drops the copies); the others are untouched.
     assert profiles_by_user(sandbox_base) == {
-        p["email"]: {**expected_traits(p, i), **({"first_name": "B"} if i in (3, 4) else {})}
-        for i, p in props.items()
+        p["email"]: {**expected_traits(p, i), **({"first_name": "B"} if i in (3, 4) else {})} for i, p in props.items()
     }
     assert run.sent == 4 and run.unconfirmed is None
     assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again

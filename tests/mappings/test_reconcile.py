@@ -187,8 +187,9 @@ def test_an_update_made_just_before_an_archive_reaches_the_profile(workspace, hu
     source, mapping = setup_pipeline(workspace, hub, segment, contacts=40)
     set_archived_option(mapping, behaviour)
     sync_and_deliver(source, SyncRun.Trigger.FIRST)
-    delivered = list(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
-                                                                                                  flat=True))
+    delivered = list(
+        DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id", flat=True)
+    )
     ids = sorted(rng.sample(delivered, 3))
     for object_id in ids:
         hub.set_properties(object_id, {"firstname": f"Final{object_id}"}, portal=PORTAL)
@@ -220,8 +221,9 @@ def test_an_update_made_just_before_an_archive_reaches_the_account(workspace, hu
     mapping = make_group_mapping(source, segment.write_key)
     set_archived_option(mapping, behaviour)
     sync_and_deliver(source, SyncRun.Trigger.FIRST)
-    ids = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
-                                                                                               flat=True))[4:7]
+    ids = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id", flat=True))[
+        4:7
+    ]
     for object_id in ids:
         hub.set_properties(object_id, {"description": f"Final {object_id}"}, portal=PORTAL, collection="companies")
     archive(hub, ids, hub_id=PORTAL, collection="companies")
@@ -243,8 +245,9 @@ def test_a_merge_delivers_the_merged_record_and_leaves_the_old_profiles(workspac
     oracle = Oracle(hub, PORTAL)
     sync_and_deliver(source, SyncRun.Trigger.FIRST)
     assert profiles(segment) == oracle.after_sync()
-    delivered = sorted(DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id",
-                                                                                                    flat=True))
+    delivered = sorted(
+        DeliveryState.objects.filter(mapping=mapping, status="delivered").values_list("object_id", flat=True)
+    )
     primary, other = delivered[3], delivered[9]
     old = dict(profiles(segment))
     new = merge(hub, primary, other, hub_id=PORTAL)

@@ -16,8 +16,6 @@ from tests.mappings.conftest import contact_props, fill
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
-
 def sent_user_ids(sandbox) -> Counter:
     return Counter(m["userId"] for m in sandbox.messages())
 

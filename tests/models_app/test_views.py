@@ -245,8 +245,12 @@ def test_a_schema_change_first_seen_by_the_model_page_flags_the_mappings_like_a_
     destination = DestinationFactory(workspace=source.workspace, name="Segment")
     space = ProfileSpaceFactory(destination=destination, name="Prod", write_key="k", region="sandbox")
     mapping = MappingFactory(
-        destination=destination, data_model=model, profile_space=space, identifiers={"user_id": "email"},
-        traits=[["region", "region"]], enabled=True,
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        identifiers={"user_id": "email"},
+        traits=[["region", "region"]],
+        enabled=True,
     )
     sandbox.delete_property("region", portal=PORTAL)
     owner_client.get(reverse("models_app:detail", args=[model.pk]))

@@ -75,9 +75,7 @@ def make_mapping(workspace, source: Source, **fields) -> Mapping:
     destination = DestinationFactory(workspace=workspace, name="Segment")
     space = ProfileSpaceFactory(destination=destination, name="Prod", write_key="wk-SECRET-0123456789")
     defaults = {"identifiers": {"user_id": "email"}, "traits": [["email", "email"]], "enabled": True}
-    return MappingFactory(
-        destination=destination, data_model=model, profile_space=space, **{**defaults, **fields}
-    )
+    return MappingFactory(destination=destination, data_model=model, profile_space=space, **{**defaults, **fields})
 
 
 def make_delivery(mapping: Mapping, status: str = "succeeded", *, sync_run=None, **fields) -> DeliveryRun:
@@ -223,9 +221,7 @@ def test_freshness_is_the_age_of_the_oldest_undelivered_change(workspace):
     assert row.pending_since is None and row.freshness == timedelta(0)
 
     # Another collection's changes don't make this mapping stale.
-    RecordFactory(
-        source=source, collection="companies", object_id=1, content_hash="x", change_seq=6, updated_at=oldest
-    )
+    RecordFactory(source=source, collection="companies", object_id=1, content_hash="x", change_seq=6, updated_at=oldest)
     assert mapping_row(dashboard.build(workspace, now=now), mapping).freshness == timedelta(0)
 
 
@@ -401,8 +397,15 @@ def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client
         api_calls=321,
         retries=4,
         counts={
-            "contacts": {"read": 10, "new": 4, "updated": 6, "unchanged": 0, "archived": 1, "deleted": 17,
-                         "notes": ["HubSpot's list did not come in id order"]},
+            "contacts": {
+                "read": 10,
+                "new": 4,
+                "updated": 6,
+                "unchanged": 0,
+                "archived": 1,
+                "deleted": 17,
+                "notes": ["HubSpot's list did not come in id order"],
+            },
             "deals": {"read": 0, "error": 'HubSpot 403: {"message":"missing scope","token":"zzTOPSECRETzz"}'},
         },
     )
@@ -418,7 +421,7 @@ def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client
     assert "[redacted]" in html
     assert reverse("delivery_run", args=[delivery.pk]) in html
     assert "Deals" in html or "deals" in html
-    assert 'Deleted</th>' in html and '<td class="right">17</td>' in html
+    assert "Deleted</th>" in html and '<td class="right">17</td>' in html
     assert "did not come in id order" in html
 
 

@@ -136,14 +136,17 @@ def test_waiting_sample_and_unmapped_explanations(owner_client, source, sandbox_
     assert waiting.would_send["traits"]["first_name"] == "Later"
     assert waiting.delivered_payload is None  # the mirror was written directly here: no history to roll back
 
-    RecordFactory(source=source, collection="companies", object_id=50, properties={}, content_hash="x",
-                  change_seq=500)
+    RecordFactory(source=source, collection="companies", object_id=50, properties={}, content_hash="x", change_seq=500)
     unmapped = owner_client.get(DEBUG_URL, {"q": "50"})
     assert "No mapping reads companies" in unmapped.context["summary"][0]
 
 
 def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
-    workspace, owner_client, sandbox, sandbox_base, monkeypatch  # noqa: F811
+    workspace,
+    owner_client,
+    sandbox,
+    sandbox_base,
+    monkeypatch,  # noqa: F811
 ):
     """Real syncs from the HubSpot sandbox write the history; the delivered message is rebuilt from it exactly."""
     hubspot = sandbox
@@ -154,14 +157,16 @@ def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
     record = Record.objects.filter(source=src, collection="contacts").order_by("object_id").first()
     original = record.properties["firstname"]
     dest = DestinationFactory(workspace=workspace, name="Segment")
-    space_ = ProfileSpaceFactory(
-        destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox"
-    )
-    model = DataModelFactory(source=src, collection="contacts", name="Contacts",
-                             columns=["email", "firstname"])
+    space_ = ProfileSpaceFactory(destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox")
+    model = DataModelFactory(source=src, collection="contacts", name="Contacts", columns=["email", "firstname"])
     m = MappingFactory(
-        destination=dest, data_model=model, profile_space=space_, action="identify",
-        identifiers={"user_id": "email"}, traits=[["firstname", "first_name"], ["email", "email"]], enabled=True,
+        destination=dest,
+        data_model=model,
+        profile_space=space_,
+        action="identify",
+        identifiers={"user_id": "email"},
+        traits=[["firstname", "first_name"], ["email", "email"]],
+        enabled=True,
     )
     assert deliver(mapping_id=m.pk).sent == 4
     assert not RecordChange.objects.exists()  # new records: the mirror row is their first version
@@ -197,7 +202,12 @@ def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
 
 
 def test_a_record_deleted_in_hubspot_is_explained(
-    workspace, owner_client, outsider_client, sandbox, sandbox_base, monkeypatch  # noqa: F811
+    workspace,
+    owner_client,
+    outsider_client,
+    sandbox,
+    sandbox_base,
+    monkeypatch,  # noqa: F811
 ):
     """Delivered, then permanently deleted in HubSpot (a GDPR delete) and removed by a full sync: the debugger says
     so, from the delivery state that is all hubsync keeps of it."""
@@ -207,13 +217,17 @@ def test_a_record_deleted_in_hubspot_is_explained(
     src = make_source(workspace, hubspot)
     sync(src, SyncRun.Trigger.FIRST)
     dest = DestinationFactory(workspace=workspace, name="Segment")
-    space_ = ProfileSpaceFactory(
-        destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox"
-    )
+    space_ = ProfileSpaceFactory(destination=dest, name="Space", write_key=sandbox_base.write_key, region="sandbox")
     model = DataModelFactory(source=src, collection="contacts", name="Contacts", columns=["email"])
     m = MappingFactory(
-        destination=dest, data_model=model, profile_space=space_, action="identify", name="Contacts to Segment",
-        identifiers={"user_id": "email"}, traits=[["email", "email"]], enabled=True,
+        destination=dest,
+        data_model=model,
+        profile_space=space_,
+        action="identify",
+        name="Contacts to Segment",
+        identifiers={"user_id": "email"},
+        traits=[["email", "email"]],
+        enabled=True,
     )
     assert deliver(mapping_id=m.pk).sent == 4
     record = Record.objects.filter(source=src).order_by("object_id").first()
@@ -289,9 +303,11 @@ def test_rejected_list_pages(owner_client, rejected, mapping, monkeypatch):  # n
     first = owner_client.get(rejected_url(mapping))
     assert first.context["page"].paginator.num_pages == 3
     third = owner_client.get(rejected_url(mapping), {"page": 3, "reason": ""})
-    seen = {s.object_id for p in (1, 2, 3) for s in owner_client.get(rejected_url(mapping), {"page": p}).context[
-        "page"
-    ].object_list}
+    seen = {
+        s.object_id
+        for p in (1, 2, 3)
+        for s in owner_client.get(rejected_url(mapping), {"page": p}).context["page"].object_list
+    }
     assert len(third.context["page"].object_list) == 1 and seen == {2, 4, 6, 9, 11}
 
 

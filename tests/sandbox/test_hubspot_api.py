@@ -19,8 +19,12 @@ def get(sandbox, path: str, token: str | None = None, **params):
 
 
 def search(sandbox, token: str, body: dict, collection: str = "contacts"):
-    return requests.post(f"{sandbox.base_url}/crm/v3/objects/{collection}/search", json=body,
-                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    return requests.post(
+        f"{sandbox.base_url}/crm/v3/objects/{collection}/search",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
 
 
 # --- authentication and scopes ---------------------------------------------------------------------------------
@@ -81,8 +85,14 @@ def test_list_properties_repeated_or_comma_joined_and_limits(hubspot_sandbox):
     assert all(isinstance(v, str) or v is None for v in props.values())
     default = requests.get(url, headers=headers).json()
     assert len(default["results"]) == 10
-    assert set(default["results"][0]["properties"]) == {"createdate", "email", "firstname", "hs_object_id",
-                                                       "lastmodifieddate", "lastname"}
+    assert set(default["results"][0]["properties"]) == {
+        "createdate",
+        "email",
+        "firstname",
+        "hs_object_id",
+        "lastmodifieddate",
+        "lastname",
+    }
     assert requests.get(url + "?limit=101", headers=headers).status_code == 400
     last = requests.get(url, params={"limit": 100, "after": default["paging"]["next"]["after"]}, headers=headers)
     assert last.json()["results"][0]["id"] == default["paging"]["next"]["after"]
@@ -105,9 +115,12 @@ def test_hundreds_of_properties_force_splitting_or_post(hubspot_sandbox):
     half = len(names) // 2
     first = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, properties=",".join(names[:half]), limit=5)
     assert first.status_code == 200 and added[0] in first.json()["results"][0]["properties"]
-    batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
-                          json={"inputs": [{"id": "1"}], "properties": names},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    batch = requests.post(
+        f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+        json={"inputs": [{"id": "1"}], "properties": names},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()
     assert set(batch["results"][0]["properties"]) == set(names)
 
 
@@ -118,8 +131,9 @@ def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_san
     live_ids = set()
     after = None
     while True:
-        page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=100,
-                   **({"after": after} if after else {})).json()
+        page = get(
+            hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=100, **({"after": after} if after else {})
+        ).json()
         live_ids |= {r["id"] for r in page["results"]}
         if "paging" not in page:
             break
@@ -131,8 +145,15 @@ def test_archived_visible_in_list_with_archived_true_never_in_search(hubspot_san
     one = next(iter(archived_ids))
     assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{one}", token=token).status_code == 404
     assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{one}", token=token, archived="true").status_code == 200
-    found = search(hubspot_sandbox, token, {"filterGroups": [{"filters": [
-        {"propertyName": "hs_object_id", "operator": "IN", "values": sorted(archived_ids)}]}]}).json()
+    found = search(
+        hubspot_sandbox,
+        token,
+        {
+            "filterGroups": [
+                {"filters": [{"propertyName": "hs_object_id", "operator": "IN", "values": sorted(archived_ids)}]}
+            ]
+        },
+    ).json()
     assert found["total"] == 0
     assert search(hubspot_sandbox, token, {"limit": 1}).json()["total"] == 297
 
@@ -144,8 +165,14 @@ def test_list_read_batch_and_search_agree_after_changes(hubspot_sandbox):
     listed: dict[str, dict] = {}
     after = None
     while True:
-        page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, limit=37, properties="jobtitle,email",
-                   **({"after": after} if after else {})).json()
+        page = get(
+            hubspot_sandbox,
+            "/crm/v3/objects/contacts",
+            token=token,
+            limit=37,
+            properties="jobtitle,email",
+            **({"after": after} if after else {}),
+        ).json()
         for r in page["results"]:
             listed[r["id"]] = r
         if "paging" not in page:
@@ -159,13 +186,23 @@ def test_list_read_batch_and_search_agree_after_changes(hubspot_sandbox):
         assert listed[oid]["properties"]["jobtitle"].startswith("Edited ")
         assert listed[oid]["updatedAt"] > listed[oid]["createdAt"]
     for start in range(0, len(ids), 100):
-        chunk = ids[start:start + 100]
-        batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
-                              json={"inputs": [{"id": i} for i in chunk], "properties": ["jobtitle", "email"]},
-                              headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        chunk = ids[start : start + 100]
+        batch = requests.post(
+            f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+            json={"inputs": [{"id": i} for i in chunk], "properties": ["jobtitle", "email"]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ).json()
         assert {r["id"]: r for r in batch["results"]} == {i: listed[i] for i in chunk}
-    found = search(hubspot_sandbox, token, {"limit": 200, "properties": ["jobtitle", "email"],
-                                            "sorts": [{"propertyName": "hs_object_id", "direction": "DESCENDING"}]})
+    found = search(
+        hubspot_sandbox,
+        token,
+        {
+            "limit": 200,
+            "properties": ["jobtitle", "email"],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "DESCENDING"}],
+        },
+    )
     body = found.json()
     assert body["total"] == len(ids)
     assert [r["id"] for r in body["results"]] == sorted(ids, key=int, reverse=True)[:200]
@@ -178,24 +215,33 @@ def test_updates_bump_modified_date_and_move_records_in_date_search(hubspot_sand
     before = int(time.time() * 1000) - 1
     result = hubspot_sandbox.mutate(collection="deals", create=2, update=3, seed=9)
     changed = set(result.created) | set(result.updated)
-    body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
-                                           "value": str(before)}]}],
-            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "properties": ["dealname"]}
+    body = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(before)}]}
+        ],
+        "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+        "properties": ["dealname"],
+    }
     res = search(hubspot_sandbox, token, body, "deals").json()
     assert {r["id"] for r in res["results"]} == changed and res["total"] == 5
     ids = [int(r["id"]) for r in res["results"]]
     assert ids == sorted(ids)
     for r in res["results"]:
         assert r["updatedAt"] == r["properties"]["hs_lastmodifieddate"]
-    read = get(hubspot_sandbox, f"/crm/v3/objects/deals/{result.updated[0]}", token=token,
-               properties="hs_next_step").json()
+    read = get(
+        hubspot_sandbox, f"/crm/v3/objects/deals/{result.updated[0]}", token=token, properties="hs_next_step"
+    ).json()
     assert read["properties"]["hs_next_step"].startswith("Edited ")
 
 
 def test_custom_property_add_and_delete(hubspot_sandbox):
     token = hubspot_sandbox.access_token()
-    hubspot_sandbox.add_property("renewal_risk", collection="companies", type="enumeration",
-                                 options=[{"label": "Low", "value": "low"}, {"label": "High", "value": "high"}])
+    hubspot_sandbox.add_property(
+        "renewal_risk",
+        collection="companies",
+        type="enumeration",
+        options=[{"label": "Low", "value": "low"}, {"label": "High", "value": "high"}],
+    )
     props = get(hubspot_sandbox, "/crm/v3/properties/companies", token=token).json()["results"]
     added = next(p for p in props if p["name"] == "renewal_risk")
     assert added["hubspotDefined"] is False and [o["value"] for o in added["options"]] == ["low", "high"]
@@ -232,15 +278,41 @@ def test_search_operators(hubspot_sandbox):
     token = hubspot_sandbox.access_token()
 
     def ids(filters, **extra):
-        body = {"filterGroups": [{"filters": filters}], "limit": 200, "properties": ["interests", "loyalty_points",
-                                                                                       "email", "vip_customer"]}
+        body = {
+            "filterGroups": [{"filters": filters}],
+            "limit": 200,
+            "properties": ["interests", "loyalty_points", "email", "vip_customer"],
+        }
         body.update(extra)
         res = search(hubspot_sandbox, token, body).json()
         return res
 
     between = ids([{"propertyName": "hs_object_id", "operator": "BETWEEN", "value": "5", "highValue": "150"}])
-    assert {int(r["id"]) for r in between["results"]} == {5, 6, 7, 8, 9, 10, 101, 104, 107, 110, 113, 116, 119,
-                                                          122, 125, 128, 131, 134, 137, 140, 143, 146, 149}
+    assert {int(r["id"]) for r in between["results"]} == {
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+        101,
+        104,
+        107,
+        110,
+        113,
+        116,
+        119,
+        122,
+        125,
+        128,
+        131,
+        134,
+        137,
+        140,
+        143,
+        146,
+        149,
+    }
     multi = ids([{"propertyName": "interests", "operator": "IN", "values": ["crm"]}])
     assert multi["total"] > 0 and all("crm" in r["properties"]["interests"].split(";") for r in multi["results"])
     numeric = ids([{"propertyName": "loyalty_points", "operator": "LT", "value": "500"}])
@@ -248,16 +320,23 @@ def test_search_operators(hubspot_sandbox):
     no_email = ids([{"propertyName": "email", "operator": "NOT_HAS_PROPERTY"}])
     assert all(r["properties"]["email"] is None for r in no_email["results"])
     token_hit = ids([{"propertyName": "email", "operator": "CONTAINS_TOKEN", "value": "*@example.org"}])
-    assert token_hit["total"] > 0 and all(r["properties"]["email"].endswith("@example.org")
-                                          for r in token_hit["results"])
+    assert token_hit["total"] > 0 and all(
+        r["properties"]["email"].endswith("@example.org") for r in token_hit["results"]
+    )
     some = get(hubspot_sandbox, "/crm/v3/objects/contacts/20012", token=token).json()["properties"]["email"]
     hubspot_sandbox.set_properties(104, {"email": some.upper()})  # a second record with that address, edited
     by_email = ids([{"propertyName": "email", "operator": "EQ", "value": some}])
     assert sorted(r["id"] for r in by_email["results"]) == ["104", "20012"]
-    either = search(hubspot_sandbox, token, {"filterGroups": [
-        {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
-        {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
-    ]}).json()
+    either = search(
+        hubspot_sandbox,
+        token,
+        {
+            "filterGroups": [
+                {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "1"}]},
+                {"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": "20001"}]},
+            ]
+        },
+    ).json()
     assert sorted(r["id"] for r in either["results"]) == ["1", "20001"] and either["total"] == 2
 
 
@@ -285,11 +364,20 @@ def test_more_than_10000_changes_with_one_timestamp_are_reachable_by_id_restart(
         after = 0
         restarted = False
         while True:
-            body = {"filterGroups": [{"filters": [
-                {"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(stamp)},
-                {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]}],
-                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "limit": 200,
-                "after": str(after), "properties": ["email"]}
+            body = {
+                "filterGroups": [
+                    {
+                        "filters": [
+                            {"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(stamp)},
+                            {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)},
+                        ]
+                    }
+                ],
+                "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                "limit": 200,
+                "after": str(after),
+                "properties": ["email"],
+            }
             page = search(hubspot_sandbox, token, body).json()
             seen.extend(r["id"] for r in page["results"])
             if "paging" not in page:
@@ -323,9 +411,14 @@ def test_rate_limit_headers_and_429_body(hubspot_sandbox):
     assert limited.status_code == 429
     assert limited.headers["X-HubSpot-RateLimit-Remaining"] == "0"
     body = limited.json()
-    assert body == {"status": "error", "message": "You have reached your ten_secondly_rolling limit.",
-                    "errorType": "RATE_LIMIT", "correlationId": body["correlationId"],
-                    "policyName": "TEN_SECONDLY_ROLLING", "category": "RATE_LIMITS"}
+    assert body == {
+        "status": "error",
+        "message": "You have reached your ten_secondly_rolling limit.",
+        "errorType": "RATE_LIMIT",
+        "correlationId": body["correlationId"],
+        "policyName": "TEN_SECONDLY_ROLLING",
+        "category": "RATE_LIMITS",
+    }
     # Limits are per portal: another account is unaffected.
     other = hubspot_sandbox.access_token(portal=1002)
     assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=other, limit=1).status_code == 200
@@ -381,8 +474,11 @@ def test_connection_reset_is_a_connection_error(hubspot_sandbox):
     assert get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token).status_code == 200
     hubspot_sandbox.set_knobs(reset_rate=1.0)
     with requests.Session() as session, pytest.raises(requests.exceptions.ConnectionError):
-        session.get(hubspot_sandbox.base_url + "/crm/v3/objects/contacts",
-                    headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        session.get(
+            hubspot_sandbox.base_url + "/crm/v3/objects/contacts",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
 
 
 def test_latency_knob(hubspot_sandbox):
@@ -398,8 +494,11 @@ def test_search_index_lag_hides_recent_changes_from_search_only(hubspot_sandbox)
     token = hubspot_sandbox.access_token()
     before = int(time.time() * 1000) - 1
     created = hubspot_sandbox.mutate(collection="tickets", create=1, seed=3).created[0]
-    body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
-                                           "value": str(before)}]}]}
+    body = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(before)}]}
+        ]
+    }
     assert search(hubspot_sandbox, token, body, "tickets").json()["total"] == 0
     assert get(hubspot_sandbox, f"/crm/v3/objects/tickets/{created}", token=token).status_code == 200
     time.sleep(2.2)
@@ -416,23 +515,54 @@ def test_token_endpoint_errors_and_paths(hubspot_sandbox):
     sb = hubspot_sandbox
     redirect = "http://127.0.0.1:8000/cb"
     code = sb.auth_code(redirect_uri=redirect)
-    bad_client = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri=redirect,
-                            client_id="someone-else", client_secret=sb.client_secret)
+    bad_client = oauth_post(
+        sb,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=redirect,
+        client_id="someone-else",
+        client_secret=sb.client_secret,
+    )
     assert bad_client.status_code == 400 and bad_client.json()["status"] == "BAD_CLIENT_ID"
-    mismatch = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://127.0.0.1:9/x",
-                          client_id=sb.client_id, client_secret=sb.client_secret)
+    mismatch = oauth_post(
+        sb,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri="http://127.0.0.1:9/x",
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+    )
     assert mismatch.status_code == 400 and mismatch.json()["status"] == "BAD_REDIRECT_URI"
-    ok = oauth_post(sb, "/oauth/2026-03/token", grant_type="authorization_code", code=code, redirect_uri=redirect,
-                    client_id=sb.client_id, client_secret=sb.client_secret)
+    ok = oauth_post(
+        sb,
+        "/oauth/2026-03/token",
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=redirect,
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+    )
     assert ok.status_code == 200
     body = ok.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 1800 and body["hub_id"] == 1001
-    reused = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri=redirect,
-                        client_id=sb.client_id, client_secret=sb.client_secret)
+    reused = oauth_post(
+        sb,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=redirect,
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+    )
     assert reused.status_code == 400
     assert reused.json()["status"] == "BAD_AUTH_CODE" and reused.json()["error"] == "invalid_grant"
-    bad_refresh = oauth_post(sb, "/oauth/v3/token", grant_type="refresh_token", refresh_token="sbx-hs-rt-nope",
-                             client_id=sb.client_id, client_secret=sb.client_secret)
+    bad_refresh = oauth_post(
+        sb,
+        "/oauth/v3/token",
+        grant_type="refresh_token",
+        refresh_token="sbx-hs-rt-nope",
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+    )
     assert bad_refresh.status_code == 400 and bad_refresh.json()["status"] == "BAD_REFRESH_TOKEN"
     as_json = requests.post(sb.token_url, json={"grant_type": "refresh_token"}, timeout=10)
     assert as_json.status_code == 400
@@ -443,8 +573,14 @@ def test_expired_auth_code(hubspot_sandbox):
 
     code = hubspot_sandbox.auth_code(redirect_uri="http://localhost/cb")
     AuthCode.objects.filter(code=code).update(created_ms=F("created_ms") - 11 * 60 * 1000)
-    resp = oauth_post(hubspot_sandbox, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
-                      client_id=hubspot_sandbox.client_id, client_secret=hubspot_sandbox.client_secret)
+    resp = oauth_post(
+        hubspot_sandbox,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri="http://localhost/cb",
+        client_id=hubspot_sandbox.client_id,
+        client_secret=hubspot_sandbox.client_secret,
+    )
     assert resp.status_code == 400 and resp.json()["status"] == "EXPIRED_AUTH_CODE"
 
 
@@ -456,11 +592,25 @@ def test_pkce(hubspot_sandbox):
     verifier = "v" * 50
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     code = sb.auth_code(redirect_uri="http://localhost/cb", code_challenge=challenge, code_challenge_method="S256")
-    wrong = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
-                       client_id=sb.client_id, client_secret=sb.client_secret, code_verifier="w" * 50)
+    wrong = oauth_post(
+        sb,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri="http://localhost/cb",
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+        code_verifier="w" * 50,
+    )
     assert wrong.status_code == 400
-    right = oauth_post(sb, grant_type="authorization_code", code=code, redirect_uri="http://localhost/cb",
-                       client_id=sb.client_id, client_secret=sb.client_secret, code_verifier=verifier)
+    right = oauth_post(
+        sb,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri="http://localhost/cb",
+        client_id=sb.client_id,
+        client_secret=sb.client_secret,
+        code_verifier=verifier,
+    )
     assert right.status_code == 200
 
 
@@ -479,8 +629,12 @@ WRITE_SCOPES = ["oauth", "crm.objects.contacts.read", "crm.objects.contacts.writ
 
 
 def gdpr_delete(sandbox, token: str, body: dict, collection: str = "contacts"):
-    return requests.post(f"{sandbox.base_url}/crm/v3/objects/{collection}/gdpr-delete", json=body,
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return requests.post(
+        f"{sandbox.base_url}/crm/v3/objects/{collection}/gdpr-delete",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
 
 
 def listed_ids(sandbox, token: str, collection: str = "contacts", archived: bool = False) -> list[str]:
@@ -496,10 +650,13 @@ def listed_ids(sandbox, token: str, collection: str = "contacts", archived: bool
 
 
 def batch_read(sandbox, token: str, ids: list[str], archived: bool = False):
-    return requests.post(f"{sandbox.base_url}/crm/v3/objects/contacts/batch/read",
-                         params={"archived": "true"} if archived else {},
-                         json={"inputs": [{"id": i} for i in ids], "properties": ["email"]},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return requests.post(
+        f"{sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+        params={"archived": "true"} if archived else {},
+        json={"inputs": [{"id": i} for i in ids], "properties": ["email"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
 
 
 def test_gdpr_delete_removes_a_record_from_every_endpoint_for_good(hubspot_sandbox):
@@ -521,8 +678,9 @@ def test_gdpr_delete_removes_a_record_from_every_endpoint_for_good(hubspot_sandb
         for archived in ("false", "true"):
             gone = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{object_id}", token=read_token, archived=archived)
             assert gone.status_code == 404
-            assert {k: v for k, v in gone.json().items() if k != "correlationId"} == \
-                {k: v for k, v in never.json().items() if k != "correlationId"}
+            assert {k: v for k, v in gone.json().items() if k != "correlationId"} == {
+                k: v for k, v in never.json().items() if k != "correlationId"
+            }
     for archived in (False, True):
         batch = batch_read(hubspot_sandbox, read_token, [generated[0], *victims], archived=archived)
         assert batch.status_code == 207
@@ -533,8 +691,11 @@ def test_gdpr_delete_removes_a_record_from_every_endpoint_for_good(hubspot_sandb
     assert not set(victims) & set(live) and not set(victims) & set(archived_now)
     assert generated[0] in live and changed.archived[1] in archived_now
     assert len(live) == 300 + 3 - 2 - 2 and len(archived_now) == 1
-    found = search(hubspot_sandbox, read_token, {"filterGroups": [{"filters": [
-        {"propertyName": "hs_object_id", "operator": "IN", "values": victims}]}]}).json()
+    found = search(
+        hubspot_sandbox,
+        read_token,
+        {"filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "IN", "values": victims}]}]},
+    ).json()
     assert found["total"] == 0
     assert search(hubspot_sandbox, read_token, {"limit": 1}).json()["total"] == len(live)
 
@@ -555,8 +716,9 @@ def test_gdpr_delete_by_email(hubspot_sandbox):
     created = hubspot_sandbox.mutate(collection="contacts", create=1, seed=3).created[0]
     page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=read_token, limit=5, properties="email").json()
     generated = next(r for r in page["results"] if r["properties"]["email"])
-    created_email = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{created}", token=read_token,
-                        properties="email").json()["properties"]["email"]
+    created_email = get(
+        hubspot_sandbox, f"/crm/v3/objects/contacts/{created}", token=read_token, properties="email"
+    ).json()["properties"]["email"]
     for object_id, email in ((generated["id"], generated["properties"]["email"].upper()), (created, created_email)):
         assert gdpr_delete(hubspot_sandbox, token, {"objectId": email, "idProperty": "email"}).status_code == 204
         assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{object_id}", token=read_token).status_code == 404
@@ -611,17 +773,27 @@ def test_archived_list_returns_the_requested_properties_as_the_record_was_archiv
     token = hubspot_sandbox.access_token()
     hubspot_sandbox.set_properties(7, {"jobtitle": "Last title", "firstname": "Final"})
     archive_records(portal=hubspot_sandbox.portal(), collection="contacts", ids=[7])
-    page = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, archived="true",
-               properties="jobtitle,firstname,email").json()
+    page = get(
+        hubspot_sandbox, "/crm/v3/objects/contacts", token=token, archived="true", properties="jobtitle,firstname,email"
+    ).json()
     [record] = [r for r in page["results"] if r["id"] == "7"]
     assert record["archived"] is True and record["archivedAt"]
     assert record["properties"]["jobtitle"] == "Last title" and record["properties"]["firstname"] == "Final"
     # Asked-for properties only, plus those HubSpot always adds; repeated `properties` parameters work too.
-    assert set(record["properties"]) == {"jobtitle", "firstname", "email", "createdate", "hs_object_id",
-                                         "lastmodifieddate"}
-    repeated = requests.get(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts",
-                            params=[("archived", "true"), ("properties", "jobtitle"), ("properties", "firstname")],
-                            headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert set(record["properties"]) == {
+        "jobtitle",
+        "firstname",
+        "email",
+        "createdate",
+        "hs_object_id",
+        "lastmodifieddate",
+    }
+    repeated = requests.get(
+        f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts",
+        params=[("archived", "true"), ("properties", "jobtitle"), ("properties", "firstname")],
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()
     assert next(r for r in repeated["results"] if r["id"] == "7")["properties"]["firstname"] == "Final"
     # Without `properties`: the default ones.
     default = get(hubspot_sandbox, "/crm/v3/objects/contacts", token=token, archived="true").json()
@@ -638,27 +810,40 @@ def test_merge_makes_a_new_record_and_old_ids_answer_with_it(hubspot_sandbox):
     a, b, c, d = listed_ids(hubspot_sandbox, token)[10:14]
     hubspot_sandbox.set_properties(a, {"jobtitle": "Primary title", "salutation": None})
     hubspot_sandbox.set_properties(b, {"jobtitle": "Other title", "salutation": "Dr."})
-    answer = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
-                           json={"primaryObjectId": a, "objectIdToMerge": b},
-                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    answer = requests.post(
+        f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
+        json={"primaryObjectId": a, "objectIdToMerge": b},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     new_id = answer.json()["id"]
     assert new_id not in (a, b)
-    merged = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{new_id}", token=token,
-                 properties="jobtitle,salutation,hs_merged_object_ids").json()
+    merged = get(
+        hubspot_sandbox,
+        f"/crm/v3/objects/contacts/{new_id}",
+        token=token,
+        properties="jobtitle,salutation,hs_merged_object_ids",
+    ).json()
     assert merged["properties"]["jobtitle"] == "Primary title" and merged["properties"]["salutation"] == "Dr."
     assert merged["properties"]["hs_merged_object_ids"] == f"{a};{b}"
     for old in (a, b):
         read = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{old}", token=token, properties="jobtitle").json()
         assert read["id"] == new_id and read["properties"]["jobtitle"] == "Primary title"
-    batch = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
-                          json={"inputs": [{"id": a}, {"id": b}, {"id": c}], "properties": ["jobtitle"]},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    batch = requests.post(
+        f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/batch/read",
+        json={"inputs": [{"id": a}, {"id": b}, {"id": c}], "properties": ["jobtitle"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert batch.status_code == 200 and sorted(r["id"] for r in batch.json()["results"]) == sorted([new_id, c])
     live, held = listed_ids(hubspot_sandbox, token), listed_ids(hubspot_sandbox, token, archived=True)
     assert new_id in live and not {a, b} & (set(live) | set(held)) and len(live) == 300 - 2 + 1
-    found = search(hubspot_sandbox, token, {"filterGroups": [{"filters": [
-        {"propertyName": "hs_object_id", "operator": "IN", "values": [a, b, new_id]}]}]}).json()
+    found = search(
+        hubspot_sandbox,
+        token,
+        {"filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "IN", "values": [a, b, new_id]}]}]},
+    ).json()
     assert [r["id"] for r in found["results"]] == [new_id]
     # The properties list is unchanged (the sandbox serves hs_merged_object_ids when asked for by name).
     names = {p["name"] for p in get(hubspot_sandbox, "/crm/v3/properties/contacts", token=token).json()["results"]}
@@ -666,8 +851,9 @@ def test_merge_makes_a_new_record_and_old_ids_answer_with_it(hubspot_sandbox):
     # Merged records can be merged again: the old ids follow.
     again = hubspot_sandbox_merge(hubspot_sandbox, int(new_id), int(d))
     assert get(hubspot_sandbox, f"/crm/v3/objects/contacts/{a}", token=token).json()["id"] == str(again)
-    ids = get(hubspot_sandbox, f"/crm/v3/objects/contacts/{again}", token=token,
-              properties="hs_merged_object_ids").json()["properties"]["hs_merged_object_ids"]
+    ids = get(
+        hubspot_sandbox, f"/crm/v3/objects/contacts/{again}", token=token, properties="hs_merged_object_ids"
+    ).json()["properties"]["hs_merged_object_ids"]
     assert ids.split(";") == [a, b, new_id, d]
 
 
@@ -691,11 +877,18 @@ def test_merge_keeping_the_primary_id_and_what_cannot_be_merged(hubspot_sandbox)
     for primary, other in ((a, a), (a, b), (a, int(archived)), (a, 99999999)):
         with pytest.raises(MutationError):
             hubspot_sandbox_merge(hubspot_sandbox, primary, other)
-    bad = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge", json={"primaryObjectId": str(a)},
-                        headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    bad = requests.post(
+        f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
+        json={"primaryObjectId": str(a)},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert bad.status_code == 400 and bad.json()["category"] == "VALIDATION_ERROR"
     read_only = hubspot_sandbox.access_token()
-    denied = requests.post(f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
-                           json={"primaryObjectId": str(a), "objectIdToMerge": str(c)},
-                           headers={"Authorization": f"Bearer {read_only}"}, timeout=30)
+    denied = requests.post(
+        f"{hubspot_sandbox.base_url}/crm/v3/objects/contacts/merge",
+        json={"primaryObjectId": str(a), "objectIdToMerge": str(c)},
+        headers={"Authorization": f"Bearer {read_only}"},
+        timeout=30,
+    )
     assert denied.status_code == 403

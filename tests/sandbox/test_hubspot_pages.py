@@ -22,8 +22,13 @@ REDIRECT = "http://localhost:8000/sources/oauth/callback"
 
 
 def authorize_params(**extra):
-    params = {"client_id": CLIENT_ID, "redirect_uri": REDIRECT, "scope": " ".join(HUBSPOT_READ_SCOPES),
-              "optional_scope": "crm.objects.deals.write", "state": "st-123"}
+    params = {
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT,
+        "scope": " ".join(HUBSPOT_READ_SCOPES),
+        "optional_scope": "crm.objects.deals.write",
+        "state": "st-123",
+    }
     params.update(extra)
     return params
 
@@ -49,10 +54,19 @@ def test_connect_redirects_with_code_and_state_and_code_works(client):
     assert f"{target.scheme}://{target.netloc}{target.path}" == REDIRECT
     query = parse_qs(target.query)
     assert query["state"] == ["st-123"] and query["code"][0].startswith("sbx-hs-code-")
-    token = client.post(f"{BASE}/oauth/v1/token", urlencode({
-        "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": REDIRECT,
-        "client_id": CLIENT_ID, "client_secret": "hubsync-sandbox-secret",
-    }), content_type="application/x-www-form-urlencoded")
+    token = client.post(
+        f"{BASE}/oauth/v1/token",
+        urlencode(
+            {
+                "grant_type": "authorization_code",
+                "code": query["code"][0],
+                "redirect_uri": REDIRECT,
+                "client_id": CLIENT_ID,
+                "client_secret": "hubsync-sandbox-secret",
+            }
+        ),
+        content_type="application/x-www-form-urlencoded",
+    )
     body = token.json()
     assert token.status_code == 200 and body["hub_id"] == 1002
     assert "crm.objects.deals.write" in body["scopes"] and "tickets" in body["scopes"]
@@ -93,10 +107,21 @@ def test_index_shows_portals_and_knobs(client):
 
 
 def test_knobs_form_saves(client):
-    resp = client.post(f"{BASE}/knobs", {"rate_limit_max": "50", "rate_limit_interval_ms": "10000",
-                                          "search_rate_limit": "5", "latency_ms": "0", "error_rate": "0.25",
-                                          "reset_rate": "0", "fail_next": "0", "fail_next_status": "503",
-                                          "search_lag_seconds": "3", "access_token_lifetime": "1800"})
+    resp = client.post(
+        f"{BASE}/knobs",
+        {
+            "rate_limit_max": "50",
+            "rate_limit_interval_ms": "10000",
+            "search_rate_limit": "5",
+            "latency_ms": "0",
+            "error_rate": "0.25",
+            "reset_rate": "0",
+            "fail_next": "0",
+            "fail_next_status": "503",
+            "search_lag_seconds": "3",
+            "access_token_lifetime": "1800",
+        },
+    )
     assert resp.status_code == 302
     k = Knobs.load()
     assert k.rate_limits is False  # unchecked checkbox
@@ -107,8 +132,9 @@ def test_knobs_form_saves(client):
 
 
 def test_knobs_json(client):
-    resp = client.post(f"{BASE}/_api/knobs", json.dumps({"latency_ms": 5, "rate_limits": False}),
-                       content_type="application/json")
+    resp = client.post(
+        f"{BASE}/_api/knobs", json.dumps({"latency_ms": 5, "rate_limits": False}), content_type="application/json"
+    )
     assert resp.status_code == 200 and resp.json()["latency_ms"] == 5 and resp.json()["rate_limits"] is False
     bad = client.post(f"{BASE}/_api/knobs", json.dumps({"nope": 1}), content_type="application/json")
     assert bad.status_code == 400
@@ -116,21 +142,31 @@ def test_knobs_json(client):
 
 
 def test_portal_pages_create_mutate_and_properties(client):
-    resp = client.post(f"{BASE}/portals/new", {"hub_id": "4242", "name": "Tiny", "contacts": "5", "companies": "1",
-                                                "deals": "0", "tickets": "0"})
+    resp = client.post(
+        f"{BASE}/portals/new",
+        {"hub_id": "4242", "name": "Tiny", "contacts": "5", "companies": "1", "deals": "0", "tickets": "0"},
+    )
     assert resp.status_code == 302 and Portal.objects.get(pk=4242).contacts == 5
-    client.post(f"{BASE}/portals/4242/mutate", {"collection": "contacts", "create": "3", "update": "2",
-                                                "archive": "1", "same_timestamp": "on"})
+    client.post(
+        f"{BASE}/portals/4242/mutate",
+        {"collection": "contacts", "create": "3", "update": "2", "archive": "1", "same_timestamp": "on"},
+    )
     changes = RecordChange.objects.filter(portal_id=4242)
     assert changes.count() == 6 and len(set(changes.values_list("updated_ms", flat=True))) == 1
-    client.post(f"{BASE}/portals/4242/properties", {"action": "add", "collection": "deals", "name": "risk_level",
-                                                    "type": "enumeration", "options": "low, high"})
-    client.post(f"{BASE}/portals/4242/properties", {"action": "delete", "collection": "contacts",
-                                                    "name": "favorite_color"})
+    client.post(
+        f"{BASE}/portals/4242/properties",
+        {"action": "add", "collection": "deals", "name": "risk_level", "type": "enumeration", "options": "low, high"},
+    )
+    client.post(
+        f"{BASE}/portals/4242/properties", {"action": "delete", "collection": "contacts", "name": "favorite_color"}
+    )
     page = client.get(f"{BASE}/portals/4242/").content.decode()
     assert "risk_level" in page and "favorite_color" in page and "archived" in page
-    resp = client.post(f"{BASE}/_api/portals/4242/mutate", json.dumps({"collection": "contacts", "create": 2}),
-                       content_type="application/json")
+    resp = client.post(
+        f"{BASE}/_api/portals/4242/mutate",
+        json.dumps({"collection": "contacts", "create": 2}),
+        content_type="application/json",
+    )
     assert resp.status_code == 200 and len(resp.json()["created"]) == 2
 
 
@@ -138,11 +174,36 @@ def test_seed_and_mutate_commands(capsys):
     call_command("sandbox_seed", "--portal", "5000", "--contacts", "1000000", "--companies", "10", "--seed", "9")
     portal = Portal.objects.get(pk=5000)
     assert portal.contacts == 1_000_000 and portal.seed == 9
-    call_command("sandbox_mutate", "--portal", "5000", "--collection", "company", "--create", "4", "--update", "3",
-                 "--archive", "2", "--same-timestamp", "--seed", "1")
+    call_command(
+        "sandbox_mutate",
+        "--portal",
+        "5000",
+        "--collection",
+        "company",
+        "--create",
+        "4",
+        "--update",
+        "3",
+        "--archive",
+        "2",
+        "--same-timestamp",
+        "--seed",
+        "1",
+    )
     assert RecordChange.objects.filter(portal_id=5000, object_type="companies").count() == 9
-    call_command("sandbox_mutate", "--portal", "5000", "--collection", "deals", "--add-property", "risk",
-                 "--type", "enumeration", "--options", "low,high")
+    call_command(
+        "sandbox_mutate",
+        "--portal",
+        "5000",
+        "--collection",
+        "deals",
+        "--add-property",
+        "risk",
+        "--type",
+        "enumeration",
+        "--options",
+        "low,high",
+    )
     call_command("sandbox_mutate", "--portal", "5000", "--collection", "tickets", "--add-properties", "5")
     out = capsys.readouterr().out
     assert "created 4, updated 3, archived 2" in out and "added property risk" in out
@@ -179,29 +240,48 @@ def test_sandbox_urls_404_when_sandbox_is_off(settings, client):
 
 
 def test_permanent_deletion_from_the_portal_page_json_and_command(client, capsys):
-    client.post(f"{BASE}/portals/new", {"hub_id": "4343", "name": "Tiny", "contacts": "20", "companies": "0",
-                                        "deals": "0", "tickets": "0"})
+    client.post(
+        f"{BASE}/portals/new",
+        {"hub_id": "4343", "name": "Tiny", "contacts": "20", "companies": "0", "deals": "0", "tickets": "0"},
+    )
     client.post(f"{BASE}/portals/4343/mutate", {"collection": "contacts", "archive": "6"})
     # Given ids first (the random picks below could take them): page, JSON twin, command.
     resp = client.post(f"{BASE}/portals/4343/mutate", {"collection": "contacts", "purge_ids": "5, 777"}, follow=True)
     page = resp.content.decode()
     assert "permanently deleted 1 contacts" in page and "No such record (or deleted already): 777" in page
-    resp = client.post(f"{BASE}/_api/portals/4343/mutate", json.dumps({"collection": "contacts", "purge_ids": [6]}),
-                       content_type="application/json")
+    resp = client.post(
+        f"{BASE}/_api/portals/4343/mutate",
+        json.dumps({"collection": "contacts", "purge_ids": [6]}),
+        content_type="application/json",
+    )
     assert resp.status_code == 200 and resp.json()["purged"] == ["6"]
-    call_command("sandbox_mutate", "--portal", "4343", "--collection", "contacts", "--purge-id", "7",
-                 "--purge-id", "5")
+    call_command("sandbox_mutate", "--portal", "4343", "--collection", "contacts", "--purge-id", "7", "--purge-id", "5")
     assert "permanently deleted 1 contacts; no such record (or deleted already): 5" in capsys.readouterr().out
 
     # Then picked ones: live (a GDPR delete) and archived (HubSpot's recycle bin after 90 days).
-    resp = client.post(f"{BASE}/portals/4343/mutate", {"collection": "contacts", "purge": "2", "purge_archived": "1"},
-                       follow=True)
+    resp = client.post(
+        f"{BASE}/portals/4343/mutate", {"collection": "contacts", "purge": "2", "purge_archived": "1"}, follow=True
+    )
     assert "permanently deleted 3 contacts" in resp.content.decode()
-    resp = client.post(f"{BASE}/_api/portals/4343/mutate", json.dumps({"collection": "contacts", "purge": 1}),
-                       content_type="application/json")
+    resp = client.post(
+        f"{BASE}/_api/portals/4343/mutate",
+        json.dumps({"collection": "contacts", "purge": 1}),
+        content_type="application/json",
+    )
     assert resp.status_code == 200 and len(resp.json()["purged"]) == 1
-    call_command("sandbox_mutate", "--portal", "4343", "--collection", "contacts", "--purge", "1",
-                 "--purge-archived", "1", "--seed", "3")
+    call_command(
+        "sandbox_mutate",
+        "--portal",
+        "4343",
+        "--collection",
+        "contacts",
+        "--purge",
+        "1",
+        "--purge-archived",
+        "1",
+        "--seed",
+        "3",
+    )
     out = capsys.readouterr().out
     assert "archived 0, permanently deleted 2" in out and "permanently deleted ids:" in out
 

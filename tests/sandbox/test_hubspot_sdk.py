@@ -26,8 +26,11 @@ def test_oauth_token_exchange_and_refresh(hubspot_sandbox):
     code = hubspot_sandbox.auth_code(redirect_uri=redirect)
     api = HubSpot(host=hubspot_sandbox.base_url)
     tokens = api.oauth.tokens_api.create(
-        grant_type="authorization_code", code=code, redirect_uri=redirect,
-        client_id=hubspot_sandbox.client_id, client_secret=hubspot_sandbox.client_secret,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=redirect,
+        client_id=hubspot_sandbox.client_id,
+        client_secret=hubspot_sandbox.client_secret,
     )
     assert tokens.access_token.startswith("sbx-hs-at-")
     assert tokens.refresh_token.startswith("sbx-hs-rt-")
@@ -40,8 +43,10 @@ def test_oauth_token_exchange_and_refresh(hubspot_sandbox):
     assert info.hub_domain == "acme-sandbox.example"
 
     refreshed = api.oauth.tokens_api.create(
-        grant_type="refresh_token", refresh_token=tokens.refresh_token,
-        client_id=hubspot_sandbox.client_id, client_secret=hubspot_sandbox.client_secret,
+        grant_type="refresh_token",
+        refresh_token=tokens.refresh_token,
+        client_id=hubspot_sandbox.client_id,
+        client_secret=hubspot_sandbox.client_secret,
     )
     assert refreshed.access_token != tokens.access_token
     rt_info = api.oauth.refresh_tokens_api.get(tokens.refresh_token)
@@ -51,17 +56,24 @@ def test_oauth_token_exchange_and_refresh(hubspot_sandbox):
     from hubspot.oauth.exceptions import ApiException as OAuthApiException
 
     with pytest.raises(OAuthApiException) as exc:
-        api.oauth.tokens_api.create(grant_type="authorization_code", code=code, redirect_uri=redirect,
-                                    client_id=hubspot_sandbox.client_id,
-                                    client_secret=hubspot_sandbox.client_secret)
+        api.oauth.tokens_api.create(
+            grant_type="authorization_code",
+            code=code,
+            redirect_uri=redirect,
+            client_id=hubspot_sandbox.client_id,
+            client_secret=hubspot_sandbox.client_secret,
+        )
     assert exc.value.status == 400 and "BAD_AUTH_CODE" in exc.value.body
 
     # Revoking the refresh token makes it unusable.
     api.oauth.refresh_tokens_api.archive(tokens.refresh_token)
     with pytest.raises(OAuthApiException) as exc:
-        api.oauth.tokens_api.create(grant_type="refresh_token", refresh_token=tokens.refresh_token,
-                                    client_id=hubspot_sandbox.client_id,
-                                    client_secret=hubspot_sandbox.client_secret)
+        api.oauth.tokens_api.create(
+            grant_type="refresh_token",
+            refresh_token=tokens.refresh_token,
+            client_id=hubspot_sandbox.client_id,
+            client_secret=hubspot_sandbox.client_secret,
+        )
     assert "BAD_REFRESH_TOKEN" in exc.value.body
 
 
@@ -70,15 +82,17 @@ def test_list_pages_through_all_contacts(hubspot_sandbox):
     seen: list[str] = []
     after = None
     while True:
-        page = api.crm.contacts.basic_api.get_page(limit=100, after=after,
-                                                   properties=["email", "firstname", "interests", "signup_date"])
+        page = api.crm.contacts.basic_api.get_page(
+            limit=100, after=after, properties=["email", "firstname", "interests", "signup_date"]
+        )
         seen.extend(r.id for r in page.results)
         for r in page.results:
             assert r.properties["hs_object_id"] == r.id
             assert r.created_at <= r.updated_at
             assert r.properties["createdate"] == r.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             assert r.properties["lastmodifieddate"] == r.updated_at.isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z")
+                "+00:00", "Z"
+            )
             assert "interests" in r.properties
         if page.paging is None:
             break
@@ -104,9 +118,13 @@ def test_search_with_filters_and_sort(hubspot_sandbox):
     everything = api.crm.contacts.search_api.do_search(PublicObjectSearchRequest(limit=1))
     assert everything.total == 300
     request = PublicObjectSearchRequest(
-        filter_groups=[FilterGroup(filters=[
-            Filter(property_name="lastmodifieddate", operator="GTE", value="1751328000000"),  # 2025-07-01
-        ])],
+        filter_groups=[
+            FilterGroup(
+                filters=[
+                    Filter(property_name="lastmodifieddate", operator="GTE", value="1751328000000"),  # 2025-07-01
+                ]
+            )
+        ],
         sorts=[{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
         properties=["email", "lastmodifieddate"],
         limit=50,
@@ -117,11 +135,15 @@ def test_search_with_filters_and_sort(hubspot_sandbox):
     assert stamps == sorted(stamps)
     assert all(r.updated_at.timestamp() * 1000 >= 1751328000000 for r in res.results)
 
-    lifecycle = api.crm.contacts.search_api.do_search(PublicObjectSearchRequest(
-        filter_groups=[FilterGroup(filters=[Filter(property_name="lifecyclestage", operator="EQ",
-                                                   value="customer")])],
-        properties=["lifecyclestage"], limit=200,
-    ))
+    lifecycle = api.crm.contacts.search_api.do_search(
+        PublicObjectSearchRequest(
+            filter_groups=[
+                FilterGroup(filters=[Filter(property_name="lifecyclestage", operator="EQ", value="customer")])
+            ],
+            properties=["lifecyclestage"],
+            limit=200,
+        )
+    )
     assert lifecycle.total > 0
     assert all(r.properties["lifecyclestage"] == "customer" for r in lifecycle.results)
 
@@ -129,13 +151,20 @@ def test_search_with_filters_and_sort(hubspot_sandbox):
 def test_batch_read_with_a_missing_id(hubspot_sandbox):
     api = sdk(hubspot_sandbox, hubspot_sandbox.access_token())
     ids = [r.id for r in api.crm.contacts.basic_api.get_page(limit=3).results]
-    res = api.crm.contacts.batch_api.read(BatchReadInputSimplePublicObjectId(
-        inputs=[SimplePublicObjectId(id=i) for i in ids], properties=["email"], properties_with_history=[]))
+    res = api.crm.contacts.batch_api.read(
+        BatchReadInputSimplePublicObjectId(
+            inputs=[SimplePublicObjectId(id=i) for i in ids], properties=["email"], properties_with_history=[]
+        )
+    )
     assert sorted(r.id for r in res.results) == sorted(ids)
     assert res.status == "COMPLETE"
-    partial = api.crm.contacts.batch_api.read(BatchReadInputSimplePublicObjectId(
-        inputs=[SimplePublicObjectId(id=ids[0]), SimplePublicObjectId(id="999999999999")], properties=["email"],
-        properties_with_history=[]))
+    partial = api.crm.contacts.batch_api.read(
+        BatchReadInputSimplePublicObjectId(
+            inputs=[SimplePublicObjectId(id=ids[0]), SimplePublicObjectId(id="999999999999")],
+            properties=["email"],
+            properties_with_history=[],
+        )
+    )
     assert [r.id for r in partial.results] == [ids[0]]
     assert partial.errors[0].category == "OBJECT_NOT_FOUND"
 

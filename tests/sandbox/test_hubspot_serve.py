@@ -21,8 +21,9 @@ def test_sandbox_serve_serves_api_pages_limits_and_faults(hubspot_sandbox):
         assert page.json()["paging"]["next"]["link"].startswith(base + "/crm/v3/objects/contacts?")
         assert requests.get(f"{base}/", timeout=10).status_code == 200  # sandbox pages
         # gunicorn's own request-line limit would answer 400 first; the sandbox answers 414 like HubSpot.
-        long = requests.get(f"{base}/crm/v3/objects/contacts", params={"properties": "x" * 9000}, headers=headers,
-                            timeout=10)
+        long = requests.get(
+            f"{base}/crm/v3/objects/contacts", params={"properties": "x" * 9000}, headers=headers, timeout=10
+        )
         assert long.status_code == 414
         # Knobs changed through the JSON endpoint apply at once in the serving process.
         knobs = requests.post(f"{base}/_api/knobs", json={"fail_next": 1, "fail_next_status": "reset"}, timeout=10)

@@ -85,7 +85,12 @@ def mirror(source: Source, collection: str) -> tuple[dict[int, dict], set[int]]:
 
 
 def assert_mirror_equals_sandbox(
-    source: Source, sandbox, collection: str = "contacts", hub_id: int = PORTAL, *, exact: bool = False,
+    source: Source,
+    sandbox,
+    collection: str = "contacts",
+    hub_id: int = PORTAL,
+    *,
+    exact: bool = False,
     since_ms: int | None = None,
 ):
     """The mirror's live rows equal HubSpot's live records, property for property; its archived rows are archived
@@ -126,8 +131,13 @@ def merge(sandbox, primary, other, hub_id: int = PORTAL, collection: str = "cont
     """Merge two live records in the sandbox as HubSpot does (a new id unless keep_id); the merged record's id."""
     from sandbox.hubspot.mutate import merge_records
 
-    return merge_records(portal=sandbox.portal(hub_id), collection=collection, primary_id=int(primary),
-                         merged_id=int(other), keep_id=keep_id)
+    return merge_records(
+        portal=sandbox.portal(hub_id),
+        collection=collection,
+        primary_id=int(primary),
+        merged_id=int(other),
+        keep_id=keep_id,
+    )
 
 
 def sandbox_archived(sandbox, hub_id: int, collection: str) -> dict[int, dict]:

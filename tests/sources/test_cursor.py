@@ -21,24 +21,52 @@ NEXT_READ = [
     ({}, START, False, SearchRead(window_start_ms=START, window_end_ms=NOW)),
     ({}, START, True, SearchRead(window_start_ms=START, window_end_ms=NOW, ids_pass=True)),
     # Idle: the window since the watermark, less the overlap for HubSpot's index lag, never below 0.
-    ({"mode": "idle", "modified_since_ms": 5_000_000}, None, False,
-     SearchRead(window_start_ms=5_000_000 - OVERLAP, window_end_ms=NOW, previous_ms=5_000_000)),
-    ({"mode": "idle", "modified_since_ms": 1000}, START, True,
-     SearchRead(window_start_ms=0, window_end_ms=NOW, previous_ms=1000)),
-    ({"mode": "idle", "modified_since_ms": NOW + 10**6}, None, False,  # in the future: an empty window, kept
-     SearchRead(window_start_ms=NOW + 10**6 - OVERLAP, window_end_ms=NOW, previous_ms=NOW + 10**6)),
+    (
+        {"mode": "idle", "modified_since_ms": 5_000_000},
+        None,
+        False,
+        SearchRead(window_start_ms=5_000_000 - OVERLAP, window_end_ms=NOW, previous_ms=5_000_000),
+    ),
+    (
+        {"mode": "idle", "modified_since_ms": 1000},
+        START,
+        True,
+        SearchRead(window_start_ms=0, window_end_ms=NOW, previous_ms=1000),
+    ),
+    (
+        {"mode": "idle", "modified_since_ms": NOW + 10**6},
+        None,
+        False,  # in the future: an empty window, kept
+        SearchRead(window_start_ms=NOW + 10**6 - OVERLAP, window_end_ms=NOW, previous_ms=NOW + 10**6),
+    ),
     # A watermark without a mode (or an unknown mode) goes on from the watermark.
-    ({"modified_since_ms": 9_000_000}, None, False,
-     SearchRead(window_start_ms=9_000_000 - OVERLAP, window_end_ms=NOW, previous_ms=9_000_000)),
+    (
+        {"modified_since_ms": 9_000_000},
+        None,
+        False,
+        SearchRead(window_start_ms=9_000_000 - OVERLAP, window_end_ms=NOW, previous_ms=9_000_000),
+    ),
     ({"mode": "idle"}, None, False, ListRead(after=None, covered=0, started_ms=NOW)),
     # A read in progress goes on where it stopped, whatever the start date or trigger.
-    ({"mode": "list", "after": "abc", "started_ms": 7, "covered": 42, "pending": [40]}, START, True,
-     ListRead(after="abc", covered=42, pending=(40,), started_ms=7)),
+    (
+        {"mode": "list", "after": "abc", "started_ms": 7, "covered": 42, "pending": [40]},
+        START,
+        True,
+        ListRead(after="abc", covered=42, pending=(40,), started_ms=7),
+    ),
     ({"mode": "list", "after": "abc", "started_ms": 7}, None, False, ListRead(after="abc", started_ms=7)),
-    ({"mode": "search", "window_start_ms": 1, "window_end_ms": 2, "last_id": 99, "ids_pass": True}, None, False,
-     SearchRead(window_start_ms=1, window_end_ms=2, last_id=99, ids_pass=True)),
-    ({"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": 3}, None, False,
-     IdsPass(after=None, covered=0, pending=(), watermark_ms=3)),
+    (
+        {"mode": "search", "window_start_ms": 1, "window_end_ms": 2, "last_id": 99, "ids_pass": True},
+        None,
+        False,
+        SearchRead(window_start_ms=1, window_end_ms=2, last_id=99, ids_pass=True),
+    ),
+    (
+        {"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": 3},
+        None,
+        False,
+        IdsPass(after=None, covered=0, pending=(), watermark_ms=3),
+    ),
 ]
 
 
@@ -53,8 +81,11 @@ FINISHED = [
     (ListRead(after="x", covered=10, pending=(3,), started_ms=77), None, {"mode": "idle", "modified_since_ms": 77}),
     (IdsPass(after="y", covered=5, pending=(), watermark_ms=88), None, {"mode": "idle", "modified_since_ms": 88}),
     (SearchRead(window_start_ms=1, window_end_ms=2), 66, {"mode": "idle", "modified_since_ms": 66}),
-    (SearchRead(window_start_ms=1, window_end_ms=2, ids_pass=True), 66,
-     {"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": 66}),
+    (
+        SearchRead(window_start_ms=1, window_end_ms=2, ids_pass=True),
+        66,
+        {"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": 66},
+    ),
 ]
 
 

@@ -46,7 +46,9 @@ def test_dispatch_takes_over_a_run_whose_worker_died(workspace, queued, settings
     now = timezone.now()
     source = make(workspace, "due", enabled=True, next_sync_at=now - timedelta(minutes=1), first_synced_at=now)
     dead = SyncRunFactory(
-        source=source, trigger=SyncRun.Trigger.SCHEDULED, status=SyncRun.Status.RUNNING,
+        source=source,
+        trigger=SyncRun.Trigger.SCHEDULED,
+        status=SyncRun.Status.RUNNING,
         heartbeat_at=now - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS + 30),
     )
     assert dispatch_due_syncs() == 1

@@ -43,8 +43,13 @@ def test_connection_check_good_and_bad_credentials(workspace, sandbox):
     assert int(details["portalId"]) == PORTAL
 
     bad = Source.objects.create(
-        workspace=workspace, name="bad", schema_name="bad", hub_id=PORTAL, token="not-a-refresh-token",
-        access_token="not-a-token", access_token_expires_at=timezone.now() + timedelta(hours=1),
+        workspace=workspace,
+        name="bad",
+        schema_name="bad",
+        hub_id=PORTAL,
+        token="not-a-refresh-token",
+        access_token="not-a-token",
+        access_token_expires_at=timezone.now() + timedelta(hours=1),
     )
     SourceCollection.objects.create(source=bad, collection="contacts")
     run = sync(bad)
@@ -62,16 +67,22 @@ def test_discovery_stores_schema_and_records_changes(workspace, sandbox):
     source = make_source(workspace, sandbox)
     sync(source, SyncRun.Trigger.FIRST)
     sc = SourceCollection.objects.get(source=source, collection="contacts")
-    names = {p["name"] for p in requests.get(
-        f"{sandbox.base_url}/crm/v3/properties/contacts", headers=sandbox.headers(PORTAL), timeout=30
-    ).json()["results"]}
+    names = {
+        p["name"]
+        for p in requests.get(
+            f"{sandbox.base_url}/crm/v3/properties/contacts", headers=sandbox.headers(PORTAL), timeout=30
+        ).json()["results"]
+    }
     assert set(sc.properties) == names
     assert sc.properties["email"]["type"] == "string"
     assert sc.schema_changes == []  # the first discovery is not a change
 
     sandbox.add_property("loyalty_tier", portal=PORTAL, collection="contacts")
-    sandbox.delete_property(next(n for n in sorted(names) if n.startswith("hs_") is False and n != "email"),
-                            portal=PORTAL, collection="contacts")
+    sandbox.delete_property(
+        next(n for n in sorted(names) if n.startswith("hs_") is False and n != "email"),
+        portal=PORTAL,
+        collection="contacts",
+    )
     sync(source)
     sc.refresh_from_db()
     assert "loyalty_tier" in sc.properties
@@ -85,9 +96,7 @@ def test_discovery_stores_schema_and_records_changes(workspace, sandbox):
 def test_full_read_equals_sandbox_and_second_full_read_agrees(workspace, sandbox, monkeypatch):
     sandbox.seed(PORTAL, contacts=250, companies=120, deals=0, tickets=0)
     notified: list = []
-    monkeypatch.setattr(
-        base, "notify_changes", lambda source, collections, sync_run=None: notified.append(collections)
-    )
+    monkeypatch.setattr(base, "notify_changes", lambda source, collections, sync_run=None: notified.append(collections))
     source = make_source(workspace, sandbox, collections=("contacts", "companies"))
 
     run = sync(source, SyncRun.Trigger.FIRST)
@@ -148,8 +157,9 @@ def test_restored_record_is_unarchived(workspace, sandbox):
     assert Record.objects.get(source=source, object_id=int(gone)).archived
     from sandbox.hubspot.models import RecordChange
 
-    RecordChange.objects.filter(object_id=int(gone)).update(archived=False, archived_ms=None,
-                                                            updated_ms=int(time.time() * 1000))
+    RecordChange.objects.filter(object_id=int(gone)).update(
+        archived=False, archived_ms=None, updated_ms=int(time.time() * 1000)
+    )
     sync(source)
     assert not Record.objects.get(source=source, object_id=int(gone)).archived
     assert_mirror_equals_sandbox(source, sandbox)
@@ -227,8 +237,9 @@ def test_cursor_in_the_future_reads_nothing(workspace, sandbox):
 
 def test_failing_collection_makes_the_run_partial(workspace, sandbox):
     sandbox.seed(PORTAL, contacts=30, companies=0, deals=0, tickets=10)
-    source = make_source(workspace, sandbox, collections=("contacts", "tickets"),
-                         scopes=["oauth", "crm.objects.contacts.read"])
+    source = make_source(
+        workspace, sandbox, collections=("contacts", "tickets"), scopes=["oauth", "crm.objects.contacts.read"]
+    )
     run = sync(source, SyncRun.Trigger.FIRST)
     assert run.status == SyncRun.Status.PARTIAL
     assert run.counts["tickets"]["error"].startswith("MissingScopes")
@@ -309,8 +320,13 @@ def test_search_lag_is_covered_by_the_overlap(workspace, sandbox):
     assert early.counts["contacts"]["new"] + early.counts["contacts"]["updated"] < 13
     time.sleep(2.2)
     late = sync(source)  # its window starts an overlap before the previous end: the lagging records are in it
-    assert late.counts["contacts"]["new"] + late.counts["contacts"]["updated"] + \
-        early.counts["contacts"]["new"] + early.counts["contacts"]["updated"] == 13
+    assert (
+        late.counts["contacts"]["new"]
+        + late.counts["contacts"]["updated"]
+        + early.counts["contacts"]["new"]
+        + early.counts["contacts"]["updated"]
+        == 13
+    )
     sandbox.set_knobs(search_lag_seconds=0)
     assert_mirror_equals_sandbox(source, sandbox)
 
@@ -462,19 +478,28 @@ def _mapping_with_states(workspace, source, payloads: dict[int, dict | None]):
     destination = Destination.objects.create(workspace=workspace, name="Segment")
     space = ProfileSpace.objects.create(destination=destination, name="Space", write_key="wk", region="sandbox")
     model = DataModel.objects.create(source=source, collection="contacts", name="Contacts", columns=["email"])
-    mapping = Mapping.objects.create(destination=destination, data_model=model, profile_space=space,
-                                     identifiers={"user_id": "email"}, traits=[["email", "email"]])
+    mapping = Mapping.objects.create(
+        destination=destination,
+        data_model=model,
+        profile_space=space,
+        identifiers={"user_id": "email"},
+        traits=[["email", "email"]],
+    )
     for object_id, payload in payloads.items():
         DeliveryState.objects.create(
-            mapping=mapping, object_id=object_id, delivered_hash="h" * 64, last_payload=payload,
+            mapping=mapping,
+            object_id=object_id,
+            delivered_hash="h" * 64,
+            last_payload=payload,
             status=DeliveryState.Status.REJECTED if payload else DeliveryState.Status.DELIVERED,
         )
     return mapping
 
 
 def _mirror_ids(source: Source, **filters) -> list[int]:
-    return sorted(Record.objects.filter(source=source, collection="contacts", **filters)
-                  .values_list("object_id", flat=True))
+    return sorted(
+        Record.objects.filter(source=source, collection="contacts", **filters).values_list("object_id", flat=True)
+    )
 
 
 def test_full_sync_removes_records_deleted_in_hubspot_and_everything_kept_of_them(workspace, sandbox):
@@ -498,10 +523,14 @@ def test_full_sync_removes_records_deleted_in_hubspot_and_everything_kept_of_the
     sync(source)  # history for the edited records; the mirror holds the three archived ones as archived
     assert set(_mirror_ids(source, archived=True)) == set(binned)
     assert RecordChange.objects.filter(source=source, object_id__in=doomed).count() == 3
-    mapping = _mapping_with_states(workspace, source, {
-        **{i: {"userId": f"user{i}@example.com", "traits": {"jobtitle": "secret"}} for i in doomed + binned},
-        **{i: {"userId": f"user{i}@example.com"} for i in kept},
-    })
+    mapping = _mapping_with_states(
+        workspace,
+        source,
+        {
+            **{i: {"userId": f"user{i}@example.com", "traits": {"jobtitle": "secret"}} for i in doomed + binned},
+            **{i: {"userId": f"user{i}@example.com"} for i in kept},
+        },
+    )
 
     # Meanwhile in HubSpot: GDPR deletes, the recycle bin emptied, and ordinary changes.
     assert sandbox.purge(doomed + binned, portal=PORTAL) == doomed + binned
@@ -546,8 +575,11 @@ def test_deleting_records_sends_sample_mode_mappings_back_to_reconsider_the_coll
     sync(source, SyncRun.Trigger.FIRST)
     sampled = _mapping_with_states(workspace, source, {})
     whole = Mapping.objects.create(
-        destination=sampled.destination, data_model=sampled.data_model, profile_space=sampled.profile_space,
-        identifiers={"user_id": "email"}, traits=[["email", "email"]],
+        destination=sampled.destination,
+        data_model=sampled.data_model,
+        profile_space=sampled.profile_space,
+        identifiers={"user_id": "email"},
+        traits=[["email", "email"]],
     )
     Mapping.objects.filter(pk=sampled.pk).update(sample_size=10)
     Mapping.objects.filter(pk__in=[sampled.pk, whole.pk]).update(watermark=max_seq(source))
@@ -649,8 +681,7 @@ def test_deletion_check_converges_through_429s_and_5xx(workspace, sandbox):
     source = make_source(workspace, sandbox)
     sync(source, SyncRun.Trigger.FIRST)
     changes = sandbox.mutate(PORTAL, "contacts", purge=40, archive=10, update=20, create=5, seed=13)
-    sandbox.set_knobs(rate_limits=True, rate_limit_max=4, rate_limit_interval_ms=300, error_rate=0.2,
-                      reset_rate=0.05)
+    sandbox.set_knobs(rate_limits=True, rate_limit_max=4, rate_limit_interval_ms=300, error_rate=0.2, reset_rate=0.05)
     run = sync(source, SyncRun.Trigger.FULL)
     sandbox.set_knobs(rate_limits=False, error_rate=0, reset_rate=0)
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
@@ -806,10 +837,14 @@ def test_full_sync_with_a_start_date_removes_records_deleted_in_hubspot(workspac
     assert set(binned) <= set(window) - set(doomed) - set(kept)  # the seed picks records of the window
     sync(source)  # history for the edited records; the mirror holds the three archived ones as archived
     assert set(_mirror_ids(source, archived=True)) == set(binned)
-    mapping = _mapping_with_states(workspace, source, {
-        **{i: {"userId": f"user{i}@example.com", "traits": {"jobtitle": "secret"}} for i in doomed + binned},
-        **{i: {"userId": f"user{i}@example.com"} for i in kept},
-    })
+    mapping = _mapping_with_states(
+        workspace,
+        source,
+        {
+            **{i: {"userId": f"user{i}@example.com", "traits": {"jobtitle": "secret"}} for i in doomed + binned},
+            **{i: {"userId": f"user{i}@example.com"} for i in kept},
+        },
+    )
 
     # Meanwhile in HubSpot: GDPR deletes (one of a record outside the window), the recycle bin emptied, changes.
     purged = doomed + binned + [outside[5]]
@@ -825,7 +860,11 @@ def test_full_sync_with_a_start_date_removes_records_deleted_in_hubspot(workspac
     c = run.counts["contacts"]
     # Updated records from outside the window entered it: new to the mirror.
     assert (c["deleted"], c["archived"], c["new"], c["updated"]) == (
-        len(doomed) + 3, 5, 10 + len(updated - set(window)), len(updated & set(window))), c
+        len(doomed) + 3,
+        5,
+        10 + len(updated - set(window)),
+        len(updated & set(window)),
+    ), c
     assert "notes" not in c
     live_in_hubspot = len(everything) - len(purged) + 10 - 5  # the binned ones were among `everything` too
     assert live_in_hubspot == len(sandbox_ids(sandbox))
@@ -1037,9 +1076,7 @@ def test_a_full_sync_finds_merged_ids_by_the_id_that_answers_for_them(workspace,
     source = make_source(workspace, sandbox, collections=("contacts", "companies"))
     sync(source, SyncRun.Trigger.FIRST)
     contacts = sorted(Record.objects.filter(source=source, collection="contacts").values_list("object_id", flat=True))
-    companies = sorted(
-        Record.objects.filter(source=source, collection="companies").values_list("object_id", flat=True)
-    )
+    companies = sorted(Record.objects.filter(source=source, collection="companies").values_list("object_id", flat=True))
     new_contact = merge(sandbox, contacts[10], contacts[150])
     new_company = merge(sandbox, companies[3], companies[4], collection="companies")
 

@@ -47,8 +47,11 @@ def test_engine_records_updates_archives_and_restores_but_not_creations(workspac
         change = rows[object_id]
         now = Record.objects.get(source=source, object_id=object_id)
         old = before[object_id].properties
-        expected = {k: [old.get(k), now.properties.get(k)] for k in old.keys() | now.properties.keys()
-                    if old.get(k) != now.properties.get(k)}
+        expected = {
+            k: [old.get(k), now.properties.get(k)]
+            for k in old.keys() | now.properties.keys()
+            if old.get(k) != now.properties.get(k)
+        }
         assert change.changes == expected and change.changes  # exactly the properties that changed
         assert change.change_seq == now.change_seq and change.run_id == run.pk and change.archived is None
         assert change.previous_updated_at == before[object_id].updated_at

@@ -251,10 +251,12 @@ def test_batch_read_found_reports_the_ids_hubspot_says_are_missing(sandbox, work
     assert [r["id"] for r in held] == [archived] and held[0]["archived"] is True
     assert held_missing == set(asked) - {archived}
 
-    answers = iter([
-        _response(404, b'{"status":"error","message":"resource not found","category":"OBJECT_NOT_FOUND"}'),
-        _response(404, b"<html>Not Found</html>"),
-    ])
+    answers = iter(
+        [
+            _response(404, b'{"status":"error","message":"resource not found","category":"OBJECT_NOT_FOUND"}'),
+            _response(404, b"<html>Not Found</html>"),
+        ]
+    )
     monkeypatch.setattr(client.session, "request", lambda *args, **kwargs: next(answers))
     assert client.batch_read_found("contacts", ["7", "8"], ["hs_object_id"]) == ([], {"7", "8"})
     with pytest.raises(NotFound):  # not HubSpot's "these ids do not exist": an error, never "all missing"

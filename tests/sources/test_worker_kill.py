@@ -40,11 +40,29 @@ def start_worker(base_url: str, log: Path) -> subprocess.Popen:
         HUBSYNC_ENCRYPTION_KEYS=",".join(settings.HUBSYNC_ENCRYPTION_KEYS),
     )
     name = f"killtest-{uuid.uuid4().hex[:6]}@%h"
-    cmd = [sys.executable, "-m", "celery", "-A", "hubsync", "worker", "-Q", "extract", "--pool", "solo",
-           "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", name, "--loglevel", "INFO"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "hubsync",
+        "worker",
+        "-Q",
+        "extract",
+        "--pool",
+        "solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        name,
+        "--loglevel",
+        "INFO",
+    ]
     # A session of its own: the SIGKILL hits the worker and nothing else.
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, log: Path):

@@ -1,13 +1,13 @@
 """Change a sandbox portal's data the way users change HubSpot.
 
-    python manage.py sandbox_mutate --portal 1001 --collection contacts --create 10 --update 50 --archive 5
-    python manage.py sandbox_mutate --portal 1001 --collection contacts --create 12000 --same-timestamp   # bulk import
-    python manage.py sandbox_mutate --portal 1001 --collection contacts --purge 3            # GDPR deletes
-    python manage.py sandbox_mutate --portal 1001 --collection contacts --purge-archived 2   # 90-day recycle bin
-    python manage.py sandbox_mutate --portal 1001 --collection contacts --purge-id 51 --purge-id 107
-    python manage.py sandbox_mutate --portal 1001 --collection deals --add-property renewal_risk --type enumeration
-    python manage.py sandbox_mutate --portal 1001 --collection deals --delete-property renewal_risk
-    python manage.py sandbox_mutate --portal 1001 --collection contacts --add-properties 300
+python manage.py sandbox_mutate --portal 1001 --collection contacts --create 10 --update 50 --archive 5
+python manage.py sandbox_mutate --portal 1001 --collection contacts --create 12000 --same-timestamp   # bulk import
+python manage.py sandbox_mutate --portal 1001 --collection contacts --purge 3            # GDPR deletes
+python manage.py sandbox_mutate --portal 1001 --collection contacts --purge-archived 2   # 90-day recycle bin
+python manage.py sandbox_mutate --portal 1001 --collection contacts --purge-id 51 --purge-id 107
+python manage.py sandbox_mutate --portal 1001 --collection deals --add-property renewal_risk --type enumeration
+python manage.py sandbox_mutate --portal 1001 --collection deals --delete-property renewal_risk
+python manage.py sandbox_mutate --portal 1001 --collection contacts --add-properties 300
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from sandbox.hubspot.portals import get_portal
 
 
 class Command(BaseCommand):
-    help = ("Create / update / archive / permanently delete sandbox HubSpot records, or add / delete custom "
-            "properties.")
+    help = "Create / update / archive / permanently delete sandbox HubSpot records, or add / delete custom properties."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--portal", type=int, required=True)
@@ -38,19 +37,41 @@ class Command(BaseCommand):
         parser.add_argument("--create", type=int, default=0)
         parser.add_argument("--update", type=int, default=0)
         parser.add_argument("--archive", type=int, default=0)
-        parser.add_argument("--purge", type=int, default=0, metavar="N",
-                            help="permanently delete N live records (HubSpot's GDPR delete / permanent delete)")
-        parser.add_argument("--purge-archived", type=int, default=0, metavar="N",
-                            help="permanently delete N archived records (HubSpot's recycle bin after 90 days)")
-        parser.add_argument("--purge-id", type=int, action="append", default=[], metavar="ID",
-                            help="permanently delete this record (live or archived); repeatable")
-        parser.add_argument("--same-timestamp", action="store_true",
-                            help="give every change of this run one timestamp (a bulk import)")
+        parser.add_argument(
+            "--purge",
+            type=int,
+            default=0,
+            metavar="N",
+            help="permanently delete N live records (HubSpot's GDPR delete / permanent delete)",
+        )
+        parser.add_argument(
+            "--purge-archived",
+            type=int,
+            default=0,
+            metavar="N",
+            help="permanently delete N archived records (HubSpot's recycle bin after 90 days)",
+        )
+        parser.add_argument(
+            "--purge-id",
+            type=int,
+            action="append",
+            default=[],
+            metavar="ID",
+            help="permanently delete this record (live or archived); repeatable",
+        )
+        parser.add_argument(
+            "--same-timestamp", action="store_true", help="give every change of this run one timestamp (a bulk import)"
+        )
         parser.add_argument("--seed", type=int, default=None, help="make the choice of records reproducible")
         parser.add_argument("--add-property", metavar="NAME")
         parser.add_argument("--delete-property", metavar="NAME")
-        parser.add_argument("--add-properties", type=int, default=0, metavar="N",
-                            help="add N custom properties at once (hundreds make a full GET URL exceed 8,000 chars)")
+        parser.add_argument(
+            "--add-properties",
+            type=int,
+            default=0,
+            metavar="N",
+            help="add N custom properties at once (hundreds make a full GET URL exceed 8,000 chars)",
+        )
         parser.add_argument("--type", default="string", choices=sorted(PROPERTY_TYPES))
         parser.add_argument("--label", default="")
         parser.add_argument("--options", default="", help="comma-separated option values for enumerations")
@@ -62,21 +83,33 @@ class Command(BaseCommand):
         try:
             if opts["add_property"]:
                 options = [{"label": v.strip(), "value": v.strip()} for v in opts["options"].split(",") if v.strip()]
-                prop = add_property(portal=portal, collection=opts["collection"], name=opts["add_property"],
-                                    label=opts["label"], type=opts["type"], options=options)
+                prop = add_property(
+                    portal=portal,
+                    collection=opts["collection"],
+                    name=opts["add_property"],
+                    label=opts["label"],
+                    type=opts["type"],
+                    options=options,
+                )
                 self.stdout.write(f"added property {prop.name} ({prop.type}) to {prop.object_type}")
             if opts["add_properties"]:
-                names = add_many_properties(portal=portal, collection=opts["collection"],
-                                            count=opts["add_properties"])
+                names = add_many_properties(portal=portal, collection=opts["collection"], count=opts["add_properties"])
                 self.stdout.write(f"added {len(names)} properties to {opts['collection']}")
             if opts["delete_property"]:
                 delete_property(portal=portal, collection=opts["collection"], name=opts["delete_property"])
                 self.stdout.write(f"deleted property {opts['delete_property']}")
             if opts["create"] or opts["update"] or opts["archive"] or opts["purge"] or opts["purge_archived"]:
-                result = mutate(portal=portal, collection=opts["collection"], create=opts["create"],
-                                update=opts["update"], archive=opts["archive"], purge=opts["purge"],
-                                purge_archived=opts["purge_archived"], same_timestamp=opts["same_timestamp"],
-                                seed=opts["seed"])
+                result = mutate(
+                    portal=portal,
+                    collection=opts["collection"],
+                    create=opts["create"],
+                    update=opts["update"],
+                    archive=opts["archive"],
+                    purge=opts["purge"],
+                    purge_archived=opts["purge_archived"],
+                    same_timestamp=opts["same_timestamp"],
+                    seed=opts["seed"],
+                )
                 self.stdout.write(
                     f"{opts['collection']} in portal {portal.hub_id}: created {len(result.created)}, "
                     f"updated {len(result.updated)}, archived {len(result.archived)}, "

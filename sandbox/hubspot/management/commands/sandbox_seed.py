@@ -30,9 +30,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
-            portal = seed_portal(hub_id=opts["portal"], contacts=opts["contacts"], companies=opts["companies"],
-                                 deals=opts["deals"], tickets=opts["tickets"], seed=opts["seed"], name=opts["name"],
-                                 domain=opts["domain"], keep_changes=opts["keep_changes"])
+            portal = seed_portal(
+                hub_id=opts["portal"],
+                contacts=opts["contacts"],
+                companies=opts["companies"],
+                deals=opts["deals"],
+                tickets=opts["tickets"],
+                seed=opts["seed"],
+                name=opts["name"],
+                domain=opts["domain"],
+                keep_changes=opts["keep_changes"],
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
