@@ -144,9 +144,9 @@ def test_waiting_sample_and_unmapped_explanations(owner_client, source, sandbox_
 def test_history_after_two_syncs_and_the_rebuilt_delivered_message(
     workspace,
     owner_client,
-    sandbox,
-    sandbox_base,
-    monkeypatch,  # noqa: F811
+    sandbox,  # noqa: F811 (the fixtures imported above)
+    sandbox_base,  # noqa: F811
+    monkeypatch,
 ):
     """Real syncs from the HubSpot sandbox write the history; the delivered message is rebuilt from it exactly."""
     hubspot = sandbox
@@ -205,9 +205,9 @@ def test_a_record_deleted_in_hubspot_is_explained(
     workspace,
     owner_client,
     outsider_client,
-    sandbox,
-    sandbox_base,
-    monkeypatch,  # noqa: F811
+    sandbox,  # noqa: F811 (the fixtures imported above)
+    sandbox_base,  # noqa: F811
+    monkeypatch,
 ):
     """Delivered, then permanently deleted in HubSpot (a GDPR delete) and removed by a full sync: the debugger says
     so, from the delivery state that is all hubsync keeps of it."""
