@@ -2,21 +2,27 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import drift_views, views
+from . import drift_views, views, views_destinations
 
 app_name = "mappings"
 urlpatterns = [
     path("mappings/<int:mapping_id>/drift/", drift_views.mapping_drift, name="drift"),
     path("mappings/issues/<int:issue_id>/fix/", drift_views.issue_fix, name="issue_fix"),
-    path("destinations/", views.destination_list, name="destinations"),
-    path("destinations/new/", views.destination_new, name="destination_new"),
-    path("destinations/<int:destination_id>/", views.destination_detail, name="destination"),
-    path("destinations/<int:destination_id>/settings/", views.destination_settings, name="destination_settings"),
-    path("destinations/<int:destination_id>/delete/", views.destination_delete, name="destination_delete"),
-    path("destinations/<int:destination_id>/spaces/new/", views.profile_space_new, name="profile_space_new"),
-    path("spaces/<int:profile_space_id>/", views.profile_space_edit, name="profile_space"),
-    path("spaces/<int:profile_space_id>/check/", views.profile_space_check, name="profile_space_check"),
-    path("spaces/<int:profile_space_id>/delete/", views.profile_space_delete, name="profile_space_delete"),
+    path("destinations/", views_destinations.destination_list, name="destinations"),
+    path("destinations/new/", views_destinations.destination_new, name="destination_new"),
+    path("destinations/<int:destination_id>/", views_destinations.destination_detail, name="destination"),
+    path(
+        "destinations/<int:destination_id>/settings/",
+        views_destinations.destination_settings,
+        name="destination_settings",
+    ),
+    path("destinations/<int:destination_id>/delete/", views_destinations.destination_delete, name="destination_delete"),
+    path(
+        "destinations/<int:destination_id>/spaces/new/", views_destinations.profile_space_new, name="profile_space_new"
+    ),
+    path("spaces/<int:profile_space_id>/", views_destinations.profile_space_edit, name="profile_space"),
+    path("spaces/<int:profile_space_id>/check/", views_destinations.profile_space_check, name="profile_space_check"),
+    path("spaces/<int:profile_space_id>/delete/", views_destinations.profile_space_delete, name="profile_space_delete"),
     path("mappings/", views.mapping_list, name="list"),
     path("mappings/new/", views.mapping_new, name="mapping_new"),
     path("mappings/<int:mapping_id>/", views.mapping_detail, name="mapping_detail"),

@@ -1,6 +1,5 @@
-"""Connections → Destinations: the Segment Profiles destination (Overview, Settings with its Profile Spaces),
-the mapping editor, the mapping page with "Test the mapping with real HubSpot data", the Mapping Status toggle
-and "Resync all".
+"""Mappings: the editor, the mapping page with "Test the mapping with real HubSpot data", the Mapping Status
+toggle, "Resync all" and delete (the destination and Profile Space pages are mappings.views_destinations).
 
 Every change is audited; write keys go into the database encrypted and never come back into a page (the forms
 render the key input empty, the audit log redacts it).
@@ -14,7 +13,6 @@ from typing import Any
 
 import requests
 from django.contrib import messages
-from django.db.models import Count, Q
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -22,18 +20,16 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
-from hubsync.fields import DecryptionError
 from hubsync.http import safe_next
-from hubsync.models import Role
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
 from . import services
 from .delivery import preview_message
-from .forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm, column_schema
-from .models import DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
-from .segment import check_connection
+from .forms import MappingForm, column_schema
+from .models import DeliveryState, DeliveryStateCount, Destination, Mapping
 from .selectors import delivered_before
+from .views_destinations import _can_change, _mapping_rows
 from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)
@@ -48,217 +44,9 @@ DISPLAY_PROPERTIES = {
 TEST_RESULTS = 10
 
 
-def _can_change(request: WorkspaceRequest) -> bool:
-    return request.membership.allows(Role.ADMIN)
-
-
 def _back(request: WorkspaceRequest, default: str) -> str:
     """Where a form posted from several pages returns to: its `next` when it is a path of ours."""
     return safe_next(request, default)
-
-
-# --- destinations -----------------------------------------------------------------------------------------
-
-
-@workspace_view()
-def destination_list(request: WorkspaceRequest) -> HttpResponse:
-    destinations = Destination.objects.filter(workspace=request.workspace).annotate(
-        space_count=Count("profile_spaces", distinct=True),
-        mapping_count=Count("mappings", distinct=True),
-        enabled_count=Count("mappings", filter=Q(mappings__enabled=True), distinct=True),
-    )
-    return render(
-        request,
-        "mappings/destination_list.html",
-        {"destinations": destinations, "can_change": _can_change(request), "nav_section": "destinations"},
-    )
-
-
-@workspace_view()
-def destination_new(request: WorkspaceRequest) -> HttpResponse:
-    if request.method == "POST":
-        form = DestinationForm(request.POST)
-        if form.is_valid():
-            destination = services.create_destination(
-                workspace=request.workspace,
-                name=form.cleaned_data["name"],
-                kind=form.cleaned_data["kind"],
-                actor=request.user,
-            )
-            messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
-            return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
-    else:
-        form = DestinationForm()
-    return render(
-        request,
-        "mappings/destination_new.html",
-        {"form": form, "can_change": _can_change(request), "nav_section": "destinations"},
-    )
-
-
-def _mapping_rows(mappings: Any) -> list[Mapping]:
-    return list(mappings.select_related("data_model", "data_model__source", "profile_space", "destination", "last_run"))
-
-
-def _destination_page(
-    request: WorkspaceRequest, destination: Destination, tab: str, template: str, status: int = 200, **extra: Any
-) -> HttpResponse:
-    ctx = {
-        "destination": destination,
-        "tab": tab,
-        "can_change": _can_change(request),
-        "nav_section": "destinations",
-        "spaces": list(destination.profile_spaces.annotate(mapping_count=Count("mappings"))),
-        **extra,
-    }
-    return render(request, template, ctx, status=status)
-
-
-@workspace_view()
-def destination_detail(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
-    destination = get_for_workspace(request, Destination, pk=destination_id)
-    mappings = _mapping_rows(destination.mappings.all())
-    has_models = DataModel.objects.filter(source__workspace=request.workspace).exists()
-    return _destination_page(
-        request, destination, "overview", "mappings/destination_overview.html", mappings=mappings, has_models=has_models
-    )
-
-
-@workspace_view()
-def destination_settings(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
-    destination = get_for_workspace(request, Destination, pk=destination_id)
-    rename = RenameForm(initial={"name": destination.name})
-    if request.method == "POST":
-        rename = RenameForm(request.POST)
-        if rename.is_valid():
-            if services.rename_destination(
-                destination=destination, name=rename.cleaned_data["name"], actor=request.user
-            ):
-                messages.success(request, "Destination renamed.")
-            else:
-                messages.info(request, "Nothing changed.")
-            return redirect("mappings:destination_settings", destination.pk)
-    return _destination_page(
-        request,
-        destination,
-        "settings",
-        "mappings/destination_settings.html",
-        rename_form=rename,
-        space_form=ProfileSpaceForm(),
-    )
-
-
-@workspace_view()
-def destination_delete(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
-    destination = get_for_workspace(request, Destination, pk=destination_id)
-    mappings = _mapping_rows(destination.mappings.all())
-    if request.method == "POST":
-        name = destination.name
-        try:
-            services.delete_destination(destination=destination, actor=request.user)
-        except services.MappingsError as exc:
-            messages.error(request, str(exc))
-        else:
-            messages.success(request, f"{name} was deleted.")
-            return redirect("mappings:destinations")
-    return _destination_page(request, destination, "settings", "mappings/destination_delete.html", mappings=mappings)
-
-
-# --- profile spaces ---------------------------------------------------------------------------------------
-
-
-@workspace_view()
-@require_POST
-def profile_space_new(request: WorkspaceRequest, destination_id: int) -> HttpResponse:
-    destination = get_for_workspace(request, Destination, pk=destination_id)
-    form = ProfileSpaceForm(request.POST)
-    if not form.is_valid():
-        return _destination_page(
-            request,
-            destination,
-            "settings",
-            "mappings/destination_settings.html",
-            rename_form=RenameForm(initial={"name": destination.name}),
-            space_form=form,
-            space_form_open=True,
-            status=400,
-        )
-    data = form.cleaned_data
-    space = services.create_profile_space(
-        destination=destination,
-        name=data["name"],
-        write_key=data["write_key"],
-        region=data["region"],
-        actor=request.user,
-    )
-    messages.success(request, f"Profile Space {space.name} was added. Check its connection below.")
-    return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
-
-
-@workspace_view()
-def profile_space_edit(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
-    space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
-    destination = space.destination
-    if request.method == "POST":
-        form = ProfileSpaceForm(request.POST, instance=space)
-        if form.is_valid():
-            data = form.cleaned_data
-            if services.update_profile_space(
-                space=space, name=data["name"], region=data["region"], write_key=data["write_key"], actor=request.user
-            ):
-                messages.success(request, f"Profile Space {space.name} saved.")
-            else:
-                messages.info(request, "Nothing changed.")
-            return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
-    else:
-        form = ProfileSpaceForm(initial={"name": space.name, "region": space.region}, instance=space)
-    return _destination_page(
-        request, destination, "settings", "mappings/profile_space_edit.html", space=space, form=form
-    )
-
-
-@workspace_view()
-@require_POST
-def profile_space_check(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
-    space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
-    try:
-        result = check_connection(space.region, space.write_key)
-        ok, detail = result.ok, result.detail
-    except DecryptionError:
-        ok, detail = (
-            False,
-            "The saved write key could not be decrypted (check HUBSYNC_ENCRYPTION_KEYS); enter it again.",
-        )
-    except ValueError as exc:
-        ok, detail = False, str(exc)
-    checked = (
-        "Checked: the sandbox endpoint and whether it knows this write key."
-        if space.region == ProfileSpace.Region.SANDBOX
-        else "Checked: the region's endpoint answers and accepts a request with this key. Segment does not tell "
-        "whether a write key is right; that shows when the first messages reach the space."
-    )
-    ctx = {"space": space, "check": {"ok": ok, "detail": detail, "checked": checked}}
-    if request.htmx:
-        return render(request, "mappings/_check_result.html", ctx)
-    (messages.success if ok else messages.error)(request, f"{space.name}: {detail}")
-    return redirect(reverse("mappings:destination_settings", args=[space.destination_id]) + f"#space-{space.pk}")
-
-
-@workspace_view()
-def profile_space_delete(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
-    space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
-    used_by = _mapping_rows(space.mappings.all())
-    if request.method == "POST":
-        try:
-            services.delete_profile_space(space=space, actor=request.user)
-        except services.MappingsError as exc:
-            messages.error(request, str(exc))
-        else:
-            messages.success(request, f"Profile Space {space.name} was deleted.")
-            return redirect(reverse("mappings:destination_settings", args=[space.destination_id]) + "#spaces")
-    return _destination_page(
-        request, space.destination, "settings", "mappings/profile_space_delete.html", space=space, used_by=used_by
-    )
 
 
 # --- mappings ---------------------------------------------------------------------------------------------
