@@ -448,7 +448,10 @@ def collection_rows(counts: Any) -> list[dict[str, Any]]:
                 rows.append(
                     {
                         "collection": name,
-                        **{k: c.get(k, 0) for k in ("read", "new", "updated", "unchanged", "archived", "deleted")},
+                        **{
+                            k: c.get(k, 0)
+                            for k in ("read", "new", "updated", "unchanged", "archived", "deleted", "merged")
+                        },
                         "error": c.get("error", ""),
                         "notes": [n for n in c.get("notes") or [] if isinstance(n, str)],
                     }

@@ -45,11 +45,7 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
     row says into which record: that is said first."""
     kind = "email" if "@" in query else "id"
     if query.isdigit() and len(query) <= 18:
-        merge = (
-            MergedRecord.objects.filter(source__workspace=workspace, object_id=int(query))
-            .order_by("-merged_at")
-            .first()
-        )
+        merge = merged_into(workspace, int(query))
         if merge is not None:
             return merged_words(merge), True
         states = list(
@@ -75,6 +71,13 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
         "the source's start date?). A record permanently deleted in HubSpot is removed from the mirror by a full "
         "sync."
     ), False
+
+
+def merged_into(workspace: Any, object_id: int) -> MergedRecord | None:
+    """The latest merge that took this HubSpot id out of the workspace's mirror, if any."""
+    if object_id >= 10**18:
+        return None
+    return MergedRecord.objects.filter(source__workspace=workspace, object_id=object_id).order_by("-merged_at").first()
 
 
 def merged_words(merge: MergedRecord) -> str:

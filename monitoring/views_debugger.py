@@ -9,7 +9,7 @@ from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from mappings.models import Mapping
 from sources.models import Record
 
-from .debugger import explain, find_records, not_in_mirror
+from .debugger import explain, find_records, merged_into, not_in_mirror
 
 
 @workspace_view()
@@ -19,6 +19,7 @@ def record_debugger(request: WorkspaceRequest) -> HttpResponse:
     matches: list[Record] = []
     problem = ""
     deleted = ""
+    gone_heading = ""
     record_id = request.GET.get("record", "")
     if record_id.isdigit():
         record = get_for_workspace(request, Record.objects.select_related("source"), pk=int(record_id))
@@ -43,9 +44,12 @@ def record_debugger(request: WorkspaceRequest) -> HttpResponse:
             why, known_deleted = not_in_mirror(request.workspace, query)
             if known_deleted:
                 deleted = why
+                merged = query.isdigit() and merged_into(request.workspace, int(query)) is not None
+                gone_heading = "Merged in HubSpot." if merged else "Deleted in HubSpot."
             else:
                 problem = why
     context = {"query": query, "matches": matches if record is None else [], "problem": problem, "deleted": deleted}
+    context["gone_heading"] = gone_heading
     if record is not None:
         context.update(explain(record))
     return render(request, "hubsync/record_debugger.html", context)
