@@ -10,6 +10,7 @@ Aims: delivery >= 10,000 messages/s on the first run; the no-change run sends no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -37,15 +38,18 @@ HUB_ID = 4600
 
 
 class Meter:
-    """Wall time and peak RSS (sampled every 20 ms) of this process during a block."""
+    """Wall time and peak RSS (sampled every 20 ms) of this process (or of process `pid`) during a block."""
 
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
+    def __init__(self, pid: int | None = None) -> None:
+        self.proc = psutil.Process(pid)
         self._stop = threading.Event()
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
             self._stop.wait(0.02)
 
     def __enter__(self) -> Meter:
@@ -59,7 +63,8 @@ class Meter:
         self.seconds = time.perf_counter() - self.started
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
 def one_sync(source: Source, trigger: str, label: str) -> tuple[SyncRun, list]:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 from kombu import Exchange, Queue
+
+from hubsync.querylog import forget_queries
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hubsync.settings")
 
@@ -35,3 +38,11 @@ app.conf.beat_schedule = {
     "dispatch-due-syncs": {"task": "hubsync.dispatch", "schedule": 60.0, "options": {"expires": 55}},
 }
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _forget_queries(**_kwargs: object) -> None:
+    # A worker process lives for many tasks: whatever a task logged with DEBUG on must not outlive it (the
+    # engines also clear per page; this covers every other task and what ran between tasks).
+    forget_queries()

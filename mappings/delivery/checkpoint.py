@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from hubsync.querylog import forget_queries
+
 from ..models import DeliveryRun, DeliveryState, Mapping
 from ..services import lock_mapping
 
@@ -122,6 +124,7 @@ class CheckpointMixin:
             # costs at most one needless resend after a kill.)
             self.run.save(update_fields=[*RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
         self.states.clear()
+        forget_queries()
 
     def _unconfirmed(self, sending: Sequence[_Pending] = ()) -> list[int] | None:
         """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet

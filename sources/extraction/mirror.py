@@ -28,6 +28,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from hubsync import hooks
+from hubsync.querylog import forget_queries
 
 from .. import history
 from ..models import ChangeCounter, MergedRecord, Record, RecordChange, SourceCollection
@@ -192,6 +193,7 @@ class MirrorWrites(EngineBase):
             self.changed_collections.add(sc.collection)
             self.unnotified += len(write)
             self.notify(collection=sc.collection)
+        forget_queries()
         after_page(self, sc)
         self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
 
@@ -390,6 +392,7 @@ class MirrorWrites(EngineBase):
         with transaction.atomic():
             self.apply_gone(sc, gone)
             self.heartbeat()
+        forget_queries()
 
 
 def _page_rows(results: list[dict]) -> tuple[dict[int, tuple], dict[int, dict]]:

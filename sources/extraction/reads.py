@@ -30,6 +30,8 @@ from dataclasses import replace
 
 from django.db import transaction
 
+from hubsync.querylog import forget_queries
+
 from ..hubspot import HubSpotError
 from ..models import Record, RecordCount, Source, SourceCollection, SyncRun
 from .cursor import Cursor, IdsPass, ListRead, SearchRead
@@ -267,6 +269,7 @@ class Reads(Deletions):
             with transaction.atomic():
                 self.write_final(sc, final)
                 self.heartbeat()
+            forget_queries()
             if not after:
                 return
 

@@ -957,3 +957,13 @@ def test_the_identifier_format_applies_to_group_ids(destination, space, source, 
     message, _error = preview_message(group, object_id=5, properties={"domain": " Example.COM"})
     assert (message["groupId"], message["anonymousId"]) == ("example.com", "5")
     assert message["traits"] == {"website": "example.com"}
+
+
+def test_debug_query_log_stays_one_chunk_deep(sandbox_base, mirror, mapping, settings):
+    """With DEBUG on (the embedded default) Django logs every statement; a delivery must not keep them all."""
+    fill(mirror, 3000)
+    settings.DEBUG = True
+    settings.DELIVERY_CHUNK_SIZE = 100
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED and run.sent == 3000
+    assert len(connection.queries_log) <= 40, len(connection.queries_log)

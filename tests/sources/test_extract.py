@@ -1095,3 +1095,20 @@ def test_a_full_sync_finds_merged_ids_by_the_id_that_answers_for_them(workspace,
     }  # fmt: skip
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
     assert_mirror_equals_sandbox(source, sandbox, "companies", exact=True)
+
+
+def test_debug_query_log_stays_one_page_deep(workspace, sandbox, monkeypatch, settings):
+    """With DEBUG on (the embedded default) Django logs every statement; a sync must not keep them all."""
+    from django.db import connection
+
+    sandbox.seed(PORTAL, contacts=3000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    settings.DEBUG = True
+    logged: list[int] = []
+    monkeypatch.setattr(mirror, "after_page", lambda engine, sc: logged.append(len(connection.queries_log)))
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.counts["contacts"]["new"] == 3000
+    assert len(logged) >= 30
+    # A page costs a constant handful of statements (test_a_page_costs_a_constant_number_of_queries).
+    assert max(logged) <= 40, logged
+    assert len(connection.queries_log) <= 40
