@@ -32,9 +32,10 @@ def email_lookup(qs: QuerySet[Record], email: str) -> QuerySet[Record]:
     return qs.alias(email_lc=Lower(KT("properties__email"))).filter(email_lc=email.strip().lower())
 
 
-def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
-    """Why a searched record is not in the mirror, as far as hubsync can tell, and whether it is known to have
-    been deleted in HubSpot (an explanation, not an error).
+def not_in_mirror(workspace: Any, query: str) -> tuple[str, str]:
+    """Why a searched record is not in the mirror, as far as hubsync can tell, and the heading when it is known
+    to have left HubSpot ("Merged in HubSpot." / "Deleted in HubSpot.": an explanation, not an error; "" when
+    unknown).
 
     A record permanently deleted in HubSpot (a GDPR delete) is removed from the mirror, with its history, by the
     next full sync (sources.extraction.deletions): nothing of it stays but the delivery states of the mappings that
@@ -47,7 +48,7 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
     if query.isdigit() and len(query) <= 18:
         merge = merged_into(workspace, int(query))
         if merge is not None:
-            return merged_words(merge), True
+            return merged_words(merge), "Merged in HubSpot."
         states = list(
             DeliveryState.objects.filter(mapping__destination__workspace=workspace, object_id=int(query))
             .select_related("mapping__data_model", "mapping__profile_space")
@@ -64,13 +65,14 @@ def not_in_mirror(workspace: Any, query: str) -> tuple[str, bool]:
                 "so a full sync found it permanently deleted in HubSpot (for instance a GDPR delete) and removed it "
                 "from the mirror, with its change history and any message kept for it. What Segment received "
                 "before is not changed by hubsync."
-            ), True
+            ), "Deleted in HubSpot."
+
     return (
         f"No record with the {kind} {query} in this workspace's mirror: it was deleted in HubSpot, or never synced. "
         "If it exists in HubSpot, it has not been synced yet (is its collection selected, and is the record inside "
         "the source's start date?). A record permanently deleted in HubSpot is removed from the mirror by a full "
         "sync."
-    ), False
+    ), ""
 
 
 def merged_into(workspace: Any, object_id: int) -> MergedRecord | None:

@@ -9,7 +9,7 @@ from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from mappings.models import Mapping
 from sources.models import Record
 
-from .debugger import explain, find_records, merged_into, not_in_mirror
+from .debugger import explain, find_records, not_in_mirror
 
 
 @workspace_view()
@@ -41,11 +41,9 @@ def record_debugger(request: WorkspaceRequest) -> HttpResponse:
         if len(matches) == 1:
             record = matches[0]
         elif not matches and not problem:
-            why, known_deleted = not_in_mirror(request.workspace, query)
-            if known_deleted:
+            why, gone_heading = not_in_mirror(request.workspace, query)
+            if gone_heading:
                 deleted = why
-                merged = query.isdigit() and merged_into(request.workspace, int(query)) is not None
-                gone_heading = "Merged in HubSpot." if merged else "Deleted in HubSpot."
             else:
                 problem = why
     context = {"query": query, "matches": matches if record is None else [], "problem": problem, "deleted": deleted}
