@@ -13,7 +13,7 @@ class SourcesConfig(AppConfig):
         from hubsync.dispatch import register
 
         from .dispatch import dispatch_due_syncs
-        from .setup import connection_step
+        from .selectors import connection_step
 
         # Beat's `hubsync.dispatch` task calls every registered dispatcher each minute: ours enqueues due syncs.
         register(dispatch_due_syncs)

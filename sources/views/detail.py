@@ -14,7 +14,7 @@ from django_htmx.http import HTMX_STOP_POLLING
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
-from .. import oauth, setup
+from .. import oauth, selectors, services
 from ..extraction import ids_pass_estimates
 from ..forms import (
     BasicSettingsForm,
@@ -28,11 +28,11 @@ from .wizard import _oauth_redirect
 
 
 def _page(request: WorkspaceRequest, source: Source, tab: str, template: str, **extra: Any) -> HttpResponse:
-    allowed, missing = setup.can_enable(source)
+    allowed, missing = selectors.can_enable(source)
     ctx = {
         "source": source,
         "tab": tab,
-        "checklist": setup.checklist(source),
+        "checklist": selectors.checklist(source),
         "can_enable": allowed,
         "enable_missing": missing,
         "can_change": request.membership.allows(Role.ADMIN),
@@ -134,13 +134,13 @@ def source_settings(request: WorkspaceRequest, pk: int) -> HttpResponse:
         if section == "basic":
             basic = BasicSettingsForm(request.POST, source=source)
             if basic.is_valid():
-                changes = setup.update_basic(source=source, actor=request.user, **basic.cleaned_data)
+                changes = services.update_basic(source=source, actor=request.user, **basic.cleaned_data)
                 messages.success(request, "Settings saved." if changes else "Nothing changed.")
                 return redirect("sources:settings", source.pk)
         elif section == "sync":
             sync = SelectiveSyncForm(request.POST, collection_choices=_collection_choices(source)[0])
             if sync.is_valid():
-                changes = setup.update_selective_sync(source=source, actor=request.user, **sync.cleaned_data)
+                changes = services.update_selective_sync(source=source, actor=request.user, **sync.cleaned_data)
                 source.refresh_from_db()
                 _explain_sync_changes(request, source, changes)
                 return redirect("sources:settings", source.pk)
@@ -168,7 +168,7 @@ def _explain_sync_changes(request: HttpRequest, source: Source, changes: dict[st
 def source_enable(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     want = request.POST.get("enabled") == "1"
-    done, missing, run = setup.set_enabled(source=source, actor=request.user, enabled=want)
+    done, missing, run = services.set_enabled(source=source, actor=request.user, enabled=want)
     if not done:
         messages.error(
             request,
@@ -189,7 +189,7 @@ def source_sync(request: WorkspaceRequest, pk: int) -> HttpResponse:
     source = get_for_workspace(request, Source, pk=pk)
     if _sync_refused(request, source):
         return redirect("sources:detail", source.pk)
-    run = setup.start_sync(source=source, actor=request.user, full=False)
+    run = services.start_sync(source=source, actor=request.user, full=False)
     if run is None:
         messages.info(request, "A sync of this source is already queued or running.")
     else:
@@ -213,7 +213,7 @@ def source_full_sync(request: WorkspaceRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         if _sync_refused(request, source):
             return redirect("sources:detail", source.pk)
-        run = setup.start_sync(source=source, actor=request.user, full=True)
+        run = services.start_sync(source=source, actor=request.user, full=True)
         if run is None:
             messages.info(request, "A sync of this source is already queued or running; try again when it ends.")
         else:
@@ -252,7 +252,7 @@ def source_delete(request: WorkspaceRequest, pk: int) -> HttpResponse:
         form = DeleteForm(request.POST, source=source)
         if form.is_valid():
             name = source.name
-            setup.delete_source(source=source, actor=request.user)
+            services.delete_source(source=source, actor=request.user)
             messages.success(request, f"{name} was deleted.")
             return redirect("sources:list")
     else:

@@ -23,7 +23,7 @@ from oauthlib.oauth2 import OAuth2Error
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
 
-from .. import oauth, setup
+from .. import oauth, services
 from ..forms import (
     DEFAULT_INTERVAL,
     NameForm,
@@ -198,7 +198,7 @@ def oauth_callback(request: WorkspaceRequest) -> HttpResponse:
                 f"{f' ({connection.hub_domain})' if connection.hub_domain else ''}, but this source reads "
                 f"account {source.hub_id} ({source.hub_domain}). Log in again and choose that account.",
             )
-        setup.apply_connection(source=source, actor=request.user, connection=connection)
+        services.apply_connection(source=source, actor=request.user, connection=connection)
         messages.success(request, f"Reconnected to HubSpot account {connection.hub_id}.")
         return redirect("sources:settings", source.pk)
 
@@ -279,7 +279,7 @@ def wizard_sync(request: WorkspaceRequest) -> HttpResponse:
         form = SelectiveSyncForm(request.POST, collection_choices=choices)
         if form.is_valid():
             try:
-                source = setup.create_source(
+                source = services.create_source(
                     workspace=request.workspace,
                     actor=request.user,
                     name=wizard["name"],

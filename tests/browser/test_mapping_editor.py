@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
-from sources import setup
+from sources import selectors
 from tests.factories import DataModelFactory, SourceCollectionFactory, SourceFactory
 
 from .test_source_wizard import log_in
@@ -164,7 +164,7 @@ def test_destination_space_mapping_test_and_enable(
     page.locator(".status-toggle .switch.on").wait_for()
     mapping.refresh_from_db()
     assert mapping.enabled
-    assert {s.key: s.done for s in setup.checklist(contacts_model.source)}["mapping_enabled"]
+    assert {s.key: s.done for s in selectors.checklist(contacts_model.source)}["mapping_enabled"]
     page.goto(base + f"/destinations/{destination.pk}/")
     expect(page.locator(".status-toggle .switch.on")).to_have_count(1)
     shot(page, "09_destination_overview")

@@ -16,7 +16,7 @@ from hubsync.models import AuditEvent
 from mappings import segment
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
-from sources import setup
+from sources import selectors
 from tests.factories import (
     DataModelFactory,
     DeliveryRunFactory,
@@ -345,7 +345,7 @@ def test_save_creates_a_disabled_mapping_and_audits(owner_client, us_space, mode
     assert mapping.traits == [["firstname", "first_name"], ["lastname", "last_name"]]
     assert mapping.options == {"empty_values": "null"}
     assert AuditEvent.objects.filter(verb="create", object_type="mappings.Mapping").exists()
-    steps = {s.key: s.done for s in setup.checklist(source)}
+    steps = {s.key: s.done for s in selectors.checklist(source)}
     assert steps["mapping"] and not steps["mapping_enabled"]
     page = text(owner_client.get(response.url))
     assert "This mapping is disabled" in page and "first_name" in page
@@ -388,7 +388,7 @@ def test_toggle_with_htmx_and_without(owner_client, a_mapping, source):
     assert response.status_code == 200 and 'aria-checked="true"' in text(response)
     a_mapping.refresh_from_db()
     assert a_mapping.enabled
-    assert {s.key: s.done for s in setup.checklist(source)}["mapping_enabled"]
+    assert {s.key: s.done for s in selectors.checklist(source)}["mapping_enabled"]
     response = owner_client.post(url, {"enabled": "0", "next": reverse("mappings:list")})
     assert response.url == reverse("mappings:list")
     a_mapping.refresh_from_db()
@@ -416,7 +416,7 @@ def test_resync_asks_for_confirmation(owner_client, a_mapping):
 
 
 def test_checklist_links_resolve(source):
-    urls = {s.key: s.url for s in setup.checklist(source)}
+    urls = {s.key: s.url for s in selectors.checklist(source)}
     assert urls["destination"] == reverse("mappings:destination_new")
     assert urls["mapping"] == reverse("mappings:mapping_new")
     assert urls["mapping_enabled"] == reverse("mappings:list")

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hubsync.models import AuditEvent
-from sources import setup
+from sources import selectors
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.oauth import DiscoveredCollection, remember_available
 from tests.factories import RecordFactory, SourceCollectionFactory, SourceFactory, SyncRunFactory
@@ -213,7 +213,7 @@ def test_overview_shows_state_and_checklist(owner_client, source):
 
 
 def test_checklist_has_only_the_connection_done(source):
-    steps = {s.key: s.done for s in setup.checklist(source)}
+    steps = {s.key: s.done for s in selectors.checklist(source)}
     assert steps == {
         "connected": True,
         "destination": False,
@@ -222,7 +222,7 @@ def test_checklist_has_only_the_connection_done(source):
         "mapping_enabled": False,
     }
     source.status = Source.Status.NEEDS_RECONNECT
-    assert {s.key: s.done for s in setup.checklist(source)}["connected"] is False
+    assert {s.key: s.done for s in selectors.checklist(source)}["connected"] is False
 
 
 def test_enabling_is_refused_with_an_explanation(owner_client, source):
@@ -232,14 +232,14 @@ def test_enabling_is_refused_with_an_explanation(owner_client, source):
     assert not SyncRun.objects.exists()
     body = response.content.decode()
     assert "cannot be enabled yet" in body and "Enable the mapping" in body and "Add a mapping" in body
-    allowed, missing = setup.can_enable(source)
+    allowed, missing = selectors.can_enable(source)
     assert not allowed and any("mapping" in m for m in missing)
 
 
 def test_enabling_once_allowed_starts_the_first_sync(
     owner_client, source, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(setup, "can_enable", lambda s: (True, []))
+    monkeypatch.setattr(selectors, "can_enable", lambda s: (True, []))
     sent = []
     monkeypatch.setattr("sources.tasks.run_sync.delay", lambda run_id: sent.append(run_id))
     with django_capture_on_commit_callbacks(execute=True):

@@ -1,11 +1,5 @@
-"""The setup checklist a source page shows, the rule for enabling a source, and the changes a source goes
-through.
-
-The product enforces a setup order: a source is created disabled, then a Segment
-Profiles destination, a data model, a mapping, the mapping enabled; only then may the source be enabled. The
-later steps belong to higher apps (models_app, mappings), which contribute them through the
-`hubsync.hooks.setup_steps` registry; a step no app contributes is missing, so the source cannot be enabled.
-"""
+"""The changes a source goes through (the wizard's last step, settings, enable, sync now, full sync, reconnect,
+delete): keyword-only, atomic, audited; views and commands call these."""
 
 from __future__ import annotations
 
@@ -13,52 +7,15 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.urls import reverse
 from django.utils import timezone
 
-from hubsync import audit, hooks
-from hubsync.hooks import SetupStep
+from hubsync import audit
 from hubsync.models import Workspace
 
+from . import selectors
 from .models import Source, SourceCollection, SyncRun
 from .oauth import Connection
 from .tasks import enqueue_sync
-
-# Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
-REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")
-
-
-def connection_step(source: Source) -> list[SetupStep]:
-    """This app's contribution to the checklist (registered in SourcesConfig.ready)."""
-    connected = source.status == Source.Status.OK and bool(source.token)
-    return [
-        SetupStep(
-            10,
-            "connected",
-            "Connect HubSpot",
-            connected,
-            "Log in to HubSpot again: the connection no longer works." if not connected else "",
-            reverse("sources:settings", args=[source.pk]) + "#reconnect",
-        )
-    ]
-
-
-def checklist(source: Source) -> list[SetupStep]:
-    steps = [step for contribute in hooks.setup_steps.receivers for step in contribute(source)]
-    return sorted(steps, key=lambda step: step.order)
-
-
-def can_enable(source: Source) -> tuple[bool, list[str]]:
-    """(allowed, the steps still to do). Enabling needs a working connection and at least one enabled mapping
-    that uses one of this source's models; the earlier steps are implied by that mapping."""
-    steps = checklist(source)
-    missing = [s.title for s in steps if not s.done]
-    done = {s.key for s in steps if s.done}
-    allowed = all(key in done for key in REQUIRED_TO_ENABLE)
-    return allowed, ([] if allowed else missing)
-
-
-# --- the changes a source goes through (used by the views; each one audited) ----------------------------
 
 
 def create_source(
@@ -175,7 +132,7 @@ def set_enabled(*, source: Source, actor: Any, enabled: bool) -> tuple[bool, lis
         return True, [], None
     run = None
     if enabled:
-        allowed, missing = can_enable(source)
+        allowed, missing = selectors.can_enable(source)
         if not allowed:
             return False, missing, None
         with transaction.atomic():
