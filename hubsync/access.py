@@ -18,7 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django_htmx.middleware import HtmxDetails
 
-from .models import Membership, Role, Workspace
+from .models import ROLE_RANK, Membership, Role, Workspace
 
 M = TypeVar("M", bound=Model)
 
@@ -91,8 +91,6 @@ def _to_login(request: HttpRequest) -> HttpResponse:
 
 
 def _rank(role: str) -> int:
-    from .models import ROLE_RANK
-
     return ROLE_RANK[Role(role)]
 
 

@@ -46,6 +46,10 @@ from hubsync.http import full_jitter
 from hubsync.models import Alert, AlertChannel, AlertState, Workspace, WorkspaceSettings
 from hubsync.redact import redact
 from hubsync.runbase import RunBase
+from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
+from sources.models import Source, SyncRun
+
+from .dashboard import first_pending_change
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +121,6 @@ def findings(workspace_id: int) -> tuple[dict[str, Finding], set[str], set[str]]
 
 
 def _source_findings(workspace_id: int, out: _Verdicts) -> None:
-    from sources.models import Source, SyncRun
 
     # The latest *finished* run of each source in the same query (a running one says nothing yet). Ordered by
     # created_at: one run at a time per source, so the newest created is the newest finished, and the
@@ -155,8 +158,6 @@ def _source_findings(workspace_id: int, out: _Verdicts) -> None:
 
 
 def _mapping_findings(workspace_id: int, out: _Verdicts) -> None:
-    from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Mapping
-    from monitoring.dashboard import first_pending_change
 
     conf = WorkspaceSettings.for_workspace(workspace_id)
     # The latest finished delivery of each mapping, as for sources above.
@@ -298,7 +299,6 @@ def evaluate_logged(*, workspace_id: int) -> None:
 def evaluate_all() -> int:
     """The beat dispatcher's hook (every minute): freshness grows without any run finishing. One task per
     workspace on the `alerts` queue, so a slow evaluation never delays the dispatcher's other work."""
-    from sources.models import Source
 
     ids = list(Source.objects.values_list("workspace_id", flat=True).distinct())
     for workspace_id in ids:

@@ -13,19 +13,17 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.redact import redact
+from mappings.models import DeliveryRun
+from sources.models import SyncRun
 
 from . import dashboard, workers
 
 
 def _sync_run(request: HttpRequest, source_id: int, sync_run_id: int) -> Any:
-    from sources.models import SyncRun
-
     return get_for_workspace(request, SyncRun.objects.select_related("source"), pk=sync_run_id, source_id=source_id)
 
 
 def _delivery_run(request: HttpRequest, delivery_run_id: int) -> Any:
-    from mappings.models import DeliveryRun
-
     qs = DeliveryRun.objects.select_related(
         "mapping__destination", "mapping__data_model__source", "mapping__profile_space", "sync_run"
     )
