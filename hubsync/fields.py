@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -102,3 +103,16 @@ class RedactedTextField(models.TextField):
     def deconstruct(self) -> tuple[str, str, Sequence[Any], dict[str, Any]]:
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.TextField", args, kwargs
+
+
+def models_with(field_class: type[models.Field]) -> list[tuple[type[models.Model], list[str]]]:
+    """(model, [field names]) for every concrete, managed model that has fields of `field_class` (the key rotation
+    and the redaction commands walk these)."""
+    found = []
+    for model in apps.get_models():
+        if model._meta.proxy or not model._meta.managed:
+            continue
+        names = [f.name for f in model._meta.concrete_fields if isinstance(f, field_class)]
+        if names:
+            found.append((model, names))
+    return found

@@ -19,14 +19,8 @@ from hubsync.redact import redact
 
 
 def redacted_fields() -> list[tuple[type[models.Model], list[str]]]:
-    found = []
-    for model in apps.get_models():
-        if model._meta.proxy or not model._meta.managed:
-            continue
-        names = [f.name for f in model._meta.concrete_fields if isinstance(f, fields.RedactedTextField)]
-        if names:
-            found.append((model, names))
-    return found
+    """(model, [field names]) for every concrete model that has RedactedTextFields."""
+    return fields.models_with(fields.RedactedTextField)
 
 
 def _clean_counts(counts: Any) -> Any:

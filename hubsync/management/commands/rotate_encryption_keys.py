@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models, transaction
@@ -22,14 +21,7 @@ from hubsync import fields
 
 def encrypted_fields() -> list[tuple[type[models.Model], list[str]]]:
     """(model, [field names]) for every concrete model that has EncryptedTextFields."""
-    found = []
-    for model in apps.get_models():
-        if model._meta.proxy or not model._meta.managed:
-            continue
-        names = [f.name for f in model._meta.concrete_fields if isinstance(f, fields.EncryptedTextField)]
-        if names:
-            found.append((model, names))
-    return found
+    return fields.models_with(fields.EncryptedTextField)
 
 
 class Command(BaseCommand):
