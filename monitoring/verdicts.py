@@ -156,6 +156,7 @@ class _Facts:
     record: Record
     state: DeliveryState | None
     builder: MessageBuilder
+    content: Any  # the record's message content as built now (what the delivery engine would build)
     label: str  # “mapping” → space
     error: str | None  # why the message would be rejected now
     covered: bool  # the profile already holds everything the message sets (see _covered_words)
@@ -242,6 +243,7 @@ def _facts(
         record=record,
         state=state,
         builder=builder,
+        content=content,
         label=f"“{mapping}” → {space}",
         error=error,
         # Right after "Set a trait" went back to "Do nothing": delivered = this message + `<trait>: false`.
@@ -260,10 +262,7 @@ def _facts(
 def _fill_payloads(verdict: Verdict, f: _Facts, changes: list[RecordChange]) -> None:
     """The delivered payload (rebuilt), the profile it names, and the traits table."""
     record, state, builder = f.record, f.state, f.builder
-    content, _error = builder.build(
-        record.object_id, record.created_at, record.updated_at, record.properties or {}, record.archived
-    )
-    _payload, payload_hash, _message_id = builder.finish(record.object_id, content, record.updated_at)
+    _payload, payload_hash, _message_id = builder.finish(record.object_id, f.content, record.updated_at)
     if state and state.delivered_hash:
         delivered_id = state.message_id if state.status == DeliveryState.Status.DELIVERED else None
         verdict.delivered_payload, verdict.delivered_note = _reconstruct(
