@@ -402,6 +402,15 @@ def _check_references(doc: dict[str, Any]) -> None:
         raise ConfigError(errors)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block lists indented under their key (`columns:\n    - email`), as people write YAML by hand."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
 def dump(doc: dict[str, Any], header: list[str]) -> str:
-    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110)
+    body = yaml.dump(
+        doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110
+    )
     return "".join(f"# {line}\n" for line in header) + body
