@@ -350,7 +350,9 @@ class Applier:
             },
         )
         path = f"mappings.{key}"
-        refused = self._refused(path, form, paths)
+        form.is_valid()
+        # The form's summary ("some traits need attention") is replaced by each trait's own error.
+        refused = self._refused(path, form, paths, skip=("__all__",) if form.has_trait_errors() else ())
         for row in form.trait_rows:
             for error in row.errors:
                 self.problems.append(f"{path}.traits.{row.name or '?'}: {error}")

@@ -410,7 +410,5 @@ class _Dumper(yaml.SafeDumper):
 
 
 def dump(doc: dict[str, Any], header: list[str]) -> str:
-    body = yaml.dump(
-        doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110
-    )
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=110)
     return "".join(f"# {line}\n" for line in header) + body

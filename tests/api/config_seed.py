@@ -24,7 +24,8 @@ from tests.factories import UserFactory
 
 PORTAL = 1001  # the sandbox's default portal
 WRITE_KEY = "wk_production_0123456789"
-WEBHOOK = "https://hooks.example.com/services/T000/B000/secretpart"
+# A listener on loopback: a test-only allowance (hubsync.outbound ignores it unless HUBSYNC_TESTING or DEBUG).
+WEBHOOK = "http://127.0.0.1:9/services/T000/B000/secretpart"
 OWNER_EMAIL = "owner@acme.test"
 
 
@@ -33,6 +34,7 @@ def sandbox_settings(settings: Any, live_server: Any) -> None:
     settings.HUBSPOT_API_BASE = ""  # the sandbox on BASE_URL
     settings.HUBSPOT_RETRY_BASE_SECONDS = 0.05
     settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = True
     get_rate_limiter().reset(str(PORTAL))
 
 

@@ -27,6 +27,9 @@ class Command(BaseCommand):
         "the environment variables the file names."
     )
 
+    # call_command(..., stdin=stream) reads the file from that stream when it is "-" (tests, the API's callers).
+    stealth_options = ("stdin",)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="the YAML file (- for stdin)")
         parser.add_argument("--workspace", help="workspace id or name (default: the file's `workspace`)")
@@ -47,7 +50,7 @@ class Command(BaseCommand):
             sys.exit(code)
 
     def _run(self, options: dict[str, Any]) -> int:
-        text = self._read(options["file"])
+        text = self._read(options["file"], options.get("stdin") or sys.stdin)
         name = options.get("workspace") or load(text).get("workspace")
         if not name:
             raise ConfigError("--workspace: give the workspace (the file names none)")
@@ -65,10 +68,10 @@ class Command(BaseCommand):
         self.stdout.write(self._outcome(plan) + "\n")
         return 0
 
-    def _read(self, path: str) -> str:
+    def _read(self, path: str, stdin: Any) -> str:
         try:
             if path == "-":
-                return sys.stdin.read()
+                return stdin.read()
             with open(path, encoding="utf-8") as f:
                 return f.read()
         except OSError as exc:
