@@ -114,7 +114,8 @@ def test_plan_shows_exactly_the_changed_fields(seeded, workspace):
     assert plan.render().splitlines()[1:-1] == [
         "  ~ alerts.rules.freshness_alert_minutes: 30 -> 45",
         '  ~ sources.hubspot.sync_interval: "3h" -> "6h"',
-        '  ~ data_models.contacts.columns: ["email", "firstname", "lastname"] -> ["email", "firstname", "lastname", "city"]',
+        '  ~ data_models.contacts.columns: ["email", "firstname", "lastname"] -> '
+        '["email", "firstname", "lastname", "city"]',
         '  ~ mappings.contacts-to-profiles.traits.email: "email" -> "city"',
         '  ~ mappings.contacts-to-profiles.options.identifier_format: "lower" -> "trim"',
     ]
@@ -249,7 +250,8 @@ def test_deletions_are_planned_and_applied_only_when_allowed(seeded, workspace):
     without = text[: text.index("mappings:\n")] + "mappings: {}\n"
     without = edit(
         without,
-        "    slack:\n      name: Slack\n      kind: webhook\n      webhook_url_env: ALERT_WEBHOOK_URL_SLACK\n      enabled: true\n",
+        "    slack:\n      name: Slack\n      kind: webhook\n"
+        "      webhook_url_env: ALERT_WEBHOOK_URL_SLACK\n      enabled: true\n",
         "",
     )
     plan = plan_yaml(workspace=workspace, text=without)
