@@ -113,7 +113,7 @@ class Applier:
         paths["drift_pauses_mappings"] = "settings.drift_pauses_mappings"
         if not form.is_valid():
             for name, errors in form.errors.items():
-                self.problems.append(f"{paths.get(name, name)}: {' '.join(errors)}")
+                self.problems.append(f"{paths.get(name, name)}: {' '.join(str(e) for e in errors)}")
             return
         workspaces.update_monitoring_settings(workspace=self.workspace, actor=self.actor, **form.cleaned_data)
 
@@ -395,7 +395,7 @@ class Applier:
             data = {
                 "kind": want["kind"],
                 "name": want["name"],
-                "emails": ", ".join(want["emails"] or []),
+                "emails": ", ".join(want.get("emails") or []),
                 "webhook_url": secret,
             }
             form = AlertChannelForm(_post(data), member_emails=members)

@@ -361,12 +361,16 @@ def load(text: str) -> dict[str, Any]:
     # Sections the file leaves out are not managed; nested collections likewise (see plan.effective).
     present = {name for name in SECTIONS if name in raw}
     doc = {k: v for k, v in doc.items() if k in present or k in ("version", "workspace")}
-    alerts = raw.get("alerts") if isinstance(raw.get("alerts"), dict) else None
-    if alerts is not None:
+    # `alerts:` names its parts; one it leaves out (or an empty `alerts:`) is not managed.
+    alerts = (raw.get("alerts") or {}) if "alerts" in raw else None
+    if isinstance(alerts, dict):
         doc["alerts"] = {k: v for k, v in doc["alerts"].items() if k in alerts}
     for key, dest in (raw.get("destinations") or {}).items():
         if isinstance(dest, dict) and "profile_spaces" not in dest and key in doc.get("destinations", {}):
             doc["destinations"][key].pop("profile_spaces", None)
+    for channel in doc.get("alerts", {}).get("channels", {}).values():
+        # The shape the export writes: an e-mail channel has addresses, a webhook channel its URL's variable.
+        channel.pop("webhook_url_env" if channel["kind"] == "email" else "emails", None)
     for mapping in doc.get("mappings", {}).values():
         mapping["identifiers"] = {k: v for k, v in mapping["identifiers"].items() if v}
         if mapping["options"].get("archived_behaviour") != "trait":

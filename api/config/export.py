@@ -4,13 +4,15 @@ environment variable a file would take them from)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models
 
 from hubsync.models import AlertChannel, Workspace, WorkspaceSettings
-from mappings.models import Destination, Mapping, ProfileSpace
+from mappings.models import Destination, ProfileSpace
+from mappings.models import Mapping as MappingModel
 from models_app.models import DataModel
 from sources.models import Source
 
@@ -29,7 +31,7 @@ class State:
     data_models: dict[str, DataModel] = field(default_factory=dict)
     destinations: dict[str, Destination] = field(default_factory=dict)
     profile_spaces: dict[tuple[str, str], ProfileSpace] = field(default_factory=dict)
-    mappings: dict[str, Mapping] = field(default_factory=dict)
+    mappings: dict[str, MappingModel] = field(default_factory=dict)
     channels: dict[str, AlertChannel] = field(default_factory=dict)
 
 
@@ -59,7 +61,7 @@ def read_state(workspace: Workspace) -> State:
             state.profile_spaces[(dest_key, space_key)] = space
     state.mappings = _keyed(
         list(
-            Mapping.objects.filter(destination__workspace=workspace)
+            MappingModel.objects.filter(destination__workspace=workspace)
             .select_related("data_model", "profile_space", "destination")
             .order_by("pk")
         ),
@@ -70,7 +72,7 @@ def read_state(workspace: Workspace) -> State:
     return state
 
 
-def _key_of(index: dict[Any, models.Model], obj_id: int) -> Any:
+def _key_of(index: Mapping[Any, models.Model], obj_id: int) -> Any:
     return next(k for k, o in index.items() if o.pk == obj_id)
 
 
@@ -138,7 +140,7 @@ def destination_doc(key: str, destination: Destination, state: State) -> dict[st
     return {"name": destination.name, "kind": destination.kind, "profile_spaces": _sorted(spaces)}
 
 
-def mapping_doc(mapping: Mapping, state: State) -> dict[str, Any]:
+def mapping_doc(mapping: MappingModel, state: State) -> dict[str, Any]:
     dest_key = _key_of(state.destinations, mapping.destination_id)
     space_key = next(s for (d, s), o in state.profile_spaces.items() if o.pk == mapping.profile_space_id)
     options: dict[str, Any] = {
@@ -146,7 +148,7 @@ def mapping_doc(mapping: Mapping, state: State) -> dict[str, Any]:
         "identifier_format": mapping.identifier_format,
         "archived_behaviour": mapping.archived_behaviour,
     }
-    if mapping.archived_behaviour == Mapping.ArchivedBehaviour.TRAIT:
+    if mapping.archived_behaviour == MappingModel.ArchivedBehaviour.TRAIT:
         options["archived_trait"] = mapping.archived_trait
     options["sample_size"] = mapping.sample_size
     return {
@@ -155,7 +157,7 @@ def mapping_doc(mapping: Mapping, state: State) -> dict[str, Any]:
         "destination": dest_key,
         "profile_space": space_key,
         "action": mapping.action,
-        "identifiers": {k: mapping.identifier(k) for k in Mapping.IDENTIFIER_KEYS if mapping.identifier(k)},
+        "identifiers": {k: mapping.identifier(k) for k in MappingModel.IDENTIFIER_KEYS if mapping.identifier(k)},
         "traits": {name: column for column, name in mapping.traits or []},
         "options": options,
         "enabled": mapping.enabled,
