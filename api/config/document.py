@@ -218,7 +218,7 @@ SPEC = Obj(
         "mappings": Keyed(
             Obj(
                 {
-                    "name": _text(default=""),
+                    "name": _text(required=True),
                     "model": _text(required=True),
                     "destination": _text(required=True),
                     "profile_space": _text(required=True),

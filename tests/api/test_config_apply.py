@@ -5,13 +5,14 @@ re-applies, clear errors that change nothing, deletions only when allowed. HubSp
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 
 from api.config import ConfigError, apply_yaml, export_yaml, plan_yaml
 from api.config.apply import COMMAND_LINE
-from hubsync.models import AlertChannel, AuditEvent, Membership, Role, WorkspaceSettings
+from hubsync.models import AlertChannel, AuditEvent, Membership, Role, Workspace, WorkspaceSettings
 from mappings.models import Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from sources.models import Source, SyncRun
@@ -304,3 +305,24 @@ def test_command_plan_exit_codes(seeded, workspace):
     call_command("hubsync_apply", "-", stdin=io.StringIO(changed), stdout=io.StringIO())
     assert WorkspaceSettings.for_workspace(workspace.pk).rejected_alert_threshold == 70
     call_command("hubsync_apply", "-", "--plan", stdin=io.StringIO(changed), stdout=io.StringIO())  # exit 0
+
+
+def readme_example() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration as code", 1)[1]
+    return section.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_example_applies_and_then_plans_nothing(sandbox, workspace, owner, monkeypatch):
+    """A hand-written file (flow style, defaults left out) against a workspace with the source connected."""
+    monkeypatch.setenv("SEGMENT_WRITE_KEY_PRODUCTION", WRITE_KEY)
+    Workspace.objects.filter(pk=workspace.pk).update(name="Staging")
+    workspace.refresh_from_db()
+    connect(sandbox, workspace, owner, collections=["contacts"])
+    text = readme_example()
+    plan = apply_yaml(workspace=workspace, text=text, actor=COMMAND_LINE)
+    assert plan.applied and plan.counts() == {"create": 4, "change": 3, "delete": 0}  # label, collections, enabled
+    mapping = Mapping.objects.get(destination__workspace=workspace)
+    assert mapping.enabled and mapping.traits == [["email", "email"], ["firstname", "first_name"]]
+    assert Source.objects.get(workspace=workspace).enabled
+    assert plan_yaml(workspace=workspace, text=text).changes == []
