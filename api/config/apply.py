@@ -480,13 +480,15 @@ def apply_yaml(*, workspace: Workspace, text: str, actor: Any, allow_delete: boo
     """Apply `text` to the workspace in one transaction and return the plan it carried out. Deletions only with
     `allow_delete` (otherwise listed as not applied). Raises ConfigError, with `.plan`, when the file is invalid or
     anything is refused: then nothing was changed."""
-    res = resolve(workspace=workspace, text=text)
-    plan = res.plan
-    if plan.problems:
-        raise ConfigError(plan.problems, plan=plan)
-    if not plan.changes:
-        return plan
     with transaction.atomic():
+        # Two applies to one workspace take turns: the second plans against what the first left.
+        list(Workspace.objects.select_for_update().filter(pk=workspace.pk).values_list("pk", flat=True))
+        res = resolve(workspace=workspace, text=text)
+        plan = res.plan
+        if plan.problems:
+            raise ConfigError(plan.problems, plan=plan)
+        if not plan.changes:
+            return plan
         Applier(res, workspace=workspace, actor=actor, allow_delete=allow_delete).run()
         if plan.problems:
             raise ConfigError(plan.problems, plan=plan)

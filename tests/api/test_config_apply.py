@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from api.config import ConfigError, apply_yaml, export_yaml, plan_yaml
 from api.config.apply import COMMAND_LINE
@@ -326,3 +327,61 @@ def test_the_readme_example_applies_and_then_plans_nothing(sandbox, workspace, o
     assert mapping.enabled and mapping.traits == [["email", "email"], ["firstname", "first_name"]]
     assert Source.objects.get(workspace=workspace).enabled
     assert plan_yaml(workspace=workspace, text=text).changes == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [
+        (
+            lambda t: edit(t, "      - lastname\n", "      - lastname\n      - no_such_property\n"),
+            "data_models.contacts.columns: no_such_property: not properties of HubSpot's contacts",
+        ),
+        (
+            lambda t: edit(t, "    collection: contacts\n", "    collection: deals\n"),
+            "data_models.contacts: a data model's source and collection are fixed once it exists",
+        ),
+        (
+            lambda t: edit(t, "sync_interval: 3h", "sync_interval: 5h"),
+            "sources.hubspot.sync_interval: 5h is not offered; use one of 15m, 30m, 1h, 2h, 3h, 6h, 12h, 24h",
+        ),
+        (
+            lambda t: edit(t, "      - companies\n", "      - tickets\n"),
+            "sources.hubspot.collections: tickets cannot be synced from this HubSpot account",
+        ),
+        (
+            lambda t: edit(t, "        - owner@acme.test\n", "        - stranger@example.com\n"),
+            "alerts.channels.ops.emails: stranger@example.com is not the verified address of a member",
+        ),
+        (
+            lambda t: edit(t, "    action: identify\n", "    action: group\n"),
+            "mappings.contacts-to-profiles.identifiers.group_id: A Group mapping needs a Group ID column",
+        ),
+        (
+            lambda t: edit(t, "sample_size: null", "sample_size: 0"),
+            "mappings.contacts-to-profiles.options.sample_size: a number from 1 to 10000",
+        ),
+    ],
+)
+def test_the_pages_rules_refuse_a_change_with_its_place_in_the_file(seeded, workspace, mutate, problem):
+    text = export_yaml(workspace=workspace)
+    bad = mutate(text)
+    plan = plan_yaml(workspace=workspace, text=bad)
+    assert len(plan.problems) == 1 and plan.problems[0].startswith(problem), plan.problems
+    with pytest.raises(ConfigError):
+        apply_yaml(workspace=workspace, text=bad, actor=COMMAND_LINE)
+    assert export_yaml(workspace=workspace) == text
+
+
+def test_a_refused_webhook_url_and_a_fixed_schema_name(seeded, workspace, fresh, monkeypatch):
+    monkeypatch.setenv("SEGMENT_WRITE_KEY_PRODUCTION", WRITE_KEY)
+    monkeypatch.setenv("ALERT_WEBHOOK_URL_SLACK", "https://no-such-host.invalid/hook")
+    Source.objects.filter(workspace=fresh).update(schema_name="hubspot_eu", first_synced_at=timezone.now())
+    plan = plan_yaml(workspace=fresh, text=export_yaml(workspace=workspace))
+    assert plan.problems[0] == (
+        "sources.hubspot: the source 'hubspot_eu' has synced already, so its schema name is fixed; use 'hubspot_eu' "
+        "as its key"
+    )
+    assert plan.problems[1].startswith(
+        "alerts.channels.slack.webhook_url_env: This webhook URL cannot be used: the host name 'no-such-host.invalid'"
+    )
+    assert "no-such-host" not in str(AuditEvent.objects.filter(workspace=fresh).values_list("changes", flat=True))
