@@ -239,9 +239,12 @@ def _keyed_diff(res: Resolved, section: str, path: str, current: dict, desired: 
     res.changed[section] = {}
     for key in sorted(desired):
         if key in pairs:
+            if section == "sources" and pairs[key] != key:  # found by its HubSpot account: a new schema name
+                plan.changes.append(Change("change", f"sources.{key}.schema_name", pairs[key], key))
+                res.changed[section][key] = {"schema_name": key}
             changed = _fields_diff(f"{path}.{key}", current[pairs[key]], desired[key], plan.changes)
             if changed:
-                res.changed[section][key] = changed
+                res.changed[section].setdefault(key, {}).update(changed)
         elif section == "sources":
             hub = desired[key].get("hub_id")
             by_hub = f" or HubSpot account {hub}" if hub else ""

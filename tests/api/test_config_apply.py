@@ -243,6 +243,7 @@ def test_a_source_connected_under_another_schema_name_is_found_by_its_hub(seeded
     text = export_yaml(workspace=workspace)
     plan = plan_yaml(workspace=fresh, text=text)
     assert plan.problems == []
+    assert '  ~ sources.hubspot.schema_name: "hubspot_eu" -> "hubspot"' in plan.render().splitlines()
     apply_yaml(workspace=fresh, text=text, actor=COMMAND_LINE)
     assert Source.objects.get(workspace=fresh).schema_name == "hubspot"
 
