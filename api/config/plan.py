@@ -25,7 +25,13 @@ from .export import State, read_state
 # its domain follows the id; secrets are compared by value (see _secrets); spaces are objects of their own.
 NOT_COMPARED = {"hub_id", "hub_domain", "write_key_env", "webhook_url_env", "profile_spaces"}
 NESTED = {"identifiers", "traits", "options"}
-HIDDEN = "(saved)"
+
+
+class Hidden(str):
+    """A secret's stand-in in a plan, "(saved)" or "(from $VAR)": shown as is, never the value."""
+
+
+HIDDEN = Hidden("(saved)")
 
 
 @dataclass
@@ -63,8 +69,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
-        return value  # a secret's placeholder, "(saved)" or "(from $VAR)"
+    if isinstance(value, Hidden):
+        return str(value)
     return json.dumps(value, default=str, ensure_ascii=False)
 
 
@@ -329,7 +335,7 @@ def _secrets(res: Resolved) -> None:
             obj = state.profile_spaces[pair]
             if value and _secret_differs_field(obj, "write_key", value):
                 res.secrets[("space", dest_key, space_key)] = value
-                plan.changes.append(Change("change", f"{path}.write_key", HIDDEN, f"(from ${var})"))
+                plan.changes.append(Change("change", f"{path}.write_key", HIDDEN, Hidden(f"(from ${var})")))
     for key, channel in sorted(res.desired["alerts"]["channels"].items()):
         var = channel.get("webhook_url_env")
         if channel["kind"] != "webhook" or not var:
@@ -345,7 +351,9 @@ def _secrets(res: Resolved) -> None:
                 res.secrets[("channel", key)] = value
         elif value and _secret_differs_field(state.channels[current_key], "webhook_url", value):
             res.secrets[("channel", key)] = value
-            plan.changes.append(Change("change", f"alerts.channels.{key}.webhook_url", HIDDEN, f"(from ${var})"))
+            plan.changes.append(
+                Change("change", f"alerts.channels.{key}.webhook_url", HIDDEN, Hidden(f"(from ${var})"))
+            )
 
 
 def _secret_differs_field(obj: Any, name: str, value: str) -> bool:
