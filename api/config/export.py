@@ -33,6 +33,8 @@ class State:
     profile_spaces: dict[tuple[str, str], ProfileSpace] = field(default_factory=dict)
     mappings: dict[str, MappingModel] = field(default_factory=dict)
     channels: dict[str, AlertChannel] = field(default_factory=dict)
+    # {index: {id: key}}, built on first use (see _key_of)
+    inverse: dict[str, dict[int, Any]] = field(default_factory=dict)
 
 
 def _keyed(objects: list[Any], fallback: str) -> dict[str, Any]:
@@ -49,9 +51,7 @@ def read_state(workspace: Workspace) -> State:
         s.schema_name: s
         for s in Source.objects.filter(workspace=workspace).prefetch_related("collections").order_by("pk")
     }
-    state.data_models = _keyed(
-        list(DataModel.objects.filter(source__workspace=workspace).select_related("source").order_by("pk")), "model"
-    )
+    state.data_models = _keyed(list(DataModel.objects.filter(source__workspace=workspace).order_by("pk")), "model")
     state.destinations = _keyed(list(Destination.objects.filter(workspace=workspace).order_by("pk")), "destination")
     spaces_by_dest: dict[int, list[ProfileSpace]] = {}
     for space in ProfileSpace.objects.filter(destination__workspace=workspace).order_by("pk"):
@@ -61,9 +61,9 @@ def read_state(workspace: Workspace) -> State:
             state.profile_spaces[(dest_key, space_key)] = space
     state.mappings = _keyed(
         list(
-            MappingModel.objects.filter(destination__workspace=workspace)
-            .select_related("data_model", "profile_space", "destination")
-            .order_by("pk")
+            # Only the mappings' own columns: the document names related objects by key (and a joined space
+            # would decrypt its write key once per mapping).
+            MappingModel.objects.filter(destination__workspace=workspace).order_by("pk")
         ),
         "mapping",
     )
@@ -72,8 +72,13 @@ def read_state(workspace: Workspace) -> State:
     return state
 
 
-def _key_of(index: Mapping[Any, models.Model], obj_id: int) -> Any:
-    return next(k for k, o in index.items() if o.pk == obj_id)
+def _key_of(state: State, index: str, obj_id: int) -> Any:
+    """The key of the object of `index` ("sources", "data_models", ...) with this id."""
+    inverse = state.inverse.get(index)
+    if inverse is None:
+        objects: Mapping[Any, models.Model] = getattr(state, index)
+        inverse = state.inverse[index] = {o.pk: k for k, o in objects.items()}
+    return inverse[obj_id]
 
 
 def _document(workspace: Workspace, state: State) -> dict[str, Any]:
@@ -91,7 +96,7 @@ def _document(workspace: Workspace, state: State) -> dict[str, Any]:
         },
         "sources": _sorted({k: source_doc(s) for k, s in state.sources.items()}),
         "data_models": _sorted(
-            {k: model_doc(m, _key_of(state.sources, m.source_id)) for k, m in state.data_models.items()}
+            {k: model_doc(m, _key_of(state, "sources", m.source_id)) for k, m in state.data_models.items()}
         ),
         "destinations": _sorted({k: destination_doc(k, d, state) for k, d in state.destinations.items()}),
         "mappings": _sorted({k: mapping_doc(m, state) for k, m in state.mappings.items()}),
@@ -141,8 +146,8 @@ def destination_doc(key: str, destination: Destination, state: State) -> dict[st
 
 
 def mapping_doc(mapping: MappingModel, state: State) -> dict[str, Any]:
-    dest_key = _key_of(state.destinations, mapping.destination_id)
-    space_key = next(s for (d, s), o in state.profile_spaces.items() if o.pk == mapping.profile_space_id)
+    dest_key = _key_of(state, "destinations", mapping.destination_id)
+    space_key = _key_of(state, "profile_spaces", mapping.profile_space_id)[1]
     options: dict[str, Any] = {
         "empty_values": mapping.empty_values,
         "identifier_format": mapping.identifier_format,
@@ -153,7 +158,7 @@ def mapping_doc(mapping: MappingModel, state: State) -> dict[str, Any]:
     options["sample_size"] = mapping.sample_size
     return {
         "name": mapping.name,
-        "model": _key_of(state.data_models, mapping.data_model_id),
+        "model": _key_of(state, "data_models", mapping.data_model_id),
         "destination": dest_key,
         "profile_space": space_key,
         "action": mapping.action,

@@ -108,7 +108,7 @@ def test_applying_a_workspaces_own_export_changes_nothing(seeded, workspace):
 def test_plan_shows_exactly_the_changed_fields(seeded, workspace):
     text = export_yaml(workspace=workspace)
     changed = edit(text, "      email: email\n", "      email: city\n")
-    changed = edit(changed, "      - lastname\n", "      - lastname\n      - city\n")
+    changed = edit(changed, "    - lastname\n", "    - lastname\n    - city\n")
     changed = edit(changed, "sync_interval: 3h", "sync_interval: 6h")
     changed = edit(changed, "freshness_alert_minutes: 30", "freshness_alert_minutes: 45")
     changed = edit(changed, "identifier_format: lower", "identifier_format: trim")
@@ -336,7 +336,7 @@ def test_the_readme_example_applies_and_then_plans_nothing(sandbox, workspace, o
     ("mutate", "problem"),
     [
         (
-            lambda t: edit(t, "      - lastname\n", "      - lastname\n      - no_such_property\n"),
+            lambda t: edit(t, "    - lastname\n", "    - lastname\n    - no_such_property\n"),
             "data_models.contacts.columns: no_such_property: not properties of HubSpot's contacts",
         ),
         (
@@ -348,11 +348,11 @@ def test_the_readme_example_applies_and_then_plans_nothing(sandbox, workspace, o
             "sources.hubspot.sync_interval: 5h is not offered; use one of 15m, 30m, 1h, 2h, 3h, 6h, 12h, 24h",
         ),
         (
-            lambda t: edit(t, "      - companies\n", "      - tickets\n"),
+            lambda t: edit(t, "    - companies\n", "    - tickets\n"),
             "sources.hubspot.collections: tickets cannot be synced from this HubSpot account",
         ),
         (
-            lambda t: edit(t, "        - owner@acme.test\n", "        - stranger@example.com\n"),
+            lambda t: edit(t, "      - owner@acme.test\n", "      - stranger@example.com\n"),
             "alerts.channels.ops.emails: stranger@example.com is not the verified address of a member",
         ),
         (
