@@ -388,3 +388,15 @@ def test_a_refused_webhook_url_and_a_fixed_schema_name(seeded, workspace, fresh,
         "alerts.channels.slack.webhook_url_env: This webhook URL cannot be used: the host name 'no-such-host.invalid'"
     )
     assert "no-such-host" not in str(AuditEvent.objects.filter(workspace=fresh).values_list("changes", flat=True))
+
+
+def test_command_errors_without_a_readable_file_or_a_workspace(db, tmp_path):
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("hubsync_apply", str(tmp_path / "missing.yaml"), "--plan", stderr=err)
+    assert exit_info.value.code == 1 and "missing.yaml: cannot be read (No such file or directory)" in err.getvalue()
+    nameless = tmp_path / "nameless.yaml"
+    nameless.write_text("version: 1\n")
+    with pytest.raises(SystemExit):
+        call_command("hubsync_apply", str(nameless), stderr=err)
+    assert "--workspace: give the workspace (the file names none)" in err.getvalue()
