@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "models_app",
     "mappings",
     "monitoring",
+    "api",
     "sandbox",
     "sandbox.hubspot",
     "sandbox.segment",
