@@ -68,6 +68,17 @@
     kindFields(root);
     widths(root);
   }
+  // The navigation menu (<details class="nav-menu">) is always shown on wide screens by app.css through
+  // ::details-content; a browser without it gets the menu opened here on wide screens (a phone keeps it closed).
+  function navMenu() {
+    var menu = document.querySelector("details.nav-menu");
+    if (!menu || (window.CSS && CSS.supports && CSS.supports("selector(::details-content)"))) return;
+    var wide = window.matchMedia("(min-width: 761px)");
+    var sync = function () { menu.open = wide.matches; };
+    sync();
+    wide.addEventListener("change", sync);
+  }
+  document.addEventListener("DOMContentLoaded", navMenu);
   document.addEventListener("DOMContentLoaded", function () { setUp(document); });
   document.addEventListener("htmx:afterSettle", function () { setUp(document); });
 })();
