@@ -106,7 +106,13 @@ def test_the_add_source_wizard_fits_a_phone(phone, hubspot_sandbox, workspace):
     # The list is one card per source, each value labelled with its column.
     card = page.locator("table.sources-table tbody tr").first
     expect(card.locator("td[data-label='Schema']")).to_have_text("hubspot_on_the_go")
-    assert source.collections.exists()
+    # The wizard read the collections' schemas to count their properties, and the source keeps them.
+    contacts = source.collections.get(collection="contacts")
+    assert "email" in contacts.properties and contacts.schema_discovered_at is not None
+    page.goto(base + reverse("models_app:new", args=[source.pk]))
+    contacts_card = page.locator(".collection-card", has_text="Contacts")
+    expect(contacts_card.locator(".collection-schema")).to_contain_text(re.compile(r"\d+ properties · schema read"))
+    expect(contacts_card.locator(".collection-sync")).to_have_text("Never synced")
 
 
 def check_sandbox_fits(page, name: str) -> None:
