@@ -237,6 +237,8 @@ def test_the_header_is_one_line_and_its_menu_opens_without_javascript(browser, o
         expect(dashboard_link).to_be_hidden()
         page.locator("summary.nav-toggle").click()
         expect(dashboard_link).to_be_in_viewport()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "00_menu_open.png"))
         expect(page.locator(".sidebar nav").get_by_role("link", name="Record debugger")).to_be_in_viewport()
         page.locator(".sidebar nav").get_by_role("link", name="Sources").click()
         page.wait_for_url(re.compile(r"/sources/$"))
