@@ -65,6 +65,6 @@ def collections_last_synced(source: Source, *, runs_examined: int = 50) -> dict[
     synced: dict[str, datetime] = {}
     for finished_at, counts in runs:
         for collection, numbers in (counts or {}).items():
-            if isinstance(numbers, dict) and not numbers.get("error"):
+            if finished_at is not None and isinstance(numbers, dict) and not numbers.get("error"):
                 synced.setdefault(collection, finished_at)
     return synced

@@ -23,11 +23,13 @@ from mappings.models import DeliveryState
 from sources.models import Source, SyncRun
 from tests.browser.conftest import log_in
 from tests.factories import (
+    DataModelFactory,
     DeliveryRunFactory,
     DeliveryStateFactory,
     DestinationFactory,
     MappingFactory,
     ProfileSpaceFactory,
+    SourceFactory,
     SyncRunFactory,
 )
 from tests.mappings.conftest import Mirror, contact_props
@@ -255,3 +257,34 @@ def test_on_a_wide_screen_the_menu_is_the_sidebar(page, owner, live_server):
         expect(page.locator(".sidebar nav").get_by_role("link", name=name)).to_be_in_viewport()
     sidebar = page.locator("aside.sidebar").bounding_box()
     assert sidebar and sidebar["width"] >= 200 and sidebar["height"] >= 800
+
+
+@pytest.mark.parametrize("width", [800, 1024])
+def test_tablet_and_laptop_widths_do_not_overflow_either(browser, owner, workspace, live_server, width):
+    """Between the phone layout and a wide screen the sidebar takes 240 px: the content beside it must shrink
+    (its wide tables scroll in their box) instead of pushing the page wider than the window."""
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot")
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
+    mapping = MappingFactory(data_model=model, name="Contacts to profiles", identifiers={"user_id": "email"})
+    run = SyncRunFactory(source=source, status=SyncRun.Status.SUCCEEDED, counts={"contacts": {"read": 3}})
+    DeliveryRunFactory(mapping=mapping, sync_run=run, status="succeeded", sent=3)
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    log_in(context, owner, live_server.url)
+    page = context.new_page()
+    try:
+        for url in (
+            reverse("dashboard"),
+            reverse("sources:list"),
+            reverse("sources:detail", args=[source.pk]),
+            reverse("mappings:destination", args=[mapping.destination_id]),
+            reverse("mappings:mapping_detail", args=[mapping.pk]),
+            reverse("mappings:list"),
+            reverse("sync_run", args=[source.pk, run.pk]),
+            reverse("members"),
+        ):
+            page.goto(live_server.url + url)
+            scroll_width = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll_width <= width, f"{url}: {scroll_width}px wide in a {width}px window"
+            expect(page.locator(".sidebar nav").get_by_role("link", name="Dashboard")).to_be_in_viewport()
+    finally:
+        context.close()
