@@ -229,8 +229,9 @@ class Preview:
     @property
     def schema_valid(self) -> bool:
         """Every column is in HubSpot's schema (so has a known type) and HubSpot answered: the positive state the
-        builder shows. Empty columns and an unselected collection are warnings about the data, not the schema."""
-        return self.error is None and not self.missing_columns
+        builder shows. Empty columns and an unselected collection are warnings about the data, not the schema; a
+        column without a type (the schema could not be read) is not known to be valid."""
+        return self.error is None and not self.missing_columns and all(self.types.get(c) for c in self.columns)
 
     @property
     def type_summary(self) -> list[tuple[str, int]]:

@@ -260,6 +260,10 @@ def test_no_schema_valid_state_when_a_column_is_missing_or_hubspot_fails(owner_c
     response = preview(owner_client, source, columns=["email", "no_such_property"])
     assert not response.context["preview"].schema_valid
     assert 'data-schema="valid"' not in response.content.decode()
+    # Without a stored schema nothing was checked, so nothing is called valid.
+    SourceCollection.objects.filter(source=source, collection="contacts").update(properties={})
+    response = preview(owner_client, source, columns=["email"])
+    assert response.context["preview"].error is None and not response.context["preview"].schema_valid
     sandbox.set_knobs(fail_next=20, fail_next_status="503")
     response = preview(owner_client, source, columns=["email"])
     assert response.context["preview"].error is not None
@@ -368,6 +372,10 @@ def test_an_unselected_collection_is_flagged(owner_client, source, sandbox):
 
 
 def test_hubspot_down_after_retries_is_a_message(owner_client, source, sandbox):
+    # Without a stored schema nothing was checked, so nothing is called valid.
+    SourceCollection.objects.filter(source=source, collection="contacts").update(properties={})
+    response = preview(owner_client, source, columns=["email"])
+    assert response.context["preview"].error is None and not response.context["preview"].schema_valid
     sandbox.set_knobs(fail_next=20, fail_next_status="503")
     response = preview(owner_client, source, columns=["email"])
     assert response.status_code == 200
