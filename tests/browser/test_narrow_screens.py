@@ -249,6 +249,23 @@ def test_the_header_is_one_line_and_its_menu_opens_without_javascript(browser, o
         context.close()
 
 
+def test_the_menu_is_a_button_that_says_whether_it_is_open(browser, owner, live_server):
+    context = browser.new_context(viewport=PHONE, has_touch=True)
+    log_in(context, owner, live_server.url)
+    page = context.new_page()
+    try:
+        page.goto(live_server.url + reverse("dashboard"))
+        menu = page.get_by_role("button", name="Menu")
+        expect(menu).to_have_attribute("aria-expanded", "false")
+        menu.tap()
+        expect(menu).to_have_attribute("aria-expanded", "true")
+        page.locator(".sidebar nav").get_by_role("link", name="Alerts").tap()
+        page.wait_for_url(re.compile(r"/settings/alerts/$"))
+        expect(page.get_by_role("button", name="Menu")).to_have_attribute("aria-expanded", "false")
+    finally:
+        context.close()
+
+
 def test_on_a_wide_screen_the_menu_is_the_sidebar(page, owner, live_server):
     log_in(page, owner, live_server.url)
     page.goto(live_server.url + reverse("dashboard"))
