@@ -31,7 +31,7 @@ def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
         rows.append(
             {
                 "model": m,
-                "column_count": len(m.all_columns),
+                "column_count": m.column_count,
                 "mappings": [{"mapping": x, "url": reverse("mappings:mapping_detail", args=(x.pk,))} for x in mappings],
                 "unselected": not selected.get(m.collection, False),
                 "add_mapping_url": f"{mapping_new}?data_model={m.pk}",

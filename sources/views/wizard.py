@@ -17,6 +17,8 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 from oauthlib.oauth2 import OAuth2Error
 
@@ -269,9 +271,10 @@ def wizard_sync(request: WorkspaceRequest) -> HttpResponse:
     if "discovered" not in wizard:
         # Read live once per login; the POST reuses it so a validation error does not re-ask HubSpot.
         wizard["discovered"] = [
-            {"name": d.name, "label": d.label, "count": d.property_count, "error": d.error}
+            {"name": d.name, "label": d.label, "count": d.property_count, "error": d.error, "schema": d.schema}
             for d in oauth.discover_collections(connection)
         ]
+        wizard["discovered_at"] = timezone.now().isoformat()
         _save_wizard(request, wizard)
     discovered = wizard["discovered"]
     choices = [(d["name"], d["label"]) for d in discovered]
@@ -289,6 +292,8 @@ def wizard_sync(request: WorkspaceRequest) -> HttpResponse:
                     start_date=form.cleaned_data["start_date"],
                     sync_interval=form.cleaned_data["sync_interval"],
                     collections=form.cleaned_data["collections"],
+                    schemas={d["name"]: d.get("schema") or {} for d in discovered},
+                    schema_read_at=parse_datetime(wizard.get("discovered_at") or ""),
                 )
             except IntegrityError:
                 # Someone took the schema name since step 3.

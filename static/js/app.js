@@ -68,6 +68,23 @@
     kindFields(root);
     widths(root);
   }
+  // The navigation menu (<details class="nav-menu">) is always shown on wide screens by app.css through
+  // ::details-content; a browser without it gets the menu opened here on wide screens (a phone keeps it closed).
+  function navMenu() {
+    var menu = document.querySelector("details.nav-menu");
+    if (!menu) return;
+    // The summary is marked up as a button; say whether the menu is open as a button would.
+    var toggle = menu.querySelector("summary");
+    var expanded = function () { toggle.setAttribute("aria-expanded", menu.open ? "true" : "false"); };
+    expanded();
+    menu.addEventListener("toggle", expanded);
+    if (window.CSS && CSS.supports && CSS.supports("selector(::details-content)")) return;
+    var wide = window.matchMedia("(min-width: 761px)");
+    var sync = function () { menu.open = wide.matches; };
+    sync();
+    wide.addEventListener("change", sync);
+  }
+  document.addEventListener("DOMContentLoaded", navMenu);
   document.addEventListener("DOMContentLoaded", function () { setUp(document); });
   document.addEventListener("htmx:afterSettle", function () { setUp(document); });
 })();

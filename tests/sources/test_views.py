@@ -165,6 +165,57 @@ def test_finish_creates_the_source_disabled(owner_client, workspace, owner):
     assert b"Finish setting up" in page.content
 
 
+def test_finish_keeps_the_schemas_the_wizard_read(owner_client, workspace):
+    """The wizard read each collection's properties to count them: the source's collections keep that schema and
+    when it was read, so nothing reads it again to say so (the model builder's collection picker shows it)."""
+    read_at = timezone.now() - timedelta(minutes=3)
+    schema = {"email": {"label": "Email", "type": "string", "fieldType": "text", "groupName": "contactinformation"}}
+    discovered = [{**DISCOVERED[0], "schema": schema}, *DISCOVERED[1:]]
+    put_wizard(
+        owner_client,
+        workspace,
+        connection=make_connection(),
+        schema_name="hubspot",
+        discovered=discovered,
+        discovered_at=read_at.isoformat(),
+    )
+    response = owner_client.post(
+        reverse("sources:wizard_sync"), {"sync_interval": "10800", "collections": ["contacts", "tickets"]}
+    )
+    assert response.status_code == 302
+    contacts = SourceCollection.objects.get(source__workspace=workspace, collection="contacts")
+    assert contacts.properties == schema and contacts.schema_discovered_at == read_at
+    tickets = SourceCollection.objects.get(source__workspace=workspace, collection="tickets")
+    assert tickets.properties == {} and tickets.schema_discovered_at is None  # nothing read: nothing claimed
+
+
+def test_collections_last_synced(source):
+    assert selectors.collections_last_synced(source) == {}
+    now = timezone.now()
+    counts = {"read": 1, "new": 1, "error": ""}
+    SyncRunFactory(
+        source=source,
+        status=SyncRun.Status.SUCCEEDED,
+        finished_at=now - timedelta(hours=5),
+        counts={"contacts": counts, "companies": counts},
+    )
+    SyncRunFactory(
+        source=source,
+        status=SyncRun.Status.PARTIAL,
+        finished_at=now - timedelta(hours=1),
+        counts={"contacts": counts, "companies": {**counts, "error": "HubSpot answered 403"}},
+    )
+    SyncRunFactory(source=source, status=SyncRun.Status.FAILED, finished_at=now, counts={"contacts": counts})
+    SyncRunFactory(source=source, status=SyncRun.Status.RUNNING, counts={"contacts": counts})
+    # Never synced while the source has no first sync.
+    assert selectors.collections_last_synced(source) == {}
+    source.first_synced_at = now - timedelta(hours=5)
+    assert selectors.collections_last_synced(source) == {
+        "contacts": now - timedelta(hours=1),
+        "companies": now - timedelta(hours=5),
+    }
+
+
 def test_finish_needs_a_collection(owner_client, workspace):
     put_wizard(owner_client, workspace, connection=make_connection(), schema_name="hubspot", discovered=DISCOVERED)
     response = owner_client.post(reverse("sources:wizard_sync"), {"sync_interval": "10800"})
