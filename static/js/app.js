@@ -33,17 +33,29 @@
       }
     }
   });
-  // <select data-autosubmit>: submit its form on change (the workspace switcher).
+  // <input data-sandbox-prefix="sbx_seg_">: a sandbox write key picks the sandbox region of its form (the server
+  // does the same, this only shows it before saving).
+  document.addEventListener("input", function (event) {
+    var input = event.target;
+    var prefix = input.getAttribute && input.getAttribute("data-sandbox-prefix");
+    if (!prefix || !input.form || input.value.indexOf(prefix) !== 0) return;
+    var region = input.form.querySelector("select[name=region]");
+    if (region && (region.value === "us" || region.value === "eu") && region.querySelector("option[value=sandbox]")) {
+      region.value = "sandbox";
+      region.dispatchEvent(new Event("change", { bubbles: true }));
+    }
+  });
+  // <select data-autosubmit> / <input type=checkbox data-autosubmit>: submit its form on change.
   document.addEventListener("change", function (event) {
     var select = event.target;
-    if (select.matches && select.matches("select[data-autosubmit]") && select.form) select.form.submit();
+    if (select.matches && select.matches("select[data-autosubmit], input[data-autosubmit]") && select.form) select.form.submit();
   });
 
   // <form data-kind-fields='{"value": "field id", …}'>: show only the fields the chosen kind uses (all stay visible
   // without JavaScript; the server ignores the others).
   function kindFields(root) {
     (root || document).querySelectorAll("form[data-kind-fields]").forEach(function (form) {
-      var kind = form.querySelector("[name=kind]");
+      var kind = form.querySelector("[name=" + (form.getAttribute("data-kind-name") || "kind") + "]");
       if (!kind || form.hasAttribute("data-kind-bound")) return;
       form.setAttribute("data-kind-bound", "");
       var fields = JSON.parse(form.getAttribute("data-kind-fields"));

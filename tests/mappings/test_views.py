@@ -104,21 +104,153 @@ def test_nav_links_to_destinations(owner_client):
     assert f'href="{reverse("mappings:destinations")}"' in text(response)
 
 
-def test_add_destination_needs_a_name(owner_client):
-    response = owner_client.post(reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "  "})
-    assert response.status_code == 200
-    assert "This field is required." in text(response)
+def test_add_destination_needs_a_name_and_a_write_key(owner_client):
+    response = owner_client.post(
+        reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "  ", "region": "us"}
+    )
+    assert response.status_code == 400
+    page = text(response)
+    assert "This field is required." in page
+    # The write key is required, and the page says so before and after posting.
+    assert "Write key (required)" in page and "it is required" in page
     assert not Destination.objects.exists()
 
 
-def test_add_destination_creates_and_audits(owner_client, workspace):
-    response = owner_client.post(reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "Segment"})
+def test_add_destination_creates_it_with_its_profile_space_and_audits(owner_client, workspace):
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "Segment", "space_name": "Prod", "write_key": FAKE_KEY, "region": "eu"},
+    )
     destination = Destination.objects.get()
     assert destination.workspace == workspace and destination.kind == "segment_profiles"
-    assert response.url.startswith(reverse("mappings:destination_settings", args=[destination.pk]))
+    space = destination.profile_spaces.get()
+    assert (space.name, space.region, space.write_key, space.endpoint) == ("Prod", "eu", FAKE_KEY, "")
+    # No source to go on with: the destination's overview.
+    assert response.url == reverse("mappings:destination", args=[destination.pk])
     assert AuditEvent.objects.filter(verb="create", object_type="mappings.Destination").exists()
+    assert AuditEvent.objects.filter(verb="create", object_type="mappings.ProfileSpace").exists()
     listing = text(owner_client.get(reverse("mappings:destinations")))
     assert "Segment" in listing and "Segment Profiles" in listing
+
+
+def test_after_create_destination_the_guide_goes_on_to_the_sources_models_tab(owner_client, workspace, source):
+    other = SourceFactory(workspace=workspace, name="Other", schema_name="other")
+    url = reverse("mappings:destination_new") + f"?source={source.pk}"
+    page = text(owner_client.get(url))
+    assert f'name="source" value="{source.pk}"' in page
+    response = owner_client.post(
+        url, {"kind": "segment_profiles", "name": "Segment", "write_key": FAKE_KEY, "region": "us", "source": source.pk}
+    )
+    assert response.url == reverse("sources:models", args=[source.pk]) + "#create-model"
+    # The space is called after the destination when it got no name of its own.
+    assert ProfileSpace.objects.get().name == "Segment"
+    assert other.pk != source.pk
+    models_tab = text(owner_client.get(reverse("sources:models", args=[source.pk])))
+    assert 'id="create-model"' in models_tab and "Next: create a data model" in models_tab
+
+
+def test_a_sandbox_write_key_picks_the_sandbox_region(owner_client, dest, settings):
+    settings.SANDBOX = True
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Sandbox", "write_key": "sbx_seg_abcdefghijklmnopqrstuv12", "region": "us"},
+        follow=True,
+    )
+    space = ProfileSpace.objects.get()
+    assert space.region == "sandbox"
+    assert "sends to the sandbox on this server, not to Segment" in text(response)
+    # A real key for the sandbox region is refused, and without the sandbox a sandbox key is refused.
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Real", "write_key": FAKE_KEY, "region": "sandbox"},
+    )
+    assert response.status_code == 400 and "looks like a real Segment key" in text(response)
+    settings.SANDBOX = False
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Sandbox 2", "write_key": "sbx_seg_abcdefghijklmnopqrstuv12", "region": "us"},
+    )
+    assert response.status_code == 400 and "which this server does not run" in text(response)
+    assert ProfileSpace.objects.count() == 1
+
+
+def test_the_sandbox_key_convention_matches_the_sandbox(settings):
+    from sandbox.segment import models as sandbox_models
+
+    assert settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX == sandbox_models.WRITE_KEY_PREFIX
+    assert settings.SANDBOX_SEGMENT_DEFAULT_WRITE_KEY == sandbox_models.DEFAULT_WRITE_KEY
+    assert settings.SANDBOX_SEGMENT_DEFAULT_SPACE_NAME == sandbox_models.DEFAULT_WORKSPACE_NAME
+    assert sandbox_models.new_write_key().startswith(settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX)
+
+
+def test_the_default_sandbox_space_is_offered_with_the_sandbox_only(owner_client, dest, settings):
+    settings.SANDBOX = True
+    page = text(owner_client.get(reverse("mappings:destination_new")))
+    assert "Use the default sandbox space" in page and 'href="/sandbox/segment/"' in page
+    assert "Use the default sandbox space" in text(owner_client.get(reverse("mappings:destination_settings", args=[dest.pk])))
+    owner_client.post(reverse("mappings:profile_space_new", args=[dest.pk]), {"use_default_sandbox": "1", "region": "us"})
+    space = ProfileSpace.objects.get()
+    assert (space.name, space.region) == ("Default Profile Space", "sandbox")
+    assert space.write_key == settings.SANDBOX_SEGMENT_DEFAULT_WRITE_KEY
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "Sandbox dest", "use_default_sandbox": "on", "region": "us"},
+    )
+    assert response.status_code == 302
+    assert Destination.objects.get(name="Sandbox dest").profile_spaces.get().region == "sandbox"
+    settings.SANDBOX = False
+    assert "Use the default sandbox space" not in text(owner_client.get(reverse("mappings:destination_new")))
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "No sandbox", "use_default_sandbox": "on", "region": "us"},
+    )
+    assert response.status_code == 400 and not Destination.objects.filter(name="No sandbox").exists()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "error"),
+    [
+        ("", "Enter the endpoint"),
+        ("segment-proxy.example.com", "starting with https://"),
+        ("http://93.184.216.34", "Use an https:// address"),
+        ("https://127.0.0.1:8443", "loopback"),
+        ("https://10.1.2.3", "private"),
+        ("https://169.254.169.254", "link-local"),
+        ("https://user:pw@93.184.216.34", "user name and password"),
+        ("https://93.184.216.34/?x=1", "without ?query"),
+    ],
+)
+def test_custom_endpoint_is_checked_like_any_address_a_user_types(owner_client, dest, settings, endpoint, error):
+    settings.DEBUG = False
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = False
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Proxy", "write_key": FAKE_KEY, "region": "custom", "endpoint": endpoint},
+    )
+    assert response.status_code == 400
+    assert error in text(response).replace("&#x27;", "'")
+    assert not ProfileSpace.objects.exists()
+
+
+def test_custom_endpoint_is_saved_normalised_and_only_with_the_custom_region(owner_client, dest, settings):
+    settings.DEBUG = False
+    url = reverse("mappings:profile_space_new", args=[dest.pk])
+    response = owner_client.post(
+        url, {"name": "Proxy", "write_key": FAKE_KEY, "region": "us", "endpoint": "https://93.184.216.34"}
+    )
+    assert response.status_code == 400 and "Choose “Custom endpoint”" in text(response)
+    owner_client.post(
+        url, {"name": "Proxy", "write_key": FAKE_KEY, "region": "custom", "endpoint": "https://93.184.216.34/seg/v1/batch"}
+    )
+    space = ProfileSpace.objects.get()
+    assert (space.region, space.endpoint) == ("custom", "https://93.184.216.34/seg")
+    assert segment.SegmentClient(space.region, base_url=space.endpoint).batch_url == "https://93.184.216.34/seg/v1/batch"
+    page = text(owner_client.get(reverse("mappings:destination_settings", args=[dest.pk])))
+    assert "https://93.184.216.34/seg" in page
+    # Moving the space back to a region forgets the endpoint.
+    owner_client.post(reverse("mappings:profile_space", args=[space.pk]), {"name": "Proxy", "region": "eu"})
+    space.refresh_from_db()
+    assert (space.region, space.endpoint) == ("eu", "")
 
 
 def test_overview_lists_mappings_with_status_toggle_and_last_delivery(owner_client, a_mapping, dest):
@@ -167,7 +299,7 @@ def test_add_profile_space_validation_errors_in_place(owner_client, dest):
     assert response.status_code == 400
     page = text(response)
     assert "Give the Profile Space a name." in page or "This field is required." in page
-    assert "Enter the space&#x27;s write key." in page
+    assert "Enter the space&#x27;s write key: it is required" in page
     response = owner_client.post(url, {"name": "Space", "write_key": "has space s", "region": "mars"})
     assert "does not look like a write key" in text(response)
     assert "Select a valid choice" in text(response)
