@@ -245,8 +245,24 @@ def _config(mapping: Mapping, creating: bool) -> dict[str, Any]:
     }
 
 
+def default_mapping_name(mapping: Mapping, data_model: Any) -> str:
+    """A mapping left unnamed is called after its data model: the Profile Space is shown next to the name
+    wherever mappings are listed, so naming it too would repeat it ("Contacts → Space → Space"). Another
+    mapping of the destination with that name already gets "(2)", "(3)", ..."""
+    taken = set(
+        Mapping.objects.filter(destination_id=mapping.destination_id)
+        .exclude(pk=mapping.pk)
+        .values_list("name", flat=True)
+    )
+    name, n = data_model.name, 1
+    while name in taken:
+        n += 1
+        name = f"{data_model.name} ({n})"
+    return name
+
+
 def _apply(mapping: Mapping, data: dict[str, Any]) -> None:
-    mapping.name = data["name"].strip() or f"{data['data_model'].name} → {data['profile_space'].name}"
+    mapping.name = data["name"].strip() or default_mapping_name(mapping, data["data_model"])
     mapping.data_model = data["data_model"]
     mapping.profile_space = data["profile_space"]
     mapping.action = data["action"]

@@ -15,11 +15,13 @@ from django.utils import timezone
 from hubsync.models import AuditEvent
 from mappings import segment
 from mappings.models import Destination, Mapping, ProfileSpace
+from mappings.selectors import rejected_summary
 from models_app.models import DataModel
 from sources import selectors
 from tests.factories import (
     DataModelFactory,
     DeliveryRunFactory,
+    DeliveryStateFactory,
     DestinationFactory,
     MappingFactory,
     ProfileSpaceFactory,
@@ -549,7 +551,7 @@ def test_resync_asks_for_confirmation(owner_client, a_mapping):
 
 def test_checklist_links_resolve(source):
     urls = {s.key: s.url for s in selectors.checklist(source)}
-    assert urls["destination"] == reverse("mappings:destination_new")
+    assert urls["destination"] == reverse("mappings:destination_new") + f"?source={source.pk}"
     assert urls["mapping"] == reverse("mappings:mapping_new")
     assert urls["mapping_enabled"] == reverse("mappings:list")
 
@@ -799,3 +801,56 @@ def test_a_new_mapping_gets_the_identifier_format_chosen(owner_client, us_space,
     response = owner_client.post(reverse("mappings:mapping_new"), data)
     assert response.status_code == 302
     assert Mapping.objects.get().options == {"empty_values": "null", "identifier_format": "lower"}
+
+
+# --- names and guidance ---------------------------------------------------------------------------------------
+
+
+def test_an_unnamed_mapping_is_called_after_its_model_without_repeating_the_space(owner_client, us_space, model):
+    for _ in range(2):
+        response = owner_client.post(reverse("mappings:mapping_new"), editor_data(model, us_space, name=""))
+        assert response.status_code == 302
+    names = list(Mapping.objects.order_by("pk").values_list("name", flat=True))
+    assert names == ["Contacts", "Contacts (2)"]
+    page = text(owner_client.get(reverse("mappings:rejected", args=[Mapping.objects.first().pk])))
+    assert "Main space → Main space" not in page and "Contacts</strong></a> → Main space" in page
+
+
+def _reject(mapping, object_ids, error):
+    for object_id in object_ids:
+        DeliveryStateFactory(mapping=mapping, object_id=object_id, status="rejected", error=error)
+
+
+NO_EMAIL = "No User ID or Anonymous ID: 'email' is empty for this record; Segment drops messages without one."
+
+
+def test_rejected_records_are_explained_in_aggregate_with_the_fix(owner_client, a_mapping):
+    _reject(a_mapping, range(1, 4), NO_EMAIL)
+    _reject(a_mapping, [10], "The message is 40,000 bytes; Segment accepts at most 32,768 bytes per message.")
+    _reject(a_mapping, [11], "The message is 50,000 bytes; Segment accepts at most 32,768 bytes per message.")
+    summary = rejected_summary(a_mapping)
+    assert summary.total == 5 and not summary.retry_helps
+    assert [(r.kind, r.count) for r in summary.reasons] == [("no_identifier", 3), ("too_large", 2)]
+
+    page = text(owner_client.get(reverse("mappings:mapping_detail", args=[a_mapping.pk]))).replace("&#x27;", "'")
+    assert "5 records were not sent to Segment" in page
+    assert "No User ID or Anonymous ID" in page and "map an Anonymous ID as well" in page
+    assert "“email”" in page and "leave them out on purpose" in page
+    assert reverse("mappings:mapping_edit", args=[a_mapping.pk]) in page
+    assert f'{reverse("mappings:rejected", args=[a_mapping.pk])}?reason=No%20User%20ID%20or%20Anonymous%20ID' in page
+    assert "Retrying would not help" in page
+
+    listing = text(owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk])))
+    # The list links back to the mapping, explains, and does not offer "Retry all" as the remedy.
+    assert f'href="{reverse("mappings:mapping_detail", args=[a_mapping.pk])}"' in listing
+    assert "Message over Segment" in listing and 'value="all"' not in listing
+    assert "Retry selected" in listing
+
+
+def test_retry_all_is_offered_when_retrying_can_help(owner_client, a_mapping):
+    _reject(a_mapping, [1], NO_EMAIL)
+    _reject(a_mapping, [2, 3], "Segment refused this message: HTTP 400: bad traits")
+    summary = rejected_summary(a_mapping)
+    assert summary.retry_helps and [r.count for r in summary.reasons] == [2, 1]
+    listing = text(owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk])))
+    assert 'value="all"' in listing and "Retry all 3" in listing and "Retrying would not help" not in listing
