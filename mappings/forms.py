@@ -86,7 +86,9 @@ class SpaceFieldsMixin(forms.Form):
             choices.append((instance.region, instance.get_region_display()))
         cast(forms.ChoiceField, self.fields["region"]).choices = choices
         key_field = self.fields["write_key"]
-        key_field.widget.attrs["data-sandbox-prefix"] = settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX if settings.SANDBOX else ""
+        key_field.widget.attrs["data-sandbox-prefix"] = (
+            settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX if settings.SANDBOX else ""
+        )
         if instance is not None:
             key_field.help_text = "Saved and hidden. Enter a new write key only to replace it."
             key_field.label = "New write key"
@@ -97,7 +99,7 @@ class SpaceFieldsMixin(forms.Form):
             key_field.help_text = WRITE_KEY_HELP
             if settings.SANDBOX:
                 key_field.help_text += (
-                    ' Sandbox keys start with <code>sbx_seg_</code> and pick the sandbox region by themselves: see the'
+                    " Sandbox keys start with <code>sbx_seg_</code> and pick the sandbox region by themselves: see the"
                     ' <a href="/sandbox/segment/" target="_blank" rel="noopener">Segment sandbox page</a> for the'
                     " spaces and their keys."
                 )
@@ -177,7 +179,9 @@ class ProfileSpaceForm(SpaceFieldsMixin):
             self.fields["name"].required = False
 
     def wants_default_sandbox(self) -> bool:
-        return bool(settings.SANDBOX and self.instance is None and self.is_bound and self.data.get("use_default_sandbox"))
+        return bool(
+            settings.SANDBOX and self.instance is None and self.is_bound and self.data.get("use_default_sandbox")
+        )
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -186,7 +190,8 @@ class ProfileSpaceForm(SpaceFieldsMixin):
         return name
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.wants_default_sandbox():
             cleaned.update(default_sandbox_space(cleaned.get("name") or ""))
             return cleaned
@@ -240,7 +245,8 @@ class DestinationForm(SpaceFieldsMixin):
         return name
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.wants_default_sandbox():
             space = default_sandbox_space((cleaned.get("space_name") or "").strip())
         else:

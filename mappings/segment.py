@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -111,8 +110,10 @@ def clean_custom_endpoint(url: str, *, resolve_host: bool = True) -> str:
     if scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("Enter a full address starting with https://, for example https://segment-proxy.example.com.")
     if scheme == "http" and not (private_endpoints_allowed() or outbound.loopback_allowed()):
-        raise ValueError("Use an https:// address: write keys must not travel in plain text (http is allowed only "
-                         "while DEBUG is on).")
+        raise ValueError(
+            "Use an https:// address: write keys must not travel in plain text (http is allowed only "
+            "while DEBUG is on)."
+        )
     if parts.username is not None or parts.password is not None:
         raise ValueError("Leave the user name and password out of the address: the write key is the credential.")
     if parts.query or parts.fragment:

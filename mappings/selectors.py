@@ -126,12 +126,7 @@ def _classify(mapping: Mapping, error: str) -> tuple[str, str, str, str, bool, b
 def rejected_summary(mapping: Mapping) -> RejectedSummary:
     """The mapping's rejected records grouped by why, largest group first: one GROUP BY over its states (on the
     (mapping, status) index), at most REASON_ROWS distinct texts read."""
-    rows = list(
-        rejected_states(mapping)
-        .values("error")
-        .annotate(n=Count("pk"))
-        .order_by("-n", "error")[:REASON_ROWS]
-    )
+    rows = list(rejected_states(mapping).values("error").annotate(n=Count("pk")).order_by("-n", "error")[:REASON_ROWS])
     summary = RejectedSummary()
     groups: dict[str, RejectedReason] = {}
     for row in rows:

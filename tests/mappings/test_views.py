@@ -189,8 +189,12 @@ def test_the_default_sandbox_space_is_offered_with_the_sandbox_only(owner_client
     settings.SANDBOX = True
     page = text(owner_client.get(reverse("mappings:destination_new")))
     assert "Use the default sandbox space" in page and 'href="/sandbox/segment/"' in page
-    assert "Use the default sandbox space" in text(owner_client.get(reverse("mappings:destination_settings", args=[dest.pk])))
-    owner_client.post(reverse("mappings:profile_space_new", args=[dest.pk]), {"use_default_sandbox": "1", "region": "us"})
+    assert "Use the default sandbox space" in text(
+        owner_client.get(reverse("mappings:destination_settings", args=[dest.pk]))
+    )
+    owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]), {"use_default_sandbox": "1", "region": "us"}
+    )
     space = ProfileSpace.objects.get()
     assert (space.name, space.region) == ("Default Profile Space", "sandbox")
     assert space.write_key == settings.SANDBOX_SEGMENT_DEFAULT_WRITE_KEY
@@ -242,11 +246,14 @@ def test_custom_endpoint_is_saved_normalised_and_only_with_the_custom_region(own
     )
     assert response.status_code == 400 and "Choose “Custom endpoint”" in text(response)
     owner_client.post(
-        url, {"name": "Proxy", "write_key": FAKE_KEY, "region": "custom", "endpoint": "https://93.184.216.34/seg/v1/batch"}
+        url,
+        {"name": "Proxy", "write_key": FAKE_KEY, "region": "custom", "endpoint": "https://93.184.216.34/seg/v1/batch"},
     )
     space = ProfileSpace.objects.get()
     assert (space.region, space.endpoint) == ("custom", "https://93.184.216.34/seg")
-    assert segment.SegmentClient(space.region, base_url=space.endpoint).batch_url == "https://93.184.216.34/seg/v1/batch"
+    assert (
+        segment.SegmentClient(space.region, base_url=space.endpoint).batch_url == "https://93.184.216.34/seg/v1/batch"
+    )
     page = text(owner_client.get(reverse("mappings:destination_settings", args=[dest.pk])))
     assert "https://93.184.216.34/seg" in page
     # Moving the space back to a region forgets the endpoint.
@@ -837,7 +844,7 @@ def test_rejected_records_are_explained_in_aggregate_with_the_fix(owner_client, 
     assert "No User ID or Anonymous ID" in page and "map an Anonymous ID as well" in page
     assert "“email”" in page and "leave them out on purpose" in page
     assert reverse("mappings:mapping_edit", args=[a_mapping.pk]) in page
-    assert f'{reverse("mappings:rejected", args=[a_mapping.pk])}?reason=No%20User%20ID%20or%20Anonymous%20ID' in page
+    assert f"{reverse('mappings:rejected', args=[a_mapping.pk])}?reason=No%20User%20ID%20or%20Anonymous%20ID" in page
     assert "Retrying would not help" in page
 
     listing = text(owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk])))
