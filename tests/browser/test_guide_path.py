@@ -206,5 +206,7 @@ def test_a_custom_endpoint_receives_the_deliveries(segment_sandbox, proxy, page,
     run = deliver(mapping_id=mapping.pk)
     assert run is not None and (run.status, run.sent) == ("succeeded", 5), run.error
     # Every batch went through the proxy, with the write key; the space behind it holds the profiles.
-    assert proxy.requests and all(path == "/seg/v1/batch" and auth.startswith("Basic ") for path, auth in proxy.requests)
+    assert proxy.requests and all(
+        path == "/seg/v1/batch" and auth.startswith("Basic ") for path, auth in proxy.requests
+    )
     assert {p["userId"] for p in inbox.profiles()} == {f"p{n}@example.com" for n in range(1, 6)}
