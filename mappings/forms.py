@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.forms.utils import ErrorDict
 from django.utils.datastructures import MultiValueDict
 
+from hubsync.fields import DecryptionError
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.models import SourceCollection
 
@@ -106,7 +107,7 @@ class SpaceFieldsMixin(forms.Form):
 
     def clean_write_key(self) -> str:
         key = self.cleaned_data.get("write_key") or ""
-        if self.instance is None and not key and not self.wants_default_sandbox():
+        if self.instance is None and not key and not self.wants_default_sandbox() and not self.space_left_out():
             raise forms.ValidationError("Enter the space's write key: it is required, hubsync sends with it.")
         if key and (len(key) < 8 or re.search(r"\s", key)):
             raise forms.ValidationError("This does not look like a write key (no spaces, at least 8 characters).")
@@ -115,12 +116,16 @@ class SpaceFieldsMixin(forms.Form):
     def wants_default_sandbox(self) -> bool:
         return False
 
+    def space_left_out(self) -> bool:
+        """Whether the form may be saved without a space (only Add destination allows it)."""
+        return False
+
     def _saved_key(self) -> str:
         if self.instance is None:
             return ""
         try:
             return self.instance.write_key
-        except Exception:  # an undecryptable saved key: the form then judges only what was entered
+        except DecryptionError:  # an undecryptable saved key: the form then judges only what was entered
             return ""
 
     def clean_space(self, cleaned: dict[str, Any]) -> None:
@@ -238,6 +243,13 @@ class DestinationForm(SpaceFieldsMixin):
     def wants_default_sandbox(self) -> bool:
         return bool(settings.SANDBOX and self.is_bound and self.data.get("use_default_sandbox"))
 
+    def space_left_out(self) -> bool:
+        """Every Profile Space field left empty: the destination is created alone and its space added on its
+        Settings tab afterwards (the order this page had before it took the space too). The region's select always
+        posts a value, so it does not count."""
+        fields = ("space_name", "write_key", "endpoint", "use_default_sandbox")
+        return self.is_bound and not any((self.data.get(f) or "").strip() for f in fields)
+
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         if not name:
@@ -247,7 +259,10 @@ class DestinationForm(SpaceFieldsMixin):
     def clean(self) -> dict[str, Any]:
         super().clean()
         cleaned = self.cleaned_data
-        if self.wants_default_sandbox():
+        space: dict[str, Any] | None
+        if self.space_left_out():
+            space = None
+        elif self.wants_default_sandbox():
             space = default_sandbox_space((cleaned.get("space_name") or "").strip())
         else:
             self.clean_space(cleaned)

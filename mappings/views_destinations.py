@@ -84,6 +84,9 @@ def destination_new(request: WorkspaceRequest) -> HttpResponse:
             )
             for note in form.notes:
                 messages.info(request, note)
+            if form.cleaned_data["space"] is None:
+                messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
+                return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
             space = form.cleaned_data["space"]["name"]
             if source is None:
                 messages.success(request, f"{destination.name} was created, sending to the Profile Space {space}.")

@@ -106,9 +106,10 @@ def test_nav_links_to_destinations(owner_client):
     assert f'href="{reverse("mappings:destinations")}"' in text(response)
 
 
-def test_add_destination_needs_a_name_and_a_write_key(owner_client):
+def test_add_destination_needs_a_name_and_a_write_key_for_its_space(owner_client):
     response = owner_client.post(
-        reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "  ", "region": "us"}
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "  ", "space_name": "Prod", "region": "us"},
     )
     assert response.status_code == 400
     page = text(response)
@@ -116,6 +117,15 @@ def test_add_destination_needs_a_name_and_a_write_key(owner_client):
     # The write key is required, and the page says so before and after posting.
     assert "Write key (required)" in page and "it is required" in page
     assert not Destination.objects.exists()
+
+
+def test_add_destination_with_the_space_left_out_goes_on_to_add_it(owner_client, source):
+    response = owner_client.post(
+        reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "Segment", "region": "us"}
+    )
+    destination = Destination.objects.get()
+    assert not destination.profile_spaces.exists()
+    assert response.url == reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces"
 
 
 def test_add_destination_creates_it_with_its_profile_space_and_audits(owner_client, workspace):
