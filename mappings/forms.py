@@ -95,6 +95,9 @@ class SpaceFieldsMixin(forms.Form):
             key_field.label = "New write key"
         else:
             key_field.label = "Write key (required)"
+            # Validated in clean_write_key (a default sandbox space needs none), so the partial must not call it
+            # optional either.
+            key_field.required_here = True  # type: ignore[attr-defined]
             # Not the HTML `required` attribute: "Use the default sandbox space" needs no key.
             key_field.widget.attrs["aria-required"] = "true"
             key_field.help_text = WRITE_KEY_HELP
