@@ -49,9 +49,9 @@ WRITE_KEY_HELP = (
     "A write key works only in its own region."
 )
 ENDPOINT_HELP = (
-    "Only with “Custom endpoint”: the API root of a Segment-compatible host (a proxy or your own domain), used "
-    "instead of the region's address for deliveries and the mapping test, for example "
-    "https://segment-proxy.example.com (hubsync adds /v1/batch). https only, unless DEBUG is on."
+    "Leave empty to send to the region above. Or the API root of a Segment-compatible host (a proxy or your own "
+    "domain), used instead of the region's address for deliveries, the mapping test and the connection check, for "
+    "example https://segment-proxy.example.com (hubsync adds /v1/batch). https only, unless DEBUG is on."
 )
 
 
@@ -132,44 +132,46 @@ class SpaceFieldsMixin(forms.Form):
             return ""
 
     def clean_space(self, cleaned: dict[str, Any]) -> None:
-        """Region and endpoint, decided together with the key (called from clean())."""
+        """Region and endpoint, decided together with the key (called from clean()). An endpoint entered means
+        "send there": the space gets the custom region whatever region was left selected."""
         if "write_key" not in cleaned:
             return
-        key = cleaned["write_key"] or self._saved_key()
+        endpoint = (cleaned.get("endpoint") or "").strip()
         region = cleaned.get("region") or ProfileSpace.Region.US
+        if endpoint and region != ProfileSpace.Region.CUSTOM:
+            self.notes.append("A custom endpoint was entered, so the space sends there instead of to the region.")
+            region = ProfileSpace.Region.CUSTOM
+        if region == ProfileSpace.Region.CUSTOM:
+            try:
+                cleaned["endpoint"] = clean_custom_endpoint(endpoint)
+            except ValueError as exc:
+                self.add_error("endpoint", str(exc))
+        else:
+            cleaned["endpoint"] = ""
+            region = self._region_for_key(cleaned["write_key"] or self._saved_key(), region)
+        cleaned["region"] = region
+
+    def _region_for_key(self, key: str, region: str) -> str:
+        """A sandbox key picks the sandbox region (while the sandbox runs); a real key cannot use it."""
         sandbox_key = is_sandbox_write_key(key)
         if sandbox_key and region in (ProfileSpace.Region.US, ProfileSpace.Region.EU):
             if settings.SANDBOX:
                 self.notes.append(
                     "That is a sandbox write key, so the space sends to the sandbox on this server, not to Segment."
                 )
-                region = ProfileSpace.Region.SANDBOX
-            else:
-                self.add_error(
-                    "write_key",
-                    "This is a write key of hubsync's Segment sandbox, which this server does not run: enter the "
-                    "write key of your Segment space.",
-                )
+                return ProfileSpace.Region.SANDBOX
+            self.add_error(
+                "write_key",
+                "This is a write key of hubsync's Segment sandbox, which this server does not run: enter the "
+                "write key of your Segment space.",
+            )
         elif region == ProfileSpace.Region.SANDBOX and key and not sandbox_key:
             self.add_error(
                 "region",
                 f"Sandbox write keys start with {settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX}; this one looks like a "
                 "real Segment key. Choose the region of its Segment workspace (US or EU).",
             )
-        cleaned["region"] = region
-        endpoint = (cleaned.get("endpoint") or "").strip()
-        if region == ProfileSpace.Region.CUSTOM:
-            try:
-                cleaned["endpoint"] = clean_custom_endpoint(endpoint)
-            except ValueError as exc:
-                self.add_error("endpoint", str(exc))
-        elif endpoint:
-            self.add_error(
-                "endpoint",
-                "Choose “Custom endpoint” as the region to send to this address, or leave it empty.",
-            )
-        else:
-            cleaned["endpoint"] = ""
+        return region
 
 
 class ProfileSpaceForm(SpaceFieldsMixin):

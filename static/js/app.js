@@ -78,7 +78,7 @@
   // without JavaScript; the server ignores the others).
   function kindFields(root) {
     (root || document).querySelectorAll("form[data-kind-fields]").forEach(function (form) {
-      var kind = form.querySelector("[name=" + (form.getAttribute("data-kind-name") || "kind") + "]");
+      var kind = form.querySelector("[name=kind]");
       if (!kind || form.hasAttribute("data-kind-bound")) return;
       form.setAttribute("data-kind-bound", "");
       var fields = JSON.parse(form.getAttribute("data-kind-fields"));

@@ -248,17 +248,16 @@ def test_custom_endpoint_is_checked_like_any_address_a_user_types(owner_client, 
     assert not ProfileSpace.objects.exists()
 
 
-def test_custom_endpoint_is_saved_normalised_and_only_with_the_custom_region(owner_client, dest, settings):
+def test_an_entered_custom_endpoint_is_saved_normalised_and_cleared_to_go_back(owner_client, dest, settings):
     settings.DEBUG = False
     url = reverse("mappings:profile_space_new", args=[dest.pk])
+    # An endpoint entered is where the space sends, whatever region was left selected.
     response = owner_client.post(
-        url, {"name": "Proxy", "write_key": FAKE_KEY, "region": "us", "endpoint": "https://93.184.216.34"}
-    )
-    assert response.status_code == 400 and "Choose “Custom endpoint”" in text(response)
-    owner_client.post(
         url,
-        {"name": "Proxy", "write_key": FAKE_KEY, "region": "custom", "endpoint": "https://93.184.216.34/seg/v1/batch"},
+        {"name": "Proxy", "write_key": FAKE_KEY, "region": "us", "endpoint": "https://93.184.216.34/seg/v1/batch"},
+        follow=True,
     )
+    assert "sends there instead of to the region" in text(response)
     space = ProfileSpace.objects.get()
     assert (space.region, space.endpoint) == ("custom", "https://93.184.216.34/seg")
     assert (
@@ -266,7 +265,7 @@ def test_custom_endpoint_is_saved_normalised_and_only_with_the_custom_region(own
     )
     page = text(owner_client.get(reverse("mappings:destination_settings", args=[dest.pk])))
     assert "https://93.184.216.34/seg" in page
-    # Moving the space back to a region forgets the endpoint.
+    # Cleared, the space goes back to a region.
     owner_client.post(reverse("mappings:profile_space", args=[space.pk]), {"name": "Proxy", "region": "eu"})
     space.refresh_from_db()
     assert (space.region, space.endpoint) == ("eu", "")
