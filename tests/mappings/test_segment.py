@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from mappings import segment
+from mappings import segment, services
 from mappings.segment import (
     SegmentClient,
     SegmentPermanentError,
@@ -17,6 +17,7 @@ from mappings.segment import (
     endpoint,
 )
 from sandbox.segment.models import SegmentWorkspace
+from tests.factories import MappingFactory, ProfileSpaceFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -205,3 +206,22 @@ def test_clean_custom_endpoint(settings):
     # While developing (DEBUG), a proxy on this machine over plain http is fine.
     settings.DEBUG = True
     assert clean("http://127.0.0.1:8000/sandbox/segment") == "http://127.0.0.1:8000/sandbox/segment"
+
+
+def test_the_mapping_test_message_goes_to_the_custom_endpoint(sandbox_base, settings, workspace):
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = True  # the "proxy" is this test's live server, on 127.0.0.1
+    inbox = sandbox_base.with_workspace("Behind a proxy")
+    mapping = MappingFactory(data_model__source__workspace=workspace)
+    space = ProfileSpaceFactory(
+        destination=mapping.destination,
+        name="Proxied",
+        write_key=inbox.write_key,
+        region="custom",
+        endpoint=sandbox_base.base_url,  # the sandbox reached as a custom endpoint, not as the sandbox region
+    )
+    mapping.profile_space = space
+    mapping.save()
+    settings.BASE_URL = "http://127.0.0.1:9"  # the sandbox region would fail: only the endpoint can deliver
+    result = services.send_test_message(mapping, identify(7))
+    assert result.status == 200
+    assert [m["userId"] for m in inbox.messages()] == ["user-7"]
