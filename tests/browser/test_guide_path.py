@@ -208,3 +208,25 @@ def test_a_custom_endpoint_receives_the_deliveries(segment_sandbox, proxy, page,
         path == "/seg/v1/batch" and auth.startswith("Basic ") for path, auth in proxy.requests
     )
     assert {p["userId"] for p in inbox.profiles()} == {f"p{n}@example.com" for n in range(1, 6)}
+
+
+def test_the_new_pages_fit_a_phone(live_server, browser, owner, workspace, settings):
+    settings.SANDBOX = True
+    source = SourceFactory(workspace=workspace, name="HubSpot", schema_name="hubspot")
+    destination = DestinationFactory(workspace=workspace, name="Segment")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    log_in(context, owner, live_server.url)
+    page = context.new_page()
+    try:
+        for name, path in {
+            "catalog": "/sources/catalog/?q=hubspot",
+            "destination_new": f"/destinations/new/?source={source.pk}",
+            "destination_settings": f"/destinations/{destination.pk}/settings/",
+            "source_settings": f"/sources/{source.pk}/settings/",
+        }.items():
+            page.goto(live_server.url + path)
+            overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert overflow <= 1, f"{name}: the page is {overflow}px wider than a 390px screen"
+            shot(page, f"narrow_{name}")
+    finally:
+        context.close()
