@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Count, QuerySet
+from django.db.models import Case, CharField, Count, Min, Q, QuerySet, Value, When
+from django.db.models.functions import Concat, Left
 
 from sources.models import Record
 
@@ -89,58 +90,95 @@ def _identifier_fix(mapping: Mapping) -> str:
     )
 
 
-def _classify(mapping: Mapping, error: str) -> tuple[str, str, str, str, bool, bool]:
-    """(kind, title, fix, filter, retry_helps, edit_mapping) of one stored rejection reason. The reasons are
-    written by mappings.delivery.messages; the prefixes below are theirs."""
-    if error.startswith("No User ID or Anonymous ID"):
-        return (
-            "no_identifier",
+# The reasons mappings.delivery.messages writes, told apart by how they begin (checked in the database, so that
+# reasons that differ per record, such as a message's size, still make one group).
+REASON_KINDS: list[tuple[str, Q]] = [
+    ("no_identifier", Q(error__startswith="No User ID or Anonymous ID")),
+    ("no_identifier_column", Q(error__startswith="The mapping maps neither")),
+    ("no_group_id", Q(error__startswith="No Group ID") | Q(error__startswith="The mapping has no Group ID")),
+    ("too_large", Q(error__startswith="The message is", error__contains="Segment accepts at most")),
+    ("archived", Q(error__startswith="Archived (deleted) in HubSpot")),
+]
+OTHER = "other:"
+
+
+def _reason(mapping: Mapping, kind: str, count: int, example: str) -> RejectedReason:
+    """Title, fix, list filter and whether retrying helps, for one kind of rejection."""
+    if kind == "no_identifier":
+        return RejectedReason(
+            kind,
             "No User ID or Anonymous ID",
+            count,
+            example,
             _identifier_fix(mapping),
             "No User ID or Anonymous ID",
-            False,
-            True,
+            retry_helps=False,
+            edit_mapping=True,
         )
-    if error.startswith("The mapping maps neither"):
+    if kind == "no_identifier_column":
         fix = "Edit the mapping: map a User ID or an Anonymous ID column. Saving it reconsiders every record."
-        return ("no_identifier_column", "The mapping has no User ID or Anonymous ID", fix, "maps neither", False, True)
-    if error.startswith(("No Group ID", "The mapping has no Group ID")):
+        return RejectedReason(
+            kind,
+            "The mapping has no User ID or Anonymous ID",
+            count,
+            example,
+            fix,
+            "maps neither",
+            retry_helps=False,
+            edit_mapping=True,
+        )
+    if kind == "no_group_id":
         fix = (
             "A group call needs a Group ID. Fill the column in HubSpot, or edit the mapping to use a column every "
             "account has (for example the record id, “id”)."
         )
-        return ("no_group_id", "No Group ID", fix, "Group ID", False, True)
-    if error.startswith("The message is") and "Segment accepts at most" in error:
+        return RejectedReason(
+            kind, "No Group ID", count, example, fix, "Group ID", retry_helps=False, edit_mapping=True
+        )
+    if kind == "too_large":
         fix = (
             "Segment refuses messages over 32 KB. Edit the mapping to leave out the largest traits (named in each "
             "reason), or shorten the values in HubSpot."
         )
-        return ("too_large", "Message over Segment's 32 KB limit", fix, "Segment accepts at most", False, True)
-    if error.startswith("Archived (deleted) in HubSpot"):
+        return RejectedReason(
+            kind,
+            "Message over Segment's 32 KB limit",
+            count,
+            example,
+            fix,
+            "Segment accepts at most",
+            retry_helps=False,
+            edit_mapping=True,
+        )
+    if kind == "archived":
         fix = "Nothing to fix: records deleted in HubSpot are not sent. Restoring one in HubSpot sends it again."
-        return ("archived", "Archived in HubSpot", fix, "Archived (deleted) in HubSpot", False, False)
+        return RejectedReason(
+            kind, "Archived in HubSpot", count, example, fix, "Archived (deleted) in HubSpot", retry_helps=False
+        )
     fix = "See each record's reason. Once its cause is gone, retry these records."
-    return ("other:" + error[:120], error[:160], fix, error[:60], True, False)
+    return RejectedReason(kind, example[:160], count, example, fix, example[:60], retry_helps=True)
 
 
 def rejected_summary(mapping: Mapping) -> RejectedSummary:
-    """The mapping's rejected records grouped by why, largest group first: one GROUP BY over its states (on the
-    (mapping, status) index), at most REASON_ROWS distinct texts read."""
-    rows = list(rejected_states(mapping).values("error").annotate(n=Count("pk")).order_by("-n", "error")[:REASON_ROWS])
+    """The mapping's rejected records grouped by why, largest group first: one GROUP BY over its rejected states,
+    the known reasons grouped by kind, any other by its first 120 characters (at most REASON_ROWS groups read)."""
+    kind = Case(
+        *[When(condition, then=Value(name)) for name, condition in REASON_KINDS],
+        default=Concat(Value(OTHER), Left("error", 120)),
+        output_field=CharField(),
+    )
+    rows = list(
+        rejected_states(mapping)
+        .annotate(kind=kind)
+        .values("kind")
+        .annotate(n=Count("pk"), example=Min("error"))
+        .order_by("-n", "kind")[:REASON_ROWS]
+    )
     summary = RejectedSummary()
-    groups: dict[str, RejectedReason] = {}
-    for row in rows:
-        error = row["error"] or ""
-        kind, title, fix, needle, retry_helps, edit = _classify(mapping, error)
-        group = groups.get(kind)
-        if group is None:
-            group = groups[kind] = RejectedReason(kind, title, 0, error, fix, needle, retry_helps, edit)
-        group.count += row["n"]
-    summary.reasons = sorted(groups.values(), key=lambda g: -g.count)
-    counted = sum(g.count for g in summary.reasons)
-    summary.total = counted
+    summary.reasons = [_reason(mapping, row["kind"], row["n"], row["example"] or "") for row in rows]
+    summary.total = sum(r.count for r in summary.reasons)
     if len(rows) == REASON_ROWS:
-        rest = rejected_states(mapping).count() - counted
+        rest = rejected_states(mapping).count() - summary.total
         if rest > 0:
             summary.total += rest
             summary.reasons.append(

@@ -870,3 +870,19 @@ def test_retry_all_is_offered_when_retrying_can_help(owner_client, a_mapping):
     assert summary.retry_helps and [r.count for r in summary.reasons] == [2, 1]
     listing = text(owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk])))
     assert 'value="all"' in listing and "Retry all 3" in listing and "Retrying would not help" not in listing
+
+
+def test_reasons_that_differ_per_record_make_one_group_and_the_rest_is_counted(a_mapping, monkeypatch):
+    for n in range(1, 6):
+        _reject(
+            a_mapping, [n], f"The message is {40_000 + n:,} bytes; Segment accepts at most 32,768 bytes per message."
+        )
+    _reject(a_mapping, [10, 11], NO_EMAIL)
+    _reject(a_mapping, [20], "Segment refused this message: HTTP 400: bad traits")
+    assert [(r.kind, r.count) for r in rejected_summary(a_mapping).reasons][:2] == [
+        ("too_large", 5),
+        ("no_identifier", 2),
+    ]
+    monkeypatch.setattr("mappings.selectors.REASON_ROWS", 2)
+    summary = rejected_summary(a_mapping)
+    assert summary.total == 8 and [(r.kind, r.count) for r in summary.reasons][-1] == ("rest", 1)
