@@ -357,7 +357,11 @@ class MappingForm(forms.Form):
     # Bound: the posted QueryDict (copied); unbound: Django's empty MultiValueDict. Both have getlist().
     data: MultiValueDict[str, Any]
 
-    name = forms.CharField(max_length=100, required=False, help_text="Shown in lists; a name is made up if empty.")
+    name = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="Shown in lists next to its Profile Space; empty: the data model's name.",
+    )
     data_model = DataModelChoiceField(queryset=DataModel.objects.none(), label="Data model", empty_label="Choose…")
     profile_space = forms.ModelChoiceField(
         queryset=ProfileSpace.objects.none(), label="Profile Space", empty_label="Choose…"
