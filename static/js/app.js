@@ -68,10 +68,10 @@
       if (echo) echo.textContent = input.value;
     }
   });
-  // <select data-autosubmit> / <input type=checkbox data-autosubmit>: submit its form on change.
+  // <select data-autosubmit>: submit its form on change (the workspace switcher).
   document.addEventListener("change", function (event) {
     var select = event.target;
-    if (select.matches && select.matches("select[data-autosubmit], input[data-autosubmit]") && select.form) select.form.submit();
+    if (select.matches && select.matches("select[data-autosubmit]") && select.form) select.form.submit();
   });
 
   // <form data-kind-fields='{"value": "field id", …}'>: show only the fields the chosen kind uses (all stay visible
