@@ -42,6 +42,6 @@ def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
         "rows": rows,
         "can_change": can_change,
         "new_url": reverse("models_app:new", args=[source.pk]),
-        "destination_new_url": reverse("mappings:destination_new"),
+        "destination_new_url": f"{reverse('mappings:destination_new')}?source={source.pk}",
         "has_collections": bool(selected),
     }

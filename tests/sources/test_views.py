@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -57,12 +58,34 @@ def test_empty_list_leads_to_the_catalog(owner_client):
     assert reverse("sources:catalog").encode() in response.content
 
 
-def test_catalog_offers_hubspot_only(owner_client):
+def test_catalog_lists_what_can_be_connected_and_hubspot_is_selectable(owner_client):
     response = owner_client.get(reverse("sources:catalog"))
     assert response.status_code == 200
-    assert b"HubSpot" in response.content
-    assert b"coming soon" not in response.content.lower()
-    assert reverse("sources:new").encode() in response.content
+    page = response.content.decode()
+    assert "HubSpot" in page and "Segment Profiles" in page and "coming soon" not in page.lower()
+    assert 'type="search"' in page and 'name="q"' in page
+    # Nothing selected yet: the card is a link that selects it; Add Source belongs to the selection.
+    assert reverse("sources:new") not in page and "?selected=hubspot#selected" in page
+    page = owner_client.get(reverse("sources:catalog"), {"selected": "hubspot"}).content.decode()
+    assert f'href="{reverse("sources:new")}">Add Source</a>' in page and 'aria-current="true"' in page
+
+
+def test_catalog_search_works_without_javascript(owner_client):
+    page = owner_client.get(reverse("sources:catalog"), {"q": "hubspot"}).content.decode()
+    # The one match is selected at once, with its Add Source button; the other card is hidden.
+    assert f'href="{reverse("sources:new")}">Add Source</a>' in page
+    assert re.search(r'data-slug="segment-profiles"[^>]*hidden', page)
+    assert not re.search(r'data-slug="hubspot"[^>]*hidden', page)
+    page = owner_client.get(reverse("sources:catalog"), {"q": "crm hub"}).content.decode()
+    assert 'data-slug="hubspot"' in page and reverse("sources:new") in page
+    page = owner_client.get(reverse("sources:catalog"), {"q": "salesforce"}).content.decode()
+    assert "Nothing in the catalog matches" in page and 'id="catalog-empty" hidden' not in page
+    assert reverse("sources:new") not in page
+
+
+def test_sidebar_has_connections_catalog(owner_client):
+    page = owner_client.get(reverse("dashboard")).content.decode()
+    assert f'href="{reverse("sources:catalog")}"' in page and ">Catalog</a>" in page
 
 
 def test_list_shows_sources_of_this_workspace_only(owner_client, source, foreign_source):
@@ -283,6 +306,10 @@ def test_enabling_is_refused_with_an_explanation(owner_client, source):
     assert not SyncRun.objects.exists()
     body = response.content.decode()
     assert "cannot be enabled yet" in body and "Enable the mapping" in body and "Add a mapping" in body
+    # Refused from Settings → Basic settings, the page it comes back to: the Enable source toggle is there, off.
+    assert response.redirect_chain[-1][0] == reverse("sources:settings", args=[source.pk])
+    basic = body[body.index("<h2>Basic settings</h2>") : body.index('id="selective-sync"')]
+    assert 'role="switch"' in basic and 'aria-label="Enable source"' in basic and 'aria-checked="false"' in basic
     allowed, missing = selectors.can_enable(source)
     assert not allowed and any("mapping" in m for m in missing)
 
@@ -294,11 +321,17 @@ def test_enabling_once_allowed_starts_the_first_sync(
     sent = []
     monkeypatch.setattr("sources.tasks.run_sync.delay", lambda run_id: sent.append(run_id))
     with django_capture_on_commit_callbacks(execute=True):
-        owner_client.post(reverse("sources:enable", args=[source.pk]), {"enabled": "1"})
+        response = owner_client.post(reverse("sources:enable", args=[source.pk]), {"enabled": "1"}, follow=True)
     source.refresh_from_db()
     assert source.enabled is True
     run = SyncRun.objects.get(source=source)
     assert run.trigger == "first" and run.status == "queued" and sent == [run.pk]
+    # The page links to the first sync as it runs (the message, and the banner while it is active).
+    run_url = reverse("sync_run", args=[source.pk, run.pk])
+    body = response.content.decode()
+    assert f'<a href="{run_url}">follow it</a>' in body
+    assert "The first sync is queued." in body and f'href="{run_url}">Follow it as it runs' in body
+    assert 'aria-checked="true"' in body
     assert AuditEvent.objects.filter(verb="enable", object_id=str(source.pk)).exists()
     owner_client.post(reverse("sources:enable", args=[source.pk]), {"enabled": "0"})
     source.refresh_from_db()
@@ -507,4 +540,4 @@ def test_runs_fragment_polls_while_a_run_is_active(owner_client, source, foreign
 def test_back_to_the_login_step_keeps_the_connection(owner_client, workspace):
     put_wizard(owner_client, workspace, connection=make_connection())
     page = owner_client.get(reverse("sources:wizard_connect")).content.decode()
-    assert "portal-4242.hubspot.test" in page and "Continue with this account" in page and "Log in again" in page
+    assert "portal-4242.hubspot.test" in page and ">Next</a>" in page and "Log in again" in page
