@@ -82,7 +82,9 @@ def test_the_add_source_wizard_fits_a_phone(phone, hubspot_sandbox, workspace):
     page.goto(base + reverse("sources:list"))
     check_fits(page, "01_sources_empty")
     page.goto(base + reverse("sources:catalog"))
-    check_fits(page, "02_catalog")
+    check_fits(page, "02_catalog", primary=False)  # nothing is selected yet: no Add Source button
+    page.locator(".catalog-card", has_text="HubSpot").click()
+    check_fits(page, "02b_catalog_hubspot_selected")
     page.goto(base + reverse("sources:new"))
     check_fits(page, "03_wizard_name")
     page.fill("#id_name", "HubSpot on the go")
@@ -94,6 +96,9 @@ def test_the_add_source_wizard_fits_a_phone(phone, hubspot_sandbox, workspace):
     check_sandbox_fits(page, "05_consent")
     page.get_by_text("Acme Sandbox").first.click()
     page.locator("button.sbx-hs-connect").click()
+    page.wait_for_url(re.compile(r"/sources/new/connect/$"))  # back on the login step, showing the account
+    check_fits(page, "05b_wizard_connected")
+    page.locator(".page .button.primary, .page button.primary").first.click()
     page.wait_for_url(re.compile(r"/sources/new/schema/$"))
     check_fits(page, "06_wizard_schema")
     page.locator(".page button.primary").click()
