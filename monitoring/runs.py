@@ -66,7 +66,7 @@ def sync_run_detail(request: WorkspaceRequest, source_id: int, sync_run_id: int)
         "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
         "progress": dashboard.sync_progress(run),
         "total_read": dashboard.total_read(run.counts),
-        "budget": int(dashboard.RATE_LIMIT_PER_SECOND * max(duration.total_seconds(), 1)) if duration else None,
+        "budget": dashboard.budget_use(run),
     }
     return render(request, "hubsync/sync_run.html", context)
 

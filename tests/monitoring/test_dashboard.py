@@ -4,6 +4,7 @@ fragments that stop polling; the lazy workers panel."""
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import timedelta
 
 import pytest
@@ -522,6 +523,10 @@ def test_chart_points_join_deliveries_and_budget(workspace):
         finished_at=now,
         api_calls=550,
         counts={"contacts": {"read": 7}, "deals": {"read": 3}},
+        peak_requests_10s=104,
+        peak_search_1s=2,
+        budget_10s=110,
+        search_budget_1s=5,
     )
     make_run(source, created_at=now - timedelta(days=40), started_at=now - timedelta(days=40))  # too old
     m1, m2 = make_mapping(workspace, source), make_mapping(workspace, source)
@@ -531,7 +536,70 @@ def test_chart_points_join_deliveries_and_budget(workspace):
     assert len(points) == 1
     p = points[0]
     assert (p.read, p.sent, p.rejected, p.api_calls) == (10, 7, 3, 550)
-    assert p.budget == 1100  # 110 per 10 s over 100 s
+    # The busiest rolling 10 s against the account's 110, not the calls against 11 per second of the run.
+    assert (p.budget.peak_10s, p.budget.budget_10s, p.budget.percent) == (104, 110, 95)
+    assert (p.budget.peak_search_1s, p.budget.search_budget_1s, p.budget.search_percent) == (2, 5, 40)
+    assert p.source_name == source.name
+
+
+def _budget_run(**fields) -> SyncRun:
+    defaults = {"status": "succeeded", "api_calls": 20, "rate_limited": 0, "requests_in_flight": 0}
+    return SyncRun(**{**defaults, **fields})
+
+
+def test_healthy_run_is_never_above_the_budget_line(settings):
+    """The issue's case: a first sync of 20 calls in 2 s used 20 of 110, not "20 of a budget of 11"; a meter
+    reading past the budget without any 429 is clamped to 100 %, a run that met 429s shows what it met."""
+    settings.HUBSPOT_RATE_LIMIT = 110
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 10_000
+    first = dashboard.budget_use(_budget_run(peak_requests_10s=20, budget_10s=110, search_budget_1s=5))
+    assert (first.shown_peak_10s, first.budget_10s, first.percent) == (20, 110, 18)
+    edge = dashboard.budget_use(_budget_run(peak_requests_10s=112, peak_search_1s=6, budget_10s=110))
+    assert (edge.shown_peak_10s, edge.percent, edge.shown_peak_search_1s, edge.search_percent) == (110, 100, 5, 100)
+    stormy = dashboard.budget_use(_budget_run(peak_requests_10s=121, budget_10s=110, rate_limited=9))
+    assert (stormy.shown_peak_10s, stormy.percent) == (121, 110)
+    # No budget stored (no limit configured here): the configured one, else HubSpot's published 110 and 5.
+    assert dashboard.budget_use(_budget_run(peak_requests_10s=5)).budget_10s == 110
+    settings.HUBSPOT_RATE_LIMIT = 0
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
+    assert dashboard.default_budgets() == (110, 5)
+    # A run from before the meter: only its calls are known, and nothing is drawn for it.
+    assert not dashboard.budget_use(_budget_run(peak_requests_10s=0)).measured
+    svg = charts.budget_chart(
+        [
+            dashboard.RunPoint(1, 1, "a", timezone.now(), 0, 0, 0, 2.0, 20, first, "Portal A"),
+            dashboard.RunPoint(2, 1, "b", timezone.now(), 0, 0, 0, 2.0, 20, edge, "Portal A"),
+        ]
+    )
+    reference_y = float(re.search(r'<line [^>]*y1="([^"]+)"[^>]*class="reference"', svg).group(1))
+    tops = [
+        float(y)
+        for y in re.findall(r'<rect x="[^"]+" y="([^"]+)" width="[^"]+" height="[^"]+" fill="#1c7ed6"><title>', svg)
+    ]
+    assert len(tops) == 2 and all(top >= reference_y - 0.01 for top in tops), (tops, reference_y)
+    assert "busiest 10 s 20 of 110 requests" in svg and "0 × 429" in svg
+
+
+def test_charts_tell_sources_apart(workspace):
+    """Two sources' runs: every bar group names its source, the sources have their own colours and a legend."""
+    now = timezone.now()
+    one, two = make_source(workspace, name="EU portal"), make_source(workspace, name="US portal")
+    for i, source in enumerate((one, two, one)):
+        make_run(source, started_at=now - timedelta(minutes=30 - i), finished_at=now - timedelta(minutes=29 - i))
+    points = dashboard.chart_runs(workspace, now=now)
+    assert [p.source_name for p in points] == ["EU portal", "US portal", "EU portal"]
+    for chart in charts.run_charts(points):
+        svg = str(chart["svg"])
+        assert re.findall(r'data-group="([^"]+)"', svg) == ["EU portal", "US portal", "EU portal"]
+        legend = re.findall(r'<g class="legend-group">.*?fill="(#[0-9a-f]+)".*?>([^<]+)</text>', svg)
+        assert [name for _, name in legend] == ["EU portal", "US portal"]
+        assert legend[0][0] != legend[1][0]
+    durations = str(charts.run_charts(points)[1]["svg"])  # one series: the bars themselves take the colour
+    colors = {
+        name: color
+        for color, name in re.findall(r'<g class="legend-group">.*?fill="(#[0-9a-f]+)".*?>([^<]+)</text>', durations)
+    }
+    assert durations.count(f'fill="{colors["US portal"]}"><title>US portal') == 1
 
 
 @pytest.mark.integration
