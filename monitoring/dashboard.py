@@ -34,6 +34,11 @@ LATE_GRACE = timedelta(minutes=15)
 HUBSPOT_BUDGET_10S = 110
 HUBSPOT_SEARCH_BUDGET_1S = 5
 CHART_DAYS = 30
+# The dashboard follows work live (polling every 2 s) while anything runs and for LIVE_GRACE after the last run
+# ended, so that the deliveries a sync enqueues as it finishes are picked up before the polling stops. The
+# "Running now" panel also lists what finished in the last RECENT, with its outcome and counts.
+LIVE_GRACE = timedelta(seconds=12)
+RECENT = timedelta(minutes=5)
 CHART_MAX_RUNS = 120  # beyond this, the charts show the latest runs: a chart of 3,000 bars reads as noise
 
 
@@ -112,6 +117,9 @@ class Dashboard:
     mappings: list[MappingRow] = field(default_factory=list)
     active_sync_runs: list[Any] = field(default_factory=list)
     active_delivery_runs: list[Any] = field(default_factory=list)
+    recent_sync_runs: list[Any] = field(default_factory=list)  # finished within RECENT, latest first
+    recent_delivery_runs: list[Any] = field(default_factory=list)
+    live: bool = False  # something runs, or ended within LIVE_GRACE: the page keeps following it
 
 
 # --- health -------------------------------------------------------------------------------------------------
@@ -196,13 +204,35 @@ def active_runs(workspace: Workspace) -> tuple[list[Any], list[Any]]:
     return active_sync, active_delivery
 
 
-def attach_progress(active_sync: list[Any], active_delivery: list[Any]) -> None:
-    """Set `.progress` on each running sync and delivery. A delivery gets no total here (it is a count): its
-    first poll, 2 s later, brings it, so the page stays constant-query."""
+def attach_progress(active_sync: list[Any], active_delivery: list[Any], *, count_total: bool = False) -> None:
+    """Set `.progress` on each running sync and delivery. On the page a delivery gets no total (it is a count,
+    kept in the cache once made): the live poll, 2 s later, brings it (`count_total`), so the page itself stays
+    constant-query."""
     for run in active_sync:
         run.progress = sync_progress(run)
     for run in active_delivery:
-        run.progress = delivery_progress(run, count_total=False)
+        run.progress = delivery_progress(run, count_total=count_total)
+
+
+def anything_live(workspace: Workspace, *, now: datetime | None = None) -> bool:
+    """Whether a sync or delivery of the workspace is queued or running, or ended within LIVE_GRACE: four small
+    queries (the active-run constraints' index, the sources' and mappings' last run), for the idle dashboard's
+    watch."""
+    since = (now or timezone.now()) - LIVE_GRACE
+    return (
+        SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).exists()
+        or DeliveryRun.objects.filter(
+            mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES
+        ).exists()
+        or Source.objects.filter(workspace=workspace, last_run__finished_at__gte=since).exists()
+        or Mapping.objects.filter(destination__workspace=workspace, last_run__finished_at__gte=since).exists()
+    )
+
+
+def _recent(runs: list[Any], now: datetime) -> list[Any]:
+    """The runs among `runs` that finished within RECENT, latest first."""
+    done = [r for r in runs if r is not None and r.finished_at and r.status not in ACTIVE_STATUSES]
+    return sorted((r for r in done if now - r.finished_at <= RECENT), key=lambda r: r.finished_at, reverse=True)
 
 
 def first_pending_change():
@@ -245,7 +275,23 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     record_counts = RecordCount.for_sources([s.pk for s in sources])
     state_counts = DeliveryStateCount.for_mappings([m.pk for m in mappings])
 
-    board = Dashboard(active_sync_runs=active_sync, active_delivery_runs=active_delivery)
+    # What ended lately is each source's and mapping's last run, already joined: no query of its own.
+    for source in sources:
+        if source.last_run is not None:
+            source.last_run.source = source
+    for mapping in mappings:
+        if mapping.last_run is not None:
+            mapping.last_run.mapping = mapping
+    recent_sync = _recent([s.last_run for s in sources], now)
+    recent_delivery = _recent([m.last_run for m in mappings], now)
+    board = Dashboard(
+        active_sync_runs=active_sync,
+        active_delivery_runs=active_delivery,
+        recent_sync_runs=recent_sync,
+        recent_delivery_runs=recent_delivery,
+        live=bool(active_sync or active_delivery)
+        or any(now - r.finished_at <= LIVE_GRACE for r in recent_sync + recent_delivery),
+    )
     for source in sources:
         last = _finished_or_none(source.last_run)
         active = sync_by_source.get(source.pk)

@@ -315,9 +315,9 @@ def test_dashboard_shows_rows_progress_charts_and_lazy_workers(viewer_client, wo
     running = make_run(source, "running", set_last=False, progress_done=250, progress_total=1000)
     html = viewer_client.get(reverse("dashboard")).content.decode()
     assert "Main portal" in html and "Contacts to Prod" in html
-    # Live progress with a poll that the run page's fragment answers.
-    poll = reverse("sync_run_progress", args=[source.pk, running.pk])
-    assert f'hx-get="{poll}"' in html and 'hx-trigger="every 2s"' in html
+    # Live progress: the dashboard's live part polls itself (the bars inside it do not poll on their own).
+    assert f'hx-get="{reverse("dashboard_live")}"' in html and 'hx-trigger="every 2s"' in html
+    assert reverse("sync_run_progress", args=[source.pk, running.pk]) not in html
     assert "250 / 1000" in html and "25%" in html
     # Charts: inline SVG with title and desc.
     assert html.count("<svg") == 3 and "<desc" in html and "Records per sync run" in html
@@ -343,23 +343,76 @@ def test_progress_fragment_polls_until_the_run_ends(viewer_client, workspace):
     assert "120 / 120" in html and "hx-trigger" not in html and "Succeeded" in html
 
 
-def test_a_run_that_starts_while_the_dashboard_is_open_appears(viewer_client, workspace, outsider):
-    source = make_source(workspace)
+def test_the_dashboard_follows_work_from_its_start_to_its_deliveries_then_stops(viewer_client, workspace, outsider):
+    """Idle, the page watches; a sync that starts makes its live part poll; the deliveries the sync started appear
+    under "Running now", then with their counts; after LIVE_GRACE the answer is a 286 with the final state."""
+    source = make_source(workspace, name="Main portal")
     make_run(source, "succeeded")
     page = viewer_client.get(reverse("dashboard")).content.decode()
+    assert 'data-live="false"' in page and 'hx-trigger="hubsync-work from:body"' in page
+    assert f'hx-get="{reverse("dashboard_watch")}"' in page and 'hx-trigger="every 10s"' in page
     assert "Running now" not in page
-    assert reverse("dashboard_running") in page and 'hx-trigger="every 10s"' in page  # nothing running: it looks
 
-    poll = viewer_client.get(reverse("dashboard_running"), headers={"HX-Request": "true"}).content.decode()
-    assert "Running now" not in poll and 'hx-trigger="every 10s"' in poll  # still nothing: keep looking
+    watch = viewer_client.get(reverse("dashboard_watch"), headers={"HX-Request": "true"})
+    assert watch.status_code == 204 and "HX-Trigger" not in watch.headers  # nothing yet: keep watching
 
-    run = make_run(source, "running", set_last=False, progress_done=5, progress_total=50)
+    run = make_run(source, "running", progress_done=5, progress_total=50, started_at=timezone.now())
     other = make_run(make_source(outsider.memberships.get().workspace, name="Globex source"), "running")
-    poll = viewer_client.get(reverse("dashboard_running"), headers={"HX-Request": "true"}).content.decode()
-    assert "Running now" in poll and reverse("sync_run", args=[source.pk, run.pk]) in poll
-    assert "5 / 50" in poll and reverse("sync_run_progress", args=[source.pk, run.pk]) in poll
-    assert reverse("sync_run", args=[other.source_id, other.pk]) not in poll  # another workspace's run
-    assert 'hx-trigger="every 10s"' not in poll  # from now on the run's own progress fragment polls
+    watch = viewer_client.get(reverse("dashboard_watch"), headers={"HX-Request": "true"})
+    assert watch.status_code == 204 and watch.headers["HX-Trigger"] == "hubsync-work"
+    live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
+    html = live.content.decode()
+    assert live.status_code == 200 and 'data-live="true"' in html and 'hx-trigger="every 2s"' in html
+    assert "Running now" in html and reverse("sync_run", args=[source.pk, run.pk]) in html and "5 / 50" in html
+    assert reverse("sync_run", args=[other.source_id, other.pk]) not in html  # another workspace's run
+    assert 'data-health="running"' in html and "running now" in html
+
+    # The sync ends; the delivery it started is running.
+    now = timezone.now()
+    SyncRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=now, progress_done=50)
+    add_records(source, 50)
+    mapping = make_mapping(workspace, source, name="Contacts to Prod")
+    delivery = make_delivery(mapping, "running", sync_run=run, considered=10, watermark_from=0)
+    html = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"}).content.decode()
+    assert f'data-run="delivery-{delivery.pk}"' in html and "10 / 50" in html  # the total, counted by this poll
+    assert f'data-run="sync-{run.pk}" data-status="succeeded"' in html and "50 records read" in html
+    assert '<td class="right records-in-mirror">50</td>' in html
+
+    # The delivery ends: still followed for LIVE_GRACE, with its counts under "Finished in the last few minutes".
+    DeliveryRun.objects.filter(pk=delivery.pk).update(
+        status="succeeded", finished_at=timezone.now(), considered=50, sent=48, rejected=2
+    )
+    live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
+    html = live.content.decode()
+    assert live.status_code == 200 and "Nothing running now" in html
+    assert f'data-run="delivery-{delivery.pk}" data-status="succeeded"' in html and "48 sent, 2 rejected" in html
+
+    # LIVE_GRACE later: the final state, and a 286 that stops the polling.
+    past = timezone.now() - dashboard.LIVE_GRACE - timedelta(seconds=1)
+    DeliveryRun.objects.filter(pk=delivery.pk).update(finished_at=past)
+    SyncRun.objects.filter(pk=run.pk).update(finished_at=past)
+    SyncRun.objects.filter(pk=other.pk).update(status="failed", finished_at=timezone.now())  # not ours
+    live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
+    html = live.content.decode()
+    assert live.status_code == 286 and 'data-live="false"' in html and 'hx-trigger="every 2s"' not in html
+    assert f'data-run="delivery-{delivery.pk}"' in html  # what just happened stays on screen
+    assert viewer_client.get(reverse("dashboard_watch")).headers.get("HX-Trigger") is None
+
+
+def _live_queries(client) -> int:
+    # Warm: the session, and each running delivery's total (counted once per run, then cached).
+    client.get(reverse("dashboard_live"))
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(reverse("dashboard_live"))
+    assert response.status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_live_part_queries_do_not_grow_with_sources_and_runs(owner_client, workspace):
+    _populate(workspace, 1)
+    one = _live_queries(owner_client)
+    _populate(workspace, 20)
+    assert _live_queries(owner_client) == one <= 15
 
 
 def test_delivery_progress_fragment(viewer_client, workspace):
