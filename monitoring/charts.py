@@ -174,7 +174,9 @@ def _legend(series: Sequence[Series], colors: dict[str, str], *, by_group: bool)
     for name, color, kind in entries:
         square = f'<rect x="{x}" y="{HEIGHT - 16}" width="10" height="10" fill="{color}"/>'
         if kind == "legend-group":
-            square = f'<rect x="{x}" y="{HEIGHT - 13}" width="10" height="4" fill="{color}"/>' if not by_group else square
+            square = (
+                f'<rect x="{x}" y="{HEIGHT - 13}" width="10" height="4" fill="{color}"/>' if not by_group else square
+            )
         out.append(
             f'<g class="{kind}">{square}'
             f'<text x="{x + 14}" y="{HEIGHT - 7}" font-size="11" fill="#1d2333">{escape(name)}</text></g>'

@@ -221,9 +221,7 @@ def anything_live(workspace: Workspace, *, now: datetime | None = None) -> bool:
     since = (now or timezone.now()) - LIVE_GRACE
     return (
         SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).exists()
-        or DeliveryRun.objects.filter(
-            mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES
-        ).exists()
+        or DeliveryRun.objects.filter(mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES).exists()
         or Source.objects.filter(workspace=workspace, last_run__finished_at__gte=since).exists()
         or Mapping.objects.filter(destination__workspace=workspace, last_run__finished_at__gte=since).exists()
     )
@@ -548,9 +546,7 @@ def chart_runs(workspace: Workspace, *, now: datetime | None = None, source_id: 
     ).exclude(status__in=ACTIVE_STATUSES)
     if source_id is not None:
         runs = runs.filter(source_id=source_id)
-    rows = list(
-        runs.order_by("-created_at").only(*RUN_POINT_FIELDS).select_related("source")[:CHART_MAX_RUNS]
-    )
+    rows = list(runs.order_by("-created_at").only(*RUN_POINT_FIELDS).select_related("source")[:CHART_MAX_RUNS])
     rows.reverse()
     sums = {
         row["sync_run_id"]: row
