@@ -214,6 +214,15 @@ def attach_progress(active_sync: list[Any], active_delivery: list[Any], *, count
         run.progress = delivery_progress(run, count_total=count_total)
 
 
+def attach_board_progress(board: Dashboard, *, count_total: bool = False) -> None:
+    """`.progress` on the running runs and on those that just finished (their final bar: no query)."""
+    attach_progress(
+        board.active_sync_runs + board.recent_sync_runs,
+        board.active_delivery_runs + board.recent_delivery_runs,
+        count_total=count_total,
+    )
+
+
 def anything_live(workspace: Workspace, *, now: datetime | None = None) -> bool:
     """Whether a sync or delivery of the workspace is queued or running, or ended within LIVE_GRACE: four small
     queries (the active-run constraints' index, the sources' and mappings' last run), for the idle dashboard's

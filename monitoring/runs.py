@@ -16,7 +16,7 @@ from hubsync.redact import redact
 from mappings.models import DeliveryRun
 from sources.models import SyncRun
 
-from . import dashboard, workers
+from . import charts, dashboard, workers
 
 
 def _sync_run(request: HttpRequest, source_id: int, sync_run_id: int) -> Any:
@@ -110,9 +110,12 @@ def dashboard_live(request: WorkspaceRequest) -> HttpResponse:
     """The dashboard's live part (running panel, source and mapping rows), polled every 2 s while anything runs.
     Once nothing has run for LIVE_GRACE, the answer is a 286: htmx swaps it in and stops polling."""
     board = dashboard.build(request.workspace)
-    dashboard.attach_progress(board.active_sync_runs, board.active_delivery_runs, count_total=True)
-    status = 200 if board.live else HTMX_STOP_POLLING
-    return render(request, "hubsync/_live.html", {"board": board}, status=status)
+    dashboard.attach_board_progress(board, count_total=True)
+    context: dict[str, Any] = {"board": board}
+    if not board.live:
+        # The work ended: the charts take in the runs that just finished, once (out of band).
+        context["charts"] = charts.run_charts(dashboard.chart_runs(request.workspace))
+    return render(request, "hubsync/_live.html", context, status=200 if board.live else HTMX_STOP_POLLING)
 
 
 @workspace_view()

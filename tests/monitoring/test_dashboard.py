@@ -315,6 +315,7 @@ def test_dashboard_shows_rows_progress_charts_and_lazy_workers(viewer_client, wo
     running = make_run(source, "running", set_last=False, progress_done=250, progress_total=1000)
     html = viewer_client.get(reverse("dashboard")).content.decode()
     assert "Main portal" in html and "Contacts to Prod" in html
+    assert html.count('id="dash-charts"') == 1 and "hx-swap-oob" not in html
     # Live progress: the dashboard's live part polls itself (the bars inside it do not poll on their own).
     assert f'hx-get="{reverse("dashboard_live")}"' in html and 'hx-trigger="every 2s"' in html
     assert reverse("sync_run_progress", args=[source.pk, running.pk]) not in html
@@ -375,7 +376,7 @@ def test_the_dashboard_follows_work_from_its_start_to_its_deliveries_then_stops(
     delivery = make_delivery(mapping, "running", sync_run=run, considered=10, watermark_from=0)
     html = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"}).content.decode()
     assert f'data-run="delivery-{delivery.pk}"' in html and "10 / 50" in html  # the total, counted by this poll
-    assert f'data-run="sync-{run.pk}" data-status="succeeded"' in html and "50 records read" in html
+    assert f'data-run="sync-{run.pk}" data-status="succeeded"' in html and "50 / 50" in html
     assert '<td class="right records-in-mirror">50</td>' in html
 
     # The delivery ends: still followed for LIVE_GRACE, with its counts under "Finished in the last few minutes".
@@ -385,6 +386,7 @@ def test_the_dashboard_follows_work_from_its_start_to_its_deliveries_then_stops(
     live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
     html = live.content.decode()
     assert live.status_code == 200 and "Nothing running now" in html
+    assert "dash-charts" not in html
     assert f'data-run="delivery-{delivery.pk}" data-status="succeeded"' in html and "48 sent, 2 rejected" in html
 
     # LIVE_GRACE later: the final state, and a 286 that stops the polling.
@@ -395,6 +397,8 @@ def test_the_dashboard_follows_work_from_its_start_to_its_deliveries_then_stops(
     live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
     html = live.content.decode()
     assert live.status_code == 286 and 'data-live="false"' in html and 'hx-trigger="every 2s"' not in html
+    # The charts come along once, out of band, with the runs that just ended (the polling answers had none).
+    assert 'id="dash-charts" hx-swap-oob="true"' in html and "Records per sync run" in html
     assert f'data-run="delivery-{delivery.pk}"' in html  # what just happened stays on screen
     assert viewer_client.get(reverse("dashboard_watch")).headers.get("HX-Trigger") is None
 
