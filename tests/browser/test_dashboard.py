@@ -296,3 +296,32 @@ def test_dashboard_follows_a_sync_to_its_deliveries_without_reload(
     tops = chart.locator("g.bar-group rect[fill='#1c7ed6']").evaluate_all("els => els.map(e => +e.getAttribute('y'))")
     line = float(chart.locator("line.reference").get_attribute("y1"))
     assert tops and all(top >= line for top in tops), (tops, line)
+
+
+def test_idle_dashboard_notices_work_that_starts_and_stops_following_it_after(live_server, page, owner, workspace):
+    """Nothing runs when the page loads: its watch (every 10 s) notices a sync that starts, the live part then
+    follows it, and stops polling (286) once the run has been over for the grace period."""
+    from monitoring.dashboard import LIVE_GRACE
+    from tests.factories import SyncRunFactory
+
+    source = SourceFactory(workspace=workspace, name="Quiet portal", schema_name="quiet_portal", enabled=True)
+    log_in(page, owner, live_server.url)
+    page.goto(live_server.url + "/")
+    page.evaluate("window.__notReloaded = true")
+    assert page.locator("#dash-live").get_attribute("data-live") == "false"
+    assert page.locator("#dash-live").get_attribute("hx-trigger") == "hubsync-work from:body"
+
+    run = SyncRunFactory(
+        source=source, status="running", trigger="manual", started_at=timezone.now(), progress_done=3, progress_total=9
+    )
+    Source.objects.filter(pk=source.pk).update(last_run=run)  # as a worker's claim does
+    page.locator("#dash-live[data-live='true']").wait_for(timeout=15_000)
+    assert "3 / 9" in page.locator(f".running-item[data-run='sync-{run.pk}']").inner_text()
+
+    SyncRun.objects.filter(pk=run.pk).update(
+        status="succeeded", progress_done=9, finished_at=timezone.now() - LIVE_GRACE - timedelta(seconds=1)
+    )
+    page.locator("#dash-live[data-live='false']").wait_for(timeout=10_000)
+    item = page.locator(f".recent-item[data-run='sync-{run.pk}']")
+    assert item.get_attribute("data-status") == "succeeded" and "9 / 9" in item.inner_text()
+    assert page.evaluate("window.__notReloaded") is True
