@@ -90,10 +90,14 @@ def deliver_collections(
     *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run_id: int | None = None
 ) -> list[tuple[Mapping, DeliveryRun | None]]:
     """Deliver, in this process and one after the other, every enabled mapping on `collections` of `source`
-    (what enqueue_deliveries would queue). For `manage.py sync` and tests; (mapping, run or None) each."""
+    that has something to deliver (what deliveries_after_sync would queue). For `manage.py sync` and tests;
+    (mapping, run or None) each: None when it had nothing to deliver, or was disabled or busy."""
     mappings = (
         Mapping.objects.filter(enabled=True, data_model__source=source, data_model__collection__in=list(collections))
         .select_related("data_model")
         .order_by("pk")
     )
-    return [(mapping, deliver(mapping_id=mapping.pk, sync_run_id=sync_run_id)) for mapping in mappings]
+    return [
+        (mapping, deliver(mapping_id=mapping.pk, sync_run_id=sync_run_id) if mapping_behind(mapping) else None)
+        for mapping in mappings
+    ]

@@ -425,7 +425,7 @@ def test_no_delivery_starts_that_would_consider_nothing(workspace, hub, segment,
     """Issue 14.8: a sync whose changes are already delivered (by a delivery started during the run) starts no
     delivery for that mapping, while a second mapping of the same collection that is behind gets its own; and a
     delivery that finds a request left for it re-runs only when something is left to deliver."""
-    from mappings.delivery import deliveries_after_sync
+    from mappings.delivery import deliver_collections, deliveries_after_sync
     from mappings.delivery import engine as delivery_engine
     from mappings.models import Mapping
     from mappings.tasks import deliver_mapping
@@ -481,6 +481,10 @@ def test_no_delivery_starts_that_would_consider_nothing(workspace, hub, segment,
     Mapping.objects.filter(pk=other.pk).update(traits=mapping.traits[:2])
     assert deliver(mapping_id=other.pk).considered == 20
     assert queued == [(other.pk,)]
+    # `manage.py sync` delivers in this process by the same rule: the mapping with nothing to deliver is skipped.
+    results = deliver_collections(source=source, collections=["contacts"])
+    assert [(m.pk, d is None) for m, d in results] == [(mapping.pk, True), (other.pk, False)]
+    assert results[1][1].considered == 20
     assert not DeliveryRun.objects.filter(considered=0).exists()
 
 
