@@ -419,6 +419,34 @@ def test_live_part_queries_do_not_grow_with_sources_and_runs(owner_client, works
     assert _live_queries(owner_client) == one <= 15
 
 
+def test_running_sync_shows_budget_in_flight_and_partitions(viewer_client, workspace):
+    """Issue 13.7 on the run's live fragment: requests per 10 s against the budget, per second of search against
+    5, in flight, partitions done / total (when the engine reads in partitions), ETA."""
+    source = make_source(workspace)
+    run = make_run(
+        source,
+        "running",
+        started_at=timezone.now() - timedelta(seconds=20),
+        progress_done=2000,
+        progress_total=8000,
+        peak_requests_10s=96,
+        peak_search_1s=4,
+        requests_in_flight=6,
+        budget_10s=110,
+        search_budget_1s=5,
+        counts={
+            "contacts": {"read": 1500, "partitions": {"done": 3, "total": 8}},
+            "companies": {"read": 500, "partitions": {"done": 1, "total": 2}},
+        },
+    )
+    html = viewer_client.get(reverse("sync_run_progress", args=[source.pk, run.pk])).content.decode()
+    assert "96 of 110</strong> requests (87%)" in html and '<strong class="budget-search">4 of 5</strong>' in html
+    assert "6 in flight" in html and "partitions 4 / 10" in html and 'ETA <span class="progress-eta">1 min 00 s' in html
+    SyncRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=timezone.now(), progress_done=8000)
+    html = viewer_client.get(reverse("sync_run_progress", args=[source.pk, run.pk])).content.decode()
+    assert "in flight" not in html and "96 of 110" in html
+
+
 def test_delivery_progress_fragment(viewer_client, workspace):
     source = make_source(workspace)
     add_records(source, 40)
