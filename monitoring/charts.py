@@ -46,6 +46,20 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+# Colours of the sources (the groups of bars), distinct from the series colours and from the reference red.
+GROUP_COLORS = ("#0b7285", "#f59f00", "#862e9c", "#5c940d", "#c2255c", "#364fc7", "#8d6e63", "#495057")
+MAX_GROUPS_IN_LEGEND = 6
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, str]:
+    """One colour per distinct group (source), in order of first appearance."""
+    colors: dict[str, str] = {}
+    for name in groups:
+        if name not in colors:
+            colors[name] = GROUP_COLORS[len(colors) % len(GROUP_COLORS)]
+    return colors
+
+
 def bar_chart(
     *,
     title: str,
@@ -57,9 +71,15 @@ def bar_chart(
     reference_label: str = "",
     max_value: float | None = None,
     tooltips: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> SafeString:
-    """Grouped bars, one group per label. `reference` draws a dashed horizontal line (e.g. a budget at 100 %)."""
+    """Grouped bars, one group per label. `reference` draws a dashed horizontal line (e.g. a budget at 100 %).
+
+    `groups` names the source of each bar group: with one series the bars take the source's colour, with several
+    a strip in the source's colour runs under each group; the legend names the sources either way."""
     uid = next(_ids)
+    colors = group_colors(groups or [])
+    by_group = len(series) == 1 and bool(colors)
     plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
     plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
     top = max([v or 0 for s in series for v in s.values] + [reference or 0, 0])
@@ -100,13 +120,23 @@ def bar_chart(
                 continue
             yy = y(bar_value)
             height = PAD_TOP + plot_h - yy
+            group = groups[i] if groups and i < len(groups) else ""
+            fill = colors[group] if by_group and group else s.color
+            who = f"{group} · " if group else ""
             parts.append(
                 f'<rect x="{x0 + j * bar_w:.1f}" y="{yy:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                f'height="{max(height, 0.5 if bar_value else 0):.1f}" fill="{s.color}">'
-                f"<title>{escape(label)}: {escape(s.name)} {escape(_fmt(bar_value))}{escape(unit)}</title></rect>"
+                f'height="{max(height, 0.5 if bar_value else 0):.1f}" fill="{fill}">'
+                f"<title>{escape(who + label)}: {escape(s.name)} {escape(_fmt(bar_value))}{escape(unit)}</title></rect>"
+            )
+        group = groups[i] if groups and i < len(groups) else ""
+        if group and not by_group:
+            parts.append(
+                f'<rect class="group-strip" x="{x0:.1f}" y="{PAD_TOP + plot_h + 1:.1f}" '
+                f'width="{max(bar_w * len(series) - 1, 1):.1f}" height="4" fill="{colors[group]}"/>'
             )
         tip = f"<title>{escape(tooltips[i])}</title>" if tooltips and i < len(tooltips) else ""
-        out.append(f'<g class="bar-group">{tip}{"".join(parts)}</g>')
+        data = f' data-group="{escape(group)}"' if group else ""
+        out.append(f'<g class="bar-group"{data}>{tip}{"".join(parts)}</g>')
     out.extend(_x_labels(labels, group_w))
     if reference is not None:
         yy = y(reference)
@@ -116,7 +146,7 @@ def bar_chart(
             f'<text x="{WIDTH - PAD_RIGHT}" y="{yy - 4:.1f}" text-anchor="end" font-size="11" fill="#d64545">'
             f"{escape(reference_label)}</text>"
         )
-    out.extend(_legend(series))
+    out.extend(_legend(series, colors, by_group=by_group))
     out.append("</svg>")
     return mark_safe("".join(out))  # every interpolated text above is escaped
 
@@ -131,28 +161,44 @@ def _x_labels(labels: Sequence[str], group_w: float) -> list[str]:
     ]
 
 
-def _legend(series: Sequence[Series]) -> list[str]:
+def _legend(series: Sequence[Series], colors: dict[str, str], *, by_group: bool) -> list[str]:
+    """The series (unless the bars take their source's colour), then the sources."""
+    entries = [] if by_group else [(s.name, s.color, "legend-series") for s in series]
+    names = list(colors)
+    shown = names[:MAX_GROUPS_IN_LEGEND]
+    entries += [(name, colors[name], "legend-group") for name in shown]
+    if len(names) > len(shown):
+        entries.append((f"+{len(names) - len(shown)} more sources", "#adb5bd", "legend-group"))
     out = []
     x = PAD_LEFT
-    for s in series:
+    for name, color, kind in entries:
+        square = f'<rect x="{x}" y="{HEIGHT - 16}" width="10" height="10" fill="{color}"/>'
+        if kind == "legend-group":
+            square = (
+                f'<rect x="{x}" y="{HEIGHT - 13}" width="10" height="4" fill="{color}"/>' if not by_group else square
+            )
         out.append(
-            f'<rect x="{x}" y="{HEIGHT - 16}" width="10" height="10" fill="{s.color}"/>'
-            f'<text x="{x + 14}" y="{HEIGHT - 7}" font-size="11" fill="#1d2333">{escape(s.name)}</text>'
+            f'<g class="{kind}">{square}'
+            f'<text x="{x + 14}" y="{HEIGHT - 7}" font-size="11" fill="#1d2333">{escape(name)}</text></g>'
         )
-        x += 24 + 7 * len(s.name)
+        x += 24 + 7 * len(name)
     return out
 
 
 def run_charts(points: Sequence) -> list[dict[str, object]]:
-    """The three dashboard charts from dashboard.RunPoint rows: records, durations, API calls vs budget."""
+    """The three dashboard charts from dashboard.RunPoint rows: records, durations, rate-limit budget use. Each
+    bar group is one sync run, coloured and named by its source."""
     labels = [p.label for p in points]
+    groups = [p.source_name for p in points]
     span = f"{len(points)} runs" if points else "no runs"
+    sources = sorted(set(groups))
+    who = f" Sources: {', '.join(sources)}." if sources else ""
     records = bar_chart(
         title="Records per sync run",
         desc=(
             f"Records read from HubSpot, sent to Segment and rejected, per sync run ({span}, last 30 days). "
             f"Totals: {sum(p.read for p in points)} read, {sum(p.sent for p in points)} sent, "
-            f"{sum(p.rejected for p in points)} rejected."
+            f"{sum(p.rejected for p in points)} rejected.{who}"
         ),
         labels=labels,
         series=[
@@ -160,6 +206,8 @@ def run_charts(points: Sequence) -> list[dict[str, object]]:
             Series("sent", [p.sent for p in points], "#12b886"),
             Series("rejected", [p.rejected for p in points], "#e8590c"),
         ],
+        groups=groups,
+        tooltips=[f"{p.source_name} · {p.label}: {p.read} read, {p.sent} sent, {p.rejected} rejected" for p in points],
     )
     durations = [p.duration for p in points]
     known = [d for d in durations if d is not None]
@@ -170,31 +218,59 @@ def run_charts(points: Sequence) -> list[dict[str, object]]:
         summary = f"Longest {longest:.1f} {duration_unit}, median {median:.1f} {duration_unit}."
     duration_chart = bar_chart(
         title="Sync run durations",
-        desc=f"How long each sync run took ({span}). {summary}",
+        desc=f"How long each sync run took ({span}). {summary}{who}",
         labels=labels,
         series=[
             Series(f"duration ({duration_unit})", [d / divide if d is not None else None for d in durations], "#7950f2")
         ],
         unit=" " + duration_unit if duration_unit == "min" else "s",
-    )
-    usage = [(100.0 * p.api_calls / p.budget) if p.budget else None for p in points]
-    peak = max([u for u in usage if u is not None] or [0])
-    api_chart = bar_chart(
-        title="API calls per run against the rate-limit budget",
-        desc=(
-            "HubSpot API calls of each sync run as a share of what the rate limit (110 requests per 10 seconds) "
-            f"allows over the run's duration. Peak {peak:.0f}% of the budget."
-        ),
-        labels=labels,
-        series=[Series("API calls, % of budget", usage, "#1c7ed6")],
-        unit="%",
-        reference=100,
-        reference_label="rate-limit budget (100%)",
-        max_value=120 if peak <= 110 else _nice_max(peak * 1.1),
-        tooltips=[f"{p.label}: {p.api_calls} calls, budget {p.budget}" for p in points],
+        groups=groups,
     )
     return [
         {"id": "chart-records", "title": "Records per run", "svg": records},
         {"id": "chart-durations", "title": "Run durations", "svg": duration_chart},
-        {"id": "chart-api", "title": "API calls vs rate limit", "svg": api_chart},
+        {"id": "chart-api", "title": "Rate-limit budget used", "svg": budget_chart(points)},
     ]
+
+
+def budget_chart(points: Sequence) -> SafeString:
+    """Per run, its busiest 10 s of list/read/batch requests and busiest second of searches as shares of the
+    account's budget (110 per 10 s and 5 per second at HubSpot). A run that met no 429 stayed inside the budget
+    and is never drawn above the 100 % line."""
+    general = [p.budget.percent if p.budget.measured else None for p in points]
+    search = [p.budget.search_percent if p.budget.measured else None for p in points]
+    measured = [p for p in points if p.budget.measured]
+    peak = max([v for v in general + search if v is not None] or [0])
+    limited = sum(p.budget.rate_limited for p in points)
+    budgets = sorted({(p.budget.budget_10s, p.budget.search_budget_1s) for p in points}) or [(110, 5)]
+    general_budget, search_budget = budgets[-1]
+    return bar_chart(
+        title="Rate-limit budget used per run",
+        desc=(
+            f"For each sync run, its busiest 10 seconds of HubSpot list, read and batch requests as a share of the "
+            f"account's budget ({general_budget} per 10 s), and its busiest second of search requests as a share of "
+            f"the search budget ({search_budget} per second). Peak {peak}% over {len(measured)} measured runs; "
+            f"{limited} rate-limit answers (429) met."
+        ),
+        labels=[p.label for p in points],
+        series=[
+            Series(f"busiest 10 s, % of {general_budget}", general, "#1c7ed6"),
+            Series(f"busiest search second, % of {search_budget}", search, "#66d9e8"),
+        ],
+        unit="%",
+        reference=100,
+        reference_label="the account's budget (100%)",
+        max_value=120 if peak <= 110 else _nice_max(peak * 1.1),
+        groups=[p.source_name for p in points],
+        tooltips=[_budget_tip(p) for p in points],
+    )
+
+
+def _budget_tip(p) -> str:
+    b = p.budget
+    if not b.measured:
+        return f"{p.source_name} · {p.label}: {p.api_calls} API calls (run from before the budget was measured)"
+    return (
+        f"{p.source_name} · {p.label}: busiest 10 s {b.shown_peak_10s} of {b.budget_10s} requests, busiest second "
+        f"{b.shown_peak_search_1s} of {b.search_budget_1s} searches, {b.rate_limited} × 429, {p.api_calls} calls"
+    )

@@ -21,14 +21,24 @@ from django.utils import timezone
 
 from hubsync.models import Workspace
 from mappings.models import DeliveryRun, DeliveryStateCount, Mapping, MappingIssue
+from sources.hubspot.meter import WINDOWS_MS, per_window
 from sources.models import Record, RecordCount, Source, SyncRun
+from sources.ratelimit import GENERAL, SEARCH, configured_budgets
 
 # A source whose next sync is this much overdue (or one interval, if shorter) without a run starting is late:
 # the dispatcher runs every minute, so such a delay means beat or the workers are not doing their job.
 LATE_GRACE = timedelta(minutes=15)
-# HubSpot's burst limit for OAuth apps: 110 requests per 10 seconds per account.
-RATE_LIMIT_PER_SECOND = 110 / 10
+# HubSpot's published limits for OAuth apps (per account): 110 list/read/batch requests per rolling 10 s, and 5
+# search requests per second. A run that measured no budget of its own (no limit configured here) is compared
+# with these.
+HUBSPOT_BUDGET_10S = 110
+HUBSPOT_SEARCH_BUDGET_1S = 5
 CHART_DAYS = 30
+# The dashboard follows work live (polling every 2 s) while anything runs and for LIVE_GRACE after the last run
+# ended, so that the deliveries a sync enqueues as it finishes are picked up before the polling stops. The
+# "Running now" panel also lists what finished in the last RECENT, with its outcome and counts.
+LIVE_GRACE = timedelta(seconds=12)
+RECENT = timedelta(minutes=5)
 CHART_MAX_RUNS = 120  # beyond this, the charts show the latest runs: a chart of 3,000 bars reads as noise
 
 
@@ -107,6 +117,9 @@ class Dashboard:
     mappings: list[MappingRow] = field(default_factory=list)
     active_sync_runs: list[Any] = field(default_factory=list)
     active_delivery_runs: list[Any] = field(default_factory=list)
+    recent_sync_runs: list[Any] = field(default_factory=list)  # finished within RECENT, latest first
+    recent_delivery_runs: list[Any] = field(default_factory=list)
+    live: bool = False  # something runs, or ended within LIVE_GRACE: the page keeps following it
 
 
 # --- health -------------------------------------------------------------------------------------------------
@@ -191,13 +204,42 @@ def active_runs(workspace: Workspace) -> tuple[list[Any], list[Any]]:
     return active_sync, active_delivery
 
 
-def attach_progress(active_sync: list[Any], active_delivery: list[Any]) -> None:
-    """Set `.progress` on each running sync and delivery. A delivery gets no total here (it is a count): its
-    first poll, 2 s later, brings it, so the page stays constant-query."""
+def attach_progress(active_sync: list[Any], active_delivery: list[Any], *, count_total: bool = False) -> None:
+    """Set `.progress` on each running sync and delivery. On the page a delivery gets no total (it is a count,
+    kept in the cache once made): the live poll, 2 s later, brings it (`count_total`), so the page itself stays
+    constant-query."""
     for run in active_sync:
         run.progress = sync_progress(run)
     for run in active_delivery:
-        run.progress = delivery_progress(run, count_total=False)
+        run.progress = delivery_progress(run, count_total=count_total)
+
+
+def attach_board_progress(board: Dashboard, *, count_total: bool = False) -> None:
+    """`.progress` on the running runs and on those that just finished (their final bar: no query)."""
+    attach_progress(
+        board.active_sync_runs + board.recent_sync_runs,
+        board.active_delivery_runs + board.recent_delivery_runs,
+        count_total=count_total,
+    )
+
+
+def anything_live(workspace: Workspace, *, now: datetime | None = None) -> bool:
+    """Whether a sync or delivery of the workspace is queued or running, or ended within LIVE_GRACE: four small
+    queries (the active-run constraints' index, the sources' and mappings' last run), for the idle dashboard's
+    watch."""
+    since = (now or timezone.now()) - LIVE_GRACE
+    return (
+        SyncRun.objects.filter(source__workspace=workspace, status__in=ACTIVE_STATUSES).exists()
+        or DeliveryRun.objects.filter(mapping__destination__workspace=workspace, status__in=ACTIVE_STATUSES).exists()
+        or Source.objects.filter(workspace=workspace, last_run__finished_at__gte=since).exists()
+        or Mapping.objects.filter(destination__workspace=workspace, last_run__finished_at__gte=since).exists()
+    )
+
+
+def _recent(runs: list[Any], now: datetime) -> list[Any]:
+    """The runs among `runs` that finished within RECENT, latest first."""
+    done = [r for r in runs if r is not None and r.finished_at and r.status not in ACTIVE_STATUSES]
+    return sorted((r for r in done if now - r.finished_at <= RECENT), key=lambda r: r.finished_at, reverse=True)
 
 
 def first_pending_change():
@@ -240,7 +282,23 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
     record_counts = RecordCount.for_sources([s.pk for s in sources])
     state_counts = DeliveryStateCount.for_mappings([m.pk for m in mappings])
 
-    board = Dashboard(active_sync_runs=active_sync, active_delivery_runs=active_delivery)
+    # What ended lately is each source's and mapping's last run, already joined: no query of its own.
+    for source in sources:
+        if source.last_run is not None:
+            source.last_run.source = source
+    for mapping in mappings:
+        if mapping.last_run is not None:
+            mapping.last_run.mapping = mapping
+    recent_sync = _recent([s.last_run for s in sources], now)
+    recent_delivery = _recent([m.last_run for m in mappings], now)
+    board = Dashboard(
+        active_sync_runs=active_sync,
+        active_delivery_runs=active_delivery,
+        recent_sync_runs=recent_sync,
+        recent_delivery_runs=recent_delivery,
+        live=bool(active_sync or active_delivery)
+        or any(now - r.finished_at <= LIVE_GRACE for r in recent_sync + recent_delivery),
+    )
     for source in sources:
         last = _finished_or_none(source.last_run)
         active = sync_by_source.get(source.pk)
@@ -310,6 +368,8 @@ class Progress:
     status: str
     status_label: str
     elapsed: timedelta | None
+    budget: BudgetUse | None = None  # sync runs: the rate-limit budget used so far
+    partitions: tuple[int, int] | None = None  # sync runs reading in partitions: (done, total)
 
     @property
     def eta_text(self) -> str:
@@ -332,7 +392,7 @@ def _progress(done: int, total: int | None, *, status: str, label: str, started:
 
 
 def sync_progress(run: Any, *, now: datetime | None = None) -> Progress:
-    return _progress(
+    progress = _progress(
         run.progress_done or 0,
         run.progress_total,
         status=run.status,
@@ -341,6 +401,9 @@ def sync_progress(run: Any, *, now: datetime | None = None) -> Progress:
         finished=run.finished_at,
         now=now or timezone.now(),
     )
+    progress.budget = budget_use(run)
+    progress.partitions = partitions(run.counts)
+    return progress
 
 
 def delivery_progress(run: Any, *, now: datetime | None = None, count_total: bool = True) -> Progress:
@@ -372,6 +435,80 @@ def delivery_progress(run: Any, *, now: datetime | None = None, count_total: boo
     )
 
 
+# --- rate-limit budget ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BudgetUse:
+    """What a sync run asked of the account's rate-limit budget (sources.hubspot.meter), for its page and charts."""
+
+    measured: bool  # False for a run older than the meter: only its total of calls is known
+    peak_10s: int
+    budget_10s: int
+    peak_search_1s: int
+    search_budget_1s: int
+    rate_limited: int
+    in_flight: int
+
+    @staticmethod
+    def _share(peak: int, budget: int, rate_limited: int) -> int:
+        share = round(100 * peak / budget) if budget else 0
+        # HubSpot refuses the request past its budget (a 429): a run that met none stayed inside it, and a
+        # reading above 100 % would only be the meter's clock disagreeing with HubSpot's by a few ms.
+        return min(share, 100) if rate_limited == 0 else share
+
+    @property
+    def percent(self) -> int:
+        return self._share(self.peak_10s, self.budget_10s, self.rate_limited)
+
+    @property
+    def search_percent(self) -> int:
+        return self._share(self.peak_search_1s, self.search_budget_1s, self.rate_limited)
+
+    @property
+    def shown_peak_10s(self) -> int:
+        return min(self.peak_10s, self.budget_10s) if self.rate_limited == 0 else self.peak_10s
+
+    @property
+    def shown_peak_search_1s(self) -> int:
+        return min(self.peak_search_1s, self.search_budget_1s) if self.rate_limited == 0 else self.peak_search_1s
+
+
+def default_budgets() -> tuple[int, int]:
+    """The configured budgets per 10 s and per second, or HubSpot's published ones when no limit is set."""
+    budgets = configured_budgets()
+    general = per_window(budgets[GENERAL], WINDOWS_MS[GENERAL]) or HUBSPOT_BUDGET_10S
+    search = per_window(budgets[SEARCH], WINDOWS_MS[SEARCH]) or HUBSPOT_SEARCH_BUDGET_1S
+    return general, search
+
+
+def budget_use(run: Any, defaults: tuple[int, int] | None = None) -> BudgetUse:
+    general, search = defaults or default_budgets()
+    peak, peak_search = run.peak_requests_10s or 0, run.peak_search_1s or 0
+    return BudgetUse(
+        measured=bool(peak or peak_search or not run.api_calls),
+        peak_10s=peak,
+        budget_10s=run.budget_10s or general,
+        peak_search_1s=peak_search,
+        search_budget_1s=run.search_budget_1s or search,
+        rate_limited=run.rate_limited or 0,
+        in_flight=(run.requests_in_flight or 0) if run.status in ACTIVE_STATUSES else 0,
+    )
+
+
+def partitions(counts: Any) -> tuple[int, int] | None:
+    """(done, total) of a partitioned read, summed over the collections that report one
+    (counts[collection]["partitions"] = {"done": n, "total": n}); None when the run is not partitioned."""
+    done = total = 0
+    if isinstance(counts, dict):
+        for c in counts.values():
+            part = c.get("partitions") if isinstance(c, dict) else None
+            if isinstance(part, dict):
+                done += int(part.get("done") or 0)
+                total += int(part.get("total") or 0)
+    return (done, total) if total else None
+
+
 # --- charts data ------------------------------------------------------------------------------------------------
 
 
@@ -386,7 +523,26 @@ class RunPoint:
     rejected: int
     duration: float | None  # seconds
     api_calls: int
-    budget: int | None  # API calls allowed by the rate limit over the run's duration
+    budget: BudgetUse
+    source_name: str = ""
+
+
+RUN_POINT_FIELDS = (
+    "source",
+    "source__name",
+    "status",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "counts",
+    "api_calls",
+    "peak_requests_10s",
+    "peak_search_1s",
+    "rate_limited",
+    "requests_in_flight",
+    "budget_10s",
+    "search_budget_1s",
+)
 
 
 def chart_runs(workspace: Workspace, *, now: datetime | None = None, source_id: int | None = None) -> list[RunPoint]:
@@ -399,35 +555,34 @@ def chart_runs(workspace: Workspace, *, now: datetime | None = None, source_id: 
     ).exclude(status__in=ACTIVE_STATUSES)
     if source_id is not None:
         runs = runs.filter(source_id=source_id)
-    rows = list(
-        runs.order_by("-created_at").values_list(
-            "pk", "source_id", "created_at", "started_at", "finished_at", "counts", "api_calls"
-        )[:CHART_MAX_RUNS]
-    )
+    rows = list(runs.order_by("-created_at").only(*RUN_POINT_FIELDS).select_related("source")[:CHART_MAX_RUNS])
     rows.reverse()
     sums = {
         row["sync_run_id"]: row
-        for row in DeliveryRun.objects.filter(sync_run_id__in=[r[0] for r in rows])
+        for row in DeliveryRun.objects.filter(sync_run_id__in=[r.pk for r in rows])
         .values("sync_run_id")
         .annotate(sent=Sum("sent"), rejected=Sum("rejected"))
         .order_by()
     }
     points = []
-    for pk, src, created, started, finished, counts, api_calls in rows:
+    defaults = default_budgets()
+    for run in rows:
+        started, finished = run.started_at, run.finished_at
         duration = (finished - started).total_seconds() if started and finished else None
-        delivered: abc.Mapping[str, Any] = sums.get(pk, {})
+        delivered: abc.Mapping[str, Any] = sums.get(run.pk, {})
         points.append(
             RunPoint(
-                run_id=pk,
-                source_id=src,
-                label=timezone.localtime(started or created).strftime("%b %d %H:%M"),
-                at=started or created,
-                read=total_read(counts),
+                run_id=run.pk,
+                source_id=run.source_id,
+                label=timezone.localtime(started or run.created_at).strftime("%b %d %H:%M"),
+                at=started or run.created_at,
+                read=total_read(run.counts),
                 sent=delivered.get("sent") or 0,
                 rejected=delivered.get("rejected") or 0,
                 duration=duration,
-                api_calls=api_calls or 0,
-                budget=int(RATE_LIMIT_PER_SECOND * max(duration, 1)) if duration is not None else None,
+                api_calls=run.api_calls or 0,
+                budget=budget_use(run, defaults),
+                source_name=run.source.name,
             )
         )
     return points

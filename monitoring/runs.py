@@ -1,6 +1,6 @@
-"""Run pages (every SyncRun and DeliveryRun has one), their live progress fragments, and the dashboard's lazy
-workers panel. Progress fragments are polled by htmx every 2 s and answer 286 once the run has ended, which
-stops the polling."""
+"""Run pages (every SyncRun and DeliveryRun has one), their live progress fragments, and the dashboard's live
+part and lazy workers panel. Progress fragments and the live part are polled by htmx every 2 s and answer 286
+once the work has ended, which stops the polling."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hubsync.redact import redact
 from mappings.models import DeliveryRun
 from sources.models import SyncRun
 
-from . import dashboard, workers
+from . import charts, dashboard, workers
 
 
 def _sync_run(request: HttpRequest, source_id: int, sync_run_id: int) -> Any:
@@ -66,7 +66,7 @@ def sync_run_detail(request: WorkspaceRequest, source_id: int, sync_run_id: int)
         "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
         "progress": dashboard.sync_progress(run),
         "total_read": dashboard.total_read(run.counts),
-        "budget": int(dashboard.RATE_LIMIT_PER_SECOND * max(duration.total_seconds(), 1)) if duration else None,
+        "budget": dashboard.budget_use(run),
     }
     return render(request, "hubsync/sync_run.html", context)
 
@@ -106,12 +106,26 @@ def delivery_run_progress(request: WorkspaceRequest, delivery_run_id: int) -> Ht
 
 
 @workspace_view()
-def dashboard_running(request: WorkspaceRequest) -> HttpResponse:
-    """The dashboard's "Running now" section alone, polled while nothing was running when the page loaded."""
-    active_sync, active_delivery = dashboard.active_runs(request.workspace)
-    dashboard.attach_progress(active_sync, active_delivery)
-    context = {"active_sync_runs": active_sync, "active_delivery_runs": active_delivery}
-    return render(request, "hubsync/_running.html", context)
+def dashboard_live(request: WorkspaceRequest) -> HttpResponse:
+    """The dashboard's live part (running panel, source and mapping rows), polled every 2 s while anything runs.
+    Once nothing has run for LIVE_GRACE, the answer is a 286: htmx swaps it in and stops polling."""
+    board = dashboard.build(request.workspace)
+    dashboard.attach_board_progress(board, count_total=True)
+    context: dict[str, Any] = {"board": board}
+    if not board.live:
+        # The work ended: the charts take in the runs that just finished, once (out of band).
+        context["charts"] = charts.run_charts(dashboard.chart_runs(request.workspace))
+    return render(request, "hubsync/_live.html", context, status=200 if board.live else HTMX_STOP_POLLING)
+
+
+@workspace_view()
+def dashboard_watch(request: WorkspaceRequest) -> HttpResponse:
+    """The idle dashboard's question every 10 s: has work started? A 204 either way; when it has, the
+    "hubsync-work" event (HX-Trigger) makes the live part fetch itself and follow the work."""
+    response = HttpResponse(status=204)
+    if dashboard.anything_live(request.workspace):
+        response["HX-Trigger"] = "hubsync-work"
+    return response
 
 
 @workspace_view()

@@ -18,7 +18,8 @@ urlpatterns = [
     path("debug/records/", views_debugger.record_debugger, name="record_debugger"),
     # Dashboard fragments and run pages (monitoring.runs).
     path("dashboard/workers/", runs.dashboard_workers, name="dashboard_workers"),
-    path("dashboard/running/", runs.dashboard_running, name="dashboard_running"),
+    path("dashboard/live/", runs.dashboard_live, name="dashboard_live"),
+    path("dashboard/watch/", runs.dashboard_watch, name="dashboard_watch"),
     path("sources/<int:source_id>/runs/<int:sync_run_id>/", runs.sync_run_detail, name="sync_run"),
     path("sources/<int:source_id>/runs/<int:sync_run_id>/progress/", runs.sync_run_progress, name="sync_run_progress"),
     path("deliveries/<int:delivery_run_id>/", runs.delivery_run_detail, name="delivery_run"),

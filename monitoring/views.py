@@ -19,7 +19,7 @@ def dashboard(request: WorkspaceRequest) -> HttpResponse:
     if not board.sources:
         # Nothing connected yet: the empty state with the first step.
         return render(request, "hubsync/dashboard.html", {"board": board})
-    board_module.attach_progress(board.active_sync_runs, board.active_delivery_runs)
+    board_module.attach_board_progress(board)
     points = board_module.chart_runs(request.workspace)
     context = {"board": board, "charts": charts.run_charts(points), "chart_days": board_module.CHART_DAYS}
     return render(request, "hubsync/dashboard.html", context)

@@ -144,6 +144,15 @@ class SyncRun(RunBase):
     retries = models.IntegerField(default=0)
     progress_done = models.BigIntegerField(default=0)
     progress_total = models.BigIntegerField(null=True, blank=True)
+    # What the run asked of the account's rate-limit budget (sources.hubspot.meter): its busiest rolling 10 s of
+    # list/read/batch requests and busiest second of search requests, the 429s met, the requests in flight at the
+    # last heartbeat, and the limiter's budget for the account (None: no limit configured).
+    peak_requests_10s = models.IntegerField(default=0, db_default=0)
+    peak_search_1s = models.IntegerField(default=0, db_default=0)
+    rate_limited = models.IntegerField(default=0, db_default=0)
+    requests_in_flight = models.IntegerField(default=0, db_default=0)
+    budget_10s = models.IntegerField(null=True, blank=True)
+    search_budget_1s = models.IntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

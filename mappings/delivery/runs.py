@@ -18,6 +18,7 @@ from hubsync import handoff
 from ..models import DeliveryRun, Mapping
 from ..services import request_delivery
 from .checkpoint import RUN_COUNT_FIELDS
+from .pending import mapping_behind
 
 
 def _inherited_unconfirmed(mapping_id: int, run_id: int) -> list[int] | None:
@@ -67,6 +68,11 @@ def _claim_run(mapping: Mapping, sync_run_id: int | None) -> DeliveryRun | None:
     return None
 
 
+def _fresh(mapping: Mapping) -> Mapping:
+    """The mapping as it is now (its watermark moved during the run)."""
+    return Mapping.objects.select_related("data_model").get(pk=mapping.pk)
+
+
 def _finish(run: DeliveryRun, mapping: Mapping) -> None:
     run.finished_at = timezone.now()
     with transaction.atomic():
@@ -89,8 +95,9 @@ def _finish(run: DeliveryRun, mapping: Mapping) -> None:
         )
         if requested:
             Mapping.objects.filter(pk=mapping.pk).update(delivery_requested=False)
-            if run.status == DeliveryRun.Status.SUCCEEDED:
-                # Changes were merged while we ran and their delivery request found us busy: go again. After a
-                # failure we don't loop; the next sync (or a retry by hand) delivers them.
+            if run.status == DeliveryRun.Status.SUCCEEDED and mapping_behind(_fresh(mapping)):
+                # Changes were merged while we ran and their delivery request found us busy: go again, unless
+                # this run already delivered them (then the next run would consider nothing). After a failure we
+                # don't loop; the next sync (or a retry by hand) delivers them.
                 request_delivery(mapping_id=mapping.pk)
     handoff.send(handoff.RUN_FINISHED, workspace_id=mapping.destination.workspace_id)

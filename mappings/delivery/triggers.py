@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from sources.extraction import execute_run_foreground
-from sources.models import Record, Source, SourceCollection, SyncRun
+from sources.models import Source, SourceCollection, SyncRun
 
-from ..models import DeliveryRun, DeliveryState, Mapping
+from ..models import DeliveryRun, Mapping
 from ..services import request_delivery
 from .engine import deliver
-from .messages import MessageBuilder
+from .pending import mapping_behind
 
 
 def enqueue_deliveries(
@@ -32,44 +32,48 @@ def enqueue_deliveries(
 
 
 def deliveries_after_sync(*, source_id: int, collections: list[str], sync_run_id: int | None = None) -> int:
-    """The reaction to extraction's "mirror changed": enqueue the deliveries of `collections` plus those of the
-    collections whose deliveries are behind (a failed or killed delivery, a mapping enabled since), so the next
-    run resends them even when HubSpot had no change. Returns the number of deliveries enqueued."""
+    """The reaction to extraction's "mirror changed": enqueue a delivery of every enabled mapping of the source
+    that has something to deliver, whether the run changed its collection (`collections`) or its deliveries are
+    behind (a failed or killed delivery, a mapping enabled or edited since), so the next run resends them even
+    when HubSpot had no change. A mapping with nothing to deliver gets no delivery: the run's changes may
+    already have been delivered by a delivery started during the run. Returns the number enqueued."""
     source = Source.objects.filter(pk=source_id).first()
     if source is None:
         return 0
-    wanted = set(collections) | collections_behind(source)
-    if not wanted:
-        return 0
-    sync_run = SyncRun.objects.filter(pk=sync_run_id).first() if sync_run_id is not None else None
-    return enqueue_deliveries(source=source, collections=sorted(wanted), sync_run=sync_run)
+    sync_run_id = sync_run_id if sync_run_id is None or SyncRun.objects.filter(pk=sync_run_id).exists() else None
+    schemas: dict[str, dict] = {}
+    enqueued = 0
+    for mapping in _enabled_mappings(source).filter(paused_reason=""):
+        collection = mapping.data_model.collection
+        if collection not in schemas:
+            schemas[collection] = _schema(source, collection)
+        if mapping_behind(mapping, schemas[collection]):
+            enqueued += int(request_delivery(mapping_id=mapping.pk, sync_run_id=sync_run_id))
+    return enqueued
 
 
 def collections_behind(source: Any) -> set[str]:
-    """The collections of `source` with an enabled mapping that has not delivered everything in the mirror: rows
-    past its watermark (a failed, partial or killed delivery holds the watermark back) or a configuration
-    changed since its watermark was set. The extraction engine adds them to the deliveries it starts after a run,
-    so a delivery that did not finish is resent by the next run even when HubSpot had no change."""
+    """The collections of `source` with an enabled mapping that has not delivered everything in the mirror
+    (`pending.mapping_behind`). `sync_in_foreground` adds them to the collections it delivers after a run, so a
+    delivery that did not finish is resent by the next run even when HubSpot had no change."""
     behind: set[str] = set()
-    mappings = Mapping.objects.filter(enabled=True, data_model__source=source).select_related(
-        "data_model", "destination"
-    )
-    for mapping in mappings:
+    for mapping in _enabled_mappings(source):
         collection = mapping.data_model.collection
-        if collection in behind:
-            continue
-        schema = (
-            SourceCollection.objects.filter(source=source, collection=collection)
-            .values_list("properties", flat=True)
-            .first()
-        ) or {}
-        edited = mapping.watermark_config_hash != MessageBuilder(mapping, schema).config_hash
-        pending = Record.objects.filter(source=source, collection=collection, change_seq__gt=mapping.watermark)
-        # Records whose retry was asked for (or whose retried batch failed) wait below the watermark.
-        retrying = DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY)
-        if edited or pending.exists() or retrying.exists():
+        if collection not in behind and mapping_behind(mapping, _schema(source, collection)):
             behind.add(collection)
     return behind
+
+
+def _enabled_mappings(source: Any) -> Any:
+    return Mapping.objects.filter(enabled=True, data_model__source=source).select_related("data_model", "destination")
+
+
+def _schema(source: Any, collection: str) -> dict:
+    return (
+        SourceCollection.objects.filter(source=source, collection=collection)
+        .values_list("properties", flat=True)
+        .first()
+    ) or {}
 
 
 def sync_in_foreground(*, run_id: int, progress: Any = None) -> tuple[SyncRun | None, set[str]]:
@@ -86,10 +90,14 @@ def deliver_collections(
     *, source: Any, collections: list[str] | tuple[str, ...] | set[str], sync_run_id: int | None = None
 ) -> list[tuple[Mapping, DeliveryRun | None]]:
     """Deliver, in this process and one after the other, every enabled mapping on `collections` of `source`
-    (what enqueue_deliveries would queue). For `manage.py sync` and tests; (mapping, run or None) each."""
+    that has something to deliver (what deliveries_after_sync would queue). For `manage.py sync` and tests;
+    (mapping, run or None) each: None when it had nothing to deliver, or was disabled or busy."""
     mappings = (
         Mapping.objects.filter(enabled=True, data_model__source=source, data_model__collection__in=list(collections))
         .select_related("data_model")
         .order_by("pk")
     )
-    return [(mapping, deliver(mapping_id=mapping.pk, sync_run_id=sync_run_id)) for mapping in mappings]
+    return [
+        (mapping, deliver(mapping_id=mapping.pk, sync_run_id=sync_run_id) if mapping_behind(mapping) else None)
+        for mapping in mappings
+    ]

@@ -19,6 +19,7 @@ from hubsync import handoff
 from hubsync.redact import redact
 
 from ..hubspot import HubSpotClient
+from ..hubspot.meter import RequestMeter
 from ..models import Record, Source, SourceCollection, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class EngineBase:
         self.progress = progress
         self.source = Source.objects.get(pk=run.source_id)
         self.client: HubSpotClient | None = None
+        # Shared by every client the run opens: the run's true use of the account's rate-limit budget.
+        self.meter = RequestMeter()
         self.counts: dict[str, dict] = {}
         self.done = 0
         self.total = 0
@@ -102,16 +105,28 @@ class EngineBase:
             return 0, 0
         return int(getattr(self.client, "api_calls", 0)), int(getattr(self.client, "retries", 0))
 
+    def run_fields(self) -> dict:
+        """The SyncRun fields a heartbeat and the finish write: counts, progress, calls, the budget used."""
+        api_calls, retries = self._client_stats()
+        reading = self.meter.snapshot()
+        return {
+            "counts": self.counts,
+            "api_calls": api_calls,
+            "retries": retries,
+            "progress_done": self.done,
+            "progress_total": self.total or None,
+            "peak_requests_10s": reading.peak_requests_10s,
+            "peak_search_1s": reading.peak_search_1s,
+            "rate_limited": reading.rate_limited,
+            "requests_in_flight": reading.in_flight,
+            "budget_10s": reading.budget_10s,
+            "search_budget_1s": reading.search_budget_1s,
+        }
+
     def heartbeat(self) -> None:
         """Save progress and prove ownership; inside a page transaction this is the fence."""
-        api_calls, retries = self._client_stats()
         updated = SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker).update(
-            heartbeat_at=timezone.now(),
-            counts=self.counts,
-            api_calls=api_calls,
-            retries=retries,
-            progress_done=self.done,
-            progress_total=self.total or None,
+            heartbeat_at=timezone.now(), **self.run_fields()
         )
         if not updated:
             raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")

@@ -87,17 +87,9 @@ class Engine(Reads):
 
     def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
         now = timezone.now()
-        api_calls, retries = self._client_stats()
+        fields = {**self.run_fields(), "requests_in_flight": 0}
         updated = SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker).update(
-            status=status,
-            error=error,
-            finished_at=now,
-            heartbeat_at=now,
-            counts=self.counts,
-            api_calls=api_calls,
-            retries=retries,
-            progress_done=self.done,
-            progress_total=self.total or None,
+            status=status, error=error, finished_at=now, heartbeat_at=now, **fields
         )
         if not updated:
             raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")
@@ -146,7 +138,7 @@ class Engine(Reads):
         ChangeCounter.objects.get_or_create(source=self.source)
         failed = 0
         try:
-            self.client = HubSpotClient(self.source)
+            self.client = HubSpotClient(self.source, meter=self.meter)
             for sc in collections:
                 self.counts[sc.collection] = empty_counts()
                 try:

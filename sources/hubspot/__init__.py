@@ -21,6 +21,7 @@ read as archived on the next run.) `search_page` does the same for search bodies
 from __future__ import annotations
 
 from .client import HubSpotClient
+from .meter import MeterReading, RequestMeter
 from .tokens import refresh_access_token
 from .wire import (
     BATCH_SIZE,
@@ -48,9 +49,11 @@ __all__ = [
     "BadRequest",
     "HubSpotClient",
     "HubSpotError",
+    "MeterReading",
     "MissingScopes",
     "NeedsReconnect",
     "NotFound",
+    "RequestMeter",
     "TransientError",
     "_retry_after",
     "api_base",

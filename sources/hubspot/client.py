@@ -14,7 +14,8 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from ..models import Source
-from ..ratelimit import GENERAL, SEARCH, RateLimiter, account_key, get_rate_limiter
+from ..ratelimit import GENERAL, KINDS, SEARCH, RateLimiter, account_key, get_rate_limiter
+from .meter import RequestMeter
 from .tokens import _fresh, refresh_access_token
 from .wire import (
     _BY_STATUS,
@@ -36,7 +37,8 @@ log = logging.getLogger("sources.hubspot")
 
 
 class HubSpotClient:
-    """HubSpot CRM v3 for one connection. Not thread-safe: one client per run (they share the limiter)."""
+    """HubSpot CRM v3 for one connection. Not thread-safe: one client per thread (they share the limiter, and the
+    clients of one run share its `RequestMeter`, which is)."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class HubSpotClient:
         backoff_base: float | None = None,
         backoff_cap: float | None = None,
         session: requests.Session | None = None,
+        meter: RequestMeter | None = None,
     ) -> None:
         if source is None and not access_token:
             raise ValueError("HubSpotClient needs a source or an access_token")
@@ -66,6 +69,9 @@ class HubSpotClient:
         self.retries = 0
         self.token_refreshes = 0
         self.session = session or self._new_session()
+        self.meter = meter if meter is not None else RequestMeter()
+        for kind in KINDS:
+            self.meter.budget_seen(kind, self.limiter.budget(self.account, kind))
 
     @staticmethod
     def _new_session() -> requests.Session:
@@ -179,7 +185,11 @@ class HubSpotClient:
         self.limiter.acquire(self.account, kind)
         self.api_calls += 1
         started = time.monotonic()
-        response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
+        self.meter.started(kind)
+        try:
+            response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
+        finally:
+            self.meter.finished()
         log.debug(
             "HubSpot %s %s -> %s in %.0f ms %s",
             method,
@@ -189,6 +199,9 @@ class HubSpotClient:
             response.headers.get("X-HubSpot-Correlation-Id", ""),
         )
         self.limiter.observe(self.account, response.headers, kind)
+        self.meter.budget_seen(kind, self.limiter.budget(self.account, kind))
+        if response.status_code == 429:
+            self.meter.rate_limited()
         return response
 
     def _again(self, attempt: int, error: HubSpotError, delay: float | None = None) -> int:

@@ -421,6 +421,73 @@ def test_a_sync_enqueues_the_deliveries_of_its_changed_collections_and_of_those_
     assert queued == [(mapping.pk, run.pk)]
 
 
+def test_no_delivery_starts_that_would_consider_nothing(workspace, hub, segment, monkeypatch, inline_handoffs):
+    """Issue 14.8: a sync whose changes are already delivered (by a delivery started during the run) starts no
+    delivery for that mapping, while a second mapping of the same collection that is behind gets its own; and a
+    delivery that finds a request left for it re-runs only when something is left to deliver."""
+    from mappings.delivery import deliver_collections, deliveries_after_sync
+    from mappings.delivery import engine as delivery_engine
+    from mappings.models import Mapping
+    from mappings.tasks import deliver_mapping
+    from sources.extraction import execute_run
+    from sources.runs import create_run
+
+    queued: list[tuple] = []
+    monkeypatch.setattr(deliver_mapping, "delay_on_commit", lambda *args: queued.append(args))
+    source, mapping = setup_pipeline(workspace, hub, segment, contacts=20)
+    run = execute_run(run_id=create_run(source=source, trigger=SyncRun.Trigger.MANUAL).pk)
+    assert run.status == SyncRun.Status.SUCCEEDED and queued == [(mapping.pk, run.pk)]
+    assert deliver(mapping_id=mapping.pk, sync_run_id=run.pk).considered == 20
+
+    # The run's "mirror changed" (its collection changed) arrives after that delivery took the changes.
+    queued.clear()
+    assert deliveries_after_sync(source_id=source.pk, collections=["contacts"], sync_run_id=run.pk) == 0
+    assert queued == []
+
+    # A second mapping of the same collection, never delivered: only it is behind.
+    other = Mapping.objects.create(
+        destination=mapping.destination,
+        data_model=mapping.data_model,
+        profile_space=mapping.profile_space,
+        action="identify",
+        identifiers=mapping.identifiers,
+        traits=mapping.traits[:1],
+        enabled=True,
+    )
+    assert deliveries_after_sync(source_id=source.pk, collections=["contacts"], sync_run_id=run.pk) == 1
+    assert queued == [(other.pk, run.pk)]
+
+    # Requests that arrive while a delivery runs (they find it busy and leave the mapping's flag).
+    during: list = []
+    execute = delivery_engine._Delivery.execute
+
+    def execute_then(self) -> None:
+        execute(self)
+        for action in during:
+            action()
+
+    monkeypatch.setattr(delivery_engine._Delivery, "execute", execute_then)
+
+    def request() -> None:
+        Mapping.objects.filter(pk=other.pk).update(delivery_requested=True)
+
+    # One for changes this delivery itself sends: no second delivery, which would consider nothing.
+    queued.clear()
+    during[:] = [request]
+    assert deliver(mapping_id=other.pk, sync_run_id=run.pk).considered == 20
+    assert queued == []
+    # One for a change it did not see (the mapping edited meanwhile): the next delivery starts.
+    during[:] = [request, lambda: Mapping.objects.filter(pk=other.pk).update(traits=mapping.traits)]
+    Mapping.objects.filter(pk=other.pk).update(traits=mapping.traits[:2])
+    assert deliver(mapping_id=other.pk).considered == 20
+    assert queued == [(other.pk,)]
+    # `manage.py sync` delivers in this process by the same rule: the mapping with nothing to deliver is skipped.
+    results = deliver_collections(source=source, collections=["contacts"])
+    assert [(m.pk, d is None) for m, d in results] == [(mapping.pk, True), (other.pk, False)]
+    assert results[1][1].considered == 20
+    assert not DeliveryRun.objects.filter(considered=0).exists()
+
+
 def test_the_sources_dispatcher_is_registered_for_the_beat_tick():
     from hubsync.dispatch import dispatchers
     from sources.dispatch import dispatch_due_syncs

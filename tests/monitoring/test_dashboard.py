@@ -4,6 +4,7 @@ fragments that stop polling; the lazy workers panel."""
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import timedelta
 
 import pytest
@@ -318,9 +319,10 @@ def test_dashboard_shows_rows_progress_charts_and_lazy_workers(viewer_client, wo
     running = make_run(source, "running", set_last=False, progress_done=250, progress_total=1000)
     html = viewer_client.get(reverse("dashboard")).content.decode()
     assert "Main portal" in html and "Contacts to Prod" in html
-    # Live progress with a poll that the run page's fragment answers.
-    poll = reverse("sync_run_progress", args=[source.pk, running.pk])
-    assert f'hx-get="{poll}"' in html and 'hx-trigger="every 2s"' in html
+    assert html.count('id="dash-charts"') == 1 and "hx-swap-oob" not in html
+    # Live progress: the dashboard's live part polls itself (the bars inside it do not poll on their own).
+    assert f'hx-get="{reverse("dashboard_live")}"' in html and 'hx-trigger="every 2s"' in html
+    assert reverse("sync_run_progress", args=[source.pk, running.pk]) not in html
     assert "250 / 1000" in html and "25%" in html
     # Charts: inline SVG with title and desc.
     assert html.count("<svg") == 3 and "<desc" in html and "Records per sync run" in html
@@ -346,23 +348,107 @@ def test_progress_fragment_polls_until_the_run_ends(viewer_client, workspace):
     assert "120 / 120" in html and "hx-trigger" not in html and "Succeeded" in html
 
 
-def test_a_run_that_starts_while_the_dashboard_is_open_appears(viewer_client, workspace, outsider):
-    source = make_source(workspace)
+def test_the_dashboard_follows_work_from_its_start_to_its_deliveries_then_stops(viewer_client, workspace, outsider):
+    """Idle, the page watches; a sync that starts makes its live part poll; the deliveries the sync started appear
+    under "Running now", then with their counts; after LIVE_GRACE the answer is a 286 with the final state."""
+    source = make_source(workspace, name="Main portal")
     make_run(source, "succeeded")
     page = viewer_client.get(reverse("dashboard")).content.decode()
+    assert 'data-live="false"' in page and 'hx-trigger="hubsync-work from:body"' in page
+    assert f'hx-get="{reverse("dashboard_watch")}"' in page and 'hx-trigger="every 10s"' in page
     assert "Running now" not in page
-    assert reverse("dashboard_running") in page and 'hx-trigger="every 10s"' in page  # nothing running: it looks
 
-    poll = viewer_client.get(reverse("dashboard_running"), headers={"HX-Request": "true"}).content.decode()
-    assert "Running now" not in poll and 'hx-trigger="every 10s"' in poll  # still nothing: keep looking
+    watch = viewer_client.get(reverse("dashboard_watch"), headers={"HX-Request": "true"})
+    assert watch.status_code == 204 and "HX-Trigger" not in watch.headers  # nothing yet: keep watching
 
-    run = make_run(source, "running", set_last=False, progress_done=5, progress_total=50)
+    run = make_run(source, "running", progress_done=5, progress_total=50, started_at=timezone.now())
     other = make_run(make_source(outsider.memberships.get().workspace, name="Globex source"), "running")
-    poll = viewer_client.get(reverse("dashboard_running"), headers={"HX-Request": "true"}).content.decode()
-    assert "Running now" in poll and reverse("sync_run", args=[source.pk, run.pk]) in poll
-    assert "5 / 50" in poll and reverse("sync_run_progress", args=[source.pk, run.pk]) in poll
-    assert reverse("sync_run", args=[other.source_id, other.pk]) not in poll  # another workspace's run
-    assert 'hx-trigger="every 10s"' not in poll  # from now on the run's own progress fragment polls
+    watch = viewer_client.get(reverse("dashboard_watch"), headers={"HX-Request": "true"})
+    assert watch.status_code == 204 and watch.headers["HX-Trigger"] == "hubsync-work"
+    live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
+    html = live.content.decode()
+    assert live.status_code == 200 and 'data-live="true"' in html and 'hx-trigger="every 2s"' in html
+    assert "Running now" in html and reverse("sync_run", args=[source.pk, run.pk]) in html and "5 / 50" in html
+    assert reverse("sync_run", args=[other.source_id, other.pk]) not in html  # another workspace's run
+    assert 'data-health="running"' in html and "running now" in html
+
+    # The sync ends; the delivery it started is running.
+    now = timezone.now()
+    SyncRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=now, progress_done=50)
+    add_records(source, 50)
+    mapping = make_mapping(workspace, source, name="Contacts to Prod")
+    delivery = make_delivery(mapping, "running", sync_run=run, considered=10, watermark_from=0)
+    html = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"}).content.decode()
+    assert f'data-run="delivery-{delivery.pk}"' in html and "10 / 50" in html  # the total, counted by this poll
+    assert f'data-run="sync-{run.pk}" data-status="succeeded"' in html and "50 / 50" in html
+    assert '<td class="right records-in-mirror">50</td>' in html
+
+    # The delivery ends: still followed for LIVE_GRACE, with its counts under "Finished in the last few minutes".
+    DeliveryRun.objects.filter(pk=delivery.pk).update(
+        status="succeeded", finished_at=timezone.now(), considered=50, sent=48, rejected=2
+    )
+    live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
+    html = live.content.decode()
+    assert live.status_code == 200 and "Nothing running now" in html
+    assert "dash-charts" not in html
+    assert f'data-run="delivery-{delivery.pk}" data-status="succeeded"' in html and "48 sent, 2 rejected" in html
+
+    # LIVE_GRACE later: the final state, and a 286 that stops the polling.
+    past = timezone.now() - dashboard.LIVE_GRACE - timedelta(seconds=1)
+    DeliveryRun.objects.filter(pk=delivery.pk).update(finished_at=past)
+    SyncRun.objects.filter(pk=run.pk).update(finished_at=past)
+    SyncRun.objects.filter(pk=other.pk).update(status="failed", finished_at=timezone.now())  # not ours
+    live = viewer_client.get(reverse("dashboard_live"), headers={"HX-Request": "true"})
+    html = live.content.decode()
+    assert live.status_code == 286 and 'data-live="false"' in html and 'hx-trigger="every 2s"' not in html
+    # The charts come along once, out of band, with the runs that just ended (the polling answers had none).
+    assert 'id="dash-charts" hx-swap-oob="true"' in html and "Records per sync run" in html
+    assert f'data-run="delivery-{delivery.pk}"' in html  # what just happened stays on screen
+    assert viewer_client.get(reverse("dashboard_watch")).headers.get("HX-Trigger") is None
+
+
+def _live_queries(client) -> int:
+    # Warm: the session, and each running delivery's total (counted once per run, then cached).
+    client.get(reverse("dashboard_live"))
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(reverse("dashboard_live"))
+    assert response.status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_live_part_queries_do_not_grow_with_sources_and_runs(owner_client, workspace):
+    _populate(workspace, 1)
+    one = _live_queries(owner_client)
+    _populate(workspace, 20)
+    assert _live_queries(owner_client) == one <= 15
+
+
+def test_running_sync_shows_budget_in_flight_and_partitions(viewer_client, workspace):
+    """Issue 13.7 on the run's live fragment: requests per 10 s against the budget, per second of search against
+    5, in flight, partitions done / total (when the engine reads in partitions), ETA."""
+    source = make_source(workspace)
+    run = make_run(
+        source,
+        "running",
+        started_at=timezone.now() - timedelta(seconds=20),
+        progress_done=2000,
+        progress_total=8000,
+        peak_requests_10s=96,
+        peak_search_1s=4,
+        requests_in_flight=6,
+        budget_10s=110,
+        search_budget_1s=5,
+        counts={
+            "contacts": {"read": 1500, "partitions": {"done": 3, "total": 8}},
+            "companies": {"read": 500, "partitions": {"done": 1, "total": 2}},
+        },
+    )
+    html = viewer_client.get(reverse("sync_run_progress", args=[source.pk, run.pk])).content.decode()
+    assert "96 of 110</strong> requests (87%)" in html and '<strong class="budget-search">4 of 5</strong>' in html
+    assert "6 in flight" in html and "partitions 4 / 10" in html and 'ETA <span class="progress-eta">1 min' in html
+    SyncRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=timezone.now(), progress_done=8000)
+    html = viewer_client.get(reverse("sync_run_progress", args=[source.pk, run.pk])).content.decode()
+    assert "in flight" not in html and "96 of 110" in html
 
 
 def test_delivery_progress_fragment(viewer_client, workspace):
@@ -526,6 +612,10 @@ def test_chart_points_join_deliveries_and_budget(workspace):
         finished_at=now,
         api_calls=550,
         counts={"contacts": {"read": 7}, "deals": {"read": 3}},
+        peak_requests_10s=104,
+        peak_search_1s=2,
+        budget_10s=110,
+        search_budget_1s=5,
     )
     make_run(source, created_at=now - timedelta(days=40), started_at=now - timedelta(days=40))  # too old
     m1, m2 = make_mapping(workspace, source), make_mapping(workspace, source)
@@ -535,7 +625,70 @@ def test_chart_points_join_deliveries_and_budget(workspace):
     assert len(points) == 1
     p = points[0]
     assert (p.read, p.sent, p.rejected, p.api_calls) == (10, 7, 3, 550)
-    assert p.budget == 1100  # 110 per 10 s over 100 s
+    # The busiest rolling 10 s against the account's 110, not the calls against 11 per second of the run.
+    assert (p.budget.peak_10s, p.budget.budget_10s, p.budget.percent) == (104, 110, 95)
+    assert (p.budget.peak_search_1s, p.budget.search_budget_1s, p.budget.search_percent) == (2, 5, 40)
+    assert p.source_name == source.name
+
+
+def _budget_run(**fields) -> SyncRun:
+    defaults = {"status": "succeeded", "api_calls": 20, "rate_limited": 0, "requests_in_flight": 0}
+    return SyncRun(**{**defaults, **fields})
+
+
+def test_healthy_run_is_never_above_the_budget_line(settings):
+    """The issue's case: a first sync of 20 calls in 2 s used 20 of 110, not "20 of a budget of 11"; a meter
+    reading past the budget without any 429 is clamped to 100 %, a run that met 429s shows what it met."""
+    settings.HUBSPOT_RATE_LIMIT = 110
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 10_000
+    first = dashboard.budget_use(_budget_run(peak_requests_10s=20, budget_10s=110, search_budget_1s=5))
+    assert (first.shown_peak_10s, first.budget_10s, first.percent) == (20, 110, 18)
+    edge = dashboard.budget_use(_budget_run(peak_requests_10s=112, peak_search_1s=6, budget_10s=110))
+    assert (edge.shown_peak_10s, edge.percent, edge.shown_peak_search_1s, edge.search_percent) == (110, 100, 5, 100)
+    stormy = dashboard.budget_use(_budget_run(peak_requests_10s=121, budget_10s=110, rate_limited=9))
+    assert (stormy.shown_peak_10s, stormy.percent) == (121, 110)
+    # No budget stored (no limit configured here): the configured one, else HubSpot's published 110 and 5.
+    assert dashboard.budget_use(_budget_run(peak_requests_10s=5)).budget_10s == 110
+    settings.HUBSPOT_RATE_LIMIT = 0
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
+    assert dashboard.default_budgets() == (110, 5)
+    # A run from before the meter: only its calls are known, and nothing is drawn for it.
+    assert not dashboard.budget_use(_budget_run(peak_requests_10s=0)).measured
+    svg = charts.budget_chart(
+        [
+            dashboard.RunPoint(1, 1, "a", timezone.now(), 0, 0, 0, 2.0, 20, first, "Portal A"),
+            dashboard.RunPoint(2, 1, "b", timezone.now(), 0, 0, 0, 2.0, 20, edge, "Portal A"),
+        ]
+    )
+    reference_y = float(re.search(r'<line [^>]*y1="([^"]+)"[^>]*class="reference"', svg).group(1))
+    tops = [
+        float(y)
+        for y in re.findall(r'<rect x="[^"]+" y="([^"]+)" width="[^"]+" height="[^"]+" fill="#1c7ed6"><title>', svg)
+    ]
+    assert len(tops) == 2 and all(top >= reference_y - 0.01 for top in tops), (tops, reference_y)
+    assert "busiest 10 s 20 of 110 requests" in svg and "0 × 429" in svg
+
+
+def test_charts_tell_sources_apart(workspace):
+    """Two sources' runs: every bar group names its source, the sources have their own colours and a legend."""
+    now = timezone.now()
+    one, two = make_source(workspace, name="EU portal"), make_source(workspace, name="US portal")
+    for i, source in enumerate((one, two, one)):
+        make_run(source, started_at=now - timedelta(minutes=30 - i), finished_at=now - timedelta(minutes=29 - i))
+    points = dashboard.chart_runs(workspace, now=now)
+    assert [p.source_name for p in points] == ["EU portal", "US portal", "EU portal"]
+    for chart in charts.run_charts(points):
+        svg = str(chart["svg"])
+        assert re.findall(r'data-group="([^"]+)"', svg) == ["EU portal", "US portal", "EU portal"]
+        legend = re.findall(r'<g class="legend-group">.*?fill="(#[0-9a-f]+)".*?>([^<]+)</text>', svg)
+        assert [name for _, name in legend] == ["EU portal", "US portal"]
+        assert legend[0][0] != legend[1][0]
+    durations = str(charts.run_charts(points)[1]["svg"])  # one series: the bars themselves take the colour
+    colors = {
+        name: color
+        for color, name in re.findall(r'<g class="legend-group">.*?fill="(#[0-9a-f]+)".*?>([^<]+)</text>', durations)
+    }
+    assert durations.count(f'fill="{colors["US portal"]}"><title>US portal') == 1
 
 
 @pytest.mark.integration

@@ -22,6 +22,7 @@ from sources.hubspot import (
     MissingScopes,
     NeedsReconnect,
     NotFound,
+    RequestMeter,
     TransientError,
     api_base,
     backoff_delay,
@@ -288,6 +289,8 @@ def test_429_storm_completes_with_retries_counted(sandbox, workspace):
     print(f"429 storm: {client.api_calls} calls, {client.retries} retries")
     assert client.retries > 0
     assert client.api_calls == 15 + client.retries
+    # Every retry here answered a 429: the run's meter counts each one.
+    assert client.meter.snapshot().rate_limited == client.retries
 
 
 def test_limiter_learns_the_announced_budget(sandbox, workspace):
@@ -563,3 +566,84 @@ def test_refresh_response_without_refresh_token_keeps_the_old_one(sandbox, works
     source.refresh_from_db()
     assert source.token == old_refresh and source.access_token != old_access
     assert client.token_refreshes == 1
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_meter_peak_is_the_busiest_rolling_window_not_an_average():
+    """30 requests in the first 2 s, then one every 2 s for a minute: the busiest 10 s hold 30 + 4 of them (the
+    burst plus those at 2, 4, 6, 8 s after it began), whatever the run's length; search is counted per second."""
+    clock = FakeClock()
+    meter = RequestMeter(clock=clock)
+    for i in range(30):
+        clock.now = 1000.0 + i * (2.0 / 30)
+        meter.started()
+        meter.finished()
+    for i in range(1, 31):
+        clock.now = 1000.0 + i * 2.0
+        meter.started()
+        meter.finished()
+    for i in range(7):  # 7 searches, 4 of them inside one second
+        clock.now = 1100.0 + (i * 0.25 if i < 4 else 1.5 + i)
+        meter.started("search")
+        meter.finished()
+    reading = meter.snapshot()
+    assert reading.peak_requests_10s == 34
+    assert reading.peak_search_1s == 4
+    assert reading.rate_limited == 0 and reading.in_flight == 0 and reading.peak_in_flight == 1
+    assert reading.budget_10s is None  # no budget told: no limit to compare with
+
+
+def test_meter_budgets_in_flight_and_429s():
+    meter = RequestMeter(clock=FakeClock())
+    meter.budget_seen("general", Budget(110, 10_000))
+    meter.budget_seen("search", Budget(5, 1000))
+    meter.started()
+    meter.started("search")
+    meter.rate_limited()
+    reading = meter.snapshot()
+    assert (reading.in_flight, reading.peak_in_flight, reading.rate_limited) == (2, 2, 1)
+    assert (reading.budget_10s, reading.search_budget_1s) == (110, 5)
+    # A budget HubSpot announces over another interval is expressed per 10 s and per second.
+    meter.budget_seen("general", Budget(50, 5000))
+    meter.budget_seen("search", Budget(0, 1000))
+    assert (meter.snapshot().budget_10s, meter.snapshot().search_budget_1s) == (100, None)
+
+
+def test_clients_of_one_run_share_its_meter(sandbox, workspace, settings):
+    """Two clients in two threads note into one meter: 2 x 6 list pages and 3 searches, well inside 10 s, give a
+    peak of 12 list requests per 10 s and the account's budget from the limiter."""
+    settings.HUBSPOT_RATE_LIMIT = 110
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 10_000
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 5
+    settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 1000
+    source = make_source(sandbox, workspace)
+    meter = RequestMeter()
+    clients = [HubSpotClient(Source.objects.get(pk=source.pk), meter=meter) for _ in range(2)]
+
+    def worker(client):
+        after = None
+        for _ in range(6):
+            page = client.list_page("contacts", properties=["email"], after=after, limit=10)
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    body = {"filterGroups": [], "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}], "limit": 10}
+    for _ in range(3):
+        clients[0].search_page("contacts", {**body, "properties": ["email"]})
+    reading = meter.snapshot()
+    assert sum(c.api_calls for c in clients) == 15
+    assert reading.peak_requests_10s == 12
+    assert 1 <= reading.peak_search_1s <= 3
+    assert (reading.budget_10s, reading.search_budget_1s) == (110, 5)
+    assert reading.in_flight == 0 and reading.rate_limited == 0

@@ -63,7 +63,9 @@ class Command(BaseCommand):
         failed = 0
         for mapping, delivery in results:
             if delivery is None:
-                self.stdout.write(f"  mapping {mapping.pk}: skipped (disabled, or another delivery is running)")
+                self.stdout.write(
+                    f"  mapping {mapping.pk}: skipped (nothing to deliver, disabled, or another delivery is running)"
+                )
                 continue
             self.stdout.write(
                 f"  mapping {mapping.pk} ({mapping.data_model.collection}): {delivery.status}; "
