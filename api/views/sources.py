@@ -1,0 +1,312 @@
+"""Workspaces (read), sources (create from an existing connection, read, update, enable/disable, sync now, full
+sync), their collections and schemas, and sync runs: the same services and forms as the source pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from monitoring import dashboard
+from sources import oauth, services
+from sources.forms import BasicSettingsForm, NameForm, SchemaNameForm, SelectiveSyncForm, unique_schema_name
+from sources.hubspot import HubSpotError
+from sources.hubspot import tokens as hubspot_tokens
+from sources.models import Source, SourceCollection, SyncRun
+
+from .. import serializers as s
+from ..problems import Conflict
+from .base import ApiView, ListView, actor, check, get, invalid, parse, progress_dict, redacted, workspace
+
+
+class WorkspaceList(ListView):
+    serializer_class = s.WorkspaceSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> Any:
+        return type(workspace(self.request)).objects.filter(pk=workspace(self.request).pk)
+
+
+class WorkspaceDetail(ApiView):
+    @extend_schema(responses=s.WorkspaceSerializer)
+    def get(self, request: Request, workspace_id: int) -> Response:
+        return Response(s.WorkspaceSerializer(workspace(request), context={"request": request}).data)
+
+
+# --- sources ----------------------------------------------------------------------------------------------
+
+
+def _sources(request: Request) -> Any:
+    return (
+        Source.objects.filter(workspace=workspace(request)).select_related("last_run").prefetch_related("collections")
+    )
+
+
+def _connection(request: Request, data: dict[str, Any]) -> oauth.Connection:
+    """The HubSpot connection a new source reads with: an existing source's login, or a refresh token of this
+    hubsync's HubSpot app (exchanged for an access token and described by HubSpot, as the OAuth callback does)."""
+    if "source" in data:
+        existing = Source.objects.filter(workspace=workspace(request), pk=data["source"]).first()
+        if existing is None:
+            raise invalid("connection", f"This workspace has no source {data['source']}.")
+        if existing.status != Source.Status.OK or not existing.token or existing.hub_id is None:
+            raise invalid("connection", f"{existing.name} must be reconnected to HubSpot before its login is reused.")
+        return oauth.Connection(
+            hub_id=existing.hub_id,
+            hub_domain=existing.hub_domain,
+            user=existing.installing_user,
+            scopes=list(existing.scopes),
+            access_token=existing.access_token,
+            refresh_token=existing.token,
+            expires_at=existing.access_token_expires_at,
+        )
+    try:
+        payload = hubspot_tokens._post_token(
+            {
+                "grant_type": "refresh_token",
+                "client_id": settings.HUBSPOT_CLIENT_ID,
+                "client_secret": settings.HUBSPOT_CLIENT_SECRET,
+                "refresh_token": data["refresh_token"],
+            },
+            timeout=20,
+        )
+        access = str(payload.get("access_token") or "")
+        info = oauth.token_info(access) if access else {}
+        hub_id = int(info.get("hub_id") or payload.get("hub_id") or 0)
+    except (HubSpotError, oauth.ConnectError, TypeError, ValueError):
+        raise invalid("connection", "HubSpot refused this refresh token (revoked, or not issued to this app).") from None
+    if not hub_id:
+        raise invalid("connection", "HubSpot did not say which account this refresh token belongs to.")
+    expires_in = int(payload.get("expires_in") or 1800)
+    return oauth.Connection(
+        hub_id=hub_id,
+        hub_domain=info.get("hub_domain") or "",
+        user=info.get("user") or "",
+        scopes=sorted(info.get("scopes") or payload.get("scopes") or []),
+        access_token=access,
+        refresh_token=str(payload.get("refresh_token") or data["refresh_token"]),
+        expires_at=timezone.now() + timedelta(seconds=expires_in),
+        account=oauth.account_details(access, hub_id),
+    )
+
+
+def _interval(value: Any) -> str:
+    return str(value) if value is not None else ""
+
+
+class SourceList(ListView):
+    serializer_class = s.SourceSerializer
+
+    def get_queryset(self) -> Any:
+        return _sources(self.request)
+
+    @extend_schema(request=s.SourceCreateSerializer, responses={201: s.SourceSerializer})
+    def post(self, request: Request, workspace_id: int) -> Response:
+        """Add a source, disabled (as the wizard's last step does): name and label, a HubSpot connection, the
+        schema name, and the selective sync (start date, frequency, collections)."""
+        data = parse(s.SourceCreateSerializer, request)
+        named = check(NameForm({"name": data["name"], "label": data["label"]}))
+        schema_name = data.get("schema_name") or unique_schema_name(workspace(request), named["name"])
+        schema = check(SchemaNameForm({"schema_name": schema_name}, workspace=workspace(request)))
+        connection = _connection(request, data["connection"])
+        discovered = oauth.discover_collections(connection)
+        sync = check(
+            SelectiveSyncForm(
+                {
+                    "start_date": data["start_date"] or "",
+                    "sync_interval": _interval(data["sync_interval"]),
+                    "collections": data["collections"],
+                },
+                collection_choices=[(d.name, d.label) for d in discovered],
+            )
+        )
+        try:
+            source = services.create_source(
+                workspace=workspace(request),
+                actor=actor(request),
+                name=named["name"],
+                label=named["label"],
+                connection=connection,
+                schema_name=schema["schema_name"],
+                **sync,
+            )
+        except IntegrityError:
+            raise invalid("schema_name", "That schema name was taken in the meantime. Choose another one.") from None
+        oauth.remember_available(source, discovered)
+        return Response(s.SourceSerializer(_sources(request).get(pk=source.pk)).data, status=status.HTTP_201_CREATED)
+
+
+def _collection_choices(source: Source) -> list[tuple[str, str]]:
+    """What the Settings tab offers: the collections HubSpot offers now, and every one chosen before."""
+    available = {d.name: d.label for d in oauth.available_collections(source)}
+    for sc in source.collections.all():
+        available.setdefault(sc.collection, oauth.COLLECTION_LABELS.get(sc.collection, sc.collection))
+    return list(available.items())
+
+
+class SourceDetail(ApiView):
+    @extend_schema(responses=s.SourceSerializer)
+    def get(self, request: Request, workspace_id: int, source_id: int) -> Response:
+        return Response(s.SourceSerializer(get(request, _sources(request), pk=source_id)).data)
+
+    @extend_schema(request=s.SourceUpdateSerializer, responses=s.SourceSerializer)
+    def patch(self, request: Request, workspace_id: int, source_id: int) -> Response:
+        """Change the name, label and schema name (fixed after the first sync), and the selective sync: start
+        date, frequency and collections (for future syncs only; a removed collection's mirror rows stay)."""
+        source = get(request, Source, pk=source_id)
+        data = parse(s.SourceUpdateSerializer, request)
+        basic_keys, sync_keys = {"name", "label", "schema_name"}, {"start_date", "sync_interval", "collections"}
+        basic = sync = None
+        if basic_keys & set(data):
+            basic = check(
+                BasicSettingsForm(
+                    {
+                        "name": data.get("name", source.name),
+                        "label": data.get("label", source.label),
+                        "schema_name": data.get("schema_name", source.schema_name),
+                    },
+                    source=source,
+                )
+            )
+        if sync_keys & set(data):
+            current = [sc.collection for sc in source.collections.all() if sc.selected]
+            start = data["start_date"] if "start_date" in data else source.start_date
+            sync = check(
+                SelectiveSyncForm(
+                    {
+                        "start_date": start.isoformat() if start else "",
+                        "sync_interval": _interval(
+                            data.get("sync_interval", int(source.sync_interval.total_seconds()))
+                        ),
+                        "collections": data.get("collections", current),
+                    },
+                    collection_choices=_collection_choices(source),
+                )
+            )
+        if basic is not None:
+            services.update_basic(source=source, actor=actor(request), **basic)
+        if sync is not None:
+            services.update_selective_sync(source=source, actor=actor(request), **sync)
+        return Response(s.SourceSerializer(_sources(request).get(pk=source.pk)).data)
+
+
+class SourceEnable(ApiView):
+    enabled = True
+
+    @extend_schema(request=None, responses={200: s.SourceSerializer, 409: None})
+    def post(self, request: Request, workspace_id: int, source_id: int) -> Response:
+        """Enabling starts the first sync at once; it is refused (409, with what is missing) until an enabled
+        mapping uses one of the source's models. Disabling pauses the schedule."""
+        source = get(request, Source, pk=source_id)
+        done, missing, _run = services.set_enabled(source=source, actor=actor(request), enabled=self.enabled)
+        if not done:
+            raise Conflict(
+                "This source cannot be enabled yet: it syncs only once an enabled mapping uses one of its data "
+                f"models. Still to do: {', '.join(missing)}.",
+                missing=missing,
+            )
+        return Response(s.SourceSerializer(_sources(request).get(pk=source.pk)).data)
+
+
+class SourceDisable(SourceEnable):
+    enabled = False
+
+
+class SourceSync(ApiView):
+    full = False
+
+    @extend_schema(request=None, responses={202: s.StartedSerializer, 409: None})
+    def post(self, request: Request, workspace_id: int, source_id: int) -> Response:
+        """Sync now (or, at /full-sync/, a full sync that re-reads the history from the start date). 409 while a
+        run is queued or running."""
+        source = get(request, Source, pk=source_id)
+        run = services.start_sync(source=source, actor=actor(request), full=self.full)
+        if run is None:
+            raise Conflict("A sync of this source is already queued or running.")
+        kind = "A full sync" if self.full else "A sync"
+        return Response({"run": run.pk, "detail": f"{kind} was queued."}, status=status.HTTP_202_ACCEPTED)
+
+
+class SourceFullSync(SourceSync):
+    full = True
+
+
+class CollectionList(ListView):
+    serializer_class = s.SourceCollectionSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> Any:
+        source = get(self.request, Source, pk=self.kwargs["source_id"])
+        return SourceCollection.objects.filter(source=source).order_by("collection")
+
+
+class CollectionSchema(ApiView):
+    @extend_schema(responses=s.CollectionSchemaSerializer)
+    def get(self, request: Request, workspace_id: int, source_id: int, collection: str) -> Response:
+        """The collection's property schema as last discovered from HubSpot."""
+        sc = get(request, SourceCollection, source_id=source_id, collection=collection)
+        properties = [
+            {
+                "name": name,
+                "label": str(spec.get("label") or ""),
+                "type": str(spec.get("type") or ""),
+                "field_type": str(spec.get("fieldType") or ""),
+                "group": str(spec.get("groupName") or ""),
+                "description": str(spec.get("description") or ""),
+                "options": list(spec.get("options") or []),
+            }
+            for name, spec in sorted((sc.properties or {}).items())
+        ]
+        return Response(
+            {
+                "collection": sc.collection,
+                "selected": sc.selected,
+                "schema_discovered_at": sc.schema_discovered_at,
+                "schema_changes": list(sc.schema_changes or []),
+                "properties": properties,
+            }
+        )
+
+
+# --- sync runs --------------------------------------------------------------------------------------------
+
+
+def _run_context() -> dict[str, Any]:
+    return {
+        "progress": lambda run: progress_dict(dashboard.sync_progress(run)),
+        "redact": lambda run: redacted(run.error, [run.source]),
+    }
+
+
+class SyncRunList(ListView):
+    serializer_class = s.SyncRunSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("source", int, description="Only this source's runs.")])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), **_run_context()}
+
+    def get_queryset(self) -> Any:
+        qs = SyncRun.objects.filter(source__workspace=workspace(self.request)).select_related("source")
+        source = self.request.query_params.get("source", "")
+        if source:
+            if not source.isdigit():
+                raise invalid("source", "A source id is a number.")
+            qs = qs.filter(source_id=int(source))
+        return qs.order_by("-created_at", "-id")
+
+
+class SyncRunDetail(ApiView):
+    @extend_schema(responses=s.SyncRunSerializer)
+    def get(self, request: Request, workspace_id: int, sync_run_id: int) -> Response:
+        run = get(request, SyncRun.objects.select_related("source"), pk=sync_run_id)
+        return Response(s.SyncRunSerializer(run, context=_run_context()).data)
