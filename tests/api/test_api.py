@@ -1,0 +1,206 @@
+"""The REST API end to end inside one process: the seed workflow's configuration through the API (with the same
+validation as the pages, answered as problem details), the role matrix, audit, rate limit, and the OpenAPI
+document (valid, and documenting every route)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from django.urls import URLPattern, URLResolver, get_resolver
+from openapi_spec_validator import validate
+
+from api.models import ApiToken
+from hubsync.models import AuditEvent
+from mappings.models import DeliveryState, ProfileSpace
+from sources.models import SyncRun
+from tests.api.conftest import ApiClient
+from tests.factories import DeliveryStateFactory, SourceCollectionFactory, SourceFactory
+
+pytestmark = pytest.mark.django_db
+
+CONTACT_SCHEMA = {
+    "email": {"name": "email", "label": "Email", "type": "string", "fieldType": "text"},
+    "firstname": {"name": "firstname", "label": "First name", "type": "string", "fieldType": "text"},
+}
+
+
+@pytest.fixture
+def source(workspace):
+    source = SourceFactory(workspace=workspace, name="HubSpot", hub_id=1001, token="refresh-secret-token")
+    SourceCollectionFactory(source=source, collection="contacts", properties=CONTACT_SCHEMA)
+    return source
+
+
+def W(workspace) -> str:  # noqa: N802
+    return f"/api/v1/workspaces/{workspace.pk}/"
+
+
+def _problem(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"]
+    return body
+
+
+def test_the_seed_workflow_configuration_through_the_api(api, workspace, source, owner):
+    w = W(workspace)
+    assert api.get(w)["Content-Type"] == "application/json"
+    assert api.get(w).json()["token_role"] == "admin"
+
+    destination = api.post(w + "destinations/", {"name": "Segment"})
+    assert destination.status_code == 201, destination.content
+    dest_id = destination.json()["id"]
+
+    # The write key is write-only and validated by the page's form.
+    short = _problem(api.post(w + f"destinations/{dest_id}/profile-spaces/", {"name": "P", "region": "us", "write_key": "x"}), 400)
+    assert "write key" in short["errors"]["write_key"][0]
+    space = api.post(w + f"destinations/{dest_id}/profile-spaces/", {"name": "Prod", "region": "us", "write_key": "wk_secret_123"})
+    assert space.status_code == 201 and space.json()["write_key_set"] is True
+    assert "wk_secret_123" not in space.content.decode()
+    assert ProfileSpace.objects.get().write_key == "wk_secret_123"
+    assert "wk_secret_123" not in str(list(AuditEvent.objects.values_list("changes", flat=True)))
+
+    no_columns = _problem(api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": []}), 400)
+    assert "Tick at least one column" in no_columns["errors"]["columns"][0]
+    unknown = _problem(api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": ["nope"]}), 400)
+    assert "columns" in unknown["errors"]
+    model = api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "Contacts", "columns": ["email", "firstname"]})
+    assert model.status_code == 201, model.content
+    model_id = model.json()["id"]
+    assert model.json()["all_columns"] == ["id", "created_at", "updated_at", "email", "firstname"]
+
+    body = {
+        "destination": dest_id,
+        "data_model": model_id,
+        "profile_space": space.json()["id"],
+        "action": "identify",
+        "identifiers": {"user_id": ""},
+        "traits": [{"column": "email", "trait": "email"}, {"column": "ghost", "trait": "g"}],
+    }
+    bad = _problem(api.post(w + "mappings/", body), 400)
+    assert "identifiers.user_id" in bad["errors"] and "traits[1]" in bad["errors"]
+    body.update(identifiers={"user_id": "email"}, traits=[{"column": "email", "trait": "email"}])
+    mapping = api.post(w + "mappings/", body)
+    assert mapping.status_code == 201, mapping.content
+    m = mapping.json()
+    assert m["enabled"] is False and m["identifiers"]["user_id"] == "email"
+    mw = w + f"mappings/{m['id']}/"
+    patched = api.patch(mw, {"traits": [{"column": "email", "trait": "email"}, {"column": "firstname", "trait": "first_name"}]})
+    assert patched.status_code == 200 and len(patched.json()["traits"]) == 2
+    assert patched.json()["identifiers"]["user_id"] == "email"  # what the body left out stays
+
+    # The setup order is enforced: the source cannot be enabled before an enabled mapping exists.
+    refused = _problem(api.post(w + f"sources/{source.pk}/enable/"), 409)
+    assert refused["missing"]
+    assert api.post(mw + "enable/").json()["enabled"] is True
+    enabled = api.post(w + f"sources/{source.pk}/enable/")
+    assert enabled.status_code == 200 and enabled.json()["enabled"] is True
+    assert SyncRun.objects.filter(source=source, trigger="first").exists()
+    _problem(api.post(w + f"sources/{source.pk}/sync/"), 409)  # the first sync is still queued
+
+    assert _problem(api.post(mw + "sample/", {"sample_size": 0}), 400)["errors"]["sample_size"]
+    assert api.post(mw + "sample/", {"sample_size": 5}).json()["sample_size"] == 5
+    DeliveryStateFactory(mapping_id=m["id"], object_id=7, status="rejected", error="no user id")
+    rejected = api.get(mw + "rejected/").json()
+    assert rejected["count"] == 1 and rejected["results"][0]["error"] == "no user id"
+    assert api.post(mw + "rejected/retry/", {"object_ids": [7]}).json() == {"count": 1}
+    assert DeliveryState.objects.get(object_id=7).status == "retry"
+
+    in_use = _problem(api.delete(w + f"models/{model_id}/"), 409)
+    assert "Delete them first" in in_use["detail"]
+    assert api.delete(mw).status_code == 204
+    assert api.delete(w + f"models/{model_id}/").status_code == 204
+
+    # Every write was audited like a page action: the service's event, and the call with the token.
+    calls = AuditEvent.objects.filter(verb="api.call", workspace=workspace)
+    assert calls.count() >= 15 and {e.actor for e in calls} == {owner}
+    assert AuditEvent.objects.filter(verb="create", object_type="mappings.Mapping", actor=owner).exists()
+    assert ApiToken.objects.get(pk=api_token_pk(api)).last_used_at is not None
+
+
+def api_token_pk(api: ApiClient) -> int:
+    return ApiToken.objects.get(prefix=api.token[:10]).pk
+
+
+def test_source_update_uses_the_settings_forms(api, workspace, source):
+    url = W(workspace) + f"sources/{source.pk}/"
+    bad = _problem(api.patch(url, {"schema_name": "Not Valid"}), 400)
+    assert "lowercase" in bad["errors"]["schema_name"][0]
+    _problem(api.patch(url, {"sync_interval": 7}), 400)
+    ok = api.patch(url, {"name": "HubSpot EU", "sync_interval": 3600})
+    assert ok.status_code == 200 and ok.json()["name"] == "HubSpot EU" and ok.json()["sync_interval"] == 3600
+    schema = api.get(url + "collections/contacts/schema/").json()
+    assert [p["name"] for p in schema["properties"]] == ["email", "firstname"]
+    assert "refresh-secret-token" not in api.get(url).content.decode()
+
+
+def test_read_only_tokens_read_and_cannot_write(api_read, workspace, source):
+    assert api_read.get(W(workspace) + "sources/").json()["count"] == 1
+    body = _problem(api_read.post(W(workspace) + "destinations/", {"name": "x"}), 403)
+    assert "read-only" in body["detail"]
+
+
+def test_monitoring_rules_are_owner_only_as_on_the_settings_page(api, api_read, workspace):
+    rules = api_read.get(W(workspace) + "alerts/rules/").json()
+    assert rules == {"drift_pauses_mappings": True, "freshness_alert_minutes": 60, "rejected_alert_threshold": 100}
+    assert "owners" in _problem(api.patch(W(workspace) + "alerts/rules/", {"freshness_alert_minutes": 5}), 403)["detail"]
+
+
+def test_errors_are_problem_details_never_html(api, workspace):
+    _problem(api.get("/api/v1/nowhere/"), 404)
+    _problem(api.get(W(workspace) + "sources/999999/"), 404)
+    not_allowed = _problem(api.request("put", W(workspace) + "sources/"), 405)
+    assert not_allowed["status"] == 405
+    broken = api.client.post(
+        W(workspace) + "destinations/", data="{not json", content_type="application/json", headers=api._headers()
+    )
+    _problem(broken, 400)
+    _problem(api.get(W(workspace) + "sources/", q="a\x00b"), 400)
+    _problem(api.post(W(workspace) + "destinations/", {"name": ["not", "a", "string"]}), 400)
+
+
+def test_rate_limit_per_token(api, api_read, workspace, settings):
+    settings.HUBSYNC_API_RATE = "3/minute"
+    for _ in range(3):
+        assert api.get(W(workspace)).status_code == 200
+    limited = _problem(api.get(W(workspace)), 429)
+    assert limited["type"].endswith("rate-limited")
+    assert int(api.get(W(workspace))["Retry-After"]) > 0
+    assert api_read.get(W(workspace)).status_code == 200  # another token has its own budget
+
+
+def test_the_openapi_document_is_valid_and_complete(client):
+    response = client.get("/api/v1/schema/")
+    assert response.status_code == 200
+    document = yaml.safe_load(response.content)
+    validate(document)
+    documented = set(document["paths"])
+
+    def routes(patterns, prefix=""):
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                yield from routes(p.url_patterns, prefix + str(p.pattern))
+            elif isinstance(p, URLPattern):
+                yield prefix + str(p.pattern)
+
+    ours = [r for r in routes(get_resolver().url_patterns) if r.startswith("api/v1/")]
+    expected = {"/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r) for r in ours} - {"/api/v1/schema/", "/api/v1/docs/"}
+    assert expected - documented == set(), "routes missing from the OpenAPI document"
+    assert len(expected) > 35
+    assert document["components"]["securitySchemes"]["workspaceToken"]["scheme"] == "bearer"
+    spaces = document["components"]["schemas"]["ProfileSpace"]["properties"]
+    assert "write_key" not in spaces and "write_key_set" in spaces
+
+
+def test_the_docs_page_uses_pinned_files_and_no_inline_script(client):
+    page = client.get("/api/v1/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
+    assert "cdn" not in html.lower() and "<script>" not in html and "<style>" not in html
+    script = client.get("/api/v1/docs/?script=")
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
+
