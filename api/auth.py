@@ -37,9 +37,7 @@ class BearerTokenAuthentication(BaseAuthentication):
             raw = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("This is not a hubsync API token.") from None
-        token = (
-            ApiToken.objects.select_related("workspace", "created_by").filter(token_hash=hash_token(raw)).first()
-        )
+        token = ApiToken.objects.select_related("workspace", "created_by").filter(token_hash=hash_token(raw)).first()
         if token is None:
             raise exceptions.AuthenticationFailed("This is not a valid hubsync API token.")
         if token.revoked_at is not None:

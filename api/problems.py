@@ -69,9 +69,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, Conflict):
         data = body(status, str(exc.detail), type_=CONFLICT, title="Conflict", **exc.extra)
     else:
-        detail = exc.detail if isinstance(exc, exceptions.APIException) else ""
-        data = body(status, str(detail) if not isinstance(detail, dict | list) else "", errors=None)
-        data.pop("errors")
+        raw: Any = exc.detail if isinstance(exc, exceptions.APIException) else ""
+        data = body(status, "" if isinstance(raw, dict | list) else str(raw))
     response.data = data
     response.content_type = PROBLEM_JSON
     return response

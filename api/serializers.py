@@ -75,7 +75,7 @@ class SourceSerializer(serializers.ModelSerializer):
 
 
 class ConnectionInputSerializer(serializers.Serializer):
-    source = serializers.IntegerField(
+    source = serializers.IntegerField(  # type: ignore[assignment]  # a field named like a Field attribute
         required=False, help_text="Reuse the HubSpot connection (the OAuth login) of this existing source."
     )
     refresh_token = serializers.CharField(
@@ -94,7 +94,7 @@ class ConnectionInputSerializer(serializers.Serializer):
 
 class SourceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=1000)
-    label = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+    label = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")  # type: ignore[assignment]  # a field named like a Field attribute
     connection = ConnectionInputSerializer()
     schema_name = serializers.CharField(
         max_length=1000, required=False, help_text="Default: made from the name, unique in the workspace."
@@ -106,7 +106,7 @@ class SourceCreateSerializer(serializers.Serializer):
 
 class SourceUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=1000, required=False)
-    label = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    label = serializers.CharField(max_length=1000, required=False, allow_blank=True)  # type: ignore[assignment]  # a field named like a Field attribute
     schema_name = serializers.CharField(max_length=1000, required=False)
     start_date = serializers.DateField(required=False, allow_null=True)
     sync_interval = serializers.IntegerField(required=False, help_text="Seconds.")
@@ -126,7 +126,7 @@ class SourceCollectionSerializer(serializers.ModelSerializer):
 
 class PropertySerializer(serializers.Serializer):
     name = serializers.CharField()
-    label = serializers.CharField(allow_blank=True)
+    label = serializers.CharField(allow_blank=True)  # type: ignore[assignment]  # a field named like a Field attribute
     type = serializers.CharField(allow_blank=True)
     field_type = serializers.CharField(allow_blank=True)
     group = serializers.CharField(allow_blank=True)
@@ -190,7 +190,7 @@ class DataModelSerializer(serializers.ModelSerializer):
 
 
 class DataModelCreateSerializer(serializers.Serializer):
-    source = serializers.IntegerField()
+    source = serializers.IntegerField()  # type: ignore[assignment]  # a field named like a Field attribute
     collection = serializers.CharField(max_length=100)
     name = serializers.CharField(max_length=1000)
     columns = serializers.ListField(child=serializers.CharField(max_length=1000), allow_empty=True)
@@ -285,7 +285,7 @@ class MappingSerializer(serializers.ModelSerializer):
     empty_values = serializers.CharField(read_only=True)
     identifier_format = serializers.CharField(read_only=True)
     state_counts = serializers.SerializerMethodField()
-    last_run = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    last_run: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = Mapping
@@ -346,7 +346,7 @@ class MappingTestInputSerializer(serializers.Serializer):
 
 class MappingTestSerializer(serializers.Serializer):
     record = serializers.IntegerField(allow_null=True)
-    label = serializers.CharField(allow_blank=True)
+    label = serializers.CharField(allow_blank=True)  # type: ignore[assignment]  # a field named like a Field attribute
     archived = serializers.BooleanField()
     message = serializers.DictField(allow_null=True, help_text="The message a sync would send for this record.")
     rejected = serializers.CharField(allow_blank=True, help_text="Why Segment would not get it, if it would not.")
@@ -417,7 +417,7 @@ class DeliveryRunSerializer(serializers.ModelSerializer):
 
 class RecordMatchSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    source = serializers.IntegerField(source="source_id")
+    source = serializers.IntegerField(source="source_id")  # type: ignore[assignment]  # a field named like a Field attribute
     collection = serializers.CharField()
     object_id = serializers.IntegerField()
     archived = serializers.BooleanField()

@@ -22,9 +22,7 @@ class TokenError(Exception):
 
 
 @transaction.atomic
-def create_token(
-    *, workspace: Workspace, name: str, role: str, expires_at: datetime | None, actor: Any
-) -> ApiToken:
+def create_token(*, workspace: Workspace, name: str, role: str, expires_at: datetime | None, actor: Any) -> ApiToken:
     """A new token; its plain value is on the returned instance (`.token`) and nowhere else, ever."""
     name = " ".join(name.split())
     if not name:

@@ -43,9 +43,7 @@ urlpatterns = [
     # destinations, profile spaces
     path(W + "destinations/", m.DestinationList.as_view(), name="destinations"),
     path(W + "destinations/<int:destination_id>/", m.DestinationDetail.as_view(), name="destination"),
-    path(
-        W + "destinations/<int:destination_id>/profile-spaces/", m.ProfileSpaceList.as_view(), name="profile_spaces"
-    ),
+    path(W + "destinations/<int:destination_id>/profile-spaces/", m.ProfileSpaceList.as_view(), name="profile_spaces"),
     path(W + "profile-spaces/<int:profile_space_id>/", m.ProfileSpaceDetail.as_view(), name="profile_space"),
     # mappings, delivery runs
     path(W + "mappings/", m.MappingList.as_view(), name="mappings"),
@@ -65,9 +63,7 @@ urlpatterns = [
     path(W + "alerts/rules/", mon.AlertRules.as_view(), name="alert_rules"),
     path(W + "alerts/channels/", mon.AlertChannelList.as_view(), name="alert_channels"),
     path(W + "alerts/channels/<int:alertchannel_id>/", mon.AlertChannelDetail.as_view(), name="alert_channel"),
-    path(
-        W + "alerts/channels/<int:alertchannel_id>/test/", mon.AlertChannelTest.as_view(), name="alert_channel_test"
-    ),
+    path(W + "alerts/channels/<int:alertchannel_id>/test/", mon.AlertChannelTest.as_view(), name="alert_channel_test"),
     path(W + "alerts/events/", mon.AlertEventList.as_view(), name="alert_events"),
     path(W + "alerts/problems/", mon.AlertProblemList.as_view(), name="alert_problems"),
 ]

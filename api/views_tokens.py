@@ -16,7 +16,9 @@ from .forms import TokenForm
 from .models import ApiToken
 
 
-def _page(request: WorkspaceRequest, form: TokenForm, *, new: ApiToken | None = None, status: int = 200) -> HttpResponse:
+def _page(
+    request: WorkspaceRequest, form: TokenForm, *, new: ApiToken | None = None, status: int = 200
+) -> HttpResponse:
     tokens = ApiToken.objects.filter(workspace=request.workspace).select_related("created_by")
     context = {"form": form, "tokens": tokens, "new": new, "nav_section": "settings"}
     response = render(request, "api/tokens.html", context, status=status)

@@ -36,7 +36,9 @@ class AuditedMixin:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
         token = token_of(request)
         if token is not None and request.method not in SAFE_METHODS:
-            services.record_call(token=token, method=request.method or "", path=request.path, status=response.status_code)
+            services.record_call(
+                token=token, method=request.method or "", path=request.path, status=response.status_code
+            )
         return response
 
 
@@ -58,7 +60,7 @@ def actor(request: Request) -> Any:
 
 def get(request: Request, model_or_qs: type[M] | QuerySet[M], **lookup: Any) -> M:
     """One object of the token's workspace, or a 404 problem (also for another workspace's object)."""
-    return get_for_workspace(request, model_or_qs, **lookup)  # type: ignore[arg-type]
+    return get_for_workspace(request, model_or_qs, **lookup)
 
 
 def parse(serializer_class: type[Serializer], request: Request, **kwargs: Any) -> dict[str, Any]:

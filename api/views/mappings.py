@@ -336,7 +336,9 @@ class RejectedRetry(ApiView):
         ids = data.get("object_ids")
         scope = "all" if ids is None else ("one" if len(ids) == 1 else "selection")
         scoped = qs if ids is None else qs.filter(object_id__in=ids)
-        marked = services.retry_rejected(mapping=mapping, states=scoped, scope=scope, filters=filters, actor=actor(request))
+        marked = services.retry_rejected(
+            mapping=mapping, states=scoped, scope=scope, filters=filters, actor=actor(request)
+        )
         return Response({"count": marked})
 
 
@@ -387,4 +389,3 @@ class DeliveryRunDetail(ApiView):
     def get(self, request: Request, workspace_id: int, delivery_run_id: int) -> Response:
         run = get(request, _delivery_runs(request), pk=delivery_run_id)
         return Response(s.DeliveryRunSerializer(run, context=_delivery_context()).data)
-

@@ -63,7 +63,9 @@ class DataModelList(ListView):
         if sc is None:
             raise invalid("collection", f"This source has no collection “{data['collection']}”.")
         schema = _schema(source, sc)
-        form = check(DataModelForm({"name": data["name"], "columns": data["columns"]}, source=source, allowed=list(schema)))
+        form = check(
+            DataModelForm({"name": data["name"], "columns": data["columns"]}, source=source, allowed=list(schema))
+        )
         data_model = services.create_data_model(
             workspace=workspace(request),
             actor=actor(request),

@@ -81,7 +81,9 @@ def _connection(request: Request, data: dict[str, Any]) -> oauth.Connection:
         info = oauth.token_info(access) if access else {}
         hub_id = int(info.get("hub_id") or payload.get("hub_id") or 0)
     except (HubSpotError, oauth.ConnectError, TypeError, ValueError):
-        raise invalid("connection", "HubSpot refused this refresh token (revoked, or not issued to this app).") from None
+        raise invalid(
+            "connection", "HubSpot refused this refresh token (revoked, or not issued to this app)."
+        ) from None
     if not hub_id:
         raise invalid("connection", "HubSpot did not say which account this refresh token belongs to.")
     expires_in = int(payload.get("expires_in") or 1800)
@@ -177,7 +179,7 @@ class SourceDetail(ApiView):
             )
         if sync_keys & set(data):
             current = [sc.collection for sc in source.collections.all() if sc.selected]
-            start = data["start_date"] if "start_date" in data else source.start_date
+            start = data.get("start_date", source.start_date)
             sync = check(
                 SelectiveSyncForm(
                     {

@@ -48,7 +48,9 @@ class ApiClient:
 
 
 def make_token(workspace, user, role: str = ApiToken.Role.ADMIN, **kwargs: Any) -> ApiToken:
-    return services.create_token(workspace=workspace, name=f"{role} token", role=role, actor=user, **{"expires_at": None, **kwargs})
+    return services.create_token(
+        workspace=workspace, name=f"{role} token", role=role, actor=user, **{"expires_at": None, **kwargs}
+    )
 
 
 @pytest.fixture(autouse=True)

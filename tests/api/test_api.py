@@ -55,19 +55,30 @@ def test_the_seed_workflow_configuration_through_the_api(api, workspace, source,
     dest_id = destination.json()["id"]
 
     # The write key is write-only and validated by the page's form.
-    short = _problem(api.post(w + f"destinations/{dest_id}/profile-spaces/", {"name": "P", "region": "us", "write_key": "x"}), 400)
+    short = _problem(
+        api.post(w + f"destinations/{dest_id}/profile-spaces/", {"name": "P", "region": "us", "write_key": "x"}), 400
+    )
     assert "write key" in short["errors"]["write_key"][0]
-    space = api.post(w + f"destinations/{dest_id}/profile-spaces/", {"name": "Prod", "region": "us", "write_key": "wk_secret_123"})
+    space = api.post(
+        w + f"destinations/{dest_id}/profile-spaces/", {"name": "Prod", "region": "us", "write_key": "wk_secret_123"}
+    )
     assert space.status_code == 201 and space.json()["write_key_set"] is True
     assert "wk_secret_123" not in space.content.decode()
     assert ProfileSpace.objects.get().write_key == "wk_secret_123"
     assert "wk_secret_123" not in str(list(AuditEvent.objects.values_list("changes", flat=True)))
 
-    no_columns = _problem(api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": []}), 400)
+    no_columns = _problem(
+        api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": []}), 400
+    )
     assert "Tick at least one column" in no_columns["errors"]["columns"][0]
-    unknown = _problem(api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": ["nope"]}), 400)
+    unknown = _problem(
+        api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": ["nope"]}), 400
+    )
     assert "columns" in unknown["errors"]
-    model = api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "Contacts", "columns": ["email", "firstname"]})
+    model = api.post(
+        w + "models/",
+        {"source": source.pk, "collection": "contacts", "name": "Contacts", "columns": ["email", "firstname"]},
+    )
     assert model.status_code == 201, model.content
     model_id = model.json()["id"]
     assert model.json()["all_columns"] == ["id", "created_at", "updated_at", "email", "firstname"]
@@ -88,7 +99,9 @@ def test_the_seed_workflow_configuration_through_the_api(api, workspace, source,
     m = mapping.json()
     assert m["enabled"] is False and m["identifiers"]["user_id"] == "email"
     mw = w + f"mappings/{m['id']}/"
-    patched = api.patch(mw, {"traits": [{"column": "email", "trait": "email"}, {"column": "firstname", "trait": "first_name"}]})
+    patched = api.patch(
+        mw, {"traits": [{"column": "email", "trait": "email"}, {"column": "firstname", "trait": "first_name"}]}
+    )
     assert patched.status_code == 200 and len(patched.json()["traits"]) == 2
     assert patched.json()["identifiers"]["user_id"] == "email"  # what the body left out stays
 
@@ -146,7 +159,9 @@ def test_read_only_tokens_read_and_cannot_write(api_read, workspace, source):
 def test_monitoring_rules_are_owner_only_as_on_the_settings_page(api, api_read, workspace):
     rules = api_read.get(W(workspace) + "alerts/rules/").json()
     assert rules == {"drift_pauses_mappings": True, "freshness_alert_minutes": 60, "rejected_alert_threshold": 100}
-    assert "owners" in _problem(api.patch(W(workspace) + "alerts/rules/", {"freshness_alert_minutes": 5}), 403)["detail"]
+    assert (
+        "owners" in _problem(api.patch(W(workspace) + "alerts/rules/", {"freshness_alert_minutes": 5}), 403)["detail"]
+    )
 
 
 def test_errors_are_problem_details_never_html(api, workspace):
@@ -203,4 +218,3 @@ def test_the_docs_page_uses_pinned_files_and_no_inline_script(client):
     assert "cdn" not in html.lower() and "<script>" not in html and "<style>" not in html
     script = client.get("/api/v1/docs/?script=")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
-

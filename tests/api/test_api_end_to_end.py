@@ -6,8 +6,8 @@ The run endpoints report what happened."""
 
 from __future__ import annotations
 
-import requests
 import pytest
+import requests
 
 from api import services
 from api.models import ApiToken
@@ -25,7 +25,9 @@ def test_the_seed_workflow_through_the_api(workspace, owner, hub, segment, tmp_p
     celery_app.control.purge()
     hub.seed(PORTAL, contacts=CONTACTS, companies=0, deals=0, tickets=0)
     refresh_token = hub.token(PORTAL)["refresh_token"]  # the OAuth login, done aside
-    token = services.create_token(workspace=workspace, name="CI", role=ApiToken.Role.ADMIN, expires_at=None, actor=owner)
+    token = services.create_token(
+        workspace=workspace, name="CI", role=ApiToken.Role.ADMIN, expires_at=None, actor=owner
+    )
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {token.token}"
     w = f"{hub.server_url}/api/v1/workspaces/{workspace.pk}/"

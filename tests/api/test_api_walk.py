@@ -77,7 +77,12 @@ def test_every_api_view_checks_the_token():
 @pytest.mark.parametrize("route", _params(WORKSPACE_ROUTES))
 def test_no_valid_token_is_a_401(route, victim_objects, expired_token, revoked_token):
     before = snapshot()
-    callers = [ApiClient(None), ApiClient("hs_not-a-token"), ApiClient(expired_token.token), ApiClient(revoked_token.token)]
+    callers = [
+        ApiClient(None),
+        ApiClient("hs_not-a-token"),
+        ApiClient(expired_token.token),
+        ApiClient(revoked_token.token),
+    ]
     for values in list(fillings(route, victim_objects))[:3]:
         url = build_url(route, values)
         for client in callers:
@@ -111,7 +116,11 @@ def test_another_workspaces_token_reaches_nothing(route, victim_objects, workspa
                 assert response.status_code in (404, 405), f"outsider {method.upper()} {url} -> {response.status_code}"
                 assert _is_problem(response)
     assert not _changed(before, snapshot())
-    assert not AuditEvent.objects.filter(workspace=workspace).exclude(pk__in=[r[0] for r in before["hubsync.AuditEvent"]]).exists()
+    assert (
+        not AuditEvent.objects.filter(workspace=workspace)
+        .exclude(pk__in=[r[0] for r in before["hubsync.AuditEvent"]])
+        .exists()
+    )
 
 
 @pytest.mark.django_db
@@ -127,7 +136,9 @@ def test_a_read_only_token_reads_and_changes_nothing(route, victim_objects, api_
         before = snapshot()
         for method in METHODS[1:]:
             response = api_read.request(method, url, {})
-            assert response.status_code in (403, 404, 405), f"read-only {method.upper()} {url} -> {response.status_code}"
+            assert response.status_code in (403, 404, 405), (
+                f"read-only {method.upper()} {url} -> {response.status_code}"
+            )
             assert _is_problem(response)
         assert not _changed(before, snapshot()), f"read-only writes to {url} changed something"
 

@@ -44,7 +44,8 @@ from hubsync.models import Role, Workspace
 
 # Routes (by path prefix) that are not ours to guard with workspace_view: allauth's own pages (it guards its
 # account pages itself; see test_allauth_account_pages_need_login), the Django admin (staff only, through
-# allauth's login), the simulators, static files, the health check, and the API (token-guarded: tests/api/test_api_walk.py).
+# allauth's login), the simulators, static files, the health check, and the API (guarded by its tokens, walked by
+# tests/api/test_api_walk.py).
 ALLOWLIST_PREFIXES = ("accounts/", "admin/", "sandbox/", "static/", "healthz", "api/v1/")
 # Views that need a logged-in user but no workspace; they touch only the user's own memberships.
 LOGIN_ONLY = {"workspace_new", "workspace_switch"}
