@@ -18,7 +18,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
-from hubsync.models import Role
+from hubsync.models import Membership, Role
 
 from . import services
 from .models import ApiToken, hash_token
@@ -44,11 +44,24 @@ class BearerTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("This API token was revoked.")
         if token.expired:
             raise exceptions.AuthenticationFailed("This API token has expired.")
+        if not creator_may_manage(token):
+            raise exceptions.AuthenticationFailed(
+                "The member who created this API token is no longer an owner or admin of its workspace, so the token "
+                "no longer works: an owner or admin can create a new one."
+            )
         services.touch(token)
         return (token.created_by or AnonymousUser(), token)
 
     def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="hubsync"'
+
+
+def creator_may_manage(token: ApiToken) -> bool:
+    """A token works only while its creator may still create it (an owner or admin of its workspace): removing or
+    demoting a member takes their tokens' access away at once, as it does their pages'."""
+    return Membership.objects.filter(
+        user_id=token.created_by_id, workspace_id=token.workspace_id, role__in=[Role.OWNER, Role.ADMIN]
+    ).exists()
 
 
 def token_of(request: Request) -> ApiToken | None:

@@ -44,3 +44,44 @@ class DocsView(SpectacularSwaggerSplitView):
 
 schema_view = public_view(SchemaView.as_view())
 docs_view = public_view(DocsView.as_view(url_name="api:schema"))
+
+
+PROBLEM = {
+    "type": "object",
+    "description": "A problem document (RFC 9457), sent as application/problem+json.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "A URI reference naming the kind of problem."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "What went wrong, for a person."},
+        "errors": {
+            "type": "object",
+            "description": "Invalid input: messages per field (`non_field_errors` for the request as a whole).",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "additionalProperties": True,
+}
+PROBLEMS = {
+    "400": "Invalid input (`errors` per field).",
+    "401": "No token, or an invalid, expired or revoked one.",
+    "403": "The token's role does not allow this.",
+    "404": "No such object in this workspace (other workspaces' ids are not found either).",
+    "409": "The current state refuses it (setup incomplete, object in use, run already active).",
+    "429": "Too many requests with this token; retry after `Retry-After` seconds.",
+}
+
+
+def add_problem_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Every operation's error answers, as problem documents (drf-spectacular postprocessing hook)."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM
+    content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            wanted = {"400", "401", "404", "429"} | ({"403"} if method != "get" else set())
+            wanted |= {code for code in responses if code in PROBLEMS}
+            for code in sorted(wanted):
+                responses[code] = {"description": PROBLEMS[code], "content": content}
+    return result

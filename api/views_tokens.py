@@ -4,12 +4,13 @@ API tokens. Viewers cannot see this page: a token's name and role say what autom
 from __future__ import annotations
 
 from django.contrib import messages
+from django.db.models import Exists, OuterRef
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
-from hubsync.models import Role
+from hubsync.models import Membership, Role
 
 from . import services
 from .forms import TokenForm
@@ -19,7 +20,14 @@ from .models import ApiToken
 def _page(
     request: WorkspaceRequest, form: TokenForm, *, new: ApiToken | None = None, status: int = 200
 ) -> HttpResponse:
-    tokens = ApiToken.objects.filter(workspace=request.workspace).select_related("created_by")
+    creator_manages = Membership.objects.filter(
+        user_id=OuterRef("created_by_id"), workspace_id=OuterRef("workspace_id"), role__in=[Role.OWNER, Role.ADMIN]
+    )
+    tokens = (
+        ApiToken.objects.filter(workspace=request.workspace)
+        .select_related("created_by")
+        .annotate(creator_manages=Exists(creator_manages))
+    )
     context = {"form": form, "tokens": tokens, "new": new, "nav_section": "settings"}
     response = render(request, "api/tokens.html", context, status=status)
     if new is not None:

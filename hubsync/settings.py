@@ -481,6 +481,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.add_problem_responses"],
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "hubsync.runbase.RunBase.Status",
         "SourceStatusEnum": "sources.models.Source.Status",

@@ -3,12 +3,9 @@ sync), their collections and schemas, and sync runs: the same services and forms
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -17,8 +14,6 @@ from rest_framework.response import Response
 from monitoring import dashboard
 from sources import oauth, services
 from sources.forms import BasicSettingsForm, NameForm, SchemaNameForm, SelectiveSyncForm, unique_schema_name
-from sources.hubspot import HubSpotError
-from sources.hubspot import tokens as hubspot_tokens
 from sources.models import Source, SourceCollection, SyncRun
 
 from .. import serializers as s
@@ -50,53 +45,17 @@ def _sources(request: Request) -> Any:
 
 
 def _connection(request: Request, data: dict[str, Any]) -> oauth.Connection:
-    """The HubSpot connection a new source reads with: an existing source's login, or a refresh token of this
-    hubsync's HubSpot app (exchanged for an access token and described by HubSpot, as the OAuth callback does)."""
-    if "source" in data:
-        existing = Source.objects.filter(workspace=workspace(request), pk=data["source"]).first()
-        if existing is None:
-            raise invalid("connection", f"This workspace has no source {data['source']}.")
-        if existing.status != Source.Status.OK or not existing.token or existing.hub_id is None:
-            raise invalid("connection", f"{existing.name} must be reconnected to HubSpot before its login is reused.")
-        return oauth.Connection(
-            hub_id=existing.hub_id,
-            hub_domain=existing.hub_domain,
-            user=existing.installing_user,
-            scopes=list(existing.scopes),
-            access_token=existing.access_token,
-            refresh_token=existing.token,
-            expires_at=existing.access_token_expires_at,
-        )
+    """The HubSpot login a new source reads with: an existing source's of this workspace, or a refresh token of
+    this hubsync's HubSpot app (a login done by the script, outside this server's pages)."""
     try:
-        payload = hubspot_tokens._post_token(
-            {
-                "grant_type": "refresh_token",
-                "client_id": settings.HUBSPOT_CLIENT_ID,
-                "client_secret": settings.HUBSPOT_CLIENT_SECRET,
-                "refresh_token": data["refresh_token"],
-            },
-            timeout=20,
-        )
-        access = str(payload.get("access_token") or "")
-        info = oauth.token_info(access) if access else {}
-        hub_id = int(info.get("hub_id") or payload.get("hub_id") or 0)
-    except (HubSpotError, oauth.ConnectError, TypeError, ValueError):
-        raise invalid(
-            "connection", "HubSpot refused this refresh token (revoked, or not issued to this app)."
-        ) from None
-    if not hub_id:
-        raise invalid("connection", "HubSpot did not say which account this refresh token belongs to.")
-    expires_in = int(payload.get("expires_in") or 1800)
-    return oauth.Connection(
-        hub_id=hub_id,
-        hub_domain=info.get("hub_domain") or "",
-        user=info.get("user") or "",
-        scopes=sorted(info.get("scopes") or payload.get("scopes") or []),
-        access_token=access,
-        refresh_token=str(payload.get("refresh_token") or data["refresh_token"]),
-        expires_at=timezone.now() + timedelta(seconds=expires_in),
-        account=oauth.account_details(access, hub_id),
-    )
+        if "source" in data:
+            existing = Source.objects.filter(workspace=workspace(request), pk=data["source"]).first()
+            if existing is None:
+                raise invalid("connection", f"This workspace has no source {data['source']}.")
+            return oauth.connection_of(existing)
+        return oauth.connection_from_refresh_token(data["refresh_token"])
+    except oauth.ConnectError as exc:
+        raise invalid("connection", str(exc)) from None
 
 
 def _interval(value: Any) -> str:

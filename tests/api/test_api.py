@@ -8,15 +8,19 @@ import re
 
 import pytest
 import yaml
+from allauth.account.models import EmailAddress
 from django.urls import URLPattern, URLResolver, get_resolver
 from openapi_spec_validator import validate
 
 from api.models import ApiToken
-from hubsync.models import AuditEvent
-from mappings.models import DeliveryState, ProfileSpace
-from sources.models import SyncRun
+from api.views import sources as views
+from hubsync import workspaces as ws
+from hubsync.models import AuditEvent, Membership, Role
+from mappings.models import DeliveryState, Mapping, ProfileSpace
+from sources.models import Source, SyncRun
 from tests.api.conftest import ApiClient
-from tests.factories import DeliveryStateFactory, SourceCollectionFactory, SourceFactory
+from tests.conftest import make_user
+from tests.factories import DeliveryStateFactory, RecordFactory, SourceCollectionFactory, SourceFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -218,3 +222,121 @@ def test_the_docs_page_uses_pinned_files_and_no_inline_script(client):
     assert "cdn" not in html.lower() and "<script>" not in html and "<style>" not in html
     script = client.get("/api/v1/docs/?script=")
     assert script.status_code == 200 and "SwaggerUIBundle" in script.content.decode()
+
+
+def test_every_operation_documents_its_problems(client):
+    document = yaml.safe_load(client.get("/api/v1/schema/").content)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for code in ("401", "404", "429"):
+                content = operation["responses"][code]["content"]
+                assert "application/problem+json" in content, (method, path, code)
+    assert "errors" in document["components"]["schemas"]["Problem"]["properties"]
+
+
+def test_a_token_stops_when_its_creator_loses_access(api, admin_token, workspace, owner):
+    assert api.get(W(workspace)).status_code == 200
+    other = Membership.objects.create(user=make_user("second@acme.test"), workspace=workspace, role=Role.OWNER)
+    ws.change_role(membership=Membership.objects.get(user=owner), role=Role.VIEWER, actor=other.user)
+    refused = _problem(api.get(W(workspace)), 401)
+    assert "no longer an owner or admin" in refused["detail"]
+
+
+def test_a_crash_is_a_500_problem(api, workspace, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(views.WorkspaceDetail, "get", boom)
+    api.client.raise_request_exception = False
+    body = _problem(api.get(W(workspace)), 500)
+    assert "boom" not in str(body)
+
+
+def _verified(user) -> None:
+    EmailAddress.objects.update_or_create(user=user, email=user.email, defaults={"verified": True, "primary": True})
+
+
+def test_the_other_endpoints_with_an_admin_token(api, workspace, source, owner):
+    w = W(workspace)
+    assert [x["id"] for x in api.get("/api/v1/workspaces/").json()] == [workspace.pk]
+    assert api.get("/api/v1/workspaces/").json()[0]["name"] == "Acme"
+    assert api.get(w + f"sources/{source.pk}/collections/").json()[0]["property_count"] == 2
+
+    Source.objects.filter(pk=source.pk).update(enabled=True)
+    assert api.post(w + f"sources/{source.pk}/disable/").json()["enabled"] is False
+    full = api.post(w + f"sources/{source.pk}/full-sync/")
+    assert full.status_code == 202 and SyncRun.objects.get(pk=full.json()["run"]).trigger == "full"
+    runs = api.get(w + "sync-runs/", source=source.pk).json()
+    assert runs["count"] == 1 and runs["results"][0]["progress"]["finished"] is False
+    _problem(api.get(w + "sync-runs/", source="x"), 400)
+    assert api.get(w + f"sync-runs/{full.json()['run']}/").json()["trigger"] == "full"
+
+    model = api.post(w + "models/", {"source": source.pk, "collection": "contacts", "name": "C", "columns": ["email"]})
+    model_url = w + f"models/{model.json()['id']}/"
+    renamed = api.patch(model_url, {"name": "Contacts", "columns": ["firstname", "email"]})
+    assert renamed.json()["name"] == "Contacts" and renamed.json()["columns"] == ["email", "firstname"]
+    assert api.get(w + "models/", source=source.pk).json()["count"] == 1
+
+    dest = api.post(w + "destinations/", {"name": "Segment"}).json()
+    assert api.patch(w + f"destinations/{dest['id']}/", {"name": "Segment EU"}).json()["name"] == "Segment EU"
+    spaces = w + f"destinations/{dest['id']}/profile-spaces/"
+    space = api.post(spaces, {"name": "Prod", "region": "us", "write_key": "wk_original_1"}).json()
+    space_url = w + f"profile-spaces/{space['id']}/"
+    assert api.patch(space_url, {"name": "Production"}).json()["name"] == "Production"
+    assert ProfileSpace.objects.get().write_key == "wk_original_1"  # left out: the saved key stays
+    api.patch(space_url, {"write_key": "wk_replaced_2"})
+    assert ProfileSpace.objects.get().write_key == "wk_replaced_2"
+    assert [s["name"] for s in api.get(spaces).json()] == ["Production"]
+
+    mapping = api.post(
+        w + "mappings/",
+        {
+            "destination": dest["id"],
+            "data_model": model.json()["id"],
+            "profile_space": space["id"],
+            "identifiers": {"user_id": "email"},
+        },
+    ).json()
+    mw = w + f"mappings/{mapping['id']}/"
+    assert mapping["action"] == "identify" and mapping["traits"] == []
+    _problem(api.delete(space_url), 409)
+    _problem(api.delete(w + f"destinations/{dest['id']}/"), 409)
+    assert api.post(mw + "enable/").json()["enabled"] is True
+    assert api.post(mw + "disable/").json()["enabled"] is False
+    before = Mapping.objects.get(pk=mapping["id"]).resync_generation
+    api.post(mw + "resync/")
+    assert Mapping.objects.get(pk=mapping["id"]).resync_generation == before + 1
+    assert api.get(mw).json()["state_counts"] == {"pending": 0, "delivered": 0, "rejected": 0, "retry": 0}
+    assert api.get(w + "delivery-runs/", mapping=mapping["id"]).json()["count"] == 0
+
+    record = RecordFactory(source=source, object_id=51, properties={"email": "ann@example.com"})
+    found = api.get(w + "records/", q="ann@example.com").json()
+    assert found["record"]["object_id"] == 51 and found["record"]["mappings"][0]["mapping"] == mapping["id"]
+    assert api.get(w + f"records/{record.pk}/").json()["record"]["properties"] == {"email": "ann@example.com"}
+    _problem(api.get(w + "records/"), 400)
+
+    assert api.delete(mw).status_code == 204
+    assert api.delete(space_url).status_code == 204
+    assert api.delete(w + f"destinations/{dest['id']}/").status_code == 204
+
+
+def test_alert_channels_and_events(api, workspace, owner, settings):
+    w = W(workspace) + "alerts/"
+    unverified = _problem(api.post(w + "channels/", {"kind": "email", "name": "Ops", "emails": owner.email}), 409)
+    assert "verified" in unverified["detail"]
+    _verified(owner)
+    stranger = _problem(api.post(w + "channels/", {"kind": "email", "name": "Ops", "emails": "x@else.test"}), 400)
+    assert "not the verified address" in stranger["errors"]["emails"][0]
+    channel = api.post(w + "channels/", {"kind": "email", "name": "Ops", "emails": owner.email})
+    assert channel.status_code == 201, channel.content
+    url = w + f"channels/{channel.json()['id']}/"
+    assert api.patch(url, {"enabled": False}).json()["enabled"] is False
+    assert api.patch(url, {"enabled": True}).json()["enabled"] is True
+    settings.ALERT_TEST_LIMIT_PER_CHANNEL = 1
+    assert api.post(url + "test/").status_code == 202
+    assert "No test message sent" in _problem(api.post(url + "test/"), 409)["detail"]
+    events = api.get(w + "events/").json()
+    assert events["count"] == 1 and events["results"][0]["kind"] == "test"
+    assert api.get(w + "problems/", open="true").json()["count"] == 0
+    assert api.delete(url).status_code == 204
+    assert api.get(w + "channels/").json() == []

@@ -108,3 +108,22 @@ def test_the_seed_workflow_through_the_api(workspace, owner, hub, segment, tmp_p
     assert profiles[str(record["id"])]["email"] == record["email"]
     answer = call("get", "records/", q=str(record["id"]))
     assert answer["record"]["mappings"][0]["kind"] == "delivered"
+
+    # A test send is a real write to the Profile Space, of the message a sync builds.
+    segment.clear()
+    sent = call("post", f"mappings/{mapping['id']}/test/", {"record": record["id"]})
+    assert sent["sent"]["ok"] is True
+    assert [m["userId"] for m in segment.messages()] == [str(record["id"])]
+    model_preview = call("get", f"models/{model['id']}/preview/")
+    assert model_preview["error"] is None and len(model_preview["rows"]) > 0
+
+    # Another source on the same HubSpot login (no second OAuth): created disabled, its collections discovered.
+    second = call(
+        "post",
+        "sources/",
+        {"name": "HubSpot deals", "connection": {"source": source["id"]}, "collections": ["deals"]},
+        expect=201,
+    )
+    assert second["hub_id"] == PORTAL and second["schema_name"] == "hubspot_deals" and second["enabled"] is False
+    bad = http.post(w + "sources/", json={"name": "x", "connection": {"refresh_token": "nope"}, "collections": []})
+    assert bad.status_code == 400 and "connection" in bad.json()["errors"]
