@@ -59,6 +59,8 @@ class BearerTokenAuthentication(BaseAuthentication):
 def creator_may_manage(token: ApiToken) -> bool:
     """A token works only while its creator may still create it (an owner or admin of its workspace): removing or
     demoting a member takes their tokens' access away at once, as it does their pages'."""
+    if token.created_by_id is None:
+        return False
     return Membership.objects.filter(
         user_id=token.created_by_id, workspace_id=token.workspace_id, role__in=[Role.OWNER, Role.ADMIN]
     ).exists()

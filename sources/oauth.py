@@ -431,7 +431,7 @@ def connection_from_refresh_token(refresh_token: str) -> Connection:
         raise ConnectError("HubSpot's token endpoint answered without an access token.")
     info = token_info(access_token)
     try:
-        hub_id = int(info.get("hub_id") or payload.get("hub_id"))
+        hub_id = int(info.get("hub_id") or payload.get("hub_id") or "")
     except (TypeError, ValueError):
         raise ConnectError("HubSpot did not say which account this login belongs to.") from None
     return Connection(
