@@ -1,6 +1,6 @@
 """Errors of the API as problem details (RFC 9457, `application/problem+json`): type, title, status, detail, and
 for invalid input `errors` ({field: [messages]}). Never an HTML page: DRF's errors go through
-`exception_handler`; what Django answers itself under /api/ (no such URL, a crash) through the middleware."""
+`exception_handler`; what Django answers itself under /api/ (no such URL, a crash) through api.middleware."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from http import HTTPStatus
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -85,24 +85,3 @@ def django_problem(status: int, detail: str = "") -> HttpResponse:
     return HttpResponse(
         json.dumps(body(status, detail or defaults.get(status, ""))), status=status, content_type=PROBLEM_JSON
     )
-
-
-class ProblemDetailsMiddleware:
-    """Under /api/, any error Django answers by itself (no such URL, method not allowed outside DRF, a NUL byte,
-    CSRF, an unhandled exception) becomes a problem document instead of an HTML page."""
-
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
-        if not request.path.startswith(API_PREFIX) or response.status_code < 400:
-            return response
-        content_type = response.get("Content-Type", "")
-        if "json" in content_type:
-            return response
-        problem = django_problem(response.status_code)
-        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
-            if header in response:
-                problem[header] = response[header]
-        return problem

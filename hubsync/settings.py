@@ -451,10 +451,10 @@ ALERT_WEBHOOK_ALLOWED_HOSTS = env_list("HUBSYNC_WEBHOOK_ALLOWED_HOSTS")
 # HUBSYNC_TESTING is on.
 ALERT_WEBHOOK_ALLOW_LOOPBACK = env_bool("HUBSYNC_WEBHOOK_ALLOW_LOOPBACK", False)
 # --- REST API (api/): /api/v1/, workspace API tokens, problem details, OpenAPI -------------------------------
-# Under /api/, errors Django answers itself (no such URL, a crash) become problem details too: outermost but the
-# security headers, so it also sees the answers of the middleware after it.
+# Under /api/: routes are served with or without their trailing slash, and errors Django answers itself (no such
+# URL, a crash) become problem details too. Outermost but the security headers, to see the others' answers.
 MIDDLEWARE.insert(
-    MIDDLEWARE.index("hubsync.middleware.SecurityHeadersMiddleware") + 1, "api.problems.ProblemDetailsMiddleware"
+    MIDDLEWARE.index("hubsync.middleware.SecurityHeadersMiddleware") + 1, "api.middleware.ApiMiddleware"
 )
 # Requests per API token (DRF's rate syntax: N/second|minute|hour|day), counted in the cache (Redis when set).
 HUBSYNC_API_RATE = os.environ.get("HUBSYNC_API_RATE", "600/minute")

@@ -340,3 +340,11 @@ def test_alert_channels_and_events(api, workspace, owner, settings):
     assert api.get(w + "problems/", open="true").json()["count"] == 0
     assert api.delete(url).status_code == 204
     assert api.get(w + "channels/").json() == []
+
+
+def test_a_route_without_its_trailing_slash_is_served(api, workspace):
+    w = f"/api/v1/workspaces/{workspace.pk}"
+    assert api.get(w).json()["id"] == workspace.pk
+    created = api.post(w + "/destinations", {"name": "Segment"})
+    assert created.status_code == 201 and created.json()["name"] == "Segment"
+    _problem(api.get(w + "/nowhere"), 404)
