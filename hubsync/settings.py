@@ -453,9 +453,7 @@ ALERT_WEBHOOK_ALLOW_LOOPBACK = env_bool("HUBSYNC_WEBHOOK_ALLOW_LOOPBACK", False)
 # --- REST API (api/): /api/v1/, workspace API tokens, problem details, OpenAPI -------------------------------
 # Under /api/: routes are served with or without their trailing slash, and errors Django answers itself (no such
 # URL, a crash) become problem details too. Outermost but the security headers, to see the others' answers.
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("hubsync.middleware.SecurityHeadersMiddleware") + 1, "api.middleware.ApiMiddleware"
-)
+MIDDLEWARE.insert(MIDDLEWARE.index("hubsync.middleware.SecurityHeadersMiddleware") + 1, "api.middleware.ApiMiddleware")
 # Requests per API token (DRF's rate syntax: N/second|minute|hour|day), counted in the cache (Redis when set).
 HUBSYNC_API_RATE = os.environ.get("HUBSYNC_API_RATE", "600/minute")
 REST_FRAMEWORK = {
