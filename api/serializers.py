@@ -318,7 +318,8 @@ class MappingSerializer(serializers.ModelSerializer):
         return [{"column": column, "trait": trait} for column, trait in obj.traits or []]
 
     def get_state_counts(self, obj: Mapping) -> dict[str, int]:
-        counts = DeliveryStateCount.for_mappings([obj.pk])[obj.pk]
+        known = self.context.get("state_counts")  # a list's counts, read in one query
+        counts = known[obj.pk] if known is not None else DeliveryStateCount.for_mappings([obj.pk])[obj.pk]
         return {status: counts.get(status, 0) for status in DeliveryState.Status.values}
 
 

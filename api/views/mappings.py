@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from mappings import services
 from mappings.forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm
-from mappings.models import DeliveryRun, Destination, Mapping, ProfileSpace
+from mappings.models import DeliveryRun, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from mappings.views import _test_panel
 from mappings.views_rejected import _filtered
 from mappings.views_sample import MAX_SAMPLE_SIZE
@@ -181,6 +181,12 @@ class MappingList(ListView):
 
     def get_queryset(self) -> Any:
         return _mappings(self.request)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.get_queryset()) or []
+        counts = DeliveryStateCount.for_mappings([m.pk for m in page])
+        data = self.get_serializer(page, many=True, context={"request": request, "state_counts": counts}).data
+        return self.get_paginated_response(data)
 
     @extend_schema(request=s.MappingInputSerializer, responses={201: s.MappingSerializer})
     def post(self, request: Request, workspace_id: int) -> Response:

@@ -9,6 +9,8 @@ import re
 import pytest
 import yaml
 from allauth.account.models import EmailAddress
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver
 from openapi_spec_validator import validate
 
@@ -20,7 +22,15 @@ from mappings.models import DeliveryState, Mapping, ProfileSpace
 from sources.models import Source, SyncRun
 from tests.api.conftest import ApiClient
 from tests.conftest import make_user
-from tests.factories import DeliveryStateFactory, RecordFactory, SourceCollectionFactory, SourceFactory
+from tests.factories import (
+    DeliveryRunFactory,
+    DeliveryStateFactory,
+    MappingFactory,
+    RecordFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+    SyncRunFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -348,3 +358,26 @@ def test_a_route_without_its_trailing_slash_is_served(api, workspace):
     created = api.post(w + "/destinations", {"name": "Segment"})
     assert created.status_code == 201 and created.json()["name"] == "Segment"
     _problem(api.get(w + "/nowhere"), 404)
+
+
+@pytest.mark.parametrize("path", ["sources/", "models/", "destinations/", "mappings/", "sync-runs/", "delivery-runs/"])
+def test_lists_take_the_same_queries_for_two_or_six_objects(api, workspace, path):
+    def add(n: int) -> None:
+        for _ in range(n):
+            source = SourceFactory(workspace=workspace)
+            SourceCollectionFactory(source=source)
+            mapping = MappingFactory(data_model__source=source)
+            SyncRunFactory(source=source, status="succeeded")
+            DeliveryRunFactory(mapping=mapping, status="succeeded")
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            response = api.get(W(workspace) + path)
+        assert response.status_code == 200
+        return len(captured)
+
+    add(2)
+    queries()  # the first call of a token also notes its last use
+    few = queries()
+    add(4)
+    assert queries() == few, f"{path}: the queries grow with the rows"
