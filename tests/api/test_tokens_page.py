@@ -52,3 +52,12 @@ def test_another_workspaces_owner_cannot_revoke(outsider_client, admin_token):
     assert outsider_client.post(f"/settings/api-tokens/{admin_token.pk}/revoke/").status_code == 404
     admin_token.refresh_from_db()
     assert admin_token.revoked_at is None
+
+
+def test_api_calls_show_in_the_audit_log(owner_client, api, workspace):
+    assert api.post(f"/api/v1/workspaces/{workspace.pk}/destinations/", {"name": "Segment"}).status_code == 201
+    page = owner_client.get("/audit/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "api.call" in html and "Segment" in html
+    assert api.token not in html
