@@ -474,7 +474,8 @@ SPECTACULAR_SETTINGS = {
     "(Settings → API tokens): `Authorization: Bearer hs_…`. Errors are problem details (RFC 9457).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Operations are tagged (grouped in the docs) by what follows the workspace: sources, models, mappings, ...
+    "SCHEMA_PATH_PREFIX": r"/api/v1(/workspaces/\{workspace_id\})?",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

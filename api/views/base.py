@@ -25,9 +25,10 @@ from ..auth import token_of
 M = TypeVar("M", bound=Model)
 
 
+# Marks a view as an API view of a workspace (the API URL walk checks for it) and audits every call with a method
+# that may change something, whatever its outcome (pages audit their actions the same way). A comment, not a
+# docstring: the OpenAPI document takes a view's description from the first docstring of its classes.
 class AuditedMixin:
-    """Marks a view as an API view of a workspace (the API URL walk checks for it) and audits every call with a
-    method that may change something, whatever its outcome (pages audit their actions the same way)."""
 
     api_view = True
     write_role = Role.ADMIN

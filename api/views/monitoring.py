@@ -71,7 +71,7 @@ class RecordSearch(ApiView):
             OpenApiParameter("mapping", int, description="Several records share the id: the one this mapping reads."),
         ],
         responses=s.DebuggerSerializer,
-        operation_id="workspaces_records_search",
+        operation_id="records_search",
     )
     def get(self, request: Request, workspace_id: int) -> Response:
         """The record debugger: why a record did (not) reach Segment, per mapping that reads it."""

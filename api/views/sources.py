@@ -22,6 +22,8 @@ from .base import ApiView, ListView, actor, check, get, invalid, parse, progress
 
 
 class WorkspaceList(ListView):
+    """The workspaces the token may use: its own."""
+
     serializer_class = s.WorkspaceSerializer
     pagination_class = None
 
@@ -30,8 +32,9 @@ class WorkspaceList(ListView):
 
 
 class WorkspaceDetail(ApiView):
-    @extend_schema(responses=s.WorkspaceSerializer)
+    @extend_schema(responses=s.WorkspaceSerializer, tags=["workspaces"], operation_id="workspaces_retrieve")
     def get(self, request: Request, workspace_id: int) -> Response:
+        """The workspace of the token, and the token's role."""
         return Response(s.WorkspaceSerializer(workspace(request), context={"request": request}).data)
 
 

@@ -51,4 +51,5 @@ def test_the_docs_page_renders_under_the_csp(page, live_server):
     page.goto(live_server.url + "/api/v1/docs/")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("hubsync API")
     expect(page.get_by_text("/api/v1/workspaces/{workspace_id}/sources/").first).to_be_visible()
+    screenshot(page, "api-docs")
     assert not violations, violations
