@@ -29,7 +29,6 @@ M = TypeVar("M", bound=Model)
 # that may change something, whatever its outcome (pages audit their actions the same way). A comment, not a
 # docstring: the OpenAPI document takes a view's description from the first docstring of its classes.
 class AuditedMixin:
-
     api_view = True
     write_role = Role.ADMIN
 
