@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from hubsync.access import public_view
 
@@ -79,9 +85,39 @@ def add_problem_responses(result: dict[str, Any], generator: Any, request: Any, 
     content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
+            if operation.get("security") == [{}] or "security" not in operation:
+                continue  # public: no token, no workspace
             responses = operation.setdefault("responses", {})
             wanted = {"400", "401", "404", "429"} | ({"403"} if method != "get" else set())
             wanted |= {code for code in responses if code in PROBLEMS}
             for code in sorted(wanted):
                 responses[code] = {"description": PROBLEMS[code], "content": content}
     return result
+
+
+class RootSerializer(serializers.Serializer):
+    workspaces = serializers.CharField()
+    schema = serializers.CharField()
+    docs = serializers.CharField()
+
+
+class ApiRoot(APIView):
+    """Where to start: the workspaces of a token, the OpenAPI document and the docs page."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+    public = True
+
+    @extend_schema(responses=RootSerializer, auth=[], tags=["meta"], operation_id="root")
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "workspaces": request.build_absolute_uri(reverse("api:workspaces")),
+                "schema": request.build_absolute_uri(reverse("api:schema")),
+                "docs": request.build_absolute_uri(reverse("api:docs")),
+            }
+        )
+
+
+root_view = public_view(ApiRoot.as_view())

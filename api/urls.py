@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .schema import docs_view, schema_view
+from .schema import docs_view, root_view, schema_view
 from .views import mappings as m
 from .views import models as dm
 from .views import monitoring as mon
@@ -16,6 +16,7 @@ app_name = "api"
 W = "workspaces/<int:workspace_id>/"
 
 urlpatterns = [
+    path("", root_view, name="root"),
     path("schema/", schema_view, name="schema"),
     path("docs/", docs_view, name="docs"),
     path("workspaces/", src.WorkspaceList.as_view(), name="workspaces"),

@@ -238,6 +238,9 @@ def test_every_operation_documents_its_problems(client):
     document = yaml.safe_load(client.get("/api/v1/schema/").content)
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
+            if "security" not in operation:
+                assert path == "/api/v1/"  # the only public operation
+                continue
             for code in ("401", "404", "429"):
                 content = operation["responses"][code]["content"]
                 assert "application/problem+json" in content, (method, path, code)
@@ -381,3 +384,8 @@ def test_lists_take_the_same_queries_for_two_or_six_objects(api, workspace, path
     few = queries()
     add(4)
     assert queries() == few, f"{path}: the queries grow with the rows"
+
+
+def test_the_root_points_to_the_rest(client):
+    links = client.get("/api/v1/").json()
+    assert links["docs"].endswith("/api/v1/docs/") and links["workspaces"].endswith("/api/v1/workspaces/")

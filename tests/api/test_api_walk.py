@@ -30,7 +30,7 @@ from tests.hubsync.test_url_walk import (
 )
 
 API_ROUTES = [r for r in ROUTES if r.route.startswith("api/v1/")]
-PUBLIC = {"api:schema", "api:docs"}
+PUBLIC = {"api:root", "api:schema", "api:docs"}
 WORKSPACE_ROUTES = [r for r in API_ROUTES if r.name not in PUBLIC]
 METHODS = ("get", "post", "patch", "put", "delete")
 # What an API call writes whatever it answers: the token's last use and the audit of the call (checked apart).
