@@ -11,6 +11,7 @@ from rest_framework import serializers
 from hubsync.models import Alert, AlertChannel, AlertState, Workspace
 from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
+from monitoring.alerts import RULE_LABELS
 from sources.models import Source, SourceCollection, SyncRun
 
 from .models import ApiToken
@@ -435,10 +436,16 @@ class DebuggerSerializer(serializers.Serializer):
 # --- alerts -----------------------------------------------------------------------------------------------
 
 
+class RuleSerializer(serializers.Serializer):
+    rule = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like a Field attribute
+
+
 class AlertRulesSerializer(serializers.Serializer):
     drift_pauses_mappings = serializers.BooleanField()
-    freshness_alert_minutes = serializers.IntegerField()
-    rejected_alert_threshold = serializers.IntegerField()
+    freshness_alert_minutes = serializers.IntegerField(help_text="0 switches the freshness rule off.")
+    rejected_alert_threshold = serializers.IntegerField(help_text="0 switches the rejected-records rule off.")
+    rules = RuleSerializer(many=True, read_only=True, help_text="The rules that raise alerts.")
 
 
 class AlertChannelSerializer(serializers.ModelSerializer):
@@ -466,9 +473,14 @@ class AlertSerializer(serializers.ModelSerializer):
 
 
 class AlertStateSerializer(serializers.ModelSerializer):
+    label = serializers.SerializerMethodField()  # type: ignore[assignment]  # a field named like a Field attribute
+
     class Meta:
         model = AlertState
-        fields = ["id", "key", "rule", "subject", "is_open", "opened_at", "closed_at", "detail"]
+        fields = ["id", "key", "rule", "label", "subject", "is_open", "opened_at", "closed_at", "detail"]
+
+    def get_label(self, obj: AlertState) -> str:
+        return RULE_LABELS.get(obj.rule, obj.rule)
 
 
 # --- runs started -----------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hubsync import workspaces
-from hubsync.forms import AlertChannelForm, WorkspaceSettingsForm
-from hubsync.models import Alert, AlertChannel, AlertState, Role, WorkspaceSettings
+from hubsync.forms import AlertChannelForm
+from hubsync.models import Alert, AlertChannel, AlertState, WorkspaceSettings
 from hubsync.redact import redact
 from mappings.models import Mapping
 from monitoring import alerts, services
@@ -118,29 +118,22 @@ class RecordDetail(ApiView):
 # --- alerts -----------------------------------------------------------------------------------------------
 
 
-def _rules(request: Request) -> dict[str, Any]:
+def _settings(request: Request) -> dict[str, Any]:
     conf = WorkspaceSettings.for_workspace(workspace(request).pk)
     return {name: getattr(conf, name) for name in workspaces.MONITORING_SETTINGS}
 
 
-class AlertRules(ApiView):
-    write_role = Role.OWNER  # as the Settings page: only owners change them
+def _rules(request: Request) -> dict[str, Any]:
+    rules = [{"rule": rule, "label": label} for rule, label in alerts.RULE_LABELS.items()]
+    return {**_settings(request), "rules": rules}
 
+
+class AlertRules(ApiView):
+    # Read-only here: only owners change these settings (Settings page), and API tokens act at most as admins.
     @extend_schema(responses=s.AlertRulesSerializer)
     def get(self, request: Request, workspace_id: int) -> Response:
-        """The alert rules' thresholds (0 switches a rule off) and whether drift pauses mappings."""
-        return Response(_rules(request))
-
-    @extend_schema(request=s.AlertRulesSerializer, responses=s.AlertRulesSerializer)
-    def patch(self, request: Request, workspace_id: int) -> Response:
-        raw = parse(s.AlertRulesSerializer, request, partial=True)
-        merged = {**_rules(request), **raw}
-        data = check(WorkspaceSettingsForm({k: v for k, v in merged.items() if v is not False}))
-        workspaces.update_monitoring_settings(
-            workspace=workspace(request),
-            actor=actor(request),
-            **{name: data[name] for name in workspaces.MONITORING_SETTINGS},
-        )
+        """The alert rules, their thresholds (0 switches a rule off) and whether schema drift pauses mappings.
+        Owners change them on the Settings page; where alerts go (channels) is below."""
         return Response(_rules(request))
 
 
