@@ -399,6 +399,12 @@ def connection_of(source: Source) -> Connection:
     token keeps working for both."""
     if source.status != Source.Status.OK or not source.token or source.hub_id is None:
         raise ConnectError(f"{source.name} must be reconnected to HubSpot before its login can be reused.")
+    try:
+        hubspot_tokens.refresh_access_token(source)  # only when the stored one is (nearly) expired
+    except HubSpotError:
+        raise ConnectError(
+            f"HubSpot did not renew the login of {source.name} (reconnect it, or try again in a minute)."
+        ) from None
     return Connection(
         hub_id=source.hub_id,
         hub_domain=source.hub_domain,

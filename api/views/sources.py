@@ -11,6 +11,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from hubsync.models import Workspace
 from monitoring import dashboard
 from sources import oauth, services
 from sources.forms import BasicSettingsForm, NameForm, SchemaNameForm, SelectiveSyncForm, unique_schema_name
@@ -28,7 +29,7 @@ class WorkspaceList(ListView):
     pagination_class = None
 
     def get_queryset(self) -> Any:
-        return type(workspace(self.request)).objects.filter(pk=workspace(self.request).pk)
+        return Workspace.objects.filter(pk=workspace(self.request).pk)
 
 
 class WorkspaceDetail(ApiView):

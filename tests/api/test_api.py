@@ -392,3 +392,14 @@ def test_lists_take_the_same_queries_for_two_or_six_objects(api, workspace, path
 def test_the_root_points_to_the_rest(client):
     links = client.get("/api/v1/").json()
     assert links["docs"].endswith("/api/v1/docs/") and links["workspaces"].endswith("/api/v1/workspaces/")
+
+
+def test_a_source_needing_reconnect_lends_no_login(api, workspace, source):
+    Source.objects.filter(pk=source.pk).update(status=Source.Status.NEEDS_RECONNECT)
+    body = {"name": "Second", "connection": {"source": source.pk}, "collections": ["contacts"]}
+    refused = _problem(api.post(W(workspace) + "sources/", body), 400)
+    assert "reconnected" in refused["errors"]["connection"][0]
+    both = _problem(
+        api.post(W(workspace) + "sources/", {**body, "connection": {"source": 1, "refresh_token": "x"}}), 400
+    )
+    assert "either" in str(both["errors"])

@@ -6,12 +6,16 @@ The run endpoints report what happened."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
+from django.utils import timezone
 
 from api import services
 from api.models import ApiToken
 from hubsync.celery import app as celery_app
+from sources.models import Source
 from tests.mappings.conftest import hub, segment  # noqa: F401 (fixtures)
 from tests.mappings.test_pipeline_worker import start_worker, stop, wait_for
 
@@ -117,7 +121,10 @@ def test_the_seed_workflow_through_the_api(workspace, owner, hub, segment, tmp_p
     model_preview = call("get", f"models/{model['id']}/preview/")
     assert model_preview["error"] is None and len(model_preview["rows"]) > 0
 
-    # Another source on the same HubSpot login (no second OAuth): created disabled, its collections discovered.
+    # Another source on the same HubSpot login (no second OAuth): created disabled, its collections discovered,
+    # the login renewed first when its access token has expired.
+    first = Source.objects.get(pk=source["id"])
+    Source.objects.filter(pk=first.pk).update(access_token_expires_at=timezone.now() - timedelta(hours=1))
     second = call(
         "post",
         "sources/",
@@ -125,5 +132,8 @@ def test_the_seed_workflow_through_the_api(workspace, owner, hub, segment, tmp_p
         expect=201,
     )
     assert second["hub_id"] == PORTAL and second["schema_name"] == "hubspot_deals" and second["enabled"] is False
+    renewed = Source.objects.get(pk=second["id"])
+    assert renewed.access_token != first.access_token and renewed.access_token_expires_at > timezone.now()
+    assert Source.objects.get(pk=first.pk).access_token == renewed.access_token
     bad = http.post(w + "sources/", json={"name": "x", "connection": {"refresh_token": "nope"}, "collections": []})
     assert bad.status_code == 400 and "connection" in bad.json()["errors"]
