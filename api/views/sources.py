@@ -16,6 +16,7 @@ from monitoring import dashboard
 from sources import oauth, services
 from sources.forms import BasicSettingsForm, NameForm, SchemaNameForm, SelectiveSyncForm, unique_schema_name
 from sources.models import Source, SourceCollection, SyncRun
+from sources.views.detail import _collection_choices as settings_choices
 
 from .. import serializers as s
 from ..problems import Conflict
@@ -108,14 +109,6 @@ class SourceList(ListView):
         return Response(s.SourceSerializer(_sources(request).get(pk=source.pk)).data, status=status.HTTP_201_CREATED)
 
 
-def _collection_choices(source: Source) -> list[tuple[str, str]]:
-    """What the Settings tab offers: the collections HubSpot offers now, and every one chosen before."""
-    available = {d.name: d.label for d in oauth.available_collections(source)}
-    for sc in source.collections.all():
-        available.setdefault(sc.collection, oauth.COLLECTION_LABELS.get(sc.collection, sc.collection))
-    return list(available.items())
-
-
 class SourceDetail(ApiView):
     @extend_schema(responses=s.SourceSerializer)
     def get(self, request: Request, workspace_id: int, source_id: int) -> Response:
@@ -152,7 +145,7 @@ class SourceDetail(ApiView):
                         ),
                         "collections": data.get("collections", current),
                     },
-                    collection_choices=_collection_choices(source),
+                    collection_choices=settings_choices(source)[0],
                 )
             )
         if basic is not None:
