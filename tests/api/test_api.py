@@ -190,6 +190,14 @@ def test_errors_are_problem_details_never_html(api, workspace):
         W(workspace) + "destinations/", data="{not json", content_type="application/json", headers=api._headers()
     )
     _problem(broken, 400)
+    # curl -d '{…}' without a Content-Type header sends its JSON form-encoded: it is read as JSON all the same.
+    lenient = api.client.post(
+        W(workspace) + "destinations/",
+        data='{"name": "Segment"}',
+        content_type="application/x-www-form-urlencoded",
+        headers=api._headers(),
+    )
+    assert lenient.status_code == 201 and lenient.json()["name"] == "Segment"
     _problem(api.get(W(workspace) + "sources/", q="a\x00b"), 400)
     _problem(api.post(W(workspace) + "destinations/", {"name": ["not", "a", "string"]}), 400)
 
