@@ -23,7 +23,19 @@ from monitoring import dashboard
 
 from .. import serializers as s
 from ..problems import Conflict
-from .base import ApiView, ListView, actor, check, get, invalid, parse, progress_dict, redacted, workspace
+from .base import (
+    ApiView,
+    ListView,
+    actor,
+    check,
+    form_errors,
+    get,
+    invalid,
+    parse,
+    progress_dict,
+    redacted,
+    workspace,
+)
 
 # --- destinations -----------------------------------------------------------------------------------------
 
@@ -159,21 +171,14 @@ def _form_data(data: dict[str, Any], mapping: Mapping | None) -> QueryDict:
 
 
 def _check_mapping(form: MappingForm) -> dict[str, Any]:
-    valid = form.is_valid()
-    errors: dict[str, list[str]] = {}
-    if not valid:
-        errors = {
-            {"__all__": "non_field_errors"}.get(k, k): [str(e["message"]) for e in v]
-            for k, v in form.errors.get_json_data().items()
-        }
-        for index, row in enumerate(form.trait_rows):
-            if row.errors:
-                errors[f"traits[{index}]"] = list(row.errors)
-        for key in Mapping.IDENTIFIER_KEYS:
-            if key in errors:
-                errors[f"identifiers.{key}"] = errors.pop(key)
-        raise exceptions.ValidationError(errors)
-    return form.cleaned_data
+    """The editor's cleaned data, or its errors named after the JSON body: `identifiers.user_id`, `traits[1]`."""
+    if form.is_valid():
+        return form.cleaned_data
+    errors = form_errors(form, {key: f"identifiers.{key}" for key in Mapping.IDENTIFIER_KEYS})
+    for index, row in enumerate(form.trait_rows):
+        if row.errors:
+            errors[f"traits[{index}]"] = list(row.errors)
+    raise exceptions.ValidationError(errors)
 
 
 class MappingList(ListView):
