@@ -122,8 +122,10 @@ def _host_allowed(host: str) -> bool:
     )
 
 
-def check_url(url: str, *, resolve_host: bool = True) -> str:
-    """Refuse (RefusedURL) a URL that may not be requested; returns it unchanged otherwise."""
+def check_url(url: str, *, resolve_host: bool = True, host_allow_list: bool = True) -> str:
+    """Refuse (RefusedURL) a URL that may not be requested; returns it unchanged otherwise. `host_allow_list=False`
+    skips the webhook allow-list (for addresses that are not webhooks, such as a Profile Space's custom endpoint);
+    the address rules still apply."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -138,7 +140,7 @@ def check_url(url: str, *, resolve_host: bool = True) -> str:
         raise RefusedURL("the address has no host name")
     if parts.username is not None or parts.password is not None:
         raise RefusedURL("addresses with a user name or password are not allowed")
-    if not _host_allowed(host):
+    if host_allow_list and not _host_allowed(host):
         raise RefusedURL(f"{host!r} is not in this server's webhook allow-list (HUBSYNC_WEBHOOK_ALLOWED_HOSTS)")
     if resolve_host:
         resolve(host, port or (443 if scheme == "https" else 80))
@@ -178,6 +180,10 @@ class _PinnedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class PinnedAdapter(HTTPAdapter):
+    def __init__(self, *args: Any, host_allow_list: bool = True, **kwargs: Any) -> None:
+        self.host_allow_list = host_allow_list
+        super().__init__(*args, **kwargs)
+
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
@@ -186,16 +192,16 @@ class PinnedAdapter(HTTPAdapter):
         }
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        check_url(request.url or "", resolve_host=False)
+        check_url(request.url or "", resolve_host=False, host_allow_list=self.host_allow_list)
         return super().send(request, *args, **kwargs)
 
 
-def session() -> requests.Session:
+def session(*, host_allow_list: bool = True, pool_maxsize: int = 10) -> requests.Session:
     """A session for user-chosen URLs: pinned, checked connections; no proxies from the environment (a proxy would
     make the connection check meaningless); callers pass allow_redirects=False."""
     s = requests.Session()
     s.trust_env = False
     s.max_redirects = 0
     for prefix in ("http://", "https://"):
-        s.mount(prefix, PinnedAdapter(max_retries=0))
+        s.mount(prefix, PinnedAdapter(max_retries=0, host_allow_list=host_allow_list, pool_maxsize=pool_maxsize))
     return s

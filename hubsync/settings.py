@@ -258,6 +258,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Segment sandbox ------------------------------------------------------------------------------------
+# How the Segment sandbox's write keys look (sandbox/segment/models.py makes them; the product may not import the
+# sandbox, so the convention is stated here): the Profile Space form recognises a sandbox key by its prefix and
+# picks the sandbox region, and "Use the default sandbox space" adds the space that exists out of the box.
+SANDBOX_SEGMENT_WRITE_KEY_PREFIX = "sbx_seg_"
+SANDBOX_SEGMENT_DEFAULT_WRITE_KEY = "sbx_seg_DefaultWorkspaceKey00001"
+SANDBOX_SEGMENT_DEFAULT_SPACE_NAME = "Default Profile Space"
+
 # --- HubSpot --------------------------------------------------------------------------------------------
 SANDBOX_HUBSPOT_CLIENT_ID = "hubsync-sandbox-app"
 SANDBOX_HUBSPOT_CLIENT_SECRET = "hubsync-sandbox-secret"

@@ -17,28 +17,269 @@ from django.db.models import QuerySet
 from django.forms.utils import ErrorDict
 from django.utils.datastructures import MultiValueDict
 
+from hubsync.fields import DecryptionError
 from models_app.models import SYSTEM_COLUMNS, DataModel
 from sources.models import SourceCollection
 
 from .models import Destination, Mapping, ProfileSpace
+from .segment import clean_custom_endpoint
 
 # --- destination ------------------------------------------------------------------------------------------
 
 
-class DestinationForm(forms.Form):
+def is_sandbox_write_key(key: str) -> bool:
+    """Keys of this server's Segment sandbox (settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX)."""
+    return bool(key) and key.startswith(settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX)
+
+
+def region_choices() -> list[tuple[str, str]]:
+    """US and EU always; the sandbox endpoint only when this server runs the sandbox; a custom endpoint last."""
+    choices: list[tuple[str, str]] = [
+        (ProfileSpace.Region.US, ProfileSpace.Region.US.label),
+        (ProfileSpace.Region.EU, ProfileSpace.Region.EU.label),
+    ]
+    if settings.SANDBOX:
+        choices.append((ProfileSpace.Region.SANDBOX, ProfileSpace.Region.SANDBOX.label))
+    choices.append((ProfileSpace.Region.CUSTOM, ProfileSpace.Region.CUSTOM.label))
+    return choices
+
+
+WRITE_KEY_HELP = (
+    "Required. In Segment: Unify → Profiles sync → the space's source → Settings → API keys → Write key. "
+    "A write key works only in its own region."
+)
+ENDPOINT_HELP = (
+    "Leave empty to send to the region above. Or the API root of a Segment-compatible host (a proxy or your own "
+    "domain), used instead of the region's address for deliveries, the mapping test and the connection check, for "
+    "example https://segment-proxy.example.com (hubsync adds /v1/batch). https only, unless DEBUG is on."
+)
+
+
+class SpaceFieldsMixin(forms.Form):
+    """The fields that address a Profile Space: write key, region and, for the custom region, its endpoint.
+
+    A sandbox write key (it starts with the sandbox's prefix) picks the sandbox region by itself while the sandbox
+    runs, so a sandbox key is never sent to api.segment.io; a real key is refused for the sandbox region."""
+
+    instance: ProfileSpace | None
+    write_key = forms.CharField(
+        max_length=200,
+        required=False,
+        strip=True,
+        label="Write key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    region = forms.ChoiceField(choices=(), initial=ProfileSpace.Region.US)
+    endpoint = forms.CharField(
+        max_length=300,
+        required=False,
+        label="Custom endpoint",
+        help_text=ENDPOINT_HELP,
+        widget=forms.URLInput(attrs={"placeholder": "https://segment-proxy.example.com", "spellcheck": "false"}),
+    )
+
+    def setup_space_fields(self, instance: ProfileSpace | None) -> None:
+        self.instance = instance
+        self.notes: list[str] = []
+        choices = region_choices()
+        if instance is not None and instance.region not in dict(choices):
+            # A sandbox space on a server that no longer runs the sandbox: keep it selectable so it can be moved.
+            choices.append((instance.region, instance.get_region_display()))
+        cast(forms.ChoiceField, self.fields["region"]).choices = choices
+        key_field = self.fields["write_key"]
+        key_field.widget.attrs["data-sandbox-prefix"] = (
+            settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX if settings.SANDBOX else ""
+        )
+        if instance is not None:
+            key_field.help_text = "Saved and hidden. Enter a new write key only to replace it."
+            key_field.label = "New write key"
+        else:
+            key_field.label = "Write key (required)"
+            # Validated in clean_write_key (a default sandbox space needs none), so the partial must not call it
+            # optional either.
+            key_field.required_here = True  # type: ignore[attr-defined]
+            # Not the HTML `required` attribute: "Use the default sandbox space" needs no key.
+            key_field.widget.attrs["aria-required"] = "true"
+            key_field.help_text = WRITE_KEY_HELP
+            if settings.SANDBOX:
+                key_field.help_text += (
+                    " Sandbox keys start with <code>sbx_seg_</code> and pick the sandbox region by themselves: see the"
+                    ' <a href="/sandbox/segment/" target="_blank" rel="noopener">Segment sandbox page</a> for the'
+                    " spaces and their keys."
+                )
+
+    def clean_write_key(self) -> str:
+        key = self.cleaned_data.get("write_key") or ""
+        if self.instance is None and not key and not self.wants_default_sandbox() and not self.space_left_out():
+            raise forms.ValidationError("Enter the space's write key: it is required, hubsync sends with it.")
+        if key and (len(key) < 8 or re.search(r"\s", key)):
+            raise forms.ValidationError("This does not look like a write key (no spaces, at least 8 characters).")
+        return key
+
+    def wants_default_sandbox(self) -> bool:
+        return False
+
+    def space_left_out(self) -> bool:
+        """Whether the form may be saved without a space (only Add destination allows it)."""
+        return False
+
+    def _saved_key(self) -> str:
+        if self.instance is None:
+            return ""
+        try:
+            return self.instance.write_key
+        except DecryptionError:  # an undecryptable saved key: the form then judges only what was entered
+            return ""
+
+    def clean_space(self, cleaned: dict[str, Any]) -> None:
+        """Region and endpoint, decided together with the key (called from clean()). An endpoint entered means
+        "send there": the space gets the custom region whatever region was left selected."""
+        if "write_key" not in cleaned:
+            return
+        endpoint = (cleaned.get("endpoint") or "").strip()
+        region = cleaned.get("region") or ProfileSpace.Region.US
+        if endpoint and region != ProfileSpace.Region.CUSTOM:
+            self.notes.append("A custom endpoint was entered, so the space sends there instead of to the region.")
+            region = ProfileSpace.Region.CUSTOM
+        if region == ProfileSpace.Region.CUSTOM:
+            try:
+                cleaned["endpoint"] = clean_custom_endpoint(endpoint)
+            except ValueError as exc:
+                self.add_error("endpoint", str(exc))
+        else:
+            cleaned["endpoint"] = ""
+            region = self._region_for_key(cleaned["write_key"] or self._saved_key(), region)
+        cleaned["region"] = region
+
+    def _region_for_key(self, key: str, region: str) -> str:
+        """A sandbox key picks the sandbox region (while the sandbox runs); a real key cannot use it."""
+        sandbox_key = is_sandbox_write_key(key)
+        if sandbox_key and region in (ProfileSpace.Region.US, ProfileSpace.Region.EU):
+            if settings.SANDBOX:
+                self.notes.append(
+                    "That is a sandbox write key, so the space sends to the sandbox on this server, not to Segment."
+                )
+                return ProfileSpace.Region.SANDBOX
+            self.add_error(
+                "write_key",
+                "This is a write key of hubsync's Segment sandbox, which this server does not run: enter the "
+                "write key of your Segment space.",
+            )
+        elif region == ProfileSpace.Region.SANDBOX and key and not sandbox_key:
+            self.add_error(
+                "region",
+                f"Sandbox write keys start with {settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX}; this one looks like a "
+                "real Segment key. Choose the region of its Segment workspace (US or EU).",
+            )
+        return region
+
+
+class ProfileSpaceForm(SpaceFieldsMixin):
+    """Add a space (write key required) or change one (an empty write key keeps the saved one). The saved key
+    is never put back into the page: the input is a password field rendered empty."""
+
+    name = forms.CharField(max_length=100, label="Profile Space name")
+    use_default_sandbox = forms.BooleanField(required=False)
+    field_order = ["name", "write_key", "region", "endpoint"]
+
+    def __init__(self, *args: Any, instance: ProfileSpace | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setup_space_fields(instance)
+        if self.wants_default_sandbox():
+            self.fields["name"].required = False
+
+    def wants_default_sandbox(self) -> bool:
+        return bool(
+            settings.SANDBOX and self.instance is None and self.is_bound and self.data.get("use_default_sandbox")
+        )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name and not self.wants_default_sandbox():
+            raise forms.ValidationError("Give the Profile Space a name.")
+        return name
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        if self.wants_default_sandbox():
+            cleaned.update(default_sandbox_space(cleaned.get("name") or ""))
+            return cleaned
+        self.clean_space(cleaned)
+        return cleaned
+
+
+def default_sandbox_space(name: str = "") -> dict[str, Any]:
+    return {
+        "name": name or settings.SANDBOX_SEGMENT_DEFAULT_SPACE_NAME,
+        "write_key": settings.SANDBOX_SEGMENT_DEFAULT_WRITE_KEY,
+        "region": ProfileSpace.Region.SANDBOX,
+        "endpoint": "",
+    }
+
+
+class DestinationForm(SpaceFieldsMixin):
+    """Add destination: the destination and the Profile Space it sends to, so that the next step of the guide
+    (create a model on the source's Models tab) can follow at once."""
+
     kind = forms.ChoiceField(
         choices=Destination.Kind.choices,
         initial=Destination.Kind.SEGMENT_PROFILES,
         widget=forms.RadioSelect,
         label="Destination type",
     )
-    name = forms.CharField(max_length=100, help_text="For example the Segment workspace it sends to.")
+    name = forms.CharField(
+        max_length=100, label="Destination name", help_text="For example the Segment workspace it sends to."
+    )
+    use_default_sandbox = forms.BooleanField(
+        required=False,
+        label="Use the default sandbox space",
+        help_text="The Profile Space this server's Segment sandbox has out of the box: nothing to copy.",
+    )
+    space_name = forms.CharField(max_length=100, required=False, label="Profile Space name")
+    field_order = ["kind", "name", "use_default_sandbox", "space_name", "write_key", "region", "endpoint"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setup_space_fields(None)
+        if not settings.SANDBOX:
+            del self.fields["use_default_sandbox"]
+
+    def wants_default_sandbox(self) -> bool:
+        return bool(settings.SANDBOX and self.is_bound and self.data.get("use_default_sandbox"))
+
+    def space_left_out(self) -> bool:
+        """Every Profile Space field left empty: the destination is created alone and its space added on its
+        Settings tab afterwards (the order this page had before it took the space too). The region's select always
+        posts a value, so it does not count."""
+        fields = ("space_name", "write_key", "endpoint", "use_default_sandbox")
+        return self.is_bound and not any((self.data.get(f) or "").strip() for f in fields)
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         if not name:
             raise forms.ValidationError("Give the destination a name.")
         return name
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        space: dict[str, Any] | None
+        if self.space_left_out():
+            space = None
+        elif self.wants_default_sandbox():
+            space = default_sandbox_space((cleaned.get("space_name") or "").strip())
+        else:
+            self.clean_space(cleaned)
+            space = {
+                # A space without a name of its own is called after the destination.
+                "name": (cleaned.get("space_name") or "").strip() or cleaned.get("name") or "Profile Space",
+                "write_key": cleaned.get("write_key", ""),
+                "region": cleaned.get("region", ""),
+                "endpoint": cleaned.get("endpoint", ""),
+            }
+        cleaned["space"] = space
+        return cleaned
 
 
 class RenameForm(forms.Form):
@@ -49,62 +290,6 @@ class RenameForm(forms.Form):
         if not name:
             raise forms.ValidationError("The name cannot be empty.")
         return name
-
-
-# --- profile spaces ---------------------------------------------------------------------------------------
-
-
-def region_choices() -> list[tuple[str, str]]:
-    """US and EU always; the sandbox endpoint only when this server runs the sandbox."""
-    choices: list[tuple[str, str]] = [
-        (ProfileSpace.Region.US, ProfileSpace.Region.US.label),
-        (ProfileSpace.Region.EU, ProfileSpace.Region.EU.label),
-    ]
-    if settings.SANDBOX:
-        choices.append((ProfileSpace.Region.SANDBOX, ProfileSpace.Region.SANDBOX.label))
-    return choices
-
-
-class ProfileSpaceForm(forms.Form):
-    """Add a space (write key required) or change one (an empty write key keeps the saved one). The saved key
-    is never put back into the page: the input is a password field rendered empty."""
-
-    name = forms.CharField(max_length=100)
-    write_key = forms.CharField(
-        max_length=200,
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false"}),
-        help_text="In Segment: Unify → Profiles sync → the space's source → Settings → API keys → Write key.",
-    )
-    region = forms.ChoiceField(choices=())
-
-    def __init__(self, *args: Any, instance: ProfileSpace | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.instance = instance
-        choices = region_choices()
-        if instance is not None and instance.region not in dict(choices):
-            # A sandbox space on a server that no longer runs the sandbox: keep it selectable so it can be moved.
-            choices.append((instance.region, instance.get_region_display()))
-        cast(forms.ChoiceField, self.fields["region"]).choices = choices
-        if instance is not None:
-            self.fields["write_key"].help_text = "Saved and hidden. Enter a new write key only to replace it."
-        elif settings.SANDBOX:
-            self.fields["write_key"].help_text += " Sandbox spaces: see the Segment sandbox page for their keys."
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise forms.ValidationError("Give the Profile Space a name.")
-        return name
-
-    def clean_write_key(self) -> str:
-        key = self.cleaned_data.get("write_key") or ""
-        if self.instance is None and not key:
-            raise forms.ValidationError("Enter the space's write key.")
-        if key and (len(key) < 8 or re.search(r"\s", key)):
-            raise forms.ValidationError("This does not look like a write key (no spaces, at least 8 characters).")
-        return key
 
 
 # --- mappings ---------------------------------------------------------------------------------------------
@@ -172,7 +357,11 @@ class MappingForm(forms.Form):
     # Bound: the posted QueryDict (copied); unbound: Django's empty MultiValueDict. Both have getlist().
     data: MultiValueDict[str, Any]
 
-    name = forms.CharField(max_length=100, required=False, help_text="Shown in lists; a name is made up if empty.")
+    name = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="Shown in lists next to its Profile Space; empty: the data model's name.",
+    )
     data_model = DataModelChoiceField(queryset=DataModel.objects.none(), label="Data model", empty_label="Choose…")
     profile_space = forms.ModelChoiceField(
         queryset=ProfileSpace.objects.none(), label="Profile Space", empty_label="Choose…"

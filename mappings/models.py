@@ -39,12 +39,16 @@ class ProfileSpace(models.Model):
         US = "us", "US (api.segment.io)"
         EU = "eu", "EU (events.eu1.segmentapis.com)"
         SANDBOX = "sandbox", "Sandbox (this server)"
+        CUSTOM = "custom", "Custom endpoint (a proxy or custom domain)"
 
     destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="profile_spaces")
     name = models.CharField(max_length=100)
     # Encrypted at rest; never shown again after saving, never logged or passed to a task.
     write_key = EncryptedTextField()
     region = models.CharField(max_length=10, choices=Region.choices, default=Region.US)
+    # With the custom region: the API root of a Segment-compatible host (a proxy or a custom domain) that takes
+    # /v1/batch in place of the region's base URL. Empty for every other region.
+    endpoint = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
 
+from hubsync import outbound
 from hubsync.http import full_jitter, retry_after_seconds
 
 logger = logging.getLogger(__name__)
@@ -67,14 +69,67 @@ class BatchResult:
     attempts: int  # HTTP requests made for this batch, retries included
 
 
-def endpoint(region: str) -> str:
-    """The API root for a Profile Space's region. The sandbox is resolved at call time (tests move BASE_URL)."""
+CUSTOM = "custom"
+
+
+def endpoint(region: str, custom: str = "") -> str:
+    """The API root for a Profile Space's region (or its custom endpoint). The sandbox is resolved at call time
+    (tests move BASE_URL)."""
+    if region == CUSTOM:
+        if not custom:
+            raise ValueError("this Profile Space has no custom endpoint: enter one in its settings")
+        return custom.rstrip("/")
     if region == "sandbox":
         return f"{settings.BASE_URL}/sandbox/segment"
     try:
         return ENDPOINTS[region]
     except KeyError:
         raise ValueError(f"unknown Segment region {region!r}") from None
+
+
+def private_endpoints_allowed() -> bool:
+    """A custom endpoint on this machine or a private network, and over plain http: only while developing (DEBUG)
+    or in tests that allow loopback (hubsync.outbound.loopback_allowed). In production a custom endpoint follows
+    the rules of every user-typed address (hubsync.outbound): https, public addresses only, checked again when
+    each connection is opened."""
+    return bool(settings.DEBUG)
+
+
+def clean_custom_endpoint(url: str, *, resolve_host: bool = True) -> str:
+    """The API root a user typed for a Segment-compatible host, normalised (no trailing slash; a pasted
+    `/v1/batch` or `/v1` is taken off, since the client adds it), or ValueError saying what is wrong."""
+    url = (url or "").strip()
+    if not url:
+        raise ValueError("Enter the endpoint's address, for example https://segment-proxy.example.com.")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        raise ValueError("This is not a valid web address.") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("Enter a full address starting with https://, for example https://segment-proxy.example.com.")
+    if scheme == "http" and not (private_endpoints_allowed() or outbound.loopback_allowed()):
+        raise ValueError(
+            "Use an https:// address: write keys must not travel in plain text (http is allowed only "
+            "while DEBUG is on)."
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("Leave the user name and password out of the address: the write key is the credential.")
+    if parts.query or parts.fragment:
+        raise ValueError("Enter the API root only, without ?query or #fragment.")
+    path = parts.path.rstrip("/")
+    for suffix in ("/v1/batch", "/v1"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    normalised = urlunsplit((scheme, parts.netloc, path, "", ""))
+    if not private_endpoints_allowed():
+        try:
+            outbound.check_url(normalised, resolve_host=resolve_host, host_allow_list=False)
+        except outbound.RefusedURL as exc:
+            raise ValueError(f"This endpoint cannot be used: {exc}.") from None
+    return normalised
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
@@ -105,8 +160,15 @@ def _scrub(text: str, write_key: str) -> str:
 _local = threading.local()
 
 
-def _session() -> requests.Session:
-    """One pooled session per thread (requests.Session is not thread-safe), kept for the process's life."""
+def _session(region: str = "") -> requests.Session:
+    """One pooled session per thread (requests.Session is not thread-safe), kept for the process's life. A custom
+    endpoint is an address a user typed: outside DEBUG its connections go through hubsync.outbound's checked,
+    pinned session (no private addresses, DNS answers checked when each connection opens)."""
+    if region == CUSTOM and not private_endpoints_allowed():
+        pinned = getattr(_local, "pinned", None)
+        if pinned is None:
+            pinned = _local.pinned = outbound.session(host_allow_list=False, pool_maxsize=8)
+        return pinned
     session = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
@@ -125,6 +187,7 @@ class SegmentClient:
         self,
         region: str,
         *,
+        base_url: str = "",
         max_attempts: int | None = None,
         backoff_base: float | None = None,
         backoff_cap: float | None = None,
@@ -132,6 +195,7 @@ class SegmentClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.region = region
+        self.base_url = base_url
         self.max_attempts = max_attempts or settings.SEGMENT_MAX_ATTEMPTS
         self.backoff_base = settings.SEGMENT_BACKOFF_BASE if backoff_base is None else backoff_base
         self.backoff_cap = settings.SEGMENT_BACKOFF_CAP if backoff_cap is None else backoff_cap
@@ -140,7 +204,7 @@ class SegmentClient:
 
     @property
     def batch_url(self) -> str:
-        return endpoint(self.region) + "/v1/batch"
+        return endpoint(self.region, self.base_url) + "/v1/batch"
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter: uniform(0, min(cap, base * 2**attempt)). A Retry-After is a floor (capped too, so a
@@ -160,13 +224,17 @@ class SegmentClient:
             "User-Agent": f"hubsync/{LIBRARY['version']}",
         }
         url = self.batch_url
-        session = _session()
+        session = _session(self.region)
         last_error = ""
         last_status: int | None = None
         for attempt in range(1, self.max_attempts + 1):
             retry_after = None
             try:
-                response = session.post(url, data=body, headers=headers, timeout=self.timeout)
+                # Never follow a redirect: the write key would go wherever a proxy points.
+                response = session.post(url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+            except outbound.RefusedURL as exc:
+                # The custom endpoint's host resolves to an address that may not be reached: retrying cannot help.
+                raise SegmentPermanentError(f"Segment endpoint refused: {exc}", attempts=attempt) from None
             except (requests.Timeout, requests.ConnectionError) as exc:
                 # The exception text holds the URL at most, never the Authorization header.
                 last_status, last_error = None, f"{type(exc).__name__}: {_scrub(str(exc), write_key)}"
@@ -200,10 +268,11 @@ def send_batch(write_key: str, messages: Sequence[bytes | dict[str, Any]], *, re
 
 def close_session() -> None:
     """Close this thread's pooled connections (tests, and workers shutting down)."""
-    session = getattr(_local, "session", None)
-    if session is not None:
-        session.close()
-        _local.session = None
+    for name in ("session", "pinned"):
+        session = getattr(_local, name, None)
+        if session is not None:
+            session.close()
+            setattr(_local, name, None)
 
 
 @dataclass
@@ -212,14 +281,14 @@ class ConnectionCheck:
     detail: str
 
 
-def check_connection(region: str, write_key: str, *, timeout: float = 10) -> ConnectionCheck:
+def check_connection(region: str, write_key: str, *, base_url: str = "", timeout: float = 10) -> ConnectionCheck:
     """Verify a Profile Space's endpoint answers, sending nothing to any profile.
 
     The sandbox can say whether it knows the key (`GET /v1/_check`). Real Segment cannot: its Tracking API
     answers 200 to any key, so against US/EU we post an empty batch, which proves the endpoint is reachable and
     accepts our requests, and say that the key itself is only confirmed when messages show up in the space.
     """
-    base = endpoint(region)
+    base = endpoint(region, base_url)
     headers = {"Authorization": _auth_header(write_key), "Content-Type": "application/json"}
     try:
         if region == "sandbox":
@@ -229,7 +298,11 @@ def check_connection(region: str, write_key: str, *, timeout: float = 10) -> Con
             if response.status_code == 401:
                 return ConnectionCheck(False, "The sandbox endpoint answered, but no sandbox space has this write key.")
             return ConnectionCheck(False, f"The sandbox endpoint answered HTTP {response.status_code}.")
-        response = _session().post(f"{base}/v1/batch", data=batch_body([]), headers=headers, timeout=timeout)
+        response = _session(region).post(
+            f"{base}/v1/batch", data=batch_body([]), headers=headers, timeout=timeout, allow_redirects=False
+        )
+    except outbound.RefusedURL as exc:
+        return ConnectionCheck(False, f"{base} may not be reached from this server: {exc}.")
     except requests.RequestException as exc:
         return ConnectionCheck(False, f"Could not reach {base}: {type(exc).__name__}.")
     if 200 <= response.status_code < 300:

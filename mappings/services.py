@@ -82,7 +82,7 @@ def send_test_message(mapping: Mapping, message: dict[str, Any]) -> BatchResult:
     real write: the profile changes, and the record's delivery state is left alone (the next run compares
     with what it last delivered itself)."""
     space = mapping.profile_space
-    return SegmentClient(space.region).send_batch(space.write_key, [message])
+    return SegmentClient(space.region, base_url=space.endpoint).send_batch(space.write_key, [message])
 
 
 def resync_all(mapping: Mapping) -> None:
@@ -121,7 +121,10 @@ class MappingsError(Exception):
 
 
 @transaction.atomic
-def create_destination(*, workspace: Workspace, name: str, kind: str, actor: Any) -> Destination:
+def create_destination(
+    *, workspace: Workspace, name: str, kind: str, actor: Any, space: dict[str, Any] | None = None
+) -> Destination:
+    """The destination and, given `space` (name, write_key, region, endpoint), the Profile Space it sends to."""
     destination = Destination.objects.create(workspace=workspace, name=name, kind=kind)
     audit.record(
         workspace=workspace,
@@ -130,6 +133,15 @@ def create_destination(*, workspace: Workspace, name: str, kind: str, actor: Any
         obj=destination,
         changes={"name": destination.name, "kind": destination.kind},
     )
+    if space is not None:
+        create_profile_space(
+            destination=destination,
+            name=space["name"],
+            write_key=space["write_key"],
+            region=space["region"],
+            endpoint=space.get("endpoint", ""),
+            actor=actor,
+        )
     return destination
 
 
@@ -166,25 +178,29 @@ def delete_destination(*, destination: Destination, actor: Any) -> None:
 
 @transaction.atomic
 def create_profile_space(
-    *, destination: Destination, name: str, write_key: str, region: str, actor: Any
+    *, destination: Destination, name: str, write_key: str, region: str, actor: Any, endpoint: str = ""
 ) -> ProfileSpace:
-    space = ProfileSpace.objects.create(destination=destination, name=name, write_key=write_key, region=region)
-    audit.record(
-        workspace=destination.workspace,
-        actor=actor,
-        verb="create",
-        obj=space,
-        # The write key is a secret: the audit log says only that one was set.
-        changes={"name": space.name, "region": space.region, "write_key": "set", "destination": destination.name},
+    """`endpoint`: the custom region's API root (hubsync.forms checked it); ignored for every other region."""
+    endpoint = endpoint if region == ProfileSpace.Region.CUSTOM else ""
+    space = ProfileSpace.objects.create(
+        destination=destination, name=name, write_key=write_key, region=region, endpoint=endpoint
     )
+    changes = {"name": space.name, "region": space.region, "write_key": "set", "destination": destination.name}
+    if endpoint:
+        changes["endpoint"] = endpoint
+    # The write key is a secret: the audit log says only that one was set.
+    audit.record(workspace=destination.workspace, actor=actor, verb="create", obj=space, changes=changes)
     return space
 
 
 @transaction.atomic
-def update_profile_space(*, space: ProfileSpace, name: str, region: str, write_key: str, actor: Any) -> bool:
+def update_profile_space(
+    *, space: ProfileSpace, name: str, region: str, write_key: str, actor: Any, endpoint: str = ""
+) -> bool:
     """An empty `write_key` keeps the saved one (the form never shows it). Returns whether anything changed."""
-    before = {"name": space.name, "region": space.region}
+    before = {"name": space.name, "region": space.region, "endpoint": space.endpoint}
     space.name, space.region = name, region
+    space.endpoint = endpoint if region == ProfileSpace.Region.CUSTOM else ""
     changes: dict[str, Any] = audit.diff(space, before, list(before))
     fields = list(changes)
     if write_key:
@@ -229,8 +245,24 @@ def _config(mapping: Mapping, creating: bool) -> dict[str, Any]:
     }
 
 
+def default_mapping_name(mapping: Mapping, data_model: Any) -> str:
+    """A mapping left unnamed is called after its data model: the Profile Space is shown next to the name
+    wherever mappings are listed, so naming it too would repeat it ("Contacts → Space → Space"). Another
+    mapping of the destination with that name already gets "(2)", "(3)", ..."""
+    taken = set(
+        Mapping.objects.filter(destination_id=mapping.destination_id)
+        .exclude(pk=mapping.pk)
+        .values_list("name", flat=True)
+    )
+    name, n = data_model.name, 1
+    while name in taken:
+        n += 1
+        name = f"{data_model.name} ({n})"
+    return name
+
+
 def _apply(mapping: Mapping, data: dict[str, Any]) -> None:
-    mapping.name = data["name"].strip() or f"{data['data_model'].name} → {data['profile_space'].name}"
+    mapping.name = data["name"].strip() or default_mapping_name(mapping, data["data_model"])
     mapping.data_model = data["data_model"]
     mapping.profile_space = data["profile_space"]
     mapping.action = data["action"]

@@ -18,8 +18,8 @@ def mapping_steps(source: Source) -> list[SetupStep]:
             "destination",
             "Add a Segment Profiles destination",
             Destination.objects.filter(workspace=source.workspace).exists(),
-            "Add the Profile Space that should receive this source's data.",
-            reverse("mappings:destination_new"),
+            "Add the destination and the Profile Space that should receive this source's data.",
+            f"{reverse('mappings:destination_new')}?source={source.pk}",
         ),
         SetupStep(
             40,

@@ -28,7 +28,7 @@ from . import services
 from .delivery import preview_message
 from .forms import MappingForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping
-from .selectors import delivered_before
+from .selectors import delivered_before, rejected_summary
 from .views_destinations import _can_change, _mapping_rows
 from .views_sample import sample_context
 
@@ -225,6 +225,7 @@ def _mapping_context(request: WorkspaceRequest, mapping: Mapping) -> dict[str, A
                 :10
             ]
         ),
+        "rejected_summary": rejected_summary(mapping) if states.get(DeliveryState.Status.REJECTED) else None,
         "identifier_rows": [
             (label, mapping.identifier(key), labels.get(mapping.identifier(key) or "", ""))
             for key, label in (("user_id", "User ID"), ("anonymous_id", "Anonymous ID"), ("group_id", "Group ID"))

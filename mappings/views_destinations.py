@@ -17,6 +17,7 @@ from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.fields import DecryptionError
 from hubsync.models import Role
 from models_app.models import DataModel
+from sources.models import Source
 
 from . import services
 from .forms import DestinationForm, ProfileSpaceForm, RenameForm
@@ -56,8 +57,21 @@ def destination_list(request: WorkspaceRequest) -> HttpResponse:
     )
 
 
+def _source_for(request: WorkspaceRequest) -> Source | None:
+    """The source the destination is added for: `?source=` (the source's checklist and Models tab send it), or
+    the workspace's only source."""
+    raw = request.POST.get("source") or request.GET.get("source") or ""
+    sources = Source.objects.filter(workspace=request.workspace)
+    if raw.isdigit():
+        return sources.filter(pk=int(raw)).first()
+    only = list(sources[:2])
+    return only[0] if len(only) == 1 else None
+
+
 @workspace_view()
 def destination_new(request: WorkspaceRequest) -> HttpResponse:
+    source = _source_for(request)
+    status = 200
     if request.method == "POST":
         form = DestinationForm(request.POST)
         if form.is_valid():
@@ -65,16 +79,38 @@ def destination_new(request: WorkspaceRequest) -> HttpResponse:
                 workspace=request.workspace,
                 name=form.cleaned_data["name"],
                 kind=form.cleaned_data["kind"],
+                space=form.cleaned_data["space"],
                 actor=request.user,
             )
-            messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
-            return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
+            for note in form.notes:
+                messages.info(request, note)
+            if form.cleaned_data["space"] is None:
+                messages.success(request, f"{destination.name} was created. Add the Profile Space it sends to.")
+                return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces")
+            space = form.cleaned_data["space"]["name"]
+            if source is None:
+                messages.success(request, f"{destination.name} was created, sending to the Profile Space {space}.")
+                return redirect("mappings:destination", destination.pk)
+            # Where the guide goes next: the source's Models tab, to create the model the mapping will read.
+            messages.success(
+                request,
+                f"{destination.name} was created, sending to the Profile Space {space}. Next: create a data model "
+                f"of {source.name}.",
+            )
+            return redirect(reverse("sources:models", args=[source.pk]) + "#create-model")
+        status = 400
     else:
         form = DestinationForm()
     return render(
         request,
         "mappings/destination_new.html",
-        {"form": form, "can_change": _can_change(request), "nav_section": "destinations"},
+        {
+            "form": form,
+            "source": source,
+            "can_change": _can_change(request),
+            "nav_section": "destinations",
+        },
+        status=status,
     )
 
 
@@ -171,8 +207,11 @@ def profile_space_new(request: WorkspaceRequest, destination_id: int) -> HttpRes
         name=data["name"],
         write_key=data["write_key"],
         region=data["region"],
+        endpoint=data["endpoint"],
         actor=request.user,
     )
+    for note in form.notes:
+        messages.info(request, note)
     messages.success(request, f"Profile Space {space.name} was added. Check its connection below.")
     return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
 
@@ -185,15 +224,24 @@ def profile_space_edit(request: WorkspaceRequest, profile_space_id: int) -> Http
         form = ProfileSpaceForm(request.POST, instance=space)
         if form.is_valid():
             data = form.cleaned_data
+            for note in form.notes:
+                messages.info(request, note)
             if services.update_profile_space(
-                space=space, name=data["name"], region=data["region"], write_key=data["write_key"], actor=request.user
+                space=space,
+                name=data["name"],
+                region=data["region"],
+                write_key=data["write_key"],
+                endpoint=data["endpoint"],
+                actor=request.user,
             ):
                 messages.success(request, f"Profile Space {space.name} saved.")
             else:
                 messages.info(request, "Nothing changed.")
             return redirect(reverse("mappings:destination_settings", args=[destination.pk]) + f"#space-{space.pk}")
     else:
-        form = ProfileSpaceForm(initial={"name": space.name, "region": space.region}, instance=space)
+        form = ProfileSpaceForm(
+            initial={"name": space.name, "region": space.region, "endpoint": space.endpoint}, instance=space
+        )
     return _destination_page(
         request, destination, "settings", "mappings/profile_space_edit.html", space=space, form=form
     )
@@ -204,7 +252,7 @@ def profile_space_edit(request: WorkspaceRequest, profile_space_id: int) -> Http
 def profile_space_check(request: WorkspaceRequest, profile_space_id: int) -> HttpResponse:
     space = get_for_workspace(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
     try:
-        result = check_connection(space.region, space.write_key)
+        result = check_connection(space.region, space.write_key, base_url=space.endpoint)
         ok, detail = result.ok, result.detail
     except DecryptionError:
         ok, detail = (
@@ -216,6 +264,9 @@ def profile_space_check(request: WorkspaceRequest, profile_space_id: int) -> Htt
     checked = (
         "Checked: the sandbox endpoint and whether it knows this write key."
         if space.region == ProfileSpace.Region.SANDBOX
+        else "Checked: the custom endpoint answers and accepts an empty batch with this key; whether the key is "
+        "right shows when the first messages reach the space."
+        if space.region == ProfileSpace.Region.CUSTOM
         else "Checked: the region's endpoint answers and accepts a request with this key. Segment does not tell "
         "whether a write key is right; that shows when the first messages reach the space."
     )

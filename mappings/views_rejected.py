@@ -28,7 +28,7 @@ from hubsync.models import Role
 
 from . import services
 from .models import DeliveryState, Mapping
-from .selectors import rejected_states
+from .selectors import rejected_states, rejected_summary
 
 PAGE_SIZE = 50
 FILTER_KEYS = ("reason", "object_id", "since", "until")
@@ -86,6 +86,7 @@ def rejected_list(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
         "total": rejected_states(mapping).count() if any(filters.values()) else page.paginator.count,
         "can_change": request.membership.allows(Role.ADMIN),
         "retrying": DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.RETRY).count(),
+        "rejected_summary": rejected_summary(mapping),
     }
     return render(request, "mappings/rejected_list.html", context)
 

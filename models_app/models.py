@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import models
 
 from sources.models import Source
@@ -11,6 +13,17 @@ SYSTEM_COLUMNS: dict[str, dict[str, str]] = {
     "created_at": {"type": "datetime", "fieldType": "date", "label": "Created at"},
     "updated_at": {"type": "datetime", "fieldType": "date", "label": "Updated at"},
 }
+
+
+def model_columns(chosen: Iterable[str]) -> list[str]:
+    """The columns a model with these chosen properties gives its mappings: the system columns, then the chosen
+    properties (without duplicates). Every count of a model's columns (the save message, the model page, the
+    Models tab, the preview) is the length of this list, so they all agree."""
+    return [*SYSTEM_COLUMNS, *(c for c in dict.fromkeys(chosen) if c not in SYSTEM_COLUMNS)]
+
+
+def column_count(chosen: Iterable[str]) -> int:
+    return len(model_columns(chosen))
 
 
 class DataModel(models.Model):
@@ -34,4 +47,8 @@ class DataModel(models.Model):
     @property
     def all_columns(self) -> list[str]:
         """The system columns followed by the chosen properties (without duplicates)."""
-        return [*SYSTEM_COLUMNS, *(c for c in self.columns if c not in SYSTEM_COLUMNS)]
+        return model_columns(self.columns)
+
+    @property
+    def column_count(self) -> int:
+        return column_count(self.columns)

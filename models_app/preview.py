@@ -31,7 +31,7 @@ from sources.hubspot import (
 )
 from sources.models import Source, SourceCollection
 
-from .models import SYSTEM_COLUMNS
+from .models import SYSTEM_COLUMNS, model_columns
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,23 @@ class Preview:
     api_calls: int = 0
     read_at: Any = None
     has_more: bool = False
+    schema_read_at: Any = None  # when HubSpot's property list the columns were checked against was read
+
+    @property
+    def schema_valid(self) -> bool:
+        """Every column is in HubSpot's schema (so has a known type) and HubSpot answered: the positive state the
+        builder shows. Empty columns and an unselected collection are warnings about the data, not the schema; a
+        column without a type (the schema could not be read) is not known to be valid."""
+        return self.error is None and not self.missing_columns and all(self.types.get(c) for c in self.columns)
+
+    @property
+    def type_summary(self) -> list[tuple[str, int]]:
+        """(type, number of columns) over the model's columns, most common first: "3 string, 2 datetime, ..."."""
+        counts: dict[str, int] = {}
+        for column in self.columns:
+            kind = self.types.get(column) or "unknown"
+            counts[kind] = counts.get(kind, 0) + 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
     @property
     def display_columns(self) -> list[str]:
@@ -263,8 +280,8 @@ def read_preview(*, source: Source, sc: SourceCollection, columns: list[str]) ->
     validation: columns HubSpot's schema no longer has, columns empty in every previewed record, and a
     collection the source's selective sync does not include. One HubSpot request."""
     schema = sc.properties or {}
-    chosen = [c for c in dict.fromkeys(columns) if c not in SYSTEM_COLUMNS]
-    all_columns = [*SYSTEM_COLUMNS, *chosen]
+    all_columns = model_columns(columns)
+    chosen = all_columns[len(SYSTEM_COLUMNS) :]
     preview = Preview(
         collection=sc.collection,
         columns=all_columns,
@@ -276,6 +293,7 @@ def read_preview(*, source: Source, sc: SourceCollection, columns: list[str]) ->
             **{k: v["type"] for k, v in SYSTEM_COLUMNS.items()},
             **{c: str((schema.get(c) or {}).get("type") or "") for c in chosen},
         },
+        schema_read_at=sc.schema_discovered_at,
     )
     if not sc.selected:
         preview.flags.append(

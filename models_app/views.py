@@ -17,13 +17,14 @@ from django.urls import reverse
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.models import Role
+from sources import selectors
 from sources.models import Source, SourceCollection
 from sources.oauth import COLLECTION_LABELS
 
 from . import preview as hs
 from . import services
 from .forms import DataModelForm
-from .models import SYSTEM_COLUMNS, DataModel
+from .models import SYSTEM_COLUMNS, DataModel, column_count
 
 
 def _collection_label(name: str) -> str:
@@ -81,11 +82,14 @@ def model_new(request: WorkspaceRequest, source_id: int) -> HttpResponse:
         counts: dict[str, int] = {}
         for m in source.data_models.all():
             counts[m.collection] = counts.get(m.collection, 0) + 1
+        synced = selectors.collections_last_synced(source)
         options: list[dict[str, Any]] = [
             {
                 "sc": c,
                 "label": _collection_label(c.collection),
                 "property_count": len(c.properties or {}),
+                "schema_read_at": c.schema_discovered_at if c.properties else None,
+                "synced_at": synced.get(c.collection),
                 "model_count": counts.get(c.collection, 0),
             }
             for c in collections
@@ -107,7 +111,9 @@ def model_new(request: WorkspaceRequest, source_id: int) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 columns=columns,
             )
-            messages.success(request, f"Data model “{data_model.name}” was created with {len(columns)} columns.")
+            messages.success(
+                request, f"Data model “{data_model.name}” was created with {column_count(columns)} columns."
+            )
             return redirect("models_app:detail", data_model.pk)
         chosen = request.POST.getlist("columns")
         return _builder(

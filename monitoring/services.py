@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hubsync import audit
+from hubsync.fields import DecryptionError
 from hubsync.models import Alert, AlertChannel, Workspace
 
 from .alerts import queue_alert
@@ -35,6 +36,32 @@ def create_channel(
         changes={"kind": channel.kind, "name": channel.name, "emails": channel.emails, "webhook_url": "set"},
     )
     return channel
+
+
+def _same_secret(channel: AlertChannel, webhook_url: str) -> bool:
+    try:
+        return channel.webhook_url == webhook_url
+    except DecryptionError:  # unreadable with the current keys: the new one replaces it
+        return False
+
+
+@transaction.atomic
+def update_channel(*, channel: AlertChannel, name: str, emails: str, webhook_url: str, actor: Any) -> bool:
+    """Rename a channel or change its addresses; an empty `webhook_url` keeps the saved one (it is never shown).
+    The kind stays what it was. Returns whether anything changed."""
+    before = {"name": channel.name, "emails": channel.emails}
+    channel.name, channel.emails = name, emails
+    changes: dict[str, Any] = audit.diff(channel, before, list(before))
+    fields = list(changes)
+    if webhook_url and not _same_secret(channel, webhook_url):
+        channel.webhook_url = webhook_url
+        changes["webhook_url"] = "replaced"
+        fields.append("webhook_url")
+    if not changes:
+        return False
+    channel.save(update_fields=fields)
+    audit.record(workspace=channel.workspace, actor=actor, verb="update", obj=channel, changes=changes)
+    return True
 
 
 @transaction.atomic

@@ -32,6 +32,7 @@ from requests_oauthlib import OAuth2Session
 from hubsync.access import WorkspaceRequest
 from hubsync.fields import decrypt, encrypt
 
+from .extraction import normalize_schema
 from .hubspot import BadRequest, HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
 from .hubspot import api_base as api_base
 from .hubspot import tokens as hubspot_tokens
@@ -330,19 +331,22 @@ class DiscoveredCollection:
     label: str
     property_count: int | None  # None: HubSpot would not list the properties (see error)
     error: str = ""
+    # The property schema read for the count, as SourceCollection.properties keeps it: the wizard stores it on the
+    # collections it creates (so the schema is not read twice). Not cached with the rest (remember_available).
+    schema: dict[str, dict] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 def _discover(client: HubSpotClient, scopes: list[str]) -> list[DiscoveredCollection]:
     out: list[DiscoveredCollection] = []
     for info in collections_for_scopes(scopes):
         try:
-            count = len(client.get_properties(info.name))
+            raw = client.get_properties(info.name)
         except (MissingScopes, NotFound, BadRequest):
             continue  # not available to this account or app (403 / 404 / unknown object type): not offered
         except HubSpotError as exc:
             out.append(DiscoveredCollection(info.name, info.label, None, _short_error(exc)))
             continue
-        out.append(DiscoveredCollection(info.name, info.label, count))
+        out.append(DiscoveredCollection(info.name, info.label, len(raw), schema=normalize_schema(raw)))
     return out
 
 
@@ -362,7 +366,8 @@ def _available_key(source: Source) -> str:
 
 
 def remember_available(source: Source, discovered: list[DiscoveredCollection]) -> None:
-    cache.set(_available_key(source), [asdict(d) for d in discovered], AVAILABLE_CACHE_SECONDS)
+    kept = [{k: v for k, v in asdict(d).items() if k != "schema"} for d in discovered]
+    cache.set(_available_key(source), kept, AVAILABLE_CACHE_SECONDS)
 
 
 def available_collections(source: Source) -> list[DiscoveredCollection]:

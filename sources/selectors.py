@@ -9,12 +9,14 @@ source cannot be enabled.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.urls import reverse
 
 from hubsync import hooks
 from hubsync.hooks import SetupStep
 
-from .models import Source
+from .models import Source, SyncRun
 
 # Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
 REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")
@@ -48,3 +50,21 @@ def can_enable(source: Source) -> tuple[bool, list[str]]:
     done = {s.key for s in steps if s.done}
     allowed = all(key in done for key in REQUIRED_TO_ENABLE)
     return allowed, ([] if allowed else missing)
+
+
+def collections_last_synced(source: Source, *, runs_examined: int = 50) -> dict[str, datetime]:
+    """{collection: when a sync last read it completely}: the end of the latest succeeded or partial run whose
+    counts hold the collection without an error. A collection missing from the answer was never synced."""
+    if source.first_synced_at is None:
+        return {}
+    runs = (
+        source.runs.filter(status__in=[SyncRun.Status.SUCCEEDED, SyncRun.Status.PARTIAL], finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("finished_at", "counts")[:runs_examined]
+    )
+    synced: dict[str, datetime] = {}
+    for finished_at, counts in runs:
+        for collection, numbers in (counts or {}).items():
+            if finished_at is not None and isinstance(numbers, dict) and not numbers.get("error"):
+                synced.setdefault(collection, finished_at)
+    return synced

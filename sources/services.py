@@ -3,7 +3,7 @@ delete): keyword-only, atomic, audited; views and commands call these."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -29,8 +29,14 @@ def create_source(
     start_date: date | None,
     sync_interval: timedelta,
     collections: list[str],
+    schemas: dict[str, dict[str, dict]] | None = None,
+    schema_read_at: datetime | None = None,
 ) -> Source:
-    """The wizard's last step: the source, created disabled, with its selected collections."""
+    """The wizard's last step: the source, created disabled, with its selected collections and the property
+    schemas the wizard read for them (`schemas`, read at `schema_read_at`), so the model builder's collection
+    picker shows them as read then instead of asking HubSpot again."""
+    schemas = schemas or {}
+    read_at = schema_read_at or timezone.now()
     with transaction.atomic():
         source = Source.objects.create(
             workspace=workspace,
@@ -49,7 +55,16 @@ def create_source(
             enabled=False,
         )
         SourceCollection.objects.bulk_create(
-            [SourceCollection(source=source, collection=c, selected=True) for c in collections]
+            [
+                SourceCollection(
+                    source=source,
+                    collection=c,
+                    selected=True,
+                    properties=schemas.get(c) or {},
+                    schema_discovered_at=read_at if schemas.get(c) else None,
+                )
+                for c in collections
+            ]
         )
         audit.record(
             workspace=workspace,

@@ -102,7 +102,8 @@ class _Delivery(SendingMixin):
             .first()
         ) or {}
         self.builder = MessageBuilder(mapping, schema)
-        self.client = client or SegmentClient(mapping.profile_space.region)
+        space = mapping.profile_space
+        self.client = client or SegmentClient(space.region, base_url=space.endpoint)
         self.chunk_size = settings.DELIVERY_CHUNK_SIZE
         same_config = mapping.watermark_config_hash == self.builder.config_hash
         self.start = mapping.watermark if same_config else 0

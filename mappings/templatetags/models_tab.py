@@ -31,7 +31,7 @@ def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
         rows.append(
             {
                 "model": m,
-                "column_count": len(m.all_columns),
+                "column_count": m.column_count,
                 "mappings": [{"mapping": x, "url": reverse("mappings:mapping_detail", args=(x.pk,))} for x in mappings],
                 "unselected": not selected.get(m.collection, False),
                 "add_mapping_url": f"{mapping_new}?data_model={m.pk}",
@@ -42,6 +42,6 @@ def models_tab(source: Any, can_change: bool) -> dict[str, Any]:
         "rows": rows,
         "can_change": can_change,
         "new_url": reverse("models_app:new", args=[source.pk]),
-        "destination_new_url": reverse("mappings:destination_new"),
+        "destination_new_url": f"{reverse('mappings:destination_new')}?source={source.pk}",
         "has_collections": bool(selected),
     }

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
@@ -86,6 +88,33 @@ def apply_knobs(values: dict[str, Any], *, checkbox_form: bool = False) -> Knobs
     return k
 
 
+# What the examples on the sandbox page use: any loopback redirect URI is accepted (oauth.redirect_allowed).
+EXAMPLE_REDIRECT_URI = "http://localhost:3000/oauth-callback"
+EXAMPLE_SCOPES = "oauth crm.objects.contacts.read"
+
+
+def developer_app(request: HttpRequest) -> dict[str, str] | None:
+    """The sandbox's own HubSpot app, for pointing curl or HubSpot's official SDKs at the sandbox: its client id
+    and secret (the sandbox's constants, never the HUBSPOT_CLIENT_SECRET a production installation sets) and its
+    URLs. None when SANDBOX is off (the sandbox's URLs are not served then either)."""
+    if not settings.SANDBOX:
+        return None
+    api_root = request.build_absolute_uri(reverse("sandbox_hubspot:index")).rstrip("/")
+    authorize_url = api_root + "/oauth/authorize"
+    params = {"client_id": settings.SANDBOX_HUBSPOT_CLIENT_ID, "redirect_uri": EXAMPLE_REDIRECT_URI}
+    query = urlencode({**params, "scope": EXAMPLE_SCOPES}, quote_via=quote)
+    return {
+        "client_id": settings.SANDBOX_HUBSPOT_CLIENT_ID,
+        "client_secret": settings.SANDBOX_HUBSPOT_CLIENT_SECRET,
+        "api_root": api_root,
+        "authorize_url": authorize_url,
+        "token_url": api_root + "/oauth/v1/token",
+        "example_authorize_url": f"{authorize_url}?{query}",
+        "redirect_uri": EXAMPLE_REDIRECT_URI,
+        "scopes": EXAMPLE_SCOPES,
+    }
+
+
 def index(request: HttpRequest) -> HttpResponse:
     portals = all_portals()
     counts = {
@@ -103,6 +132,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "portals": [(p, counts.get(p.hub_id, {})) for p in portals],
             "knobs": Knobs.load(),
             "statuses": ["503", "502", "504", "500", "429", "reset"],
+            "app": developer_app(request),
         },
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .base import RunLost, notify_changes
 from .deletions import BATCH_READ_LIMIT, ORDER_NOTE
 from .engine import Engine, claim_run, execute_run, execute_run_foreground
-from .mirror import Gone, after_page, store_schema
+from .mirror import Gone, after_page, normalize_schema, store_schema
 from .reads import LIST_LIMIT, SEARCH_LIMIT, ids_pass_estimates
 from .records import MERGED_IDS, content_hash, lastmod_property, merged_away, properties_json
 
@@ -33,6 +33,7 @@ __all__ = [
     "ids_pass_estimates",
     "lastmod_property",
     "merged_away",
+    "normalize_schema",
     "notify_changes",
     "properties_json",
     "store_schema",

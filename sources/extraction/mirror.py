@@ -420,11 +420,9 @@ def after_page(engine: MirrorWrites, sc: SourceCollection) -> None:
     """Called after every committed page. Does nothing; tests replace it to stop a run at a chosen page."""
 
 
-def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:
-    """Save HubSpot's property list (`raw`, as the properties endpoint returns it) on the collection, log what
-    changed in `schema_changes`, and run the drift check on it. One place for every reader of the schema (the
-    engine's discovery, the model builder's live preview): a change first seen by the preview must flag and pause
-    mappings exactly as if a sync had seen it, or the next sync would find nothing changed."""
+def normalize_schema(raw: list[dict]) -> dict[str, dict]:
+    """HubSpot's property list (`raw`, as the properties endpoint returns it) as SourceCollection.properties
+    keeps it: {name: the keys we use, options reduced to label and value}."""
     schema: dict[str, dict] = {}
     for prop in raw:
         if not prop.get("name"):
@@ -433,6 +431,15 @@ def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:
         if prop.get("options"):
             entry["options"] = [{"label": o.get("label"), "value": o.get("value")} for o in prop["options"]]
         schema[prop["name"]] = entry
+    return schema
+
+
+def store_schema(sc: SourceCollection, raw: list[dict]) -> dict[str, dict]:
+    """Save HubSpot's property list (`raw`, as the properties endpoint returns it) on the collection, log what
+    changed in `schema_changes`, and run the drift check on it. One place for every reader of the schema (the
+    engine's discovery, the model builder's live preview): a change first seen by the preview must flag and pause
+    mappings exactly as if a sync had seen it, or the next sync would find nothing changed."""
+    schema = normalize_schema(raw)
     old = sc.properties or {}
     fields = ["properties", "schema_discovered_at", "last_error"]
     if old:

@@ -8,6 +8,8 @@ from typing import Any
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
@@ -31,6 +33,7 @@ def _page(request: WorkspaceRequest, source: Source, tab: str, template: str, **
     allowed, missing = selectors.can_enable(source)
     ctx = {
         "source": source,
+        "live_run": source.runs.filter(status__in=SyncRun.ACTIVE).first(),
         "tab": tab,
         "checklist": selectors.checklist(source),
         "can_enable": allowed,
@@ -175,8 +178,14 @@ def source_enable(request: WorkspaceRequest, pk: int) -> HttpResponse:
             "This source cannot be enabled yet: it syncs only once an enabled mapping uses one of its data models. "
             f"Still to do: {', '.join(missing)}.",
         )
+    elif want and run is not None:
+        # The guide's next step is watching the first sync: link to it while it runs.
+        url = reverse("sync_run", args=[source.pk, run.pk])
+        messages.success(
+            request, format_html('Source enabled. The first sync has started: <a href="{}">follow it</a>.', url)
+        )
     elif want:
-        messages.success(request, "Source enabled." + (" The first sync has started." if run else ""))
+        messages.success(request, "Source enabled.")
     else:
         messages.success(request, "Source disabled. Scheduled syncs are paused.")
     target = "sources:detail" if request.POST.get("next") == "overview" else "sources:settings"

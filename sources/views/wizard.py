@@ -8,6 +8,7 @@ nothing behind.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
@@ -17,6 +18,8 @@ from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 from oauthlib.oauth2 import OAuth2Error
 
@@ -50,9 +53,70 @@ def source_list(request: WorkspaceRequest) -> HttpResponse:
     return render(request, "sources/list.html", {"sources": sources})
 
 
+@dataclass(frozen=True)
+class CatalogItem:
+    slug: str
+    name: str
+    kind: str  # "Source" or "Destination"
+    categories: tuple[str, ...]
+    summary: str
+    action: str  # the button's words
+    url_name: str  # by name: destinations belong to a higher app
+
+    def matches(self, query: str) -> bool:
+        words = query.lower().split()
+        haystack = " ".join((self.name, self.kind, *self.categories, self.summary)).lower()
+        return all(word in haystack for word in words)
+
+    @property
+    def search_text(self) -> str:
+        return " ".join((self.name, self.kind, *self.categories, self.summary)).lower()
+
+
+def _hubspot_summary() -> str:
+    labels = ", ".join(c.label.lower() for c in oauth.COLLECTIONS[:4])
+    return (
+        f"Reads your HubSpot CRM: {labels} and more. You log in to HubSpot and choose the account; hubsync only "
+        "asks to read."
+    )
+
+
+def catalog_items() -> list[CatalogItem]:
+    return [
+        CatalogItem(
+            "hubspot", "HubSpot", "Source", ("CRM", "Cloud app"), _hubspot_summary(), "Add Source", "sources:new"
+        ),
+        CatalogItem(
+            "segment-profiles",
+            "Segment Profiles",
+            "Destination",
+            ("Profiles", "Unify"),
+            "Writes users and accounts to a Segment Unify Profile Space with identify and group calls.",
+            "Add destination",
+            "mappings:destination_new",
+        ),
+    ]
+
+
 @workspace_view()
 def catalog(request: WorkspaceRequest) -> HttpResponse:
-    return render(request, "sources/catalog.html", {"collections": oauth.COLLECTIONS[:4]})
+    """Connections → Catalog: search (as you type with JavaScript, by `?q=` without), select a card, then its
+    Add button. A search that leaves one card selects it."""
+    query = request.GET.get("q", "").strip()[:100]
+    items = catalog_items()
+    shown = [item for item in items if item.matches(query)] if query else items
+    chosen = request.GET.get("selected", "")
+    selected = next((item for item in shown if item.slug == chosen), None)
+    if selected is None and query and len(shown) == 1:
+        selected = shown[0]
+    ctx = {
+        "query": query,
+        "items": items,
+        "shown": {item.slug for item in shown},
+        "selected": selected,
+        "selected_url": reverse(selected.url_name) if selected else "",
+    }
+    return render(request, "sources/catalog.html", ctx)
 
 
 # --- the wizard ---------------------------------------------------------------------------------------
@@ -213,7 +277,9 @@ def oauth_callback(request: WorkspaceRequest) -> HttpResponse:
     _save_wizard(request, wizard)
     if duplicate:
         return redirect("sources:wizard_duplicate")
-    return redirect("sources:wizard_schema")
+    # Back on the login step, which now shows the account chosen: the guide's "return to Segment and click Next".
+    messages.success(request, f"Logged in to HubSpot account {connection.hub_id}. Check it below, then click Next.")
+    return redirect("sources:wizard_connect")
 
 
 @workspace_view(role=Role.ADMIN)
@@ -269,9 +335,10 @@ def wizard_sync(request: WorkspaceRequest) -> HttpResponse:
     if "discovered" not in wizard:
         # Read live once per login; the POST reuses it so a validation error does not re-ask HubSpot.
         wizard["discovered"] = [
-            {"name": d.name, "label": d.label, "count": d.property_count, "error": d.error}
+            {"name": d.name, "label": d.label, "count": d.property_count, "error": d.error, "schema": d.schema}
             for d in oauth.discover_collections(connection)
         ]
+        wizard["discovered_at"] = timezone.now().isoformat()
         _save_wizard(request, wizard)
     discovered = wizard["discovered"]
     choices = [(d["name"], d["label"]) for d in discovered]
@@ -289,6 +356,8 @@ def wizard_sync(request: WorkspaceRequest) -> HttpResponse:
                     start_date=form.cleaned_data["start_date"],
                     sync_interval=form.cleaned_data["sync_interval"],
                     collections=form.cleaned_data["collections"],
+                    schemas={d["name"]: d.get("schema") or {} for d in discovered},
+                    schema_read_at=parse_datetime(wizard.get("discovered_at") or ""),
                 )
             except IntegrityError:
                 # Someone took the schema name since step 3.

@@ -90,24 +90,27 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     page.wait_for_url(base + "/")
     shot(page, "01_dashboard")
 
-    # Sources → Connect your first source → catalog → HubSpot.
-    page.locator(".sidebar").get_by_role("link", name="Sources").click()
-    page.wait_for_url(re.compile(r"/sources/$"))
-    page.get_by_role("link", name="Connect your first source").click()
+    # The guide's path: Connections → Catalog → search for HubSpot → select it → Add Source.
+    page.locator(".sidebar").get_by_role("link", name="Catalog").click()
     page.wait_for_url(re.compile(r"/sources/catalog/$"))
-    page.get_by_role("link", name="Add source").click()
+    page.get_by_role("searchbox", name="Search the catalog").press_sequentially("HubSpot")
+    page.locator(".catalog-card", has_text="HubSpot").click()
+    page.get_by_role("link", name="Add Source").click()
     page.wait_for_url(re.compile(r"/sources/new/$"))
     page.fill("#id_name", "HubSpot")
-    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Next").click()
     page.wait_for_url(re.compile(r"/sources/new/connect/$"))
     page.get_by_role("button", name="Log in to HubSpot").click()
     page.wait_for_url(re.compile(r"/sandbox/hubspot/oauth/authorize"))
     page.get_by_text("E2E Small").click()
     shot(page, "02_consent")
     page.get_by_role("button", name="Connect app").click()
+    # Back in hubsync after logging in: Next, verify the schema name, Next.
+    page.wait_for_url(re.compile(r"/sources/new/connect/$"))
+    page.get_by_role("link", name="Next").click()
     page.wait_for_url(re.compile(r"/sources/new/schema/$"))
     expect(page.get_by_text("e2e-small.example", exact=True)).to_be_visible()
-    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Next").click()
     page.wait_for_url(re.compile(r"/sources/new/sync/$"))
     for label in ("Companies", "Deals", "Tickets"):
         page.locator("label.collection-option", has_text=label).locator("input").uncheck()
@@ -119,24 +122,20 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     source_url = f"{base}/sources/{source.pk}/"
     shot(page, "03_source_checklist")
 
-    # Add destination (from the checklist): Segment Profiles, a Profile Space in the sandbox region.
+    # Add destination (from the checklist): Segment Profiles and its Profile Space; the sandbox write key picks
+    # the sandbox region. Create destination goes on to the source's Models tab, where the guide goes next.
     page.locator(".setup-checklist").get_by_role("link", name="Add a Segment Profiles destination").click()
     page.wait_for_url(re.compile(r"/destinations/new/"))
     page.get_by_label("Segment Profiles").check()
     page.fill("#id_name", "Segment")
-    page.get_by_role("button", name="Create destination").click()
-    page.wait_for_url(re.compile(r"/destinations/\d+/settings/"))
-    page.fill("#id_name", "E2E space")
+    page.fill("#id_space_name", "E2E space")
     page.fill("#id_write_key", inbox.write_key)
-    page.select_option("#id_region", "sandbox")
-    page.get_by_role("button", name="Add Profile Space").click()
-    page.wait_for_url(re.compile(r"/settings/#space-\d+$"))
-    page.get_by_role("button", name="Check connection").click()
-    expect(page.locator(".check-result")).to_contain_text("Connection works")
-    shot(page, "04_space_checked")
+    expect(page.locator("#id_region")).to_have_value("sandbox")
+    shot(page, "04_destination_and_space")
+    page.get_by_role("button", name="Create destination").click()
+    page.wait_for_url(re.compile(rf"/sources/{source.pk}/models/#create-model$"))
 
     # The source's Models tab → Create model: contacts, four columns besides the email; the preview follows.
-    page.goto(source_url + "models/")
     page.get_by_role("link", name="Create model").first.click()
     page.wait_for_url(re.compile(r"/models/new/"))
     page.locator(".collection-card", has_text="Contacts").click()
@@ -175,6 +174,7 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     page.get_by_role("button", name=re.compile("Save mapping")).click()
     page.wait_for_url(re.compile(r"/mappings/\d+/$"))
     mapping = Mapping.objects.get()
+    assert mapping.name == "Contacts"  # after its model; the Profile Space is shown next to it, not repeated in it
     mapping_url = page.url
     assert not mapping.enabled and mapping.identifiers["user_id"] == "email"
 
@@ -186,18 +186,25 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     assert message["type"] == "identify" and set(message["traits"]) == set(traits.values())
     shot(page, "07_test_message")
 
-    # Enable the mapping; the source's checklist is complete; Enable starts the first sync at once.
+    # Enable the mapping; the source's checklist is complete; Settings → Basic settings → Enable source starts
+    # the first sync at once, and the page links to it.
     page.get_by_role("switch").click()
     expect(page.locator(".status-toggle .switch.on")).to_be_visible()
     page.goto(source_url)
     expect(page.locator(".setup-checklist li.todo:not([data-step=enable])")).to_have_count(0)
-    page.locator(".setup-checklist").get_by_role("button", name="Enable").click()
-    page.wait_for_url(re.compile(r"/sources/\d+/$"))
+    page.get_by_role("main").get_by_role("link", name="Settings", exact=True).click()
+    page.locator("#basic-settings").get_by_role("switch", name="Enable source").click()
+    page.wait_for_url(re.compile(r"/sources/\d+/settings/$"))
+    expect(page.locator("#basic-settings").get_by_role("switch", name="Enable source")).to_have_attribute(
+        "aria-checked", "true"
+    )
     shot(page, "08_source_enabled")
     source.refresh_from_db()
     assert source.enabled
     run = SyncRun.objects.get(source=source)
     assert run.trigger == SyncRun.Trigger.FIRST and run.status == SyncRun.Status.SUCCEEDED, run.error
+    page.get_by_role("link", name="follow it").click()
+    page.wait_for_url(re.compile(rf"/sources/{source.pk}/runs/{run.pk}/$"))
 
     # The inbox holds one profile per contact with an email, with exactly HubSpot's values as traits.
     contacts = hubspot_contacts(hubspot_sandbox)
@@ -220,6 +227,10 @@ def test_sign_up_to_profiles_in_segment(hubspot_sandbox, segment_sandbox, eager_
     for contact in without_email:
         row = page.get_by_role("row", name=re.compile(rf"^{contact['id']} No User ID"))
         expect(row).to_contain_text("'email' is empty for this record")
+    # Why, in aggregate, and the fix.
+    reasons = page.get_by_test_id("rejected-reasons")
+    expect(reasons).to_contain_text(f"{len(without_email)} records were not sent to Segment")
+    expect(reasons.locator("[data-kind=no_identifier]")).to_contain_text("map an Anonymous ID")
     shot(page, "10_mapping_after_sync")
 
     # The record tested before the sync got exactly the message the test showed (same traits, same user).

@@ -49,6 +49,10 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
     # Step 1: pick the collection; Deals is flagged as not synced.
     page.wait_for_url(re.compile(r"/models/new/$"))
     expect(page.locator(".collection-card", has_text="Deals").get_by_text("Not in selective sync")).to_be_visible()
+    # The source never synced: its collections say so (not "Synced").
+    expect(page.locator(".collection-card", has_text="Contacts").locator(".collection-sync")).to_have_text(
+        "Never synced"
+    )
     shot(page, "02_pick_collection")
     page.locator(".collection-card", has_text="Contacts").click()
 
@@ -87,13 +91,19 @@ def test_create_a_model_with_the_live_preview(hubspot_sandbox, page, owner, work
     for url in preview_urls:
         assert "csrfmiddlewaretoken" not in url and "&name=" not in url and "?name=" not in url
     assert "columns=lifecyclestage" in preview_urls[-1] and "collection=contacts" in preview_urls[-1]
+    # The schema validation says so when all is well: the columns and their types.
+    valid = page.locator("#preview [data-schema=valid]")
+    expect(valid).to_contain_text("Schema valid")
+    expect(valid).to_contain_text("6 columns, types: 2 datetime, 2 string, 1 enumeration, 1 number.")
     shot(page, "04_builder_with_preview")
 
     # Name and save.
     page.fill("#id_name", "Contacts for Profiles")
     page.get_by_role("button", name="Create model").click()
     page.wait_for_url(re.compile(r"/models/\d+/$"))
-    expect(page.get_by_text("was created with 3 columns")).to_be_visible()
+    # Counted alike everywhere: the message, the model's header and the preview.
+    expect(page.get_by_text("was created with 6 columns")).to_be_visible()
+    expect(page.locator(".model-meta")).to_contain_text("6 columns")
     model = DataModel.objects.get(source=source)
     assert model.name == "Contacts for Profiles"
     assert sorted(model.columns) == ["email", "firstname", "lifecyclestage"]

@@ -45,3 +45,54 @@ def test_workspace_inbox_round_trip(segment_sandbox, page):
     page.click("button:has-text('Clear inbox')")
     page.wait_for_load_state()
     assert space.counts()["received"] == 0
+
+
+LONG_ID = "someone.with.a.rather.long.name{}@example-company-domain.com"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1400, 390])
+def test_every_inbox_tab_fits_the_screen_with_long_ids_and_traits(segment_sandbox, browser, width):
+    """Profiles with e-mail user ids, long anonymous ids and 50-character trait names: the Profiles tab's cards wrap
+    them instead of widening the page (it overflowed at 1,400 px), and every tab fits a phone too."""
+    messages = []
+    for i in range(6):
+        messages.append(
+            {
+                "type": "identify",
+                "userId": LONG_ID.format(i),
+                "anonymousId": f"anon-{i}-0123456789abcdef0123456789abcdef",
+                "traits": {
+                    "email": LONG_ID.format(i),
+                    "hs_analytics_first_touch_converting_campaign_identifier": "x" * 90,
+                    "notes": "word " * 30,
+                },
+                "messageId": f"m{i}",
+            }
+        )
+        messages.append(
+            {
+                "type": "group",
+                "userId": f"u{i}",
+                "groupId": f"company-{i}-with-a-long-group-identifier-0000000000",
+                "traits": {"domain": "very-long-domain-name-without-breaks-0123456789.example.com"},
+                "messageId": f"g{i}",
+            }
+        )
+    assert segment_sandbox.batch(messages).status_code == 200
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    try:
+        for view in ("messages", "discards", "profiles", "accounts", "settings"):
+            page.goto(f"{segment_sandbox.base_url}/inbox/{segment_sandbox.write_key}/?view={view}")
+            scroll_width = page.evaluate("document.documentElement.scrollWidth")
+            assert scroll_width <= width, f"{view}: {scroll_width}px wide on a {width}px screen"
+        page.goto(f"{segment_sandbox.base_url}/inbox/{segment_sandbox.write_key}/?view=profiles")
+        cards = page.locator(".sbseg-profile")
+        assert cards.count() == 12
+        for box in (cards.nth(i).bounding_box() for i in range(cards.count())):
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width
+        page.goto(segment_sandbox.base_url + "/")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    finally:
+        context.close()

@@ -30,20 +30,22 @@ def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspac
     settings.HUBSPOT_AUTHORIZE_URL = ""
     log_in(page, owner, base)
 
-    # Connections → Sources (empty) → Catalog → HubSpot → Add source.
+    # Connections → Sources (empty) → Catalog → search HubSpot → select it → Add Source.
     page.goto(base + "/sources/")
     shot(page, "01_sources_empty")
     page.get_by_role("link", name="Connect your first source").click()
     page.wait_for_url(re.compile(r"/sources/catalog/$"))
+    page.get_by_role("searchbox", name="Search the catalog").press_sequentially("HubSpot")
+    page.locator(".catalog-card", has_text="HubSpot").click()
     shot(page, "02_catalog")
-    page.get_by_role("link", name="Add source").click()
+    page.get_by_role("link", name="Add Source").click()
 
     # Step 1: name and label.
     page.wait_for_url(re.compile(r"/sources/new/$"))
     page.fill("#id_name", "HubSpot EU")
     page.fill("#id_label", "Demo portal")
     shot(page, "03_step1_name")
-    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Next").click()
 
     # Step 2: log in to HubSpot; on the (sandbox) consent page choose an account and connect.
     page.wait_for_url(re.compile(r"/sources/new/connect/$"))
@@ -54,16 +56,21 @@ def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspac
     shot(page, "05_consent")
     page.get_by_role("button", name="Connect app").click()
 
+    # Back in hubsync, the login step shows the account chosen: Next (the guide's step 5).
+    page.wait_for_url(re.compile(r"/sources/new/connect/$"))
+    expect(page.get_by_text("globex-demo.example", exact=True)).to_be_visible()
+    page.get_by_role("link", name="Next").click()
+
     # Step 3: schema name, derived from the name.
     page.wait_for_url(re.compile(r"/sources/new/schema/$"))
     assert page.input_value("#id_schema_name") == "hubspot_eu"
     expect(page.get_by_text("globex-demo.example", exact=True)).to_be_visible()
     shot(page, "06_step3_schema")
     page.fill("#id_schema_name", "Bad Name")
-    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Next").click()
     expect(page.get_by_text("Use lowercase letters, digits and underscores only")).to_be_visible()
     page.fill("#id_schema_name", "hubspot_eu")
-    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Next").click()
 
     # Step 4: selective sync, each collection with its live property count.
     page.wait_for_url(re.compile(r"/sources/new/sync/$"))
@@ -108,5 +115,15 @@ def test_whole_wizard_against_the_sandbox(hubspot_sandbox, page, owner, workspac
     shot(page, "10_models")
     page.get_by_role("main").get_by_role("link", name="Settings", exact=True).click()
     expect(page.get_by_role("heading", name="Selective sync")).to_be_visible()
+    # Settings → Basic settings holds the Enable source switch; switching it on is refused the same way.
+    basic = page.locator("#basic-settings")
+    toggle = basic.get_by_role("switch", name="Enable source")
+    expect(toggle).to_have_attribute("aria-checked", "false")
+    toggle.click()
+    page.wait_for_url(re.compile(r"/sources/\d+/settings/$"))
+    expect(page.get_by_text("This source cannot be enabled yet")).to_be_visible()
+    expect(page.locator("#basic-settings").get_by_role("switch", name="Enable source")).to_have_attribute(
+        "aria-checked", "false"
+    )
     shot(page, "11_settings")
     assert AuditEvent.objects.filter(workspace=workspace, verb="create", object_id=str(source.pk)).exists()

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from mappings import segment
+from mappings import segment, services
 from mappings.segment import (
     SegmentClient,
     SegmentPermanentError,
@@ -17,6 +17,7 @@ from mappings.segment import (
     endpoint,
 )
 from sandbox.segment.models import SegmentWorkspace
+from tests.factories import MappingFactory, ProfileSpaceFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -167,3 +168,60 @@ def test_check_connection_unreachable(settings):
     settings.BASE_URL = f"http://127.0.0.1:{port}"
     result = check_connection("sandbox", "k")
     assert not result.ok and "Could not reach" in result.detail
+
+
+def test_custom_endpoint_replaces_the_regions_address():
+    assert endpoint("custom", "https://proxy.example.com/seg") == "https://proxy.example.com/seg"
+    assert (
+        SegmentClient("custom", base_url="https://proxy.example.com/").batch_url == "https://proxy.example.com/v1/batch"
+    )
+    with pytest.raises(ValueError):
+        endpoint("custom", "")
+    # Another region ignores a leftover endpoint.
+    assert endpoint("us", "https://proxy.example.com") == "https://api.segment.io"
+
+
+def test_custom_endpoint_outside_debug_never_reaches_a_private_address(settings):
+    settings.DEBUG = False
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = False
+    # The address is checked when the connection opens (a name that resolves to 127.0.0.1 is refused the same
+    # way), and the refusal is permanent: retrying cannot make the address public.
+    client = SegmentClient("custom", base_url="https://localhost:9", max_attempts=3, sleep=Sleeps())
+    with pytest.raises(SegmentPermanentError) as caught:
+        client.send_batch("wk_live_Abcdefghijklmnop1234", [identify(1)])
+    assert "loopback" in str(caught.value) and caught.value.attempts == 1
+    check = segment.check_connection("custom", "wk_live_Abcdefghijklmnop1234", base_url="https://localhost:9")
+    assert not check.ok and "may not be reached" in check.detail
+
+
+def test_clean_custom_endpoint(settings):
+    settings.DEBUG = False
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = False
+    clean = segment.clean_custom_endpoint
+    assert clean(" https://93.184.216.34/seg/v1/batch/ ") == "https://93.184.216.34/seg"
+    assert clean("https://93.184.216.34/v1") == "https://93.184.216.34"
+    for bad in ("", "ftp://93.184.216.34", "http://93.184.216.34", "https://10.0.0.8", "https://u:p@93.184.216.34"):
+        with pytest.raises(ValueError):
+            clean(bad)
+    # While developing (DEBUG), a proxy on this machine over plain http is fine.
+    settings.DEBUG = True
+    assert clean("http://127.0.0.1:8000/sandbox/segment") == "http://127.0.0.1:8000/sandbox/segment"
+
+
+def test_the_mapping_test_message_goes_to_the_custom_endpoint(sandbox_base, settings, workspace):
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = True  # the "proxy" is this test's live server, on 127.0.0.1
+    inbox = sandbox_base.with_workspace("Behind a proxy")
+    mapping = MappingFactory(data_model__source__workspace=workspace)
+    space = ProfileSpaceFactory(
+        destination=mapping.destination,
+        name="Proxied",
+        write_key=inbox.write_key,
+        region="custom",
+        endpoint=sandbox_base.base_url,  # the sandbox reached as a custom endpoint, not as the sandbox region
+    )
+    mapping.profile_space = space
+    mapping.save()
+    settings.BASE_URL = "http://127.0.0.1:9"  # the sandbox region would fail: only the endpoint can deliver
+    result = services.send_test_message(mapping, identify(7))
+    assert result.status == 200
+    assert [m["userId"] for m in inbox.messages()] == ["user-7"]

@@ -15,11 +15,13 @@ from django.utils import timezone
 from hubsync.models import AuditEvent
 from mappings import segment
 from mappings.models import Destination, Mapping, ProfileSpace
+from mappings.selectors import rejected_summary
 from models_app.models import DataModel
 from sources import selectors
 from tests.factories import (
     DataModelFactory,
     DeliveryRunFactory,
+    DeliveryStateFactory,
     DestinationFactory,
     MappingFactory,
     ProfileSpaceFactory,
@@ -104,21 +106,169 @@ def test_nav_links_to_destinations(owner_client):
     assert f'href="{reverse("mappings:destinations")}"' in text(response)
 
 
-def test_add_destination_needs_a_name(owner_client):
-    response = owner_client.post(reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "  "})
-    assert response.status_code == 200
-    assert "This field is required." in text(response)
+def test_add_destination_needs_a_name_and_a_write_key_for_its_space(owner_client):
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "  ", "space_name": "Prod", "region": "us"},
+    )
+    assert response.status_code == 400
+    page = text(response)
+    assert "This field is required." in page
+    # The write key is required, and the page says so before and after posting.
+    assert "Write key (required)" in page and "it is required" in page
     assert not Destination.objects.exists()
 
 
-def test_add_destination_creates_and_audits(owner_client, workspace):
-    response = owner_client.post(reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "Segment"})
+def test_add_destination_with_the_space_left_out_goes_on_to_add_it(owner_client, source):
+    response = owner_client.post(
+        reverse("mappings:destination_new"), {"kind": "segment_profiles", "name": "Segment", "region": "us"}
+    )
+    destination = Destination.objects.get()
+    assert not destination.profile_spaces.exists()
+    assert response.url == reverse("mappings:destination_settings", args=[destination.pk]) + "#spaces"
+
+
+def test_add_destination_creates_it_with_its_profile_space_and_audits(owner_client, workspace):
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "Segment", "space_name": "Prod", "write_key": FAKE_KEY, "region": "eu"},
+    )
     destination = Destination.objects.get()
     assert destination.workspace == workspace and destination.kind == "segment_profiles"
-    assert response.url.startswith(reverse("mappings:destination_settings", args=[destination.pk]))
+    space = destination.profile_spaces.get()
+    assert (space.name, space.region, space.write_key, space.endpoint) == ("Prod", "eu", FAKE_KEY, "")
+    # No source to go on with: the destination's overview.
+    assert response.url == reverse("mappings:destination", args=[destination.pk])
     assert AuditEvent.objects.filter(verb="create", object_type="mappings.Destination").exists()
+    assert AuditEvent.objects.filter(verb="create", object_type="mappings.ProfileSpace").exists()
     listing = text(owner_client.get(reverse("mappings:destinations")))
     assert "Segment" in listing and "Segment Profiles" in listing
+
+
+def test_after_create_destination_the_guide_goes_on_to_the_sources_models_tab(owner_client, workspace, source):
+    other = SourceFactory(workspace=workspace, name="Other", schema_name="other")
+    url = reverse("mappings:destination_new") + f"?source={source.pk}"
+    page = text(owner_client.get(url))
+    assert f'name="source" value="{source.pk}"' in page
+    response = owner_client.post(
+        url, {"kind": "segment_profiles", "name": "Segment", "write_key": FAKE_KEY, "region": "us", "source": source.pk}
+    )
+    assert response.url == reverse("sources:models", args=[source.pk]) + "#create-model"
+    # The space is called after the destination when it got no name of its own.
+    assert ProfileSpace.objects.get().name == "Segment"
+    assert other.pk != source.pk
+    models_tab = text(owner_client.get(reverse("sources:models", args=[source.pk])))
+    assert 'id="create-model"' in models_tab and "Next: create a data model" in models_tab
+
+
+def test_a_sandbox_write_key_picks_the_sandbox_region(owner_client, dest, settings):
+    settings.SANDBOX = True
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Sandbox", "write_key": "sbx_seg_abcdefghijklmnopqrstuv12", "region": "us"},
+        follow=True,
+    )
+    space = ProfileSpace.objects.get()
+    assert space.region == "sandbox"
+    assert "sends to the sandbox on this server, not to Segment" in text(response)
+    # A real key for the sandbox region is refused, and without the sandbox a sandbox key is refused.
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Real", "write_key": FAKE_KEY, "region": "sandbox"},
+    )
+    assert response.status_code == 400 and "looks like a real Segment key" in text(response)
+    settings.SANDBOX = False
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Sandbox 2", "write_key": "sbx_seg_abcdefghijklmnopqrstuv12", "region": "us"},
+    )
+    assert response.status_code == 400 and "which this server does not run" in text(response)
+    assert ProfileSpace.objects.count() == 1
+
+
+def test_the_sandbox_key_convention_matches_the_sandbox(settings):
+    from sandbox.segment import models as sandbox_models
+
+    assert settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX == sandbox_models.WRITE_KEY_PREFIX
+    assert settings.SANDBOX_SEGMENT_DEFAULT_WRITE_KEY == sandbox_models.DEFAULT_WRITE_KEY
+    assert settings.SANDBOX_SEGMENT_DEFAULT_SPACE_NAME == sandbox_models.DEFAULT_WORKSPACE_NAME
+    assert sandbox_models.new_write_key().startswith(settings.SANDBOX_SEGMENT_WRITE_KEY_PREFIX)
+
+
+def test_the_default_sandbox_space_is_offered_with_the_sandbox_only(owner_client, dest, settings):
+    settings.SANDBOX = True
+    page = text(owner_client.get(reverse("mappings:destination_new")))
+    assert "Use the default sandbox space" in page and 'href="/sandbox/segment/"' in page
+    assert "Use the default sandbox space" in text(
+        owner_client.get(reverse("mappings:destination_settings", args=[dest.pk]))
+    )
+    owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]), {"use_default_sandbox": "1", "region": "us"}
+    )
+    space = ProfileSpace.objects.get()
+    assert (space.name, space.region) == ("Default Profile Space", "sandbox")
+    assert space.write_key == settings.SANDBOX_SEGMENT_DEFAULT_WRITE_KEY
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "Sandbox dest", "use_default_sandbox": "on", "region": "us"},
+    )
+    assert response.status_code == 302
+    assert Destination.objects.get(name="Sandbox dest").profile_spaces.get().region == "sandbox"
+    settings.SANDBOX = False
+    assert "Use the default sandbox space" not in text(owner_client.get(reverse("mappings:destination_new")))
+    response = owner_client.post(
+        reverse("mappings:destination_new"),
+        {"kind": "segment_profiles", "name": "No sandbox", "use_default_sandbox": "on", "region": "us"},
+    )
+    assert response.status_code == 400 and not Destination.objects.filter(name="No sandbox").exists()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "error"),
+    [
+        ("", "Enter the endpoint"),
+        ("segment-proxy.example.com", "starting with https://"),
+        ("http://93.184.216.34", "Use an https:// address"),
+        ("https://127.0.0.1:8443", "loopback"),
+        ("https://10.1.2.3", "private"),
+        ("https://169.254.169.254", "link-local"),
+        ("https://user:pw@93.184.216.34", "user name and password"),
+        ("https://93.184.216.34/?x=1", "without ?query"),
+    ],
+)
+def test_custom_endpoint_is_checked_like_any_address_a_user_types(owner_client, dest, settings, endpoint, error):
+    settings.DEBUG = False
+    settings.ALERT_WEBHOOK_ALLOW_LOOPBACK = False
+    response = owner_client.post(
+        reverse("mappings:profile_space_new", args=[dest.pk]),
+        {"name": "Proxy", "write_key": FAKE_KEY, "region": "custom", "endpoint": endpoint},
+    )
+    assert response.status_code == 400
+    assert error in text(response).replace("&#x27;", "'")
+    assert not ProfileSpace.objects.exists()
+
+
+def test_an_entered_custom_endpoint_is_saved_normalised_and_cleared_to_go_back(owner_client, dest, settings):
+    settings.DEBUG = False
+    url = reverse("mappings:profile_space_new", args=[dest.pk])
+    # An endpoint entered is where the space sends, whatever region was left selected.
+    response = owner_client.post(
+        url,
+        {"name": "Proxy", "write_key": FAKE_KEY, "region": "us", "endpoint": "https://93.184.216.34/seg/v1/batch"},
+        follow=True,
+    )
+    assert "sends there instead of to the region" in text(response)
+    space = ProfileSpace.objects.get()
+    assert (space.region, space.endpoint) == ("custom", "https://93.184.216.34/seg")
+    assert (
+        segment.SegmentClient(space.region, base_url=space.endpoint).batch_url == "https://93.184.216.34/seg/v1/batch"
+    )
+    page = text(owner_client.get(reverse("mappings:destination_settings", args=[dest.pk])))
+    assert "https://93.184.216.34/seg" in page
+    # Cleared, the space goes back to a region.
+    owner_client.post(reverse("mappings:profile_space", args=[space.pk]), {"name": "Proxy", "region": "eu"})
+    space.refresh_from_db()
+    assert (space.region, space.endpoint) == ("eu", "")
 
 
 def test_overview_lists_mappings_with_status_toggle_and_last_delivery(owner_client, a_mapping, dest):
@@ -167,7 +317,7 @@ def test_add_profile_space_validation_errors_in_place(owner_client, dest):
     assert response.status_code == 400
     page = text(response)
     assert "Give the Profile Space a name." in page or "This field is required." in page
-    assert "Enter the space&#x27;s write key." in page
+    assert "Enter the space&#x27;s write key: it is required" in page
     response = owner_client.post(url, {"name": "Space", "write_key": "has space s", "region": "mars"})
     assert "does not look like a write key" in text(response)
     assert "Select a valid choice" in text(response)
@@ -417,7 +567,7 @@ def test_resync_asks_for_confirmation(owner_client, a_mapping):
 
 def test_checklist_links_resolve(source):
     urls = {s.key: s.url for s in selectors.checklist(source)}
-    assert urls["destination"] == reverse("mappings:destination_new")
+    assert urls["destination"] == reverse("mappings:destination_new") + f"?source={source.pk}"
     assert urls["mapping"] == reverse("mappings:mapping_new")
     assert urls["mapping_enabled"] == reverse("mappings:list")
 
@@ -667,3 +817,72 @@ def test_a_new_mapping_gets_the_identifier_format_chosen(owner_client, us_space,
     response = owner_client.post(reverse("mappings:mapping_new"), data)
     assert response.status_code == 302
     assert Mapping.objects.get().options == {"empty_values": "null", "identifier_format": "lower"}
+
+
+# --- names and guidance ---------------------------------------------------------------------------------------
+
+
+def test_an_unnamed_mapping_is_called_after_its_model_without_repeating_the_space(owner_client, us_space, model):
+    for _ in range(2):
+        response = owner_client.post(reverse("mappings:mapping_new"), editor_data(model, us_space, name=""))
+        assert response.status_code == 302
+    names = list(Mapping.objects.order_by("pk").values_list("name", flat=True))
+    assert names == ["Contacts", "Contacts (2)"]
+    page = text(owner_client.get(reverse("mappings:rejected", args=[Mapping.objects.first().pk])))
+    assert "Main space → Main space" not in page and "Contacts</strong></a> → Main space" in page
+
+
+def _reject(mapping, object_ids, error):
+    for object_id in object_ids:
+        DeliveryStateFactory(mapping=mapping, object_id=object_id, status="rejected", error=error)
+
+
+NO_EMAIL = "No User ID or Anonymous ID: 'email' is empty for this record; Segment drops messages without one."
+
+
+def test_rejected_records_are_explained_in_aggregate_with_the_fix(owner_client, a_mapping):
+    _reject(a_mapping, range(1, 4), NO_EMAIL)
+    _reject(a_mapping, [10], "The message is 40,000 bytes; Segment accepts at most 32,768 bytes per message.")
+    _reject(a_mapping, [11], "The message is 50,000 bytes; Segment accepts at most 32,768 bytes per message.")
+    summary = rejected_summary(a_mapping)
+    assert summary.total == 5 and not summary.retry_helps
+    assert [(r.kind, r.count) for r in summary.reasons] == [("no_identifier", 3), ("too_large", 2)]
+
+    page = text(owner_client.get(reverse("mappings:mapping_detail", args=[a_mapping.pk]))).replace("&#x27;", "'")
+    assert "5 records were not sent to Segment" in page
+    assert "No User ID or Anonymous ID" in page and "map an Anonymous ID as well" in page
+    assert "“email”" in page and "leave them out on purpose" in page
+    assert reverse("mappings:mapping_edit", args=[a_mapping.pk]) in page
+    assert f"{reverse('mappings:rejected', args=[a_mapping.pk])}?reason=No%20User%20ID%20or%20Anonymous%20ID" in page
+    assert "Retrying would not help" in page
+
+    listing = text(owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk])))
+    # The list links back to the mapping, explains, and does not offer "Retry all" as the remedy.
+    assert f'href="{reverse("mappings:mapping_detail", args=[a_mapping.pk])}"' in listing
+    assert "Message over Segment" in listing and 'value="all"' not in listing
+    assert "Retry selected" in listing
+
+
+def test_retry_all_is_offered_when_retrying_can_help(owner_client, a_mapping):
+    _reject(a_mapping, [1], NO_EMAIL)
+    _reject(a_mapping, [2, 3], "Segment refused this message: HTTP 400: bad traits")
+    summary = rejected_summary(a_mapping)
+    assert summary.retry_helps and [r.count for r in summary.reasons] == [2, 1]
+    listing = text(owner_client.get(reverse("mappings:rejected", args=[a_mapping.pk])))
+    assert 'value="all"' in listing and "Retry all 3" in listing and "Retrying would not help" not in listing
+
+
+def test_reasons_that_differ_per_record_make_one_group_and_the_rest_is_counted(a_mapping, monkeypatch):
+    for n in range(1, 6):
+        _reject(
+            a_mapping, [n], f"The message is {40_000 + n:,} bytes; Segment accepts at most 32,768 bytes per message."
+        )
+    _reject(a_mapping, [10, 11], NO_EMAIL)
+    _reject(a_mapping, [20], "Segment refused this message: HTTP 400: bad traits")
+    assert [(r.kind, r.count) for r in rejected_summary(a_mapping).reasons][:2] == [
+        ("too_large", 5),
+        ("no_identifier", 2),
+    ]
+    monkeypatch.setattr("mappings.selectors.REASON_ROWS", 2)
+    summary = rejected_summary(a_mapping)
+    assert summary.total == 8 and [(r.kind, r.count) for r in summary.reasons][-1] == ("rest", 1)

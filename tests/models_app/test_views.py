@@ -6,6 +6,7 @@ compared with what the sandbox's own list endpoint returns for the same properti
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from django.utils import timezone
 from hubsync.models import AuditEvent
 from mappings.models import Mapping
 from models_app.models import DataModel
-from sources.models import Source, SourceCollection
+from sources.models import Source, SourceCollection, SyncRun
 from sources.ratelimit import get_rate_limiter
 from tests.factories import (
     DataModelFactory,
@@ -25,6 +26,7 @@ from tests.factories import (
     ProfileSpaceFactory,
     SourceCollectionFactory,
     SourceFactory,
+    SyncRunFactory,
 )
 
 PORTAL = 1001  # the sandbox's default portal: 300 contacts, 120 companies, 150 deals, 80 tickets
@@ -143,6 +145,42 @@ def test_create_model_flow(owner_client, owner, source, sandbox):
     assert f'<td class="num">{len(CONTACT_COLUMNS) + 3}</td>' in tab
 
 
+def test_the_collection_picker_says_what_was_synced_and_when_the_schema_was_read(owner_client, source):
+    """A never-synced source's collections say "Never synced" (not "Synced"), a collection whose schema is stored
+    says when it was read, and one whose schema was never read says it is read on opening."""
+    url = reverse("models_app:new", args=[source.pk])
+    read_at = timezone.now() - timedelta(minutes=7)
+    SourceCollection.objects.filter(source=source, collection="contacts").update(
+        properties={"email": {"label": "Email", "type": "string"}, "firstname": {"label": "First", "type": "string"}},
+        schema_discovered_at=read_at,
+    )
+
+    def cards() -> dict[str, str]:
+        html = owner_client.get(url).content.decode()
+        found = re.findall(r'<a class="collection-card[^"]*" href="\?collection=(\w+)">(.*?)</a>', html, re.S)
+        return {name: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).strip() for name, body in found}
+
+    before = cards()
+    assert "Never synced" in before["contacts"] and "Synced" not in before["contacts"].replace("Never synced", "")
+    assert "2 properties · schema read 7 min" in before["contacts"]
+    assert "Never synced" in before["companies"]
+    assert "schema not read yet" in before["companies"]
+    assert "Not in selective sync" in before["deals"] and "Never synced" not in before["deals"]
+
+    # After a first sync that read contacts and failed on companies.
+    finished = timezone.now() - timedelta(minutes=20)
+    Source.objects.filter(pk=source.pk).update(first_synced_at=finished)
+    SyncRunFactory(
+        source=source,
+        status=SyncRun.Status.PARTIAL,
+        finished_at=finished,
+        counts={"contacts": {"read": 300, "error": ""}, "companies": {"read": 0, "error": "HubSpot answered 403"}},
+    )
+    after = cards()
+    assert "Synced 20 min" in after["contacts"]
+    assert "Never synced" in after["companies"]
+
+
 def test_name_must_be_unique_per_source_and_a_column_is_needed(owner_client, source):
     DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     SourceCollection.objects.filter(source=source, collection="contacts").update(
@@ -175,7 +213,61 @@ def test_edit_columns_is_audited(owner_client, source, sandbox):
     assert event.changes == {"columns": {"added": ["firstname"], "removed": []}}
 
 
+def test_columns_are_counted_alike_in_the_message_the_model_page_the_models_tab_and_the_preview(
+    owner_client, source, sandbox
+):
+    """Four chosen properties make a model of seven columns (with the record id and its two timestamps): the save
+    message, the model page, the Models tab and the preview all say seven."""
+    url = reverse("models_app:new", args=[source.pk])
+    owner_client.get(url, {"collection": "contacts"})  # reads the schema
+    response = owner_client.post(
+        url, {"collection": "contacts", "name": "Contacts", "columns": CONTACT_COLUMNS}, follow=True
+    )
+    model = DataModel.objects.get(source=source)
+    assert model.column_count == 7
+    html = response.content.decode()
+    assert "was created with 7 columns" in html
+    assert "7 columns · updated" in html  # the model page's header
+    tab = owner_client.get(reverse("sources:models", args=[source.pk])).content.decode()
+    assert '<td class="num">7</td>' in tab
+    fragment = preview(owner_client, source, columns=model.columns).content.decode()
+    assert "· 7 columns ·" in fragment and "<strong>7 columns</strong>" in fragment
+
+
 # --- the live preview ----------------------------------------------------------------------------------
+
+
+def test_a_valid_schema_is_said_with_the_columns_and_their_types(owner_client, source, sandbox):
+    owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "contacts"})
+    response = preview(owner_client, source, columns=["email", "firstname", "lifecyclestage"])
+    result = response.context["preview"]
+    assert result.schema_valid
+    assert result.type_summary == [("datetime", 2), ("string", 2), ("enumeration", 1), ("number", 1)]
+    assert (
+        result.schema_read_at == SourceCollection.objects.get(source=source, collection="contacts").schema_discovered_at
+    )
+    html = re.sub(r"\s+", " ", response.content.decode())
+    assert 'data-schema="valid"' in html
+    assert (
+        "Schema valid</span> <span><strong>6 columns</strong>, types: 2 datetime, 2 string, 1 enumeration, 1 number."
+        in html
+    )
+    assert "Every column is in HubSpot's schema of contacts, read " in html
+
+
+def test_no_schema_valid_state_when_a_column_is_missing_or_hubspot_fails(owner_client, source, sandbox):
+    owner_client.get(reverse("models_app:new", args=[source.pk]), {"collection": "contacts"})
+    response = preview(owner_client, source, columns=["email", "no_such_property"])
+    assert not response.context["preview"].schema_valid
+    assert 'data-schema="valid"' not in response.content.decode()
+    # Without a stored schema nothing was checked, so nothing is called valid.
+    SourceCollection.objects.filter(source=source, collection="contacts").update(properties={})
+    response = preview(owner_client, source, columns=["email"])
+    assert response.context["preview"].error is None and not response.context["preview"].schema_valid
+    sandbox.set_knobs(fail_next=20, fail_next_status="503")
+    response = preview(owner_client, source, columns=["email"])
+    assert response.context["preview"].error is not None
+    assert 'data-schema="valid"' not in response.content.decode()
 
 
 def test_preview_shows_the_first_ten_records_from_hubspot(owner_client, source, sandbox, django_assert_max_num_queries):
@@ -280,6 +372,10 @@ def test_an_unselected_collection_is_flagged(owner_client, source, sandbox):
 
 
 def test_hubspot_down_after_retries_is_a_message(owner_client, source, sandbox):
+    # Without a stored schema nothing was checked, so nothing is called valid.
+    SourceCollection.objects.filter(source=source, collection="contacts").update(properties={})
+    response = preview(owner_client, source, columns=["email"])
+    assert response.context["preview"].error is None and not response.context["preview"].schema_valid
     sandbox.set_knobs(fail_next=20, fail_next_status="503")
     response = preview(owner_client, source, columns=["email"])
     assert response.status_code == 200

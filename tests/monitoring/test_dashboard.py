@@ -304,6 +304,10 @@ def test_dashboard_max_queries(owner_client, workspace, django_assert_max_num_qu
 def test_empty_workspace_shows_first_step(owner_client):
     html = owner_client.get(reverse("dashboard")).content.decode()
     assert "Connect your first source" in html
+    # Straight to the catalog with HubSpot selected (its Add Source button), not through an empty Sources page.
+    assert f'href="{reverse("sources:catalog")}?selected=hubspot#selected">Connect HubSpot</a>' in html
+    page = owner_client.get(reverse("sources:catalog"), {"selected": "hubspot"}).content.decode()
+    assert f'href="{reverse("sources:new")}">Add Source</a>' in page
 
 
 def test_dashboard_shows_rows_progress_charts_and_lazy_workers(viewer_client, workspace):

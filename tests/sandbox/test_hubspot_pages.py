@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -12,6 +13,7 @@ from django.test import Client
 from django.urls import clear_url_caches
 
 from sandbox.hubspot.models import Knobs, Portal, RecordChange
+from sandbox.hubspot.views import developer_app
 from tests.fixtures_sandbox import HUBSPOT_READ_SCOPES
 
 pytestmark = pytest.mark.django_db
@@ -104,6 +106,22 @@ def test_index_shows_portals_and_knobs(client):
     resp = client.get(f"{BASE}/")
     html = resp.content.decode()
     assert resp.status_code == 200 and "Acme Sandbox" in html and "Realism knobs" in html
+
+
+def test_index_shows_the_sandbox_app_and_never_a_production_secret(client, settings, rf):
+    settings.HUBSPOT_CLIENT_ID = "real-app-id"
+    settings.HUBSPOT_CLIENT_SECRET = "real-production-secret-0123456789"
+    html = client.get(f"{BASE}/").content.decode()
+    assert settings.SANDBOX_HUBSPOT_CLIENT_ID in html and settings.SANDBOX_HUBSPOT_CLIENT_SECRET in html
+    assert "http://testserver/sandbox/hubspot/oauth/v1/token" in html
+    assert "real-production-secret" not in html and "real-app-id" not in html
+    # The example authorize URL is one the sandbox accepts (loopback redirect, known scopes).
+    link = re.search(r'id="sbx-example-authorize" href="([^"]+)"', html)
+    assert link
+    consent = client.get(link.group(1).replace("&amp;", "&").removeprefix("http://testserver"))
+    assert consent.status_code == 200 and b"Connect app" in consent.content
+    settings.SANDBOX = False
+    assert developer_app(rf.get("/")) is None
 
 
 def test_knobs_form_saves(client):

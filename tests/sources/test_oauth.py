@@ -175,7 +175,10 @@ def consent(location: str, *, action: str = "connect", portal: int = 1001) -> st
 def test_login_reads_the_account_and_keeps_tokens_encrypted(sandbox, owner_client, workspace):
     callback = consent(start(owner_client, workspace))
     response = owner_client.get(callback)
-    assert response["Location"] == reverse("sources:wizard_schema")
+    # Back on the login step, showing the account, with Next (the guide's words).
+    assert response["Location"] == reverse("sources:wizard_connect")
+    page = owner_client.get(reverse("sources:wizard_connect")).content.decode()
+    assert "acme-sandbox.example" in page and ">Next</a>" in page
     wizard = owner_client.session["source_wizard"]
     conn = wizard["connection"]
     assert conn["hub_id"] == 1001 and conn["hub_domain"] == "acme-sandbox.example"
@@ -259,7 +262,7 @@ def test_an_account_already_connected_warns_first(sandbox, owner_client, workspa
 def test_an_account_connected_in_another_workspace_does_not_warn(sandbox, owner_client, workspace, other_workspace):
     SourceFactory(workspace=other_workspace, name="Theirs", hub_id=1001, schema_name="hubspot", token="t")
     response = owner_client.get(consent(start(owner_client, workspace)))
-    assert response["Location"] == reverse("sources:wizard_schema")
+    assert response["Location"] == reverse("sources:wizard_connect")
 
 
 def _reconnect(client, source) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -57,12 +58,34 @@ def test_empty_list_leads_to_the_catalog(owner_client):
     assert reverse("sources:catalog").encode() in response.content
 
 
-def test_catalog_offers_hubspot_only(owner_client):
+def test_catalog_lists_what_can_be_connected_and_hubspot_is_selectable(owner_client):
     response = owner_client.get(reverse("sources:catalog"))
     assert response.status_code == 200
-    assert b"HubSpot" in response.content
-    assert b"coming soon" not in response.content.lower()
-    assert reverse("sources:new").encode() in response.content
+    page = response.content.decode()
+    assert "HubSpot" in page and "Segment Profiles" in page and "coming soon" not in page.lower()
+    assert 'type="search"' in page and 'name="q"' in page
+    # Nothing selected yet: the card is a link that selects it; Add Source belongs to the selection.
+    assert reverse("sources:new") not in page and "?selected=hubspot#selected" in page
+    page = owner_client.get(reverse("sources:catalog"), {"selected": "hubspot"}).content.decode()
+    assert f'href="{reverse("sources:new")}">Add Source</a>' in page and 'aria-current="true"' in page
+
+
+def test_catalog_search_works_without_javascript(owner_client):
+    page = owner_client.get(reverse("sources:catalog"), {"q": "hubspot"}).content.decode()
+    # The one match is selected at once, with its Add Source button; the other card is hidden.
+    assert f'href="{reverse("sources:new")}">Add Source</a>' in page
+    assert re.search(r'data-slug="segment-profiles"[^>]*hidden', page)
+    assert not re.search(r'data-slug="hubspot"[^>]*hidden', page)
+    page = owner_client.get(reverse("sources:catalog"), {"q": "crm hub"}).content.decode()
+    assert 'data-slug="hubspot"' in page and reverse("sources:new") in page
+    page = owner_client.get(reverse("sources:catalog"), {"q": "salesforce"}).content.decode()
+    assert "Nothing in the catalog matches" in page and 'id="catalog-empty" hidden' not in page
+    assert reverse("sources:new") not in page
+
+
+def test_sidebar_has_connections_catalog(owner_client):
+    page = owner_client.get(reverse("dashboard")).content.decode()
+    assert f'href="{reverse("sources:catalog")}"' in page and ">Catalog</a>" in page
 
 
 def test_list_shows_sources_of_this_workspace_only(owner_client, source, foreign_source):
@@ -165,6 +188,57 @@ def test_finish_creates_the_source_disabled(owner_client, workspace, owner):
     assert b"Finish setting up" in page.content
 
 
+def test_finish_keeps_the_schemas_the_wizard_read(owner_client, workspace):
+    """The wizard read each collection's properties to count them: the source's collections keep that schema and
+    when it was read, so nothing reads it again to say so (the model builder's collection picker shows it)."""
+    read_at = timezone.now() - timedelta(minutes=3)
+    schema = {"email": {"label": "Email", "type": "string", "fieldType": "text", "groupName": "contactinformation"}}
+    discovered = [{**DISCOVERED[0], "schema": schema}, *DISCOVERED[1:]]
+    put_wizard(
+        owner_client,
+        workspace,
+        connection=make_connection(),
+        schema_name="hubspot",
+        discovered=discovered,
+        discovered_at=read_at.isoformat(),
+    )
+    response = owner_client.post(
+        reverse("sources:wizard_sync"), {"sync_interval": "10800", "collections": ["contacts", "tickets"]}
+    )
+    assert response.status_code == 302
+    contacts = SourceCollection.objects.get(source__workspace=workspace, collection="contacts")
+    assert contacts.properties == schema and contacts.schema_discovered_at == read_at
+    tickets = SourceCollection.objects.get(source__workspace=workspace, collection="tickets")
+    assert tickets.properties == {} and tickets.schema_discovered_at is None  # nothing read: nothing claimed
+
+
+def test_collections_last_synced(source):
+    assert selectors.collections_last_synced(source) == {}
+    now = timezone.now()
+    counts = {"read": 1, "new": 1, "error": ""}
+    SyncRunFactory(
+        source=source,
+        status=SyncRun.Status.SUCCEEDED,
+        finished_at=now - timedelta(hours=5),
+        counts={"contacts": counts, "companies": counts},
+    )
+    SyncRunFactory(
+        source=source,
+        status=SyncRun.Status.PARTIAL,
+        finished_at=now - timedelta(hours=1),
+        counts={"contacts": counts, "companies": {**counts, "error": "HubSpot answered 403"}},
+    )
+    SyncRunFactory(source=source, status=SyncRun.Status.FAILED, finished_at=now, counts={"contacts": counts})
+    SyncRunFactory(source=source, status=SyncRun.Status.RUNNING, counts={"contacts": counts})
+    # Never synced while the source has no first sync.
+    assert selectors.collections_last_synced(source) == {}
+    source.first_synced_at = now - timedelta(hours=5)
+    assert selectors.collections_last_synced(source) == {
+        "contacts": now - timedelta(hours=1),
+        "companies": now - timedelta(hours=5),
+    }
+
+
 def test_finish_needs_a_collection(owner_client, workspace):
     put_wizard(owner_client, workspace, connection=make_connection(), schema_name="hubspot", discovered=DISCOVERED)
     response = owner_client.post(reverse("sources:wizard_sync"), {"sync_interval": "10800"})
@@ -232,6 +306,10 @@ def test_enabling_is_refused_with_an_explanation(owner_client, source):
     assert not SyncRun.objects.exists()
     body = response.content.decode()
     assert "cannot be enabled yet" in body and "Enable the mapping" in body and "Add a mapping" in body
+    # Refused from Settings → Basic settings, the page it comes back to: the Enable source toggle is there, off.
+    assert response.redirect_chain[-1][0] == reverse("sources:settings", args=[source.pk])
+    basic = body[body.index("<h2>Basic settings</h2>") : body.index('id="selective-sync"')]
+    assert 'role="switch"' in basic and 'aria-label="Enable source"' in basic and 'aria-checked="false"' in basic
     allowed, missing = selectors.can_enable(source)
     assert not allowed and any("mapping" in m for m in missing)
 
@@ -243,11 +321,17 @@ def test_enabling_once_allowed_starts_the_first_sync(
     sent = []
     monkeypatch.setattr("sources.tasks.run_sync.delay", lambda run_id: sent.append(run_id))
     with django_capture_on_commit_callbacks(execute=True):
-        owner_client.post(reverse("sources:enable", args=[source.pk]), {"enabled": "1"})
+        response = owner_client.post(reverse("sources:enable", args=[source.pk]), {"enabled": "1"}, follow=True)
     source.refresh_from_db()
     assert source.enabled is True
     run = SyncRun.objects.get(source=source)
     assert run.trigger == "first" and run.status == "queued" and sent == [run.pk]
+    # The page links to the first sync as it runs (the message, and the banner while it is active).
+    run_url = reverse("sync_run", args=[source.pk, run.pk])
+    body = response.content.decode()
+    assert f'<a href="{run_url}">follow it</a>' in body
+    assert "The first sync is queued." in body and f'href="{run_url}">Follow it as it runs' in body
+    assert 'aria-checked="true"' in body
     assert AuditEvent.objects.filter(verb="enable", object_id=str(source.pk)).exists()
     owner_client.post(reverse("sources:enable", args=[source.pk]), {"enabled": "0"})
     source.refresh_from_db()
@@ -456,4 +540,4 @@ def test_runs_fragment_polls_while_a_run_is_active(owner_client, source, foreign
 def test_back_to_the_login_step_keeps_the_connection(owner_client, workspace):
     put_wizard(owner_client, workspace, connection=make_connection())
     page = owner_client.get(reverse("sources:wizard_connect")).content.decode()
-    assert "portal-4242.hubspot.test" in page and "Continue with this account" in page and "Log in again" in page
+    assert "portal-4242.hubspot.test" in page and ">Next</a>" in page and "Log in again" in page
