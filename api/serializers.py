@@ -235,7 +235,7 @@ class ProfileSpaceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ProfileSpace
-        fields = ["id", "destination", "name", "region", "write_key_set", "created_at", "updated_at"]
+        fields = ["id", "destination", "name", "region", "endpoint", "write_key_set", "created_at", "updated_at"]
 
     def get_write_key_set(self, obj: ProfileSpace) -> bool:
         return bool(obj.write_key)
@@ -249,21 +249,30 @@ class DestinationSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "kind", "profile_spaces", "created_at", "updated_at"]
 
 
+class ProfileSpaceInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    region = serializers.CharField(max_length=100, required=False, help_text="us, eu, custom (or sandbox).")
+    endpoint = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, help_text="The custom region's API root."
+    )
+    write_key = serializers.CharField(
+        max_length=1000, required=False, allow_blank=True, write_only=True, help_text="Write-only; never returned."
+    )
+    use_default_sandbox = serializers.BooleanField(
+        required=False, default=False, help_text="The sandbox's default space (when this server runs the sandbox)."
+    )
+
+
 class DestinationCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=1000)
     kind = serializers.CharField(max_length=100, required=False, default=Destination.Kind.SEGMENT_PROFILES)
+    profile_space = ProfileSpaceInputSerializer(
+        required=False, help_text="The Profile Space it sends to, created with it (or add spaces later)."
+    )
 
 
 class DestinationUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=1000)
-
-
-class ProfileSpaceInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=1000, required=False)
-    region = serializers.CharField(max_length=100, required=False)
-    write_key = serializers.CharField(
-        max_length=1000, required=False, allow_blank=True, write_only=True, help_text="Write-only; never returned."
-    )
 
 
 # --- mappings ---------------------------------------------------------------------------------------------

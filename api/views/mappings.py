@@ -52,11 +52,31 @@ class DestinationList(ListView):
 
     @extend_schema(request=s.DestinationCreateSerializer, responses={201: s.DestinationSerializer})
     def post(self, request: Request, workspace_id: int) -> Response:
-        data = check(DestinationForm(parse(s.DestinationCreateSerializer, request)))
+        """Add a destination, and with `profile_space` the Profile Space it sends to (as the Add destination
+        page does); without it, add spaces afterwards."""
+        raw = parse(s.DestinationCreateSerializer, request)
+        space = raw.get("profile_space") or {}
+        fields = {
+            "kind": raw["kind"],
+            "name": raw["name"],
+            "space_name": space.get("name", ""),
+            "write_key": space.get("write_key", ""),
+            "region": space.get("region") or ProfileSpace.Region.US,
+            "endpoint": space.get("endpoint", ""),
+            "use_default_sandbox": space.get("use_default_sandbox", False),
+        }
+        form = DestinationForm(fields)
+        data = check(form, {"space_name": "profile_space.name", **{k: f"profile_space.{k}" for k in SPACE_FIELDS}})
         destination = services.create_destination(
-            workspace=workspace(request), name=data["name"], kind=data["kind"], actor=actor(request)
+            workspace=workspace(request),
+            name=data["name"],
+            kind=data["kind"],
+            space=data["space"],
+            actor=actor(request),
         )
-        return Response(s.DestinationSerializer(destination).data, status=status.HTTP_201_CREATED)
+        return Response(
+            s.DestinationSerializer(_destinations(request).get(pk=destination.pk)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class DestinationDetail(ApiView):
@@ -84,6 +104,13 @@ class DestinationDetail(ApiView):
 
 # --- profile spaces ---------------------------------------------------------------------------------------
 
+SPACE_FIELDS = ("write_key", "region", "endpoint", "use_default_sandbox")
+
+
+def _space(data: dict[str, Any]) -> dict[str, Any]:
+    """What the space services take of the Profile Space form's cleaned data."""
+    return {key: data[key] for key in ("name", "write_key", "region", "endpoint")}
+
 
 class ProfileSpaceList(ListView):
     serializer_class = s.ProfileSpaceSerializer
@@ -98,8 +125,8 @@ class ProfileSpaceList(ListView):
         """Add a Profile Space: its name, region and write key (write-only: never returned)."""
         destination = get(request, Destination, pk=destination_id)
         raw = parse(s.ProfileSpaceInputSerializer, request)
-        data = check(ProfileSpaceForm({"name": "", "region": "", "write_key": "", **raw}))
-        space = services.create_profile_space(destination=destination, actor=actor(request), **data)
+        data = check(ProfileSpaceForm({"name": "", "region": ProfileSpace.Region.US, "write_key": "", **raw}))
+        space = services.create_profile_space(destination=destination, actor=actor(request), **_space(data))
         return Response(s.ProfileSpaceSerializer(space).data, status=status.HTTP_201_CREATED)
 
 
@@ -113,10 +140,10 @@ class ProfileSpaceDetail(ApiView):
         """Change the name or region, or replace the write key (left out or empty: the saved one stays)."""
         space = get(request, ProfileSpace.objects.select_related("destination"), pk=profile_space_id)
         raw = parse(s.ProfileSpaceInputSerializer, request)
-        data = check(
-            ProfileSpaceForm({"name": space.name, "region": space.region, "write_key": "", **raw}, instance=space)
-        )
-        services.update_profile_space(space=space, actor=actor(request), **data)
+        raw.pop("use_default_sandbox", None)  # a saved space keeps its key unless a new one is given
+        current = {"name": space.name, "region": space.region, "endpoint": space.endpoint, "write_key": ""}
+        data = check(ProfileSpaceForm({**current, **raw}, instance=space))
+        services.update_profile_space(space=space, actor=actor(request), **_space(data))
         return Response(s.ProfileSpaceSerializer(space).data)
 
     @extend_schema(responses={204: None, 409: None})

@@ -411,3 +411,18 @@ def test_a_source_needing_reconnect_lends_no_login(api, workspace, source):
         api.post(W(workspace) + "sources/", {**body, "connection": {"source": 1, "refresh_token": "x"}}), 400
     )
     assert "either" in str(both["errors"])
+
+
+def test_a_destination_with_its_profile_space_in_one_call(api, workspace):
+    url = W(workspace) + "destinations/"
+    body = {"name": "Segment", "profile_space": {"name": "Prod", "region": "us"}}
+    assert "profile_space.write_key" in _problem(api.post(url, body), 400)["errors"]
+    body["profile_space"].update(write_key="wk_inline_1234", region="custom", endpoint="ftp://x")
+    assert "profile_space.endpoint" in _problem(api.post(url, body), 400)["errors"]
+    body["profile_space"] = {"name": "Prod", "region": "us", "write_key": "wk_inline_1234"}
+    created = api.post(url, body)
+    assert created.status_code == 201, created.content
+    spaces = created.json()["profile_spaces"]
+    assert [(sp["name"], sp["region"], sp["write_key_set"]) for sp in spaces] == [("Prod", "us", True)]
+    assert "wk_inline_1234" not in created.content.decode()
+    assert ProfileSpace.objects.get().write_key == "wk_inline_1234"
