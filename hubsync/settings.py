@@ -94,6 +94,9 @@ INSTALLED_APPS = [
     "allauth.account",
     "allauth.mfa",
     "django_htmx",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "hubsync",
     "sources",
     "models_app",
@@ -455,3 +458,42 @@ ALERT_WEBHOOK_ALLOWED_HOSTS = env_list("HUBSYNC_WEBHOOK_ALLOWED_HOSTS")
 # Tests and local development only: allow webhooks to 127.0.0.1 / ::1 (and plain http). Ignored unless DEBUG or
 # HUBSYNC_TESTING is on.
 ALERT_WEBHOOK_ALLOW_LOOPBACK = env_bool("HUBSYNC_WEBHOOK_ALLOW_LOOPBACK", False)
+# --- REST API (api/): /api/v1/, workspace API tokens, problem details, OpenAPI -------------------------------
+# Under /api/: routes are served with or without their trailing slash, and errors Django answers itself (no such
+# URL, a crash) become problem details too. Outermost but the security headers, to see the others' answers.
+MIDDLEWARE.insert(MIDDLEWARE.index("hubsync.middleware.SecurityHeadersMiddleware") + 1, "api.middleware.ApiMiddleware")
+# Requests per API token (DRF's rate syntax: N/second|minute|hour|day), counted in the cache (Redis when set).
+HUBSYNC_API_RATE = os.environ.get("HUBSYNC_API_RATE", "600/minute")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.auth.WorkspaceTokenPermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.auth.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "api.parsers.AnyJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "api.problems.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "hubsync API",
+    "DESCRIPTION": "Everything the hubsync pages do, for scripts and CI. Authenticate with a workspace API token "
+    "(Settings → API tokens): `Authorization: Bearer hs_…`. Errors are problem details (RFC 9457).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Operations are tagged (grouped in the docs) by what follows the workspace: sources, models, mappings, ...
+    "SCHEMA_PATH_PREFIX": r"/api/v1(/workspaces/\{workspace_id\})?",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PARSER_WHITELIST": ["rest_framework.parsers.JSONParser"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "api.schema.add_problem_responses"],
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "hubsync.runbase.RunBase.Status",
+        "SourceStatusEnum": "sources.models.Source.Status",
+        "DeliveryStateStatusEnum": "mappings.models.DeliveryState.Status",
+        "AlertStatusEnum": "hubsync.models.Alert.Status",
+    },
+}

@@ -22,6 +22,8 @@ urlpatterns = [
     path("invitations/<str:token>/", views.invitation_accept, name="invitation_accept"),
     path("audit/", views.audit_log, name="audit_log"),
     path("", include("monitoring.urls")),
+    path("api/v1/", include("api.urls")),
+    path("", include("api.urls_pages")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("", include("sources.urls")),

@@ -35,6 +35,7 @@ from hubsync.fields import decrypt, encrypt
 from .extraction import normalize_schema
 from .hubspot import BadRequest, HubSpotClient, HubSpotError, MissingScopes, NotFound, TransientError
 from .hubspot import api_base as api_base
+from .hubspot import tokens as hubspot_tokens
 from .models import Source
 
 log = logging.getLogger(__name__)
@@ -392,3 +393,66 @@ def _short_error(exc: HubSpotError) -> str:
     if isinstance(exc, TransientError):
         return "HubSpot did not answer; try again later"
     return f"HubSpot answered {exc.status}" if exc.status else "HubSpot could not be read"
+
+
+# --- connections made without this server's login pages (the REST API) -------------------------------------
+
+
+def connection_of(source: Source) -> Connection:
+    """The HubSpot login an existing source reads with, for another source on the same account (as the wizard
+    allows a second source on an account already connected). Tokens stay as they are: the source's refresh
+    token keeps working for both."""
+    if source.status != Source.Status.OK or not source.token or source.hub_id is None:
+        raise ConnectError(f"{source.name} must be reconnected to HubSpot before its login can be reused.")
+    try:
+        hubspot_tokens.refresh_access_token(source)  # only when the stored one is (nearly) expired
+    except HubSpotError:
+        raise ConnectError(
+            f"HubSpot did not renew the login of {source.name} (reconnect it, or try again in a minute)."
+        ) from None
+    return Connection(
+        hub_id=source.hub_id,
+        hub_domain=source.hub_domain,
+        user=source.installing_user,
+        scopes=list(source.scopes),
+        access_token=source.access_token,
+        refresh_token=source.token,
+        expires_at=source.access_token_expires_at,
+    )
+
+
+def connection_from_refresh_token(refresh_token: str) -> Connection:
+    """A login done elsewhere (a script went through HubSpot's consent page with this server's app): its refresh
+    token is exchanged for an access token at HubSpot's token endpoint, then the account is described as after
+    the callback. Raises ConnectError with a message for the user."""
+    try:
+        payload = hubspot_tokens._post_token(
+            {
+                "grant_type": "refresh_token",
+                "client_id": settings.HUBSPOT_CLIENT_ID,
+                "client_secret": settings.HUBSPOT_CLIENT_SECRET,
+                "refresh_token": refresh_token,
+            },
+            timeout=20,
+        )
+    except HubSpotError:
+        raise ConnectError("HubSpot refused this refresh token (revoked, or not issued to this app).") from None
+    access_token = str(payload.get("access_token") or "")
+    if not access_token:
+        raise ConnectError("HubSpot's token endpoint answered without an access token.")
+    info = token_info(access_token)
+    try:
+        hub_id = int(info.get("hub_id") or payload.get("hub_id") or "")
+    except (TypeError, ValueError):
+        raise ConnectError("HubSpot did not say which account this login belongs to.") from None
+    return Connection(
+        hub_id=hub_id,
+        hub_domain=info.get("hub_domain") or "",
+        user=info.get("user") or "",
+        scopes=sorted(info.get("scopes") or payload.get("scopes") or []),
+        access_token=access_token,
+        # HubSpot may omit refresh_token on a refresh: the one given stays valid then.
+        refresh_token=str(payload.get("refresh_token") or refresh_token),
+        expires_at=timezone.now() + timedelta(seconds=int(payload.get("expires_in") or 1800)),
+        account=account_details(access_token, hub_id),
+    )

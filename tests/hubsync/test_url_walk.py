@@ -44,14 +44,15 @@ from hubsync.models import Role, Workspace
 
 # Routes (by path prefix) that are not ours to guard with workspace_view: allauth's own pages (it guards its
 # account pages itself; see test_allauth_account_pages_need_login), the Django admin (staff only, through
-# allauth's login), the simulators, static files and the health check.
-ALLOWLIST_PREFIXES = ("accounts/", "admin/", "sandbox/", "static/", "healthz")
+# allauth's login), the simulators, static files, the health check, and the API (guarded by its tokens, walked by
+# tests/api/test_api_walk.py).
+ALLOWLIST_PREFIXES = ("accounts/", "admin/", "sandbox/", "static/", "healthz", "api/v1/")
 # Views that need a logged-in user but no workspace; they touch only the user's own memberships.
 LOGIN_ONLY = {"workspace_new", "workspace_switch"}
 # Views reachable without logging in: the invitation link (the token is the credential).
 PUBLIC = {"invitation_accept"}
 
-PROJECT_APPS = ("hubsync", "sources", "models_app", "mappings")
+PROJECT_APPS = ("hubsync", "sources", "models_app", "mappings", "api")
 NONEXISTENT_ID = 999999
 MARKER = "zqvictim"  # in every text field of the victim's objects: must never reach an outsider
 SECRET_MARKER = "zqsecret"  # in every encrypted field: must never reach any page at all
