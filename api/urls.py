@@ -1,12 +1,12 @@
 """/api/v1/: every route of a workspace is under workspaces/<workspace_id>/ (the token's own workspace; any other
-id is a 404). A new group of routes is a `path(W + "...", View.as_view())` line here, e.g. the configuration as
-code: `path(W + "config/export", ...)`, `path(W + "config/plan", ...)`, `path(W + "config/apply", ...)`."""
+id is a 404). A new group of routes is a `path(W + "...", View.as_view())` line here."""
 
 from __future__ import annotations
 
 from django.urls import path
 
 from .schema import docs_view, root_view, schema_view
+from .views import config as cfg
 from .views import mappings as m
 from .views import models as dm
 from .views import monitoring as mon
@@ -67,4 +67,8 @@ urlpatterns = [
     path(W + "alerts/channels/<int:alertchannel_id>/test/", mon.AlertChannelTest.as_view(), name="alert_channel_test"),
     path(W + "alerts/events/", mon.AlertEventList.as_view(), name="alert_events"),
     path(W + "alerts/problems/", mon.AlertProblemList.as_view(), name="alert_problems"),
+    # configuration as code (api.config: the same plan / apply as manage.py hubsync_apply)
+    path(W + "config/export/", cfg.ConfigExport.as_view(), name="config_export"),
+    path(W + "config/plan/", cfg.ConfigPlan.as_view(), name="config_plan"),
+    path(W + "config/apply/", cfg.ConfigApply.as_view(), name="config_apply"),
 ]

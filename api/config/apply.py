@@ -186,10 +186,16 @@ class Applier:
             path = f"destinations.{key}"
             current_key = self.res.current_key("destinations", key)
             if current_key is None:
-                form: forms.Form = DestinationForm(_post({"kind": want["kind"], "name": want["name"]}))
+                # Its Profile Spaces follow one by one (_spaces): the page's form is given none of the space fields.
+                form: forms.Form = DestinationForm(
+                    _post({"kind": want["kind"], "name": want["name"], "region": ProfileSpace.Region.US})
+                )
                 if not self._refused(path, form):
                     self.destinations[key] = mapping_services.create_destination(
-                        workspace=self.workspace, actor=self.actor, **form.cleaned_data
+                        workspace=self.workspace,
+                        actor=self.actor,
+                        name=form.cleaned_data["name"],
+                        kind=form.cleaned_data["kind"],
                     )
                 continue
             destination = self.destinations[key] = self.res.state.destinations[current_key]
@@ -211,20 +217,27 @@ class Applier:
             for space_key, want in sorted(dest["profile_spaces"].items()):
                 path = f"destinations.{dest_key}.profile_spaces.{space_key}"
                 secret = self.res.secrets.get(("space", dest_key, space_key), "")
-                data = _post({"name": want["name"], "region": want["region"], "write_key": secret})
+                data = _post(
+                    {
+                        "name": want["name"],
+                        "region": want["region"],
+                        "endpoint": want.get("endpoint") or "",
+                        "write_key": secret,
+                    }
+                )
                 pair = self.res.space_pairs.get((dest_key, space_key))
                 if pair is None:
                     form = ProfileSpaceForm(data)
                     if not self._refused(path, form):
                         self.spaces[(dest_key, space_key)] = mapping_services.create_profile_space(
-                            destination=destination, actor=self.actor, **form.cleaned_data
+                            destination=destination, actor=self.actor, **_space_fields(form)
                         )
                     continue
                 space = self.spaces[(dest_key, space_key)] = self.res.state.profile_spaces[pair]
                 if (dest_key, space_key) in self.res.changed["profile_spaces"] or secret:
                     form = ProfileSpaceForm(data, instance=space)
                     if not self._refused(path, form, {"write_key": "write_key_env"}):
-                        mapping_services.update_profile_space(space=space, actor=self.actor, **form.cleaned_data)
+                        mapping_services.update_profile_space(space=space, actor=self.actor, **_space_fields(form))
 
     # --- data models and mappings ---------------------------------------------------------------------------
 
@@ -508,3 +521,8 @@ def apply_yaml(*, workspace: Workspace, text: str, actor: Any, allow_delete: boo
         )
     plan.applied = True
     return plan
+
+
+def _space_fields(form: forms.Form) -> dict[str, str]:
+    """What the Profile Space services take from the page's form (which also carries its sandbox shortcut)."""
+    return {name: form.cleaned_data[name] for name in ("name", "write_key", "region", "endpoint")}

@@ -19,7 +19,15 @@ from django.utils.text import slugify
 VERSION = 1
 
 # libyaml when PyYAML was built with it (its wheels are): ten times faster on a large workspace, same output.
-_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _SafeDumper(_BaseDumper):  # type: ignore[misc,valid-type]
+    """The safe dumper, which also writes Django's choices (str / int enums) as their plain values."""
+
+
+_SafeDumper.add_multi_representer(str, lambda dumper, value: dumper.represent_str(str(value)))
+_SafeDumper.add_multi_representer(int, lambda dumper, value: dumper.represent_int(int(value)))
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # The sections of a file, in the order they are written. A section left out of a file is not managed by it:
@@ -212,6 +220,7 @@ SPEC = Obj(
                             {
                                 "name": _text(required=True),
                                 "region": _text(default="us"),
+                                "endpoint": _text(),  # only for the custom region
                                 "write_key_env": _text(required=True),
                             }
                         )

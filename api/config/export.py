@@ -138,7 +138,12 @@ def space_env(state: State, dest_key: str, space_key: str) -> str:
 
 def destination_doc(key: str, destination: Destination, state: State) -> dict[str, Any]:
     spaces = {
-        space_key: {"name": space.name, "region": space.region, "write_key_env": space_env(state, key, space_key)}
+        space_key: {
+            "name": space.name,
+            "region": space.region,
+            **({"endpoint": space.endpoint} if space.endpoint else {}),
+            "write_key_env": space_env(state, key, space_key),
+        }
         for (dest_key, space_key), space in state.profile_spaces.items()
         if dest_key == key
     }

@@ -400,3 +400,23 @@ def test_command_errors_without_a_readable_file_or_a_workspace(db, tmp_path):
     with pytest.raises(SystemExit):
         call_command("hubsync_apply", str(nameless), stderr=err)
     assert "--workspace: give the workspace (the file names none)" in err.getvalue()
+
+
+def test_a_custom_endpoint_round_trips(seeded, workspace, fresh, secrets_env, settings):
+    """A Profile Space on a custom endpoint (a Segment-compatible proxy) exports its endpoint and keeps it through
+    an apply to a fresh workspace; the other spaces' files carry no endpoint line. (DEBUG on: the host is not
+    resolved, as for a development proxy; the https and address rules of DEBUG off are the form's own tests.)"""
+    settings.DEBUG = True
+    assert "endpoint" not in export_yaml(workspace=workspace)
+    ProfileSpace.objects.filter(destination__workspace=workspace).update(
+        region=ProfileSpace.Region.CUSTOM, endpoint="https://segment-proxy.example.com"
+    )
+    text = export_yaml(workspace=workspace)
+    assert "endpoint: https://segment-proxy.example.com" in text
+    assert plan_yaml(workspace=workspace, text=text).changes == []
+    plan = plan_yaml(workspace=fresh, text=text)
+    assert plan.problems == [], plan.render()
+    apply_yaml(workspace=fresh, text=text, actor=COMMAND_LINE)
+    space = ProfileSpace.objects.get(destination__workspace=fresh)
+    assert (space.region, space.endpoint) == (ProfileSpace.Region.CUSTOM, "https://segment-proxy.example.com")
+    assert export_yaml(workspace=fresh) == text
