@@ -108,7 +108,10 @@ def store_events(payload: Any) -> Received:
 
 
 def _insert(rows: list[tuple[int, Event]], now: datetime) -> list[tuple[int, Event]]:
-    """One INSERT ... ON CONFLICT DO NOTHING RETURNING for the request: the rows that were new."""
+    """One INSERT ... ON CONFLICT DO NOTHING RETURNING for the request: the rows that were new (an eventId twice in
+    one request is inserted once)."""
+    unique = {(sid, e.event_id): e for sid, e in rows}
+    rows = [(sid, e) for (sid, _eid), e in unique.items()]
     ops = connection.ops
     table = LiveEvent._meta.db_table
     json_slot = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
@@ -136,7 +139,7 @@ def _insert(rows: list[tuple[int, Event]], now: datetime) -> list[tuple[int, Eve
     with connection.cursor() as cur:
         cur.execute(sql, params)
         new = {(int(s), int(e)) for s, e in cur.fetchall()}
-    return [(sid, e) for sid, e in rows if (sid, e.event_id) in new]
+    return [(sid, e) for (sid, _eid), e in unique.items() if (sid, e.event_id) in new]
 
 
 def _count(source_id: int, *, received: int, duplicates: int, now: datetime, newest: datetime) -> None:
