@@ -143,22 +143,23 @@ def _insert(rows: list[tuple[int, Event]], now: datetime) -> list[tuple[int, Eve
 
 
 def _count(source_id: int, *, received: int, duplicates: int, now: datetime, newest: datetime) -> None:
-    updated = LiveCounter.objects.filter(source_id=source_id).update(
-        received=F("received") + received,
-        duplicates=F("duplicates") + duplicates,
-        last_event_at=now,
-        last_occurred_at=Greatest(F("last_occurred_at"), newest),
-    )
-    if not updated:
-        LiveCounter.objects.get_or_create(
-            source_id=source_id,
-            defaults={
-                "received": received,
-                "duplicates": duplicates,
-                "last_event_at": now,
-                "last_occurred_at": newest,
-            },
+    def bump() -> int:
+        return LiveCounter.objects.filter(source_id=source_id).update(
+            received=F("received") + received,
+            duplicates=F("duplicates") + duplicates,
+            last_event_at=now,
+            last_occurred_at=Greatest(F("last_occurred_at"), newest),
         )
+
+    if bump():
+        return
+    # The source's first events: a concurrent request may create the row first, then ours adds to it.
+    _row, created = LiveCounter.objects.get_or_create(
+        source_id=source_id,
+        defaults={"received": received, "duplicates": duplicates, "last_event_at": now, "last_occurred_at": newest},
+    )
+    if not created:
+        bump()
 
 
 def schedule(pairs: list[tuple[int, str]], *, countdown: float | None = None) -> int:
