@@ -44,6 +44,8 @@ def delivery_lags(source: Any, *, recent: int = LIVE_LAG_SAMPLE) -> list[float]:
             delivered[(collection, object_id)].append(at)
     lags = []
     for collection, object_id, occurred, applied in events:
+        if applied is None:
+            continue
         times = [t for t in delivered.get((collection, object_id), []) if applied <= t <= applied + DELIVERY_WINDOW]
         if times:
             lags.append(max(0.0, (min(times) - occurred).total_seconds()))

@@ -329,7 +329,10 @@ def portal_edit(request: HttpRequest, hub_id: int) -> HttpResponse:
         if not raw_id.isdigit() or not name:
             raise MutationError("give the record's id and the property's internal name")
         set_properties(
-            portal=portal, collection=collection, object_id=int(raw_id), properties={name: request.POST.get("value", "")}
+            portal=portal,
+            collection=collection,
+            object_id=int(raw_id),
+            properties={name: request.POST.get("value", "")},
         )
         messages.success(request, f"Saved {name} of {collection} {raw_id}.")
     except MutationError as exc:

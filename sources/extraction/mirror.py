@@ -76,9 +76,7 @@ class MirrorWrites(EngineBase):
         ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
         return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
 
-    def upsert(
-        self, collection: str, values: list[tuple], archived_update: AbstractSet[int] = frozenset()
-    ) -> set[int]:
+    def upsert(self, collection: str, values: list[tuple], archived_update: AbstractSet[int] = frozenset()) -> set[int]:
         """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike). Returns the ids written.
 
         Raw SQL because the ORM's bulk_create spends more time preparing 100 x 10 values than the database

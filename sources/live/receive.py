@@ -67,7 +67,8 @@ def _targets(portal_ids: set[int]) -> dict[int, dict[int, set[str]]]:
         selected=True,
     ).values_list("source__hub_id", "source_id", "collection")
     for hub_id, source_id, collection in rows:
-        out[hub_id].setdefault(source_id, set()).add(collection)
+        if hub_id is not None:
+            out[hub_id].setdefault(source_id, set()).add(collection)
     return out
 
 
@@ -98,9 +99,13 @@ def store_events(payload: Any) -> Received:
         fresh = {source_id for source_id, _e in inserted}
         for source_id, source_events in per_source.items():
             new = sum(1 for sid, _e in inserted if sid == source_id)
-            _count(source_id, received=len(source_events), duplicates=len(source_events) - new, now=now, newest=max(
-                e.occurred_at for e in source_events
-            ))
+            _count(
+                source_id,
+                received=len(source_events),
+                duplicates=len(source_events) - new,
+                now=now,
+                newest=max(e.occurred_at for e in source_events),
+            )
         # Scheduled after commit: the task must find the rows.
         wanted = sorted({(sid, e.collection) for sid, e in inserted if sid in fresh})
         transaction.on_commit(lambda: schedule(wanted))

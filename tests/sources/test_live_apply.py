@@ -182,9 +182,7 @@ def test_receiver_down_for_a_while_gets_every_event_once(hooked, sandbox):
     assert pending.delivered_ms is None and pending.attempt >= 1 and "could not reach" in pending.last_error
     assert not LiveEvent.objects.exists()
 
-    webhooks.configure(
-        sandbox.portal(PORTAL), {"target_url": sandbox.server_url + "/hooks/hubspot/", "fail_next": 1}
-    )
+    webhooks.configure(sandbox.portal(PORTAL), {"target_url": sandbox.server_url + "/hooks/hubspot/", "fail_next": 1})
     WebhookEvent.objects.update(next_ms=0)  # the next retry is due now
     sandbox.set_properties(b, {"jobtitle": "after"}, portal=PORTAL)
     deliver()
