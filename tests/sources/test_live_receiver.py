@@ -202,3 +202,35 @@ def test_a_burst_of_10000_events_is_absorbed(api, live_source):
     assert LiveEvent.objects.filter(source=live_source, state=LiveEvent.State.PENDING).count() == 10_000
     assert LiveCounter.objects.get(source=live_source).received == 10_000
     print(f"receiver: 10,000 events in {elapsed:.2f} s = {10_000 / elapsed:,.0f} events/s")
+
+
+def test_events_are_coalesced_into_one_task_per_window(
+    api, live_source, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    """The first new event of a (source, collection) schedules the live task a window later; the ones arriving
+    meanwhile ride with it; a duplicate schedules nothing."""
+    from django.core.cache import cache
+
+    from sources.live.receive import SCHEDULE_KEY
+    from sources.tasks import apply_live
+
+    settings.HUBSYNC_LIVE_COALESCE_SECONDS = 2
+    keys = [SCHEDULE_KEY.format(source_id=live_source.pk, collection=c) for c in ("contacts", "companies")]
+    cache.delete_many(keys)
+    sent: list[tuple[dict, float]] = []
+    monkeypatch.setattr(apply_live, "apply_async", lambda kwargs, countdown: sent.append((kwargs, countdown)))
+    repeated = event(PORTAL, 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        for object_id in (1, 2, 3):
+            assert post(api, [event(PORTAL, object_id)]).status_code == 200
+        post(api, [event(PORTAL, 9, type_id="0-2")])
+        post(api, [repeated])
+    assert sorted((k["collection"], c) for k, c in sent) == [("companies", 2.1), ("contacts", 2.1)]
+    assert all(k["source_id"] == live_source.pk for k, _c in sent)
+
+    cache.delete_many(keys)  # the window passed
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        post(api, [{**repeated, "attemptNumber": 1}])  # a retried duplicate: nothing new, nothing to schedule
+        post(api, [event(PORTAL, 4)])
+    assert [k["collection"] for k, _c in sent] == ["contacts"]
