@@ -28,9 +28,12 @@ import requests
 from django.db import connection, transaction
 
 from hubsync.celery import app as celery_app
+from hubsync.models import Workspace
 from sandbox.hubspot import webhooks
 from sandbox.segment.models import SegmentMessage
 from sources.models import LiveEvent, Record, Source
+from tests.fixtures_sandbox import hubspot_sandbox  # noqa: F401 (fixtures: bench/ has no tests/conftest.py)
+from tests.fixtures_segment import segment_sandbox  # noqa: F401
 from tests.mappings.reconcile_helpers import PORTAL, setup_pipeline, sync_and_deliver
 from tests.mappings.test_pipeline_worker import start_worker, stop, wait_for
 from tests.sources.live_helpers import PATH, event, signed_headers
@@ -43,7 +46,7 @@ BURST = int(os.environ.get("BENCH_LIVE_BURST", "10000"))  # one property-change 
 
 
 @pytest.fixture
-def hub(hubspot_sandbox, segment_sandbox, settings):
+def hub(hubspot_sandbox, segment_sandbox, settings):  # noqa: F811
     settings.BASE_URL = hubspot_sandbox.server_url
     settings.HUBSPOT_API_BASE = ""
     settings.HUBSPOT_RATE_LIMIT = 0
@@ -122,7 +125,9 @@ def accepted_at(marker: str, timeout: float = 120) -> datetime:
     raise AssertionError(f"{marker} never reached Segment")
 
 
-def test_live_latency_and_absorption(hub, segment_sandbox, workspace, tmp_path):
+@pytest.mark.timeout(1800)
+def test_live_latency_and_absorption(hub, segment_sandbox, tmp_path):  # noqa: F811
+    workspace = Workspace.objects.create(name="Live bench")
     segment = segment_sandbox.with_workspace("Live bench")
     celery_app.control.purge()
     source, _mapping = setup_pipeline(workspace, hub, segment, contacts=CONTACTS)
@@ -161,10 +166,12 @@ def test_live_latency_and_absorption(hub, segment_sandbox, workspace, tmp_path):
         print(figures("single changes, HubSpot change -> Segment accepted", lags))
 
         burst_ids = ids[SINGLES : SINGLES + BURST]
+        started = time.perf_counter()
         with transaction.atomic():  # one commit: every event is due at once (HubSpot after an outage)
             for oid in burst_ids:
                 hub.set_properties(oid, {"firstname": f"Burst{uuid.uuid4().hex[:8]}"}, portal=PORTAL)
         t0 = datetime.now(UTC)
+        print(f"burst: {len(burst_ids):,} records edited in one commit ({time.perf_counter() - started:.1f} s)")
         emails = dict(
             Record.objects.filter(source=source, object_id__in=burst_ids).values_list("object_id", "properties")
         )
