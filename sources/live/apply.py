@@ -61,7 +61,7 @@ class Applied:
         return {"events": self.events, "read": self.read, "written": self.written, "gone": self.gone}
 
 
-def claim(source_id: int, collection: str, *, limit: int = CLAIM_LIMIT) -> list[tuple[int, int, list[int]]]:
+def claim(source_id: int, collection: str, *, limit: int | None = None) -> list[tuple[int, int, list[int]]]:
     """Take up to `limit` pending events (and claims older than HUBSYNC_LIVE_CLAIM_SECONDS: their worker died):
     [(event pk, object id, related ids)], oldest first."""
     now = timezone.now()
@@ -72,7 +72,7 @@ def claim(source_id: int, collection: str, *, limit: int = CLAIM_LIMIT) -> list[
             .filter(source_id=source_id, collection=collection)
             .filter(Q(state=LiveEvent.State.PENDING) | Q(state=LiveEvent.State.CLAIMED, claimed_at__lt=stale))
             .order_by("id")
-            .values_list("pk", "object_id", "related")[:limit]
+            .values_list("pk", "object_id", "related")[: limit or CLAIM_LIMIT]
         )
         if rows:
             LiveEvent.objects.filter(pk__in=[r[0] for r in rows]).update(state=LiveEvent.State.CLAIMED, claimed_at=now)
@@ -104,7 +104,7 @@ def apply_pending(*, source_id: int, collection: str) -> Applied:
     if sc is None or not (source.enabled and source.live_enabled) or source.status != Source.Status.OK:
         # Live updates went off (or the collection is no longer synced) since the events came: the scheduled
         # syncs carry on alone.
-        LiveEvent.objects.filter(source=source, collection=collection, state=LiveEvent.State.PENDING).delete()
+        LiveEvent.objects.filter(source=source, collection=collection).exclude(state=LiveEvent.State.APPLIED).delete()
         return result
     ChangeCounter.objects.get_or_create(source=source)
     engine = LiveWrites(source)
@@ -112,9 +112,21 @@ def apply_pending(*, source_id: int, collection: str) -> Applied:
     with HubSpotClient(source) as client:
         engine.client = client
         names = _names(engine, sc)
+        helped = False
         while events := claim(source.pk, collection):
-            for pks, ids in groups(events):
-                _apply_group(engine, sc, names, pks, ids, result)
+            if not helped and len(events) == CLAIM_LIMIT:
+                # A burst: another worker takes the next claim meanwhile (claims never overlap).
+                helped = bool(schedule([(source.pk, collection)], countdown=0))
+            try:
+                for pks, ids in groups(events):
+                    _apply_group(engine, sc, names, pks, ids, result)
+            except Exception:
+                # HubSpot failed for good (retries spent) or the worker is stopping: what this claim did not
+                # apply goes back to pending, for the next event's task or the minute's sweep.
+                LiveEvent.objects.filter(pk__in=[e[0] for e in events], state=LiveEvent.State.CLAIMED).update(
+                    state=LiveEvent.State.PENDING, claimed_at=None
+                )
+                raise
     if engine.changed_collections:
         notify_changes(source, sorted(engine.changed_collections))
     return result

@@ -15,6 +15,7 @@ from sandbox.hubspot.models import WebhookEvent
 from sandbox.hubspot.mutate import restore_records
 from sources import live
 from sources.extraction import MERGED_IDS
+from sources.hubspot import HubSpotError
 from sources.models import LiveCounter, LiveEvent, MergedRecord, Record, RecordChange, Source, SyncRun
 from sources.services import set_live
 from tests.sources.extract_helpers import (
@@ -213,3 +214,28 @@ def test_sweep_reschedules_events_left_behind(hooked, sandbox, monkeypatch):
     sent: list = []
     monkeypatch.setattr(live.apply, "schedule", lambda pairs, countdown=None: sent.extend(pairs) or len(pairs))
     assert live.sweep() == 1 and sent == [(hooked.pk, "contacts")]
+
+
+def test_hubspot_failing_leaves_the_events_pending_for_the_next_try(hooked, sandbox):
+    (oid,) = some_ids(hooked, 1)
+    sandbox.set_properties(oid, {"jobtitle": "patient"}, portal=PORTAL)
+    deliver()
+    sandbox.set_knobs(fail_next=1000, fail_next_status="503")
+    with pytest.raises(HubSpotError):
+        apply(hooked)
+    assert LiveEvent.objects.get(source=hooked).state == LiveEvent.State.PENDING
+    sandbox.set_knobs(fail_next=0)
+    assert apply(hooked).events == 1
+    assert row(hooked, oid).properties["jobtitle"] == "patient"
+
+
+def test_a_burst_asks_another_worker_to_help(hooked, sandbox, monkeypatch):
+    first, second = some_ids(hooked, 2)
+    sandbox.set_properties(first, {"jobtitle": "one"}, portal=PORTAL)
+    sandbox.set_properties(second, {"jobtitle": "two"}, portal=PORTAL)
+    deliver()
+    helpers: list = []
+    monkeypatch.setattr(live.apply, "CLAIM_LIMIT", 1)
+    monkeypatch.setattr(live.apply, "schedule", lambda pairs, countdown=None: helpers.append(pairs) or 1)
+    assert apply(hooked).events == 2  # claimed one at a time
+    assert helpers == [[(hooked.pk, "contacts")]]  # asked for help once
