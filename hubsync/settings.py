@@ -389,10 +389,10 @@ HUBSYNC_RUN_QUEUED_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_QUEUED_STALE_
 HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECONDS", "300"))
 # During long reads, deliveries are triggered at least every this many changed records.
 HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
-# Live updates (HubSpot webhooks, sources.live): events of one source and collection are gathered this long before
-# their records are read (one batch read for many changes); pending events older than a few windows, or claimed by
-# a worker that died this long ago, are handed out again by the minute's sweep; applied events are kept this many
-# days for the lag figures.
+# Live updates (HubSpot webhooks, sources.live): events of one source and collection are gathered this long (whole
+# seconds, the cache's expiry; 0 = none) before their records are read (one batch read for many changes); pending
+# events older than a few windows, or claimed by a worker that died this long ago, are handed out again by the
+# minute's sweep; applied events are kept this many days for the lag figures.
 HUBSYNC_LIVE_COALESCE_SECONDS = float(os.environ.get("HUBSYNC_LIVE_COALESCE_SECONDS", "2"))
 HUBSYNC_LIVE_CLAIM_SECONDS = int(os.environ.get("HUBSYNC_LIVE_CLAIM_SECONDS", "300"))
 HUBSYNC_LIVE_EVENT_DAYS = int(os.environ.get("HUBSYNC_LIVE_EVENT_DAYS", "7"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,18 +96,17 @@ def store_events(payload: Any) -> Received:
         per_source: dict[int, list[Event]] = defaultdict(list)
         for source_id, event in rows:
             per_source[source_id].append(event)
-        fresh = {source_id for source_id, _e in inserted}
+        new_per_source = Counter(source_id for source_id, _e in inserted)
         for source_id, source_events in per_source.items():
-            new = sum(1 for sid, _e in inserted if sid == source_id)
             _count(
                 source_id,
                 received=len(source_events),
-                duplicates=len(source_events) - new,
+                duplicates=len(source_events) - new_per_source[source_id],
                 now=now,
                 newest=max(e.occurred_at for e in source_events),
             )
-        # Scheduled after commit: the task must find the rows.
-        wanted = sorted({(sid, e.collection) for sid, e in inserted if sid in fresh})
+        # Scheduled after commit (the task must find the rows), for what is new only: duplicates change nothing.
+        wanted = sorted({(source_id, e.collection) for source_id, e in inserted})
         transaction.on_commit(lambda: schedule(wanted))
     return result
 
