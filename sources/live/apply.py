@@ -10,8 +10,10 @@ does not return go through the full read's deletion confirmation (deletions.Dele
 deleted for good (GDPR), or merged into another record. Then the "mirror changed" hand-off, so the mappings of
 the collection deliver at once.
 
-Claims are rows: pending -> claimed (SELECT ... FOR UPDATE SKIP LOCKED), so two tasks of one collection share the
-work, and a worker that dies leaves claims that the minute's sweep hands out again.
+Claims are rows: pending -> claimed (SELECT ... FOR UPDATE SKIP LOCKED), up to CLAIM_LIMIT events at a time, so two
+tasks of one collection share the work (a full claim, a burst, asks for a second task at once), and a worker that
+dies leaves claims that the minute's sweep hands out again; a claim HubSpot fails on goes back to pending. The
+hand-off follows every claim, so a burst's first records are delivered while the rest is read.
 """
 
 from __future__ import annotations
@@ -127,8 +129,11 @@ def apply_pending(*, source_id: int, collection: str) -> Applied:
                     state=LiveEvent.State.PENDING, claimed_at=None
                 )
                 raise
-    if engine.changed_collections:
-        notify_changes(source, sorted(engine.changed_collections))
+            if engine.changed_collections:
+                # After every claim, not once at the end: a burst's first records are delivered while the rest
+                # is read (a delivery that finds another running leaves a request for it).
+                notify_changes(source, sorted(engine.changed_collections))
+                engine.changed_collections.clear()
     return result
 
 
