@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from hubsync.celery import app as celery_app
 from sandbox.hubspot import webhooks
 from sources.models import LiveCounter, Source
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, screenshot
 from tests.mappings.reconcile_helpers import PORTAL as RECONCILE_PORTAL
 from tests.mappings.reconcile_helpers import setup_pipeline, sync_and_deliver
 from tests.mappings.test_pipeline_worker import start_worker, stop, wait_for
@@ -83,6 +83,7 @@ def test_a_change_in_hubspot_reaches_the_profile_without_pressing_anything(
         expect(live.get_by_test_id("live-lag-mirror")).to_contain_text("p95")
         expect(live.get_by_test_id("live-lag-segment")).to_contain_text("p50")
         expect(live.get_by_text("/hooks/hubspot/")).to_be_visible()
+        screenshot(page, "live-source-page")
 
         # An admin turns live updates off: the next edit waits for the scheduled sync.
         live.get_by_role("button", name="Turn live updates off").click()
