@@ -307,9 +307,11 @@ def _run() -> None:
         try:
             deliver_due()
             upcoming = _next_sendable_ms()
-        except Exception:  # the sandbox must keep sending; the next round retries
-            logger.exception("sandbox webhooks: delivery round failed")
-            upcoming = data.now_ms() + 1000
+        except Exception:
+            # The database went away (a shutdown, a test's teardown) or broke: stop rather than spin; the outbox
+            # keeps what is left, and the next change (or a visit to the portal page) starts a sender again.
+            logger.exception("sandbox webhooks: delivery round failed; the sender stops")
+            upcoming = None
         finally:
             # The thread's own connection: closed every round, so it never holds the database (a test's flush or
             # drop) between rounds.
