@@ -152,9 +152,9 @@ def _apply_group(
     unanswered = [i for i in ids if i not in answered]
     gone = engine.confirm_gone(sc, unanswered, mirror_archived=False) if unanswered else None
     before = engine.counts[sc.collection].copy()
-    now = timezone.now()
     with transaction.atomic():
         engine.commit_page(sc, list(unique.values()), None, gone)
+        now = timezone.now()  # the mirror commit, for the lag figures
         LiveEvent.objects.filter(pk__in=pks).update(state=LiveEvent.State.APPLIED, applied_at=now)
         LiveCounter.objects.filter(source_id=engine.source.pk).update(
             applied=F("applied") + len(pks), last_applied_at=now
