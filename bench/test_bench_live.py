@@ -181,7 +181,23 @@ def test_live_latency_and_absorption(hub, segment_sandbox, tmp_path):  # noqa: F
             got = SegmentMessage.objects.filter(received_at__gte=t0, user_id__in=wanted).values("user_id").distinct()
             return got.count() >= len(wanted)
 
-        wait_for(all_accepted, 600, "the burst to reach Segment", logs[0], every=0.5)
+        phases: dict[str, float] = {}
+
+        def progress() -> bool:
+            # Where the time goes: all events stored by the receiver, all applied to the mirror, all accepted.
+            since = time.perf_counter() - started_wait
+            burst_events = LiveEvent.objects.filter(source=source, object_id__in=burst_ids)
+            if "stored" not in phases and burst_events.count() >= len(burst_ids):
+                phases["stored"] = since
+            pending = burst_events.exclude(state=LiveEvent.State.APPLIED)
+            if "stored" in phases and "applied" not in phases and not pending.exists():
+                phases["applied"] = since
+            return all_accepted()
+
+        started_wait = time.perf_counter()
+        wait_for(progress, 600, "the burst to reach Segment", logs[0], every=0.5)
+        phases["accepted"] = time.perf_counter() - started_wait
+        print("burst phases after the commit: " + ", ".join(f"all {k} at {v:.1f} s" for k, v in phases.items()))
         firsts: dict[str, datetime] = {}
         for user_id, at in SegmentMessage.objects.filter(received_at__gte=t0, user_id__in=wanted).values_list(
             "user_id", "received_at"
