@@ -170,6 +170,8 @@ class WebhookSubscription(models.Model):
     fail_next = models.PositiveIntegerField(default=0)
     retry_base_ms = models.PositiveIntegerField(default=5000)  # first retry after this, doubling, capped
     max_attempts = models.PositiveIntegerField(default=10)
+    # Requests in flight at once (HubSpot's maxConcurrentRequests, default 10) from the background sender.
+    concurrency = models.PositiveIntegerField(default=10)
 
 
 class WebhookEvent(models.Model):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import random
@@ -36,8 +37,8 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from django.db import connections, transaction
-from django.db.models import Count, Min, Q
+from django.db import connection, connections, transaction
+from django.db.models import Count, F, Min, Q
 
 from . import data
 from .models import Portal, WebhookEvent, WebhookSubscription
@@ -70,6 +71,7 @@ KNOB_FIELDS = (
     "fail_next",
     "retry_base_ms",
     "max_attempts",
+    "concurrency",
 )
 
 
@@ -112,6 +114,7 @@ def configure(portal: Portal, values: dict[str, Any]) -> WebhookSubscription:
                 raise ValueError("the target URL must start with http:// or https://")
         setattr(sub, name, value)
     sub.max_batch = max(1, min(100, sub.max_batch))
+    sub.concurrency = max(1, min(100, sub.concurrency))
     sub.max_attempts = max(1, sub.max_attempts)
     sub.save()
     if not sub.paused:
@@ -250,8 +253,27 @@ def _settle(sub: WebhookSubscription, rows: list[WebhookEvent], ok: bool, error:
     WebhookEvent.objects.bulk_update(rows, ["attempt", "last_error", "gave_up", "next_ms"])
 
 
-def deliver_due(*, portal_id: int | None = None, max_batches: int = 1000) -> int:
-    """POST every due event (up to `max_batches` batches); returns the batches sent (failed ones included)."""
+def _send_one(pid: int, sub: WebhookSubscription) -> bool:
+    """Claim, POST and settle one batch of the portal's due events; False when none is due."""
+    rows = _claim(pid, sub, data.now_ms())
+    if not rows:
+        return False
+    ok, error = _post(sub, rows)
+    if sub.pk is not None and sub.fail_next:
+        # Counted as failed whatever the answer (a timeout after the receiver stored the events).
+        taken = WebhookSubscription.objects.filter(pk=sub.pk, fail_next__gt=0).update(fail_next=F("fail_next") - 1)
+        sub.fail_next = max(0, sub.fail_next - 1)
+        if taken:
+            ok, error = False, "failed on purpose (fail_next)"
+    _settle(sub, rows, ok, error)
+    return True
+
+
+def deliver_due(*, portal_id: int | None = None, max_batches: int = 1000, concurrent: bool = False) -> int:
+    """POST every due event (up to `max_batches` batches per portal); returns the batches sent (failed ones
+    included). `concurrent`: up to the subscription's `concurrency` requests in flight at once, each from a thread
+    of its own (HubSpot's maxConcurrentRequests); those threads use their own database connections, so only
+    committed events are seen (the sender thread; `flush` sends one request at a time in the caller's thread)."""
     now = data.now_ms()
     due = WebhookEvent.objects.filter(delivered_ms__isnull=True, gave_up=False, next_ms__lte=now)
     if portal_id is not None:
@@ -262,22 +284,36 @@ def deliver_due(*, portal_id: int | None = None, max_batches: int = 1000) -> int
         sub = subscription(pid)
         if sub is None or sub.paused:
             continue
-        while sent < max_batches:
-            rows = _claim(pid, sub, data.now_ms())
-            if not rows:
-                break
-            ok, error = _post(sub, rows)
-            if sub.pk is not None and sub.fail_next:
-                # Counted as failed whatever the answer (a timeout after the receiver stored the events).
-                taken = WebhookSubscription.objects.filter(pk=sub.pk, fail_next__gt=0).update(
-                    fail_next=sub.fail_next - 1
-                )
-                sub.fail_next -= 1
-                if taken:
-                    ok, error = False, "failed on purpose (fail_next)"
-            _settle(sub, rows, ok, error)
-            sent += 1
+        # SQLite (the embedded default) has no row locks to keep lanes' claims apart, and one writer at a time.
+        if not concurrent or sub.concurrency <= 1 or connection.vendor == "sqlite":
+            for _n in range(max_batches):
+                if not _send_one(pid, sub):
+                    break
+                sent += 1
+            continue
+        sent += _send_concurrently(pid, sub, max_batches)
     return sent
+
+
+def _send_concurrently(pid: int, sub: WebhookSubscription, max_batches: int) -> int:
+    counter = itertools.count()
+    results: list[int] = []
+
+    def lane() -> None:
+        done = 0
+        try:
+            while next(counter) < max_batches and _send_one(pid, sub):
+                done += 1
+        finally:
+            results.append(done)
+            connections.close_all()  # this lane's own connection
+
+    lanes = [threading.Thread(target=lane, daemon=True) for _ in range(min(sub.concurrency, 100))]
+    for t in lanes:
+        t.start()
+    for t in lanes:
+        t.join()
+    return sum(results)
 
 
 # --- the sender thread -------------------------------------------------------------------------------------------
@@ -305,7 +341,7 @@ def _run() -> None:
     while True:
         _wake.clear()
         try:
-            deliver_due()
+            deliver_due(concurrent=True)
             upcoming = _next_sendable_ms()
         except Exception:
             # The database went away (a shutdown, a test's teardown) or broke: stop rather than spin; the outbox

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -186,3 +187,20 @@ def test_no_subscription_no_events(settings):
     seed_portal(hub_id=PORTAL + 1, contacts=10, companies=0, deals=0, tickets=0)
     mutate(portal=get_portal(PORTAL + 1), collection="contacts", update=2)
     assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_lanes_send_every_event_once(capture):
+    """The background sender's lanes (HubSpot's maxConcurrentRequests) claim disjoint batches."""
+    seed_portal(hub_id=PORTAL, contacts=10, companies=0, deals=0, tickets=0)
+    portal = get_portal(PORTAL)
+    webhooks.configure(portal, {"target_url": capture.url, "concurrency": 4, "max_batch": 50, "paused": True})
+    mutate(portal=portal, collection="contacts", create=1000)
+    webhooks.configure(portal, {"paused": False})
+    webhooks.deliver_due(concurrent=True)
+    deadline = time.monotonic() + 20
+    while WebhookEvent.objects.filter(delivered_ms__isnull=True).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the sender thread (kicked by the commit) may hold the last claims
+    ids = [e["eventId"] for e in capture.events()]
+    assert len(ids) == 1000 and len(set(ids)) == 1000
+    assert all(len(json.loads(r["body"])) <= 50 for r in capture.requests)
