@@ -276,6 +276,10 @@ HUBSPOT_API_BASE = os.environ.get("HUBSPOT_API_BASE", "" if SANDBOX else "https:
 HUBSPOT_AUTHORIZE_URL = os.environ.get(
     "HUBSPOT_AUTHORIZE_URL", "" if SANDBOX else "https://app.hubspot.com/oauth/authorize"
 )
+# The sandbox HubSpot sends webhooks of every change to this server's receiver (BASE_URL + /hooks/hubspot/) for
+# portals without a subscription of their own (sandbox page): on in development, off in tests (which subscribe
+# explicitly).
+SANDBOX_WEBHOOKS = env_bool("SANDBOX_WEBHOOKS", SANDBOX and not TESTING)
 HUBSPOT_TOKEN_PATH = os.environ.get("HUBSPOT_TOKEN_PATH", "/oauth/v1/token")
 
 # --- i18n, static ---------------------------------------------------------------------------------------
@@ -397,6 +401,21 @@ HUBSYNC_RUN_QUEUED_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_QUEUED_STALE_
 HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECONDS", "300"))
 # During long reads, deliveries are triggered at least every this many changed records.
 HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
+# Live updates (HubSpot webhooks, sources.live): events of one source and collection are gathered this long (whole
+# seconds, the cache's expiry; 0 = none) before their records are read (one batch read for many changes); pending
+# events older than a few windows, or claimed by a worker that died this long ago, are handed out again by the
+# minute's sweep; applied events are kept this many days for the lag figures.
+HUBSYNC_LIVE_COALESCE_SECONDS = float(os.environ.get("HUBSYNC_LIVE_COALESCE_SECONDS", "2"))
+HUBSYNC_LIVE_CLAIM_SECONDS = int(os.environ.get("HUBSYNC_LIVE_CLAIM_SECONDS", "300"))
+HUBSYNC_LIVE_EVENT_DAYS = int(os.environ.get("HUBSYNC_LIVE_EVENT_DAYS", "7"))
+# The largest webhook body accepted (413 beyond): HubSpot sends at most 100 events (a few tens of KB).
+HUBSYNC_WEBHOOK_MAX_BYTES = int(os.environ.get("HUBSYNC_WEBHOOK_MAX_BYTES", str(1024 * 1024)))
+# The public base URL HubSpot calls (https://sync.example.com) when a reverse proxy changes scheme, host or port:
+# the v3 signature covers the full URL HubSpot used. Empty: the URL as Django sees it (SECURE_PROXY_SSL_HEADER,
+# USE_X_FORWARDED_HOST and USE_X_FORWARDED_PORT apply).
+HUBSYNC_PUBLIC_URL = os.environ.get("HUBSYNC_PUBLIC_URL", "").rstrip("/")
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
+USE_X_FORWARDED_PORT = env_bool("USE_X_FORWARDED_PORT", False)
 
 # --- HubSpot client and rate limiter (sources/hubspot/, sources/ratelimit.py) --------------------------
 # Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited

@@ -12,9 +12,10 @@ class SourcesConfig(AppConfig):
         from hubsync import hooks
         from hubsync.dispatch import register
 
-        from .dispatch import dispatch_due_syncs
+        from .dispatch import dispatch_due_syncs, dispatch_live
         from .selectors import connection_step
 
         # Beat's `hubsync.dispatch` task calls every registered dispatcher each minute: ours enqueues due syncs.
         register(dispatch_due_syncs)
+        register(dispatch_live)
         hooks.setup_steps.connect(connection_step)

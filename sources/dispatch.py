@@ -7,6 +7,7 @@ import logging
 from django.db.models import Q
 from django.utils import timezone
 
+from . import live
 from .models import Source, SyncRun
 from .tasks import enqueue_sync
 
@@ -31,3 +32,9 @@ def dispatch_due_syncs() -> int:
     if queued:
         logger.info("dispatcher queued %d sync(s)", queued)
     return queued
+
+
+def dispatch_live() -> dict[str, int]:
+    """Live updates' safety net (sources.live): events left pending or claimed by a dead worker are scheduled
+    again; applied events past their retention leave."""
+    return {"scheduled": live.sweep(), "pruned": live.prune()}

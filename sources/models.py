@@ -47,6 +47,9 @@ class Source(models.Model):
     status_detail = RedactedTextField(blank=True)
     next_sync_at = models.DateTimeField(null=True, blank=True, db_index=True)
     first_synced_at = models.DateTimeField(null=True, blank=True)
+    # Near-real-time updates from HubSpot's webhooks (sources.live): on by default, so a source follows its
+    # account's events as soon as the HubSpot app sends them; off = events for this source are ignored.
+    live_enabled = models.BooleanField(default=True, db_default=True)
     # Latest run copied onto the parent for cheap dashboards.
     last_run = models.ForeignKey("SyncRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -262,3 +265,68 @@ class MergedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection}/{self.object_id} -> {self.merged_into}"
+
+
+class LiveEvent(models.Model):
+    """One HubSpot webhook event, routed to one source (sources.live): what changed, never the values (the record
+    read from HubSpot is the truth). Unique per (source, HubSpot's eventId): a retried or duplicated event is
+    stored once. Pending events are claimed and applied by the live task; applied ones stay a while for the lag
+    figures (pruned after HUBSYNC_LIVE_EVENT_DAYS)."""
+
+    workspace_path = "source__workspace"
+
+    class Kind(models.TextChoices):
+        CREATION = "creation", "Created"
+        CHANGE = "change", "Property changed"
+        DELETION = "deletion", "Deleted"
+        PRIVACY_DELETION = "privacy_deletion", "Privacy deletion"
+        MERGE = "merge", "Merged"
+        RESTORE = "restore", "Restored"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CLAIMED = "claimed", "Being applied"
+        APPLIED = "applied", "Applied"
+
+    # No index of its own: unique_live_event starts with source_id.
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="live_events", db_index=False)
+    event_id = models.BigIntegerField()
+    collection = models.CharField(max_length=50)
+    object_id = models.BigIntegerField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Other ids the event names (a merge: the primary, the merged-away and the new record's ids).
+    related = models.JSONField(default=list, blank=True)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(default=timezone.now)
+    attempt = models.IntegerField(default=0)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)  # committed to the mirror
+    delivered_at = models.DateTimeField(null=True, blank=True)  # accepted by Segment (when a delivery says so)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "event_id"], name="unique_live_event")]
+        indexes = [
+            models.Index(fields=["source", "collection", "state"], name="live_event_pending"),
+            models.Index(fields=["source", "applied_at"], name="live_event_applied"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.collection}/{self.object_id} ({self.event_id})"
+
+
+class LiveCounter(models.Model):
+    """A source's webhook figures for its page: events received, duplicates, applied; the last event's time.
+    A row of its own (not Source fields): the receiver bumps it with UPDATE ... = col + n, and a full
+    Source.save() elsewhere must never write back stale counts."""
+
+    source = models.OneToOneField(Source, on_delete=models.CASCADE, related_name="live_counter")
+    received = models.BigIntegerField(default=0)
+    duplicates = models.BigIntegerField(default=0)
+    applied = models.BigIntegerField(default=0)
+    last_event_at = models.DateTimeField(null=True, blank=True)  # when the last event arrived
+    last_occurred_at = models.DateTimeField(null=True, blank=True)  # HubSpot's occurredAt of the newest event
+    last_applied_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.source_id}: {self.received} received"

@@ -10,16 +10,19 @@ source cannot be enabled.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.urls import reverse
 
 from hubsync import hooks
 from hubsync.hooks import SetupStep
 
-from .models import Source, SyncRun
+from .models import LiveCounter, LiveEvent, Source, SyncRun
 
 # Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
 REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")
+# Applied live events the lag figures are computed over.
+LIVE_LAG_SAMPLE = 200
 
 
 def connection_step(source: Source) -> list[SetupStep]:
@@ -68,3 +71,40 @@ def collections_last_synced(source: Source, *, runs_examined: int = 50) -> dict[
             if finished_at is not None and isinstance(numbers, dict) and not numbers.get("error"):
                 synced.setdefault(collection, finished_at)
     return synced
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def lag_figures(seconds: list[float]) -> dict[str, float | int | None]:
+    """{"n", "p50", "p95"} of a list of lags in seconds (None when empty)."""
+    return {"n": len(seconds), "p50": _percentile(seconds, 0.5), "p95": _percentile(seconds, 0.95)}
+
+
+def live_summary(source: Source, *, recent: int = LIVE_LAG_SAMPLE) -> dict[str, Any]:
+    """The source page's "Live" figures: whether live updates are on, the counters (received, applied, duplicates,
+    pending), the last event's time, and the lag HubSpot occurredAt -> mirror commit over the `recent` latest
+    applied events."""
+    counter = LiveCounter.objects.filter(source=source).first()
+    lags = [
+        (applied - occurred).total_seconds()
+        for occurred, applied in LiveEvent.objects.filter(source=source, state=LiveEvent.State.APPLIED)
+        .order_by("-applied_at")
+        .values_list("occurred_at", "applied_at")[:recent]
+        if applied is not None
+    ]
+    pending = LiveEvent.objects.filter(source=source).exclude(state=LiveEvent.State.APPLIED).count()
+    return {
+        "on": source.live_enabled,
+        "received": counter.received if counter else 0,
+        "applied": counter.applied if counter else 0,
+        "duplicates": counter.duplicates if counter else 0,
+        "pending": pending,
+        "last_event_at": counter.last_event_at if counter else None,
+        "last_applied_at": counter.last_applied_at if counter else None,
+        "mirror_lag": lag_figures([max(0.0, x) for x in lags]),
+    }

@@ -13,7 +13,7 @@ from hubsync import audit
 from hubsync.models import Workspace
 
 from . import selectors
-from .models import Source, SourceCollection, SyncRun
+from .models import LiveEvent, Source, SourceCollection, SyncRun
 from .oauth import Connection
 from .tasks import enqueue_sync
 
@@ -168,6 +168,28 @@ def set_enabled(*, source: Source, actor: Any, enabled: bool) -> tuple[bool, lis
                 workspace=source.workspace, actor=actor, verb="disable", obj=source, changes={"enabled": [True, False]}
             )
     return True, [], run
+
+
+def set_live(*, source: Source, actor: Any, enabled: bool) -> bool:
+    """Turn live updates (HubSpot's webhooks, sources.live) on or off for a source. Off: its events are ignored
+    from now on and the ones still pending are dropped (the scheduled syncs carry on). Returns whether it
+    changed."""
+    with transaction.atomic():
+        source = Source.objects.select_for_update().get(pk=source.pk)
+        if source.live_enabled == enabled:
+            return False
+        source.live_enabled = enabled
+        source.save(update_fields=["live_enabled", "updated_at"])
+        if not enabled:
+            LiveEvent.objects.filter(source=source, state=LiveEvent.State.PENDING).delete()
+        audit.record(
+            workspace=source.workspace,
+            actor=actor,
+            verb="live.on" if enabled else "live.off",
+            obj=source,
+            changes={"live_enabled": [not enabled, enabled]},
+        )
+    return True
 
 
 def start_sync(*, source: Source, actor: Any, full: bool) -> SyncRun | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .extraction import execute_run
+from .live import apply_pending
 from .models import Source, SyncRun
 from .runs import create_run
 
@@ -12,6 +13,12 @@ from .runs import create_run
 @shared_task(name="sources.run_sync", acks_late=True)
 def run_sync(run_id: int) -> None:
     execute_run(run_id=run_id)
+
+
+@shared_task(name="sources.apply_live", acks_late=True, queue="extract")
+def apply_live(source_id: int, collection: str) -> dict[str, int]:
+    """Apply the pending webhook events of one source's collection (sources.live)."""
+    return apply_pending(source_id=source_id, collection=collection).as_dict()
 
 
 def enqueue_sync(*, source: Source, trigger: str) -> SyncRun | None:

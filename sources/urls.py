@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import detail, wizard
+from .views import detail, hooks, wizard
 
 app_name = "sources"
 urlpatterns = [
@@ -25,4 +25,9 @@ urlpatterns = [
     path("sources/<int:pk>/full-sync/", detail.source_full_sync, name="full_sync"),
     path("sources/<int:pk>/reconnect/", detail.source_reconnect, name="reconnect"),
     path("sources/<int:pk>/delete/", detail.source_delete, name="delete"),
+    path("sources/<int:pk>/live/", detail.source_live, name="live"),
+    # HubSpot's webhook target URL (stable: registered in the HubSpot app); with and without the slash, since a
+    # redirect would lose the POST.
+    path("hooks/hubspot/", hooks.hubspot_webhook, name="hubspot_webhook"),
+    path("hooks/hubspot", hooks.hubspot_webhook),
 ]

@@ -149,3 +149,50 @@ class Knobs(models.Model):
         if obj is None:
             obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+
+class WebhookSubscription(models.Model):
+    """A portal's webhooks (HubSpot: the app's target URL and its CRM object subscriptions; here per portal, so a
+    test can point each portal somewhere else). Portals without a row send to this server's receiver when
+    settings.SANDBOX_WEBHOOKS is on (sandbox.hubspot.webhooks.subscription). The knobs make delivery as messy as
+    HubSpot's can be."""
+
+    portal = models.OneToOneField(Portal, on_delete=models.CASCADE, primary_key=True, related_name="webhooks")
+    active = models.BooleanField(default=True)
+    target_url = models.CharField(max_length=500)
+    max_batch = models.PositiveIntegerField(default=100)  # events per POST (HubSpot: up to 100)
+    delay_ms = models.PositiveIntegerField(default=0)  # held this long before the first attempt
+    duplicate_rate = models.FloatField(default=0.0)  # share of events sent twice (same eventId)
+    shuffle = models.BooleanField(default=False)  # out of order: due events picked and sent in random order
+    paused = models.BooleanField(default=False)  # hold everything (an outage); unpausing sends it as a burst
+    # The next N deliveries count as failed whatever the receiver answered (a timeout after it stored them):
+    # HubSpot retries them, so the receiver sees the same events again.
+    fail_next = models.PositiveIntegerField(default=0)
+    retry_base_ms = models.PositiveIntegerField(default=5000)  # first retry after this, doubling, capped
+    max_attempts = models.PositiveIntegerField(default=10)
+    # Requests in flight at once (HubSpot's maxConcurrentRequests, default 10) from the background sender.
+    concurrency = models.PositiveIntegerField(default=10)
+
+
+class WebhookEvent(models.Model):
+    """The outbox: one event of one portal, written in the mutation's transaction and POSTed after commit by the
+    sender (sandbox.hubspot.webhooks), retried until a 2xx or max_attempts. Its pk is HubSpot's eventId."""
+
+    id = models.BigAutoField(primary_key=True)
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="webhook_events")
+    body = models.JSONField()  # the event as sent, without attemptNumber
+    copies = models.PositiveSmallIntegerField(default=1)  # 2: sent twice in its batch (a duplicate)
+    attempt = models.PositiveIntegerField(default=0)  # attempts made (attemptNumber of the next one)
+    next_ms = models.BigIntegerField()  # due at
+    delivered_ms = models.BigIntegerField(null=True, blank=True)
+    gave_up = models.BooleanField(default=False)
+    last_error = models.CharField(max_length=300, blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["portal", "next_ms"],
+                name="sbx_hs_webhook_due",
+                condition=models.Q(delivered_ms__isnull=True, gave_up=False),
+            )
+        ]

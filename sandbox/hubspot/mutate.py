@@ -21,7 +21,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Max, Q
 
-from . import data, records, state
+from . import data, records, state, webhooks
 from .models import CustomProperty, Portal, RecordChange
 from .schema import OBJECT_TYPES, ObjectType, resolve_type
 
@@ -170,11 +170,18 @@ def mutate(
                 result.created.append(str(oid))
             for start in range(0, len(rows), BATCH):
                 RecordChange.objects.bulk_create(rows[start : start + BATCH])
+            webhooks.emit(
+                portal.hub_id,
+                otype.name,
+                [e for ch in rows for e in webhooks.simple("creation", [ch.object_id])],
+                at_ms=now,
+            )
         if update or archive:
             if len(picked) < update + archive:
                 raise MutationError(f"only {len(picked)} live {otype.name} to update/archive")
             existing = {ch.object_id: ch for ch in qs.filter(object_id__in=[oid for oid, _ in picked])}
             new_rows, changed = [], []
+            events: list[dict[str, Any]] = []
             for n, (oid, i) in enumerate(picked):
                 stamp = next(stamps)
                 ch = existing.get(oid) or RecordChange(
@@ -188,12 +195,15 @@ def mutate(
                 )
                 ch.updated_ms = stamp
                 if n < update:
-                    ch.properties = {**(ch.properties or {}), **_edit_values(td, rng, stamp)}
+                    edits = _edit_values(td, rng, stamp)
+                    ch.properties = {**(ch.properties or {}), **edits}
                     result.updated.append(str(oid))
+                    events += webhooks.property_changes(oid, edits)
                 else:
                     ch.archived = True
                     ch.archived_ms = stamp
                     result.archived.append(str(oid))
+                    events += webhooks.simple("deletion", [oid])
                 (changed if ch.pk else new_rows).append(ch)
             for start in range(0, len(new_rows), BATCH):
                 RecordChange.objects.bulk_create(new_rows[start : start + BATCH])
@@ -201,6 +211,7 @@ def mutate(
                 RecordChange.objects.bulk_update(
                     changed, ["properties", "updated_ms", "archived", "archived_ms"], batch_size=BATCH
                 )
+            webhooks.emit(portal.hub_id, otype.name, events, at_ms=now)
         if doomed:
             result.purged = [
                 str(oid) for oid in purge_records(portal=portal, collection=otype.name, ids=doomed, at_ms=now)
@@ -251,6 +262,7 @@ def purge_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int
             RecordChange.objects.bulk_update(
                 changed, ["properties", "purged", "purged_ms", "updated_ms"], batch_size=BATCH
             )
+        webhooks.emit(portal.hub_id, otype.name, webhooks.simple("privacyDeletion", gone), at_ms=stamp)
     return gone
 
 
@@ -290,7 +302,31 @@ def archive_records(*, portal: Portal, collection: str, ids: list[int], at_ms: i
             ch.updated_ms = stamp
             ch.save()
             done.append(oid)
+        webhooks.emit(portal.hub_id, otype.name, webhooks.simple("deletion", done), at_ms=stamp)
     return done
+
+
+def restore_records(*, portal: Portal, collection: str, ids: list[int], at_ms: int | None = None) -> list[int]:
+    """Restore archived records (HubSpot's recycle bin, within 90 days): live again, with their values, and a
+    new modified date. Returns the ids restored (not archived, merged or purged ones are skipped)."""
+    otype = _otype(collection)
+    td = data.type_data(portal, otype)
+    stamp = at_ms if at_ms is not None else data.now_ms()
+    done: list[int] = []
+    with transaction.atomic():
+        rows = RecordChange.objects.select_for_update().filter(
+            portal=portal, object_type=otype.name, object_id__in=[int(i) for i in ids], archived=True, purged=False
+        )
+        for ch in rows:
+            if not records.valid_change(td, ch):
+                continue
+            ch.archived = False
+            ch.archived_ms = None
+            ch.updated_ms = stamp
+            ch.save(update_fields=["archived", "archived_ms", "updated_ms"])
+            done.append(ch.object_id)
+        webhooks.emit(portal.hub_id, otype.name, webhooks.simple("restore", done), at_ms=stamp)
+    return sorted(done)
 
 
 def merge_records(
@@ -351,6 +387,21 @@ def merge_records(
             ch.merged_into = winner.object_id
             ch.updated_ms = stamp
             ch.save()
+        webhooks.emit(
+            portal.hub_id,
+            otype.name,
+            [
+                {
+                    "subscriptionType": "object.merge",
+                    "objectId": winner.object_id,
+                    "primaryObjectId": primary.object_id,
+                    "mergedObjectIds": [other.object_id],
+                    "newObjectId": winner.object_id,
+                    "numberOfPropertiesMoved": len(values),
+                }
+            ],
+            at_ms=stamp,
+        )
     return winner.object_id
 
 
@@ -409,6 +460,7 @@ def set_properties(
         ch.properties = {**(ch.properties or {}), **properties}
         ch.updated_ms = stamp
         ch.save()
+        webhooks.emit(portal.hub_id, otype.name, webhooks.property_changes(object_id, properties), at_ms=stamp)
     return ch
 
 

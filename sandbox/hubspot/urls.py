@@ -17,8 +17,11 @@ urlpatterns = [
     path("portals/<int:hub_id>/seed", views.portal_seed, name="portal_seed"),
     path("portals/<int:hub_id>/mutate", views.portal_mutate, name="portal_mutate"),
     path("portals/<int:hub_id>/properties", views.portal_property, name="portal_property"),
+    path("portals/<int:hub_id>/edit", views.portal_edit, name="portal_edit"),
+    path("portals/<int:hub_id>/webhooks", views.portal_webhooks, name="portal_webhooks"),
     path("_api/knobs", views.knobs_json, name="knobs_json"),
     path("_api/portals/<int:hub_id>/mutate", views.mutate_json, name="mutate_json"),
+    path("_api/portals/<int:hub_id>/webhooks", views.webhooks_json, name="webhooks_json"),
     # OAuth
     path("oauth/authorize", oauth.authorize, name="authorize"),
     re_path(r"^oauth/(?:v1|v3|2026-03)/token/?$", api.token, name="token"),

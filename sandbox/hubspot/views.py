@@ -21,9 +21,18 @@ from django.views.decorators.http import require_POST
 
 from sandbox.http import json_object
 
-from . import data, state
+from . import data, state, webhooks
 from .models import CustomProperty, Knobs, RecordChange
-from .mutate import PROPERTY_TYPES, MutationError, add_property, delete_property, mutate, purge_records
+from .mutate import (
+    PROPERTY_TYPES,
+    MutationError,
+    add_property,
+    delete_property,
+    mutate,
+    purge_records,
+    restore_records,
+    set_properties,
+)
 from .portals import all_portals, get_portal, seed_portal
 from .realism import json_response, reset_rate_limits
 from .schema import OBJECT_TYPES
@@ -171,6 +180,9 @@ def portal_page(request: HttpRequest, hub_id: int) -> HttpResponse:
     if portal is None:
         raise Http404("no such portal")
     recent = RecordChange.objects.filter(portal=portal).order_by("-updated_ms", "-object_id")[:25]
+    hooks = webhooks.settings_dict(portal)
+    if hooks["outbox"]["pending"]:
+        webhooks.kick()  # events left from before a restart (or waiting for a retry) get a sender
     custom = CustomProperty.objects.filter(portal=portal).order_by("object_type", "name")
     deletable = {
         name: [p.name for p in data.type_data(portal, otype).props.values() if not p.hubspot_defined]
@@ -186,6 +198,7 @@ def portal_page(request: HttpRequest, hub_id: int) -> HttpResponse:
             "custom": custom,
             "deletable": deletable,
             "property_types": list(PROPERTY_TYPES),
+            "webhooks": hooks,
         },
     )
 
@@ -230,6 +243,14 @@ def portal_mutate(request: HttpRequest, hub_id: int) -> HttpResponse:
             missing = sorted(set(wanted) - set(gone))
             if missing:
                 messages.warning(request, f"No such record (or deleted already): {', '.join(map(str, missing))}.")
+        restore = request.POST.get("restore_ids", "").replace(",", " ").split()
+        if restore:
+            if not all(i.isdigit() for i in restore):
+                raise MutationError("ids to restore are numbers, separated by commas or spaces")
+            back = restore_records(
+                portal=portal, collection=request.POST.get("collection", ""), ids=[int(i) for i in restore]
+            )
+            messages.info(request, f"Restored {len(back)} archived record(s).")
         messages.success(
             request,
             f"Created {len(result.created)}, updated {len(result.updated)}, archived "
@@ -312,6 +333,77 @@ def mutate_json(request: HttpRequest, hub_id: int) -> HttpResponse:
                 portal=portal, collection=str(body.get("collection", "")), ids=[int(i) for i in body["purge_ids"]]
             )
             result.purged += [str(i) for i in gone]
+        restored: list[str] = []
+        if body.get("restore_ids"):
+            restored = [
+                str(i)
+                for i in restore_records(
+                    portal=portal, collection=str(body.get("collection", "")), ids=[int(i) for i in body["restore_ids"]]
+                )
+            ]
     except (MutationError, ValueError, TypeError, OverflowError) as exc:
         return json_response({"error": str(exc)}, status=400)
-    return json_response(result.as_dict())
+    return json_response({**result.as_dict(), "restored": restored})
+
+
+@require_POST
+def portal_edit(request: HttpRequest, hub_id: int) -> HttpResponse:
+    """Edit one property of one record (what a user does in HubSpot's record page)."""
+    portal = get_portal(hub_id)
+    if portal is None:
+        raise Http404("no such portal")
+    collection = request.POST.get("collection", "")
+    raw_id = request.POST.get("object_id", "").strip()
+    name = request.POST.get("property", "").strip()
+    try:
+        if not raw_id.isdigit() or not name:
+            raise MutationError("give the record's id and the property's internal name")
+        set_properties(
+            portal=portal,
+            collection=collection,
+            object_id=int(raw_id),
+            properties={name: request.POST.get("value", "")},
+        )
+        messages.success(request, f"Saved {name} of {collection} {raw_id}.")
+    except MutationError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]))
+
+
+@require_POST
+def portal_webhooks(request: HttpRequest, hub_id: int) -> HttpResponse:
+    """The portal's webhook subscription and delivery knobs (the form on the portal page)."""
+    portal = get_portal(hub_id)
+    if portal is None:
+        raise Http404("no such portal")
+    values: dict[str, Any] = {name: request.POST.get(name, "") for name in webhooks.KNOB_FIELDS}
+    for flag in ("active", "shuffle", "paused"):
+        values[flag] = bool(request.POST.get(flag))
+    try:
+        webhooks.configure(portal, values)
+        if request.POST.get("send_now"):
+            webhooks.flush()
+        messages.success(request, "Webhook settings saved.")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    return redirect(reverse("sandbox_hubspot:portal", args=[hub_id]) + "#webhooks")
+
+
+@csrf_exempt
+def webhooks_json(request: HttpRequest, hub_id: int) -> HttpResponse:
+    """GET the portal's webhook settings and outbox counts; POST {knob: value, ..., "flush": true} to change them
+    (and send what is due now)."""
+    portal = get_portal(hub_id)
+    if portal is None:
+        return json_response({"error": "no such portal"}, status=404)
+    if request.method == "POST":
+        try:
+            body = json_object(request.body)
+            flush = bool(body.pop("flush", False))
+            if body:
+                webhooks.configure(portal, body)
+            if flush:
+                webhooks.flush()
+        except (ValueError, TypeError) as exc:
+            return json_response({"error": str(exc)}, status=400)
+    return json_response(webhooks.settings_dict(portal))

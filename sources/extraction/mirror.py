@@ -76,13 +76,17 @@ class MirrorWrites(EngineBase):
         ChangeCounter.objects.filter(source_id=self.source.pk).update(value=F("value") + n)
         return ChangeCounter.objects.filter(source_id=self.source.pk).values_list("value", flat=True).get()
 
-    def upsert(self, collection: str, values: list[tuple], archived_update: AbstractSet[int] = frozenset()) -> None:
-        """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike).
+    def upsert(self, collection: str, values: list[tuple], archived_update: AbstractSet[int] = frozenset()) -> set[int]:
+        """One INSERT ... ON CONFLICT DO UPDATE for the page (PostgreSQL and SQLite alike). Returns the ids written.
 
         Raw SQL because the ORM's bulk_create spends more time preparing 100 x 10 values than the database
         spends writing them, and it would serialise the properties a second time (we already hold the JSON
         we hashed). values: (object_id, properties_json, created_at, updated_at, archived, hash, change_seq);
-        `archived_update`: the ids whose row gets Record.archived_update (every other row is written without it)."""
+        `archived_update`: the ids whose row gets Record.archived_update (every other row is written without it).
+
+        A row is never overwritten by an older read: the update applies only when the new HubSpot updatedAt is
+        not before the stored one (either unknown: it applies). A scheduled page read before a change and a live
+        read after it (sources.live) can commit in either order; the newer version stays."""
         ops = connection.ops
         json_slot = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
         row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s, %s)"
@@ -110,14 +114,19 @@ class MirrorWrites(EngineBase):
         updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(values))} "
-            f"ON CONFLICT (source_id, collection, object_id) DO UPDATE SET {updates}"
+            f"ON CONFLICT (source_id, collection, object_id) DO UPDATE SET {updates} "
+            f"WHERE {table}.updated_at IS NULL OR excluded.updated_at IS NULL "
+            f"OR excluded.updated_at >= {table}.updated_at RETURNING object_id"
         )
         with connection.cursor() as cur:
             cur.execute(sql, params)
+            return {int(row[0]) for row in cur.fetchall()}
 
     def commit_page(
-        self, sc: SourceCollection, results: Iterable[dict], new_cursor: Cursor, gone: Gone | None = None
+        self, sc: SourceCollection, results: Iterable[dict], new_cursor: Cursor | None, gone: Gone | None = None
     ) -> None:
+        """One page in one transaction; `new_cursor` None leaves the collection's cursor alone (the live updates
+        of sources.live commit pages outside the scheduled read's order)."""
         results = list(results)
         merged = merged_away(results)
         if merged:
@@ -157,7 +166,7 @@ class MirrorWrites(EngineBase):
                     object_id__in=[object_id for object_id in write if object_id in existing],
                 ).values_list("object_id", "properties", "archived", "updated_at")
             }
-        stored = new_cursor.to_json()
+        stored = new_cursor.to_json() if new_cursor is not None else None
         with transaction.atomic():
             if write:
                 top = self.allocate(len(write))
@@ -166,16 +175,21 @@ class MirrorWrites(EngineBase):
                 for object_id in sorted(write):
                     seq += 1
                     values.append((object_id, *rows[object_id], seq))
-                self.upsert(sc.collection, values)
+                written = self.upsert(sc.collection, values)
                 if previous:
-                    # values: (object_id, json, created, updated, archived, hash, seq)
+                    # values: (object_id, json, created, updated, archived, hash, seq); a row the upsert kept
+                    # (its stored version is newer) changed nothing.
                     history.write(
                         history.changes_for_page(
                             source_id=self.source.pk,
                             collection=sc.collection,
                             run_id=self.run_row.pk,
                             old=previous,
-                            new=[(v[0], v[6], parsed[v[0]], v[4], v[3]) for v in values if v[0] in previous],
+                            new=[
+                                (v[0], v[6], parsed[v[0]], v[4], v[3])
+                                for v in values
+                                if v[0] in previous and v[0] in written
+                            ],
                         )
                     )
             if merged:
@@ -184,9 +198,11 @@ class MirrorWrites(EngineBase):
             if gone:
                 # Ids outside this page's rows (the deletion check): same transaction, same fence.
                 self.apply_gone(sc, gone)
-            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
+            if stored is not None:
+                SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
             self.heartbeat()
-        sc.cursor = stored
+        if stored is not None:
+            sc.cursor = stored
         self.inserted += new
         self.maybe_analyze()
         if write:

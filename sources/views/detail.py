@@ -77,6 +77,8 @@ def source_detail(request: WorkspaceRequest, pk: int) -> HttpResponse:
         latest_run=source.last_run or (runs[0]["run"] if runs else None),
         active_run=active,
         collections=collections,
+        live=selectors.live_summary(source),
+        webhook_url=request.build_absolute_uri(reverse("sources:hubspot_webhook")),
     )
 
 
@@ -190,6 +192,22 @@ def source_enable(request: WorkspaceRequest, pk: int) -> HttpResponse:
         messages.success(request, "Source disabled. Scheduled syncs are paused.")
     target = "sources:detail" if request.POST.get("next") == "overview" else "sources:settings"
     return redirect(target, source.pk)
+
+
+@workspace_view(role=Role.ADMIN)
+@require_POST
+def source_live(request: WorkspaceRequest, pk: int) -> HttpResponse:
+    """The "Live updates" switch (owners and admins)."""
+    source = get_for_workspace(request, Source, pk=pk)
+    want = request.POST.get("live") == "1"
+    services.set_live(source=source, actor=request.user, enabled=want)
+    messages.success(
+        request,
+        "Live updates on: HubSpot's webhook events update the mirror within seconds."
+        if want
+        else "Live updates off: changes arrive with the scheduled syncs.",
+    )
+    return redirect("sources:detail", source.pk)
 
 
 @workspace_view(role=Role.ADMIN)

@@ -44,9 +44,10 @@ from hubsync.models import Role, Workspace
 
 # Routes (by path prefix) that are not ours to guard with workspace_view: allauth's own pages (it guards its
 # account pages itself; see test_allauth_account_pages_need_login), the Django admin (staff only, through
-# allauth's login), the simulators, static files, the health check, and the API (guarded by its tokens, walked by
-# tests/api/test_api_walk.py).
-ALLOWLIST_PREFIXES = ("accounts/", "admin/", "sandbox/", "static/", "healthz", "api/v1/")
+# allauth's login), the simulators, static files, the health check, the API (guarded by its tokens, walked by
+# tests/api/test_api_walk.py) and HubSpot's webhook receiver (its v3 signature is the credential;
+# tests/sources/test_live_receiver.py).
+ALLOWLIST_PREFIXES = ("accounts/", "admin/", "sandbox/", "static/", "healthz", "api/v1/", "hooks/")
 # Views that need a logged-in user but no workspace; they touch only the user's own memberships.
 LOGIN_ONLY = {"workspace_new", "workspace_switch"}
 # Views reachable without logging in: the invitation link (the token is the credential).

@@ -24,8 +24,10 @@ from sandbox.hubspot.mutate import (
     delete_property,
     mutate,
     purge_records,
+    restore_records,
 )
 from sandbox.hubspot.portals import get_portal
+from sandbox.hubspot.webhooks import flush
 
 
 class Command(BaseCommand):
@@ -58,6 +60,9 @@ class Command(BaseCommand):
             default=[],
             metavar="ID",
             help="permanently delete this record (live or archived); repeatable",
+        )
+        parser.add_argument(
+            "--restore-id", type=int, action="append", default=[], metavar="ID", help="restore this archived record"
         )
         parser.add_argument(
             "--same-timestamp", action="store_true", help="give every change of this run one timestamp (a bulk import)"
@@ -125,5 +130,13 @@ class Command(BaseCommand):
                     f"permanently deleted {len(gone)} {opts['collection']}"
                     + (f"; no such record (or deleted already): {', '.join(map(str, missing))}" if missing else "")
                 )
+            if opts["restore_id"]:
+                back = restore_records(portal=portal, collection=opts["collection"], ids=opts["restore_id"])
+                self.stdout.write(f"restored {len(back)} {opts['collection']}")
         except MutationError as exc:
             raise CommandError(str(exc)) from exc
+        # This process ends now: the webhooks of these changes (if the portal sends any) go out before it does;
+        # what cannot be delivered stays in the outbox for the web process's sender to retry.
+        batches = flush()
+        if batches:
+            self.stdout.write(f"sent {batches} webhook request(s)")
