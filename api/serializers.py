@@ -9,6 +9,7 @@ from typing import Any
 from rest_framework import serializers
 
 from hubsync.models import Alert, AlertChannel, AlertState, Workspace
+from mappings.delivery import RUN_COUNT_FIELDS
 from mappings.models import DeliveryRun, DeliveryState, DeliveryStateCount, Destination, Mapping, ProfileSpace
 from models_app.models import DataModel
 from monitoring.alerts import RULE_LABELS
@@ -401,17 +402,7 @@ class DeliveryRunSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
-            "considered",
-            "sent",
-            "unchanged",
-            "rejected",
-            "failed",
-            "archived",
-            "archived_sent",
-            "outside_sample",
-            "batches",
-            "requests",
-            "retries",
+            *RUN_COUNT_FIELDS,
             "progress",
             "error",
         ]

@@ -4,9 +4,13 @@ records."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
 
 from django.db.models import Case, CharField, Count, Min, Q, QuerySet, Value, When
 from django.db.models.functions import Concat, Left
+from django.utils import timezone
+from django.utils.dateparse import parse_date
 
 from sources.models import Record
 
@@ -39,6 +43,41 @@ def sample_cutoff(mapping: Mapping) -> int | None:
 def rejected_states(mapping: Mapping) -> QuerySet[DeliveryState]:
     """The mapping's rejected records (the list users filter and retry from)."""
     return DeliveryState.objects.filter(mapping=mapping, status=DeliveryState.Status.REJECTED)
+
+
+REJECTED_FILTERS = ("reason", "object_id", "since", "until")
+
+
+def rejected_filters(data: Any) -> dict[str, str]:
+    """The rejected list's filters from a query string, a form or a JSON body (a missing one is "")."""
+    return {key: str(data.get(key) or "").strip() for key in REJECTED_FILTERS}
+
+
+def filter_rejected(mapping: Mapping, filters: dict[str, str]) -> tuple[QuerySet, list[str]]:
+    """The rejected records matching the filters of the rejected list (`reason` contained in the reason, the HubSpot
+    `object_id`, updated `since` / `until` a day), and a message per filter value that could not be used. A
+    filter left empty ("") matches everything."""
+    qs = rejected_states(mapping)
+    problems: list[str] = []
+    if filters["reason"]:
+        qs = qs.filter(error__icontains=filters["reason"])
+    if filters["object_id"]:
+        if filters["object_id"].isdigit():
+            qs = qs.filter(object_id=int(filters["object_id"]))
+        else:
+            problems.append("A HubSpot record id is a number.")
+    tz = timezone.get_current_timezone()
+    for key, lookup, at in (("since", "updated_at__gte", time.min), ("until", "updated_at__lte", time.max)):
+        if filters[key]:
+            try:
+                day = parse_date(filters[key])
+            except ValueError:  # well-formed but impossible, like 2026-02-31
+                day = None
+            if day is None:
+                problems.append(f"{key.title()}: use a date like 2026-11-29.")
+            else:
+                qs = qs.filter(**{lookup: datetime.combine(day, at, tzinfo=tz)})
+    return qs, problems
 
 
 # --- why records were rejected, in aggregate ---------------------------------------------------------------

@@ -409,9 +409,17 @@ def retry_rejected(
     return marked
 
 
+# Sample mode sends at most this many records: a first look at the profiles, not a partial sync.
+MAX_SAMPLE_SIZE = 10_000
+SAMPLE_SIZE_RULE = f"The sample size is a number from 1 to {MAX_SAMPLE_SIZE:,}."
+
+
 @transaction.atomic
 def set_sample_size(*, mapping: Mapping, sample_size: int | None, actor: Any) -> bool:
-    """Start sample mode with `sample_size` records, or deliver all records (None). Returns whether it changed."""
+    """Start sample mode with `sample_size` records, or deliver all records (None). Returns whether it changed.
+    Raises MappingsError (SAMPLE_SIZE_RULE) for a size outside 1 to MAX_SAMPLE_SIZE."""
+    if sample_size is not None and not 1 <= sample_size <= MAX_SAMPLE_SIZE:
+        raise MappingsError(SAMPLE_SIZE_RULE)
     old = mapping.sample_size
     if sample_size == old:
         return False

@@ -7,41 +7,27 @@ render the key input empty, the audit log redacts it).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
-import requests
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
 from hubsync.http import safe_next
 from models_app.models import SYSTEM_COLUMNS, DataModel
-from sources.hubspot import HubSpotClient, HubSpotError, NeedsReconnect
 
-from . import services
-from .delivery import preview_message
+from . import services, tester
 from .forms import MappingForm, column_schema
 from .models import DeliveryState, DeliveryStateCount, Destination, Mapping
-from .selectors import delivered_before, rejected_summary
+from .selectors import rejected_summary
 from .views_destinations import _can_change, _mapping_rows
 from .views_sample import sample_context
 
 logger = logging.getLogger(__name__)
-
-# Properties that name a record in the test picker, per collection (the first non-empty ones are shown).
-DISPLAY_PROPERTIES = {
-    "contacts": ["email", "firstname", "lastname"],
-    "companies": ["name", "domain"],
-    "deals": ["dealname", "amount"],
-    "tickets": ["subject"],
-}
-TEST_RESULTS = 10
 
 
 def _back(request: WorkspaceRequest, default: str) -> str:
@@ -261,170 +247,33 @@ def _perm(request: WorkspaceRequest) -> dict[str, Any]:
 # --- "Test the mapping with real HubSpot data" ------------------------------------------------------------
 
 
-def _display(collection: str, props: dict[str, Any]) -> str:
-    wanted = DISPLAY_PROPERTIES.get(collection, [])
-    if collection == "contacts":
-        name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
-        email = props.get("email") or ""
-        return " · ".join(p for p in (name, email) if p)
-    return " · ".join(str(props[p]) for p in wanted if props.get(p))
-
-
-def _hubspot_properties(mapping: Mapping) -> list[str]:
-    used = [c for c in mapping.used_columns() if c not in SYSTEM_COLUMNS]
-    return list(dict.fromkeys([*used, *DISPLAY_PROPERTIES.get(mapping.data_model.collection, [])]))
-
-
-def _hubspot_failure(exc: Exception) -> str:
-    if isinstance(exc, NeedsReconnect):
-        return "HubSpot no longer accepts this source's login: reconnect it on the source's Settings tab."
-    if isinstance(exc, HubSpotError):
-        return f"HubSpot answered with an error: {exc}"
-    return f"HubSpot could not be reached ({type(exc).__name__})."
-
-
-def _find_records(mapping: Mapping, query: str, archived: bool = False) -> list[dict[str, Any]]:
-    """Up to TEST_RESULTS records read live from HubSpot: by id when the query is a number, by HubSpot's own
-    search (e-mail, names, domain ...) otherwise, the first records of the collection when it is empty; with
-    `archived`, the first archived ones (HubSpot's search never returns those)."""
-    model = mapping.data_model
-    props = _hubspot_properties(mapping)
-    with HubSpotClient(model.source, max_retries=1, timeout=15) as client:
-        if archived:
-            page = client.list_page(model.collection, properties=props, limit=TEST_RESULTS, archived=True)
-            results = page.get("results") or []
-        elif query.isdigit():
-            results = client.batch_read(model.collection, [query], props)
-            results = results or client.batch_read(model.collection, [query], props, archived=True)
-        elif query:
-            body = {"query": query, "limit": TEST_RESULTS, "properties": props}
-            results = client.search_page(model.collection, body).get("results") or []
-        else:
-            results = client.list_page(model.collection, properties=props, limit=TEST_RESULTS).get("results") or []
-    return [
-        {
-            "id": r["id"],
-            "label": _display(model.collection, r.get("properties") or {}),
-            "archived": bool(r.get("archived")),
-        }
-        for r in results[:TEST_RESULTS]
-    ]
-
-
-def _read_record(mapping: Mapping, object_id: int) -> dict[str, Any] | None:
-    """The record as HubSpot has it now; an archived one (HubSpot returns those only when asked) comes with
-    "archived": true and the properties it had when it was archived, which the mirror keeps as well."""
-    model = mapping.data_model
-    props = _hubspot_properties(mapping)
-    with HubSpotClient(model.source, max_retries=1, timeout=15) as client:
-        found = client.batch_read(model.collection, [str(object_id)], props)
-        if not found:
-            found = [
-                {**r, "archived": True}
-                for r in client.batch_read(model.collection, [str(object_id)], props, archived=True)
-            ]
-    return found[0] if found else None
-
-
-def _preview(
-    mapping: Mapping, record: dict[str, Any], state: DeliveryState | None = None
-) -> tuple[dict[str, Any], str]:
-    archived = bool(record.get("archived"))
-    return preview_message(
+def _test_panel(request: WorkspaceRequest, mapping: Mapping) -> dict[str, Any]:
+    """The test panel for this request: nothing is asked from HubSpot until the user searches (`q`, also empty:
+    "list the first records") or picks a record (`record`)."""
+    return tester.mapping_test(
         mapping,
-        object_id=int(record["id"]),
-        properties=record.get("properties") or {},
-        created_at=parse_datetime(record.get("createdAt") or ""),
-        # What the sync stamps an archived record's message with: the time it was archived.
-        updated_at=parse_datetime((archived and record.get("archivedAt")) or record.get("updatedAt") or ""),
-        archived=archived,
-        # The messageId a delivery would give it now (it names the step from what was delivered last).
-        previous_hash=state.delivered_hash if state else None,
+        object_id=_int(request.GET.get("record")),
+        query=request.GET.get("q"),
+        archived=request.GET.get("archived") == "1",
     )
-
-
-def _archived_test(mapping: Mapping, state: DeliveryState | None) -> dict[str, Any]:
-    """What the test panel says about an archived record: whether a sync sends it, and why (not)."""
-    what = "account" if mapping.action == Mapping.Action.GROUP else "profile"
-    if not mapping.sets_archived_trait:
-        return {
-            "archived_note": (
-                f"This record is archived (deleted) in HubSpot, and this mapping does nothing for archived records: "
-                f"a sync sends no message for it, and the {what} keeps the traits it had. To mark such {what}s, "
-                "edit the mapping: “When a record is archived in HubSpot” → Set a trait."
-            ),
-            "sync_skips": True,
-        }
-    trait = mapping.archived_trait
-    if not delivered_before(state):
-        return {
-            "archived_note": (
-                f"This record is archived (deleted) in HubSpot, and this mapping never delivered it: a sync sends "
-                f"nothing for it (no {what} is created just to say that its record is gone). Had it been "
-                f"delivered, this is the message that would mark its {what} with {trait} = true:"
-            ),
-            "sync_skips": True,
-        }
-    return {
-        "archived_note": (
-            f"This record is archived (deleted) in HubSpot. A sync sends its {what} this message once: its "
-            f"identifiers and its traits as HubSpot last had them, with {trait} = true. If the record is restored, "
-            f"the next sync sends {trait} = false."
-        )
-    }
-
-
-def _test_panel(request: WorkspaceRequest, mapping: Mapping, object_id: int | None = None) -> dict[str, Any]:
-    """The state of the test panel for this request: nothing is asked from HubSpot until the user searches
-    (`q`, also empty: "list the first records") or picks a record (`record`)."""
-    test: dict[str, Any] = {"query": request.GET.get("q", "").strip(), "archived": request.GET.get("archived") == "1"}
-    if object_id is None:
-        object_id = _int(request.GET.get("record"))
-    try:
-        if "q" in request.GET and object_id is None:
-            test["results"] = _find_records(mapping, test["query"], archived=test["archived"])
-            test["searched"] = True
-        if object_id is not None:
-            record = _read_record(mapping, object_id)
-            if record is None:
-                test["error"] = f"HubSpot has no {mapping.data_model.collection} record {object_id} (any more)."
-            else:
-                state = DeliveryState.objects.filter(mapping=mapping, object_id=object_id).first()
-                message, rejected = _preview(mapping, record, state)
-                test.update(
-                    record_id=object_id,
-                    record_label=_display(mapping.data_model.collection, record.get("properties") or {}),
-                    record_archived=bool(record.get("archived")),
-                    rejected=rejected,
-                )
-                if record.get("archived"):
-                    test.update(_archived_test(mapping, state))
-                if mapping.sets_archived_trait or not record.get("archived"):
-                    # "Do nothing" sends nothing for an archived record: there is no message to show.
-                    test["message_json"] = json.dumps(message, indent=2, ensure_ascii=False)
-    except (HubSpotError, requests.RequestException) as exc:
-        test["error"] = _hubspot_failure(exc)
-    return test
 
 
 @workspace_view()
 @require_POST
 def mapping_test_send(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
-    """Send the previewed message of one record to the Profile Space. The message is rebuilt here from HubSpot
-    (never taken from the browser), so what is sent is exactly what the engine would send."""
+    """Send the previewed message of one record to the Profile Space. The message is rebuilt from HubSpot (never
+    taken from the browser), so what is sent is exactly what the engine would send."""
     mapping = get_for_workspace(
         request, Mapping.objects.select_related("destination", "data_model__source", "profile_space"), pk=mapping_id
     )
     object_id = _int(request.POST.get("record"))
     test: dict[str, Any] = (
-        _test_panel(request, mapping, object_id) if object_id is not None else {"error": "Pick a record first."}
+        tester.send_mapping_test(mapping=mapping, object_id=object_id, actor=request.user)
+        if object_id is not None
+        else {"error": "Pick a record first."}
     )
-    sendable = "message_json" in test and not test.get("rejected") and not test.get("sync_skips")
-    if object_id is not None and sendable:
-        # Only what a sync would send: never an archived record's message that the sync leaves out.
-        test["sent"] = services.send_test(
-            mapping=mapping, object_id=object_id, message=json.loads(test["message_json"]), actor=request.user
-        )
+    if object_id is not None:
+        test.update(query=request.GET.get("q", "").strip(), archived=request.GET.get("archived") == "1")
     if request.htmx:
         return render(request, "mappings/_test_panel.html", {"mapping": mapping, "test": test, **_perm(request)})
     return render(request, "mappings/mapping_detail.html", {**_mapping_context(request, mapping), "test": test})

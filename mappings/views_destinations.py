@@ -26,15 +26,6 @@ from .segment import check_connection
 
 logger = logging.getLogger(__name__)
 
-# Properties that name a record in the test picker, per collection (the first non-empty ones are shown).
-DISPLAY_PROPERTIES = {
-    "contacts": ["email", "firstname", "lastname"],
-    "companies": ["name", "domain"],
-    "deals": ["dealname", "amount"],
-    "tickets": ["subject"],
-}
-TEST_RESULTS = 10
-
 
 def _can_change(request: WorkspaceRequest) -> bool:
     return request.membership.allows(Role.ADMIN)

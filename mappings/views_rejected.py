@@ -10,17 +10,13 @@ Retry goes through `mappings.services.retry_rejected`: the records get status "r
 
 from __future__ import annotations
 
-from datetime import datetime, time
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.dateparse import parse_date
 from django.views.decorators.http import require_POST
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
@@ -28,10 +24,9 @@ from hubsync.models import Role
 
 from . import services
 from .models import DeliveryState, Mapping
-from .selectors import rejected_states, rejected_summary
+from .selectors import filter_rejected, rejected_filters, rejected_states, rejected_summary
 
 PAGE_SIZE = 50
-FILTER_KEYS = ("reason", "object_id", "since", "until")
 
 
 def _mapping(request: HttpRequest, mapping_id: int) -> Mapping:
@@ -40,40 +35,11 @@ def _mapping(request: HttpRequest, mapping_id: int) -> Mapping:
     )
 
 
-def _filters(data) -> dict[str, str]:
-    return {key: (data.get(key) or "").strip() for key in FILTER_KEYS}
-
-
-def _filtered(mapping: Mapping, filters: dict[str, str]) -> tuple[QuerySet, list[str]]:
-    """The rejected states matching the filters, and a message per filter value that could not be used."""
-    qs = rejected_states(mapping)
-    problems: list[str] = []
-    if filters["reason"]:
-        qs = qs.filter(error__icontains=filters["reason"])
-    if filters["object_id"]:
-        if filters["object_id"].isdigit():
-            qs = qs.filter(object_id=int(filters["object_id"]))
-        else:
-            problems.append("A HubSpot record id is a number.")
-    tz = timezone.get_current_timezone()
-    for key, lookup, at in (("since", "updated_at__gte", time.min), ("until", "updated_at__lte", time.max)):
-        if filters[key]:
-            try:
-                day = parse_date(filters[key])
-            except ValueError:  # well-formed but impossible, like 2026-02-31
-                day = None
-            if day is None:
-                problems.append(f"{key.title()}: use a date like 2026-11-29.")
-            else:
-                qs = qs.filter(**{lookup: datetime.combine(day, at, tzinfo=tz)})
-    return qs, problems
-
-
 @workspace_view()
 def rejected_list(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     mapping = _mapping(request, mapping_id)
-    filters = _filters(request.GET)
-    qs, problems = _filtered(mapping, filters)
+    filters = rejected_filters(request.GET)
+    qs, problems = filter_rejected(mapping, filters)
     page = Paginator(qs.order_by("-updated_at", "object_id"), PAGE_SIZE).get_page(request.GET.get("page"))
     query = urlencode({k: v for k, v in filters.items() if v})
     context = {
@@ -97,7 +63,7 @@ def rejected_retry(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
     """POST `one=<id>` (that record), `action=selected` with `selected=<id>` (a selection), or `action=all` (every
     rejected record matching the filters sent along)."""
     mapping = _mapping(request, mapping_id)
-    filters = _filters(request.POST)
+    filters = rejected_filters(request.POST)
     back = reverse("mappings:rejected", args=[mapping.pk])
     query = urlencode({k: v for k, v in filters.items() if v})
     if query:
@@ -118,7 +84,7 @@ def rejected_retry(request: WorkspaceRequest, mapping_id: int) -> HttpResponse:
         if not ids:
             messages.error(request, "Select at least one record to retry.")
             return redirect(back)
-    qs, problems = _filtered(mapping, filters)
+    qs, problems = filter_rejected(mapping, filters)
     if problems and scope == "all":
         messages.error(request, " ".join(problems))
         return redirect(back)

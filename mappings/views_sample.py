@@ -20,8 +20,6 @@ from . import services
 from .models import DeliveryState, Mapping
 from .selectors import sample_cutoff
 
-MAX_SAMPLE_SIZE = 10_000
-
 
 def sample_context(request: WorkspaceRequest, mapping: Mapping) -> dict[str, Any]:
     """What the fragment shows: the sample's size, how much of it was delivered or rejected. Three small
@@ -30,7 +28,7 @@ def sample_context(request: WorkspaceRequest, mapping: Mapping) -> dict[str, Any
         "mapping": mapping,
         "sample_size": mapping.sample_size,
         "default_size": Mapping.DEFAULT_SAMPLE_SIZE,
-        "max_size": MAX_SAMPLE_SIZE,
+        "max_size": services.MAX_SAMPLE_SIZE,
         "can_change": request.membership.allows(Role.ADMIN),
         "url": reverse("mappings:sample_mode", args=[mapping.pk]),
     }
@@ -63,8 +61,8 @@ def _change(request: WorkspaceRequest, mapping: Mapping) -> None:
     action = request.POST.get("action")
     if action == "start":
         raw = (request.POST.get("sample_size") or str(Mapping.DEFAULT_SAMPLE_SIZE)).strip()
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_SAMPLE_SIZE:
-            messages.error(request, f"The sample size is a number from 1 to {MAX_SAMPLE_SIZE:,}.")
+        if not raw.isdigit():
+            messages.error(request, services.SAMPLE_SIZE_RULE)
             return
         new: int | None = int(raw)
         note = (
@@ -77,5 +75,10 @@ def _change(request: WorkspaceRequest, mapping: Mapping) -> None:
     else:
         messages.error(request, "Choose sample mode or all records.")
         return
-    if services.set_sample_size(mapping=mapping, sample_size=new, actor=request.user):
+    try:
+        changed = services.set_sample_size(mapping=mapping, sample_size=new, actor=request.user)
+    except services.MappingsError as exc:  # the size is out of range
+        messages.error(request, str(exc))
+        return
+    if changed:
         messages.success(request, note)

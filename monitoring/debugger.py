@@ -11,6 +11,7 @@ What each mapping did and would do with the record is in monitoring.verdicts.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import QuerySet
@@ -120,6 +121,43 @@ def find_records(workspace: Any, query: str) -> tuple[list[Record], str]:
     else:
         return [], "Enter a HubSpot record id (a number, e.g. 51) or an email address."
     return list(found.order_by("source__name", "collection", "object_id")[:MAX_MATCHES]), ""
+
+
+@dataclass
+class Lookup:
+    """What a search of the record debugger found: the matching records; else why nothing was (`problem`), or
+    that the record left HubSpot (`gone`, the explanation, and `gone_heading`: merged or deleted)."""
+
+    matches: list[Record] = field(default_factory=list)
+    problem: str = ""
+    gone: str = ""
+    gone_heading: str = ""
+
+
+def look_up(workspace: Any, query: str, *, mapping_id: str = "") -> Lookup:
+    """Search the workspace's mirror (`find_records`). When several records share the id, `mapping_id` (coming
+    from a mapping's rejected records) keeps the one of that mapping's collection. When nothing matches, say why
+    (`not_in_mirror`)."""
+    matches, problem = find_records(workspace, query)
+    if len(matches) > 1 and mapping_id.isdigit():
+        mapping = (
+            Mapping.objects.filter(pk=int(mapping_id), destination__workspace=workspace)
+            .select_related("data_model")
+            .first()
+        )
+        if mapping is not None:
+            model = mapping.data_model
+            matches = [
+                r for r in matches if r.source_id == model.source_id and r.collection == model.collection
+            ] or matches
+    found = Lookup(matches, problem)
+    if not matches and not problem:
+        why, heading = not_in_mirror(workspace, query)
+        if heading:
+            found.gone, found.gone_heading = why, heading
+        else:
+            found.problem = why
+    return found
 
 
 def explain(record: Record) -> dict[str, Any]:

@@ -6,10 +6,9 @@ from django.http import HttpResponse
 from django.shortcuts import render
 
 from hubsync.access import WorkspaceRequest, get_for_workspace, workspace_view
-from mappings.models import Mapping
 from sources.models import Record
 
-from .debugger import explain, find_records, not_in_mirror
+from .debugger import explain, look_up
 
 
 @workspace_view()
@@ -24,28 +23,10 @@ def record_debugger(request: WorkspaceRequest) -> HttpResponse:
     if record_id.isdigit():
         record = get_for_workspace(request, Record.objects.select_related("source"), pk=int(record_id))
     elif query:
-        matches, problem = find_records(request.workspace, query)
-        mapping_id = request.GET.get("mapping", "")
-        if len(matches) > 1 and mapping_id.isdigit():
-            # Coming from a mapping's rejected records: the id means a record of that mapping's collection.
-            mapping = (
-                Mapping.objects.filter(pk=int(mapping_id), destination__workspace=request.workspace)
-                .select_related("data_model")
-                .first()
-            )
-            if mapping is not None:
-                model = mapping.data_model
-                matches = [
-                    r for r in matches if r.source_id == model.source_id and r.collection == model.collection
-                ] or matches
+        found = look_up(request.workspace, query, mapping_id=request.GET.get("mapping", ""))
+        matches, problem, deleted, gone_heading = found.matches, found.problem, found.gone, found.gone_heading
         if len(matches) == 1:
             record = matches[0]
-        elif not matches and not problem:
-            why, gone_heading = not_in_mirror(request.workspace, query)
-            if gone_heading:
-                deleted = why
-            else:
-                problem = why
     context = {"query": query, "matches": matches if record is None else [], "problem": problem, "deleted": deleted}
     context["gone_heading"] = gone_heading
     if record is not None:

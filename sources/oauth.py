@@ -96,10 +96,6 @@ def authorize_url() -> str:
     return settings.HUBSPOT_AUTHORIZE_URL or f"{settings.BASE_URL.rstrip('/')}/sandbox/hubspot/oauth/authorize"
 
 
-def token_url() -> str:
-    return api_base() + settings.HUBSPOT_TOKEN_PATH
-
-
 def redirect_uri() -> str:
     # Fixed (not taken from the request's Host header): it must equal the URI registered with the HubSpot app.
     return settings.BASE_URL.rstrip("/") + reverse("sources:oauth_callback")
@@ -263,9 +259,9 @@ def exchange(flow: dict[str, Any], code: str) -> Connection:
     oauth = OAuth2Session(settings.HUBSPOT_CLIENT_ID, redirect_uri=redirect_uri(), scope=REQUIRED_SCOPES)
     oauth.register_compliance_hook("access_token_response", _normalize_token_error)
     try:
-        with _oauthlib_env(token_url(), relax_scope=True):
+        with _oauthlib_env(hubspot_tokens.token_url(), relax_scope=True):
             token = oauth.fetch_token(
-                token_url(),
+                hubspot_tokens.token_url(),
                 code=code,
                 client_secret=settings.HUBSPOT_CLIENT_SECRET,
                 include_client_id=True,
@@ -426,15 +422,7 @@ def connection_from_refresh_token(refresh_token: str) -> Connection:
     token is exchanged for an access token at HubSpot's token endpoint, then the account is described as after
     the callback. Raises ConnectError with a message for the user."""
     try:
-        payload = hubspot_tokens._post_token(
-            {
-                "grant_type": "refresh_token",
-                "client_id": settings.HUBSPOT_CLIENT_ID,
-                "client_secret": settings.HUBSPOT_CLIENT_SECRET,
-                "refresh_token": refresh_token,
-            },
-            timeout=20,
-        )
+        payload = hubspot_tokens.exchange_refresh_token(refresh_token, timeout=20)
     except HubSpotError:
         raise ConnectError("HubSpot refused this refresh token (revoked, or not issued to this app).") from None
     access_token = str(payload.get("access_token") or "")

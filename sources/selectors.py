@@ -17,6 +17,7 @@ from django.urls import reverse
 from hubsync import hooks
 from hubsync.hooks import SetupStep
 
+from . import oauth
 from .models import LiveCounter, LiveEvent, Source, SyncRun
 
 # Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
@@ -108,3 +109,15 @@ def live_summary(source: Source, *, recent: int = LIVE_LAG_SAMPLE) -> dict[str, 
         "last_applied_at": counter.last_applied_at if counter else None,
         "mirror_lag": lag_figures([max(0.0, x) for x in lags]),
     }
+
+
+def collection_choices(source: Source) -> tuple[list[tuple[str, str]], dict[str, dict[str, Any]]]:
+    """The collections the selective sync offers, as (choices, {name: {"count", "error"}}): what HubSpot offers
+    now (oauth.available_collections), plus every collection chosen before (so that one HubSpot no longer offers
+    can still be removed), in the product's order."""
+    available = {d.name: d for d in oauth.available_collections(source)}
+    names = set(available) | {sc.collection for sc in source.collections.all()}
+    order = {c.name: i for i, c in enumerate(oauth.COLLECTIONS)}
+    ordered = sorted(names, key=lambda n: (order.get(n, len(order)), n))
+    counts = {n: {"count": available[n].property_count, "error": available[n].error} for n in available}
+    return [(n, oauth.COLLECTION_LABELS.get(n, n)) for n in ordered], counts

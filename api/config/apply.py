@@ -23,7 +23,6 @@ from hubsync.models import Workspace
 from mappings import services as mapping_services
 from mappings.forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm
 from mappings.models import Destination, Mapping, ProfileSpace
-from mappings.views_sample import MAX_SAMPLE_SIZE
 from models_app import preview
 from models_app import services as model_services
 from models_app.forms import DataModelForm
@@ -377,12 +376,10 @@ class Applier:
     def _mapping_switches(self, key: str, want: dict[str, Any], mapping: Mapping) -> None:
         size = want["options"].get("sample_size")
         if size != mapping.sample_size:
-            if size is not None and not 1 <= size <= MAX_SAMPLE_SIZE:
-                self.problems.append(
-                    f"mappings.{key}.options.sample_size: a number from 1 to {MAX_SAMPLE_SIZE}, or null for all records"
-                )
-            else:
+            try:
                 mapping_services.set_sample_size(mapping=mapping, sample_size=size, actor=self.actor)
+            except mapping_services.MappingsError as exc:
+                self.problems.append(f"mappings.{key}.options.sample_size: {exc} (null: all records)")
         if want["enabled"] != mapping.enabled:
             mapping_services.set_mapping_enabled(mapping=mapping, enabled=want["enabled"], actor=self.actor)
 

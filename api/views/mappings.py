@@ -13,12 +13,10 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from mappings import services
+from mappings import services, tester
 from mappings.forms import DestinationForm, MappingForm, ProfileSpaceForm, RenameForm
 from mappings.models import DeliveryRun, DeliveryStateCount, Destination, Mapping, ProfileSpace
-from mappings.views import _test_panel
-from mappings.views_rejected import _filtered
-from mappings.views_sample import MAX_SAMPLE_SIZE
+from mappings.selectors import filter_rejected, rejected_filters
 from monitoring import dashboard
 
 from .. import serializers as s
@@ -298,18 +296,15 @@ class MappingTest(ApiView):
         record = request.query_params.get("record", "")
         if not record.isdigit():
             raise invalid("record", "Give the HubSpot id of a record of the model's collection (a number).")
-        return Response(_test_answer(_test_panel(request._request, mapping, int(record))))  # type: ignore[arg-type]
+        return Response(_test_answer(tester.mapping_test(mapping, object_id=int(record))))
 
     @extend_schema(request=s.MappingTestInputSerializer, responses=s.MappingTestSerializer)
     def post(self, request: Request, workspace_id: int, mapping_id: int) -> Response:
         mapping = get(request, _mappings(request), pk=mapping_id)
         object_id = parse(s.MappingTestInputSerializer, request)["record"]
-        test = _test_panel(request._request, mapping, object_id)  # type: ignore[arg-type]
-        if "message_json" in test and not test.get("rejected") and not test.get("sync_skips"):
-            test["sent"] = services.send_test(
-                mapping=mapping, object_id=object_id, message=json.loads(test["message_json"]), actor=actor(request)
-            )
-        return Response(_test_answer(test))
+        return Response(
+            _test_answer(tester.send_mapping_test(mapping=mapping, object_id=object_id, actor=actor(request)))
+        )
 
 
 class MappingResync(ApiView):
@@ -327,9 +322,10 @@ class MappingSample(ApiView):
         """Sample mode: deliver only the first N records (`sample_size`: N), or all records (null)."""
         mapping = get(request, _mappings(request), pk=mapping_id)
         size = parse(s.SampleInputSerializer, request)["sample_size"]
-        if size is not None and not 1 <= size <= MAX_SAMPLE_SIZE:
-            raise invalid("sample_size", f"The sample size is a number from 1 to {MAX_SAMPLE_SIZE:,}.")
-        services.set_sample_size(mapping=mapping, sample_size=size, actor=actor(request))
+        try:
+            services.set_sample_size(mapping=mapping, sample_size=size, actor=actor(request))
+        except services.MappingsError as exc:
+            raise invalid("sample_size", str(exc)) from None
         return Response(s.MappingSerializer(_mappings(request).get(pk=mapping.pk)).data)
 
 
@@ -342,8 +338,8 @@ FILTERS = [
 
 
 def _rejected(request: Request, mapping: Mapping, params: Any) -> Any:
-    filters = {key: str(params.get(key) or "").strip() for key in ("reason", "object_id", "since", "until")}
-    qs, problems = _filtered(mapping, filters)
+    filters = rejected_filters(params)
+    qs, problems = filter_rejected(mapping, filters)
     if problems:
         raise invalid("filters", " ".join(problems))
     return qs, filters

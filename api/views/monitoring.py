@@ -14,9 +14,8 @@ from hubsync import workspaces
 from hubsync.forms import AlertChannelForm
 from hubsync.models import Alert, AlertChannel, AlertState, WorkspaceSettings
 from hubsync.redact import redact
-from mappings.models import Mapping
 from monitoring import alerts, services
-from monitoring.debugger import explain, find_records, not_in_mirror
+from monitoring.debugger import explain, look_up
 from sources.models import Record
 
 from .. import serializers as s
@@ -78,23 +77,8 @@ class RecordSearch(ApiView):
         query = (request.query_params.get("q") or "").strip()
         if not query:
             raise invalid("q", "Enter a HubSpot record id (a number, e.g. 51) or an email address.")
-        matches, problem = find_records(workspace(request), query)
-        mapping_id = request.query_params.get("mapping", "")
-        if len(matches) > 1 and mapping_id.isdigit():
-            mapping = (
-                Mapping.objects.filter(pk=int(mapping_id), destination__workspace=workspace(request))
-                .select_related("data_model")
-                .first()
-            )
-            if mapping is not None:
-                model = mapping.data_model
-                matches = [
-                    r for r in matches if r.source_id == model.source_id and r.collection == model.collection
-                ] or matches
-        gone = ""
-        if not matches and not problem:
-            why, heading = not_in_mirror(workspace(request), query)
-            gone, problem = (why, "") if heading else ("", why)
+        found = look_up(workspace(request), query, mapping_id=request.query_params.get("mapping", ""))
+        matches, problem, gone = found.matches, found.problem, found.gone
         answer = _answer(matches[0]) if len(matches) == 1 else None
         return Response(
             {

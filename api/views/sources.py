@@ -13,10 +13,9 @@ from rest_framework.response import Response
 
 from hubsync.models import Workspace
 from monitoring import dashboard
-from sources import oauth, services
+from sources import oauth, selectors, services
 from sources.forms import BasicSettingsForm, NameForm, SchemaNameForm, SelectiveSyncForm, unique_schema_name
 from sources.models import Source, SourceCollection, SyncRun
-from sources.views.detail import _collection_choices as settings_choices
 
 from .. import serializers as s
 from ..problems import Conflict
@@ -145,7 +144,7 @@ class SourceDetail(ApiView):
                         ),
                         "collections": data.get("collections", current),
                     },
-                    collection_choices=settings_choices(source)[0],
+                    collection_choices=selectors.collection_choices(source)[0],
                 )
             )
         if basic is not None:

@@ -30,7 +30,8 @@ log = logging.getLogger("sources.hubspot")
 # --- tokens ---------------------------------------------------------------------------------------------
 
 
-def _token_url() -> str:
+def token_url() -> str:
+    """HubSpot's OAuth token endpoint (the code exchange of the connect flow and every refresh)."""
     return api_base() + "/" + settings.HUBSPOT_TOKEN_PATH.lstrip("/")
 
 
@@ -56,14 +57,15 @@ def _mark_needs_reconnect(source: Source, detail: str) -> None:
     log.warning("source %s needs reconnect: %s", source.pk, detail)
 
 
-def _post_token(data: dict[str, str], *, session: requests.Session | None = None, timeout: float = 30) -> dict:
-    """POST the token form, retrying transient failures a few times. Raises HubSpotError subclasses."""
+def post_token(data: dict[str, str], *, session: requests.Session | None = None, timeout: float = 30) -> dict:
+    """POST the token form, retrying transient failures a few times. Raises HubSpotError subclasses (a refused
+    refresh token: NeedsReconnect)."""
     http = session or requests
     attempts = 4
     for attempt in range(1, attempts + 1):
         try:
             response = http.post(
-                _token_url(),
+                token_url(),
                 data=data,
                 headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
                 timeout=timeout,
@@ -103,6 +105,21 @@ def _post_token(data: dict[str, str], *, session: requests.Session | None = None
     raise AssertionError("unreachable")
 
 
+def exchange_refresh_token(refresh_token: str, *, session: requests.Session | None = None, timeout: float = 30) -> dict:
+    """HubSpot's answer to a refresh token of this server's HubSpot app: a new access token (and maybe a new
+    refresh token). Stores nothing. Raises as post_token."""
+    return post_token(
+        {
+            "grant_type": "refresh_token",
+            "client_id": settings.HUBSPOT_CLIENT_ID,
+            "client_secret": settings.HUBSPOT_CLIENT_SECRET,
+            "refresh_token": refresh_token,
+        },
+        session=session,
+        timeout=timeout,
+    )
+
+
 def refresh_access_token(
     source: Source, *, force: bool = False, stale_token: str | None = None, session: requests.Session | None = None
 ) -> str:
@@ -124,15 +141,7 @@ def refresh_access_token(
             reconnect = NeedsReconnect("No refresh token is stored for this source.", category="NO_REFRESH_TOKEN")
         else:
             try:
-                payload = _post_token(
-                    {
-                        "grant_type": "refresh_token",
-                        "client_id": settings.HUBSPOT_CLIENT_ID,
-                        "client_secret": settings.HUBSPOT_CLIENT_SECRET,
-                        "refresh_token": locked.token,
-                    },
-                    session=session,
-                )
+                payload = exchange_refresh_token(locked.token, session=session)
             except NeedsReconnect as exc:
                 reconnect = exc
             else:

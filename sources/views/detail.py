@@ -103,19 +103,8 @@ def source_models(request: WorkspaceRequest, pk: int) -> HttpResponse:
     return _page(request, source, "models", "sources/detail_models.html")
 
 
-def _collection_choices(source: Source) -> tuple[list[tuple[str, str]], dict[str, dict[str, Any]]]:
-    """(choices, {name: {"count", "error"}}): what HubSpot offers now, plus every collection chosen before (so
-    one HubSpot no longer offers can still be removed)."""
-    available = {d.name: d for d in oauth.available_collections(source)}
-    names = set(available) | {sc.collection for sc in source.collections.all()}
-    order = {c.name: i for i, c in enumerate(oauth.COLLECTIONS)}
-    ordered = sorted(names, key=lambda n: (order.get(n, len(order)), n))
-    counts = {n: {"count": available[n].property_count, "error": available[n].error} for n in available}
-    return [(n, oauth.COLLECTION_LABELS.get(n, n)) for n in ordered], counts
-
-
 def _settings_forms(source: Source, basic: Any = None, sync: Any = None) -> dict[str, Any]:
-    choices, counts = _collection_choices(source)
+    choices, counts = selectors.collection_choices(source)
     basic = basic or BasicSettingsForm(
         initial={"name": source.name, "label": source.label, "schema_name": source.schema_name}, source=source
     )
@@ -143,7 +132,7 @@ def source_settings(request: WorkspaceRequest, pk: int) -> HttpResponse:
                 messages.success(request, "Settings saved." if changes else "Nothing changed.")
                 return redirect("sources:settings", source.pk)
         elif section == "sync":
-            sync = SelectiveSyncForm(request.POST, collection_choices=_collection_choices(source)[0])
+            sync = SelectiveSyncForm(request.POST, collection_choices=selectors.collection_choices(source)[0])
             if sync.is_valid():
                 changes = services.update_selective_sync(source=source, actor=request.user, **sync.cleaned_data)
                 source.refresh_from_db()

@@ -361,7 +361,7 @@ def test_the_readme_example_applies_and_then_plans_nothing(sandbox, workspace, o
         ),
         (
             lambda t: edit(t, "sample_size: null", "sample_size: 0"),
-            "mappings.contacts-to-profiles.options.sample_size: a number from 1 to 10000",
+            "mappings.contacts-to-profiles.options.sample_size: The sample size is a number from 1 to 10,000.",
         ),
     ],
 )

@@ -7,10 +7,11 @@ from collections import Counter
 
 import pytest
 
+from hubsync.models import AuditEvent
 from mappings.delivery import deliver
 from mappings.models import DeliveryRun, DeliveryState, Mapping
 from mappings.selectors import sample_cutoff
-from mappings.services import request_retry, set_sample_mode
+from mappings.services import MAX_SAMPLE_SIZE, MappingsError, request_retry, set_sample_mode, set_sample_size
 from tests.mappings.conftest import contact_props, fill
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,6 +87,25 @@ def test_a_mapping_without_sample_mode_keeps_its_configuration_hash(mapping):
     assert mapping.config_hash() == before
     mapping.sample_size = Mapping.DEFAULT_SAMPLE_SIZE
     assert mapping.config_hash() != before
+
+
+@pytest.mark.parametrize("size", [0, -1, MAX_SAMPLE_SIZE + 1])
+def test_the_sample_size_rule_refuses_a_size_out_of_range_and_changes_nothing(mapping, size):
+    """The one range check the page, the API and config apply share."""
+    with pytest.raises(MappingsError, match=r"^The sample size is a number from 1 to 10,000\.$"):
+        set_sample_size(mapping=mapping, sample_size=size, actor=None)
+    mapping.refresh_from_db()
+    assert mapping.sample_size is None
+    assert not AuditEvent.objects.filter(verb="mapping.sample_mode").exists()
+
+
+def test_the_sample_size_rule_takes_the_bounds_and_all_records(mapping):
+    assert MAX_SAMPLE_SIZE == 10_000
+    for size in (1, MAX_SAMPLE_SIZE, None):
+        assert set_sample_size(mapping=mapping, sample_size=size, actor=None)
+        mapping.refresh_from_db()
+        assert mapping.sample_size == size
+    assert AuditEvent.objects.filter(verb="mapping.sample_mode").count() == 3
 
 
 # --- retry -----------------------------------------------------------------------------------------------------

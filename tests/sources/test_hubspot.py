@@ -427,14 +427,14 @@ def test_two_workers_refreshing_at_once_make_one_token_request(sandbox, workspac
 
     source = make_source(sandbox, workspace, expires_at=timezone.now() - timedelta(seconds=1))
     calls = []
-    real_post = tokens._post_token
+    real_post = tokens.post_token
 
     def counting_post(*args, **kwargs):
         calls.append(1)
         time.sleep(0.3)  # widen the race window
         return real_post(*args, **kwargs)
 
-    monkeypatch.setattr(tokens, "_post_token", counting_post)
+    monkeypatch.setattr(tokens, "post_token", counting_post)
     barrier = threading.Barrier(2)
     results, errors = [], []
 
@@ -551,14 +551,14 @@ def test_refresh_response_without_refresh_token_keeps_the_old_one(sandbox, works
     with that field dropped as HubSpot may drop it)."""
     from sources.hubspot import tokens
 
-    real_post = tokens._post_token
+    real_post = tokens.post_token
 
     def without_refresh_token(*args, **kwargs):
         payload = real_post(*args, **kwargs)
         payload.pop("refresh_token", None)
         return payload
 
-    monkeypatch.setattr(tokens, "_post_token", without_refresh_token)
+    monkeypatch.setattr(tokens, "post_token", without_refresh_token)
     source = make_source(sandbox, workspace, expires_at=timezone.now() - timedelta(seconds=1))
     old_refresh, old_access = source.token, source.access_token
     client = HubSpotClient(source)
