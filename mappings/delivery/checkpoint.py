@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections import deque
     from concurrent.futures import Future
 
+    from .background import Background
     from .messages import MessageBuilder, _Pending
 
 
@@ -55,11 +56,13 @@ class CheckpointMixin:
     retry_failed: bool
     retry_unchanged: list[int]
     states: dict[int, DeliveryState | _Delivered]
-    recent: dict[int, tuple[str, str]]
+    recent: dict[int, tuple[str, str, int]]
     uncertain: set[int]
     forced: set[int]
     buffer: list[_Pending]
     inflight: deque[tuple[list[_Pending], Future]]
+    writer: Background
+    checkpoints: int  # submitted so far; `writer.committed` says how many are written
 
     def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
         self.run.rejected += 1
@@ -87,44 +90,33 @@ class CheckpointMixin:
         return self.read_seq
 
     def _checkpoint(self) -> None:
-        """Persist states, watermark and counters together: constant queries per batch or chunk."""
+        """Persist states, watermark and counters together: constant queries per batch or chunk. What is written is
+        taken now; the writing is the writer thread's (background.py), in order, one transaction each."""
         watermark = self._watermark()
         now = timezone.now()
-        with transaction.atomic():
-            # The mapping's row lock first: every writer of its states (this checkpoint, "retry", "resync all")
-            # takes it before touching states and their counters, so they queue instead of deadlocking.
-            lock_mapping(self.mapping.pk)
-            by_status: dict[str, list] = {}
-            for state in self.states.values():
-                by_status.setdefault(state.status, []).append(state)
-            delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
-            if delivered:
-                _upsert_delivered(self.mapping.pk, delivered, now)
-            for status, states in by_status.items():
-                DeliveryState.objects.bulk_create(
-                    states,
-                    update_conflicts=True,
-                    unique_fields=["mapping", "object_id"],
-                    update_fields=_STATE_UPDATE_FIELDS[status],
-                )
-            if self.retry_unchanged:
-                DeliveryState.objects.filter(
-                    mapping_id=self.mapping.pk, object_id__in=self.retry_unchanged, status=DeliveryState.Status.RETRY
-                ).update(status=DeliveryState.Status.DELIVERED, error="", updated_at=now)
-                self.retry_unchanged = []
-            if watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash:
-                Mapping.objects.filter(pk=self.mapping.pk).update(
-                    watermark=watermark, watermark_config_hash=self.builder.config_hash
-                )
-                self.mapping.watermark = watermark
-                self.mapping.watermark_config_hash = self.builder.config_hash
-            self.run.watermark_to = watermark
-            self.run.heartbeat_at = now
-            # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
-            # costs at most one needless resend after a kill.)
-            self.run.save(update_fields=[*RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
-        self.states.clear()
-        forget_queries()
+        states, self.states = self.states, {}
+        retry_unchanged, self.retry_unchanged = self.retry_unchanged, []
+        move = watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash
+        if move:
+            self.mapping.watermark = watermark
+            self.mapping.watermark_config_hash = self.builder.config_hash
+        self.run.watermark_to = watermark
+        self.run.heartbeat_at = now
+        # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
+        # costs at most one needless resend after a kill.)
+        run_fields = {name: getattr(self.run, name) for name in _RUN_CHECKPOINT_FIELDS}
+        self.checkpoints += 1
+        self.writer.submit(
+            _write_checkpoint,
+            self.writer,
+            self.checkpoints,
+            self.mapping.pk,
+            list(states.values()),
+            retry_unchanged,
+            (watermark, self.builder.config_hash) if move else None,
+            run_fields,
+            now,
+        )
 
     def _unconfirmed(self, sending: Sequence[_Pending] = ()) -> list[int] | None:
         """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
@@ -143,7 +135,8 @@ class CheckpointMixin:
         self.run.batches += 1
         for item in items:
             self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
-            self.recent[item.object_id] = (item.payload_hash, item.message_id)
+            # Written by the next checkpoint (number self.checkpoints + 1).
+            self.recent[item.object_id] = (item.payload_hash, item.message_id, self.checkpoints + 1)
 
     def _count_requests(self, attempts: int) -> None:
         self.run.requests += attempts
@@ -183,6 +176,45 @@ class CheckpointMixin:
     def _state(self, state: DeliveryState | _Delivered) -> None:
         self.states.pop(state.object_id, None)
         self.states[state.object_id] = state
+
+
+def _write_checkpoint(
+    writer: Background,
+    number: int,
+    mapping_id: int,
+    states: list[DeliveryState | _Delivered],
+    retry_unchanged: list[int],
+    watermark: tuple[int, str] | None,
+    run_fields: dict[str, Any],
+    now: Any,
+) -> None:
+    run_id = run_fields.pop("pk")
+    with transaction.atomic():
+        # The mapping's row lock first: every writer of its states (this checkpoint, "retry", "resync all")
+        # takes it before touching states and their counters, so they queue instead of deadlocking.
+        lock_mapping(mapping_id)
+        by_status: dict[str, list] = {}
+        for state in states:
+            by_status.setdefault(state.status, []).append(state)
+        delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
+        if delivered:
+            _upsert_delivered(mapping_id, delivered, now)
+        for status, group in by_status.items():
+            DeliveryState.objects.bulk_create(
+                group,
+                update_conflicts=True,
+                unique_fields=["mapping", "object_id"],
+                update_fields=_STATE_UPDATE_FIELDS[status],
+            )
+        if retry_unchanged:
+            DeliveryState.objects.filter(
+                mapping_id=mapping_id, object_id__in=retry_unchanged, status=DeliveryState.Status.RETRY
+            ).update(status=DeliveryState.Status.DELIVERED, error="", updated_at=now)
+        if watermark is not None:
+            Mapping.objects.filter(pk=mapping_id).update(watermark=watermark[0], watermark_config_hash=watermark[1])
+        DeliveryRun.objects.filter(pk=run_id).update(**run_fields)
+    writer.committed = number
+    forget_queries()
 
 
 def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> None:
@@ -254,3 +286,4 @@ RUN_COUNT_FIELDS = [
     "requests",
     "retries",
 ]
+_RUN_CHECKPOINT_FIELDS = ["pk", *RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"]

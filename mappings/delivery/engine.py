@@ -36,6 +36,7 @@ from sources.models import Record, SourceCollection, SyncRun
 from ..models import DeliveryRun, DeliveryState, Mapping
 from ..segment import MAX_MESSAGE_BYTES, SegmentClient
 from ..selectors import sample_cutoff
+from .background import Background
 from .checkpoint import _Delivered
 from .messages import DELIVERED_BEFORE, MessageBuilder, _loads, _oversize_reason, _Pending, archived_skip_reason
 from .runs import _claim_run, _finish, _inherited_unconfirmed
@@ -127,9 +128,13 @@ class _Delivery(SendingMixin):
         self.sender = _Sender(self.max_in_flight)
         self.inflight: deque[tuple[list[_Pending], Future]] = deque()
         self.inflight_items: dict[int, _Pending] = {}  # what is in flight, by record (one message each)
-        # What this run recorded as delivered since the rows being considered were read (their delivered hash
-        # predates it): (payload hash, messageId) by record, emptied at every read.
-        self.recent: dict[int, tuple[str, str]] = {}
+        # What this run recorded as delivered that the rows being considered may not show (their delivered hash
+        # was read before it was written): (payload hash, messageId, number of the checkpoint writing it) by
+        # record, pruned at every chunk (`_forget_recent`).
+        self.recent: dict[int, tuple[str, str, int]] = {}
+        self.checkpoints = 0
+        self.writer = Background("delivery-writer")
+        self.reader = Background("delivery-reader")
         run.watermark_from = self.start
         # Records a killed run may have had accepted by Segment without recording it (its `unconfirmed`). Such a
         # record that has since gone back to the payload delivered before (B sent unrecorded, then back to A)
@@ -147,18 +152,34 @@ class _Delivery(SendingMixin):
         out blocks under a row lock, so pages commit in sequence order and nothing can appear behind us). Each
         row comes with the hash last delivered for it (a correlated lookup on the state's unique index), so
         the diff costs no extra query."""
-        after = self.start
         base = self._base_rows().order_by("change_seq")
         fields = self._fields()
+        ahead = not self.reader.inline  # the next chunk is read while this one is considered
+        pending = self.reader.submit(self._read_chunk, base, fields, self.start)
         while True:
-            self.recent = {}  # every outcome so far is checkpointed: the rows read now carry it
-            rows = list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
+            seen, rows = pending.result()
             if not rows:
                 return
+            full = len(rows) == self.chunk_size
+            if full and ahead:
+                pending = self.reader.submit(self._read_chunk, base, fields, rows[-1][1])
+            self._forget_recent(seen)
             yield rows
-            after = rows[-1][1]
-            if len(rows) < self.chunk_size:
+            if not full:
                 return
+            if not ahead:
+                pending = self.reader.submit(self._read_chunk, base, fields, rows[-1][1])
+
+    def _read_chunk(self, base, fields: tuple[str, ...], after: int) -> tuple[int, list[tuple]]:
+        """(checkpoints committed before the read, the rows). Read first: a checkpoint committed meanwhile may
+        or may not show in the rows, and counts as not shown."""
+        seen = self.writer.committed
+        return seen, list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
+
+    def _forget_recent(self, seen: int) -> None:
+        """Drop the outcomes written by the checkpoints the rows about to be considered were read after."""
+        if self.recent:
+            self.recent = {k: v for k, v in self.recent.items() if v[2] > seen}
 
     def _base_rows(self):
         delivered = DeliveryState.objects.filter(mapping_id=self.mapping.pk, object_id=OuterRef("object_id"))
@@ -209,6 +230,7 @@ class _Delivery(SendingMixin):
         fields = self._fields()
         after = 0
         while True:
+            self.writer.wait()  # the outcomes so far are written: the states and rows read now show them
             ids = list(
                 DeliveryState.objects.filter(
                     mapping_id=self.mapping.pk, status=DeliveryState.Status.RETRY, object_id__gt=after
@@ -221,8 +243,9 @@ class _Delivery(SendingMixin):
             if not self.retrying:
                 self._checkpoint()
                 self.retrying = True
+                self.writer.wait()
             found = set()
-            self.recent = {}
+            self.recent = {}  # everything is written: the rows read now show it
             for row in base.filter(object_id__in=ids).order_by("object_id").values_list(*fields):
                 found.add(row[0])
                 self._consider(row)
@@ -258,11 +281,16 @@ class _Delivery(SendingMixin):
             self._flush()
             self._collect_all()
             self._retry_pass()
+            self.writer.wait()
         except _Abort:
             self._drain_after_abort()
+            self.writer.wait()  # a failed write is the error to report (the abort is recorded by it)
             raise
         finally:
             self.sender.shutdown()
+            self.reader.close()
+            # What was decided is written before the run ends (unless a write failed: then nothing more is).
+            self.writer.close()
 
     def _consider(self, row: tuple) -> None:
         object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
@@ -332,7 +360,8 @@ class _Delivery(SendingMixin):
         """(delivered hash, delivered messageId) of a row being considered: what this run recorded since the row
         was read, else the row's own lookup (see `_base_rows`); (None, "") when never delivered."""
         if self.recent and object_id in self.recent:
-            return self.recent[object_id]
+            recent = self.recent[object_id]
+            return recent[0], recent[1]
         if delivered is None:
             return None, ""
         delivered_hash, _space, delivered_id = delivered.partition(" ")

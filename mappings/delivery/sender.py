@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from django.db import connections as db_connections
 
@@ -25,6 +27,7 @@ from ..models import DeliveryRun
 from ..segment import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
+    BatchResult,
     SegmentClient,
     SegmentError,
     SegmentPermanentError,
@@ -61,6 +64,15 @@ def _sender_thread_done(barrier: threading.Barrier) -> None:
     db_connections.close_all()
     with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait(timeout=10)
+
+
+def _set_unconfirmed(run_id: int, unconfirmed: list[int] | None) -> None:
+    DeliveryRun.objects.filter(pk=run_id).update(unconfirmed=unconfirmed)
+
+
+def _send_when_written(written: Future, send: Callable[[str, list[bytes]], BatchResult], *args: Any) -> BatchResult:
+    written.result()  # raises (and nothing is sent) if the records could not be written down first
+    return send(*args)
 
 
 class _Abort(Exception):
@@ -106,9 +118,12 @@ class SendingMixin(CheckpointMixin):
         self.buffered = {}
         if items:
             # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
-            # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch.
-            DeliveryRun.objects.filter(pk=self.run.pk).update(unconfirmed=self._unconfirmed(items))
-            future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
+            # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch, by the
+            # writer thread; the send waits for it.
+            written = self.writer.submit(_set_unconfirmed, self.run.pk, self._unconfirmed(items))
+            future = self.sender.submit(
+                _send_when_written, written, self.client.send_batch, self.write_key, [i.payload for i in items]
+            )
             self.inflight.append((items, future))
             for item in items:
                 self.inflight_items[item.object_id] = item
