@@ -311,6 +311,7 @@ def _double_stats(root: str) -> dict:
 
 
 @pytest.mark.bench
+@pytest.mark.timeout(3600)
 def test_bench_delivery_vs_official_client():
     """100,000 contacts × 20 traits: hubsync's first delivery (read, build, hash, send, record every state) on
     SQLite and on PostgreSQL, and the official client's identify + flush of the same messages, each in its own
