@@ -579,9 +579,9 @@ def test_the_task_runs_the_engine(sandbox_base, mirror, mapping):
 
 
 def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(source, mirror):
-    """The chunk query asks the database for the mapped keys only (rows carry ~65 properties): every JSON type
-    must come back as the full document would give it, a missing key as None, and more keys than one
-    jsonb_build_object / json_object call takes must work too."""
+    """The chunk query asks PostgreSQL for the mapped keys only (rows carry ~65 properties; SQLite reads the
+    document): every JSON type must come back as the full document would give it, a missing key as None, and more
+    keys than one jsonb_build_object call takes, or keys that cannot be record columns, must work too."""
     from sources.models import Record
 
     values = {
@@ -596,22 +596,40 @@ def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(so
         "object": {"a": [1, {"b": None}]},
         "quote": 'say "hi"; it\'s -> fine',
         "unicode": "Zoë ✓",
+        # Names PostgreSQL cannot take as a record column as such: too long (over 63 bytes), quoted, a %.
+        "a_custom_property_with_a_name_longer_than_postgresql_identifiers_allow": "long",
+        "é" * 40: "long in bytes",
+        'say "x"': "quoted",
+        "100% sure": "percent",
+        "Upper": "case kept",
+        "upper": "other case",
         **{f"extra_{n:02d}": str(n) for n in range(60)},
     }
     mirror.put(1, values)
     keys = [*values, "missing"]
-    for wanted in (keys, ["text", "missing"], keys[:50], keys[:51]):
+    long_only = ["a_custom_property_with_a_name_longer_than_postgresql_identifiers_allow", "missing"]
+    for wanted in (keys, ["text", "missing"], keys[:50], keys[:51], long_only, ["100% sure", 'say "x"']):
         picked = (
             Record.objects.filter(source=source, object_id=1)
-            .annotate(picked=engine._PickProperties(wanted))
+            .annotate(picked=engine._mapped_properties(wanted))
             .values_list("picked", flat=True)
             .get()
         )
         picked = engine._loads(picked)  # JSON text, as the engine decodes it
-        # The builder reads `props.get(column)`: a key the database leaves out (SQLite's json_patch, which
-        # merges the >50-key case, drops nulls) reads as None, like a missing one.
-        assert set(picked) <= set(wanted)
+        # The builder reads `props.get(column)`: a key left out reads as None, like a missing one.
         assert {k: picked.get(k) for k in wanted} == {k: values.get(k) for k in wanted}
+        if connection.vendor == "postgresql":
+            assert set(picked) <= set(wanted)  # only the mapped keys leave the database
+
+    # A document that is not an object (the mirror never writes one) reads as no properties, not as an error.
+    Record.objects.filter(source=source, object_id=1).update(properties=["not", "an", "object"])
+    picked = engine._loads(
+        Record.objects.filter(source=source, object_id=1)
+        .annotate(picked=engine._mapped_properties(["text", "Upper"]))
+        .values_list("picked", flat=True)
+        .get()
+    )
+    assert picked == ["not", "an", "object"] if connection.vendor == "sqlite" else {"text": None, "Upper": None}
 
 
 def test_the_fast_encoder_writes_exactly_what_the_json_module_writes():
