@@ -14,6 +14,7 @@ What makes a delivery safe to kill at any moment:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 
     from .background import Background
     from .messages import MessageBuilder, _Pending
+
+
+# A chunk with nothing else to write still checkpoints after this long (heartbeat, counters on the run page).
+CHECKPOINT_EVERY_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -63,6 +68,7 @@ class CheckpointMixin:
     buffer: list[_Pending]
     inflight: deque[tuple[list[_Pending], Future]]
     writer: Background
+    checkpointed_at: float = 0.0  # time.monotonic() of the last checkpoint
     checkpoints: int  # submitted so far; `writer.committed` says how many are written
 
     def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
@@ -90,6 +96,19 @@ class CheckpointMixin:
             return max(self.start, first.change_seq - 1)
         return self.read_seq
 
+    def _checkpoint_if_due(self) -> None:
+        """After a chunk: a checkpoint when there is something to write (states, a watermark that moved) or the
+        last one is over a second old (heartbeat, counters). Most chunks of a first delivery have neither: the
+        checkpoints of the batches sent meanwhile wrote it all, and a write costs round trips."""
+        if (
+            self.states
+            or self.retry_unchanged
+            or self._watermark() != self.mapping.watermark
+            or self.mapping.watermark_config_hash != self.builder.config_hash
+            or time.monotonic() - self.checkpointed_at > CHECKPOINT_EVERY_SECONDS
+        ):
+            self._checkpoint()
+
     def _checkpoint(self) -> None:
         """Persist states, watermark and counters together: constant queries per batch or chunk. What is written is
         taken now; the writing is the writer thread's (background.py), in order, one transaction each."""
@@ -107,6 +126,7 @@ class CheckpointMixin:
         # costs at most one needless resend after a kill.)
         run_fields = {name: getattr(self.run, name) for name in _RUN_CHECKPOINT_FIELDS}
         self.checkpoints += 1
+        self.checkpointed_at = time.monotonic()
         self.writer.submit(
             _write_checkpoint,
             self.writer,

@@ -314,7 +314,7 @@ class _Delivery(SendingMixin):
                     self._consider(row)
                     # Only now: a flush while considering this row must not count it as resolved.
                     self.read_seq = row[1]
-                self._checkpoint()
+                self._checkpoint_if_due()
             self._flush()
             self._collect_all()
             self._retry_pass()
