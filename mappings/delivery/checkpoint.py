@@ -140,13 +140,16 @@ class CheckpointMixin:
         )
 
     def _unconfirmed(self, sending: Sequence[_Pending] = ()) -> list[int] | None:
-        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
-        considered."""
+        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, delivered but not yet written,
+        or inherited and not yet considered."""
         ids = {item.object_id for batch, _future in self.inflight for item in batch}
         ids.update(item.object_id for item in sending)
         ids.update(item.object_id for item in self.buffer)
         ids.update(self.forced)
         ids.update(self.uncertain)
+        # Accepted by Segment, with a checkpoint not yet committed (or failed: then none after it runs either).
+        committed = self.writer.committed
+        ids.update(object_id for object_id, recent in self.recent.items() if recent[2] > committed)
         return sorted(ids) or None
 
     def _delivered(self, items: list[_Pending], attempts: int) -> None:

@@ -719,6 +719,52 @@ def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeyp
     assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
 
 
+def test_a_failed_checkpoint_stops_the_writes_after_it_and_loses_nothing(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    """Checkpoints are written by the writer thread, in order. When one fails (the database refuses it), no later
+    one may run (it would move the watermark past the states the failed one held), the run fails with the error,
+    and the records Segment accepted whose states were not written are the run's `unconfirmed`: the next run
+    resends them even if they went back to the payload delivered before."""
+    from mappings.delivery import checkpoint
+
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 4)
+    deliver(mapping_id=mapping.pk)  # every profile at A
+    watermark = Mapping.objects.get(pk=mapping.pk).watermark
+    for i in range(1, 5):
+        mirror.put(i, {**props[i], "firstname": "B"})
+    props.update(fill(mirror, range(5, 13)))
+    upsert, calls, writer_threads = checkpoint._upsert_delivered, {"n": 0}, set()
+
+    def failing_upsert(mapping_id, states, now):
+        calls["n"] += 1
+        writer_threads.add(threading.current_thread().name)
+        if calls["n"] == 1:
+            raise RuntimeError("the database refused the checkpoint")
+        return upsert(mapping_id, states, now)
+
+    monkeypatch.setattr(checkpoint, "_upsert_delivered", failing_upsert)
+    with pytest.raises(RuntimeError, match="refused"):
+        deliver(mapping_id=mapping.pk)
+    assert calls["n"] == 1  # nothing was written after the failed checkpoint
+    assert all(name.startswith("delivery-writer") for name in writer_threads)
+    failed = DeliveryRun.objects.order_by("-pk").first()
+    assert failed.status == DeliveryRun.Status.FAILED and "refused" in failed.error
+    assert set(failed.unconfirmed) >= {1, 2, 3, 4}  # Segment holds B, the states still say A
+    assert not DeliveryState.objects.filter(mapping=mapping, object_id__gte=5).exists()
+    assert Mapping.objects.get(pk=mapping.pk).watermark == watermark  # not past a record not recorded
+    monkeypatch.setattr(checkpoint, "_upsert_delivered", upsert)
+
+    for i in range(1, 5):
+        mirror.put(i, props[i])  # back to A before the next run
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+    assert deliver(mapping_id=mapping.pk).sent == 0
+
+
 # --- outcomes Segment never confirmed, and the order in which a record's messages land ---------------------------
 
 
