@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .messages import MessageBuilder, _Pending
 
 
+_KEEP: Any = object()  # `_checkpoint(unconfirmed=...)` not given: the run's `unconfirmed` stays as written
+
 # A chunk with nothing else to write still checkpoints after this long (heartbeat, counters on the run page).
 CHECKPOINT_EVERY_SECONDS = 1.0
 
@@ -109,9 +111,10 @@ class CheckpointMixin:
         ):
             self._checkpoint()
 
-    def _checkpoint(self) -> None:
-        """Persist states, watermark and counters together: constant queries per batch or chunk. What is written is
-        taken now; the writing is the writer thread's (background.py), in order, one transaction each."""
+    def _checkpoint(self, *, unconfirmed: Any = _KEEP) -> Future:
+        """Persist states, watermark and counters together (and the run's `unconfirmed` when given): constant
+        queries per batch or chunk. What is written is taken now; the writing is the writer thread's
+        (background.py), in order, one transaction each. Returns the write's future."""
         watermark = self._watermark()
         now = timezone.now()
         states, self.states = self.states, {}
@@ -122,12 +125,14 @@ class CheckpointMixin:
             self.mapping.watermark_config_hash = self.builder.config_hash
         self.run.watermark_to = watermark
         self.run.heartbeat_at = now
-        # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
-        # costs at most one needless resend after a kill.)
+        # (`unconfirmed` is written before each send, with the checkpoint that precedes it: a checkpoint alone only
+        # shrinks it, and a stale id costs at most one needless resend after a kill.)
         run_fields = {name: getattr(self.run, name) for name in _RUN_CHECKPOINT_FIELDS}
+        if unconfirmed is not _KEEP:
+            run_fields["unconfirmed"] = unconfirmed
         self.checkpoints += 1
         self.checkpointed_at = time.monotonic()
-        self.writer.submit(
+        return self.writer.submit(
             _write_checkpoint,
             self.writer,
             self.checkpoints,
@@ -139,17 +144,19 @@ class CheckpointMixin:
             now,
         )
 
-    def _unconfirmed(self, sending: Sequence[_Pending] = ()) -> list[int] | None:
-        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, delivered but not yet written,
-        or inherited and not yet considered."""
+    def _unconfirmed(self, sending: Sequence[_Pending] = (), *, unwritten: bool = True) -> list[int] | None:
+        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, delivered but not yet written
+        (`unwritten` False: the list is written by the next checkpoint, after all those), or inherited and not
+        yet considered."""
         ids = {item.object_id for batch, _future in self.inflight for item in batch}
         ids.update(item.object_id for item in sending)
         ids.update(item.object_id for item in self.buffer)
         ids.update(self.forced)
         ids.update(self.uncertain)
         # Accepted by Segment, with a checkpoint not yet committed (or failed: then none after it runs either).
-        committed = self.writer.committed
-        ids.update(object_id for object_id, recent in self.recent.items() if recent[2] > committed)
+        if unwritten:
+            committed = self.writer.committed
+            ids.update(object_id for object_id, recent in self.recent.items() if recent[2] > committed)
         return sorted(ids) or None
 
     def _delivered(self, items: list[_Pending], attempts: int) -> None:
