@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +30,7 @@ from django.db import connection
 from django.db.models import Case, ExpressionWrapper, F, Func, OuterRef, Subquery, TextField, Value, When
 from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from hubsync.fields import DecryptionError
 from sources.models import Record, SourceCollection, SyncRun
@@ -57,6 +59,20 @@ def _mapped_properties(keys: list[str]) -> Func | Value | ExpressionWrapper:
     if connection.vendor == "postgresql":
         return _PickProperties(keys) if keys else Value("{}", output_field=TextField())
     return ExpressionWrapper(F("properties"), output_field=TextField())
+
+
+def _sqlite_datetime(value: datetime | str | None) -> datetime | None:
+    """What Django's SQLite backend makes of a stored datetime: sqlite3 has parsed the column (naive, in UTC, as
+    Django writes them); text is parsed the way Django would."""
+    if value is None:
+        return None
+    if value.__class__ is not datetime:
+        parsed = parse_datetime(str(value))
+        if parsed is None:
+            raise ValueError(f"not a datetime: {value!r}")
+        value = parsed
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _properties(value: Any) -> dict[str, Any]:
@@ -221,7 +237,18 @@ class _Delivery(SendingMixin):
         """(checkpoints committed before the read, the rows). Read first: a checkpoint committed meanwhile may
         or may not show in the rows, and counts as not shown."""
         seen = self.writer.committed
-        return seen, list(base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size])
+        rows = base.filter(change_seq__gt=after).values_list(*fields)[: self.chunk_size]
+        if connection.vendor != "sqlite":
+            return seen, list(rows)
+        # SQLite: the query as Django writes it, the datetimes made aware here (Django's per-value converters cost
+        # more than the rest of the read; sqlite3 itself has parsed the declared bool and datetime columns).
+        sql, params = rows.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            raw = cursor.fetchall()
+        if fields[3] == "created_at":
+            return seen, [(*r[:3], _sqlite_datetime(r[3]), _sqlite_datetime(r[4]), *r[5:]) for r in raw]
+        return seen, [(*r[:4], _sqlite_datetime(r[4]), *r[5:]) for r in raw]
 
     def _forget_recent(self, seen: int) -> None:
         """Drop the outcomes written by the checkpoints the rows about to be considered were read after."""
