@@ -1,4 +1,5 @@
-"""Delivery throughput: 100,000 mirror records → the Segment sandbox served by its own server process.
+"""Delivery throughput: 100,000 mirror records → the Segment sandbox served by its own server process; then
+hubsync against Segment's official Python client (test_bench_delivery_vs_official_client, below).
 
 Three runs of one identify mapping (email as User ID, ten traits of every HubSpot type):
 1. first run: every record is built, hashed, batched and sent;
@@ -10,9 +11,11 @@ Prints messages/s, requests, batches and the peak RSS of this process during eac
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -256,3 +259,129 @@ def test_bench_delivery_100k(transactional_db, settings):
         close_session()
         proc.terminate()
         proc.wait(10)
+
+
+# --- hubsync's delivery against Segment's official client, on SQLite and on PostgreSQL, in one run -----------
+COMPARE_ROUNDS = int(os.environ.get("BENCH_DELIVER_ROUNDS", "3"))
+
+
+def _spawn(kind: str, env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.deliver_compare", kind],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return proc
+
+
+def _ready(proc: subprocess.Popen) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("ready"):
+        proc.kill()
+        raise RuntimeError(f"benchmark process did not start: {line!r}")
+    return line.split()[1:]
+
+
+def _postgres_url() -> str | None:
+    """PostgreSQL for the comparison: DATABASE_URL when it is PostgreSQL, else BENCH_POSTGRES_URL."""
+    for url in (os.environ.get("DATABASE_URL", ""), os.environ.get("BENCH_POSTGRES_URL", "")):
+        if url.startswith(("postgres://", "postgresql://")):
+            return url
+    return None
+
+
+def _fresh_postgres(url: str) -> str:
+    """A new, empty database next to the one `url` names (dropped first if a previous run left it)."""
+    import psycopg
+
+    parts = urlparse(url)
+    name = f"{parts.path.lstrip('/') or 'hubsync'}_bench_compare"
+    admin = urlunparse(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunparse(parts._replace(path=f"/{name}"))
+
+
+def _double_stats(root: str) -> dict:
+    return requests.get(f"{root}/stats", timeout=30).json()
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(3600)
+def test_bench_delivery_vs_official_client():
+    """100,000 contacts × 20 traits: hubsync's first delivery (read, build, hash, send, record every state) on
+    SQLite and on PostgreSQL, and the official client's identify + flush of the same messages, each in its own
+    process, posting to the same local Segment double, in interleaved rounds. Prints messages/s and the ratio."""
+    port = _free_port()
+    root = f"http://127.0.0.1:{port}"
+    double = subprocess.Popen(
+        [sys.executable, "-m", "bench.segment_double", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        _ready(double)
+        base_env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "HUBSYNC_SQLITE_PATH")}
+        base_env.update(HUBSYNC_TESTING="1", HUBSYNC_BASE_URL=root, BENCH_SEGMENT_URL=root, SANDBOX="1")
+        sqlite_path = ROOT / "var" / "bench_deliver_compare.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+        procs["SQLite"] = _spawn("engine", {**base_env, "HUBSYNC_SQLITE_PATH": str(sqlite_path)})
+        pg = _postgres_url()
+        if pg:
+            procs["PostgreSQL"] = _spawn("engine", {**base_env, "DATABASE_URL": _fresh_postgres(pg)})
+        procs["official client"] = _spawn("client", base_env)
+        print(f"\nDelivery vs segment-analytics-python ({RECORDS:,} contacts, 20 traits, {COMPARE_ROUNDS} rounds)")
+        for label, proc in procs.items():
+            info = _ready(proc)
+            if info:
+                print(f"  {label}: mirror filled in {info[1]} s")
+        if not pg:
+            print("  PostgreSQL skipped: set DATABASE_URL or BENCH_POSTGRES_URL to a PostgreSQL server")
+        rates: dict[str, list[float]] = {label: [] for label in procs}
+        cpus: dict[str, list[float]] = {label: [] for label in procs}
+        labels = list(procs)
+        for n in range(COMPARE_ROUNDS):
+            order = labels[n % len(labels) :] + labels[: n % len(labels)]  # interleaved, rotated
+            for label in order:
+                proc = procs[label]
+                requests.post(f"{root}/reset", timeout=30)
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write("round\n")
+                proc.stdin.flush()
+                figures = json.loads(proc.stdout.readline())
+                stats = _double_stats(root)
+                rate = figures["sent"] / figures["seconds"]
+                rates[label].append(rate)
+                cpus[label].append(figures["cpu"] / figures["sent"] * 1e6)
+                print(
+                    f"  round {n + 1} {label:<16} {figures['seconds']:6.2f} s  {rate:>8,.0f} msg/s  "
+                    f"CPU {figures['cpu']:6.2f} s  requests {stats['requests']:>5}  load {os.getloadavg()[0]:.1f}"
+                )
+                assert figures["sent"] == RECORDS
+                assert stats["messages"] == RECORDS and stats["distinct_message_ids"] == RECORDS, stats
+        client = statistics.median(rates["official client"])
+        client_cpu = statistics.median(cpus["official client"])
+        print(f"  official client: {client:,.0f} msg/s (median), {client_cpu:.0f} µs CPU per message")
+        for label in labels[:-1]:
+            ours = statistics.median(rates[label])
+            print(
+                f"  hubsync on {label}: {ours:,.0f} msg/s (median) = {ours / client:.2f}× the official client; "
+                f"{statistics.median(cpus[label]):.0f} µs CPU per message in its own process (the database "
+                f"server's not counted)"
+            )
+    finally:
+        for proc in procs.values():
+            if proc.stdin:
+                proc.stdin.close()
+        for proc in procs.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        double.terminate()
+        double.wait(10)

@@ -36,6 +36,16 @@ def iso_utc(dt: datetime) -> str:
 
 
 def to_number(value: Any) -> Any:
+    if value.__class__ is str:  # what HubSpot sends (int and float strip the whitespace themselves)
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int | float):
@@ -68,6 +78,11 @@ def to_bool(value: Any) -> Any:
 def to_datetime(value: Any) -> Any:
     """Epoch milliseconds (number or numeric string), ISO date or datetime (with `Z`, an offset, or naive =
     UTC) → ISO-8601 UTC. HubSpot's `date` properties are midnight UTC, so they take the same form."""
+    if value.__class__ is str and value.isdigit():  # epoch milliseconds, what HubSpot sends (the fast way)
+        try:
+            return datetime.fromtimestamp(int(value) / 1000, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+        except (OverflowError, OSError, ValueError):
+            return value
     if isinstance(value, datetime):
         return iso_utc(value)
     if isinstance(value, date):

@@ -14,10 +14,12 @@ What makes a delivery safe to kill at any moment:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -30,7 +32,14 @@ if TYPE_CHECKING:
     from collections import deque
     from concurrent.futures import Future
 
+    from .background import Background
     from .messages import MessageBuilder, _Pending
+
+
+_KEEP: Any = object()  # `_checkpoint(unconfirmed=...)` not given: the run's `unconfirmed` stays as written
+
+# A chunk with nothing else to write still checkpoints after this long (heartbeat, counters on the run page).
+CHECKPOINT_EVERY_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -55,11 +64,14 @@ class CheckpointMixin:
     retry_failed: bool
     retry_unchanged: list[int]
     states: dict[int, DeliveryState | _Delivered]
-    recent: dict[int, tuple[str, str]]
+    recent: dict[int, tuple[str, str, int]]
     uncertain: set[int]
     forced: set[int]
     buffer: list[_Pending]
     inflight: deque[tuple[list[_Pending], Future]]
+    writer: Background
+    checkpointed_at: float = 0.0  # time.monotonic() of the last checkpoint
+    checkpoints: int  # submitted so far; `writer.committed` says how many are written
 
     def _reject(self, object_id: int, reason: str, content: dict | None) -> None:
         self.run.rejected += 1
@@ -86,54 +98,65 @@ class CheckpointMixin:
             return max(self.start, first.change_seq - 1)
         return self.read_seq
 
-    def _checkpoint(self) -> None:
-        """Persist states, watermark and counters together: constant queries per batch or chunk."""
+    def _checkpoint_if_due(self) -> None:
+        """After a chunk: a checkpoint when there is something to write (states, a watermark that moved) or the
+        last one is over a second old (heartbeat, counters). Most chunks of a first delivery have neither: the
+        checkpoints of the batches sent meanwhile wrote it all, and a write costs round trips."""
+        if (
+            self.states
+            or self.retry_unchanged
+            or self._watermark() != self.mapping.watermark
+            or self.mapping.watermark_config_hash != self.builder.config_hash
+            or time.monotonic() - self.checkpointed_at > CHECKPOINT_EVERY_SECONDS
+        ):
+            self._checkpoint()
+
+    def _checkpoint(self, *, unconfirmed: Any = _KEEP) -> Future:
+        """Persist states, watermark and counters together (and the run's `unconfirmed` when given): constant
+        queries per batch or chunk. What is written is taken now; the writing is the writer thread's
+        (background.py), in order, one transaction each. Returns the write's future."""
         watermark = self._watermark()
         now = timezone.now()
-        with transaction.atomic():
-            # The mapping's row lock first: every writer of its states (this checkpoint, "retry", "resync all")
-            # takes it before touching states and their counters, so they queue instead of deadlocking.
-            lock_mapping(self.mapping.pk)
-            by_status: dict[str, list] = {}
-            for state in self.states.values():
-                by_status.setdefault(state.status, []).append(state)
-            delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
-            if delivered:
-                _upsert_delivered(self.mapping.pk, delivered, now)
-            for status, states in by_status.items():
-                DeliveryState.objects.bulk_create(
-                    states,
-                    update_conflicts=True,
-                    unique_fields=["mapping", "object_id"],
-                    update_fields=_STATE_UPDATE_FIELDS[status],
-                )
-            if self.retry_unchanged:
-                DeliveryState.objects.filter(
-                    mapping_id=self.mapping.pk, object_id__in=self.retry_unchanged, status=DeliveryState.Status.RETRY
-                ).update(status=DeliveryState.Status.DELIVERED, error="", updated_at=now)
-                self.retry_unchanged = []
-            if watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash:
-                Mapping.objects.filter(pk=self.mapping.pk).update(
-                    watermark=watermark, watermark_config_hash=self.builder.config_hash
-                )
-                self.mapping.watermark = watermark
-                self.mapping.watermark_config_hash = self.builder.config_hash
-            self.run.watermark_to = watermark
-            self.run.heartbeat_at = now
-            # (`unconfirmed` is written before each send, not here: a checkpoint only shrinks it, and a stale id
-            # costs at most one needless resend after a kill.)
-            self.run.save(update_fields=[*RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"])
-        self.states.clear()
-        forget_queries()
+        states, self.states = self.states, {}
+        retry_unchanged, self.retry_unchanged = self.retry_unchanged, []
+        move = watermark != self.mapping.watermark or self.mapping.watermark_config_hash != self.builder.config_hash
+        if move:
+            self.mapping.watermark = watermark
+            self.mapping.watermark_config_hash = self.builder.config_hash
+        self.run.watermark_to = watermark
+        self.run.heartbeat_at = now
+        # (`unconfirmed` is written before each send, with the checkpoint that precedes it: a checkpoint alone only
+        # shrinks it, and a stale id costs at most one needless resend after a kill.)
+        run_fields = {name: getattr(self.run, name) for name in _RUN_CHECKPOINT_FIELDS}
+        if unconfirmed is not _KEEP:
+            run_fields["unconfirmed"] = unconfirmed
+        self.checkpoints += 1
+        self.checkpointed_at = time.monotonic()
+        return self.writer.submit(
+            _write_checkpoint,
+            self.writer,
+            self.checkpoints,
+            self.mapping.pk,
+            list(states.values()),
+            retry_unchanged,
+            (watermark, self.builder.config_hash) if move else None,
+            run_fields,
+            now,
+        )
 
-    def _unconfirmed(self, sending: Sequence[_Pending] = ()) -> list[int] | None:
-        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, or inherited and not yet
-        considered."""
+    def _unconfirmed(self, sending: Sequence[_Pending] = (), *, unwritten: bool = True) -> list[int] | None:
+        """Ids whose outcome is not recorded: in flight, being sent, in the buffer, delivered but not yet written
+        (`unwritten` False: the list is written by the next checkpoint, after all those), or inherited and not
+        yet considered."""
         ids = {item.object_id for batch, _future in self.inflight for item in batch}
         ids.update(item.object_id for item in sending)
         ids.update(item.object_id for item in self.buffer)
         ids.update(self.forced)
         ids.update(self.uncertain)
+        # Accepted by Segment, with a checkpoint not yet committed (or failed: then none after it runs either).
+        if unwritten:
+            committed = self.writer.committed
+            ids.update(object_id for object_id, recent in self.recent.items() if recent[2] > committed)
         return sorted(ids) or None
 
     def _delivered(self, items: list[_Pending], attempts: int) -> None:
@@ -143,7 +166,8 @@ class CheckpointMixin:
         self.run.batches += 1
         for item in items:
             self._state(_Delivered(item.object_id, item.payload_hash, item.message_id))
-            self.recent[item.object_id] = (item.payload_hash, item.message_id)
+            # Written by the next checkpoint (number self.checkpoints + 1).
+            self.recent[item.object_id] = (item.payload_hash, item.message_id, self.checkpoints + 1)
 
     def _count_requests(self, attempts: int) -> None:
         self.run.requests += attempts
@@ -185,6 +209,45 @@ class CheckpointMixin:
         self.states[state.object_id] = state
 
 
+def _write_checkpoint(
+    writer: Background,
+    number: int,
+    mapping_id: int,
+    states: list[DeliveryState | _Delivered],
+    retry_unchanged: list[int],
+    watermark: tuple[int, str] | None,
+    run_fields: dict[str, Any],
+    now: Any,
+) -> None:
+    run_id = run_fields.pop("pk")
+    with transaction.atomic():
+        # The mapping's row lock first: every writer of its states (this checkpoint, "retry", "resync all")
+        # takes it before touching states and their counters, so they queue instead of deadlocking.
+        lock_mapping(mapping_id)
+        by_status: dict[str, list] = {}
+        for state in states:
+            by_status.setdefault(state.status, []).append(state)
+        delivered = by_status.pop(DeliveryState.Status.DELIVERED, None)
+        if delivered:
+            _upsert_delivered(mapping_id, delivered, now)
+        for status, group in by_status.items():
+            DeliveryState.objects.bulk_create(
+                group,
+                update_conflicts=True,
+                unique_fields=["mapping", "object_id"],
+                update_fields=_STATE_UPDATE_FIELDS[status],
+            )
+        if retry_unchanged:
+            DeliveryState.objects.filter(
+                mapping_id=mapping_id, object_id__in=retry_unchanged, status=DeliveryState.Status.RETRY
+            ).update(status=DeliveryState.Status.DELIVERED, error="", updated_at=now)
+        if watermark is not None:
+            Mapping.objects.filter(pk=mapping_id).update(watermark=watermark[0], watermark_config_hash=watermark[1])
+        DeliveryRun.objects.filter(pk=run_id).update(**run_fields)
+    writer.committed = number
+    forget_queries()
+
+
 def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> None:
     """One statement for a whole batch of delivered states (the hot path: Django's bulk_create spends more
     time preparing 2,500 model instances than the database spends writing them)."""
@@ -217,11 +280,20 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
                 ],
             )
         else:
+            # One statement over a JSON array of the rows (SQLite reads it in C), rather than one execution per
+            # row. ("WHERE true": SQLite's grammar needs it between INSERT … SELECT and ON CONFLICT.)
             at = connection.ops.adapt_datetimefield_value(now)
-            cursor.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, 'delivered', '', %s, %s, %s, NULL, %s) "
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                f"SELECT %s, j.value ->> 0, j.value ->> 1, 'delivered', '', j.value ->> 2, j.value ->> 2, %s, NULL, %s "
+                f"FROM json_each(%s) AS j WHERE true "
                 f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {update}",
-                [(mapping_id, s.object_id, s.delivered_hash, s.message_id, s.message_id, at, at) for s in states],
+                [
+                    mapping_id,
+                    at,
+                    at,
+                    orjson.dumps([(s.object_id, s.delivered_hash, s.message_id) for s in states]).decode(),
+                ],
             )
 
 
@@ -254,3 +326,4 @@ RUN_COUNT_FIELDS = [
     "requests",
     "retries",
 ]
+_RUN_CHECKPOINT_FIELDS = ["pk", *RUN_COUNT_FIELDS, "watermark_from", "watermark_to", "heartbeat_at"]

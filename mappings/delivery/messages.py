@@ -23,7 +23,7 @@ import orjson
 from models_app.models import SYSTEM_COLUMNS
 from sources.models import SourceCollection
 
-from ..convert import converter_for, is_empty, iso_utc
+from ..convert import converter_for, identity, is_empty, iso_utc
 from ..models import DeliveryState, Mapping
 from ..segment import LIBRARY, MAX_MESSAGE_BYTES
 
@@ -56,13 +56,17 @@ def _dumpb(obj: Any) -> bytes:
     two exceptions that go through the json module, so that a payload's hash never depends on which encoder
     wrote it: what orjson refuses (integers beyond 64 bits, lone surrogates), and floats below 1e-4, which
     orjson writes as 0.00001 where json writes 1e-05 (only trait values can be floats)."""
-    traits = obj.get("traits") if obj.__class__ is dict else None
-    if traits and any(v.__class__ is float and 0 < abs(v) < 1e-4 for v in traits.values()):
-        return _json_dumps(obj).encode("utf-8", "surrogatepass")
     try:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
         return _json_dumps(obj).encode("utf-8", "surrogatepass")
+    # orjson writes every float below 1e-4 with "0.0000" or "e-" in it: only then can a trait be one (text
+    # containing either costs this look, never a different result).
+    if b"e-" in out or b"0.0000" in out:
+        traits = obj.get("traits") if obj.__class__ is dict else None
+        if traits and any(v.__class__ is float and 0 < abs(v) < 1e-4 for v in traits.values()):
+            return _json_dumps(obj).encode("utf-8", "surrogatepass")
+    return out
 
 
 def _dumps(obj: Any) -> str:
@@ -109,7 +113,7 @@ class MessageBuilder:
                 trait,
                 _normalised(converter_for(specs.get(column)), self.normalise)
                 if column in id_columns and self.normalise is not None
-                else converter_for(specs.get(column)),
+                else _unless_identity(converter_for(specs.get(column))),
                 column in SYSTEM_COLUMNS,
             )
             for column, trait in mapping.traits or []
@@ -157,12 +161,16 @@ class MessageBuilder:
                 raw = system[column]
             else:
                 raw = props.get(column)
-            # Inline is_empty (the hot loop): None, "" and blank strings are empty.
-            if raw is None or (raw.__class__ is str and (raw == "" or raw.isspace())) or raw == []:
-                if not omit:
-                    traits[trait] = None
-            else:
-                traits[trait] = conv(raw)
+            # Inline is_empty (the hot loop): None, "", blank strings and [] are empty. `conv` None: as is.
+            if raw.__class__ is str:
+                if raw and not raw.isspace():
+                    traits[trait] = raw if conv is None else conv(raw)
+                    continue
+            elif raw is not None and not (raw.__class__ is list and not raw):
+                traits[trait] = raw if conv is None else conv(raw)
+                continue
+            if not omit:
+                traits[trait] = None
         if self.archived_trait is not None:
             traits[self.archived_trait] = bool(archived)
         user_id = self._identifier(self.user_id_col, object_id, created_at, updated_at, props)
@@ -282,6 +290,11 @@ class MessageBuilder:
         core, payload_hash = self.digest(content)
         payload, message_id = self.envelope(object_id, core, payload_hash, updated_at, previous_hash, previous_id)
         return payload, payload_hash, message_id
+
+
+def _unless_identity(convert: Callable[[Any], Any]) -> Callable[[Any], Any] | None:
+    """None for a converter that returns its value (the build loop then skips the call)."""
+    return None if convert is identity else convert
 
 
 def _trim_lower(text: str) -> str:

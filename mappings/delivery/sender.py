@@ -17,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from django.db import connections as db_connections
 
-from ..models import DeliveryRun
 from ..segment import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
+    BatchResult,
     SegmentClient,
     SegmentError,
     SegmentPermanentError,
@@ -63,6 +65,11 @@ def _sender_thread_done(barrier: threading.Barrier) -> None:
         barrier.wait(timeout=10)
 
 
+def _send_when_written(written: Future, send: Callable[[str, list[bytes]], BatchResult], *args: Any) -> BatchResult:
+    written.result()  # raises (and nothing is sent) if the records could not be written down first
+    return send(*args)
+
+
 class _Abort(Exception):
     """A batch failed in a way that makes sending more pointless (Segment down, bad write key)."""
 
@@ -97,18 +104,26 @@ class SendingMixin(CheckpointMixin):
         self.buffer_bytes += size
 
     def _flush(self) -> None:
-        # Collect first, so that the checkpoint it makes still sees these items in the buffer (unconfirmed).
+        # Collect first, so that the checkpoint still sees these items in the buffer (unconfirmed).
+        collected = False
         while len(self.inflight) >= self.max_in_flight:
-            self._collect_oldest()
+            collected = self._collect_oldest(checkpoint=False)
         while self.inflight_items and any(object_id in self.inflight_items for object_id in self.buffered):
-            self._collect_oldest()
-        items, self.buffer, self.buffer_bytes = self.buffer, [], BATCH_ENVELOPE_BYTES
-        self.buffered = {}
+            collected = self._collect_oldest(checkpoint=False)
+        items = self.buffer
+        written = None
         if items:
             # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
-            # knows which records to resend whatever their hash (see `forced`). One small UPDATE per batch.
-            DeliveryRun.objects.filter(pk=self.run.pk).update(unconfirmed=self._unconfirmed(items))
-            future = self.sender.submit(self.client.send_batch, self.write_key, [i.payload for i in items])
+            # knows which records to resend whatever their hash (see `forced`). Written with the outcomes just
+            # collected, in one transaction (by the writer thread); the send waits for it.
+            written = self._checkpoint(unconfirmed=self._unconfirmed(items, unwritten=False))
+        elif collected:
+            self._checkpoint()
+        self.buffer, self.buffer_bytes, self.buffered = [], BATCH_ENVELOPE_BYTES, {}
+        if written is not None:
+            future = self.sender.submit(
+                _send_when_written, written, self.client.send_batch, self.write_key, [i.payload for i in items]
+            )
             self.inflight.append((items, future))
             for item in items:
                 self.inflight_items[item.object_id] = item
@@ -119,8 +134,8 @@ class SendingMixin(CheckpointMixin):
         for item in items:
             self.inflight_items.pop(item.object_id, None)
 
-    def _collect_oldest(self) -> None:
-        """Wait for the oldest batch in flight and record its outcome (then checkpoint)."""
+    def _collect_oldest(self, *, checkpoint: bool = True) -> bool:
+        """Wait for the oldest batch in flight and record its outcome (then checkpoint, unless the caller does)."""
         items, future = self.inflight[0]
         try:
             result = future.result()
@@ -130,7 +145,9 @@ class SendingMixin(CheckpointMixin):
         else:
             self._landed(items)
             self._delivered(items, result.attempts)
-        self._checkpoint()
+        if checkpoint:
+            self._checkpoint()
+        return True
 
     def _collect_all(self) -> None:
         while self.inflight:

@@ -580,9 +580,9 @@ def test_the_task_runs_the_engine(sandbox_base, mirror, mapping):
 
 
 def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(source, mirror):
-    """The chunk query asks the database for the mapped keys only (rows carry ~65 properties): every JSON type
-    must come back as the full document would give it, a missing key as None, and more keys than one
-    jsonb_build_object / json_object call takes must work too."""
+    """The chunk query asks PostgreSQL for the mapped keys only (rows carry ~65 properties; SQLite reads the
+    document): every JSON type must come back as the full document would give it, a missing key as None, and more
+    keys than one jsonb_build_object call takes, or keys that cannot be record columns, must work too."""
     from sources.models import Record
 
     values = {
@@ -597,22 +597,40 @@ def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(so
         "object": {"a": [1, {"b": None}]},
         "quote": 'say "hi"; it\'s -> fine',
         "unicode": "Zoë ✓",
+        # Names PostgreSQL cannot take as a record column as such: too long (over 63 bytes), quoted, a %.
+        "a_custom_property_with_a_name_longer_than_postgresql_identifiers_allow": "long",
+        "é" * 40: "long in bytes",
+        'say "x"': "quoted",
+        "100% sure": "percent",
+        "Upper": "case kept",
+        "upper": "other case",
         **{f"extra_{n:02d}": str(n) for n in range(60)},
     }
     mirror.put(1, values)
     keys = [*values, "missing"]
-    for wanted in (keys, ["text", "missing"], keys[:50], keys[:51]):
+    long_only = ["a_custom_property_with_a_name_longer_than_postgresql_identifiers_allow", "missing"]
+    for wanted in (keys, ["text", "missing"], keys[:50], keys[:51], long_only, ["100% sure", 'say "x"']):
         picked = (
             Record.objects.filter(source=source, object_id=1)
-            .annotate(picked=engine._PickProperties(wanted))
+            .annotate(picked=engine._mapped_properties(wanted))
             .values_list("picked", flat=True)
             .get()
         )
         picked = engine._loads(picked)  # JSON text, as the engine decodes it
-        # The builder reads `props.get(column)`: a key the database leaves out (SQLite's json_patch, which
-        # merges the >50-key case, drops nulls) reads as None, like a missing one.
-        assert set(picked) <= set(wanted)
+        # The builder reads `props.get(column)`: a key left out reads as None, like a missing one.
         assert {k: picked.get(k) for k in wanted} == {k: values.get(k) for k in wanted}
+        if connection.vendor == "postgresql":
+            assert set(picked) <= set(wanted)  # only the mapped keys leave the database
+
+    # A document that is not an object (the mirror never writes one) reads as no properties, not as an error.
+    Record.objects.filter(source=source, object_id=1).update(properties=["not", "an", "object"])
+    picked = engine._loads(
+        Record.objects.filter(source=source, object_id=1)
+        .annotate(picked=engine._mapped_properties(["text", "Upper"]))
+        .values_list("picked", flat=True)
+        .get()
+    )
+    assert picked == ["not", "an", "object"] if connection.vendor == "sqlite" else {"text": None, "Upper": None}
 
 
 def test_the_fast_encoder_writes_exactly_what_the_json_module_writes():
@@ -700,6 +718,52 @@ def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeyp
     run = deliver(mapping_id=mapping.pk)
     assert run.sent == 4
     assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+
+
+def test_a_failed_checkpoint_stops_the_writes_after_it_and_loses_nothing(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    """Checkpoints are written by the writer thread, in order. When one fails (the database refuses it), no later
+    one may run (it would move the watermark past the states the failed one held), the run fails with the error,
+    and the records Segment accepted whose states were not written are the run's `unconfirmed`: the next run
+    resends them even if they went back to the payload delivered before."""
+    from mappings.delivery import checkpoint
+
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 4)
+    deliver(mapping_id=mapping.pk)  # every profile at A
+    watermark = Mapping.objects.get(pk=mapping.pk).watermark
+    for i in range(1, 5):
+        mirror.put(i, {**props[i], "firstname": "B"})
+    props.update(fill(mirror, range(5, 13)))
+    upsert, calls, writer_threads = checkpoint._upsert_delivered, {"n": 0}, set()
+
+    def failing_upsert(mapping_id, states, now):
+        calls["n"] += 1
+        writer_threads.add(threading.current_thread().name)
+        if calls["n"] == 1:
+            raise RuntimeError("the database refused the checkpoint")
+        return upsert(mapping_id, states, now)
+
+    monkeypatch.setattr(checkpoint, "_upsert_delivered", failing_upsert)
+    with pytest.raises(RuntimeError, match="refused"):
+        deliver(mapping_id=mapping.pk)
+    assert calls["n"] == 1  # nothing was written after the failed checkpoint
+    assert all(name.startswith("delivery-writer") for name in writer_threads)
+    failed = DeliveryRun.objects.order_by("-pk").first()
+    assert failed.status == DeliveryRun.Status.FAILED and "refused" in failed.error
+    assert set(failed.unconfirmed) >= {1, 2, 3, 4}  # Segment holds B, the states still say A
+    assert not DeliveryState.objects.filter(mapping=mapping, object_id__gte=5).exists()
+    assert Mapping.objects.get(pk=mapping.pk).watermark == watermark  # not past a record not recorded
+    monkeypatch.setattr(checkpoint, "_upsert_delivered", upsert)
+
+    for i in range(1, 5):
+        mirror.put(i, props[i])  # back to A before the next run
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED
+    assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+    assert deliver(mapping_id=mapping.pk).sent == 0
 
 
 # --- outcomes Segment never confirmed, and the order in which a record's messages land ---------------------------
