@@ -158,3 +158,44 @@ def recount_sql(c: Counted) -> str:
         f"FULL OUTER JOIN (SELECT {keys}, count(*) AS n FROM {c.table} GROUP BY {keys}) AS b ON {on} "
         f"WHERE coalesce(a.n, 0) <> coalesce(b.n, 0)"
     )
+
+
+COUNTED = (RECORDS, DELIVERY_STATES)
+
+
+def trigger_names(c: Counted) -> set[str]:
+    suffixes = ("ins", "del", "upd") if c.updatable else ("ins", "del")
+    return {f"hubsync_count_{c.name}_{suffix}" for suffix in suffixes}
+
+
+def installed_triggers(connection, c: Counted) -> set[str]:
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal", [c.table])
+        else:
+            cur.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [c.table])
+        return {row[0] for row in cur.fetchall()}
+
+
+def ensure_triggers(connection) -> list[str]:
+    """Install the counter triggers of every counted table that lacks one, and recount that table's rows.
+
+    SQLite cannot alter most columns in place: Django's migrations rebuild the table (create a copy, move the rows,
+    drop the old one), and the triggers go with the old table. Every later row change would then go uncounted and
+    the dashboard would show a mirror of 0 records. Run after every `migrate` (post_migrate), so that a migration
+    rebuilding a counted table, today's or a future one, can never leave it without its triggers. Returns the
+    tables repaired."""
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return []
+    repaired = []
+    tables = set(connection.introspection.table_names())
+    for c in COUNTED:
+        if c.table not in tables or c.counter not in tables:
+            continue  # not migrated that far yet
+        if trigger_names(c) <= installed_triggers(connection, c):
+            continue
+        forward, _ = migration_operations(c)
+        with connection.schema_editor(atomic=True) as editor:
+            forward(None, editor)
+        repaired.append(c.table)
+    return repaired
