@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from django.db import transaction
+
 
 @dataclass(frozen=True)
 class Counted:
@@ -145,6 +147,49 @@ DELIVERY_STATES = Counted(
     keys=("mapping_id", "status"),
     updatable=True,
 )
+
+
+COUNTED = (RECORDS, DELIVERY_STATES)
+
+
+def _trigger_names(connection) -> set[str]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def expected_triggers(c: Counted) -> set[str]:
+    suffixes = ("ins", "del", "upd") if c.updatable else ("ins", "del")
+    return {f"hubsync_count_{c.name}_{suffix}" for suffix in suffixes}
+
+
+def reinstall_missing(connection) -> list[str]:
+    """Install again, and recount, every counter whose triggers are gone; the names of those counters.
+
+    SQLite alters a column by rebuilding the table (create a copy, move the rows, drop the original), and the
+    triggers go with the original: any later migration that adds a column with a default to sources_record or
+    mappings_deliverystate silently stops a counter. Run after every `migrate` (hubsync.apps), so no migration
+    has to remember it."""
+    tables = set(connection.introspection.table_names())
+    present = _trigger_names(connection)
+    repaired = []
+    for c in COUNTED:
+        if c.table not in tables or c.counter not in tables or expected_triggers(c) <= present:
+            continue
+        create, _ = statements(connection.vendor, c)
+        keys = ", ".join(c.keys)
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {c.counter}")
+            cursor.execute(
+                f"INSERT INTO {c.counter} ({keys}, n) SELECT {keys}, count(*) FROM {c.table} GROUP BY {keys}"
+            )
+            for sql in create:
+                cursor.execute(sql)
+        repaired.append(c.name)
+    return repaired
 
 
 def recount_sql(c: Counted) -> str:

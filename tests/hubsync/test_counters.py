@@ -5,6 +5,12 @@ counter after every test of the suite.)"""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.db import connection
 
@@ -38,6 +44,44 @@ def test_the_migrations_install_every_counter_trigger():
         f"hubsync_count_deliverystate_{s}" for s in ("ins", "upd", "del")
     }
     assert expected <= installed_triggers()
+
+
+def test_a_fresh_sqlite_database_has_every_counter_trigger(tmp_path):
+    # The embedded default (`make run`) is SQLite, where a migration adding a column with a default rebuilds the
+    # table and drops its triggers (sources 0006 did so to sources_record: the dashboard showed 0 records in the
+    # mirror after a sync). `migrate` puts them back, also on a database migrated before.
+    db = tmp_path / "hubsync.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(HUBSYNC_TESTING="1", HUBSYNC_VAR_DIR=str(tmp_path / "var"), HUBSYNC_SQLITE_PATH=str(db))
+    root = Path(__file__).resolve().parents[2]
+
+    def migrate() -> set[str]:
+        proc = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+
+    expected = set().union(*(counters.expected_triggers(c) for c in counters.COUNTED))
+    assert expected <= migrate()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER hubsync_count_record_ins")
+    assert expected <= migrate()
+
+
+def test_reinstall_missing_puts_back_dropped_triggers_and_recounts(workspace):
+    source = SourceFactory(workspace=workspace, name="Portal", schema_name="portal", token="t")
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER hubsync_count_record_ins ON sources_record")
+    Record.objects.bulk_create([record(source, i) for i in range(1, 4)])
+    assert mirror_counts(source) == {}  # what the dashboard showed: no trigger, no count
+
+    assert counters.reinstall_missing(connection) == ["record"]
+    assert mirror_counts(source) == {"contacts": 3}
+    record(source, 4).save()
+    assert mirror_counts(source) == {"contacts": 4}
+    assert counters.reinstall_missing(connection) == []
 
 
 def record(source, object_id, collection="contacts", seq=None):
