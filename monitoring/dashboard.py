@@ -187,6 +187,19 @@ def human_duration(delta: timedelta | float | None) -> str:
     return f"{secs} s"
 
 
+def run_duration(delta: timedelta | float | None) -> str:
+    """How long a run took: "0.04 s", "3.2 s", then like human_duration ("3 min 20 s"). Runs often take well under
+    a second, which human_duration would show as "0 s"."""
+    if delta is None:
+        return "—"
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    if seconds < 1:
+        return f"{max(seconds, 0):.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return human_duration(seconds)
+
+
 # --- the dashboard --------------------------------------------------------------------------------------------
 
 

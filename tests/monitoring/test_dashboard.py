@@ -537,6 +537,25 @@ def test_delivery_run_page_redacts_write_key(viewer_client, workspace):
     assert reverse("sync_run", args=[source.pk, sync.pk]) in html
 
 
+def test_run_pages_show_sub_second_durations_as_the_mapping_page_does(viewer_client, workspace):
+    # A first sync of 420 records took 0.76 s: the run page said "Duration 0 s" and "Succeeded in 0 s" while the
+    # mapping's table said 0.15 s for its delivery.
+    source = make_source(workspace)
+    started = timezone.now() - timedelta(minutes=3)
+    sync = make_run(source, started_at=started, finished_at=started + timedelta(milliseconds=757))
+    mapping = make_mapping(workspace, source)
+    delivery = make_delivery(mapping, sync_run=sync)
+    DeliveryRun.objects.filter(pk=delivery.pk).update(finished_at=delivery.started_at + timedelta(milliseconds=150))
+
+    def text(url: str) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", viewer_client.get(url).content.decode()))
+
+    sync_page = text(reverse("sync_run", args=[source.pk, sync.pk]))
+    assert "Duration 0.76 s" in sync_page and "in 0.76 s" in sync_page and "in 0 s" not in sync_page
+    delivery_page = text(reverse("delivery_run", args=[delivery.pk]))
+    assert "Duration 0.15 s" in delivery_page and "in 0.15 s" in delivery_page
+
+
 def test_outsider_gets_404_for_run_pages(outsider_client, workspace):
     source = make_source(workspace)
     run = make_run(source, "running")
