@@ -393,9 +393,13 @@ def _progress(done: int, total: int | None, *, status: str, label: str, started:
     is_done = status not in ACTIVE_STATUSES
     if total is not None:
         total = max(total, done)
+    elif is_done:
+        total = done  # an incremental sync that found nothing never learns a total: it was what it read
     percent = None
-    if total:
-        percent = 100 if is_done and status == "succeeded" else min(100, int(done * 100 / total))
+    if is_done and status == "succeeded":
+        percent = 100
+    elif total:
+        percent = min(100, int(done * 100 / total))
     elapsed = ((finished or now) - started) if started else None
     eta = None
     if not is_done and total and done and elapsed and elapsed.total_seconds() > 0:

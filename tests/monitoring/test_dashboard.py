@@ -473,6 +473,18 @@ def test_eta_from_rate():
     assert not progress.finished
 
 
+def test_a_finished_sync_that_found_nothing_shows_0_of_0_not_a_question_mark(viewer_client, workspace):
+    # "Sync now" with no change in HubSpot: the run never learns a total, and its line said "0 / ? · Succeeded".
+    source = make_source(workspace)
+    run = make_run(source, "succeeded", progress_done=0, progress_total=None)
+    progress = dashboard.sync_progress(run)
+    assert (progress.done, progress.total, progress.percent) == (0, 0, 100)
+    html = viewer_client.get(reverse("sync_run", args=[source.pk, run.pk])).content.decode()
+    assert '<span class="progress-count">0 / 0</span>' in html and "/ ?" not in html
+    running = make_run(source, "running", set_last=False, progress_done=0, progress_total=None)
+    assert dashboard.sync_progress(running).total is None  # still unknown while it runs
+
+
 def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client, workspace):
     source = make_source(workspace)
     error = (
