@@ -464,6 +464,7 @@ def test_viewer_sees_everything_and_changes_nothing(viewer_client, source, sandb
     model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     tab = viewer_client.get(reverse("sources:models", args=[source.pk])).content.decode()
     assert "Contacts" in tab and "Create model" not in tab and "Delete" not in tab
+    assert "Add destination" not in tab  # a viewer would only meet a 403 there
     page = viewer_client.get(reverse("models_app:detail", args=[model.pk]))
     assert page.status_code == 200
     html = page.content.decode()
