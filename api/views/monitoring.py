@@ -79,6 +79,8 @@ class RecordSearch(ApiView):
         if not query:
             raise invalid("q", "Enter a HubSpot record id (a number, e.g. 51) or an email address.")
         matches, problem = find_records(workspace(request), query)
+        if problem:  # neither an id nor an e-mail address, or an id too long: the request is wrong, not the data
+            raise invalid("q", problem)
         mapping_id = request.query_params.get("mapping", "")
         if len(matches) > 1 and mapping_id.isdigit():
             mapping = (
