@@ -32,3 +32,15 @@ def age(value: datetime | None) -> str:
     if delta.total_seconds() < 0:
         return f"in {human_duration(-delta)}"
     return f"{human_duration(delta)} ago"
+
+
+@register.filter
+def until(value: datetime | None) -> str:
+    """When something is due: "in 2 h 51 min", or "due now" once the time has come (the scheduler picks it up
+    within its next minute), never "5 s ago" for a time that is meant to be ahead."""
+    if value is None:
+        return "—"
+    delta = value - timezone.now()
+    if delta.total_seconds() < 1:
+        return "due now"
+    return f"in {human_duration(delta)}"

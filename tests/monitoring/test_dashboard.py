@@ -568,6 +568,22 @@ def test_run_pages_show_sub_second_durations_as_the_mapping_page_does(viewer_cli
     assert "Duration 0.15 s" in delivery_page and "in 0.15 s" in delivery_page
 
 
+def test_next_sync_reads_in_hours_and_minutes_or_due_now_never_ago(owner_client, workspace):
+    # The source page said "2 hours, 51 minutes" (Django's timeuntil) and the dashboard "in 2 h 59 min"; an overdue
+    # sync, about to be picked up, read "5 min 00 s ago" on the dashboard.
+    source = make_source(workspace, next_sync_at=timezone.now() + timedelta(hours=2, minutes=51, seconds=30))
+
+    def overview() -> str:
+        html = owner_client.get(reverse("sources:detail", args=[source.pk])).content.decode()
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+    assert "Next sync in 2 h 51 min" in overview()
+    Source.objects.filter(pk=source.pk).update(next_sync_at=timezone.now() - timedelta(minutes=5))
+    assert "Next sync due now" in overview()
+    live = owner_client.get(reverse("dashboard_live")).content.decode()
+    assert "due now" in live and " ago</td>" not in live
+
+
 def test_outsider_gets_404_for_run_pages(outsider_client, workspace):
     source = make_source(workspace)
     run = make_run(source, "running")
