@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.apps import AppConfig
 from django.db import connections
 from django.db.models.signals import post_migrate
 
-from .counters import ensure_triggers
+from . import counters
 
 
-def _ensure_counter_triggers(using: str = "default", **kwargs: object) -> None:
-    ensure_triggers(connections[using])
+def _reinstall_counters(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
+    # SQLite drops a table's triggers whenever a migration rebuilds it: put back the counters' after every migrate.
+    counters.reinstall_missing(connections[using])
 
 
 class HubsyncConfig(AppConfig):
@@ -18,5 +21,4 @@ class HubsyncConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the deploy checks)
 
-        # Once per `migrate` (not once per app): dispatch_uid keeps one receiver.
-        post_migrate.connect(_ensure_counter_triggers, dispatch_uid="hubsync.counters.ensure_triggers")
+        post_migrate.connect(_reinstall_counters, sender=self, dispatch_uid="hubsync.counters.reinstall")

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from django.db import transaction
+
 
 @dataclass(frozen=True)
 class Counted:
@@ -147,6 +149,49 @@ DELIVERY_STATES = Counted(
 )
 
 
+COUNTED = (RECORDS, DELIVERY_STATES)
+
+
+def _trigger_names(connection) -> set[str]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def expected_triggers(c: Counted) -> set[str]:
+    suffixes = ("ins", "del", "upd") if c.updatable else ("ins", "del")
+    return {f"hubsync_count_{c.name}_{suffix}" for suffix in suffixes}
+
+
+def reinstall_missing(connection) -> list[str]:
+    """Install again, and recount, every counter whose triggers are gone; the names of those counters.
+
+    SQLite alters a column by rebuilding the table (create a copy, move the rows, drop the original), and the
+    triggers go with the original: any later migration that adds a column with a default to sources_record or
+    mappings_deliverystate silently stops a counter. Run after every `migrate` (hubsync.apps), so no migration
+    has to remember it."""
+    tables = set(connection.introspection.table_names())
+    present = _trigger_names(connection)
+    repaired = []
+    for c in COUNTED:
+        if c.table not in tables or c.counter not in tables or expected_triggers(c) <= present:
+            continue
+        create, _ = statements(connection.vendor, c)
+        keys = ", ".join(c.keys)
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {c.counter}")
+            cursor.execute(
+                f"INSERT INTO {c.counter} ({keys}, n) SELECT {keys}, count(*) FROM {c.table} GROUP BY {keys}"
+            )
+            for sql in create:
+                cursor.execute(sql)
+        repaired.append(c.name)
+    return repaired
+
+
 def recount_sql(c: Counted) -> str:
     """A query listing every counter that disagrees with the rows ({keys}, counted, actual): empty when the
     triggers did their job. For tests and for an operator's peace of mind."""
@@ -158,44 +203,3 @@ def recount_sql(c: Counted) -> str:
         f"FULL OUTER JOIN (SELECT {keys}, count(*) AS n FROM {c.table} GROUP BY {keys}) AS b ON {on} "
         f"WHERE coalesce(a.n, 0) <> coalesce(b.n, 0)"
     )
-
-
-COUNTED = (RECORDS, DELIVERY_STATES)
-
-
-def trigger_names(c: Counted) -> set[str]:
-    suffixes = ("ins", "del", "upd") if c.updatable else ("ins", "del")
-    return {f"hubsync_count_{c.name}_{suffix}" for suffix in suffixes}
-
-
-def installed_triggers(connection, c: Counted) -> set[str]:
-    with connection.cursor() as cur:
-        if connection.vendor == "postgresql":
-            cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal", [c.table])
-        else:
-            cur.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [c.table])
-        return {row[0] for row in cur.fetchall()}
-
-
-def ensure_triggers(connection) -> list[str]:
-    """Install the counter triggers of every counted table that lacks one, and recount that table's rows.
-
-    SQLite cannot alter most columns in place: Django's migrations rebuild the table (create a copy, move the rows,
-    drop the old one), and the triggers go with the old table. Every later row change would then go uncounted and
-    the dashboard would show a mirror of 0 records. Run after every `migrate` (post_migrate), so that a migration
-    rebuilding a counted table, today's or a future one, can never leave it without its triggers. Returns the
-    tables repaired."""
-    if connection.vendor not in ("postgresql", "sqlite"):
-        return []
-    repaired = []
-    tables = set(connection.introspection.table_names())
-    for c in COUNTED:
-        if c.table not in tables or c.counter not in tables:
-            continue  # not migrated that far yet
-        if trigger_names(c) <= installed_triggers(connection, c):
-            continue
-        forward, _ = migration_operations(c)
-        with connection.schema_editor(atomic=True) as editor:
-            forward(None, editor)
-        repaired.append(c.table)
-    return repaired

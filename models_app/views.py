@@ -95,7 +95,9 @@ def model_new(request: WorkspaceRequest, source_id: int) -> HttpResponse:
             for c in collections
         ]
         options.sort(key=lambda o: (not o["sc"].selected, o["label"]))
-        return render(request, "models_app/pick_collection.html", {"source": source, "options": options})
+        unselected = any(not o["sc"].selected for o in options)
+        context = {"source": source, "options": options, "unselected": unselected}
+        return render(request, "models_app/pick_collection.html", context)
 
     if request.method == "POST":
         # No HubSpot call on a save: validate against the schema read when the page opened.

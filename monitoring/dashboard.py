@@ -187,6 +187,19 @@ def human_duration(delta: timedelta | float | None) -> str:
     return f"{secs} s"
 
 
+def run_duration(delta: timedelta | float | None) -> str:
+    """How long a run took: "0.04 s", "3.2 s", then like human_duration ("3 min 20 s"). Runs often take well under
+    a second, which human_duration would show as "0 s"."""
+    if delta is None:
+        return "—"
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    if seconds < 1:
+        return f"{max(seconds, 0):.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return human_duration(seconds)
+
+
 # --- the dashboard --------------------------------------------------------------------------------------------
 
 
@@ -380,9 +393,13 @@ def _progress(done: int, total: int | None, *, status: str, label: str, started:
     is_done = status not in ACTIVE_STATUSES
     if total is not None:
         total = max(total, done)
+    elif is_done:
+        total = done  # an incremental sync that found nothing never learns a total: it was what it read
     percent = None
-    if total:
-        percent = 100 if is_done and status == "succeeded" else min(100, int(done * 100 / total))
+    if is_done and status == "succeeded":
+        percent = 100
+    elif total:
+        percent = min(100, int(done * 100 / total))
     elapsed = ((finished or now) - started) if started else None
     eta = None
     if not is_done and total and done and elapsed and elapsed.total_seconds() > 0:

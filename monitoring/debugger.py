@@ -126,12 +126,14 @@ def find_records(workspace: Any, query: str) -> tuple[list[Record], str]:
 @dataclass
 class Lookup:
     """What a search of the record debugger found: the matching records; else why nothing was (`problem`), or
-    that the record left HubSpot (`gone`, the explanation, and `gone_heading`: merged or deleted)."""
+    that the record left HubSpot (`gone`, the explanation, and `gone_heading`: merged or deleted). `bad_query`:
+    the problem is the query itself (neither an id nor an e-mail address, or an id too long), not the data."""
 
     matches: list[Record] = field(default_factory=list)
     problem: str = ""
     gone: str = ""
     gone_heading: str = ""
+    bad_query: bool = False
 
 
 def look_up(workspace: Any, query: str, *, mapping_id: str = "") -> Lookup:
@@ -150,7 +152,7 @@ def look_up(workspace: Any, query: str, *, mapping_id: str = "") -> Lookup:
             matches = [
                 r for r in matches if r.source_id == model.source_id and r.collection == model.collection
             ] or matches
-    found = Lookup(matches, problem)
+    found = Lookup(matches, problem, bad_query=bool(problem))
     if not matches and not problem:
         why, heading = not_in_mirror(workspace, query)
         if heading:

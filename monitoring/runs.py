@@ -62,7 +62,7 @@ def sync_run_detail(request: WorkspaceRequest, source_id: int, sync_run_id: int)
         "collections": collections,
         "deliveries": deliveries,
         "error": redact(run.error, secrets),
-        "duration": dashboard.human_duration(duration) if duration else None,
+        "duration": dashboard.run_duration(duration) if duration is not None else None,
         "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
         "progress": dashboard.sync_progress(run),
         "total_read": dashboard.total_read(run.counts),
@@ -90,7 +90,7 @@ def delivery_run_detail(request: WorkspaceRequest, delivery_run_id: int) -> Http
         "mapping": mapping,
         "source": mapping.data_model.source,
         "error": redact(run.error, secrets),
-        "duration": dashboard.human_duration(duration) if duration else None,
+        "duration": dashboard.run_duration(duration) if duration is not None else None,
         "queued_for": dashboard.human_duration(run.started_at - run.created_at) if run.started_at else None,
         "progress": dashboard.delivery_progress(run),
     }

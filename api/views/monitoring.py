@@ -78,6 +78,8 @@ class RecordSearch(ApiView):
         if not query:
             raise invalid("q", "Enter a HubSpot record id (a number, e.g. 51) or an email address.")
         found = look_up(workspace(request), query, mapping_id=request.query_params.get("mapping", ""))
+        if found.bad_query:  # the request is wrong, not the data
+            raise invalid("q", found.problem)
         matches, problem, gone = found.matches, found.problem, found.gone
         answer = _answer(matches[0]) if len(matches) == 1 else None
         return Response(

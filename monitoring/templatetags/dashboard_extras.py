@@ -6,6 +6,7 @@ from django import template
 from django.utils import timezone
 
 from monitoring.dashboard import human_duration
+from monitoring.dashboard import run_duration as dashboard_run_duration
 
 register = template.Library()
 
@@ -18,16 +19,8 @@ def duration_text(value: timedelta | float | None) -> str:
 
 @register.filter
 def run_duration(value: timedelta | float | None) -> str:
-    """How long a run took: "0.04 s", "3.2 s", then like duration_text ("3 min 20 s"). Deliveries often take
-    well under a second, which duration_text would show as "0 s"."""
-    if value is None:
-        return "—"
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 1:
-        return f"{max(seconds, 0):.2f} s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    return human_duration(seconds)
+    """How long a run took: "0.04 s", "3.2 s", then like duration_text ("3 min 20 s")."""
+    return dashboard_run_duration(value)
 
 
 @register.filter
@@ -39,3 +32,15 @@ def age(value: datetime | None) -> str:
     if delta.total_seconds() < 0:
         return f"in {human_duration(-delta)}"
     return f"{human_duration(delta)} ago"
+
+
+@register.filter
+def until(value: datetime | None) -> str:
+    """When something is due: "in 2 h 51 min", or "due now" once the time has come (the scheduler picks it up
+    within its next minute), never "5 s ago" for a time that is meant to be ahead."""
+    if value is None:
+        return "—"
+    delta = value - timezone.now()
+    if delta.total_seconds() < 1:
+        return "due now"
+    return f"in {human_duration(delta)}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
+from django.db.models import ProtectedError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -268,7 +269,16 @@ def source_delete(request: WorkspaceRequest, pk: int) -> HttpResponse:
         form = DeleteForm(request.POST, source=source)
         if form.is_valid():
             name = source.name
-            services.delete_source(source=source, actor=request.user)
+            try:
+                services.delete_source(source=source, actor=request.user)
+            except ProtectedError as exc:
+                # Its data models go with it, and a mapping protects the model it reads: name those mappings.
+                blocking = sorted({str(obj) for obj in exc.protected_objects})
+                response = _page(
+                    request, source, "settings", "sources/confirm_delete.html", form=form, blocking=blocking
+                )
+                response.status_code = 409
+                return response
             messages.success(request, f"{name} was deleted.")
             return redirect("sources:list")
     else:

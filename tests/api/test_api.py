@@ -338,6 +338,8 @@ def test_the_other_endpoints_with_an_admin_token(api, workspace, source, owner):
     assert found["record"]["object_id"] == 51 and found["record"]["mappings"][0]["mapping"] == mapping["id"]
     assert api.get(w + f"records/{record.pk}/").json()["record"]["properties"] == {"email": "ann@example.com"}
     _problem(api.get(w + "records/"), 400)
+    bad = _problem(api.get(w + "records/", q="emma"), 400)  # neither an id nor an e-mail address
+    assert "record id" in bad["errors"]["q"][0]
 
     assert api.delete(mw).status_code == 204
     assert api.delete(space_url).status_code == 204

@@ -88,6 +88,9 @@ def test_profile_space_with_a_sandbox_key_chooses_the_sandbox(segment_sandbox, p
     log_in(page, owner, base)
     page.goto(f"{base}/destinations/new/?source={source.pk}")
     expect(page.get_by_text("Write key (required)")).to_be_visible()
+    # The Profile Space part is set apart from the destination's name above it.
+    heading = page.get_by_role("heading", name="Profile Space")
+    assert heading.evaluate("h => parseFloat(getComputedStyle(h).marginTop)") > 10
     page.get_by_label("Segment Profiles").check()
     page.fill("#id_name", "Segment")
     page.fill("#id_space_name", "Guide space")

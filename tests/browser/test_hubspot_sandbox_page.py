@@ -73,11 +73,15 @@ def test_the_sandbox_app_credentials_drive_the_official_sdk(hubspot_sandbox, bro
 def test_the_sandbox_page_fits_a_phone(hubspot_sandbox, browser):
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
+    failed: list[str] = []  # console errors, e.g. the 404 of /favicon.ico when the page names no icon
+    page.on("console", lambda m: failed.append(m.text) if m.type == "error" else None)
     try:
         for url in ("/sandbox/hubspot/", "/sandbox/hubspot/portals/1001/"):
             page.goto(hubspot_sandbox.server_url + url)
+            page.wait_for_load_state("networkidle")
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, f"{url} is {width}px wide on a 390px screen"
+        assert not failed
         page.goto(hubspot_sandbox.server_url + "/sandbox/hubspot/")
         expect(page.locator("#sbx-client-secret")).to_be_in_viewport(ratio=1)
     finally:

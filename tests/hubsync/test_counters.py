@@ -5,8 +5,13 @@ counter after every test of the suite.)"""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from django.core.management import call_command
 from django.db import connection
 
 from hubsync import counters
@@ -41,28 +46,42 @@ def test_the_migrations_install_every_counter_trigger():
     assert expected <= installed_triggers()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_table_rebuilt_without_its_triggers_gets_them_back_after_migrate(workspace):
-    """What SQLite's table rebuild does to a counted table (its triggers are gone, rows change uncounted) is
-    repaired by the post_migrate check: the triggers come back and the counter is recounted from the rows."""
-    source = SourceFactory(workspace=workspace)
-    Record.objects.bulk_create([record(source, i) for i in range(1, 4)])
+def test_a_fresh_sqlite_database_has_every_counter_trigger(tmp_path):
+    # The embedded default (`make run`) is SQLite, where a migration adding a column with a default rebuilds the
+    # table and drops its triggers (sources 0006 did so to sources_record: the dashboard showed 0 records in the
+    # mirror after a sync). `migrate` puts them back, also on a database migrated before.
+    db = tmp_path / "hubsync.sqlite3"
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(HUBSYNC_TESTING="1", HUBSYNC_VAR_DIR=str(tmp_path / "var"), HUBSYNC_SQLITE_PATH=str(db))
+    root = Path(__file__).resolve().parents[2]
+
+    def migrate() -> set[str]:
+        proc = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+
+    expected = set().union(*(counters.expected_triggers(c) for c in counters.COUNTED))
+    assert expected <= migrate()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER hubsync_count_record_ins")
+    assert expected <= migrate()
+
+
+def test_reinstall_missing_puts_back_dropped_triggers_and_recounts(workspace):
+    source = SourceFactory(workspace=workspace, name="Portal", schema_name="portal", token="t")
     with connection.cursor() as cursor:
-        for name in counters.trigger_names(counters.RECORDS):
-            if connection.vendor == "postgresql":
-                cursor.execute(f"DROP TRIGGER {name} ON sources_record")
-            else:
-                cursor.execute(f"DROP TRIGGER {name}")
-    Record.objects.bulk_create([record(source, i) for i in range(4, 6)])  # uncounted
-    assert disagreements(counters.RECORDS)
+        cursor.execute("DROP TRIGGER hubsync_count_record_ins ON sources_record")
+    Record.objects.bulk_create([record(source, i) for i in range(1, 4)])
+    assert mirror_counts(source) == {}  # what the dashboard showed: no trigger, no count
 
-    call_command("migrate", verbosity=0)  # nothing to migrate; post_migrate still runs
-
-    assert counters.trigger_names(counters.RECORDS) <= installed_triggers()
-    assert not disagreements(counters.RECORDS)
-    Record.objects.filter(source=source, object_id=5).delete()
+    assert counters.reinstall_missing(connection) == ["record"]
+    assert mirror_counts(source) == {"contacts": 3}
+    record(source, 4).save()
     assert mirror_counts(source) == {"contacts": 4}
-    assert counters.ensure_triggers(connection) == []  # nothing left to repair
+    assert counters.reinstall_missing(connection) == []
 
 
 def record(source, object_id, collection="contacts", seq=None):

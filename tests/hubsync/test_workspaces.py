@@ -293,6 +293,11 @@ def test_revoked_invitation_link_stops_working(owner_client, workspace):
     _invite(owner_client, "gone@example.com")
     invitation = Invitation.objects.get()
     invitation.token = _token_from(owner_client.session[NEW_LINKS_SESSION_KEY][str(invitation.pk)])
+    # The button asks first, like removing a member or revoking an API token.
+    assert (
+        'data-confirm="Revoke the invitation of gone@example.com?'
+        in owner_client.get(reverse("members")).content.decode()
+    )
     response = owner_client.post(reverse("invitation_revoke", args=[invitation.pk]))
     assert response.status_code == 302
     assert not Invitation.objects.exists()

@@ -181,6 +181,14 @@ def test_the_collection_picker_says_what_was_synced_and_when_the_schema_was_read
     assert "Never synced" in after["companies"]
 
 
+def test_the_picker_explains_unselected_collections_only_when_it_lists_one(owner_client, source):
+    url = reverse("models_app:new", args=[source.pk])
+    note = "Collections not in the selective sync can be modelled"
+    assert note in owner_client.get(url).content.decode()  # deals is listed, not in the selective sync
+    SourceCollection.objects.filter(source=source, selected=False).delete()  # the wizard's source: selected only
+    assert note not in owner_client.get(url).content.decode()
+
+
 def test_name_must_be_unique_per_source_and_a_column_is_needed(owner_client, source):
     DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     SourceCollection.objects.filter(source=source, collection="contacts").update(
@@ -456,6 +464,7 @@ def test_viewer_sees_everything_and_changes_nothing(viewer_client, source, sandb
     model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
     tab = viewer_client.get(reverse("sources:models", args=[source.pk])).content.decode()
     assert "Contacts" in tab and "Create model" not in tab and "Delete" not in tab
+    assert "Add destination" not in tab  # a viewer would only meet a 403 there
     page = viewer_client.get(reverse("models_app:detail", args=[model.pk]))
     assert page.status_code == 200
     html = page.content.decode()

@@ -473,6 +473,18 @@ def test_eta_from_rate():
     assert not progress.finished
 
 
+def test_a_finished_sync_that_found_nothing_shows_0_of_0_not_a_question_mark(viewer_client, workspace):
+    # "Sync now" with no change in HubSpot: the run never learns a total, and its line said "0 / ? · Succeeded".
+    source = make_source(workspace)
+    run = make_run(source, "succeeded", progress_done=0, progress_total=None)
+    progress = dashboard.sync_progress(run)
+    assert (progress.done, progress.total, progress.percent) == (0, 0, 100)
+    html = viewer_client.get(reverse("sync_run", args=[source.pk, run.pk])).content.decode()
+    assert '<span class="progress-count">0 / 0</span>' in html and "/ ?" not in html
+    running = make_run(source, "running", set_last=False, progress_done=0, progress_total=None)
+    assert dashboard.sync_progress(running).total is None  # still unknown while it runs
+
+
 def test_sync_run_page_shows_counts_deliveries_and_redacts_secrets(viewer_client, workspace):
     source = make_source(workspace)
     error = (
@@ -535,6 +547,41 @@ def test_delivery_run_page_redacts_write_key(viewer_client, workspace):
     html = response.content.decode()
     assert "Segment 400" in html and "SECRET" not in html and "[redacted]" in html
     assert reverse("sync_run", args=[source.pk, sync.pk]) in html
+
+
+def test_run_pages_show_sub_second_durations_as_the_mapping_page_does(viewer_client, workspace):
+    # A first sync of 420 records took 0.76 s: the run page said "Duration 0 s" and "Succeeded in 0 s" while the
+    # mapping's table said 0.15 s for its delivery.
+    source = make_source(workspace)
+    started = timezone.now() - timedelta(minutes=3)
+    sync = make_run(source, started_at=started, finished_at=started + timedelta(milliseconds=757))
+    mapping = make_mapping(workspace, source)
+    delivery = make_delivery(mapping, sync_run=sync)
+    DeliveryRun.objects.filter(pk=delivery.pk).update(finished_at=delivery.started_at + timedelta(milliseconds=150))
+
+    def text(url: str) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", viewer_client.get(url).content.decode()))
+
+    sync_page = text(reverse("sync_run", args=[source.pk, sync.pk]))
+    assert "Duration 0.76 s" in sync_page and "in 0.76 s" in sync_page and "in 0 s" not in sync_page
+    delivery_page = text(reverse("delivery_run", args=[delivery.pk]))
+    assert "Duration 0.15 s" in delivery_page and "in 0.15 s" in delivery_page
+
+
+def test_next_sync_reads_in_hours_and_minutes_or_due_now_never_ago(owner_client, workspace):
+    # The source page said "2 hours, 51 minutes" (Django's timeuntil) and the dashboard "in 2 h 59 min"; an overdue
+    # sync, about to be picked up, read "5 min 00 s ago" on the dashboard.
+    source = make_source(workspace, next_sync_at=timezone.now() + timedelta(hours=2, minutes=51, seconds=30))
+
+    def overview() -> str:
+        html = owner_client.get(reverse("sources:detail", args=[source.pk])).content.decode()
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+    assert "Next sync in 2 h 51 min" in overview()
+    Source.objects.filter(pk=source.pk).update(next_sync_at=timezone.now() - timedelta(minutes=5))
+    assert "Next sync due now" in overview()
+    live = owner_client.get(reverse("dashboard_live")).content.decode()
+    assert "due now" in live and " ago</td>" not in live
 
 
 def test_outsider_gets_404_for_run_pages(outsider_client, workspace):

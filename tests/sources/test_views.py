@@ -12,7 +12,16 @@ from hubsync.models import AuditEvent
 from sources import selectors
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.oauth import DiscoveredCollection, remember_available
-from tests.factories import RecordFactory, SourceCollectionFactory, SourceFactory, SyncRunFactory
+from tests.factories import (
+    DataModelFactory,
+    DestinationFactory,
+    MappingFactory,
+    ProfileSpaceFactory,
+    RecordFactory,
+    SourceCollectionFactory,
+    SourceFactory,
+    SyncRunFactory,
+)
 from tests.sources.wizard_helpers import ACCESS_TOKEN, REFRESH_TOKEN, make_connection, put_wizard
 
 pytestmark = pytest.mark.django_db
@@ -477,6 +486,20 @@ def test_delete_needs_confirmation_and_keeps_only_the_audit(owner_client, source
     assert not SourceCollection.objects.exists() and not SyncRun.objects.exists() and not Record.objects.exists()
     event = AuditEvent.objects.get(verb="delete", object_type="sources.Source")
     assert event.object_id == str(source.pk) and event.actor == owner and event.changes["name"] == "HubSpot"
+
+
+def test_delete_is_refused_with_the_mappings_named_while_one_uses_a_model_of_the_source(owner_client, source):
+    # The mapping protects its data model, which the source's delete cascades to: that was a 500.
+    model = DataModelFactory(source=source, collection="contacts", name="Contacts", columns=["email"])
+    destination = DestinationFactory(workspace=source.workspace, name="Segment")
+    space = ProfileSpaceFactory(destination=destination, name="Space")
+    MappingFactory(destination=destination, data_model=model, profile_space=space, name="People")
+    url = reverse("sources:delete", args=[source.pk])
+    assert "data models" in owner_client.get(url).content.decode()  # the page says they go with it
+    response = owner_client.post(url, {"confirm_name": "HubSpot"})
+    assert response.status_code == 409 and Source.objects.filter(pk=source.pk).exists()
+    html = response.content.decode()
+    assert "People" in html and "delete" in html.lower()
 
 
 # --- roles and tenants -----------------------------------------------------------------------------------
