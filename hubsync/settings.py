@@ -385,6 +385,16 @@ HUBSYNC_RUN_QUEUED_STALE_SECONDS = int(os.environ.get("HUBSYNC_RUN_QUEUED_STALE_
 HUBSYNC_SEARCH_OVERLAP_SECONDS = int(os.environ.get("HUBSYNC_SEARCH_OVERLAP_SECONDS", "300"))
 # During long reads, deliveries are triggered at least every this many changed records.
 HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
+# Partitioned reads (sources/extraction/partitions.py): a full read of a collection of at least this many records
+# is split into id ranges read concurrently, through the list and the search budgets at once, by this many
+# fetcher threads per run (one HubSpot client each, all under the account's shared rate limiter).
+HUBSYNC_PARTITION_MIN_RECORDS = int(os.environ.get("HUBSYNC_PARTITION_MIN_RECORDS", "5000"))
+HUBSYNC_PARTITION_RECORDS = int(os.environ.get("HUBSYNC_PARTITION_RECORDS", "4000"))
+HUBSYNC_PARTITION_MAX = int(os.environ.get("HUBSYNC_PARTITION_MAX", "64"))
+HUBSYNC_FETCHERS = int(os.environ.get("HUBSYNC_FETCHERS", "10"))
+# Celery tasks (sources.read_partitions, queue `extract`) sent to let other workers help with a run's partitions
+# (PostgreSQL only: SQLite has one writer). 0 = the run's own worker reads every partition.
+HUBSYNC_PARTITION_HELPERS = int(os.environ.get("HUBSYNC_PARTITION_HELPERS", "1"))
 
 # --- HubSpot client and rate limiter (sources/hubspot/, sources/ratelimit.py) --------------------------
 # Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited
