@@ -1,10 +1,12 @@
-"""The sync task, and the one way to start it: a run row first, then the task by id after commit."""
+"""The sync task, and the one way to start it: a run row first, then the task by id after commit. And the helper
+task of partitioned reads."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from .extraction import execute_run
+from .extraction import execute_partitions, execute_run
+from .extraction.partitions import READ_PARTITIONS
 from .models import Source, SyncRun
 from .runs import create_run
 
@@ -12,6 +14,12 @@ from .runs import create_run
 @shared_task(name="sources.run_sync", acks_late=True)
 def run_sync(run_id: int) -> None:
     execute_run(run_id=run_id)
+
+
+@shared_task(name=READ_PARTITIONS, acks_late=True)
+def read_partitions(run_id: int) -> None:
+    """Help a running sync with the id ranges of its partitioned reads (sources.extraction.partitions)."""
+    execute_partitions(run_id=run_id)
 
 
 def enqueue_sync(*, source: Source, trigger: str) -> SyncRun | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .base import RunLost, notify_changes
 from .deletions import BATCH_READ_LIMIT, ORDER_NOTE
-from .engine import Engine, claim_run, execute_run, execute_run_foreground
+from .engine import Engine, claim_run, execute_partitions, execute_run, execute_run_foreground
 from .mirror import Gone, after_page, store_schema
 from .reads import LIST_LIMIT, SEARCH_LIMIT, ids_pass_estimates
 from .records import MERGED_IDS, content_hash, lastmod_property, merged_away, properties_json
@@ -28,6 +28,7 @@ __all__ = [
     "after_page",
     "claim_run",
     "content_hash",
+    "execute_partitions",
     "execute_run",
     "execute_run_foreground",
     "ids_pass_estimates",

@@ -17,7 +17,7 @@ answered under another id was merged away.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,8 +116,17 @@ class MirrorWrites(EngineBase):
             cur.execute(sql, params)
 
     def commit_page(
-        self, sc: SourceCollection, results: Iterable[dict], new_cursor: Cursor, gone: Gone | None = None
+        self,
+        sc: SourceCollection,
+        results: Iterable[dict],
+        new_cursor: Cursor | None,
+        gone: Gone | None = None,
+        *,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
+        """One page, one transaction: the rows, merges, the deletion check's outcome, and the read position with
+        the fence: the collection's cursor and the run's heartbeat, or `checkpoint` (a range of a partitioned
+        read saves its own row and fences itself)."""
         results = list(results)
         merged = merged_away(results)
         if merged:
@@ -157,7 +166,7 @@ class MirrorWrites(EngineBase):
                     object_id__in=[object_id for object_id in write if object_id in existing],
                 ).values_list("object_id", "properties", "archived", "updated_at")
             }
-        stored = new_cursor.to_json()
+        stored = new_cursor.to_json() if new_cursor is not None else None
         with transaction.atomic():
             if write:
                 top = self.allocate(len(write))
@@ -184,9 +193,13 @@ class MirrorWrites(EngineBase):
             if gone:
                 # Ids outside this page's rows (the deletion check): same transaction, same fence.
                 self.apply_gone(sc, gone)
-            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
-            self.heartbeat()
-        sc.cursor = stored
+            if checkpoint is not None:
+                checkpoint()
+            else:
+                SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
+                self.heartbeat()
+        if stored is not None:
+            sc.cursor = stored
         self.inserted += new
         self.maybe_analyze()
         if write:
