@@ -144,11 +144,22 @@ class Partitions(Reads):
     # --- planning ---------------------------------------------------------------------------------------------
     def count_range(self, sc: SourceCollection, low: int, high: int | None) -> int:
         """Records with an id in (low, high]: one search request (limit 1), its `total`."""
+        return self.count_and_first(sc, low, high)[0]
+
+    def count_and_first(self, sc: SourceCollection, low: int, high: int | None) -> tuple[int, int | None]:
+        """(records with an id in (low, high], the smallest of their ids): one search request sorted by id, limit 1."""
         filters = [{"propertyName": "hs_object_id", "operator": "GT", "value": str(low)}]
         if high is not None:
             filters.append({"propertyName": "hs_object_id", "operator": "LTE", "value": str(high)})
-        body = {"filterGroups": [{"filters": filters}], "properties": ["hs_object_id"], "limit": 1}
-        return int(self.hubspot.search_page(sc.collection, body).get("total") or 0)
+        body = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        page = self.hubspot.search_page(sc.collection, body)
+        results = page.get("results") or []
+        return int(page.get("total") or 0), (int(results[0]["id"]) if results else None)
 
     def edge_id(self, sc: SourceCollection, direction: str) -> int | None:
         body = {
@@ -184,7 +195,7 @@ class Partitions(Reads):
             first, last = self.edge_id(sc, "ASCENDING"), self.edge_id(sc, "DESCENDING")
             if first is not None and last is not None:
                 ranges = plan.split(
-                    lambda low, high: self.count_range(sc, low, high),
+                    lambda low, high: self.count_and_first(sc, low, high),
                     first_id=first,
                     last_id=last,
                     total=estimate,

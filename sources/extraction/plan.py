@@ -34,7 +34,8 @@ class Range:
     estimate: int
 
 
-Count = Callable[[int, int], int]  # records with an id in (low, high]
+# (records with an id in (low, high], the smallest of those ids or None): one search request sorted by id, limit 1.
+Count = Callable[[int, int], tuple[int, int | None]]
 
 
 def _cut(low: int, high: int) -> int:
@@ -48,34 +49,47 @@ def split(
 ) -> list[Range]:
     """Ranges covering (0, infinity) whose estimates add up to `total`: the records lie in [first_id, last_id]
     (HubSpot's smallest and largest ids), about `target` records per range, at most `max_parts` ranges, at most
-    `max_counts` calls of `count`."""
+    `max_counts` calls of `count`.
+
+    Each count asks for the upper half of a range, sorted by id: its total, and its smallest id, so every range
+    knows where its records start and the next cut falls among them, not in the empty gap below them."""
     if total <= 0 or last_id < first_id:
         return [Range(0, None, max(total, 0))]
     wanted = max(1, min(max_parts, math.ceil(total / max(target, 1))))
-    # (-estimate, low, high): the largest range first.
-    heap: list[tuple[int, int, int]] = [(-total, first_id - 1, last_id)]
-    final: list[tuple[int, int, int]] = []
+    # (-estimate, low, high, smallest id): the largest range first.
+    heap: list[tuple[int, int, int, int]] = [(-total, first_id - 1, last_id, first_id)]
+    final: list[tuple[int, int, int, int]] = []
     counts = 0
     while heap and len(heap) + len(final) < wanted and counts < max_counts:
-        negative, low, high = heapq.heappop(heap)
+        negative, low, high, first = heapq.heappop(heap)
         size = -negative
-        middle = _cut(low, high)
-        if size <= target or not low < middle < high:
-            final.append((size, low, high))
+        middle = _cut(first - 1, high)
+        if size <= target or not first - 1 < middle < high:
+            final.append((size, low, high, first))
             continue
-        left = max(0, min(size, count(low, middle)))
+        upper, upper_first = count(middle, high)
         counts += 1
-        for part in ((left, low, middle), (size - left, middle, high)):
-            heapq.heappush(heap, (-part[0], part[1], part[2]))
-    ranges = final + [(-n, low, high) for n, low, high in heap]
+        upper = max(0, min(size, upper))
+        lower = size - upper
+        if lower:
+            heapq.heappush(heap, (-lower, low, middle, first))
+        else:
+            final.append((0, low, middle, first))
+        if upper:
+            heapq.heappush(heap, (-upper, middle, high, upper_first if upper_first is not None else middle + 1))
+        else:
+            final.append((0, middle, high, middle + 1))
+    ranges = final + [(-n, low, high, first) for n, low, high, first in heap]
     pieces: list[tuple[int, int, int]] = []
-    room = max(0, wanted - len(ranges))
-    for size, low, high in sorted(ranges, key=lambda r: -r[0]):
-        # Counts spent: cut what is still too large into equal id spans (the largest first, within max_parts).
-        n = min(room + 1, max(1, round(size / max(target, 1))), max(1, high - low))
+    room = max(0, wanted - sum(1 for r in ranges if r[0] > 0))
+    for size, low, high, first in sorted(ranges, key=lambda r: -r[0]):
+        # Counts spent: cut what is still too large into equal id spans from its smallest id (the largest first,
+        # within max_parts).
+        start = max(low, first - 1)
+        n = min(room + 1, max(1, round(size / max(target, 1))), max(1, high - start))
         room -= n - 1
-        step = (high - low) / n
-        bounds = [low] + [low + round(step * i) for i in range(1, n)] + [high]
+        step = (high - start) / n
+        bounds = [low] + [start + round(step * i) for i in range(1, n)] + [high]
         share = [size // n + (1 if i < size % n else 0) for i in range(n)]
         pieces += [(share[i], bounds[i], bounds[i + 1]) for i in range(n) if bounds[i] < bounds[i + 1]]
     return _cover(sorted(pieces, key=lambda p: p[1]), target)
