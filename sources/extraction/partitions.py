@@ -59,7 +59,7 @@ from ..hubspot import AuthError, BadRequest, HubSpotClient, HubSpotError, NeedsR
 from ..hubspot.wire import _dumps
 from ..models import ReadPartition, Record, RecordCount, SourceCollection, SyncRun
 from . import plan
-from .base import RunLost, add_counts, describe
+from .base import COUNT_KEYS, RunLost, add_counts, describe
 from .cursor import Idle, Partitioned
 from .deletions import ORDER_NOTE, ascending, ready_chunks
 from .mirror import Gone
@@ -122,7 +122,7 @@ class Part:
             pending=tuple(int(i) for i in row.pending or ()),
             done=row.status == ReadPartition.Status.DONE,
         )
-        return cls(row.pk, sc, row.low, row.high, position, dict(row.counts or {}))
+        return cls(row.pk, sc, row.low, row.high, position, {**dict.fromkeys(COUNT_KEYS, 0), **(row.counts or {})})
 
 
 @dataclass
@@ -281,7 +281,11 @@ class Partitions(Reads):
                     # unchanged: no new change_seq), the deletion check from the low bound too.
                     covered = low
                     pos = replace(pos, via=plan.SEARCH, last_id=low, verified=True, note=fallback)
-                    yield [], replace(pos, covered=low if checking else None, pending=tuple(pending)), None
+                    yield (
+                        [],
+                        replace(pos, covered=low if checking else None, pending=tuple(pending)),
+                        Gone(note=fallback),
+                    )
                     continue
             else:
                 results, next_pos = self._search_step(sc, low, high, pos, names)
