@@ -224,4 +224,3 @@ def test_a_helper_of_a_finished_run_does_nothing(workspace, sandbox, partitioned
     run = sync(source, SyncRun.Trigger.FIRST)
     assert extract.execute_partitions(run_id=run.pk) == 0
     assert partitions.READ_PARTITIONS == "sources.read_partitions"
-

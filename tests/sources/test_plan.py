@@ -52,7 +52,9 @@ def uneven_ids(seed: int = 3) -> list[int]:
 def test_an_uneven_id_space_still_balances():
     ids = uneven_ids()
     count, calls = counter(ids)
-    ranges = split(count, first_id=min(ids), last_id=max(ids), total=len(ids), target=4_000, max_parts=16, max_counts=12)
+    ranges = split(
+        count, first_id=min(ids), last_id=max(ids), total=len(ids), target=4_000, max_parts=16, max_counts=12
+    )
     covers_everything(ranges)
     sizes = actual(ranges, ids)
     assert sum(sizes) == len(ids)
