@@ -189,7 +189,13 @@ class Partitions(Reads):
 
     def plan_partitions(self, sc: SourceCollection, read: Partitioned, names: list[str], estimate: int) -> None:
         """Write the collection's ranges and its partitioned cursor in one transaction."""
-        target = settings.HUBSYNC_PARTITION_RECORDS
+        # Ranges of about HUBSYNC_PARTITION_RECORDS, but at least two per fetcher (while a range keeps 1,000
+        # records): a range is read one page after another, so only as many requests are in flight as ranges are
+        # being read, and the last ranges of a read run alone.
+        parts = max(
+            -(-estimate // settings.HUBSYNC_PARTITION_RECORDS), min(2 * settings.HUBSYNC_FETCHERS, estimate // 1000)
+        )
+        target = max(1, -(-estimate // max(1, min(parts, settings.HUBSYNC_PARTITION_MAX))))
         ranges = self._quantile_plan(sc, estimate, target)
         if ranges is None and estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS:
             first, last = self.edge_id(sc, "ASCENDING"), self.edge_id(sc, "DESCENDING")
