@@ -76,6 +76,10 @@ AFTER_NOTE = (
     "HubSpot's list did not start at the id asked for, so {n} id range(s) were read through search instead "
     "(same records, search budget)."
 )
+LIST_ORDER_NOTE = (
+    "HubSpot's list did not come in id order, so the id range(s) concerned were read through search instead "
+    "(sorted by id; same records, search budget)."
+)
 WIDE_NOTE = (
     "{n} of {m} properties do not fit in a search request (3,000 characters): search pages would need a batch "
     "read for them, which spends the list budget, so every range was read through the list."
@@ -358,10 +362,21 @@ class Partitions(Reads):
                     high,
                 )
                 return [], pos, AFTER_NOTE.format(n=1)
+        if not ascending(ids, max(pos.last_id, low)):
+            # The range's end is only known in id order: read it through search (sorted by us) instead.
+            logger.warning(
+                "sync run %s: %s: list page of (%s, %s] not in ascending id order; reading it through search",
+                self.run_row.pk,
+                sc.collection,
+                low,
+                high,
+            )
+            return [], pos, LIST_ORDER_NOTE
         kept = results if high is None else [r for r in results if int(r["id"]) <= high]
         nxt = after_token(page)
         done = not nxt or len(kept) < len(results) or (high is not None and bool(ids) and ids[-1] >= high)
-        return kept, replace(pos, after=nxt or "", verified=True, done=done, note=""), ""
+        last_id = ids[-1] if ids else pos.last_id
+        return kept, replace(pos, after=nxt or "", last_id=last_id, verified=True, done=done, note=""), ""
 
     def _search_step(
         self, sc: SourceCollection, low: int, high: int | None, pos: Position, names: list[str]
@@ -511,7 +526,14 @@ class Partitions(Reads):
                     self._range_failed(held, exc, by_id, active, pool)
                     continue
                 records, pos, gone = payload
-                self.commit_partition_page(held, records, pos, gone)
+                try:
+                    self.commit_partition_page(held, records, pos, gone)
+                except PartitionLost:
+                    # Taken over as stale (this worker was slow, not dead): the taker reads it; go on with the rest.
+                    logger.warning("sync run %s: range %s taken over; leaving it", self.run_row.pk, pk)
+                    pool.skip_part(pk)
+                    del active[pk]
+                    continue
                 if pos.done:
                     del active[pk]
                     self.ranges_done += 1
@@ -597,6 +619,7 @@ class FetcherPool:
         self.out: queue.Queue = queue.Queue(maxsize=2 * self.size)  # bounded: a few pages in memory
         self.stop = threading.Event()
         self.skipped: set[int] = set()
+        self.skipped_parts: set[int] = set()
         self.threads: list[threading.Thread] = []
         self.clients: list[HubSpotClient] = []
         self.lock = threading.Lock()
@@ -610,6 +633,9 @@ class FetcherPool:
 
     def skip(self, collection_id: int) -> None:
         self.skipped.add(collection_id)
+
+    def skip_part(self, pk: int) -> None:
+        self.skipped_parts.add(pk)
 
     def get(self, timeout: float) -> tuple | None:
         try:
@@ -640,7 +666,9 @@ class FetcherPool:
                     continue
                 try:
                     for page in reader.partition_pages(part, names):
-                        if part.sc.pk in self.skipped or not self._put((part.pk, page, None)):
+                        if part.sc.pk in self.skipped or part.pk in self.skipped_parts:
+                            break
+                        if not self._put((part.pk, page, None)):
                             break
                 except BaseException as exc:  # handed to the writer, which decides
                     self._put((part.pk, None, exc))
