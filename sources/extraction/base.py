@@ -2,7 +2,8 @@
 fence against a worker that was presumed dead), the "mirror changed" hand-off, the mirror's statistics.
 
 The engine is one class assembled from a stack of layers, each in its module and each using only the ones below
-it: `EngineBase` (here) < `mirror.MirrorWrites` < `deletions.Deletions` < `reads.Reads` < `engine.Engine`.
+it: `EngineBase` (here) < `mirror.MirrorWrites` < `deletions.Deletions` < `reads.Reads` < `partitions.Partitions`
+< `engine.Engine`.
 """
 
 from __future__ import annotations
