@@ -9,12 +9,13 @@ source cannot be enabled.
 
 from __future__ import annotations
 
+from django.db.models import Count
 from django.urls import reverse
 
 from hubsync import hooks
 from hubsync.hooks import SetupStep
 
-from .models import Source
+from .models import ReadPartition, Source
 
 # Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
 REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")
@@ -48,3 +49,20 @@ def can_enable(source: Source) -> tuple[bool, list[str]]:
     done = {s.key for s in steps if s.done}
     allowed = all(key in done for key in REQUIRED_TO_ENABLE)
     return allowed, ([] if allowed else missing)
+
+
+def partition_progress(source_id: int) -> dict[str, dict[str, int]]:
+    """{collection: {"done", "running", "pending", "total"}} of the partitioned reads in progress of a source (the
+    id ranges of sources.extraction.partitions; none once a read is finished): one grouped query, for run pages
+    and dashboards."""
+    out: dict[str, dict[str, int]] = {}
+    rows = (
+        ReadPartition.objects.filter(collection__source_id=source_id)
+        .values_list("collection__collection", "status")
+        .annotate(n=Count("id"))
+    )
+    for collection, status, n in rows:
+        entry = out.setdefault(collection, {"done": 0, "running": 0, "pending": 0, "total": 0})
+        entry[status] = entry.get(status, 0) + n
+        entry["total"] += n
+    return out

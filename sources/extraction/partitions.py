@@ -604,6 +604,8 @@ class Partitions(Reads):
         helpers = settings.HUBSYNC_PARTITION_HELPERS
         if helpers <= 0 or connection.vendor != "postgresql" or settings.CELERY_TASK_ALWAYS_EAGER:
             return
+        if not self.announce:
+            return  # a foreground run (manage.py sync) needs no broker, so it sends nothing
         for _ in range(helpers):
             handoff.send(READ_PARTITIONS, run_id=self.run_row.pk)
 

@@ -14,6 +14,7 @@ import sources.extraction as extract
 from sources.extraction import mirror, partitions, plan
 from sources.models import ChangeCounter, ReadPartition, Record, SourceCollection, SyncRun
 from sources.runs import create_run
+from sources.selectors import partition_progress
 from tests.sources.extract_helpers import PORTAL, assert_mirror_equals_sandbox, make_source, sync
 
 
@@ -93,6 +94,8 @@ def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(workspace
             sc = SourceCollection.objects.get(source=source)
             assert sc.cursor["mode"] == "partitioned"
             assert not ReadPartition.objects.filter(collection=sc, status=ReadPartition.Status.RUNNING).exists()
+            progress = partition_progress(source.pk)["contacts"]
+            assert progress["running"] == 0 and progress["done"] + progress["pending"] == progress["total"] >= 4
             continue
         break
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
@@ -223,4 +226,5 @@ def test_a_helper_of_a_finished_run_does_nothing(workspace, sandbox, partitioned
     source = make_source(workspace, sandbox)
     run = sync(source, SyncRun.Trigger.FIRST)
     assert extract.execute_partitions(run_id=run.pk) == 0
+    assert partition_progress(source.pk) == {}  # the read is finished: its ranges are gone
     assert partitions.READ_PARTITIONS == "sources.read_partitions"
