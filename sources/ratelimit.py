@@ -69,6 +69,12 @@ class RateLimiter:
         budget = self.budget(account, kind)
         if budget.limit <= 0:
             return 0.0
+        guard = int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS)
+        if guard > 0 and self._budgets is None:
+            # A slot is taken here but counted by HubSpot when the request arrives, a few (varying) milliseconds
+            # later: with several requests in flight, that jitter alone would put a 6th search into HubSpot's
+            # 1-second window now and then, and a 429 pauses every worker. A slot is held a little longer instead.
+            budget = Budget(budget.limit, budget.window_ms + guard)
         waited = 0.0
         while True:
             wait_ms = self._try_take(account, kind, budget)
