@@ -391,7 +391,7 @@ HUBSYNC_NOTIFY_EVERY = int(os.environ.get("HUBSYNC_NOTIFY_EVERY", "5000"))
 HUBSYNC_PARTITION_MIN_RECORDS = int(os.environ.get("HUBSYNC_PARTITION_MIN_RECORDS", "5000"))
 HUBSYNC_PARTITION_RECORDS = int(os.environ.get("HUBSYNC_PARTITION_RECORDS", "4000"))
 HUBSYNC_PARTITION_MAX = int(os.environ.get("HUBSYNC_PARTITION_MAX", "64"))
-HUBSYNC_FETCHERS = int(os.environ.get("HUBSYNC_FETCHERS", "10"))
+HUBSYNC_FETCHERS = int(os.environ.get("HUBSYNC_FETCHERS", "12"))
 # Celery tasks (sources.read_partitions, queue `extract`) sent to let other workers help with a run's partitions
 # (PostgreSQL only: SQLite has one writer). 0 = the run's own worker reads every partition.
 HUBSYNC_PARTITION_HELPERS = int(os.environ.get("HUBSYNC_PARTITION_HELPERS", "1"))

@@ -193,11 +193,11 @@ class Partitions(Reads):
 
     def plan_partitions(self, sc: SourceCollection, read: Partitioned, names: list[str], estimate: int) -> None:
         """Write the collection's ranges and its partitioned cursor in one transaction."""
-        # Ranges of about HUBSYNC_PARTITION_RECORDS, but at least two per fetcher (while a range keeps 1,000
+        # Ranges of about HUBSYNC_PARTITION_RECORDS, but at least four per fetcher (while a range keeps 1,000
         # records): a range is read one page after another, so only as many requests are in flight as ranges are
-        # being read, and the last ranges of a read run alone.
+        # being read, and the last ranges of a read run alone (smaller ranges, shorter tail).
         parts = max(
-            -(-estimate // settings.HUBSYNC_PARTITION_RECORDS), min(2 * settings.HUBSYNC_FETCHERS, estimate // 1000)
+            -(-estimate // settings.HUBSYNC_PARTITION_RECORDS), min(4 * settings.HUBSYNC_FETCHERS, estimate // 1000)
         )
         target = max(1, -(-estimate // max(1, min(parts, settings.HUBSYNC_PARTITION_MAX))))
         ranges = self._quantile_plan(sc, estimate, target)
