@@ -282,3 +282,22 @@ def test_configured_budgets_hold_each_slot_a_guard_beyond_the_window(settings):
     for _ in range(8):
         exact.acquire("exact", SEARCH)
     assert time.monotonic() - started < 0.29
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_low_remaining_from_our_own_requests_does_not_slow_down(backend):
+    """Several requests in flight fill the budget on purpose: HubSpot's Remaining then runs low because of this
+    limiter's own slots, which is no reason to pause (only someone else spending the account's budget is)."""
+    limiter = LocalRateLimiter(BUDGETS) if backend == "local" else redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    for _ in range(9):
+        limiter.acquire(account)
+    ours = {
+        "X-HubSpot-RateLimit-Max": "10",
+        "X-HubSpot-RateLimit-Remaining": "1",  # 9 spent: ours
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+    }
+    limiter.observe(account, ours)
+    started = time.monotonic()
+    limiter.acquire(account)  # the 10th slot of the window: free, no pause
+    assert time.monotonic() - started < 0.05
