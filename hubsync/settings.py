@@ -416,6 +416,16 @@ HUBSYNC_WEBHOOK_MAX_BYTES = int(os.environ.get("HUBSYNC_WEBHOOK_MAX_BYTES", str(
 HUBSYNC_PUBLIC_URL = os.environ.get("HUBSYNC_PUBLIC_URL", "").rstrip("/")
 USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
 USE_X_FORWARDED_PORT = env_bool("USE_X_FORWARDED_PORT", False)
+# Partitioned reads (sources/extraction/partitions.py): a full read of a collection of at least this many records
+# is split into id ranges read concurrently, through the list and the search budgets at once, by this many
+# fetcher threads per run (one HubSpot client each, all under the account's shared rate limiter).
+HUBSYNC_PARTITION_MIN_RECORDS = int(os.environ.get("HUBSYNC_PARTITION_MIN_RECORDS", "5000"))
+HUBSYNC_PARTITION_RECORDS = int(os.environ.get("HUBSYNC_PARTITION_RECORDS", "4000"))
+HUBSYNC_PARTITION_MAX = int(os.environ.get("HUBSYNC_PARTITION_MAX", "64"))
+HUBSYNC_FETCHERS = int(os.environ.get("HUBSYNC_FETCHERS", "12"))
+# Celery tasks (sources.read_partitions, queue `extract`) sent to let other workers help with a run's partitions
+# (PostgreSQL only: SQLite has one writer). 0 = the run's own worker reads every partition.
+HUBSYNC_PARTITION_HELPERS = int(os.environ.get("HUBSYNC_PARTITION_HELPERS", "1"))
 
 # --- HubSpot client and rate limiter (sources/hubspot/, sources/ratelimit.py) --------------------------
 # Budgets per HubSpot account, shared by every worker (in Redis when REDIS_URL is set). 0 = unlimited
@@ -425,6 +435,10 @@ HUBSPOT_RATE_LIMIT = int(os.environ.get("HUBSPOT_RATE_LIMIT", "110"))
 HUBSPOT_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_INTERVAL_MS", "10000"))
 HUBSPOT_SEARCH_RATE_LIMIT = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT", "5"))
 HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS", "1000"))
+# Each slot is held this much longer than its window: HubSpot counts a request when it arrives, after a varying
+# delay, and several requests in flight would otherwise meet a 429 now and then (1% of the list budget, 8% of the
+# search budget's 1-second window).
+HUBSPOT_RATE_LIMIT_GUARD_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_GUARD_MS", "80"))
 # auto (Redis when REDIS_URL, else in-process) | redis | local
 HUBSPOT_RATE_LIMITER = os.environ.get("HUBSPOT_RATE_LIMITER", "auto")
 # Pause all workers when X-HubSpot-RateLimit-Remaining drops to this fraction of Max (someone else spends it).

@@ -173,6 +173,49 @@ class SyncRun(RunBase):
         return f"Run {self.pk} of {self.source}"
 
 
+class ReadPartition(models.Model):
+    """One id range (`low`, `high`] of a collection's partitioned full read (sources.extraction.partitions): its
+    read position, its deletion check's progress, who reads it, and what it counted. Like the collection's cursor
+    it belongs to the collection's read, not to a run: a run that is killed and taken over resumes every partition
+    where it stopped. The rows go when the read's last partition is done."""
+
+    class Via(models.TextChoices):
+        LIST = "list", "List"
+        SEARCH = "search", "Search"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    collection = models.ForeignKey(SourceCollection, on_delete=models.CASCADE, related_name="partitions")
+    index = models.IntegerField()
+    low = models.BigIntegerField()  # exclusive
+    high = models.BigIntegerField(null=True, blank=True)  # inclusive; None = no upper end (the last partition)
+    via = models.CharField(max_length=10, choices=Via.choices)
+    estimate = models.BigIntegerField(default=0)  # records in the range when it was planned
+    # The read position: HubSpot's list `after` token (via list), or the last id read (via search; keyset).
+    after = models.CharField(max_length=100, blank=True, default="")
+    last_id = models.BigIntegerField(default=0)
+    verified = models.BooleanField(default=False)  # a list partition's first page was checked against `low`
+    # The deletion check's progress (sources.extraction.deletions): ids up to `covered` were checked; `pending`
+    # holds the candidates not confirmed yet. covered None: this partition does not check (the order broke).
+    covered = models.BigIntegerField(null=True, blank=True)
+    pending = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # What this partition's pages did: the keys of SyncRun.counts per collection (read, new, updated, ...).
+    counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["collection", "index"], name="unique_read_partition")]
+        ordering = ["collection", "index"]
+
+    def __str__(self) -> str:
+        return f"{self.collection_id}#{self.index} ({self.low}, {self.high}]"
+
+
 class RecordCount(models.Model):
     """Records in the mirror per source and collection, kept by database triggers on sources_record
     (hubsync.counters): the dashboard reads these few rows instead of counting a million."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Count
 from django.urls import reverse
 
 from hubsync import hooks
 from hubsync.hooks import SetupStep
 
 from . import oauth
-from .models import LiveCounter, LiveEvent, Source, SyncRun
+from .models import LiveCounter, LiveEvent, ReadPartition, Source, SyncRun
 
 # Checklist keys that enabling a source needs; the others are implied by an enabled mapping.
 REQUIRED_TO_ENABLE = ("connected", "mapping_enabled")
@@ -121,3 +122,20 @@ def collection_choices(source: Source) -> tuple[list[tuple[str, str]], dict[str,
     ordered = sorted(names, key=lambda n: (order.get(n, len(order)), n))
     counts = {n: {"count": available[n].property_count, "error": available[n].error} for n in available}
     return [(n, oauth.COLLECTION_LABELS.get(n, n)) for n in ordered], counts
+
+
+def partition_progress(source_id: int) -> dict[str, dict[str, int]]:
+    """{collection: {"done", "running", "pending", "total"}} of the partitioned reads in progress of a source (the
+    id ranges of sources.extraction.partitions; none once a read is finished): one grouped query, for run pages
+    and dashboards."""
+    out: dict[str, dict[str, int]] = {}
+    rows = (
+        ReadPartition.objects.filter(collection__source_id=source_id)
+        .values_list("collection__collection", "status")
+        .annotate(n=Count("id"))
+    )
+    for collection, status, n in rows:
+        entry = out.setdefault(collection, {"done": 0, "running": 0, "pending": 0, "total": 0})
+        entry[status] = entry.get(status, 0) + n
+        entry["total"] += n
+    return out

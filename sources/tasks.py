@@ -1,10 +1,12 @@
-"""The sync task, and the one way to start it: a run row first, then the task by id after commit."""
+"""The sync task, and the one way to start it: a run row first, then the task by id after commit. And the helper
+task of partitioned reads."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from .extraction import execute_run
+from .extraction import execute_partitions, execute_run
+from .extraction.partitions import READ_PARTITIONS
 from .live import apply_pending
 from .models import Source, SyncRun
 from .runs import create_run
@@ -19,6 +21,12 @@ def run_sync(run_id: int) -> None:
 def apply_live(source_id: int, collection: str) -> dict[str, int]:
     """Apply the pending webhook events of one source's collection (sources.live)."""
     return apply_pending(source_id=source_id, collection=collection).as_dict()
+
+
+@shared_task(name=READ_PARTITIONS, acks_late=True)
+def read_partitions(run_id: int) -> None:
+    """Help a running sync with the id ranges of its partitioned reads (sources.extraction.partitions)."""
+    execute_partitions(run_id=run_id)
 
 
 def enqueue_sync(*, source: Source, trigger: str) -> SyncRun | None:

@@ -243,11 +243,18 @@ def objects_list(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRespo
     if limit < 1 or limit > 100:
         return error_response(400, "VALIDATION_ERROR", f"limit must be between 1 and 100 (got {limit}).")
     after_raw = request.GET.get("after", "")
+    opaque = ctx.knobs.opaque_list_after
     after = 0
     if after_raw:
-        if not after_raw.isdigit():
+        token = _opaque_after(after_raw)
+        if token is not None:
+            after = token
+        elif opaque:
+            after = 0  # not one of our tokens: not honoured (the knob's point)
+        elif not after_raw.isdigit():
             return error_response(400, "VALIDATION_ERROR", f"Invalid 'after' value: {after_raw}")
-        after = int(after_raw)
+        else:
+            after = int(after_raw)
     td = data.type_data(ctx.portal, otype)
     wanted = records.wanted_properties(td, _props_from_query(request))
     results, nxt = records.list_page(
@@ -256,13 +263,29 @@ def objects_list(request: HttpRequest, ctx: Ctx, otype: ObjectType) -> HttpRespo
     # Records arrive as JSON texts (generated ones are assembled from pre-encoded fragments): join, don't encode.
     body = b'{"results":[' + b",".join(results) + b"]"
     if nxt is not None:
+        token = _opaque_token(nxt) if opaque else str(nxt)
         params = [(k, v) for k in request.GET for v in request.GET.getlist(k) if k != "after"]
-        params.append(("after", str(nxt)))
-        paging = {
-            "next": {"after": str(nxt), "link": request.build_absolute_uri(request.path + "?" + urlencode(params))}
-        }
+        params.append(("after", token))
+        paging = {"next": {"after": token, "link": request.build_absolute_uri(request.path + "?" + urlencode(params))}}
         body += b',"paging":' + json.dumps(paging, separators=(",", ":")).encode()
     return HttpResponse(body + b"}", content_type="application/json;charset=utf-8")
+
+
+_OPAQUE_PREFIX = "sbx:"
+
+
+def _opaque_token(object_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_OPAQUE_PREFIX}{object_id}".encode()).decode().rstrip("=")
+
+
+def _opaque_after(raw: str) -> int | None:
+    """The id an opaque list token stands for, or None when `raw` is not one."""
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    rest = text.removeprefix(_OPAQUE_PREFIX)
+    return int(rest) if text.startswith(_OPAQUE_PREFIX) and rest.isdigit() else None
 
 
 def _parse_id(raw: str) -> int | None:

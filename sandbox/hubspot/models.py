@@ -138,6 +138,9 @@ class Knobs(models.Model):
     fail_next_status = models.CharField(max_length=10, default="503")
     search_lag_seconds = models.FloatField(default=0.0)
     access_token_lifetime = models.IntegerField(default=1800)
+    # HubSpot documents the list's `after` as opaque: with this on, the list pages carry opaque tokens and an
+    # `after` that is not one of them (e.g. an id) is not honoured: the list starts from the first record.
+    opaque_list_after = models.BooleanField(default=False)
 
     def save(self, *args, **kwargs) -> None:
         self.pk = 1

@@ -49,6 +49,7 @@ KNOB_FIELDS = {
     "fail_next_status": str,
     "search_lag_seconds": float,
     "access_token_lifetime": int,
+    "opaque_list_after": bool,
 }
 
 

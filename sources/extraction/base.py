@@ -2,7 +2,8 @@
 fence against a worker that was presumed dead), the "mirror changed" hand-off, the mirror's statistics.
 
 The engine is one class assembled from a stack of layers, each in its module and each using only the ones below
-it: `EngineBase` (here) < `mirror.MirrorWrites` < `deletions.Deletions` < `reads.Reads` < `engine.Engine`.
+it: `EngineBase` (here) < `mirror.MirrorWrites` < `deletions.Deletions` < `reads.Reads` < `partitions.Partitions`
+< `engine.Engine`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -62,6 +64,20 @@ def empty_counts() -> dict:
     return {"read": 0, "new": 0, "updated": 0, "unchanged": 0, "archived": 0, "deleted": 0, "error": ""}
 
 
+COUNT_KEYS = ("read", "new", "updated", "unchanged", "archived", "deleted", "merged")
+
+
+def add_counts(into: dict, counts: dict) -> None:
+    """Add one set of a collection's counts (numbers and notes) into another."""
+    for key in COUNT_KEYS:
+        if counts.get(key):
+            into[key] = into.get(key, 0) + int(counts[key])
+    for note in counts.get("notes") or []:
+        notes = into.setdefault("notes", [])
+        if note not in notes:
+            notes.append(note)
+
+
 class EngineBase:
     """The run's state and bookkeeping, shared by every layer of the engine."""
 
@@ -84,6 +100,13 @@ class EngineBase:
         self.names: dict[str, list[str]] = {}  # the properties read, per collection
         # (collection, id) of the rows mark_archived archived in this run, with their old values.
         self.archived_now: set[tuple[str, int]] = set()
+        # Partitioned reads (sources.extraction.partitions): the fetcher threads' clients (live and closed), the
+        # collections whose ranges count in ReadPartition rows, and the records this worker read of them.
+        self.pool: Any = None
+        self.retired_calls = 0
+        self.retired_retries = 0
+        self.partitioned_ids: set[int] = set()
+        self.own_partition_reads: dict[int, int] = {}
 
     @property
     def hubspot(self) -> HubSpotClient:
@@ -101,20 +124,39 @@ class EngineBase:
             self.progress(message)
 
     def _client_stats(self) -> tuple[int, int]:
+        calls, retries = self.retired_calls, self.retired_retries
+        if self.pool is not None:
+            more_calls, more_retries = self.pool.stats()
+            calls, retries = calls + more_calls, retries + more_retries
         if self.client is None:
-            return 0, 0
-        return int(getattr(self.client, "api_calls", 0)), int(getattr(self.client, "retries", 0))
+            return calls, retries
+        return calls + int(getattr(self.client, "api_calls", 0)), retries + int(getattr(self.client, "retries", 0))
 
-    def run_fields(self) -> dict:
-        """The SyncRun fields a heartbeat and the finish write: counts, progress, calls, the budget used."""
+    def run_counts(self) -> tuple[dict[str, dict], int]:
+        """The run's counts and records read: this engine's own, plus what the ranges of partitioned reads in
+        progress committed (every worker's, from their rows)."""
+        if not self.partitioned_ids:
+            return self.counts, self.done
+        counts = {name: dict(c) for name, c in self.counts.items()}
+        done = self.done - sum(self.own_partition_reads.values())
+        names = dict(SourceCollection.objects.filter(pk__in=self.partitioned_ids).values_list("pk", "collection"))
+        for collection_id, totals in self.partition_totals(list(self.partitioned_ids)).items():
+            into = counts.setdefault(names[collection_id], empty_counts())
+            add_counts(into, totals)
+            done += int(totals.get("read") or 0)
+        return counts, done
+
+    def partition_totals(self, collection_ids: list[int]) -> dict[int, dict]:
+        raise NotImplementedError
+
+    def run_fields(self, *, with_counts: bool = True) -> dict[str, Any]:
+        """The SyncRun fields a heartbeat and the finish write: calls, the budget used and, `with_counts`, the
+        counts and progress."""
         api_calls, retries = self._client_stats()
         reading = self.meter.snapshot()
-        return {
-            "counts": self.counts,
+        fields: dict[str, Any] = {
             "api_calls": api_calls,
             "retries": retries,
-            "progress_done": self.done,
-            "progress_total": self.total or None,
             "peak_requests_10s": reading.peak_requests_10s,
             "peak_search_1s": reading.peak_search_1s,
             "rate_limited": reading.rate_limited,
@@ -122,11 +164,16 @@ class EngineBase:
             "budget_10s": reading.budget_10s,
             "search_budget_1s": reading.search_budget_1s,
         }
+        if with_counts:
+            counts, done = self.run_counts()
+            fields.update(counts=counts, progress_done=done, progress_total=self.total or None)
+        return fields
 
-    def heartbeat(self) -> None:
-        """Save progress and prove ownership; inside a page transaction this is the fence."""
+    def heartbeat(self, *, with_counts: bool = True) -> None:
+        """Save progress and prove ownership; inside a page transaction this is the fence. `with_counts` False:
+        the fence only (a range's page, whose counts live in its row; the idle beat writes them)."""
         updated = SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING, worker=self.worker).update(
-            heartbeat_at=timezone.now(), **self.run_fields()
+            heartbeat_at=timezone.now(), **self.run_fields(with_counts=with_counts)
         )
         if not updated:
             raise RunLost(f"run {self.run_row.pk} is no longer owned by {self.worker}")

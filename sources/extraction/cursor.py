@@ -11,6 +11,9 @@ every shape the engine ever wrote, and `to_json` writes exactly those shapes (ke
   window read in id order (`SearchRead`).
 - ``{"mode": "ids", "after", "covered", "pending", "watermark_ms"}``: the ids-only pass of a Full sync with a
   start date (`IdsPass`).
+- ``{"mode": "partitioned", "started_ms", "check"}``: a read of every record split into id ranges read
+  concurrently (`Partitioned`); each range's position is a sources.ReadPartition row. ``check``: the ranges run
+  the deletion check (a full read; an incremental re-read does not).
 
 ``covered`` and ``pending`` are the deletion check's progress (sources.extraction.deletions). A cursor without
 ``covered`` cannot say what was checked, so its read does not check (the order broke, or an older checkpoint).
@@ -110,7 +113,20 @@ class SearchRead:
         return Idle(watermark)
 
 
-Read = ListRead | SearchRead | IdsPass
+@dataclass(frozen=True)
+class Partitioned:
+    started_ms: int  # when the read began: the watermark once its last partition is done
+    check: bool = True  # the partitions run the deletion check
+    mode: ClassVar[str] = "partitioned"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": "partitioned", "started_ms": self.started_ms, "check": self.check}
+
+    def finished(self) -> Idle:
+        return Idle(self.started_ms)
+
+
+Read = ListRead | SearchRead | IdsPass | Partitioned
 Cursor = Fresh | Idle | Read
 
 
@@ -140,6 +156,8 @@ def from_json(data: dict[str, Any] | None) -> Cursor:
             pending=_ids(data.get("pending")),
             watermark_ms=int(data["watermark_ms"]),
         )
+    if mode == "partitioned":
+        return Partitioned(started_ms=int(data["started_ms"]), check=bool(data.get("check", True)))
     if mode == "search":
         return SearchRead(
             window_start_ms=int(data["window_start_ms"]),
@@ -152,16 +170,48 @@ def from_json(data: dict[str, Any] | None) -> Cursor:
     return Fresh() if watermark is None else Idle(int(watermark))
 
 
-def next_read(cursor: Cursor, *, now_ms: int, start_ms: int | None, overlap_ms: int, ids_pass: bool = False) -> Read:
+# What one account's budget reads per second (sources/ratelimit.py; REFERENCE): list/read/batch pages of 100 under
+# 110 requests per 10 s, search pages of 200 under 5 per second.
+LIST_RECORDS_PER_S = 1_100
+SEARCH_RECORDS_PER_S = 1_000
+
+
+def reread_is_cheaper(*, window_total: int, collection_total: int) -> bool:
+    """Whether an incremental window of `window_total` changed records costs more by search + batch read (each
+    changed id found by search, 200 a request under the 5/s search budget, then read by batch read) than a
+    partitioned re-read of the whole collection through both budgets (`collection_total` records)."""
+    if window_total <= 0 or collection_total <= 0:
+        return False
+    return window_total / SEARCH_RECORDS_PER_S > collection_total / (LIST_RECORDS_PER_S + SEARCH_RECORDS_PER_S)
+
+
+def next_read(
+    cursor: Cursor,
+    *,
+    now_ms: int,
+    start_ms: int | None,
+    overlap_ms: int,
+    ids_pass: bool = False,
+    partition: bool = False,
+    reread: bool = False,
+) -> Read:
     """The read a run makes from `cursor`.
 
     A read in progress (list, search, ids-only pass) goes on where it stopped. Idle: the records modified in
     [watermark - overlap, now] (the overlap covers HubSpot's search-index lag). Fresh: every record through the
     list endpoint, or, with a start date (`start_ms`), a search window [start date, now]; `ids_pass` (a Full sync
     of a mirror that holds records) makes that window go on to the ids-only pass, and the flag rides in the
-    cursor so that a run resuming the read, whatever its trigger, does the pass too."""
-    if isinstance(cursor, ListRead | SearchRead | IdsPass):
+    cursor so that a run resuming the read, whatever its trigger, does the pass too.
+
+    `partition` (the collection is big enough to gain from it): a fresh read of every record is partitioned
+    (with the deletion check). `reread` (an incremental window costs more than a re-read, `reread_is_cheaper`):
+    an idle cursor re-reads the collection partitioned instead of reading its window."""
+    if isinstance(cursor, ListRead | SearchRead | IdsPass | Partitioned):
         return cursor
+    if isinstance(cursor, Idle) and reread:
+        # A bulk change: re-reading everything through both budgets is cheaper than the window. Everything is
+        # read, so the watermark moves to now; an incremental read makes no deletion check.
+        return Partitioned(started_ms=now_ms, check=False)
     if isinstance(cursor, Idle):
         return SearchRead(
             window_start_ms=max(0, cursor.modified_since_ms - overlap_ms),
@@ -170,4 +220,6 @@ def next_read(cursor: Cursor, *, now_ms: int, start_ms: int | None, overlap_ms: 
         )
     if start_ms is not None:
         return SearchRead(window_start_ms=start_ms, window_end_ms=now_ms, ids_pass=ids_pass)
+    if partition:
+        return Partitioned(started_ms=now_ms, check=True)
     return ListRead(after=None, covered=0, started_ms=now_ms)

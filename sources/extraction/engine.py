@@ -18,13 +18,13 @@ from hubsync import handoff
 
 from .. import history
 from ..hubspot import AuthError, HubSpotClient, HubSpotError, NeedsReconnect
-from ..models import ChangeCounter, Record, Source, SourceCollection, SyncRun
+from ..models import ChangeCounter, ReadPartition, Record, RecordCount, Source, SourceCollection, SyncRun
 from ..runs import create_run, is_stale, mark_lost
 from . import cursor as cursors
 from .base import Progress, RunLost, describe, empty_counts
 from .mirror import store_schema
-from .reads import Reads
-from .records import MERGED_IDS
+from .partitions import Partitions, Work
+from .records import MERGED_IDS, lastmod_property
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,34 @@ def execute_run_foreground(*, run_id: int, progress: Progress | None = None) -> 
     return engine.run(), engine.changed_collections
 
 
+def execute_partitions(*, run_id: int, progress: Progress | None = None) -> int:
+    """Help the running sync `run_id` with its partitioned reads: claim, read and commit the ranges no worker
+    holds (or whose worker stopped beating), with this worker's own fetchers and writer, until none is left.
+    The run's own worker coordinates and finishes it. Returns the ranges this helper completed."""
+    run = SyncRun.objects.filter(pk=run_id, status=SyncRun.Status.RUNNING).first()
+    if run is None:
+        return 0
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:helper"
+    engine = Engine(run, worker, progress, announce=False)
+    engine.helper = True
+    works = []
+    for sc in SourceCollection.objects.filter(source_id=run.source_id, selected=True):
+        read = cursors.from_json(sc.cursor)
+        if isinstance(read, cursors.Partitioned) and sc.properties:
+            engine.counts[sc.collection] = empty_counts()
+            works.append(Work(sc=sc, names=sorted({*sc.properties, MERGED_IDS}), read=read))
+    if not works:
+        return 0
+    engine.client = HubSpotClient(engine.source, meter=engine.meter)
+    try:
+        engine.run_partitions(works, coordinate=False)
+    except RunLost as exc:
+        logger.info("sync run %s: helper %s stopped: %s", run_id, worker, exc)
+    finally:
+        engine.client.close()
+    return engine.ranges_done
+
+
 def _claim(run_id: int) -> tuple[SyncRun | None, str]:
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     run = claim_run(run_id=run_id, worker=worker)
@@ -82,7 +110,7 @@ def _claim(run_id: int) -> tuple[SyncRun | None, str]:
     return run, worker
 
 
-class Engine(Reads):
+class Engine(Partitions):
     """One run: every selected collection in turn, each failing on its own; then the run's outcome."""
 
     def finish(self, status: str, error: str = "", *, again_soon: bool = False) -> SyncRun:
@@ -136,25 +164,9 @@ class Engine(Reads):
         if not collections:
             return self.finish(SyncRun.Status.SUCCEEDED)
         ChangeCounter.objects.get_or_create(source=self.source)
-        failed = 0
         try:
             self.client = HubSpotClient(self.source, meter=self.meter)
-            for sc in collections:
-                self.counts[sc.collection] = empty_counts()
-                try:
-                    self.sync_collection(sc)
-                except (NeedsReconnect, AuthError):
-                    raise
-                except HubSpotError as exc:
-                    # One collection failing (missing scope, bad request, HubSpot down for it) must not stop
-                    # the others: the run becomes partial, the collection keeps its cursor for next time.
-                    failed += 1
-                    message = describe(exc)
-                    logger.warning("sync run %s: %s failed: %s", self.run_row.pk, sc.collection, message)
-                    self.counts[sc.collection]["error"] = message
-                    SourceCollection.objects.filter(pk=sc.pk).update(last_error=message)
-                    self.say(f"{sc.collection}: failed: {message}")
-                    self.heartbeat()
+            failed = self.read_collections(collections)
         except (NeedsReconnect, AuthError) as exc:
             return self.finish(SyncRun.Status.FAILED, f"HubSpot refused the credentials: {describe(exc)}")
         except SoftTimeLimitExceeded:
@@ -177,13 +189,60 @@ class Engine(Reads):
         errors = "; ".join(f"{c}: {n['error']}" for c, n in self.counts.items() if n["error"])
         return self.finish(status, errors)
 
-    def sync_collection(self, sc: SourceCollection) -> None:
+    def read_collections(self, collections: list[SourceCollection]) -> int:
+        """Every collection, each failing on its own (a missing scope, a bad request, HubSpot down for it: the run
+        becomes partial and the collection keeps its cursor for next time). Returns how many failed."""
+        failed = 0
+        works: list[Work] = []
+        for sc in collections:
+            self.counts[sc.collection] = empty_counts()
+            try:
+                work = self.sync_collection(sc)
+            except (NeedsReconnect, AuthError):
+                raise
+            except HubSpotError as exc:
+                failed += 1
+                self.collection_failed(sc, exc)
+                self.heartbeat()
+                continue
+            if work is not None:
+                works.append(work)
+        if not works:
+            return failed
+        # The partitioned reads of every collection at once, sharing the account's budget.
+        self.send_helpers()
+        self.run_partitions(works, coordinate=True)
+        for work in works:
+            if work.failed:
+                failed += 1
+                continue
+            try:
+                self.finish_partitioned(work)
+                self.after_read(work.sc, full=work.read.check)
+            except (NeedsReconnect, AuthError):
+                raise
+            except HubSpotError as exc:
+                failed += 1
+                self.collection_failed(work.sc, exc)
+                self.heartbeat()
+        return failed
+
+    def sync_collection(self, sc: SourceCollection) -> Work | None:
+        """Read the collection, or, for a partitioned read, plan (or resume) its ranges and return them: the run
+        reads the ranges of every collection together, then `after_read`."""
         names = self.discover(sc)
         self.names[sc.collection] = names
         start_ms = None
         if self.source.start_date:
             start_ms = _ms(datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC))
         stored = cursors.from_json(sc.cursor)
+        estimate: int | None = None
+        partition = reread = False
+        if isinstance(stored, cursors.Fresh) and start_ms is None:
+            estimate = self.estimate(sc)
+            partition = estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS
+        elif isinstance(stored, cursors.Idle):
+            reread = self.reread_chosen(sc, stored)
         read = cursors.next_read(
             stored,
             now_ms=_ms(timezone.now()),
@@ -191,11 +250,16 @@ class Engine(Reads):
             overlap_ms=settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000,
             # Only a fresh window of a Full sync asks (the one query is not worth making otherwise).
             ids_pass=isinstance(stored, cursors.Fresh) and start_ms is not None and self._full_sync_of_held_records(sc),
+            partition=partition,
+            reread=reread,
         )
         self.say(f"{sc.collection}: {len(names)} properties, reading ({read.mode})")
+        if isinstance(read, cursors.Partitioned):
+            self.prepare_partitions(sc, read, names, estimate)
+            return Work(sc=sc, names=names, read=read)
         full = isinstance(read, cursors.ListRead)
         if isinstance(read, cursors.ListRead):
-            self.read_list(sc, read, names)
+            self.read_list(sc, read, names, estimate=estimate)
         elif isinstance(read, cursors.SearchRead):
             self.read_search(sc, read, names)
         after_read = cursors.from_json(sc.cursor)
@@ -203,9 +267,66 @@ class Engine(Reads):
             # The search read of a Full sync ended (now or in the run that was killed): the ids-only pass.
             self.read_ids(sc, after_read)
             full = True
+        self.after_read(sc, full=full)
+        return None
+
+    def prepare_partitions(
+        self, sc: SourceCollection, read: cursors.Partitioned, names: list[str], estimate: int | None
+    ) -> None:
+        """Plan a new partitioned read, or take up the ranges of one a previous run left (its worker is gone:
+        the ranges it held are pending again, and what they counted was that run's)."""
+        rows = list(ReadPartition.objects.filter(collection=sc).values_list("status", "estimate", "counts"))
+        if not rows or cursors.from_json(sc.cursor).mode != "partitioned":
+            self.plan_partitions(sc, read, names, self.estimate(sc) if estimate is None else estimate)
+            rows = list(ReadPartition.objects.filter(collection=sc).values_list("status", "estimate", "counts"))
+        else:
+            ReadPartition.objects.filter(collection=sc).update(counts={})
+            ReadPartition.objects.filter(collection=sc, status=ReadPartition.Status.RUNNING).update(
+                status=ReadPartition.Status.PENDING, worker=""
+            )
+            self.say(f"{sc.collection}: resuming a partitioned read ({len(rows)} id ranges)")
+        self.total += sum(
+            max(0, n - int((counts or {}).get("read") or 0)) for status, n, counts in rows if status != "done"
+        )
+
+    def reread_chosen(self, sc: SourceCollection, idle: cursors.Idle) -> bool:
+        """For a big collection, whether the incremental window costs more than a partitioned re-read (a bulk
+        import or update in HubSpot); the choice and its reason go in the run's notes. One search request."""
+        held = RecordCount.objects.filter(source=self.source, collection=sc.collection).values_list("n", flat=True)
+        total = held.first() or 0
+        if total < settings.HUBSYNC_PARTITION_MIN_RECORDS:
+            return False
+        lastmod = lastmod_property(sc.collection)
+        start = max(0, idle.modified_since_ms - settings.HUBSYNC_SEARCH_OVERLAP_SECONDS * 1000)
+        body = {
+            "filterGroups": [{"filters": [{"propertyName": lastmod, "operator": "GTE", "value": str(start)}]}],
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        window = int(self.hubspot.search_page(sc.collection, body).get("total") or 0)
+        cheaper = cursors.reread_is_cheaper(window_total=window, collection_total=total)
+        by_search = window / cursors.SEARCH_RECORDS_PER_S
+        by_reread = total / (cursors.LIST_RECORDS_PER_S + cursors.SEARCH_RECORDS_PER_S)
+        if cheaper:
+            why = (
+                f"Re-read all ~{total} records through both budgets (~{by_reread:.0f} s): {window} changed, and "
+                f"reading them by search and batch read would take ~{by_search:.0f} s."
+            )
+        else:
+            why = (
+                f"Read the {window} changed records by search and batch read (~{by_search:.0f} s), cheaper than "
+                f"re-reading all ~{total} (~{by_reread:.0f} s)."
+            )
+        self.counts[sc.collection]["path"] = "reread" if cheaper else "window"
+        self.add_note(sc, why)
+        return cheaper
+
+    def after_read(self, sc: SourceCollection, *, full: bool) -> None:
         # Only a full read has seen every live record, so only then may archived rows HubSpot purged be removed.
         self.scan_archived(sc, check_deleted=full)
         c = self.counts[sc.collection]
+        if c["new"] or c["updated"] or c["deleted"] or c["archived"] or c.get("merged"):
+            self.changed_collections.add(sc.collection)
         if c["deleted"]:
             logger.info(
                 "sync run %s: %s: %s records deleted in HubSpot removed from the mirror",

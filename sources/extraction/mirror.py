@@ -17,7 +17,7 @@ answered under another id was merged away.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,10 +123,18 @@ class MirrorWrites(EngineBase):
             return {int(row[0]) for row in cur.fetchall()}
 
     def commit_page(
-        self, sc: SourceCollection, results: Iterable[dict], new_cursor: Cursor | None, gone: Gone | None = None
+        self,
+        sc: SourceCollection,
+        results: Iterable[dict],
+        new_cursor: Cursor | None,
+        gone: Gone | None = None,
+        *,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
-        """One page in one transaction; `new_cursor` None leaves the collection's cursor alone (the live updates
-        of sources.live commit pages outside the scheduled read's order)."""
+        """One page, one transaction: the rows, merges, the deletion check's outcome, and the read position with
+        the fence: the collection's cursor and the run's heartbeat, or `checkpoint` (a range of a partitioned
+        read saves its own row and fences itself). `new_cursor` None leaves the collection's cursor alone (a
+        range of a partitioned read; the live updates of sources.live, outside the scheduled read's order)."""
         results = list(results)
         merged = merged_away(results)
         if merged:
@@ -198,9 +206,7 @@ class MirrorWrites(EngineBase):
             if gone:
                 # Ids outside this page's rows (the deletion check): same transaction, same fence.
                 self.apply_gone(sc, gone)
-            if stored is not None:
-                SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
-            self.heartbeat()
+            self._checkpoint(sc, stored, checkpoint)
         if stored is not None:
             sc.cursor = stored
         self.inserted += new
@@ -212,6 +218,15 @@ class MirrorWrites(EngineBase):
         forget_queries()
         after_page(self, sc)
         self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+    def _checkpoint(self, sc: SourceCollection, stored: dict | None, checkpoint: Callable[[], None] | None) -> None:
+        """The page's read position and fence, inside its transaction."""
+        if checkpoint is not None:
+            checkpoint()
+            return
+        if stored is not None:
+            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
+        self.heartbeat()
 
     def write_final(self, sc: SourceCollection, records: list[dict]) -> int:
         """Write archived records with their final values (new hash, new change_seq, a history row), HubSpot's

@@ -60,8 +60,11 @@ class Reads(Deletions):
         except HubSpotError:
             return Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()
 
-    def read_list(self, sc: SourceCollection, cursor: ListRead, names: list[str]) -> None:
-        estimate = self.estimate(sc)
+    def read_list(
+        self, sc: SourceCollection, cursor: ListRead, names: list[str], *, estimate: int | None = None
+    ) -> None:
+        if estimate is None:
+            estimate = self.estimate(sc)
         if cursor.after:
             # Resuming: what the mirror already holds (the pages before the checkpoint) is not read again.
             held = Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()

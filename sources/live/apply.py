@@ -48,7 +48,7 @@ class LiveWrites(Deletions):
         # An unsaved run stands for "no run" (pk None): the layers below only read its id.
         super().__init__(SyncRun(source=source, trigger=SyncRun.Trigger.MANUAL), "live", None, announce=False)
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, *, with_counts: bool = True) -> None:
         """No run to prove ownership of: the event claims and the updatedAt guard of the upsert fence instead."""
 
 

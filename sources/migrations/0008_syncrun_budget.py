@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sources', '0006_record_archived_update'),
+        ('sources', '0007_readpartition'),
     ]
 
     operations = [

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from sources.extraction.cursor import Fresh, Idle, IdsPass, ListRead, SearchRead, from_json, next_read
+from sources.extraction.cursor import (
+    Fresh,
+    Idle,
+    IdsPass,
+    ListRead,
+    Partitioned,
+    SearchRead,
+    from_json,
+    next_read,
+    reread_is_cheaper,
+)
 
 NOW = 1_700_000_000_000
 START = 1_600_000_000_000
@@ -81,6 +91,8 @@ FINISHED = [
     (ListRead(after="x", covered=10, pending=(3,), started_ms=77), None, {"mode": "idle", "modified_since_ms": 77}),
     (IdsPass(after="y", covered=5, pending=(), watermark_ms=88), None, {"mode": "idle", "modified_since_ms": 88}),
     (SearchRead(window_start_ms=1, window_end_ms=2), 66, {"mode": "idle", "modified_since_ms": 66}),
+    (Partitioned(started_ms=55, check=True), None, {"mode": "idle", "modified_since_ms": 55}),
+    (Partitioned(started_ms=56, check=False), None, {"mode": "idle", "modified_since_ms": 56}),
     (
         SearchRead(window_start_ms=1, window_end_ms=2, ids_pass=True),
         66,
@@ -108,6 +120,8 @@ STORED = [
     {"mode": "search", "window_start_ms": 10, "window_end_ms": 20, "last_id": 0, "ids_pass": True},
     {"mode": "ids", "after": None, "covered": 0, "pending": [], "watermark_ms": 20},
     {"mode": "ids", "after": "tok", "covered": 900, "pending": [850], "watermark_ms": 20},
+    {"mode": "partitioned", "started_ms": 20, "check": True},
+    {"mode": "partitioned", "started_ms": 20, "check": False},
 ]
 
 
@@ -122,3 +136,43 @@ def test_cursors_are_immutable_values():
     with pytest.raises(AttributeError):
         cursor.after = "other"  # type: ignore[misc]
     assert from_json(None) == Fresh() and from_json({"mode": "idle", "modified_since_ms": "7"}) == Idle(7)
+
+
+# (stored cursor, start date, partition, reread, the read)
+PARTITIONED = [
+    # A fresh read of every record of a big collection is partitioned, with the deletion check.
+    ({}, None, True, False, Partitioned(started_ms=NOW, check=True)),
+    # With a start date it stays a search window (the partitions cover every record, not a window).
+    ({}, START, True, False, SearchRead(window_start_ms=START, window_end_ms=NOW)),
+    # An idle cursor whose window costs more than a re-read re-reads everything, without the deletion check.
+    ({"mode": "idle", "modified_since_ms": 5}, None, False, True, Partitioned(started_ms=NOW, check=False)),
+    ({"mode": "idle", "modified_since_ms": 5}, START, True, True, Partitioned(started_ms=NOW, check=False)),
+    # A partitioned read in progress goes on (its rows hold each range's position), whatever is asked.
+    ({"mode": "partitioned", "started_ms": 9, "check": True}, START, False, True, Partitioned(9, True)),
+    ({"mode": "partitioned", "started_ms": 9}, None, False, False, Partitioned(9, True)),  # "check" absent: on
+    # An old-style list read in progress keeps working as it does.
+    ({"mode": "list", "after": "t", "started_ms": 7}, None, True, True, ListRead(after="t", started_ms=7)),
+]
+
+
+@pytest.mark.parametrize(("stored", "start_ms", "partition", "reread", "expected"), PARTITIONED)
+def test_next_read_partitioned(stored, start_ms, partition, reread, expected):
+    read = next_read(
+        from_json(stored), now_ms=NOW, start_ms=start_ms, overlap_ms=OVERLAP, partition=partition, reread=reread
+    )
+    assert read == expected
+
+
+@pytest.mark.parametrize(
+    ("window", "total", "cheaper"),
+    [
+        (0, 100_000, False),
+        (1_000, 100_000, False),  # 1 s by search against ~48 s of re-read
+        (40_000, 100_000, False),  # 40 s against 47.6 s
+        (50_000, 100_000, True),  # 50 s against 47.6 s
+        (100_000, 100_000, True),
+        (10, 0, False),
+    ],
+)
+def test_reread_is_cheaper_compares_the_two_costs(window, total, cheaper):
+    assert reread_is_cheaper(window_total=window, collection_total=total) is cheaper

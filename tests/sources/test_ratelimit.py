@@ -263,3 +263,41 @@ def test_get_rate_limiter_follows_settings():
         assert isinstance(get_rate_limiter(), LocalRateLimiter)
     with override_settings(HUBSPOT_RATE_LIMIT=7, HUBSPOT_RATE_LIMIT_INTERVAL_MS=700, REDIS_URL=""):
         assert get_rate_limiter().budget("x") == Budget(7, 700)
+
+
+def test_configured_budgets_hold_each_slot_a_guard_beyond_the_window(settings):
+    """HubSpot counts a request when it arrives, a little after its slot was taken: with the configured budget a
+    slot is held HUBSPOT_RATE_LIMIT_GUARD_MS longer, so no window of (window + guard) ever holds more than the
+    limit, whatever the arrival jitter up to the guard."""
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 4
+    settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 200
+    settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 100
+    limiter = LocalRateLimiter()  # budgets from the settings
+    stamps = hammer([limiter, limiter, limiter], f"guard-{uuid.uuid4().hex}", 4, kind=SEARCH)
+    assert len(stamps) == 12
+    assert max_in_window(stamps, 0.29) <= 4  # 200 ms window + 100 ms guard (less a little for timer slack)
+    # Budgets given explicitly are exact (no guard): 4 per 200 ms.
+    exact = LocalRateLimiter({GENERAL: Budget(4, 200), SEARCH: Budget(4, 200)})
+    started = time.monotonic()
+    for _ in range(8):
+        exact.acquire("exact", SEARCH)
+    assert time.monotonic() - started < 0.29
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_low_remaining_from_our_own_requests_does_not_slow_down(backend):
+    """Several requests in flight fill the budget on purpose: HubSpot's Remaining then runs low because of this
+    limiter's own slots, which is no reason to pause (only someone else spending the account's budget is)."""
+    limiter = LocalRateLimiter(BUDGETS) if backend == "local" else redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    for _ in range(9):
+        limiter.acquire(account)
+    ours = {
+        "X-HubSpot-RateLimit-Max": "10",
+        "X-HubSpot-RateLimit-Remaining": "1",  # 9 spent: ours
+        "X-HubSpot-RateLimit-Interval-Milliseconds": "1000",
+    }
+    limiter.observe(account, ours)
+    started = time.monotonic()
+    limiter.acquire(account)  # the 10th slot of the window: free, no pause
+    assert time.monotonic() - started < 0.05

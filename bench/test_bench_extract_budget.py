@@ -1,0 +1,186 @@
+"""Extraction at HubSpot's budget (`make bench`): a first sync of 100k contacts (BENCH_BUDGET_CONTACTS overrides)
+against the sandbox with its rate limits ON (110 requests per 10 s, 5 searches per second, per portal), served
+by one `sandbox_serve` process (its counters live in that process's memory), at 0, 100, 250 and 500 ms of latency
+per request (BENCH_BUDGET_LATENCIES overrides, comma-separated).
+
+Prints, per latency: records/s of the first sync; the share of the account's budget it used (records/s against
+the ~2,100 records/s the two budgets carry: 1,100 through list pages of 100 under 110/10 s, 1,000 through search
+pages of 200 under 5/s), and each budget's requests/s against its limit; 429s met; peak RSS of this process. Then
+two `manage.py sync` processes at once on two accounts (250 ms): records/s together against one account's figure.
+Aim: >= 90 % of the budget (~1,900 records/s) at 250 ms; two accounts twice one account's figure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+
+from bench.test_bench_pipeline import Meter
+from hubsync.models import Workspace
+from sources.extraction import execute_run
+from sources.hubspot import HubSpotClient
+from sources.models import Record, Source, SourceCollection, SyncRun
+from sources.ratelimit import SEARCH
+from sources.runs import create_run
+from tests.fixtures_sandbox import ROOT, HubSpotSandbox, sandbox_env, sandbox_process
+
+pytestmark = [pytest.mark.bench, pytest.mark.django_db(transaction=True)]
+
+CONTACTS = int(os.environ.get("BENCH_BUDGET_CONTACTS", "100000"))
+LATENCIES = [int(x) for x in os.environ.get("BENCH_BUDGET_LATENCIES", "0,100,250,500").split(",")]
+BUDGET_RECORDS_PER_S = 1_100 + 1_000
+LIST_PER_S, SEARCH_PER_S = 11.0, 5.0
+
+
+class Requests:
+    """Requests by budget and 429s met, counted at the client's one place of sending (every thread's client)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.general = self.search = self.limited = 0
+        self.in_flight = self.peak_in_flight = 0
+        self.flight_seconds = 0.0  # requests x seconds in flight: / wall time = mean requests in flight
+
+    def install(self, monkeypatch) -> None:
+        send = HubSpotClient._send
+
+        def counted(client, method, url, data, token, kind):
+            with self.lock:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            started = time.perf_counter()
+            try:
+                response = send(client, method, url, data, token, kind)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+                    self.flight_seconds += time.perf_counter() - started
+            with self.lock:
+                if kind == SEARCH:
+                    self.search += 1
+                else:
+                    self.general += 1
+                if response.status_code == 429:
+                    self.limited += 1
+            return response
+
+        monkeypatch.setattr(HubSpotClient, "_send", counted)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.general = self.search = self.limited = 0
+            self.peak_in_flight = 0
+            self.flight_seconds = 0.0
+
+
+def new_source(hub: HubSpotSandbox, hub_id: int, name: str, contacts: int = CONTACTS) -> Source:
+    hub.seed(hub_id, contacts=contacts, companies=0, deals=0, tickets=0)
+    tokens = hub.token(portal=hub_id)
+    source = Source.objects.create(
+        workspace=Workspace.objects.create(name=name), name=name, schema_name=name.replace("-", "_"),
+        hub_id=hub_id, token=tokens["refresh_token"], access_token=tokens["access_token"],
+        access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
+    )  # fmt: skip
+    SourceCollection.objects.create(source=source, collection="contacts")
+    return source
+
+
+def sync_process(base: str, source: Source) -> subprocess.Popen:
+    env = sandbox_env()
+    env.update(
+        DEBUG="1",
+        HUBSYNC_BASE_URL=base,
+        HUBSPOT_API_BASE="",
+        HUBSYNC_PARTITION_HELPERS="0",
+        SECRET_KEY=django_settings.SECRET_KEY,
+        HUBSYNC_ENCRYPTION_KEYS=",".join(django_settings.HUBSYNC_ENCRYPTION_KEYS),
+    )
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "sync", str(source.pk)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.timeout(3600)
+def test_bench_extract_at_the_budget(settings, monkeypatch):
+    monkeypatch.setenv("DEBUG", "1")  # the sandbox process uses the embedded defaults (same local secrets)
+    settings.HUBSPOT_RATE_LIMIT = 110
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 10_000
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 5
+    settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 1_000
+    settings.HUBSPOT_API_BASE = ""
+    settings.HUBSYNC_PARTITION_HELPERS = 0
+    requests = Requests()
+    requests.install(monkeypatch)
+    print(
+        f"\nextraction at the budget ({connection.vendor}, {CONTACTS:,} contacts, sandbox rate limits on: "
+        f"110/10 s + 5 searches/s = ~{BUDGET_RECORDS_PER_S:,} records/s; {settings.HUBSYNC_FETCHERS} fetchers)"
+    )
+    # 32 sandbox threads: its latency is slept inside a request thread, and 8 threads at 500 ms would cap the
+    # sandbox at 16 requests/s, with queueing delays that make the windows disagree (HubSpot has no such cap).
+    with sandbox_process(threads=32) as base:
+        settings.BASE_URL = base
+        hub = HubSpotSandbox(base)
+        hub.set_knobs(rate_limits=True, error_rate=0, reset_rate=0, search_lag_seconds=0, fail_next=0)
+        one_account = 0.0
+        for n, latency in enumerate(LATENCIES):
+            hub.set_knobs(latency_ms=latency)
+            source = new_source(hub, 5100 + n, f"budget-{latency}")
+            requests.reset()
+            run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
+            with Meter() as meter:
+                finished = execute_run(run_id=run.pk)
+            assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED, finished and finished.error
+            assert Record.objects.filter(source=source).count() == CONTACTS
+            rate = CONTACTS / meter.seconds
+            if latency == 250:
+                one_account = rate
+            list_rate, search_rate = requests.general / meter.seconds, requests.search / meter.seconds
+            print(
+                f"  latency {latency:>3} ms: {rate:6.0f} records/s = {rate / BUDGET_RECORDS_PER_S:5.1%} of the budget "
+                f"| list {list_rate:5.2f}/s of {LIST_PER_S:.0f} ({list_rate / LIST_PER_S:4.0%}), "
+                f"search {search_rate:4.2f}/s of {SEARCH_PER_S:.0f} ({search_rate / SEARCH_PER_S:4.0%}) | "
+                f"{requests.limited} x 429 | {finished.counts['contacts'].get('partitions', 1)} ranges, in flight "
+                f"{requests.flight_seconds / meter.seconds:3.1f} mean / {requests.peak_in_flight} peak | "
+                f"{meter.seconds:5.1f} s | peak RSS {meter.peak / 2**20:6.1f} MiB"
+            )
+        # The peer in the same run: the one-request-in-flight list read (what every first sync was before), at
+        # 250 ms, on a fifth of the records (its rate does not depend on the size).
+        hub.set_knobs(latency_ms=250)
+        settings.HUBSYNC_PARTITION_MIN_RECORDS = 10**12
+        peer_size = max(1_000, CONTACTS // 5)
+        peer = new_source(hub, 5300, "budget-peer", contacts=peer_size)
+        run = create_run(source=peer, trigger=SyncRun.Trigger.FIRST)
+        with Meter() as meter:
+            finished = execute_run(run_id=run.pk)
+        assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED
+        peer_rate = peer_size / meter.seconds
+        versus = f" = partitioned {one_account / peer_rate:.1f} x this" if one_account else ""
+        print(f"  peer: one request in flight (list read), 250 ms: {peer_rate:6.0f} records/s{versus}")
+        settings.HUBSYNC_PARTITION_MIN_RECORDS = 5_000
+        # Two accounts, two worker processes at once: each account has its own budget.
+        hub.set_knobs(latency_ms=250)
+        sources = [new_source(hub, 5200 + i, f"budget-two-{i}") for i in range(2)]
+        started = time.perf_counter()
+        procs = [sync_process(base, s) for s in sources]
+        for proc in procs:
+            _, err = proc.communicate(timeout=1800)
+            assert proc.returncode == 0, err[-3000:]
+        seconds = time.perf_counter() - started
+        assert Record.objects.filter(source__in=sources).count() == 2 * CONTACTS
+        together = 2 * CONTACTS / seconds
+        ratio = f" = {together / one_account:.2f} x one account (aim: 2)" if one_account else ""
+        print(f"  two processes, two accounts (250 ms): {together:6.0f} records/s in {seconds:5.1f} s{ratio}")

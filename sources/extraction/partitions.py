@@ -1,0 +1,693 @@
+"""Partitioned reads: a collection's id space split into ranges read concurrently, through both of HubSpot's
+budgets at once, each range checkpointed on its own row (sources.ReadPartition).
+
+**Why.** One request in flight reads at HubSpot's latency (~4 pages/s at 250 ms); the account's budget is 110
+list/read/batch requests per 10 s (100 records a page, ~1,100 records/s) plus 5 search requests per second (200 a
+page, ~1,000 records/s). Only several requests in flight, on both budgets, fill it. The shared limiter
+(sources/ratelimit.py) stays the one place that decides when a request may go: concurrency fills the budget,
+never exceeds it.
+
+**Plan** (`plan_partitions`, sources.extraction.plan): HubSpot's search `total`, the smallest and largest ids (search
+sorted by hs_object_id, limit 1), and counts of id ranges (search `total`, limit 1), capped; on a Full sync of a
+held mirror the mirror's own id quantiles (one SQL query) instead. Each range is read through the list or through
+search, the split chosen from the two budgets.
+
+**List ranges** start with `after` at the range's low bound + 1 (HubSpot's list pages in ascending id order and
+its `after` is the next id in practice, but it is documented as opaque): the first page is verified (its first
+id above the low bound, and one search count of the ids between the two says nothing was skipped); a range whose
+`after` is not honoured (or a page out of order) is read through search instead, with a note in the run. The
+range ends at the first id above its high bound. **Search ranges** are keyset-paged: `hs_object_id` GT the last
+id read and LTE the high bound, sorted ascending, never an `after` offset (so never the 10,000 cap), carrying the
+properties themselves (those that do not fit in the 3,000-character body are read by batch read: the client does
+that, and the run's notes say what it cost).
+
+**Deletion check** per range, exactly as a list read does it (sources.extraction.deletions): pages come in
+ascending id order, so every mirror id in (covered, last id of the page] the page did not return is a candidate,
+confirmed by batch reads; the last page of a range covers up to its high bound (the last range: to the end).
+
+**Concurrency.** `HUBSYNC_FETCHERS` fetcher threads, one HubSpotClient each, produce the pages of every claimed
+range of every collection of the run into one bounded queue; the calling thread is the single writer: each page is
+one transaction with its range's new position, its counts and the fence, then `forget_queries()`.
+
+**Across workers.** Ranges are claimed with `select_for_update(skip_locked=True)` (a no-op on SQLite, whose single
+writer is enough) and heartbeated with each page; a range whose heartbeat is older than HUBSYNC_RUN_STALE_SECONDS is
+taken over by whoever claims next. The run's own task coordinates: it plans, sends `sources.read_partitions`
+helper tasks (queue `extract`) that claim, read and commit ranges with their own writer, reads ranges itself, waits
+for the helpers' ranges (taking over stale ones), and finishes the collection when its last range is done: the
+cursor becomes idle at the read's start and the rows go.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from hubsync import handoff
+
+from ..hubspot import AuthError, BadRequest, HubSpotClient, HubSpotError, NeedsReconnect
+from ..hubspot.wire import _dumps
+from ..models import ReadPartition, Record, RecordCount, SourceCollection, SyncRun
+from . import plan
+from .base import COUNT_KEYS, RunLost, add_counts, describe
+from .cursor import Idle, Partitioned
+from .deletions import ORDER_NOTE, ascending, ready_chunks
+from .mirror import Gone
+from .reads import LIST_LIMIT, SEARCH_LIMIT, Reads
+from .records import after_token
+
+logger = logging.getLogger(__name__)
+
+# The helper task (sources.tasks.read_partitions), sent by name: extraction does not import its own tasks module.
+READ_PARTITIONS = "sources.read_partitions"
+# Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
+MAX_PLAN_COUNTS = 12
+AFTER_NOTE = (
+    "HubSpot's list did not start at the id asked for, so {n} id range(s) were read through search instead "
+    "(same records, search budget)."
+)
+LIST_ORDER_NOTE = (
+    "HubSpot's list did not come in id order, so the id range(s) concerned were read through search instead "
+    "(sorted by id; same records, search budget)."
+)
+WIDE_NOTE = (
+    "{n} of {m} properties do not fit in a search request (3,000 characters): search pages would need a batch "
+    "read for them, which spends the list budget, so every range was read through the list."
+)
+
+
+class PartitionLost(RunLost):
+    """This worker no longer holds the range (taken over as stale, or the run was replaced)."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """A range's read position, as its row stores it."""
+
+    via: str
+    after: str = ""
+    last_id: int = 0
+    verified: bool = False
+    covered: int | None = None
+    pending: tuple[int, ...] = ()
+    done: bool = False
+    note: str = ""
+
+
+@dataclass
+class Part:
+    """A claimed range: its row's fixed fields, its position, and what its pages counted."""
+
+    pk: int
+    sc: SourceCollection
+    low: int
+    high: int | None
+    position: Position
+    counts: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: ReadPartition, sc: SourceCollection) -> Part:
+        position = Position(
+            via=row.via,
+            after=row.after,
+            last_id=row.last_id,
+            verified=row.verified,
+            covered=row.covered,
+            pending=tuple(int(i) for i in row.pending or ()),
+            done=row.status == ReadPartition.Status.DONE,
+        )
+        return cls(row.pk, sc, row.low, row.high, position, {**dict.fromkeys(COUNT_KEYS, 0), **(row.counts or {})})
+
+
+@dataclass
+class Work:
+    """A collection whose partitioned read this run takes part in."""
+
+    sc: SourceCollection
+    names: list[str]
+    read: Partitioned
+    failed: bool = False
+
+
+class Partitions(Reads):
+    """Planning, reading and committing the ranges of partitioned reads (the coordinator and helpers alike)."""
+
+    helper = False  # a helper commits into ranges of a run it does not own
+    ranges_done = 0
+
+    # --- planning ---------------------------------------------------------------------------------------------
+    def count_range(self, sc: SourceCollection, low: int, high: int | None) -> int:
+        """Records with an id in (low, high]: one search request (limit 1), its `total`."""
+        return self.count_and_first(sc, low, high)[0]
+
+    def count_and_first(self, sc: SourceCollection, low: int, high: int | None) -> tuple[int, int | None]:
+        """(records with an id in (low, high], the smallest of their ids): one search request sorted by id, limit 1."""
+        filters = [{"propertyName": "hs_object_id", "operator": "GT", "value": str(low)}]
+        if high is not None:
+            filters.append({"propertyName": "hs_object_id", "operator": "LTE", "value": str(high)})
+        body = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        page = self.hubspot.search_page(sc.collection, body)
+        results = page.get("results") or []
+        return int(page.get("total") or 0), (int(results[0]["id"]) if results else None)
+
+    def edge_id(self, sc: SourceCollection, direction: str) -> int | None:
+        body = {
+            "filterGroups": [],
+            "sorts": [{"propertyName": "hs_object_id", "direction": direction}],
+            "properties": ["hs_object_id"],
+            "limit": 1,
+        }
+        results = self.hubspot.search_page(sc.collection, body).get("results") or []
+        return int(results[0]["id"]) if results else None
+
+    def search_carries_all(self, names: list[str]) -> bool:
+        body = {
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": "hs_object_id", "operator": "GT", "value": "99999999999"},
+                        {"propertyName": "hs_object_id", "operator": "LTE", "value": "99999999999"},
+                    ]
+                }
+            ],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": names,
+            "limit": SEARCH_LIMIT,
+        }
+        return len(_dumps(body)) <= settings.HUBSPOT_SEARCH_MAX_BODY
+
+    def plan_partitions(self, sc: SourceCollection, read: Partitioned, names: list[str], estimate: int) -> None:
+        """Write the collection's ranges and its partitioned cursor in one transaction."""
+        # Ranges of about HUBSYNC_PARTITION_RECORDS, but at least four per fetcher (while a range keeps 1,000
+        # records): a range is read one page after another, so only as many requests are in flight as ranges are
+        # being read, and the last ranges of a read run alone (smaller ranges, shorter tail).
+        parts = max(
+            -(-estimate // settings.HUBSYNC_PARTITION_RECORDS), min(4 * settings.HUBSYNC_FETCHERS, estimate // 1000)
+        )
+        target = max(1, -(-estimate // max(1, min(parts, settings.HUBSYNC_PARTITION_MAX))))
+        ranges = self._quantile_plan(sc, estimate, target)
+        if ranges is None and estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS:
+            first, last = self.edge_id(sc, "ASCENDING"), self.edge_id(sc, "DESCENDING")
+            if first is not None and last is not None:
+                ranges = plan.split(
+                    lambda low, high: self.count_and_first(sc, low, high),
+                    first_id=first,
+                    last_id=last,
+                    total=estimate,
+                    target=target,
+                    max_parts=settings.HUBSYNC_PARTITION_MAX,
+                    max_counts=MAX_PLAN_COUNTS,
+                )
+        if not ranges:
+            ranges = [plan.Range(0, None, estimate)]
+        carries = self.search_carries_all(names)
+        vias = plan.assign(ranges, search_carries_all=carries)
+        if not carries and len(ranges) > 1:
+            properties = self._fitting(names)
+            self.add_note(sc, WIDE_NOTE.format(n=len(names) - properties, m=len(names)))
+        rows = [
+            ReadPartition(
+                collection=sc,
+                index=index,
+                low=r.low,
+                high=r.high,
+                via=via,
+                estimate=r.estimate,
+                after="" if r.low <= 0 else str(r.low + 1),
+                last_id=r.low,
+                verified=r.low <= 0 or via == plan.SEARCH,
+                covered=r.low if read.check else None,
+            )
+            for index, (r, via) in enumerate(zip(ranges, vias, strict=True))
+        ]
+        stored = read.to_json()
+        with transaction.atomic():
+            ReadPartition.objects.filter(collection=sc).delete()
+            ReadPartition.objects.bulk_create(rows)
+            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
+            self.heartbeat()
+        sc.cursor = stored
+        by_via = {v: sum(1 for x in vias if x == v) for v in (plan.LIST, plan.SEARCH)}
+        self.counts[sc.collection]["partitions"] = len(rows)
+        self.say(
+            f"{sc.collection}: ~{estimate} records in {len(rows)} id ranges "
+            f"({by_via[plan.LIST]} through the list, {by_via[plan.SEARCH]} through search)"
+        )
+
+    def _fitting(self, names: list[str]) -> int:
+        for n in range(len(names), 0, -1):
+            if self.search_carries_all(names[:n]):
+                return n
+        return 0
+
+    def _quantile_plan(self, sc: SourceCollection, estimate: int, target: int) -> list[plan.Range] | None:
+        """A Full sync of a held mirror: cut at the mirror's own id quantiles (one SQL query; no request)."""
+        held = RecordCount.objects.filter(source=self.source, collection=sc.collection).values_list("n", flat=True)
+        n = held.first() or 0
+        if n < settings.HUBSYNC_PARTITION_MIN_RECORDS or estimate < settings.HUBSYNC_PARTITION_MIN_RECORDS:
+            return None
+        parts = max(2, min(settings.HUBSYNC_PARTITION_MAX, -(-estimate // target)))
+        step = max(1, n // parts)
+        table = Record._meta.db_table
+        with connection.cursor() as cur:
+            cur.execute(
+                f"SELECT object_id FROM (SELECT object_id, ROW_NUMBER() OVER (ORDER BY object_id) AS rn FROM {table} "
+                "WHERE source_id = %s AND collection = %s) AS q WHERE rn %% %s = 0 ORDER BY object_id",
+                [self.source.pk, sc.collection, step],
+            )
+            ids = [row[0] for row in cur.fetchall()][: parts - 1]
+        return plan.from_quantiles(ids, total=estimate)
+
+    # --- one range's pages (in a fetcher thread, with that thread's client) ------------------------------------
+    def partition_pages(self, part: Part, names: list[str]) -> Iterator[tuple[list, Position, Gone | None]]:
+        """(records, position after them, what the deletion check found) for every page of the range from its
+        position on; and, when a batch of candidates is confirmed, ([], the position before the page, Gone)."""
+        sc, low, high = part.sc, part.low, part.high
+        pos = part.position
+        checking = pos.covered is not None
+        covered = pos.covered if pos.covered is not None else low
+        pending = list(pos.pending)
+        while not pos.done:
+            before = replace(pos, covered=covered if checking else None, pending=tuple(pending), note="")
+            if pos.via == plan.LIST:
+                results, next_pos, fallback = self._list_step(sc, low, high, pos, names)
+                if fallback:
+                    # Read the range again through search from its low bound (records already written are
+                    # unchanged: no new change_seq), the deletion check from the low bound too.
+                    covered = low
+                    pos = replace(pos, via=plan.SEARCH, last_id=low, verified=True, note=fallback)
+                    yield (
+                        [],
+                        replace(pos, covered=low if checking else None, pending=tuple(pending)),
+                        Gone(note=fallback),
+                    )
+                    continue
+            else:
+                results, next_pos = self._search_step(sc, low, high, pos, names)
+            ids = [int(r["id"]) for r in results]
+            last = next_pos.done
+            if checking and not ascending(ids, covered):
+                checking = False
+                logger.warning(
+                    "sync run %s: %s: range (%s, %s] not in ascending id order after id %s; deletion check stopped",
+                    self.run_row.pk,
+                    sc.collection,
+                    low,
+                    high,
+                    covered,
+                )
+                next_pos = replace(next_pos, note=ORDER_NOTE)
+                last = True  # confirm the candidates found so far
+                ids = []
+            if checking and (ids or last):
+                top = high if last else ids[-1]
+                for batch in self.candidate_batches(sc, archived=False, low=covered, high=top, exclude=ids):
+                    pending += batch
+                    for chunk in ready_chunks(pending):
+                        yield self._confirm(sc, chunk, pending, before)
+                covered = top if top is not None else covered
+            if last and pending:
+                for chunk in ready_chunks(pending, everything=True):
+                    yield self._confirm(sc, chunk, pending, before)
+            pos = replace(next_pos, covered=covered if checking else None, pending=tuple(pending) if checking else ())
+            yield results, pos, (Gone(note=pos.note) if pos.note else None)
+
+    def _confirm(
+        self, sc: SourceCollection, chunk: list[int], pending: list[int], before: Position
+    ) -> tuple[list, Position, Gone]:
+        gone = self.confirm_gone(sc, chunk, mirror_archived=False)
+        kept = tuple(i for i in pending if before.covered is not None and i <= before.covered)
+        return [], replace(before, pending=kept), gone
+
+    def _list_step(
+        self, sc: SourceCollection, low: int, high: int | None, pos: Position, names: list[str]
+    ) -> tuple[list, Position, str]:
+        """One list page of the range: (its records up to `high`, the position after it, a fallback note when
+        HubSpot did not honour the id `after`)."""
+        try:
+            page = self.hubspot.list_page(sc.collection, properties=names, after=pos.after or None, limit=LIST_LIMIT)
+        except BadRequest:
+            if pos.verified:
+                raise
+            return [], pos, AFTER_NOTE.format(n=1)
+        results = page.get("results") or []
+        ids = [int(r["id"]) for r in results]
+        if not pos.verified:
+            if ids:
+                honoured = ids[0] > low and self.count_range(sc, low, ids[0] - 1) == 0
+            else:
+                honoured = self.count_range(sc, low, high) == 0
+            if not honoured:
+                logger.warning(
+                    "sync run %s: %s: the list did not start after id %s; reading (%s, %s] through search",
+                    self.run_row.pk,
+                    sc.collection,
+                    low,
+                    low,
+                    high,
+                )
+                return [], pos, AFTER_NOTE.format(n=1)
+        if not ascending(ids, max(pos.last_id, low)):
+            # The range's end is only known in id order: read it through search (sorted by us) instead.
+            logger.warning(
+                "sync run %s: %s: list page of (%s, %s] not in ascending id order; reading it through search",
+                self.run_row.pk,
+                sc.collection,
+                low,
+                high,
+            )
+            return [], pos, LIST_ORDER_NOTE
+        kept = results if high is None else [r for r in results if int(r["id"]) <= high]
+        nxt = after_token(page)
+        done = not nxt or len(kept) < len(results) or (high is not None and bool(ids) and ids[-1] >= high)
+        last_id = ids[-1] if ids else pos.last_id
+        return kept, replace(pos, after=nxt or "", last_id=last_id, verified=True, done=done, note=""), ""
+
+    def _search_step(
+        self, sc: SourceCollection, low: int, high: int | None, pos: Position, names: list[str]
+    ) -> tuple[list, Position]:
+        last_id = max(pos.last_id, low)
+        filters = [{"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]
+        if high is not None:
+            filters.append({"propertyName": "hs_object_id", "operator": "LTE", "value": str(high)})
+        body = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "properties": names,
+            "limit": SEARCH_LIMIT,
+        }
+        page = self.hubspot.search_page(sc.collection, body)
+        results = page.get("results") or []
+        ids = [int(r["id"]) for r in results]
+        more = bool(after_token(page)) and bool(ids)
+        return results, replace(pos, last_id=max([last_id, *ids]), done=not more, note="")
+
+    # --- claims -------------------------------------------------------------------------------------------------
+    def claim_partition(self, collection_ids: list[int], prefer: list[str]) -> ReadPartition | None:
+        """A pending range (or one whose reader stopped beating) of these collections, now ours."""
+        stale = timezone.now() - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS)
+        claimable = Q(status=ReadPartition.Status.PENDING) | Q(
+            status=ReadPartition.Status.RUNNING, heartbeat_at__lt=stale
+        )
+        with transaction.atomic():
+            base = ReadPartition.objects.select_for_update(skip_locked=True).filter(
+                claimable, collection_id__in=collection_ids
+            )
+            row = None
+            for via in prefer:
+                row = base.filter(via=via).order_by("-estimate", "index").first()
+                if row is not None:
+                    break
+            if row is None:
+                row = base.order_by("-estimate", "index").first()
+            if row is None:
+                return None
+            if row.status == ReadPartition.Status.RUNNING:
+                logger.warning("partition %s of %s taken over from %s", row.index, row.collection_id, row.worker)
+            row.status = ReadPartition.Status.RUNNING
+            row.worker = self.worker
+            row.heartbeat_at = timezone.now()
+            row.save(update_fields=["status", "worker", "heartbeat_at"])
+        return row
+
+    def release_partitions(self, collection_ids: list[int]) -> None:
+        """Give back the ranges this worker holds (a failed collection, or stopping): pending again."""
+        ReadPartition.objects.filter(
+            collection_id__in=collection_ids, worker=self.worker, status=ReadPartition.Status.RUNNING
+        ).update(status=ReadPartition.Status.PENDING, worker="")
+
+    # --- the writer ---------------------------------------------------------------------------------------------
+    def fence(self) -> None:
+        """Inside a range's page transaction: this worker still runs the run (the coordinator's heartbeat), or
+        the run it helps is still running."""
+        if not self.helper:
+            self.heartbeat(with_counts=False)
+            return
+        if not SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING).exists():
+            raise RunLost(f"run {self.run_row.pk} is no longer running")
+
+    def commit_partition_page(self, part: Part, records: list, pos: Position, gone: Gone | None) -> None:
+        sc = part.sc
+        own = self.counts[sc.collection]
+        self.counts[sc.collection] = part.counts  # the mirror's writes count into the range's own counts
+
+        def save() -> None:
+            status = ReadPartition.Status.DONE if pos.done else ReadPartition.Status.RUNNING
+            updated = ReadPartition.objects.filter(
+                pk=part.pk, worker=self.worker, status=ReadPartition.Status.RUNNING
+            ).update(
+                via=pos.via,
+                after=pos.after,
+                last_id=pos.last_id,
+                verified=pos.verified,
+                covered=pos.covered,
+                pending=list(pos.pending),
+                counts=part.counts,
+                status=status,
+                heartbeat_at=timezone.now(),
+            )
+            if not updated:
+                raise PartitionLost(f"partition {part.pk} is no longer held by {self.worker}")
+            self.fence()
+
+        read_before = int(part.counts.get("read") or 0)
+        try:
+            self.commit_page(sc, records, None, gone, checkpoint=save)
+        finally:
+            self.counts[sc.collection] = own
+        part.position = pos
+        self.own_partition_reads[sc.pk] = (
+            self.own_partition_reads.get(sc.pk, 0) + int(part.counts.get("read") or 0) - read_before
+        )
+
+    def partition_totals(self, collection_ids: list[int]) -> dict[int, dict]:
+        """{collection id: the counts of its ranges, summed} as committed (every worker's)."""
+        out: dict[int, dict] = {}
+        for collection_id, counts in ReadPartition.objects.filter(collection_id__in=collection_ids).values_list(
+            "collection_id", "counts"
+        ):
+            add_counts(out.setdefault(collection_id, {}), counts or {})
+        return out
+
+    def run_partitions(self, works: list[Work], *, coordinate: bool) -> None:
+        """Claim, read and commit ranges of these collections until none is left to claim; the coordinator then
+        waits for the ranges other workers hold (taking over stale ones) until every range is done."""
+        by_id = {w.sc.pk: w for w in works}
+        pool = FetcherPool(self, settings.HUBSYNC_FETCHERS)
+        self.pool = pool
+        self.partitioned_ids.update(by_id)
+        active: dict[int, Part] = {}
+        last_beat = time.monotonic()
+        weights = {plan.LIST: 11, plan.SEARCH: 5}  # requests per second of each budget
+        try:
+            while True:
+                live = [pk for pk, w in by_id.items() if not w.failed]
+                while live and len(active) < pool.size:
+                    busy = {v: sum(1 for p in active.values() if p.position.via == v) for v in weights}
+                    prefer = sorted(weights, key=lambda v: busy[v] / weights[v])
+                    row = self.claim_partition(live, prefer)
+                    if row is None:
+                        break
+                    part = Part.of(row, by_id[row.collection_id].sc)
+                    active[part.pk] = part
+                    pool.submit(part, by_id[row.collection_id].names)
+                if not active:
+                    if not live or not coordinate or self._all_done(live):
+                        return
+                    time.sleep(1.0)
+                    self.beat()
+                    continue
+                item = pool.get(timeout=1.0)
+                if time.monotonic() - last_beat >= 2.0 or item is None:
+                    self.beat()
+                    last_beat = time.monotonic()
+                if item is None:
+                    continue
+                pk, payload, exc = item
+                held = active.get(pk)
+                if held is None or by_id[held.sc.pk].failed:
+                    continue
+                if exc is not None:
+                    self._range_failed(held, exc, by_id, active, pool)
+                    continue
+                records, pos, gone = payload
+                try:
+                    self.commit_partition_page(held, records, pos, gone)
+                except PartitionLost:
+                    # Taken over as stale (this worker was slow, not dead): the taker reads it; go on with the rest.
+                    logger.warning("sync run %s: range %s taken over; leaving it", self.run_row.pk, pk)
+                    pool.skip_part(pk)
+                    del active[pk]
+                    continue
+                if pos.done:
+                    del active[pk]
+                    self.ranges_done += 1
+        finally:
+            pool.close()
+            self.pool = None
+            try:
+                self.release_partitions(list(by_id))
+            except Exception:  # the rows go stale and are taken over anyway
+                logger.exception("releasing the partitions of run %s failed", self.run_row.pk)
+
+    def _range_failed(
+        self, part: Part, exc: BaseException, by_id: dict[int, Work], active: dict[int, Part], pool: FetcherPool
+    ) -> None:
+        if isinstance(exc, NeedsReconnect | AuthError) or not isinstance(exc, HubSpotError):
+            raise exc
+        # One collection failing (missing scope, bad request) must not stop the others: its ranges go back to
+        # pending, its cursor stays partitioned, and the next run resumes them.
+        work = by_id[part.sc.pk]
+        work.failed = True
+        pool.skip(part.sc.pk)
+        for pk in [pk for pk, p in active.items() if p.sc.pk == part.sc.pk]:
+            del active[pk]
+        self.release_partitions([part.sc.pk])
+        self.collection_failed(part.sc, exc)
+
+    def collection_failed(self, sc: SourceCollection, exc: HubSpotError) -> None:
+        message = describe(exc)
+        logger.warning("sync run %s: %s failed: %s", self.run_row.pk, sc.collection, message)
+        self.counts[sc.collection]["error"] = message
+        SourceCollection.objects.filter(pk=sc.pk).update(last_error=message)
+        self.say(f"{sc.collection}: failed: {message}")
+
+    def _all_done(self, collection_ids: list[int]) -> bool:
+        return (
+            not ReadPartition.objects.filter(collection_id__in=collection_ids)
+            .exclude(status=ReadPartition.Status.DONE)
+            .exists()
+        )
+
+    def beat(self) -> None:
+        """The idle heartbeat: the run (with the counts and progress of every range, every worker's) and the
+        ranges this worker holds."""
+        ReadPartition.objects.filter(worker=self.worker, status=ReadPartition.Status.RUNNING).update(
+            heartbeat_at=timezone.now()
+        )
+        if not self.helper:
+            self.heartbeat()
+
+    def finish_partitioned(self, work: Work) -> None:
+        """The collection's last range is done: its counts join the run's, the cursor goes idle at the read's
+        start, the rows go (one transaction)."""
+        sc = work.sc
+        stored = Idle(work.read.started_ms).to_json()
+        with transaction.atomic():
+            totals = self.partition_totals([sc.pk]).get(sc.pk, {})
+            add_counts(self.counts[sc.collection], totals)
+            # Pages other workers read count in the progress from now on through the collection's counts.
+            self.done += int(totals.get("read") or 0) - self.own_partition_reads.pop(sc.pk, 0)
+            self.partitioned_ids.discard(sc.pk)
+            ReadPartition.objects.filter(collection=sc).delete()
+            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
+            self.heartbeat()
+        sc.cursor = stored
+
+    def send_helpers(self) -> None:
+        """Ask other workers to help with this run's ranges (PostgreSQL: several writers)."""
+        helpers = settings.HUBSYNC_PARTITION_HELPERS
+        if helpers <= 0 or connection.vendor != "postgresql" or settings.CELERY_TASK_ALWAYS_EAGER:
+            return
+        if not self.announce:
+            return  # a foreground run (manage.py sync) needs no broker, so it sends nothing
+        for _ in range(helpers):
+            handoff.send(READ_PARTITIONS, run_id=self.run_row.pk)
+
+
+class FetcherPool:
+    """Fetcher threads, each with its own HubSpot client (HubSpotClient is not thread-safe) on the shared
+    limiter, reading claimed ranges page by page into one bounded queue (memory holds a few pages)."""
+
+    def __init__(self, engine: Partitions, size: int) -> None:
+        self.engine = engine
+        self.size = max(1, size)
+        self.work: queue.Queue = queue.Queue()
+        self.out: queue.Queue = queue.Queue(maxsize=2 * self.size)  # bounded: a few pages in memory
+        self.stop = threading.Event()
+        self.skipped: set[int] = set()
+        self.skipped_parts: set[int] = set()
+        self.threads: list[threading.Thread] = []
+        self.clients: list[HubSpotClient] = []
+        self.lock = threading.Lock()
+
+    def submit(self, part: Part, names: list[str]) -> None:
+        if len(self.threads) < self.size:
+            thread = threading.Thread(target=self._fetch, name=f"hubsync-fetch-{len(self.threads)}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        self.work.put((part, names))
+
+    def skip(self, collection_id: int) -> None:
+        self.skipped.add(collection_id)
+
+    def skip_part(self, pk: int) -> None:
+        self.skipped_parts.add(pk)
+
+    def get(self, timeout: float) -> tuple | None:
+        try:
+            return self.out.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _put(self, item: tuple) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fetch(self) -> None:
+        client = HubSpotClient(copy.copy(self.engine.source), meter=self.engine.meter)
+        with self.lock:
+            self.clients.append(client)
+        reader = copy.copy(self.engine)
+        reader.client = client
+        try:
+            while not self.stop.is_set():
+                try:
+                    part, names = self.work.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                try:
+                    for page in reader.partition_pages(part, names):
+                        if part.sc.pk in self.skipped or part.pk in self.skipped_parts:
+                            break
+                        if not self._put((part.pk, page, None)):
+                            break
+                except BaseException as exc:  # handed to the writer, which decides
+                    self._put((part.pk, None, exc))
+        finally:
+            connections.close_all()  # this thread's own connections (candidates, token refresh)
+
+    def close(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + 45
+        for thread in self.threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        for client in self.clients:
+            self.engine.retired_calls += client.api_calls
+            self.engine.retired_retries += client.retries
+            client.close()
+        self.clients = []
+
+    def stats(self) -> tuple[int, int]:
+        with self.lock:
+            return sum(c.api_calls for c in self.clients), sum(c.retries for c in self.clients)
