@@ -193,6 +193,10 @@ def mutate(
                     created_ms=td.created_ms(i) if i is not None else stamp,
                     updated_ms=stamp,
                 )
+                if ch.pk and ch.updated_ms is not None and not same_timestamp:
+                    # HubSpot's last-modified date of a record only moves forward: a record changed again within
+                    # this call's spread of timestamps gets one after its previous change.
+                    stamp = max(stamp, ch.updated_ms + 1)
                 ch.updated_ms = stamp
                 if n < update:
                     edits = _edit_values(td, rng, stamp)

@@ -22,7 +22,7 @@ from hubsync.redact import redact
 
 from ..hubspot import HubSpotClient
 from ..hubspot.meter import RequestMeter
-from ..models import Record, Source, SourceCollection, SyncRun
+from ..models import ReadPartition, Record, Source, SourceCollection, SyncRun
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,16 @@ class EngineBase:
             into = counts.setdefault(names[collection_id], empty_counts())
             add_counts(into, totals)
             done += int(totals.get("read") or 0)
+        # The ranges done / planned of each read in progress (its rows go when the read ends), for the run page.
+        ranges: dict[int, dict[str, int]] = {}
+        for collection_id, status in ReadPartition.objects.filter(collection_id__in=self.partitioned_ids).values_list(
+            "collection_id", "status"
+        ):
+            entry = ranges.setdefault(collection_id, {"done": 0, "total": 0})
+            entry["total"] += 1
+            entry["done"] += status == ReadPartition.Status.DONE
+        for collection_id, entry in ranges.items():
+            counts.setdefault(names[collection_id], empty_counts())["partitions"] = entry
         return counts, done
 
     def partition_totals(self, collection_ids: list[int]) -> dict[int, dict]:

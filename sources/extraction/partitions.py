@@ -243,7 +243,7 @@ class Partitions(Reads):
             self.heartbeat()
         sc.cursor = stored
         by_via = {v: sum(1 for x in vias if x == v) for v in (plan.LIST, plan.SEARCH)}
-        self.counts[sc.collection]["partitions"] = len(rows)
+        self.counts[sc.collection]["partitions"] = {"done": 0, "total": len(rows)}
         self.say(
             f"{sc.collection}: ~{estimate} records in {len(rows)} id ranges "
             f"({by_via[plan.LIST]} through the list, {by_via[plan.SEARCH]} through search)"
@@ -591,6 +591,9 @@ class Partitions(Reads):
         with transaction.atomic():
             totals = self.partition_totals([sc.pk]).get(sc.pk, {})
             add_counts(self.counts[sc.collection], totals)
+            planned = self.counts[sc.collection].get("partitions")
+            if isinstance(planned, dict):  # every range is done (a resumed read planned them in an earlier run)
+                planned["done"] = planned["total"]
             # Pages other workers read count in the progress from now on through the collection's counts.
             self.done += int(totals.get("read") or 0) - self.own_partition_reads.pop(sc.pk, 0)
             self.partitioned_ids.discard(sc.pk)
