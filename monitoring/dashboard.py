@@ -334,7 +334,9 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
             mapping, last_run=last, active_run=active, pending_synced_at=mapping.pending_synced_at, now=now
         )
         counts = state_counts.get(mapping.pk, {})
-        pending = mapping.pending_updated_at or mapping.pending_synced_at
+        pending = pending_since(
+            mapping.pending_updated_at, mapping.pending_synced_at, connected_at=mapping.data_model.source.created_at
+        )
         board.mappings.append(
             MappingRow(
                 mapping=mapping,
@@ -349,6 +351,18 @@ def build(workspace: Workspace, *, now: datetime | None = None) -> Dashboard:
             )
         )
     return board
+
+
+def pending_since(
+    updated_at: datetime | None, synced_at: datetime | None, *, connected_at: datetime | None
+) -> datetime | None:
+    """Since when the oldest undelivered change waits: HubSpot's time of the change, but never earlier than the
+    source's connection (a record last changed years before hubsync was connected is not years behind: its clock
+    starts when hubsync could first have seen it)."""
+    since = updated_at or synced_at
+    if since is not None and connected_at is not None and since < connected_at:
+        return connected_at
+    return since
 
 
 def freshness(pending_since: datetime | None, *, now: datetime) -> timedelta:

@@ -204,6 +204,7 @@ def test_mapping_late_when_mirrored_changes_wait_too_long(workspace):
 def test_freshness_is_the_age_of_the_oldest_undelivered_change(workspace):
     now = timezone.now()
     source = make_source(workspace)
+    Source.objects.filter(pk=source.pk).update(created_at=now - timedelta(days=1))  # connected before the changes
     mapping = make_mapping(workspace, source)
     oldest = now - timedelta(hours=2)
     add_records(source, 5, start_seq=1, updated_at=oldest)  # seq 1..5, updated 2 h ago (+i s)
@@ -224,6 +225,19 @@ def test_freshness_is_the_age_of_the_oldest_undelivered_change(workspace):
     # Another collection's changes don't make this mapping stale.
     RecordFactory(source=source, collection="companies", object_id=1, content_hash="x", change_seq=6, updated_at=oldest)
     assert mapping_row(dashboard.build(workspace, now=now), mapping).freshness == timedelta(0)
+
+
+def test_a_change_made_before_the_source_was_connected_waits_from_the_connection(workspace):
+    """A first sync reads records last changed years ago: they are behind since hubsync was connected, not since
+    HubSpot changed them."""
+    now = timezone.now()
+    source = make_source(workspace)
+    connected = now - timedelta(minutes=5)
+    Source.objects.filter(pk=source.pk).update(created_at=connected)
+    mapping = make_mapping(workspace, source)
+    add_records(source, 3, start_seq=1, updated_at=now - timedelta(days=1250))
+    row = mapping_row(dashboard.build(workspace, now=now), mapping)
+    assert row.pending_since == connected and row.freshness == timedelta(minutes=5)
 
 
 def test_counts_mirror_delivered_rejected_and_cache_follows_changes(workspace):
