@@ -197,6 +197,9 @@ class _Delivery(SendingMixin):
         # record, pruned at every chunk (`_forget_recent`).
         self.recent: dict[int, tuple[str, str, int]] = {}
         self.checkpoints = 0
+        self.covered: set[int] = set()
+        self.covered_by: Future | None = None
+        self.chunk: list[tuple] = []  # the rows being considered (scan past the watermark only)
         self.writer = Background("delivery-writer")
         self.reader = Background("delivery-reader")
         run.watermark_from = self.start
@@ -338,11 +341,13 @@ class _Delivery(SendingMixin):
         self.write_key = self.mapping.profile_space.write_key
         try:
             for rows in self._chunks():
+                self.chunk = rows
                 for row in rows:
                     self._consider(row)
                     # Only now: a flush while considering this row must not count it as resolved.
                     self.read_seq = row[1]
                 self._checkpoint_if_due()
+            self.chunk = []
             self._flush()
             self._collect_all()
             self._retry_pass()
@@ -356,6 +361,15 @@ class _Delivery(SendingMixin):
             self.reader.close()
             # What was decided is written before the run ends (unless a write failed: then nothing more is).
             self.writer.close()
+
+    def _bound_to_be_sent(self) -> list[int]:
+        """The rows of this chunk not yet considered (change_seq past `read_seq`: the row being considered is one)
+        that were never delivered and are not archived: each will be sent or rejected, so naming them in the
+        `unconfirmed` list ahead costs nothing after a kill (they are sent anyway) and spares their batches a
+        write each. Rows delivered before are left out: naming one would resend it after a kill even if
+        unchanged."""
+        read_seq = self.read_seq
+        return [row[0] for row in self.chunk if row[1] > read_seq and row[6] is None and not row[2]]
 
     def _consider(self, row: tuple) -> None:
         object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
