@@ -277,7 +277,7 @@ def _store_in_one_statement(
     lock (or the watermark's update, which takes the same lock), then the delivered states' upsert and the run's
     counters. The sub-statements of a WITH run together in no set order, so the upsert and the run's update read
     the lock's row: neither can write before the lock is held, the order every writer of states keeps."""
-    mapping_table, mapping_pk = Mapping._meta.db_table, Mapping._meta.pk.column  # type: ignore[union-attr]
+    mapping_table, mapping_pk = Mapping._meta.db_table, Mapping._meta.pk.column
     params: list[Any] = []
     if watermark is not None:
         lock = (
@@ -297,7 +297,7 @@ def _store_in_one_statement(
             f"ON CONFLICT (mapping_id, object_id) DO UPDATE SET {_STATE_UPSERT})"
         )
         params += [now, now, *_state_arrays(states)]
-    run_table, run_pk = DeliveryRun._meta.db_table, DeliveryRun._meta.pk.column  # type: ignore[union-attr]
+    run_table, run_pk = DeliveryRun._meta.db_table, DeliveryRun._meta.pk.column
     assignments = []
     for name, value in run_fields.items():
         field = DeliveryRun._meta.get_field(name)
