@@ -142,6 +142,9 @@ class _PickProperties(Func):
         )
 
 
+# Chunks read ahead of the one being considered (each holds DELIVERY_CHUNK_SIZE rows in memory).
+_CHUNKS_AHEAD = 2
+
 # PostgreSQL's identifiers (NAMEDATALEN - 1).
 _PG_MAX_IDENTIFIER_BYTES = 63
 
@@ -228,21 +231,36 @@ class _Delivery(SendingMixin):
         the diff costs no extra query."""
         base = self._base_rows().order_by("change_seq")
         fields = self._fields()
-        ahead = not self.reader.inline  # the next chunk is read while this one is considered
-        pending = self.reader.submit(self._read_chunk, base, fields, self.start)
+        ahead = not self.reader.inline  # the next chunks are read while this one is considered
+        after, done = self.start, False
+
+        def read_next() -> tuple[int, list[tuple]]:
+            # On the reader's thread, in submission order: each read starts after the rows of the one before.
+            nonlocal after, done
+            if done:
+                return self.writer.committed, []
+            seen, rows = self._read_chunk(base, fields, after)
+            if len(rows) < self.chunk_size:
+                done = True
+            else:
+                after = rows[-1][1]
+            return seen, rows
+
+        # Two chunks ahead: a read delayed by a busy database server is absorbed by the other one waiting.
+        pending = deque([self.reader.submit(read_next) for _ in range(_CHUNKS_AHEAD if ahead else 1)])
         while True:
-            seen, rows = pending.result()
+            seen, rows = pending.popleft().result()
             if not rows:
                 return
             full = len(rows) == self.chunk_size
             if full and ahead:
-                pending = self.reader.submit(self._read_chunk, base, fields, rows[-1][1])
+                pending.append(self.reader.submit(read_next))
             self._forget_recent(seen)
             yield rows
             if not full:
                 return
             if not ahead:
-                pending = self.reader.submit(self._read_chunk, base, fields, rows[-1][1])
+                pending.append(self.reader.submit(read_next))
 
     def _read_chunk(self, base, fields: tuple[str, ...], after: int) -> tuple[int, list[tuple]]:
         """(checkpoints committed before the read, the rows). Read first: a checkpoint committed meanwhile may
