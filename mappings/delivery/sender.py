@@ -33,7 +33,7 @@ from ..segment import (
     SegmentTransientError,
     close_session,
 )
-from .checkpoint import CheckpointMixin
+from .checkpoint import CheckpointMixin, _Delivered
 from .messages import _Pending
 
 # Room kept in every batch for the envelope: '{"batch":[' + '],"sentAt":"2026-01-01T00:00:00.000Z"}'.
@@ -124,7 +124,7 @@ class SendingMixin(CheckpointMixin):
             # waits for that write only, not for the checkpoint of the outcomes just collected.
             written = self.covered_by
             if collected:
-                self._checkpoint()
+                self._checkpoint_collected(items)
         elif items:
             # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
             # knows which records to resend whatever their hash (see `forced`). Written with the outcomes just
@@ -146,6 +146,16 @@ class SendingMixin(CheckpointMixin):
             self.inflight.append((items, future))
             for item in items:
                 self.inflight_items[item.object_id] = item
+
+    def _checkpoint_collected(self, items: list[_Pending]) -> None:
+        """Write the outcomes just collected; the records they deliver leave the `unconfirmed` list in the same
+        write (a kill after it must not resend them), the rest of the list stays (it names `items`, for one)."""
+        delivered = {object_id for object_id, state in self.states.items() if state.__class__ is _Delivered}
+        if not delivered & self.covered:
+            self._checkpoint()
+            return
+        self.covered = (self.covered - delivered) | set(self._unconfirmed(items, unwritten=False) or ())
+        self._checkpoint(unconfirmed=sorted(self.covered) or None)
 
     def _landed(self, items: list[_Pending]) -> None:
         """A batch is no longer in flight (its outcome is about to be recorded)."""

@@ -694,6 +694,43 @@ def test_a_record_back_to_its_delivered_payload_after_a_kill_still_reaches_the_p
     assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
 
 
+def test_a_chunks_new_records_are_written_down_before_its_first_send_and_delivered_ones_are_not(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    """Before the first batch of a chunk goes out, the run writes down as unconfirmed every record of the chunk
+    that was never delivered (each will be sent anyway), so the chunk's next batches go without a write of their
+    own. A kill then resends them under the same messageIds (Segment drops the copies). Records delivered before
+    are named only when their batch goes: naming them early would resend unchanged ones after a kill."""
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 12)
+
+    def after(call: int) -> None:
+        if call == 2:
+            raise WorkerKilled  # Segment accepted batches 1 and 2; the second one's outcome is not recorded
+
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=after))
+    lost = DeliveryRun.objects.get()
+    # The whole chunk, written before batch 1 went; then batch 1 left it with its recorded outcome.
+    assert sorted(lost.unconfirmed) == list(range(5, 13))
+    assert DeliveryState.objects.filter(mapping=mapping, status="delivered").count() == 4
+    settings.DELIVERY_STALE_SECONDS = 0
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED and run.sent == 8  # batch 1 is not resent
+    assert sandbox_base.counts()["discards_by_reason"] == {"duplicate_message_id": 4}
+    assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+
+    for i in range(1, 9):
+        mirror.put(i, {**props[i], "firstname": "B"})
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=after))
+    lost = DeliveryRun.objects.filter(status="running").get()
+    assert sorted(lost.unconfirmed) == [5, 6, 7, 8]  # batch 2 only: batch 1's outcome is recorded
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED and run.sent == 4
+
+
 def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeypatch, mirror, mapping):
     """The run that inherits unconfirmed records is killed too, before Segment gets anything: the one after it
     still resends them."""
