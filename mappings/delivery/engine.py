@@ -47,17 +47,17 @@ from .sender import BATCH_ENVELOPE_BYTES, SendingMixin, _Abort, _Sender
 logger = logging.getLogger(__name__)
 
 
-# Keys per jsonb_build_object call: PostgreSQL allows 100 arguments per function (2 per key).
-_PICK_KEYS_PER_CALL = 50
+# Keys per jsonb_build_array call: PostgreSQL allows 100 arguments per function.
+_PICK_KEYS_PER_CALL = 100
 
 
 def _mapped_properties(keys: list[str]) -> Func | Value | ExpressionWrapper:
     """What a chunk reads of a row's `properties`, as JSON text (decoded by `_loads`, faster than Django's
-    JSONField conversion): on PostgreSQL only the mapped keys (`_PickProperties`); on SQLite the document as
+    JSONField conversion): on PostgreSQL the mapped keys' values (`_PickProperties`); on SQLite the document as
     stored. SQLite's JSON functions cost more than decoding the whole document here (13 µs a row against 8 for a
     65-key contact), and their paths miss keys stored with escapes (any non-ASCII key, as Django writes JSON)."""
     if connection.vendor == "postgresql":
-        return _PickProperties(keys) if keys else Value("{}", output_field=TextField())
+        return _PickProperties(keys) if keys else Value("[]", output_field=TextField())
     return ExpressionWrapper(F("properties"), output_field=TextField())
 
 
@@ -75,21 +75,32 @@ def _sqlite_datetime(value: datetime | str | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _properties(value: Any) -> dict[str, Any]:
-    """A row's properties as read (see `_mapped_properties`): JSON text, decoded. A document that is not an
-    object (the mirror never writes one) reads as no properties."""
+def _picked_keys(keys: list[str]) -> list[str] | None:
+    """The keys whose values `_mapped_properties` reads, in order (PostgreSQL); None where it reads the document."""
+    return keys if connection.vendor == "postgresql" else None
+
+
+def _properties(value: Any, keys: list[str] | None) -> dict[str, Any]:
+    """A row's properties as read (see `_mapped_properties`): JSON text, decoded; with `keys` (`_picked_keys`),
+    the values of those keys in their order. A document that is not an object (the mirror never writes one)
+    reads as no properties."""
     if value.__class__ is str:
         value = _loads(value)
+    if keys is not None and value.__class__ is list:
+        return dict(zip(keys, value, strict=True))
     return value if value.__class__ is dict else {}
 
 
 class _PickProperties(Func):
-    """The mapped keys of a row's `properties`, as one small JSON object built by PostgreSQL.
+    """The values of the mapped keys of a row's `properties`, in the keys' order, as one small JSON array built
+    by PostgreSQL (`_properties` pairs them with the keys again).
 
     A real HubSpot row carries ~65 properties of which a mapping reads a handful: decoding and transferring the
-    whole document for every row was most of the per-row cost of a delivery. A key missing from the row comes back
-    as null, which the builder reads exactly like a missing key (`props.get(column)` is None). Values keep their
-    JSON types. Over 50 keys the objects are merged."""
+    whole document for every row was most of the per-row cost of a delivery. An array rather than an object:
+    without the keys PostgreSQL writes a third less text per row, and the chunk's query takes about a third less
+    time (measured: 20 of 65 keys, 2,000 rows, 19.5 ms against 30.6). A key missing from the row comes back as
+    null, which the builder reads exactly like a missing key (`props.get(column)` is None). Values keep their
+    JSON types. Over 100 keys the arrays are concatenated."""
 
     output_field = TextField()
 
@@ -108,33 +119,31 @@ class _PickProperties(Func):
         reads as {} rather than failing the run."""
         columns = [k for k in dict.fromkeys(self.keys) if len(k.encode()) <= _PG_MAX_IDENTIFIER_BYTES]
         named = {k: f"x.{_pg_identifier(k)}" for k in columns}
-        values, args = [], []
+        values: list[str] = []
+        args: list = []  # the `->` fallbacks' arguments, in the order of their placeholders
         for key in self.keys:
             if key in named:
                 values.append(named[key])
             else:
                 values.append(f"{column} -> %s")
                 args += [*params, key]
-        calls, call_args = [], []
+        calls = []
         for start in range(0, len(self.keys), _PICK_KEYS_PER_CALL):
             part = range(start, min(start + _PICK_KEYS_PER_CALL, len(self.keys)))
-            calls.append(f"jsonb_build_object({', '.join(f'%s, {values[i]}' for i in part)})")
-        # The arguments in the order of the placeholders: each key literal, then its `->` fallback's if any.
-        fallback = iter(args)
-        for key in self.keys:
-            call_args.append(key)
-            if key not in named:
-                call_args += [next(fallback) for _ in range(len(params) + 1)]
+            calls.append(f"jsonb_build_array({', '.join(values[i] for i in part)})")
         built = " || ".join(calls)
         if not columns:
-            return f"({built})", call_args
+            return f"({built})", args
         record = ", ".join(f"{_pg_identifier(k)} jsonb" for k in columns)
         source = f"CASE WHEN jsonb_typeof({column}) = 'object' THEN {column} ELSE '{{}}'::jsonb END"
         return (
             f"(SELECT {built} FROM jsonb_to_record({source}) AS x({record}))",
-            [*call_args, *params, *params],
+            [*args, *params, *params],
         )
 
+
+# Chunks read ahead of the one being considered (each holds DELIVERY_CHUNK_SIZE rows in memory).
+_CHUNKS_AHEAD = 2
 
 # PostgreSQL's identifiers (NAMEDATALEN - 1).
 _PG_MAX_IDENTIFIER_BYTES = 63
@@ -166,6 +175,7 @@ class _Delivery(SendingMixin):
             .first()
         ) or {}
         self.builder = MessageBuilder(mapping, schema)
+        self.picked_keys = _picked_keys(self.builder.property_columns)
         space = mapping.profile_space
         self.client = client or SegmentClient(space.region, base_url=space.endpoint)
         self.chunk_size = settings.DELIVERY_CHUNK_SIZE
@@ -197,6 +207,9 @@ class _Delivery(SendingMixin):
         # record, pruned at every chunk (`_forget_recent`).
         self.recent: dict[int, tuple[str, str, int]] = {}
         self.checkpoints = 0
+        self.covered: set[int] = set()
+        self.covered_by: Future | None = None
+        self.chunk: list[tuple] = []  # the rows being considered (scan past the watermark only)
         self.writer = Background("delivery-writer")
         self.reader = Background("delivery-reader")
         run.watermark_from = self.start
@@ -218,21 +231,36 @@ class _Delivery(SendingMixin):
         the diff costs no extra query."""
         base = self._base_rows().order_by("change_seq")
         fields = self._fields()
-        ahead = not self.reader.inline  # the next chunk is read while this one is considered
-        pending = self.reader.submit(self._read_chunk, base, fields, self.start)
+        ahead = not self.reader.inline  # the next chunks are read while this one is considered
+        after, done = self.start, False
+
+        def read_next() -> tuple[int, list[tuple]]:
+            # On the reader's thread, in submission order: each read starts after the rows of the one before.
+            nonlocal after, done
+            if done:
+                return self.writer.committed, []
+            seen, rows = self._read_chunk(base, fields, after)
+            if len(rows) < self.chunk_size:
+                done = True
+            else:
+                after = rows[-1][1]
+            return seen, rows
+
+        # Two chunks ahead: a read delayed by a busy database server is absorbed by the other one waiting.
+        pending = deque([self.reader.submit(read_next) for _ in range(_CHUNKS_AHEAD if ahead else 1)])
         while True:
-            seen, rows = pending.result()
+            seen, rows = pending.popleft().result()
             if not rows:
                 return
             full = len(rows) == self.chunk_size
             if full and ahead:
-                pending = self.reader.submit(self._read_chunk, base, fields, rows[-1][1])
+                pending.append(self.reader.submit(read_next))
             self._forget_recent(seen)
             yield rows
             if not full:
                 return
             if not ahead:
-                pending = self.reader.submit(self._read_chunk, base, fields, rows[-1][1])
+                pending.append(self.reader.submit(read_next))
 
     def _read_chunk(self, base, fields: tuple[str, ...], after: int) -> tuple[int, list[tuple]]:
         """(checkpoints committed before the read, the rows). Read first: a checkpoint committed meanwhile may
@@ -338,11 +366,13 @@ class _Delivery(SendingMixin):
         self.write_key = self.mapping.profile_space.write_key
         try:
             for rows in self._chunks():
+                self.chunk = rows
                 for row in rows:
                     self._consider(row)
                     # Only now: a flush while considering this row must not count it as resolved.
                     self.read_seq = row[1]
                 self._checkpoint_if_due()
+            self.chunk = []
             self._flush()
             self._collect_all()
             self._retry_pass()
@@ -357,10 +387,19 @@ class _Delivery(SendingMixin):
             # What was decided is written before the run ends (unless a write failed: then nothing more is).
             self.writer.close()
 
+    def _bound_to_be_sent(self) -> list[int]:
+        """The rows of this chunk not yet considered (change_seq past `read_seq`: the row being considered is one)
+        that were never delivered and are not archived: each will be sent or rejected, so naming them in the
+        `unconfirmed` list ahead costs nothing after a kill (they are sent anyway) and spares their batches a
+        write each. Rows delivered before are left out: naming one would resend it after a kill even if
+        unchanged."""
+        read_seq = self.read_seq
+        return [row[0] for row in self.chunk if row[1] > read_seq and row[6] is None and not row[2]]
+
     def _consider(self, row: tuple) -> None:
         object_id, change_seq, archived, created_at, updated_at, props, delivered, archived_update = row
         delivered_hash, delivered_id = self._last_delivered(object_id, delivered)
-        props = _properties(props)
+        props = _properties(props, self.picked_keys)
         self.run.considered += 1
         if self.sample_cutoff is not None and object_id > self.sample_cutoff:
             # Sample mode: beyond the first N records. Neither sent nor marked: "switch to all" sends it.

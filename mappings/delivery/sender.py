@@ -33,7 +33,7 @@ from ..segment import (
     SegmentTransientError,
     close_session,
 )
-from .checkpoint import CheckpointMixin
+from .checkpoint import CheckpointMixin, _Delivered
 from .messages import _Pending
 
 # Room kept in every batch for the envelope: '{"batch":[' + '],"sentAt":"2026-01-01T00:00:00.000Z"}'.
@@ -87,6 +87,13 @@ class SendingMixin(CheckpointMixin):
     buffer_bytes: int
     inflight: deque[tuple[list[_Pending], Future]]
     inflight_items: dict[int, _Pending]
+    # The ids of the `unconfirmed` list written last, and the write's future (None: no list written yet).
+    covered: set[int]
+    covered_by: Future | None
+
+    def _bound_to_be_sent(self) -> list[int]:
+        """Ids of rows not yet considered that will be sent (engine.py); none here."""
+        return []
 
     def _add(self, item: _Pending) -> None:
         older = self.buffered.get(item.object_id)
@@ -112,11 +119,23 @@ class SendingMixin(CheckpointMixin):
             collected = self._collect_oldest(checkpoint=False)
         items = self.buffer
         written = None
-        if items:
+        if items and self.covered_by is not None and all(item.object_id in self.covered for item in items):
+            # Already named by the `unconfirmed` list written last (which no write has replaced since): the send
+            # waits for that write only, not for the checkpoint of the outcomes just collected.
+            written = self.covered_by
+            if collected:
+                self._checkpoint_collected(items)
+        elif items:
             # Before Segment can accept them: should the worker die before their outcome is recorded, the next run
             # knows which records to resend whatever their hash (see `forced`). Written with the outcomes just
-            # collected, in one transaction (by the writer thread); the send waits for it.
-            written = self._checkpoint(unconfirmed=self._unconfirmed(items, unwritten=False))
+            # collected, in one transaction (by the writer thread); the send waits for it. The list also names the
+            # rows of this chunk still to be considered that will be sent whatever happens (never delivered), so
+            # that the next batches of the chunk need no write of their own before they go.
+            unconfirmed = set(self._unconfirmed(items, unwritten=False) or ())
+            unconfirmed.update(self._bound_to_be_sent())
+            listed = sorted(unconfirmed) or None
+            written = self._checkpoint(unconfirmed=listed)
+            self.covered, self.covered_by = unconfirmed, written
         elif collected:
             self._checkpoint()
         self.buffer, self.buffer_bytes, self.buffered = [], BATCH_ENVELOPE_BYTES, {}
@@ -127,6 +146,16 @@ class SendingMixin(CheckpointMixin):
             self.inflight.append((items, future))
             for item in items:
                 self.inflight_items[item.object_id] = item
+
+    def _checkpoint_collected(self, items: list[_Pending]) -> None:
+        """Write the outcomes just collected; the records they deliver leave the `unconfirmed` list in the same
+        write (a kill after it must not resend them), the rest of the list stays (it names `items`, for one)."""
+        delivered = {object_id for object_id, state in self.states.items() if state.__class__ is _Delivered}
+        if not delivered & self.covered:
+            self._checkpoint()
+            return
+        self.covered = (self.covered - delivered) | set(self._unconfirmed(items, unwritten=False) or ())
+        self._checkpoint(unconfirmed=sorted(self.covered) or None)
 
     def _landed(self, items: list[_Pending]) -> None:
         """A batch is no longer in flight (its outcome is about to be recorded)."""

@@ -582,7 +582,7 @@ def test_the_task_runs_the_engine(sandbox_base, mirror, mapping):
 def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(source, mirror):
     """The chunk query asks PostgreSQL for the mapped keys only (rows carry ~65 properties; SQLite reads the
     document): every JSON type must come back as the full document would give it, a missing key as None, and more
-    keys than one jsonb_build_object call takes, or keys that cannot be record columns, must work too."""
+    keys than one jsonb_build_array call takes, or keys that cannot be record columns, must work too."""
     from sources.models import Record
 
     values = {
@@ -604,33 +604,34 @@ def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(so
         "100% sure": "percent",
         "Upper": "case kept",
         "upper": "other case",
-        **{f"extra_{n:02d}": str(n) for n in range(60)},
+        **{f"extra_{n:02d}": str(n) for n in range(90)},
     }
     mirror.put(1, values)
     keys = [*values, "missing"]
     long_only = ["a_custom_property_with_a_name_longer_than_postgresql_identifiers_allow", "missing"]
-    for wanted in (keys, ["text", "missing"], keys[:50], keys[:51], long_only, ["100% sure", 'say "x"']):
-        picked = (
+    for wanted in (keys, ["text", "missing"], keys[:100], keys[:101], long_only, ["100% sure", 'say "x"'], []):
+        raw = (
             Record.objects.filter(source=source, object_id=1)
             .annotate(picked=engine._mapped_properties(wanted))
             .values_list("picked", flat=True)
             .get()
         )
-        picked = engine._loads(picked)  # JSON text, as the engine decodes it
+        picked = engine._properties(raw, engine._picked_keys(wanted))  # as the engine decodes it
         # The builder reads `props.get(column)`: a key left out reads as None, like a missing one.
         assert {k: picked.get(k) for k in wanted} == {k: values.get(k) for k in wanted}
         if connection.vendor == "postgresql":
-            assert set(picked) <= set(wanted)  # only the mapped keys leave the database
+            assert len(engine._loads(raw)) == len(wanted)  # only the mapped keys' values leave the database
 
     # A document that is not an object (the mirror never writes one) reads as no properties, not as an error.
     Record.objects.filter(source=source, object_id=1).update(properties=["not", "an", "object"])
-    picked = engine._loads(
+    raw = (
         Record.objects.filter(source=source, object_id=1)
         .annotate(picked=engine._mapped_properties(["text", "Upper"]))
         .values_list("picked", flat=True)
         .get()
     )
-    assert picked == ["not", "an", "object"] if connection.vendor == "sqlite" else {"text": None, "Upper": None}
+    picked = engine._properties(raw, engine._picked_keys(["text", "Upper"]))
+    assert picked == {} if connection.vendor == "sqlite" else {"text": None, "Upper": None}
 
 
 def test_the_fast_encoder_writes_exactly_what_the_json_module_writes():
@@ -693,6 +694,43 @@ def test_a_record_back_to_its_delivered_payload_after_a_kill_still_reaches_the_p
     assert deliver(mapping_id=mapping.pk).sent == 0  # and then only changes again
 
 
+def test_a_chunks_new_records_are_written_down_before_its_first_send_and_delivered_ones_are_not(
+    sandbox_base, settings, monkeypatch, mirror, mapping
+):
+    """Before the first batch of a chunk goes out, the run writes down as unconfirmed every record of the chunk
+    that was never delivered (each will be sent anyway), so the chunk's next batches go without a write of their
+    own. A kill then resends them under the same messageIds (Segment drops the copies). Records delivered before
+    are named only when their batch goes: naming them early would resend unchanged ones after a kill."""
+    settings.DELIVERY_MAX_IN_FLIGHT = 1
+    monkeypatch.setattr(deliver_module, "MAX_BATCH_MESSAGES", 4)
+    props = fill(mirror, 12)
+
+    def after(call: int) -> None:
+        if call == 2:
+            raise WorkerKilled  # Segment accepted batches 1 and 2; the second one's outcome is not recorded
+
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=after))
+    lost = DeliveryRun.objects.get()
+    # The whole chunk, written before batch 1 went; then batch 1 left it with its recorded outcome.
+    assert sorted(lost.unconfirmed) == list(range(5, 13))
+    assert DeliveryState.objects.filter(mapping=mapping, status="delivered").count() == 4
+    settings.DELIVERY_STALE_SECONDS = 0
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED and run.sent == 8  # batch 1 is not resent
+    assert sandbox_base.counts()["discards_by_reason"] == {"duplicate_message_id": 4}
+    assert profiles_by_user(sandbox_base) == {p["email"]: expected_traits(p, i) for i, p in props.items()}
+
+    for i in range(1, 9):
+        mirror.put(i, {**props[i], "firstname": "B"})
+    with pytest.raises(WorkerKilled):
+        deliver(mapping_id=mapping.pk, client=CountingClient(after=after))
+    lost = DeliveryRun.objects.filter(status="running").get()
+    assert sorted(lost.unconfirmed) == [5, 6, 7, 8]  # batch 2 only: batch 1's outcome is recorded
+    run = deliver(mapping_id=mapping.pk)
+    assert run.status == DeliveryRun.Status.SUCCEEDED and run.sent == 4
+
+
 def test_records_to_resend_survive_a_second_kill(sandbox_base, settings, monkeypatch, mirror, mapping):
     """The run that inherits unconfirmed records is killed too, before Segment gets anything: the one after it
     still resends them."""
@@ -737,16 +775,18 @@ def test_a_failed_checkpoint_stops_the_writes_after_it_and_loses_nothing(
     for i in range(1, 5):
         mirror.put(i, {**props[i], "firstname": "B"})
     props.update(fill(mirror, range(5, 13)))
-    upsert, calls, writer_threads = checkpoint._upsert_delivered, {"n": 0}, set()
+    store, calls, writer_threads = checkpoint._store, {"n": 0}, set()
 
-    def failing_upsert(mapping_id, states, now):
-        calls["n"] += 1
-        writer_threads.add(threading.current_thread().name)
+    def failing_store(mapping_id, states, *args):
+        # The first checkpoint recording delivered states fails; every write is counted from there on.
+        if calls["n"] or any(state.status == DeliveryState.Status.DELIVERED for state in states):
+            calls["n"] += 1
+            writer_threads.add(threading.current_thread().name)
         if calls["n"] == 1:
             raise RuntimeError("the database refused the checkpoint")
-        return upsert(mapping_id, states, now)
+        return store(mapping_id, states, *args)
 
-    monkeypatch.setattr(checkpoint, "_upsert_delivered", failing_upsert)
+    monkeypatch.setattr(checkpoint, "_store", failing_store)
     with pytest.raises(RuntimeError, match="refused"):
         deliver(mapping_id=mapping.pk)
     assert calls["n"] == 1  # nothing was written after the failed checkpoint
@@ -756,7 +796,7 @@ def test_a_failed_checkpoint_stops_the_writes_after_it_and_loses_nothing(
     assert set(failed.unconfirmed) >= {1, 2, 3, 4}  # Segment holds B, the states still say A
     assert not DeliveryState.objects.filter(mapping=mapping, object_id__gte=5).exists()
     assert Mapping.objects.get(pk=mapping.pk).watermark == watermark  # not past a record not recorded
-    monkeypatch.setattr(checkpoint, "_upsert_delivered", upsert)
+    monkeypatch.setattr(checkpoint, "_store", store)
 
     for i in range(1, 5):
         mirror.put(i, props[i])  # back to A before the next run
