@@ -60,9 +60,9 @@ from ..hubspot.wire import _dumps
 from ..models import ReadPartition, Record, RecordCount, SourceCollection, SyncRun
 from . import plan
 from .base import COUNT_KEYS, RunLost, add_counts, describe
-from .cursor import Idle, Partitioned
+from .cursor import LIST_RECORDS_PER_S, SEARCH_RECORDS_PER_S, Idle, Partitioned
 from .deletions import ORDER_NOTE, ascending, ready_chunks
-from .mirror import Gone
+from .mirror import Gone, PageCommit
 from .reads import LIST_LIMIT, SEARCH_LIMIT, Reads
 from .records import after_token
 
@@ -70,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 # The helper task (sources.tasks.read_partitions), sent by name: extraction does not import its own tasks module.
 READ_PARTITIONS = "sources.read_partitions"
+# Pages committed in one transaction at most (a group commit: the pages waiting when the writer is free).
+GROUP_PAGES = 16
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
 MAX_PLAN_COUNTS = 12
 AFTER_NOTE = (
@@ -419,11 +421,33 @@ class Partitions(Reads):
                 return None
             if row.status == ReadPartition.Status.RUNNING:
                 logger.warning("partition %s of %s taken over from %s", row.index, row.collection_id, row.worker)
+            fields = ["status", "worker", "heartbeat_at"]
+            if row.via == plan.SEARCH and _unstarted(row) and self._list_would_finish_first(collection_ids, row):
+                # The plan's split was a guess (the search budget also pays the plan's counts and the list ranges'
+                # checks): when what the list ranges still hold would run out before what search still holds,
+                # this search range (not begun) is read through the list instead, so both budgets stay full
+                # until the read's end. (Never the other way: a list range's properties may not fit in a search
+                # body.)
+                row.via = plan.LIST
+                row.after = "" if row.low <= 0 else str(row.low + 1)
+                row.verified = row.low <= 0
+                fields += ["via", "after", "verified"]
             row.status = ReadPartition.Status.RUNNING
             row.worker = self.worker
             row.heartbeat_at = timezone.now()
-            row.save(update_fields=["status", "worker", "heartbeat_at"])
+            row.save(update_fields=fields)
         return row
+
+    def _list_would_finish_first(self, collection_ids: list[int], row: ReadPartition) -> bool:
+        left = {plan.LIST: 0, plan.SEARCH: 0}
+        for via, estimate, counts in (
+            ReadPartition.objects.filter(collection_id__in=collection_ids)
+            .exclude(status=ReadPartition.Status.DONE)
+            .values_list("via", "estimate", "counts")
+        ):
+            left[via] = left.get(via, 0) + max(0, estimate - int((counts or {}).get("read") or 0))
+        size = max(row.estimate, 1)
+        return (left[plan.LIST] + size) / LIST_RECORDS_PER_S <= (left[plan.SEARCH] - size) / SEARCH_RECORDS_PER_S
 
     def release_partitions(self, collection_ids: list[int]) -> None:
         """Give back the ranges this worker holds (a failed collection, or stopping): pending again."""
@@ -441,11 +465,26 @@ class Partitions(Reads):
         if not SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING).exists():
             raise RunLost(f"run {self.run_row.pk} is no longer running")
 
-    def commit_partition_page(self, part: Part, records: list, pos: Position, gone: Gone | None) -> None:
-        sc = part.sc
-        own = self.counts[sc.collection]
-        self.counts[sc.collection] = part.counts  # the mirror's writes count into the range's own counts
+    def commit_partition_pages(self, items: list[tuple[Part, list, Position, Gone | None]]) -> None:
+        """Pages of one or several ranges in ONE transaction (a group commit: one change_seq block, one counter
+        update, one fence): each range's row saved once with its last position and counts. Raises
+        PartitionLost when a range is no longer ours (the whole group rolls back)."""
+        last = {id(part): n for n, (part, _records, _pos, _gone) in enumerate(items)}
+        pages = []
+        for n, (part, records, pos, gone) in enumerate(items):
+            save = self._saver(part, pos) if last[id(part)] == n else None
+            pages.append(PageCommit(part.sc, records, gone, counts=part.counts, checkpoint=save))
+        reads_before = {id(part): int(part.counts.get("read") or 0) for part, *_rest in items}
+        self.commit_pages(pages, fence=self.fence)
+        for part, _records, pos, _gone in items:
+            part.position = pos
+        for part, *_rest in {id(item[0]): item for item in items}.values():
+            sc = part.sc
+            self.own_partition_reads[sc.pk] = (
+                self.own_partition_reads.get(sc.pk, 0) + int(part.counts.get("read") or 0) - reads_before[id(part)]
+            )
 
+    def _saver(self, part: Part, pos: Position):
         def save() -> None:
             status = ReadPartition.Status.DONE if pos.done else ReadPartition.Status.RUNNING
             updated = ReadPartition.objects.filter(
@@ -463,17 +502,8 @@ class Partitions(Reads):
             )
             if not updated:
                 raise PartitionLost(f"partition {part.pk} is no longer held by {self.worker}")
-            self.fence()
 
-        read_before = int(part.counts.get("read") or 0)
-        try:
-            self.commit_page(sc, records, None, gone, checkpoint=save)
-        finally:
-            self.counts[sc.collection] = own
-        part.position = pos
-        self.own_partition_reads[sc.pk] = (
-            self.own_partition_reads.get(sc.pk, 0) + int(part.counts.get("read") or 0) - read_before
-        )
+        return save
 
     def partition_totals(self, collection_ids: list[int]) -> dict[int, dict]:
         """{collection id: the counts of its ranges, summed} as committed (every worker's)."""
@@ -518,25 +548,9 @@ class Partitions(Reads):
                     last_beat = time.monotonic()
                 if item is None:
                     continue
-                pk, payload, exc = item
-                held = active.get(pk)
-                if held is None or by_id[held.sc.pk].failed:
-                    continue
-                if exc is not None:
-                    self._range_failed(held, exc, by_id, active, pool)
-                    continue
-                records, pos, gone = payload
-                try:
-                    self.commit_partition_page(held, records, pos, gone)
-                except PartitionLost:
-                    # Taken over as stale (this worker was slow, not dead): the taker reads it; go on with the rest.
-                    logger.warning("sync run %s: range %s taken over; leaving it", self.run_row.pk, pk)
-                    pool.skip_part(pk)
-                    del active[pk]
-                    continue
-                if pos.done:
-                    del active[pk]
-                    self.ranges_done += 1
+                # Group commit: every page already waiting joins this one's transaction.
+                items = [item, *pool.drain(GROUP_PAGES - 1)]
+                self._commit_items(items, by_id, active, pool)
         finally:
             pool.close()
             self.pool = None
@@ -544,6 +558,66 @@ class Partitions(Reads):
                 self.release_partitions(list(by_id))
             except Exception:  # the rows go stale and are taken over anyway
                 logger.exception("releasing the partitions of run %s failed", self.run_row.pk)
+
+    def _commit_items(
+        self, items: list[tuple], by_id: dict[int, Work], active: dict[int, Part], pool: FetcherPool
+    ) -> None:
+        """The fetchers' items in order: pages grouped into as few transactions as possible (a group ends before
+        a page holding an id the group already holds, and at a range's failure)."""
+        group: list[tuple[Part, list, Position, Gone | None]] = []
+        ids: set[tuple[int, int]] = set()
+        for pk, payload, exc in items:
+            held = active.get(pk)
+            if held is None or by_id[held.sc.pk].failed:
+                continue
+            if exc is not None:
+                self._commit_group(group, active, pool)
+                group, ids = [], set()
+                self._range_failed(held, exc, by_id, active, pool)
+                continue
+            records, pos, gone = payload
+            page_ids = {(held.sc.pk, i) for i in PageCommit(held.sc, records, gone).ids()}
+            if ids & page_ids:
+                self._commit_group(group, active, pool)
+                group, ids = [], set()
+            group.append((held, records, pos, gone))
+            ids |= page_ids
+        self._commit_group(group, active, pool)
+
+    def _commit_group(
+        self, group: list[tuple[Part, list, Position, Gone | None]], active: dict[int, Part], pool: FetcherPool
+    ) -> None:
+        group = [g for g in group if g[0].pk in active]
+        if not group:
+            return
+        counts = {part.pk: dict(part.counts) for part, *_rest in group}
+        done = self.done
+        try:
+            self.commit_partition_pages(group)
+        except PartitionLost:
+            if len(group) == 1:
+                self._lost(group[0][0], active, pool)
+                return
+            # One range was taken over as stale: the group rolled back; commit its pages one by one instead
+            # (what they counted is counted again).
+            for part, *_rest in group:
+                part.counts.clear()
+                part.counts.update(counts[part.pk])
+            self.done = done
+            for page in group:
+                if page[0].pk in active:
+                    self._commit_group([page], active, pool)
+            return
+        for part, _records, pos, _gone in group:
+            if pos.done and part.pk in active:
+                del active[part.pk]
+                self.ranges_done += 1
+
+    def _lost(self, part: Part, active: dict[int, Part], pool: FetcherPool) -> None:
+        # Taken over as stale (this worker was slow, not dead): the taker reads it; go on with the rest.
+        logger.warning("sync run %s: range %s taken over; leaving it", self.run_row.pk, part.pk)
+        pool.skip_part(part.pk)
+        active.pop(part.pk, None)
 
     def _range_failed(
         self, part: Part, exc: BaseException, by_id: dict[int, Work], active: dict[int, Part], pool: FetcherPool
@@ -613,6 +687,11 @@ class Partitions(Reads):
             handoff.send(READ_PARTITIONS, run_id=self.run_row.pk)
 
 
+def _unstarted(row: ReadPartition) -> bool:
+    """Whether no page of the range was committed yet (its position is still the plan's)."""
+    return row.last_id == row.low and not row.pending and row.covered in (None, row.low) and not row.counts.get("read")
+
+
 class FetcherPool:
     """Fetcher threads, each with its own HubSpot client (HubSpotClient is not thread-safe) on the shared
     limiter, reading claimed ranges page by page into one bounded queue (memory holds a few pages)."""
@@ -647,6 +726,16 @@ class FetcherPool:
             return self.out.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def drain(self, most: int) -> list[tuple]:
+        """Up to `most` items already waiting, without waiting."""
+        items: list[tuple] = []
+        while len(items) < most:
+            try:
+                items.append(self.out.get_nowait())
+            except queue.Empty:
+                break
+        return items
 
     def _put(self, item: tuple) -> bool:
         while not self.stop.is_set():
