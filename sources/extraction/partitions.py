@@ -289,6 +289,8 @@ class Partitions(Reads):
             if pos.via == plan.LIST:
                 results, next_pos, fallback = self._list_step(sc, low, high, pos, names)
                 if fallback:
+                    if self.pool is not None:
+                        self.pool.after_broken = True
                     # Read the range again through search from its low bound (records already written are
                     # unchanged: no new change_seq), the deletion check from the low bound too.
                     covered = low
@@ -422,7 +424,12 @@ class Partitions(Reads):
             if row.status == ReadPartition.Status.RUNNING:
                 logger.warning("partition %s of %s taken over from %s", row.index, row.collection_id, row.worker)
             fields = ["status", "worker", "heartbeat_at"]
-            if row.via == plan.SEARCH and _unstarted(row) and self._list_would_finish_first(collection_ids, row):
+            if (
+                row.via == plan.SEARCH
+                and not (self.pool is not None and self.pool.after_broken)
+                and _unstarted(row)
+                and self._list_would_finish_first(collection_ids, row)
+            ):
                 # The plan's split was a guess (the search budget also pays the plan's counts and the list ranges'
                 # checks): when what the list ranges still hold would run out before what search still holds,
                 # this search range (not begun) is read through the list instead, so both budgets stay full
@@ -707,6 +714,7 @@ class FetcherPool:
         self.threads: list[threading.Thread] = []
         self.clients: list[HubSpotClient] = []
         self.lock = threading.Lock()
+        self.after_broken = False  # a list range fell back to search: no more search ranges move to the list
 
     def submit(self, part: Part, names: list[str]) -> None:
         if len(self.threads) < self.size:
