@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 READ_PARTITIONS = "sources.read_partitions"
 # Pages committed in one transaction at most (a group commit: the pages waiting when the writer is free).
 GROUP_PAGES = 16
+# Search ranges read at once, at most: a few fill the search budget (5 pages/s; one range reads a page per
+# round trip), and more would only leave search holding the most work at the read's end while the list idles.
+SEARCH_RANGES = 3
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
 MAX_PLAN_COUNTS = 12
 AFTER_NOTE = (
@@ -402,8 +405,12 @@ class Partitions(Reads):
         return results, replace(pos, last_id=max([last_id, *ids]), done=not more, note="")
 
     # --- claims -------------------------------------------------------------------------------------------------
-    def claim_partition(self, collection_ids: list[int], prefer: list[str]) -> ReadPartition | None:
-        """A pending range (or one whose reader stopped beating) of these collections, now ours."""
+    def claim_partition(
+        self, collection_ids: list[int], prefer: list[str], *, search_full: bool = False
+    ) -> ReadPartition | None:
+        """A pending range (or one whose reader stopped beating) of these collections, now ours. `search_full`:
+        enough ranges already go through search to fill its budget (an unbegun search range goes through the
+        list instead)."""
         stale = timezone.now() - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS)
         claimable = Q(status=ReadPartition.Status.PENDING) | Q(
             status=ReadPartition.Status.RUNNING, heartbeat_at__lt=stale
@@ -428,7 +435,7 @@ class Partitions(Reads):
                 row.via == plan.SEARCH
                 and not (self.pool is not None and self.pool.after_broken)
                 and _unstarted(row)
-                and self._list_would_finish_first(collection_ids, row)
+                and (search_full or self._list_would_finish_first(collection_ids, row))
             ):
                 # The plan's split was a guess (the search budget also pays the plan's counts and the list ranges'
                 # checks): when what the list ranges still hold would run out before what search still holds,
@@ -454,7 +461,12 @@ class Partitions(Reads):
         ):
             left[via] = left.get(via, 0) + max(0, estimate - int((counts or {}).get("read") or 0))
         size = max(row.estimate, 1)
-        return (left[plan.LIST] + size) / LIST_RECORDS_PER_S <= (left[plan.SEARCH] - size) / SEARCH_RECORDS_PER_S
+        # What each budget really carries: the limiter holds every slot its guard longer than the window (80 ms
+        # on search's 1 s window is 7 %), and search also pays a count for every list range's first page.
+        guard = max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
+        list_rate = LIST_RECORDS_PER_S * 10_000 / (10_000 + guard)
+        search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9
+        return (left[plan.LIST] + size) / list_rate <= (left[plan.SEARCH] - size) / search_rate
 
     def release_partitions(self, collection_ids: list[int]) -> None:
         """Give back the ranges this worker holds (a failed collection, or stopping): pending again."""
@@ -537,7 +549,10 @@ class Partitions(Reads):
                 while live and len(active) < pool.size:
                     busy = {v: sum(1 for p in active.values() if p.position.via == v) for v in weights}
                     prefer = sorted(weights, key=lambda v: busy[v] / weights[v])
-                    row = self.claim_partition(live, prefer)
+                    search_full = busy[plan.SEARCH] >= SEARCH_RANGES
+                    if search_full:
+                        prefer = [plan.LIST]
+                    row = self.claim_partition(live, prefer, search_full=search_full)
                     if row is None:
                         break
                     part = Part.of(row, by_id[row.collection_id].sc)
