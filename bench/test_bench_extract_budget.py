@@ -8,6 +8,10 @@ the ~2,100 records/s the two budgets carry: 1,100 through list pages of 100 unde
 pages of 200 under 5/s), and each budget's requests/s against its limit; 429s met; peak RSS of this process. Then
 two `manage.py sync` processes at once on two accounts (250 ms): records/s together against one account's figure.
 Aim: >= 90 % of the budget (~1,900 records/s) at 250 ms; two accounts twice one account's figure.
+
+Also per latency: mean and peak requests in flight, the writer's busy share, pages per commit (group commits), SQL
+statements of the writer's connection per page, the fetchers' queue depth. BENCH_BUDGET_TIMELINE=1 prints the
+requests of each budget per 2 s (where a budget idles); BENCH_BUDGET_PEERS=0 skips the peer and the two processes.
 """
 
 from __future__ import annotations

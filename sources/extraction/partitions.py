@@ -10,7 +10,9 @@ never exceeds it.
 **Plan** (`plan_partitions`, sources.extraction.plan): HubSpot's search `total`, the smallest and largest ids (search
 sorted by hs_object_id, limit 1), and counts of id ranges (search `total`, limit 1), capped; on a Full sync of a
 held mirror the mirror's own id quantiles (one SQL query) instead. Each range is read through the list or through
-search, the split chosen from the two budgets.
+search, the split chosen from the two budgets; the split is corrected as the read goes: at most SEARCH_RANGES
+search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
+list would otherwise run out first (never after HubSpot did not honour an id `after`).
 
 **List ranges** start with `after` at the range's low bound + 1 (HubSpot's list pages in ascending id order and
 its `after` is the next id in practice, but it is documented as opaque): the first page is verified (its first
@@ -26,8 +28,11 @@ ascending id order, so every mirror id in (covered, last id of the page] the pag
 confirmed by batch reads; the last page of a range covers up to its high bound (the last range: to the end).
 
 **Concurrency.** `HUBSYNC_FETCHERS` fetcher threads, one HubSpotClient each, produce the pages of every claimed
-range of every collection of the run into one bounded queue; the calling thread is the single writer: each page is
-one transaction with its range's new position, its counts and the fence, then `forget_queries()`.
+range of every collection of the run into one bounded queue; the calling thread is the single writer: the pages
+waiting in the queue when it is free (up to GROUP_PAGES) are one transaction (a group commit: one change_seq block,
+one fence; each page's rows and deletion-check outcome, each range's row with its last position and counts), then
+`forget_queries()`. A group never holds one id twice, and a range taken over rolls its group back, whose other pages
+then commit one by one.
 
 **Across workers.** Ranges are claimed with `select_for_update(skip_locked=True)` (a no-op on SQLite, whose single
 writer is enough) and heartbeated with each page; a range whose heartbeat is older than HUBSYNC_RUN_STALE_SECONDS is
