@@ -79,7 +79,7 @@ READ_PARTITIONS = "sources.read_partitions"
 GROUP_PAGES = 16
 # Search ranges read at once, at most: a few fill the search budget (5 pages/s; one range reads a page per
 # round trip), and more would only leave search holding the most work at the read's end while the list idles.
-SEARCH_RANGES = 3
+SEARCH_RANGES = 4
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
 MAX_PLAN_COUNTS = 12
 AFTER_NOTE = (
