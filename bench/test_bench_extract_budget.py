@@ -8,6 +8,10 @@ the ~2,100 records/s the two budgets carry: 1,100 through list pages of 100 unde
 pages of 200 under 5/s), and each budget's requests/s against its limit; 429s met; peak RSS of this process. Then
 two `manage.py sync` processes at once on two accounts (250 ms): records/s together against one account's figure.
 Aim: >= 90 % of the budget (~1,900 records/s) at 250 ms; two accounts twice one account's figure.
+
+Also per latency: mean and peak requests in flight, the writer's busy share, pages per commit (group commits), SQL
+statements of the writer's connection per page, the fetchers' queue depth. BENCH_BUDGET_TIMELINE=1 prints the
+requests of each budget per 2 s (where a budget idles); BENCH_BUDGET_PEERS=0 skips the peer and the two processes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from django.utils import timezone
 from bench.test_bench_pipeline import Meter
 from hubsync.models import Workspace
 from sources.extraction import execute_run
+from sources.extraction.partitions import FetcherPool, Partitions
 from sources.hubspot import HubSpotClient
 from sources.models import Record, Source, SourceCollection, SyncRun
 from sources.ratelimit import SEARCH
@@ -47,6 +52,7 @@ class Requests:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.general = self.search = self.limited = 0
+        self.timeline: list = []
         self.in_flight = self.peak_in_flight = 0
         self.flight_seconds = 0.0  # requests x seconds in flight: / wall time = mean requests in flight
 
@@ -65,6 +71,7 @@ class Requests:
                     self.in_flight -= 1
                     self.flight_seconds += time.perf_counter() - started
             with self.lock:
+                self.timeline.append((time.perf_counter(), kind))
                 if kind == SEARCH:
                     self.search += 1
                 else:
@@ -78,8 +85,55 @@ class Requests:
     def reset(self) -> None:
         with self.lock:
             self.general = self.search = self.limited = 0
+            self.timeline = []
             self.peak_in_flight = 0
             self.flight_seconds = 0.0
+
+
+class Writer:
+    """The writer thread's share of the wall time spent committing, the pages (and groups) it committed, the SQL
+    statements of its connection, and the fetchers' queue depth sampled at each take."""
+
+    def __init__(self) -> None:
+        self.busy = 0.0
+        self.pages = self.commits = self.queries = 0
+        self.depth_sum = self.depth_n = 0
+
+    def install(self, monkeypatch) -> None:
+        name = "commit_partition_pages" if hasattr(Partitions, "commit_partition_pages") else "commit_partition_page"
+        commit = getattr(Partitions, name)
+        get = FetcherPool.get
+
+        def timed(engine, *args):
+            started = time.perf_counter()
+            try:
+                return commit(engine, *args)
+            finally:
+                self.busy += time.perf_counter() - started
+                self.commits += 1
+                self.pages += len(args[0]) if len(args) == 1 else 1
+
+        def sampled(pool, timeout):
+            self.depth_sum += pool.out.qsize()
+            self.depth_n += 1
+            return get(pool, timeout)
+
+        monkeypatch.setattr(Partitions, name, timed)
+        monkeypatch.setattr(FetcherPool, "get", sampled)
+
+    def counting(self, execute, sql, params, many, context):
+        self.queries += 1
+        return execute(sql, params, many, context)
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def figures(self, seconds: float) -> str:
+        depth = self.depth_sum / self.depth_n if self.depth_n else 0.0
+        return (
+            f"writer busy {self.busy / seconds:4.0%}, {self.pages} pages in {self.commits} commits, "
+            f"{self.queries / max(1, self.pages):4.1f} SQL/page, queue {depth:3.1f} mean"
+        )
 
 
 def new_source(hub: HubSpotSandbox, hub_id: int, name: str, contacts: int = CONTACTS) -> Source:
@@ -125,6 +179,8 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
     settings.HUBSYNC_PARTITION_HELPERS = 0
     requests = Requests()
     requests.install(monkeypatch)
+    writer = Writer()
+    writer.install(monkeypatch)
     print(
         f"\nextraction at the budget ({connection.vendor}, {CONTACTS:,} contacts, sandbox rate limits on: "
         f"110/10 s + 5 searches/s = ~{BUDGET_RECORDS_PER_S:,} records/s; {settings.HUBSYNC_FETCHERS} fetchers)"
@@ -140,8 +196,9 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             hub.set_knobs(latency_ms=latency)
             source = new_source(hub, 5100 + n, f"budget-{latency}")
             requests.reset()
+            writer.reset()
             run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
-            with Meter() as meter:
+            with Meter() as meter, connection.execute_wrapper(writer.counting):
                 finished = execute_run(run_id=run.pk)
             assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED, finished and finished.error
             assert Record.objects.filter(source=source).count() == CONTACTS
@@ -155,8 +212,16 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
                 f"search {search_rate:4.2f}/s of {SEARCH_PER_S:.0f} ({search_rate / SEARCH_PER_S:4.0%}) | "
                 f"{requests.limited} x 429 | {finished.counts['contacts'].get('partitions', 1)} ranges, in flight "
                 f"{requests.flight_seconds / meter.seconds:3.1f} mean / {requests.peak_in_flight} peak | "
-                f"{meter.seconds:5.1f} s | peak RSS {meter.peak / 2**20:6.1f} MiB"
+                f"{meter.seconds:5.1f} s | peak RSS {meter.peak / 2**20:6.1f} MiB\n"
+                f"                    {writer.figures(meter.seconds)}"
             )
+            if os.environ.get("BENCH_BUDGET_TIMELINE"):
+                t0 = meter.started
+                for second in range(0, int(meter.seconds) + 1, 2):
+                    got = [k for t, k in requests.timeline if second <= t - t0 < second + 2]
+                    print(f"    {second:3d}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
+        if os.environ.get("BENCH_BUDGET_PEERS", "1") == "0":
+            return  # the latencies only (a quick measurement while working on the engine)
         # The peer in the same run: the one-request-in-flight list read (what every first sync was before), at
         # 250 ms, on a fifth of the records (its rate does not depend on the size).
         hub.set_knobs(latency_ms=250)

@@ -17,8 +17,9 @@ answered under another id was merged away.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,35 @@ RECORD_UPDATE_FIELDS = [
     "change_seq",
     "synced_at",
 ]
+
+
+@dataclass
+class PageCommit:
+    """One page of a (group) commit: its records, its deletion check's outcome, where it counts (None: the
+    collection's counts), and what saves its read position inside the transaction."""
+
+    sc: SourceCollection
+    results: list[dict]
+    gone: Gone | None = None
+    counts: dict | None = None
+    checkpoint: Callable[[], None] | None = None
+
+    def ids(self) -> set[int]:
+        ids = {int(r["id"]) for r in self.results}
+        if self.gone:
+            ids.update(self.gone.archived, self.gone.deleted, self.gone.merged)
+        return ids
+
+
+@dataclass
+class _Prepared:
+    page: PageCommit
+    rows: dict[int, tuple]
+    parsed: dict[int, dict]
+    merged: dict[int, int]
+    write: list[int]
+    previous: dict[int, tuple]
+    new: int
 
 
 @dataclass
@@ -135,7 +165,64 @@ class MirrorWrites(EngineBase):
         the fence: the collection's cursor and the run's heartbeat, or `checkpoint` (a range of a partitioned
         read saves its own row and fences itself). `new_cursor` None leaves the collection's cursor alone (a
         range of a partitioned read; the live updates of sources.live, outside the scheduled read's order)."""
-        results = list(results)
+        stored = new_cursor.to_json() if new_cursor is not None else None
+
+        def fence() -> None:
+            if checkpoint is not None:
+                checkpoint()
+                return
+            if stored is not None:
+                SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
+                sc.cursor = stored
+            self.heartbeat()
+
+        self.commit_pages([PageCommit(sc, list(results), gone)], fence=fence)
+
+    def commit_pages(self, pages: list[PageCommit], *, fence: Callable[[], None]) -> None:
+        """Several pages in ONE transaction (a group commit: one change_seq block, one fence): each page's rows,
+        merges and deletion-check outcome, then its own `checkpoint` (a range's row with its position), then
+        `fence`. No two pages may hold the same id (each page's known rows are read before the transaction)."""
+        prepared = [self._prepare_page(page) for page in pages]
+        total = sum(len(p.write) for p in prepared)
+        with transaction.atomic():
+            seq = self.allocate(total) - total if total else 0
+            for page in prepared:
+                with self._counting_into(page.page):
+                    seq = self._write_page(page, seq)
+                    if page.page.checkpoint is not None:
+                        page.page.checkpoint()
+            fence()
+        for page in prepared:
+            self.inserted += page.new
+            if page.write:
+                self.changed_collections.add(page.page.sc.collection)
+                self.unnotified += len(page.write)
+                self.notify(collection=page.page.sc.collection)
+        self.maybe_analyze()
+        forget_queries()
+        for page in prepared:
+            after_page(self, page.page.sc)
+        sc = pages[-1].sc
+        self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+
+    @contextmanager
+    def _counting_into(self, page: PageCommit) -> Iterator[None]:
+        """The page's writes count into `page.counts` (a range's own) when it has them."""
+        if page.counts is None:
+            yield
+            return
+        collection = page.sc.collection
+        own = self.counts[collection]
+        self.counts[collection] = page.counts
+        try:
+            yield
+        finally:
+            self.counts[collection] = own
+
+    def _prepare_page(self, page: PageCommit) -> _Prepared:
+        """Before the transaction: the page's rows, which of them are new or changed (one query), the old
+        versions of the changed ones for the history; counted."""
+        sc, results = page.sc, page.results
         merged = merged_away(results)
         if merged:
             merged = {old: new for old, new in merged.items() if old not in {int(r["id"]) for r in results}}
@@ -157,11 +244,12 @@ class MirrorWrites(EngineBase):
             elif known != row[4]:
                 updated += 1
                 write.append(object_id)
-        c = self.counts[sc.collection]
-        c["read"] += len(rows)
-        c["new"] += new
-        c["updated"] += updated
-        c["unchanged"] += len(rows) - new - updated
+        with self._counting_into(page):
+            c = self.counts[sc.collection]
+            c["read"] += len(rows)
+            c["new"] += new
+            c["updated"] += updated
+            c["unchanged"] += len(rows) - new - updated
         self.done += len(rows)
         previous: dict[int, tuple] = {}
         if updated and history.enabled():
@@ -174,59 +262,41 @@ class MirrorWrites(EngineBase):
                     object_id__in=[object_id for object_id in write if object_id in existing],
                 ).values_list("object_id", "properties", "archived", "updated_at")
             }
-        stored = new_cursor.to_json() if new_cursor is not None else None
-        with transaction.atomic():
-            if write:
-                top = self.allocate(len(write))
-                seq = top - len(write)
-                values = []
-                for object_id in sorted(write):
-                    seq += 1
-                    values.append((object_id, *rows[object_id], seq))
-                written = self.upsert(sc.collection, values)
-                if previous:
-                    # values: (object_id, json, created, updated, archived, hash, seq); a row the upsert kept
-                    # (its stored version is newer) changed nothing.
-                    history.write(
-                        history.changes_for_page(
-                            source_id=self.source.pk,
-                            collection=sc.collection,
-                            run_id=self.run_row.pk,
-                            old=previous,
-                            new=[
-                                (v[0], v[6], parsed[v[0]], v[4], v[3])
-                                for v in values
-                                if v[0] in previous and v[0] in written
-                            ],
-                        )
-                    )
-            if merged:
-                # Ids the page's records replaced (HubSpot merges): same transaction as the merged records.
-                self.remove_merged(sc, merged)
-            if gone:
-                # Ids outside this page's rows (the deletion check): same transaction, same fence.
-                self.apply_gone(sc, gone)
-            self._checkpoint(sc, stored, checkpoint)
-        if stored is not None:
-            sc.cursor = stored
-        self.inserted += new
-        self.maybe_analyze()
-        if write:
-            self.changed_collections.add(sc.collection)
-            self.unnotified += len(write)
-            self.notify(collection=sc.collection)
-        forget_queries()
-        after_page(self, sc)
-        self.say(f"{sc.collection}: {self.done} read" + (f" of ~{self.total}" if self.total else ""), force=False)
+        return _Prepared(page, rows, parsed, merged, write, previous, new)
 
-    def _checkpoint(self, sc: SourceCollection, stored: dict | None, checkpoint: Callable[[], None] | None) -> None:
-        """The page's read position and fence, inside its transaction."""
-        if checkpoint is not None:
-            checkpoint()
-            return
-        if stored is not None:
-            SourceCollection.objects.filter(pk=sc.pk).update(cursor=stored)
-        self.heartbeat()
+    def _write_page(self, p: _Prepared, seq: int) -> int:
+        """Inside the transaction: the page's upsert numbered from `seq` + 1, its history, merges and deletion
+        check. Returns the last change_seq used."""
+        sc = p.page.sc
+        if p.write:
+            values = []
+            for object_id in sorted(p.write):
+                seq += 1
+                values.append((object_id, *p.rows[object_id], seq))
+            written = self.upsert(sc.collection, values)
+            if p.previous:
+                # values: (object_id, json, created, updated, archived, hash, seq); a row the upsert kept
+                # (its stored version is newer) changed nothing.
+                history.write(
+                    history.changes_for_page(
+                        source_id=self.source.pk,
+                        collection=sc.collection,
+                        run_id=self.run_row.pk,
+                        old=p.previous,
+                        new=[
+                            (v[0], v[6], p.parsed[v[0]], v[4], v[3])
+                            for v in values
+                            if v[0] in p.previous and v[0] in written
+                        ],
+                    )
+                )
+        if p.merged:
+            # Ids the page's records replaced (HubSpot merges): same transaction as the merged records.
+            self.remove_merged(sc, p.merged)
+        if p.page.gone:
+            # Ids outside this page's rows (the deletion check): same transaction, same fence.
+            self.apply_gone(sc, p.page.gone)
+        return seq
 
     def write_final(self, sc: SourceCollection, records: list[dict]) -> int:
         """Write archived records with their final values (new hash, new change_seq, a history row), HubSpot's

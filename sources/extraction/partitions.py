@@ -10,7 +10,9 @@ never exceeds it.
 **Plan** (`plan_partitions`, sources.extraction.plan): HubSpot's search `total`, the smallest and largest ids (search
 sorted by hs_object_id, limit 1), and counts of id ranges (search `total`, limit 1), capped; on a Full sync of a
 held mirror the mirror's own id quantiles (one SQL query) instead. Each range is read through the list or through
-search, the split chosen from the two budgets.
+search, the split chosen from the two budgets; the split is corrected as the read goes: at most SEARCH_RANGES
+search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
+list would otherwise run out first (never after HubSpot did not honour an id `after`).
 
 **List ranges** start with `after` at the range's low bound + 1 (HubSpot's list pages in ascending id order and
 its `after` is the next id in practice, but it is documented as opaque): the first page is verified (its first
@@ -26,8 +28,11 @@ ascending id order, so every mirror id in (covered, last id of the page] the pag
 confirmed by batch reads; the last page of a range covers up to its high bound (the last range: to the end).
 
 **Concurrency.** `HUBSYNC_FETCHERS` fetcher threads, one HubSpotClient each, produce the pages of every claimed
-range of every collection of the run into one bounded queue; the calling thread is the single writer: each page is
-one transaction with its range's new position, its counts and the fence, then `forget_queries()`.
+range of every collection of the run into one bounded queue; the calling thread is the single writer: the pages
+waiting in the queue when it is free (up to GROUP_PAGES) are one transaction (a group commit: one change_seq block,
+one fence; each page's rows and deletion-check outcome, each range's row with its last position and counts), then
+`forget_queries()`. A group never holds one id twice, and a range taken over rolls its group back, whose other pages
+then commit one by one.
 
 **Across workers.** Ranges are claimed with `select_for_update(skip_locked=True)` (a no-op on SQLite, whose single
 writer is enough) and heartbeated with each page; a range whose heartbeat is older than HUBSYNC_RUN_STALE_SECONDS is
@@ -60,9 +65,9 @@ from ..hubspot.wire import _dumps
 from ..models import ReadPartition, Record, RecordCount, SourceCollection, SyncRun
 from . import plan
 from .base import COUNT_KEYS, RunLost, add_counts, describe
-from .cursor import Idle, Partitioned
+from .cursor import LIST_RECORDS_PER_S, SEARCH_RECORDS_PER_S, Idle, Partitioned
 from .deletions import ORDER_NOTE, ascending, ready_chunks
-from .mirror import Gone
+from .mirror import Gone, PageCommit
 from .reads import LIST_LIMIT, SEARCH_LIMIT, Reads
 from .records import after_token
 
@@ -70,6 +75,11 @@ logger = logging.getLogger(__name__)
 
 # The helper task (sources.tasks.read_partitions), sent by name: extraction does not import its own tasks module.
 READ_PARTITIONS = "sources.read_partitions"
+# Pages committed in one transaction at most (a group commit: the pages waiting when the writer is free).
+GROUP_PAGES = 16
+# Search ranges read at once, at most: a few fill the search budget (5 pages/s; one range reads a page per
+# round trip), and more would only leave search holding the most work at the read's end while the list idles.
+SEARCH_RANGES = 4
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
 MAX_PLAN_COUNTS = 12
 AFTER_NOTE = (
@@ -287,6 +297,8 @@ class Partitions(Reads):
             if pos.via == plan.LIST:
                 results, next_pos, fallback = self._list_step(sc, low, high, pos, names)
                 if fallback:
+                    if self.pool is not None:
+                        self.pool.after_broken = True
                     # Read the range again through search from its low bound (records already written are
                     # unchanged: no new change_seq), the deletion check from the low bound too.
                     covered = low
@@ -398,8 +410,12 @@ class Partitions(Reads):
         return results, replace(pos, last_id=max([last_id, *ids]), done=not more, note="")
 
     # --- claims -------------------------------------------------------------------------------------------------
-    def claim_partition(self, collection_ids: list[int], prefer: list[str]) -> ReadPartition | None:
-        """A pending range (or one whose reader stopped beating) of these collections, now ours."""
+    def claim_partition(
+        self, collection_ids: list[int], prefer: list[str], *, search_full: bool = False
+    ) -> ReadPartition | None:
+        """A pending range (or one whose reader stopped beating) of these collections, now ours. `search_full`:
+        enough ranges already go through search to fill its budget (an unbegun search range goes through the
+        list instead)."""
         stale = timezone.now() - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS)
         claimable = Q(status=ReadPartition.Status.PENDING) | Q(
             status=ReadPartition.Status.RUNNING, heartbeat_at__lt=stale
@@ -419,11 +435,43 @@ class Partitions(Reads):
                 return None
             if row.status == ReadPartition.Status.RUNNING:
                 logger.warning("partition %s of %s taken over from %s", row.index, row.collection_id, row.worker)
+            fields = ["status", "worker", "heartbeat_at"]
+            if (
+                row.via == plan.SEARCH
+                and not (self.pool is not None and self.pool.after_broken)
+                and _unstarted(row)
+                and (search_full or self._list_would_finish_first(collection_ids, row))
+            ):
+                # The plan's split was a guess (the search budget also pays the plan's counts and the list ranges'
+                # checks): when what the list ranges still hold would run out before what search still holds,
+                # this search range (not begun) is read through the list instead, so both budgets stay full
+                # until the read's end. (Never the other way: a list range's properties may not fit in a search
+                # body.)
+                row.via = plan.LIST
+                row.after = "" if row.low <= 0 else str(row.low + 1)
+                row.verified = row.low <= 0
+                fields += ["via", "after", "verified"]
             row.status = ReadPartition.Status.RUNNING
             row.worker = self.worker
             row.heartbeat_at = timezone.now()
-            row.save(update_fields=["status", "worker", "heartbeat_at"])
+            row.save(update_fields=fields)
         return row
+
+    def _list_would_finish_first(self, collection_ids: list[int], row: ReadPartition) -> bool:
+        left = {plan.LIST: 0, plan.SEARCH: 0}
+        for via, estimate, counts in (
+            ReadPartition.objects.filter(collection_id__in=collection_ids)
+            .exclude(status=ReadPartition.Status.DONE)
+            .values_list("via", "estimate", "counts")
+        ):
+            left[via] = left.get(via, 0) + max(0, estimate - int((counts or {}).get("read") or 0))
+        size = max(row.estimate, 1)
+        # What each budget really carries: the limiter holds every slot its guard longer than the window (80 ms
+        # on search's 1 s window is 7 %), and search also pays a count for every list range's first page.
+        guard = max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
+        list_rate = LIST_RECORDS_PER_S * 10_000 / (10_000 + guard)
+        search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9
+        return (left[plan.LIST] + size) / list_rate <= (left[plan.SEARCH] - size) / search_rate
 
     def release_partitions(self, collection_ids: list[int]) -> None:
         """Give back the ranges this worker holds (a failed collection, or stopping): pending again."""
@@ -441,11 +489,26 @@ class Partitions(Reads):
         if not SyncRun.objects.filter(pk=self.run_row.pk, status=SyncRun.Status.RUNNING).exists():
             raise RunLost(f"run {self.run_row.pk} is no longer running")
 
-    def commit_partition_page(self, part: Part, records: list, pos: Position, gone: Gone | None) -> None:
-        sc = part.sc
-        own = self.counts[sc.collection]
-        self.counts[sc.collection] = part.counts  # the mirror's writes count into the range's own counts
+    def commit_partition_pages(self, items: list[tuple[Part, list, Position, Gone | None]]) -> None:
+        """Pages of one or several ranges in ONE transaction (a group commit: one change_seq block, one counter
+        update, one fence): each range's row saved once with its last position and counts. Raises
+        PartitionLost when a range is no longer ours (the whole group rolls back)."""
+        last = {id(part): n for n, (part, _records, _pos, _gone) in enumerate(items)}
+        pages = []
+        for n, (part, records, pos, gone) in enumerate(items):
+            save = self._saver(part, pos) if last[id(part)] == n else None
+            pages.append(PageCommit(part.sc, records, gone, counts=part.counts, checkpoint=save))
+        reads_before = {id(part): int(part.counts.get("read") or 0) for part, *_rest in items}
+        self.commit_pages(pages, fence=self.fence)
+        for part, _records, pos, _gone in items:
+            part.position = pos
+        for part, *_rest in {id(item[0]): item for item in items}.values():
+            sc = part.sc
+            self.own_partition_reads[sc.pk] = (
+                self.own_partition_reads.get(sc.pk, 0) + int(part.counts.get("read") or 0) - reads_before[id(part)]
+            )
 
+    def _saver(self, part: Part, pos: Position):
         def save() -> None:
             status = ReadPartition.Status.DONE if pos.done else ReadPartition.Status.RUNNING
             updated = ReadPartition.objects.filter(
@@ -463,17 +526,8 @@ class Partitions(Reads):
             )
             if not updated:
                 raise PartitionLost(f"partition {part.pk} is no longer held by {self.worker}")
-            self.fence()
 
-        read_before = int(part.counts.get("read") or 0)
-        try:
-            self.commit_page(sc, records, None, gone, checkpoint=save)
-        finally:
-            self.counts[sc.collection] = own
-        part.position = pos
-        self.own_partition_reads[sc.pk] = (
-            self.own_partition_reads.get(sc.pk, 0) + int(part.counts.get("read") or 0) - read_before
-        )
+        return save
 
     def partition_totals(self, collection_ids: list[int]) -> dict[int, dict]:
         """{collection id: the counts of its ranges, summed} as committed (every worker's)."""
@@ -500,7 +554,10 @@ class Partitions(Reads):
                 while live and len(active) < pool.size:
                     busy = {v: sum(1 for p in active.values() if p.position.via == v) for v in weights}
                     prefer = sorted(weights, key=lambda v: busy[v] / weights[v])
-                    row = self.claim_partition(live, prefer)
+                    search_full = busy[plan.SEARCH] >= SEARCH_RANGES
+                    if search_full:
+                        prefer = [plan.LIST]
+                    row = self.claim_partition(live, prefer, search_full=search_full)
                     if row is None:
                         break
                     part = Part.of(row, by_id[row.collection_id].sc)
@@ -518,25 +575,9 @@ class Partitions(Reads):
                     last_beat = time.monotonic()
                 if item is None:
                     continue
-                pk, payload, exc = item
-                held = active.get(pk)
-                if held is None or by_id[held.sc.pk].failed:
-                    continue
-                if exc is not None:
-                    self._range_failed(held, exc, by_id, active, pool)
-                    continue
-                records, pos, gone = payload
-                try:
-                    self.commit_partition_page(held, records, pos, gone)
-                except PartitionLost:
-                    # Taken over as stale (this worker was slow, not dead): the taker reads it; go on with the rest.
-                    logger.warning("sync run %s: range %s taken over; leaving it", self.run_row.pk, pk)
-                    pool.skip_part(pk)
-                    del active[pk]
-                    continue
-                if pos.done:
-                    del active[pk]
-                    self.ranges_done += 1
+                # Group commit: every page already waiting joins this one's transaction.
+                items = [item, *pool.drain(GROUP_PAGES - 1)]
+                self._commit_items(items, by_id, active, pool)
         finally:
             pool.close()
             self.pool = None
@@ -544,6 +585,66 @@ class Partitions(Reads):
                 self.release_partitions(list(by_id))
             except Exception:  # the rows go stale and are taken over anyway
                 logger.exception("releasing the partitions of run %s failed", self.run_row.pk)
+
+    def _commit_items(
+        self, items: list[tuple], by_id: dict[int, Work], active: dict[int, Part], pool: FetcherPool
+    ) -> None:
+        """The fetchers' items in order: pages grouped into as few transactions as possible (a group ends before
+        a page holding an id the group already holds, and at a range's failure)."""
+        group: list[tuple[Part, list, Position, Gone | None]] = []
+        ids: set[tuple[int, int]] = set()
+        for pk, payload, exc in items:
+            held = active.get(pk)
+            if held is None or by_id[held.sc.pk].failed:
+                continue
+            if exc is not None:
+                self._commit_group(group, active, pool)
+                group, ids = [], set()
+                self._range_failed(held, exc, by_id, active, pool)
+                continue
+            records, pos, gone = payload
+            page_ids = {(held.sc.pk, i) for i in PageCommit(held.sc, records, gone).ids()}
+            if ids & page_ids:
+                self._commit_group(group, active, pool)
+                group, ids = [], set()
+            group.append((held, records, pos, gone))
+            ids |= page_ids
+        self._commit_group(group, active, pool)
+
+    def _commit_group(
+        self, group: list[tuple[Part, list, Position, Gone | None]], active: dict[int, Part], pool: FetcherPool
+    ) -> None:
+        group = [g for g in group if g[0].pk in active]
+        if not group:
+            return
+        counts = {part.pk: dict(part.counts) for part, *_rest in group}
+        done = self.done
+        try:
+            self.commit_partition_pages(group)
+        except PartitionLost:
+            if len(group) == 1:
+                self._lost(group[0][0], active, pool)
+                return
+            # One range was taken over as stale: the group rolled back; commit its pages one by one instead
+            # (what they counted is counted again).
+            for part, *_rest in group:
+                part.counts.clear()
+                part.counts.update(counts[part.pk])
+            self.done = done
+            for page in group:
+                if page[0].pk in active:
+                    self._commit_group([page], active, pool)
+            return
+        for part, _records, pos, _gone in group:
+            if pos.done and part.pk in active:
+                del active[part.pk]
+                self.ranges_done += 1
+
+    def _lost(self, part: Part, active: dict[int, Part], pool: FetcherPool) -> None:
+        # Taken over as stale (this worker was slow, not dead): the taker reads it; go on with the rest.
+        logger.warning("sync run %s: range %s taken over; leaving it", self.run_row.pk, part.pk)
+        pool.skip_part(part.pk)
+        active.pop(part.pk, None)
 
     def _range_failed(
         self, part: Part, exc: BaseException, by_id: dict[int, Work], active: dict[int, Part], pool: FetcherPool
@@ -613,6 +714,11 @@ class Partitions(Reads):
             handoff.send(READ_PARTITIONS, run_id=self.run_row.pk)
 
 
+def _unstarted(row: ReadPartition) -> bool:
+    """Whether no page of the range was committed yet (its position is still the plan's)."""
+    return row.last_id == row.low and not row.pending and row.covered in (None, row.low) and not row.counts.get("read")
+
+
 class FetcherPool:
     """Fetcher threads, each with its own HubSpot client (HubSpotClient is not thread-safe) on the shared
     limiter, reading claimed ranges page by page into one bounded queue (memory holds a few pages)."""
@@ -628,6 +734,7 @@ class FetcherPool:
         self.threads: list[threading.Thread] = []
         self.clients: list[HubSpotClient] = []
         self.lock = threading.Lock()
+        self.after_broken = False  # a list range fell back to search: no more search ranges move to the list
 
     def submit(self, part: Part, names: list[str]) -> None:
         if len(self.threads) < self.size:
@@ -647,6 +754,16 @@ class FetcherPool:
             return self.out.get(timeout=timeout)
         except queue.Empty:
             return None
+
+    def drain(self, most: int) -> list[tuple]:
+        """Up to `most` items already waiting, without waiting."""
+        items: list[tuple] = []
+        while len(items) < most:
+            try:
+                items.append(self.out.get_nowait())
+            except queue.Empty:
+                break
+        return items
 
     def _put(self, item: tuple) -> bool:
         while not self.stop.is_set():

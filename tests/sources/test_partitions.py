@@ -229,3 +229,58 @@ def test_a_helper_of_a_finished_run_does_nothing(workspace, sandbox, partitioned
     assert extract.execute_partitions(run_id=run.pk) == 0
     assert partition_progress(source.pk) == {}  # the read is finished: its ranges are gone
     assert partitions.READ_PARTITIONS == "sources.read_partitions"
+
+
+def test_pages_waiting_for_the_writer_commit_in_one_transaction(workspace, sandbox, partitioned, monkeypatch):
+    """A slow writer finds several ranges' pages waiting: they commit together (one change_seq block and one fence
+    per group), each range's row with its own last position, and nothing is lost or written twice."""
+    sandbox.seed(PORTAL, contacts=1_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    groups: list[tuple[int, int]] = []  # (pages, ranges) of each commit
+    allocations = {"n": 0}
+    commit, allocate = partitions.Partitions.commit_partition_pages, mirror.MirrorWrites.allocate
+
+    def recorded(engine, items):
+        groups.append((len(items), len({part.pk for part, *_rest in items})))
+        return commit(engine, items)
+
+    def counted(engine, n):
+        allocations["n"] += 1
+        return allocate(engine, n)
+
+    monkeypatch.setattr(partitions.Partitions, "commit_partition_pages", recorded)
+    monkeypatch.setattr(mirror.MirrorWrites, "allocate", counted)
+    monkeypatch.setattr(mirror, "after_page", lambda engine, sc: time.sleep(0.05))  # the fetchers get ahead
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert max(ranges for _pages, ranges in groups) >= 2  # pages of several ranges in one transaction
+    assert sum(pages for pages, _ranges in groups) > len(groups)
+    assert allocations["n"] <= len(groups)  # one change_seq block per group
+    assert run.counts["contacts"]["read"] == run.counts["contacts"]["new"] == 1_000
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 1_000
+
+
+def test_search_ranges_are_read_through_the_list_when_it_would_finish_first(
+    workspace, sandbox, partitioned, monkeypatch
+):
+    """The plan's split is a guess: an unbegun search range is claimed through the list when what the list ranges
+    hold would run out first, so neither budget finishes alone."""
+    sandbox.seed(PORTAL, contacts=1_200, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    # A lopsided plan: one range through the list, every other one through search.
+    monkeypatch.setattr(
+        plan, "assign", lambda ranges, search_carries_all: [plan.LIST] + [plan.SEARCH] * (len(ranges) - 1)
+    )
+    through_list: list[int] = []
+    monkeypatch.setattr(
+        mirror,
+        "after_page",
+        lambda engine, sc: through_list.append(ReadPartition.objects.filter(collection=sc, via=plan.LIST).count()),
+    )
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["partitions"]["total"] >= 4
+    assert max(through_list) >= 2  # planned through search, read through the list
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 1_200
