@@ -111,18 +111,24 @@ def statements(vendor: str, c: Counted) -> tuple[list[str], list[str]]:
     raise NotImplementedError(f"row counters are written for PostgreSQL and SQLite, not {vendor}")
 
 
+def install_sql(vendor: str, c: Counted) -> list[str]:
+    """Fill the counter from the rows already there, then install the triggers: run in one transaction, so no
+    row is counted twice or missed."""
+    keys = ", ".join(c.keys)
+    create, _ = statements(vendor, c)
+    return [
+        f"DELETE FROM {c.counter}",
+        f"INSERT INTO {c.counter} ({keys}, n) SELECT {keys}, count(*) FROM {c.table} GROUP BY {keys}",
+        *create,
+    ]
+
+
 def migration_operations(c: Counted) -> tuple[Callable, Callable]:
     """(forward, backward) for migrations.RunPython: install the triggers and fill the counters from the rows
     already there (in the migration's transaction, so no row is counted twice or missed)."""
 
     def forward(apps, schema_editor) -> None:
-        create, _ = statements(schema_editor.connection.vendor, c)
-        keys = ", ".join(c.keys)
-        schema_editor.execute(f"DELETE FROM {c.counter}")
-        schema_editor.execute(
-            f"INSERT INTO {c.counter} ({keys}, n) SELECT {keys}, count(*) FROM {c.table} GROUP BY {keys}"
-        )
-        for sql in create:
+        for sql in install_sql(schema_editor.connection.vendor, c):
             schema_editor.execute(sql)
 
     def backward(apps, schema_editor) -> None:
@@ -179,14 +185,8 @@ def reinstall_missing(connection) -> list[str]:
     for c in COUNTED:
         if c.table not in tables or c.counter not in tables or expected_triggers(c) <= present:
             continue
-        create, _ = statements(connection.vendor, c)
-        keys = ", ".join(c.keys)
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {c.counter}")
-            cursor.execute(
-                f"INSERT INTO {c.counter} ({keys}, n) SELECT {keys}, count(*) FROM {c.table} GROUP BY {keys}"
-            )
-            for sql in create:
+            for sql in install_sql(connection.vendor, c):
                 cursor.execute(sql)
         repaired.append(c.name)
     return repaired

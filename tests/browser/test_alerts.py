@@ -19,8 +19,9 @@ from hubsync.models import Alert, AlertChannel, AlertState
 from monitoring import alerts
 from sources.models import Source, SyncRun
 from tests.browser.conftest import log_in, screenshot
-from tests.factories import AlertChannelFactory, SourceCollectionFactory, SourceFactory, SyncRunFactory
+from tests.factories import AlertChannelFactory, SourceFactory, SyncRunFactory
 from tests.monitoring.test_alerts import SECRET_PATH, Hook
+from tests.sources.extract_helpers import make_source
 
 pytestmark = pytest.mark.browser
 
@@ -76,19 +77,15 @@ def hubspot(hubspot_sandbox, settings):
 
 
 def _source(workspace, sandbox) -> Source:
-    tokens = sandbox.token(portal=PORTAL)
-    source = SourceFactory(
-        workspace=workspace,
+    source = make_source(
+        workspace,
+        sandbox,
+        hub_id=PORTAL,
         name="Acme CRM",
         schema_name="acme_crm",
-        hub_id=PORTAL,
-        token=tokens["refresh_token"],
-        access_token=tokens["access_token"],
-        access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
         enabled=True,
         next_sync_at=timezone.now() + timedelta(hours=3),
     )
-    SourceCollectionFactory(source=source, collection="contacts")
     return source
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from sources.models import Source, SyncRun
 from tests.browser.conftest import log_in
 from tests.factories import SourceCollectionFactory, SourceFactory
+from tests.sources.extract_helpers import make_source
 
 pytestmark = pytest.mark.browser
 
@@ -24,19 +25,15 @@ PORTAL = 3601
 
 
 def _source(workspace, sandbox) -> Source:
-    tokens = sandbox.token(portal=PORTAL)
-    source = SourceFactory(
-        workspace=workspace,
+    source = make_source(
+        workspace,
+        sandbox,
+        hub_id=PORTAL,
         name="Slow portal",
         schema_name="slow_portal",
-        hub_id=PORTAL,
-        token=tokens["refresh_token"],
-        access_token=tokens["access_token"],
-        access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
         enabled=True,
         next_sync_at=timezone.now() + timedelta(hours=3),
     )
-    SourceCollectionFactory(source=source, collection="contacts")
     return source
 
 

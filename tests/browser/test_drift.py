@@ -23,9 +23,8 @@ from tests.factories import (
     DestinationFactory,
     MappingFactory,
     ProfileSpaceFactory,
-    SourceCollectionFactory,
-    SourceFactory,
 )
+from tests.sources.extract_helpers import make_source
 
 pytestmark = pytest.mark.browser
 
@@ -73,19 +72,15 @@ def pipeline(hubspot, segment_sandbox, workspace, eager_celery):
     hubspot.add_property("loyalty_tier", portal=PORTAL, collection="contacts", label="Loyalty tier")
     contact_id, email = _contact_with_email(hubspot)
     hubspot.set_properties(contact_id, {"loyalty_tier": "silver"}, portal=PORTAL)
-    tokens = hubspot.token(portal=PORTAL)
-    source = SourceFactory(
-        workspace=workspace,
+    source = make_source(
+        workspace,
+        hubspot,
+        hub_id=PORTAL,
         name="Acme CRM",
         schema_name="acme_crm",
-        hub_id=PORTAL,
-        token=tokens["refresh_token"],
-        access_token=tokens["access_token"],
-        access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
         enabled=True,
         next_sync_at=timezone.now() + timedelta(hours=3),
     )
-    SourceCollectionFactory(source=source, collection="contacts")
     inbox = segment_sandbox.with_workspace("Drift space")
     destination = DestinationFactory(workspace=workspace, name="Segment")
     space = ProfileSpaceFactory(

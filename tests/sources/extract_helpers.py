@@ -15,17 +15,17 @@ PORTAL = 3001
 
 
 def make_source(workspace, sandbox, *, hub_id: int = PORTAL, collections=("contacts",), scopes=None, **fields):
+    """A source connected to the sandbox portal `hub_id` with fresh tokens; `fields` override the defaults."""
     tokens = sandbox.token(portal=hub_id, scopes=scopes)
-    source = Source.objects.create(
-        workspace=workspace,
-        name=f"HubSpot {hub_id}",
-        schema_name=f"hubspot_{hub_id}",
-        hub_id=hub_id,
-        token=tokens["refresh_token"],
-        access_token=tokens["access_token"],
-        access_token_expires_at=timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
+    values = {
+        "name": f"HubSpot {hub_id}",
+        "schema_name": f"hubspot_{hub_id}",
+        "token": tokens["refresh_token"],
+        "access_token": tokens["access_token"],
+        "access_token_expires_at": timezone.now() + timedelta(seconds=int(tokens["expires_in"])),
         **fields,
-    )
+    }
+    source = Source.objects.create(workspace=workspace, hub_id=hub_id, **values)
     for collection in collections:
         SourceCollection.objects.create(source=source, collection=collection)
     return source
