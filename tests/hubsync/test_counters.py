@@ -72,8 +72,10 @@ def test_a_fresh_sqlite_database_has_every_counter_trigger(tmp_path):
 
 def test_reinstall_missing_puts_back_dropped_triggers_and_recounts(workspace):
     source = SourceFactory(workspace=workspace, name="Portal", schema_name="portal", token="t")
+    _, drop = counters.statements(connection.vendor, counters.RECORDS)
     with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER hubsync_count_record_ins ON sources_record")
+        for sql in drop:  # what SQLite's table rebuild does to the triggers
+            cursor.execute(sql)
     Record.objects.bulk_create([record(source, i) for i in range(1, 4)])
     assert mirror_counts(source) == {}  # what the dashboard showed: no trigger, no count
 
