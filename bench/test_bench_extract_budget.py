@@ -52,6 +52,7 @@ class Requests:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.general = self.search = self.limited = 0
+        self.counting = self.list_records = self.search_records = 0
         self.timeline: list = []
         self.in_flight = self.peak_in_flight = 0
         self.flight_seconds = 0.0  # requests x seconds in flight: / wall time = mean requests in flight
@@ -70,24 +71,45 @@ class Requests:
                 with self.lock:
                     self.in_flight -= 1
                     self.flight_seconds += time.perf_counter() - started
+            n = _results(response)
             with self.lock:
                 self.timeline.append((time.perf_counter(), kind))
                 if kind == SEARCH:
                     self.search += 1
+                    if b'"limit":1}' in (data or b"") or b'"limit":1,' in (data or b""):
+                        self.counting += 1  # a plan's count or a list range's check
+                    else:
+                        self.search_records += n
                 else:
                     self.general += 1
+                    self.list_records += n
                 if response.status_code == 429:
                     self.limited += 1
             return response
 
         monkeypatch.setattr(HubSpotClient, "_send", counted)
 
+    def carried(self) -> str:
+        """Records each budget's requests carried, against a full page (the rest: ends of ranges, pages read
+        above a split's cut, counts)."""
+        pages = max(1, self.search - self.counting)
+        return (
+            f"list {self.list_records / max(1, self.general):5.1f} records/request of 100, search "
+            f"{self.search_records / pages:5.1f} of 200 ({self.counting} counting searches)"
+        )
+
     def reset(self) -> None:
         with self.lock:
+            self.counting = self.list_records = self.search_records = 0
             self.general = self.search = self.limited = 0
             self.timeline = []
             self.peak_in_flight = 0
             self.flight_seconds = 0.0
+
+
+def _results(response) -> int:
+    """Records in a page, without parsing it a second time (each record object starts with its id)."""
+    return response.content.count(b'{"id":') if response.status_code == 200 else 0
 
 
 class Writer:
@@ -213,7 +235,8 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
                 f"{requests.limited} x 429 | {finished.counts['contacts'].get('partitions', 1)} ranges, in flight "
                 f"{requests.flight_seconds / meter.seconds:3.1f} mean / {requests.peak_in_flight} peak | "
                 f"{meter.seconds:5.1f} s | peak RSS {meter.peak / 2**20:6.1f} MiB\n"
-                f"                    {writer.figures(meter.seconds)}"
+                f"                    {writer.figures(meter.seconds)}\n"
+                f"                    {requests.carried()}"
             )
             if os.environ.get("BENCH_BUDGET_TIMELINE"):
                 t0 = meter.started

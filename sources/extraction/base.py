@@ -107,6 +107,8 @@ class EngineBase:
         self.retired_retries = 0
         self.partitioned_ids: set[int] = set()
         self.own_partition_reads: dict[int, int] = {}
+        self.first_ids: dict[int, int] = {}  # {collection id: HubSpot's smallest id}, seen by `estimate`
+        self.top_ids: dict[int, int] = {}  # {collection id: the largest id when its ranges were planned}
 
     @property
     def hubspot(self) -> HubSpotClient:

@@ -14,10 +14,11 @@ search, the split chosen from the two budgets; the split is corrected as the rea
 search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
 list would otherwise run out first (never after HubSpot did not honour an id `after`).
 
-**List ranges** start with `after` at the range's low bound + 1 (HubSpot's list pages in ascending id order and
-its `after` is the next id in practice, but it is documented as opaque): the first page is verified (its first
-id above the low bound, and one search count of the ids between the two says nothing was skipped); a range whose
-`after` is not honoured (or a page out of order) is read through search instead, with a note in the run. The
+**List ranges** start with `after` at the range's low bound (HubSpot's list pages in ascending id order and its
+`after` is the next id in practice, but it is documented as opaque; a first record at the low bound itself is the
+previous range's): the first page is verified (its first id above the low bound, and one search count of the ids
+between the two says nothing was skipped; once two ranges of the collection proved it, the first id alone); a
+range whose `after` is not honoured (or a page out of order) is read through search instead, with a note in the run. The
 range ends at the first id above its high bound. **Search ranges** are keyset-paged: `hs_object_id` GT the last
 id read and LTE the high bound, sorted ascending, never an `after` offset (so never the 10,000 cap), carrying the
 properties themselves (those that do not fit in the 3,000-character body are read by batch read: the client does
@@ -46,10 +47,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -82,6 +85,18 @@ GROUP_PAGES = 16
 SEARCH_RANGES = 4
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
 MAX_PLAN_COUNTS = 12
+# List ranges of a collection whose first page a search count verified (HubSpot honoured the id `after`: nothing
+# between the low bound and the first id returned, and that id not low + 1); the run's other list ranges then
+# check the first id only. Were `after` an offset, two such proofs cannot happen: the first needs every id up to
+# its low bound present, which makes the other's first id low + 1. (Read as the next id to return or as the last
+# id returned, `after` = the low bound skips nothing.)
+AFTER_PROOFS = 2
+RANGES_PER_FETCHER = float(os.environ.get("HUBSYNC_RANGES_PER_FETCHER", "1.5"))
+# A running range is split (its upper half becomes a new pending range) when a fetcher would idle otherwise and the
+# range still holds at least this many records: both budgets stay full to the read's end.
+SPLIT_MIN_RECORDS = 300
+# Counts of one planning round sent at once (the search budget's requests per second: a round fills one second).
+PLAN_ROUND = 5
 AFTER_NOTE = (
     "HubSpot's list did not start at the id asked for, so {n} id range(s) were read through search instead "
     "(same records, search budget)."
@@ -121,9 +136,25 @@ class Part:
     pk: int
     sc: SourceCollection
     low: int
-    high: int | None
+    high: int | None  # lowered by a split (the writer's thread); the fetcher reads it before every page
     position: Position
     counts: dict = field(default_factory=dict)
+    estimate: int = 0
+    fetched_to: int = 0  # the last id the fetcher has read (its pages may still wait for the writer)
+
+    def remaining(self, top: int | None) -> int:
+        """Records still to read, about: the plan's estimate less what was read, the estimate's share of the id
+        span still ahead, or the density read so far over that span (the largest: an estimate can be low)."""
+        high = self.high if self.high is not None else top
+        at = max(self.position.last_id, self.fetched_to, self.low)
+        read = int(self.counts.get("read") or 0)
+        by_count = self.estimate - read
+        if high is None or high <= self.low:
+            return max(0, by_count)
+        ahead = max(0, high - at)
+        by_span = int(self.estimate * ahead / (high - self.low))
+        by_density = int(read * ahead / (at - self.low)) if read and at > self.low else 0
+        return max(0, by_count, by_span, by_density)
 
     @classmethod
     def of(cls, row: ReadPartition, sc: SourceCollection) -> Part:
@@ -136,7 +167,8 @@ class Part:
             pending=tuple(int(i) for i in row.pending or ()),
             done=row.status == ReadPartition.Status.DONE,
         )
-        return cls(row.pk, sc, row.low, row.high, position, {**dict.fromkeys(COUNT_KEYS, 0), **(row.counts or {})})
+        counts = {**dict.fromkeys(COUNT_KEYS, 0), **(row.counts or {})}
+        return cls(row.pk, sc, row.low, row.high, position, counts, estimate=row.estimate, fetched_to=row.last_id)
 
 
 @dataclass
@@ -147,6 +179,7 @@ class Work:
     names: list[str]
     read: Partitioned
     failed: bool = False
+    carries: bool | None = None  # whether a search body holds every property (decided on first use)
 
 
 class Partitions(Reads):
@@ -203,26 +236,36 @@ class Partitions(Reads):
 
     def plan_partitions(self, sc: SourceCollection, read: Partitioned, names: list[str], estimate: int) -> None:
         """Write the collection's ranges and its partitioned cursor in one transaction."""
-        # Ranges of about HUBSYNC_PARTITION_RECORDS, but at least four per fetcher (while a range keeps 1,000
-        # records): a range is read one page after another, so only as many requests are in flight as ranges are
-        # being read, and the last ranges of a read run alone (smaller ranges, shorter tail).
+        # Ranges of about HUBSYNC_PARTITION_RECORDS, but at least RANGES_PER_FETCHER per fetcher (while a range
+        # keeps 1,000 records): a range is read one page after another, so only as many requests are in flight as
+        # ranges are being read; the last ones are split while they run (`split_partition`). Every range costs a
+        # part-filled last page, so no more than that.
         parts = max(
-            -(-estimate // settings.HUBSYNC_PARTITION_RECORDS), min(4 * settings.HUBSYNC_FETCHERS, estimate // 1000)
+            -(-estimate // settings.HUBSYNC_PARTITION_RECORDS),
+            min(int(RANGES_PER_FETCHER * settings.HUBSYNC_FETCHERS), estimate // 1000),
         )
         target = max(1, -(-estimate // max(1, min(parts, settings.HUBSYNC_PARTITION_MAX))))
         ranges = self._quantile_plan(sc, estimate, target)
         if ranges is None and estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS:
-            first, last = self.edge_id(sc, "ASCENDING"), self.edge_id(sc, "DESCENDING")
+            first = self.first_ids.get(sc.pk)
+            if first is None:
+                first = self.edge_id(sc, "ASCENDING")
+            last = self.edge_id(sc, "DESCENDING")
+            if last is not None:
+                self.top_ids[sc.pk] = last
             if first is not None and last is not None:
-                ranges = plan.split(
-                    lambda low, high: self.count_and_first(sc, low, high),
-                    first_id=first,
-                    last_id=last,
-                    total=estimate,
-                    target=target,
-                    max_parts=settings.HUBSYNC_PARTITION_MAX,
-                    max_counts=MAX_PLAN_COUNTS,
-                )
+                with Counters(self, PLAN_ROUND) as counters:
+                    ranges = plan.split(
+                        lambda low, high: self.count_and_first(sc, low, high),
+                        first_id=first,
+                        last_id=last,
+                        total=estimate,
+                        target=target,
+                        max_parts=settings.HUBSYNC_PARTITION_MAX,
+                        max_counts=MAX_PLAN_COUNTS,
+                        count_many=lambda pairs: counters.count(sc, pairs),
+                        parallel=PLAN_ROUND,
+                    )
         if not ranges:
             ranges = [plan.Range(0, None, estimate)]
         carries = self.search_carries_all(names)
@@ -238,7 +281,7 @@ class Partitions(Reads):
                 high=r.high,
                 via=via,
                 estimate=r.estimate,
-                after="" if r.low <= 0 else str(r.low + 1),
+                after="" if r.low <= 0 else str(r.low),
                 last_id=r.low,
                 verified=r.low <= 0 or via == plan.SEARCH,
                 covered=r.low if read.check else None,
@@ -281,18 +324,26 @@ class Partitions(Reads):
                 [self.source.pk, sc.collection, step],
             )
             ids = [row[0] for row in cur.fetchall()][: parts - 1]
+        top = Record.objects.filter(source=self.source, collection=sc.collection).order_by("-object_id").first()
+        if top is not None:
+            self.top_ids[sc.pk] = top.object_id
         return plan.from_quantiles(ids, total=estimate)
 
     # --- one range's pages (in a fetcher thread, with that thread's client) ------------------------------------
     def partition_pages(self, part: Part, names: list[str]) -> Iterator[tuple[list, Position, Gone | None]]:
         """(records, position after them, what the deletion check found) for every page of the range from its
         position on; and, when a batch of candidates is confirmed, ([], the position before the page, Gone)."""
-        sc, low, high = part.sc, part.low, part.high
+        sc, low = part.sc, part.low
         pos = part.position
         checking = pos.covered is not None
         covered = pos.covered if pos.covered is not None else low
         pending = list(pos.pending)
         while not pos.done:
+            high = part.high  # a split may have lowered it (the writer trims the pages already read above it)
+            if high is not None and pos.last_id >= high:
+                # What was read reaches the new high bound: the range ends here (its last candidates confirmed).
+                yield from self._split_end(part, pos, checking, covered, pending)
+                return
             before = replace(pos, covered=covered if checking else None, pending=tuple(pending), note="")
             if pos.via == plan.LIST:
                 results, next_pos, fallback = self._list_step(sc, low, high, pos, names)
@@ -312,6 +363,7 @@ class Partitions(Reads):
             else:
                 results, next_pos = self._search_step(sc, low, high, pos, names)
             ids = [int(r["id"]) for r in results]
+            part.fetched_to = max(part.fetched_to, next_pos.last_id)
             last = next_pos.done
             if checking and not ascending(ids, covered):
                 checking = False
@@ -339,6 +391,15 @@ class Partitions(Reads):
             pos = replace(next_pos, covered=covered if checking else None, pending=tuple(pending) if checking else ())
             yield results, pos, (Gone(note=pos.note) if pos.note else None)
 
+    def _split_end(
+        self, part: Part, pos: Position, checking: bool, covered: int, pending: list[int]
+    ) -> Iterator[tuple[list, Position, Gone | None]]:
+        before = replace(pos, covered=covered if checking else None, pending=tuple(pending), note="")
+        if checking:
+            for chunk in ready_chunks(pending, everything=True):
+                yield self._confirm(part.sc, chunk, pending, before)
+        yield [], replace(before, pending=(), done=True), None
+
     def _confirm(
         self, sc: SourceCollection, chunk: list[int], pending: list[int], before: Position
     ) -> tuple[list, Position, Gone]:
@@ -351,6 +412,9 @@ class Partitions(Reads):
     ) -> tuple[list, Position, str]:
         """One list page of the range: (its records up to `high`, the position after it, a fallback note when
         HubSpot did not honour the id `after`)."""
+        pool = self.pool
+        if not pos.verified and pool is not None and pool.after_broken:
+            return [], pos, AFTER_NOTE.format(n=1)  # HubSpot did not honour an id `after` in this run already
         try:
             page = self.hubspot.list_page(sc.collection, properties=names, after=pos.after or None, limit=LIST_LIMIT)
         except BadRequest:
@@ -358,12 +422,20 @@ class Partitions(Reads):
                 raise
             return [], pos, AFTER_NOTE.format(n=1)
         results = page.get("results") or []
+        if not pos.verified and results and int(results[0]["id"]) == low:
+            # `after` is the range's low bound (the previous range's last id): where HubSpot takes it as the next
+            # id to return, the first record is the previous range's; where as the last id returned, it is not.
+            results = results[1:]
         ids = [int(r["id"]) for r in results]
         if not pos.verified:
-            if ids:
+            if ids and pool is not None and pool.after_proven(sc.pk):
+                honoured = ids[0] > low
+            elif ids:
                 honoured = ids[0] > low and self.count_range(sc, low, ids[0] - 1) == 0
             else:
                 honoured = self.count_range(sc, low, high) == 0
+            if honoured and ids and pool is not None:
+                pool.after_honoured(sc.pk, ids[0] - low)
             if not honoured:
                 logger.warning(
                     "sync run %s: %s: the list did not start after id %s; reading (%s, %s] through search",
@@ -448,7 +520,7 @@ class Partitions(Reads):
                 # until the read's end. (Never the other way: a list range's properties may not fit in a search
                 # body.)
                 row.via = plan.LIST
-                row.after = "" if row.low <= 0 else str(row.low + 1)
+                row.after = "" if row.low <= 0 else str(row.low)
                 row.verified = row.low <= 0
                 fields += ["via", "after", "verified"]
             row.status = ReadPartition.Status.RUNNING
@@ -472,6 +544,54 @@ class Partitions(Reads):
         list_rate = LIST_RECORDS_PER_S * 10_000 / (10_000 + guard)
         search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9
         return (left[plan.LIST] + size) / list_rate <= (left[plan.SEARCH] - size) / search_rate
+
+    def split_partition(self, active: dict[int, Part], by_id: dict[int, Work], busy: dict[str, int]) -> bool:
+        """Split the running range with the most records ahead (with a known upper id): its upper
+        half becomes a new pending range (through search when that budget has room and the properties fit, else
+        the list), in one transaction with its row's lowered high bound. Whether one was split."""
+        candidates = [
+            p
+            for p in active.values()
+            if not p.position.done and not by_id[p.sc.pk].failed and (p.high is not None or p.sc.pk in self.top_ids)
+        ]
+        if not candidates:
+            return False
+        part = max(candidates, key=lambda p: p.remaining(self.top_ids.get(p.sc.pk)))
+        top = part.high if part.high is not None else self.top_ids[part.sc.pk]
+        ahead = part.remaining(self.top_ids.get(part.sc.pk))
+        start = max(part.position.last_id, part.fetched_to, part.low)
+        if ahead < SPLIT_MIN_RECORDS or top - start < 2:
+            return False
+        work = by_id[part.sc.pk]
+        if work.carries is None:
+            work.carries = self.search_carries_all(work.names)
+        via = plan.SEARCH if work.carries and busy.get(plan.SEARCH, 0) < SEARCH_RANGES else plan.LIST
+        cut = start + (top - start) // 2
+        share = ahead // 2
+        with transaction.atomic():
+            kept = int(part.counts.get("read") or 0) + ahead - share
+            if not ReadPartition.objects.filter(
+                pk=part.pk, worker=self.worker, status=ReadPartition.Status.RUNNING
+            ).update(high=cut, estimate=kept):
+                return False
+            index = ReadPartition.objects.filter(collection=part.sc).order_by("-index").values_list("index", flat=True)
+            ReadPartition.objects.create(
+                collection=part.sc,
+                index=(index.first() or 0) + 1,
+                low=cut,
+                high=part.high,
+                via=via,
+                estimate=share,
+                after=str(cut),
+                last_id=cut,
+                verified=via == plan.SEARCH,
+                covered=cut if part.position.covered is not None else None,
+            )
+        part.high, part.estimate = cut, kept  # the writer trims what the fetcher already read above the cut
+        planned = self.counts[part.sc.collection].get("partitions")
+        if isinstance(planned, dict):
+            planned["total"] = int(planned.get("total") or 0) + 1
+        return True
 
     def release_partitions(self, collection_ids: list[int]) -> None:
         """Give back the ranges this worker holds (a failed collection, or stopping): pending again."""
@@ -558,6 +678,8 @@ class Partitions(Reads):
                     if search_full:
                         prefer = [plan.LIST]
                     row = self.claim_partition(live, prefer, search_full=search_full)
+                    if row is None and not self.helper and self.split_partition(active, by_id, busy):
+                        continue  # the new range is claimed next
                     if row is None:
                         break
                     part = Part.of(row, by_id[row.collection_id].sc)
@@ -603,6 +725,7 @@ class Partitions(Reads):
                 self._range_failed(held, exc, by_id, active, pool)
                 continue
             records, pos, gone = payload
+            records = _within(held, records)
             page_ids = {(held.sc.pk, i) for i in PageCommit(held.sc, records, gone).ids()}
             if ids & page_ids:
                 self._commit_group(group, active, pool)
@@ -714,9 +837,58 @@ class Partitions(Reads):
             handoff.send(READ_PARTITIONS, run_id=self.run_row.pk)
 
 
+def _within(part: Part, records: list) -> list:
+    """A page's records as its range now stands: a split may have lowered the range's high bound after the page
+    was read; the records above the cut are the new range's (the fetcher then ends the range: `_split_end`)."""
+    high = part.high
+    if high is None or not records or int(records[-1]["id"]) <= high:
+        return records
+    return [r for r in records if int(r["id"]) <= high]
+
+
 def _unstarted(row: ReadPartition) -> bool:
     """Whether no page of the range was committed yet (its position is still the plan's)."""
     return row.last_id == row.low and not row.pending and row.covered in (None, row.low) and not row.counts.get("read")
+
+
+class Counters:
+    """Clients for the plan's counting rounds (HubSpotClient is not thread-safe): one thread each, every request
+    under the shared limiter and in the run's meter; closed (their calls in the run's figures) on exit."""
+
+    def __init__(self, engine: Partitions, size: int) -> None:
+        self.engine = engine
+        self.size = size
+        self.readers: list[Partitions] = []
+
+    def __enter__(self) -> Counters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for reader in self.readers:
+            client = reader.client
+            if client is not None:
+                self.engine.retired_calls += client.api_calls
+                self.engine.retired_retries += client.retries
+                client.close()
+        self.readers = []
+
+    def count(self, sc: SourceCollection, pairs: list[tuple[int, int]]) -> list[tuple[int, int | None]]:
+        if len(pairs) <= 1:
+            return [self.engine.count_and_first(sc, low, high) for low, high in pairs]
+        while len(self.readers) < len(pairs):
+            reader = copy.copy(self.engine)
+            reader.client = HubSpotClient(copy.copy(self.engine.source), meter=self.engine.meter)
+            self.readers.append(reader)
+
+        def one(job: tuple[Partitions, tuple[int, int]]) -> tuple[int, int | None]:
+            reader, (low, high) = job
+            try:
+                return reader.count_and_first(sc, low, high)
+            finally:
+                connections.close_all()  # this thread's own connections (a token refresh)
+
+        with ThreadPoolExecutor(max_workers=len(pairs), thread_name_prefix="hubsync-plan") as executor:
+            return list(executor.map(one, zip(self.readers, pairs, strict=False)))
 
 
 class FetcherPool:
@@ -735,6 +907,18 @@ class FetcherPool:
         self.clients: list[HubSpotClient] = []
         self.lock = threading.Lock()
         self.after_broken = False  # a list range fell back to search: no more search ranges move to the list
+        # {collection id: list ranges whose id `after` a search count proved honoured, with records skipped had it
+        # been an offset}: after AFTER_PROOFS of them, a range's first page above its low bound is proof enough.
+        self.proofs: dict[int, int] = {}
+
+    def after_proven(self, collection_id: int) -> bool:
+        with self.lock:
+            return self.proofs.get(collection_id, 0) >= AFTER_PROOFS and not self.after_broken
+
+    def after_honoured(self, collection_id: int, gap: int) -> None:
+        if gap > 1:  # proof only where an offset would have skipped records (see AFTER_PROOFS)
+            with self.lock:
+                self.proofs[collection_id] = self.proofs.get(collection_id, 0) + 1
 
     def submit(self, part: Part, names: list[str]) -> None:
         if len(self.threads) < self.size:

@@ -51,11 +51,21 @@ class Reads(Deletions):
     checkpointed in the cursor)."""
 
     def estimate(self, sc: SourceCollection) -> int:
-        """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count."""
+        """Records a full read will see: one search request (limit 1) for its `total`, else the mirror count. Sorted
+        by id, the same request tells a partitioned read's plan the smallest id (`first_ids`)."""
         try:
             page = self.hubspot.search_page(
-                sc.collection, {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
+                sc.collection,
+                {
+                    "filterGroups": [],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": ["hs_object_id"],
+                    "limit": 1,
+                },
             )
+            results = page.get("results") or []
+            if results:
+                self.first_ids[sc.pk] = int(results[0]["id"])
             return int(page.get("total") or 0)
         except HubSpotError:
             return Record.objects.filter(source=self.source, collection=sc.collection, archived=False).count()

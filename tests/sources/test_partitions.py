@@ -4,6 +4,7 @@ flight, both budgets, each id range checkpointed on its own row. The oracle is t
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 
@@ -15,7 +16,7 @@ from sources.extraction import mirror, partitions, plan
 from sources.models import ChangeCounter, ReadPartition, Record, SourceCollection, SyncRun
 from sources.runs import create_run
 from sources.selectors import partition_progress
-from tests.sources.extract_helpers import PORTAL, assert_mirror_equals_sandbox, make_source, sync
+from tests.sources.extract_helpers import PORTAL, assert_mirror_equals_sandbox, make_source, sandbox_truth, sync
 
 
 class Stop(Exception):
@@ -40,6 +41,22 @@ def vias_seen(monkeypatch) -> list[set[str]]:
 
     monkeypatch.setattr(mirror, "after_page", look)
     return seen
+
+
+def splits_made(monkeypatch) -> list[int]:
+    """The cut of every split a run made (Partitions.split_partition), in order."""
+    splits: list[int] = []
+    real = partitions.Partitions.split_partition
+
+    def counted(engine, active, *args):
+        highs = {pk: part.high for pk, part in active.items()}
+        done = real(engine, active, *args)
+        if done:
+            splits.extend(part.high for pk, part in active.items() if part.high != highs[pk])
+        return done
+
+    monkeypatch.setattr(partitions.Partitions, "split_partition", counted)
+    return splits
 
 
 def changes_allocated(source) -> int:
@@ -73,7 +90,33 @@ def test_partitioned_first_sync_equals_the_sandbox_through_both_budgets(workspac
     assert changes_allocated(source) == 1_200
 
 
-def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(workspace, sandbox, partitioned, monkeypatch):
+def test_running_ranges_split_so_no_fetcher_idles_and_nothing_is_lost(workspace, sandbox, partitioned, monkeypatch):
+    # Two planned ranges for four fetchers: the running ranges are split (the upper half a new range, through
+    # search while it has room), down to SPLIT_MIN_RECORDS; pages read above a cut are the new range's.
+    partitioned.HUBSYNC_PARTITION_MAX = 2
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 60)
+    sandbox.seed(PORTAL, contacts=1_500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    seen = vias_seen(monkeypatch)
+    splits = splits_made(monkeypatch)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    c = run.counts["contacts"]
+    assert len(splits) >= 2 and c["partitions"]["total"] - len(splits) in (1, 2)  # planned: at most 2
+    assert c["partitions"]["done"] == c["partitions"]["total"]
+    assert c["read"] == c["new"] == 1_500 and run.progress_done == 1_500
+    assert {plan.LIST, plan.SEARCH} <= set().union(*seen)
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 1_500  # no record committed twice (by a range and its split-off half)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["planned", "splitting"])
+def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
+    workspace, sandbox, partitioned, monkeypatch, split
+):
+    if split:  # fewer ranges than fetchers: every run splits the ranges it holds
+        partitioned.HUBSYNC_PARTITION_MAX = 2
+        monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 40)
     sandbox.seed(PORTAL, contacts=700, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
     pages = {"n": 0}
@@ -96,7 +139,8 @@ def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(workspace
             assert sc.cursor["mode"] == "partitioned"
             assert not ReadPartition.objects.filter(collection=sc, status=ReadPartition.Status.RUNNING).exists()
             progress = partition_progress(source.pk)["contacts"]
-            assert progress["running"] == 0 and progress["done"] + progress["pending"] == progress["total"] >= 4
+            assert progress["running"] == 0 and progress["done"] + progress["pending"] == progress["total"]
+            assert progress["total"] >= (3 if split else 4)
             continue
         break
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
@@ -111,6 +155,7 @@ def test_more_than_10000_records_with_one_timestamp_in_one_search_range(workspac
     sandbox.mutate(PORTAL, "contacts", update=10_300, same_timestamp=True, seed=4)
     source = make_source(workspace, sandbox)
     partitioned.HUBSYNC_PARTITION_RECORDS = 50_000  # one range
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)  # and it stays one
     monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.SEARCH] * len(ranges))
     run = sync(source, SyncRun.Trigger.FIRST)
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
@@ -118,10 +163,15 @@ def test_more_than_10000_records_with_one_timestamp_in_one_search_range(workspac
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
 
 
-def test_deletion_check_per_range_on_a_full_sync(workspace, sandbox, partitioned):
+@pytest.mark.parametrize("split", [False, True], ids=["planned", "splitting"])
+def test_deletion_check_per_range_on_a_full_sync(workspace, sandbox, partitioned, monkeypatch, split):
     sandbox.seed(PORTAL, contacts=900, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
     assert sync(source, SyncRun.Trigger.FIRST).status == SyncRun.Status.SUCCEEDED
+    if split:  # two ranges for four fetchers: split while they run, each half checking its own ids
+        partitioned.HUBSYNC_PARTITION_MAX = 2
+        monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 30)
+    splits = splits_made(monkeypatch)
     ids = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))
     doomed = ids[5::100]  # spread over every range
     sandbox.purge(doomed, portal=PORTAL)
@@ -130,6 +180,7 @@ def test_deletion_check_per_range_on_a_full_sync(workspace, sandbox, partitioned
     assert full.status == SyncRun.Status.SUCCEEDED, full.error
     c = full.counts["contacts"]
     assert c["partitions"]["total"] >= 2  # planned from the mirror's quantiles
+    assert bool(splits) == split
     assert c["deleted"] == len(doomed) and c["archived"] == len(archived)
     assert not Record.objects.filter(source=source, object_id__in=doomed).exists()
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
@@ -145,6 +196,90 @@ def test_list_ranges_fall_back_to_search_when_after_is_not_an_id(workspace, sand
     assert run.counts["contacts"]["new"] == 800
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
     assert changes_allocated(source) == 800
+
+
+def _list_where_after_means(monkeypatch, meaning: str) -> None:
+    """The sandbox's list with another reading of its documented-as-opaque `after`: "last" (the last id returned:
+    the page starts above it) or "offset" (records to skip, in id order)."""
+    from sandbox.hubspot import records
+
+    real = records.list_page
+
+    def last_returned(td, *, after, limit, wanted, archived):
+        results, nxt = real(td, after=after + 1 if after else 0, limit=limit, wanted=wanted, archived=archived)
+        return results, (nxt - 1 if nxt is not None else None)
+
+    def offset(td, *, after, limit, wanted, archived):
+        every, at = [], 0
+        while True:  # the whole collection in id order (a few hundred records in these tests)
+            page, at = real(td, after=at, limit=100, wanted=wanted, archived=archived)
+            every += page
+            if at is None:
+                break
+        page = every[after : after + limit]
+        return page, (after + limit if after + limit < len(every) else None)
+
+    monkeypatch.setattr(records, "list_page", last_returned if meaning == "last" else offset)
+
+
+@pytest.mark.parametrize("meaning", ["last", "offset"])
+def test_list_ranges_lose_nothing_whatever_after_means(workspace, sandbox, partitioned, monkeypatch, meaning):
+    # HubSpot documents `after` as opaque: read as the last id returned, a range started at its low bound skips
+    # nothing; read as an offset, the first page's check sends the ranges to search.
+    sandbox.seed(PORTAL, contacts=900, companies=0, deals=0, tickets=0)
+    ids = sorted(sandbox_truth(sandbox, PORTAL, "contacts")[0])
+    real_split = plan.split
+
+    def cut_below_records(*args, **kwargs):
+        # Every cut just below a record (low + 1 exists): the case where the two readings of an id differ.
+        ranges = real_split(*args, **kwargs)
+        moved = [ids[bisect.bisect_right(ids, r.low)] - 1 if r.low > 0 else 0 for r in ranges]
+        return [
+            plan.Range(low, moved[n + 1] if n + 1 < len(ranges) else None, r.estimate)
+            for n, (low, r) in enumerate(zip(moved, ranges, strict=True))
+        ]
+
+    monkeypatch.setattr(plan, "split", cut_below_records)
+    _list_where_after_means(monkeypatch, meaning)
+    source = make_source(workspace, sandbox)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    notes = run.counts["contacts"].get("notes", [])
+    assert any("read through search instead" in n for n in notes) == (meaning == "offset"), notes
+    assert run.counts["contacts"]["new"] == 900
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 900
+
+
+def test_two_proofs_of_the_id_after_spare_the_other_ranges_a_count(workspace, sandbox, partitioned, monkeypatch):
+    partitioned.HUBSYNC_PARTITION_RECORDS = 60
+    partitioned.HUBSYNC_PARTITION_MAX = 40
+    sandbox.seed(PORTAL, contacts=2_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    checks: list[int] = []
+    starts: list[int] = []
+    real_count, real_step = partitions.Partitions.count_range, partitions.Partitions._list_step
+
+    def counted(engine, sc, low, high):
+        checks.append(low)
+        return real_count(engine, sc, low, high)
+
+    def step(engine, sc, low, high, pos, names):
+        if not pos.verified:
+            starts.append(low)
+        return real_step(engine, sc, low, high, pos, names)
+
+    monkeypatch.setattr(partitions.Partitions, "count_range", counted)
+    monkeypatch.setattr(partitions.Partitions, "_list_step", step)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["new"] == 2_000
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 2_000
+    # Many list ranges started; a check (one search) for those that started before two proofs were in, at most
+    # one per fetcher, and none after.
+    assert len(starts) >= 10, starts
+    assert len(checks) <= partitioned.HUBSYNC_FETCHERS, (checks, starts)
 
 
 def test_a_429_storm_with_several_requests_in_flight(workspace, sandbox, partitioned, monkeypatch):

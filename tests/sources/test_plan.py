@@ -107,3 +107,54 @@ def test_both_budgets_are_used_in_proportion():
     assert vias.count(LIST) == 11 and vias.count(SEARCH) == 10
     # A schema too wide for a search body would need batch reads (list budget) after every search page.
     assert assign(ranges, search_carries_all=False) == [LIST] * 21
+
+
+def test_an_even_id_space_is_not_counted_further():
+    # Counted twice in a row as its id span predicts (even at two scales): cut by id span, three counts in all
+    # (every count is 0.2 s of the search budget, and the list waits for the plan).
+    ids = list(range(50_000_001, 50_000_001 + 17 * 100_000, 17))
+    count, calls = counter(ids)
+    ranges = split(count, first_id=ids[0], last_id=ids[-1], total=len(ids), target=4_000, max_parts=32, max_counts=12)
+    assert calls["n"] == 3
+    sizes = actual(ranges, ids)
+    assert max(sizes) <= 1.2 * min(sizes), sizes
+
+
+@pytest.mark.parametrize("seed", [3, 5, 11])
+def test_counts_go_out_in_rounds_and_still_balance(seed):
+    ids = uneven_ids(seed)
+    count, calls = counter(ids)
+    rounds: list[int] = []
+
+    def count_many(pairs):
+        rounds.append(len(pairs))
+        return [count(low, high) for low, high in pairs]
+
+    ranges = split(
+        count,
+        first_id=min(ids),
+        last_id=max(ids),
+        total=len(ids),
+        target=4_000,
+        max_parts=16,
+        max_counts=12,
+        count_many=count_many,
+        parallel=5,
+    )
+    covers_everything(ranges)
+    sizes = actual(ranges, ids)
+    assert sum(sizes) == len(ids) and sum(r.estimate for r in ranges) == len(ids)
+    assert calls["n"] == sum(rounds) <= 12 and max(rounds) <= 5
+    assert len(rounds) < calls["n"]  # several counts per round
+    assert max(sizes) <= len(ids) / 4, sizes
+
+
+def test_an_id_space_even_at_one_scale_only_is_counted_on():
+    # Two dense blocks placed so that the first cut matches the id span (half the ids above the middle), but
+    # each half is one block and a gap: the halves are counted again, and the gaps found.
+    ids = [*range(1, 20_001, 2), *range(60_001, 80_001, 2)]
+    count, calls = counter(ids)
+    ranges = split(count, first_id=1, last_id=max(ids), total=len(ids), target=2_000, max_parts=16, max_counts=12)
+    sizes = actual(ranges, ids)
+    assert calls["n"] > 3
+    assert max(sizes) <= 2.5 * len(ids) / len(ranges), sizes
