@@ -240,7 +240,10 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             )
             if os.environ.get("BENCH_BUDGET_TIMELINE"):
                 t0 = meter.started
-                for second in range(0, int(meter.seconds) + 1, 2):
+                for tenth in range(0, 60, 5):  # the start, by half-seconds
+                    got = [k for t, k in requests.timeline if tenth / 10 <= t - t0 < (tenth + 5) / 10]
+                    print(f"    {tenth / 10:4.1f}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
+                for second in range(6, int(meter.seconds) + 1, 2):
                     got = [k for t, k in requests.timeline if second <= t - t0 < second + 2]
                     print(f"    {second:3d}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
         if os.environ.get("BENCH_BUDGET_PEERS", "1") == "0":

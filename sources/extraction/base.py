@@ -109,6 +109,8 @@ class EngineBase:
         self.own_partition_reads: dict[int, int] = {}
         self.first_ids: dict[int, int] = {}  # {collection id: HubSpot's smallest id}, seen by `estimate`
         self.top_ids: dict[int, int] = {}  # {collection id: the largest id when its ranges were planned}
+        # {collection id: whether HubSpot's list takes an id `after` (None: undecided)}, probed while planning
+        self.after_checked: dict[int, bool | None] = {}
 
     @property
     def hubspot(self) -> HubSpotClient:

@@ -45,16 +45,17 @@ cursor becomes idle at the read's start and the rows go.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, connections, transaction
@@ -84,14 +85,14 @@ GROUP_PAGES = 16
 # round trip), and more would only leave search holding the most work at the read's end while the list idles.
 SEARCH_RANGES = 4
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
-MAX_PLAN_COUNTS = 12
+MAX_PLAN_COUNTS = 6
 # List ranges of a collection whose first page a search count verified (HubSpot honoured the id `after`: nothing
 # between the low bound and the first id returned, and that id not low + 1); the run's other list ranges then
 # check the first id only. Were `after` an offset, two such proofs cannot happen: the first needs every id up to
 # its low bound present, which makes the other's first id low + 1. (Read as the next id to return or as the last
 # id returned, `after` = the low bound skips nothing.)
 AFTER_PROOFS = 2
-RANGES_PER_FETCHER = float(os.environ.get("HUBSYNC_RANGES_PER_FETCHER", "1.5"))
+RANGES_PER_FETCHER = 1.5
 # A running range is split (its upper half becomes a new pending range) when a fetcher would idle otherwise and the
 # range still holds at least this many records: both budgets stay full to the read's end.
 SPLIT_MIN_RECORDS = 300
@@ -255,6 +256,9 @@ class Partitions(Reads):
                 self.top_ids[sc.pk] = last
             if first is not None and last is not None:
                 with Counters(self, PLAN_ROUND) as counters:
+                    # While the plan counts (search budget), two list requests (idle budget) and their checks
+                    # prove whether HubSpot takes an id `after`, so the list ranges start at full speed.
+                    probing = counters.background(lambda reader: reader.probe_after(sc, first, last))
                     ranges = plan.split(
                         lambda low, high: self.count_and_first(sc, low, high),
                         first_id=first,
@@ -266,6 +270,10 @@ class Partitions(Reads):
                         count_many=lambda pairs: counters.count(sc, pairs),
                         parallel=PLAN_ROUND,
                     )
+                    try:
+                        self.after_checked[sc.pk] = probing.result()
+                    except HubSpotError:
+                        self.after_checked[sc.pk] = None  # undecided: the list ranges check themselves
         if not ranges:
             ranges = [plan.Range(0, None, estimate)]
         carries = self.search_carries_all(names)
@@ -301,6 +309,26 @@ class Partitions(Reads):
             f"{sc.collection}: ~{estimate} records in {len(rows)} id ranges "
             f"({by_via[plan.LIST]} through the list, {by_via[plan.SEARCH]} through search)"
         )
+
+    def probe_after(self, sc: SourceCollection, first: int, last: int) -> bool | None:
+        """Whether the list takes an id `after` (True: proven twice, False: not honoured, None: not decided),
+        from two points of the id space: the first id the list returns after each, and a search count of the ids
+        between. A point whose next id is point + 1 proves nothing (an offset would give the same page)."""
+        proofs = 0
+        for point in (first + (last - first) // 3, first + 2 * (last - first) // 3):
+            if point <= 0:
+                continue
+            try:
+                page = self.hubspot.list_page(sc.collection, properties=["hs_object_id"], after=str(point), limit=2)
+            except BadRequest:
+                return False
+            ids = [int(r["id"]) for r in page.get("results") or [] if int(r["id"]) != point]
+            if not ids:
+                continue
+            if ids[0] < point or self.count_range(sc, point, ids[0] - 1) != 0:
+                return False
+            proofs += ids[0] - point > 1
+        return True if proofs >= AFTER_PROOFS else None
 
     def _fitting(self, names: list[str]) -> int:
         for n in range(len(names), 0, -1):
@@ -428,14 +456,7 @@ class Partitions(Reads):
             results = results[1:]
         ids = [int(r["id"]) for r in results]
         if not pos.verified:
-            if ids and pool is not None and pool.after_proven(sc.pk):
-                honoured = ids[0] > low
-            elif ids:
-                honoured = ids[0] > low and self.count_range(sc, low, ids[0] - 1) == 0
-            else:
-                honoured = self.count_range(sc, low, high) == 0
-            if honoured and ids and pool is not None:
-                pool.after_honoured(sc.pk, ids[0] - low)
+            honoured = self._after_honoured(sc, low, high, ids)
             if not honoured:
                 logger.warning(
                     "sync run %s: %s: the list did not start after id %s; reading (%s, %s] through search",
@@ -461,6 +482,26 @@ class Partitions(Reads):
         done = not nxt or len(kept) < len(results) or (high is not None and bool(ids) and ids[-1] >= high)
         last_id = ids[-1] if ids else pos.last_id
         return kept, replace(pos, after=nxt or "", last_id=last_id, verified=True, done=done, note=""), ""
+
+    def _after_honoured(self, sc: SourceCollection, low: int, high: int | None, ids: list[int]) -> bool:
+        """Whether a list range's first page started where it should: its first id above the low bound, and a
+        search count of the ids between says none was skipped; once the collection has AFTER_PROOFS such proofs
+        in this run, the first id alone (a range whose first page comes while enough checks are in flight waits
+        for them rather than spending a search request of its own)."""
+        pool = self.pool
+        if ids and ids[0] <= low:
+            return False
+        if pool is None:
+            return self.count_range(sc, low, ids[0] - 1 if ids else high) == 0
+        if ids and pool.await_proof(sc.pk):
+            return True
+        try:
+            honoured = self.count_range(sc, low, ids[0] - 1 if ids else high) == 0
+        except BaseException:
+            pool.proved(sc.pk, honoured=False, gap=0)
+            raise
+        pool.proved(sc.pk, honoured=honoured, gap=ids[0] - low if ids else 0)
+        return honoured
 
     def _search_step(
         self, sc: SourceCollection, low: int, high: int | None, pos: Position, names: list[str]
@@ -546,9 +587,9 @@ class Partitions(Reads):
         return (left[plan.LIST] + size) / list_rate <= (left[plan.SEARCH] - size) / search_rate
 
     def split_partition(self, active: dict[int, Part], by_id: dict[int, Work], busy: dict[str, int]) -> bool:
-        """Split the running range with the most records ahead (with a known upper id): its upper
-        half becomes a new pending range (through search when that budget has room and the properties fit, else
-        the list), in one transaction with its row's lowered high bound. Whether one was split."""
+        """Split the running range with the most records ahead (with a known upper id): its upper half becomes a
+        new pending range (through search when that budget has room and the properties fit, else the list), in
+        one transaction with its row's lowered high bound. Whether one was split."""
         candidates = [
             p
             for p in active.values()
@@ -852,33 +893,61 @@ def _unstarted(row: ReadPartition) -> bool:
 
 
 class Counters:
-    """Clients for the plan's counting rounds (HubSpotClient is not thread-safe): one thread each, every request
-    under the shared limiter and in the run's meter; closed (their calls in the run's figures) on exit."""
+    """Clients for the plan's counting rounds and its background probe (HubSpotClient is not thread-safe): one
+    thread each, every request under the shared limiter and in the run's meter; closed (their calls in the run's
+    figures) on exit, after the probe's thread is done."""
 
     def __init__(self, engine: Partitions, size: int) -> None:
         self.engine = engine
         self.size = size
+        self.counters: list[Partitions] = []
         self.readers: list[Partitions] = []
+        self.futures: list[Future] = []
 
     def __enter__(self) -> Counters:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for future in self.futures:
+            with contextlib.suppress(Exception):  # a failed probe decided nothing: the list ranges check themselves
+                future.result()
         for reader in self.readers:
             client = reader.client
             if client is not None:
                 self.engine.retired_calls += client.api_calls
                 self.engine.retired_retries += client.retries
                 client.close()
-        self.readers = []
+        self.readers, self.counters, self.futures = [], [], []
+
+    def _reader(self) -> Partitions:
+        reader = copy.copy(self.engine)
+        reader.client = HubSpotClient(copy.copy(self.engine.source), meter=self.engine.meter)
+        self.readers.append(reader)
+        return reader
+
+    def background(self, job: Callable[[Partitions], Any]) -> Future:
+        """job(reader) in a thread of its own, with its own client."""
+        reader = self._reader()
+
+        def run() -> Any:
+            try:
+                return job(reader)
+            finally:
+                connections.close_all()  # this thread's own connections (a token refresh)
+
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubsync-probe")
+        try:
+            future = executor.submit(run)
+        finally:
+            executor.shutdown(wait=False)
+        self.futures.append(future)
+        return future
 
     def count(self, sc: SourceCollection, pairs: list[tuple[int, int]]) -> list[tuple[int, int | None]]:
         if len(pairs) <= 1:
             return [self.engine.count_and_first(sc, low, high) for low, high in pairs]
-        while len(self.readers) < len(pairs):
-            reader = copy.copy(self.engine)
-            reader.client = HubSpotClient(copy.copy(self.engine.source), meter=self.engine.meter)
-            self.readers.append(reader)
+        while len(self.counters) < len(pairs):
+            self.counters.append(self._reader())
 
         def one(job: tuple[Partitions, tuple[int, int]]) -> tuple[int, int | None]:
             reader, (low, high) = job
@@ -888,7 +957,7 @@ class Counters:
                 connections.close_all()  # this thread's own connections (a token refresh)
 
         with ThreadPoolExecutor(max_workers=len(pairs), thread_name_prefix="hubsync-plan") as executor:
-            return list(executor.map(one, zip(self.readers, pairs, strict=False)))
+            return list(executor.map(one, zip(self.counters, pairs, strict=False)))
 
 
 class FetcherPool:
@@ -910,15 +979,36 @@ class FetcherPool:
         # {collection id: list ranges whose id `after` a search count proved honoured, with records skipped had it
         # been an offset}: after AFTER_PROOFS of them, a range's first page above its low bound is proof enough.
         self.proofs: dict[int, int] = {}
+        for collection_id, proven in engine.after_checked.items():
+            if proven:
+                self.proofs[collection_id] = AFTER_PROOFS
+            elif proven is False:
+                self.after_broken = True
+        self.proving: dict[int, int] = {}  # {collection id: checks in flight}
+        self.checks = threading.Condition(self.lock)
 
-    def after_proven(self, collection_id: int) -> bool:
-        with self.lock:
-            return self.proofs.get(collection_id, 0) >= AFTER_PROOFS and not self.after_broken
+    def await_proof(self, collection_id: int) -> bool:
+        """True when the collection's id `after` is proven (AFTER_PROOFS checks passed), waiting while enough
+        checks are in flight to decide it; False: the caller checks its own first page (and reports to
+        `proved`)."""
+        with self.checks:
+            while True:
+                if self.after_broken or self.stop.is_set():
+                    break
+                if self.proofs.get(collection_id, 0) >= AFTER_PROOFS:
+                    return True
+                if self.proving.get(collection_id, 0) < AFTER_PROOFS - self.proofs.get(collection_id, 0):
+                    break
+                self.checks.wait(timeout=0.5)
+            self.proving[collection_id] = self.proving.get(collection_id, 0) + 1
+            return False
 
-    def after_honoured(self, collection_id: int, gap: int) -> None:
-        if gap > 1:  # proof only where an offset would have skipped records (see AFTER_PROOFS)
-            with self.lock:
+    def proved(self, collection_id: int, *, honoured: bool, gap: int) -> None:
+        with self.checks:
+            self.proving[collection_id] = max(0, self.proving.get(collection_id, 0) - 1)
+            if honoured and gap > 1:  # proof only where an offset would have skipped records (see AFTER_PROOFS)
                 self.proofs[collection_id] = self.proofs.get(collection_id, 0) + 1
+            self.checks.notify_all()
 
     def submit(self, part: Part, names: list[str]) -> None:
         if len(self.threads) < self.size:
