@@ -254,6 +254,29 @@ def test_list_ranges_lose_nothing_whatever_after_means(workspace, sandbox, parti
     assert changes_allocated(source) == 900
 
 
+def test_a_list_out_of_id_order_is_read_through_search(workspace, sandbox, partitioned, monkeypatch):
+    # HubSpot's list pages come in ascending id order in practice, but that is not documented: a list whose
+    # pages come in another order cannot say where a range ends, so its ranges are read through search.
+    from sandbox.hubspot import records
+
+    real = records.list_page
+
+    def reversed_pages(td, *, after, limit, wanted, archived):
+        results, nxt = real(td, after=after, limit=limit, wanted=wanted, archived=archived)
+        return list(reversed(results)), nxt
+
+    monkeypatch.setattr(records, "list_page", reversed_pages)
+    sandbox.seed(PORTAL, contacts=900, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    notes = run.counts["contacts"].get("notes", [])
+    assert any("through search instead" in n for n in notes), notes
+    assert run.counts["contacts"]["new"] == 900
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 900
+
+
 def test_two_proofs_of_the_id_after_spare_the_other_ranges_a_count(workspace, sandbox, partitioned, monkeypatch):
     partitioned.HUBSYNC_PARTITION_RECORDS = 60
     partitioned.HUBSYNC_PARTITION_MAX = 40
