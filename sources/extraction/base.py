@@ -109,6 +109,10 @@ class EngineBase:
         self.own_partition_reads: dict[int, int] = {}
         self.first_ids: dict[int, int] = {}  # {collection id: HubSpot's smallest id}, seen by `estimate`
         self.top_ids: dict[int, int] = {}  # {collection id: the largest id when its ranges were planned}
+        # Requests other workers (helpers) made for this run's ranges, per collection; this helper's own requests
+        # reported so far through its ranges' rows.
+        self.helper_calls: dict[int, int] = {}
+        self.calls_reported = 0
         # {collection id: whether HubSpot's list takes an id `after` (None: undecided)}, probed while planning
         self.after_checked: dict[int, bool | None] = {}
 
@@ -128,7 +132,7 @@ class EngineBase:
             self.progress(message)
 
     def _client_stats(self) -> tuple[int, int]:
-        calls, retries = self.retired_calls, self.retired_retries
+        calls, retries = self.retired_calls + sum(self.helper_calls.values()), self.retired_retries
         if self.pool is not None:
             more_calls, more_retries = self.pool.stats()
             calls, retries = calls + more_calls, retries + more_retries

@@ -13,6 +13,7 @@ from django.db import connection, connections
 
 import sources.extraction as extract
 from sources.extraction import mirror, partitions, plan
+from sources.hubspot import HubSpotClient
 from sources.models import ChangeCounter, ReadPartition, Record, SourceCollection, SyncRun
 from sources.runs import create_run
 from sources.selectors import partition_progress
@@ -349,7 +350,7 @@ def test_a_bulk_change_is_re_read_partitioned_and_says_why(workspace, sandbox, p
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="several writers need PostgreSQL")
-def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned):
+def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned, monkeypatch):
     """The run's own engine and a helper (another engine, its own writer and database connection) claim and
     commit the ranges of one run; the run finishes when the last range is done, with everyone's counts."""
     assert connection.vendor == "postgresql"
@@ -360,6 +361,16 @@ def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned):
     source = make_source(workspace, sandbox)
     run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
     helped = {"ranges": 0}
+    sent = {"n": 0}
+    lock = threading.Lock()
+    real_send = HubSpotClient._send
+
+    def counted(client, *args):
+        with lock:
+            sent["n"] += 1
+        return real_send(client, *args)
+
+    monkeypatch.setattr(HubSpotClient, "_send", counted)
 
     def helper() -> None:
         try:
@@ -377,6 +388,8 @@ def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned):
     thread.join(timeout=120)
     assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED, finished and finished.error
     assert helped["ranges"] >= 1
+    # The run's request figure counts the helper's requests too (they reach it through the ranges' rows).
+    assert finished.api_calls == sent["n"]
     assert finished.counts["contacts"]["read"] == finished.counts["contacts"]["new"] == 1_500
     assert finished.progress_done == 1_500
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
