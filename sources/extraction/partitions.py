@@ -12,7 +12,15 @@ sorted by hs_object_id, limit 1), and counts of id ranges (search `total`, limit
 held mirror the mirror's own id quantiles (one SQL query) instead. Each range is read through the list or through
 search, the split chosen from the two budgets; the split is corrected as the read goes: at most SEARCH_RANGES
 search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
-list would otherwise run out first (never after HubSpot did not honour an id `after`).
+list would otherwise run out first (never after HubSpot did not honour an id `after`). While the plan counts, a
+background probe asks the list for the ids after two points and counts what lies between (`probe_after`): the list
+ranges then start proven (or go straight to search).
+
+**Splits.** When a fetcher would idle (nothing left to claim), the running range with the most records ahead is
+cut in two at the middle of what it has not read (`split_partition`): its row's high bound is lowered and the upper
+half becomes a new pending range (through search while that budget has room), in one transaction. The writer
+trims what the fetcher had already read above the cut; the fetcher ends the range there and confirms its last
+deletion candidates (`_split_end`). So an uneven plan, and the read's end, never leave a budget idle.
 
 **List ranges** start with `after` at the range's low bound (HubSpot's list pages in ascending id order and its
 `after` is the next id in practice, but it is documented as opaque; a first record at the low bound itself is the
