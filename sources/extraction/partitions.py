@@ -150,6 +150,7 @@ class Part:
     counts: dict = field(default_factory=dict)
     estimate: int = 0
     fetched_to: int = 0  # the last id the fetcher has read (its pages may still wait for the writer)
+    ended: bool = False  # the fetcher has read the range's last page (it may still wait for the writer)
 
     def remaining(self, top: int | None) -> int:
         """Records still to read, about: the plan's estimate less what was read, the estimate's share of the id
@@ -280,8 +281,9 @@ class Partitions(Reads):
                     )
                     try:
                         self.after_checked[sc.pk] = probing.result()
-                    except HubSpotError:
-                        self.after_checked[sc.pk] = None  # undecided: the list ranges check themselves
+                    except Exception:  # undecided: the list ranges check themselves (the read meets any real fault)
+                        logger.warning("sync run %s: probing the list's after failed", self.run_row.pk, exc_info=True)
+                        self.after_checked[sc.pk] = None
         if not ranges:
             ranges = [plan.Range(0, None, estimate)]
         carries = self.search_carries_all(names)
@@ -400,6 +402,7 @@ class Partitions(Reads):
                 results, next_pos = self._search_step(sc, low, high, pos, names)
             ids = [int(r["id"]) for r in results]
             part.fetched_to = max(part.fetched_to, next_pos.last_id)
+            part.ended = next_pos.done
             last = next_pos.done
             if checking and not ascending(ids, covered):
                 checking = False
@@ -601,7 +604,8 @@ class Partitions(Reads):
         candidates = [
             p
             for p in active.values()
-            if not p.position.done and not by_id[p.sc.pk].failed and (p.high is not None or p.sc.pk in self.top_ids)
+            if not (p.position.done or p.ended or by_id[p.sc.pk].failed)
+            and (p.high is not None or p.sc.pk in self.top_ids)
         ]
         if not candidates:
             return False
