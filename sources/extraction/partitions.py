@@ -71,6 +71,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hubsync import handoff
+from hubsync.querylog import forget_queries
 
 from ..hubspot import AuthError, BadRequest, HubSpotClient, HubSpotError, NeedsReconnect
 from ..hubspot.wire import _dumps
@@ -1085,6 +1086,9 @@ class FetcherPool:
                     continue
                 try:
                     for page in reader.partition_pages(part, names):
+                        # This thread's own connection (the deletion check's candidates) logs its statements
+                        # with DEBUG on, up to 9,000 of them: one page's worth is kept.
+                        forget_queries()
                         if part.sc.pk in self.skipped or part.pk in self.skipped_parts:
                             break
                         if not self._put((part.pk, page, None)):

@@ -458,3 +458,27 @@ def test_search_ranges_are_read_through_the_list_when_it_would_finish_first(
     assert max(through_list) >= 2  # planned through search, read through the list
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
     assert changes_allocated(source) == 1_200
+
+
+def test_fetcher_threads_keep_their_debug_query_log_one_page_deep(workspace, sandbox, partitioned, monkeypatch):
+    """With DEBUG on (the embedded default) a fetcher thread's own connection logs the deletion check's queries:
+    a long read must not keep them all (up to 9,000 per thread)."""
+    sandbox.seed(PORTAL, contacts=2_500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    assert sync(source, SyncRun.Trigger.FIRST).status == SyncRun.Status.SUCCEEDED
+    partitioned.DEBUG = True
+    partitioned.HUBSYNC_PARTITION_MAX = 2  # long ranges: many pages per fetcher thread
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
+    depths: list[int] = []
+    real = partitions.Partitions.candidate_batches
+
+    def candidates(engine, *args, **kwargs):
+        depths.append((threading.current_thread().name, len(connections["default"].queries_log)))
+        yield from real(engine, *args, **kwargs)
+
+    monkeypatch.setattr(partitions.Partitions, "candidate_batches", candidates)
+    full = sync(source, SyncRun.Trigger.FULL)  # the deletion check: queries in the fetcher threads
+    assert full.status == SyncRun.Status.SUCCEEDED, full.error
+    fetchers = [depth for name, depth in depths if name.startswith("hubsync-fetch")]
+    assert len(fetchers) >= 20
+    assert max(fetchers) <= 3, fetchers
