@@ -10,8 +10,10 @@ two `manage.py sync` processes at once on two accounts (250 ms): records/s toget
 Aim: >= 90 % of the budget (~1,900 records/s) at 250 ms; two accounts twice one account's figure.
 
 Also per latency: mean and peak requests in flight, the writer's busy share, pages per commit (group commits), SQL
-statements of the writer's connection per page, the fetchers' queue depth. BENCH_BUDGET_TIMELINE=1 prints the
-requests of each budget per 2 s (where a budget idles); BENCH_BUDGET_PEERS=0 skips the peer and the two processes.
+statements of the writer's connection per page, the fetchers' queue depth, the records each budget's requests
+carried against a full page (part-filled last pages of ranges) and the counting searches (plan, probe, checks).
+BENCH_BUDGET_TIMELINE=1 prints the requests of each budget per half-second for the first 6 s (the plan) and per
+2 s after (where a budget idles); BENCH_BUDGET_PEERS=0 skips the peer and the two processes.
 """
 
 from __future__ import annotations
