@@ -115,6 +115,9 @@ class EngineBase:
         self.calls_reported = 0
         # {collection id: whether HubSpot's list takes an id `after` (None: undecided)}, probed while planning
         self.after_checked: dict[int, bool | None] = {}
+        # {(collection id, after): list page} read ahead while a plan counted (partitions.Heads)
+        self.head_pages: dict[tuple[int, str], dict] = {}
+        self.read_ahead: dict[int, set[int]] = {}  # {collection id: the ids the read-ahead started after}
 
     @property
     def hubspot(self) -> HubSpotClient:

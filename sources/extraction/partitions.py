@@ -105,6 +105,9 @@ RANGES_PER_FETCHER = 1.5
 # A running range is split (its upper half becomes a new pending range) when a fetcher would idle otherwise and the
 # range still holds at least this many records: both budgets stay full to the read's end.
 SPLIT_MIN_RECORDS = 300
+# List streams read ahead while a plan counts (from id 0 and the first cuts found), and pages each at most.
+HEADS = 4
+HEAD_PAGES = 20
 # Counts of one planning round sent at once (the search budget's requests per second: a round fills one second).
 PLAN_ROUND = 5
 AFTER_NOTE = (
@@ -269,6 +272,11 @@ class Partitions(Reads):
                     # While the plan counts (search budget), two list requests (idle budget) and their checks
                     # prove whether HubSpot takes an id `after`, so the list ranges start at full speed.
                     probing = counters.background(lambda reader: reader.probe_after(sc, first, last))
+                    # And the list reads ahead from id 0 and from the first cuts the counts find (each will start
+                    # a range): their pages wait in memory until the ranges are written (`head_pages`).
+                    heads = Heads(self, counters, sc, names, pages=min(HEAD_PAGES, -(-target // LIST_LIMIT)))
+                    heads.start(0)
+                    self.read_ahead[sc.pk] = heads.started
                     ranges = plan.split(
                         lambda low, high: self.count_and_first(sc, low, high),
                         first_id=first,
@@ -279,7 +287,9 @@ class Partitions(Reads):
                         max_counts=MAX_PLAN_COUNTS,
                         count_many=lambda pairs: counters.count(sc, pairs),
                         parallel=PLAN_ROUND,
+                        on_cut=heads.start,
                     )
+                    heads.stop.set()
                     try:
                         self.after_checked[sc.pk] = probing.result()
                     except Exception:  # undecided: the list ranges check themselves (the read meets any real fault)
@@ -289,6 +299,9 @@ class Partitions(Reads):
             ranges = [plan.Range(0, None, estimate)]
         carries = self.search_carries_all(names)
         vias = plan.assign(ranges, search_carries_all=carries)
+        # The ranges whose first pages were read ahead go through the list (they start where those pages do).
+        ahead = self.read_ahead.get(sc.pk, set())
+        vias = [plan.LIST if r.low in ahead else via for r, via in zip(ranges, vias, strict=True)]
         if not carries and len(ranges) > 1:
             properties = self._fitting(names)
             self.add_note(sc, WIDE_NOTE.format(n=len(names) - properties, m=len(names)))
@@ -456,7 +469,11 @@ class Partitions(Reads):
         if not pos.verified and pool is not None and pool.after_broken:
             return [], pos, AFTER_NOTE.format(n=1)  # HubSpot did not honour an id `after` in this run already
         try:
-            page = self.hubspot.list_page(sc.collection, properties=names, after=pos.after or None, limit=LIST_LIMIT)
+            page = self.head_pages.pop((sc.pk, pos.after), None) if self.head_pages else None
+            if page is None:
+                page = self.hubspot.list_page(
+                    sc.collection, properties=names, after=pos.after or None, limit=LIST_LIMIT
+                )
         except BadRequest:
             if pos.verified:
                 raise
@@ -768,6 +785,7 @@ class Partitions(Reads):
         finally:
             pool.close()
             self.pool = None
+            self.head_pages.clear()  # pages read ahead that no range took (a cut the plan joined away)
             try:
                 self.release_partitions(list(by_id))
             except Exception:  # the rows go stale and are taken over anyway
@@ -914,6 +932,40 @@ def _within(part: Part, records: list) -> list:
 def _unstarted(row: ReadPartition) -> bool:
     """Whether no page of the range was committed yet (its position is still the plan's)."""
     return row.last_id == row.low and not row.pending and row.covered in (None, row.low) and not row.counts.get("read")
+
+
+class Heads:
+    """List pages read ahead while a plan counts: from id 0 and from the first cuts found (at most HEADS streams,
+    a range's worth of pages each, HEAD_PAGES at most), into the engine's `head_pages` {(collection id, after):
+    page}, where the range that starts there takes them instead of asking again (`_list_step`)."""
+
+    def __init__(
+        self, engine: Partitions, counters: Counters, sc: SourceCollection, names: list[str], *, pages: int
+    ) -> None:
+        self.engine, self.counters, self.sc, self.names = engine, counters, sc, names
+        self.pages = pages  # no more than a range's worth: a stream must not run into the next one's
+        self.stop = threading.Event()
+        self.started: set[int] = set()
+
+    def start(self, low: int) -> None:
+        if len(self.started) >= HEADS or low in self.started or self.stop.is_set():
+            return
+        self.started.add(low)
+        self.counters.background(lambda reader: self._read(reader, "" if low <= 0 else str(low)))
+
+    def _read(self, reader: Partitions, after: str) -> None:
+        pages = self.engine.head_pages
+        for _ in range(self.pages):
+            if self.stop.is_set():
+                return
+            page = reader.hubspot.list_page(
+                self.sc.collection, properties=self.names, after=after or None, limit=LIST_LIMIT
+            )
+            pages[(self.sc.pk, after)] = page
+            nxt = after_token(page)
+            if not nxt:
+                return
+            after = nxt
 
 
 class Counters:

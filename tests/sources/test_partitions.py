@@ -312,16 +312,27 @@ def test_two_proofs_of_the_id_after_spare_the_other_ranges_a_count(workspace, sa
 def test_a_429_storm_with_several_requests_in_flight(workspace, sandbox, partitioned, monkeypatch):
     sandbox.seed(PORTAL, contacts=900, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
-    storm = {"on": False}
+    flight = {"now": 0, "stormed": False}
+    lock = threading.Lock()
+    real_send = HubSpotClient._send
 
-    def start_storm(engine, sc):
-        # After the first committed page, while the fetchers have their ranges' requests in flight.
-        if not storm["on"]:
-            storm["on"] = True
+    def send(client, *args):
+        # The storm starts the first time three requests are in flight at once (the fetchers' ranges).
+        with lock:
+            flight["now"] += 1
+            storm = flight["now"] >= 3 and not flight["stormed"]
+            flight["stormed"] = flight["stormed"] or storm
+        if storm:
             sandbox.set_knobs(fail_next=12, fail_next_status="429")
+        try:
+            return real_send(client, *args)
+        finally:
+            with lock:
+                flight["now"] -= 1
 
-    monkeypatch.setattr(mirror, "after_page", start_storm)
+    monkeypatch.setattr(HubSpotClient, "_send", send)
     run = sync(source, SyncRun.Trigger.FIRST)
+    assert flight["stormed"]
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert run.retries >= 12  # every 429 retried, and counted in the run
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
