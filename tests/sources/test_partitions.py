@@ -493,3 +493,28 @@ def test_fetcher_threads_keep_their_debug_query_log_one_page_deep(workspace, san
     fetchers = [depth for name, depth in depths if name.startswith("hubsync-fetch")]
     assert len(fetchers) >= 20
     assert max(fetchers) <= 3, fetchers
+
+
+def test_pages_read_ahead_while_planning_are_not_asked_again(workspace, sandbox, partitioned, monkeypatch):
+    """While the plan counts, the list reads ahead from id 0 and from the first cuts found; the ranges that start
+    there take those pages: every list page is asked for once, and the mirror is exact."""
+    sandbox.set_knobs(latency_ms=40)  # the plan's counts take long enough for the read-ahead to read
+    sandbox.seed(PORTAL, contacts=3_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    asked: list[tuple[str, str]] = []
+    real = HubSpotClient.list_page
+
+    def list_page(client, collection, *, properties, after=None, limit=100, archived=False):
+        if limit == 100 and not archived:
+            asked.append((threading.current_thread().name, after or ""))
+        return real(client, collection, properties=properties, after=after, limit=limit, archived=archived)
+
+    monkeypatch.setattr(HubSpotClient, "list_page", list_page)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 3_000
+    ahead = [after for name, after in asked if name.startswith("hubsync-probe")]
+    assert ahead, asked  # the read-ahead read
+    afters = [after for _name, after in asked]
+    assert len(afters) == len(set(afters)), sorted(a for a in afters if afters.count(a) > 1)
