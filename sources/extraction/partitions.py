@@ -14,7 +14,8 @@ search, the split chosen from the two budgets; the split is corrected as the rea
 search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
 list would otherwise run out first (never after HubSpot did not honour an id `after`). While the plan counts, a
 background probe asks the list for the ids after two points and counts what lies between (`probe_after`): the list
-ranges then start proven (or go straight to search).
+ranges then start proven (or go straight to search); and the list reads ahead from id 0 and from the first cuts the
+counts find (`Heads`): the ranges that start there take those pages (`head_pages`) instead of asking again.
 
 **Splits.** When a fetcher would idle (nothing left to claim), the running range with the most records ahead is
 cut in two at the middle of what it has not read (`split_partition`): its row's high bound is lowered and the upper
