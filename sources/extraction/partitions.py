@@ -102,6 +102,8 @@ MAX_PLAN_COUNTS = 6
 # its low bound present, which makes the other's first id low + 1. (Read as the next id to return or as the last
 # id returned, `after` = the low bound skips nothing.)
 AFTER_PROOFS = 2
+# Ranges planned per fetcher, at least (fewer: splits keep the fetchers busy at the end; more: each range costs a
+# part-filled last page).
 RANGES_PER_FETCHER = 1.5
 # A running range is split (its upper half becomes a new pending range) when a fetcher would idle otherwise and the
 # range still holds at least this many records: both budgets stay full to the read's end.
