@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from hubsync.models import Role, Workspace
+from mappings.segment import close_session
 from tests.factories import (
     PASSWORD,  # noqa: F401 (tests import it from here)
     MembershipFactory,
@@ -125,3 +126,19 @@ def inline_handoffs(monkeypatch):
 
     monkeypatch.setattr(handoff, "send", send)
     return sent
+
+
+@pytest.fixture
+def hub(hubspot_sandbox, segment_sandbox, settings):
+    """Both sandboxes on the same live server; our HubSpot limiter and the sandbox's limits off, fast backoffs."""
+    settings.BASE_URL = hubspot_sandbox.server_url
+    settings.HUBSPOT_API_BASE = ""
+    settings.HUBSPOT_RATE_LIMIT = 0
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
+    settings.HUBSPOT_RETRY_BASE_SECONDS = 0.02
+    settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
+    settings.SEGMENT_BACKOFF_BASE = 0.001
+    settings.SEGMENT_BACKOFF_CAP = 0.01
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    yield hubspot_sandbox
+    close_session()  # keep-alive connections would hold live_server threads (and their DB sessions)

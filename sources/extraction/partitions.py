@@ -205,6 +205,20 @@ class Partitions(Reads):
     helper = False  # a helper commits into ranges of a run it does not own
     ranges_done = 0
 
+    # --- threads ----------------------------------------------------------------------------------------------
+    def thread_reader(self) -> Partitions:
+        """A copy of this engine with a HubSpot client of its own (HubSpotClient is not thread-safe) for one
+        thread: under the shared limiter, in the run's meter."""
+        reader = copy.copy(self)
+        reader.client = HubSpotClient(copy.copy(self.source), meter=self.meter)
+        return reader
+
+    def retire(self, client: HubSpotClient) -> None:
+        """A thread's client is done: its calls and retries stay in the run's figures."""
+        self.retired_calls += client.api_calls
+        self.retired_retries += client.retries
+        client.close()
+
     # --- planning ---------------------------------------------------------------------------------------------
     def count_range(self, sc: SourceCollection, low: int, high: int | None) -> int:
         """Records with an id in (low, high]: one search request (limit 1), its `total`."""
@@ -271,7 +285,7 @@ class Partitions(Reads):
             if last is not None:
                 self.top_ids[sc.pk] = last
             if first is not None and last is not None:
-                with Counters(self, PLAN_ROUND) as counters:
+                with Counters(self) as counters:
                     # While the plan counts (search budget), two list requests (idle budget) and their checks
                     # prove whether HubSpot takes an id `after`, so the list ranges start at full speed.
                     probing = counters.background(lambda reader: reader.probe_after(sc, first, last))
@@ -971,14 +985,21 @@ class Heads:
             after = nxt
 
 
-class Counters:
-    """Clients for the plan's counting rounds and its background probe (HubSpotClient is not thread-safe): one
-    thread each, every request under the shared limiter and in the run's meter; closed (their calls in the run's
-    figures) on exit, after the probe's thread is done."""
+def _closing(job: Callable[[], Any]) -> Any:
+    """Run job in a worker thread, then close that thread's own database connections (a token refresh)."""
+    try:
+        return job()
+    finally:
+        connections.close_all()
 
-    def __init__(self, engine: Partitions, size: int) -> None:
+
+class Counters:
+    """Clients for the plan's counting rounds and its background jobs (the probe, the read-ahead): one thread and
+    one client each (`Partitions.thread_reader`); the clients are retired (their calls in the run's figures) on
+    exit, after the background threads are done."""
+
+    def __init__(self, engine: Partitions) -> None:
         self.engine = engine
-        self.size = size
         self.counters: list[Partitions] = []
         self.readers: list[Partitions] = []
         self.futures: list[Future] = []
@@ -991,32 +1012,21 @@ class Counters:
             with contextlib.suppress(Exception):  # a failed probe decided nothing: the list ranges check themselves
                 future.result()
         for reader in self.readers:
-            client = reader.client
-            if client is not None:
-                self.engine.retired_calls += client.api_calls
-                self.engine.retired_retries += client.retries
-                client.close()
+            if reader.client is not None:
+                self.engine.retire(reader.client)
         self.readers, self.counters, self.futures = [], [], []
 
     def _reader(self) -> Partitions:
-        reader = copy.copy(self.engine)
-        reader.client = HubSpotClient(copy.copy(self.engine.source), meter=self.engine.meter)
+        reader = self.engine.thread_reader()
         self.readers.append(reader)
         return reader
 
     def background(self, job: Callable[[Partitions], Any]) -> Future:
         """job(reader) in a thread of its own, with its own client."""
         reader = self._reader()
-
-        def run() -> Any:
-            try:
-                return job(reader)
-            finally:
-                connections.close_all()  # this thread's own connections (a token refresh)
-
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubsync-probe")
         try:
-            future = executor.submit(run)
+            future = executor.submit(_closing, lambda: job(reader))
         finally:
             executor.shutdown(wait=False)
         self.futures.append(future)
@@ -1027,16 +1037,12 @@ class Counters:
             return [self.engine.count_and_first(sc, low, high) for low, high in pairs]
         while len(self.counters) < len(pairs):
             self.counters.append(self._reader())
-
-        def one(job: tuple[Partitions, tuple[int, int]]) -> tuple[int, int | None]:
-            reader, (low, high) = job
-            try:
-                return reader.count_and_first(sc, low, high)
-            finally:
-                connections.close_all()  # this thread's own connections (a token refresh)
-
+        jobs = [
+            (lambda reader=reader, low=low, high=high: reader.count_and_first(sc, low, high))
+            for reader, (low, high) in zip(self.counters, pairs, strict=False)
+        ]
         with ThreadPoolExecutor(max_workers=len(pairs), thread_name_prefix="hubsync-plan") as executor:
-            return list(executor.map(one, zip(self.counters, pairs, strict=False)))
+            return list(executor.map(_closing, jobs))
 
 
 class FetcherPool:
@@ -1128,11 +1134,10 @@ class FetcherPool:
         return False
 
     def _fetch(self) -> None:
-        client = HubSpotClient(copy.copy(self.engine.source), meter=self.engine.meter)
+        reader = self.engine.thread_reader()
+        client = reader.hubspot
         with self.lock:
             self.clients.append(client)
-        reader = copy.copy(self.engine)
-        reader.client = client
         try:
             while not self.stop.is_set():
                 try:
@@ -1159,9 +1164,7 @@ class FetcherPool:
         for thread in self.threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
         for client in self.clients:
-            self.engine.retired_calls += client.api_calls
-            self.engine.retired_retries += client.retries
-            client.close()
+            self.engine.retire(client)
         self.clients = []
 
     def stats(self) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from api import services
 from api.models import ApiToken
 from hubsync.celery import app as celery_app
 from sources.models import Source
-from tests.mappings.conftest import hub, segment  # noqa: F401 (fixtures)
+from tests.mappings.conftest import segment  # noqa: F401 (fixture; `hub` is in tests/conftest.py)
 from tests.mappings.test_pipeline_worker import start_worker, stop, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

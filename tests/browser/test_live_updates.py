@@ -24,14 +24,10 @@ PORTAL = RECONCILE_PORTAL
 
 
 @pytest.fixture
-def hub(hubspot_sandbox, segment_sandbox, settings):
-    settings.BASE_URL = hubspot_sandbox.server_url
-    settings.HUBSPOT_API_BASE = ""
-    settings.HUBSPOT_RATE_LIMIT = 0
-    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
+def hub(hub, settings):
+    """The whole-pipeline sandboxes (tests/conftest.py), with live events coalesced for a second only."""
     settings.HUBSYNC_LIVE_COALESCE_SECONDS = 1
-    hubspot_sandbox.set_knobs(rate_limits=False)
-    return hubspot_sandbox
+    return hub
 
 
 def test_a_change_in_hubspot_reaches_the_profile_without_pressing_anything(
