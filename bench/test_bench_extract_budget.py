@@ -12,8 +12,9 @@ Aim: >= 90 % of the budget (~1,900 records/s) at 250 ms; two accounts twice one 
 Also per latency: mean and peak requests in flight, the writer's busy share, pages per commit (group commits), SQL
 statements of the writer's connection per page, the fetchers' queue depth, the records each budget's requests
 carried against a full page (part-filled last pages of ranges) and the counting searches (plan, probe, checks).
-BENCH_BUDGET_TIMELINE=1 prints the requests of each budget per half-second for the first 6 s (the plan) and per
-2 s after (where a budget idles); BENCH_BUDGET_PEERS=0 skips the peer and the two processes.
+BENCH_BUDGET_TIMELINE=1 prints the requests of each budget per half-second for the first 6 s (the plan), per 2 s
+after (where a budget idles) and per half-second for the last 6 s (the tail); BENCH_BUDGET_PEERS=0 skips the peer
+and the two processes.
 """
 
 from __future__ import annotations
@@ -245,9 +246,15 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
                 for tenth in range(0, 60, 5):  # the start, by half-seconds
                     got = [k for t, k in requests.timeline if tenth / 10 <= t - t0 < (tenth + 5) / 10]
                     print(f"    {tenth / 10:4.1f}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
-                for second in range(6, int(meter.seconds) + 1, 2):
+                tail = max(6, int(meter.seconds) - 6)
+                for second in range(6, tail, 2):
                     got = [k for t, k in requests.timeline if second <= t - t0 < second + 2]
                     print(f"    {second:3d}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
+                for tenth in range(tail * 10, int(meter.seconds * 10) + 5, 5):  # the end, by half-seconds
+                    got = [k for t, k in requests.timeline if tenth / 10 <= t - t0 < (tenth + 5) / 10]
+                    print(f"    {tenth / 10:4.1f}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
+                last = max((t for t, _ in requests.timeline), default=t0) - t0
+                print(f"    last response at {last:4.1f}s of {meter.seconds:4.1f}s")
         if os.environ.get("BENCH_BUDGET_PEERS", "1") == "0":
             return  # the latencies only (a quick measurement while working on the engine)
         # The peer in the same run: the one-request-in-flight list read (what every first sync was before), at

@@ -11,9 +11,10 @@ every shape the engine ever wrote, and `to_json` writes exactly those shapes (ke
   window read in id order (`SearchRead`).
 - ``{"mode": "ids", "after", "covered", "pending", "watermark_ms"}``: the ids-only pass of a Full sync with a
   start date (`IdsPass`).
-- ``{"mode": "partitioned", "started_ms", "check"}``: a read of every record split into id ranges read
+- ``{"mode": "partitioned", "started_ms", "check", "after"?}``: a read of every record split into id ranges read
   concurrently (`Partitioned`); each range's position is a sources.ReadPartition row. ``check``: the ranges run
-  the deletion check (a full read; an incremental re-read does not).
+  the deletion check (a full read; an incremental re-read does not). ``after``: whether the plan proved that
+  HubSpot's list takes an id `after` (absent: not decided), so a resumed read need not prove it again.
 
 ``covered`` and ``pending`` are the deletion check's progress (sources.extraction.deletions). A cursor without
 ``covered`` cannot say what was checked, so its read does not check (the order broke, or an older checkpoint).
@@ -117,10 +118,14 @@ class SearchRead:
 class Partitioned:
     started_ms: int  # when the read began: the watermark once its last partition is done
     check: bool = True  # the partitions run the deletion check
+    after: bool | None = None  # the list's id `after`: proven honoured, not honoured, or not decided
     mode: ClassVar[str] = "partitioned"
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": "partitioned", "started_ms": self.started_ms, "check": self.check}
+        out: dict[str, Any] = {"mode": "partitioned", "started_ms": self.started_ms, "check": self.check}
+        if self.after is not None:
+            out["after"] = self.after
+        return out
 
     def finished(self) -> Idle:
         return Idle(self.started_ms)
@@ -157,7 +162,12 @@ def from_json(data: dict[str, Any] | None) -> Cursor:
             watermark_ms=int(data["watermark_ms"]),
         )
     if mode == "partitioned":
-        return Partitioned(started_ms=int(data["started_ms"]), check=bool(data.get("check", True)))
+        after = data.get("after")
+        return Partitioned(
+            started_ms=int(data["started_ms"]),
+            check=bool(data.get("check", True)),
+            after=None if after is None else bool(after),
+        )
     if mode == "search":
         return SearchRead(
             window_start_ms=int(data["window_start_ms"]),

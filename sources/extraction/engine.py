@@ -276,10 +276,13 @@ class Engine(Partitions):
         """Plan a new partitioned read, or take up the ranges of one a previous run left (its worker is gone:
         the ranges it held are pending again, and what they counted was that run's)."""
         rows = list(ReadPartition.objects.filter(collection=sc).values_list("status", "estimate", "counts"))
-        if not rows or cursors.from_json(sc.cursor).mode != "partitioned":
+        held = cursors.from_json(sc.cursor)
+        if not rows or not isinstance(held, cursors.Partitioned):
             self.plan_partitions(sc, read, names, self.estimate(sc) if estimate is None else estimate)
             rows = list(ReadPartition.objects.filter(collection=sc).values_list("status", "estimate", "counts"))
         else:
+            if held.after is not None:
+                self.after_checked[sc.pk] = held.after  # what the plan proved of the list's `after` still holds
             ReadPartition.objects.filter(collection=sc).update(counts={})
             ReadPartition.objects.filter(collection=sc, status=ReadPartition.Status.RUNNING).update(
                 status=ReadPartition.Status.PENDING, worker=""

@@ -111,21 +111,38 @@ def test_running_ranges_split_so_no_fetcher_idles_and_nothing_is_lost(workspace,
     assert changes_allocated(source) == 1_500  # no record committed twice (by a range and its split-off half)
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["planned", "splitting"])
+@pytest.mark.parametrize("mode", ["planned", "splitting", "rest-by-list"])
 def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
-    workspace, sandbox, partitioned, monkeypatch, split
+    workspace, sandbox, partitioned, monkeypatch, mode
 ):
+    split = mode == "splitting"
     if split:  # fewer ranges than fetchers: every run splits the ranges it holds
         partitioned.HUBSYNC_PARTITION_MAX = 2
         monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 40)
+    if mode == "rest-by-list":  # search ranges of ~230 records: a page, then the rest through the list
+        partitioned.HUBSYNC_PARTITION_RECORDS = 280
+        monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
+        monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.SEARCH] * len(ranges))
+        monkeypatch.setattr(partitions.Partitions, "_list_would_finish_first", lambda *args: False)
+        monkeypatch.setattr(partitions, "HEADS", 1)  # no range but the first starts where the list read ahead
     monkeypatch.setattr(partitions, "GROUP_PAGES", 1)  # a checkpoint per page (group commits: their own test)
     splits = splits_made(monkeypatch)
-    sandbox.seed(PORTAL, contacts=700, companies=0, deals=0, tickets=0)
+    contacts = 680 if mode == "rest-by-list" else 700  # (rest-by-list: a search range's rest of ~80)
+    sandbox.seed(PORTAL, contacts=contacts, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
     pages = {"n": 0}
 
+    switched: list[int] = []
+
     def stop_after_one(engine, sc):
         pages["n"] += 1
+        switched.extend(
+            pk
+            for pk, low, last_id, after in ReadPartition.objects.filter(collection=sc, via=plan.LIST).values_list(
+                "pk", "low", "last_id", "after"
+            )
+            if last_id > low and after == str(last_id)
+        )
         raise Stop
 
     monkeypatch.setattr(mirror, "after_page", stop_after_one)
@@ -143,14 +160,17 @@ def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
             assert not ReadPartition.objects.filter(collection=sc, status=ReadPartition.Status.RUNNING).exists()
             progress = partition_progress(source.pk)["contacts"]
             assert progress["running"] == 0 and progress["done"] + progress["pending"] == progress["total"]
-            assert progress["total"] >= (1 if split else 4)  # a first page may commit before any split
+            # (splitting: a first page may commit before any split)
+            assert progress["total"] >= {"planned": 4, "splitting": 1, "rest-by-list": 2}[mode]
             continue
         break
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
-    assert runs >= 8  # one run per committed page: every checkpoint was a kill
+    assert runs >= (6 if mode == "rest-by-list" else 8)  # one run per committed page: every checkpoint a kill
     assert bool(splits) == split
+    if mode == "rest-by-list":
+        assert switched  # a kill right after a search page handed its range's rest to the list
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
-    assert changes_allocated(source) == 700  # no record re-read into a new change_seq
+    assert changes_allocated(source) == contacts  # no record re-read into a new change_seq
 
 
 def test_more_than_10000_records_with_one_timestamp_in_one_search_range(workspace, sandbox, partitioned, monkeypatch):
@@ -469,6 +489,50 @@ def test_search_ranges_are_read_through_the_list_when_it_would_finish_first(
     assert max(through_list) >= 2  # planned through search, read through the list
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
     assert changes_allocated(source) == 1_200
+
+
+def test_a_search_ranges_last_records_that_fit_a_list_page_come_through_the_list(
+    workspace, sandbox, partitioned, monkeypatch
+):
+    """A search page is a slot worth 200 records, a list page one worth 100: once the list's id `after` is proven,
+    a search range whose rest (the page's `total` less its records) fits one list page reads it through the list,
+    from the last id read. Exact mirror, one change_seq per record, and no part-filled search page of a range's
+    rest."""
+    partitioned.HUBSYNC_PARTITION_RECORDS = 280  # ranges of ~280 records: a full search page and a rest of ~80
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
+    sandbox.seed(PORTAL, contacts=2_400, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.SEARCH] * len(ranges))
+    searched: list[tuple[bool, int]] = []  # (a range's rest: keyset-continued, records) per search page
+    listed: list[str] = []
+    real_search, real_list = HubSpotClient.search_page, HubSpotClient.list_page
+    ends: set[str] = set()
+
+    def search_page(client, collection, body):
+        page = real_search(client, collection, body)
+        if body.get("limit") != 1:
+            low = body["filterGroups"][0]["filters"][0]["value"]
+            results = page.get("results") or []
+            searched.append((low in ends, len(results)))
+            if results:
+                ends.add(results[-1]["id"])
+        return page
+
+    def list_page(client, collection, *, properties, after=None, limit=100, archived=False):
+        if limit == 100 and not archived:
+            listed.append(after or "")
+        return real_list(client, collection, properties=properties, after=after, limit=limit, archived=archived)
+
+    monkeypatch.setattr(HubSpotClient, "search_page", search_page)
+    monkeypatch.setattr(HubSpotClient, "list_page", list_page)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 2_400
+    assert run.counts["contacts"]["partitions"]["total"] >= 6
+    switched = [after for after in listed if after in ends]
+    assert len(switched) >= 3, (listed, sorted(ends))  # rests read through the list, after a search page's last id
+    assert not [n for rest, n in searched if rest and 0 < n <= 98], searched
 
 
 def test_fetcher_threads_keep_their_debug_query_log_one_page_deep(workspace, sandbox, partitioned, monkeypatch):
