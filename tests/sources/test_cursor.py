@@ -122,6 +122,8 @@ STORED = [
     {"mode": "ids", "after": "tok", "covered": 900, "pending": [850], "watermark_ms": 20},
     {"mode": "partitioned", "started_ms": 20, "check": True},
     {"mode": "partitioned", "started_ms": 20, "check": False},
+    {"mode": "partitioned", "started_ms": 20, "check": True, "after": True},  # the plan proved the list's `after`
+    {"mode": "partitioned", "started_ms": 20, "check": True, "after": False},
 ]
 
 
