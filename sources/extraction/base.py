@@ -108,6 +108,7 @@ class EngineBase:
         self.partitioned_ids: set[int] = set()
         self.own_partition_reads: dict[int, int] = {}
         self.first_ids: dict[int, int] = {}  # {collection id: HubSpot's smallest id}, seen by `estimate`
+        self.last_ids: dict[int, int | None] = {}  # {collection id: HubSpot's largest id}, asked beside `estimate`
         self.top_ids: dict[int, int] = {}  # {collection id: the largest id when its ranges were planned}
         # Requests other workers (helpers) made for this run's ranges, per collection; this helper's own requests
         # reported so far through its ranges' rows.

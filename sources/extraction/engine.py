@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from ..runs import create_run, is_stale, mark_lost
 from . import cursor as cursors
 from .base import Progress, RunLost, describe, empty_counts
 from .mirror import store_schema
-from .partitions import Partitions, Work
+from .partitions import Counters, Partitions, Work
 from .records import MERGED_IDS, lastmod_property
 
 logger = logging.getLogger(__name__)
@@ -230,8 +231,6 @@ class Engine(Partitions):
     def sync_collection(self, sc: SourceCollection) -> Work | None:
         """Read the collection, or, for a partitioned read, plan (or resume) its ranges and return them: the run
         reads the ranges of every collection together, then `after_read`."""
-        names = self.discover(sc)
-        self.names[sc.collection] = names
         start_ms = None
         if self.source.start_date:
             start_ms = _ms(datetime.combine(self.source.start_date, datetime.min.time(), tzinfo=UTC))
@@ -239,9 +238,12 @@ class Engine(Partitions):
         estimate: int | None = None
         partition = reread = False
         if isinstance(stored, cursors.Fresh) and start_ms is None:
-            estimate = self.estimate(sc)
+            names, estimate = self.discover_and_estimate(sc)
             partition = estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS
-        elif isinstance(stored, cursors.Idle):
+        else:
+            names = self.discover(sc)
+        self.names[sc.collection] = names
+        if isinstance(stored, cursors.Idle):
             reread = self.reread_chosen(sc, stored)
         read = cursors.next_read(
             stored,
@@ -349,6 +351,24 @@ class Engine(Partitions):
             self.run_row.trigger == SyncRun.Trigger.FULL
             and Record.objects.filter(source_id=self.source.pk, collection=sc.collection).exists()
         )
+
+    def discover_and_estimate(self, sc: SourceCollection) -> tuple[list[str], int]:
+        """A first read: the properties (list budget) read while search tells HubSpot's total with its smallest id
+        (`estimate`) and, for a collection big enough to be partitioned, its largest id (the plan needs both
+        ends): two round trips where there were three."""
+
+        def ends(reader: Partitions) -> int:
+            estimate = reader.estimate(sc)
+            if estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS:
+                with contextlib.suppress(HubSpotError):  # else the plan asks again (and meets the fault there)
+                    self.last_ids[sc.pk] = reader.edge_id(sc, "DESCENDING")
+            return estimate
+
+        with Counters(self) as early:
+            total = early.background(ends)
+            names = self.discover(sc)
+            estimate = total.result()
+        return names, estimate
 
     def discover(self, sc: SourceCollection) -> list[str]:
         """The property schema is read on every run and stored on SourceCollection.properties; added, removed and

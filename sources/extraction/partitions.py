@@ -283,7 +283,7 @@ class Partitions(Reads):
             first = self.first_ids.get(sc.pk)
             if first is None:
                 first = self.edge_id(sc, "ASCENDING")
-            last = self.edge_id(sc, "DESCENDING")
+            last = self.last_ids.pop(sc.pk) if sc.pk in self.last_ids else self.edge_id(sc, "DESCENDING")
             if last is not None:
                 self.top_ids[sc.pk] = last
             if first is not None and last is not None:

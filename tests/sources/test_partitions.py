@@ -582,3 +582,38 @@ def test_pages_read_ahead_while_planning_are_not_asked_again(workspace, sandbox,
     assert ahead, asked  # the read-ahead read
     afters = [after for _name, after in asked]
     assert len(afters) == len(set(afters)), sorted(a for a in afters if afters.count(a) > 1)
+
+
+def test_a_first_read_asks_its_properties_and_its_size_at_once(workspace, sandbox, partitioned, monkeypatch):
+    """The properties (list budget) are read while search tells the collection's total and smallest id, then its
+    largest id: the plan starts a round trip sooner, and the largest id is not asked twice."""
+    sandbox.set_knobs(latency_ms=150)
+    sandbox.seed(PORTAL, contacts=1_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    sent: list[tuple[str, float, float]] = []
+    real = HubSpotClient._send
+
+    def timed(client, method, url, data, token, kind):
+        started = time.monotonic()
+        response = real(client, method, url, data, token, kind)
+        body = data or b""
+        what = (
+            "properties"
+            if "/crm/v3/properties/" in url
+            else "largest"
+            if b'"DESCENDING"' in body
+            else "estimate"
+            if b'"filterGroups":[]' in body and b'"ASCENDING"' in body
+            else "other"
+        )
+        sent.append((what, started, time.monotonic()))
+        return response
+
+    monkeypatch.setattr(HubSpotClient, "_send", timed)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["contacts"]["partitions"]["total"] >= 2
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    first = {what: (start, end) for what, start, end in reversed(sent)}
+    assert [what for what, *_ in sent].count("largest") == 1
+    assert first["estimate"][0] < first["properties"][1]  # asked while the properties were on their way
