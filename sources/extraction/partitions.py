@@ -110,6 +110,9 @@ RANGES_PER_FETCHER = 1.5
 # A running range is split (its upper half becomes a new pending range) when a fetcher would idle otherwise and the
 # range still holds at least this many records: both budgets stay full to the read's end.
 SPLIT_MIN_RECORDS = 300
+# A range whose upper half would go through search (while it has room) is split from this share of that already:
+# at the read's end the list's window is often spent while search idles, and a part-filled search page costs nothing.
+SPLIT_SEARCH_SHARE = 0.4
 # List streams read ahead while a plan counts (from id 0 and the first cuts found), and pages each at most.
 HEADS = 4
 HEAD_PAGES = 20
@@ -659,12 +662,14 @@ class Partitions(Reads):
         top = part.high if part.high is not None else self.top_ids[part.sc.pk]
         ahead = part.remaining(self.top_ids.get(part.sc.pk))
         start = max(part.position.last_id, part.fetched_to, part.low)
-        if ahead < SPLIT_MIN_RECORDS or top - start < 2:
+        if ahead < SPLIT_MIN_RECORDS * SPLIT_SEARCH_SHARE or top - start < 2:
             return False
         work = by_id[part.sc.pk]
         if work.carries is None:
             work.carries = self.search_carries_all(work.names)
         via = plan.SEARCH if work.carries and busy.get(plan.SEARCH, 0) < SEARCH_RANGES else plan.LIST
+        if via == plan.LIST and ahead < SPLIT_MIN_RECORDS:
+            return False
         cut = start + (top - start) // 2
         share = ahead // 2
         with transaction.atomic():

@@ -111,6 +111,23 @@ def test_running_ranges_split_so_no_fetcher_idles_and_nothing_is_lost(workspace,
     assert changes_allocated(source) == 1_500  # no record committed twice (by a range and its split-off half)
 
 
+def test_small_rests_of_list_ranges_are_split_towards_an_idle_search(workspace, sandbox, partitioned, monkeypatch):
+    """Ranges below SPLIT_MIN_RECORDS are not split towards the list, but towards search (while it has room) from
+    SPLIT_SEARCH_SHARE of it: at the read's end the list's window is often spent while search idles."""
+    partitioned.HUBSYNC_PARTITION_MAX = 2
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 600)  # both planned ranges below it
+    monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.LIST] * len(ranges))
+    sandbox.seed(PORTAL, contacts=500, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    seen = vias_seen(monkeypatch)
+    splits = splits_made(monkeypatch)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert splits and plan.SEARCH in set().union(*seen)
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 500
+
+
 @pytest.mark.parametrize("mode", ["planned", "splitting", "rest-by-list"])
 def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
     workspace, sandbox, partitioned, monkeypatch, mode
