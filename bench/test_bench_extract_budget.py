@@ -281,6 +281,13 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             assert proc.returncode == 0, err[-3000:]
         seconds = time.perf_counter() - started
         assert Record.objects.filter(source__in=sources).count() == 2 * CONTACTS
-        together = 2 * CONTACTS / seconds
+        # The runs' own span (first start to last finish), as one account's figure is timed (its run only): the
+        # processes' start-up (Python, Django, ~1-2 s each) is not the engine's.
+        runs = SyncRun.objects.filter(source__in=sources)
+        span = (max(r.finished_at for r in runs) - min(r.started_at for r in runs)).total_seconds()
+        together = 2 * CONTACTS / span
         ratio = f" = {together / one_account:.2f} x one account (aim: 2)" if one_account else ""
-        print(f"  two processes, two accounts (250 ms): {together:6.0f} records/s in {seconds:5.1f} s{ratio}")
+        print(
+            f"  two processes, two accounts (250 ms): {together:6.0f} records/s in {span:5.1f} s of runs{ratio} "
+            f"({2 * CONTACTS / seconds:6.0f} records/s over {seconds:5.1f} s with the processes' start-up)"
+        )

@@ -114,7 +114,7 @@ SPLIT_MIN_RECORDS = 300
 # at the read's end the list's window is often spent while search idles, and a part-filled search page costs nothing.
 SPLIT_SEARCH_SHARE = 0.4
 # List streams read ahead while a plan counts (from id 0 and the first cuts found), and pages each at most.
-HEADS = 4
+HEADS = 8
 HEAD_PAGES = 20
 # Counts of one planning round sent at once (the search budget's requests per second: a round fills one second).
 PLAN_ROUND = 5
