@@ -114,7 +114,7 @@ class EngineBase:
         # reported so far through its ranges' rows.
         self.helper_calls: dict[int, int] = {}
         self.calls_reported = 0
-        # {collection id: whether HubSpot's list takes an id `after` (None: undecided)}, probed while planning
+        # {collection id: whether HubSpot's list takes an id `after` (None: undecided)}, seen while planning
         self.after_checked: dict[int, bool | None] = {}
         # {(collection id, after): list page} read ahead while a plan counted (partitions.Heads)
         self.head_pages: dict[tuple[int, str], dict] = {}

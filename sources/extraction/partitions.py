@@ -12,10 +12,11 @@ sorted by hs_object_id, limit 1), and counts of id ranges (search `total`, limit
 held mirror the mirror's own id quantiles (one SQL query) instead. Each range is read through the list or through
 search, the split chosen from the two budgets; the split is corrected as the read goes: at most SEARCH_RANGES
 search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
-list would otherwise run out first (never after HubSpot did not honour an id `after`). While the plan counts, a
-background probe asks the list for the ids after two points and counts what lies between (`probe_after`): the list
-ranges then start proven (or go straight to search); and the list reads ahead from id 0 and from the first cuts the
-counts find (`Heads`): the ranges that start there take those pages (`head_pages`) instead of asking again.
+list would otherwise run out first (never after HubSpot did not honour an id `after`). While the plan counts, the
+list reads ahead from id 0 and from the first cuts the counts find (`Heads`): the ranges that start there take those
+pages (`head_pages`) instead of asking again, and each stream's first id, against the smallest id above its cut that
+the count saw, proves (or disproves) that HubSpot takes an id `after`: the list ranges then start proven (or go
+straight to search) without a count of their own.
 
 **Splits.** When a fetcher would idle (nothing left to claim), the running range with the most records ahead is
 cut in two at the middle of what it has not read (`split_partition`): its row's high bound is lowered and the upper
@@ -291,11 +292,9 @@ class Partitions(Reads):
                 self.top_ids[sc.pk] = last
             if first is not None and last is not None:
                 with Counters(self) as counters:
-                    # While the plan counts (search budget), two list requests (idle budget) and their checks
-                    # prove whether HubSpot takes an id `after`, so the list ranges start at full speed.
-                    probing = counters.background(lambda reader: reader.probe_after(sc, first, last))
-                    # And the list reads ahead from id 0 and from the first cuts the counts find (each will start
-                    # a range): their pages wait in memory until the ranges are written (`head_pages`).
+                    # While the plan counts (search budget), the list reads ahead from id 0 and from the first cuts
+                    # the counts find (each will start a range): their pages wait in memory until the ranges are
+                    # written (`head_pages`), and their first ids prove whether HubSpot takes an id `after`.
                     heads = Heads(self, counters, sc, names, pages=min(HEAD_PAGES, -(-target // LIST_LIMIT)))
                     heads.start(0)
                     self.read_ahead[sc.pk] = heads.started
@@ -312,11 +311,7 @@ class Partitions(Reads):
                         on_cut=heads.start,
                     )
                     heads.stop.set()
-                    try:
-                        self.after_checked[sc.pk] = probing.result()
-                    except Exception:  # undecided: the list ranges check themselves (the read meets any real fault)
-                        logger.warning("sync run %s: probing the list's after failed", self.run_row.pk, exc_info=True)
-                        self.after_checked[sc.pk] = None
+                self.after_checked[sc.pk] = heads.verdict()  # the heads' first pages are in (Counters waited)
         if not ranges:
             ranges = [plan.Range(0, None, estimate)]
         carries = self.search_carries_all(names)
@@ -355,26 +350,6 @@ class Partitions(Reads):
             f"{sc.collection}: ~{estimate} records in {len(rows)} id ranges "
             f"({by_via[plan.LIST]} through the list, {by_via[plan.SEARCH]} through search)"
         )
-
-    def probe_after(self, sc: SourceCollection, first: int, last: int) -> bool | None:
-        """Whether the list takes an id `after` (True: proven twice, False: not honoured, None: not decided),
-        from two points of the id space: the first id the list returns after each, and a search count of the ids
-        between. A point whose next id is point + 1 proves nothing (an offset would give the same page)."""
-        proofs = 0
-        for point in (first + (last - first) // 3, first + 2 * (last - first) // 3):
-            if point <= 0:
-                continue
-            try:
-                page = self.hubspot.list_page(sc.collection, properties=["hs_object_id"], after=str(point), limit=2)
-            except BadRequest:
-                return False
-            ids = [int(r["id"]) for r in page.get("results") or [] if int(r["id"]) != point]
-            if not ids:
-                continue
-            if ids[0] < point or self.count_range(sc, point, ids[0] - 1) != 0:
-                return False
-            proofs += ids[0] - point > 1
-        return True if proofs >= AFTER_PROOFS else None
 
     def _fitting(self, names: list[str]) -> int:
         for n in range(len(names), 0, -1):
@@ -970,7 +945,12 @@ def _unstarted(row: ReadPartition) -> bool:
 class Heads:
     """List pages read ahead while a plan counts: from id 0 and from the first cuts found (at most HEADS streams,
     a range's worth of pages each, HEAD_PAGES at most), into the engine's `head_pages` {(collection id, after):
-    page}, where the range that starts there takes them instead of asking again (`_list_step`)."""
+    page}, where the range that starts there takes them instead of asking again (`_list_step`).
+
+    A stream from a cut also checks HubSpot's id `after` for free: the count that found the cut (search, sorted by
+    id) told the smallest id above it, and the list's first id after the cut must be that one (else the list
+    skipped records, or returned some below the cut). Where the two ids are more than 1 apart it is a proof (see
+    AFTER_PROOFS); `verdict()`: proven, broken, or not decided (the list ranges then check their first pages)."""
 
     def __init__(
         self, engine: Partitions, counters: Counters, sc: SourceCollection, names: list[str], *, pages: int
@@ -979,21 +959,36 @@ class Heads:
         self.pages = pages  # no more than a range's worth: a stream must not run into the next one's
         self.stop = threading.Event()
         self.started: set[int] = set()
+        self.lock = threading.Lock()
+        self.proofs = 0
+        self.broken = False
 
-    def start(self, low: int) -> None:
+    def start(self, low: int, first: int | None = None) -> None:
+        """Read ahead from `low` (a cut; `first`: the smallest id above it, as the count that found it said)."""
         if len(self.started) >= HEADS or low in self.started or self.stop.is_set():
             return
         self.started.add(low)
-        self.counters.background(lambda reader: self._read(reader, "" if low <= 0 else str(low)))
+        self.counters.background(lambda reader: self._read(reader, low, first))
 
-    def _read(self, reader: Partitions, after: str) -> None:
+    def verdict(self) -> bool | None:
+        with self.lock:
+            return False if self.broken else (True if self.proofs >= AFTER_PROOFS else None)
+
+    def _read(self, reader: Partitions, low: int, first: int | None) -> None:
         pages = self.engine.head_pages
-        for _ in range(self.pages):
+        after = "" if low <= 0 else str(low)
+        for n in range(self.pages):
             if self.stop.is_set():
                 return
             page = reader.hubspot.list_page(
                 self.sc.collection, properties=self.names, after=after or None, limit=LIST_LIMIT
             )
+            if n == 0 and after and first is not None:
+                ids = [int(r["id"]) for r in page.get("results") or [] if int(r["id"]) != low]
+                if ids:
+                    with self.lock:
+                        self.broken = self.broken or ids[0] != first
+                        self.proofs += ids[0] == first and first - low > 1
             pages[(self.sc.pk, after)] = page
             nxt = after_token(page)
             if not nxt:
@@ -1010,7 +1005,7 @@ def _closing(job: Callable[[], Any]) -> Any:
 
 
 class Counters:
-    """Clients for the plan's counting rounds and its background jobs (the probe, the read-ahead): one thread and
+    """Clients for the plan's counting rounds and its background jobs (the read-ahead): one thread and
     one client each (`Partitions.thread_reader`); the clients are retired (their calls in the run's figures) on
     exit, after the background threads are done."""
 
@@ -1025,7 +1020,7 @@ class Counters:
 
     def __exit__(self, *exc: object) -> None:
         for future in self.futures:
-            with contextlib.suppress(Exception):  # a failed probe decided nothing: the list ranges check themselves
+            with contextlib.suppress(Exception):  # a failed read-ahead decided nothing (the ranges check themselves)
                 future.result()
         for reader in self.readers:
             if reader.client is not None:
@@ -1040,7 +1035,7 @@ class Counters:
     def background(self, job: Callable[[Partitions], Any]) -> Future:
         """job(reader) in a thread of its own, with its own client."""
         reader = self._reader()
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubsync-probe")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubsync-ahead")
         try:
             future = executor.submit(_closing, lambda: job(reader))
         finally:

@@ -58,12 +58,13 @@ def split(
     max_counts: int,
     count_many: CountMany | None = None,
     parallel: int = 1,
-    on_cut: Callable[[int], None] | None = None,
+    on_cut: Callable[[int, int | None], None] | None = None,
 ) -> list[Range]:
     """Ranges covering (0, infinity) whose estimates add up to `total`: the records lie in [first_id, last_id]
     (HubSpot's smallest and largest ids), about `target` records per range, at most `max_parts` ranges, at most
-    `max_counts` calls of `count` (in rounds of up to `parallel` through `count_many` when given). `on_cut(cut)`
-    hears of every cut with records above it as soon as its count is in (reading can start there).
+    `max_counts` calls of `count` (in rounds of up to `parallel` through `count_many` when given). `on_cut(cut,
+    first)` hears of every cut with records above it (and the smallest of their ids) as soon as its count is in
+    (reading can start there).
 
     Each count asks for the upper half of a range, sorted by id: its total, and its smallest id, so every range
     knows where its records start and the next cut falls among them, not in the empty gap below them."""
@@ -97,7 +98,7 @@ def split(
         for (entry, middle), (upper, upper_first) in zip(batch, answers, strict=True):
             _push_halves(heap, final, entry, middle, upper, upper_first)
             if on_cut is not None and upper > 0:
-                on_cut(middle)
+                on_cut(middle, upper_first)
     ranges = final + [(-n, low, high, first, even) for n, low, high, first, even in heap]
     pieces: list[tuple[int, int, int]] = []
     room = max(0, wanted - sum(1 for r in ranges if r[0] > 0))

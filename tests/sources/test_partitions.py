@@ -142,6 +142,8 @@ def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
         monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.SEARCH] * len(ranges))
         monkeypatch.setattr(partitions.Partitions, "_list_would_finish_first", lambda *args: False)
         monkeypatch.setattr(partitions, "HEADS", 1)  # no range but the first starts where the list read ahead
+        # (so no stream from a cut proves the list's `after`, which the sandbox's list does take: given here)
+        monkeypatch.setattr(partitions.FetcherPool, "after_proven", lambda pool, collection_id: True)
     monkeypatch.setattr(partitions, "GROUP_PAGES", 1)  # a checkpoint per page (group commits: their own test)
     splits = splits_made(monkeypatch)
     contacts = 680 if mode == "rest-by-list" else 700  # (rest-by-list: a search range's rest of ~80)
@@ -595,7 +597,7 @@ def test_pages_read_ahead_while_planning_are_not_asked_again(workspace, sandbox,
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
     assert changes_allocated(source) == 3_000
-    ahead = [after for name, after in asked if name.startswith("hubsync-probe")]
+    ahead = [after for name, after in asked if name.startswith("hubsync-ahead")]
     assert ahead, asked  # the read-ahead read
     afters = [after for _name, after in asked]
     assert len(afters) == len(set(afters)), sorted(a for a in afters if afters.count(a) > 1)
@@ -634,3 +636,46 @@ def test_a_first_read_asks_its_properties_and_its_size_at_once(workspace, sandbo
     first = {what: (start, end) for what, start, end in reversed(sent)}
     assert [what for what, *_ in sent].count("largest") == 1
     assert first["estimate"][0] < first["properties"][1]  # asked while the properties were on their way
+
+
+def test_streams_read_ahead_from_cuts_prove_the_list_takes_an_id_after(workspace, sandbox, partitioned, monkeypatch):
+    """The count that found a cut says the smallest id above it; the list's first id after the cut (read ahead while
+    the plan counts) must be that one. Two such proofs, and no list range spends a search count on its first page."""
+    partitioned.HUBSYNC_PARTITION_RECORDS = 100
+    partitioned.HUBSYNC_PARTITION_MAX = 20
+    sandbox.seed(PORTAL, contacts=2_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    checks: list[int] = []
+    real = partitions.Partitions.count_range
+
+    def counted(engine, sc, low, high):
+        checks.append(low)
+        return real(engine, sc, low, high)
+
+    monkeypatch.setattr(partitions.Partitions, "count_range", counted)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 2_000
+    assert SourceCollection.objects.get(source=source).cursor["mode"] == "idle"
+    assert not checks, checks
+
+
+def test_a_list_that_reads_after_as_an_offset_is_caught_by_the_streams_read_ahead(
+    workspace, sandbox, partitioned, monkeypatch
+):
+    """The same streams disprove it: where HubSpot's list took `after` as an offset, the first id after a cut is not
+    the one the count saw, and every list range goes to search (exact mirror)."""
+    partitioned.HUBSYNC_PARTITION_RECORDS = 100
+    partitioned.HUBSYNC_PARTITION_MAX = 20
+    _list_where_after_means(monkeypatch, "offset")
+    sandbox.seed(PORTAL, contacts=2_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    verdicts: list = []
+    real = partitions.Heads.verdict
+    monkeypatch.setattr(partitions.Heads, "verdict", lambda heads: verdicts.append(real(heads)) or verdicts[-1])
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert verdicts == [False]
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 2_000
