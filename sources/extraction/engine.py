@@ -353,21 +353,19 @@ class Engine(Partitions):
         )
 
     def discover_and_estimate(self, sc: SourceCollection) -> tuple[list[str], int]:
-        """A first read: the properties (list budget) read while search tells HubSpot's total with its smallest id
-        (`estimate`) and, for a collection big enough to be partitioned, its largest id (the plan needs both
-        ends): two round trips where there were three."""
-
-        def ends(reader: Partitions) -> int:
-            estimate = reader.estimate(sc)
-            if estimate >= settings.HUBSYNC_PARTITION_MIN_RECORDS:
-                with contextlib.suppress(HubSpotError):  # else the plan asks again (and meets the fault there)
-                    self.last_ids[sc.pk] = reader.edge_id(sc, "DESCENDING")
-            return estimate
-
+        """A first read: the properties (list budget), HubSpot's total with its smallest id (`estimate`) and, when
+        the mirror holds none of the collection (a held one is planned from its own ids), its largest id (a
+        partitioned read's plan needs both ends), asked at once: one round trip where there were three (a
+        collection too small to partition spends the one search for its largest id for nothing)."""
+        held = RecordCount.objects.filter(source=self.source, collection=sc.collection, n__gt=0).exists()
         with Counters(self) as early:
-            total = early.background(ends)
+            total = early.background(lambda reader: reader.estimate(sc))
+            top = None if held else early.background(lambda reader: reader.edge_id(sc, "DESCENDING"))
             names = self.discover(sc)
             estimate = total.result()
+            if top is not None:
+                with contextlib.suppress(HubSpotError):  # else the plan asks again (and meets the fault there)
+                    self.last_ids[sc.pk] = top.result()
         return names, estimate
 
     def discover(self, sc: SourceCollection) -> list[str]:

@@ -604,8 +604,8 @@ def test_pages_read_ahead_while_planning_are_not_asked_again(workspace, sandbox,
 
 
 def test_a_first_read_asks_its_properties_and_its_size_at_once(workspace, sandbox, partitioned, monkeypatch):
-    """The properties (list budget) are read while search tells the collection's total and smallest id, then its
-    largest id: the plan starts a round trip sooner, and the largest id is not asked twice."""
+    """The properties (list budget) are read while search tells the collection's total and smallest id, and its
+    largest id: the plan starts two round trips sooner, and the largest id is not asked twice."""
     sandbox.set_knobs(latency_ms=150)
     sandbox.seed(PORTAL, contacts=1_000, companies=0, deals=0, tickets=0)
     source = make_source(workspace, sandbox)
@@ -636,6 +636,7 @@ def test_a_first_read_asks_its_properties_and_its_size_at_once(workspace, sandbo
     first = {what: (start, end) for what, start, end in reversed(sent)}
     assert [what for what, *_ in sent].count("largest") == 1
     assert first["estimate"][0] < first["properties"][1]  # asked while the properties were on their way
+    assert first["largest"][0] < first["properties"][1]
 
 
 def test_streams_read_ahead_from_cuts_prove_the_list_takes_an_id_after(workspace, sandbox, partitioned, monkeypatch):
