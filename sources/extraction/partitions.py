@@ -1157,9 +1157,12 @@ class FetcherPool:
         try:
             while not self.stop.is_set():
                 try:
-                    part, names = self.work.get(timeout=0.2)
+                    item = self.work.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                if item is None:
+                    break  # closing
+                part, names = item
                 try:
                     for page in reader.partition_pages(part, names):
                         # This thread's own connection (the deletion check's candidates) logs its statements
@@ -1176,6 +1179,8 @@ class FetcherPool:
 
     def close(self) -> None:
         self.stop.set()
+        for _thread in self.threads:
+            self.work.put(None)  # an idle fetcher leaves at once (the read's end waits for every one)
         deadline = time.monotonic() + 45
         for thread in self.threads:
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
