@@ -129,16 +129,23 @@ def inline_handoffs(monkeypatch):
 
 
 @pytest.fixture
-def hub(hubspot_sandbox, segment_sandbox, settings):
-    """Both sandboxes on the same live server; our HubSpot limiter and the sandbox's limits off, fast backoffs."""
+def sandbox(hubspot_sandbox, settings):
+    """The HubSpot sandbox on live_server, reached by our client through BASE_URL; our limiter off and fast
+    backoff, the sandbox's own rate limits off (tests that want 429s turn them on)."""
     settings.BASE_URL = hubspot_sandbox.server_url
     settings.HUBSPOT_API_BASE = ""
     settings.HUBSPOT_RATE_LIMIT = 0
     settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
     settings.HUBSPOT_RETRY_BASE_SECONDS = 0.02
     settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
+    hubspot_sandbox.set_knobs(rate_limits=False)
+    return hubspot_sandbox
+
+
+@pytest.fixture
+def hub(sandbox, segment_sandbox, settings):
+    """Both sandboxes on the same live server (the whole pipeline), fast Segment backoffs too."""
     settings.SEGMENT_BACKOFF_BASE = 0.001
     settings.SEGMENT_BACKOFF_CAP = 0.01
-    hubspot_sandbox.set_knobs(rate_limits=False)
-    yield hubspot_sandbox
+    yield sandbox
     close_session()  # keep-alive connections would hold live_server threads (and their DB sessions)

@@ -476,12 +476,11 @@ class Partitions(Reads):
                 raise
             return [], pos, AFTER_NOTE.format(n=1)
         results = page.get("results") or []
-        if not pos.verified and results and int(results[0]["id"]) == low:
-            # `after` is the range's low bound (the previous range's last id): where HubSpot takes it as the next
-            # id to return, the first record is the previous range's; where as the last id returned, it is not.
+        if results and pos.after == str(pos.last_id) and int(results[0]["id"]) == pos.last_id:
+            # `after` is the last id already read (a range's low bound, the previous range's; or the last id a search
+            # page of this range read, `_search_step`): where HubSpot takes it as the next id to return, the first
+            # record is that one again; where as the last id returned, it is not.
             results = results[1:]
-        elif pos.after == str(pos.last_id) and results and int(results[0]["id"]) == pos.last_id:
-            results = results[1:]  # the same, after the last id a search page of the range read (`_search_step`)
         ids = [int(r["id"]) for r in results]
         if not pos.verified:
             honoured = self._after_honoured(sc, low, high, ids)
@@ -937,6 +936,12 @@ def _within(part: Part, records: list) -> list:
     return [r for r in records if int(r["id"]) <= high]
 
 
+def is_proof(honoured: bool, gap: int) -> bool:
+    """Whether a check of the list's id `after` (its first id `gap` above the id asked after, and nothing skipped)
+    proves it: only where an offset would have skipped records (see AFTER_PROOFS)."""
+    return honoured and gap > 1
+
+
 def _unstarted(row: ReadPartition) -> bool:
     """Whether no page of the range was committed yet (its position is still the plan's)."""
     return row.last_id == row.low and not row.pending and row.covered in (None, row.low) and not row.counts.get("read")
@@ -988,7 +993,7 @@ class Heads:
                 if ids:
                     with self.lock:
                         self.broken = self.broken or ids[0] != first
-                        self.proofs += ids[0] == first and first - low > 1
+                        self.proofs += is_proof(ids[0] == first, first - low)
             pages[(self.sc.pk, after)] = page
             nxt = after_token(page)
             if not nxt:
@@ -1107,8 +1112,7 @@ class FetcherPool:
     def proved(self, collection_id: int, *, honoured: bool, gap: int) -> None:
         with self.checks:
             self.proving[collection_id] = max(0, self.proving.get(collection_id, 0) - 1)
-            if honoured and gap > 1:  # proof only where an offset would have skipped records (see AFTER_PROOFS)
-                self.proofs[collection_id] = self.proofs.get(collection_id, 0) + 1
+            self.proofs[collection_id] = self.proofs.get(collection_id, 0) + is_proof(honoured, gap)
             self.checks.notify_all()
 
     def submit(self, part: Part, names: list[str]) -> None:

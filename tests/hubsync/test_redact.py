@@ -147,18 +147,6 @@ def test_alert_emails_webhooks_and_the_log_show_no_echoed_secret(
     assert_clean(owner_client.get(reverse("alerts")).content.decode(), "alerts page")
 
 
-@pytest.fixture
-def sandbox(hubspot_sandbox, settings):
-    settings.BASE_URL = hubspot_sandbox.server_url
-    settings.HUBSPOT_API_BASE = ""
-    settings.HUBSPOT_RATE_LIMIT = 0
-    settings.HUBSPOT_SEARCH_RATE_LIMIT = 0
-    settings.HUBSPOT_RETRY_BASE_SECONDS = 0.02
-    settings.HUBSPOT_RETRY_CAP_SECONDS = 0.2
-    hubspot_sandbox.set_knobs(rate_limits=False)
-    return hubspot_sandbox
-
-
 def test_the_extraction_engine_stores_collection_errors_redacted(workspace, sandbox, owner_client, monkeypatch):
     """The real engine against the sandbox; HubSpot's answers for one collection are a 400 that echoes the request
     (stubbed at the HTTP transport, the boundary). The run, the per-collection counts and the pages are clean."""
