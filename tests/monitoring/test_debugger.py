@@ -31,7 +31,6 @@ from tests.mappings.conftest import (  # noqa: F401
     space,
     stub_segment,
 )
-from tests.sources.conftest import sandbox  # noqa: F401
 from tests.sources.extract_helpers import PORTAL, make_source, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)

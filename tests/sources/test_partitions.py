@@ -136,9 +136,10 @@ def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
     if split:  # fewer ranges than fetchers: every run splits the ranges it holds
         partitioned.HUBSYNC_PARTITION_MAX = 2
         monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 40)
+    else:  # ranges of a few hundred: a split towards search (from 40 % of SPLIT_MIN_RECORDS) could come with timing
+        monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
     if mode == "rest-by-list":  # search ranges of ~230 records: a page, then the rest through the list
         partitioned.HUBSYNC_PARTITION_RECORDS = 280
-        monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
         monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.SEARCH] * len(ranges))
         monkeypatch.setattr(partitions.Partitions, "_list_would_finish_first", lambda *args: False)
         monkeypatch.setattr(partitions, "HEADS", 1)  # no range but the first starts where the list read ahead
@@ -214,6 +215,8 @@ def test_deletion_check_per_range_on_a_full_sync(workspace, sandbox, partitioned
     if split:  # two ranges for four fetchers: split while they run, each half checking its own ids
         partitioned.HUBSYNC_PARTITION_MAX = 2
         monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 30)
+    else:  # ranges of ~150: a split towards search (from 40 % of SPLIT_MIN_RECORDS) could come with the timing
+        monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
     splits = splits_made(monkeypatch)
     ids = sorted(Record.objects.filter(source=source).values_list("object_id", flat=True))
     doomed = ids[5::100]  # spread over every range
