@@ -65,9 +65,24 @@ class Ctx:
         self.knobs = knobs
 
 
-def _apply_faults(request: HttpRequest, knobs: Knobs) -> HttpResponse | None:
+def _wait_latency(knobs: Knobs, arrived: float) -> None:
+    """Answer `latency_ms` after the request arrived (HubSpot's gateway counts a request when it arrives; the
+    latency is the work and the way back)."""
     if knobs.latency_ms:
-        time.sleep(knobs.latency_ms / 1000)
+        left = knobs.latency_ms / 1000 - (time.monotonic() - arrived)
+        if left > 0:
+            time.sleep(left)
+
+
+def _apply_faults(request: HttpRequest, knobs: Knobs, arrived: float) -> HttpResponse | None:
+    fault = _draw_fault(knobs)
+    if fault is None:
+        return None
+    _wait_latency(knobs, arrived)
+    return drop_connection(request) if fault == "reset" else fault
+
+
+def _draw_fault(knobs: Knobs) -> HttpResponse | str | None:
     if knobs.fail_next:
         # Decrement in the database so concurrent requests each take one of the scheduled failures.
         taken = Knobs.objects.filter(pk=1, fail_next__gt=0).update(fail_next=F("fail_next") - 1)
@@ -75,12 +90,12 @@ def _apply_faults(request: HttpRequest, knobs: Knobs) -> HttpResponse | None:
         if taken:
             status = knobs.fail_next_status
             if status == "reset":
-                return drop_connection(request)
+                return "reset"
             if status == "429":
                 return rate_limited_response(search=False)
             return fault_response(int(status)) if status.isdigit() else fault_response(503)
     if knobs.reset_rate and random.random() < knobs.reset_rate:
-        return drop_connection(request)
+        return "reset"
     if knobs.error_rate and random.random() < knobs.error_rate:
         return fault_response(random.choice((502, 503, 504)))
     return None
@@ -146,26 +161,32 @@ def api_view(
                 )
             if request.method not in methods:
                 return error_response(405, "VALIDATION_ERROR", f"Method {request.method} is not allowed here.")
+            arrived = time.monotonic()
             knobs = state.knobs()
-            fault = _apply_faults(request, knobs)
+            fault = _apply_faults(request, knobs, arrived)
             if fault is not None:
                 return fault
+
+            def answer(response: HttpResponse) -> HttpResponse:
+                _wait_latency(knobs, arrived)
+                return response
+
             token, failure = _authenticate(request)
             if failure is not None:
-                return failure
+                return answer(failure)
             portal = state.portal(token.hub_id)
             if portal is None:
-                return error_response(401, "INVALID_AUTHENTICATION", AUTH_INVALID)
+                return answer(error_response(401, "INVALID_AUTHENTICATION", AUTH_INVALID))
             if "otype" in kwargs:
                 otype = resolve_type(kwargs["otype"])
                 if otype is None:
-                    return error_response(
-                        400, "VALIDATION_ERROR", f"Unable to infer object type from: {kwargs['otype']}"
+                    return answer(
+                        error_response(400, "VALIDATION_ERROR", f"Unable to infer object type from: {kwargs['otype']}")
                     )
                 kwargs["otype"] = otype
             required = scopes(**kwargs) if scopes else None
             if required and not set(required) & set(token.scopes):
-                return missing_scopes(required)
+                return answer(missing_scopes(required))
             headers: dict[str, str] = {}
             if knobs.rate_limits:
                 if search:
@@ -183,7 +204,8 @@ def api_view(
                     limited = rate_limited_response(search)
                     for k, v in headers.items():
                         limited[k] = v
-                    return limited
+                    return answer(limited)
+            _wait_latency(knobs, arrived)
             response = view(request, Ctx(portal, token, knobs), **kwargs)
             for k, v in headers.items():
                 response[k] = v
