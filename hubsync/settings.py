@@ -435,10 +435,10 @@ HUBSPOT_RATE_LIMIT = int(os.environ.get("HUBSPOT_RATE_LIMIT", "110"))
 HUBSPOT_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_INTERVAL_MS", "10000"))
 HUBSPOT_SEARCH_RATE_LIMIT = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT", "5"))
 HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS", "1000"))
-# Each slot is held this much longer than its window: HubSpot counts a request when it arrives, after a varying
-# delay, and several requests in flight would otherwise meet a 429 now and then (1% of the list budget, 8% of the
-# search budget's 1-second window).
-HUBSPOT_RATE_LIMIT_GUARD_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_GUARD_MS", "80"))
+# Each slot is held at least this much longer than its window: HubSpot counts a request when it arrives, after a
+# varying delay, and several requests in flight would otherwise meet a 429 now and then. A 429 at the window's
+# edge widens the guard of that account and budget (by 25 ms, up to 250 ms, for 10 minutes) on every worker.
+HUBSPOT_RATE_LIMIT_GUARD_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_GUARD_MS", "25"))
 # auto (Redis when REDIS_URL, else in-process) | redis | local
 HUBSPOT_RATE_LIMITER = os.environ.get("HUBSPOT_RATE_LIMITER", "auto")
 # Pause all workers when X-HubSpot-RateLimit-Remaining drops to this fraction of Max (someone else spends it).

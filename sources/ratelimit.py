@@ -10,6 +10,12 @@ Besides its own count the limiter listens to HubSpot: `observe()` takes the `X-H
 each response (a smaller `Max` than configured is adopted; a low `Remaining` pauses every worker briefly, since
 something outside this limiter is spending the budget), and `penalize()` makes every worker on the account wait
 after a 429.
+
+HubSpot counts a request when it arrives, a varying few milliseconds after its slot was taken here, so each slot
+is held a guard longer than its window. The guard starts small and learns: a 429 met while this limiter's own
+slots fill the window (the arrival jitter exceeded the guard, nobody else is spending the budget) widens it for
+that account and budget on every worker, and the request goes again as soon as a slot frees instead of backing
+off; a widened guard relaxes to the configured one after GUARD_KEEP_S without such a 429.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 GENERAL = "general"
 SEARCH = "search"
 KINDS = (GENERAL, SEARCH)
+GUARD_STEP_MS = 25
+GUARD_MAX_MS = 250
+GUARD_KEEP_S = 600
 
 
 @dataclass(frozen=True)
@@ -69,15 +78,13 @@ class RateLimiter:
         budget = self.budget(account, kind)
         if budget.limit <= 0:
             return 0.0
-        guard = int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS)
-        if guard > 0 and self._budgets is None:
-            # A slot is taken here but counted by HubSpot when the request arrives, a few (varying) milliseconds
-            # later: with several requests in flight, that jitter alone would put a 6th search into HubSpot's
-            # 1-second window now and then, and a 429 pauses every worker. A slot is held a little longer instead.
-            budget = Budget(budget.limit, budget.window_ms + guard)
+        # A slot is taken here but counted by HubSpot when the request arrives, a few (varying) milliseconds
+        # later: with several requests in flight, that jitter alone would put a 6th search into HubSpot's 1-second
+        # window now and then. A slot is held a guard longer (budgets given explicitly are exact: no guard).
+        guard = self._base_guard() if self._budgets is None else -1
         waited = 0.0
         while True:
-            wait_ms = self._try_take(account, kind, budget)
+            wait_ms = self._try_take(account, kind, budget, guard)
             if wait_ms <= 0:
                 self.waited_seconds += waited
                 return waited
@@ -86,6 +93,30 @@ class RateLimiter:
                 raise TimeoutError(f"rate limiter: no slot for {kind} within {timeout}s")
             self._sleep(wait)
             waited += wait
+
+    @staticmethod
+    def _base_guard() -> int:
+        return max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
+
+    def guard_ms(self, account: str, kind: str = GENERAL) -> int:
+        """How long past its window each slot of (account, kind) is held now."""
+        return max(self._base_guard(), self._learned_guard(account, kind))
+
+    def at_edge(self, account: str, kind: str = GENERAL) -> bool:
+        """Whether this limiter's own slots fill the current window (all but one at least): a 429 then means a
+        request arrived at HubSpot sooner after the window's oldest than the guard allowed for, not that someone
+        else is spending the account's budget."""
+        budget = self.budget(account, kind)
+        used = self._used(account, kind, budget)
+        return budget.limit > 0 and used is not None and used >= budget.limit - 1
+
+    def widen_guard(self, account: str, kind: str = GENERAL) -> int:
+        """After a 429 at the window's edge: hold every slot of (account, kind) GUARD_STEP_MS longer (up to
+        GUARD_MAX_MS) on every worker, for GUARD_KEEP_S. Returns the new guard."""
+        guard = min(GUARD_MAX_MS, self.guard_ms(account, kind) + GUARD_STEP_MS)
+        self._set_guard(account, kind, guard)
+        log.info("HubSpot %s budget of %s: a 429 at the window's edge, guard now %s ms", kind, account, guard)
+        return guard
 
     def observe(self, account: str, headers: Mapping[str, str], kind: str = GENERAL) -> None:
         """Learn from `X-HubSpot-RateLimit-Max / -Remaining / -Interval-Milliseconds` on a response."""
@@ -138,8 +169,15 @@ class RateLimiter:
         self._reset(account)
 
     # --- backend -----------------------------------------------------------------------------------------
-    def _try_take(self, account: str, kind: str, budget: Budget) -> int:
-        """Take a slot and return 0, or return how many ms to wait before trying again."""
+    def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
+        """Take a slot and return 0, or return how many ms to wait before trying again. Slots are held `guard` ms
+        past the window, or the learned guard when longer; `guard` < 0: exactly the window."""
+        raise NotImplementedError
+
+    def _learned_guard(self, account: str, kind: str) -> int:
+        return 0
+
+    def _set_guard(self, account: str, kind: str, ms: int) -> None:
         raise NotImplementedError
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
@@ -161,10 +199,21 @@ class LocalRateLimiter(RateLimiter):
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._paused_until: dict[tuple[str, str], float] = {}
+        self._guards: dict[tuple[str, str], tuple[int, float]] = {}  # learned guard ms, kept until (monotonic)
 
-    def _try_take(self, account: str, kind: str, budget: Budget) -> int:
+    def _learned_guard(self, account: str, kind: str) -> int:
+        ms, until = self._guards.get((account, kind), (0, 0.0))
+        return ms if until > time.monotonic() else 0
+
+    def _set_guard(self, account: str, kind: str, ms: int) -> None:
+        with self._lock:
+            self._guards[(account, kind)] = (ms, time.monotonic() + GUARD_KEEP_S)
+
+    def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
         key = (account, kind)
-        window = budget.window_ms / 1000.0
+        if guard >= 0:
+            guard = max(guard, self._learned_guard(account, kind))
+        window = (budget.window_ms + max(0, guard)) / 1000.0
         with self._lock:
             now = time.monotonic()
             pause = self._paused_until.get(key, 0.0) - now
@@ -196,15 +245,23 @@ class LocalRateLimiter(RateLimiter):
             for kind in KINDS:
                 self._windows.pop((account, kind), None)
                 self._paused_until.pop((account, kind), None)
+                self._guards.pop((account, kind), None)
 
 
-# KEYS[1] the window (sorted set of slot ids scored by ms), KEYS[2] the pause ("not before", ms).
-# ARGV: limit, window_ms, a unique slot id. Returns 0 (slot taken) or the ms to wait.
+# KEYS[1] the window (sorted set of slot ids scored by ms), KEYS[2] the pause ("not before", ms), KEYS[3] the
+# learned guard (ms). ARGV: limit, window_ms, a unique slot id, the configured guard (ms; < 0: none).
+# Returns 0 (slot taken) or the ms to wait.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local guard = tonumber(ARGV[4])
+if guard >= 0 then
+  local learned = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if learned > guard then guard = learned end
+  window = window + guard
+end
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then
   return paused - now
@@ -247,22 +304,48 @@ class RedisRateLimiter(RateLimiter):
         self._pause = client.register_script(_PAUSE)
 
     def _keys(self, account: str, kind: str) -> list[str]:
-        return [f"{self.prefix}:{account}:{kind}", f"{self.prefix}:{account}:{kind}:pause"]
+        base = f"{self.prefix}:{account}:{kind}"
+        return [base, f"{base}:pause", f"{base}:guard"]
 
-    def _try_take(self, account: str, kind: str, budget: Budget) -> int:
+    def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
         import redis
 
         if _redis_down():
-            return _fallback()._try_take(account, kind, budget)
+            return _fallback()._try_take(account, kind, budget, guard)
         try:
             return int(
-                self._take(keys=self._keys(account, kind), args=[budget.limit, budget.window_ms, uuid.uuid4().hex])
+                self._take(
+                    keys=self._keys(account, kind),
+                    args=[budget.limit, budget.window_ms, uuid.uuid4().hex, guard],
+                )
             )
         except redis.exceptions.ConnectionError:
             # A Redis outage must not stop syncs: fall back to this process's own window (HubSpot's 429s,
             # which the client retries, still protect the account) and try Redis again a little later.
             _mark_redis_down()
-            return _fallback()._try_take(account, kind, budget)
+            return _fallback()._try_take(account, kind, budget, guard)
+
+    def _learned_guard(self, account: str, kind: str) -> int:
+        import redis
+
+        if _redis_down():
+            return _fallback()._learned_guard(account, kind)
+        try:
+            return int(self.redis.get(self._keys(account, kind)[2]) or 0)
+        except redis.exceptions.ConnectionError:
+            return 0
+
+    def _set_guard(self, account: str, kind: str, ms: int) -> None:
+        import redis
+
+        if _redis_down():
+            _fallback()._set_guard(account, kind, ms)
+            return
+        try:
+            self.redis.set(self._keys(account, kind)[2], ms, ex=GUARD_KEEP_S)
+        except redis.exceptions.ConnectionError:
+            _mark_redis_down()
+            _fallback()._set_guard(account, kind, ms)
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
         import redis
@@ -271,7 +354,7 @@ class RedisRateLimiter(RateLimiter):
             _fallback()._set_pause(account, kind, ms)
             return
         try:
-            self._pause(keys=self._keys(account, kind)[1:], args=[ms])
+            self._pause(keys=self._keys(account, kind)[1:2], args=[ms])
         except redis.exceptions.ConnectionError:
             _mark_redis_down()
             _fallback()._set_pause(account, kind, ms)

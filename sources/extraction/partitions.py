@@ -613,8 +613,8 @@ class Partitions(Reads):
         ):
             left[via] = left.get(via, 0) + max(0, estimate - int((counts or {}).get("read") or 0))
         size = max(row.estimate, 1)
-        # What each budget really carries: the limiter holds every slot its guard longer than the window (80 ms
-        # on search's 1 s window is 7 %), and search also pays a count for every list range's first page.
+        # What each budget really carries: the limiter holds every slot its guard longer than the window (25 ms
+        # on search's 1 s window is 2.5 %), and search also pays a count for every list range's first page.
         guard = max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
         list_rate = LIST_RECORDS_PER_S * 10_000 / (10_000 + guard)
         search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9

@@ -14,7 +14,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from ..models import Source
-from ..ratelimit import GENERAL, KINDS, SEARCH, RateLimiter, account_key, get_rate_limiter
+from ..ratelimit import GENERAL, GUARD_MAX_MS, KINDS, SEARCH, RateLimiter, account_key, get_rate_limiter
 from .meter import RequestMeter
 from .tokens import _fresh, refresh_access_token
 from .wire import (
@@ -229,14 +229,23 @@ class HubSpotClient:
         delay = None
         if attempt < self.max_retries:
             delay = _retry_after(response)
-            if delay is None:
+            if response.status_code == 429 and delay is None and attempt == 0 and self._at_the_edge(kind):
+                # Our own requests fill the window and one arrived early: hold slots longer from now on, and go
+                # again when the limiter frees a slot (the window is full anyway; nobody else needs to wait).
+                self.limiter.widen_guard(self.account, kind)
+                delay = 0.0
+            elif delay is None:
                 delay = backoff_delay(attempt + 1, base=self.backoff_base, cap=self.backoff_cap)
             else:
                 delay = min(delay, max(self.backoff_cap, 1.0))
-            if response.status_code == 429:
+            if response.status_code == 429 and delay:
                 # Every worker on this account backs off, not just this one.
                 self.limiter.penalize(self.account, delay, kind)
         return self._again(attempt, error, delay)
+
+    def _at_the_edge(self, kind: str) -> bool:
+        """A 429 the guard can answer: this limiter's own slots fill the window and the guard can still grow."""
+        return self.limiter.guard_ms(self.account, kind) < GUARD_MAX_MS and self.limiter.at_edge(self.account, kind)
 
     # --- CRM v3 -------------------------------------------------------------------------------------------
     def get_properties(self, collection: str) -> list[dict]:
