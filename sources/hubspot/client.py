@@ -229,7 +229,7 @@ class HubSpotClient:
         delay = None
         if attempt < self.max_retries:
             delay = _retry_after(response)
-            if response.status_code == 429 and delay is None and attempt == 0 and self._at_the_edge(kind):
+            if response.status_code == 429 and delay is None and self._at_the_edge(kind):
                 # Our own requests fill the window and one arrived early: hold slots longer from now on, and go
                 # again when the limiter frees a slot (the window is full anyway; nobody else needs to wait).
                 self.limiter.widen_guard(self.account, kind)

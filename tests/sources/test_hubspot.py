@@ -647,3 +647,31 @@ def test_clients_of_one_run_share_its_meter(sandbox, workspace, settings):
     assert 1 <= reading.peak_search_1s <= 3
     assert (reading.budget_10s, reading.search_budget_1s) == (110, 5)
     assert reading.in_flight == 0 and reading.rate_limited == 0
+
+
+def test_a_429_at_the_windows_edge_widens_the_guard_and_pauses_nobody(sandbox, workspace, settings, monkeypatch):
+    """Our search window is looser than HubSpot's (5 per 900 ms against 5 per second) and holds no guard: requests
+    arrive at HubSpot too early at the window's edge and meet 429s. Each widens the account's guard by 25 ms and
+    goes again as soon as our limiter frees a slot (no backoff, no worker paused), until slots are held a whole
+    second and the 429s stop."""
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 5
+    settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 900
+    settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 0
+    sandbox.set_knobs(rate_limits=True, search_rate_limit=5)
+    client = HubSpotClient(make_source(sandbox, workspace), max_retries=12)
+    paused: list[float] = []
+    monkeypatch.setattr(client.limiter, "penalize", lambda account, seconds, kind="general": paused.append(seconds))
+    body = {
+        "limit": 10,
+        "properties": ["email"],
+        "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+        "filterGroups": [],
+    }
+    for _ in range(20):
+        assert len(client.search_page("contacts", body)["results"]) == 10
+    limited = client.meter.snapshot().rate_limited
+    guard = client.limiter.guard_ms(str(PORTAL), "search")
+    print(f"edge 429s: {limited}, guard {guard} ms, {client.api_calls} calls")
+    assert paused == []
+    assert 100 <= guard <= 150  # 900 + 100 ms is HubSpot's second; a little more for the arrival jitter
+    assert 4 <= limited <= 7 and client.retries == limited

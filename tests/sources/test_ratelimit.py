@@ -301,3 +301,46 @@ def test_low_remaining_from_our_own_requests_does_not_slow_down(backend):
     started = time.monotonic()
     limiter.acquire(account)  # the 10th slot of the window: free, no pause
     assert time.monotonic() - started < 0.05
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_a_widened_guard_holds_slots_longer_on_every_worker_up_to_its_cap(settings, backend):
+    """A 429 at the window's edge widens the account's guard for every worker (another instance, in Redis: another
+    process), by GUARD_STEP_MS up to GUARD_MAX_MS; slots are then held window + guard; other accounts and
+    budgets keep the configured guard; `reset` forgets it."""
+    settings.HUBSPOT_SEARCH_RATE_LIMIT = 2
+    settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 100
+    settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 10
+    if backend == "local":
+        first = second = LocalRateLimiter()
+    else:
+        import redis
+
+        first = RedisRateLimiter(redis.Redis.from_url(REDIS_URL))
+        second = RedisRateLimiter(redis.Redis.from_url(REDIS_URL))
+    account = uuid.uuid4().hex
+    assert first.guard_ms(account, SEARCH) == 10
+    assert first.widen_guard(account, SEARCH) == 10 + ratelimit.GUARD_STEP_MS
+    for _ in range(20):
+        first.widen_guard(account, SEARCH)
+    assert second.guard_ms(account, SEARCH) == ratelimit.GUARD_MAX_MS
+    assert second.guard_ms(account, GENERAL) == 10 and second.guard_ms("other", SEARCH) == 10
+    stamps = hammer([second, second], account, 3, kind=SEARCH)
+    assert len(stamps) == 6
+    # 2 per (100 ms + 250 ms): three windows between the first and the last pair.
+    assert max(stamps) - min(stamps) >= 2 * 0.35 - 0.02
+    assert max_in_window(stamps, 0.33) <= 2
+    second.reset(account)
+    assert first.guard_ms(account, SEARCH) == 10
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_at_edge_only_when_our_own_slots_fill_the_window(backend):
+    limiter = LocalRateLimiter(BUDGETS) if backend == "local" else redis_limiter(BUDGETS)
+    account = uuid.uuid4().hex
+    for _ in range(8):
+        limiter.acquire(account)
+    assert not limiter.at_edge(account)  # 8 of 10: a 429 now means someone else spends the budget
+    limiter.acquire(account)
+    assert limiter.at_edge(account)
+    assert not limiter.at_edge(account, SEARCH)
