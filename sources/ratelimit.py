@@ -12,10 +12,12 @@ something outside this limiter is spending the budget), and `penalize()` makes e
 after a 429.
 
 HubSpot counts a request when it arrives, a varying few milliseconds after its slot was taken here, so each slot
-is held a guard longer than its window. The guard starts small and learns: a 429 met while this limiter's own
-slots fill the window (the arrival jitter exceeded the guard, nobody else is spending the budget) widens it for
-that account and budget on every worker, and the request goes again as soon as a slot frees instead of backing
-off; a widened guard relaxes to the configured one after GUARD_KEEP_S without such a 429.
+is held a guard longer than its window. The guard starts small and learns. A 429 met while this limiter's own
+slots fill the window (the arrival jitter exceeded the guard; nobody else is spending the budget) costs one slot:
+the request goes again as soon as a slot frees, without backing off or pausing anyone. A second such 429 within
+GUARD_WIDEN_WITHIN_S widens the guard of that account and budget by GUARD_STEP_MS (up to GUARD_MAX_MS) on every
+worker; each GUARD_RELAX_S without one narrows it a step again. So one late arrival now and then does not hold
+every slot longer for good, and steady jitter is met by a guard that fits it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ SEARCH = "search"
 KINDS = (GENERAL, SEARCH)
 GUARD_STEP_MS = 25
 GUARD_MAX_MS = 250
-GUARD_KEEP_S = 600
+GUARD_WIDEN_WITHIN_S = 30.0
+GUARD_RELAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class RateLimiter:
 
     def guard_ms(self, account: str, kind: str = GENERAL) -> int:
         """How long past its window each slot of (account, kind) is held now."""
-        return max(self._base_guard(), self._learned_guard(account, kind))
+        return max(self._base_guard(), self._learned_guard(account, kind)[0])
 
     def at_edge(self, account: str, kind: str = GENERAL) -> bool:
         """Whether this limiter's own slots fill the current window (all but one at least): a 429 then means a
@@ -110,12 +113,11 @@ class RateLimiter:
         used = self._used(account, kind, budget)
         return budget.limit > 0 and used is not None and used >= budget.limit - 1
 
-    def widen_guard(self, account: str, kind: str = GENERAL) -> int:
-        """After a 429 at the window's edge: hold every slot of (account, kind) GUARD_STEP_MS longer (up to
-        GUARD_MAX_MS) on every worker, for GUARD_KEEP_S. Returns the new guard."""
-        guard = min(GUARD_MAX_MS, self.guard_ms(account, kind) + GUARD_STEP_MS)
-        self._set_guard(account, kind, guard)
-        log.info("HubSpot %s budget of %s: a 429 at the window's edge, guard now %s ms", kind, account, guard)
+    def edge_429(self, account: str, kind: str = GENERAL) -> int:
+        """Note a 429 met at the window's edge: the second within GUARD_WIDEN_WITHIN_S holds every slot of
+        (account, kind) GUARD_STEP_MS longer (up to GUARD_MAX_MS) on every worker. Returns the guard now."""
+        guard = self._note_edge(account, kind, self._base_guard())
+        log.info("HubSpot %s budget of %s: a 429 at the window's edge (guard %s ms)", kind, account, guard)
         return guard
 
     def observe(self, account: str, headers: Mapping[str, str], kind: str = GENERAL) -> None:
@@ -174,10 +176,11 @@ class RateLimiter:
         past the window, or the learned guard when longer; `guard` < 0: exactly the window."""
         raise NotImplementedError
 
-    def _learned_guard(self, account: str, kind: str) -> int:
-        return 0
+    def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
+        """(guard ms, when it last changed or met an edge 429, in the backend's clock) or (0, 0)."""
+        return 0, 0.0
 
-    def _set_guard(self, account: str, kind: str, ms: int) -> None:
+    def _note_edge(self, account: str, kind: str, base: int) -> int:
         raise NotImplementedError
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
@@ -199,23 +202,34 @@ class LocalRateLimiter(RateLimiter):
         self._lock = threading.Lock()
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._paused_until: dict[tuple[str, str], float] = {}
-        self._guards: dict[tuple[str, str], tuple[int, float]] = {}  # learned guard ms, kept until (monotonic)
+        self._guards: dict[tuple[str, str], tuple[int, float]] = {}  # (learned guard ms, monotonic of its last news)
 
-    def _learned_guard(self, account: str, kind: str) -> int:
-        ms, until = self._guards.get((account, kind), (0, 0.0))
-        return ms if until > time.monotonic() else 0
+    def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
+        return self._guards.get((account, kind), (0, 0.0))
 
-    def _set_guard(self, account: str, kind: str, ms: int) -> None:
+    def _note_edge(self, account: str, kind: str, base: int) -> int:
         with self._lock:
-            self._guards[(account, kind)] = (ms, time.monotonic() + GUARD_KEEP_S)
+            now = time.monotonic()
+            guard, last = self._guards.get((account, kind), (0, 0.0))
+            guard = max(guard, base)
+            if last and now - last < GUARD_WIDEN_WITHIN_S:
+                guard = min(GUARD_MAX_MS, guard + GUARD_STEP_MS)
+            self._guards[(account, kind)] = (guard, now)
+            return guard
+
+    def _relaxed(self, key: tuple[str, str], base: int, now: float) -> int:
+        """The guard of `key` (at least `base`), a step narrower for each GUARD_RELAX_S without an edge 429."""
+        guard, last = self._guards.get(key, (0, 0.0))
+        if guard > base and now - last > GUARD_RELAX_S:
+            guard = max(base, guard - GUARD_STEP_MS)
+            self._guards[key] = (guard, now)
+        return max(guard, base)
 
     def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
         key = (account, kind)
-        if guard >= 0:
-            guard = max(guard, self._learned_guard(account, kind))
-        window = (budget.window_ms + max(0, guard)) / 1000.0
         with self._lock:
             now = time.monotonic()
+            window = (budget.window_ms + (self._relaxed(key, guard, now) if guard >= 0 else 0)) / 1000.0
             pause = self._paused_until.get(key, 0.0) - now
             if pause > 0:
                 return max(1, int(pause * 1000))
@@ -249,7 +263,8 @@ class LocalRateLimiter(RateLimiter):
 
 
 # KEYS[1] the window (sorted set of slot ids scored by ms), KEYS[2] the pause ("not before", ms), KEYS[3] the
-# learned guard (ms). ARGV: limit, window_ms, a unique slot id, the configured guard (ms; < 0: none).
+# learned guard (hash: g = ms, t = ms of its last news). ARGV: limit, window_ms, a unique slot id, the configured
+# guard (ms; < 0: none), the guard's step (ms), ms without an edge 429 that narrow it a step.
 # Returns 0 (slot taken) or the ms to wait.
 _TAKE = """
 local t = redis.call('TIME')
@@ -258,8 +273,15 @@ local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local guard = tonumber(ARGV[4])
 if guard >= 0 then
-  local learned = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if learned > guard then guard = learned end
+  local learned = tonumber(redis.call('HGET', KEYS[3], 'g') or '0')
+  if learned > guard then
+    local last = tonumber(redis.call('HGET', KEYS[3], 't') or '0')
+    if now - last > tonumber(ARGV[6]) then
+      learned = math.max(guard, learned - tonumber(ARGV[5]))
+      redis.call('HSET', KEYS[3], 'g', learned, 't', now)
+    end
+    guard = learned
+  end
   window = window + guard
 end
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -277,6 +299,21 @@ local oldest = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSC
 local wait = tonumber(oldest[2]) + window - now + 1
 if wait < 1 then wait = 1 end
 return wait
+"""
+
+# KEYS[1] the learned guard (hash g, t); ARGV: the configured guard, step, max (ms), the widening span (ms), the
+# key's lifetime (ms). Notes an edge 429 (widening the guard when the last one was within the span); returns it.
+_EDGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local guard = math.max(tonumber(redis.call('HGET', KEYS[1], 'g') or '0'), tonumber(ARGV[1]))
+local last = tonumber(redis.call('HGET', KEYS[1], 't') or '0')
+if last > 0 and now - last < tonumber(ARGV[4]) then
+  guard = math.min(tonumber(ARGV[3]), guard + tonumber(ARGV[2]))
+end
+redis.call('HSET', KEYS[1], 'g', guard, 't', now)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
+return guard
 """
 
 # KEYS[1] the pause key; ARGV[1] ms to pause from now. Only ever extends an existing pause.
@@ -302,6 +339,7 @@ class RedisRateLimiter(RateLimiter):
         self.redis = client
         self._take = client.register_script(_TAKE)
         self._pause = client.register_script(_PAUSE)
+        self._edge = client.register_script(_EDGE)
 
     def _keys(self, account: str, kind: str) -> list[str]:
         base = f"{self.prefix}:{account}:{kind}"
@@ -316,7 +354,14 @@ class RedisRateLimiter(RateLimiter):
             return int(
                 self._take(
                     keys=self._keys(account, kind),
-                    args=[budget.limit, budget.window_ms, uuid.uuid4().hex, guard],
+                    args=[
+                        budget.limit,
+                        budget.window_ms,
+                        uuid.uuid4().hex,
+                        guard,
+                        GUARD_STEP_MS,
+                        int(GUARD_RELAX_S * 1000),
+                    ],
                 )
             )
         except redis.exceptions.ConnectionError:
@@ -325,27 +370,33 @@ class RedisRateLimiter(RateLimiter):
             _mark_redis_down()
             return _fallback()._try_take(account, kind, budget, guard)
 
-    def _learned_guard(self, account: str, kind: str) -> int:
+    def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
         import redis
 
         if _redis_down():
             return _fallback()._learned_guard(account, kind)
         try:
-            return int(self.redis.get(self._keys(account, kind)[2]) or 0)
+            guard, last = self.redis.hmget(self._keys(account, kind)[2], "g", "t")
         except redis.exceptions.ConnectionError:
-            return 0
+            return 0, 0.0
+        return int(guard or 0), float(last or 0)
 
-    def _set_guard(self, account: str, kind: str, ms: int) -> None:
+    def _note_edge(self, account: str, kind: str, base: int) -> int:
         import redis
 
         if _redis_down():
-            _fallback()._set_guard(account, kind, ms)
-            return
+            return _fallback()._note_edge(account, kind, base)
+        lifetime = int((GUARD_RELAX_S * GUARD_MAX_MS / GUARD_STEP_MS + GUARD_WIDEN_WITHIN_S) * 1000)
         try:
-            self.redis.set(self._keys(account, kind)[2], ms, ex=GUARD_KEEP_S)
+            return int(
+                self._edge(
+                    keys=self._keys(account, kind)[2:],
+                    args=[base, GUARD_STEP_MS, GUARD_MAX_MS, int(GUARD_WIDEN_WITHIN_S * 1000), lifetime],
+                )
+            )
         except redis.exceptions.ConnectionError:
             _mark_redis_down()
-            _fallback()._set_guard(account, kind, ms)
+            return _fallback()._note_edge(account, kind, base)
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
         import redis

@@ -230,9 +230,10 @@ class HubSpotClient:
         if attempt < self.max_retries:
             delay = _retry_after(response)
             if response.status_code == 429 and delay is None and self._at_the_edge(kind):
-                # Our own requests fill the window and one arrived early: hold slots longer from now on, and go
-                # again when the limiter frees a slot (the window is full anyway; nobody else needs to wait).
-                self.limiter.widen_guard(self.account, kind)
+                # Our own requests fill the window and one arrived early: the limiter learns of it (its guard
+                # widens when this recurs), and the request goes again when a slot frees (the window is full
+                # anyway; nobody else needs to wait).
+                self.limiter.edge_429(self.account, kind)
                 delay = 0.0
             elif delay is None:
                 delay = backoff_delay(attempt + 1, base=self.backoff_base, cap=self.backoff_cap)

@@ -651,9 +651,9 @@ def test_clients_of_one_run_share_its_meter(sandbox, workspace, settings):
 
 def test_a_429_at_the_windows_edge_widens_the_guard_and_pauses_nobody(sandbox, workspace, settings, monkeypatch):
     """Our search window is looser than HubSpot's (5 per 900 ms against 5 per second) and holds no guard: requests
-    arrive at HubSpot too early at the window's edge and meet 429s. Each widens the account's guard by 25 ms and
-    goes again as soon as our limiter frees a slot (no backoff, no worker paused), until slots are held a whole
-    second and the 429s stop."""
+    arrive at HubSpot too early at the window's edge and meet 429s. Each goes again as soon as our limiter frees a
+    slot (no backoff, no worker paused), and each after the first widens the account's guard by 25 ms, until
+    slots are held a whole second and the 429s stop."""
     settings.HUBSPOT_SEARCH_RATE_LIMIT = 5
     settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 900
     settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 0
@@ -667,11 +667,11 @@ def test_a_429_at_the_windows_edge_widens_the_guard_and_pauses_nobody(sandbox, w
         "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
         "filterGroups": [],
     }
-    for _ in range(20):
+    for _ in range(30):
         assert len(client.search_page("contacts", body)["results"]) == 10
     limited = client.meter.snapshot().rate_limited
     guard = client.limiter.guard_ms(str(PORTAL), "search")
     print(f"edge 429s: {limited}, guard {guard} ms, {client.api_calls} calls")
     assert paused == []
     assert 100 <= guard <= 150  # 900 + 100 ms is HubSpot's second; a little more for the arrival jitter
-    assert 4 <= limited <= 7 and client.retries == limited
+    assert 5 <= limited <= 8 and client.retries == limited

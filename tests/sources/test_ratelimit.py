@@ -303,26 +303,32 @@ def test_low_remaining_from_our_own_requests_does_not_slow_down(backend):
     assert time.monotonic() - started < 0.05
 
 
+def guarded_limiters(backend: str) -> tuple[RateLimiter, RateLimiter]:
+    """Two workers' limiters on the configured budgets (with the guard): one shared local limiter, or two Redis
+    clients (two processes)."""
+    if backend == "local":
+        limiter = LocalRateLimiter()
+        return limiter, limiter
+    import redis
+
+    return RedisRateLimiter(redis.Redis.from_url(REDIS_URL)), RedisRateLimiter(redis.Redis.from_url(REDIS_URL))
+
+
 @pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
-def test_a_widened_guard_holds_slots_longer_on_every_worker_up_to_its_cap(settings, backend):
-    """A 429 at the window's edge widens the account's guard for every worker (another instance, in Redis: another
-    process), by GUARD_STEP_MS up to GUARD_MAX_MS; slots are then held window + guard; other accounts and
-    budgets keep the configured guard; `reset` forgets it."""
+def test_recurring_edge_429s_widen_the_guard_on_every_worker_up_to_its_cap(settings, backend):
+    """One 429 at the window's edge leaves the guard as it is; a second within GUARD_WIDEN_WITHIN_S widens it for
+    every worker (in Redis: other processes), by GUARD_STEP_MS up to GUARD_MAX_MS; slots are then held window +
+    guard. Other accounts and budgets keep the configured guard; `reset` forgets it."""
     settings.HUBSPOT_SEARCH_RATE_LIMIT = 2
     settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 100
     settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 10
-    if backend == "local":
-        first = second = LocalRateLimiter()
-    else:
-        import redis
-
-        first = RedisRateLimiter(redis.Redis.from_url(REDIS_URL))
-        second = RedisRateLimiter(redis.Redis.from_url(REDIS_URL))
+    first, second = guarded_limiters(backend)
     account = uuid.uuid4().hex
     assert first.guard_ms(account, SEARCH) == 10
-    assert first.widen_guard(account, SEARCH) == 10 + ratelimit.GUARD_STEP_MS
+    assert first.edge_429(account, SEARCH) == 10
+    assert second.edge_429(account, SEARCH) == 10 + ratelimit.GUARD_STEP_MS
     for _ in range(20):
-        first.widen_guard(account, SEARCH)
+        first.edge_429(account, SEARCH)
     assert second.guard_ms(account, SEARCH) == ratelimit.GUARD_MAX_MS
     assert second.guard_ms(account, GENERAL) == 10 and second.guard_ms("other", SEARCH) == 10
     stamps = hammer([second, second], account, 3, kind=SEARCH)
@@ -332,6 +338,34 @@ def test_a_widened_guard_holds_slots_longer_on_every_worker_up_to_its_cap(settin
     assert max_in_window(stamps, 0.33) <= 2
     second.reset(account)
     assert first.guard_ms(account, SEARCH) == 10
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_a_widened_guard_narrows_a_step_per_quiet_span(settings, monkeypatch, backend):
+    """Each GUARD_RELAX_S without an edge 429 narrows the guard a step (on the next slot taken), down to the
+    configured guard; edge 429s further apart than GUARD_WIDEN_WITHIN_S never widen it."""
+    settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 10
+    monkeypatch.setattr(ratelimit, "GUARD_RELAX_S", 0.15)
+    monkeypatch.setattr(ratelimit, "GUARD_WIDEN_WITHIN_S", 0.1)
+    first, second = guarded_limiters(backend)
+    account = uuid.uuid4().hex
+    for _ in range(3):
+        first.edge_429(account)
+    assert second.guard_ms(account) == 10 + 2 * ratelimit.GUARD_STEP_MS
+    time.sleep(0.2)
+    second.acquire(account)
+    assert first.guard_ms(account) == 10 + ratelimit.GUARD_STEP_MS
+    second.acquire(account)  # within the quiet span that followed the step: no second step yet
+    assert first.guard_ms(account) == 10 + ratelimit.GUARD_STEP_MS
+    time.sleep(0.2)
+    second.acquire(account)
+    time.sleep(0.2)
+    second.acquire(account)
+    assert first.guard_ms(account) == 10  # never below the configured guard
+    first.edge_429(account)
+    time.sleep(0.12)
+    first.edge_429(account)
+    assert second.guard_ms(account) == 10
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
