@@ -159,6 +159,13 @@ class RateLimiter:
         ours = self._used(account, kind, self.budget(account, kind))
         return ours is not None and spent <= ours + max(2, spent // 20)
 
+    def used(self, account: str, kind: str, window_ms: int) -> int | None:
+        """Slots taken for (account, kind) in the last `window_ms`, by every worker this limiter shares its
+        windows with (None: unknown or unlimited)."""
+        if self.budget(account, kind).limit <= 0:
+            return None
+        return self._used(account, kind, Budget(1, window_ms))
+
     def penalize(self, account: str, seconds: float, kind: str = GENERAL) -> None:
         """Make every caller on this account wait `seconds` (e.g. after a 429)."""
         if seconds > 0:

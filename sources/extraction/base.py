@@ -21,7 +21,7 @@ from hubsync import handoff
 from hubsync.redact import redact
 
 from ..hubspot import HubSpotClient
-from ..hubspot.meter import RequestMeter
+from ..hubspot.meter import WINDOWS_MS, RequestMeter
 from ..models import ReadPartition, Record, Source, SourceCollection, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -175,6 +175,7 @@ class EngineBase:
         """The SyncRun fields a heartbeat and the finish write: calls, the budget used and, `with_counts`, the
         counts and progress."""
         api_calls, retries = self._client_stats()
+        self._sample_account_windows()
         reading = self.meter.snapshot()
         fields: dict[str, Any] = {
             "api_calls": api_calls,
@@ -190,6 +191,18 @@ class EngineBase:
             counts, done = self.run_counts()
             fields.update(counts=counts, progress_done=done, progress_total=self.total or None)
         return fields
+
+    def _sample_account_windows(self) -> None:
+        """The account's requests in each of HubSpot's windows ending now, as the shared limiter holds them (every
+        worker's), into the run's peaks; only the part of a window since the run began (not the requests the
+        set-up pages made just before it)."""
+        if self.client is None:
+            return
+        age = self.meter.age_ms()
+        for kind, window_ms in WINDOWS_MS.items():
+            used = self.client.limiter.used(self.client.account, kind, min(window_ms, age))
+            if used:
+                self.meter.account_used(kind, used)
 
     def heartbeat(self, *, with_counts: bool = True) -> None:
         """Save progress and prove ownership; inside a page transaction this is the fence. `with_counts` False:

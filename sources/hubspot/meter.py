@@ -7,7 +7,8 @@ average: a run that spends 20 requests in 2 s used 20 of 110, whatever its lengt
 
 One `RequestMeter` per run. Every `HubSpotClient` of the run notes its requests in it (several clients in several
 threads may share one meter, so everything here is under one lock); the engine copies `snapshot()` onto the
-SyncRun at each heartbeat and at the end.
+SyncRun at each heartbeat and at the end, after sampling the shared limiter's windows (`account_used`), which
+hold the requests of every worker on the account: the peaks then count the run's helpers too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class RequestMeter:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._born = clock()
         self._lock = threading.Lock()
         self._stamps: dict[str, deque[float]] = {kind: deque() for kind in WINDOWS_MS}
         self._peaks: dict[str, int] = dict.fromkeys(WINDOWS_MS, 0)
@@ -77,6 +79,17 @@ class RequestMeter:
     def rate_limited(self) -> None:
         with self._lock:
             self._limited += 1
+
+    def age_ms(self) -> int:
+        """Milliseconds since the meter (its run) began: the part of a window ending now that is the run's."""
+        return int((self._clock() - self._born) * 1000)
+
+    def account_used(self, kind: str, used: int) -> None:
+        """The account's requests of `kind` in the window ending now, as the shared limiter counts them: every
+        worker's (a run's helpers send from other processes, whose requests never pass this meter)."""
+        key = kind if kind in WINDOWS_MS else GENERAL
+        with self._lock:
+            self._peaks[key] = max(self._peaks[key], used)
 
     def budget_seen(self, kind: str, budget: Budget) -> None:
         """The limiter's budget for the account (configured, or stricter as learned from HubSpot's headers)."""

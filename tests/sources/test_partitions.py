@@ -15,6 +15,7 @@ import sources.extraction as extract
 from sources.extraction import mirror, partitions, plan
 from sources.hubspot import HubSpotClient
 from sources.models import ChangeCounter, ReadPartition, Record, SourceCollection, SyncRun
+from sources.ratelimit import get_rate_limiter
 from sources.runs import create_run
 from sources.selectors import partition_progress
 from tests.sources.extract_helpers import PORTAL, assert_mirror_equals_sandbox, make_source, sandbox_truth, sync
@@ -411,19 +412,23 @@ def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned, mo
     assert connection.vendor == "postgresql"
     partitioned.HUBSYNC_FETCHERS = 2
     partitioned.HUBSYNC_PARTITION_RECORDS = 100
+    # Budgets that never make anyone wait, so the shared limiter keeps its windows (the run's busiest 10 s).
+    partitioned.HUBSPOT_RATE_LIMIT, partitioned.HUBSPOT_SEARCH_RATE_LIMIT = 100_000, 10_000
+    get_rate_limiter().reset(str(PORTAL))
     sandbox.seed(PORTAL, contacts=1_500, companies=0, deals=0, tickets=0)
     sandbox.set_knobs(latency_ms=30)
     source = make_source(workspace, sandbox)
     run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
     helped = {"ranges": 0}
-    sent = {"n": 0}
+    sent = {"n": 0, "general": 0}
     lock = threading.Lock()
     real_send = HubSpotClient._send
 
-    def counted(client, *args):
+    def counted(client, method, url, data, token, kind):
         with lock:
             sent["n"] += 1
-        return real_send(client, *args)
+            sent["general"] += kind == "general"
+        return real_send(client, method, url, data, token, kind)
 
     monkeypatch.setattr(HubSpotClient, "_send", counted)
 
@@ -445,6 +450,11 @@ def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned, mo
     assert helped["ranges"] >= 1
     # The run's request figure counts the helper's requests too (they reach it through the ranges' rows).
     assert finished.api_calls == sent["n"]
+    # And so does its busiest 10 s (the shared limiter's window, sampled at the heartbeats): the whole run took
+    # less than 10 s, so its busiest window holds every list request of both workers.
+    elapsed = (finished.finished_at - finished.started_at).total_seconds()
+    if elapsed < 9:
+        assert finished.peak_requests_10s == sent["general"], (finished.peak_requests_10s, sent)
     assert finished.counts["contacts"]["read"] == finished.counts["contacts"]["new"] == 1_500
     assert finished.progress_done == 1_500
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
