@@ -65,6 +65,8 @@ def empty_counts() -> dict:
 
 
 COUNT_KEYS = ("read", "new", "updated", "unchanged", "archived", "deleted", "merged")
+# What a helper spent for a run's ranges, reported in the rows of the ranges it commits (`counts`).
+SPENT_KEYS = ("calls", "retries", "limited")
 
 
 def add_counts(into: dict, counts: dict) -> None:
@@ -110,10 +112,10 @@ class EngineBase:
         self.first_ids: dict[int, int] = {}  # {collection id: HubSpot's smallest id}, seen by `estimate`
         self.last_ids: dict[int, int | None] = {}  # {collection id: HubSpot's largest id}, asked beside `estimate`
         self.top_ids: dict[int, int] = {}  # {collection id: the largest id when its ranges were planned}
-        # Requests other workers (helpers) made for this run's ranges, per collection; this helper's own requests
-        # reported so far through its ranges' rows.
-        self.helper_calls: dict[int, int] = {}
-        self.calls_reported = 0
+        # What other workers (helpers) spent for this run's ranges, per collection: {collection id: {"calls",
+        # "retries", "limited" (429s)}}; and what this helper reported so far through its ranges' rows.
+        self.helper_spent: dict[int, dict[str, int]] = {}
+        self.reported = dict.fromkeys(SPENT_KEYS, 0)
         # {collection id: whether HubSpot's list takes an id `after` (None: undecided)}, seen while planning
         self.after_checked: dict[int, bool | None] = {}
         # {(collection id, after): list page} read ahead while a plan counted (partitions.Heads)
@@ -135,8 +137,18 @@ class EngineBase:
             self.last_print = now
             self.progress(message)
 
-    def _client_stats(self) -> tuple[int, int]:
-        calls, retries = self.retired_calls + sum(self.helper_calls.values()), self.retired_retries
+    def _helpers(self, key: str) -> int:
+        return sum(spent.get(key, 0) for spent in self.helper_spent.values())
+
+    def spent(self) -> dict[str, int]:
+        """This worker's own requests, retries and 429s in this run (every thread's)."""
+        calls, retries = self._client_stats(own=True)
+        return {"calls": calls, "retries": retries, "limited": self.meter.snapshot().rate_limited}
+
+    def _client_stats(self, *, own: bool = False) -> tuple[int, int]:
+        calls, retries = self.retired_calls, self.retired_retries
+        if not own:
+            calls, retries = calls + self._helpers("calls"), retries + self._helpers("retries")
         if self.pool is not None:
             more_calls, more_retries = self.pool.stats()
             calls, retries = calls + more_calls, retries + more_retries
@@ -182,7 +194,7 @@ class EngineBase:
             "retries": retries,
             "peak_requests_10s": reading.peak_requests_10s,
             "peak_search_1s": reading.peak_search_1s,
-            "rate_limited": reading.rate_limited,
+            "rate_limited": reading.rate_limited + self._helpers("limited"),
             "requests_in_flight": reading.in_flight,
             "budget_10s": reading.budget_10s,
             "search_budget_1s": reading.search_budget_1s,

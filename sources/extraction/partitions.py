@@ -81,7 +81,7 @@ from ..hubspot import AuthError, BadRequest, HubSpotClient, HubSpotError, NeedsR
 from ..hubspot.wire import _dumps
 from ..models import ReadPartition, Record, RecordCount, SourceCollection, SyncRun
 from . import plan
-from .base import COUNT_KEYS, RunLost, add_counts, describe
+from .base import COUNT_KEYS, SPENT_KEYS, RunLost, add_counts, describe
 from .cursor import LIST_RECORDS_PER_S, SEARCH_RECORDS_PER_S, Idle, Partitioned
 from .deletions import ORDER_NOTE, ascending, ready_chunks
 from .mirror import Gone, PageCommit
@@ -692,18 +692,21 @@ class Partitions(Reads):
         update, one fence): each range's row saved once with its last position and counts. Raises
         PartitionLost when a range is no longer ours (the whole group rolls back)."""
         last = {id(part): n for n, (part, _records, _pos, _gone) in enumerate(items)}
-        calls = self._client_stats()[0] if self.helper else 0
-        if calls > self.calls_reported:
-            # A helper's requests reach the run's figures through its ranges' rows (the run's worker sums them).
-            first = items[0][0]
-            first.counts["calls"] = int(first.counts.get("calls") or 0) + calls - self.calls_reported
+        spent = self.spent() if self.helper else {}
+        first = items[0][0]
+        for key, value in spent.items():
+            # A helper's requests, retries and 429s reach the run's figures through its ranges' rows (the run's
+            # worker sums them).
+            if value > self.reported[key]:
+                first.counts[key] = int(first.counts.get(key) or 0) + value - self.reported[key]
         pages = []
         for n, (part, records, pos, gone) in enumerate(items):
             save = self._saver(part, pos) if last[id(part)] == n else None
             pages.append(PageCommit(part.sc, records, gone, counts=part.counts, checkpoint=save))
         reads_before = {id(part): int(part.counts.get("read") or 0) for part, *_rest in items}
         self.commit_pages(pages, fence=self.fence)
-        self.calls_reported = max(self.calls_reported, calls)
+        for key, value in spent.items():
+            self.reported[key] = max(self.reported[key], value)
         for part, _records, pos, _gone in items:
             part.position = pos
         for part, *_rest in {id(item[0]): item for item in items}.values():
@@ -735,16 +738,18 @@ class Partitions(Reads):
 
     def partition_totals(self, collection_ids: list[int]) -> dict[int, dict]:
         """{collection id: the counts of its ranges, summed} as committed (every worker's); the requests helpers
-        made for them are noted on the way (`helper_calls`)."""
+        made for them, their retries and 429s are noted on the way (`helper_spent`)."""
         out: dict[int, dict] = {}
-        calls: dict[int, int] = {}
+        spent: dict[int, dict[str, int]] = {}
         for collection_id, counts in ReadPartition.objects.filter(collection_id__in=collection_ids).values_list(
             "collection_id", "counts"
         ):
             add_counts(out.setdefault(collection_id, {}), counts or {})
-            calls[collection_id] = calls.get(collection_id, 0) + int((counts or {}).get("calls") or 0)
+            into = spent.setdefault(collection_id, dict.fromkeys(SPENT_KEYS, 0))
+            for key in SPENT_KEYS:
+                into[key] += int((counts or {}).get(key) or 0)
         if not self.helper:
-            self.helper_calls.update(calls)
+            self.helper_spent.update(spent)
         return out
 
     def run_partitions(self, works: list[Work], *, coordinate: bool) -> None:

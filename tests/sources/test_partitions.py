@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import requests
 from django.db import connection, connections
 
 import sources.extraction as extract
@@ -431,6 +432,29 @@ def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned, mo
         return real_send(client, method, url, data, token, kind)
 
     monkeypatch.setattr(HubSpotClient, "_send", counted)
+    # The helper's first requests meet 429s (HubSpot's answer, stubbed at the HTTP boundary of its clients only).
+    limited = {"n": 0}
+    real_reader = partitions.Partitions.thread_reader
+
+    def reader(engine):
+        copy = real_reader(engine)
+        if engine.helper:
+            real_request = copy.client.session.request
+
+            def request(method, url, **kwargs):
+                with lock:
+                    refuse = limited["n"] < 3
+                    limited["n"] += refuse
+                if not refuse:
+                    return real_request(method, url, **kwargs)
+                response = requests.Response()
+                response.status_code, response._content = 429, b'{"status":"error","category":"RATE_LIMITS"}'
+                return response
+
+            copy.client.session.request = request
+        return copy
+
+    monkeypatch.setattr(partitions.Partitions, "thread_reader", reader)
 
     def helper() -> None:
         try:
@@ -450,6 +474,8 @@ def test_two_workers_execute_one_runs_ranges(workspace, sandbox, partitioned, mo
     assert helped["ranges"] >= 1
     # The run's request figure counts the helper's requests too (they reach it through the ranges' rows).
     assert finished.api_calls == sent["n"]
+    # The helper's 429s and retries too.
+    assert limited["n"] == 3 and finished.rate_limited == 3 and finished.retries >= 3
     # And so does its busiest 10 s (the shared limiter's window, sampled at the heartbeats): the whole run took
     # less than 10 s, so its busiest window holds every list request of both workers.
     elapsed = (finished.finished_at - finished.started_at).total_seconds()
