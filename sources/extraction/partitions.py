@@ -10,9 +10,12 @@ never exceeds it.
 **Plan** (`plan_partitions`, sources.extraction.plan): HubSpot's search `total`, the smallest and largest ids (search
 sorted by hs_object_id, limit 1), and counts of id ranges (search `total`, limit 1), capped; on a Full sync of a
 held mirror the mirror's own id quantiles (one SQL query) instead. Each range is read through the list or through
-search, the split chosen from the two budgets; the split is corrected as the read goes: at most SEARCH_RANGES
-search ranges at once (they fill its budget), and an unbegun search range is claimed through the list when the
-list would otherwise run out first (never after HubSpot did not honour an id `after`). While the plan counts, the
+search, the split chosen from the two budgets; the split is corrected as the read goes: SEARCH_RANGES search ranges
+at once fill its budget (more only while the list holds the longer read), an unbegun search range is claimed
+through the list when the list would otherwise run out first (never after HubSpot did not honour an id `after`),
+and an unbegun list range through search when search would (where the properties fit a search body). The list
+never holds every fetcher: SEARCH_FETCHERS stay for search, which would otherwise idle whenever the list's
+10-s window is spent and every fetcher waits for it. While the plan counts, the
 list reads ahead from id 0 and from the first cuts the counts find (`Heads`): the ranges that start there take those
 pages (`head_pages`) instead of asking again, and each stream's first id, against the smallest id above its cut that
 the count saw, proves (or disproves) that HubSpot takes an id `after`: the list ranges then start proven (or go
@@ -20,7 +23,8 @@ straight to search) without a count of their own.
 
 **Splits.** When a fetcher would idle (nothing left to claim), the running range with the most records ahead is
 cut in two at the middle of what it has not read (`split_partition`): its row's high bound is lowered and the upper
-half becomes a new pending range (through search while that budget has room), in one transaction. The writer
+half becomes a new pending range (through search while that budget has room or the list holds the longer read), in
+one transaction. The writer
 trims what the fetcher had already read above the cut; the fetcher ends the range there and confirms its last
 deletion candidates (`_split_end`). So an uneven plan, and the read's end, never leave a budget idle.
 
@@ -33,8 +37,8 @@ range ends at the first id above its high bound. **Search ranges** are keyset-pa
 id read and LTE the high bound, sorted ascending, never an `after` offset (so never the 10,000 cap), carrying the
 properties themselves (those that do not fit in the 3,000-character body are read by batch read: the client does
 that, and the run's notes say what it cost). A search range's rest that fits one list page (the page's `total` says
-it) is read through the list from the last id read, once the list's `after` is proven: a list slot costs half what
-a search slot does.
+it) is read through the list from the last id read, once the list's `after` is proven and while its window has room:
+a list slot costs half what a search slot does.
 
 **Deletion check** per range, exactly as a list read does it (sources.extraction.deletions): pages come in
 ascending id order, so every mirror id in (covered, last id of the page] the page did not return is a candidate,
@@ -80,6 +84,7 @@ from hubsync.querylog import forget_queries
 from ..hubspot import AuthError, BadRequest, HubSpotClient, HubSpotError, NeedsReconnect
 from ..hubspot.wire import _dumps
 from ..models import ReadPartition, Record, RecordCount, SourceCollection, SyncRun
+from ..ratelimit import GENERAL
 from . import plan
 from .base import COUNT_KEYS, SPENT_KEYS, RunLost, add_counts, describe
 from .cursor import LIST_RECORDS_PER_S, SEARCH_RECORDS_PER_S, Idle, Partitioned
@@ -97,6 +102,10 @@ GROUP_PAGES = 16
 # Search ranges read at once, at most: a few fill the search budget (5 pages/s; one range reads a page per
 # round trip), and more would only leave search holding the most work at the read's end while the list idles.
 SEARCH_RANGES = 4
+# Fetchers kept for search ranges while search can carry a collection (of more than twice as many): list ranges
+# never hold every fetcher (when the list's 10-s window is spent, list fetchers wait for it, and search would idle
+# with work left).
+SEARCH_FETCHERS = 2
 # Search requests a plan may spend counting ranges (each is 0.2 s of the 5/s search budget).
 MAX_PLAN_COUNTS = 6
 # List ranges of a collection whose first page a search count verified (HubSpot honoured the id `after`: nothing
@@ -549,20 +558,41 @@ class Partitions(Reads):
         more = bool(after_token(page)) and bool(ids)
         last_id = max([last_id, *ids])
         rest = int(page.get("total") or 0) - len(results)
-        if more and 0 < rest <= LIST_LIMIT - 2 and self.pool is not None and self.pool.after_proven(sc.pk):
+        if (
+            more
+            and 0 < rest <= LIST_LIMIT - 2
+            and self.pool is not None
+            and self.pool.after_proven(sc.pk)
+            and self._list_has_room()
+        ):
             # What the range still holds fits in one list page: a search page would carry it in a slot worth 200
-            # records (5/s), a list page in one worth 100 (11/s). The list goes on from the last id read (the
-            # page may start with it, and must reach past the range's end to say it ended: 2 records of room).
+            # records (5/s), a list page in one worth 100 (11/s), while the list's window has room (spent, its
+            # ranges wait and search would idle). The list goes on from the last id read (the page may start with
+            # it, and must reach past the range's end to say it ended: 2 records of room).
             return results, replace(pos, via=plan.LIST, after=str(last_id), last_id=last_id, verified=True, note="")
         return results, replace(pos, last_id=last_id, done=not more, note="")
 
+    def _list_has_room(self) -> bool:
+        """Whether the account's list window has a tenth of its budget free now (every worker's requests)."""
+        limiter, account = self.hubspot.limiter, self.hubspot.account
+        budget = limiter.budget(account, GENERAL)
+        used = limiter.used(account, GENERAL, budget.window_ms)
+        return used is None or used <= budget.limit * 0.9
+
     # --- claims -------------------------------------------------------------------------------------------------
     def claim_partition(
-        self, collection_ids: list[int], prefer: list[str], *, search_full: bool = False
+        self,
+        collection_ids: list[int],
+        prefer: list[str],
+        *,
+        search_full: bool = False,
+        only: str | None = None,
+        searchable: frozenset[int] = frozenset(),
     ) -> ReadPartition | None:
         """A pending range (or one whose reader stopped beating) of these collections, now ours. `search_full`:
         enough ranges already go through search to fill its budget (an unbegun search range goes through the
-        list instead)."""
+        list instead). `only`: a range read through that budget or none (an unbegun one of the other may be
+        turned). `searchable`: the collections whose properties a search body carries."""
         stale = timezone.now() - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS)
         claimable = Q(status=ReadPartition.Status.PENDING) | Q(
             status=ReadPartition.Status.RUNNING, heartbeat_at__lt=stale
@@ -572,7 +602,7 @@ class Partitions(Reads):
                 claimable, collection_id__in=collection_ids
             )
             row = None
-            for via in prefer:
+            for via in [only] if only else prefer:
                 row = base.filter(via=via).order_by("-estimate", "index").first()
                 if row is not None:
                     break
@@ -580,20 +610,29 @@ class Partitions(Reads):
                 row = base.order_by("-estimate", "index").first()
             if row is None:
                 return None
+            turn = (only or prefer[0]) == plan.SEARCH and self._may_turn(row, collection_ids, searchable, search_full)
+            if only and row.via != only and not turn:
+                return None
             if row.status == ReadPartition.Status.RUNNING:
                 logger.warning("partition %s of %s taken over from %s", row.index, row.collection_id, row.worker)
             fields = ["status", "worker", "heartbeat_at"]
-            if (
+            if turn:
+                # Search is short of ranges (its fetchers idle) and this list range is not begun: read it through
+                # search, while what search then holds still runs out no later than what the list holds.
+                row.via = plan.SEARCH
+                row.verified = True
+                fields += ["via", "verified"]
+            elif (
                 row.via == plan.SEARCH
+                and not only
                 and not (self.pool is not None and self.pool.after_broken)
                 and _unstarted(row)
-                and (search_full or self._list_would_finish_first(collection_ids, row))
+                and (search_full or self._finishes_first(collection_ids, row, plan.LIST))
             ):
                 # The plan's split was a guess (the search budget also pays the plan's counts and the list ranges'
                 # checks): when what the list ranges still hold would run out before what search still holds,
                 # this search range (not begun) is read through the list instead, so both budgets stay full
-                # until the read's end. (Never the other way: a list range's properties may not fit in a search
-                # body.)
+                # until the read's end. (The other way only where the collection's properties fit a search body.)
                 row.via = plan.LIST
                 row.after = "" if row.low <= 0 else str(row.low)
                 row.verified = row.low <= 0
@@ -604,7 +643,23 @@ class Partitions(Reads):
             row.save(update_fields=fields)
         return row
 
-    def _list_would_finish_first(self, collection_ids: list[int], row: ReadPartition) -> bool:
+    def _may_turn(
+        self, row: ReadPartition, collection_ids: list[int], searchable: frozenset[int], search_full: bool
+    ) -> bool:
+        """Whether a pending list range may be read through search instead (the other way is decided in
+        `claim_partition`): not begun, its pages not read ahead, its collection's properties fit a search body,
+        search has room, and search would still finish first."""
+        return (
+            row.via == plan.LIST
+            and not search_full
+            and row.collection_id in searchable
+            and _unstarted(row)
+            and row.low not in self.read_ahead.get(row.collection_id, ())
+            and self._finishes_first(collection_ids, row, plan.SEARCH)
+        )
+
+    def _records_left(self, collection_ids: list[int]) -> dict[str, int]:
+        """The records each budget still has to read in the ranges of these collections (every worker's)."""
         left = {plan.LIST: 0, plan.SEARCH: 0}
         for via, estimate, counts in (
             ReadPartition.objects.filter(collection_id__in=collection_ids)
@@ -612,18 +667,52 @@ class Partitions(Reads):
             .values_list("via", "estimate", "counts")
         ):
             left[via] = left.get(via, 0) + max(0, estimate - int((counts or {}).get("read") or 0))
-        size = max(row.estimate, 1)
+        return left
+
+    @staticmethod
+    def _seconds(left: dict[str, int]) -> dict[str, float]:
+        """How long each budget takes to read what it holds."""
         # What each budget really carries: the limiter holds every slot its guard longer than the window (25 ms
         # on search's 1 s window is 2.5 %), and search also pays a count for every list range's first page.
         guard = max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
         list_rate = LIST_RECORDS_PER_S * 10_000 / (10_000 + guard)
         search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9
-        return (left[plan.LIST] + size) / list_rate <= (left[plan.SEARCH] - size) / search_rate
+        return {plan.LIST: left[plan.LIST] / list_rate, plan.SEARCH: left[plan.SEARCH] / search_rate}
 
-    def split_partition(self, active: dict[int, Part], by_id: dict[int, Work], busy: dict[str, int]) -> bool:
+    def _finishes_first(self, collection_ids: list[int], row: ReadPartition, to: str) -> bool:
+        """Whether, with `row` (pending) read through `to`, what that budget then holds would run out no later than
+        what the other holds."""
+        left = self._records_left(collection_ids)
+        size = max(row.estimate, 1)
+        left[row.via] -= size
+        left[to] += size
+        seconds = self._seconds(left)
+        other = plan.SEARCH if to == plan.LIST else plan.LIST
+        return seconds[to] <= seconds[other]
+
+    def _carries(self, work: Work) -> bool:
+        if work.carries is None:
+            work.carries = self.search_carries_all(work.names)
+        return work.carries
+
+    def _list_behind(self, collection_ids: list[int]) -> bool:
+        """Whether what the list holds takes longer to read than what search holds."""
+        seconds = self._seconds(self._records_left(collection_ids))
+        return seconds[plan.LIST] > seconds[plan.SEARCH]
+
+    def split_partition(
+        self,
+        active: dict[int, Part],
+        by_id: dict[int, Work],
+        busy: dict[str, int],
+        *,
+        only: str | None = None,
+        to_search: bool = False,
+    ) -> bool:
         """Split the running range with the most records ahead (with a known upper id): its upper half becomes a
-        new pending range (through search when that budget has room and the properties fit, else the list), in
-        one transaction with its row's lowered high bound. Whether one was split."""
+        new pending range (through search when that budget has room or `to_search`, and the properties fit, else
+        the list; `only`: through that budget or no split), in one transaction with its row's lowered high bound.
+        Whether one was split."""
         candidates = [
             p
             for p in active.values()
@@ -638,11 +727,9 @@ class Partitions(Reads):
         start = max(part.position.last_id, part.fetched_to, part.low)
         if ahead < SPLIT_MIN_RECORDS * SPLIT_SEARCH_SHARE or top - start < 2:
             return False
-        work = by_id[part.sc.pk]
-        if work.carries is None:
-            work.carries = self.search_carries_all(work.names)
-        via = plan.SEARCH if work.carries and busy.get(plan.SEARCH, 0) < SEARCH_RANGES else plan.LIST
-        if via == plan.LIST and ahead < SPLIT_MIN_RECORDS:
+        room = to_search or busy.get(plan.SEARCH, 0) < SEARCH_RANGES
+        via = plan.SEARCH if self._carries(by_id[part.sc.pk]) and room else plan.LIST
+        if (via == plan.LIST and ahead < SPLIT_MIN_RECORDS) or (only and via != only):
             return False
         cut = start + (top - start) // 2
         share = ahead // 2
@@ -765,14 +852,25 @@ class Partitions(Reads):
         try:
             while True:
                 live = [pk for pk, w in by_id.items() if not w.failed]
+                searchable = frozenset(pk for pk in live if self._carries(by_id[pk]))
+                list_room = pool.size - (SEARCH_FETCHERS if searchable and pool.size > 2 * SEARCH_FETCHERS else 0)
                 while live and len(active) < pool.size:
                     busy = {v: sum(1 for p in active.values() if p.position.via == v) for v in weights}
                     prefer = sorted(weights, key=lambda v: busy[v] / weights[v])
-                    search_full = busy[plan.SEARCH] >= SEARCH_RANGES
+                    # Enough search ranges fill its budget; more only while the list holds the longer read (then
+                    # search takes ranges split from the list's, so both budgets run to the end).
+                    behind = bool(searchable) and self._list_behind(live)
+                    search_full = busy[plan.SEARCH] >= SEARCH_RANGES and not behind
                     if search_full:
                         prefer = [plan.LIST]
-                    row = self.claim_partition(live, prefer, search_full=search_full)
-                    if row is None and not self.helper and self.split_partition(active, by_id, busy):
+                    # The list holds all the fetchers it may: a free one reads through search or waits.
+                    only = plan.SEARCH if busy[plan.LIST] >= list_room and not search_full else None
+                    row = self.claim_partition(live, prefer, search_full=search_full, only=only, searchable=searchable)
+                    if (
+                        row is None
+                        and not self.helper
+                        and self.split_partition(active, by_id, busy, only=only, to_search=behind)
+                    ):
                         continue  # the new range is claimed next
                     if row is None:
                         break

@@ -51,9 +51,9 @@ def splits_made(monkeypatch) -> list[int]:
     splits: list[int] = []
     real = partitions.Partitions.split_partition
 
-    def counted(engine, active, *args):
+    def counted(engine, active, *args, **kwargs):
         highs = {pk: part.high for pk, part in active.items()}
-        done = real(engine, active, *args)
+        done = real(engine, active, *args, **kwargs)
         if done:
             splits.extend(part.high for pk, part in active.items() if part.high != highs[pk])
         return done
@@ -113,6 +113,29 @@ def test_running_ranges_split_so_no_fetcher_idles_and_nothing_is_lost(workspace,
     assert changes_allocated(source) == 1_500  # no record committed twice (by a range and its split-off half)
 
 
+def test_list_ranges_leave_fetchers_to_search_which_reads_unbegun_list_ranges(
+    workspace, sandbox, partitioned, monkeypatch
+):
+    """With more than twice SEARCH_FETCHERS fetchers the list never holds them all: a free fetcher the list may not
+    have reads through search, and finding only list ranges pending it reads an unbegun one (not read ahead)
+    through search while search holds the shorter read. Planned all through the list, no splits: search ranges
+    appear all the same, and the mirror is exact."""
+    partitioned.HUBSYNC_FETCHERS = 6
+    partitioned.HUBSYNC_PARTITION_MAX = 16
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)  # no splits: only the turns make search ranges
+    monkeypatch.setattr(partitions, "HEADS", 1)
+    monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.LIST] * len(ranges))
+    sandbox.seed(PORTAL, contacts=2_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    seen = vias_seen(monkeypatch)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert plan.SEARCH in set().union(*seen)
+    assert run.counts["contacts"]["read"] == run.counts["contacts"]["new"] == 2_000
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 2_000
+
+
 def test_small_rests_of_list_ranges_are_split_towards_an_idle_search(workspace, sandbox, partitioned, monkeypatch):
     """Ranges below SPLIT_MIN_RECORDS are not split towards the list, but towards search (while it has room) from
     SPLIT_SEARCH_SHARE of it: at the read's end the list's window is often spent while search idles."""
@@ -143,7 +166,7 @@ def test_a_kill_at_every_checkpoint_loses_nothing_and_rewrites_nothing(
     if mode == "rest-by-list":  # search ranges of ~230 records: a page, then the rest through the list
         partitioned.HUBSYNC_PARTITION_RECORDS = 280
         monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.SEARCH] * len(ranges))
-        monkeypatch.setattr(partitions.Partitions, "_list_would_finish_first", lambda *args: False)
+        monkeypatch.setattr(partitions.Partitions, "_finishes_first", lambda engine, ids, row, to: to == plan.SEARCH)
         monkeypatch.setattr(partitions, "HEADS", 1)  # no range but the first starts where the list read ahead
         # (so no stream from a cut proves the list's `after`, which the sandbox's list does take: given here)
         monkeypatch.setattr(partitions.FetcherPool, "after_proven", lambda pool, collection_id: True)
