@@ -173,10 +173,20 @@ class Part:
     estimate: int = 0
     fetched_to: int = 0  # the last id the fetcher has read (its pages may still wait for the writer)
     ended: bool = False  # the fetcher has read the range's last page (it may still wait for the writer)
+    pace: tuple[int, int] | None = None  # the fetcher's last page: (records after its first, their id span)
+    left: int | None = None  # what a search page's `total` said the range still holds above the fetcher
+
+    def begun(self) -> bool:
+        """Whether the fetcher read a page of the range (before that, a split-off range's estimate is a guess)."""
+        return max(self.position.last_id, self.fetched_to) > self.low
 
     def remaining(self, top: int | None) -> int:
-        """Records still to read, about: the plan's estimate less what was read, the estimate's share of the id
-        span still ahead, or the density read so far over that span (the largest: an estimate can be low)."""
+        """Records still to read, about: what the last search page's `total` said; else the plan's estimate less
+        what was read, or the estimate's share of the id span still ahead when larger (an estimate can be low),
+        but no more than the density read so far over that span (ids are uneven: a range across a gap of
+        millions of ids would otherwise seem to hold millions of records)."""
+        if self.left is not None:
+            return self.left
         high = self.high if self.high is not None else top
         at = max(self.position.last_id, self.fetched_to, self.low)
         read = int(self.counts.get("read") or 0)
@@ -185,8 +195,9 @@ class Part:
             return max(0, by_count)
         ahead = max(0, high - at)
         by_span = int(self.estimate * ahead / (high - self.low))
-        by_density = int(read * ahead / (at - self.low)) if read and at > self.low else 0
-        return max(0, by_count, by_span, by_density)
+        if read and at > self.low:
+            by_span = min(by_span, int(read * ahead / (at - self.low)))
+        return max(0, by_count, by_span)
 
     @classmethod
     def of(cls, row: ReadPartition, sc: SourceCollection) -> Part:
@@ -419,9 +430,11 @@ class Partitions(Reads):
                     )
                     continue
             else:
-                results, next_pos = self._search_step(sc, low, high, pos, names)
+                results, next_pos, part.left = self._search_step(sc, low, high, pos, names)
             ids = [int(r["id"]) for r in results]
             part.fetched_to = max(part.fetched_to, next_pos.last_id)
+            if len(ids) > 1 and ids[-1] > ids[0]:
+                part.pace = (len(ids) - 1, ids[-1] - ids[0])
             part.ended = next_pos.done
             last = next_pos.done
             if checking and not ascending(ids, covered):
@@ -541,7 +554,9 @@ class Partitions(Reads):
 
     def _search_step(
         self, sc: SourceCollection, low: int, high: int | None, pos: Position, names: list[str]
-    ) -> tuple[list, Position]:
+    ) -> tuple[list, Position, int | None]:
+        """One search page of the range above the last id read: its records, the position after it, and what the
+        range still holds above it (HubSpot's `total`; None once the rest goes through the list)."""
         last_id = max(pos.last_id, low)
         filters = [{"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]
         if high is not None:
@@ -569,8 +584,12 @@ class Partitions(Reads):
             # records (5/s), a list page in one worth 100 (11/s), while the list's window has room (spent, its
             # ranges wait and search would idle). The list goes on from the last id read (the page may start with
             # it, and must reach past the range's end to say it ended: 2 records of room).
-            return results, replace(pos, via=plan.LIST, after=str(last_id), last_id=last_id, verified=True, note="")
-        return results, replace(pos, last_id=last_id, done=not more, note="")
+            return (
+                results,
+                replace(pos, via=plan.LIST, after=str(last_id), last_id=last_id, verified=True, note=""),
+                None,
+            )
+        return results, replace(pos, last_id=last_id, done=not more, note=""), max(0, rest)
 
     def _list_has_room(self) -> bool:
         """Whether the account's list window has a tenth of its budget free now (every worker's requests)."""
@@ -718,6 +737,7 @@ class Partitions(Reads):
             for p in active.values()
             if not (p.position.done or p.ended or by_id[p.sc.pk].failed)
             and (p.high is not None or p.sc.pk in self.top_ids)
+            and p.begun()
         ]
         if not candidates:
             return False
@@ -732,6 +752,12 @@ class Partitions(Reads):
         if (via == plan.LIST and ahead < SPLIT_MIN_RECORDS) or (only and via != only):
             return False
         cut = start + (top - start) // 2
+        if part.pace is not None:
+            # Where the ids the fetcher reads now put half of what is ahead (ids are uneven: lengths of 1 to 11
+            # digits, big gaps); the middle of the id span could leave the upper half empty (a search page of
+            # nothing, and the next split of the same range the same).
+            records, span = part.pace
+            cut = min(cut, start + max(1, span * ahead // (2 * records)))
         share = ahead // 2
         with transaction.atomic():
             kept = int(part.counts.get("read") or 0) + ahead - share
@@ -753,6 +779,7 @@ class Partitions(Reads):
                 covered=cut if part.position.covered is not None else None,
             )
         part.high, part.estimate = cut, kept  # the writer trims what the fetcher already read above the cut
+        part.left = None  # a search page's `total` counted up to the old high bound
         planned = self.counts[part.sc.collection].get("partitions")
         if isinstance(planned, dict):
             planned["total"] = int(planned.get("total") or 0) + 1
