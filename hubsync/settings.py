@@ -437,8 +437,8 @@ HUBSPOT_SEARCH_RATE_LIMIT = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT", "5")
 HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = int(os.environ.get("HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS", "1000"))
 # Each slot is held at least this much longer than its window: HubSpot counts a request when it arrives, after a
 # varying delay, and several requests in flight would otherwise meet a 429 now and then. Two 429s at the window's
-# edge within 30 s widen the guard of that account and budget by 25 ms (up to 250 ms) on every worker; each
-# minute without one narrows it a step (sources/ratelimit.py).
+# edge within four of its windows (40 s of the list's, 4 s of search's) widen the guard of that account and budget
+# by 25 ms (up to 250 ms) on every worker; each minute without one narrows it a step (sources/ratelimit.py).
 HUBSPOT_RATE_LIMIT_GUARD_MS = int(os.environ.get("HUBSPOT_RATE_LIMIT_GUARD_MS", "25"))
 # auto (Redis when REDIS_URL, else in-process) | redis | local
 HUBSPOT_RATE_LIMITER = os.environ.get("HUBSPOT_RATE_LIMITER", "auto")

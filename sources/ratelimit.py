@@ -15,9 +15,11 @@ HubSpot counts a request when it arrives, a varying few milliseconds after its s
 is held a guard longer than its window. The guard starts small and learns. A 429 met while this limiter's own
 slots fill the window (the arrival jitter exceeded the guard; nobody else is spending the budget) costs one slot:
 the request goes again as soon as a slot frees, without backing off or pausing anyone. A second such 429 within
-GUARD_WIDEN_WITHIN_S widens the guard of that account and budget by GUARD_STEP_MS (up to GUARD_MAX_MS) on every
-worker; each GUARD_RELAX_S without one narrows it a step again. So one late arrival now and then does not hold
-every slot longer for good, and steady jitter is met by a guard that fits it.
+GUARD_WIDEN_WINDOWS of the budget's windows (40 s of the list's, 4 s of search's) widens the guard of that account
+and budget by GUARD_STEP_MS (up to GUARD_MAX_MS) on every worker; each GUARD_RELAX_S without one narrows it a step
+again. A step costs a share of the budget (25 ms of search's 1-s window is 2.5 %, 0.125 requests a second; of the
+list's 10 s, 0.25 %), so the guard widens only when 429s come about as often as the step would cost in slots: one
+late arrival now and then costs one slot and holds no slot longer.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ SEARCH = "search"
 KINDS = (GENERAL, SEARCH)
 GUARD_STEP_MS = 25
 GUARD_MAX_MS = 250
-GUARD_WIDEN_WITHIN_S = 30.0
+GUARD_WIDEN_WINDOWS = 4
 GUARD_RELAX_S = 60.0
 
 
@@ -114,9 +116,10 @@ class RateLimiter:
         return budget.limit > 0 and used is not None and used >= budget.limit - 1
 
     def edge_429(self, account: str, kind: str = GENERAL) -> int:
-        """Note a 429 met at the window's edge: the second within GUARD_WIDEN_WITHIN_S holds every slot of
+        """Note a 429 met at the window's edge: the second within GUARD_WIDEN_WINDOWS windows holds every slot of
         (account, kind) GUARD_STEP_MS longer (up to GUARD_MAX_MS) on every worker. Returns the guard now."""
-        guard = self._note_edge(account, kind, self._base_guard())
+        within_ms = GUARD_WIDEN_WINDOWS * self.budget(account, kind).window_ms
+        guard = self._note_edge(account, kind, self._base_guard(), within_ms)
         log.info("HubSpot %s budget of %s: a 429 at the window's edge (guard %s ms)", kind, account, guard)
         return guard
 
@@ -187,7 +190,7 @@ class RateLimiter:
         """(guard ms, when it last changed or met an edge 429, in the backend's clock) or (0, 0)."""
         return 0, 0.0
 
-    def _note_edge(self, account: str, kind: str, base: int) -> int:
+    def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
         raise NotImplementedError
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
@@ -214,12 +217,12 @@ class LocalRateLimiter(RateLimiter):
     def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
         return self._guards.get((account, kind), (0, 0.0))
 
-    def _note_edge(self, account: str, kind: str, base: int) -> int:
+    def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
         with self._lock:
             now = time.monotonic()
             guard, last = self._guards.get((account, kind), (0, 0.0))
             guard = max(guard, base)
-            if last and now - last < GUARD_WIDEN_WITHIN_S:
+            if last and now - last < within_ms / 1000.0:
                 guard = min(GUARD_MAX_MS, guard + GUARD_STEP_MS)
             self._guards[(account, kind)] = (guard, now)
             return guard
@@ -388,22 +391,22 @@ class RedisRateLimiter(RateLimiter):
             return 0, 0.0
         return int(guard or 0), float(last or 0)
 
-    def _note_edge(self, account: str, kind: str, base: int) -> int:
+    def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
         import redis
 
         if _redis_down():
-            return _fallback()._note_edge(account, kind, base)
-        lifetime = int((GUARD_RELAX_S * GUARD_MAX_MS / GUARD_STEP_MS + GUARD_WIDEN_WITHIN_S) * 1000)
+            return _fallback()._note_edge(account, kind, base, within_ms)
+        lifetime = int(GUARD_RELAX_S * GUARD_MAX_MS / GUARD_STEP_MS * 1000) + within_ms
         try:
             return int(
                 self._edge(
                     keys=self._keys(account, kind)[2:],
-                    args=[base, GUARD_STEP_MS, GUARD_MAX_MS, int(GUARD_WIDEN_WITHIN_S * 1000), lifetime],
+                    args=[base, GUARD_STEP_MS, GUARD_MAX_MS, within_ms, lifetime],
                 )
             )
         except redis.exceptions.ConnectionError:
             _mark_redis_down()
-            return _fallback()._note_edge(account, kind, base)
+            return _fallback()._note_edge(account, kind, base, within_ms)
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
         import redis

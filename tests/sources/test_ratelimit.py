@@ -316,7 +316,7 @@ def guarded_limiters(backend: str) -> tuple[RateLimiter, RateLimiter]:
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
 def test_recurring_edge_429s_widen_the_guard_on_every_worker_up_to_its_cap(settings, backend):
-    """One 429 at the window's edge leaves the guard as it is; a second within GUARD_WIDEN_WITHIN_S widens it for
+    """One 429 at the window's edge leaves the guard as it is; a second within GUARD_WIDEN_WINDOWS windows widens it for
     every worker (in Redis: other processes), by GUARD_STEP_MS up to GUARD_MAX_MS; slots are then held window +
     guard. Other accounts and budgets keep the configured guard; `reset` forgets it."""
     settings.HUBSPOT_SEARCH_RATE_LIMIT = 2
@@ -343,10 +343,10 @@ def test_recurring_edge_429s_widen_the_guard_on_every_worker_up_to_its_cap(setti
 @pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
 def test_a_widened_guard_narrows_a_step_per_quiet_span(settings, monkeypatch, backend):
     """Each GUARD_RELAX_S without an edge 429 narrows the guard a step (on the next slot taken), down to the
-    configured guard; edge 429s further apart than GUARD_WIDEN_WITHIN_S never widen it."""
+    configured guard; edge 429s further apart than GUARD_WIDEN_WINDOWS windows never widen it."""
     settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 10
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 25  # four windows: 100 ms
     monkeypatch.setattr(ratelimit, "GUARD_RELAX_S", 0.15)
-    monkeypatch.setattr(ratelimit, "GUARD_WIDEN_WITHIN_S", 0.1)
     first, second = guarded_limiters(backend)
     account = uuid.uuid4().hex
     for _ in range(3):
