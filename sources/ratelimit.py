@@ -44,6 +44,8 @@ GUARD_STEP_MS = 25
 GUARD_MAX_MS = 250
 GUARD_WIDEN_WINDOWS = 4
 GUARD_RELAX_S = 60.0
+# A request sent and not answered after this long (its worker died mid-request) no longer counts as in flight.
+FLIGHT_FORGET_MS = 120_000
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,23 @@ class RateLimiter:
             return None
         return self._used(account, kind, Budget(1, window_ms))
 
+    def sent(self, account: str) -> str:
+        """A request of the account leaves now; returns its token for `answered`."""
+        token = uuid.uuid4().hex
+        self._flight(account, token, add=True)
+        return token
+
+    def answered(self, account: str, token: str) -> None:
+        self._flight(account, token, add=False)
+
+    def in_flight(self, account: str) -> int | None:
+        """Requests of the account sent and not answered yet, by every worker this limiter shares its state with
+        (None: unknown)."""
+        return None
+
+    def _flight(self, account: str, token: str, *, add: bool) -> None:
+        pass
+
     def penalize(self, account: str, seconds: float, kind: str = GENERAL) -> None:
         """Make every caller on this account wait `seconds` (e.g. after a 429)."""
         if seconds > 0:
@@ -213,6 +232,7 @@ class LocalRateLimiter(RateLimiter):
         self._windows: dict[tuple[str, str], deque[float]] = {}
         self._paused_until: dict[tuple[str, str], float] = {}
         self._guards: dict[tuple[str, str], tuple[int, float]] = {}  # (learned guard ms, monotonic of its last news)
+        self._flying: dict[str, set[str]] = {}
 
     def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
         return self._guards.get((account, kind), (0, 0.0))
@@ -226,6 +246,18 @@ class LocalRateLimiter(RateLimiter):
                 guard = min(GUARD_MAX_MS, guard + GUARD_STEP_MS)
             self._guards[(account, kind)] = (guard, now)
             return guard
+
+    def _flight(self, account: str, token: str, *, add: bool) -> None:
+        with self._lock:
+            tokens = self._flying.setdefault(account, set())
+            if add:
+                tokens.add(token)
+            else:
+                tokens.discard(token)
+
+    def in_flight(self, account: str) -> int | None:
+        with self._lock:
+            return len(self._flying.get(account, ()))
 
     def _relaxed(self, key: tuple[str, str], base: int, now: float) -> int:
         """The guard of `key` (at least `base`), a step narrower for each GUARD_RELAX_S without an edge 429."""
@@ -355,6 +387,39 @@ class RedisRateLimiter(RateLimiter):
         base = f"{self.prefix}:{account}:{kind}"
         return [base, f"{base}:pause", f"{base}:guard"]
 
+    def _flight(self, account: str, token: str, *, add: bool) -> None:
+        """In flight: a sorted set of the account's requests scored by when they left (this machine's clock: one
+        round trip between the slot and the request; clocks a few seconds apart do not matter against
+        FLIGHT_FORGET_MS, after which a request its worker lost, killed mid-request, stops counting)."""
+        import redis
+
+        if _redis_down():
+            _fallback()._flight(account, token, add=add)
+            return
+        key = f"{self.prefix}:{account}:flight"
+        try:
+            if add:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.zadd(key, {token: int(time.time() * 1000)})
+                pipe.pexpire(key, FLIGHT_FORGET_MS)
+                pipe.execute()
+            else:
+                self.redis.zrem(key, token)
+        except redis.exceptions.ConnectionError:
+            _mark_redis_down()
+            _fallback()._flight(account, token, add=add)
+
+    def in_flight(self, account: str) -> int | None:
+        import redis
+
+        if _redis_down():
+            return _fallback().in_flight(account)
+        try:
+            edge = int(time.time() * 1000) - FLIGHT_FORGET_MS
+            return int(self.redis.zcount(f"{self.prefix}:{account}:flight", edge, "+inf"))
+        except redis.exceptions.ConnectionError:
+            return None
+
     def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
         import redis
 
@@ -433,7 +498,7 @@ class RedisRateLimiter(RateLimiter):
             return None
 
     def _reset(self, account: str) -> None:
-        self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)])
+        self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)], f"{self.prefix}:{account}:flight")
 
 
 @lru_cache(maxsize=4)

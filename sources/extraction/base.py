@@ -195,7 +195,7 @@ class EngineBase:
             "peak_requests_10s": reading.peak_requests_10s,
             "peak_search_1s": reading.peak_search_1s,
             "rate_limited": reading.rate_limited + self._helpers("limited"),
-            "requests_in_flight": reading.in_flight,
+            "requests_in_flight": self._in_flight(reading.in_flight),
             "budget_10s": reading.budget_10s,
             "search_budget_1s": reading.search_budget_1s,
         }
@@ -215,6 +215,13 @@ class EngineBase:
             used = self.client.limiter.used(self.client.account, kind, min(window_ms, age))
             if used:
                 self.meter.account_used(kind, used)
+
+    def _in_flight(self, own: int) -> int:
+        """Requests of the account in flight now, every worker's (the shared limiter's count), or this worker's."""
+        if self.client is None:
+            return own
+        shared = self.client.limiter.in_flight(self.client.account)
+        return own if shared is None else max(own, shared)
 
     def heartbeat(self, *, with_counts: bool = True) -> None:
         """Save progress and prove ownership; inside a page transaction this is the fence. `with_counts` False:

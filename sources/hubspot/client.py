@@ -186,9 +186,11 @@ class HubSpotClient:
         self.api_calls += 1
         started = time.monotonic()
         self.meter.started(kind)
+        flight = self.limiter.sent(self.account)
         try:
             response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
         finally:
+            self.limiter.answered(self.account, flight)
             self.meter.finished()
         log.debug(
             "HubSpot %s %s -> %s in %.0f ms %s",

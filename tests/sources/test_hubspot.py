@@ -675,3 +675,21 @@ def test_a_429_at_the_windows_edge_widens_the_guard_and_pauses_nobody(sandbox, w
     assert paused == []
     assert 100 <= guard <= 150  # 900 + 100 ms is HubSpot's second; a little more for the arrival jitter
     assert 5 <= limited <= 8 and client.retries == limited
+
+
+def test_a_request_in_flight_is_seen_by_every_worker_on_the_account(sandbox, workspace):
+    """While the client waits for HubSpot, the shared limiter counts its request in flight for any other worker
+    (the run page's figure); once answered, it no longer does."""
+    sandbox.set_knobs(latency_ms=400)
+    client = HubSpotClient(make_source(sandbox, workspace))
+    other = get_rate_limiter()  # another worker's view of the same windows
+    thread = threading.Thread(target=lambda: client.get_properties("contacts"))
+    thread.start()
+    deadline = time.monotonic() + 5
+    seen = 0
+    while time.monotonic() < deadline and not seen:
+        seen = other.in_flight(str(PORTAL)) or 0
+        time.sleep(0.02)
+    thread.join(timeout=10)
+    assert seen == 1
+    assert other.in_flight(str(PORTAL)) == 0

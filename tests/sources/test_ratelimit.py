@@ -378,3 +378,28 @@ def test_at_edge_only_when_our_own_slots_fill_the_window(backend):
     limiter.acquire(account)
     assert limiter.at_edge(account)
     assert not limiter.at_edge(account, SEARCH)
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_requests_in_flight_are_counted_across_workers(backend):
+    first, second = guarded_limiters(backend)
+    account = uuid.uuid4().hex
+    a, b, c = first.sent(account), second.sent(account), second.sent(account)
+    assert first.in_flight(account) == second.in_flight(account) == 3
+    assert first.in_flight("other") == 0
+    second.answered(account, b)
+    assert first.in_flight(account) == 2
+    first.answered(account, a)
+    second.answered(account, c)
+    assert second.in_flight(account) == 0
+
+
+@needs_redis
+def test_a_request_whose_worker_died_stops_counting_in_flight(monkeypatch):
+    monkeypatch.setattr(ratelimit, "FLIGHT_FORGET_MS", 100)
+    first, second = guarded_limiters("redis")
+    account = uuid.uuid4().hex
+    first.sent(account)  # never answered: its worker was killed mid-request
+    assert second.in_flight(account) == 1
+    time.sleep(0.15)
+    assert second.in_flight(account) == 0
