@@ -107,7 +107,7 @@ class RateLimiter:
 
     def guard_ms(self, account: str, kind: str = GENERAL) -> int:
         """How long past its window each slot of (account, kind) is held now."""
-        return max(self._base_guard(), self._learned_guard(account, kind)[0])
+        return max(self._base_guard(), self._learned_guard(account, kind))
 
     def at_edge(self, account: str, kind: str = GENERAL) -> bool:
         """Whether this limiter's own slots fill the current window (all but one at least): a 429 then means a
@@ -205,9 +205,9 @@ class RateLimiter:
         past the window, or the learned guard when longer; `guard` < 0: exactly the window."""
         raise NotImplementedError
 
-    def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
-        """(guard ms, when it last changed or met an edge 429, in the backend's clock) or (0, 0)."""
-        return 0, 0.0
+    def _learned_guard(self, account: str, kind: str) -> int:
+        """The guard (ms) edge 429s widened for (account, kind); 0: none."""
+        return 0
 
     def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
         raise NotImplementedError
@@ -234,8 +234,8 @@ class LocalRateLimiter(RateLimiter):
         self._guards: dict[tuple[str, str], tuple[int, float]] = {}  # (learned guard ms, monotonic of its last news)
         self._flying: dict[str, set[str]] = {}
 
-    def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
-        return self._guards.get((account, kind), (0, 0.0))
+    def _learned_guard(self, account: str, kind: str) -> int:
+        return self._guards.get((account, kind), (0, 0.0))[0]
 
     def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
         with self._lock:
@@ -387,6 +387,9 @@ class RedisRateLimiter(RateLimiter):
         base = f"{self.prefix}:{account}:{kind}"
         return [base, f"{base}:pause", f"{base}:guard"]
 
+    def _flight_key(self, account: str) -> str:
+        return f"{self.prefix}:{account}:flight"
+
     def _flight(self, account: str, token: str, *, add: bool) -> None:
         """In flight: a sorted set of the account's requests scored by when they left (this machine's clock: one
         round trip between the slot and the request; clocks a few seconds apart do not matter against
@@ -396,7 +399,7 @@ class RedisRateLimiter(RateLimiter):
         if _redis_down():
             _fallback()._flight(account, token, add=add)
             return
-        key = f"{self.prefix}:{account}:flight"
+        key = self._flight_key(account)
         try:
             if add:
                 pipe = self.redis.pipeline(transaction=False)
@@ -416,7 +419,7 @@ class RedisRateLimiter(RateLimiter):
             return _fallback().in_flight(account)
         try:
             edge = int(time.time() * 1000) - FLIGHT_FORGET_MS
-            return int(self.redis.zcount(f"{self.prefix}:{account}:flight", edge, "+inf"))
+            return int(self.redis.zcount(self._flight_key(account), edge, "+inf"))
         except redis.exceptions.ConnectionError:
             return None
 
@@ -445,16 +448,15 @@ class RedisRateLimiter(RateLimiter):
             _mark_redis_down()
             return _fallback()._try_take(account, kind, budget, guard)
 
-    def _learned_guard(self, account: str, kind: str) -> tuple[int, float]:
+    def _learned_guard(self, account: str, kind: str) -> int:
         import redis
 
         if _redis_down():
             return _fallback()._learned_guard(account, kind)
         try:
-            guard, last = self.redis.hmget(self._keys(account, kind)[2], "g", "t")
+            return int(self.redis.hget(self._keys(account, kind)[2], "g") or 0)
         except redis.exceptions.ConnectionError:
-            return 0, 0.0
-        return int(guard or 0), float(last or 0)
+            return 0
 
     def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
         import redis
@@ -498,7 +500,7 @@ class RedisRateLimiter(RateLimiter):
             return None
 
     def _reset(self, account: str) -> None:
-        self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)], f"{self.prefix}:{account}:flight")
+        self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)], self._flight_key(account))
 
 
 @lru_cache(maxsize=4)

@@ -607,11 +607,13 @@ class Partitions(Reads):
         search_full: bool = False,
         only: str | None = None,
         searchable: frozenset[int] = frozenset(),
+        left: dict[str, int],
     ) -> ReadPartition | None:
         """A pending range (or one whose reader stopped beating) of these collections, now ours. `search_full`:
         enough ranges already go through search to fill its budget (an unbegun search range goes through the
         list instead). `only`: a range read through that budget or none (an unbegun one of the other may be
-        turned). `searchable`: the collections whose properties a search body carries."""
+        turned). `searchable`: the collections whose properties a search body carries. `left`: what each budget
+        still has to read (`_records_left`)."""
         stale = timezone.now() - timedelta(seconds=settings.HUBSYNC_RUN_STALE_SECONDS)
         claimable = Q(status=ReadPartition.Status.PENDING) | Q(
             status=ReadPartition.Status.RUNNING, heartbeat_at__lt=stale
@@ -629,7 +631,7 @@ class Partitions(Reads):
                 row = base.order_by("-estimate", "index").first()
             if row is None:
                 return None
-            turn = (only or prefer[0]) == plan.SEARCH and self._may_turn(row, collection_ids, searchable, search_full)
+            turn = (only or prefer[0]) == plan.SEARCH and self._may_turn(row, left, searchable, search_full)
             if only and row.via != only and not turn:
                 return None
             if row.status == ReadPartition.Status.RUNNING:
@@ -646,7 +648,7 @@ class Partitions(Reads):
                 and not only
                 and not (self.pool is not None and self.pool.after_broken)
                 and _unstarted(row)
-                and (search_full or self._finishes_first(collection_ids, row, plan.LIST))
+                and (search_full or self._finishes_first(left, row, plan.LIST))
             ):
                 # The plan's split was a guess (the search budget also pays the plan's counts and the list ranges'
                 # checks): when what the list ranges still hold would run out before what search still holds,
@@ -663,7 +665,7 @@ class Partitions(Reads):
         return row
 
     def _may_turn(
-        self, row: ReadPartition, collection_ids: list[int], searchable: frozenset[int], search_full: bool
+        self, row: ReadPartition, left: dict[str, int], searchable: frozenset[int], search_full: bool
     ) -> bool:
         """Whether a pending list range may be read through search instead (the other way is decided in
         `claim_partition`): not begun, its pages not read ahead, its collection's properties fit a search body,
@@ -674,7 +676,7 @@ class Partitions(Reads):
             and row.collection_id in searchable
             and _unstarted(row)
             and row.low not in self.read_ahead.get(row.collection_id, ())
-            and self._finishes_first(collection_ids, row, plan.SEARCH)
+            and self._finishes_first(left, row, plan.SEARCH)
         )
 
     def _records_left(self, collection_ids: list[int]) -> dict[str, int]:
@@ -698,10 +700,10 @@ class Partitions(Reads):
         search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9
         return {plan.LIST: left[plan.LIST] / list_rate, plan.SEARCH: left[plan.SEARCH] / search_rate}
 
-    def _finishes_first(self, collection_ids: list[int], row: ReadPartition, to: str) -> bool:
-        """Whether, with `row` (pending) read through `to`, what that budget then holds would run out no later than
-        what the other holds."""
-        left = self._records_left(collection_ids)
+    def _finishes_first(self, left: dict[str, int], row: ReadPartition, to: str) -> bool:
+        """Whether, with `row` (pending, counted in `left`) read through `to`, what that budget then holds would
+        run out no later than what the other holds."""
+        left = dict(left)
         size = max(row.estimate, 1)
         left[row.via] -= size
         left[to] += size
@@ -714,9 +716,9 @@ class Partitions(Reads):
             work.carries = self.search_carries_all(work.names)
         return work.carries
 
-    def _list_behind(self, collection_ids: list[int]) -> bool:
+    def _list_behind(self, left: dict[str, int]) -> bool:
         """Whether what the list holds takes longer to read than what search holds."""
-        seconds = self._seconds(self._records_left(collection_ids))
+        seconds = self._seconds(left)
         return seconds[plan.LIST] > seconds[plan.SEARCH]
 
     def split_partition(
@@ -886,13 +888,16 @@ class Partitions(Reads):
                     prefer = sorted(weights, key=lambda v: busy[v] / weights[v])
                     # Enough search ranges fill its budget; more only while the list holds the longer read (then
                     # search takes ranges split from the list's, so both budgets run to the end).
-                    behind = bool(searchable) and self._list_behind(live)
+                    left = self._records_left(live)  # one query serves the claim's balance checks
+                    behind = bool(searchable) and self._list_behind(left)
                     search_full = busy[plan.SEARCH] >= SEARCH_RANGES and not behind
                     if search_full:
                         prefer = [plan.LIST]
                     # The list holds all the fetchers it may: a free one reads through search or waits.
                     only = plan.SEARCH if busy[plan.LIST] >= list_room and not search_full else None
-                    row = self.claim_partition(live, prefer, search_full=search_full, only=only, searchable=searchable)
+                    row = self.claim_partition(
+                        live, prefer, search_full=search_full, only=only, searchable=searchable, left=left
+                    )
                     if (
                         row is None
                         and not self.helper

@@ -86,10 +86,10 @@ class RequestMeter:
 
     def account_used(self, kind: str, used: int) -> None:
         """The account's requests of `kind` in the window ending now, as the shared limiter counts them: every
-        worker's (a run's helpers send from other processes, whose requests never pass this meter)."""
-        key = kind if kind in WINDOWS_MS else GENERAL
+        worker's (a run's helpers send from other processes, whose requests never pass this meter). `kind`: one
+        of WINDOWS_MS."""
         with self._lock:
-            self._peaks[key] = max(self._peaks[key], used)
+            self._peaks[kind] = max(self._peaks[kind], used)
 
     def budget_seen(self, kind: str, budget: Budget) -> None:
         """The limiter's budget for the account (configured, or stricter as learned from HubSpot's headers)."""
