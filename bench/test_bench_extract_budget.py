@@ -13,8 +13,9 @@ Also per latency: mean and peak requests in flight, the writer's busy share, pag
 statements of the writer's connection per page, the fetchers' queue depth, the records each budget's requests
 carried against a full page (part-filled last pages of ranges) and the counting searches (plan, probe, checks).
 BENCH_BUDGET_TIMELINE=1 prints the requests of each budget per half-second for the first 6 s (the plan), per 2 s
-after (where a budget idles) and per half-second for the last 6 s (the tail); BENCH_BUDGET_PEERS=0 skips the peer
-and the two processes.
+after (where a budget idles) and per half-second for the last 6 s (the tail); BENCH_BUDGET_RANGES=1 prints every
+range as it ended (budget, ids, estimate, records read, and how many records short of whole pages they were);
+BENCH_BUDGET_PEERS=0 skips the peer and the two processes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hubsync.models import Workspace
 from sources.extraction import execute_run
 from sources.extraction.partitions import FetcherPool, Partitions
 from sources.hubspot import HubSpotClient
-from sources.models import Record, Source, SourceCollection, SyncRun
+from sources.models import ReadPartition, Record, Source, SourceCollection, SyncRun
 from sources.ratelimit import GENERAL, SEARCH, get_rate_limiter
 from sources.runs import create_run
 from tests.fixtures_sandbox import ROOT, HubSpotSandbox, sandbox_env, sandbox_process
@@ -205,6 +206,15 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
     settings.HUBSYNC_PARTITION_HELPERS = 0
     requests = Requests()
     requests.install(monkeypatch)
+    kept_rows: list = []
+    if os.environ.get("BENCH_BUDGET_RANGES"):
+        finish = Partitions.finish_partitioned
+
+        def keeping(self, work):  # the rows go when the read ends
+            kept_rows[:] = list(ReadPartition.objects.filter(collection=work.sc))
+            return finish(self, work)
+
+        monkeypatch.setattr(Partitions, "finish_partitioned", keeping)
     writer = Writer()
     writer.install(monkeypatch)
     print(
@@ -259,6 +269,14 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
                     print(f"    {tenth / 10:4.1f}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
                 last = max((t for t, _ in requests.timeline), default=t0) - t0
                 print(f"    last response at {last:4.1f}s of {meter.seconds:4.1f}s")
+            if os.environ.get("BENCH_BUDGET_RANGES"):
+                for r in sorted(kept_rows, key=lambda r: r.low):
+                    read = int((r.counts or {}).get("read") or 0)
+                    size = 200 if r.via == "search" else 100
+                    print(
+                        f"    range {r.index:3d} {r.via:6s} {r.low:>8d}-{r.high or 0:>8d} est {r.estimate:6d} "
+                        f"read {read:6d} short of whole pages {(-read) % size:4d}"
+                    )
         if os.environ.get("BENCH_BUDGET_PEERS", "1") == "0":
             return  # the latencies only (a quick measurement while working on the engine)
         # The peer in the same run: the one-request-in-flight list read (what every first sync was before), at

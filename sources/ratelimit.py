@@ -171,6 +171,18 @@ class RateLimiter:
             return None
         return self._used(account, kind, Budget(1, window_ms))
 
+    def held_slots(self, account: str, kind: str) -> tuple[list[float], float] | None:
+        """The slots of (account, kind) held now, every worker's: the seconds until each frees (soonest first),
+        and the seconds a slot is held (its window and the guard). None: unknown or unlimited."""
+        budget = self.budget(account, kind)
+        if budget.limit <= 0:
+            return None
+        hold_ms = budget.window_ms + self.guard_ms(account, kind)
+        ages = self._ages(account, kind, Budget(budget.limit, hold_ms))
+        if ages is None:
+            return None
+        return [max(0.0, hold_ms / 1000.0 - age) for age in ages], hold_ms / 1000.0
+
     def sent(self, account: str) -> str:
         """A request of the account leaves now; returns its token for `answered`."""
         token = uuid.uuid4().hex
@@ -217,6 +229,10 @@ class RateLimiter:
 
     def _used(self, account: str, kind: str, budget: Budget) -> int | None:
         """Slots taken in the current window (None: unknown)."""
+        return None
+
+    def _ages(self, account: str, kind: str, budget: Budget) -> list[float] | None:
+        """The ages of the slots taken in the window (None: unknown)."""
         return None
 
     def _reset(self, account: str) -> None:
@@ -289,6 +305,12 @@ class LocalRateLimiter(RateLimiter):
         with self._lock:
             edge = time.monotonic() - budget.window_ms / 1000.0
             return sum(1 for stamp in self._windows.get((account, kind), ()) if stamp > edge)
+
+    def _ages(self, account: str, kind: str, budget: Budget) -> list[float] | None:
+        with self._lock:
+            now = time.monotonic()
+            edge = now - budget.window_ms / 1000.0
+            return [now - stamp for stamp in self._windows.get((account, kind), ()) if stamp > edge]
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
         key = (account, kind)
@@ -498,6 +520,21 @@ class RedisRateLimiter(RateLimiter):
             return int(self.redis.zcount(self._keys(account, kind)[0], now - budget.window_ms, "+inf"))
         except redis.exceptions.ConnectionError:
             return None
+
+    def _ages(self, account: str, kind: str, budget: Budget) -> list[float] | None:
+        import redis
+
+        if _redis_down():
+            return _fallback()._ages(account, kind, budget)
+        try:
+            seconds, micros = self.redis.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+            stamps = self.redis.zrangebyscore(
+                self._keys(account, kind)[0], now - budget.window_ms, "+inf", withscores=True
+            )
+        except redis.exceptions.ConnectionError:
+            return None
+        return [(now - score) / 1000.0 for _member, score in stamps]
 
     def _reset(self, account: str) -> None:
         self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)], self._flight_key(account))

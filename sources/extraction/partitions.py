@@ -64,6 +64,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import queue
 import threading
 import time
@@ -120,14 +121,22 @@ RANGES_PER_FETCHER = 1.5
 # A running range is split (its upper half becomes a new pending range) when a fetcher would idle otherwise and the
 # range still holds at least this many records: both budgets stay full to the read's end.
 SPLIT_MIN_RECORDS = 300
-# A range whose upper half would go through search (while it has room) is split from this share of that already:
-# at the read's end the list's window is often spent while search idles, and a part-filled search page costs nothing.
+# A range whose upper half would go through search is split from this share of that already while the list holds
+# the longer read: at the read's end the list's window is often spent while search idles (with more search work
+# left, a split-off range of less than two search pages would only cost search a part-filled page).
 SPLIT_SEARCH_SHARE = 0.4
+# A range split off for search is sized in whole pages less this share (what the estimate may be off by).
+WHOLE_PAGE_MARGIN = 0.02
 # List streams read ahead while a plan counts (from id 0 and the first cuts found), and pages each at most.
 HEADS = 8
 HEAD_PAGES = 20
 # Counts of one planning round sent at once (the search budget's requests per second: a round fills one second).
 PLAN_ROUND = 5
+# Requests per second of each budget (110 per 10 s, 5 per s), and the list requests whose send times a balance
+# works out one by one from the held slots (beyond: at the budget's rate).
+LIST_PAGES_PER_S = LIST_RECORDS_PER_S // LIST_LIMIT
+SEARCH_PAGES_PER_S = SEARCH_RECORDS_PER_S // SEARCH_LIMIT
+LIST_PAGES_EXACT = 1_000
 AFTER_NOTE = (
     "HubSpot's list did not start at the id asked for, so {n} id range(s) were read through search instead "
     "(same records, search budget)."
@@ -212,6 +221,57 @@ class Part:
         )
         counts = {**dict.fromkeys(COUNT_KEYS, 0), **(row.counts or {})}
         return cls(row.pk, sc, row.low, row.high, position, counts, estimate=row.estimate, fetched_to=row.last_id)
+
+
+@dataclass
+class Balance:
+    """What each budget still has to read (records, and the ranges holding them), and the list's held slots:
+    the seconds until each frees, soonest first, and how long a slot is held (None: unknown)."""
+
+    left: dict[str, int]
+    ranges: dict[str, int]
+    list_slots: tuple[list[float], float, int] | None = None  # (seconds until each frees, hold, budget)
+
+    def moved(self, records: int, via: str, to: str) -> Balance:
+        """The same with a range of `records` read through `to` instead of `via`."""
+        left, ranges = dict(self.left), dict(self.ranges)
+        left[via] -= records
+        left[to] += records
+        ranges[via] -= 1
+        ranges[to] += 1
+        return Balance(left, ranges, self.list_slots)
+
+    def seconds(self) -> dict[str, float]:
+        """How long each budget takes to send the requests for what it holds (every range ends on a part-filled
+        page, half a page on average)."""
+        guard = max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
+        pages = {
+            via: self.left[via] / limit + self.ranges[via] / 2
+            for via, limit in ((plan.LIST, LIST_LIMIT), (plan.SEARCH, SEARCH_LIMIT))
+        }
+        # Search also pays a count for a list range's first page now and then.
+        search = pages[plan.SEARCH] / (SEARCH_PAGES_PER_S * 1_000 / (1_000 + guard) * 0.95)
+        return {plan.LIST: self._list_seconds(pages[plan.LIST], guard), plan.SEARCH: search}
+
+    def _list_seconds(self, pages: float, guard: int) -> float:
+        """When the list can send the last of `pages` requests: a slot frees a window after it was taken, so
+        the list's requests keep the rhythm of the last window's (a read that spent its window early waits for
+        it; a burst now means a burst a window later)."""
+        n = math.ceil(pages)
+        if self.list_slots is None or n > LIST_PAGES_EXACT:
+            return pages / (LIST_PAGES_PER_S * 10_000 / (10_000 + guard))
+        frees, hold, limit = self.list_slots
+        frees = frees[-limit:]
+        now = max(0, limit - len(frees))  # slots free now
+        times: list[float] = []
+        for j in range(n):
+            if j < now:
+                times.append(0.0)
+            elif j - now < len(frees):
+                times.append(frees[j - now])
+            else:
+                times.append(times[j - limit] + hold)
+        return times[-1] if times else 0.0
 
 
 @dataclass
@@ -607,7 +667,7 @@ class Partitions(Reads):
         search_full: bool = False,
         only: str | None = None,
         searchable: frozenset[int] = frozenset(),
-        left: dict[str, int],
+        left: Balance,
     ) -> ReadPartition | None:
         """A pending range (or one whose reader stopped beating) of these collections, now ours. `search_full`:
         enough ranges already go through search to fill its budget (an unbegun search range goes through the
@@ -664,9 +724,7 @@ class Partitions(Reads):
             row.save(update_fields=fields)
         return row
 
-    def _may_turn(
-        self, row: ReadPartition, left: dict[str, int], searchable: frozenset[int], search_full: bool
-    ) -> bool:
+    def _may_turn(self, row: ReadPartition, left: Balance, searchable: frozenset[int], search_full: bool) -> bool:
         """Whether a pending list range may be read through search instead (the other way is decided in
         `claim_partition`): not begun, its pages not read ahead, its collection's properties fit a search body,
         search has room, and search would still finish first."""
@@ -679,35 +737,35 @@ class Partitions(Reads):
             and self._finishes_first(left, row, plan.SEARCH)
         )
 
-    def _records_left(self, collection_ids: list[int]) -> dict[str, int]:
-        """The records each budget still has to read in the ranges of these collections (every worker's)."""
+    def _records_left(self, collection_ids: list[int], active: dict[int, Part] | None = None) -> Balance:
+        """What each budget still has to read in the ranges of these collections (every worker's; this worker's
+        running ranges as their fetchers know it), and when the list's held slots free."""
         left = {plan.LIST: 0, plan.SEARCH: 0}
-        for via, estimate, counts in (
+        ranges = {plan.LIST: 0, plan.SEARCH: 0}
+        active = active or {}
+        for pk, via, estimate, counts in (
             ReadPartition.objects.filter(collection_id__in=collection_ids)
             .exclude(status=ReadPartition.Status.DONE)
-            .values_list("via", "estimate", "counts")
+            .values_list("pk", "via", "estimate", "counts")
         ):
-            left[via] = left.get(via, 0) + max(0, estimate - int((counts or {}).get("read") or 0))
-        return left
+            part = active.get(pk)
+            if part is not None:
+                if part.ended or part.position.done:
+                    continue
+                via, records = part.position.via, part.remaining(self.top_ids.get(part.sc.pk))
+            else:
+                records = max(0, estimate - int((counts or {}).get("read") or 0))
+            left[via] = left.get(via, 0) + records
+            ranges[via] = ranges.get(via, 0) + 1
+        limiter, account = self.hubspot.limiter, self.hubspot.account
+        held = limiter.held_slots(account, GENERAL)
+        budget = limiter.budget(account, GENERAL).limit
+        return Balance(left, ranges, None if held is None else (*held, budget))
 
-    @staticmethod
-    def _seconds(left: dict[str, int]) -> dict[str, float]:
-        """How long each budget takes to read what it holds."""
-        # What each budget really carries: the limiter holds every slot its guard longer than the window (25 ms
-        # on search's 1 s window is 2.5 %), and search also pays a count for every list range's first page.
-        guard = max(0, int(settings.HUBSPOT_RATE_LIMIT_GUARD_MS))
-        list_rate = LIST_RECORDS_PER_S * 10_000 / (10_000 + guard)
-        search_rate = SEARCH_RECORDS_PER_S * 1_000 / (1_000 + guard) * 0.9
-        return {plan.LIST: left[plan.LIST] / list_rate, plan.SEARCH: left[plan.SEARCH] / search_rate}
-
-    def _finishes_first(self, left: dict[str, int], row: ReadPartition, to: str) -> bool:
+    def _finishes_first(self, left: Balance, row: ReadPartition, to: str) -> bool:
         """Whether, with `row` (pending, counted in `left`) read through `to`, what that budget then holds would
         run out no later than what the other holds."""
-        left = dict(left)
-        size = max(row.estimate, 1)
-        left[row.via] -= size
-        left[to] += size
-        seconds = self._seconds(left)
+        seconds = left.moved(max(row.estimate, 1), row.via, to).seconds()
         other = plan.SEARCH if to == plan.LIST else plan.LIST
         return seconds[to] <= seconds[other]
 
@@ -716,9 +774,10 @@ class Partitions(Reads):
             work.carries = self.search_carries_all(work.names)
         return work.carries
 
-    def _list_behind(self, left: dict[str, int]) -> bool:
+    @staticmethod
+    def _list_behind(left: Balance) -> bool:
         """Whether what the list holds takes longer to read than what search holds."""
-        seconds = self._seconds(left)
+        seconds = left.seconds()
         return seconds[plan.LIST] > seconds[plan.SEARCH]
 
     def split_partition(
@@ -750,17 +809,25 @@ class Partitions(Reads):
         if ahead < SPLIT_MIN_RECORDS * SPLIT_SEARCH_SHARE or top - start < 2:
             return False
         room = to_search or busy.get(plan.SEARCH, 0) < SEARCH_RANGES
-        via = plan.SEARCH if self._carries(by_id[part.sc.pk]) and room else plan.LIST
+        # Less than two search pages ahead: through search only while the list holds the longer read (a part-filled
+        # search page is a page less for a range that fills it).
+        whole = ahead >= 2 * SEARCH_LIMIT or to_search
+        via = plan.SEARCH if self._carries(by_id[part.sc.pk]) and room and whole else plan.LIST
         if (via == plan.LIST and ahead < SPLIT_MIN_RECORDS) or (only and via != only):
             return False
-        cut = start + (top - start) // 2
-        if part.pace is not None:
-            # Where the ids the fetcher reads now put half of what is ahead (ids are uneven: lengths of 1 to 11
-            # digits, big gaps); the middle of the id span could leave the upper half empty (a search page of
-            # nothing, and the next split of the same range the same).
-            records, span = part.pace
-            cut = min(cut, start + max(1, span * ahead // (2 * records)))
         share = ahead // 2
+        if via == plan.SEARCH and share >= SEARCH_LIMIT:
+            # Whole search pages (less a margin for the estimate): a range's last page is part-filled, and a search
+            # page is worth two of the list's.
+            share = int(share // SEARCH_LIMIT * SEARCH_LIMIT * (1 - WHOLE_PAGE_MARGIN))
+        kept_ahead = ahead - share
+        cut = start + (top - start) * kept_ahead // ahead
+        if part.pace is not None:
+            # Where the ids the fetcher reads now put what the range keeps (ids are uneven: lengths of 1 to 11
+            # digits, big gaps); the span's share could leave the upper part empty (a search page of nothing, and
+            # the next split of the same range the same).
+            records, span = part.pace
+            cut = min(cut, start + max(1, span * kept_ahead // records))
         with transaction.atomic():
             kept = int(part.counts.get("read") or 0) + ahead - share
             if not ReadPartition.objects.filter(
@@ -888,7 +955,7 @@ class Partitions(Reads):
                     prefer = sorted(weights, key=lambda v: busy[v] / weights[v])
                     # Enough search ranges fill its budget; more only while the list holds the longer read (then
                     # search takes ranges split from the list's, so both budgets run to the end).
-                    left = self._records_left(live)  # one query serves the claim's balance checks
+                    left = self._records_left(live, active)  # one query serves the claim's balance checks
                     behind = bool(searchable) and self._list_behind(left)
                     search_full = busy[plan.SEARCH] >= SEARCH_RANGES and not behind
                     if search_full:

@@ -136,9 +136,62 @@ def test_list_ranges_leave_fetchers_to_search_which_reads_unbegun_list_ranges(
     assert changes_allocated(source) == 2_000
 
 
+def test_a_range_split_off_for_search_holds_whole_search_pages(workspace, sandbox, partitioned, monkeypatch):
+    """A range's last page is part-filled, and a search page is worth two of the list's: a range split off for
+    search is sized in whole search pages (less WHOLE_PAGE_MARGIN for the estimate), the list range keeping the
+    rest. Exact mirror, one change_seq per record."""
+    partitioned.HUBSYNC_PARTITION_MAX = 2
+    partitioned.HUBSYNC_PARTITION_RECORDS = 1_500
+    monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.LIST] * len(ranges))
+    sandbox.seed(PORTAL, contacts=3_000, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    split_off: dict[int, tuple[str, int]] = {}
+
+    def look(engine, sc):
+        for index, via, estimate in ReadPartition.objects.filter(collection=sc, index__gte=2).values_list(
+            "index", "via", "estimate"
+        ):
+            split_off.setdefault(index, (via, estimate))
+
+    monkeypatch.setattr(mirror, "after_page", look)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    page = int(partitions.SEARCH_LIMIT * (1 - partitions.WHOLE_PAGE_MARGIN))
+    searched = [estimate for via, estimate in split_off.values() if via == plan.SEARCH and estimate >= page]
+    assert searched, split_off
+    assert all(estimate % page == 0 for estimate in searched), split_off
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+    assert changes_allocated(source) == 3_000
+
+
+def test_the_balance_keeps_the_list_windows_rhythm():
+    """How long the list takes to send its requests follows the slots it holds: free ones now, held ones as they
+    free, and a slot again a hold after the request that took it (a read that spent its window early waits for
+    it); search at its budget. Unknown slots: the list's average rate."""
+    hold = 10.025
+    frees = [2.0 + i * 0.05 for i in range(100)]  # 100 of 110 held, freeing from 2 s on
+    balance = partitions.Balance({plan.LIST: 0, plan.SEARCH: 0}, {plan.LIST: 0, plan.SEARCH: 0}, (frees, hold, 110))
+    assert balance.seconds() == {plan.LIST: 0.0, plan.SEARCH: 0.0}
+    ten = balance.moved(0, plan.SEARCH, plan.LIST)  # one list range, no records: half a page
+    assert ten.seconds()[plan.LIST] == 0.0
+    left = partitions.Balance({plan.LIST: 1_950, plan.SEARCH: 0}, {plan.LIST: 1, plan.SEARCH: 0}, (frees, hold, 110))
+    assert left.seconds()[plan.LIST] == pytest.approx(frees[9])  # 20 requests: 10 free now, then the held ones
+    big = partitions.Balance({plan.LIST: 12_950, plan.SEARCH: 0}, {plan.LIST: 1, plan.SEARCH: 0}, (frees, hold, 110))
+    assert big.seconds()[plan.LIST] == pytest.approx(frees[9] + hold)  # 130: the 130th waits for the 20th's slot
+    unknown = partitions.Balance({plan.LIST: 11_000, plan.SEARCH: 0}, {plan.LIST: 0, plan.SEARCH: 0})
+    assert 9.9 < unknown.seconds()[plan.LIST] < 10.1
+    # Search: 5 pages/s less its guard and the counts it pays for the list; a range ends on half a page.
+    search = partitions.Balance({plan.LIST: 0, plan.SEARCH: 1_900}, {plan.LIST: 0, plan.SEARCH: 1}, (frees, hold, 110))
+    assert 2.0 < search.seconds()[plan.SEARCH] < 2.2
+    moved = search.moved(1_000, plan.SEARCH, plan.LIST)
+    assert moved.left == {plan.LIST: 1_000, plan.SEARCH: 900} and moved.ranges == {plan.LIST: 1, plan.SEARCH: 0}
+    assert moved.seconds()[plan.LIST] == pytest.approx(frees[0])  # 10.5 pages: the 11th waits for a slot
+
+
 def test_small_rests_of_list_ranges_are_split_towards_an_idle_search(workspace, sandbox, partitioned, monkeypatch):
-    """Ranges below SPLIT_MIN_RECORDS are not split towards the list, but towards search (while it has room) from
-    SPLIT_SEARCH_SHARE of it: at the read's end the list's window is often spent while search idles."""
+    """Ranges below SPLIT_MIN_RECORDS are not split towards the list, but towards search from SPLIT_SEARCH_SHARE
+    of it while the list holds the longer read (a part-filled search page is a page less for a range that fills
+    it): at the read's end the list's window is often spent while search idles."""
     partitioned.HUBSYNC_PARTITION_MAX = 2
     monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 600)  # both planned ranges below it
     monkeypatch.setattr(plan, "assign", lambda ranges, search_carries_all: [plan.LIST] * len(ranges))

@@ -403,3 +403,30 @@ def test_a_request_whose_worker_died_stops_counting_in_flight(monkeypatch):
     assert second.in_flight(account) == 1
     time.sleep(0.15)
     assert second.in_flight(account) == 0
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_held_slots_tell_every_worker_when_each_frees(settings, backend):
+    """Slots held by two workers, soonest to free first, each freeing the window plus the guard after it was
+    taken: what the partitioned read balances its budgets by."""
+    settings.HUBSPOT_RATE_LIMIT = 5
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 400
+    settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 20
+    first, second = guarded_limiters(backend)
+    account = uuid.uuid4().hex
+    assert first.held_slots(account, GENERAL) == ([], 0.42)
+    first.acquire(account)
+    time.sleep(0.1)
+    second.acquire(account)
+    second.acquire(account)
+    frees, hold = first.held_slots(account, GENERAL)
+    assert hold == 0.42 and len(frees) == 3
+    assert frees == sorted(frees)
+    assert 0.42 - 0.1 - 0.05 <= frees[0] <= 0.42 - 0.1 + 0.005  # taken ~0.1 s ago
+    assert 0.42 - 0.05 <= frees[2] <= 0.42 + 0.005
+    assert first.held_slots(account, SEARCH) == ([], 1.02)
+    time.sleep(0.35)  # the first slot has freed
+    frees, _hold = second.held_slots(account, GENERAL)
+    assert len(frees) == 2 and frees[-1] <= 0.1
+    settings.HUBSPOT_RATE_LIMIT = 0
+    assert first.held_slots(account, GENERAL) is None  # unlimited
