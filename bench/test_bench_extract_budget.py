@@ -58,6 +58,7 @@ class Requests:
         self.general = self.search = self.limited = 0
         self.counting = self.list_records = self.search_records = 0
         self.timeline: list = []
+        self.refused: list = []  # (when, budget) of every 429
         self.in_flight = self.peak_in_flight = 0
         self.flight_seconds = 0.0  # requests x seconds in flight: / wall time = mean requests in flight
 
@@ -89,6 +90,7 @@ class Requests:
                     self.list_records += n
                 if response.status_code == 429:
                     self.limited += 1
+                    self.refused.append((time.perf_counter(), kind))
             return response
 
         monkeypatch.setattr(HubSpotClient, "_send", counted)
@@ -107,6 +109,7 @@ class Requests:
             self.counting = self.list_records = self.search_records = 0
             self.general = self.search = self.limited = 0
             self.timeline = []
+            self.refused = []
             self.peak_in_flight = 0
             self.flight_seconds = 0.0
 
@@ -207,6 +210,17 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
     requests = Requests()
     requests.install(monkeypatch)
     kept_rows: list = []
+    steps: list = []  # (when, budget, range's low bound, records) of every page a range read
+    if os.environ.get("BENCH_BUDGET_STEPS"):
+        for name, via in (("_list_step", "list"), ("_search_step", "search")):
+            real = getattr(Partitions, name)
+
+            def step(self, sc, low, high, pos, names, _real=real, _via=via):
+                out = _real(self, sc, low, high, pos, names)
+                steps.append((time.perf_counter(), _via, low, len(out[0])))
+                return out
+
+            monkeypatch.setattr(Partitions, name, step)
     if os.environ.get("BENCH_BUDGET_RANGES"):
         finish = Partitions.finish_partitioned
 
@@ -269,6 +283,13 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
                     print(f"    {tenth / 10:4.1f}s list {got.count('general'):3d} search {got.count(SEARCH):3d}")
                 last = max((t for t, _ in requests.timeline), default=t0) - t0
                 print(f"    last response at {last:4.1f}s of {meter.seconds:4.1f}s")
+                for t, via, low, n in steps:
+                    if t - t0 > meter.seconds - 5:
+                        print(f"    {t - t0:5.2f}s {via:6s} range from {low:>8d}: {n:3d} records")
+                steps.clear()
+                for kind in (GENERAL, SEARCH):
+                    at = ", ".join(f"{t - t0:.2f}" for t, k in requests.refused if k == kind)
+                    print(f"    429s of {kind} at [{at}] s")
             if os.environ.get("BENCH_BUDGET_RANGES"):
                 for r in sorted(kept_rows, key=lambda r: r.low):
                     read = int((r.counts or {}).get("read") or 0)

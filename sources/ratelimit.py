@@ -43,6 +43,7 @@ KINDS = (GENERAL, SEARCH)
 GUARD_STEP_MS = 25
 GUARD_MAX_MS = 250
 GUARD_WIDEN_WINDOWS = 4
+GUARD_EPISODE = 0.25
 GUARD_RELAX_S = 60.0
 # A request sent and not answered after this long (its worker died mid-request) no longer counts as in flight.
 FLIGHT_FORGET_MS = 120_000
@@ -119,9 +120,12 @@ class RateLimiter:
 
     def edge_429(self, account: str, kind: str = GENERAL) -> int:
         """Note a 429 met at the window's edge: the second within GUARD_WIDEN_WINDOWS windows holds every slot of
-        (account, kind) GUARD_STEP_MS longer (up to GUARD_MAX_MS) on every worker. Returns the guard now."""
-        within_ms = GUARD_WIDEN_WINDOWS * self.budget(account, kind).window_ms
-        guard = self._note_edge(account, kind, self._base_guard(), within_ms)
+        (account, kind) GUARD_STEP_MS longer (up to GUARD_MAX_MS) on every worker. 429s within GUARD_EPISODE of a
+        window of the last one noted are one episode (a stall that delayed several requests at once): they widen
+        nothing (a step costs search 2.5 % of its budget for a minute). Returns the guard now."""
+        window_ms = self.budget(account, kind).window_ms
+        within_ms = GUARD_WIDEN_WINDOWS * window_ms
+        guard = self._note_edge(account, kind, self._base_guard(), within_ms, int(window_ms * GUARD_EPISODE))
         log.info("HubSpot %s budget of %s: a 429 at the window's edge (guard %s ms)", kind, account, guard)
         return guard
 
@@ -221,7 +225,7 @@ class RateLimiter:
         """The guard (ms) edge 429s widened for (account, kind); 0: none."""
         return 0
 
-    def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
+    def _note_edge(self, account: str, kind: str, base: int, within_ms: int, episode_ms: int) -> int:
         raise NotImplementedError
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
@@ -253,11 +257,13 @@ class LocalRateLimiter(RateLimiter):
     def _learned_guard(self, account: str, kind: str) -> int:
         return self._guards.get((account, kind), (0, 0.0))[0]
 
-    def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
+    def _note_edge(self, account: str, kind: str, base: int, within_ms: int, episode_ms: int) -> int:
         with self._lock:
             now = time.monotonic()
             guard, last = self._guards.get((account, kind), (0, 0.0))
             guard = max(guard, base)
+            if last and now - last < episode_ms / 1000.0:
+                return guard
             if last and now - last < within_ms / 1000.0:
                 guard = min(GUARD_MAX_MS, guard + GUARD_STEP_MS)
             self._guards[(account, kind)] = (guard, now)
@@ -366,12 +372,16 @@ return wait
 """
 
 # KEYS[1] the learned guard (hash g, t); ARGV: the configured guard, step, max (ms), the widening span (ms), the
-# key's lifetime (ms). Notes an edge 429 (widening the guard when the last one was within the span); returns it.
+# key's lifetime (ms), the episode (ms). Notes an edge 429 (widening the guard when the last one was within the
+# span, nothing when within the episode); returns it.
 _EDGE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local guard = math.max(tonumber(redis.call('HGET', KEYS[1], 'g') or '0'), tonumber(ARGV[1]))
 local last = tonumber(redis.call('HGET', KEYS[1], 't') or '0')
+if last > 0 and now - last < tonumber(ARGV[6]) then
+  return guard
+end
 if last > 0 and now - last < tonumber(ARGV[4]) then
   guard = math.min(tonumber(ARGV[3]), guard + tonumber(ARGV[2]))
 end
@@ -480,22 +490,22 @@ class RedisRateLimiter(RateLimiter):
         except redis.exceptions.ConnectionError:
             return 0
 
-    def _note_edge(self, account: str, kind: str, base: int, within_ms: int) -> int:
+    def _note_edge(self, account: str, kind: str, base: int, within_ms: int, episode_ms: int) -> int:
         import redis
 
         if _redis_down():
-            return _fallback()._note_edge(account, kind, base, within_ms)
+            return _fallback()._note_edge(account, kind, base, within_ms, episode_ms)
         lifetime = int(GUARD_RELAX_S * GUARD_MAX_MS / GUARD_STEP_MS * 1000) + within_ms
         try:
             return int(
                 self._edge(
                     keys=self._keys(account, kind)[2:],
-                    args=[base, GUARD_STEP_MS, GUARD_MAX_MS, within_ms, lifetime],
+                    args=[base, GUARD_STEP_MS, GUARD_MAX_MS, within_ms, lifetime, episode_ms],
                 )
             )
         except redis.exceptions.ConnectionError:
             _mark_redis_down()
-            return _fallback()._note_edge(account, kind, base, within_ms)
+            return _fallback()._note_edge(account, kind, base, within_ms, episode_ms)
 
     def _set_pause(self, account: str, kind: str, ms: int) -> None:
         import redis

@@ -326,8 +326,10 @@ def test_recurring_edge_429s_widen_the_guard_on_every_worker_up_to_its_cap(setti
     account = uuid.uuid4().hex
     assert first.guard_ms(account, SEARCH) == 10
     assert first.edge_429(account, SEARCH) == 10
+    time.sleep(0.03)  # past the episode (a quarter of the 100-ms window)
     assert second.edge_429(account, SEARCH) == 10 + ratelimit.GUARD_STEP_MS
     for _ in range(20):
+        time.sleep(0.03)
         first.edge_429(account, SEARCH)
     assert second.guard_ms(account, SEARCH) == ratelimit.GUARD_MAX_MS
     assert second.guard_ms(account, GENERAL) == 10 and second.guard_ms("other", SEARCH) == 10
@@ -341,6 +343,23 @@ def test_recurring_edge_429s_widen_the_guard_on_every_worker_up_to_its_cap(setti
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_edge_429s_of_one_episode_widen_nothing(settings, backend):
+    """A stall that delayed several requests at once brings their 429s together: those within GUARD_EPISODE of a
+    window of the last one noted are one episode and widen nothing, on any worker; the next episode within
+    GUARD_WIDEN_WINDOWS windows of the first does."""
+    settings.HUBSPOT_SEARCH_RATE_LIMIT_INTERVAL_MS = 400  # episode 100 ms, widening span 1.6 s
+    settings.HUBSPOT_RATE_LIMIT_GUARD_MS = 10
+    first, second = guarded_limiters(backend)
+    account = uuid.uuid4().hex
+    assert first.edge_429(account, SEARCH) == 10
+    assert second.edge_429(account, SEARCH) == 10
+    time.sleep(0.05)
+    assert first.edge_429(account, SEARCH) == 10  # 50 ms after the first: the same episode
+    time.sleep(0.1)
+    assert second.edge_429(account, SEARCH) == 10 + ratelimit.GUARD_STEP_MS  # 150 ms after it: the next
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
 def test_a_widened_guard_narrows_a_step_per_quiet_span(settings, monkeypatch, backend):
     """Each GUARD_RELAX_S without an edge 429 narrows the guard a step (on the next slot taken), down to the
     configured guard; edge 429s further apart than GUARD_WIDEN_WINDOWS windows never widen it."""
@@ -351,6 +370,7 @@ def test_a_widened_guard_narrows_a_step_per_quiet_span(settings, monkeypatch, ba
     account = uuid.uuid4().hex
     for _ in range(3):
         first.edge_429(account)
+        time.sleep(0.01)  # past the episode (a quarter of the 25-ms window)
     assert second.guard_ms(account) == 10 + 2 * ratelimit.GUARD_STEP_MS
     time.sleep(0.2)
     second.acquire(account)
