@@ -27,6 +27,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.adapt import Transformer
 
 from hubsync import hooks
 from hubsync.querylog import forget_queries
@@ -117,9 +118,28 @@ class MirrorWrites(EngineBase):
         A row is never overwritten by an older read: the update applies only when the new HubSpot updatedAt is
         not before the stored one (either unknown: it applies). A scheduled page read before a change and a live
         read after it (sources.live) can commit in either order; the newer version stays."""
+        table = Record._meta.db_table
+        columns = (
+            "source_id, collection, object_id, properties, created_at, updated_at, archived, archived_update, "
+            "content_hash, change_seq, synced_at"
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
+        head = f"INSERT INTO {table} ({columns}) VALUES "
+        tail = (
+            f" ON CONFLICT (source_id, collection, object_id) DO UPDATE SET {updates} "
+            f"WHERE {table}.updated_at IS NULL OR excluded.updated_at IS NULL "
+            f"OR excluded.updated_at >= {table}.updated_at RETURNING object_id"
+        )
+        with connection.cursor() as cur:
+            if connection.vendor == "postgresql":
+                cur.execute(head + self._pg_rows(collection, values, archived_update) + tail)
+            else:
+                cur.execute(head + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(values)) + tail,
+                            self._params(collection, values, archived_update))  # fmt: skip
+            return {int(row[0]) for row in cur.fetchall()}
+
+    def _params(self, collection: str, values: list[tuple], archived_update: AbstractSet[int]) -> list:
         ops = connection.ops
-        json_slot = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-        row_sql = f"(%s, %s, %s, {json_slot}, %s, %s, %s, %s, %s, %s, %s)"
         now = ops.adapt_datetimefield_value(timezone.now())
         params: list = []
         for object_id, text, created, updated, archived, digest, seq in values:
@@ -136,21 +156,33 @@ class MirrorWrites(EngineBase):
                 seq,
                 now,
             ]
-        table = Record._meta.db_table
-        columns = (
-            "source_id, collection, object_id, properties, created_at, updated_at, archived, archived_update, "
-            "content_hash, change_seq, synced_at"
-        )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in RECORD_UPDATE_FIELDS)
-        sql = (
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(values))} "
-            f"ON CONFLICT (source_id, collection, object_id) DO UPDATE SET {updates} "
-            f"WHERE {table}.updated_at IS NULL OR excluded.updated_at IS NULL "
-            f"OR excluded.updated_at >= {table}.updated_at RETURNING object_id"
-        )
-        with connection.cursor() as cur:
-            cur.execute(sql, params)
-            return {int(row[0]) for row in cur.fetchall()}
+        return params
+
+    def _pg_rows(self, collection: str, values: list[tuple], archived_update: AbstractSet[int]) -> str:
+        """The page's rows as SQL literals, quoted by psycopg's own dumpers: a statement of 1,100 placeholders is
+        parsed again on every execute (psycopg caches statements of up to 50), which cost the writer more CPU than
+        anything else (3x the literals' quoting, measured)."""
+        raw = connection.connection
+        literal = Transformer(raw).as_literal
+        source, name, now = literal(self.source.pk), literal(collection), literal(timezone.now())
+        rows = [
+            b"(%b, %b, %b, %b::jsonb, %b, %b, %b, %b, %b, %b, %b)"
+            % (
+                source,
+                name,
+                literal(object_id),
+                literal(text),
+                literal(created),
+                literal(updated),
+                literal(archived),
+                literal(object_id in archived_update),
+                literal(digest),
+                literal(seq),
+                now,
+            )
+            for object_id, text, created, updated, archived, digest, seq in values
+        ]
+        return b", ".join(rows).decode(raw.info.encoding)
 
     def commit_page(
         self,

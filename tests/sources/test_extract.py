@@ -25,6 +25,7 @@ from tests.sources.extract_helpers import (
     make_source,
     max_seq,
     sandbox_ids,
+    sandbox_truth,
     sync,
 )
 
@@ -1119,3 +1120,40 @@ def test_debug_query_log_stays_one_page_deep(workspace, sandbox, monkeypatch, se
     # A page costs a constant handful of statements (test_a_page_costs_a_constant_number_of_queries).
     assert max(logged) <= 40, logged
     assert len(connection.queries_log) <= 40
+
+
+TRICKY = [
+    "O'Brien's",
+    "back\\slash \\n and \\u0041",
+    "100% of %s and %(name)s",
+    "$$ dollar-quoted $$ E'x'",
+    "'); DROP TABLE sources_record; --",
+    "é ünïcödé 中文 🚀",
+    'quotes " inside',
+]
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_property_values_that_look_like_sql_are_stored_as_they_are(workspace, sandbox, settings, partitioned):
+    """The writer sends a page's rows as SQL literals (PostgreSQL): quotes, backslashes, percent signs, dollar
+    quotes and multi-byte text come back exactly, on the first write and on an update."""
+    if partitioned:
+        settings.HUBSYNC_PARTITION_MIN_RECORDS = 20
+        settings.HUBSYNC_PARTITION_RECORDS = 10
+    sandbox.seed(PORTAL, contacts=40, companies=0, deals=0, tickets=0)
+    ids = sorted(sandbox_truth(sandbox, PORTAL, "contacts")[0])[:: 40 // len(TRICKY)][: len(TRICKY)]
+    for object_id, value in zip(ids, TRICKY, strict=True):
+        sandbox.set_properties(object_id, {"jobtitle": value, "firstname": value[::-1]}, portal=PORTAL)
+    source = make_source(workspace, sandbox)
+    run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    stored = dict(Record.objects.filter(source=source, object_id__in=ids).values_list("object_id", "properties"))
+    assert [stored[i]["jobtitle"] for i in ids] == TRICKY
+    assert [stored[i]["firstname"] for i in ids] == [v[::-1] for v in TRICKY]
+    for object_id, value in zip(ids, TRICKY, strict=True):
+        sandbox.set_properties(object_id, {"jobtitle": value + " (edited)"}, portal=PORTAL)
+    run = sync(source)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    stored = dict(Record.objects.filter(source=source, object_id__in=ids).values_list("object_id", "properties"))
+    assert [stored[i]["jobtitle"] for i in ids] == [v + " (edited)" for v in TRICKY]
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
