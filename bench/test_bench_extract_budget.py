@@ -182,7 +182,8 @@ def new_source(hub: HubSpotSandbox, hub_id: int, name: str, contacts: int = CONT
 def sync_process(base: str, source: Source) -> subprocess.Popen:
     env = sandbox_env()
     env.update(
-        DEBUG="1",
+        DEBUG="0",  # as the one-account run (pytest runs Django with DEBUG off)
+        ALLOWED_HOSTS="localhost",
         HUBSYNC_BASE_URL=base,
         HUBSPOT_API_BASE="",
         HUBSYNC_PARTITION_HELPERS="0",
