@@ -231,6 +231,7 @@ class Balance:
     left: dict[str, int]
     ranges: dict[str, int]
     list_slots: tuple[list[float], float, int] | None = None  # (seconds until each frees, hold, budget)
+    after: int = 0  # list requests owed once every range is read (each collection's scan of archived records)
 
     def moved(self, records: int, via: str, to: str) -> Balance:
         """The same with a range of `records` read through `to` instead of `via`."""
@@ -239,7 +240,7 @@ class Balance:
         left[to] += records
         ranges[via] -= 1
         ranges[to] += 1
-        return Balance(left, ranges, self.list_slots)
+        return Balance(left, ranges, self.list_slots, self.after)
 
     def seconds(self) -> dict[str, float]:
         """How long each budget takes to send the requests for what it holds (every range ends on a part-filled
@@ -249,6 +250,7 @@ class Balance:
             via: self.left[via] / limit + self.ranges[via] / 2
             for via, limit in ((plan.LIST, LIST_LIMIT), (plan.SEARCH, SEARCH_LIMIT))
         }
+        pages[plan.LIST] += self.after
         # Search also pays a count for a list range's first page now and then.
         search = pages[plan.SEARCH] / (SEARCH_PAGES_PER_S * 1_000 / (1_000 + guard) * 0.95)
         return {plan.LIST: self._list_seconds(pages[plan.LIST], guard), plan.SEARCH: search}
@@ -760,7 +762,9 @@ class Partitions(Reads):
         limiter, account = self.hubspot.limiter, self.hubspot.account
         held = limiter.held_slots(account, GENERAL)
         budget = limiter.budget(account, GENERAL).limit
-        return Balance(left, ranges, None if held is None else (*held, budget))
+        # The scan of archived records that follows the read (a list request per collection at least) needs a
+        # list slot when the last range is done: the list's read ends that much sooner.
+        return Balance(left, ranges, None if held is None else (*held, budget), after=len(collection_ids))
 
     def _finishes_first(self, left: Balance, row: ReadPartition, to: str) -> bool:
         """Whether, with `row` (pending, counted in `left`) read through `to`, what that budget then holds would

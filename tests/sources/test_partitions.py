@@ -178,6 +178,11 @@ def test_the_balance_keeps_the_list_windows_rhythm():
     assert left.seconds()[plan.LIST] == pytest.approx(frees[9])  # 20 requests: 10 free now, then the held ones
     big = partitions.Balance({plan.LIST: 12_950, plan.SEARCH: 0}, {plan.LIST: 1, plan.SEARCH: 0}, (frees, hold, 110))
     assert big.seconds()[plan.LIST] == pytest.approx(frees[9] + hold)  # 130: the 130th waits for the 20th's slot
+    # The scan of archived records after the read owes the list a request per collection.
+    scan = partitions.Balance(
+        {plan.LIST: 1_950, plan.SEARCH: 0}, {plan.LIST: 1, plan.SEARCH: 0}, (frees, hold, 110), after=1
+    )
+    assert scan.seconds()[plan.LIST] == pytest.approx(frees[10])
     unknown = partitions.Balance({plan.LIST: 11_000, plan.SEARCH: 0}, {plan.LIST: 0, plan.SEARCH: 0})
     assert 9.9 < unknown.seconds()[plan.LIST] < 10.1
     # Search: 5 pages/s less its guard and the counts it pays for the list; a range ends on half a page.
