@@ -321,9 +321,13 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
         sources = [new_source(hub, 5200 + i, f"budget-two-{i}") for i in range(2)]
         started = time.perf_counter()
         procs = [sync_process(base, s) for s in sources]
+        refused = []  # (list, search) 429s of each process, from its warnings
         for proc in procs:
             _, err = proc.communicate(timeout=1800)
             assert proc.returncode == 0, err[-3000:]
+            lines = [line for line in err.splitlines() if "-> 429" in line]
+            searched = sum(1 for line in lines if "/search" in line)
+            refused.append((len(lines) - searched, searched))
         seconds = time.perf_counter() - started
         assert Record.objects.filter(source__in=sources).count() == 2 * CONTACTS
         # The runs' own span (first start to last finish), as one account's figure is timed (its run only): the
@@ -343,5 +347,6 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             f"({2 * CONTACTS / seconds:6.0f} records/s over {seconds:5.1f} s with the processes' start-up)\n"
             f"                    each account's own rate, summed: {summed:6.0f} records/s{each} (runs of "
             f"{durations[0]:4.1f} s and {durations[1]:4.1f} s, started {apart:3.1f} s apart; "
-            f"{' and '.join(f'{r.api_calls} requests, {r.rate_limited} x 429' for r in runs)})"
+            f"{' and '.join(f'{r.api_calls} requests, {r.rate_limited} x 429' for r in runs)}; 429s of list / "
+            f"search: {', '.join(f'{a} / {b}' for a, b in refused)})"
         )
