@@ -24,6 +24,7 @@ from .models import AuthCode, Knobs, Portal, RefreshToken
 from .mutate import MutationError, merge_records, purge_records
 from .portals import get_portal
 from .realism import (
+    ARRIVED,
     GENERAL,
     SEARCH,
     correlation_id,
@@ -161,7 +162,8 @@ def api_view(
                 )
             if request.method not in methods:
                 return error_response(405, "VALIDATION_ERROR", f"Method {request.method} is not allowed here.")
-            arrived = time.monotonic()
+            # When the request reached the server (sandbox_serve notes it before Django handles it), else now.
+            arrived = request.META.get(ARRIVED) or time.monotonic()
             knobs = state.knobs()
             fault = _apply_faults(request, knobs, arrived)
             if fault is not None:
@@ -190,10 +192,10 @@ def api_view(
             headers: dict[str, str] = {}
             if knobs.rate_limits:
                 if search:
-                    allowed, _ = SEARCH.hit(portal.hub_id, knobs.search_rate_limit, 1.0)
+                    allowed, _ = SEARCH.hit(portal.hub_id, knobs.search_rate_limit, 1.0, at=arrived)
                 else:
                     allowed, remaining = GENERAL.hit(
-                        portal.hub_id, knobs.rate_limit_max, knobs.rate_limit_interval_ms / 1000
+                        portal.hub_id, knobs.rate_limit_max, knobs.rate_limit_interval_ms / 1000, at=arrived
                     )
                     headers = {
                         "X-HubSpot-RateLimit-Max": str(knobs.rate_limit_max),

@@ -7,6 +7,7 @@ sandbox is always served by one process; `reset_rate_limits()` clears them (test
 
 from __future__ import annotations
 
+import bisect
 import json
 import socket
 import socketserver
@@ -15,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -42,23 +42,32 @@ def error_response(status: int, category: str, message: str, **extra: Any) -> Ht
 
 
 # --- rate limits ---------------------------------------------------------------------------------------------
+# The WSGI environ key sandbox_serve sets to the time.monotonic() a request reached it.
+ARRIVED = "sandbox.arrived"
+
+
 class SlidingWindow:
+    """HubSpot's rolling windows: a request counts at the moment it arrived (a gateway counts at its edge, before
+    the request is handled), so requests that arrived in one order may be counted in another here."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hits: dict[Any, deque[float]] = {}
+        self._hits: dict[Any, list[float]] = {}
 
-    def hit(self, key: Any, maximum: int, interval_s: float) -> tuple[bool, int]:
-        """Count one request; returns (allowed, remaining after it)."""
+    def hit(self, key: Any, maximum: int, interval_s: float, at: float | None = None) -> tuple[bool, int]:
+        """Count one request that arrived `at` (time.monotonic(); now when not given): allowed when fewer than
+        `maximum` requests arrived in the `interval_s` before it; returns (allowed, remaining after it)."""
         now = time.monotonic()
+        at = now if at is None else min(at, now)
         with self._lock:
-            q = self._hits.setdefault(key, deque())
-            edge = now - interval_s
-            while q and q[0] <= edge:
-                q.popleft()
-            if len(q) >= maximum:
+            stamps = self._hits.setdefault(key, [])
+            # Kept a second longer than the window: a request handled late still sees what arrived before it.
+            del stamps[: bisect.bisect_right(stamps, now - interval_s - 1.0)]
+            used = bisect.bisect_right(stamps, at) - bisect.bisect_right(stamps, at - interval_s)
+            if used >= maximum:
                 return False, 0
-            q.append(now)
-            return True, maximum - len(q)
+            bisect.insort(stamps, at)
+            return True, maximum - used - 1
 
     def clear(self) -> None:
         with self._lock:
