@@ -38,6 +38,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 
+from django.db import connection
+
 from ..models import Record, SourceCollection
 from .cursor import IdsPass, ListRead
 from .mirror import Gone, MirrorWrites
@@ -99,19 +101,38 @@ class Deletions(MirrorWrites):
         number; one query when there are none, the usual case)."""
         after = low
         while True:
-            qs = Record.objects.filter(
-                source_id=self.source.pk, collection=sc.collection, archived=archived, object_id__gt=after
-            )
-            if high is not None:
-                qs = qs.filter(object_id__lte=high)
-            if exclude:
-                qs = qs.exclude(object_id__in=exclude)
-            batch = list(qs.order_by("object_id").values_list("object_id", flat=True)[:BATCH_READ_LIMIT])
+            if connection.vendor == "postgresql":
+                batch = self._candidates_pg(sc, archived=archived, after=after, high=high, exclude=exclude)
+            else:
+                qs = Record.objects.filter(
+                    source_id=self.source.pk, collection=sc.collection, archived=archived, object_id__gt=after
+                )
+                if high is not None:
+                    qs = qs.filter(object_id__lte=high)
+                if exclude:
+                    qs = qs.exclude(object_id__in=exclude)
+                batch = list(qs.order_by("object_id").values_list("object_id", flat=True)[:BATCH_READ_LIMIT])
             if batch:
                 yield batch
             if len(batch) < BATCH_READ_LIMIT:
                 return
             after = batch[-1]
+
+    def _candidates_pg(
+        self, sc: SourceCollection, *, archived: bool, after: int, high: int | None, exclude: list[int]
+    ) -> list[int]:
+        """`candidate_batches`' query on PostgreSQL as one short statement with the page's ids as one array (it runs
+        for every page of a checking read: the ORM spent more time building it than PostgreSQL running it, and a
+        statement of over 50 parameters is parsed again on every execute)."""
+        sql = (
+            f"SELECT object_id FROM {Record._meta.db_table} WHERE source_id = %s AND collection = %s "
+            "AND archived = %s AND object_id > %s AND object_id <= %s AND NOT (object_id = ANY(%s)) "
+            "ORDER BY object_id LIMIT %s"
+        )
+        top = high if high is not None else 2**63 - 1
+        with connection.cursor() as cur:
+            cur.execute(sql, [self.source.pk, sc.collection, archived, after, top, list(exclude), BATCH_READ_LIMIT])
+            return [int(row[0]) for row in cur.fetchall()]
 
     def confirm_gone(self, sc: SourceCollection, ids: list[int], *, mirror_archived: bool) -> Gone:
         """Ask HubSpot about candidate ids (a batch read live, one archived): archived ones (unless the mirror

@@ -320,6 +320,32 @@ def test_deletion_check_per_range_on_a_full_sync(workspace, sandbox, partitioned
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
 
 
+def test_records_deleted_at_the_ranges_bounds_are_found(workspace, sandbox, partitioned, monkeypatch):
+    """A Full sync cuts its ranges at ids the mirror holds (its quantiles): a range's high bound is a record. Those
+    very records, deleted in HubSpot once the ranges are planned, are found by the deletion check of the range
+    they end (its candidates run up to and including the high bound) and removed; nothing else is."""
+    sandbox.seed(PORTAL, contacts=900, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    assert sync(source, SyncRun.Trigger.FIRST).status == SyncRun.Status.SUCCEEDED
+    monkeypatch.setattr(partitions, "SPLIT_MIN_RECORDS", 10**9)
+    doomed: list[int] = []
+    real = partitions.Partitions.plan_partitions
+
+    def plan_then_purge(engine, sc, *args, **kwargs):
+        real(engine, sc, *args, **kwargs)
+        highs = ReadPartition.objects.filter(collection=sc, high__isnull=False).values_list("high", flat=True)
+        doomed.extend(sandbox.purge(list(highs), portal=PORTAL))
+
+    monkeypatch.setattr(partitions.Partitions, "plan_partitions", plan_then_purge)
+    held = Record.objects.filter(source=source).count()
+    full = sync(source, SyncRun.Trigger.FULL)
+    assert full.status == SyncRun.Status.SUCCEEDED, full.error
+    assert len(doomed) >= 2 and full.counts["contacts"]["deleted"] == len(doomed)
+    assert not Record.objects.filter(source=source, object_id__in=doomed).exists()
+    assert Record.objects.filter(source=source).count() == held - len(doomed)
+    assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
 def test_list_ranges_fall_back_to_search_when_after_is_not_an_id(workspace, sandbox, partitioned):
     sandbox.set_knobs(opaque_list_after=True)
     sandbox.seed(PORTAL, contacts=800, companies=0, deals=0, tickets=0)
