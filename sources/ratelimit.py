@@ -233,7 +233,8 @@ class RateLimiter:
 
     def _used(self, account: str, kind: str, budget: Budget) -> int | None:
         """Slots taken in the current window (None: unknown)."""
-        return None
+        ages = self._ages(account, kind, budget)
+        return None if ages is None else len(ages)
 
     def _ages(self, account: str, kind: str, budget: Budget) -> list[float] | None:
         """The ages of the slots taken in the window (None: unknown)."""
@@ -306,11 +307,6 @@ class LocalRateLimiter(RateLimiter):
             # Full: the oldest slot (of the last `limit`) frees first.
             oldest = stamps[len(stamps) - budget.limit]
             return max(1, int((oldest + window - now) * 1000) + 1)
-
-    def _used(self, account: str, kind: str, budget: Budget) -> int | None:
-        with self._lock:
-            edge = time.monotonic() - budget.window_ms / 1000.0
-            return sum(1 for stamp in self._windows.get((account, kind), ()) if stamp > edge)
 
     def _ages(self, account: str, kind: str, budget: Budget) -> list[float] | None:
         with self._lock:
@@ -518,18 +514,6 @@ class RedisRateLimiter(RateLimiter):
         except redis.exceptions.ConnectionError:
             _mark_redis_down()
             _fallback()._set_pause(account, kind, ms)
-
-    def _used(self, account: str, kind: str, budget: Budget) -> int | None:
-        import redis
-
-        if _redis_down():
-            return _fallback()._used(account, kind, budget)
-        try:
-            seconds, micros = self.redis.time()
-            now = int(seconds) * 1000 + int(micros) // 1000
-            return int(self.redis.zcount(self._keys(account, kind)[0], now - budget.window_ms, "+inf"))
-        except redis.exceptions.ConnectionError:
-            return None
 
     def _ages(self, account: str, kind: str, budget: Budget) -> list[float] | None:
         import redis

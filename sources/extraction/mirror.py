@@ -134,8 +134,8 @@ class MirrorWrites(EngineBase):
             if connection.vendor == "postgresql":
                 cur.execute(head + self._pg_rows(collection, values, archived_update) + tail)
             else:
-                cur.execute(head + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(values)) + tail,
-                            self._params(collection, values, archived_update))  # fmt: skip
+                rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
+                cur.execute(head + rows + tail, self._params(collection, values, archived_update))
             return {int(row[0]) for row in cur.fetchall()}
 
     def _params(self, collection: str, values: list[tuple], archived_update: AbstractSet[int]) -> list:

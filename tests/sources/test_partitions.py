@@ -172,7 +172,9 @@ def test_the_balance_keeps_the_list_windows_rhythm():
     frees = [2.0 + i * 0.05 for i in range(100)]  # 100 of 110 held, freeing from 2 s on
     balance = partitions.Balance({plan.LIST: 0, plan.SEARCH: 0}, {plan.LIST: 0, plan.SEARCH: 0}, (frees, hold, 110))
     assert balance.seconds() == {plan.LIST: 0.0, plan.SEARCH: 0.0}
-    ten = balance.moved(0, plan.SEARCH, plan.LIST)  # one list range, no records: half a page
+    ten = partitions.Balance(  # one list range, no records: half a page
+        {plan.LIST: 0, plan.SEARCH: 0}, {plan.LIST: 1, plan.SEARCH: 0}, (frees, hold, 110)
+    )
     assert ten.seconds()[plan.LIST] == 0.0
     left = partitions.Balance({plan.LIST: 1_950, plan.SEARCH: 0}, {plan.LIST: 1, plan.SEARCH: 0}, (frees, hold, 110))
     assert left.seconds()[plan.LIST] == pytest.approx(frees[9])  # 20 requests: 10 free now, then the held ones
