@@ -23,7 +23,7 @@ import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
-from hubsync.querylog import forget_queries
+from hubsync.querylog import execute_bulk, forget_queries
 
 from ..models import DeliveryRun, DeliveryState, Mapping
 from ..services import lock_mapping
@@ -306,7 +306,7 @@ def _store_in_one_statement(
     parts.append(f"r AS (UPDATE {run_table} SET {', '.join(assignments)} FROM l WHERE {run_table}.{run_pk} = %s)")
     params.append(run_id)
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT 1", params)
+        execute_bulk(cursor, f"WITH {', '.join(parts)} SELECT 1", params)
 
 
 def _state_arrays(states: list[_Delivered]) -> list[str]:
@@ -338,7 +338,8 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
     update, columns = _STATE_UPSERT, _STATE_COLUMNS
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(
+            execute_bulk(
+                cursor,
                 f"INSERT INTO {table} ({columns}) "
                 f"SELECT %s, t.o, t.h, 'delivered', '', t.m, t.m, %s, NULL, %s "
                 f"FROM unnest(%s::bigint[], %s::varchar[], %s::varchar[]) AS t(o, h, m) "
@@ -349,7 +350,8 @@ def _upsert_delivered(mapping_id: int, states: list[_Delivered], now: Any) -> No
             # One statement over a JSON array of the rows (SQLite reads it in C), rather than one execution per
             # row. ("WHERE true": SQLite's grammar needs it between INSERT … SELECT and ON CONFLICT.)
             at = connection.ops.adapt_datetimefield_value(now)
-            cursor.execute(
+            execute_bulk(
+                cursor,
                 f"INSERT INTO {table} ({columns}) "
                 f"SELECT %s, j.value ->> 0, j.value ->> 1, 'delivered', '', j.value ->> 2, j.value ->> 2, %s, NULL, %s "
                 f"FROM json_each(%s) AS j WHERE true "

@@ -30,7 +30,7 @@ from django.utils import timezone
 from psycopg.adapt import Transformer
 
 from hubsync import hooks
-from hubsync.querylog import forget_queries
+from hubsync.querylog import execute_bulk, forget_queries
 
 from .. import history
 from ..models import ChangeCounter, MergedRecord, Record, RecordChange, SourceCollection
@@ -132,10 +132,10 @@ class MirrorWrites(EngineBase):
         )
         with connection.cursor() as cur:
             if connection.vendor == "postgresql":
-                cur.execute(head + self._pg_rows(collection, values, archived_update) + tail)
+                execute_bulk(cur, head + self._pg_rows(collection, values, archived_update) + tail)
             else:
                 rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(values))
-                cur.execute(head + rows + tail, self._params(collection, values, archived_update))
+                execute_bulk(cur, head + rows + tail, self._params(collection, values, archived_update))
             return {int(row[0]) for row in cur.fetchall()}
 
     def _params(self, collection: str, values: list[tuple], archived_update: AbstractSet[int]) -> list:
@@ -223,6 +223,7 @@ class MirrorWrites(EngineBase):
                     seq = self._write_page(page, seq)
                     if page.page.checkpoint is not None:
                         page.page.checkpoint()
+                forget_queries()  # a group holds tens of pages; with DEBUG on each upsert is logged as ~1 MB of SQL
             fence()
         for page in prepared:
             self.inserted += page.new
