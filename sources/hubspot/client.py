@@ -25,6 +25,7 @@ from .wire import (
     NotFound,
     TransientError,
     _dumps,
+    _loads,
     _retry_after,
     api_base,
     backoff_delay,
@@ -149,7 +150,7 @@ class HubSpotClient:
                 if not response.content:
                     return None
                 try:
-                    return response.json()
+                    return _loads(response)
                 except ValueError:
                     # A body cut short (a proxy or a reset mid-response): as transient as a 5xx.
                     log.warning("HubSpot %s %s -> %s with a body that is not JSON", method, safe_url(url), status)

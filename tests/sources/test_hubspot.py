@@ -109,6 +109,36 @@ def test_long_property_lists_are_split_to_fit_the_url():
     assert client._split_for_url("/crm/v3/objects/contacts", props[:3], None, 100, False) == (props[:3], [])
 
 
+def test_a_body_decodes_exactly_as_the_json_module_decodes_it():
+    """The client decodes with orjson and falls back to the json module for what orjson refuses: either way the
+    records are what the json module would make of the body, and a body that is not JSON raises ValueError."""
+    from sources.hubspot.wire import _loads
+
+    bodies = [
+        '{"results":[{"id":"1","properties":{"firstname":"Zoë","note":"a\\u2028b\\u0000c","x":null}}]}',
+        '{"results":[{"id":"2","properties":{"firstname":"\\ud800 lone"}}],"total":2}',  # orjson refuses
+        '{"total":NaN,"results":[]}',  # json's extension: orjson refuses
+        '{"results":[{"id":"3","properties":{"emoji":"😀","quote":"\\"\\\\/"}}]}',
+    ]
+    for text in bodies:
+        decoded = _loads(_response(200, text.encode("utf-8")))
+        expected = json.loads(text)
+        assert json.dumps(decoded, sort_keys=True) == json.dumps(expected, sort_keys=True), text
+    assert _loads(_response(200, '{"firstname":"Zoë"}'.encode()))["firstname"] == "Zoë"
+    for broken in (b'{"results":[{"id":"1","propert', b"<html>502</html>", b"\xff\xfe{}"):
+        with pytest.raises(ValueError):
+            _loads(_response(200, broken))
+
+
+def test_a_200_with_a_body_cut_short_is_retried(monkeypatch):
+    client = HubSpotClient(access_token="t", hub_id=PORTAL)
+    answers = [_response(200, b'{"results":[{"id":"1"'), _response(200, b'{"results":[{"id":"1"}]}')]
+    monkeypatch.setattr(client, "_send", lambda *args, **kwargs: answers.pop(0))
+    monkeypatch.setattr("sources.hubspot.client.time.sleep", lambda seconds: None)
+    assert client.request("GET", "/crm/v3/objects/contacts") == {"results": [{"id": "1"}]}
+    assert answers == []
+
+
 def test_client_needs_a_source_or_a_token():
     with pytest.raises(ValueError):
         HubSpotClient()
