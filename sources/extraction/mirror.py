@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -38,6 +38,7 @@ from .base import EngineBase
 from .cursor import Cursor
 from .records import content_hash, lastmod_property, merged_away, parse_dt, properties_json
 
+ZERO = timedelta(0)
 logger = logging.getLogger(__name__)
 
 SCHEMA_KEYS = ("label", "type", "fieldType", "groupName", "hidden", "calculated", "hubspotDefined")
@@ -95,6 +96,35 @@ class Gone:
 
     def __bool__(self) -> bool:
         return bool(self.archived or self.deleted or self.merged or self.note)
+
+
+class _PgLiteral:
+    """SQL literals for the page upsert on PostgreSQL, equal to what psycopg's dumpers write for the same values
+    (tests/sources/test_extract.py stores quotes, backslashes and multi-byte text through it), at a fraction of
+    their cost per value. Text is quoted by doubling its quotes where the server reads backslashes as plain
+    characters (standard_conforming_strings, PostgreSQL's default since 9.1); otherwise, and for a NUL (which
+    PostgreSQL text cannot hold: psycopg raises), psycopg quotes it. Aware UTC datetimes are written in ISO form
+    as timestamptz; any other datetime goes to psycopg."""
+
+    def __init__(self, raw: Any) -> None:
+        self._literal = Transformer(raw).as_literal
+        self._encoding = raw.info.encoding
+        self._plain = raw.info.parameter_status("standard_conforming_strings") == "on"
+
+    def _psycopg(self, value: Any) -> str:
+        return self._literal(value).decode(self._encoding)
+
+    def text(self, value: str) -> str:
+        if self._plain and "\x00" not in value:
+            return "'" + value.replace("'", "''") + "'"
+        return self._psycopg(value)
+
+    def when(self, value: datetime | None) -> str:
+        if value is None:
+            return "NULL"
+        if value.tzinfo is UTC or value.utcoffset() == ZERO:
+            return f"'{value.isoformat()}'::timestamptz"  # ends in +00:00
+        return self._psycopg(value)
 
 
 class MirrorWrites(EngineBase):
@@ -159,30 +189,21 @@ class MirrorWrites(EngineBase):
         return params
 
     def _pg_rows(self, collection: str, values: list[tuple], archived_update: AbstractSet[int]) -> str:
-        """The page's rows as SQL literals, quoted by psycopg's own dumpers: a statement of 1,100 placeholders is
-        parsed again on every execute (psycopg caches statements of up to 50), which cost the writer more CPU than
-        anything else (3x the literals' quoting, measured)."""
+        """The page's rows as SQL literals: a statement of 1,100 placeholders is parsed again on every execute
+        (psycopg caches statements of up to 50), which cost the writer more CPU than anything else (3x the
+        literals' quoting, measured). Ids, flags and hashes are written as Python writes them; the properties text
+        and the dates as psycopg's dumpers would quote them (`_pg_text`, `_pg_when`), with psycopg's own quoting
+        for whatever those do not cover."""
         raw = connection.connection
-        literal = Transformer(raw).as_literal
-        source, name, now = literal(self.source.pk), literal(collection), literal(timezone.now())
-        rows = [
-            b"(%b, %b, %b, %b::jsonb, %b, %b, %b, %b, %b, %b, %b)"
-            % (
-                source,
-                name,
-                literal(object_id),
-                literal(text),
-                literal(created),
-                literal(updated),
-                literal(archived),
-                literal(object_id in archived_update),
-                literal(digest),
-                literal(seq),
-                now,
-            )
+        literal = _PgLiteral(raw)
+        head = f"({int(self.source.pk)}, {literal.text(collection)}, "
+        tail = f", {literal.when(timezone.now())})"
+        return ", ".join(
+            f"{head}{int(object_id)}, {literal.text(text)}::jsonb, {literal.when(created)}, {literal.when(updated)}, "
+            f"{'true' if archived else 'false'}, {'true' if object_id in archived_update else 'false'}, "
+            f"{literal.text(digest)}, {int(seq)}{tail}"
             for object_id, text, created, updated, archived, digest, seq in values
-        ]
-        return b", ".join(rows).decode(raw.info.encoding)
+        )
 
     def commit_page(
         self,

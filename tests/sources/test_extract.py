@@ -1157,3 +1157,48 @@ def test_property_values_that_look_like_sql_are_stored_as_they_are(workspace, sa
     stored = dict(Record.objects.filter(source=source, object_id__in=ids).values_list("object_id", "properties"))
     assert [stored[i]["jobtitle"] for i in ids] == [v + " (edited)" for v in TRICKY]
     assert_mirror_equals_sandbox(source, sandbox, exact=True)
+
+
+@pytest.mark.django_db
+def test_the_page_upserts_literals_read_back_as_the_values_themselves():
+    """Each literal the PostgreSQL page upsert writes reads back, in the database, as the value psycopg would
+    have sent as a parameter: texts of every awkward kind, with standard_conforming_strings on and off, and dates
+    in UTC, in other zones and naive."""
+    from datetime import timezone as dt_timezone
+    from decimal import Decimal
+    from zoneinfo import ZoneInfo
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the literals are PostgreSQL's")
+    texts = [*TRICKY, "", "'", "''", "\\", "\\'", "a\tb\nc\r", '{"k":"v\\"w"}', "\u2028", "x" * 5000]
+    dates = [
+        None,
+        datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(2024, 7, 1, 12, 0, tzinfo=ZoneInfo("Europe/Paris")),
+        datetime(2024, 1, 1, 12, 0, tzinfo=ZoneInfo("Europe/London")),
+        datetime(2024, 1, 1, 12, 0, tzinfo=dt_timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(2024, 1, 1, 12, 0),
+    ]
+    connection.ensure_connection()
+    with connection.cursor() as cur:
+        for conforming, zone in (("on", "UTC"), ("off", "UTC"), ("on", "America/New_York")):
+            cur.execute(f"SET standard_conforming_strings = {conforming}")
+            cur.execute(f"SET TIME ZONE '{zone}'")
+            literal = mirror._PgLiteral(connection.connection)
+            for text in texts:
+                cur.execute(f"SELECT {literal.text(text)}")
+                assert cur.fetchone() == (text,), (conforming, text)
+            for when in dates:
+                # Compared as instants (Django's loader labels every timestamptz UTC, whatever the session's zone);
+                # a naive datetime is read in the session's zone, as psycopg's own literal is.
+                cur.execute(f"SELECT extract(epoch FROM {literal.when(when)}::timestamptz)")
+                (epoch,) = cur.fetchone()
+                expected = None if when is None else (when if when.tzinfo else when.replace(tzinfo=ZoneInfo(zone)))
+                assert epoch == (None if expected is None else Decimal(str(expected.timestamp()))), (zone, when)
+        cur.execute("SET standard_conforming_strings = on")
+        cur.execute("SET TIME ZONE 'UTC'")
+    assert literal.text("O'Brien") == "'O''Brien'"
