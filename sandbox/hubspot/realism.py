@@ -18,16 +18,27 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from django.http import HttpRequest, HttpResponse
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    body = _json_body(data)
     resp = HttpResponse(body, status=status, content_type="application/json;charset=utf-8")
     if headers:
         for k, v in headers.items():
             resp[k] = v
     return resp
+
+
+def _json_body(data: Any) -> bytes:
+    """Compact UTF-8 JSON. orjson writes a page of records several times faster than the json module (the
+    double shares the benchmark machine with the client it serves); what orjson refuses (integers beyond 64 bits,
+    a key that is not a string) goes through the json module."""
+    try:
+        return orjson.dumps(data)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def correlation_id() -> str:

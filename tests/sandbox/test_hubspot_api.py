@@ -892,3 +892,18 @@ def test_merge_keeping_the_primary_id_and_what_cannot_be_merged(hubspot_sandbox)
         timeout=30,
     )
     assert denied.status_code == 403
+
+
+def test_the_doubles_json_is_the_json_modules_for_what_orjson_refuses():
+    import json
+
+    from sandbox.hubspot.realism import json_response
+
+    for data in (
+        {"results": [{"id": "1", "properties": {"firstname": "Zoë", "note": '\u2028 "q" \\ 😀'}}], "total": 1},
+        {"total": 2**70, "results": []},  # beyond 64 bits: orjson refuses
+        {1: "a key that is not a string"},
+    ):
+        response = json_response(data)
+        assert response["Content-Type"] == "application/json;charset=utf-8"
+        assert response.content == json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
