@@ -22,12 +22,14 @@ processes.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
 import time
 from datetime import timedelta
 
+import psutil
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection
@@ -179,6 +181,14 @@ def new_source(hub: HubSpotSandbox, hub_id: int, name: str, contacts: int = CONT
     return source
 
 
+def cpu_seconds(sandbox) -> tuple[float, float]:
+    """CPU seconds so far of (this process and its finished children, the sandbox's processes)."""
+    own, children = psutil.Process().cpu_times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = psutil.Process(sandbox.pid)  # gunicorn's arbiter, which serves from its worker process
+    served = sum(sum(p.cpu_times()[:2]) for p in [server, *server.children(recursive=True)])
+    return own.user + own.system + children.ru_utime + children.ru_stime, served
+
+
 def sync_process(base: str, source: Source) -> subprocess.Popen:
     env = sandbox_env()
     env.update(
@@ -250,8 +260,10 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             requests.reset()
             writer.reset()
             run = create_run(source=source, trigger=SyncRun.Trigger.FIRST)
+            cpu = cpu_seconds(base)
             with Meter() as meter, connection.execute_wrapper(writer.counting):
                 finished = execute_run(run_id=run.pk)
+            sync_cpu, served_cpu = (b - a for a, b in zip(cpu, cpu_seconds(base), strict=True))
             assert finished is not None and finished.status == SyncRun.Status.SUCCEEDED, finished and finished.error
             assert Record.objects.filter(source=source).count() == CONTACTS
             rate = CONTACTS / meter.seconds
@@ -267,7 +279,8 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
                 f"{limiter.guard_ms(account, SEARCH)} ms) | "
                 f"{finished.counts['contacts'].get('partitions', 1)} ranges, in flight "
                 f"{requests.flight_seconds / meter.seconds:3.1f} mean / {requests.peak_in_flight} peak | "
-                f"{meter.seconds:5.1f} s | peak RSS {meter.peak / 2**20:6.1f} MiB\n"
+                f"{meter.seconds:5.1f} s | peak RSS {meter.peak / 2**20:6.1f} MiB | CPU: sync {sync_cpu:4.1f} s, "
+                f"HubSpot double {served_cpu:4.1f} s\n"
                 f"                    {writer.figures(meter.seconds)}\n"
                 f"                    {requests.carried()}"
             )
@@ -320,6 +333,7 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
         hub.set_knobs(latency_ms=250)
         sources = [new_source(hub, 5200 + i, f"budget-two-{i}") for i in range(2)]
         started = time.perf_counter()
+        cpu = cpu_seconds(base)
         procs = [sync_process(base, s) for s in sources]
         refused = []  # (list, search) 429s of each process, from its warnings
         for proc in procs:
@@ -329,6 +343,7 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             searched = sum(1 for line in lines if "/search" in line)
             refused.append((len(lines) - searched, searched))
         seconds = time.perf_counter() - started
+        syncs_cpu, served_cpu = (b - a for a, b in zip(cpu, cpu_seconds(base), strict=True))
         assert Record.objects.filter(source__in=sources).count() == 2 * CONTACTS
         # The runs' own span (first start to last finish), as one account's figure is timed (its run only): the
         # processes' start-up (Python, Django, ~1-2 s each) is not the engine's.
@@ -348,5 +363,6 @@ def test_bench_extract_at_the_budget(settings, monkeypatch):
             f"                    each account's own rate, summed: {summed:6.0f} records/s{each} (runs of "
             f"{durations[0]:4.1f} s and {durations[1]:4.1f} s, started {apart:3.1f} s apart; "
             f"{' and '.join(f'{r.api_calls} requests, {r.rate_limited} x 429' for r in runs)}; 429s of list / "
-            f"search: {', '.join(f'{a} / {b}' for a, b in refused)})"
+            f"search: {', '.join(f'{a} / {b}' for a, b in refused)}; CPU: syncs {syncs_cpu:4.1f} s, "
+            f"HubSpot double {served_cpu:4.1f} s)"
         )
