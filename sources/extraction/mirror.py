@@ -99,9 +99,9 @@ class Gone:
 
 
 class _PgLiteral:
-    """SQL literals for the page upsert on PostgreSQL, equal to what psycopg's dumpers write for the same values
-    (tests/sources/test_extract.py stores quotes, backslashes and multi-byte text through it), at a fraction of
-    their cost per value. Text is quoted by doubling its quotes where the server reads backslashes as plain
+    """SQL literals for the page upsert on PostgreSQL that read back as the values psycopg's dumpers would send,
+    at about half their cost per page (ids, flags and sequence numbers are written as Python writes integers and
+    booleans). Text is quoted by doubling its quotes where the server reads backslashes as plain
     characters (standard_conforming_strings, PostgreSQL's default since 9.1); otherwise, and for a NUL (which
     PostgreSQL text cannot hold: psycopg raises), psycopg quotes it. Aware UTC datetimes are written in ISO form
     as timestamptz; any other datetime goes to psycopg."""
@@ -191,9 +191,7 @@ class MirrorWrites(EngineBase):
     def _pg_rows(self, collection: str, values: list[tuple], archived_update: AbstractSet[int]) -> str:
         """The page's rows as SQL literals: a statement of 1,100 placeholders is parsed again on every execute
         (psycopg caches statements of up to 50), which cost the writer more CPU than anything else (3x the
-        literals' quoting, measured). Ids, flags and hashes are written as Python writes them; the properties text
-        and the dates as psycopg's dumpers would quote them (`_pg_text`, `_pg_when`), with psycopg's own quoting
-        for whatever those do not cover."""
+        literals' quoting, measured), written by `_PgLiteral`."""
         raw = connection.connection
         literal = _PgLiteral(raw)
         head = f"({int(self.source.pk)}, {literal.text(collection)}, "
