@@ -33,6 +33,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from hubsync.fields import DecryptionError
+from hubsync.jsoncodec import loads
 from sources.models import Record, SourceCollection, SyncRun
 
 from ..models import DeliveryRun, DeliveryState, Mapping
@@ -40,7 +41,7 @@ from ..segment import MAX_MESSAGE_BYTES, SegmentClient
 from ..selectors import sample_cutoff
 from .background import Background
 from .checkpoint import _Delivered
-from .messages import DELIVERED_BEFORE, MessageBuilder, _loads, _oversize_reason, _Pending, archived_skip_reason
+from .messages import DELIVERED_BEFORE, MessageBuilder, _oversize_reason, _Pending, archived_skip_reason
 from .runs import _claim_run, _finish, _inherited_unconfirmed
 from .sender import BATCH_ENVELOPE_BYTES, SendingMixin, _Abort, _Sender
 
@@ -52,7 +53,7 @@ _PICK_KEYS_PER_CALL = 100
 
 
 def _mapped_properties(keys: list[str]) -> Func | Value | ExpressionWrapper:
-    """What a chunk reads of a row's `properties`, as JSON text (decoded by `_loads`, faster than Django's
+    """What a chunk reads of a row's `properties`, as JSON text (decoded by `loads`, faster than Django's
     JSONField conversion): on PostgreSQL the mapped keys' values (`_PickProperties`); on SQLite the document as
     stored. SQLite's JSON functions cost more than decoding the whole document here (13 µs a row against 8 for a
     65-key contact), and their paths miss keys stored with escapes (any non-ASCII key, as Django writes JSON)."""
@@ -85,7 +86,7 @@ def _properties(value: Any, keys: list[str] | None) -> dict[str, Any]:
     the values of those keys in their order. A document that is not an object (the mirror never writes one)
     reads as no properties."""
     if value.__class__ is str:
-        value = _loads(value)
+        value = loads(value)
     if keys is not None and value.__class__ is list:
         return dict(zip(keys, value, strict=True))
     return value if value.__class__ is dict else {}

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from hubsync.jsoncodec import json_module_sorted, sorted_json
 from models_app.models import SYSTEM_COLUMNS
 from sources.models import SourceCollection
 
@@ -46,39 +45,22 @@ class _Pending:
     archived: bool = False  # archived in HubSpot, sent with the archived trait true
 
 
-# One encoder for the whole process: json.dumps with options builds a new one on every call.
-_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
-
-
 def _dumpb(obj: Any) -> bytes:
-    """Compact JSON with sorted keys, as UTF-8 bytes: what is hashed and sent. orjson writes the same bytes as
-    the json module configured above (tests/mappings/test_deliver.py compares them) several times faster, with
-    two exceptions that go through the json module, so that a payload's hash never depends on which encoder
-    wrote it: what orjson refuses (integers beyond 64 bits, lone surrogates), and floats below 1e-4, which
-    orjson writes as 0.00001 where json writes 1e-05 (only trait values can be floats)."""
-    try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, orjson.JSONEncodeError):
-        return _json_dumps(obj).encode("utf-8", "surrogatepass")
+    """Compact JSON with sorted keys, as UTF-8 bytes: what is hashed and sent (hubsync.jsoncodec.sorted_json), so
+    that a payload's hash never depends on which encoder wrote it; a trait float below 1e-4, which orjson writes as
+    0.00001 where json writes 1e-05, goes through the json module (only trait values can be floats)."""
+    out = sorted_json(obj)
     # orjson writes every float below 1e-4 with "0.0000" or "e-" in it: only then can a trait be one (text
     # containing either costs this look, never a different result).
     if b"e-" in out or b"0.0000" in out:
         traits = obj.get("traits") if obj.__class__ is dict else None
         if traits and any(v.__class__ is float and 0 < abs(v) < 1e-4 for v in traits.values()):
-            return _json_dumps(obj).encode("utf-8", "surrogatepass")
+            return json_module_sorted(obj)
     return out
 
 
 def _dumps(obj: Any) -> str:
     return _dumpb(obj).decode("utf-8", "surrogatepass")
-
-
-def _loads(text: str | bytes) -> Any:
-    """The picked properties (JSON text from the database): orjson, several times faster than json.loads."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. a lone surrogate escape, which orjson refuses and json accepts
-        return json.loads(text)
 
 
 class MessageBuilder:

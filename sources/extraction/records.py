@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from datetime import datetime
 
-import orjson
+from hubsync.jsoncodec import json_module_sorted, sorted_json
 
 # HubSpot's "Merged ... IDs" property: the `;`-separated ids merged into a record. Always read (HubSpot ignores
 # a requested property an object type lacks), so that every read of a merged record names the ids it replaced.
@@ -18,22 +17,13 @@ def lastmod_property(collection: str) -> str:
     return "lastmodifieddate" if collection == "contacts" else "hs_lastmodifieddate"
 
 
-_json_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
 def properties_json(properties: dict) -> str:
-    """The canonical JSON of a record's properties: hashed, and stored as is (serialised once per record).
-
-    The json module's text (sorted keys, compact, non-ASCII as is) defines it; orjson writes the same text for a
-    dict of strings (every HubSpot property value is one) about six times faster, so it writes those. Anything
-    else (a number, a nested value, a key that is not a string, a lone surrogate orjson refuses) goes through the
-    json module, so that a record's hash never depends on which encoder wrote it."""
+    """The canonical JSON of a record's properties: hashed, and stored as is (serialised once per record):
+    hubsync.jsoncodec's sorted JSON, through orjson for a dict of strings (every HubSpot property value is one),
+    through the json module for anything else (a number could be a float orjson writes its own way)."""
     if all(v.__class__ is str for v in properties.values()):
-        try:
-            return orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode()
-        except (TypeError, orjson.JSONEncodeError):
-            pass
-    return _json_text(properties)
+        return sorted_json(properties).decode("utf-8", "surrogatepass")
+    return json_module_sorted(properties).decode("utf-8", "surrogatepass")
 
 
 def content_hash(properties: dict | str, archived: bool) -> str:

@@ -13,6 +13,8 @@ import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
+from hubsync.jsoncodec import loads
+
 from ..models import Source
 from ..ratelimit import GENERAL, GUARD_MAX_MS, KINDS, SEARCH, RateLimiter, account_key, get_rate_limiter
 from .meter import RequestMeter
@@ -25,7 +27,6 @@ from .wire import (
     NotFound,
     TransientError,
     _dumps,
-    _loads,
     _retry_after,
     api_base,
     backoff_delay,
@@ -150,7 +151,7 @@ class HubSpotClient:
                 if not response.content:
                     return None
                 try:
-                    return _loads(response)
+                    return loads(response.content)
                 except ValueError:
                     # A body cut short (a proxy or a reset mid-response): as transient as a 5xx.
                     log.warning("HubSpot %s %s -> %s with a body that is not JSON", method, safe_url(url), status)

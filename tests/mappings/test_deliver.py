@@ -620,7 +620,7 @@ def test_the_engine_reads_exactly_the_mapped_properties_with_their_json_types(so
         # The builder reads `props.get(column)`: a key left out reads as None, like a missing one.
         assert {k: picked.get(k) for k in wanted} == {k: values.get(k) for k in wanted}
         if connection.vendor == "postgresql":
-            assert len(engine._loads(raw)) == len(wanted)  # only the mapped keys' values leave the database
+            assert len(engine.loads(raw)) == len(wanted)  # only the mapped keys' values leave the database
 
     # A document that is not an object (the mirror never writes one) reads as no properties, not as an error.
     Record.objects.filter(source=source, object_id=1).update(properties=["not", "an", "object"])

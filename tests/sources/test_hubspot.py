@@ -112,7 +112,7 @@ def test_long_property_lists_are_split_to_fit_the_url():
 def test_a_body_decodes_exactly_as_the_json_module_decodes_it():
     """The client decodes with orjson and falls back to the json module for what orjson refuses: either way the
     records are what the json module would make of the body, and a body that is not JSON raises ValueError."""
-    from sources.hubspot.wire import _loads
+    from hubsync.jsoncodec import loads
 
     bodies = [
         '{"results":[{"id":"1","properties":{"firstname":"Zoë","note":"a\\u2028b\\u0000c","x":null}}]}',
@@ -121,13 +121,13 @@ def test_a_body_decodes_exactly_as_the_json_module_decodes_it():
         '{"results":[{"id":"3","properties":{"emoji":"😀","quote":"\\"\\\\/"}}]}',
     ]
     for text in bodies:
-        decoded = _loads(_response(200, text.encode("utf-8")))
+        decoded = loads(_response(200, text.encode("utf-8")).content)
         expected = json.loads(text)
         assert json.dumps(decoded, sort_keys=True) == json.dumps(expected, sort_keys=True), text
-    assert _loads(_response(200, '{"firstname":"Zoë"}'.encode()))["firstname"] == "Zoë"
+    assert loads(_response(200, '{"firstname":"Zoë"}'.encode()).content)["firstname"] == "Zoë"
     for broken in (b'{"results":[{"id":"1","propert', b"<html>502</html>", b"\xff\xfe{}"):
         with pytest.raises(ValueError):
-            _loads(_response(200, broken))
+            loads(_response(200, broken).content)
 
 
 def test_a_200_with_a_body_cut_short_is_retried(monkeypatch):
