@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import random
+import threading
 import time
 import unicodedata
 from collections.abc import Callable
@@ -707,6 +708,11 @@ def props_for_type(otype: ObjectType, custom_rows: list[Any]) -> tuple[dict[str,
 
 
 _CACHE: dict[tuple, TypeData] = {}
+# One build per key at a time: a portal's first requests come several at once (a sync asks for the properties
+# and its first counts together), and each building the same TypeData under the GIL made all of them wait for
+# all the builds (three at once: 0.2 s; six, two portals: 0.45 s), which HubSpot's first answers never do.
+_BUILDING = threading.Lock()
+_BUILDS: dict[tuple, threading.Lock] = {}
 
 
 def type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None = None) -> TypeData:
@@ -726,15 +732,27 @@ def type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None = No
     td = _CACHE.get(key)
     if td is not None:
         return td
+    with _BUILDING:
+        build = _BUILDS.setdefault(key, threading.Lock())
+    with build:
+        td = _CACHE.get(key)
+        if td is None:
+            td = _build_type_data(portal, otype, custom_rows)
+            if len(_CACHE) > 64:
+                _CACHE.clear()
+            _CACHE[key] = td
+    with _BUILDING:
+        _BUILDS.pop(key, None)
+    return td
+
+
+def _build_type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None) -> TypeData:
     if custom_rows is None:
         custom_rows = list(portal.custom_properties.filter(object_type=otype.name))
     served, archived = props_for_type(otype, custom_rows)
     td = TypeData(portal.hub_id, portal.seed, otype, portal.size(otype.name), portal.generated_at_ms, served, archived)
     owners = [o["id"] for o in owners_for(portal.hub_id, portal.seed) if not o["archived"]]
     build_templates(td, owners)
-    if len(_CACHE) > 64:
-        _CACHE.clear()
-    _CACHE[key] = td
     return td
 
 
