@@ -81,10 +81,17 @@ class RateLimiter:
     def budget(self, account: str, kind: str = GENERAL) -> Budget:
         return self._learned.get((account, kind), self.budgets[kind])
 
-    def acquire(self, account: str, kind: str = GENERAL, *, timeout: float | None = None) -> float:
-        """Wait for a slot and take it. Returns the seconds waited. `timeout` bounds the wait (TimeoutError)."""
+    def acquire(
+        self, account: str, kind: str = GENERAL, *, timeout: float | None = None, flight: str | None = None
+    ) -> float:
+        """Wait for a slot and take it. Returns the seconds waited. `timeout` bounds the wait (TimeoutError).
+        `flight`: a token the request leaves with; the request counts in flight from the slot on (see `sent`),
+        noted in the same step as the slot (with Redis, the same round trip: the request leaves sooner after its
+        slot's time, which is what HubSpot's window is compared with)."""
         budget = self.budget(account, kind)
         if budget.limit <= 0:
+            if flight is not None:
+                self._flight(account, flight, add=True)
             return 0.0
         # A slot is taken here but counted by HubSpot when the request arrives, a few (varying) milliseconds
         # later: with several requests in flight, that jitter alone would put a 6th search into HubSpot's 1-second
@@ -92,7 +99,7 @@ class RateLimiter:
         guard = self._base_guard() if self._budgets is None else -1
         waited = 0.0
         while True:
-            wait_ms = self._try_take(account, kind, budget, guard)
+            wait_ms = self._try_take(account, kind, budget, guard, flight)
             if wait_ms <= 0:
                 self.waited_seconds += waited
                 return waited
@@ -188,7 +195,8 @@ class RateLimiter:
         return [max(0.0, hold_ms / 1000.0 - age) for age in ages], hold_ms / 1000.0
 
     def sent(self, account: str) -> str:
-        """A request of the account leaves now; returns its token for `answered`."""
+        """A request of the account leaves now; returns its token for `answered` (`acquire(flight=...)` does the
+        same with the slot)."""
         token = uuid.uuid4().hex
         self._flight(account, token, add=True)
         return token
@@ -216,9 +224,10 @@ class RateLimiter:
         self._reset(account)
 
     # --- backend -----------------------------------------------------------------------------------------
-    def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
+    def _try_take(self, account: str, kind: str, budget: Budget, guard: int, flight: str | None = None) -> int:
         """Take a slot and return 0, or return how many ms to wait before trying again. Slots are held `guard` ms
-        past the window, or the learned guard when longer; `guard` < 0: exactly the window."""
+        past the window, or the learned guard when longer; `guard` < 0: exactly the window. `flight`: with the
+        slot, the request's in-flight token."""
         raise NotImplementedError
 
     def _learned_guard(self, account: str, kind: str) -> int:
@@ -290,7 +299,7 @@ class LocalRateLimiter(RateLimiter):
             self._guards[key] = (guard, now)
         return max(guard, base)
 
-    def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
+    def _try_take(self, account: str, kind: str, budget: Budget, guard: int, flight: str | None = None) -> int:
         key = (account, kind)
         with self._lock:
             now = time.monotonic()
@@ -303,6 +312,8 @@ class LocalRateLimiter(RateLimiter):
                 stamps.popleft()
             if len(stamps) < budget.limit:
                 stamps.append(now)
+                if flight is not None:
+                    self._flying.setdefault(account, set()).add(flight)
                 return 0
             # Full: the oldest slot (of the last `limit`) frees first.
             oldest = stamps[len(stamps) - budget.limit]
@@ -329,8 +340,9 @@ class LocalRateLimiter(RateLimiter):
 
 
 # KEYS[1] the window (sorted set of slot ids scored by ms), KEYS[2] the pause ("not before", ms), KEYS[3] the
-# learned guard (hash: g = ms, t = ms of its last news). ARGV: limit, window_ms, a unique slot id, the configured
-# guard (ms; < 0: none), the guard's step (ms), ms without an edge 429 that narrow it a step.
+# learned guard (hash: g = ms, t = ms of its last news), KEYS[4] (optional) the account's requests in flight.
+# ARGV: limit, window_ms, a unique slot id, the configured guard (ms; < 0: none), the guard's step (ms), ms without
+# an edge 429 that narrow it a step, and with KEYS[4] the request's in-flight token and how long a token counts.
 # Returns 0 (slot taken) or the ms to wait.
 _TAKE = """
 local t = redis.call('TIME')
@@ -359,6 +371,10 @@ local used = redis.call('ZCARD', KEYS[1])
 if used < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
+  if KEYS[4] then
+    redis.call('ZADD', KEYS[4], now, ARGV[7])
+    redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[8]))
+  end
   return 0
 end
 local oldest = redis.call('ZRANGE', KEYS[1], used - limit, used - limit, 'WITHSCORES')
@@ -451,30 +467,25 @@ class RedisRateLimiter(RateLimiter):
         except redis.exceptions.ConnectionError:
             return None
 
-    def _try_take(self, account: str, kind: str, budget: Budget, guard: int) -> int:
+    def _try_take(self, account: str, kind: str, budget: Budget, guard: int, flight: str | None = None) -> int:
         import redis
 
         if _redis_down():
-            return _fallback()._try_take(account, kind, budget, guard)
+            return _fallback()._try_take(account, kind, budget, guard, flight)
+        keys = self._keys(account, kind)
+        args = [budget.limit, budget.window_ms, uuid.uuid4().hex, guard, GUARD_STEP_MS, int(GUARD_RELAX_S * 1000)]
+        if flight is not None:
+            # Scored by Redis' clock where `sent` scores by this machine's: clocks seconds apart do not matter
+            # against FLIGHT_FORGET_MS.
+            keys.append(self._flight_key(account))
+            args += [flight, FLIGHT_FORGET_MS]
         try:
-            return int(
-                self._take(
-                    keys=self._keys(account, kind),
-                    args=[
-                        budget.limit,
-                        budget.window_ms,
-                        uuid.uuid4().hex,
-                        guard,
-                        GUARD_STEP_MS,
-                        int(GUARD_RELAX_S * 1000),
-                    ],
-                )
-            )
+            return int(self._take(keys=keys, args=args))
         except redis.exceptions.ConnectionError:
             # A Redis outage must not stop syncs: fall back to this process's own window (HubSpot's 429s,
             # which the client retries, still protect the account) and try Redis again a little later.
             _mark_redis_down()
-            return _fallback()._try_take(account, kind, budget, guard)
+            return _fallback()._try_take(account, kind, budget, guard, flight)
 
     def _learned_guard(self, account: str, kind: str) -> int:
         import redis

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -184,11 +185,11 @@ class HubSpotClient:
             headers["Content-Type"] = "application/json"
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        self.limiter.acquire(self.account, kind)
+        flight = uuid.uuid4().hex
+        self.limiter.acquire(self.account, kind, flight=flight)  # in flight from its slot on (one round trip)
         self.api_calls += 1
         started = time.monotonic()
         self.meter.started(kind)
-        flight = self.limiter.sent(self.account)
         try:
             response = self.session.request(method, url, data=data, headers=headers, timeout=self.timeout)
         finally:

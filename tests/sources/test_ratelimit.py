@@ -414,13 +414,62 @@ def test_requests_in_flight_are_counted_across_workers(backend):
     assert second.in_flight(account) == 0
 
 
+@pytest.mark.parametrize("backend", ["local", pytest.param("redis", marks=needs_redis)])
+def test_a_slot_taken_with_a_flight_token_counts_the_request_in_flight(settings, backend):
+    """acquire(flight=token) takes the slot and notes the request in flight in one step, seen by every worker; a
+    request that got no slot (the wait timed out) is not in flight; an unlimited budget still counts it."""
+    settings.HUBSPOT_RATE_LIMIT = 2
+    settings.HUBSPOT_RATE_LIMIT_INTERVAL_MS = 10_000
+    first, second = guarded_limiters(backend)
+    account = uuid.uuid4().hex
+    first.acquire(account, flight="a")
+    second.acquire(account, flight="b")
+    assert first.used(account, GENERAL, 10_000) == 2
+    assert first.in_flight(account) == second.in_flight(account) == 2
+    with pytest.raises(TimeoutError):
+        first.acquire(account, flight="c", timeout=0.05)
+    assert second.in_flight(account) == 2
+    second.answered(account, "a")
+    first.answered(account, "b")
+    assert first.in_flight(account) == 0
+    settings.HUBSPOT_RATE_LIMIT = 0
+    first.acquire(account, flight="d")
+    assert second.in_flight(account) == 1
+
+
+@needs_redis
+def test_a_slot_and_its_flight_token_are_one_redis_round_trip(settings):
+    """The request leaves one round trip after its slot's time, not two (HubSpot compares arrivals, and each round
+    trip is a wait for the GIL on a busy worker)."""
+    import redis
+
+    settings.HUBSPOT_RATE_LIMIT = 110
+    client = redis.Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(client)
+    account = uuid.uuid4().hex
+    limiter.acquire(account)  # the script is loaded
+    calls = []
+    real = client.execute_command
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    client.execute_command = counted
+    limiter.acquire(account, flight="t")
+    assert calls == ["EVALSHA"]
+    client.execute_command = real
+    assert limiter.in_flight(account) == 1
+
+
 @needs_redis
 def test_a_request_whose_worker_died_stops_counting_in_flight(monkeypatch):
     monkeypatch.setattr(ratelimit, "FLIGHT_FORGET_MS", 100)
     first, second = guarded_limiters("redis")
     account = uuid.uuid4().hex
     first.sent(account)  # never answered: its worker was killed mid-request
-    assert second.in_flight(account) == 1
+    first.acquire(account, flight="slot")  # the same, noted with its slot
+    assert second.in_flight(account) == 2
     time.sleep(0.15)
     assert second.in_flight(account) == 0
 
