@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import sources.extraction as extract
@@ -125,6 +127,27 @@ def test_full_read_equals_sandbox_and_second_full_read_agrees(workspace, sandbox
     assert again.counts["contacts"]["updated"] == 0
     assert max_seq(source) == top  # nothing rewritten
     assert_mirror_equals_sandbox(source, sandbox, "contacts")
+
+
+def test_a_large_load_refreshes_the_statistics_the_mirrors_lookups_need(workspace, sandbox):
+    """After a load of more than a thousand rows the engine ANALYZEs the mirror (the per-page lookup scans a
+    source's whole collection on an empty table's statistics), on the columns its queries and the delivery's
+    filter on: PostgreSQL then knows the rows, and the properties documents cost nothing to sample."""
+    if connection.vendor != "postgresql":
+        pytest.skip("ANALYZE is PostgreSQL's")
+    sandbox.seed(PORTAL, contacts=1_200, companies=0, deals=0, tickets=0)
+    source = make_source(workspace, sandbox)
+    with CaptureQueriesContext(connection) as queries:
+        run = sync(source, SyncRun.Trigger.FIRST)
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    table = Record._meta.db_table
+    analyzed = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("ANALYZE")]
+    assert analyzed == [f"ANALYZE {table} ({', '.join(base.ANALYZE_COLUMNS)})"]
+    with connection.cursor() as cur:
+        cur.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        assert cur.fetchone()[0] >= 1_200
+        cur.execute("SELECT attname FROM pg_stats WHERE tablename = %s", [table])
+        assert {"source_id", "collection", "object_id"} <= {row[0] for row in cur.fetchall()}
 
 
 def test_incremental_picks_up_exactly_the_changes(workspace, sandbox):
