@@ -532,14 +532,17 @@ class RedisRateLimiter(RateLimiter):
         if _redis_down():
             return _fallback()._ages(account, kind, budget)
         try:
-            seconds, micros = self.redis.time()
-            now = int(seconds) * 1000 + int(micros) // 1000
-            stamps = self.redis.zrangebyscore(
-                self._keys(account, kind)[0], now - budget.window_ms, "+inf", withscores=True
-            )
+            # Redis' clock and the window's slots in one round trip (the window holds its budget's slots and those
+            # of the last guard's ms at most); those older than `budget.window_ms` are left out here.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.time()
+            pipe.zrange(self._keys(account, kind)[0], 0, -1, withscores=True)
+            (seconds, micros), stamps = pipe.execute()
         except redis.exceptions.ConnectionError:
             return None
-        return [(now - score) / 1000.0 for _member, score in stamps]
+        now = int(seconds) * 1000 + int(micros) // 1000
+        edge = now - budget.window_ms
+        return [(now - score) / 1000.0 for _member, score in stamps if score >= edge]
 
     def _reset(self, account: str) -> None:
         self.redis.delete(*[k for kind in KINDS for k in self._keys(account, kind)], self._flight_key(account))

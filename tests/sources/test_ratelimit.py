@@ -463,6 +463,31 @@ def test_a_slot_and_its_flight_token_are_one_redis_round_trip(settings):
 
 
 @needs_redis
+def test_the_slots_held_are_read_in_one_redis_round_trip(settings, monkeypatch):
+    """What the balance and the 429 checks ask of the window (`used`, `held_slots`): Redis' clock and the slots in
+    one round trip, and only the window's slots count."""
+    import redis
+
+    settings.HUBSPOT_RATE_LIMIT = 110
+    client = redis.Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(client)
+    account = uuid.uuid4().hex
+    for _ in range(3):
+        limiter.acquire(account)
+    trips = []
+    real_command, real_pipeline = client.execute_command, redis.client.Pipeline.execute
+    client.execute_command = lambda *a, **k: trips.append(a[0]) or real_command(*a, **k)
+    monkeypatch.setattr(
+        redis.client.Pipeline, "execute", lambda pipe, *a: trips.append("pipeline") or real_pipeline(pipe, *a)
+    )
+    assert limiter.used(account, GENERAL, 10_000) == 3
+    assert trips == ["pipeline"]
+    time.sleep(0.06)
+    assert limiter.used(account, GENERAL, 50) == 0  # slots older than the window asked about
+    client.execute_command = real_command
+
+
+@needs_redis
 def test_a_request_whose_worker_died_stops_counting_in_flight(monkeypatch):
     monkeypatch.setattr(ratelimit, "FLIGHT_FORGET_MS", 100)
     first, second = guarded_limiters("redis")
