@@ -85,9 +85,9 @@ class RateLimiter:
         self, account: str, kind: str = GENERAL, *, timeout: float | None = None, flight: str | None = None
     ) -> float:
         """Wait for a slot and take it. Returns the seconds waited. `timeout` bounds the wait (TimeoutError).
-        `flight`: a token the request leaves with; the request counts in flight from the slot on (see `sent`),
-        noted in the same step as the slot (with Redis, the same round trip: the request leaves sooner after its
-        slot's time, which is what HubSpot's window is compared with)."""
+        `flight`: a token the request leaves with; the request counts in flight (`in_flight`) from the slot on
+        until `answered`, noted in the same step as the slot (with Redis, the same round trip: the request leaves
+        sooner after its slot's time, which is what HubSpot's window is compared with)."""
         budget = self.budget(account, kind)
         if budget.limit <= 0:
             if flight is not None:
@@ -193,13 +193,6 @@ class RateLimiter:
         if ages is None:
             return None
         return [max(0.0, hold_ms / 1000.0 - age) for age in ages], hold_ms / 1000.0
-
-    def sent(self, account: str) -> str:
-        """A request of the account leaves now; returns its token for `answered` (`acquire(flight=...)` does the
-        same with the slot)."""
-        token = uuid.uuid4().hex
-        self._flight(account, token, add=True)
-        return token
 
     def answered(self, account: str, token: str) -> None:
         self._flight(account, token, add=False)
@@ -435,9 +428,10 @@ class RedisRateLimiter(RateLimiter):
         return f"{self.prefix}:{account}:flight"
 
     def _flight(self, account: str, token: str, *, add: bool) -> None:
-        """In flight: a sorted set of the account's requests scored by when they left (this machine's clock: one
-        round trip between the slot and the request; clocks a few seconds apart do not matter against
-        FLIGHT_FORGET_MS, after which a request its worker lost, killed mid-request, stops counting)."""
+        """In flight: a sorted set of the account's requests scored by when they left (by Redis' clock with their
+        slot, `_try_take`; here, for an unlimited budget or an answer, this machine's: clocks a few seconds apart
+        do not matter against FLIGHT_FORGET_MS, after which a request its worker lost, killed mid-request, stops
+        counting)."""
         import redis
 
         if _redis_down():
@@ -475,7 +469,7 @@ class RedisRateLimiter(RateLimiter):
         keys = self._keys(account, kind)
         args = [budget.limit, budget.window_ms, uuid.uuid4().hex, guard, GUARD_STEP_MS, int(GUARD_RELAX_S * 1000)]
         if flight is not None:
-            # Scored by Redis' clock where `sent` scores by this machine's: clocks seconds apart do not matter
+            # Scored by Redis' clock where `_flight` scores by this machine's: clocks seconds apart do not matter
             # against FLIGHT_FORGET_MS.
             keys.append(self._flight_key(account))
             args += [flight, FLIGHT_FORGET_MS]

@@ -708,11 +708,11 @@ def props_for_type(otype: ObjectType, custom_rows: list[Any]) -> tuple[dict[str,
 
 
 _CACHE: dict[tuple, TypeData] = {}
-# One build per key at a time: a portal's first requests come several at once (a sync asks for the properties
-# and its first counts together), and each building the same TypeData under the GIL made all of them wait for
-# all the builds (three at once: 0.2 s; six, two portals: 0.45 s), which HubSpot's first answers never do.
+# One build at a time: a portal's first requests come several at once (a sync asks for the properties and its
+# first counts together), and each building the same TypeData under the GIL made all of them wait for all the
+# builds (three at once: 0.2 s; six, two portals: 0.45 s), which HubSpot's first answers never do. (Builds of
+# other keys gain nothing from running side by side: they are CPU under the same GIL.)
 _BUILDING = threading.Lock()
-_BUILDS: dict[tuple, threading.Lock] = {}
 
 
 def type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None = None) -> TypeData:
@@ -733,16 +733,12 @@ def type_data(portal: Any, otype: ObjectType, custom_rows: list[Any] | None = No
     if td is not None:
         return td
     with _BUILDING:
-        build = _BUILDS.setdefault(key, threading.Lock())
-    with build:
         td = _CACHE.get(key)
         if td is None:
             td = _build_type_data(portal, otype, custom_rows)
             if len(_CACHE) > 64:
                 _CACHE.clear()
             _CACHE[key] = td
-    with _BUILDING:
-        _BUILDS.pop(key, None)
     return td
 
 

@@ -45,4 +45,3 @@ def test_a_portals_first_requests_at_once_build_its_data_once(monkeypatch):
     # Another portal (another key) builds its own.
     assert data.type_data(_portal(987_654_322), contacts, []) is not got[0]
     assert builds == [portal.hub_id, 987_654_322]
-    assert not data._BUILDS  # nothing left behind

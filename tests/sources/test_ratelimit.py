@@ -404,7 +404,10 @@ def test_at_edge_only_when_our_own_slots_fill_the_window(backend):
 def test_requests_in_flight_are_counted_across_workers(backend):
     first, second = guarded_limiters(backend)
     account = uuid.uuid4().hex
-    a, b, c = first.sent(account), second.sent(account), second.sent(account)
+    a, b, c = "a", "b", "c"
+    first.acquire(account, flight=a)
+    second.acquire(account, flight=b)
+    second.acquire(account, flight=c)
     assert first.in_flight(account) == second.in_flight(account) == 3
     assert first.in_flight("other") == 0
     second.answered(account, b)
@@ -476,7 +479,7 @@ def test_the_slots_held_are_read_in_one_redis_round_trip(settings, monkeypatch):
         limiter.acquire(account)
     trips = []
     real_command, real_pipeline = client.execute_command, redis.client.Pipeline.execute
-    client.execute_command = lambda *a, **k: trips.append(a[0]) or real_command(*a, **k)
+    monkeypatch.setattr(client, "execute_command", lambda *a, **k: trips.append(a[0]) or real_command(*a, **k))
     monkeypatch.setattr(
         redis.client.Pipeline, "execute", lambda pipe, *a: trips.append("pipeline") or real_pipeline(pipe, *a)
     )
@@ -484,16 +487,16 @@ def test_the_slots_held_are_read_in_one_redis_round_trip(settings, monkeypatch):
     assert trips == ["pipeline"]
     time.sleep(0.06)
     assert limiter.used(account, GENERAL, 50) == 0  # slots older than the window asked about
-    client.execute_command = real_command
 
 
 @needs_redis
-def test_a_request_whose_worker_died_stops_counting_in_flight(monkeypatch):
+def test_a_request_whose_worker_died_stops_counting_in_flight(settings, monkeypatch):
     monkeypatch.setattr(ratelimit, "FLIGHT_FORGET_MS", 100)
     first, second = guarded_limiters("redis")
     account = uuid.uuid4().hex
-    first.sent(account)  # never answered: its worker was killed mid-request
-    first.acquire(account, flight="slot")  # the same, noted with its slot
+    first.acquire(account, flight="lost")  # never answered: its worker was killed mid-request
+    settings.HUBSPOT_RATE_LIMIT = 0
+    first.acquire(account, flight="unlimited")  # the same on an unlimited budget (noted without a slot)
     assert second.in_flight(account) == 2
     time.sleep(0.15)
     assert second.in_flight(account) == 0
